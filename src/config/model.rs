@@ -1,0 +1,413 @@
+//! The typed configuration: what `config::load` produces from HAProxy-syntax text and what
+//! `table` consumes. Inheritance (`defaults`, `default-server`) is already applied here, every
+//! reference is resolved and every value validated, so the runtime never re-checks the text.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a piece of configuration came from: `FILE:LINE`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Loc {
+    /// The file as given on the command line.
+    pub file: Arc<str>,
+    /// 1-based line number.
+    pub line: usize,
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A whole, validated configuration (all `-f` files merged in order).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `global` section.
+    pub global: Global,
+    /// Frontends, including the frontend half of every TCP `listen`, in file order.
+    pub frontends: Vec<Frontend>,
+    /// Backends, including the backend half of every TCP `listen`, in file order.
+    pub backends: Vec<Backend>,
+    /// `listen` sections with `mode http` + `stats enable`: the stats page and `/metrics`.
+    pub stats: Vec<StatsListener>,
+    /// Non-fatal findings (HAProxy prints these as `[WARNING]`), e.g. missing timeouts.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// One finding about the configuration, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where it was found.
+    pub loc: Loc,
+    /// What is wrong and, where possible, what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.loc, self.message)
+    }
+}
+
+/// The `global` section.
+#[derive(Debug, Clone, Default)]
+pub struct Global {
+    /// `maxconn`: process-wide limit on concurrent client connections.
+    pub maxconn: Option<u32>,
+    /// `nbthread`: worker threads of the runtime.
+    pub nbthread: Option<usize>,
+    /// `stats socket PATH [mode M] [level L]`.
+    pub stats_sockets: Vec<StatsSocket>,
+    /// `hard-stop-after`: how long a stopping process waits for sessions to end.
+    pub hard_stop_after: Option<Duration>,
+    /// `log` targets.
+    pub logs: Vec<LogTarget>,
+    /// `user`: drop privileges to this user after binding.
+    pub user: Option<String>,
+    /// `group`: drop privileges to this group after binding.
+    pub group: Option<String>,
+    /// `pidfile`.
+    pub pidfile: Option<PathBuf>,
+    /// `daemon` was given (rolelb warns and stays in the foreground).
+    pub daemon: bool,
+}
+
+/// `stats socket` in `global`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSocket {
+    /// Unix socket path.
+    pub path: PathBuf,
+    /// `mode` (octal permission bits).
+    pub mode: Option<u32>,
+    /// `level`.
+    pub level: StatsLevel,
+    /// Where it was declared.
+    pub loc: Loc,
+}
+
+/// `level` of a stats socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatsLevel {
+    /// `level user`: read-only commands.
+    User,
+    /// `level operator` (HAProxy's default).
+    #[default]
+    Operator,
+    /// `level admin`: state-changing commands too.
+    Admin,
+}
+
+/// A `log` line (in `global`, or in a proxy when it is not `log global`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTarget {
+    /// Where lines go.
+    pub dest: LogDest,
+    /// Syslog facility number (e.g. `local0` = 16).
+    pub facility: u8,
+    /// Most verbose syslog severity sent (0 emerg .. 7 debug); `None` = all.
+    pub max_level: Option<u8>,
+}
+
+/// Destination of a `log` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    /// `log stderr ...`
+    Stderr,
+    /// `log stdout ...`
+    Stdout,
+    /// `log ADDR[:PORT] ...` (UDP syslog, port 514 by default).
+    Udp(SocketAddr),
+    /// `log /dev/log ...` (unix datagram syslog).
+    Unix(PathBuf),
+}
+
+/// Proxy `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `mode tcp`.
+    #[default]
+    Tcp,
+    /// `mode http` (only accepted for a stats listener).
+    Http,
+}
+
+/// A frontend: where clients connect and which backend serves them.
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    /// Proxy name.
+    pub name: String,
+    /// Where the section starts.
+    pub loc: Loc,
+    /// Addresses to listen on.
+    pub binds: Vec<Bind>,
+    /// The backend that serves this frontend: the first unconditional `use_backend`, else
+    /// `default_backend` (for a `listen`, itself). Resolved: it exists in `Config::backends`.
+    pub backend: String,
+    /// `maxconn`: concurrent client connections accepted by this frontend.
+    pub maxconn: Option<u32>,
+    /// `timeout client`.
+    pub timeout_client: Option<Duration>,
+    /// `timeout client-fin`.
+    pub timeout_client_fin: Option<Duration>,
+    /// `option tcplog`.
+    pub tcplog: bool,
+    /// `option dontlognull`.
+    pub dontlognull: bool,
+    /// `option clitcpka`.
+    pub clitcpka: bool,
+    /// `log global` (or an own `log` target list when not empty).
+    pub log_global: bool,
+    /// Own `log` targets of this proxy.
+    pub logs: Vec<LogTarget>,
+    /// `disabled`: the proxy is declared but does not listen.
+    pub disabled: bool,
+}
+
+/// One address of a `bind` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// The address to listen on.
+    pub addr: SocketAddr,
+    /// `name N`.
+    pub name: Option<String>,
+    /// Where it was declared.
+    pub loc: Loc,
+}
+
+/// `balance` algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// `roundrobin`: weighted, smooth.
+    #[default]
+    RoundRobin,
+    /// `static-rr`: weighted, fixed map.
+    StaticRr,
+    /// `leastconn`.
+    LeastConn,
+    /// `first`.
+    First,
+    /// `source`: hash of the client address.
+    Source,
+}
+
+/// `hash-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashType {
+    /// `map-based` (HAProxy's default).
+    #[default]
+    MapBased,
+    /// `consistent`.
+    Consistent,
+}
+
+/// A backend: a set of servers and how to pick among them.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Proxy name.
+    pub name: String,
+    /// Where the section starts.
+    pub loc: Loc,
+    /// `balance`.
+    pub balance: Balance,
+    /// `hash-type`.
+    pub hash_type: HashType,
+    /// `timeout connect`.
+    pub timeout_connect: Option<Duration>,
+    /// `timeout server`.
+    pub timeout_server: Option<Duration>,
+    /// `timeout server-fin`.
+    pub timeout_server_fin: Option<Duration>,
+    /// `timeout queue` (HAProxy: defaults to `timeout connect`).
+    pub timeout_queue: Option<Duration>,
+    /// `timeout tunnel`: replaces client/server timeouts once both sides are connected.
+    pub timeout_tunnel: Option<Duration>,
+    /// `timeout check`: for a check, after the connection is established (default: `inter`).
+    pub timeout_check: Option<Duration>,
+    /// `retries` (default 3).
+    pub retries: u32,
+    /// `option redispatch`: the last retry goes to another server.
+    pub redispatch: bool,
+    /// `option allbackups`.
+    pub allbackups: bool,
+    /// `option srvtcpka`.
+    pub srvtcpka: bool,
+    /// Health check method for servers with `check`.
+    pub check: CheckMethod,
+    /// Servers in declaration order.
+    pub servers: Vec<Server>,
+    /// `disabled`.
+    pub disabled: bool,
+}
+
+/// How a server with `check` is checked (the proxy's `option ...-check` / `tcp-check` rules).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CheckMethod {
+    /// Plain TCP connect.
+    #[default]
+    Tcp,
+    /// `option tcp-check` with its `tcp-check` rules in order.
+    TcpCheck(Vec<TcpCheckRule>),
+    /// `option pgsql-check user U`.
+    Pgsql {
+        /// User name sent in the startup message.
+        user: String,
+    },
+    /// `option mysql-check user U [post-41]`.
+    Mysql {
+        /// User name sent in the handshake response.
+        user: String,
+        /// `post-41`: use the 4.1+ client protocol.
+        post_41: bool,
+    },
+    /// `option httpchk [METHOD] [URI] [VERSION]` with `http-check expect`.
+    Http(HttpCheck),
+}
+
+/// One `tcp-check` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpCheckRule {
+    /// `tcp-check connect [port N]`.
+    Connect {
+        /// Port override.
+        port: Option<u16>,
+    },
+    /// `tcp-check send STRING` (escapes already decoded).
+    Send(Vec<u8>),
+    /// `tcp-check expect [!] string STRING`.
+    ExpectString {
+        /// The bytes to find in the response.
+        pattern: Vec<u8>,
+        /// `!`: the check fails when the pattern is found.
+        negate: bool,
+    },
+    /// `tcp-check expect [!] rstring REGEX`.
+    ExpectRegex {
+        /// The regular expression source (validated at parse time).
+        pattern: String,
+        /// `!`: the check fails when the regex matches.
+        negate: bool,
+    },
+}
+
+/// `option httpchk` and `http-check expect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// Request method (default `OPTIONS`).
+    pub method: String,
+    /// Request URI (default `/`).
+    pub uri: String,
+    /// HTTP version string (default `HTTP/1.0`).
+    pub version: String,
+    /// `http-check expect`: what a healthy answer looks like (default: any 2xx or 3xx status).
+    pub expect: HttpExpect,
+}
+
+/// `http-check expect ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HttpExpect {
+    /// No `expect`: HAProxy accepts 2xx and 3xx.
+    #[default]
+    Status2xx3xx,
+    /// `expect [!] status CODE[,CODE...]` (ranges like `200-299` allowed).
+    Status {
+        /// Accepted status ranges, inclusive.
+        codes: Vec<(u16, u16)>,
+        /// `!`.
+        negate: bool,
+    },
+    /// `expect [!] string TEXT`: the body contains TEXT.
+    String {
+        /// The text.
+        text: String,
+        /// `!`.
+        negate: bool,
+    },
+}
+
+/// PROXY protocol header sent to a server (`send-proxy` / `send-proxy-v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// `send-proxy`: text v1.
+    V1,
+    /// `send-proxy-v2`: binary v2.
+    V2,
+}
+
+/// A `server` line with `default-server` options applied.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Server name, unique within its backend.
+    pub name: String,
+    /// Where it was declared.
+    pub loc: Loc,
+    /// Traffic address (resolved once at load, as HAProxy does at startup).
+    pub addr: SocketAddr,
+    /// `check`: run health checks.
+    pub check: bool,
+    /// `inter` (default 2s).
+    pub inter: Duration,
+    /// `fastinter`: interval while the state is changing (default: `inter`).
+    pub fastinter: Option<Duration>,
+    /// `downinter`: interval while DOWN (default: `inter`).
+    pub downinter: Option<Duration>,
+    /// `rise` (default 2).
+    pub rise: u32,
+    /// `fall` (default 3).
+    pub fall: u32,
+    /// `port`: check port.
+    pub check_port: Option<u16>,
+    /// `addr`: check address.
+    pub check_addr: Option<IpAddr>,
+    /// `weight` 0..=256 (default 1).
+    pub weight: u32,
+    /// `backup`.
+    pub backup: bool,
+    /// `disabled`: starts in maintenance.
+    pub disabled: bool,
+    /// `maxconn`: concurrent sessions on this server (`None` or 0: unlimited).
+    pub maxconn: Option<u32>,
+    /// `maxqueue`: connections allowed to wait for this server (`None` or 0: unlimited).
+    pub maxqueue: Option<u32>,
+    /// `slowstart`: ramp the weight up over this long after coming back.
+    pub slowstart: Option<Duration>,
+    /// `on-marked-down shutdown-sessions`.
+    pub shutdown_sessions_on_down: bool,
+    /// `on-marked-up shutdown-backup-sessions`.
+    pub shutdown_backup_sessions_on_up: bool,
+    /// `agent-check` and its options.
+    pub agent: Option<AgentCheck>,
+    /// `send-proxy` / `send-proxy-v2`.
+    pub send_proxy: Option<ProxyProtocol>,
+}
+
+/// `agent-check` with `agent-port`, `agent-addr`, `agent-inter`, `agent-send`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCheck {
+    /// `agent-port` (required by HAProxy).
+    pub port: u16,
+    /// `agent-addr` (default: the server's address).
+    pub addr: Option<IpAddr>,
+    /// `agent-inter` (default: the server's `inter`).
+    pub inter: Duration,
+    /// `agent-send` (escapes decoded).
+    pub send: Option<Vec<u8>>,
+}
+
+/// A `listen` with `mode http` and `stats enable`: serves the stats page and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct StatsListener {
+    /// Proxy name.
+    pub name: String,
+    /// Where the section starts.
+    pub loc: Loc,
+    /// Addresses to listen on.
+    pub binds: Vec<Bind>,
+    /// `stats uri` (default `/`).
+    pub uri: String,
+    /// `stats refresh`, if given.
+    pub refresh: Option<Duration>,
+}

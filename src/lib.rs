@@ -1,0 +1,9 @@
+//! rolelb: a role-aware TCP load balancer for replicated databases that reads HAProxy's
+//! configuration language.
+//!
+//! Flow: `config` (text → typed config) → `table` (typed config + live state → one immutable
+//! table behind `ArcSwap`) → `proxy` (the data path, reads only the table). `control` owns the
+//! table and is the only writer.
+
+pub mod balance;
+pub mod config;
