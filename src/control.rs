@@ -81,7 +81,11 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 impl Control {
     /// Binds every listener of `config`, publishes the first table, and starts accepting.
-    pub fn start(files: Vec<PathBuf>, config: Config, shared: Shared) -> Result<Control, ReloadError> {
+    pub fn start(
+        files: Vec<PathBuf>,
+        config: Config,
+        shared: Shared,
+    ) -> Result<Control, ReloadError> {
         let mut control = Control {
             files,
             config: config.clone(),
@@ -125,13 +129,23 @@ impl Control {
             }
         }
         self.generation += 1;
-        let table = Table::build(&config, &self.registry, self.generation, std::time::Instant::now());
+        let table = Table::build(
+            &config,
+            &self.registry,
+            self.generation,
+            std::time::Instant::now(),
+        );
         let table = Arc::new(table);
         self.shared.table.store(table.clone());
         self.registry.retain(&table);
         for (addr, l) in fresh {
             let token = CancellationToken::new();
-            tokio::spawn(listener::accept_loop(l, addr, self.shared.clone(), token.clone()));
+            tokio::spawn(listener::accept_loop(
+                l,
+                addr,
+                self.shared.clone(),
+                token.clone(),
+            ));
             self.listeners.insert(addr, token);
             tracing::info!(%addr, "listening");
         }

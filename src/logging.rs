@@ -8,10 +8,10 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 
 use tracing::{Level, Metadata};
-use tracing_subscriber::{EnvFilter, Layer};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogDest, LogTarget};
 
@@ -111,7 +111,11 @@ fn open(target: &LogTarget) -> io::Result<Option<SyslogTarget>> {
     let sink = match &target.dest {
         LogDest::Stderr | LogDest::Stdout => return Ok(None),
         LogDest::Udp(addr) => {
-            let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let bind = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
             let s = UdpSocket::bind(bind)?;
             s.connect(addr)?;
             s.set_nonblocking(true)?;

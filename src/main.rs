@@ -97,7 +97,9 @@ fn runtime(global: &Global) -> Result<tokio::runtime::Runtime> {
 
 fn run(files: Vec<PathBuf>, config: Config) -> Result<()> {
     if config.global.daemon {
-        tracing::warn!("'daemon' is set: rolelb stays in the foreground (run it under a service manager)");
+        tracing::warn!(
+            "'daemon' is set: rolelb stays in the foreground (run it under a service manager)"
+        );
     }
     let default_maxconn = default_maxconn();
     runtime(&config.global)?.block_on(serve(files, config, default_maxconn))
@@ -176,7 +178,10 @@ async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Res
         }
     };
     let open = shared.sessions.len();
-    tracing::info!(sessions = open, "{why}: soft stop, no new connections; waiting for sessions to end");
+    tracing::info!(
+        sessions = open,
+        "{why}: soft stop, no new connections; waiting for sessions to end"
+    );
     let (done, stopped) = oneshot::channel();
     if commands.send(Command::StopAccepting(done)).await.is_ok() {
         let _ = stopped.await;

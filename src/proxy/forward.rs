@@ -141,12 +141,10 @@ fn side_limit(
     tunnel: Option<Duration>,
     half_closed: bool,
 ) -> Option<Duration> {
-    if half_closed {
-        if let Some(f) = fin {
-            return Some(f);
-        }
+    match fin {
+        Some(f) if half_closed => Some(f),
+        _ => tunnel.or(normal),
     }
-    tunnel.or(normal)
 }
 
 /// Copies bytes both ways between `client` and `server` until both directions end, a side

@@ -64,7 +64,12 @@ impl Drop for ConnGuard {
 }
 
 /// Accepts on `listener` until `stop` is cancelled, spawning one session per connection.
-pub async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Shared, stop: CancellationToken) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Shared,
+    stop: CancellationToken,
+) {
     loop {
         // Wait until both limits leave room, re-reading the table each time.
         let fe = loop {

@@ -84,10 +84,11 @@ async fn acquire(
             Err(NoServer::AllFull) => {}
         }
         if queued.is_none() {
-            if let Some(limit) = backend.queue_limit() {
-                if backend.live.queued.load(Ordering::Acquire) >= limit {
-                    break Err(Refused::QueueFull);
-                }
+            if backend
+                .queue_limit()
+                .is_some_and(|limit| backend.live.queued.load(Ordering::Acquire) >= limit)
+            {
+                break Err(Refused::QueueFull);
             }
             backend.live.queued.fetch_add(1, Ordering::AcqRel);
             queued = Some(backend.live.clone());
