@@ -7,3 +7,4 @@
 
 pub mod balance;
 pub mod config;
+pub mod proxy;
