@@ -100,16 +100,21 @@ mod tests {
 
     #[test]
     fn sessions_follow_weights_when_picks_are_kept() {
-        let candidates = weighted(&[5, 3, 1]);
-        let selector = LeastConn::new(&candidates, Arc::default());
-        let live = FakeLive::all_usable(3);
-        let mut open = [0u32; 3];
-        for _ in 0..90 {
-            let i = selector.pick(&live, None).unwrap();
-            open[i] += 1;
-            live.set_sessions(i, open[i]);
+        for weights in [&[1, 1, 1][..], &[3, 1], &[5, 3, 1], &[256, 1]] {
+            let selector = leastconn(weights);
+            let live = FakeLive::all_usable(weights.len());
+            let mut open = vec![0u32; weights.len()];
+            let cycle: u32 = weights.iter().sum();
+            for cycles in 1..=3 {
+                for _ in 0..cycle {
+                    let i = selector.pick(&live, None).unwrap();
+                    open[i] += 1;
+                    live.set_sessions(i, open[i]);
+                }
+                let want: Vec<u32> = weights.iter().map(|w| w * cycles).collect();
+                assert_eq!(open, want, "weights {weights:?}");
+            }
         }
-        assert_eq!(open, [50, 30, 10]);
     }
 
     #[test]
