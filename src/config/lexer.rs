@@ -76,7 +76,7 @@ pub fn lex(file: &Arc<str>, text: &str, env: &dyn Fn(&str) -> Option<String>) ->
             continue;
         };
         if first.text.starts_with('.') {
-            directive(&mut cond, &mut out, loc, &words);
+            directive(&mut cond, &mut out, loc, &words, env);
             continue;
         }
         if cond.active() {
@@ -119,7 +119,13 @@ impl CondStack {
     }
 }
 
-fn directive(cond: &mut CondStack, out: &mut LexOutput, loc: Loc, words: &[Word]) {
+fn directive(
+    cond: &mut CondStack,
+    out: &mut LexOutput,
+    loc: Loc,
+    words: &[Word],
+    env: &dyn Fn(&str) -> Option<String>,
+) {
     let name = words[0].text.as_str();
     let rest: Vec<&str> = words[1..].iter().map(|w| w.as_str()).collect();
     let err = |out: &mut LexOutput, loc: Loc, message: String| {
@@ -129,7 +135,7 @@ fn directive(cond: &mut CondStack, out: &mut LexOutput, loc: Loc, words: &[Word]
         ".if" => {
             let parent_active = cond.active();
             let value = if parent_active {
-                match eval_condition(&rest) {
+                match eval_condition(&rest, env) {
                     Ok(v) => v,
                     Err(m) => {
                         err(out, loc.clone(), m);
@@ -164,7 +170,7 @@ fn directive(cond: &mut CondStack, out: &mut LexOutput, loc: Loc, words: &[Word]
                 frame.taking = false;
                 return;
             }
-            let value = match eval_condition(&rest) {
+            let value = match eval_condition(&rest, env) {
                 Ok(v) => v,
                 Err(m) => {
                     err(out, loc, m);
@@ -204,7 +210,7 @@ fn directive(cond: &mut CondStack, out: &mut LexOutput, loc: Loc, words: &[Word]
 
 /// Evaluates a `.if` condition: terms joined by `&&` / `||` (left to right), each term a
 /// number, `!term`, `defined(VAR)`, `streq(A,B)`, `strneq(A,B)` or `feature(NAME)`.
-fn eval_condition(words: &[&str]) -> Result<bool, String> {
+fn eval_condition(words: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {
     let expr = words.join(" ");
     if expr.trim().is_empty() {
         return Err("'.if' needs a condition".into());
@@ -219,7 +225,7 @@ fn eval_condition(words: &[&str]) -> Result<bool, String> {
             pending_op = Some(if token == "&&" { "&&" } else { "||" });
             continue;
         }
-        let value = eval_term(&token)?;
+        let value = eval_term(&token, env)?;
         result = Some(match (result, pending_op.take()) {
             (None, _) => value,
             (Some(acc), Some("&&")) => acc && value,
@@ -265,9 +271,9 @@ fn tokenize_condition(expr: &str) -> Vec<String> {
     tokens
 }
 
-fn eval_term(term: &str) -> Result<bool, String> {
+fn eval_term(term: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {
     if let Some(inner) = term.strip_prefix('!') {
-        return eval_term(inner.trim()).map(|v| !v);
+        return eval_term(inner.trim(), env).map(|v| !v);
     }
     if let Ok(n) = term.parse::<i64>() {
         return Ok(n != 0);
@@ -278,7 +284,7 @@ fn eval_term(term: &str) -> Result<bool, String> {
     };
     let args: Vec<&str> = args.split(',').map(str::trim).collect();
     match (func, args.as_slice()) {
-        ("defined", [name]) => Ok(std::env::var_os(name).is_some()),
+        ("defined", [name]) => Ok(env(name).is_some()),
         ("streq", [a, b]) => Ok(a == b),
         ("strneq", [a, b]) => Ok(a != b),
         // rolelb has none of HAProxy's optional build features.
@@ -429,11 +435,16 @@ fn expand_var(
         cur.extend_from_slice(value.unwrap_or_default().as_bytes());
         return Ok(i + 3 + close);
     }
-    let len = bytes[i + 1..].iter().take_while(|&&b| is_name(b)).count();
-    if len == 0 {
-        cur.push(b'$');
-        return Ok(i + 1);
+    let starts_name = bytes
+        .get(i + 1)
+        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_');
+    if !starts_name {
+        return Err(format!(
+            "forbidden first character in environment variable name at column {} (write '\\$' or use single quotes for a literal '$')",
+            i + 2
+        ));
     }
+    let len = bytes[i + 1..].iter().take_while(|&&b| is_name(b)).count();
     let name = &line[i + 1..i + 1 + len];
     cur.extend_from_slice(env(name).unwrap_or_default().as_bytes());
     Ok(i + 1 + len)
@@ -509,6 +520,15 @@ mod tests {
                 .unwrap_err()
                 .contains("end of the line")
         );
+        assert!(
+            split_line(r#"x "^a$""#, &no_env)
+                .unwrap_err()
+                .contains("variable name")
+        );
+        assert_eq!(
+            split_line(r#"x "a\$" 'b$'"#, &no_env).unwrap()[1].text,
+            "a$"
+        );
     }
 
     #[test]
@@ -555,10 +575,12 @@ mod tests {
 
     #[test]
     fn condition_operators() {
-        assert!(eval_condition(&["1", "&&", "!0"]).unwrap());
-        assert!(!eval_condition(&["streq(a,b)", "||", "0"]).unwrap());
-        assert!(eval_condition(&["strneq(a,b)"]).unwrap());
-        assert!(eval_condition(&["&&"]).is_err());
-        assert!(eval_condition(&["bogus(x)"]).is_err());
+        assert!(eval_condition(&["1", "&&", "!0"], &no_env).unwrap());
+        assert!(!eval_condition(&["streq(a,b)", "||", "0"], &no_env).unwrap());
+        assert!(eval_condition(&["strneq(a,b)"], &no_env).unwrap());
+        assert!(eval_condition(&["&&"], &no_env).is_err());
+        assert!(eval_condition(&["bogus(x)"], &no_env).is_err());
+        let env = |n: &str| (n == "SET").then(String::new);
+        assert!(eval_condition(&["defined(SET)", "&&", "!defined(UNSET)"], &env).unwrap());
     }
 }

@@ -145,7 +145,7 @@ impl Reader {
             ["from", def] => (String::new(), Some(*def)),
             [name] => (name.to_string(), None),
             [name, "from", def] => (name.to_string(), Some(*def)),
-            [_, extra, ..] => {
+            [_, "from", _, extra, ..] | [_, extra, ..] => {
                 self.diags.error(
                     loc,
                     format!("'{keyword}': unexpected argument '{extra}' (write '{keyword} NAME [from DEFAULTS]')"),

@@ -121,7 +121,7 @@ impl Ctx<'_> {
 pub fn suggest<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     known
         .map(|k| (strsim::damerau_levenshtein(word, k), k))
-        .filter(|(d, k)| *d <= 2 && *d < k.len().max(word.len()) / 2 + 1)
+        .filter(|(d, k)| *d <= 2.max(word.len() / 3) && *d < k.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
