@@ -42,6 +42,7 @@ pub fn build(global: Global, proxies: Vec<ProxyDraft>, diags: &mut Diags) -> Con
             config.backends.push(backend(p, diags));
         }
     }
+    check_duplicate_binds(&config, diags);
     for (index, loc) in references {
         let frontend = &config.frontends[index];
         let target = &frontend.backend;
@@ -69,6 +70,40 @@ pub fn build(global: Global, proxies: Vec<ProxyDraft>, diags: &mut Diags) -> Con
         }
     }
     config
+}
+
+/// Two listeners on overlapping addresses (the same one, or a wildcard and an address of
+/// its family on the same port) would either fail to bind or, with SO_REUSEPORT, share
+/// clients at random — never what a config means: refuse it.
+fn check_duplicate_binds(config: &Config, diags: &mut Diags) {
+    let frontends = config
+        .frontends
+        .iter()
+        .filter(|f| !f.disabled)
+        .map(|f| (&f.name, &f.binds));
+    let stats = config.stats.iter().map(|s| (&s.name, &s.binds));
+    let mut seen: Vec<(&String, &super::model::Bind)> = Vec::new();
+    for (name, binds) in frontends.chain(stats) {
+        for bind in binds {
+            if let Some((other, first)) = seen.iter().find(|(_, b)| overlaps(b.addr, bind.addr)) {
+                diags.error(
+                    &bind.loc,
+                    format!(
+                        "'{name}' binds {}, which overlaps {} bound by '{other}' at {}",
+                        bind.addr, first.addr, first.loc
+                    ),
+                );
+            } else {
+                seen.push((name, bind));
+            }
+        }
+    }
+}
+
+fn overlaps(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Where a frontend names its backend (the `use_backend` / `default_backend` line).
