@@ -3,10 +3,12 @@
 //! proxy, resolves each frontend's backend, chooses the check method, and warns like HAProxy
 //! about missing timeouts and ignored settings.
 
+use std::collections::HashMap;
+
 use super::draft::{CheckOption, Diags, ProxyDraft, ProxyKind, ServerDraft};
 use super::keywords::did_you_mean;
 use super::model::{
-    AgentCheck, Backend, CheckMethod, Config, Frontend, Global, HttpCheck, Mode, Server,
+    AgentCheck, Backend, Bind, CheckMethod, Config, Frontend, Global, HttpCheck, Mode, Server,
     StatsListener,
 };
 
@@ -82,10 +84,14 @@ fn check_duplicate_binds(config: &Config, diags: &mut Diags) {
         .filter(|f| !f.disabled)
         .map(|f| (&f.name, &f.binds));
     let stats = config.stats.iter().map(|s| (&s.name, &s.binds));
-    let mut seen: Vec<(&String, &super::model::Bind)> = Vec::new();
+    // Keyed by port: a `bind :1-65535` must not make this quadratic.
+    let mut seen: HashMap<u16, Vec<(&String, &Bind)>> = HashMap::new();
     for (name, binds) in frontends.chain(stats) {
         for bind in binds {
-            if let Some((other, first)) = seen.iter().find(|(_, b)| overlaps(b.addr, bind.addr)) {
+            let same_port = seen.entry(bind.addr.port()).or_default();
+            if let Some((other, first)) =
+                same_port.iter().find(|(_, b)| overlaps(b.addr, bind.addr))
+            {
                 diags.error(
                     &bind.loc,
                     format!(
@@ -94,7 +100,7 @@ fn check_duplicate_binds(config: &Config, diags: &mut Diags) {
                     ),
                 );
             } else {
-                seen.push((name, bind));
+                same_port.push((name, bind));
             }
         }
     }
