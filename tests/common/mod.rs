@@ -88,7 +88,8 @@ const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
 /// A TCP port on 127.0.0.1 that nothing listens on and that this process never handed out.
 ///
 /// Scans [`PORT_RANGE`] from a random start (so parallel test processes rarely meet), skips
-/// ports handed out before in this process, and proves each candidate free by binding it.
+/// ports handed out before in this process, and proves each candidate free by binding it
+/// (which also fails when another socket listens on the port's wildcard address).
 pub fn free_port() -> u16 {
     let span = PORT_RANGE.end - PORT_RANGE.start;
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -97,7 +98,7 @@ pub fn free_port() -> u16 {
     let mut taken = handed_out().lock().expect("free_port: port set poisoned");
     for i in 0..span {
         let port = PORT_RANGE.start + (start + i) % span;
-        if taken.contains(&port) || is_listening(port) {
+        if taken.contains(&port) {
             continue;
         }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
