@@ -576,6 +576,21 @@ impl Postgres {
         self.psql("SELECT pg_is_in_recovery()") == "t"
     }
 
+    /// Waits until this replica has replayed everything `primary` has written so far.
+    pub fn wait_replayed(&self, primary: &Postgres) {
+        let lsn = primary.psql("SELECT pg_current_wal_lsn()");
+        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+        let caught_up = wait_until(Duration::from_secs(30), || {
+            try_psql(self.port, &sql).as_deref() == Ok("t")
+        });
+        assert!(
+            caught_up,
+            "replica :{} did not replay the primary's WAL up to {lsn} within 30s\n{}",
+            self.port,
+            log_tail(&self.log_path(), 20)
+        );
+    }
+
     /// Runs `sql` on this server with [`psql`].
     pub fn psql(&self, sql: &str) -> String {
         psql(self.port, sql)
