@@ -151,15 +151,18 @@ fn connect_failures_are_retried_and_the_last_retry_is_redispatched() {
     let with = "balance first\nretries 2\noption redispatch\ntimeout connect 200ms";
     let lb = Rolelb::start(&listen(rp, with, &servers));
     let ha = Haproxy::start(&listen(hp, with, &servers));
-    for addr in [local(rp), local(hp)] {
+    for (who, addr) in [("rolelb", local(rp)), ("haproxy", local(hp))] {
         let started = Instant::now();
-        assert_eq!(who_answers(addr).expect("redispatched"), "alive", "{addr}");
-        // Two retries each wait min(timeout connect, 1s) = 200 ms first.
-        assert!(
-            started.elapsed() >= Duration::from_millis(350),
-            "{addr}: {:?}",
-            started.elapsed()
-        );
+        assert_eq!(who_answers(addr).expect("redispatched"), "alive", "{who}");
+        // rolelb waits min(timeout connect, 1s) = 200 ms before each of its two retries.
+        // (HAProxy skips that pause in some cases, so only its outcome is compared.)
+        if who == "rolelb" {
+            assert!(
+                started.elapsed() >= Duration::from_millis(350),
+                "{who}: {:?}",
+                started.elapsed()
+            );
+        }
     }
     let log = lb.stderr_text();
     assert_eq!(
