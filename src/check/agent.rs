@@ -51,7 +51,10 @@ pub fn parse_reply(line: &[u8]) -> Result<AgentReply, String> {
 
 /// Queries the agent at `target`, sending `send` first when set. A failure (cannot connect,
 /// timeout, empty, garbled or oversized reply) comes back as the `CheckResult` to log.
-pub async fn query(target: &Target, send: Option<&[u8]>) -> Result<(AgentReply, CheckResult), CheckResult> {
+pub async fn query(
+    target: &Target,
+    send: Option<&[u8]>,
+) -> Result<(AgentReply, CheckResult), CheckResult> {
     let _ = (target, send);
     unimplemented!("check types: being written")
 }
