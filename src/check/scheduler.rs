@@ -410,19 +410,17 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
             );
         }
     }
-    if let Some(pct) = reply.weight_pct {
-        if live.agent_weight_pct.swap(pct, Ordering::AcqRel) != pct {
-            changed = true;
-            tracing::info!(
-                "Server {name} weight set to {pct}% of its configured weight by the agent."
-            );
-        }
+    if let Some(pct) = reply.weight_pct
+        && live.agent_weight_pct.swap(pct, Ordering::AcqRel) != pct
+    {
+        changed = true;
+        tracing::info!("Server {name} weight set to {pct}% of its configured weight by the agent.");
     }
-    if let Some(m) = reply.maxconn {
-        if live.agent_maxconn.swap(m, Ordering::AcqRel) != m {
-            changed = true;
-            tracing::info!("Server {name} maxconn set to {m} by the agent.");
-        }
+    if let Some(m) = reply.maxconn
+        && live.agent_maxconn.swap(m, Ordering::AcqRel) != m
+    {
+        changed = true;
+        tracing::info!("Server {name} maxconn set to {m} by the agent.");
     }
     changed
 }
@@ -531,10 +529,12 @@ impl Scheduler {
         let count = wanted.len().max(1) as u32;
         for (i, (spec, live)) in wanted.into_iter().enumerate() {
             let key = (spec.backend.clone(), spec.server.clone());
-            if let Some((running, _)) = self.tasks.get(&key) {
-                if *running == spec {
-                    continue;
-                }
+            if self
+                .tasks
+                .get(&key)
+                .is_some_and(|(running, _)| *running == spec)
+            {
+                continue;
             }
             if let Some((_, token)) = self.tasks.remove(&key) {
                 token.cancel();
