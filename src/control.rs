@@ -106,6 +106,12 @@ impl Control {
         Ok(control)
     }
 
+    /// A handle that asks this task to rebuild the table from the live state (after a check
+    /// verdict or an operator's command changed eligibility).
+    pub fn rebuild_handle(&self) -> mpsc::UnboundedSender<()> {
+        self.rebuild_tx.clone()
+    }
+
     /// The addresses currently listened on.
     pub fn bound(&self) -> Vec<SocketAddr> {
         self.listeners.keys().copied().collect()
