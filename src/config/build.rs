@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use super::draft::{CheckOption, Diags, ProxyDraft, ProxyKind, ServerDraft};
 use super::keywords::did_you_mean;
 use super::model::{
-    AgentCheck, Backend, Bind, CheckMethod, Config, Frontend, Global, HttpCheck, Mode, Server,
-    StatsListener,
+    AgentCheck, Backend, Bind, CheckMethod, Config, Frontend, Global, HttpCheck, Mode, Role,
+    RoleSource, Server, StatsListener,
 };
 
 /// Builds the configuration; problems go to `diags`.
@@ -319,6 +319,11 @@ fn backend(p: &ProxyDraft, diags: &mut Diags) -> Backend {
         check: check_method(p, diags),
         servers: p.servers.iter().filter_map(server).collect(),
         disabled: p.disabled,
+        // The role keywords are parsed by the extension keyword table (not yet enabled).
+        role: Role::Any,
+        role_check: None,
+        max_lag: None,
+        role_source: RoleSource::Check,
     }
 }
 
