@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{self, Candidate, Cursor, Live, Selector};
 use crate::check::CheckResult;
-use crate::config::{self, Config, ProxyProtocol};
+use crate::config::{self, Config, MaxLag, ProxyProtocol, Role};
 
 /// The shared handle through which the data path reads the current table.
 pub type TableHandle = Arc<ArcSwap<Table>>;
@@ -84,6 +84,86 @@ pub struct ServerLive {
     pub check_failures: AtomicU64,
     /// Transitions from UP to DOWN.
     pub down_transitions: AtomicU64,
+    /// The role the node last reported (role checks or the agent's `#role=`).
+    role: AtomicU8,
+    /// Replication lag in bytes; `u64::MAX` = unknown.
+    pub lag_bytes: AtomicU64,
+    /// Replication lag in milliseconds; `u64::MAX` = unknown.
+    pub lag_ms: AtomicU64,
+    /// Whether the lag is within `max-lag` (with hysteresis), kept by the role checker.
+    lag_ok: AtomicBool,
+    /// The last role check's outcome, for logs, the admin API and metrics.
+    pub last_role_check: ArcSwapOption<RoleCheckState>,
+}
+
+/// The role a node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeRole {
+    /// Not known yet, or the last role checks failed: never eligible where a role is required.
+    Unknown = 0,
+    /// Accepts writes.
+    Primary = 1,
+    /// In recovery / read-only.
+    Replica = 2,
+}
+
+impl NodeRole {
+    fn from_u8(v: u8) -> NodeRole {
+        match v {
+            1 => NodeRole::Primary,
+            2 => NodeRole::Replica,
+            _ => NodeRole::Unknown,
+        }
+    }
+
+    /// Lower-case name (`primary`, `replica`, `unknown`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::Unknown => "unknown",
+            NodeRole::Primary => "primary",
+            NodeRole::Replica => "replica",
+        }
+    }
+}
+
+/// Why a role check did not give a role, kept apart so a broken check transport never looks
+/// like a demoted database, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoleProblem {
+    /// The check port could not be reached in time (timeout, unreachable network).
+    Unreachable,
+    /// The connection was refused (nothing listens: the database is down).
+    Refused,
+    /// The database answered but refused us (authentication, permissions).
+    Rejected,
+    /// The answer was not what a database says (garbage, protocol error, hang mid-handshake).
+    BadAnswer,
+}
+
+impl RoleProblem {
+    /// Short name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleProblem::Unreachable => "unreachable",
+            RoleProblem::Refused => "refused",
+            RoleProblem::Rejected => "rejected",
+            RoleProblem::BadAnswer => "bad_answer",
+        }
+    }
+}
+
+/// The outcome of the last role check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleCheckState {
+    /// The role reported, or `Unknown`.
+    pub role: NodeRole,
+    /// Why there is no role, when the check failed.
+    pub problem: Option<RoleProblem>,
+    /// Detail for humans (the driver's error, the lag numbers).
+    pub detail: String,
+    /// How long the check took.
+    pub duration: Duration,
 }
 
 impl Default for ServerLive {
@@ -107,6 +187,11 @@ impl Default for ServerLive {
             last_agent: ArcSwapOption::empty(),
             check_failures: AtomicU64::new(0),
             down_transitions: AtomicU64::new(0),
+            role: AtomicU8::new(NodeRole::Unknown as u8),
+            lag_bytes: AtomicU64::new(u64::MAX),
+            lag_ms: AtomicU64::new(u64::MAX),
+            lag_ok: AtomicBool::new(false),
+            last_role_check: ArcSwapOption::empty(),
         }
     }
 }
@@ -234,6 +319,26 @@ impl ServerLive {
         self.effective_admin() == AdminState::Ready && self.effective_health() == Health::Up
     }
 
+    /// The role the node last reported.
+    pub fn role(&self) -> NodeRole {
+        NodeRole::from_u8(self.role.load(Ordering::Acquire))
+    }
+
+    /// Records the node's role; returns the previous one.
+    pub fn set_role(&self, role: NodeRole) -> NodeRole {
+        NodeRole::from_u8(self.role.swap(role as u8, Ordering::AcqRel))
+    }
+
+    /// Whether the lag is within `max-lag` (as last decided by the role checker).
+    pub fn lag_ok(&self) -> bool {
+        self.lag_ok.load(Ordering::Acquire)
+    }
+
+    /// Records whether the lag is within `max-lag`; returns the previous value.
+    pub fn set_lag_ok(&self, ok: bool) -> bool {
+        self.lag_ok.swap(ok, Ordering::AcqRel)
+    }
+
     /// The configured weight scaled by the agent's `N%`.
     pub fn agent_scaled_weight(&self, weight: u32) -> u32 {
         let pct = self.agent_weight_pct.load(Ordering::Acquire);
@@ -321,6 +426,10 @@ pub struct BackendLive {
     pub total_sessions: AtomicU64,
     /// Connections refused because no server was available.
     pub no_server: AtomicU64,
+    /// Set while more than one server of a `role primary` backend reports primary.
+    pub role_conflict: AtomicBool,
+    /// Connections refused because of a role conflict.
+    pub conflict_refusals: AtomicU64,
 }
 
 /// Live state of one frontend, shared across tables.
@@ -473,8 +582,40 @@ pub struct BackendRt {
     pub active: Pool,
     /// Eligible backup servers (only the first unless `option allbackups`).
     pub backup: Pool,
+    /// `role`: the role a server must report to take traffic here.
+    pub role: Role,
+    /// `max-lag` (with `role replica`).
+    pub max_lag: Option<MaxLag>,
     /// Live state shared across tables.
     pub live: Arc<BackendLive>,
+}
+
+/// Whether `s` may take a new connection in a backend with `role` / `max-lag`: eligible
+/// (admin, health) and reporting the role the backend needs. Backups of a `role replica`
+/// backend (typically the primary, the read fallback) need a known role, not `replica`.
+pub fn admits(role: Role, max_lag: Option<MaxLag>, s: &ServerRt) -> bool {
+    if !s.live.eligible() {
+        return false;
+    }
+    match role {
+        Role::Any => true,
+        Role::Primary => s.live.role() == NodeRole::Primary,
+        Role::Replica if s.backup => s.live.role() != NodeRole::Unknown,
+        Role::Replica => {
+            s.live.role() == NodeRole::Replica && (max_lag.is_none() || s.live.lag_ok())
+        }
+    }
+}
+
+/// The servers of a `role primary` backend that report primary and are not in maintenance:
+/// more than one is a split brain.
+pub fn reported_primaries(servers: &[ServerRt]) -> Vec<&ServerRt> {
+    servers
+        .iter()
+        .filter(|s| {
+            s.live.role() == NodeRole::Primary && s.live.effective_admin() != AdminState::Maint
+        })
+        .collect()
 }
 
 /// Why no server could be picked.
@@ -484,6 +625,8 @@ pub enum NoServer {
     NoneAvailable,
     /// Eligible servers exist but all are at `maxconn`: queue.
     AllFull,
+    /// Several servers of a `role primary` backend report primary: refuse at once.
+    RoleConflict,
 }
 
 struct PoolLive<'a> {
@@ -499,7 +642,7 @@ impl Live for PoolLive<'_> {
             return false;
         }
         let s = &self.backend.servers[idx];
-        if !s.live.eligible() {
+        if !admits(self.backend.role, self.backend.max_lag, s) {
             return false;
         }
         match s.maxconn {
@@ -520,6 +663,12 @@ impl BackendRt {
     /// Picks a server for a new connection from `client` and takes a slot on it; `exclude`
     /// skips one server (the one a redispatch moves away from). Returns the server's index.
     pub fn pick(&self, client: Option<IpAddr>, exclude: Option<usize>) -> Result<usize, NoServer> {
+        // The single-writer guard, re-checked on every pick from the live roles so that the
+        // window between a role report and the next table is closed too.
+        if self.role == Role::Primary && reported_primaries(&self.servers).len() > 1 {
+            self.live.conflict_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(NoServer::RoleConflict);
+        }
         // Backups serve only when no active server is eligible, as in HAProxy.
         let pool = if self.active.members.is_empty() {
             &self.backup
@@ -704,7 +853,27 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
             }
         })
         .collect();
-    let usable = |s: &ServerRt| !be.disabled && s.live.eligible() && s.weight > 0;
+    let primaries: Vec<String> = if be.role == Role::Primary {
+        reported_primaries(&servers)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let conflict = primaries.len() > 1;
+    let was = live.role_conflict.swap(conflict, Ordering::AcqRel);
+    if conflict && !was {
+        tracing::error!(
+            backend = %be.name,
+            "role conflict: servers {} all report primary; refusing new connections until one of them stops being primary",
+            primaries.join(" and ")
+        );
+    } else if was && !conflict {
+        tracing::warn!(backend = %be.name, "role conflict resolved; routing resumes");
+    }
+    let usable =
+        |s: &ServerRt| !be.disabled && !conflict && s.weight > 0 && admits(be.role, be.max_lag, s);
     let members = |backup: bool| -> Vec<usize> {
         servers
             .iter()
@@ -755,6 +924,8 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
         servers,
         active,
         backup,
+        role: be.role,
+        max_lag: be.max_lag,
         live,
     }
 }

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod http;
 pub mod mysql;
 pub mod pgsql;
+pub mod role;
 pub mod scheduler;
 pub mod tcp;
 pub mod tcp_check;
