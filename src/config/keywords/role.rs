@@ -7,7 +7,7 @@
 //! `role-check` lines carry passwords: no error here ever echoes a word of those lines
 //! except the check kind and the keywords rolelb itself defines.
 
-use super::{Ctx, suggest};
+use super::{Ctx, did_you_mean};
 use crate::config::draft::ProxyDraft;
 use crate::config::lexer::Word;
 use crate::config::model::{MaxLag, Role, RoleCheck, RoleSource};
@@ -74,9 +74,7 @@ pub fn role_check(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             RoleCheck::Agent
         }
         other => {
-            let hint = suggest(other, ["pgsql", "mysql", "agent"].into_iter())
-                .map(|k| format!(" (did you mean '{k}'?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean(other, ["pgsql", "mysql", "agent"].into_iter());
             return Err(format!(
                 "unknown role-check '{other}'{hint}: use pgsql, mysql or agent"
             ));
@@ -112,9 +110,7 @@ impl Login {
                 }
                 // The word is not shown: it may be a password whose keyword was left out.
                 _ => {
-                    let hint = suggest(keyword, known.iter().copied())
-                        .map(|k| format!(" (did you mean '{k}'?)"))
-                        .unwrap_or_default();
+                    let hint = did_you_mean(keyword, known.iter().copied());
                     return Err(format!(
                         "'role-check {kind}': word {} is not one of {}{hint}; it is not shown in case it is a secret",
                         // Count from the keyword: `role-check` is word 0, the kind word 1.
