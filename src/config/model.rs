@@ -264,6 +264,17 @@ pub enum Role {
     Replica,
 }
 
+impl Role {
+    /// The word after `role` in the configuration.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Role::Any => "any",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
 /// `role-check ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleCheck {
