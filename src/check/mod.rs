@@ -5,6 +5,7 @@
 //! data path.
 
 pub mod agent;
+mod conn;
 pub mod http;
 pub mod mysql;
 pub mod pgsql;
