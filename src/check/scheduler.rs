@@ -202,6 +202,11 @@ impl RiseFall {
         self.up
     }
 
+    /// The health counter itself, from 0 to `rise + fall - 1` (HAProxy's `check_health`).
+    pub fn counter(&self) -> u32 {
+        self.health
+    }
+
     /// Whether a change of state is under way (the `fastinter` case).
     pub fn transitioning(&self) -> bool {
         self.health != 0 && self.health != self.top()
@@ -296,6 +301,7 @@ async fn health_loop(
     } else {
         RiseFall::new(hs.rise, hs.fall)
     };
+    live.set_check_health(machine.counter());
     let mut next = Instant::now() + first_delay;
     loop {
         tokio::select! {
@@ -317,7 +323,9 @@ async fn health_loop(
             live.check_failures.fetch_add(1, Ordering::Relaxed);
         }
         let name = format!("{}/{}", spec.backend, spec.server);
-        match machine.record(passed) {
+        let transition = machine.record(passed);
+        live.set_check_health(machine.counter());
+        match transition {
             Some(Transition::Down) => {
                 live.set_health(Health::Down);
                 live.down_transitions.fetch_add(1, Ordering::Relaxed);
