@@ -131,6 +131,15 @@ impl Default for ServerLive {
 }
 
 impl AdminState {
+    /// The word HAProxy prints for it (`READY`, `DRAIN`, `MAINT`).
+    pub fn word(self) -> &'static str {
+        match self {
+            AdminState::Ready => "READY",
+            AdminState::Drain => "DRAIN",
+            AdminState::Maint => "MAINT",
+        }
+    }
+
     fn from_u8(v: u8) -> AdminState {
         match v {
             0 => AdminState::Ready,

@@ -5,6 +5,7 @@
 //! Changes go to the server's live state (which outlives tables and reloads); the reply is
 //! sent once the rebuilt table is published, so a client that sees the reply sees the change.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Env;
@@ -12,7 +13,7 @@ use super::servers_state;
 use super::stats::{self, StatFilter};
 use super::view;
 use crate::config::StatsLevel;
-use crate::table::{AdminState, ServerRt};
+use crate::table::{AdminState, ServerLive, ServerRt};
 
 /// The highest weight HAProxy accepts.
 const MAX_WEIGHT: u32 = 256;
@@ -249,13 +250,9 @@ pub async fn execute(env: &Env, level: StatsLevel, words: &[&str], origin: &str)
         }
         ["show", "backend", ..] => Outcome::Reply(show_backend(env)),
         ["get", "weight", rest @ ..] => Outcome::Reply(get_weight(env, rest.first().copied())),
-        ["set", "server", rest @ ..]
-        | ["enable", "server", rest @ ..]
-        | ["disable", "server", rest @ ..]
-        | ["set", "weight", rest @ ..]
+        ["set" | "enable" | "disable", "server", ..] | ["set", "weight", ..]
             if level != StatsLevel::Admin =>
         {
-            let _ = rest;
             reply(PERMISSION_DENIED)
         }
         ["set", "server", target, rest @ ..] => match rest {
@@ -291,15 +288,13 @@ fn show_backend(env: &Env) -> String {
     out
 }
 
-/// A server found by `backend/server`, with its configured weight.
+/// A server found by `backend/server`: its name, configured weight and live state (held by
+/// `Arc`, so the table may change meanwhile).
 struct Found {
     name: String,
     initial: u32,
-    rt: ServerRtRef,
+    live: Arc<ServerLive>,
 }
-
-/// The live state of a found server (kept by `Arc`, so the table may change meanwhile).
-type ServerRtRef = std::sync::Arc<crate::table::ServerLive>;
 
 fn lookup(env: &Env, target: Option<&str>) -> Result<Found, &'static str> {
     let (backend, server) = split_target(target)?;
@@ -320,14 +315,18 @@ fn lookup(env: &Env, target: Option<&str>) -> Result<Found, &'static str> {
     Ok(Found {
         name: format!("{backend}/{server}"),
         initial: s_cfg.weight,
-        rt: rt.live.clone(),
+        live: rt.live.clone(),
     })
 }
 
 fn get_weight(env: &Env, target: Option<&str>) -> String {
     match lookup(env, target) {
         Err(e) => e.to_string(),
-        Ok(f) => format!("{} (initial {})\n", f.rt.user_weight(f.initial), f.initial),
+        Ok(f) => format!(
+            "{} (initial {})\n",
+            f.live.user_weight(f.initial),
+            f.initial
+        ),
     }
 }
 
@@ -340,14 +339,6 @@ async fn rebuild(env: &Env) {
     let deadline = Instant::now() + REBUILD_WAIT;
     while env.table.load().generation == before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn admin_word(state: AdminState) -> &'static str {
-    match state {
-        AdminState::Ready => "READY",
-        AdminState::Drain => "DRAIN",
-        AdminState::Maint => "MAINT",
     }
 }
 
@@ -365,12 +356,12 @@ async fn set_state(
         Ok(s) => s,
         Err(e) => return Outcome::Reply(e.to_owned()),
     };
-    let prev = found.rt.set_admin(state);
+    let prev = found.live.set_admin(state);
     if prev != state {
         tracing::warn!(
             "Server {} is {} (set by {origin}).",
             found.name,
-            admin_word(state)
+            state.word()
         );
         rebuild(env).await;
     }
@@ -391,8 +382,8 @@ async fn set_weight(
         Ok(w) => w,
         Err(e) => return Outcome::Reply(e.to_owned()),
     };
-    if found.rt.operator_weight() != Some(w) {
-        found.rt.set_operator_weight(Some(w));
+    if found.live.operator_weight() != Some(w) {
+        found.live.set_operator_weight(Some(w));
         tracing::warn!(
             "Server {} weight set to {w} (initial {}) by {origin}.",
             found.name,
@@ -408,18 +399,18 @@ async fn enable(env: &Env, target: Option<&str>, enable: bool, origin: &str) -> 
         Ok(f) => f,
         Err(e) => return Outcome::Reply(e.to_owned()),
     };
-    let current = found.rt.admin();
+    let current = found.live.admin();
     let next = match (enable, current) {
         (true, AdminState::Maint) => AdminState::Ready,
         (true, other) => other,
         (false, _) => AdminState::Maint,
     };
     if next != current {
-        found.rt.set_admin(next);
+        found.live.set_admin(next);
         tracing::warn!(
             "Server {} is {} (set by {origin}).",
             found.name,
-            admin_word(next)
+            next.word()
         );
         rebuild(env).await;
     }

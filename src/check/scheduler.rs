@@ -413,7 +413,7 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
             changed = true;
             tracing::warn!(
                 "Server {name} is {} (set by the agent){}.",
-                admin_word(state),
+                state.word(),
                 describe(reply)
             );
         }
@@ -431,14 +431,6 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
         tracing::info!("Server {name} maxconn set to {m} by the agent.");
     }
     changed
-}
-
-fn admin_word(state: AdminState) -> &'static str {
-    match state {
-        AdminState::Ready => "READY",
-        AdminState::Drain => "DRAIN",
-        AdminState::Maint => "MAINT",
-    }
 }
 
 fn describe(reply: &agent::AgentReply) -> String {
