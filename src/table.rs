@@ -94,6 +94,16 @@ pub struct ServerLive {
     lag_ok: AtomicBool,
     /// The last role check's outcome, for logs, the admin API and metrics.
     pub last_role_check: ArcSwapOption<RoleCheckState>,
+    /// Weight set by the operator (`set server B/S weight`), [`NO_WEIGHT`] when none; it
+    /// replaces the configured weight and survives reloads.
+    operator_weight: AtomicU32,
+    /// The health check's rise/fall counter (HAProxy's `check_health`), [`NO_HEALTH`] until a
+    /// check task publishes it.
+    check_health: AtomicU32,
+    /// Most sessions ever open at once on this server.
+    pub max_sessions: AtomicU32,
+    /// When the operating or administrative state last changed (`lastchg` in `show stat`).
+    changed_at: Mutex<Instant>,
 }
 
 /// The role a node reports.
@@ -166,6 +176,11 @@ pub struct RoleCheckState {
     pub duration: Duration,
 }
 
+/// [`ServerLive::operator_weight`] when the operator has set no weight.
+const NO_WEIGHT: u32 = u32::MAX;
+/// [`ServerLive::check_health`] before any check task has published its counter.
+const NO_HEALTH: u32 = u32::MAX;
+
 impl Default for ServerLive {
     fn default() -> Self {
         ServerLive {
@@ -192,11 +207,24 @@ impl Default for ServerLive {
             lag_ms: AtomicU64::new(u64::MAX),
             lag_ok: AtomicBool::new(false),
             last_role_check: ArcSwapOption::empty(),
+            operator_weight: AtomicU32::new(NO_WEIGHT),
+            check_health: AtomicU32::new(NO_HEALTH),
+            max_sessions: AtomicU32::new(0),
+            changed_at: Mutex::new(Instant::now()),
         }
     }
 }
 
 impl AdminState {
+    /// The word HAProxy prints for it (`READY`, `DRAIN`, `MAINT`).
+    pub fn word(self) -> &'static str {
+        match self {
+            AdminState::Ready => "READY",
+            AdminState::Drain => "DRAIN",
+            AdminState::Maint => "MAINT",
+        }
+    }
+
     fn from_u8(v: u8) -> AdminState {
         match v {
             0 => AdminState::Ready,
@@ -229,6 +257,7 @@ impl ServerLive {
     /// Sets the agent's administrative state; returns the previous one.
     pub fn set_agent_admin(&self, state: AdminState) -> AdminState {
         let prev = AdminState::from_u8(self.agent_admin.swap(state as u8, Ordering::AcqRel));
+        self.note_change(prev != state);
         if prev != AdminState::Ready
             && state == AdminState::Ready
             && self.admin() == AdminState::Ready
@@ -246,6 +275,7 @@ impl ServerLive {
     /// Sets the agent's operating state; returns the previous one.
     pub fn set_agent_health(&self, health: Health) -> Health {
         let prev = Health::from_u8(self.agent_health.swap(health as u8, Ordering::AcqRel));
+        self.note_change(prev != health);
         if prev == Health::Down && health == Health::Up && self.health() == Health::Up {
             self.mark_usable_now();
         }
@@ -272,8 +302,8 @@ impl ServerLive {
 
     /// Sets the administrative state; returns the previous one.
     pub fn set_admin(&self, state: AdminState) -> AdminState {
-        let prev = self.admin();
-        self.admin.store(state as u8, Ordering::Release);
+        let prev = AdminState::from_u8(self.admin.swap(state as u8, Ordering::AcqRel));
+        self.note_change(prev != state);
         if prev != AdminState::Ready && state == AdminState::Ready {
             self.mark_usable_now();
         }
@@ -301,10 +331,67 @@ impl ServerLive {
     /// Sets the health; returns the previous one.
     pub fn set_health(&self, health: Health) -> Health {
         let prev = Health::from_u8(self.health.swap(health as u8, Ordering::AcqRel));
+        self.note_change(prev != health);
         if prev == Health::Down && health == Health::Up {
             self.mark_usable_now();
         }
         prev
+    }
+
+    /// Whether the configuration applied last marks this server `disabled`.
+    pub fn config_disabled(&self) -> bool {
+        self.config_disabled.load(Ordering::Acquire)
+    }
+
+    /// The operator's weight, if one is set.
+    pub fn operator_weight(&self) -> Option<u32> {
+        match self.operator_weight.load(Ordering::Acquire) {
+            NO_WEIGHT => None,
+            w => Some(w),
+        }
+    }
+
+    /// Sets (or with `None` clears) the operator's weight; the table must be rebuilt after.
+    pub fn set_operator_weight(&self, weight: Option<u32>) {
+        let w = weight.map_or(NO_WEIGHT, |w| w.min(NO_WEIGHT - 1));
+        self.operator_weight.store(w, Ordering::Release);
+    }
+
+    /// The user weight (`srv_uweight`): the operator's weight, else the configured one,
+    /// scaled by the agent's `N%`; `slowstart` is applied on top of it.
+    pub fn user_weight(&self, configured: u32) -> u32 {
+        self.agent_scaled_weight(self.operator_weight().unwrap_or(configured))
+    }
+
+    /// The health check's rise/fall counter, once a check task has published one.
+    pub fn check_health(&self) -> Option<u32> {
+        match self.check_health.load(Ordering::Acquire) {
+            NO_HEALTH => None,
+            h => Some(h),
+        }
+    }
+
+    /// Publishes the health check's rise/fall counter (for `show stat` and `show servers state`).
+    pub fn set_check_health(&self, counter: u32) {
+        self.check_health
+            .store(counter.min(NO_HEALTH - 1), Ordering::Release);
+    }
+
+    /// When the operating or administrative state last changed.
+    pub fn changed_at(&self) -> Instant {
+        *self
+            .changed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note_change(&self, changed: bool) {
+        if changed {
+            *self
+                .changed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
     }
 
     fn mark_usable_now(&self) {
@@ -359,11 +446,17 @@ impl ServerLive {
             Some(m) if m > 0 => m,
             _ => u32::MAX,
         };
-        self.sessions
+        match self
+            .sessions
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
-            })
-            .is_ok()
+            }) {
+            Ok(prev) => {
+                self.max_sessions.fetch_max(prev + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Gives back a slot taken by [`ServerLive::try_acquire`].
@@ -439,6 +532,8 @@ pub struct FrontendLive {
     pub conns: AtomicU32,
     /// Client connections ever accepted.
     pub total_conns: AtomicU64,
+    /// Most client connections ever open at once.
+    pub max_conns: AtomicU32,
     /// Bytes received from clients.
     pub bytes_in: AtomicU64,
     /// Bytes sent to clients.
@@ -758,6 +853,9 @@ pub struct Table {
     pub listeners: HashMap<SocketAddr, Arc<FrontendRt>>,
     /// Backends by name.
     pub backends: HashMap<String, Arc<BackendRt>>,
+    /// The configuration this table was built from (for reports: declaration order, ids,
+    /// check settings).
+    pub config: Arc<Config>,
 }
 
 impl Table {
@@ -769,6 +867,13 @@ impl Table {
             frontends: Vec::new(),
             listeners: HashMap::new(),
             backends: HashMap::new(),
+            config: Arc::new(Config {
+                global: config::Global::default(),
+                frontends: Vec::new(),
+                backends: Vec::new(),
+                stats: Vec::new(),
+                warnings: Vec::new(),
+            }),
         }
     }
 
@@ -811,6 +916,7 @@ impl Table {
             frontends,
             listeners,
             backends,
+            config: Arc::new(config.clone()),
         }
     }
 
@@ -847,7 +953,7 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
                 maxqueue: s.maxqueue,
                 send_proxy: s.send_proxy,
                 backup: s.backup,
-                weight: slive.agent_scaled_weight(s.weight),
+                weight: slive.user_weight(s.weight),
                 slowstart: s.slowstart,
                 live: slive,
             }

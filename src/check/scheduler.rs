@@ -248,6 +248,11 @@ impl RiseFall {
         self.up
     }
 
+    /// The health counter itself, from 0 to `rise + fall - 1` (HAProxy's `check_health`).
+    pub fn counter(&self) -> u32 {
+        self.health
+    }
+
     /// Whether a change of state is under way (the `fastinter` case).
     pub fn transitioning(&self) -> bool {
         self.health != 0 && self.health != self.top()
@@ -342,6 +347,7 @@ async fn health_loop(
     } else {
         RiseFall::new(hs.rise, hs.fall)
     };
+    live.set_check_health(machine.counter());
     let mut next = Instant::now() + first_delay;
     loop {
         tokio::select! {
@@ -363,7 +369,9 @@ async fn health_loop(
             live.check_failures.fetch_add(1, Ordering::Relaxed);
         }
         let name = format!("{}/{}", spec.backend, spec.server);
-        match machine.record(passed) {
+        let transition = machine.record(passed);
+        live.set_check_health(machine.counter());
+        match transition {
             Some(Transition::Down) => {
                 live.set_health(Health::Down);
                 live.down_transitions.fetch_add(1, Ordering::Relaxed);
@@ -451,7 +459,7 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
             changed = true;
             tracing::warn!(
                 "Server {name} is {} (set by the agent){}.",
-                admin_word(state),
+                state.word(),
                 describe(reply)
             );
         }
@@ -469,14 +477,6 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
         tracing::info!("Server {name} maxconn set to {m} by the agent.");
     }
     changed
-}
-
-fn admin_word(state: AdminState) -> &'static str {
-    match state {
-        AdminState::Ready => "READY",
-        AdminState::Drain => "DRAIN",
-        AdminState::Maint => "MAINT",
-    }
 }
 
 fn describe(reply: &agent::AgentReply) -> String {
