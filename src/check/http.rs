@@ -8,7 +8,7 @@
 //! [reason]` or headers that do not end is `L7RSP`; a status `expect` (default: 2xx or 3xx)
 //! is decided on the headers alone, a miss is `L7STS` with the status as code and the reason
 //! phrase as info; a `string` expect reads the body (Content-Length, chunked or until close,
-//! at most [`MAX_RESPONSE`] bytes in all) and looks only at it, whatever the status.
+//! at most 16 KiB in all) and looks only at it, whatever the status.
 
 use super::conn::{self, Clock, MAX_RESPONSE, Read, connect, printable};
 use super::{CheckResult, Status, Target};

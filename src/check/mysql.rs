@@ -8,7 +8,7 @@
 //! packet is `L7STS` with the error code and message (verbatim, as HAProxy prints it), any
 //! other packet `L7OK`, code 0. HAProxy writes its packets before the greeting arrives;
 //! rolelb waits for the greeting, so an error greeting followed by a close is read in full.
-//! Every length read from the wire is bounded by [`MAX_RESPONSE`].
+//! Every length read from the wire is bounded (16 KiB, HAProxy's buffer size).
 
 use super::conn::{self, Clock, MAX_RESPONSE, Read, connect, printable};
 use super::{CheckResult, Status, Target};
@@ -104,7 +104,7 @@ pub enum Greeting {
 }
 
 /// Splits the first packet off `buf` once it is complete: `Ok((payload, sequence id))`,
-/// `Err` with the reason when its declared length exceeds [`MAX_RESPONSE`]; `None` while
+/// `Err` with the reason when its declared length exceeds 16 KiB; `None` while
 /// incomplete.
 pub fn split_packet(buf: &[u8]) -> Option<Result<(Vec<u8>, u8), String>> {
     let header = buf.get(..4)?;
