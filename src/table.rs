@@ -429,7 +429,9 @@ impl ServerLive {
     /// The configured weight scaled by the agent's `N%`.
     pub fn agent_scaled_weight(&self, weight: u32) -> u32 {
         let pct = self.agent_weight_pct.load(Ordering::Acquire);
-        u32::try_from(u64::from(weight) * u64::from(pct) / 100).unwrap_or(weight)
+        // HAProxy caps the resulting weight, not the percentage, at 256.
+        let scaled = u64::from(weight) * u64::from(pct) / 100;
+        u32::try_from(scaled.min(256)).unwrap_or(256)
     }
 
     /// `maxconn` in force: the agent's `maxconn:N` when set, else the configured one.
