@@ -185,6 +185,13 @@ impl CheckSpec {
     }
 }
 
+/// The next check time: one interval after the previous *planned* time, so wake-up latency
+/// does not accumulate into a slower schedule; never in the past (a check that overran its
+/// slot runs again at once rather than in a burst).
+fn reschedule(planned: Instant, interval: Duration) -> Instant {
+    (planned + interval).max(Instant::now())
+}
+
 /// Runs one health check of the configured method.
 pub async fn run_check(method: &CheckMethod, target: &Target) -> CheckResult {
     match method {
@@ -422,8 +429,7 @@ async fn health_loop(
         } else {
             hs.downinter
         };
-        // A fixed schedule from each check's start, as HAProxy; never in the past.
-        next = (started + interval).max(Instant::now());
+        next = reschedule(next, interval);
     }
 }
 
@@ -508,7 +514,6 @@ async fn agent_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
-        let started = Instant::now();
         let target = target(ag.addr, ag.inter, ag.timeout_connect, ag.timeout_check);
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
@@ -569,7 +574,7 @@ async fn agent_loop(
                 live.last_agent.store(Some(Arc::new(result)));
             }
         }
-        next = (started + ag.inter).max(Instant::now());
+        next = reschedule(next, ag.inter);
     }
 }
 
@@ -763,7 +768,7 @@ async fn role_loop(
         apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
         let settled = tracker.failures == 0 && live.role() != NodeRole::Unknown;
         let interval = if settled { rs.inter } else { rs.fastinter };
-        next = (started + interval).max(Instant::now());
+        next = reschedule(next, interval);
     }
 }
 
