@@ -1005,10 +1005,8 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
     }
     let usable =
         |s: &ServerRt| !be.disabled && !conflict && s.weight > 0 && admits(be.role, be.max_lag, s);
-    if be.role == Role::Primary && !conflict {
-        if let [only] = primaries.as_slice() {
-            hand_over_writes(&be.name, &servers, &live, only);
-        }
+    if let (Role::Primary, false, [only]) = (be.role, conflict, primaries.as_slice()) {
+        hand_over_writes(&be.name, &servers, &live, only);
     }
     let members = |backup: bool| -> Vec<usize> {
         servers
