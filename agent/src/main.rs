@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use rolelb_agent::agent_check::AgentCheck;
@@ -147,11 +146,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The poller stores a result at least every inter + timeout; twice inter of slack more
     // and the result counts as stale (down).
     let status = Status::new(admin, config.inter * 2 + config.timeout);
-    let agent_listener = TcpListener::bind(config.listen.agent)
-        .await
+    let agent_listener = listener::bind(config.listen.agent)
         .with_context(|| format!("listen.agent {}", config.listen.agent))?;
-    let http_listener = TcpListener::bind(config.listen.http)
-        .await
+    let http_listener = listener::bind(config.listen.http)
         .with_context(|| format!("listen.http {}", config.listen.http))?;
     tracing::info!(
         agent = %config.listen.agent,

@@ -23,8 +23,12 @@ fn agents_tell_primary_from_replica_and_follow_promotion() {
     let a2 = Agent::start(&pg_database(replica.port(), "postgres"), EXTRA);
 
     let startup = Duration::from_secs(10);
-    a1.wait_line(startup, |l| l == "up ready 100% #role=primary lag=0 lag_s=0\n");
-    a2.wait_line(startup, |l| l.starts_with("up ready 100% #role=replica lag="));
+    a1.wait_line(startup, |l| {
+        l == "up ready 100% #role=primary lag=0 lag_s=0\n"
+    });
+    a2.wait_line(startup, |l| {
+        l.starts_with("up ready 100% #role=replica lag=")
+    });
     println!("primary line: {}replica line: {}", a1.line(), a2.line());
 
     // The Patroni endpoints, both ways round.
@@ -75,6 +79,9 @@ fn agents_tell_primary_from_replica_and_follow_promotion() {
     let j = json(&body);
     assert_eq!(j["state"], "down");
     assert_eq!(j["role"], "unknown");
-    assert!(j["reason"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert!(
+        j["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
     assert!(a1.line().starts_with("down ready 100% #role=unknown"));
 }

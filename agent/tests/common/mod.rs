@@ -130,7 +130,11 @@ impl Agent {
             last = self.line();
             cond(&last)
         });
-        assert!(ok, "agent line never matched; last: {last:?}\n{}", self.log());
+        assert!(
+            ok,
+            "agent line never matched; last: {last:?}\n{}",
+            self.log()
+        );
         start.elapsed()
     }
 

@@ -1,0 +1,112 @@
+//! The database down, refusing the agent's credentials, or hanging: the agent answers
+//! `down` / 503 with a reason within its own timeout, never hangs a client, never panics.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, Postgres, SilentServer, free_port, pg_database, psql};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const EXTRA: &str = "inter: 300ms\ntimeout: 500ms\n";
+/// One poll's timeout plus one interval, plus scheduling slack.
+const VERDICT_WITHIN: Duration = Duration::from_millis(300 + 500 + 1000);
+
+fn reason(agent: &Agent) -> String {
+    let (code, body) = agent.get("/health");
+    assert_eq!(code, 503, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(j["state"], "down", "{body}");
+    j["reason"].as_str().unwrap_or_default().to_string()
+}
+
+/// Every request answers quickly even while the database does not.
+fn assert_replies_fast(agent: &Agent) {
+    for _ in 0..20 {
+        let t = Instant::now();
+        let line = agent.line();
+        assert!(line.starts_with("down ready 100%"), "{line}");
+        let (code, _) = agent.get("/primary");
+        assert_eq!(code, 503);
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "a reply took {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn database_down_is_down_with_reason() {
+    let port = free_port();
+    let agent = Agent::start(&pg_database(port, "postgres"), EXTRA);
+    agent.wait_line(VERDICT_WITHIN, |l| l.starts_with("down ready"));
+    let why = reason(&agent);
+    assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}");
+    assert!(why.contains("refused"), "{why}");
+    assert_replies_fast(&agent);
+    assert_eq!(agent.get("/liveness").0, 200);
+}
+
+#[test]
+fn wrong_credentials_are_down_with_reason() {
+    let pg = Postgres::primary();
+    let agent = Agent::start(&pg_database(pg.port(), "no_such_user"), EXTRA);
+    agent.wait_line(VERDICT_WITHIN, |l| l.starts_with("down ready"));
+    let why = reason(&agent);
+    assert!(why.contains("no_such_user"), "{why}");
+    println!("reason: {why}");
+    assert_replies_fast(&agent);
+}
+
+#[test]
+fn hanging_database_is_down_within_the_timeout() {
+    let silent = SilentServer::start();
+    let started = Instant::now();
+    let agent = Agent::start(&pg_database(silent.port(), "postgres"), EXTRA);
+    assert_replies_fast(&agent);
+    let why = reason(&agent);
+    assert!(why.contains("no answer"), "{why}");
+    assert!(why.contains("within 500ms"), "{why}");
+    println!("reason after {:?}: {why}", started.elapsed());
+}
+
+/// The database answers, then freezes (SIGSTOP on the postmaster and the agent's backend):
+/// the kept-open session hangs mid-query and new connections hang too. The agent goes down
+/// within one timeout and comes back up when the database thaws.
+#[test]
+fn database_that_freezes_goes_down_then_recovers() {
+    let pg = Postgres::primary();
+    let agent = Agent::start(&pg_database(pg.port(), "postgres"), EXTRA);
+    agent.wait_line(VERDICT_WITHIN * 5, |l| {
+        l.starts_with("up ready 100% #role=primary")
+    });
+    let backend: i32 = psql(
+        pg.port(),
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'rolelb-agent'",
+    )
+    .parse()
+    .expect("the agent's backend pid");
+    let postmaster = pg.pid().expect("postmaster pid") as i32;
+    let frozen = [Pid::from_raw(postmaster), Pid::from_raw(backend)];
+    for pid in frozen {
+        kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    }
+    let t = Instant::now();
+    let outcome = std::panic::catch_unwind(|| {
+        agent.wait_line(VERDICT_WITHIN, |l| l.starts_with("down ready"));
+        let took = t.elapsed();
+        assert_replies_fast(&agent);
+        (took, reason(&agent))
+    });
+    for pid in frozen {
+        let _ = kill(pid, Signal::SIGCONT);
+    }
+    let (took, why) = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    println!("frozen database seen down after {took:?}: {why}");
+    assert!(why.contains("no answer"), "{why}");
+    agent.wait_line(VERDICT_WITHIN * 5, |l| {
+        l.starts_with("up ready 100% #role=primary")
+    });
+}
