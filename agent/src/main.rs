@@ -150,6 +150,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listen.agent {}", config.listen.agent))?;
     let http_listener = listener::bind(config.listen.http)
         .with_context(|| format!("listen.http {}", config.listen.http))?;
+    tokio::spawn(poller::run(
+        config.database.clone(),
+        config.inter,
+        config.timeout,
+        Arc::clone(&status),
+    ));
+    // Answer only once the database has been asked: a restarted agent must not report a
+    // healthy primary `down` for a moment (HAProxy with `fall 1` would cut its sessions).
+    // Checkers meanwhile wait in the backlog, at most one poll timeout.
+    if tokio::time::timeout(config.timeout * 2, status.first_poll())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "no poll result after {}ms; answering anyway",
+            (config.timeout * 2).as_millis()
+        );
+    }
     tracing::info!(
         agent = %config.listen.agent,
         http = %config.listen.http,
@@ -158,12 +176,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         admin = %admin,
         "rolelb-agent started"
     );
-    tokio::spawn(poller::run(
-        config.database.clone(),
-        config.inter,
-        config.timeout,
-        Arc::clone(&status),
-    ));
     tokio::spawn(state_file::watch(
         config.state_file.clone(),
         config.inter,

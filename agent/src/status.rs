@@ -127,6 +127,8 @@ pub struct Status {
     db: ArcSwap<DbStatus>,
     admin: AtomicU8,
     stale_after: Duration,
+    /// Becomes true when the first poll outcome is stored.
+    polled: tokio::sync::watch::Sender<bool>,
 }
 
 impl Status {
@@ -142,6 +144,7 @@ impl Status {
             }),
             admin: AtomicU8::new(admin as u8),
             stale_after,
+            polled: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -151,6 +154,14 @@ impl Status {
             state,
             at: Instant::now(),
         }));
+        self.polled.send_replace(true);
+    }
+
+    /// Returns once the first poll outcome is stored (at once if it already is).
+    pub async fn first_poll(&self) {
+        let mut rx = self.polled.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|polled| *polled).await;
     }
 
     /// Stores the admin state.
@@ -223,6 +234,23 @@ mod tests {
         assert_eq!(s.snapshot().role(), Some(Role::Replica));
         s.set_admin(AdminState::Maint);
         assert_eq!(s.snapshot().admin, AdminState::Maint);
+    }
+
+    #[tokio::test]
+    async fn first_poll_wakes_waiters() {
+        let s = Status::new(AdminState::Ready, Duration::from_secs(60));
+        let waiter = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.first_poll().await })
+        };
+        s.set_db(DbState::Down {
+            reason: "refused".into(),
+        });
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        s.first_poll().await;
     }
 
     #[test]

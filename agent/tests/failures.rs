@@ -65,6 +65,11 @@ fn hanging_database_is_down_within_the_timeout() {
     let silent = SilentServer::start();
     let started = Instant::now();
     let agent = Agent::start(&pg_database(silent.port(), "postgres"), EXTRA);
+    println!("agent listening after {:?}", started.elapsed());
+    // The first answer waits for the first poll: at most one timeout.
+    let first = agent.line();
+    println!("first line after {:?}: {first}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(500 + 1000));
     assert_replies_fast(&agent);
     let why = reason(&agent);
     assert!(why.contains("no answer"), "{why}");

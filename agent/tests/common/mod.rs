@@ -86,9 +86,12 @@ impl Agent {
         cmd.arg("-f").arg(self.config());
         let log = self.dir.path().join("agent.log");
         let mut proc = Proc::spawn("rolelb-agent", &mut cmd, &log, Signal::SIGTERM);
-        let (agent, http) = (self.agent.port(), self.http.port());
+        // Connecting, not is_listening(): /proc/net/tcp gets slow to read on a machine full of
+        // TIME_WAIT sockets (after a burst test), and a probe connection is harmless here.
+        let (agent, http) = (self.agent, self.http);
+        let accepts = |a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok();
         proc.wait_ready("waiting for its listeners", || {
-            is_listening(agent) && is_listening(http)
+            accepts(agent) && accepts(http)
         });
         self.proc = Some(proc);
     }
