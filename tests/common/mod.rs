@@ -792,9 +792,11 @@ impl Haproxy {
 pub fn rolelb_bin() -> PathBuf {
     match option_env!("CARGO_BIN_EXE_rolelb") {
         Some(path) => require_bin(path),
-        None => require_bin(std::env::var_os("ROLELB_BIN").unwrap_or_else(|| {
-            panic!("no rolelb binary in this crate's tests: set ROLELB_BIN")
-        })),
+        None => {
+            require_bin(std::env::var_os("ROLELB_BIN").unwrap_or_else(|| {
+                panic!("no rolelb binary in this crate's tests: set ROLELB_BIN")
+            }))
+        }
     }
 }
 
