@@ -115,3 +115,53 @@ fn database_that_freezes_goes_down_then_recovers() {
         l.starts_with("up ready 100% #role=primary")
     });
 }
+
+/// Raw bytes on a socket, then whatever comes back until close or timeout.
+fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("set_read_timeout");
+    let _ = conn.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn malformed_requests_get_errors_not_panics() {
+    let agent = Agent::start(&pg_database(free_port(), "postgres"), EXTRA);
+    let garbage = raw_exchange(agent.http, b"\x00\x01GARBAGE \xff\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(1 << 20));
+    let reply = raw_exchange(agent.http, huge.as_bytes());
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 4"),
+        "{reply:?}"
+    );
+    let post = raw_exchange(
+        agent.http,
+        b"POST /primary HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+    );
+    assert!(post.starts_with("HTTP/1.0 405"), "{post:?}");
+    // A client that sends a partial request and stalls is cut off by the header timeout
+    // (5 s) rather than held forever.
+    let t = Instant::now();
+    let stalled = raw_exchange(agent.http, b"GET /prim");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "held {:?}",
+        t.elapsed()
+    );
+    println!(
+        "stalled request closed after {:?}: {stalled:?}",
+        t.elapsed()
+    );
+    // Junk instead of an agent-send line: still one well-formed line.
+    let line = raw_exchange(agent.agent, &[0xff; 4096]);
+    assert!(
+        line.starts_with("down ready 100% #role=unknown"),
+        "{line:?}"
+    );
+    assert_eq!(agent.get("/liveness").0, 200);
+}
