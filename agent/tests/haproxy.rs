@@ -12,30 +12,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    Agent, Haproxy, NamedServer, Postgres, free_port, haproxy_status, pg_database, wait_until,
-    who_answers,
+    Agent, Cluster, Haproxy, NamedServer, Postgres, addr, free_port, haproxy_status, pg_database,
+    wait_routed, wait_until, who_answers,
 };
 
 /// Agent poll interval, HAProxy check interval: both 300 ms.
 const INTER: Duration = Duration::from_millis(300);
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Waits until `frontend` is served by `name` five times in a row; returns how long it took.
-fn wait_routed(frontend: SocketAddr, name: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    let mut streak = 0;
-    let mut last = String::new();
-    let ok = wait_until(timeout, || {
-        last = who_answers(frontend).unwrap_or_else(|e| format!("<{e}>"));
-        streak = if last == name { streak + 1 } else { 0 };
-        streak >= 5
-    });
-    assert!(ok, "{frontend} not routed to {name}; last answer {last:?}");
-    start.elapsed()
-}
 
 /// The global and defaults sections, with a stats socket at `sock`.
 fn haproxy_head(sock: &Path, writes: u16, reads: u16) -> String {
@@ -46,41 +28,6 @@ fn haproxy_head(sock: &Path, writes: u16, reads: u16) -> String {
          frontend reads\n    bind 127.0.0.1:{reads}\n    default_backend be_reads\n",
         sock.display()
     )
-}
-
-/// A primary and a replica, a NamedServer and an agent for each, with `extra` agent keys.
-struct Cluster {
-    // Agents before servers: they stop first.
-    agents: [Agent; 2],
-    nodes: [NamedServer; 2],
-    primary: Postgres,
-    replica: Postgres,
-}
-
-impl Cluster {
-    fn start(extra: &str) -> Cluster {
-        let primary = Postgres::primary();
-        let replica = Postgres::replica_of(&primary);
-        let agents = [
-            Agent::start(&pg_database(primary.port(), "postgres"), extra),
-            Agent::start(&pg_database(replica.port(), "postgres"), extra),
-        ];
-        agents[0].wait_line(Duration::from_secs(10), |l| l.contains("#role=primary"));
-        agents[1].wait_line(Duration::from_secs(10), |l| l.contains("#role=replica"));
-        Cluster {
-            agents,
-            nodes: [NamedServer::start("node1"), NamedServer::start("node2")],
-            primary,
-            replica,
-        }
-    }
-
-    /// Stops the primary and promotes the replica; returns when `pg_promote` has finished.
-    fn fail_over(&mut self) -> Instant {
-        self.primary.stop();
-        self.replica.promote();
-        Instant::now()
-    }
 }
 
 /// Routes via HAProxy until the promotion, then checks the new routes.

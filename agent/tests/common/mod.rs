@@ -284,3 +284,57 @@ pub fn haproxy_status(socket: &Path, backend: &str, server: &str) -> String {
         .and_then(|f| f.get(col).map(|s| s.to_string()))
         .unwrap_or_else(|| panic!("{backend}/{server} not in show stat:\n{csv}"))
 }
+
+/// `127.0.0.1:port`.
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Waits until `frontend` is served by `name` five times in a row; returns how long it took.
+pub fn wait_routed(frontend: SocketAddr, name: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    let mut streak = 0;
+    let mut last = String::new();
+    let ok = wait_until(timeout, || {
+        last = who_answers(frontend).unwrap_or_else(|e| format!("<{e}>"));
+        streak = if last == name { streak + 1 } else { 0 };
+        streak >= 5
+    });
+    assert!(ok, "{frontend} not routed to {name}; last answer {last:?}");
+    start.elapsed()
+}
+
+/// A primary and a replica, a NamedServer and an agent for each, with `extra` agent keys.
+pub struct Cluster {
+    // Agents before servers: they stop first.
+    pub agents: [Agent; 2],
+    pub nodes: [NamedServer; 2],
+    pub primary: Postgres,
+    pub replica: Postgres,
+}
+
+impl Cluster {
+    pub fn start(extra: &str) -> Cluster {
+        let primary = Postgres::primary();
+        let replica = Postgres::replica_of(&primary);
+        let agents = [
+            Agent::start(&pg_database(primary.port(), "postgres"), extra),
+            Agent::start(&pg_database(replica.port(), "postgres"), extra),
+        ];
+        agents[0].wait_line(Duration::from_secs(10), |l| l.contains("#role=primary"));
+        agents[1].wait_line(Duration::from_secs(10), |l| l.contains("#role=replica"));
+        Cluster {
+            agents,
+            nodes: [NamedServer::start("node1"), NamedServer::start("node2")],
+            primary,
+            replica,
+        }
+    }
+
+    /// Stops the primary and promotes the replica; returns when `pg_promote` has finished.
+    pub fn fail_over(&mut self) -> Instant {
+        self.primary.stop();
+        self.replica.promote();
+        Instant::now()
+    }
+}
