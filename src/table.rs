@@ -94,6 +94,8 @@ pub struct ServerLive {
     lag_ok: AtomicBool,
     /// The last role check's outcome, for logs, the admin API and metrics.
     pub last_role_check: ArcSwapOption<RoleCheckState>,
+    /// Where the role was learnt (the check destination of the last configuration applied).
+    role_target: Mutex<Option<SocketAddr>>,
     /// Weight set by the operator (`set server B/S weight`), [`NO_WEIGHT`] when none; it
     /// replaces the configured weight and survives reloads.
     operator_weight: AtomicU32,
@@ -207,6 +209,7 @@ impl Default for ServerLive {
             lag_ms: AtomicU64::new(u64::MAX),
             lag_ok: AtomicBool::new(false),
             last_role_check: ArcSwapOption::empty(),
+            role_target: Mutex::new(None),
             operator_weight: AtomicU32::new(NO_WEIGHT),
             check_health: AtomicU32::new(NO_HEALTH),
             max_sessions: AtomicU32::new(0),
@@ -414,6 +417,23 @@ impl ServerLive {
     /// Records the node's role; returns the previous one.
     pub fn set_role(&self, role: NodeRole) -> NodeRole {
         NodeRole::from_u8(self.role.swap(role as u8, Ordering::AcqRel))
+    }
+
+    /// Notes the server's check destination from the configuration being applied; when a
+    /// reload moved the name to another node, what was known of the old node's role no longer
+    /// holds: the role becomes unknown until a role check of the new node answers.
+    pub fn apply_role_target(&self, target: SocketAddr) {
+        let mut seen = self
+            .role_target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.is_some_and(|old| old != target) {
+            self.set_role(NodeRole::Unknown);
+            self.set_lag_ok(false);
+            self.lag_bytes.store(u64::MAX, Ordering::Relaxed);
+            self.lag_ms.store(u64::MAX, Ordering::Relaxed);
+        }
+        *seen = Some(target);
     }
 
     /// Whether the lag is within `max-lag` (as last decided by the role checker).
@@ -971,6 +991,10 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
         .map(|s| {
             let (slive, _) = registry.server(&be.name, &s.name);
             slive.apply_config_disabled(s.disabled);
+            slive.apply_role_target(SocketAddr::new(
+                s.check_addr.unwrap_or(s.addr.ip()),
+                s.check_port.unwrap_or(s.addr.port()),
+            ));
             ServerRt {
                 name: s.name.clone(),
                 addr: s.addr,
@@ -1374,6 +1398,27 @@ mod tests {
             names(&t.backends["be"], 2),
             ["p", "p"],
             "no replica eligible: the backup primary takes reads"
+        );
+    }
+
+    #[test]
+    fn a_reload_that_moves_a_server_to_another_node_forgets_its_role() {
+        let reg = Registry::default();
+        let c = role_config(vec![server("a", 1)], Role::Primary, None);
+        let t = Table::build(&c, &reg, 1, Instant::now());
+        t.backends["be"].servers[0].live.set_role(NodeRole::Primary);
+        let t = Table::build(&c, &reg, 2, Instant::now());
+        assert_eq!(
+            t.backends["be"].servers[0].live.role(),
+            NodeRole::Primary,
+            "same node: kept"
+        );
+        let moved = role_config(vec![server("a", 9)], Role::Primary, None);
+        let t = Table::build(&moved, &reg, 3, Instant::now());
+        assert_eq!(t.backends["be"].servers[0].live.role(), NodeRole::Unknown);
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::NoneAvailable)
         );
     }
 
