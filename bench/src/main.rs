@@ -146,6 +146,7 @@ async fn run(args: Args) -> Result<()> {
     check_program(&args.haproxy, "--haproxy")?;
     check_program(&args.rolelb, "--rolelb")?;
 
+    let started = std::time::Instant::now();
     let machine = machine::Machine::detect();
     let load_start = machine::load_average();
     println!("rolelb-bench {}", env!("CARGO_PKG_VERSION"));
@@ -184,7 +185,9 @@ async fn run(args: Args) -> Result<()> {
         println!("  {line}");
     }
     let mut haproxy = Proxy::start(Kind::Haproxy, &args.haproxy, &work.0, hap_addr, &hap_cfg)?;
+    println!("\nstarted haproxy pid {} on {hap_addr}", haproxy.pid());
     let mut rolelb = Proxy::start(Kind::Rolelb, &args.rolelb, &work.0, rlb_addr, &rlb_cfg)?;
+    println!("started rolelb pid {} on {rlb_addr}", rolelb.pid());
 
     let targets = [
         Target {
@@ -237,6 +240,7 @@ async fn run(args: Args) -> Result<()> {
     if let Some(load) = machine::load_average() {
         println!("load average (1 min) at end: {load:.2}");
     }
+    println!("total run time: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -1,0 +1,106 @@
+//! Smoke tests of the harness itself, with HAProxy standing in on both sides.
+//!
+//! They prove the harness moves data through a real proxy, reports it, stops its proxies
+//! on success and on a setup failure — never how fast anything is: no timing assertions.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+fn haproxy_available() -> bool {
+    if Path::new(HAPROXY).is_file() {
+        return true;
+    }
+    eprintln!("skipped: {HAPROXY} is not installed");
+    false
+}
+
+fn bench(rolelb: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
+        .args(["--haproxy", HAPROXY, "--rolelb", rolelb])
+        .args(["--quick", "--seconds", "0.3", "--rounds", "1"])
+        .output()
+        .expect("running rolelb-bench")
+}
+
+/// The numbers in the direct, haproxy and rolelb columns of the row starting with `label`.
+fn row(stdout: &str, label: &str) -> Vec<f64> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no row {label:?} in:\n{stdout}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    // The row ends with: direct haproxy rolelb ratio arrow.
+    words[words.len() - 5..words.len() - 2]
+        .iter()
+        .map(|w| {
+            w.parse()
+                .unwrap_or_else(|_| panic!("not a number in {line:?}"))
+        })
+        .collect()
+}
+
+/// The pids the harness printed for the proxies it started.
+fn started_pids(stdout: &str) -> Vec<u32> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("started "))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .collect()
+}
+
+fn assert_gone(pids: &[u32]) {
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "proxy pid {pid} still runs after the harness exited"
+        );
+    }
+}
+
+#[test]
+fn quick_run_moves_data_through_both_proxies_and_stops_them() {
+    if !haproxy_available() {
+        return;
+    }
+    let out = bench(HAPROXY);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rolelb-bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for label in [
+        "bulk upload MB/s",
+        "bulk download MB/s",
+        "short conns/s",
+        "echo msgs/s",
+    ] {
+        for v in row(&stdout, label) {
+            assert!(v > 0.0, "{label}: zero in\n{stdout}");
+        }
+    }
+    assert!(stdout.contains("nbthread 1"));
+    let pids = started_pids(&stdout);
+    assert_eq!(pids.len(), 2, "{stdout}");
+    assert_gone(&pids);
+}
+
+#[test]
+fn proxy_that_cannot_start_fails_the_run_and_stops_the_other() {
+    if !haproxy_available() {
+        return;
+    }
+    let out = bench("/bin/false");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a setup failure:\n{stdout}");
+    assert!(
+        stderr.contains("rolelb exited before listening"),
+        "{stderr}"
+    );
+    let pids = started_pids(&stdout);
+    assert_eq!(pids.len(), 1, "{stdout}");
+    assert_gone(&pids);
+}
