@@ -7,3 +7,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod control;
+pub mod logging;
+pub mod proxy;
+pub mod table;

@@ -1,9 +1,26 @@
 //! The `rolelb` binary: command line → load config → run. Nothing else lives here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{Context, Result, bail};
+use arc_swap::ArcSwap;
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use rolelb::config::{self, Config, Global};
+use rolelb::control::{Command, Control};
+use rolelb::logging;
+use rolelb::proxy::listener::{Limits, Shared};
+use rolelb::table::Table;
+
+/// File descriptors kept aside from `maxconn` for listeners, logs and checks.
+const RESERVED_FDS: u64 = 64;
 
 /// Role-aware TCP load balancer for replicated databases (HAProxy-syntax configuration).
 #[derive(Debug, Parser)]
@@ -30,7 +47,7 @@ fn main() -> ExitCode {
         eprintln!("rolelb: no configuration file given (use -f FILE)");
         return ExitCode::from(1);
     }
-    let config = match rolelb::config::load(&cli.files) {
+    let config = match config::load(&cli.files) {
         Ok(config) => config,
         Err(errors) => {
             for e in &errors.0 {
@@ -46,6 +63,148 @@ fn main() -> ExitCode {
         println!("Configuration file is valid");
         return ExitCode::SUCCESS;
     }
-    eprintln!("rolelb: running is being written");
-    ExitCode::from(1)
+    logging::init(&config.global.logs);
+    match run(cli.files, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Raises the soft file limit to the hard one and derives the default global `maxconn`
+/// (two descriptors per proxied connection).
+fn default_maxconn() -> u32 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    let soft = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let conns = soft.saturating_sub(RESERVED_FDS) / 2;
+    u32::try_from(conns).unwrap_or(u32::MAX).max(1)
+}
+
+fn runtime(global: &Global) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = global.nbthread {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().context("starting the runtime")
+}
+
+fn run(files: Vec<PathBuf>, config: Config) -> Result<()> {
+    if config.global.daemon {
+        tracing::warn!(
+            "'daemon' is set: rolelb stays in the foreground (run it under a service manager)"
+        );
+    }
+    let default_maxconn = default_maxconn();
+    runtime(&config.global)?.block_on(serve(files, config, default_maxconn))
+}
+
+/// Switches to `group` then `user` (after the sockets are bound), as HAProxy does.
+fn drop_privileges(global: &Global) -> Result<()> {
+    use nix::unistd::{Group, User, setgid, setgroups, setuid};
+    let user = match &global.user {
+        Some(name) => Some(
+            User::from_name(name)
+                .with_context(|| format!("looking up user '{name}'"))?
+                .with_context(|| format!("global 'user {name}': no such user"))?,
+        ),
+        None => None,
+    };
+    let gid = match &global.group {
+        Some(name) => Some(
+            Group::from_name(name)
+                .with_context(|| format!("looking up group '{name}'"))?
+                .with_context(|| format!("global 'group {name}': no such group"))?
+                .gid,
+        ),
+        None => user.as_ref().map(|u| u.gid),
+    };
+    if let Some(gid) = gid {
+        setgroups(&[gid]).context("setgroups")?;
+        setgid(gid).context("setgid")?;
+    }
+    if let Some(user) = user {
+        setuid(user.uid).with_context(|| format!("setuid to '{}'", user.name))?;
+        tracing::info!(user = %user.name, "dropped privileges");
+    }
+    Ok(())
+}
+
+fn write_pidfile(path: &Path) -> Result<()> {
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing pidfile {}", path.display()))
+}
+
+async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Result<()> {
+    let shared = Shared {
+        table: Arc::new(ArcSwap::from_pointee(Table::empty())),
+        limits: Arc::new(Limits::default()),
+        sessions: TaskTracker::new(),
+        hard_stop: CancellationToken::new(),
+        default_maxconn,
+    };
+    let global = config.global.clone();
+    let control = Control::start(files, config, shared.clone())?;
+    if control.bound().is_empty() {
+        bail!("no frontend has a bind address: nothing to listen on");
+    }
+    drop_privileges(&global)?;
+    if let Some(path) = &global.pidfile {
+        write_pidfile(path)?;
+    }
+    tracing::info!(pid = std::process::id(), "rolelb started");
+    let (commands, rx) = mpsc::channel(16);
+    tokio::spawn(control.run(rx));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let why = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = commands.send(Command::Reload(None)).await;
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = usr1.recv() => break "SIGUSR1",
+        }
+    };
+    let open = shared.sessions.len();
+    tracing::info!(
+        sessions = open,
+        "{why}: soft stop, no new connections; waiting for sessions to end"
+    );
+    let (done, stopped) = oneshot::channel();
+    if commands.send(Command::StopAccepting(done)).await.is_ok() {
+        let _ = stopped.await;
+    }
+    shared.sessions.close();
+    let hard_stop_after = async {
+        match global.hard_stop_after {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shared.sessions.wait() => tracing::info!("all sessions ended"),
+        _ = hard_stop_after => {
+            tracing::warn!(sessions = shared.sessions.len(), "hard-stop-after expired: closing remaining sessions");
+        }
+        _ = term.recv() => tracing::warn!("SIGTERM again: closing remaining sessions"),
+        _ = int.recv() => tracing::warn!("SIGINT again: closing remaining sessions"),
+    }
+    shared.hard_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), shared.sessions.wait()).await;
+    if let Some(path) = &global.pidfile {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }

@@ -1,0 +1,171 @@
+//! Log output: `tracing` events to stderr (always, as SPEC section 2 says) and to the
+//! `log` targets of `global` that are syslog endpoints (UDP or a unix datagram socket such as
+//! `/dev/log`), one datagram per event in RFC 5424 framing with the receiver's timestamp.
+
+use std::io::{self, Write};
+use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{LogDest, LogTarget};
+
+/// One syslog endpoint.
+#[derive(Debug)]
+enum Sink {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+#[derive(Debug)]
+struct SyslogTarget {
+    sink: Sink,
+    facility: u8,
+    max_level: Option<u8>,
+}
+
+/// A `MakeWriter` that sends each event to every syslog target as one datagram.
+#[derive(Debug, Clone)]
+struct Syslog {
+    targets: Arc<Vec<SyslogTarget>>,
+}
+
+/// Buffers one event; sends it on drop.
+struct Datagram {
+    targets: Arc<Vec<SyslogTarget>>,
+    severity: u8,
+    buf: Vec<u8>,
+}
+
+impl Write for Datagram {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Datagram {
+    fn drop(&mut self) {
+        let msg = String::from_utf8_lossy(&self.buf);
+        let msg = msg.trim_end();
+        if msg.is_empty() {
+            return;
+        }
+        let pid = std::process::id();
+        for t in self.targets.iter() {
+            if t.max_level.is_some_and(|max| self.severity > max) {
+                continue;
+            }
+            let pri = u16::from(t.facility) * 8 + u16::from(self.severity);
+            let line = format!("<{pri}>1 - - rolelb {pid} - - {msg}");
+            // Logging must never stall or fail the process; a lost datagram is acceptable.
+            let _ = match &t.sink {
+                Sink::Udp(s) => s.send(line.as_bytes()),
+                Sink::Unix(s) => s.send(line.as_bytes()),
+            };
+        }
+    }
+}
+
+fn severity(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+impl<'a> MakeWriter<'a> for Syslog {
+    type Writer = Datagram;
+
+    fn make_writer(&'a self) -> Datagram {
+        self.datagram(6)
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Datagram {
+        self.datagram(severity(meta.level()))
+    }
+}
+
+impl Syslog {
+    fn datagram(&self, severity: u8) -> Datagram {
+        Datagram {
+            targets: self.targets.clone(),
+            severity,
+            buf: Vec::with_capacity(256),
+        }
+    }
+}
+
+fn open(target: &LogTarget) -> io::Result<Option<SyslogTarget>> {
+    let sink = match &target.dest {
+        LogDest::Stderr | LogDest::Stdout => return Ok(None),
+        LogDest::Udp(addr) => {
+            let bind = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let s = UdpSocket::bind(bind)?;
+            s.connect(addr)?;
+            s.set_nonblocking(true)?;
+            Sink::Udp(s)
+        }
+        LogDest::Unix(path) => {
+            let s = UnixDatagram::unbound()?;
+            s.connect(path)?;
+            s.set_nonblocking(true)?;
+            Sink::Unix(s)
+        }
+    };
+    Ok(Some(SyslogTarget {
+        sink,
+        facility: target.facility,
+        max_level: target.max_level,
+    }))
+}
+
+/// Installs the global subscriber: stderr (filtered by `RUST_LOG`, default `info`) plus the
+/// syslog targets among `targets`. A target that cannot be opened is reported and skipped.
+pub fn init(targets: &[LogTarget]) {
+    let mut syslog = Vec::new();
+    let mut problems = Vec::new();
+    for t in targets {
+        match open(t) {
+            Ok(Some(s)) => syslog.push(s),
+            Ok(None) => {}
+            Err(e) => problems.push(format!("cannot open log target {:?}: {e}", t.dest)),
+        }
+    }
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(io::stderr)
+        .with_filter(filter());
+    let syslog_layer = (!syslog.is_empty()).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_writer(Syslog {
+                targets: Arc::new(syslog),
+            })
+            .with_filter(filter())
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(syslog_layer)
+        .try_init();
+    for p in problems {
+        tracing::error!("{p}");
+    }
+}

@@ -1,0 +1,133 @@
+//! The accept loop of one bound address, with the process-wide and per-frontend `maxconn`.
+//!
+//! Each listening socket has its own task. It knows only its address: on every accept it
+//! looks up, in the current table, which frontend serves that address, so a reload that keeps
+//! the address keeps the socket. While a limit is reached it stops accepting (clients wait in
+//! the kernel's backlog, as with HAProxy) until a connection ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::session;
+use crate::table::{FrontendLive, TableHandle};
+
+/// How often a listener whose limits are reached re-checks them even without a wake-up
+/// (limits can change with a reload).
+const LIMIT_RECHECK: Duration = Duration::from_millis(100);
+
+/// Process-wide connection count against global `maxconn`.
+#[derive(Debug, Default)]
+pub struct Limits {
+    /// Client connections currently open, all frontends together.
+    pub conns: AtomicU32,
+    /// Client connections ever accepted.
+    pub total_conns: AtomicU64,
+    /// Woken when a connection ends.
+    pub freed: Notify,
+}
+
+/// What every accept loop shares: the table, the limits, the session tracker and stop tokens.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The current table.
+    pub table: TableHandle,
+    /// Global connection count.
+    pub limits: Arc<Limits>,
+    /// Every running session, so a stop can wait for them.
+    pub sessions: TaskTracker,
+    /// Cancelled to close every session at once (hard stop).
+    pub hard_stop: CancellationToken,
+    /// Global `maxconn` when the config sets none (derived from the file limit).
+    pub default_maxconn: u32,
+}
+
+/// Counts one client connection against the global and frontend limits while alive.
+struct ConnGuard {
+    limits: Arc<Limits>,
+    frontend: Arc<FrontendLive>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.limits.conns.fetch_sub(1, Ordering::AcqRel);
+        self.frontend.conns.fetch_sub(1, Ordering::AcqRel);
+        self.limits.freed.notify_waiters();
+        self.frontend.conn_freed.notify_waiters();
+    }
+}
+
+/// Accepts on `listener` until `stop` is cancelled, spawning one session per connection.
+pub async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    shared: Shared,
+    stop: CancellationToken,
+) {
+    loop {
+        // Wait until both limits leave room, re-reading the table each time.
+        let fe = loop {
+            let table = shared.table.load();
+            let Some(fe) = table.listeners.get(&addr).cloned() else {
+                // The address left the config; control cancels `stop` right after the swap.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(LIMIT_RECHECK) => continue,
+                }
+            };
+            let global_max = table.maxconn.unwrap_or(shared.default_maxconn);
+            let fe_max = fe.maxconn.unwrap_or(global_max);
+            let global_freed = shared.limits.freed.notified();
+            let fe_live = fe.live.clone();
+            let fe_freed = fe_live.conn_freed.notified();
+            tokio::pin!(global_freed, fe_freed);
+            global_freed.as_mut().enable();
+            fe_freed.as_mut().enable();
+            if shared.limits.conns.load(Ordering::Acquire) < global_max
+                && fe_live.conns.load(Ordering::Acquire) < fe_max
+            {
+                break fe;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = &mut global_freed => {}
+                _ = &mut fe_freed => {}
+                _ = tokio::time::sleep(LIMIT_RECHECK) => {}
+            }
+        };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::error!(frontend = %fe.name, %addr, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let local = stream.local_addr().unwrap_or(addr);
+        shared.limits.conns.fetch_add(1, Ordering::AcqRel);
+        shared.limits.total_conns.fetch_add(1, Ordering::Relaxed);
+        fe.live.conns.fetch_add(1, Ordering::AcqRel);
+        fe.live.total_conns.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnGuard {
+            limits: shared.limits.clone(),
+            frontend: fe.live.clone(),
+        };
+        let table = shared.table.clone();
+        let hard_stop = shared.hard_stop.clone();
+        shared.sessions.spawn(async move {
+            let _guard = guard;
+            session::serve(stream, peer, local, fe, table, hard_stop).await;
+        });
+    }
+}

@@ -1,0 +1,8 @@
+//! The data path: accept client connections, pick a server from the current table, connect,
+//! and copy bytes. It reads only the table and the live state it points to; it never imports
+//! the control plane.
+
+pub mod forward;
+pub mod listener;
+pub mod proxy_protocol;
+pub mod session;

@@ -1,0 +1,306 @@
+//! One client session: pick a server (queueing while all are full), connect with retries and
+//! redispatch, send the PROXY header when asked, forward bytes, log one `tcplog` line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::{self, Counters, End, Timeouts};
+use super::proxy_protocol;
+use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
+
+/// Keepalive probes on sockets with `option clitcpka` / `option srvtcpka`.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// How a session that never reached a server ended, in HAProxy's termination letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// No server eligible (`SC` with `<NOSRV>`).
+    NoServer,
+    /// Waited in the queue past `timeout queue` (`sQ`).
+    QueueTimeout,
+    /// The queue was full (`sQ`).
+    QueueFull,
+    /// Every connection attempt failed (`SC`).
+    ConnectFailed,
+    /// rolelb stopped while the session waited (`KQ`).
+    Stopping,
+}
+
+impl Refused {
+    fn code(self) -> &'static str {
+        match self {
+            Refused::NoServer | Refused::ConnectFailed => "SC",
+            Refused::QueueTimeout | Refused::QueueFull => "sQ",
+            Refused::Stopping => "KQ",
+        }
+    }
+}
+
+/// A server slot held by the session; given back on drop, waking one queued connection.
+struct Slot {
+    backend: Arc<BackendRt>,
+    idx: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.backend.release(self.idx);
+    }
+}
+
+/// Waits for a slot on a server of the frontend's backend. The backend is looked up in the
+/// current table on every attempt, so a swap while queued is seen.
+async fn acquire(
+    fe: &FrontendRt,
+    table: &TableHandle,
+    client: SocketAddr,
+    exclude: Option<usize>,
+    stop: &CancellationToken,
+) -> Result<Slot, Refused> {
+    let mut deadline: Option<Instant> = None;
+    let mut queued: Option<Arc<BackendLive>> = None;
+    let result = loop {
+        let backend = table
+            .load()
+            .backends
+            .get(&fe.backend.name)
+            .cloned()
+            .unwrap_or_else(|| fe.backend.clone());
+        let live = backend.live.clone();
+        let freed = live.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        match backend.pick(Some(client.ip()), exclude) {
+            Ok(idx) => break Ok(Slot { backend, idx }),
+            Err(NoServer::NoneAvailable) => break Err(Refused::NoServer),
+            Err(NoServer::AllFull) => {}
+        }
+        if queued.is_none() {
+            if backend
+                .queue_limit()
+                .is_some_and(|limit| backend.live.queued.load(Ordering::Acquire) >= limit)
+            {
+                break Err(Refused::QueueFull);
+            }
+            backend.live.queued.fetch_add(1, Ordering::AcqRel);
+            queued = Some(backend.live.clone());
+            deadline = backend.settings.timeout_queue.map(|t| Instant::now() + t);
+        }
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut freed => {}
+            _ = timer => break Err(Refused::QueueTimeout),
+            _ = stop.cancelled() => break Err(Refused::Stopping),
+        }
+    };
+    if let Some(live) = queued {
+        live.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+    result
+}
+
+fn set_keepalive(stream: &TcpStream) {
+    let ka = TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!("cannot enable TCP keepalive: {e}");
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    let fut = socket.connect(addr);
+    match timeout {
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
+        })?,
+        None => fut.await,
+    }
+}
+
+/// A slot and an established connection to its server.
+struct Connected {
+    slot: Slot,
+    stream: TcpStream,
+    retries: u32,
+    connect_ms: u128,
+}
+
+/// Connects to the picked server, retrying `retries` times (after a turn-around of
+/// `min(timeout connect, 1s)` as HAProxy does); with `option redispatch` the last retry goes
+/// to another server.
+async fn connect_with_retries(
+    fe: &FrontendRt,
+    table: &TableHandle,
+    client: SocketAddr,
+    mut slot: Slot,
+    stop: &CancellationToken,
+) -> Result<Connected, Refused> {
+    let mut attempt: u32 = 0;
+    loop {
+        let settings = slot.backend.settings.clone();
+        let server = &slot.backend.servers[slot.idx];
+        let started = Instant::now();
+        match connect(server.addr, settings.timeout_connect).await {
+            Ok(stream) => {
+                return Ok(Connected {
+                    slot,
+                    stream,
+                    retries: attempt,
+                    connect_ms: started.elapsed().as_millis(),
+                });
+            }
+            Err(e) => {
+                server.live.connect_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    backend = %slot.backend.name,
+                    server = %server.name,
+                    addr = %server.addr,
+                    attempt = attempt + 1,
+                    "connect failed: {e}"
+                );
+                if attempt >= settings.retries {
+                    return Err(Refused::ConnectFailed);
+                }
+            }
+        }
+        attempt += 1;
+        let pause = settings
+            .timeout_connect
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.cancelled() => return Err(Refused::Stopping),
+        }
+        if settings.redispatch && attempt == settings.retries {
+            let failed = slot.idx;
+            drop(slot);
+            slot = match acquire(fe, table, client, Some(failed), stop).await {
+                Ok(other) => other,
+                // Nobody else can take it: the last retry stays on the same server.
+                Err(Refused::NoServer) => acquire(fe, table, client, None, stop).await?,
+                Err(e) => return Err(e),
+            };
+        }
+    }
+}
+
+/// Serves one accepted client connection to its end.
+pub async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    fe: Arc<FrontendRt>,
+    table: TableHandle,
+    stop: CancellationToken,
+) {
+    let accepted = Instant::now();
+    let _ = client.set_nodelay(true);
+    if fe.clitcpka {
+        set_keepalive(&client);
+    }
+    let slot = match acquire(&fe, &table, peer, None, &stop).await {
+        Ok(slot) => slot,
+        Err(reason) => return log_refused(&fe, peer, reason, accepted),
+    };
+    let queue_ms = accepted.elapsed().as_millis();
+    let mut conn = match connect_with_retries(&fe, &table, peer, slot, &stop).await {
+        Ok(conn) => conn,
+        Err(reason) => return log_refused(&fe, peer, reason, accepted),
+    };
+    let backend = conn.slot.backend.clone();
+    let server = &backend.servers[conn.slot.idx];
+    server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
+    backend.live.total_sessions.fetch_add(1, Ordering::Relaxed);
+    if backend.settings.srvtcpka {
+        set_keepalive(&conn.stream);
+    }
+    if let Some(version) = server.send_proxy {
+        let header = proxy_protocol::header(version, peer, local);
+        if let Err(e) = conn.stream.write_all(&header).await {
+            tracing::warn!(backend = %backend.name, server = %server.name, "sending the PROXY header failed: {e}");
+        }
+    }
+    let timeouts = Timeouts {
+        client: fe.timeout_client,
+        server: backend.settings.timeout_server,
+        client_fin: fe.timeout_client_fin,
+        server_fin: backend.settings.timeout_server_fin,
+        tunnel: backend.settings.timeout_tunnel,
+    };
+    let server_kill = server.live.kill_token();
+    let kill = async {
+        tokio::select! {
+            _ = server_kill.cancelled() => {}
+            _ = stop.cancelled() => {}
+        }
+    };
+    let outcome = forward::forward(
+        &mut client,
+        &mut conn.stream,
+        timeouts,
+        Counters {
+            to_server: &[&fe.live.bytes_in, &server.live.bytes_in],
+            to_client: &[&fe.live.bytes_out, &server.live.bytes_out],
+        },
+        kill,
+    )
+    .await;
+    let total_ms = accepted.elapsed().as_millis();
+    let nothing = outcome.bytes_in == 0 && outcome.bytes_out == 0;
+    if fe.tcplog && !(fe.dontlognull && nothing) {
+        tracing::info!(
+            target: "rolelb::tcplog",
+            "{peer} {} {}/{} {queue_ms}/{}/{total_ms} {} {} {}/{} {}",
+            fe.name,
+            backend.name,
+            server.name,
+            conn.connect_ms,
+            outcome.bytes_out,
+            outcome.end.code(),
+            fe.live.conns.load(Ordering::Relaxed),
+            server.live.sessions.load(Ordering::Relaxed),
+            conn.retries,
+        );
+    }
+    if outcome.end == End::Killed {
+        tracing::debug!(backend = %backend.name, server = %server.name, "session closed by rolelb");
+    }
+    drop(conn);
+}
+
+fn log_refused(fe: &FrontendRt, peer: SocketAddr, reason: Refused, accepted: Instant) {
+    if reason == Refused::NoServer {
+        fe.backend.live.no_server.fetch_add(1, Ordering::Relaxed);
+    }
+    let total_ms = accepted.elapsed().as_millis();
+    if fe.tcplog {
+        tracing::info!(
+            target: "rolelb::tcplog",
+            "{peer} {} {}/<NOSRV> -1/-1/{total_ms} 0 {} {reason:?}",
+            fe.name,
+            fe.backend.name,
+            reason.code(),
+        );
+    } else {
+        tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %peer, "connection refused: {reason:?}");
+    }
+}

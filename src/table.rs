@@ -1,0 +1,646 @@
+//! The table: everything the data path reads, built whole from a [`Config`] plus live state
+//! and swapped behind `ArcSwap` by `control`. A table never changes after it is built.
+//!
+//! Live per-proxy and per-server state (session counts, counters, admin and health state, the
+//! rotation cursor) sits in [`Registry`], keyed by backend/server name, and is shared by
+//! `Arc` into every table that still contains that server, so a swap never resets health nor
+//! drops a connection.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::{self, Candidate, Cursor, Live, Selector};
+use crate::config::{self, Config, ProxyProtocol};
+
+/// The shared handle through which the data path reads the current table.
+pub type TableHandle = Arc<ArcSwap<Table>>;
+
+/// Administrative state of a server, set by config (`disabled`) and later by the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    /// Takes traffic when healthy.
+    Ready = 0,
+    /// Takes no new connections; existing ones continue.
+    Drain = 1,
+    /// Maintenance: takes nothing and checks cannot bring it back.
+    Maint = 2,
+}
+
+/// Health of a server as its checks see it (servers without `check` stay `Up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Passing.
+    Up = 0,
+    /// Failing.
+    Down = 1,
+}
+
+/// Live state of one server, shared across tables.
+#[derive(Debug)]
+pub struct ServerLive {
+    admin: AtomicU8,
+    health: AtomicU8,
+    /// Sessions currently established or connecting to this server.
+    pub sessions: AtomicU32,
+    /// Sessions ever assigned to this server.
+    pub total_sessions: AtomicU64,
+    /// Bytes received from clients and sent to this server.
+    pub bytes_in: AtomicU64,
+    /// Bytes received from this server and sent to clients.
+    pub bytes_out: AtomicU64,
+    /// Failed connection attempts.
+    pub connect_errors: AtomicU64,
+    /// When the server last became usable (for `slowstart`); `None` = since start.
+    usable_since: Mutex<Option<Instant>>,
+    /// Cancelled to close every session on this server (`shutdown-sessions`, role loss).
+    kill: ArcSwap<CancellationToken>,
+}
+
+impl Default for ServerLive {
+    fn default() -> Self {
+        ServerLive {
+            admin: AtomicU8::new(AdminState::Ready as u8),
+            health: AtomicU8::new(Health::Up as u8),
+            sessions: AtomicU32::new(0),
+            total_sessions: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            usable_since: Mutex::new(None),
+            kill: ArcSwap::from_pointee(CancellationToken::new()),
+        }
+    }
+}
+
+impl ServerLive {
+    /// Current administrative state.
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Acquire) {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maint,
+        }
+    }
+
+    /// Sets the administrative state; returns the previous one.
+    pub fn set_admin(&self, state: AdminState) -> AdminState {
+        let prev = self.admin();
+        self.admin.store(state as u8, Ordering::Release);
+        if prev != AdminState::Ready && state == AdminState::Ready {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Acquire) {
+            0 => Health::Up,
+            _ => Health::Down,
+        }
+    }
+
+    /// Sets the health; returns the previous one.
+    pub fn set_health(&self, health: Health) -> Health {
+        let prev = self.health();
+        self.health.store(health as u8, Ordering::Release);
+        if prev == Health::Down && health == Health::Up {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    fn mark_usable_now(&self) {
+        *self
+            .usable_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether the server may take new connections at all (before role and limits).
+    pub fn eligible(&self) -> bool {
+        self.admin() == AdminState::Ready && self.health() == Health::Up
+    }
+
+    /// Takes a session slot unless `maxconn` is reached.
+    pub fn try_acquire(&self, maxconn: Option<u32>) -> bool {
+        let limit = match maxconn {
+            Some(m) if m > 0 => m,
+            _ => u32::MAX,
+        };
+        self.sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a slot taken by [`ServerLive::try_acquire`].
+    pub fn release(&self) {
+        self.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The token a new session watches: cancelled when the server's sessions must close.
+    pub fn kill_token(&self) -> CancellationToken {
+        (**self.kill.load()).clone()
+    }
+
+    /// Closes every session currently open on this server.
+    pub fn shutdown_sessions(&self) {
+        let old = self.kill.swap(Arc::new(CancellationToken::new()));
+        old.cancel();
+    }
+
+    /// The weight to use now: `weight` ramped up over `slowstart` since the server came back.
+    pub fn effective_weight(&self, weight: u32, slowstart: Option<Duration>, now: Instant) -> u32 {
+        let (Some(ramp), Some(since)) = (
+            slowstart,
+            *self
+                .usable_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) else {
+            return weight;
+        };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed >= ramp || ramp.is_zero() || weight == 0 {
+            return weight;
+        }
+        let scaled = (u128::from(weight) * elapsed.as_millis()) / ramp.as_millis();
+        u32::try_from(scaled).unwrap_or(weight).clamp(1, weight)
+    }
+
+    /// Whether this server is still ramping up under `slowstart`.
+    pub fn in_slowstart(&self, slowstart: Option<Duration>, now: Instant) -> bool {
+        let since = *self
+            .usable_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        matches!((slowstart, since), (Some(r), Some(s)) if now.saturating_duration_since(s) < r)
+    }
+}
+
+/// Live state of one backend, shared across tables.
+#[derive(Debug, Default)]
+pub struct BackendLive {
+    /// Rotation position of the active servers' selector.
+    pub cursor: Arc<Cursor>,
+    /// Rotation position of the backup servers' selector.
+    pub backup_cursor: Arc<Cursor>,
+    /// Woken when a slot frees up or the table changes, for queued connections.
+    pub slot_freed: Notify,
+    /// Connections waiting in the queue.
+    pub queued: AtomicU32,
+    /// Sessions ever handled.
+    pub total_sessions: AtomicU64,
+    /// Connections refused because no server was available.
+    pub no_server: AtomicU64,
+}
+
+/// Live state of one frontend, shared across tables.
+#[derive(Debug, Default)]
+pub struct FrontendLive {
+    /// Client connections currently open.
+    pub conns: AtomicU32,
+    /// Client connections ever accepted.
+    pub total_conns: AtomicU64,
+    /// Bytes received from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent to clients.
+    pub bytes_out: AtomicU64,
+    /// Woken when a connection ends (for `maxconn`).
+    pub conn_freed: Notify,
+}
+
+/// Live state that outlives tables, keyed by proxy and server names. Only `control` writes
+/// to the maps; the data path holds `Arc`s to entries.
+#[derive(Debug, Default)]
+pub struct Registry {
+    servers: Mutex<HashMap<(String, String), Arc<ServerLive>>>,
+    backends: Mutex<HashMap<String, Arc<BackendLive>>>,
+    frontends: Mutex<HashMap<String, Arc<FrontendLive>>>,
+}
+
+fn entry<K: Eq + Hash, V: Default>(map: &Mutex<HashMap<K, Arc<V>>>, key: K) -> (Arc<V>, bool) {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut created = false;
+    let value = map
+        .entry(key)
+        .or_insert_with(|| {
+            created = true;
+            Arc::default()
+        })
+        .clone();
+    (value, created)
+}
+
+impl Registry {
+    /// The live state of `backend/server`, and whether it was created now.
+    pub fn server(&self, backend: &str, server: &str) -> (Arc<ServerLive>, bool) {
+        entry(&self.servers, (backend.to_owned(), server.to_owned()))
+    }
+
+    /// The live state of a backend.
+    pub fn backend(&self, name: &str) -> Arc<BackendLive> {
+        entry(&self.backends, name.to_owned()).0
+    }
+
+    /// The live state of a frontend.
+    pub fn frontend(&self, name: &str) -> Arc<FrontendLive> {
+        entry(&self.frontends, name.to_owned()).0
+    }
+
+    /// Forgets entries no longer in `table` (their sessions keep their own `Arc`s).
+    pub fn retain(&self, table: &Table) {
+        self.servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(b, s), _| {
+                table
+                    .backends
+                    .get(b)
+                    .is_some_and(|be| be.servers.iter().any(|x| &x.name == s))
+            });
+        self.backends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|b, _| table.backends.contains_key(b));
+        self.frontends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|f, _| table.frontends.iter().any(|fe| &fe.name == f));
+    }
+}
+
+/// A server as the data path sees it in one table.
+#[derive(Debug)]
+pub struct ServerRt {
+    /// Server name.
+    pub name: String,
+    /// Traffic address.
+    pub addr: SocketAddr,
+    /// `maxconn`.
+    pub maxconn: Option<u32>,
+    /// `maxqueue`.
+    pub maxqueue: Option<u32>,
+    /// `send-proxy` / `send-proxy-v2`.
+    pub send_proxy: Option<ProxyProtocol>,
+    /// `backup`.
+    pub backup: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// `slowstart`.
+    pub slowstart: Option<Duration>,
+    /// Live state shared across tables.
+    pub live: Arc<ServerLive>,
+}
+
+/// The servers a selector chooses among, as indexes into [`BackendRt::servers`].
+#[derive(Debug)]
+pub struct Pool {
+    /// Member servers, in declaration order.
+    pub members: Vec<usize>,
+    /// The balancing algorithm over `members`; `None` when the pool is empty.
+    pub selector: Option<Box<dyn Selector>>,
+}
+
+impl Pool {
+    fn empty() -> Pool {
+        Pool {
+            members: Vec::new(),
+            selector: None,
+        }
+    }
+}
+
+/// Timeouts and retry policy of a backend, as the data path applies them.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// `timeout connect`.
+    pub timeout_connect: Option<Duration>,
+    /// `timeout server`.
+    pub timeout_server: Option<Duration>,
+    /// `timeout server-fin`.
+    pub timeout_server_fin: Option<Duration>,
+    /// `timeout queue` (falls back to `timeout connect` as in HAProxy).
+    pub timeout_queue: Option<Duration>,
+    /// `timeout tunnel`.
+    pub timeout_tunnel: Option<Duration>,
+    /// `retries`.
+    pub retries: u32,
+    /// `option redispatch`.
+    pub redispatch: bool,
+    /// `option srvtcpka`.
+    pub srvtcpka: bool,
+}
+
+/// A backend as the data path sees it in one table.
+#[derive(Debug)]
+pub struct BackendRt {
+    /// Backend name.
+    pub name: String,
+    /// Timeouts and retries.
+    pub settings: BackendSettings,
+    /// Every server of the backend, eligible or not, in declaration order.
+    pub servers: Vec<ServerRt>,
+    /// Eligible active servers.
+    pub active: Pool,
+    /// Eligible backup servers (only the first unless `option allbackups`).
+    pub backup: Pool,
+    /// Live state shared across tables.
+    pub live: Arc<BackendLive>,
+}
+
+/// Why no server could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoServer {
+    /// No server is eligible at all: refuse at once.
+    NoneAvailable,
+    /// Eligible servers exist but all are at `maxconn`: queue.
+    AllFull,
+}
+
+struct PoolLive<'a> {
+    backend: &'a BackendRt,
+    pool: &'a Pool,
+    exclude: Option<usize>,
+}
+
+impl Live for PoolLive<'_> {
+    fn usable(&self, i: usize) -> bool {
+        let idx = self.pool.members[i];
+        if self.exclude == Some(idx) {
+            return false;
+        }
+        let s = &self.backend.servers[idx];
+        if !s.live.eligible() {
+            return false;
+        }
+        match s.maxconn {
+            Some(m) if m > 0 => s.live.sessions.load(Ordering::Acquire) < m,
+            _ => true,
+        }
+    }
+
+    fn sessions(&self, i: usize) -> u32 {
+        self.backend.servers[self.pool.members[i]]
+            .live
+            .sessions
+            .load(Ordering::Acquire)
+    }
+}
+
+impl BackendRt {
+    /// Picks a server for a new connection from `client` and takes a slot on it; `exclude`
+    /// skips one server (the one a redispatch moves away from). Returns the server's index.
+    pub fn pick(&self, client: Option<IpAddr>, exclude: Option<usize>) -> Result<usize, NoServer> {
+        // Backups serve only when no active server is eligible, as in HAProxy.
+        let pool = if self.active.members.is_empty() {
+            &self.backup
+        } else {
+            &self.active
+        };
+        let Some(selector) = &pool.selector else {
+            return Err(NoServer::NoneAvailable);
+        };
+        if exclude.is_some() && pool.members.iter().all(|&m| Some(m) == exclude) {
+            return Err(NoServer::NoneAvailable);
+        }
+        let live = PoolLive {
+            backend: self,
+            pool,
+            exclude,
+        };
+        // A pick can race with other sessions for the last slot; try a few times.
+        for _ in 0..4 {
+            let Some(i) = selector.pick(&live, client) else {
+                return Err(NoServer::AllFull);
+            };
+            let idx = pool.members[i];
+            let server = &self.servers[idx];
+            if server.live.try_acquire(server.maxconn) {
+                return Ok(idx);
+            }
+        }
+        Err(NoServer::AllFull)
+    }
+
+    /// Gives back the slot of server `idx` and wakes one queued connection.
+    pub fn release(&self, idx: usize) {
+        if let Some(s) = self.servers.get(idx) {
+            s.live.release();
+        }
+        self.live.slot_freed.notify_one();
+    }
+
+    /// How many connections may wait in the queue: the sum of `maxqueue` of the eligible
+    /// servers when every one of them sets it, else unlimited.
+    pub fn queue_limit(&self) -> Option<u32> {
+        let mut total: u32 = 0;
+        for s in self.servers.iter().filter(|s| s.live.eligible()) {
+            match s.maxqueue {
+                Some(q) if q > 0 => total = total.saturating_add(q),
+                _ => return None,
+            }
+        }
+        Some(total)
+    }
+}
+
+/// A frontend as the data path sees it in one table.
+#[derive(Debug)]
+pub struct FrontendRt {
+    /// Frontend name.
+    pub name: String,
+    /// The backend that serves it.
+    pub backend: Arc<BackendRt>,
+    /// `maxconn` (defaults to the global one).
+    pub maxconn: Option<u32>,
+    /// `timeout client`.
+    pub timeout_client: Option<Duration>,
+    /// `timeout client-fin`.
+    pub timeout_client_fin: Option<Duration>,
+    /// `option tcplog`.
+    pub tcplog: bool,
+    /// `option dontlognull`.
+    pub dontlognull: bool,
+    /// `option clitcpka`.
+    pub clitcpka: bool,
+    /// Live state shared across tables.
+    pub live: Arc<FrontendLive>,
+}
+
+/// One immutable generation of everything the data path reads.
+#[derive(Debug)]
+pub struct Table {
+    /// Increases by one with every swap.
+    pub generation: u64,
+    /// Global `maxconn`.
+    pub maxconn: Option<u32>,
+    /// Frontends in config order.
+    pub frontends: Vec<Arc<FrontendRt>>,
+    /// Which frontend serves each bound address.
+    pub listeners: HashMap<SocketAddr, Arc<FrontendRt>>,
+    /// Backends by name.
+    pub backends: HashMap<String, Arc<BackendRt>>,
+}
+
+impl Table {
+    /// An empty table (before the first config is loaded).
+    pub fn empty() -> Table {
+        Table {
+            generation: 0,
+            maxconn: None,
+            frontends: Vec::new(),
+            listeners: HashMap::new(),
+            backends: HashMap::new(),
+        }
+    }
+
+    /// Builds generation `generation` from `config`, taking live state from `registry`.
+    /// Servers seen for the first time start as `disabled` says.
+    pub fn build(config: &Config, registry: &Registry, generation: u64, now: Instant) -> Table {
+        let mut backends = HashMap::new();
+        for be in &config.backends {
+            backends.insert(be.name.clone(), Arc::new(build_backend(be, registry, now)));
+        }
+        let mut frontends = Vec::new();
+        let mut listeners = HashMap::new();
+        for fe in &config.frontends {
+            let Some(backend) = backends.get(&fe.backend).cloned() else {
+                // config::load guarantees the reference; a missing one would be a parser bug.
+                tracing::error!(frontend = %fe.name, backend = %fe.backend, "frontend refers to an unknown backend; not serving it");
+                continue;
+            };
+            let rt = Arc::new(FrontendRt {
+                name: fe.name.clone(),
+                backend,
+                maxconn: fe.maxconn.or(config.global.maxconn),
+                timeout_client: fe.timeout_client,
+                timeout_client_fin: fe.timeout_client_fin,
+                tcplog: fe.tcplog,
+                dontlognull: fe.dontlognull,
+                clitcpka: fe.clitcpka,
+                live: registry.frontend(&fe.name),
+            });
+            if !fe.disabled {
+                for bind in &fe.binds {
+                    listeners.insert(bind.addr, rt.clone());
+                }
+            }
+            frontends.push(rt);
+        }
+        Table {
+            generation,
+            maxconn: config.global.maxconn,
+            frontends,
+            listeners,
+            backends,
+        }
+    }
+
+    /// Whether any server is still ramping up under `slowstart` (the table must be rebuilt
+    /// periodically until none is).
+    pub fn ramping(&self, now: Instant) -> bool {
+        self.backends.values().any(|b| {
+            b.servers
+                .iter()
+                .any(|s| s.live.eligible() && s.live.in_slowstart(s.slowstart, now))
+        })
+    }
+}
+
+fn server_key(backend: &str, server: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    backend.hash(&mut h);
+    server.hash(&mut h);
+    h.finish()
+}
+
+fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> BackendRt {
+    let live = registry.backend(&be.name);
+    let servers: Vec<ServerRt> = be
+        .servers
+        .iter()
+        .map(|s| {
+            let (slive, created) = registry.server(&be.name, &s.name);
+            if created && s.disabled {
+                slive.set_admin(AdminState::Maint);
+            }
+            ServerRt {
+                name: s.name.clone(),
+                addr: s.addr,
+                maxconn: s.maxconn,
+                maxqueue: s.maxqueue,
+                send_proxy: s.send_proxy,
+                backup: s.backup,
+                weight: s.weight,
+                slowstart: s.slowstart,
+                live: slive,
+            }
+        })
+        .collect();
+    let usable = |s: &ServerRt| !be.disabled && s.live.eligible() && s.weight > 0;
+    let members = |backup: bool| -> Vec<usize> {
+        servers
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.backup == backup && usable(s))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let active_members = members(false);
+    let mut backup_members = members(true);
+    if !be.allbackups {
+        backup_members.truncate(1);
+    }
+    let pool = |members: Vec<usize>, cursor: &Arc<Cursor>| -> Pool {
+        if members.is_empty() {
+            return Pool::empty();
+        }
+        let candidates: Vec<Candidate> = members
+            .iter()
+            .map(|&i| {
+                let s = &servers[i];
+                Candidate {
+                    weight: s.live.effective_weight(s.weight, s.slowstart, now).max(1),
+                    key: server_key(&be.name, &s.name),
+                }
+            })
+            .collect();
+        let selector = balance::build(be.balance, be.hash_type, &candidates, cursor.clone());
+        Pool {
+            members,
+            selector: Some(selector),
+        }
+    };
+    let active = pool(active_members, &live.cursor);
+    let backup = pool(backup_members, &live.backup_cursor);
+    BackendRt {
+        name: be.name.clone(),
+        settings: BackendSettings {
+            timeout_connect: be.timeout_connect,
+            timeout_server: be.timeout_server,
+            timeout_server_fin: be.timeout_server_fin,
+            timeout_queue: be.timeout_queue.or(be.timeout_connect),
+            timeout_tunnel: be.timeout_tunnel,
+            retries: be.retries,
+            redispatch: be.redispatch,
+            srvtcpka: be.srvtcpka,
+        },
+        servers,
+        active,
+        backup,
+        live,
+    }
+}
