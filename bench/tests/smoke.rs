@@ -104,3 +104,52 @@ fn proxy_that_cannot_start_fails_the_run_and_stops_the_other() {
     assert_eq!(pids.len(), 1, "{stdout}");
     assert_gone(&pids);
 }
+
+#[test]
+fn sigterm_mid_run_stops_both_proxies() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    if !haproxy_available() {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
+        .args(["--haproxy", HAPROXY, "--rolelb", HAPROXY, "--seconds", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting rolelb-bench");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Bounded: the header is a few dozen lines, and EOF ends it if the harness exits early.
+    let mut header = String::new();
+    for line in BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take(200)
+    {
+        header.push_str(&line);
+        header.push('\n');
+        if line.starts_with("started rolelb") {
+            break;
+        }
+    }
+    let pids = started_pids(&header);
+    assert_eq!(pids.len(), 2, "{header}");
+    let pid = i32::try_from(child.id()).expect("pid fits i32");
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("polling rolelb-bench") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    assert_gone(&pids);
+}
