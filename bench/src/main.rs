@@ -210,9 +210,11 @@ async fn run(args: Args) -> Result<()> {
         warm_up(t).await?;
     }
 
-    let mut totals: [Totals; 3] = Default::default();
+    // One `[direct, haproxy, rolelb]` per round: the table shows totals and per-round spread.
+    let mut rounds_totals: Vec<[Totals; 3]> = Vec::new();
     let mut raw = Vec::new();
     for round in 0..rounds as usize {
+        let mut totals: [Totals; 3] = Default::default();
         for (ti, test) in TESTS.iter().enumerate() {
             for k in 0..targets.len() {
                 let idx = (k + round + ti) % targets.len();
@@ -223,6 +225,7 @@ async fn run(args: Args) -> Result<()> {
                 tokio::time::sleep(SETTLE).await;
             }
         }
+        rounds_totals.push(totals);
     }
     haproxy.check_alive()?;
     rolelb.check_alive()?;
@@ -232,7 +235,7 @@ async fn run(args: Args) -> Result<()> {
         workers: args.workers,
         echo_conns: args.echo_conns,
     };
-    println!("\n{}", report::table(&mut totals, &shape));
+    println!("\n{}", report::table(&mut rounds_totals, &shape));
     println!("per measurement (busy = proxy CPU time / wall time, 100% = one core):");
     for line in &raw {
         println!("  {line}");

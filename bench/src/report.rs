@@ -79,6 +79,19 @@ impl Totals {
         self.conns.add(r.ok, r.elapsed, r.errors, cpu);
     }
 
+    /// Adds everything in `other` (another round) to this.
+    pub fn merge(&mut self, other: &Totals) {
+        for (mine, theirs) in [
+            (&mut self.upload, &other.upload),
+            (&mut self.download, &other.download),
+            (&mut self.conns, &other.conns),
+            (&mut self.echo, &other.echo),
+        ] {
+            mine.add(theirs.amount, theirs.elapsed, theirs.errors, theirs.cpu);
+        }
+        self.rtt.merge(&other.rtt);
+    }
+
     /// Adds one echo measurement.
     pub fn add_echo(&mut self, r: &Latency, cpu: Option<Duration>) {
         self.echo.add(r.hist.count(), r.elapsed, r.errors, cpu);
@@ -103,99 +116,159 @@ pub struct Shape {
     pub echo_conns: usize,
 }
 
-/// Renders the comparison table for `[direct, haproxy, rolelb]`.
-pub fn table(totals: &mut [Totals; 3], shape: &Shape) -> String {
-    let mb = |s: &Sum| s.rate().map(|r| r / 1e6);
-    let ms_per_gb = |s: &Sum| s.cpu_per(1e3 * 1e9);
-    let us_per = |s: &Sum| s.cpu_per(1e6);
-    let mut rows: Vec<(String, [Option<f64>; 3], Better)> = Vec::new();
-    let mut row = |label: String, f: &dyn Fn(&mut Totals) -> Option<f64>, better| {
-        let vals = [f(&mut totals[0]), f(&mut totals[1]), f(&mut totals[2])];
-        rows.push((label, vals, better));
-    };
+/// One row of the table: how to compute its value from a target's totals.
+struct Row {
+    label: String,
+    value: fn(&mut Totals) -> Option<f64>,
+    better: Better,
+}
+
+fn row(label: impl Into<String>, value: fn(&mut Totals) -> Option<f64>, better: Better) -> Row {
+    Row {
+        label: label.into(),
+        value,
+        better,
+    }
+}
+
+fn mb_per_s(s: &Sum) -> Option<f64> {
+    s.rate().map(|r| r / 1e6)
+}
+
+fn ms_per_gb(s: &Sum) -> Option<f64> {
+    s.cpu_per(1e3 * 1e9)
+}
+
+fn us_per(s: &Sum) -> Option<f64> {
+    s.cpu_per(1e6)
+}
+
+/// `a / b` when both exist and `b` is not zero.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Renders the comparison table from per-round `[direct, haproxy, rolelb]` totals: values
+/// over all rounds, the rolelb/haproxy ratio, and the range of that ratio across rounds.
+pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
+    let mut all: [Totals; 3] = Default::default();
+    for round in rounds.iter() {
+        for (total, t) in all.iter_mut().zip(round.iter()) {
+            total.merge(t);
+        }
+    }
     let k = shape.streams;
-    row(
-        format!("bulk upload MB/s ({k} streams)"),
-        &|t| mb(&t.upload),
-        Better::Higher,
-    );
-    row(
-        "  proxy CPU ms per GB".into(),
-        &|t| ms_per_gb(&t.upload),
-        Better::Lower,
-    );
-    row(
-        format!("bulk download MB/s ({k} streams)"),
-        &|t| mb(&t.download),
-        Better::Higher,
-    );
-    row(
-        "  proxy CPU ms per GB".into(),
-        &|t| ms_per_gb(&t.download),
-        Better::Lower,
-    );
-    row(
-        format!("short conns/s ({} workers)", shape.workers),
-        &|t| t.conns.rate(),
-        Better::Higher,
-    );
-    row(
-        "  proxy CPU µs per conn".into(),
-        &|t| us_per(&t.conns),
-        Better::Lower,
-    );
-    row(
-        format!("echo msgs/s ({} conns, 64 B)", shape.echo_conns),
-        &|t| t.echo.rate(),
-        Better::Higher,
-    );
-    row(
-        "  echo RTT p50 µs".into(),
-        &|t| t.rtt.quantile_us(0.50),
-        Better::Lower,
-    );
-    row(
-        "  echo RTT p99 µs".into(),
-        &|t| t.rtt.quantile_us(0.99),
-        Better::Lower,
-    );
-    row(
-        "  echo RTT p99.9 µs".into(),
-        &|t| t.rtt.quantile_us(0.999),
-        Better::Lower,
-    );
-    row(
-        "  proxy CPU µs per msg".into(),
-        &|t| us_per(&t.echo),
-        Better::Lower,
-    );
+    let rows = [
+        row(
+            format!("bulk upload MB/s ({k} streams)"),
+            |t| mb_per_s(&t.upload),
+            Better::Higher,
+        ),
+        row(
+            "  proxy CPU ms per GB",
+            |t| ms_per_gb(&t.upload),
+            Better::Lower,
+        ),
+        row(
+            format!("bulk download MB/s ({k} streams)"),
+            |t| mb_per_s(&t.download),
+            Better::Higher,
+        ),
+        row(
+            "  proxy CPU ms per GB",
+            |t| ms_per_gb(&t.download),
+            Better::Lower,
+        ),
+        row(
+            format!("short conns/s ({} workers)", shape.workers),
+            |t| t.conns.rate(),
+            Better::Higher,
+        ),
+        row(
+            "  proxy CPU µs per conn",
+            |t| us_per(&t.conns),
+            Better::Lower,
+        ),
+        row(
+            format!("echo msgs/s ({} conns, 64 B)", shape.echo_conns),
+            |t| t.echo.rate(),
+            Better::Higher,
+        ),
+        row(
+            "  echo RTT p50 µs",
+            |t| t.rtt.quantile_us(0.50),
+            Better::Lower,
+        ),
+        row(
+            "  echo RTT p99 µs",
+            |t| t.rtt.quantile_us(0.99),
+            Better::Lower,
+        ),
+        row(
+            "  echo RTT p99.9 µs",
+            |t| t.rtt.quantile_us(0.999),
+            Better::Lower,
+        ),
+        row("  proxy CPU µs per msg", |t| us_per(&t.echo), Better::Lower),
+    ];
 
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<34} {:>10} {:>10} {:>10} {:>15}",
-        "metric", "direct", "haproxy", "rolelb", "rolelb/haproxy"
-    );
-    let _ = writeln!(out, "{}", "-".repeat(34 + 11 * 3 + 16));
-    for (label, vals, better) in rows {
-        let ratio = match (vals[2], vals[1]) {
-            (Some(r), Some(h)) if h > 0.0 => {
-                let hint = match better {
-                    Better::Higher => "↑",
-                    Better::Lower => "↓",
-                };
-                format!("{r_h:.2} {hint}", r_h = r / h)
-            }
-            _ => "n/a".into(),
-        };
+    let line = |out: &mut String, cols: [&str; 6]| {
         let _ = writeln!(
             out,
-            "{:<34} {:>10} {:>10} {:>10} {:>15}",
-            label,
-            fmt_num(vals[0]),
-            fmt_num(vals[1]),
-            fmt_num(vals[2]),
-            ratio
+            "{:<34} {:>10} {:>10} {:>10} {:>16} {:>14}",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
+        );
+    };
+    line(
+        &mut out,
+        [
+            "metric",
+            "direct",
+            "haproxy",
+            "rolelb",
+            "rolelb/haproxy",
+            "rounds min-max",
+        ],
+    );
+    let _ = writeln!(out, "{}", "-".repeat(34 + 11 * 3 + 17 + 15));
+    for r in rows {
+        let vals = [
+            (r.value)(&mut all[0]),
+            (r.value)(&mut all[1]),
+            (r.value)(&mut all[2]),
+        ];
+        let hint = match r.better {
+            Better::Higher => "↑",
+            Better::Lower => "↓",
+        };
+        let overall = ratio(vals[2], vals[1])
+            .map(|q| format!("{q:.2} {hint}"))
+            .unwrap_or_else(|| "n/a".into());
+        let per_round: Vec<f64> = rounds
+            .iter_mut()
+            .filter_map(|[_, h, l]| ratio((r.value)(l), (r.value)(h)))
+            .collect();
+        let range = match (
+            per_round.iter().copied().reduce(f64::min),
+            per_round.iter().copied().reduce(f64::max),
+        ) {
+            (Some(lo), Some(hi)) if per_round.len() > 1 => format!("{lo:.2}-{hi:.2}"),
+            _ => String::new(),
+        };
+        line(
+            &mut out,
+            [
+                &r.label,
+                &fmt_num(vals[0]),
+                &fmt_num(vals[1]),
+                &fmt_num(vals[2]),
+                &overall,
+                &range,
+            ],
         );
     }
     let errs = |t: &Totals| {
@@ -204,17 +277,22 @@ pub fn table(totals: &mut [Totals; 3], shape: &Shape) -> String {
             t.upload.errors, t.download.errors, t.conns.errors, t.echo.errors
         )
     };
-    let _ = writeln!(
-        out,
-        "{:<34} {:>10} {:>10} {:>10} {:>15}",
-        "errors up/down/conn/echo",
-        errs(&totals[0]),
-        errs(&totals[1]),
-        errs(&totals[2]),
-        ""
+    line(
+        &mut out,
+        [
+            "errors up/down/conn/echo",
+            &errs(&all[0]),
+            &errs(&all[1]),
+            &errs(&all[2]),
+            "",
+            "",
+        ],
     );
-    out.push_str("\n↑ = higher is better (ratio > 1 means rolelb is better); ↓ = lower is better (ratio > 1 means rolelb is worse).\n");
-    out.push_str("MB = 10^6 bytes. Proxy CPU = user+system time of the proxy process during the test, from /proc/PID/stat.\n");
+    out.push_str("\n↑ = higher is better (ratio > 1: rolelb better); ↓ = lower is better (ratio > 1: rolelb worse).\n");
+    out.push_str(
+        "Values are over all rounds; \"rounds min-max\" is the spread of the per-round ratio.\n",
+    );
+    out.push_str("MB = 10^6 bytes. Proxy CPU = user+system time of the proxy process during the test (/proc/PID/stat).\n");
     out
 }
 
@@ -273,12 +351,17 @@ mod tests {
             workers: 1,
             echo_conns: 1,
         };
-        let text = table(&mut t, &shape);
+        let mut second = t.clone();
+        second[2].conns = Sum::default();
+        second[2].conns.add(200, d, 0, Some(d));
+        let text = table(&mut [t, second], &shape);
         let line = text
             .lines()
             .find(|l| l.starts_with("short conns/s"))
             .unwrap_or_default();
-        assert!(line.contains("300") && line.contains("0.50 ↑"), "{line}");
-        assert!(text.contains("0/0/2/0"));
+        // Over both rounds: haproxy 400 and rolelb 300 in 2 s; per round 0.50 and 1.00.
+        assert!(line.contains("300") && line.contains("0.75 ↑"), "{line}");
+        assert!(line.contains("0.50-1.00"), "{line}");
+        assert!(text.contains("0/0/2/0"), "{text}");
     }
 }
