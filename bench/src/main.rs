@@ -229,6 +229,12 @@ async fn run(args: Args) -> Result<()> {
     }
     haproxy.check_alive()?;
     rolelb.check_alive()?;
+    let threads = |p: &Proxy| p.threads().map_or("?".to_string(), |n| n.to_string());
+    let threads_line = format!(
+        "OS threads at the end (config says nbthread 1): haproxy {}, rolelb {}",
+        threads(&haproxy),
+        threads(&rolelb)
+    );
 
     let shape = Shape {
         streams: args.streams,
@@ -236,6 +242,7 @@ async fn run(args: Args) -> Result<()> {
         echo_conns: args.echo_conns,
     };
     println!("\n{}", report::table(&mut rounds_totals, &shape));
+    println!("{threads_line}\n");
     println!("per measurement (busy = proxy CPU time / wall time, 100% = one core):");
     for line in &raw {
         println!("  {line}");

@@ -170,6 +170,17 @@ impl Proxy {
         cpu_time_of(self.pid())
     }
 
+    /// Number of OS threads the process runs now (`Threads:` in `/proc/PID/status`).
+    pub fn threads(&self) -> Option<u32> {
+        fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// Fails if the process has exited (it should run for the whole benchmark).
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait().context("polling proxy process")? {
