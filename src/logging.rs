@@ -2,7 +2,7 @@
 //! `log` targets of `global` that are syslog endpoints (UDP or a unix datagram socket such as
 //! `/dev/log`), one datagram per event in RFC 5424 framing with the receiver's timestamp.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -149,6 +149,7 @@ pub fn init(targets: &[LogTarget]) {
     }
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr)
         .with_filter(filter());
     let syslog_layer = (!syslog.is_empty()).then(|| {

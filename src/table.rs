@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub struct ServerLive {
     usable_since: Mutex<Option<Instant>>,
     /// Cancelled to close every session on this server (`shutdown-sessions`, role loss).
     kill: ArcSwap<CancellationToken>,
+    /// The `disabled` flag of the last configuration applied, so a reload applies only a change.
+    config_disabled: AtomicBool,
 }
 
 impl Default for ServerLive {
@@ -78,6 +80,7 @@ impl Default for ServerLive {
             connect_errors: AtomicU64::new(0),
             usable_since: Mutex::new(None),
             kill: ArcSwap::from_pointee(CancellationToken::new()),
+            config_disabled: AtomicBool::new(false),
         }
     }
 }
@@ -100,6 +103,19 @@ impl ServerLive {
             self.mark_usable_now();
         }
         prev
+    }
+
+    /// Applies the configuration's `disabled` flag when it differs from the last one seen, so
+    /// a reload that adds or removes `disabled` takes effect while state set at run time
+    /// (admin API) otherwise survives reloads.
+    pub fn apply_config_disabled(&self, disabled: bool) {
+        if self.config_disabled.swap(disabled, Ordering::AcqRel) != disabled {
+            self.set_admin(if disabled {
+                AdminState::Maint
+            } else {
+                AdminState::Ready
+            });
+        }
     }
 
     /// Current health.
@@ -573,10 +589,8 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
         .servers
         .iter()
         .map(|s| {
-            let (slive, created) = registry.server(&be.name, &s.name);
-            if created && s.disabled {
-                slive.set_admin(AdminState::Maint);
-            }
+            let (slive, _) = registry.server(&be.name, &s.name);
+            slive.apply_config_disabled(s.disabled);
             ServerRt {
                 name: s.name.clone(),
                 addr: s.addr,
@@ -642,5 +656,216 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
         active,
         backup,
         live,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend, Balance, CheckMethod, Global, HashType, Loc, Server};
+
+    fn loc() -> Loc {
+        Loc {
+            file: Arc::from("test.cfg"),
+            line: 1,
+        }
+    }
+
+    fn server(name: &str, port: u16) -> Server {
+        Server {
+            name: name.to_owned(),
+            loc: loc(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            check: false,
+            inter: Duration::from_secs(2),
+            fastinter: None,
+            downinter: None,
+            rise: 2,
+            fall: 3,
+            check_port: None,
+            check_addr: None,
+            weight: 1,
+            backup: false,
+            disabled: false,
+            maxconn: None,
+            maxqueue: None,
+            slowstart: None,
+            shutdown_sessions_on_down: false,
+            shutdown_backup_sessions_on_up: false,
+            agent: None,
+            send_proxy: None,
+        }
+    }
+
+    fn config(servers: Vec<Server>, allbackups: bool) -> Config {
+        Config {
+            global: Global::default(),
+            frontends: Vec::new(),
+            backends: vec![Backend {
+                name: "be".to_owned(),
+                loc: loc(),
+                balance: Balance::RoundRobin,
+                hash_type: HashType::MapBased,
+                timeout_connect: None,
+                timeout_server: None,
+                timeout_server_fin: None,
+                timeout_queue: None,
+                timeout_tunnel: None,
+                timeout_check: None,
+                retries: 3,
+                redispatch: false,
+                allbackups,
+                srvtcpka: false,
+                check: CheckMethod::Tcp,
+                servers,
+                disabled: false,
+            }],
+            stats: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn names(be: &BackendRt, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let idx = be.pick(None, None).expect("a server");
+                be.release(idx);
+                be.servers[idx].name.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn live_state_survives_a_rebuild_and_is_dropped_with_its_server() {
+        let reg = Registry::default();
+        let now = Instant::now();
+        let t1 = Table::build(
+            &config(vec![server("a", 1), server("b", 2)], false),
+            &reg,
+            1,
+            now,
+        );
+        let be1 = &t1.backends["be"];
+        let idx = be1.pick(None, None).expect("pick");
+        let live = be1.servers[idx].live.clone();
+        assert_eq!(live.sessions.load(Ordering::Relaxed), 1);
+        let t2 = Table::build(
+            &config(vec![server("a", 1), server("b", 2)], false),
+            &reg,
+            2,
+            now,
+        );
+        let same = t2.backends["be"]
+            .servers
+            .iter()
+            .find(|s| s.name == be1.servers[idx].name);
+        assert!(Arc::ptr_eq(&same.expect("still there").live, &live));
+        let t3 = Table::build(&config(vec![server("c", 3)], false), &reg, 3, now);
+        reg.retain(&t3);
+        assert_eq!(reg.servers.lock().expect("lock").len(), 1);
+        // The session still holds its state after its server left the table.
+        be1.release(idx);
+        assert_eq!(live.sessions.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn maxconn_full_servers_are_skipped_then_all_full_is_reported() {
+        let reg = Registry::default();
+        let mut a = server("a", 1);
+        a.maxconn = Some(1);
+        let mut b = server("b", 2);
+        b.maxconn = Some(1);
+        let t = Table::build(&config(vec![a, b], false), &reg, 1, Instant::now());
+        let be = &t.backends["be"];
+        let first = be.pick(None, None).expect("one");
+        let second = be.pick(None, None).expect("two");
+        assert_ne!(first, second);
+        assert_eq!(be.pick(None, None), Err(NoServer::AllFull));
+        be.release(first);
+        assert_eq!(be.pick(None, None), Ok(first));
+    }
+
+    #[test]
+    fn backups_serve_only_without_active_servers_first_one_unless_allbackups() {
+        let reg = Registry::default();
+        let mut c = server("c", 3);
+        c.backup = true;
+        let mut d = server("d", 4);
+        d.backup = true;
+        let mut a = server("a", 1);
+        a.disabled = true;
+        let servers = vec![a, c, d];
+        let t = Table::build(&config(servers.clone(), false), &reg, 1, Instant::now());
+        assert_eq!(names(&t.backends["be"], 4), ["c", "c", "c", "c"]);
+        let t = Table::build(&config(servers.clone(), true), &reg, 2, Instant::now());
+        let got = names(&t.backends["be"], 4);
+        assert!(
+            got.contains(&"c".to_owned()) && got.contains(&"d".to_owned()),
+            "{got:?}"
+        );
+        // Re-enabling `a` by config (a reload dropping `disabled`) takes it back.
+        let mut enabled = servers;
+        enabled[0].disabled = false;
+        let t = Table::build(&config(enabled, false), &reg, 3, Instant::now());
+        assert_eq!(names(&t.backends["be"], 3), ["a", "a", "a"]);
+    }
+
+    #[test]
+    fn drained_and_down_servers_take_no_new_connections() {
+        let reg = Registry::default();
+        let t = Table::build(
+            &config(vec![server("a", 1), server("b", 2)], false),
+            &reg,
+            1,
+            Instant::now(),
+        );
+        t.backends["be"].servers[0]
+            .live
+            .set_admin(AdminState::Drain);
+        assert_eq!(names(&t.backends["be"], 3), ["b", "b", "b"]);
+        t.backends["be"].servers[1].live.set_health(Health::Down);
+        assert_eq!(t.backends["be"].pick(None, None), Err(NoServer::AllFull));
+        let t = Table::build(
+            &config(vec![server("a", 1), server("b", 2)], false),
+            &reg,
+            2,
+            Instant::now(),
+        );
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::NoneAvailable)
+        );
+    }
+
+    #[test]
+    fn slowstart_ramps_the_weight_from_one_to_the_configured_weight() {
+        let live = ServerLive::default();
+        let ramp = Some(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(
+            live.effective_weight(100, ramp, t0),
+            100,
+            "no ramp at first start"
+        );
+        live.set_health(Health::Down);
+        live.set_health(Health::Up);
+        let since = t0 + Duration::from_millis(1);
+        assert_eq!(live.effective_weight(100, ramp, since), 1);
+        let mid = live.effective_weight(100, ramp, Instant::now() + Duration::from_secs(5));
+        assert!((45..=55).contains(&mid), "{mid}");
+        assert_eq!(
+            live.effective_weight(100, ramp, Instant::now() + Duration::from_secs(11)),
+            100
+        );
+        assert!(live.in_slowstart(ramp, Instant::now()));
+    }
+
+    #[test]
+    fn shutdown_sessions_cancels_current_tokens_only() {
+        let live = ServerLive::default();
+        let old = live.kill_token();
+        live.shutdown_sessions();
+        assert!(old.is_cancelled());
+        assert!(!live.kill_token().is_cancelled());
     }
 }

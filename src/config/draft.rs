@@ -1,0 +1,348 @@
+//! Section state while parsing: what the keyword parsers fill in before `build` turns it into
+//! the typed model. A proxy starts as a copy of the `defaults` in force (HAProxy's
+//! inheritance), and a server starts as a copy of its section's `default-server`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::model::{
+    Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogTarget, Mode, ProxyProtocol,
+    TcpCheckRule,
+};
+
+/// The kind of a proxy section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// `defaults [NAME]`.
+    Defaults,
+    /// `frontend NAME`.
+    Frontend,
+    /// `backend NAME`.
+    Backend,
+    /// `listen NAME`.
+    Listen,
+}
+
+impl ProxyKind {
+    /// The section keyword.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ProxyKind::Defaults => "defaults",
+            ProxyKind::Frontend => "frontend",
+            ProxyKind::Backend => "backend",
+            ProxyKind::Listen => "listen",
+        }
+    }
+
+    /// Has the frontend side (accepts clients).
+    pub fn has_frontend(self) -> bool {
+        matches!(self, ProxyKind::Frontend | ProxyKind::Listen)
+    }
+
+    /// Has the backend side (holds servers).
+    pub fn has_backend(self) -> bool {
+        matches!(self, ProxyKind::Backend | ProxyKind::Listen)
+    }
+}
+
+/// Errors and warnings collected while reading the configuration.
+#[derive(Debug, Default)]
+pub struct Diags {
+    /// Fatal findings.
+    pub errors: Vec<Diagnostic>,
+    /// `[WARNING]` findings.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Diags {
+    /// Records an error at `loc`.
+    pub fn error(&mut self, loc: &Loc, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            loc: loc.clone(),
+            message: message.into(),
+        });
+    }
+
+    /// Records a warning at `loc`.
+    pub fn warn(&mut self, loc: &Loc, message: impl Into<String>) {
+        self.warnings.push(Diagnostic {
+            loc: loc.clone(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The health-check `option` chosen for a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOption {
+    /// `option tcp-check`.
+    TcpCheck,
+    /// `option pgsql-check user U`.
+    Pgsql {
+        /// User name.
+        user: String,
+    },
+    /// `option mysql-check user U [post-41]`.
+    Mysql {
+        /// User name.
+        user: String,
+        /// `post-41`.
+        post_41: bool,
+    },
+    /// `option httpchk [METHOD] [URI] [VERSION]`.
+    Http {
+        /// Method.
+        method: String,
+        /// URI.
+        uri: String,
+        /// Version.
+        version: String,
+    },
+}
+
+/// `timeout ...` values of a proxy.
+#[derive(Debug, Clone, Default)]
+pub struct Timeouts {
+    /// `timeout connect`.
+    pub connect: Option<Duration>,
+    /// `timeout client`.
+    pub client: Option<Duration>,
+    /// `timeout server`.
+    pub server: Option<Duration>,
+    /// `timeout queue`.
+    pub queue: Option<Duration>,
+    /// `timeout check`.
+    pub check: Option<Duration>,
+    /// `timeout tunnel`.
+    pub tunnel: Option<Duration>,
+    /// `timeout client-fin`.
+    pub client_fin: Option<Duration>,
+    /// `timeout server-fin`.
+    pub server_fin: Option<Duration>,
+}
+
+/// `stats ...` lines of a proxy.
+#[derive(Debug, Clone, Default)]
+pub struct StatsDraft {
+    /// `stats enable`, where.
+    pub enable: Option<Loc>,
+    /// `stats uri`.
+    pub uri: Option<String>,
+    /// `stats refresh`.
+    pub refresh: Option<Duration>,
+}
+
+/// A proxy section being read (also used for `defaults`).
+#[derive(Debug, Clone)]
+pub struct ProxyDraft {
+    /// Section kind.
+    pub kind: ProxyKind,
+    /// Name (empty for an unnamed `defaults`).
+    pub name: String,
+    /// Section header location.
+    pub loc: Loc,
+    /// `mode`.
+    pub mode: Mode,
+    /// Where `mode` was last set (in this section or the defaults it came from).
+    pub mode_loc: Option<Loc>,
+    /// `bind` addresses.
+    pub binds: Vec<Bind>,
+    /// `default_backend`.
+    pub default_backend: Option<(String, Loc)>,
+    /// The first unconditional `use_backend`.
+    pub use_backend: Option<(String, Loc)>,
+    /// `balance`.
+    pub balance: Balance,
+    /// `hash-type`.
+    pub hash_type: HashType,
+    /// `maxconn` (frontend side).
+    pub maxconn: Option<u32>,
+    /// `timeout ...`.
+    pub timeouts: Timeouts,
+    /// `retries`.
+    pub retries: u32,
+    /// `option redispatch`.
+    pub redispatch: bool,
+    /// `option tcplog`.
+    pub tcplog: bool,
+    /// `option httplog`, where (falls back to tcplog in TCP mode, with a warning).
+    pub httplog: Option<Loc>,
+    /// `option dontlognull`.
+    pub dontlognull: bool,
+    /// `option allbackups`.
+    pub allbackups: bool,
+    /// `option clitcpka`.
+    pub clitcpka: bool,
+    /// `option srvtcpka`.
+    pub srvtcpka: bool,
+    /// `disabled`.
+    pub disabled: bool,
+    /// HTTP-only settings seen (ignored in TCP mode with a warning), with where.
+    pub http_only: Vec<(String, Loc)>,
+    /// `log global`.
+    pub log_global: bool,
+    /// Own `log` targets.
+    pub logs: Vec<LogTarget>,
+    /// `option tcp-check|pgsql-check|mysql-check|httpchk`, where.
+    pub check_option: Option<(CheckOption, Loc)>,
+    /// `tcp-check` rules.
+    pub tcp_check_rules: Vec<TcpCheckRule>,
+    /// The `tcp-check` rules were written in this section (not inherited).
+    pub tcp_check_own: bool,
+    /// Where the first `tcp-check` rule is.
+    pub tcp_check_loc: Option<Loc>,
+    /// `http-check expect`.
+    pub http_expect: Option<HttpExpect>,
+    /// The `http-check expect` was written in this section (not inherited).
+    pub http_expect_own: bool,
+    /// Where the `http-check expect` is.
+    pub http_expect_loc: Option<Loc>,
+    /// `stats ...`.
+    pub stats: StatsDraft,
+    /// `default-server` options.
+    pub default_server: ServerDraft,
+    /// `server` lines.
+    pub servers: Vec<ServerDraft>,
+}
+
+impl ProxyDraft {
+    /// A proxy with HAProxy's built-in defaults.
+    pub fn new(kind: ProxyKind, name: String, loc: Loc) -> Self {
+        ProxyDraft {
+            kind,
+            name,
+            default_server: ServerDraft::new(String::new(), loc.clone()),
+            loc,
+            mode: Mode::Tcp,
+            mode_loc: None,
+            binds: Vec::new(),
+            default_backend: None,
+            use_backend: None,
+            balance: Balance::default(),
+            hash_type: HashType::default(),
+            maxconn: None,
+            timeouts: Timeouts::default(),
+            retries: 3,
+            redispatch: false,
+            tcplog: false,
+            httplog: None,
+            dontlognull: false,
+            allbackups: false,
+            clitcpka: false,
+            srvtcpka: false,
+            disabled: false,
+            http_only: Vec::new(),
+            log_global: false,
+            logs: Vec::new(),
+            check_option: None,
+            tcp_check_rules: Vec::new(),
+            tcp_check_own: false,
+            tcp_check_loc: None,
+            http_expect: None,
+            http_expect_own: false,
+            http_expect_loc: None,
+            stats: StatsDraft::default(),
+            servers: Vec::new(),
+        }
+    }
+
+    /// A new proxy section inheriting everything `defaults` sets.
+    pub fn inherit(defaults: &ProxyDraft, kind: ProxyKind, name: String, loc: Loc) -> Self {
+        let mut draft = defaults.clone();
+        draft.kind = kind;
+        draft.name = name;
+        draft.default_server.loc = loc.clone();
+        draft.loc = loc;
+        draft.tcp_check_own = false;
+        draft.http_expect_own = false;
+        draft
+    }
+}
+
+/// A `server` (or `default-server`) line being read.
+#[derive(Debug, Clone)]
+pub struct ServerDraft {
+    /// Name (empty for `default-server`).
+    pub name: String,
+    /// Where it was declared.
+    pub loc: Loc,
+    /// Resolved traffic address (`None` when it could not be parsed; the error is recorded).
+    pub addr: Option<SocketAddr>,
+    /// `check`.
+    pub check: bool,
+    /// `inter`.
+    pub inter: Duration,
+    /// `fastinter`.
+    pub fastinter: Option<Duration>,
+    /// `downinter`.
+    pub downinter: Option<Duration>,
+    /// `rise`.
+    pub rise: u32,
+    /// `fall`.
+    pub fall: u32,
+    /// `port`.
+    pub check_port: Option<u16>,
+    /// `addr`.
+    pub check_addr: Option<IpAddr>,
+    /// `weight`.
+    pub weight: u32,
+    /// `backup`.
+    pub backup: bool,
+    /// `disabled`.
+    pub disabled: bool,
+    /// `maxconn`.
+    pub maxconn: Option<u32>,
+    /// `maxqueue`.
+    pub maxqueue: Option<u32>,
+    /// `slowstart`.
+    pub slowstart: Option<Duration>,
+    /// `on-marked-down shutdown-sessions`.
+    pub shutdown_sessions_on_down: bool,
+    /// `on-marked-up shutdown-backup-sessions`.
+    pub shutdown_backup_sessions_on_up: bool,
+    /// `agent-check`.
+    pub agent_check: bool,
+    /// `agent-port`.
+    pub agent_port: Option<u16>,
+    /// `agent-addr`.
+    pub agent_addr: Option<IpAddr>,
+    /// `agent-inter`.
+    pub agent_inter: Option<Duration>,
+    /// `agent-send`.
+    pub agent_send: Option<Vec<u8>>,
+    /// `send-proxy` / `send-proxy-v2`.
+    pub send_proxy: Option<ProxyProtocol>,
+}
+
+impl ServerDraft {
+    /// A server with HAProxy's defaults: `inter 2s rise 2 fall 3 weight 1`.
+    pub fn new(name: String, loc: Loc) -> Self {
+        ServerDraft {
+            name,
+            loc,
+            addr: None,
+            check: false,
+            inter: Duration::from_secs(2),
+            fastinter: None,
+            downinter: None,
+            rise: 2,
+            fall: 3,
+            check_port: None,
+            check_addr: None,
+            weight: 1,
+            backup: false,
+            disabled: false,
+            maxconn: None,
+            maxqueue: None,
+            slowstart: None,
+            shutdown_sessions_on_down: false,
+            shutdown_backup_sessions_on_up: false,
+            agent_check: false,
+            agent_port: None,
+            agent_addr: None,
+            agent_inter: None,
+            agent_send: None,
+            send_proxy: None,
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! `tcp-check` and `http-check` rules: the steps of `option tcp-check`
+//! (`connect [port N]`, `send`, `send-binary`, `expect [!] string|rstring|binary`) and the
+//! `http-check expect [!] status|string` of `option httpchk`. Regexes are validated here.
+
+use super::Ctx;
+use crate::config::draft::ProxyDraft;
+use crate::config::model::{HttpExpect, TcpCheckRule};
+use crate::config::units::parse_port;
+
+/// Decodes HAProxy's hex strings (`send-binary`, `expect binary`).
+fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
+        return Err(format!("'{text}' is not an even number of hex digits"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("'{text}' is not a hex string"))
+        })
+        .collect()
+}
+
+/// Skips a trailing `comment TEXT` (HAProxy labels rules with it); errors on anything else.
+fn rest_is_comment(ctx: &Ctx, from: usize) -> Result<(), String> {
+    match ctx.args.get(from).map(|w| w.as_str()) {
+        None => Ok(()),
+        Some("comment") => {
+            ctx.arg(from + 1, "a text after 'comment'")?;
+            ctx.at_most(from + 2)
+        }
+        Some(other) => Err(format!(
+            "'{} {}': unsupported argument '{other}'",
+            ctx.keyword,
+            ctx.args.first().map(|w| w.as_str()).unwrap_or_default()
+        )),
+    }
+}
+
+/// `tcp-check connect|send|send-binary|expect|comment ...`.
+pub fn tcp_check(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let action = ctx.arg(
+        0,
+        "an action: connect, send, send-binary, expect or comment",
+    )?;
+    let rule = match action {
+        "comment" => return Ok(()),
+        "connect" => {
+            let mut port = None;
+            let mut i = 1;
+            while let Some(opt) = ctx.args.get(i).map(|w| w.as_str()) {
+                match opt {
+                    "port" => {
+                        port = Some(parse_port(
+                            ctx.arg(i + 1, "a port after 'port'")?,
+                            "tcp-check connect port",
+                        )?)
+                    }
+                    "comment" => {}
+                    other => {
+                        return Err(format!(
+                            "'tcp-check connect': option '{other}' is not supported (rolelb knows 'port N')"
+                        ));
+                    }
+                }
+                i += 2;
+            }
+            if i > ctx.args.len() {
+                return Err("'tcp-check connect': an option is missing its value".into());
+            }
+            TcpCheckRule::Connect { port }
+        }
+        "send" => {
+            let data = ctx.args.get(1).ok_or("'tcp-check send' expects a string")?;
+            let data = data.bytes.clone();
+            rest_is_comment(ctx, 2)?;
+            TcpCheckRule::Send(data)
+        }
+        "send-binary" => {
+            let data = decode_hex(ctx.arg(1, "a hex string")?)
+                .map_err(|e| format!("'tcp-check send-binary': {e}"))?;
+            rest_is_comment(ctx, 2)?;
+            TcpCheckRule::Send(data)
+        }
+        "expect" => tcp_expect(ctx)?,
+        "send-lf" | "send-binary-lf" | "set-var" | "unset-var" => {
+            return Err(format!(
+                "'tcp-check {action}' is not supported by rolelb (use send, send-binary, expect string|rstring|binary)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown 'tcp-check {other}' (known: connect, send, send-binary, expect, comment)"
+            ));
+        }
+    };
+    if !p.tcp_check_own {
+        // Rules of a proxy replace those inherited from defaults, as in HAProxy.
+        p.tcp_check_rules.clear();
+        p.tcp_check_own = true;
+        p.tcp_check_loc = Some(ctx.loc.clone());
+    }
+    p.tcp_check_rules.push(rule);
+    Ok(())
+}
+
+fn tcp_expect(ctx: &Ctx) -> Result<TcpCheckRule, String> {
+    let mut i = 1;
+    let negate = ctx.args.get(1).is_some_and(|w| w.as_str() == "!");
+    if negate {
+        i += 1;
+    }
+    let kind = ctx.arg(i, "a match type (string, rstring or binary) and a pattern")?;
+    let pattern = ctx
+        .args
+        .get(i + 1)
+        .ok_or_else(|| format!("'tcp-check expect {kind}' expects a pattern"))?;
+    let rule = match kind {
+        "string" => TcpCheckRule::ExpectString {
+            pattern: pattern.bytes.clone(),
+            negate,
+        },
+        "binary" => TcpCheckRule::ExpectString {
+            pattern: decode_hex(pattern.as_str())
+                .map_err(|e| format!("'tcp-check expect binary': {e}"))?,
+            negate,
+        },
+        "rstring" => {
+            validate_regex(pattern.as_str())?;
+            TcpCheckRule::ExpectRegex {
+                pattern: pattern.text.clone(),
+                negate,
+            }
+        }
+        "min-recv" | "error-status" | "tout-status" | "ok-status" | "on-success" | "on-error"
+        | "status-code" => {
+            return Err(format!(
+                "'tcp-check expect {kind}' is not supported by rolelb (use 'tcp-check expect [!] string|rstring|binary PATTERN')"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown 'tcp-check expect {other}' (rolelb knows string, rstring, binary)"
+            ));
+        }
+    };
+    rest_is_comment(ctx, i + 2)?;
+    Ok(rule)
+}
+
+fn validate_regex(pattern: &str) -> Result<(), String> {
+    regex::bytes::Regex::new(pattern)
+        .map(|_| ())
+        .map_err(|e| format!("invalid regex '{pattern}': {}", first_line(&e.to_string())))
+}
+
+fn first_line(text: &str) -> String {
+    // The regex crate's errors span several lines with a caret diagram; keep the summary.
+    text.lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| text.lines().next().unwrap_or_default())
+        .to_string()
+}
+
+/// `http-check expect [!] status CODES | string TEXT`, plus accepted no-op variants.
+pub fn http_check(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let action = ctx.arg(0, "'expect'")?;
+    match action {
+        "expect" => {}
+        "comment" => return Ok(()),
+        "send-state" => {
+            ctx.warn(
+                "'http-check send-state' is ignored by rolelb (no X-Haproxy-Server-State header)",
+            );
+            return Ok(());
+        }
+        "send" | "connect" | "disable-on-404" | "set-var" | "unset-var" => {
+            return Err(format!(
+                "'http-check {action}' is not supported by rolelb: write the request with 'option httpchk METHOD URI' and check it with 'http-check expect'"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown 'http-check {other}' (rolelb knows 'http-check expect')"
+            ));
+        }
+    }
+    let mut i = 1;
+    let negate = ctx.args.get(1).is_some_and(|w| w.as_str() == "!");
+    if negate {
+        i += 1;
+    }
+    let kind = ctx.arg(i, "'status CODE' or 'string TEXT'")?;
+    let value = ctx
+        .args
+        .get(i + 1)
+        .ok_or_else(|| format!("'http-check expect {kind}' expects a value"))?
+        .text
+        .clone();
+    let expect = match kind {
+        "status" => HttpExpect::Status {
+            codes: parse_status_codes(&value)?,
+            negate,
+        },
+        "string" => HttpExpect::String {
+            text: value,
+            negate,
+        },
+        "rstatus" | "rstring" | "hdr" | "fhdr" | "custom" => {
+            return Err(format!(
+                "'http-check expect {kind}' is not supported by rolelb (use 'status CODE' or 'string TEXT')"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown 'http-check expect {other}' (use 'status CODE' or 'string TEXT')"
+            ));
+        }
+    };
+    rest_is_comment(ctx, i + 2)?;
+    if p.http_expect_own {
+        return Err("only one 'http-check expect' per proxy is supported by rolelb".into());
+    }
+    p.http_expect = Some(expect);
+    p.http_expect_own = true;
+    p.http_expect_loc = Some(ctx.loc.clone());
+    Ok(())
+}
+
+/// Parses `200`, `200-399`, `200,204,300-399` into inclusive ranges.
+fn parse_status_codes(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    let code = |s: &str| -> Result<u16, String> {
+        s.parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| format!("invalid HTTP status '{s}' in '{text}' (100..599)"))
+    };
+    text.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (code(a)?, code(b)?);
+                if a > b {
+                    return Err(format!("status range '{part}' is reversed"));
+                }
+                Ok((a, b))
+            }
+            None => code(part).map(|c| (c, c)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(parse_status_codes("200").unwrap(), [(200, 200)]);
+        assert_eq!(
+            parse_status_codes("200,300-399").unwrap(),
+            [(200, 200), (300, 399)]
+        );
+        assert!(parse_status_codes("2xx").is_err());
+        assert!(parse_status_codes("399-300").is_err());
+        assert!(parse_status_codes("700").is_err());
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(decode_hex("0a0B").unwrap(), [10, 11]);
+        assert!(decode_hex("abc").is_err());
+        assert!(decode_hex("zz").is_err());
+    }
+
+    #[test]
+    fn regex_errors_are_short() {
+        let e = validate_regex("(unclosed").unwrap_err();
+        assert!(e.starts_with("invalid regex '(unclosed'"), "{e}");
+        assert!(!e.contains('\n'));
+        validate_regex("^\\+PONG").unwrap();
+    }
+}

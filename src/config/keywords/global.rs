@@ -1,0 +1,229 @@
+//! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
+//! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`), plus the
+//! common, harmless keywords of real configs that rolelb accepts with a warning.
+
+use std::path::PathBuf;
+
+use super::Ctx;
+use super::log::parse_log_target;
+use crate::config::model::{Global, StatsLevel, StatsSocket};
+use crate::config::units::{TimeUnit, parse_duration, parse_int};
+
+/// Parser of one `global` keyword.
+pub type GlobalParser = fn(&mut Global, &mut Ctx) -> Result<(), String>;
+
+/// One entry of the `global` table.
+pub struct GlobalKeyword {
+    /// The keyword.
+    pub name: &'static str,
+    /// Its parser.
+    pub parse: GlobalParser,
+}
+
+const fn kw(name: &'static str, parse: GlobalParser) -> GlobalKeyword {
+    GlobalKeyword { name, parse }
+}
+
+/// The `global` keywords.
+pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
+    kw("maxconn", maxconn),
+    kw("nbthread", nbthread),
+    kw("stats", stats),
+    kw("hard-stop-after", hard_stop_after),
+    kw("log", log),
+    kw("user", user),
+    kw("group", group),
+    kw("pidfile", pidfile),
+    kw("daemon", daemon),
+    // Accepted for compatibility; none of them changes where traffic goes.
+    kw("chroot", ignored),
+    kw("ca-base", ignored),
+    kw("crt-base", ignored),
+    kw("spread-checks", ignored),
+    kw("max-spread-checks", ignored),
+    kw("ulimit-n", ignored),
+    kw("master-worker", ignored),
+    kw("log-send-hostname", ignored),
+    kw("log-tag", ignored),
+    kw("node", ignored),
+    kw("description", ignored),
+    kw("insecure-fork-wanted", ignored),
+    kw("cpu-map", ignored),
+    kw("maxpipes", ignored),
+    kw("nosplice", ignored),
+    kw("noepoll", ignored),
+    kw("nopoll", ignored),
+    kw("busy-polling", ignored),
+    kw("set-dumpable", ignored),
+    kw("localpeer", ignored),
+    kw("expose-experimental-directives", ignored),
+    kw("quiet", ignored),
+];
+
+/// Keyword prefixes accepted with a warning (TLS and tuning settings rolelb has no use for).
+pub const IGNORED_PREFIXES: &[&str] = &[
+    "tune.",
+    "ssl-default-",
+    "ssl-server-verify",
+    "ssl-dh-param-file",
+];
+
+/// Looks a `global` keyword up, including the ignored prefixes.
+pub fn find(name: &str) -> Option<GlobalParser> {
+    if let Some(k) = GLOBAL_KEYWORDS.iter().find(|k| k.name == name) {
+        return Some(k.parse);
+    }
+    IGNORED_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p))
+        .then_some(ignored as GlobalParser)
+}
+
+fn ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let kw = ctx.keyword.to_string();
+    ctx.warn(format!(
+        "'{kw}' is accepted for compatibility and ignored by rolelb"
+    ));
+    Ok(())
+}
+
+fn u32_arg(ctx: &Ctx, what: &str, min: u64) -> Result<u32, String> {
+    ctx.at_most(1)?;
+    let v = parse_int(ctx.arg(0, what)?, ctx.keyword, min, u64::from(u32::MAX))?;
+    u32::try_from(v).map_err(|_| format!("'{}' is too large", ctx.keyword))
+}
+
+fn string_arg(ctx: &Ctx, what: &str) -> Result<String, String> {
+    ctx.at_most(1)?;
+    let value = ctx.arg(0, what)?;
+    if value.is_empty() {
+        return Err(format!(
+            "'{}' expects {what}, got an empty string",
+            ctx.keyword
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn maxconn(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    g.maxconn = Some(u32_arg(ctx, "a number of connections", 1)?);
+    Ok(())
+}
+
+fn nbthread(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    // HAProxy's default build supports at most 64 threads.
+    let n = parse_int(ctx.arg(0, "a number of threads")?, "nbthread", 1, 64)?;
+    g.nbthread = Some(usize::try_from(n).map_err(|_| "nbthread is too large".to_string())?);
+    Ok(())
+}
+
+fn hard_stop_after(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    g.hard_stop_after = Some(parse_duration(ctx.arg(0, "a duration")?, TimeUnit::Millis)?);
+    Ok(())
+}
+
+fn log(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    if ctx.args.first().is_some_and(|w| w.as_str() == "global") {
+        return Err("'log global' is only valid in proxies; in 'global' give a target".into());
+    }
+    g.logs.push(parse_log_target(ctx)?);
+    Ok(())
+}
+
+fn user(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    g.user = Some(string_arg(ctx, "a user name")?);
+    Ok(())
+}
+
+fn group(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    g.group = Some(string_arg(ctx, "a group name")?);
+    Ok(())
+}
+
+fn pidfile(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    g.pidfile = Some(PathBuf::from(string_arg(ctx, "a file path")?));
+    Ok(())
+}
+
+fn daemon(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(0)?;
+    g.daemon = true;
+    ctx.warn("'daemon': rolelb always runs in the foreground; let systemd or your supervisor background it");
+    Ok(())
+}
+
+/// `stats socket|timeout|maxconn|bind-process` in `global`.
+fn stats(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let sub = ctx.arg(0, "'socket', 'timeout' or 'maxconn'")?.to_string();
+    match sub.as_str() {
+        "socket" => {
+            let socket = stats_socket(ctx)?;
+            g.stats_sockets.push(socket);
+            Ok(())
+        }
+        "timeout" | "maxconn" | "bind-process" => {
+            ctx.warn(format!(
+                "'stats {sub}' is accepted for compatibility and ignored by rolelb"
+            ));
+            Ok(())
+        }
+        _ => Err(format!(
+            "unknown 'stats {sub}' in 'global' (known: stats socket, stats timeout, stats maxconn)"
+        )),
+    }
+}
+
+fn stats_socket(ctx: &mut Ctx) -> Result<StatsSocket, String> {
+    let path = ctx.arg(1, "a unix socket path after 'stats socket'")?;
+    let path = path.strip_prefix("unix@").unwrap_or(path);
+    if !path.starts_with('/') && path.contains(':') {
+        return Err(format!(
+            "'stats socket {path}': only unix socket paths are supported, not TCP addresses"
+        ));
+    }
+    let mut socket = StatsSocket {
+        path: PathBuf::from(path),
+        mode: None,
+        level: StatsLevel::default(),
+        loc: ctx.loc.clone(),
+    };
+    let mut i = 2;
+    while let Some(opt) = ctx.args.get(i).map(|w| w.as_str().to_string()) {
+        let value = ctx.arg(i + 1, &format!("a value after '{opt}'"));
+        match opt.as_str() {
+            "mode" => {
+                let v = value?;
+                let mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("'stats socket ... mode {v}': expected octal permission bits such as 660"))?;
+                socket.mode = Some(mode);
+            }
+            "level" => {
+                socket.level = match value? {
+                    "user" => StatsLevel::User,
+                    "operator" => StatsLevel::Operator,
+                    "admin" => StatsLevel::Admin,
+                    other => {
+                        return Err(format!(
+                            "'stats socket ... level {other}': expected user, operator or admin"
+                        ));
+                    }
+                };
+            }
+            "expose-fd" | "user" | "group" | "uid" | "gid" => {
+                let v = value?.to_string();
+                ctx.warn(format!("'stats socket ... {opt} {v}' is ignored by rolelb"));
+            }
+            other => {
+                return Err(format!(
+                    "unsupported 'stats socket' option '{other}' (rolelb knows mode and level)"
+                ));
+            }
+        }
+        i += 2;
+    }
+    Ok(socket)
+}

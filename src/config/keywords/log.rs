@@ -1,0 +1,194 @@
+//! The `log` line, shared by `global` and proxies:
+//! `log TARGET [len N] [format F] [sample R:S] FACILITY [LEVEL [MINLEVEL]]`, where TARGET is
+//! `stderr`, `stdout`, a unix socket path such as `/dev/log`, or `ADDR[:PORT]` (UDP syslog).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::Ctx;
+use crate::config::address::resolve_host;
+use crate::config::model::{LogDest, LogTarget};
+use crate::config::units::{parse_int, parse_port};
+
+/// Syslog facility names in number order (`kern` = 0 ... `local7` = 23).
+pub const FACILITIES: [&str; 24] = [
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2",
+    "ftp", "ntp", "audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4",
+    "local5", "local6", "local7",
+];
+
+/// Syslog severities in number order (`emerg` = 0 ... `debug` = 7).
+pub const LEVELS: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// The log formats HAProxy accepts after `format`.
+const FORMATS: [&str; 6] = ["raw", "rfc3164", "rfc5424", "short", "timed", "iso"];
+
+/// Parses the arguments of a `log` line (not `log global`) into a target.
+pub fn parse_log_target(ctx: &mut Ctx) -> Result<LogTarget, String> {
+    let target = ctx.arg(
+        0,
+        "a target (stderr, stdout, /dev/log or ADDR[:PORT]) and a facility",
+    )?;
+    let dest = parse_dest(target)?;
+    let mut i = 1;
+    loop {
+        match ctx.args.get(i).map(|w| w.as_str()) {
+            Some("len") => {
+                let n = ctx.arg(i + 1, "a length after 'len'")?;
+                parse_int(n, "log 'len'", 80, 65535)?;
+                i += 2;
+            }
+            Some("format") => {
+                let f = ctx.arg(i + 1, "a format after 'format'")?;
+                if !FORMATS.contains(&f) {
+                    return Err(format!(
+                        "unknown log format '{f}' (known: {})",
+                        FORMATS.join(", ")
+                    ));
+                }
+                i += 2;
+            }
+            Some("sample") => {
+                return Err(
+                    "log 'sample' is not supported: rolelb sends every line to each target".into(),
+                );
+            }
+            _ => break,
+        }
+    }
+    let facility = ctx.arg(i, "a syslog facility such as 'local0'")?;
+    let facility = FACILITIES
+        .iter()
+        .position(|f| *f == facility)
+        .ok_or_else(|| {
+            format!(
+                "unknown log facility '{facility}' (known: {})",
+                FACILITIES.join(", ")
+            )
+        })?;
+    let mut max_level = None;
+    if let Some(level) = ctx.args.get(i + 1) {
+        max_level = Some(parse_level(level.as_str())?);
+        if let Some(min) = ctx.args.get(i + 2) {
+            parse_level(min.as_str())?;
+        }
+        ctx.at_most(i + 3)?;
+    }
+    Ok(LogTarget {
+        dest,
+        facility: u8::try_from(facility).map_err(|_| "facility out of range".to_string())?,
+        max_level,
+    })
+}
+
+fn parse_level(text: &str) -> Result<u8, String> {
+    LEVELS
+        .iter()
+        .position(|l| *l == text)
+        .and_then(|p| u8::try_from(p).ok())
+        .ok_or_else(|| format!("unknown log level '{text}' (known: {})", LEVELS.join(", ")))
+}
+
+fn parse_dest(target: &str) -> Result<LogDest, String> {
+    match target {
+        "stderr" | "fd@2" => return Ok(LogDest::Stderr),
+        "stdout" | "fd@1" => return Ok(LogDest::Stdout),
+        _ => {}
+    }
+    if target.starts_with('/') {
+        return Ok(LogDest::Unix(PathBuf::from(target)));
+    }
+    if let Some(path) = target.strip_prefix("unix@") {
+        return Ok(LogDest::Unix(PathBuf::from(path)));
+    }
+    if target.starts_with("ring@") || target.starts_with("tcp@") {
+        return Err(format!(
+            "log target '{target}' is not supported: use stderr, stdout, a unix socket path or UDP ADDR[:PORT]"
+        ));
+    }
+    let rest = ["udp@", "ipv4@", "ipv6@", "udp4@", "udp6@"]
+        .iter()
+        .find_map(|p| target.strip_prefix(p))
+        .unwrap_or(target);
+    // `[v6]:port`, `v4:port`, `v4`, `host` — a bare IPv6 address has no port.
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (h, after) = inner
+            .split_once(']')
+            .ok_or_else(|| format!("missing ']' in log target '{target}'"))?;
+        (h, after.strip_prefix(':'))
+    } else if rest.matches(':').count() == 1 {
+        let (h, p) = rest.split_once(':').unwrap_or((rest, ""));
+        (h, Some(p))
+    } else {
+        (rest, None)
+    };
+    let port = match port {
+        Some(p) => parse_port(p, "log port")?,
+        None => 514,
+    };
+    let ip = resolve_host(host).map_err(|e| format!("log target '{target}': {e}"))?;
+    Ok(LogDest::Udp(SocketAddr::new(ip, port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::draft::Diags;
+    use crate::config::lexer::Word;
+    use crate::config::model::Loc;
+
+    fn parse(line: &str) -> Result<LogTarget, String> {
+        let args: Vec<Word> = line
+            .split_whitespace()
+            .map(|w| Word::new(w.as_bytes().to_vec()))
+            .collect();
+        let loc = Loc {
+            file: "t".into(),
+            line: 1,
+        };
+        let mut diags = Diags::default();
+        let mut ctx = Ctx {
+            keyword: "log",
+            args: &args,
+            loc: &loc,
+            diags: &mut diags,
+        };
+        parse_log_target(&mut ctx)
+    }
+
+    #[test]
+    fn log_targets() {
+        let t = parse("stdout format raw local0 info").unwrap();
+        assert_eq!(
+            (t.dest, t.facility, t.max_level),
+            (LogDest::Stdout, 16, Some(6))
+        );
+        let t = parse("/dev/log local1 notice").unwrap();
+        assert_eq!(t.dest, LogDest::Unix("/dev/log".into()));
+        let t = parse("127.0.0.1:1514 len 1024 daemon").unwrap();
+        assert_eq!(t.dest, LogDest::Udp("127.0.0.1:1514".parse().unwrap()));
+        assert_eq!(t.max_level, None);
+        let t = parse("127.0.0.1 local2 err debug").unwrap();
+        assert_eq!(t.dest, LogDest::Udp("127.0.0.1:514".parse().unwrap()));
+    }
+
+    #[test]
+    fn log_errors() {
+        assert!(parse("stderr").unwrap_err().contains("facility"));
+        assert!(
+            parse("stderr local9")
+                .unwrap_err()
+                .contains("unknown log facility")
+        );
+        assert!(
+            parse("stderr local0 loud")
+                .unwrap_err()
+                .contains("unknown log level")
+        );
+        assert!(parse("stderr format json local0").is_err());
+        assert!(parse("ring@buf local0").is_err());
+        assert!(parse("stderr local0 info info extra").is_err());
+    }
+}

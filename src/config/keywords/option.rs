@@ -1,0 +1,264 @@
+//! The `option` table: `option NAME [ARGS]` and `no option NAME` in proxies — logging and
+//! keep-alive flags, `redispatch`, `allbackups`, and the health-check methods
+//! (`tcp-check`, `pgsql-check`, `mysql-check`, `httpchk`).
+
+use super::{Ctx, Sections, did_you_mean};
+use crate::config::draft::{CheckOption, ProxyDraft};
+
+/// Parser of one option; `enable` is false for `no option NAME`.
+pub type OptionParser = fn(&mut ProxyDraft, &mut Ctx, bool) -> Result<(), String>;
+
+/// One entry of the option table.
+pub struct OptionKeyword {
+    /// The option name.
+    pub name: &'static str,
+    /// Where it is valid.
+    pub sections: Sections,
+    /// Whether `no option NAME` is accepted.
+    pub negatable: bool,
+    /// Its parser.
+    pub parse: OptionParser,
+}
+
+const fn flag(name: &'static str, sections: Sections, parse: OptionParser) -> OptionKeyword {
+    OptionKeyword {
+        name,
+        sections,
+        negatable: true,
+        parse,
+    }
+}
+
+const fn method(name: &'static str, parse: OptionParser) -> OptionKeyword {
+    OptionKeyword {
+        name,
+        sections: Sections::BE,
+        negatable: false,
+        parse,
+    }
+}
+
+/// The options.
+pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
+    flag("redispatch", Sections::BE, |p, c, on| {
+        set(&mut p.redispatch, on, c)
+    }),
+    flag("tcplog", Sections::FE, |p, c, on| set(&mut p.tcplog, on, c)),
+    flag("dontlognull", Sections::FE, |p, c, on| {
+        set(&mut p.dontlognull, on, c)
+    }),
+    flag("allbackups", Sections::BE, |p, c, on| {
+        set(&mut p.allbackups, on, c)
+    }),
+    flag("clitcpka", Sections::FE, |p, c, on| {
+        set(&mut p.clitcpka, on, c)
+    }),
+    flag("srvtcpka", Sections::BE, |p, c, on| {
+        set(&mut p.srvtcpka, on, c)
+    }),
+    flag("tcpka", Sections::ALL, |p, c, on| {
+        p.clitcpka = on;
+        set(&mut p.srvtcpka, on, c)
+    }),
+    flag("httplog", Sections::FE, |p, c, on| {
+        p.httplog = on.then(|| c.loc.clone());
+        c.at_most(1)
+    }),
+    method("tcp-check", tcp_check),
+    method("pgsql-check", pgsql_check),
+    method("mysql-check", mysql_check),
+    method("httpchk", httpchk),
+    // HTTP-only options, common in `defaults` written for `mode http`: HAProxy ignores them
+    // in TCP proxies, and so does rolelb (with a warning).
+    flag("forwardfor", Sections::ALL, http_only),
+    flag("http-server-close", Sections::ALL, http_only),
+    flag("http-keep-alive", Sections::ALL, http_only),
+    flag("httpclose", Sections::ALL, http_only),
+    flag("http-pretend-keepalive", Sections::ALL, http_only),
+    flag("http-no-delay", Sections::ALL, http_only),
+    flag("http-buffer-request", Sections::ALL, http_only),
+    flag("http-ignore-probes", Sections::ALL, http_only),
+    flag("originalto", Sections::ALL, http_only),
+    // Accepted and ignored: they tune logging or kernel details, not where traffic goes.
+    flag("log-health-checks", Sections::BE, ignored),
+    flag("log-separate-errors", Sections::FE, ignored),
+    flag("logasap", Sections::FE, ignored),
+    flag("contstats", Sections::FE, ignored),
+    flag("splice-auto", Sections::ALL, ignored),
+    flag("splice-request", Sections::ALL, ignored),
+    flag("splice-response", Sections::ALL, ignored),
+    flag("tcp-smart-accept", Sections::FE, ignored),
+    flag("tcp-smart-connect", Sections::BE, ignored),
+    flag("socket-stats", Sections::FE, ignored),
+    flag("nolinger", Sections::ALL, ignored),
+    flag("dontlog-normal", Sections::FE, ignored),
+    flag("independent-streams", Sections::ALL, ignored),
+];
+
+fn set(flag: &mut bool, on: bool, ctx: &Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    *flag = on;
+    Ok(())
+}
+
+fn http_only(p: &mut ProxyDraft, ctx: &mut Ctx, on: bool) -> Result<(), String> {
+    let name = format!("option {}", ctx.keyword);
+    p.http_only.retain(|(n, _)| *n != name);
+    if on {
+        p.http_only.push((name, ctx.loc.clone()));
+    }
+    Ok(())
+}
+
+fn ignored(_: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
+    let kw = ctx.keyword.to_string();
+    ctx.warn(format!(
+        "'option {kw}' is accepted for compatibility and ignored by rolelb"
+    ));
+    Ok(())
+}
+
+fn set_check(p: &mut ProxyDraft, ctx: &Ctx, check: CheckOption) {
+    p.check_option = Some((check, ctx.loc.clone()));
+}
+
+fn tcp_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
+    ctx.at_most(1)?;
+    set_check(p, ctx, CheckOption::TcpCheck);
+    Ok(())
+}
+
+fn pgsql_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
+    if ctx.args.get(1).map(|w| w.as_str()) != Some("user") {
+        return Err("'option pgsql-check' expects 'user <username>' as argument".into());
+    }
+    let user = ctx.arg(2, "a user name after 'user'")?.to_string();
+    ctx.at_most(3)?;
+    set_check(p, ctx, CheckOption::Pgsql { user });
+    Ok(())
+}
+
+fn mysql_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
+    if ctx.args.get(1).map(|w| w.as_str()) != Some("user") {
+        return Err("'option mysql-check' without 'user <username>' is not supported yet: add 'user haproxy' (a user without password allowed to connect)".into());
+    }
+    let user = ctx.arg(2, "a user name after 'user'")?.to_string();
+    let post_41 = match ctx.args.get(3).map(|w| w.as_str()) {
+        None | Some("pre-41") => false,
+        Some("post-41") => true,
+        Some(other) => {
+            return Err(format!(
+                "'option mysql-check': unexpected '{other}' (expected post-41 or pre-41)"
+            ));
+        }
+    };
+    ctx.at_most(4)?;
+    set_check(p, ctx, CheckOption::Mysql { user, post_41 });
+    Ok(())
+}
+
+/// `option httpchk`, `option httpchk URI`, `option httpchk METHOD URI [VERSION]`.
+fn httpchk(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
+    let words: Vec<String> = ctx.args[1..].iter().map(|w| w.text.clone()).collect();
+    let (method, uri, version) = match words.as_slice() {
+        [] => (
+            "OPTIONS".to_string(),
+            "/".to_string(),
+            "HTTP/1.0".to_string(),
+        ),
+        [uri] => ("OPTIONS".to_string(), uri.clone(), "HTTP/1.0".to_string()),
+        [m, uri] => (m.clone(), uri.clone(), "HTTP/1.0".to_string()),
+        [m, uri, v] => (m.clone(), uri.clone(), v.clone()),
+        _ => {
+            return Err("'option httpchk' expects at most METHOD URI VERSION".into());
+        }
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+        return Err(format!(
+            "'option httpchk': invalid method '{method}' (e.g. OPTIONS, GET, HEAD)"
+        ));
+    }
+    if !uri.starts_with('/') && !uri.starts_with("http") {
+        return Err(format!(
+            "'option httpchk': the URI '{uri}' must start with '/'"
+        ));
+    }
+    set_check(
+        p,
+        ctx,
+        CheckOption::Http {
+            method,
+            uri,
+            version,
+        },
+    );
+    Ok(())
+}
+
+/// Checks an option name against the table and the section; returns its entry.
+fn lookup(p: &ProxyDraft, name: &str) -> Result<&'static OptionKeyword, String> {
+    let Some(entry) = OPTION_KEYWORDS.iter().find(|o| o.name == name) else {
+        return Err(unknown(name));
+    };
+    if !entry.sections.contains(p.kind) {
+        return Err(format!(
+            "'option {name}' is not allowed in a '{}' section (valid in: {})",
+            p.kind.keyword(),
+            entry.sections.names()
+        ));
+    }
+    Ok(entry)
+}
+
+/// `option NAME ...` (the proxy keyword `option`).
+pub fn option_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let name = ctx.arg(0, "an option name")?;
+    let entry = lookup(p, name)?;
+    let mut sub = Ctx {
+        keyword: entry.name,
+        args: ctx.args,
+        loc: ctx.loc,
+        diags: &mut *ctx.diags,
+    };
+    (entry.parse)(p, &mut sub, true)
+}
+
+/// `no option NAME` (called by the proxy keyword `no`).
+pub fn no_option(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let name = ctx.arg(1, "an option name after 'no option'")?;
+    let entry = lookup(p, name)?;
+    if !entry.negatable {
+        return Err(format!(
+            "'no option {name}' is not supported: to drop a check method inherited from defaults, choose another one"
+        ));
+    }
+    let mut sub = Ctx {
+        keyword: entry.name,
+        args: &ctx.args[1..],
+        loc: ctx.loc,
+        diags: &mut *ctx.diags,
+    };
+    (entry.parse)(p, &mut sub, false)
+}
+
+fn unknown(name: &str) -> String {
+    match name {
+        "ssl-hello-chk" | "smtpchk" | "ldap-check" | "redis-check" | "spop-check"
+        | "external-check" => format!(
+            "'option {name}' is not supported by rolelb: use 'option tcp-check' with 'tcp-check send'/'tcp-check expect', or pgsql-check, mysql-check, httpchk"
+        ),
+        "transparent"
+        | "persist"
+        | "abortonclose"
+        | "prefer-last-server"
+        | "accept-invalid-http-request"
+        | "http-use-proxy-header"
+        | "checkcache" => {
+            format!("'option {name}' is not supported by rolelb; remove it")
+        }
+        _ => format!(
+            "unknown option '{name}'{}",
+            did_you_mean(name, OPTION_KEYWORDS.iter().map(|o| o.name))
+        ),
+    }
+}

@@ -1,0 +1,416 @@
+//! The proxy keyword table: what `defaults`, `frontend`, `backend` and `listen` accept, each
+//! keyword with its parser and the sections where HAProxy allows it.
+
+use super::{Ctx, Sections, bind, check, option, server};
+use crate::config::address::parse_bind_addrs;
+use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
+use crate::config::keywords::log::parse_log_target;
+use crate::config::model::{Balance, Bind, HashType, Mode};
+use crate::config::units::{TimeUnit, parse_duration, parse_int};
+
+/// Parser of one proxy keyword.
+pub type ProxyParser = fn(&mut ProxyDraft, &mut Ctx) -> Result<(), String>;
+
+/// One entry of the proxy table.
+pub struct ProxyKeyword {
+    /// The keyword.
+    pub name: &'static str,
+    /// Where it is valid.
+    pub sections: Sections,
+    /// Its parser.
+    pub parse: ProxyParser,
+}
+
+const fn kw(name: &'static str, sections: Sections, parse: ProxyParser) -> ProxyKeyword {
+    ProxyKeyword {
+        name,
+        sections,
+        parse,
+    }
+}
+
+/// The proxy keywords.
+pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
+    kw("mode", Sections::ALL, mode),
+    kw("bind", Sections::FE_ONLY, bind_line),
+    kw("default_backend", Sections::FE, default_backend),
+    kw("use_backend", Sections::FE_ONLY, use_backend),
+    kw("balance", Sections::BE, balance),
+    kw("hash-type", Sections::BE, hash_type),
+    kw("maxconn", Sections::ALL, maxconn),
+    kw("timeout", Sections::ALL, timeout),
+    kw("retries", Sections::BE, retries),
+    kw("option", Sections::ALL, option::option_line),
+    kw("no", Sections::ALL, no_line),
+    kw("log", Sections::ALL, log),
+    kw("tcp-check", Sections::BE, check::tcp_check),
+    kw("http-check", Sections::BE, check::http_check),
+    kw("disabled", Sections::ALL, disabled),
+    kw("enabled", Sections::ALL, enabled),
+    kw("default-server", Sections::BE, default_server),
+    kw("server", Sections::BE_ONLY, server_line),
+    kw("stats", Sections::ALL, stats),
+    // Accepted for compatibility; they change neither routing nor timing.
+    kw("description", Sections::ALL, ignored),
+    kw("id", Sections::ALL, ignored),
+    kw("log-format", Sections::ALL, ignored),
+    kw("log-tag", Sections::ALL, ignored),
+    kw("errorfile", Sections::ALL, http_only),
+    kw("errorloc", Sections::ALL, http_only),
+    kw("errorloc302", Sections::ALL, http_only),
+    kw("errorloc303", Sections::ALL, http_only),
+    kw("errorfiles", Sections::ALL, http_only),
+];
+
+/// Looks a proxy keyword up.
+pub fn find(name: &str) -> Option<&'static ProxyKeyword> {
+    PROXY_KEYWORDS.iter().find(|k| k.name == name)
+}
+
+fn ignored(_: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let kw = ctx.keyword.to_string();
+    ctx.warn(format!(
+        "'{kw}' is accepted for compatibility and ignored by rolelb"
+    ));
+    Ok(())
+}
+
+fn http_only(_: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let kw = ctx.keyword.to_string();
+    ctx.warn(format!(
+        "'{kw}' only applies to HTTP traffic and is ignored: rolelb is a TCP balancer"
+    ));
+    Ok(())
+}
+
+fn mode(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    p.mode = match ctx.arg(0, "'tcp' or 'http'")? {
+        "tcp" => Mode::Tcp,
+        "http" => Mode::Http,
+        "health" => return Err("'mode health' was removed from HAProxy; use 'mode tcp'".into()),
+        other => return Err(format!("unknown mode '{other}' (use 'mode tcp')")),
+    };
+    p.mode_loc = Some(ctx.loc.clone());
+    Ok(())
+}
+
+fn bind_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let addrs = parse_bind_addrs(ctx.arg(0, "an address such as ':5000' or '127.0.0.1:5000'")?)?;
+    let args = ctx.args;
+    let name = bind::parse_options(&args[1..], ctx)?;
+    p.binds.extend(addrs.into_iter().map(|addr| Bind {
+        addr,
+        name: name.clone(),
+        loc: ctx.loc.clone(),
+    }));
+    Ok(())
+}
+
+fn default_backend(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let name = ctx.arg(0, "a backend name")?.to_string();
+    p.default_backend = Some((name, ctx.loc.clone()));
+    Ok(())
+}
+
+fn use_backend(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let name = ctx.arg(0, "a backend name")?.to_string();
+    if let Some(cond) = ctx.args.get(1) {
+        if cond.as_str() == "if" || cond.as_str() == "unless" {
+            return Err(format!(
+                "'use_backend {name} {}' with an ACL condition is not supported: rolelb is a TCP balancer; use an unconditional use_backend/default_backend",
+                cond.as_str()
+            ));
+        }
+        ctx.at_most(1)?;
+    }
+    if name.contains("%[") {
+        return Err("a dynamic backend name ('%[...]') is not supported: name the backend".into());
+    }
+    match &p.use_backend {
+        Some((first, loc)) => {
+            let msg = format!(
+                "'use_backend {name}' is never used: the unconditional 'use_backend {first}' at {loc} always wins"
+            );
+            ctx.warn(msg);
+        }
+        None => p.use_backend = Some((name, ctx.loc.clone())),
+    }
+    Ok(())
+}
+
+fn balance(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    p.balance = match ctx.arg(
+        0,
+        "an algorithm (roundrobin, static-rr, leastconn, first, source)",
+    )? {
+        "roundrobin" => Balance::RoundRobin,
+        "static-rr" => Balance::StaticRr,
+        "leastconn" => Balance::LeastConn,
+        "first" => Balance::First,
+        "source" => Balance::Source,
+        other @ ("uri" | "url_param" | "hdr" | "random" | "rdp-cookie" | "hash") => {
+            return Err(format!(
+                "'balance {other}' is not supported by rolelb (use roundrobin, static-rr, leastconn, first or source)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown balance algorithm '{other}' (use roundrobin, static-rr, leastconn, first or source)"
+            ));
+        }
+    };
+    Ok(())
+}
+
+fn hash_type(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    p.hash_type = match ctx.arg(0, "'map-based' or 'consistent'")? {
+        "map-based" => HashType::MapBased,
+        "consistent" => HashType::Consistent,
+        other => {
+            return Err(format!(
+                "unknown hash-type '{other}' (use 'map-based' or 'consistent')"
+            ));
+        }
+    };
+    let mut i = 1;
+    if let Some(func) = ctx.args.get(1).map(|w| w.as_str().to_string()) {
+        if !["sdbm", "djb2", "wt6", "crc32"].contains(&func.as_str()) {
+            return Err(format!(
+                "unknown hash function '{func}' (HAProxy knows sdbm, djb2, wt6, crc32)"
+            ));
+        }
+        i = 2;
+        if let Some(modifier) = ctx.args.get(2) {
+            if modifier.as_str() != "avalanche" {
+                return Err(format!(
+                    "unknown hash modifier '{}' (HAProxy knows 'avalanche')",
+                    modifier.as_str()
+                ));
+            }
+            i = 3;
+        }
+        ctx.warn(format!(
+            "hash function '{func}' is accepted but rolelb uses its own hash: clients may map to other servers than with HAProxy"
+        ));
+    }
+    ctx.at_most(i)
+}
+
+fn maxconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = parse_int(
+        ctx.arg(0, "a number of connections")?,
+        "maxconn",
+        0,
+        u64::from(u32::MAX),
+    )?;
+    if p.kind == ProxyKind::Backend {
+        // As HAProxy: a backend has no frontend side to limit.
+        let name = p.name.clone();
+        ctx.warn(format!(
+            "'maxconn' ignored because backend '{name}' has no frontend capability; limit servers with 'server ... maxconn N'"
+        ));
+        return Ok(());
+    }
+    p.maxconn = Some(u32::try_from(n).map_err(|_| "maxconn is too large".to_string())?);
+    Ok(())
+}
+
+fn timeout(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let which = ctx
+        .arg(
+            0,
+            "a timeout name and a duration, e.g. 'timeout connect 5s'",
+        )?
+        .to_string();
+    let frontend_side = match which.as_str() {
+        "client" | "client-fin" => true,
+        "connect" | "server" | "queue" | "check" | "tunnel" | "server-fin" => false,
+        "http-request" | "http-keep-alive" | "tarpit" => {
+            ctx.arg(1, "a duration")?;
+            ctx.warn(format!(
+                "'timeout {which}' only applies to HTTP traffic and is ignored: rolelb is a TCP balancer"
+            ));
+            return Ok(());
+        }
+        other => {
+            return Err(format!(
+                "unknown timeout '{other}' (known: connect, client, server, queue, check, tunnel, client-fin, server-fin)"
+            ));
+        }
+    };
+    ctx.at_most(2)?;
+    let value = parse_duration(ctx.arg(1, "a duration, e.g. '5s'")?, TimeUnit::Millis)?;
+    let applies = if frontend_side {
+        p.kind != ProxyKind::Backend
+    } else {
+        p.kind != ProxyKind::Frontend
+    };
+    if !applies {
+        let (kind, name) = (p.kind.keyword(), p.name.clone());
+        let side = if frontend_side { "frontend" } else { "backend" };
+        ctx.warn(format!(
+            "'timeout {which}' will be ignored because {kind} '{name}' has no {side} capability"
+        ));
+        return Ok(());
+    }
+    let t = &mut p.timeouts;
+    let slot = match which.as_str() {
+        "client" => &mut t.client,
+        "client-fin" => &mut t.client_fin,
+        "connect" => &mut t.connect,
+        "server" => &mut t.server,
+        "queue" => &mut t.queue,
+        "check" => &mut t.check,
+        "tunnel" => &mut t.tunnel,
+        _ => &mut t.server_fin,
+    };
+    *slot = Some(value);
+    Ok(())
+}
+
+fn retries(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = parse_int(ctx.arg(0, "a number")?, "retries", 0, 1000)?;
+    p.retries = u32::try_from(n).map_err(|_| "retries is too large".to_string())?;
+    Ok(())
+}
+
+/// `no option X` and `no log`.
+fn no_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    match ctx.arg(0, "'option NAME' or 'log'")? {
+        "option" => option::no_option(p, ctx),
+        "log" => {
+            ctx.at_most(1)?;
+            p.logs.clear();
+            p.log_global = false;
+            Ok(())
+        }
+        other => Err(format!(
+            "'no {other}' is not supported (rolelb knows 'no option NAME' and 'no log')"
+        )),
+    }
+}
+
+fn log(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    if ctx.args.first().is_some_and(|w| w.as_str() == "global") {
+        ctx.at_most(1)?;
+        p.log_global = true;
+        return Ok(());
+    }
+    let target = parse_log_target(ctx)?;
+    p.logs.push(target);
+    Ok(())
+}
+
+fn disabled(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(0)?;
+    p.disabled = true;
+    Ok(())
+}
+
+fn enabled(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(0)?;
+    p.disabled = false;
+    Ok(())
+}
+
+fn default_server(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let mut template = p.default_server.clone();
+    let args = ctx.args;
+    server::parse_options(&mut template, args, ctx)?;
+    p.default_server = template;
+    Ok(())
+}
+
+fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let name = ctx
+        .arg(0, "a name and an address, e.g. 'server pg1 10.0.0.1:5432'")?
+        .to_string();
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
+    {
+        return Err(format!(
+            "character '{c}' is not permitted in server name '{name}'"
+        ));
+    }
+    if let Some(prev) = p.servers.iter().find(|s| s.name == name) {
+        return Err(format!(
+            "server '{}/{name}' already exists (declared at {})",
+            p.name, prev.loc
+        ));
+    }
+    let addr_text = ctx
+        .arg(1, "an address HOST:PORT after the server name")?
+        .to_string();
+    let mut srv = ServerDraft {
+        name,
+        loc: ctx.loc.clone(),
+        ..p.default_server.clone()
+    };
+    let addr = crate::config::address::parse_server_addr(&addr_text);
+    let args = ctx.args;
+    let options = server::parse_options(&mut srv, &args[2..], ctx);
+    srv.addr = addr.as_ref().ok().copied();
+    // Keep the server (even with errors) so later duplicates are still found.
+    let agent_error = (srv.agent_check && srv.agent_port.is_none()).then(|| {
+        format!(
+            "server '{}/{}' has 'agent-check' but no 'agent-port': add 'agent-port N' (HAProxy would disable the agent check)",
+            p.name, srv.name
+        )
+    });
+    p.servers.push(srv);
+    addr?;
+    options?;
+    agent_error.map_or(Ok(()), Err)
+}
+
+/// `stats enable|uri|refresh` (a `listen` in `mode http` becomes the stats page).
+fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let sub = ctx.arg(0, "'enable', 'uri' or 'refresh'")?.to_string();
+    match sub.as_str() {
+        "enable" => {
+            ctx.at_most(1)?;
+            p.stats.enable = Some(ctx.loc.clone());
+        }
+        "uri" => {
+            ctx.at_most(2)?;
+            let uri = ctx.arg(1, "a path after 'stats uri'")?;
+            if !uri.starts_with('/') {
+                return Err(format!("'stats uri {uri}': the path must start with '/'"));
+            }
+            p.stats.uri = Some(uri.to_string());
+        }
+        "refresh" => {
+            ctx.at_most(2)?;
+            let d = parse_duration(
+                ctx.arg(1, "a duration after 'stats refresh'")?,
+                TimeUnit::Seconds,
+            )?;
+            p.stats.refresh = Some(d);
+        }
+        "realm" | "hide-version" | "show-legends" | "show-node" | "show-desc" | "show-modules" => {
+            ctx.warn(format!(
+                "'stats {sub}' is accepted for compatibility and ignored by rolelb"
+            ));
+        }
+        "auth" | "admin" | "http-request" | "scope" => {
+            return Err(format!(
+                "'stats {sub}' is not supported: rolelb's stats page has no access control; bind it to a trusted address"
+            ));
+        }
+        "socket" | "timeout" | "maxconn" | "bind-process" => {
+            return Err(format!("'stats {sub}' belongs in the 'global' section"));
+        }
+        other => {
+            return Err(format!(
+                "unknown 'stats {other}' (rolelb knows stats enable, stats uri, stats refresh)"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! The server option table: what may follow `server NAME ADDR` and `default-server`
+//! (`check`, `inter`, `fastinter`, `weight`, `agent-check`, `send-proxy`...), with the
+//! `no-<flag>` forms HAProxy accepts to undo a `default-server` flag.
+
+use std::time::Duration;
+
+use super::{Ctx, did_you_mean};
+use crate::config::address::resolve_host;
+use crate::config::draft::ServerDraft;
+use crate::config::lexer::Word;
+use crate::config::model::ProxyProtocol;
+use crate::config::units::{TimeUnit, parse_duration, parse_int, parse_port};
+
+/// Parser of one server option; `ctx.args` holds its argument when it takes one.
+pub type ServerParser = fn(&mut ServerDraft, &mut Ctx) -> Result<(), String>;
+
+/// One entry of the server option table.
+pub struct ServerKeyword {
+    /// The option.
+    pub name: &'static str,
+    /// Whether it takes one argument.
+    pub takes_arg: bool,
+    /// Its parser.
+    pub parse: ServerParser,
+}
+
+const fn flag(name: &'static str, parse: ServerParser) -> ServerKeyword {
+    ServerKeyword {
+        name,
+        takes_arg: false,
+        parse,
+    }
+}
+
+const fn with_arg(name: &'static str, parse: ServerParser) -> ServerKeyword {
+    ServerKeyword {
+        name,
+        takes_arg: true,
+        parse,
+    }
+}
+
+/// The server options.
+pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
+    flag("check", |s, _| set(&mut s.check, true)),
+    flag("no-check", |s, _| set(&mut s.check, false)),
+    with_arg("inter", |s, c| {
+        s.inter = interval(c)?;
+        Ok(())
+    }),
+    with_arg("fastinter", |s, c| {
+        s.fastinter = Some(interval(c)?);
+        Ok(())
+    }),
+    with_arg("downinter", |s, c| {
+        s.downinter = Some(interval(c)?);
+        Ok(())
+    }),
+    with_arg("rise", |s, c| {
+        s.rise = count(c, 1)?;
+        Ok(())
+    }),
+    with_arg("fall", |s, c| {
+        s.fall = count(c, 1)?;
+        Ok(())
+    }),
+    with_arg("port", |s, c| {
+        s.check_port = Some(parse_port(c.arg(0, "a port")?, "check 'port'")?);
+        Ok(())
+    }),
+    with_arg("addr", |s, c| {
+        s.check_addr = Some(resolve_host(c.arg(0, "an address")?)?);
+        Ok(())
+    }),
+    with_arg("weight", |s, c| {
+        let w = parse_int(c.arg(0, "a weight")?, "weight", 0, 256)?;
+        s.weight = u32::try_from(w).map_err(|_| "weight out of range".to_string())?;
+        Ok(())
+    }),
+    flag("backup", |s, _| set(&mut s.backup, true)),
+    flag("no-backup", |s, _| set(&mut s.backup, false)),
+    flag("disabled", |s, _| set(&mut s.disabled, true)),
+    flag("enabled", |s, _| set(&mut s.disabled, false)),
+    with_arg("maxconn", |s, c| {
+        s.maxconn = Some(count(c, 0)?);
+        Ok(())
+    }),
+    with_arg("maxqueue", |s, c| {
+        s.maxqueue = Some(count(c, 0)?);
+        Ok(())
+    }),
+    with_arg("slowstart", |s, c| {
+        s.slowstart = Some(interval_or_zero(c)?);
+        Ok(())
+    }),
+    with_arg("on-marked-down", on_marked_down),
+    with_arg("on-marked-up", on_marked_up),
+    flag("agent-check", |s, _| set(&mut s.agent_check, true)),
+    flag("no-agent-check", |s, _| set(&mut s.agent_check, false)),
+    with_arg("agent-port", |s, c| {
+        s.agent_port = Some(parse_port(c.arg(0, "a port")?, "agent-port")?);
+        Ok(())
+    }),
+    with_arg("agent-addr", |s, c| {
+        s.agent_addr = Some(resolve_host(c.arg(0, "an address")?)?);
+        Ok(())
+    }),
+    with_arg("agent-inter", |s, c| {
+        s.agent_inter = Some(interval(c)?);
+        Ok(())
+    }),
+    with_arg("agent-send", |s, c| {
+        s.agent_send = c.args.first().map(|w| w.bytes.clone());
+        Ok(())
+    }),
+    flag("send-proxy", |s, _| {
+        s.send_proxy = Some(ProxyProtocol::V1);
+        Ok(())
+    }),
+    flag("send-proxy-v2", |s, _| {
+        s.send_proxy = Some(ProxyProtocol::V2);
+        Ok(())
+    }),
+    flag("no-send-proxy", |s, _| {
+        if s.send_proxy == Some(ProxyProtocol::V1) {
+            s.send_proxy = None;
+        }
+        Ok(())
+    }),
+    flag("no-send-proxy-v2", |s, _| {
+        if s.send_proxy == Some(ProxyProtocol::V2) {
+            s.send_proxy = None;
+        }
+        Ok(())
+    }),
+    with_arg("id", |_, c| {
+        c.warn("server 'id' is accepted for compatibility and ignored by rolelb");
+        Ok(())
+    }),
+];
+
+fn set(flag: &mut bool, value: bool) -> Result<(), String> {
+    *flag = value;
+    Ok(())
+}
+
+/// A check interval: a non-zero duration, bare numbers in milliseconds.
+fn interval(ctx: &Ctx) -> Result<Duration, String> {
+    let d = interval_or_zero(ctx)?;
+    if d.is_zero() {
+        return Err(format!("'{}' must be greater than zero", ctx.keyword));
+    }
+    Ok(d)
+}
+
+fn interval_or_zero(ctx: &Ctx) -> Result<Duration, String> {
+    parse_duration(ctx.arg(0, "a duration, e.g. '2s'")?, TimeUnit::Millis)
+        .map_err(|e| format!("'{}': {e}", ctx.keyword))
+}
+
+fn count(ctx: &Ctx, min: u64) -> Result<u32, String> {
+    let n = parse_int(
+        ctx.arg(0, "a number")?,
+        ctx.keyword,
+        min,
+        u64::from(u32::MAX),
+    )?;
+    u32::try_from(n).map_err(|_| format!("'{}' is too large", ctx.keyword))
+}
+
+fn on_marked_down(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
+    match ctx.arg(0, "'shutdown-sessions'")? {
+        "shutdown-sessions" => set(&mut s.shutdown_sessions_on_down, true),
+        other => Err(format!(
+            "'on-marked-down {other}' is not supported (rolelb knows 'shutdown-sessions')"
+        )),
+    }
+}
+
+fn on_marked_up(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
+    match ctx.arg(0, "'shutdown-backup-sessions'")? {
+        "shutdown-backup-sessions" => set(&mut s.shutdown_backup_sessions_on_up, true),
+        other => Err(format!(
+            "'on-marked-up {other}' is not supported (rolelb knows 'shutdown-backup-sessions')"
+        )),
+    }
+}
+
+/// Parses server options into `srv`, reporting every bad option (the first is returned,
+/// later ones are recorded as extra errors so all of them show up).
+pub fn parse_options(srv: &mut ServerDraft, args: &[Word], ctx: &mut Ctx) -> Result<(), String> {
+    let mut first_error: Option<String> = None;
+    let mut i = 0;
+    while let Some(word) = args.get(i) {
+        let opt = word.as_str();
+        i += 1;
+        let result = match SERVER_KEYWORDS.iter().find(|k| k.name == opt) {
+            // Its arity is unknown, so the words after it cannot be read reliably.
+            None => {
+                record(&mut first_error, ctx, unknown(opt));
+                break;
+            }
+            Some(entry) => {
+                let end = if entry.takes_arg { i + 1 } else { i };
+                match args.get(i..end) {
+                    Some(opt_args) => {
+                        i = end;
+                        let mut sub = Ctx {
+                            keyword: entry.name,
+                            args: opt_args,
+                            loc: ctx.loc,
+                            diags: &mut *ctx.diags,
+                        };
+                        (entry.parse)(srv, &mut sub)
+                    }
+                    None => Err(format!("server option '{opt}' expects an argument")),
+                }
+            }
+        };
+        if let Err(message) = result {
+            record(&mut first_error, ctx, message);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Keeps the first error for the caller and records the others directly.
+fn record(first_error: &mut Option<String>, ctx: &mut Ctx, message: String) {
+    match first_error {
+        None => *first_error = Some(message),
+        Some(_) => ctx.diags.error(ctx.loc, message),
+    }
+}
+
+fn unknown(opt: &str) -> String {
+    match opt {
+        "ssl" | "verify" | "sni" | "check-ssl" | "crt" | "ca-file" | "alpn" | "check-sni" => {
+            format!(
+                "server option '{opt}' is not supported: rolelb does not originate TLS; the database handles TLS end to end"
+            )
+        }
+        "resolvers" | "init-addr" | "resolve-prefer" | "resolve-opts" | "resolve-net" => format!(
+            "server option '{opt}' is not supported: rolelb resolves server names once at load (reload with SIGHUP to re-resolve)"
+        ),
+        "cookie" | "redir" => {
+            format!("server option '{opt}' only applies to HTTP: rolelb is a TCP balancer")
+        }
+        "track"
+        | "observe"
+        | "error-limit"
+        | "on-error"
+        | "minconn"
+        | "check-send-proxy"
+        | "agent-check-send-proxy"
+        | "proto"
+        | "source"
+        | "usesrc"
+        | "namespace"
+        | "tfo"
+        | "pool-max-conn"
+        | "max-reuse"
+        | "socks4"
+        | "no-agent-check-send-proxy" => {
+            format!("server option '{opt}' is not supported by rolelb; remove it")
+        }
+        _ => format!(
+            "unknown server option '{opt}'{}",
+            did_you_mean(opt, SERVER_KEYWORDS.iter().map(|k| k.name))
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::draft::Diags;
+    use crate::config::model::Loc;
+
+    fn parse(line: &str) -> (ServerDraft, Result<(), String>, Diags) {
+        let args: Vec<Word> = line
+            .split_whitespace()
+            .map(|w| Word::new(w.as_bytes().to_vec()))
+            .collect();
+        let loc = Loc {
+            file: "t".into(),
+            line: 1,
+        };
+        let mut diags = Diags::default();
+        let mut srv = ServerDraft::new("s".into(), loc.clone());
+        let mut ctx = Ctx {
+            keyword: "server",
+            args: &[],
+            loc: &loc,
+            diags: &mut diags,
+        };
+        let r = parse_options(&mut srv, &args, &mut ctx);
+        (srv, r, diags)
+    }
+
+    #[test]
+    fn haproxy_defaults() {
+        let (s, r, _) = parse("");
+        r.unwrap();
+        assert_eq!(
+            (s.inter, s.rise, s.fall, s.weight),
+            (Duration::from_secs(2), 2, 3, 1)
+        );
+    }
+
+    #[test]
+    fn check_options() {
+        let (s, r, _) = parse(
+            "check inter 3s fastinter 500 downinter 1m rise 5 fall 2 port 8008 addr 127.0.0.2",
+        );
+        r.unwrap();
+        assert!(s.check);
+        assert_eq!(s.inter, Duration::from_secs(3));
+        assert_eq!(s.fastinter, Some(Duration::from_millis(500)));
+        assert_eq!(s.downinter, Some(Duration::from_secs(60)));
+        assert_eq!((s.rise, s.fall, s.check_port), (5, 2, Some(8008)));
+        assert_eq!(s.check_addr, Some("127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn traffic_options() {
+        let (s, r, _) = parse(
+            "weight 0 backup maxconn 100 maxqueue 10 slowstart 30s on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions send-proxy-v2 disabled",
+        );
+        r.unwrap();
+        assert_eq!((s.weight, s.backup, s.disabled), (0, true, true));
+        assert_eq!((s.maxconn, s.maxqueue), (Some(100), Some(10)));
+        assert_eq!(s.slowstart, Some(Duration::from_secs(30)));
+        assert!(s.shutdown_sessions_on_down && s.shutdown_backup_sessions_on_up);
+        assert_eq!(s.send_proxy, Some(ProxyProtocol::V2));
+    }
+
+    #[test]
+    fn agent_options() {
+        let (s, r, _) = parse(
+            "agent-check agent-port 9999 agent-inter 5s agent-addr 127.0.0.1 agent-send ping\\n",
+        );
+        r.unwrap();
+        assert!(s.agent_check);
+        assert_eq!(s.agent_port, Some(9999));
+        assert_eq!(s.agent_inter, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn no_flags_undo() {
+        let (s, r, _) = parse("check backup send-proxy no-check no-backup no-send-proxy");
+        r.unwrap();
+        assert!(!s.check && !s.backup && s.send_proxy.is_none());
+    }
+
+    #[test]
+    fn every_bad_option_is_reported() {
+        let (_, r, diags) = parse("weight 257 inter 0 rise");
+        assert!(r.unwrap_err().contains("between 0 and 256"));
+        let rest: Vec<String> = diags.errors.iter().map(|d| d.message.clone()).collect();
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert!(rest[0].contains("greater than zero"));
+        assert!(rest[1].contains("expects an argument"));
+        let (_, r, diags) = parse("check fastintr 1s weight 300");
+        assert!(r.unwrap_err().contains("did you mean 'fastinter'"));
+        assert!(diags.errors.is_empty());
+    }
+
+    #[test]
+    fn tls_and_dns_options_explain_themselves() {
+        assert!(parse("ssl").1.unwrap_err().contains("TLS"));
+        assert!(
+            parse("resolvers dns")
+                .1
+                .unwrap_err()
+                .contains("once at load")
+        );
+    }
+}
