@@ -157,7 +157,7 @@ async fn run(args: Args) -> Result<()> {
     println!("haproxy: {}", proxy::version_of(&args.haproxy));
     println!("rolelb:  {}", proxy::version_of(&args.rolelb));
     println!(
-        "setup: both proxies run with `nbthread 1` (one thread each); load generator and backends \
+        "setup: both proxies are configured with `nbthread 1`; load generator and backends \
          share this process on {} tokio worker thread(s); all traffic on 127.0.0.1",
         args.client_threads.max(1)
     );
@@ -176,8 +176,8 @@ async fn run(args: Args) -> Result<()> {
 
     let work = WorkDir::create()?;
     let backends = backend::start(2).await?;
-    let hap_addr = proxy::free_port()?;
-    let rlb_addr = proxy::free_port()?;
+    let ports = proxy::free_ports(2)?;
+    let (hap_addr, rlb_addr) = (ports[0], ports[1]);
     let hap_cfg = proxy::config_text(hap_addr, &backends.addrs);
     let rlb_cfg = proxy::config_text(rlb_addr, &backends.addrs);
     println!("\nconfig (haproxy's; rolelb's differs only in the bind port):");

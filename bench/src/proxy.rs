@@ -218,10 +218,16 @@ fn cpu_time_of(pid: u32) -> Option<Duration> {
     ))
 }
 
-/// Finds a free port on 127.0.0.1 by binding port 0 and letting it go again.
-pub fn free_port() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    l.local_addr().context("reading the free port")
+/// Finds `n` distinct free ports on 127.0.0.1: binds port 0 `n` times, holding every
+/// listener until all are chosen, then lets them go for the proxies to bind.
+pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port"))
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().context("reading a free port"))
+        .collect()
 }
 
 /// The first line `program -v` prints, or a note that it printed nothing useful.
