@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::check::scheduler::{self, Scheduler};
 use crate::config::{self, Config, ConfigErrors};
 use crate::proxy::listener::{self, Shared};
 use crate::table::{Registry, Table};
@@ -64,6 +65,9 @@ pub struct Control {
     registry: Registry,
     listeners: HashMap<SocketAddr, CancellationToken>,
     generation: u64,
+    checks: Scheduler,
+    rebuild_tx: mpsc::UnboundedSender<()>,
+    rebuild_rx: Option<mpsc::UnboundedReceiver<()>>,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -86,6 +90,7 @@ impl Control {
         config: Config,
         shared: Shared,
     ) -> Result<Control, ReloadError> {
+        let (rebuild_tx, rebuild_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
             config: config.clone(),
@@ -93,9 +98,18 @@ impl Control {
             registry: Registry::default(),
             listeners: HashMap::new(),
             generation: 0,
+            checks: Scheduler::default(),
+            rebuild_tx,
+            rebuild_rx: Some(rebuild_rx),
         };
         control.apply(config)?;
         Ok(control)
+    }
+
+    /// A handle that asks this task to rebuild the table from the live state (after a check
+    /// verdict or an operator's command changed eligibility).
+    pub fn rebuild_handle(&self) -> mpsc::UnboundedSender<()> {
+        self.rebuild_tx.clone()
     }
 
     /// The addresses currently listened on.
@@ -161,6 +175,13 @@ impl Control {
         for b in table.backends.values() {
             b.live.slot_freed.notify_waiters();
         }
+        self.checks.reconcile(
+            &config,
+            &scheduler::Env {
+                table: self.shared.table.clone(),
+                rebuild: self.rebuild_tx.clone(),
+            },
+        );
         self.config = config;
         Ok(self.generation)
     }
@@ -185,8 +206,16 @@ impl Control {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(SLOWSTART_STEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let Some(mut rebuilds) = self.rebuild_rx.take() else {
+            return;
+        };
         loop {
             tokio::select! {
+                Some(()) = rebuilds.recv() => {
+                    // Several verdicts at once make one table.
+                    while rebuilds.try_recv().is_ok() {}
+                    self.rebuild();
+                }
                 cmd = commands.recv() => match cmd {
                     None => return,
                     Some(Command::Reload(reply)) => {
@@ -205,6 +234,7 @@ impl Control {
                         }
                     }
                     Some(Command::StopAccepting(reply)) => {
+                        self.checks.stop();
                         for (addr, token) in self.listeners.drain() {
                             token.cancel();
                             tracing::info!(%addr, "stopped listening (stopping)");

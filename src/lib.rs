@@ -6,6 +6,7 @@
 //! table and is the only writer.
 
 pub mod balance;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod logging;

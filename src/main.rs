@@ -154,10 +154,11 @@ async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Res
     if control.bound().is_empty() {
         bail!("no frontend has a bind address: nothing to listen on");
     }
-    drop_privileges(&global)?;
+    // The pidfile is written while still privileged (it usually lives in /run), as HAProxy does.
     if let Some(path) = &global.pidfile {
         write_pidfile(path)?;
     }
+    drop_privileges(&global)?;
     tracing::info!(pid = std::process::id(), "rolelb started");
     let (commands, rx) = mpsc::channel(16);
     tokio::spawn(control.run(rx));

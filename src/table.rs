@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{self, Candidate, Cursor, Live, Selector};
+use crate::check::CheckResult;
 use crate::config::{self, Config, ProxyProtocol};
 
 /// The shared handle through which the data path reads the current table.
@@ -66,6 +67,23 @@ pub struct ServerLive {
     kill: ArcSwap<CancellationToken>,
     /// The `disabled` flag of the last configuration applied, so a reload applies only a change.
     config_disabled: AtomicBool,
+    /// Administrative state the agent asked for (`ready`/`drain`/`maint`), kept apart from
+    /// the operator's so `ready` from the agent cannot cancel an operator's maintenance.
+    agent_admin: AtomicU8,
+    /// Operating state the agent reported (`up`, or `down`/`fail`/`stopped`).
+    agent_health: AtomicU8,
+    /// `N%` from the agent: the share of the configured weight to use.
+    pub agent_weight_pct: AtomicU32,
+    /// `maxconn:N` from the agent; 0 = not set.
+    pub agent_maxconn: AtomicU32,
+    /// The last health check's result.
+    pub last_check: ArcSwapOption<CheckResult>,
+    /// The last agent check's result.
+    pub last_agent: ArcSwapOption<CheckResult>,
+    /// Failed health checks.
+    pub check_failures: AtomicU64,
+    /// Transitions from UP to DOWN.
+    pub down_transitions: AtomicU64,
 }
 
 impl Default for ServerLive {
@@ -81,18 +99,90 @@ impl Default for ServerLive {
             usable_since: Mutex::new(None),
             kill: ArcSwap::from_pointee(CancellationToken::new()),
             config_disabled: AtomicBool::new(false),
+            agent_admin: AtomicU8::new(AdminState::Ready as u8),
+            agent_health: AtomicU8::new(Health::Up as u8),
+            agent_weight_pct: AtomicU32::new(100),
+            agent_maxconn: AtomicU32::new(0),
+            last_check: ArcSwapOption::empty(),
+            last_agent: ArcSwapOption::empty(),
+            check_failures: AtomicU64::new(0),
+            down_transitions: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AdminState {
+    fn from_u8(v: u8) -> AdminState {
+        match v {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maint,
+        }
+    }
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            0 => Health::Up,
+            _ => Health::Down,
         }
     }
 }
 
 impl ServerLive {
-    /// Current administrative state.
+    /// Current administrative state set by the configuration or the operator.
     pub fn admin(&self) -> AdminState {
-        match self.admin.load(Ordering::Acquire) {
-            0 => AdminState::Ready,
-            1 => AdminState::Drain,
-            _ => AdminState::Maint,
+        AdminState::from_u8(self.admin.load(Ordering::Acquire))
+    }
+
+    /// Administrative state the agent asked for.
+    pub fn agent_admin(&self) -> AdminState {
+        AdminState::from_u8(self.agent_admin.load(Ordering::Acquire))
+    }
+
+    /// Sets the agent's administrative state; returns the previous one.
+    pub fn set_agent_admin(&self, state: AdminState) -> AdminState {
+        let prev = AdminState::from_u8(self.agent_admin.swap(state as u8, Ordering::AcqRel));
+        if prev != AdminState::Ready
+            && state == AdminState::Ready
+            && self.admin() == AdminState::Ready
+        {
+            self.mark_usable_now();
         }
+        prev
+    }
+
+    /// Operating state the agent reported.
+    pub fn agent_health(&self) -> Health {
+        Health::from_u8(self.agent_health.load(Ordering::Acquire))
+    }
+
+    /// Sets the agent's operating state; returns the previous one.
+    pub fn set_agent_health(&self, health: Health) -> Health {
+        let prev = Health::from_u8(self.agent_health.swap(health as u8, Ordering::AcqRel));
+        if prev == Health::Down && health == Health::Up && self.health() == Health::Up {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    /// The administrative state in force: the stricter of the operator's and the agent's.
+    pub fn effective_admin(&self) -> AdminState {
+        AdminState::from_u8(
+            self.admin
+                .load(Ordering::Acquire)
+                .max(self.agent_admin.load(Ordering::Acquire)),
+        )
+    }
+
+    /// The health in force: DOWN when either the checks or the agent say so.
+    pub fn effective_health(&self) -> Health {
+        Health::from_u8(
+            self.health
+                .load(Ordering::Acquire)
+                .max(self.agent_health.load(Ordering::Acquire)),
+        )
     }
 
     /// Sets the administrative state; returns the previous one.
@@ -118,18 +208,14 @@ impl ServerLive {
         }
     }
 
-    /// Current health.
+    /// Current health as the health checks see it.
     pub fn health(&self) -> Health {
-        match self.health.load(Ordering::Acquire) {
-            0 => Health::Up,
-            _ => Health::Down,
-        }
+        Health::from_u8(self.health.load(Ordering::Acquire))
     }
 
     /// Sets the health; returns the previous one.
     pub fn set_health(&self, health: Health) -> Health {
-        let prev = self.health();
-        self.health.store(health as u8, Ordering::Release);
+        let prev = Health::from_u8(self.health.swap(health as u8, Ordering::AcqRel));
         if prev == Health::Down && health == Health::Up {
             self.mark_usable_now();
         }
@@ -145,7 +231,21 @@ impl ServerLive {
 
     /// Whether the server may take new connections at all (before role and limits).
     pub fn eligible(&self) -> bool {
-        self.admin() == AdminState::Ready && self.health() == Health::Up
+        self.effective_admin() == AdminState::Ready && self.effective_health() == Health::Up
+    }
+
+    /// The configured weight scaled by the agent's `N%`.
+    pub fn agent_scaled_weight(&self, weight: u32) -> u32 {
+        let pct = self.agent_weight_pct.load(Ordering::Acquire);
+        u32::try_from(u64::from(weight) * u64::from(pct) / 100).unwrap_or(weight)
+    }
+
+    /// `maxconn` in force: the agent's `maxconn:N` when set, else the configured one.
+    pub fn maxconn(&self, configured: Option<u32>) -> Option<u32> {
+        match self.agent_maxconn.load(Ordering::Acquire) {
+            0 => configured,
+            n => Some(n),
+        }
     }
 
     /// Takes a session slot unless `maxconn` is reached.
@@ -313,7 +413,7 @@ pub struct ServerRt {
     pub send_proxy: Option<ProxyProtocol>,
     /// `backup`.
     pub backup: bool,
-    /// Configured weight.
+    /// Weight in force: the configured one scaled by the agent's `N%` (0 takes no traffic).
     pub weight: u32,
     /// `slowstart`.
     pub slowstart: Option<Duration>,
@@ -594,11 +694,11 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
             ServerRt {
                 name: s.name.clone(),
                 addr: s.addr,
-                maxconn: s.maxconn,
+                maxconn: slive.maxconn(s.maxconn),
                 maxqueue: s.maxqueue,
                 send_proxy: s.send_proxy,
                 backup: s.backup,
-                weight: s.weight,
+                weight: slive.agent_scaled_weight(s.weight),
                 slowstart: s.slowstart,
                 live: slive,
             }

@@ -1,0 +1,368 @@
+//! Balancing algorithms against real TCP backends, each scenario run through rolelb and
+//! through HAProxy 2.6 with the same config: the per-server counts over every full cycle must
+//! agree, and for `static-rr`, `first` and backups, the exact sequence too.
+
+mod common;
+mod lbcfg;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Haproxy, NamedServer, Rolelb, free_port, open_named, who_answers};
+use lbcfg::{Srv, listen, local};
+use socket2::{Domain, Socket, Type};
+
+/// Starts rolelb and HAProxy on the same config (different ports); returns both addresses.
+struct Pair {
+    _rolelb: Rolelb,
+    _haproxy: Haproxy,
+    rolelb_addr: SocketAddr,
+    haproxy_addr: SocketAddr,
+}
+
+fn start_pair(balance: &str, servers: &[Srv<'_>]) -> Pair {
+    let (rp, hp) = (free_port(), free_port());
+    let rolelb = Rolelb::start(&listen(rp, balance, servers));
+    let haproxy = Haproxy::start(&listen(hp, balance, servers));
+    Pair {
+        _rolelb: rolelb,
+        _haproxy: haproxy,
+        rolelb_addr: local(rp),
+        haproxy_addr: local(hp),
+    }
+}
+
+fn sequence(addr: SocketAddr, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| who_answers(addr).unwrap_or_else(|e| panic!("connection {i} via {addr}: {e}")))
+        .collect()
+}
+
+fn counts(seq: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for s in seq {
+        *m.entry(s.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn three_weighted() -> (NamedServer, NamedServer, NamedServer) {
+    (
+        NamedServer::start("a"),
+        NamedServer::start("b"),
+        NamedServer::start("c"),
+    )
+}
+
+#[test]
+fn roundrobin_follows_weights_exactly_in_every_cycle_like_haproxy() {
+    let (a, b, c) = three_weighted();
+    let servers = [
+        Srv {
+            name: "a",
+            addr: a.addr(),
+            opts: "weight 3",
+        },
+        Srv {
+            name: "b",
+            addr: b.addr(),
+            opts: "weight 1",
+        },
+        Srv {
+            name: "c",
+            addr: c.addr(),
+            opts: "weight 2",
+        },
+    ];
+    let p = start_pair("balance roundrobin", &servers);
+    let cycle = 6;
+    let want: BTreeMap<String, usize> = [("a".into(), 3), ("b".into(), 1), ("c".into(), 2)]
+        .into_iter()
+        .collect();
+    for (who, addr) in [("rolelb", p.rolelb_addr), ("haproxy", p.haproxy_addr)] {
+        let seq = sequence(addr, cycle * 10);
+        for (i, chunk) in seq.chunks(cycle).enumerate() {
+            assert_eq!(counts(chunk), want, "{who}: cycle {i} of {seq:?}");
+        }
+    }
+    // Smooth: the heavy server never takes a whole cycle's share in one run.
+    let seq = sequence(p.rolelb_addr, cycle * 2);
+    assert!(
+        !seq.windows(3).any(|w| w.iter().all(|s| s == "a")),
+        "roundrobin should interleave: {seq:?}"
+    );
+}
+
+#[test]
+fn static_rr_gives_the_same_sequence_as_haproxy() {
+    let (a, b, c) = three_weighted();
+    let servers = [
+        Srv {
+            name: "a",
+            addr: a.addr(),
+            opts: "weight 5",
+        },
+        Srv {
+            name: "b",
+            addr: b.addr(),
+            opts: "weight 3",
+        },
+        Srv {
+            name: "c",
+            addr: c.addr(),
+            opts: "weight 1",
+        },
+    ];
+    let p = start_pair("balance static-rr", &servers);
+    let ours = sequence(p.rolelb_addr, 27);
+    let theirs = sequence(p.haproxy_addr, 27);
+    assert_eq!(ours, theirs, "static-rr sequence differs from HAProxy's");
+    assert_eq!(counts(&ours[..9]).get("a"), Some(&5));
+}
+
+#[test]
+fn leastconn_sends_new_connections_to_the_least_loaded_server() {
+    let (a, b, c) = three_weighted();
+    let servers = [
+        Srv {
+            name: "a",
+            addr: a.addr(),
+            opts: "",
+        },
+        Srv {
+            name: "b",
+            addr: b.addr(),
+            opts: "",
+        },
+        Srv {
+            name: "c",
+            addr: c.addr(),
+            opts: "",
+        },
+    ];
+    let p = start_pair("balance leastconn", &servers);
+    for (who, addr) in [("rolelb", p.rolelb_addr), ("haproxy", p.haproxy_addr)] {
+        // Six held connections spread two per server.
+        let mut held: Vec<(String, TcpStream)> =
+            (0..6).map(|_| open_named(addr).expect("open")).collect();
+        let spread = counts(&held.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            spread.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2],
+            "{who}: {spread:?}"
+        );
+        // Close both of b's: the next two connections must go to b.
+        held.retain(|(n, _)| n != "b");
+        std::thread::sleep(Duration::from_millis(200));
+        let next: Vec<(String, TcpStream)> =
+            (0..2).map(|_| open_named(addr).expect("open")).collect();
+        for (n, _) in &next {
+            assert_eq!(n, "b", "{who}: least loaded server is b");
+        }
+    }
+}
+
+#[test]
+fn first_fills_servers_in_order_up_to_maxconn_like_haproxy() {
+    let (a, b, c) = three_weighted();
+    let servers = [
+        Srv {
+            name: "a",
+            addr: a.addr(),
+            opts: "maxconn 2",
+        },
+        Srv {
+            name: "b",
+            addr: b.addr(),
+            opts: "maxconn 3",
+        },
+        Srv {
+            name: "c",
+            addr: c.addr(),
+            opts: "maxconn 10",
+        },
+    ];
+    let p = start_pair("balance first", &servers);
+    let mut results = Vec::new();
+    for addr in [p.rolelb_addr, p.haproxy_addr] {
+        let held: Vec<(String, TcpStream)> =
+            (0..7).map(|_| open_named(addr).expect("open")).collect();
+        results.push(held.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+    }
+    assert_eq!(results[0], vec!["a", "a", "b", "b", "b", "c", "c"]);
+    assert_eq!(results[0], results[1], "first: rolelb and HAProxy differ");
+}
+
+/// Connects from a chosen loopback source address (all of 127.0.0.0/8 is local on Linux).
+fn who_answers_from(src: Ipv4Addr, addr: SocketAddr) -> String {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::new(IpAddr::V4(src), 0).into())
+        .expect("bind source");
+    sock.connect_timeout(&addr.into(), Duration::from_secs(3))
+        .expect("connect");
+    let mut conn: TcpStream = sock.into();
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    while conn.read(&mut byte).expect("read name") == 1 && byte[0] != b'\n' {
+        name.push(byte[0]);
+    }
+    let _ = conn.write_all(b"");
+    String::from_utf8_lossy(&name).into_owned()
+}
+
+fn clients(n: u8) -> Vec<Ipv4Addr> {
+    (1..=n).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect()
+}
+
+#[test]
+fn source_is_sticky_per_client_address() {
+    let (a, b, c) = three_weighted();
+    let servers = [
+        Srv {
+            name: "a",
+            addr: a.addr(),
+            opts: "",
+        },
+        Srv {
+            name: "b",
+            addr: b.addr(),
+            opts: "",
+        },
+        Srv {
+            name: "c",
+            addr: c.addr(),
+            opts: "",
+        },
+    ];
+    for hash in ["map-based", "consistent"] {
+        let port = free_port();
+        let lb = Rolelb::start(&listen(
+            port,
+            &format!("balance source\nhash-type {hash}"),
+            &servers,
+        ));
+        let first: Vec<String> = clients(60)
+            .iter()
+            .map(|&ip| who_answers_from(ip, local(port)))
+            .collect();
+        let again: Vec<String> = clients(60)
+            .iter()
+            .map(|&ip| who_answers_from(ip, local(port)))
+            .collect();
+        assert_eq!(first, again, "{hash}: a client moved between servers");
+        let used: HashSet<&String> = first.iter().collect();
+        assert_eq!(
+            used.len(),
+            3,
+            "{hash}: 60 clients should reach all 3 servers: {first:?}"
+        );
+        drop(lb);
+    }
+}
+
+#[test]
+fn consistent_hashing_moves_about_one_in_n_clients_when_a_server_is_added() {
+    let servers: Vec<NamedServer> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| NamedServer::start(n))
+        .collect();
+    let srv = |i: usize| Srv {
+        name: servers[i].name(),
+        addr: servers[i].addr(),
+        opts: "",
+    };
+    let port = free_port();
+    let four: Vec<Srv<'_>> = (0..4).map(srv).collect();
+    let five: Vec<Srv<'_>> = (0..5).map(srv).collect();
+    let balance = "balance source\nhash-type consistent";
+    let lb = Rolelb::start(&listen(port, balance, &four));
+    let ips = clients(200);
+    let before: Vec<String> = ips
+        .iter()
+        .map(|&ip| who_answers_from(ip, local(port)))
+        .collect();
+    lb.rewrite_config(&listen(port, balance, &five));
+    lb.reload();
+    assert!(
+        lb.wait_for_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        lb.stderr_text()
+    );
+    let after: Vec<String> = ips
+        .iter()
+        .map(|&ip| who_answers_from(ip, local(port)))
+        .collect();
+    let moved: Vec<usize> = (0..ips.len()).filter(|&i| before[i] != after[i]).collect();
+    for &i in &moved {
+        assert_eq!(after[i], "e", "client {} moved between old servers", ips[i]);
+    }
+    let share = moved.len() as f64 / ips.len() as f64;
+    assert!(
+        (0.08..=0.35).contains(&share),
+        "moved share {share} (expected about 1/5)"
+    );
+}
+
+#[test]
+fn backup_servers_serve_only_when_no_active_server_is_available_like_haproxy() {
+    let names = ["a", "b", "c", "d"];
+    let s: Vec<NamedServer> = names.iter().map(|n| NamedServer::start(n)).collect();
+    // Actives disabled (maintenance): only backups can serve; the first backup alone unless
+    // `option allbackups`.
+    let servers = |active_opts: &'static str| -> Vec<Srv<'_>> {
+        vec![
+            Srv {
+                name: "a",
+                addr: s[0].addr(),
+                opts: active_opts,
+            },
+            Srv {
+                name: "b",
+                addr: s[1].addr(),
+                opts: active_opts,
+            },
+            Srv {
+                name: "c",
+                addr: s[2].addr(),
+                opts: "backup",
+            },
+            Srv {
+                name: "d",
+                addr: s[3].addr(),
+                opts: "backup",
+            },
+        ]
+    };
+    let p = start_pair("balance roundrobin", &servers("disabled"));
+    let ours = sequence(p.rolelb_addr, 6);
+    assert_eq!(ours, sequence(p.haproxy_addr, 6));
+    assert_eq!(ours, vec!["c"; 6]);
+    drop(p);
+
+    let p = start_pair(
+        "balance roundrobin\noption allbackups",
+        &servers("disabled"),
+    );
+    let ours = sequence(p.rolelb_addr, 6);
+    assert_eq!(counts(&ours), counts(&sequence(p.haproxy_addr, 6)));
+    assert_eq!(
+        counts(&ours).len(),
+        2,
+        "allbackups uses every backup: {ours:?}"
+    );
+    drop(p);
+
+    // With actives up, backups get nothing; re-enabling by reload moves traffic back.
+    let port = free_port();
+    let lb = Rolelb::start(&listen(port, "balance roundrobin", &servers("disabled")));
+    assert_eq!(who_answers(local(port)).expect("conn"), "c");
+    lb.rewrite_config(&listen(port, "balance roundrobin", &servers("")));
+    lb.reload();
+    assert!(lb.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    let seq = sequence(local(port), 10);
+    assert!(seq.iter().all(|n| n == "a" || n == "b"), "{seq:?}");
+}

@@ -1,0 +1,1023 @@
+//! The integration-test harness: real servers on 127.0.0.1, never mocks.
+//!
+//! Every `tests/*.rs` file does `mod common;` and uses what it needs from here: PostgreSQL 15
+//! primaries and streaming replicas, PgBouncer, HAProxy, rolelb itself, and [`NamedServer`] (a
+//! tiny TCP server that says its name, so a balancing test can see which backend served it).
+//!
+//! Rules every helper follows:
+//! - Everything listens on 127.0.0.1, on ports from [`free_port`], with its files in its own
+//!   temporary directory that is removed when the helper is dropped.
+//! - A helper owns the process it started and stops it by that PID when dropped, including
+//!   when the test panics (signal, a short grace period, then `SIGKILL`, then `wait`). Children
+//!   also get `PR_SET_PDEATHSIG = SIGKILL`, so a test runner that is killed outright does not
+//!   leave servers behind. Linux ties that signal to the *thread* that spawned the child:
+//!   create servers on the test's own thread, not on a helper thread that ends early.
+//! - A missing binary panics with "`PATH` not found: run scripts/deps.sh".
+//! - When a server does not come up, the panic message carries the tail of its log.
+//!
+//! Database servers and PgBouncer refuse to run as root; when the tests run as root (CI does),
+//! they run as the `postgres` user (set through the child's uid/gid, the same thing
+//! `runuser -u postgres --` does, but the PID we hold is the server's own), and their
+//! directories are owned by that user. As another user they simply run as that user.
+//!
+//! Synchronous on purpose (std::process, std::net, threads) so any test, async or not, can use it.
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::fs;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::chown;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::{Pid, User};
+use tempfile::TempDir;
+
+/// Where Debian's PostgreSQL 15 server binaries live (`initdb`, `postgres`, `pg_basebackup`).
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's PgBouncer.
+pub const PGBOUNCER_BIN: &str = "/usr/sbin/pgbouncer";
+/// Debian's HAProxy (2.6), the reference rolelb is compared against.
+pub const HAPROXY_BIN: &str = "/usr/sbin/haproxy";
+/// The PostgreSQL client tools used by the helpers below.
+pub const PSQL_BIN: &str = "/usr/bin/psql";
+/// `pg_isready`, used to wait for a PostgreSQL server.
+pub const PG_ISREADY_BIN: &str = "/usr/bin/pg_isready";
+/// `pgbench`, for load through the balancer.
+pub const PGBENCH_BIN: &str = "/usr/bin/pgbench";
+
+/// How long a server may take to come up before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// Binaries, ports, waiting
+// ---------------------------------------------------------------------------------------------
+
+/// Returns `path` if it is an existing file, else panics telling the reader to run deps.sh.
+pub fn require_bin(path: impl AsRef<Path>) -> PathBuf {
+    let path = path.as_ref();
+    assert!(
+        path.is_file(),
+        "{} not found: run scripts/deps.sh",
+        path.display()
+    );
+    path.to_path_buf()
+}
+
+/// The process-wide set of ports already handed out by [`free_port`].
+fn handed_out() -> &'static Mutex<HashSet<u16>> {
+    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    PORTS.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// Ports [`free_port`] chooses from: below Linux's ephemeral range (32768 and up), so the
+/// kernel never gives one of them to an outgoing connection between our check and the bind.
+const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
+
+/// A TCP port on 127.0.0.1 that nothing listens on and that this process never handed out.
+///
+/// Scans [`PORT_RANGE`] from a random start (so parallel test processes rarely meet), skips
+/// ports handed out before in this process, and proves each candidate free by binding it
+/// (which also fails when another socket listens on the port's wildcard address).
+pub fn free_port() -> u16 {
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let start = (hasher.finish() % u64::from(span)) as u16;
+    let mut taken = handed_out().lock().expect("free_port: port set poisoned");
+    for i in 0..span {
+        let port = PORT_RANGE.start + (start + i) % span;
+        if taken.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+    panic!("free_port: no free port in {PORT_RANGE:?}");
+}
+
+/// True when some socket on this machine is in LISTEN state on `port` (any address, v4 or v6).
+///
+/// Reads `/proc/net/tcp{,6}` instead of connecting, so checking a proxy's port does not open a
+/// session that the proxy would forward to a backend (and move its round-robin on).
+pub fn is_listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let Ok(text) = fs::read_to_string(table) else {
+            return false;
+        };
+        text.lines().skip(1).any(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1).unwrap_or("");
+            let state = cols.nth(1).unwrap_or("");
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            state == LISTEN && local_port == Some(port)
+        })
+    })
+}
+
+/// Waits until `addr` accepts a TCP connection; false if `timeout` passes first.
+///
+/// This opens (and closes) real connections: through a proxy they reach a backend. Use
+/// [`wait_listening`] to wait for a proxy's listener without that side effect.
+pub fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until something listens on `port` (see [`is_listening`]); false if `timeout` passes.
+pub fn wait_listening(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || is_listening(port))
+}
+
+/// Polls `cond` every 50 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The addresses of every `bind` line in an HAProxy-syntax config, as addresses to reach them
+/// at (`*`, `0.0.0.0` and an empty host become 127.0.0.1; `::` becomes ::1).
+pub fn bind_addrs(cfg: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for line in cfg.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("bind") {
+            continue;
+        }
+        let Some(list) = words.next() else { continue };
+        for item in list.split(',') {
+            let Some((host, port)) = item.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let ip = match host {
+                "" | "*" | "0.0.0.0" => "127.0.0.1",
+                "::" => "::1",
+                other => other,
+            };
+            if let Ok(ip) = ip.parse() {
+                out.push(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    out
+}
+
+/// The last `max` lines of a log file, for panic messages.
+pub fn log_tail(path: &Path, max: usize) -> String {
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(max);
+    let mut out = format!("--- last lines of {} ---\n", path.display());
+    for l in &lines[from..] {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// The uid/gid database servers run as: `postgres` when we are root, else ourselves (`None`).
+fn db_user() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = User::from_name("postgres")
+        .expect("looking up the postgres user")
+        .expect("the postgres user not found: run scripts/deps.sh");
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// A temporary directory the database user owns (it must be able to write there).
+fn db_tempdir(prefix: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating a temporary directory");
+    if let Some((uid, gid)) = db_user() {
+        chown(dir.path(), Some(uid), Some(gid)).expect("chown of the temporary directory");
+    }
+    dir
+}
+
+/// A command for `program` that dies with the spawning thread (PDEATHSIG) and, when
+/// `as_db_user`, runs as the database user from `cwd` (which that user can enter).
+fn command(program: &Path, as_db_user: bool, cwd: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    if as_db_user && let Some((uid, gid)) = db_user() {
+        cmd.uid(uid)
+            .gid(gid)
+            .env("HOME", cwd)
+            .env("USER", "postgres");
+    }
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Runs a short-lived command to completion, panicking with its output if it fails.
+fn run_ok(what: &str, cmd: &mut Command) -> Output {
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Opens `path` for appending, to hand to a child as stdout/stderr.
+fn log_file(path: &Path) -> fs::File {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening log {}: {e}", path.display()))
+}
+
+/// A running server process that this test started, stopped by its PID when dropped.
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    stop_signal: Signal,
+    grace: Duration,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    fn spawn(name: &str, cmd: &mut Command, log: &Path, stop_signal: Signal) -> Proc {
+        let child = cmd
+            .stdout(log_file(log))
+            .stderr(log_file(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            stop_signal,
+            grace: Duration::from_secs(10),
+            status: None,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: Signal) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        signal::kill(pid, sig).unwrap_or_else(|e| panic!("{}: kill {sig}: {e}", self.name));
+    }
+
+    /// Panics with the log tail unless the process is still running.
+    fn assert_running(&mut self, while_doing: &str) {
+        if let Some(status) = self.exited() {
+            panic!(
+                "{} exited ({status}) while {while_doing}\n{}",
+                self.name,
+                log_tail(&self.log, 40)
+            );
+        }
+    }
+
+    /// Waits until `ready()` holds, panicking with the log if the process dies or time runs out.
+    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.assert_running(what);
+            if ready() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: not ready after {START_TIMEOUT:?} ({what})\n{}",
+                self.name,
+                log_tail(&self.log, 40)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process: its stop signal, up to the grace period, then SIGKILL; then reaps it.
+    pub fn stop(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited() {
+            return status;
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = signal::kill(pid, self.stop_signal);
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("{}: wait: {e}", self.name));
+        self.status = Some(status);
+        status
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// `psql` on 127.0.0.1:`port` as user `postgres`, database `postgres`: unaligned, tuples only
+/// (`a|b` per row), trimmed. Err carries psql's stderr.
+pub fn try_psql(port: u16, sql: &str) -> Result<String, String> {
+    let out = Command::new(require_bin(PSQL_BIN))
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Like [`try_psql`], panicking with psql's error when the command fails.
+pub fn psql(port: u16, sql: &str) -> String {
+    try_psql(port, sql).unwrap_or_else(|e| panic!("psql -p {port} -c {sql:?} failed: {e}"))
+}
+
+/// Runs `pgbench -h 127.0.0.1 -p PORT -U postgres ARGS postgres` and returns its stdout and
+/// stderr; panics with them if pgbench fails.
+pub fn pgbench(port: u16, args: &[&str]) -> String {
+    let out = run_ok(
+        &format!("pgbench -p {port} {}", args.join(" ")),
+        Command::new(require_bin(PGBENCH_BIN))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg("postgres")
+            .env("PGCONNECT_TIMEOUT", "5")
+            .stdin(Stdio::null()),
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Settings appended to every server's postgresql.conf: loopback TCP only, small, and fast
+/// rather than durable (test data is thrown away).
+const PG_TEST_SETTINGS: &str = "
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 16MB
+max_connections = 50
+max_wal_senders = 10
+wal_keep_size = 64MB
+hot_standby_feedback = on
+";
+
+/// A PostgreSQL 15 server (primary or streaming replica) in its own temporary directory.
+pub struct Postgres {
+    dir: TempDir,
+    port: u16,
+    proc: Option<Proc>,
+}
+
+impl Postgres {
+    /// Initialises (`initdb`, trust auth) and starts a new primary; returns once it accepts
+    /// connections.
+    pub fn primary() -> Postgres {
+        let dir = db_tempdir("rolelb-pg-");
+        let data = dir.path().join("data");
+        let initdb = require_bin(Path::new(PG_BIN).join("initdb"));
+        run_ok(
+            "initdb",
+            command(&initdb, true, dir.path())
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+                .args(["--encoding=UTF8", "--locale=C"]),
+        );
+        let port = free_port();
+        append(
+            &data.join("postgresql.conf"),
+            &format!("{PG_TEST_SETTINGS}port = {port}\n"),
+        );
+        let mut pg = Postgres {
+            dir,
+            port,
+            proc: None,
+        };
+        pg.start();
+        pg
+    }
+
+    /// Makes a streaming replica of `primary` (`pg_basebackup -R`) and starts it; returns once
+    /// it accepts read-only connections.
+    pub fn replica_of(primary: &Postgres) -> Postgres {
+        let dir = db_tempdir("rolelb-pg-");
+        let data = dir.path().join("data");
+        let basebackup = require_bin(Path::new(PG_BIN).join("pg_basebackup"));
+        run_ok(
+            "pg_basebackup",
+            command(&basebackup, true, dir.path())
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                .args(["-U", "postgres", "-D"])
+                .arg(&data)
+                .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]),
+        );
+        let port = free_port();
+        // The copied postgresql.conf carries the primary's port; a later line wins.
+        append(&data.join("postgresql.conf"), &format!("port = {port}\n"));
+        let mut pg = Postgres {
+            dir,
+            port,
+            proc: None,
+        };
+        pg.start();
+        pg
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log file (its stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    /// The postmaster's PID while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// Starts the server (again) on the same data directory and port; waits until ready.
+    pub fn start(&mut self) {
+        assert!(
+            self.proc.is_none(),
+            "postgres on port {} already running",
+            self.port
+        );
+        let postgres = require_bin(Path::new(PG_BIN).join("postgres"));
+        let mut cmd = command(&postgres, true, self.dir.path());
+        cmd.arg("-D").arg(self.dir.path().join("data"));
+        let name = format!("postgres :{}", self.port);
+        // SIGINT is PostgreSQL's "fast" shutdown: roll back sessions and stop at once.
+        let mut proc = Proc::spawn(&name, &mut cmd, &self.log_path(), Signal::SIGINT);
+        let port = self.port.to_string();
+        let isready = require_bin(PG_ISREADY_BIN);
+        proc.wait_ready("waiting for pg_isready", || {
+            Command::new(&isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port, "-t", "1"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
+        self.proc = Some(proc);
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster), waiting for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.stop();
+        }
+    }
+
+    /// Promotes this replica to primary (`pg_promote()`, waiting for it to finish).
+    pub fn promote(&self) {
+        let done = self.psql("SELECT pg_promote(true, 30)");
+        assert_eq!(done, "t", "pg_promote on port {} did not finish", self.port);
+    }
+
+    /// True while the server is a replica (`pg_is_in_recovery()`).
+    pub fn is_replica(&self) -> bool {
+        self.psql("SELECT pg_is_in_recovery()") == "t"
+    }
+
+    /// Waits until this replica has replayed everything `primary` has written so far.
+    pub fn wait_replayed(&self, primary: &Postgres) {
+        let lsn = primary.psql("SELECT pg_current_wal_lsn()");
+        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+        let caught_up = wait_until(Duration::from_secs(30), || {
+            try_psql(self.port, &sql).as_deref() == Ok("t")
+        });
+        assert!(
+            caught_up,
+            "replica :{} did not replay the primary's WAL up to {lsn} within 30s\n{}",
+            self.port,
+            log_tail(&self.log_path(), 20)
+        );
+    }
+
+    /// Runs `sql` on this server with [`psql`].
+    pub fn psql(&self, sql: &str) -> String {
+        psql(self.port, sql)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Appends `text` to the file at `path`.
+fn append(path: &Path, text: &str) {
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("appending to {}: {e}", path.display()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PgBouncer
+// ---------------------------------------------------------------------------------------------
+
+/// A PgBouncer (session pooling, trust auth, user `postgres`) in front of one PostgreSQL.
+pub struct PgBouncer {
+    // Fields drop in order: stop the process before removing its directory.
+    proc: Proc,
+    dir: TempDir,
+    port: u16,
+}
+
+impl PgBouncer {
+    /// Starts PgBouncer on a free 127.0.0.1 port, forwarding every database to
+    /// 127.0.0.1:`pg_port`; returns once it listens.
+    pub fn new(pg_port: u16) -> PgBouncer {
+        let dir = db_tempdir("rolelb-pgbouncer-");
+        let port = free_port();
+        let userlist = dir.path().join("userlist.txt");
+        fs::write(&userlist, "\"postgres\" \"\"\n").expect("writing userlist.txt");
+        let ini = dir.path().join("pgbouncer.ini");
+        fs::write(
+            &ini,
+            format!(
+                "[databases]\n\
+                 * = host=127.0.0.1 port={pg_port}\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {port}\n\
+                 unix_socket_dir =\n\
+                 auth_type = trust\n\
+                 auth_file = {}\n\
+                 admin_users = postgres\n\
+                 pool_mode = session\n\
+                 max_client_conn = 500\n\
+                 default_pool_size = 20\n\
+                 ignore_startup_parameters = extra_float_digits\n",
+                userlist.display()
+            ),
+        )
+        .expect("writing pgbouncer.ini");
+        let bin = require_bin(PGBOUNCER_BIN);
+        let mut cmd = command(&bin, true, dir.path());
+        cmd.arg(&ini);
+        let log = dir.path().join("pgbouncer.log");
+        // SIGINT is PgBouncer's safe shutdown (waits for clients); SIGTERM stops at once.
+        let mut proc = Proc::spawn(
+            &format!("pgbouncer :{port}"),
+            &mut cmd,
+            &log,
+            Signal::SIGTERM,
+        );
+        proc.wait_ready("waiting for its listener", || is_listening(port));
+        PgBouncer { proc, dir, port }
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PID of the pgbouncer process.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HAProxy and rolelb
+// ---------------------------------------------------------------------------------------------
+
+/// A proxy process (HAProxy or rolelb) running a config file from its own temporary directory.
+struct ProxyRun {
+    // Fields drop in order: stop the process before removing its directory.
+    proc: Proc,
+    dir: TempDir,
+    cfg: PathBuf,
+    stderr: PathBuf,
+}
+
+impl ProxyRun {
+    /// Writes `cfg_text`, runs `bin ARGS -f FILE`, and waits until every `bind` port listens.
+    fn start(name: &str, bin: &Path, args: &[&str], cfg_text: &str) -> ProxyRun {
+        let dir = tempfile::Builder::new()
+            .prefix("rolelb-proxy-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let cfg = dir.path().join("proxy.cfg");
+        fs::write(&cfg, cfg_text).expect("writing the proxy config");
+        let stderr = dir.path().join("stderr.log");
+        let mut cmd = command(bin, false, dir.path());
+        cmd.args(args).arg("-f").arg(&cfg);
+        let child = cmd
+            .stdout(log_file(&dir.path().join("stdout.log")))
+            .stderr(log_file(&stderr))
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start {}: {e}", bin.display()));
+        let mut proc = Proc {
+            name: name.to_string(),
+            child,
+            log: stderr.clone(),
+            stop_signal: Signal::SIGTERM,
+            grace: Duration::from_secs(3),
+            status: None,
+        };
+        for addr in bind_addrs(cfg_text) {
+            proc.wait_ready(&format!("waiting for bind {addr}"), || {
+                is_listening(addr.port())
+            });
+        }
+        ProxyRun {
+            proc,
+            dir,
+            cfg,
+            stderr,
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        fs::read(&self.stderr)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `bin ARGS -c -f FILE` on `cfg_text`; returns (exit code 0, stdout + stderr).
+fn check_config(bin: &Path, cfg_text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let cfg = dir.path().join("check.cfg");
+    fs::write(&cfg, cfg_text).expect("writing the config to check");
+    let out = Command::new(bin)
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// HAProxy (`haproxy -db -f FILE`), the reference implementation, running a test's config.
+pub struct Haproxy {
+    run: ProxyRun,
+}
+
+impl Haproxy {
+    /// Starts HAProxy on `cfg_text` and waits until every `bind` port listens.
+    pub fn start(cfg_text: &str) -> Haproxy {
+        let bin = require_bin(HAPROXY_BIN);
+        Haproxy {
+            run: ProxyRun::start("haproxy", &bin, &["-db"], cfg_text),
+        }
+    }
+
+    /// `haproxy -c -f` on `cfg_text`: (valid, output).
+    pub fn check(cfg_text: &str) -> (bool, String) {
+        check_config(&require_bin(HAPROXY_BIN), cfg_text)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.run.proc.pid()
+    }
+
+    /// Everything HAProxy wrote to stderr so far (its log with `log stderr`).
+    pub fn stderr_text(&self) -> String {
+        self.run.stderr_text()
+    }
+}
+
+/// The rolelb binary built for this test run.
+pub fn rolelb_bin() -> PathBuf {
+    require_bin(env!("CARGO_BIN_EXE_rolelb"))
+}
+
+/// rolelb (`rolelb -f FILE`) running a test's config, with stderr captured to a file.
+pub struct Rolelb {
+    run: ProxyRun,
+}
+
+impl Rolelb {
+    /// Starts this build's rolelb on `cfg_text` and waits until every `bind` port listens.
+    pub fn start(cfg_text: &str) -> Rolelb {
+        Rolelb::start_bin(&rolelb_bin(), cfg_text)
+    }
+
+    /// Like [`Rolelb::start`] with another rolelb binary.
+    pub fn start_bin(bin: &Path, cfg_text: &str) -> Rolelb {
+        Rolelb {
+            run: ProxyRun::start("rolelb", bin, &[], cfg_text),
+        }
+    }
+
+    /// `rolelb -c -f` on `cfg_text`: (valid, output).
+    pub fn check(cfg_text: &str) -> (bool, String) {
+        check_config(&rolelb_bin(), cfg_text)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.run.proc.pid()
+    }
+
+    /// The config file rolelb was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.run.cfg
+    }
+
+    /// Replaces the config file's contents (atomically, by rename); follow with [`Rolelb::reload`].
+    pub fn rewrite_config(&self, cfg_text: &str) {
+        let tmp = self.run.dir.path().join("proxy.cfg.new");
+        fs::write(&tmp, cfg_text).expect("writing the new config");
+        fs::rename(&tmp, &self.run.cfg).expect("replacing the config");
+    }
+
+    /// Sends SIGHUP: reload the config in place.
+    pub fn reload(&self) {
+        self.run.proc.signal(Signal::SIGHUP);
+    }
+
+    /// Sends `sig` to rolelb.
+    pub fn signal(&self, sig: Signal) {
+        self.run.proc.signal(sig);
+    }
+
+    /// The exit status if rolelb has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.run.proc.exited()
+    }
+
+    /// Stops rolelb (SIGTERM, 3 s grace, then SIGKILL) and returns how it exited.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.run.proc.stop()
+    }
+
+    /// Everything rolelb wrote to stderr so far (its log).
+    pub fn stderr_text(&self) -> String {
+        self.run.stderr_text()
+    }
+
+    /// Waits until rolelb's stderr contains `needle`; false if `timeout` passes first.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.stderr_text().contains(needle))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NamedServer
+// ---------------------------------------------------------------------------------------------
+
+/// Shared between a [`NamedServer`] and its threads.
+#[derive(Default)]
+struct NamedState {
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+    stopping: AtomicBool,
+    next_id: AtomicU64,
+    // Clones of open connections, so stop() can close them.
+    conns: Mutex<HashMap<u64, TcpStream>>,
+}
+
+/// A tiny real TCP backend: on every connection it writes its name and "\n", then echoes
+/// whatever it receives until the client closes. Counts connections, so balancing tests can
+/// see which backend served a client and how many sessions each one holds.
+pub struct NamedServer {
+    name: String,
+    addr: SocketAddr,
+    state: Arc<NamedState>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl NamedServer {
+    /// Starts a server called `name` on an ephemeral 127.0.0.1 port.
+    pub fn start(name: &str) -> NamedServer {
+        NamedServer::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts a server called `name` on `addr` (e.g. a port a config already names).
+    pub fn start_on(name: &str, addr: SocketAddr) -> NamedServer {
+        let listener = TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("NamedServer {name}: bind {addr}: {e}"));
+        let addr = listener.local_addr().expect("NamedServer: local_addr");
+        let state = Arc::new(NamedState::default());
+        let banner = format!("{name}\n");
+        let acceptor = {
+            let state = Arc::clone(&state);
+            thread::spawn(move || accept_loop(listener, banner, state))
+        };
+        NamedServer {
+            name: name.to_string(),
+            addr,
+            state,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The server's name (the first line it sends).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Connections accepted since start.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections currently open.
+    pub fn open(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening and closes every open connection (like a backend going away).
+    pub fn stop(&mut self) {
+        let Some(acceptor) = self.acceptor.take() else {
+            return;
+        };
+        self.state.stopping.store(true, Ordering::SeqCst);
+        // Wake the blocking accept() so it sees `stopping`.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let _ = acceptor.join();
+        if let Ok(conns) = self.state.conns.lock() {
+            for conn in conns.values() {
+                let _ = conn.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for NamedServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Accepts until `stopping`; one thread per connection.
+fn accept_loop(listener: TcpListener, banner: String, state: Arc<NamedState>) {
+    for conn in listener.incoming() {
+        if state.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(conn) = conn else { continue };
+        state.accepted.fetch_add(1, Ordering::SeqCst);
+        state.open.fetch_add(1, Ordering::SeqCst);
+        let id = state.next_id.fetch_add(1, Ordering::SeqCst);
+        if let (Ok(clone), Ok(mut conns)) = (conn.try_clone(), state.conns.lock()) {
+            conns.insert(id, clone);
+        }
+        let state = Arc::clone(&state);
+        let banner = banner.clone();
+        thread::spawn(move || {
+            let _ = serve_named(conn, banner.as_bytes());
+            if let Ok(mut conns) = state.conns.lock() {
+                conns.remove(&id);
+            }
+            state.open.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Sends the banner, echoes until EOF, then half-closes.
+fn serve_named(mut conn: TcpStream, banner: &[u8]) -> io::Result<()> {
+    conn.write_all(banner)?;
+    let mut reader = conn.try_clone()?;
+    io::copy(&mut reader, &mut conn)?;
+    conn.shutdown(Shutdown::Write)
+}
+
+/// Connects to `addr` and reads the first line a [`NamedServer`] sends (through any proxy);
+/// returns the name and the still-open connection.
+pub fn open_named(addr: SocketAddr) -> io::Result<(String, TcpStream)> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        // Byte by byte, so nothing after the newline is consumed from the stream.
+        match conn.read(&mut byte)? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{addr} closed before sending a name"),
+                ));
+            }
+            _ if byte[0] == b'\n' => break,
+            _ => name.push(byte[0]),
+        }
+    }
+    Ok((String::from_utf8_lossy(&name).into_owned(), conn))
+}
+
+/// Connects to `addr`, returns the name of the [`NamedServer`] that answered, and closes.
+pub fn who_answers(addr: SocketAddr) -> io::Result<String> {
+    open_named(addr).map(|(name, _)| name)
+}
