@@ -231,9 +231,12 @@ async fn run(args: Args) -> Result<()> {
     rolelb.check_alive()?;
     let threads = |p: &Proxy| p.threads().map_or("?".to_string(), |n| n.to_string());
     let threads_line = format!(
-        "OS threads at the end (config says nbthread 1): haproxy {}, rolelb {}",
+        "OS threads at the end (config says nbthread 1): haproxy {}, rolelb {}\n\
+         proxy output over the whole run (no logging configured): haproxy {} bytes, rolelb {} bytes",
         threads(&haproxy),
-        threads(&rolelb)
+        threads(&rolelb),
+        haproxy.log_bytes(),
+        rolelb.log_bytes()
     );
 
     let shape = Shape {

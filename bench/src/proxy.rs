@@ -170,6 +170,11 @@ impl Proxy {
         cpu_time_of(self.pid())
     }
 
+    /// How many bytes the proxy has written to stdout and stderr so far.
+    pub fn log_bytes(&self) -> u64 {
+        fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Number of OS threads the process runs now (`Threads:` in `/proc/PID/status`).
     pub fn threads(&self) -> Option<u32> {
         fs::read_to_string(format!("/proc/{}/status", self.pid()))
