@@ -36,13 +36,13 @@ struct Args {
     /// The HAProxy binary (run as `haproxy -db -f FILE`).
     #[arg(long, value_name = "PATH")]
     haproxy: PathBuf,
-    /// Seconds per measurement (default 2, or 1 with --quick).
+    /// Seconds per measurement (default 1).
     #[arg(long, value_name = "N")]
     seconds: Option<f64>,
-    /// Short smoke run: 1 s per measurement, one round (≈ 20 s in all).
+    /// Short smoke run: one round instead of six (≈ 15 s in all).
     #[arg(long)]
     quick: bool,
-    /// Rounds over all tests and targets (default 3, or 1 with --quick).
+    /// Rounds over all tests and targets (default 6, or 1 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
     /// Concurrent streams in the bulk tests.
@@ -71,7 +71,7 @@ enum Test {
 const TESTS: [Test; 4] = [Test::Upload, Test::Download, Test::ShortConns, Test::Echo];
 
 /// Pause between measurements so sockets from one do not weigh on the next.
-const SETTLE: Duration = Duration::from_millis(300);
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// One thing to load: a proxy, or a backend directly.
 struct Target<'a> {
@@ -137,12 +137,12 @@ impl Drop for WorkDir {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let secs = args.seconds.unwrap_or(if args.quick { 1.0 } else { 2.0 });
+    let secs = args.seconds.unwrap_or(1.0);
     if !(secs > 0.0 && secs <= 600.0) {
         bail!("--seconds must be in (0, 600], got {secs}");
     }
     let duration = Duration::from_secs_f64(secs);
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 6 }).max(1);
     check_program(&args.haproxy, "--haproxy")?;
     check_program(&args.rolelb, "--rolelb")?;
 

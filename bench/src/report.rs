@@ -152,7 +152,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// Renders the comparison table from per-round `[direct, haproxy, rolelb]` totals: values
-/// over all rounds, the rolelb/haproxy ratio, and the range of that ratio across rounds.
+/// over all rounds, the rolelb/haproxy ratio, and that ratio's spread across rounds.
 pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
     let mut all: [Totals; 3] = Default::default();
     for round in rounds.iter() {
@@ -219,7 +219,7 @@ pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
     let line = |out: &mut String, cols: [&str; 6]| {
         let _ = writeln!(
             out,
-            "{:<34} {:>10} {:>10} {:>10} {:>16} {:>14}",
+            "{:<34} {:>10} {:>10} {:>10} {:>16} {:>19}",
             cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
         );
     };
@@ -231,10 +231,10 @@ pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
             "haproxy",
             "rolelb",
             "rolelb/haproxy",
-            "rounds min-max",
+            "per round min/med/max",
         ],
     );
-    let _ = writeln!(out, "{}", "-".repeat(34 + 11 * 3 + 17 + 15));
+    let _ = writeln!(out, "{}", "-".repeat(34 + 11 * 3 + 17 + 20));
     for r in rows {
         let vals = [
             (r.value)(&mut all[0]),
@@ -248,16 +248,19 @@ pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
         let overall = ratio(vals[2], vals[1])
             .map(|q| format!("{q:.2} {hint}"))
             .unwrap_or_else(|| "n/a".into());
-        let per_round: Vec<f64> = rounds
+        let mut per_round: Vec<f64> = rounds
             .iter_mut()
             .filter_map(|[_, h, l]| ratio((r.value)(l), (r.value)(h)))
             .collect();
-        let range = match (
-            per_round.iter().copied().reduce(f64::min),
-            per_round.iter().copied().reduce(f64::max),
-        ) {
-            (Some(lo), Some(hi)) if per_round.len() > 1 => format!("{lo:.2}-{hi:.2}"),
-            _ => String::new(),
+        per_round.sort_by(f64::total_cmp);
+        let spread = match per_round.as_slice() {
+            [] | [_] => String::new(),
+            all => format!(
+                "{:.2}/{:.2}/{:.2}",
+                all[0],
+                all[all.len() / 2],
+                all[all.len() - 1]
+            ),
         };
         line(
             &mut out,
@@ -267,7 +270,7 @@ pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
                 &fmt_num(vals[1]),
                 &fmt_num(vals[2]),
                 &overall,
-                &range,
+                &spread,
             ],
         );
     }
@@ -290,7 +293,7 @@ pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
     );
     out.push_str("\n↑ = higher is better (ratio > 1: rolelb better); ↓ = lower is better (ratio > 1: rolelb worse).\n");
     out.push_str(
-        "Values are over all rounds; \"rounds min-max\" is the spread of the per-round ratio.\n",
+        "Values are over all rounds; the last column is the per-round rolelb/haproxy ratio: lowest, median, highest.\n",
     );
     out.push_str("MB = 10^6 bytes. Proxy CPU = user+system time of the proxy process during the test (/proc/PID/stat).\n");
     out
@@ -361,7 +364,7 @@ mod tests {
             .unwrap_or_default();
         // Over both rounds: haproxy 400 and rolelb 300 in 2 s; per round 0.50 and 1.00.
         assert!(line.contains("300") && line.contains("0.75 ↑"), "{line}");
-        assert!(line.contains("0.50-1.00"), "{line}");
+        assert!(line.contains("0.50/1.00/1.00"), "{line}");
         assert!(text.contains("0/0/2/0"), "{text}");
     }
 }
