@@ -186,16 +186,19 @@ impl Proxy {
             .ok()
     }
 
-    /// Fails if the process has exited (it should run for the whole benchmark).
-    pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait().context("polling proxy process")? {
-            bail!(
-                "{} exited during the run ({status}); its output:\n{}",
-                self.kind.name(),
-                self.log_tail()
-            );
-        }
-        Ok(())
+    /// Describes how the process ended, with its last output, if it is no longer running
+    /// (it should run for the whole benchmark).
+    pub fn exit_report(&mut self) -> Option<String> {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            Ok(None) => return None,
+            Err(e) => format!("unknown state: {e}"),
+        };
+        Some(format!(
+            "{} exited during the run ({status}); its output:\n{}",
+            self.kind.name(),
+            self.log_tail()
+        ))
     }
 }
 
