@@ -5,6 +5,7 @@
 //! table behind `ArcSwap`) → `proxy` (the data path, reads only the table). `control` owns the
 //! table and is the only writer.
 
+pub mod admin;
 pub mod balance;
 pub mod check;
 pub mod config;

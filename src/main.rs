@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use rolelb::admin;
 use rolelb::config::{self, Config, Global};
 use rolelb::control::{Command, Control};
 use rolelb::logging;
@@ -154,6 +155,9 @@ async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Res
     if control.bound().is_empty() {
         bail!("no frontend has a bind address: nothing to listen on");
     }
+    // Bound while still privileged, like listeners; dropping `_runtime_api` removes the files.
+    let _runtime_api = admin::runtime::bind(&global.stats_sockets)?
+        .serve(admin::Env::new(&shared, control.rebuild_handle()));
     // The pidfile is written while still privileged (it usually lives in /run), as HAProxy does.
     if let Some(path) = &global.pidfile {
         write_pidfile(path)?;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{self, Candidate, Cursor, Live, Selector};
 use crate::check::CheckResult;
-use crate::config::{self, Config, ProxyProtocol};
+use crate::config::{self, Config, MaxLag, ProxyProtocol, Role};
 
 /// The shared handle through which the data path reads the current table.
 pub type TableHandle = Arc<ArcSwap<Table>>;
@@ -84,7 +84,102 @@ pub struct ServerLive {
     pub check_failures: AtomicU64,
     /// Transitions from UP to DOWN.
     pub down_transitions: AtomicU64,
+    /// The role the node last reported (role checks or the agent's `#role=`).
+    role: AtomicU8,
+    /// Replication lag in bytes; `u64::MAX` = unknown.
+    pub lag_bytes: AtomicU64,
+    /// Replication lag in milliseconds; `u64::MAX` = unknown.
+    pub lag_ms: AtomicU64,
+    /// Whether the lag is within `max-lag` (with hysteresis), kept by the role checker.
+    lag_ok: AtomicBool,
+    /// The last role check's outcome, for logs, the admin API and metrics.
+    pub last_role_check: ArcSwapOption<RoleCheckState>,
+    /// Weight set by the operator (`set server B/S weight`), [`NO_WEIGHT`] when none; it
+    /// replaces the configured weight and survives reloads.
+    operator_weight: AtomicU32,
+    /// The health check's rise/fall counter (HAProxy's `check_health`), [`NO_HEALTH`] until a
+    /// check task publishes it.
+    check_health: AtomicU32,
+    /// Most sessions ever open at once on this server.
+    pub max_sessions: AtomicU32,
+    /// When the operating or administrative state last changed (`lastchg` in `show stat`).
+    changed_at: Mutex<Instant>,
 }
+
+/// The role a node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeRole {
+    /// Not known yet, or the last role checks failed: never eligible where a role is required.
+    Unknown = 0,
+    /// Accepts writes.
+    Primary = 1,
+    /// In recovery / read-only.
+    Replica = 2,
+}
+
+impl NodeRole {
+    fn from_u8(v: u8) -> NodeRole {
+        match v {
+            1 => NodeRole::Primary,
+            2 => NodeRole::Replica,
+            _ => NodeRole::Unknown,
+        }
+    }
+
+    /// Lower-case name (`primary`, `replica`, `unknown`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::Unknown => "unknown",
+            NodeRole::Primary => "primary",
+            NodeRole::Replica => "replica",
+        }
+    }
+}
+
+/// Why a role check did not give a role, kept apart so a broken check transport never looks
+/// like a demoted database, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoleProblem {
+    /// The check port could not be reached in time (timeout, unreachable network).
+    Unreachable,
+    /// The connection was refused (nothing listens: the database is down).
+    Refused,
+    /// The database answered but refused us (authentication, permissions).
+    Rejected,
+    /// The answer was not what a database says (garbage, protocol error, hang mid-handshake).
+    BadAnswer,
+}
+
+impl RoleProblem {
+    /// Short name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleProblem::Unreachable => "unreachable",
+            RoleProblem::Refused => "refused",
+            RoleProblem::Rejected => "rejected",
+            RoleProblem::BadAnswer => "bad_answer",
+        }
+    }
+}
+
+/// The outcome of the last role check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleCheckState {
+    /// The role reported, or `Unknown`.
+    pub role: NodeRole,
+    /// Why there is no role, when the check failed.
+    pub problem: Option<RoleProblem>,
+    /// Detail for humans (the driver's error, the lag numbers).
+    pub detail: String,
+    /// How long the check took.
+    pub duration: Duration,
+}
+
+/// [`ServerLive::operator_weight`] when the operator has set no weight.
+const NO_WEIGHT: u32 = u32::MAX;
+/// [`ServerLive::check_health`] before any check task has published its counter.
+const NO_HEALTH: u32 = u32::MAX;
 
 impl Default for ServerLive {
     fn default() -> Self {
@@ -107,11 +202,29 @@ impl Default for ServerLive {
             last_agent: ArcSwapOption::empty(),
             check_failures: AtomicU64::new(0),
             down_transitions: AtomicU64::new(0),
+            role: AtomicU8::new(NodeRole::Unknown as u8),
+            lag_bytes: AtomicU64::new(u64::MAX),
+            lag_ms: AtomicU64::new(u64::MAX),
+            lag_ok: AtomicBool::new(false),
+            last_role_check: ArcSwapOption::empty(),
+            operator_weight: AtomicU32::new(NO_WEIGHT),
+            check_health: AtomicU32::new(NO_HEALTH),
+            max_sessions: AtomicU32::new(0),
+            changed_at: Mutex::new(Instant::now()),
         }
     }
 }
 
 impl AdminState {
+    /// The word HAProxy prints for it (`READY`, `DRAIN`, `MAINT`).
+    pub fn word(self) -> &'static str {
+        match self {
+            AdminState::Ready => "READY",
+            AdminState::Drain => "DRAIN",
+            AdminState::Maint => "MAINT",
+        }
+    }
+
     fn from_u8(v: u8) -> AdminState {
         match v {
             0 => AdminState::Ready,
@@ -144,6 +257,7 @@ impl ServerLive {
     /// Sets the agent's administrative state; returns the previous one.
     pub fn set_agent_admin(&self, state: AdminState) -> AdminState {
         let prev = AdminState::from_u8(self.agent_admin.swap(state as u8, Ordering::AcqRel));
+        self.note_change(prev != state);
         if prev != AdminState::Ready
             && state == AdminState::Ready
             && self.admin() == AdminState::Ready
@@ -161,6 +275,7 @@ impl ServerLive {
     /// Sets the agent's operating state; returns the previous one.
     pub fn set_agent_health(&self, health: Health) -> Health {
         let prev = Health::from_u8(self.agent_health.swap(health as u8, Ordering::AcqRel));
+        self.note_change(prev != health);
         if prev == Health::Down && health == Health::Up && self.health() == Health::Up {
             self.mark_usable_now();
         }
@@ -187,8 +302,8 @@ impl ServerLive {
 
     /// Sets the administrative state; returns the previous one.
     pub fn set_admin(&self, state: AdminState) -> AdminState {
-        let prev = self.admin();
-        self.admin.store(state as u8, Ordering::Release);
+        let prev = AdminState::from_u8(self.admin.swap(state as u8, Ordering::AcqRel));
+        self.note_change(prev != state);
         if prev != AdminState::Ready && state == AdminState::Ready {
             self.mark_usable_now();
         }
@@ -216,10 +331,67 @@ impl ServerLive {
     /// Sets the health; returns the previous one.
     pub fn set_health(&self, health: Health) -> Health {
         let prev = Health::from_u8(self.health.swap(health as u8, Ordering::AcqRel));
+        self.note_change(prev != health);
         if prev == Health::Down && health == Health::Up {
             self.mark_usable_now();
         }
         prev
+    }
+
+    /// Whether the configuration applied last marks this server `disabled`.
+    pub fn config_disabled(&self) -> bool {
+        self.config_disabled.load(Ordering::Acquire)
+    }
+
+    /// The operator's weight, if one is set.
+    pub fn operator_weight(&self) -> Option<u32> {
+        match self.operator_weight.load(Ordering::Acquire) {
+            NO_WEIGHT => None,
+            w => Some(w),
+        }
+    }
+
+    /// Sets (or with `None` clears) the operator's weight; the table must be rebuilt after.
+    pub fn set_operator_weight(&self, weight: Option<u32>) {
+        let w = weight.map_or(NO_WEIGHT, |w| w.min(NO_WEIGHT - 1));
+        self.operator_weight.store(w, Ordering::Release);
+    }
+
+    /// The user weight (`srv_uweight`): the operator's weight, else the configured one,
+    /// scaled by the agent's `N%`; `slowstart` is applied on top of it.
+    pub fn user_weight(&self, configured: u32) -> u32 {
+        self.agent_scaled_weight(self.operator_weight().unwrap_or(configured))
+    }
+
+    /// The health check's rise/fall counter, once a check task has published one.
+    pub fn check_health(&self) -> Option<u32> {
+        match self.check_health.load(Ordering::Acquire) {
+            NO_HEALTH => None,
+            h => Some(h),
+        }
+    }
+
+    /// Publishes the health check's rise/fall counter (for `show stat` and `show servers state`).
+    pub fn set_check_health(&self, counter: u32) {
+        self.check_health
+            .store(counter.min(NO_HEALTH - 1), Ordering::Release);
+    }
+
+    /// When the operating or administrative state last changed.
+    pub fn changed_at(&self) -> Instant {
+        *self
+            .changed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note_change(&self, changed: bool) {
+        if changed {
+            *self
+                .changed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
     }
 
     fn mark_usable_now(&self) {
@@ -234,10 +406,32 @@ impl ServerLive {
         self.effective_admin() == AdminState::Ready && self.effective_health() == Health::Up
     }
 
+    /// The role the node last reported.
+    pub fn role(&self) -> NodeRole {
+        NodeRole::from_u8(self.role.load(Ordering::Acquire))
+    }
+
+    /// Records the node's role; returns the previous one.
+    pub fn set_role(&self, role: NodeRole) -> NodeRole {
+        NodeRole::from_u8(self.role.swap(role as u8, Ordering::AcqRel))
+    }
+
+    /// Whether the lag is within `max-lag` (as last decided by the role checker).
+    pub fn lag_ok(&self) -> bool {
+        self.lag_ok.load(Ordering::Acquire)
+    }
+
+    /// Records whether the lag is within `max-lag`; returns the previous value.
+    pub fn set_lag_ok(&self, ok: bool) -> bool {
+        self.lag_ok.swap(ok, Ordering::AcqRel)
+    }
+
     /// The configured weight scaled by the agent's `N%`.
     pub fn agent_scaled_weight(&self, weight: u32) -> u32 {
         let pct = self.agent_weight_pct.load(Ordering::Acquire);
-        u32::try_from(u64::from(weight) * u64::from(pct) / 100).unwrap_or(weight)
+        // HAProxy caps the resulting weight, not the percentage, at 256.
+        let scaled = u64::from(weight) * u64::from(pct) / 100;
+        u32::try_from(scaled.min(256)).unwrap_or(256)
     }
 
     /// `maxconn` in force: the agent's `maxconn:N` when set, else the configured one.
@@ -254,11 +448,17 @@ impl ServerLive {
             Some(m) if m > 0 => m,
             _ => u32::MAX,
         };
-        self.sessions
+        match self
+            .sessions
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
-            })
-            .is_ok()
+            }) {
+            Ok(prev) => {
+                self.max_sessions.fetch_max(prev + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Gives back a slot taken by [`ServerLive::try_acquire`].
@@ -321,6 +521,10 @@ pub struct BackendLive {
     pub total_sessions: AtomicU64,
     /// Connections refused because no server was available.
     pub no_server: AtomicU64,
+    /// Set while more than one server of a `role primary` backend reports primary.
+    pub role_conflict: AtomicBool,
+    /// Connections refused because of a role conflict.
+    pub conflict_refusals: AtomicU64,
 }
 
 /// Live state of one frontend, shared across tables.
@@ -330,6 +534,8 @@ pub struct FrontendLive {
     pub conns: AtomicU32,
     /// Client connections ever accepted.
     pub total_conns: AtomicU64,
+    /// Most client connections ever open at once.
+    pub max_conns: AtomicU32,
     /// Bytes received from clients.
     pub bytes_in: AtomicU64,
     /// Bytes sent to clients.
@@ -473,8 +679,40 @@ pub struct BackendRt {
     pub active: Pool,
     /// Eligible backup servers (only the first unless `option allbackups`).
     pub backup: Pool,
+    /// `role`: the role a server must report to take traffic here.
+    pub role: Role,
+    /// `max-lag` (with `role replica`).
+    pub max_lag: Option<MaxLag>,
     /// Live state shared across tables.
     pub live: Arc<BackendLive>,
+}
+
+/// Whether `s` may take a new connection in a backend with `role` / `max-lag`: eligible
+/// (admin, health) and reporting the role the backend needs. Backups of a `role replica`
+/// backend (typically the primary, the read fallback) need a known role, not `replica`.
+pub fn admits(role: Role, max_lag: Option<MaxLag>, s: &ServerRt) -> bool {
+    if !s.live.eligible() {
+        return false;
+    }
+    match role {
+        Role::Any => true,
+        Role::Primary => s.live.role() == NodeRole::Primary,
+        Role::Replica if s.backup => s.live.role() != NodeRole::Unknown,
+        Role::Replica => {
+            s.live.role() == NodeRole::Replica && (max_lag.is_none() || s.live.lag_ok())
+        }
+    }
+}
+
+/// The servers of a `role primary` backend that report primary and are not in maintenance:
+/// more than one is a split brain.
+pub fn reported_primaries(servers: &[ServerRt]) -> Vec<&ServerRt> {
+    servers
+        .iter()
+        .filter(|s| {
+            s.live.role() == NodeRole::Primary && s.live.effective_admin() != AdminState::Maint
+        })
+        .collect()
 }
 
 /// Why no server could be picked.
@@ -484,6 +722,8 @@ pub enum NoServer {
     NoneAvailable,
     /// Eligible servers exist but all are at `maxconn`: queue.
     AllFull,
+    /// Several servers of a `role primary` backend report primary: refuse at once.
+    RoleConflict,
 }
 
 struct PoolLive<'a> {
@@ -499,7 +739,7 @@ impl Live for PoolLive<'_> {
             return false;
         }
         let s = &self.backend.servers[idx];
-        if !s.live.eligible() {
+        if !admits(self.backend.role, self.backend.max_lag, s) {
             return false;
         }
         match s.maxconn {
@@ -520,6 +760,12 @@ impl BackendRt {
     /// Picks a server for a new connection from `client` and takes a slot on it; `exclude`
     /// skips one server (the one a redispatch moves away from). Returns the server's index.
     pub fn pick(&self, client: Option<IpAddr>, exclude: Option<usize>) -> Result<usize, NoServer> {
+        // The single-writer guard, re-checked on every pick from the live roles so that the
+        // window between a role report and the next table is closed too.
+        if self.role == Role::Primary && reported_primaries(&self.servers).len() > 1 {
+            self.live.conflict_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(NoServer::RoleConflict);
+        }
         // Backups serve only when no active server is eligible, as in HAProxy.
         let pool = if self.active.members.is_empty() {
             &self.backup
@@ -609,6 +855,9 @@ pub struct Table {
     pub listeners: HashMap<SocketAddr, Arc<FrontendRt>>,
     /// Backends by name.
     pub backends: HashMap<String, Arc<BackendRt>>,
+    /// The configuration this table was built from (for reports: declaration order, ids,
+    /// check settings).
+    pub config: Arc<Config>,
 }
 
 impl Table {
@@ -620,6 +869,13 @@ impl Table {
             frontends: Vec::new(),
             listeners: HashMap::new(),
             backends: HashMap::new(),
+            config: Arc::new(Config {
+                global: config::Global::default(),
+                frontends: Vec::new(),
+                backends: Vec::new(),
+                stats: Vec::new(),
+                warnings: Vec::new(),
+            }),
         }
     }
 
@@ -662,6 +918,7 @@ impl Table {
             frontends,
             listeners,
             backends,
+            config: Arc::new(config.clone()),
         }
     }
 
@@ -698,13 +955,33 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
                 maxqueue: s.maxqueue,
                 send_proxy: s.send_proxy,
                 backup: s.backup,
-                weight: slive.agent_scaled_weight(s.weight),
+                weight: slive.user_weight(s.weight),
                 slowstart: s.slowstart,
                 live: slive,
             }
         })
         .collect();
-    let usable = |s: &ServerRt| !be.disabled && s.live.eligible() && s.weight > 0;
+    let primaries: Vec<String> = if be.role == Role::Primary {
+        reported_primaries(&servers)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let conflict = primaries.len() > 1;
+    let was = live.role_conflict.swap(conflict, Ordering::AcqRel);
+    if conflict && !was {
+        tracing::error!(
+            backend = %be.name,
+            "role conflict: servers {} all report primary; refusing new connections until one of them stops being primary",
+            primaries.join(" and ")
+        );
+    } else if was && !conflict {
+        tracing::warn!(backend = %be.name, "role conflict resolved; routing resumes");
+    }
+    let usable =
+        |s: &ServerRt| !be.disabled && !conflict && s.weight > 0 && admits(be.role, be.max_lag, s);
     let members = |backup: bool| -> Vec<usize> {
         servers
             .iter()
@@ -755,6 +1032,8 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
         servers,
         active,
         backup,
+        role: be.role,
+        max_lag: be.max_lag,
         live,
     }
 }
@@ -819,6 +1098,10 @@ mod tests {
                 check: CheckMethod::Tcp,
                 servers,
                 disabled: false,
+                role: crate::config::Role::Any,
+                role_check: None,
+                max_lag: None,
+                role_source: crate::config::RoleSource::Check,
             }],
             stats: Vec::new(),
             warnings: Vec::new(),

@@ -36,6 +36,10 @@ fn plausible_line() -> impl Strategy<Value = String> {
         "stats socket",
         "acl",
         "role",
+        "role-check pgsql",
+        "role-check mysql",
+        "max-lag",
+        "role-source",
         "etcd e",
         ".if",
         ".else",
@@ -106,6 +110,13 @@ fn plausible_line() -> impl Strategy<Value = String> {
         "fe",
         "backup",
         "send-proxy",
+        "primary",
+        "replica",
+        "password",
+        "database",
+        "agent",
+        "16m",
+        "etcd",
     ]);
     (keyword, prop::collection::vec(arg, 0..5))
         .prop_map(|(k, args)| format!("{k} {}", args.join(" ")))

@@ -5,9 +5,11 @@
 //! data path.
 
 pub mod agent;
+mod conn;
 pub mod http;
 pub mod mysql;
 pub mod pgsql;
+pub mod role;
 pub mod scheduler;
 pub mod tcp;
 pub mod tcp_check;

@@ -20,9 +20,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{self, AgentAdmin, AgentHealth};
+use super::role::{self, Probe, RoleFailure, RoleReport};
 use super::{CheckResult, Target, http, mysql, pgsql, tcp, tcp_check};
-use crate::config::{AgentCheck, Backend, CheckMethod, Config, Server};
-use crate::table::{AdminState, Health, ServerLive, TableHandle};
+use crate::config::{AgentCheck, Backend, CheckMethod, Config, MaxLag, Role, RoleCheck, Server};
+use crate::table::{
+    AdminState, Health, NodeRole, RoleCheckState, RoleProblem, ServerLive, TableHandle,
+};
 
 /// Everything that decides how one server is checked; a task is restarted when it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,8 @@ pub struct CheckSpec {
     pub health: Option<HealthSpec>,
     /// The agent check, if `agent-check` is set.
     pub agent: Option<AgentSpec>,
+    /// The role check, when the backend has `role-check`.
+    pub role: Option<RoleSpec>,
     /// `on-marked-down shutdown-sessions`.
     pub shutdown_on_down: bool,
     /// `on-marked-up shutdown-backup-sessions` (only meaningful on an active server).
@@ -77,6 +82,31 @@ pub struct AgentSpec {
     pub timeout_connect: Option<Duration>,
     /// `timeout check` of the backend.
     pub timeout_check: Option<Duration>,
+}
+
+/// The role-check part of a [`CheckSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSpec {
+    /// How to ask.
+    pub check: RoleCheck,
+    /// Where (the server's check address and port).
+    pub addr: SocketAddr,
+    /// `inter`.
+    pub inter: Duration,
+    /// `fastinter` (default `inter`): used while the role is unknown or checks fail.
+    pub fastinter: Duration,
+    /// `rise`: good lag readings needed to come back from over `max-lag`.
+    pub rise: u32,
+    /// `fall`: failed role checks before the role is unknown.
+    pub fall: u32,
+    /// `timeout connect` of the backend.
+    pub timeout_connect: Option<Duration>,
+    /// `timeout check` of the backend.
+    pub timeout_check: Option<Duration>,
+    /// The backend's `role`.
+    pub backend_role: Role,
+    /// The backend's `max-lag`.
+    pub max_lag: Option<MaxLag>,
 }
 
 /// The target of a check run every `inter`, with HAProxy's use of `timeout check`.
@@ -125,7 +155,22 @@ impl CheckSpec {
             timeout_connect: backend.timeout_connect,
             timeout_check: backend.timeout_check,
         });
-        if health.is_none() && agent.is_none() {
+        let role = backend.role_check.clone().map(|check| RoleSpec {
+            check,
+            addr: SocketAddr::new(
+                server.check_addr.unwrap_or(server.addr.ip()),
+                server.check_port.unwrap_or(server.addr.port()),
+            ),
+            inter: server.inter,
+            fastinter: server.fastinter.unwrap_or(server.inter),
+            rise: server.rise.max(1),
+            fall: server.fall.max(1),
+            timeout_connect: backend.timeout_connect,
+            timeout_check: backend.timeout_check,
+            backend_role: backend.role,
+            max_lag: backend.max_lag,
+        });
+        if health.is_none() && agent.is_none() && role.is_none() {
             return None;
         }
         Some(CheckSpec {
@@ -133,6 +178,7 @@ impl CheckSpec {
             server: server.name.clone(),
             health,
             agent,
+            role,
             shutdown_on_down: server.shutdown_sessions_on_down,
             shutdown_backups_on_up: server.shutdown_backup_sessions_on_up && !server.backup,
         })
@@ -200,6 +246,11 @@ impl RiseFall {
     /// Whether the server is UP.
     pub fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// The health counter itself, from 0 to `rise + fall - 1` (HAProxy's `check_health`).
+    pub fn counter(&self) -> u32 {
+        self.health
     }
 
     /// Whether a change of state is under way (the `fastinter` case).
@@ -296,6 +347,7 @@ async fn health_loop(
     } else {
         RiseFall::new(hs.rise, hs.fall)
     };
+    live.set_check_health(machine.counter());
     let mut next = Instant::now() + first_delay;
     loop {
         tokio::select! {
@@ -317,7 +369,9 @@ async fn health_loop(
             live.check_failures.fetch_add(1, Ordering::Relaxed);
         }
         let name = format!("{}/{}", spec.backend, spec.server);
-        match machine.record(passed) {
+        let transition = machine.record(passed);
+        live.set_check_health(machine.counter());
+        match transition {
             Some(Transition::Down) => {
                 live.set_health(Health::Down);
                 live.down_transitions.fetch_add(1, Ordering::Relaxed);
@@ -405,7 +459,7 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
             changed = true;
             tracing::warn!(
                 "Server {name} is {} (set by the agent){}.",
-                admin_word(state),
+                state.word(),
                 describe(reply)
             );
         }
@@ -423,14 +477,6 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
         tracing::info!("Server {name} maxconn set to {m} by the agent.");
     }
     changed
-}
-
-fn admin_word(state: AdminState) -> &'static str {
-    match state {
-        AdminState::Ready => "READY",
-        AdminState::Drain => "DRAIN",
-        AdminState::Maint => "MAINT",
-    }
 }
 
 fn describe(reply: &agent::AgentReply) -> String {
@@ -453,6 +499,8 @@ async fn agent_loop(
     stop: CancellationToken,
 ) {
     let name = format!("{}/{}", spec.backend, spec.server);
+    let role_from_agent = spec.role.clone().filter(|r| r.check == RoleCheck::Agent);
+    let mut tracker = RoleTracker::default();
     let mut next = Instant::now() + first_delay;
     let mut last_failure: Option<super::Status> = None;
     loop {
@@ -474,6 +522,23 @@ async fn agent_loop(
                 if apply_agent(&live, &reply, &name) {
                     let _ = env.rebuild.send(());
                 }
+                if let Some(rs) = &role_from_agent {
+                    let report =
+                        role::from_agent_description(reply.description.as_deref().unwrap_or(""))
+                            .map_err(|e| RoleFailure {
+                                problem: RoleProblem::BadAnswer,
+                                detail: e,
+                            });
+                    apply_role(
+                        &spec,
+                        rs,
+                        &live,
+                        &env,
+                        &mut tracker,
+                        report,
+                        result.duration,
+                    );
+                }
                 live.last_agent.store(Some(Arc::new(result)));
             }
             Err(result) => {
@@ -481,10 +546,224 @@ async fn agent_loop(
                     tracing::warn!("Agent check for server {name} failed, reason: {result}.");
                     last_failure = Some(result.status);
                 }
+                if let Some(rs) = &role_from_agent {
+                    let problem = match result.status {
+                        super::Status::L4Con => RoleProblem::Refused,
+                        super::Status::L4Tout => RoleProblem::Unreachable,
+                        _ => RoleProblem::BadAnswer,
+                    };
+                    let failure = RoleFailure {
+                        problem,
+                        detail: result.to_string(),
+                    };
+                    apply_role(
+                        &spec,
+                        rs,
+                        &live,
+                        &env,
+                        &mut tracker,
+                        Err(failure),
+                        result.duration,
+                    );
+                }
                 live.last_agent.store(Some(Arc::new(result)));
             }
         }
         next = (started + ag.inter).max(Instant::now());
+    }
+}
+
+/// What the role checker remembers between checks of one server.
+#[derive(Debug, Default)]
+struct RoleTracker {
+    /// Consecutive failed role checks.
+    failures: u32,
+    /// The problem last logged, so a failing check logs once per kind of failure.
+    logged: Option<RoleProblem>,
+    /// Consecutive lag readings within `max-lag` while the server is out for lag.
+    lag_streak: u32,
+}
+
+/// Whether `report`'s lag is within `max_lag`; `None` when the lag is unknown.
+fn lag_within(report: &RoleReport, max_lag: MaxLag) -> Option<bool> {
+    match max_lag {
+        MaxLag::Bytes(b) => report.lag_bytes.map(|l| l <= b),
+        MaxLag::Time(d) => report.lag.map(|l| l <= d),
+    }
+}
+
+fn lag_text(report: &RoleReport) -> String {
+    let bytes = report
+        .lag_bytes
+        .map_or("unknown".to_owned(), |b| format!("{b} bytes"));
+    let time = report
+        .lag
+        .map_or("unknown".to_owned(), |d| format!("{}ms", d.as_millis()));
+    format!("lag {bytes}, {time}")
+}
+
+/// Applies one role-check outcome to the server's live state; asks for a new table when
+/// eligibility changed. A definite answer takes effect at once (a primary that says it is in
+/// recovery stops taking writes now, and its sessions through a `role primary` backend are
+/// closed); failures take `fall` checks to make the role unknown, and unknown is never
+/// eligible. Over `max-lag`, a replica leaves at once and comes back after `rise` good
+/// readings; its running sessions are left alone.
+fn apply_role(
+    spec: &CheckSpec,
+    rs: &RoleSpec,
+    live: &ServerLive,
+    env: &Env,
+    tracker: &mut RoleTracker,
+    outcome: Result<RoleReport, RoleFailure>,
+    duration: Duration,
+) {
+    let name = format!("{}/{}", spec.backend, spec.server);
+    let mut changed = false;
+    match outcome {
+        Ok(report) => {
+            if tracker.logged.take().is_some() {
+                tracing::info!(
+                    "Role check for server {name} answers again: {}.",
+                    report.role.name()
+                );
+            }
+            tracker.failures = 0;
+            live.lag_bytes
+                .store(report.lag_bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+            let ms = report.lag.map_or(u64::MAX, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            });
+            live.lag_ms.store(ms, Ordering::Relaxed);
+            let prev = live.set_role(report.role);
+            if prev != report.role {
+                changed = true;
+                if prev == NodeRole::Primary {
+                    tracing::warn!(
+                        "Server {name} is no longer the primary: it reports {} (check duration: {}ms).",
+                        report.role.name(),
+                        duration.as_millis()
+                    );
+                } else {
+                    tracing::info!(
+                        "Server {name} reports role {} (was {}).",
+                        report.role.name(),
+                        prev.name()
+                    );
+                }
+                if prev == NodeRole::Primary && rs.backend_role == Role::Primary {
+                    live.shutdown_sessions();
+                    tracing::warn!("Closing the sessions of {name}: it lost the primary role.");
+                }
+            }
+            let ok = match rs.max_lag {
+                None => true,
+                Some(max) => match lag_within(&report, max) {
+                    Some(true) if live.lag_ok() => true,
+                    Some(true) => {
+                        tracker.lag_streak += 1;
+                        tracker.lag_streak >= rs.rise
+                    }
+                    Some(false) | None => {
+                        tracker.lag_streak = 0;
+                        false
+                    }
+                },
+            };
+            if live.set_lag_ok(ok) != ok {
+                changed = true;
+                tracker.lag_streak = 0;
+                if ok {
+                    tracing::info!(
+                        "Server {name} is back within max-lag ({}).",
+                        lag_text(&report)
+                    );
+                } else if report.role == NodeRole::Replica {
+                    tracing::warn!(
+                        "Server {name} is NOLB: {} over max-lag or unknown.",
+                        lag_text(&report)
+                    );
+                }
+            }
+            live.last_role_check.store(Some(Arc::new(RoleCheckState {
+                role: report.role,
+                problem: None,
+                detail: lag_text(&report),
+                duration,
+            })));
+        }
+        Err(failure) => {
+            tracker.failures += 1;
+            if tracker.logged != Some(failure.problem) {
+                tracing::warn!(
+                    "Role check for server {name} failed ({}): {}, check duration: {}ms.",
+                    failure.problem.name(),
+                    failure.detail,
+                    duration.as_millis()
+                );
+                tracker.logged = Some(failure.problem);
+            }
+            if tracker.failures >= rs.fall && live.role() != NodeRole::Unknown {
+                live.set_role(NodeRole::Unknown);
+                live.lag_bytes.store(u64::MAX, Ordering::Relaxed);
+                live.lag_ms.store(u64::MAX, Ordering::Relaxed);
+                live.set_lag_ok(false);
+                changed = true;
+                tracing::warn!(
+                    "Server {name} role is unknown after {} failed role checks ({}): not eligible.",
+                    tracker.failures,
+                    failure.problem.name()
+                );
+            }
+            live.last_role_check.store(Some(Arc::new(RoleCheckState {
+                role: live.role(),
+                problem: Some(failure.problem),
+                detail: failure.detail,
+                duration,
+            })));
+        }
+    }
+    if changed {
+        let _ = env.rebuild.send(());
+    }
+}
+
+/// Runs the role check (`role-check pgsql|mysql`) of one server forever (until `stop`).
+async fn role_loop(
+    spec: CheckSpec,
+    rs: RoleSpec,
+    live: Arc<ServerLive>,
+    env: Env,
+    first_delay: Duration,
+    stop: CancellationToken,
+) {
+    let Some(mut probe) = Probe::new(&rs.check, rs.addr) else {
+        return;
+    };
+    let mut tracker = RoleTracker::default();
+    let mut next = Instant::now() + first_delay;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        if live.admin() == AdminState::Maint {
+            next = started + rs.inter;
+            continue;
+        }
+        let t = target(rs.addr, rs.inter, rs.timeout_connect, rs.timeout_check);
+        let limits = role::Limits {
+            connect: t.connect_timeout,
+            answer: t.read_timeout,
+        };
+        let (outcome, duration) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = probe.probe(limits) => r,
+        };
+        apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
+        let settled = tracker.failures == 0 && live.role() != NodeRole::Unknown;
+        let interval = if settled { rs.inter } else { rs.fastinter };
+        next = (started + interval).max(Instant::now());
     }
 }
 
@@ -560,6 +839,17 @@ impl Scheduler {
                     live.clone(),
                     env.clone(),
                     delay,
+                    token.clone(),
+                ));
+            }
+            if let Some(rs) = spec.role.clone().filter(|r| r.check != RoleCheck::Agent) {
+                // The first role check runs at once: nothing is eligible until it answers.
+                tokio::spawn(role_loop(
+                    spec.clone(),
+                    rs,
+                    live.clone(),
+                    env.clone(),
+                    Duration::ZERO,
                     token.clone(),
                 ));
             }

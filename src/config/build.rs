@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use super::draft::{CheckOption, Diags, ProxyDraft, ProxyKind, ServerDraft};
 use super::keywords::did_you_mean;
 use super::model::{
-    AgentCheck, Backend, Bind, CheckMethod, Config, Frontend, Global, HttpCheck, Mode, Server,
-    StatsListener,
+    AgentCheck, Backend, Bind, CheckMethod, Config, Frontend, Global, HttpCheck, MaxLag, Mode,
+    Role, RoleCheck, RoleSource, Server, StatsListener,
 };
 
 /// Builds the configuration; problems go to `diags`.
@@ -301,6 +301,7 @@ fn check_method(p: &ProxyDraft, diags: &mut Diags) -> CheckMethod {
 }
 
 fn backend(p: &ProxyDraft, diags: &mut Diags) -> Backend {
+    check_roles(p, diags);
     Backend {
         name: p.name.clone(),
         loc: p.loc.clone(),
@@ -319,6 +320,60 @@ fn backend(p: &ProxyDraft, diags: &mut Diags) -> Backend {
         check: check_method(p, diags),
         servers: p.servers.iter().filter_map(server).collect(),
         disabled: p.disabled,
+        role: p.role.as_ref().map_or(Role::Any, |(role, _)| *role),
+        role_check: p.role_check.as_ref().map(|(check, _)| check.clone()),
+        max_lag: p.max_lag.as_ref().map(|(lag, _)| *lag),
+        // `etcd` and `both` need `discover`, refused by the parser for now.
+        role_source: p.role_source.unwrap_or(RoleSource::Check),
+    }
+}
+
+/// The rules that tie the role extensions together, on the final backend: each setting may
+/// come from `defaults`, so they can only be judged once inheritance is done. Errors point
+/// at the line of the setting that is wrong here (perhaps in `defaults`) and name the backend.
+fn check_roles(p: &ProxyDraft, diags: &mut Diags) {
+    let proxy = format!("{} '{}'", p.kind.keyword(), p.name);
+    let role = p.role.as_ref().map_or(Role::Any, |(role, _)| *role);
+    let role_check = p.role_check.as_ref().map(|(check, _)| check);
+    if let Some((role @ (Role::Primary | Role::Replica), loc)) = &p.role
+        && role_check.is_none()
+    {
+        diags.error(
+            loc,
+            format!(
+                "{proxy} has 'role {}' but no 'role-check': it needs role-check pgsql|mysql|agent to know the roles",
+                role.keyword()
+            ),
+        );
+    }
+    if let Some((lag, loc)) = &p.max_lag {
+        if role != Role::Replica {
+            diags.error(
+                loc,
+                format!(
+                    "'max-lag' only applies with 'role replica', and {proxy} has 'role {}'",
+                    role.keyword()
+                ),
+            );
+        } else if let (MaxLag::Bytes(_), Some(RoleCheck::Mysql { .. })) = (lag, role_check) {
+            diags.error(
+                loc,
+                format!(
+                    "{proxy}: a size max-lag cannot be measured with 'role-check mysql', which reports replica lag in seconds only: write a duration such as '10s'"
+                ),
+            );
+        }
+    }
+    if let Some(RoleCheck::Agent) = role_check {
+        for s in p.servers.iter().filter(|s| !s.agent_check) {
+            diags.error(
+                &s.loc,
+                format!(
+                    "server '{}/{}' has no 'agent-check', which 'role-check agent' takes the role from: add 'agent-check agent-port N'",
+                    p.name, s.name
+                ),
+            );
+        }
     }
 }
 
@@ -356,4 +411,164 @@ fn server(s: &ServerDraft) -> Option<Server> {
         agent,
         send_proxy: s.send_proxy,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, MaxLag, Role, RoleCheck, parse_with_env};
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        parse_with_env(&[("t.cfg", text)], &|_| None)
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        let errors = parse(text).expect_err("expected errors");
+        for e in &errors {
+            assert!(!e.contains("s3cret"), "password leaked: {e}");
+        }
+        errors
+    }
+
+    const PG: &str = "role-check pgsql user monitor password s3cret\n";
+    const MY: &str = "role-check mysql user monitor password s3cret\n";
+
+    #[test]
+    fn role_without_role_check_is_an_error_at_the_role_line() {
+        for role in ["primary", "replica"] {
+            let e = errors(&format!("backend b\nserver s 127.0.0.1:1\nrole {role}\n"));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with(&format!(
+                    "t.cfg:3: backend 'b' has 'role {role}' but no 'role-check'"
+                )),
+                "{e:?}"
+            );
+            assert!(e[0].contains("to know the roles"), "{e:?}");
+        }
+        assert!(parse("backend b\nrole any\n").is_ok());
+    }
+
+    #[test]
+    fn role_from_defaults_without_role_check_names_each_backend() {
+        let e = errors(&format!(
+            "defaults\nrole primary\nbackend a\nbackend b\n{PG}listen c\nbind :1\n"
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("t.cfg:2: backend 'a' has 'role primary'"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("t.cfg:2: listen 'c' has 'role primary'"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn max_lag_needs_role_replica() {
+        let e = errors("backend b\nmax-lag 16m\n");
+        assert_eq!(
+            e,
+            ["t.cfg:2: 'max-lag' only applies with 'role replica', and backend 'b' has 'role any'"]
+        );
+        let e = errors(&format!("backend b\nrole primary\n{PG}max-lag 10s\n"));
+        assert!(e[0].starts_with("t.cfg:4: 'max-lag' only applies"), "{e:?}");
+        assert!(e[0].contains("has 'role primary'"), "{e:?}");
+    }
+
+    #[test]
+    fn max_lag_is_judged_after_inheritance() {
+        // One `defaults` for a read and a write backend: the write backend must override it.
+        let text = format!(
+            "defaults\n{PG}max-lag 16m\nbackend reads\nrole replica\nbackend writes\nrole primary\n"
+        );
+        let e = errors(&text);
+        assert_eq!(
+            e,
+            [
+                "t.cfg:3: 'max-lag' only applies with 'role replica', and backend 'writes' has 'role primary'"
+            ]
+        );
+        let c = parse(&format!(
+            "defaults\n{PG}role replica\nmax-lag 16m\nbackend reads\n"
+        ))
+        .unwrap();
+        assert_eq!(c.backends[0].max_lag, Some(MaxLag::Bytes(16 << 20)));
+    }
+
+    #[test]
+    fn bytes_max_lag_with_mysql_is_an_error() {
+        let e = errors(&format!("backend b\nrole replica\n{MY}max-lag 16m\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("t.cfg:4: backend 'b': a size max-lag"),
+            "{e:?}"
+        );
+        assert!(e[0].contains("seconds only"), "{e:?}");
+        assert!(parse(&format!("backend b\nrole replica\n{MY}max-lag 10s\n")).is_ok());
+        // PostgreSQL and the agent report both.
+        for check in [PG, "role-check agent\n"] {
+            for lag in ["16m", "10s"] {
+                let c = parse(&format!("backend b\nrole replica\n{check}max-lag {lag}\n"));
+                assert!(c.is_ok(), "{check} {lag}: {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn role_check_agent_needs_agent_check_on_every_server() {
+        let e = errors(
+            "backend b\nrole primary\nrole-check agent\n\
+             server a 127.0.0.1:1 check agent-check agent-port 9\n\
+             server b 127.0.0.1:2 check\nserver c 127.0.0.1:3\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("t.cfg:5: server 'b/b' has no 'agent-check'"),
+            "{e:?}"
+        );
+        assert!(e[1].starts_with("t.cfg:6: server 'b/c'"), "{e:?}");
+        let c = parse(
+            "backend b\nrole primary\nrole-check agent\n\
+             default-server check agent-check agent-port 9\n\
+             server a 127.0.0.1:1\nserver b 127.0.0.1:2\n",
+        )
+        .unwrap();
+        assert_eq!(c.backends[0].role_check, Some(RoleCheck::Agent));
+    }
+
+    #[test]
+    fn role_check_with_role_any_is_valid_and_kept() {
+        let c = parse(&format!("backend b\n{PG}server s 127.0.0.1:1 check\n")).unwrap();
+        assert_eq!(c.backends[0].role, Role::Any);
+        assert!(c.backends[0].role_check.is_some());
+        assert!(
+            c.warnings.iter().all(|w| !w.message.contains("role")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn role_primary_allows_any_balance() {
+        for balance in ["roundrobin", "leastconn", "first", "source", "static-rr"] {
+            let c = parse(&format!(
+                "backend b\nrole primary\n{PG}balance {balance}\nserver s 127.0.0.1:1 check\n"
+            ));
+            assert!(c.is_ok(), "{balance}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_an_error() {
+        // Every error a role-check line can lead to, with a password on it.
+        let e = errors(&format!(
+            "backend a\nrole replica\n{MY}max-lag 1m\n\
+             backend b\nrole-check pgsql password s3cret\n\
+             backend c\nrole-check pgsql user u s3cret\n\
+             backend d\nrole-check mysql user u password s3cret database s3cret\n"
+        ));
+        assert_eq!(e.len(), 4, "{e:?}");
+    }
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::model::{
-    Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogTarget, Mode, ProxyProtocol,
-    TcpCheckRule,
+    Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogTarget, MaxLag, Mode, ProxyProtocol,
+    Role, RoleCheck, RoleSource, TcpCheckRule,
 };
 
 /// The kind of a proxy section.
@@ -199,6 +199,14 @@ pub struct ProxyDraft {
     pub http_expect_loc: Option<Loc>,
     /// `stats ...`.
     pub stats: StatsDraft,
+    /// `role` (rolelb extension), where.
+    pub role: Option<(Role, Loc)>,
+    /// `role-check` (rolelb extension), where.
+    pub role_check: Option<(RoleCheck, Loc)>,
+    /// `max-lag` (rolelb extension), where.
+    pub max_lag: Option<(MaxLag, Loc)>,
+    /// `role-source` (rolelb extension); `None` = the default for the backend.
+    pub role_source: Option<RoleSource>,
     /// `default-server` options.
     pub default_server: ServerDraft,
     /// `server` lines.
@@ -242,6 +250,10 @@ impl ProxyDraft {
             http_expect_own: false,
             http_expect_loc: None,
             stats: StatsDraft::default(),
+            role: None,
+            role_check: None,
+            max_lag: None,
+            role_source: None,
             servers: Vec::new(),
         }
     }

@@ -241,6 +241,82 @@ pub struct Backend {
     pub servers: Vec<Server>,
     /// `disabled`.
     pub disabled: bool,
+    /// `role primary|replica|any` (rolelb extension): the role a server must have to take
+    /// traffic here.
+    pub role: Role,
+    /// `role-check ...` (rolelb extension): how each server's role is found out.
+    pub role_check: Option<RoleCheck>,
+    /// `max-lag SIZE|DURATION` (rolelb extension, with `role replica`).
+    pub max_lag: Option<MaxLag>,
+    /// `role-source check|etcd|both` (rolelb extension): who decides the primary.
+    pub role_source: RoleSource,
+}
+
+/// `role` of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// `role any` (the default): roles are not looked at.
+    #[default]
+    Any,
+    /// `role primary`: only the one primary takes traffic (single-writer guard).
+    Primary,
+    /// `role replica`: only replicas take traffic (within `max-lag`).
+    Replica,
+}
+
+impl Role {
+    /// The word after `role` in the configuration.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Role::Any => "any",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// `role-check ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleCheck {
+    /// `role-check pgsql user U [password P] [database D]`.
+    Pgsql {
+        /// User.
+        user: String,
+        /// Password, if any.
+        password: Option<String>,
+        /// Database (default: the user name, as libpq does).
+        database: Option<String>,
+    },
+    /// `role-check mysql user U [password P]`.
+    Mysql {
+        /// User.
+        user: String,
+        /// Password, if any.
+        password: Option<String>,
+    },
+    /// `role-check agent`: the `#role=` and `lag=` words of the agent-check reply.
+    Agent,
+}
+
+/// `max-lag`: how far behind a replica may be and still take reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxLag {
+    /// A size (`16m`): replay lag in bytes of WAL (PostgreSQL).
+    Bytes(u64),
+    /// A duration (`10s`): replay lag in time (PostgreSQL, and MySQL's Seconds_Behind_Master).
+    Time(Duration),
+}
+
+/// `role-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoleSource {
+    /// The role checks decide (default without `discover`).
+    #[default]
+    Check,
+    /// etcd's leader decides.
+    Etcd,
+    /// Both must agree (default with `discover`).
+    Both,
 }
 
 /// How a server with `check` is checked (the proxy's `option ...-check` / `tcp-check` rules).

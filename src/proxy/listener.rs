@@ -117,7 +117,8 @@ pub async fn accept_loop(
         let local = stream.local_addr().unwrap_or(addr);
         shared.limits.conns.fetch_add(1, Ordering::AcqRel);
         shared.limits.total_conns.fetch_add(1, Ordering::Relaxed);
-        fe.live.conns.fetch_add(1, Ordering::AcqRel);
+        let open = fe.live.conns.fetch_add(1, Ordering::AcqRel) + 1;
+        fe.live.max_conns.fetch_max(open, Ordering::Relaxed);
         fe.live.total_conns.fetch_add(1, Ordering::Relaxed);
         let guard = ConnGuard {
             limits: shared.limits.clone(),

@@ -24,6 +24,8 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 enum Refused {
     /// No server eligible (`SC` with `<NOSRV>`).
     NoServer,
+    /// Several servers of a `role primary` backend report primary (`SC`, refused at once).
+    RoleConflict,
     /// Waited in the queue past `timeout queue` (`sQ`).
     QueueTimeout,
     /// The queue was full (`sQ`).
@@ -37,7 +39,7 @@ enum Refused {
 impl Refused {
     fn code(self) -> &'static str {
         match self {
-            Refused::NoServer | Refused::ConnectFailed => "SC",
+            Refused::NoServer | Refused::RoleConflict | Refused::ConnectFailed => "SC",
             Refused::QueueTimeout | Refused::QueueFull => "sQ",
             Refused::Stopping => "KQ",
         }
@@ -81,6 +83,7 @@ async fn acquire(
         match backend.pick(Some(client.ip()), exclude) {
             Ok(idx) => break Ok(Slot { backend, idx }),
             Err(NoServer::NoneAvailable) => break Err(Refused::NoServer),
+            Err(NoServer::RoleConflict) => break Err(Refused::RoleConflict),
             Err(NoServer::AllFull) => {}
         }
         if queued.is_none() {

@@ -128,17 +128,26 @@ fn serve(mut conn: TcpStream, st: &State) {
             let _ = conn.write_all(&b);
             let _ = conn.shutdown(Shutdown::Write);
             // Let the client read and close first, as real servers do.
-            let mut sink = [0u8; 256];
-            while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+            drain(&mut conn);
         }
         Reply::Silent => {
-            let mut sink = [0u8; 256];
-            while !st.stopping.load(Ordering::SeqCst)
-                && matches!(conn.read(&mut sink), Ok(n) if n > 0)
-            {}
-            thread::sleep(Duration::from_secs(5));
+            drain(&mut conn);
+            if !st.stopping.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_secs(5));
+            }
         }
         Reply::Close => {}
+    }
+}
+
+/// Reads until the peer closes (or the read timeout passes).
+fn drain(conn: &mut TcpStream) {
+    let mut sink = [0u8; 256];
+    loop {
+        match conn.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => return,
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`server`]: options of `server` and `default-server` lines.
 //! - [`bind`]: options of `bind` lines.
 //! - [`log`]: the `log` line, shared by `global` and proxies.
+//! - [`role`]: the rolelb extensions `role`, `role-check`, `max-lag`, `role-source`.
 //! - [`unsupported`]: HAProxy keywords rolelb knows but refuses, with what to do instead,
 //!   and the rolelb extensions not implemented yet.
 
@@ -18,6 +19,7 @@ pub mod global;
 pub mod log;
 pub mod option;
 pub mod proxy;
+pub mod role;
 pub mod server;
 pub mod unsupported;
 

@@ -143,9 +143,10 @@ fn mysql_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String>
         return Err("'option mysql-check' without 'user <username>' is not supported yet: add 'user haproxy' (a user without password allowed to connect)".into());
     }
     let user = ctx.arg(2, "a user name after 'user'")?.to_string();
+    // HAProxy 2.6 sends the 4.1 client packet unless told `pre-41`.
     let post_41 = match ctx.args.get(3).map(|w| w.as_str()) {
-        None | Some("pre-41") => false,
-        Some("post-41") => true,
+        Some("pre-41") => false,
+        None | Some("post-41") => true,
         Some(other) => {
             return Err(format!(
                 "'option mysql-check': unexpected '{other}' (expected post-41 or pre-41)"

@@ -1,7 +1,7 @@
 //! The proxy keyword table: what `defaults`, `frontend`, `backend` and `listen` accept, each
 //! keyword with its parser and the sections where HAProxy allows it.
 
-use super::{Ctx, Sections, bind, check, option, server};
+use super::{Ctx, Sections, bind, check, option, role, server};
 use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
 use crate::config::keywords::log::parse_log_target;
@@ -50,6 +50,11 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("default-server", Sections::BE, default_server),
     kw("server", Sections::BE_ONLY, server_line),
     kw("stats", Sections::ALL, stats),
+    // rolelb extensions (HAProxy would reject them).
+    kw("role", Sections::BE, role::role),
+    kw("role-check", Sections::BE, role::role_check),
+    kw("max-lag", Sections::BE, role::max_lag),
+    kw("role-source", Sections::BE, role::role_source),
     // Accepted for compatibility; they change neither routing nor timing.
     kw("description", Sections::ALL, ignored),
     kw("id", Sections::ALL, ignored),

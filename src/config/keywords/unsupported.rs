@@ -107,10 +107,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
         "was removed from HAProxy 2.1: use 'timeout server'",
     ),
     no("bind-process", "was removed from HAProxy 2.5: delete it"),
-    no("role", NOT_YET),
-    no("role-check", NOT_YET),
-    no("max-lag", NOT_YET),
-    no("role-source", NOT_YET),
     no("discover", NOT_YET),
 ];
 

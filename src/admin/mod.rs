@@ -1,0 +1,58 @@
+//! Operator interfaces beside the data path: today the runtime API on `stats socket`
+//! (`runtime` for the sockets, `cli` for the commands, `stats` and `servers_state` for
+//! HAProxy's report formats, `view` for HAProxy's numbering and state encodings).
+//!
+//! Data enters as commands from operators and leaves as reports read from the current table
+//! and the servers' live state. Changes are written to live state (which outlives tables and
+//! reloads) and `control` is asked to rebuild the table; nothing here touches the data path.
+
+mod cli;
+pub mod runtime;
+mod servers_state;
+mod stats;
+mod view;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::proxy::listener::{Limits, Shared};
+use crate::table::TableHandle;
+
+/// What the operator interfaces read and whom they tell about changes.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The current table.
+    pub table: TableHandle,
+    /// Asks `control` to rebuild the table after live state changed.
+    pub rebuild: mpsc::UnboundedSender<()>,
+    /// Process-wide connection counters.
+    pub limits: Arc<Limits>,
+    /// Global `maxconn` when the configuration sets none.
+    pub default_maxconn: u32,
+    /// Worker threads of the runtime (`Nbthread`).
+    pub nbthread: usize,
+    /// When the process started serving (for `Uptime`).
+    pub started: Instant,
+    /// The same moment on the wall clock (`Start_time_sec`).
+    pub started_wall: SystemTime,
+}
+
+impl Env {
+    /// The environment of a process that starts serving now; call from inside the runtime.
+    pub fn new(shared: &Shared, rebuild: mpsc::UnboundedSender<()>) -> Env {
+        let nbthread = tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_workers())
+            .unwrap_or(1);
+        Env {
+            table: shared.table.clone(),
+            rebuild,
+            limits: shared.limits.clone(),
+            default_maxconn: shared.default_maxconn,
+            nbthread,
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+        }
+    }
+}
