@@ -185,6 +185,34 @@ impl CheckSpec {
     }
 }
 
+/// The next check time: one interval after the previous *planned* time, so wake-up latency
+/// does not accumulate into a slower schedule; never in the past (a check that overran its
+/// slot runs again at once rather than in a burst).
+fn reschedule(planned: Instant, interval: Duration) -> Instant {
+    (planned + interval).max(Instant::now())
+}
+
+/// Sleeps until `next`, and on while the server is in MAINT (checks are suspended there, as in
+/// HAProxy), looking again every `inter`. Returns when the check is due, or `None` once
+/// `stop` is cancelled.
+async fn next_turn(
+    next: &mut Instant,
+    inter: Duration,
+    live: &ServerLive,
+    stop: &CancellationToken,
+) -> Option<()> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep_until(*next) => {}
+        }
+        if live.admin() != AdminState::Maint {
+            return Some(());
+        }
+        *next = Instant::now() + inter;
+    }
+}
+
 /// Runs one health check of the configured method.
 pub async fn run_check(method: &CheckMethod, target: &Target) -> CheckResult {
     match method {
@@ -350,14 +378,8 @@ async fn health_loop(
     live.set_check_health(machine.counter());
     let mut next = Instant::now() + first_delay;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let started = Instant::now();
-        if live.admin() == AdminState::Maint {
-            next = started + hs.inter;
-            continue;
+        if next_turn(&mut next, hs.inter, &live, &stop).await.is_none() {
+            return;
         }
         let target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
         let result = tokio::select! {
@@ -422,8 +444,7 @@ async fn health_loop(
         } else {
             hs.downinter
         };
-        // A fixed schedule from each check's start, as HAProxy; never in the past.
-        next = (started + interval).max(Instant::now());
+        next = reschedule(next, interval);
     }
 }
 
@@ -508,7 +529,6 @@ async fn agent_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
-        let started = Instant::now();
         let target = target(ag.addr, ag.inter, ag.timeout_connect, ag.timeout_check);
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
@@ -569,7 +589,7 @@ async fn agent_loop(
                 live.last_agent.store(Some(Arc::new(result)));
             }
         }
-        next = (started + ag.inter).max(Instant::now());
+        next = reschedule(next, ag.inter);
     }
 }
 
@@ -742,14 +762,8 @@ async fn role_loop(
     let mut tracker = RoleTracker::default();
     let mut next = Instant::now() + first_delay;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let started = Instant::now();
-        if live.admin() == AdminState::Maint {
-            next = started + rs.inter;
-            continue;
+        if next_turn(&mut next, rs.inter, &live, &stop).await.is_none() {
+            return;
         }
         let t = target(rs.addr, rs.inter, rs.timeout_connect, rs.timeout_check);
         let limits = role::Limits {
@@ -763,7 +777,7 @@ async fn role_loop(
         apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
         let settled = tracker.failures == 0 && live.role() != NodeRole::Unknown;
         let interval = if settled { rs.inter } else { rs.fastinter };
-        next = (started + interval).max(Instant::now());
+        next = reschedule(next, interval);
     }
 }
 
