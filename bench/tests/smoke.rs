@@ -8,12 +8,12 @@ use std::process::{Command, Output};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 
-fn haproxy_available() -> bool {
-    if Path::new(HAPROXY).is_file() {
-        return true;
-    }
-    eprintln!("skipped: {HAPROXY} is not installed");
-    false
+/// HAProxy is required: a missing binary fails the test with the fix, never skips it.
+fn require_haproxy() {
+    assert!(
+        Path::new(HAPROXY).is_file(),
+        "{HAPROXY} not found: run scripts/deps.sh"
+    );
 }
 
 fn bench(rolelb: &str) -> Output {
@@ -61,9 +61,7 @@ fn assert_gone(pids: &[u32]) {
 
 #[test]
 fn quick_run_moves_data_through_both_proxies_and_stops_them() {
-    if !haproxy_available() {
-        return;
-    }
+    require_haproxy();
     let out = bench(HAPROXY);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -89,9 +87,7 @@ fn quick_run_moves_data_through_both_proxies_and_stops_them() {
 
 #[test]
 fn proxy_that_cannot_start_fails_the_run_and_stops_the_other() {
-    if !haproxy_available() {
-        return;
-    }
+    require_haproxy();
     let out = bench("/bin/false");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -111,9 +107,7 @@ fn sigterm_mid_run_stops_both_proxies() {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
-    if !haproxy_available() {
-        return;
-    }
+    require_haproxy();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
         .args(["--haproxy", HAPROXY, "--rolelb", HAPROXY, "--seconds", "5"])
         .stdout(Stdio::piped())
