@@ -18,7 +18,8 @@ use scripted::{Reply, Scripted};
 
 fn cli(path: &Path, line: &str) -> String {
     let mut s = UnixStream::connect(path).expect("connect to stats socket");
-    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
     s.write_all(format!("{line}\n").as_bytes()).expect("write");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -53,7 +54,10 @@ fn agent_answers_drive_state_and_weight_like_haproxy() {
     let b = NamedServer::start("b");
     let agent = Scripted::start(Reply::text("up 100%\n"), false);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (rsock, hsock) = (dir.path().join("rolelb.sock"), dir.path().join("haproxy.sock"));
+    let (rsock, hsock) = (
+        dir.path().join("rolelb.sock"),
+        dir.path().join("haproxy.sock"),
+    );
     let (rport, hport) = (free_port(), free_port());
     let lb = Rolelb::start(&cfg(&rsock, rport, &a, &b, agent.port()));
     let _ha = Haproxy::start(&cfg(&hsock, hport, &a, &b, agent.port()));
@@ -68,20 +72,35 @@ fn agent_answers_drive_state_and_weight_like_haproxy() {
         ("up", Reply::text("up\n")),
         ("garbage", Reply::text("%%$#@ nonsense\n")),
         ("nothing", Reply::Close),
-        ("50% with role words", Reply::text("up 50% #role=primary lag=0\n")),
+        (
+            "50% with role words",
+            Reply::text("up 50% #role=primary lag=0\n"),
+        ),
     ];
     for (what, reply) in steps {
         agent.set(reply);
         std::thread::sleep(Duration::from_millis(800));
         let ours = state_of_a(&rsock);
         let theirs = state_of_a(&hsock);
-        assert_eq!(ours, theirs, "after agent says {what}: rolelb {ours:?} vs HAProxy {theirs:?}");
+        assert_eq!(
+            ours, theirs,
+            "after agent says {what}: rolelb {ours:?} vs HAProxy {theirs:?}"
+        );
         // Traffic follows the state: drained, in maintenance or down, `a` takes nothing new.
         let takes_traffic = ours.0 == "2" && ours.1 == "0" && ours.2 != "0";
-        let seq: Vec<String> = (0..4).map(|_| who_answers(local(rport)).expect("conn")).collect();
-        assert_eq!(seq.iter().any(|n| n == "a"), takes_traffic, "after {what}: {seq:?} with state {ours:?}");
+        let seq: Vec<String> = (0..4)
+            .map(|_| who_answers(local(rport)).expect("conn"))
+            .collect();
+        assert_eq!(
+            seq.iter().any(|n| n == "a"),
+            takes_traffic,
+            "after {what}: {seq:?} with state {ours:?}"
+        );
     }
     let log = lb.stderr_text();
     assert!(log.contains("lb/a is DRAIN (set by the agent)"), "{log}");
-    assert!(log.contains("lb/a is DOWN, reason: Agent reported Down"), "{log}");
+    assert!(
+        log.contains("lb/a is DOWN, reason: Agent reported Down"),
+        "{log}"
+    );
 }
