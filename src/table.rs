@@ -525,6 +525,8 @@ pub struct BackendLive {
     pub role_conflict: AtomicBool,
     /// Connections refused because of a role conflict.
     pub conflict_refusals: AtomicU64,
+    /// The server that last was the one primary of a `role primary` backend.
+    writer: Mutex<Option<String>>,
 }
 
 /// Live state of one frontend, shared across tables.
@@ -933,6 +935,27 @@ impl Table {
     }
 }
 
+/// Records `primary` as the one writer of `backend`; when it differs from the previous one,
+/// closes every session on the other servers, so that writes opened before a failover cannot
+/// keep going to the old primary (even one that stayed reachable through a pooler).
+fn hand_over_writes(backend: &str, servers: &[ServerRt], live: &BackendLive, primary: &str) {
+    let mut writer = live.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    match writer.as_deref() {
+        Some(prev) if prev != primary => {
+            tracing::warn!(
+                backend,
+                "{primary} is now the primary (was {prev}): closing sessions to every other server"
+            );
+            for s in servers.iter().filter(|s| s.name != primary) {
+                s.live.shutdown_sessions();
+            }
+        }
+        Some(_) => return,
+        None => {}
+    }
+    *writer = Some(primary.to_owned());
+}
+
 fn server_key(backend: &str, server: &str) -> u64 {
     let mut h = DefaultHasher::new();
     backend.hash(&mut h);
@@ -982,6 +1005,9 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
     }
     let usable =
         |s: &ServerRt| !be.disabled && !conflict && s.weight > 0 && admits(be.role, be.max_lag, s);
+    if let (Role::Primary, false, [only]) = (be.role, conflict, primaries.as_slice()) {
+        hand_over_writes(&be.name, &servers, &live, only);
+    }
     let members = |backup: bool| -> Vec<usize> {
         servers
             .iter()
@@ -1241,6 +1267,114 @@ mod tests {
             100
         );
         assert!(live.in_slowstart(ramp, Instant::now()));
+    }
+
+    fn role_config(
+        servers: Vec<Server>,
+        role: crate::config::Role,
+        max_lag: Option<MaxLag>,
+    ) -> Config {
+        let mut c = config(servers, false);
+        c.backends[0].role = role;
+        c.backends[0].max_lag = max_lag;
+        c
+    }
+
+    #[test]
+    fn role_primary_admits_only_a_reported_primary_and_unknown_is_never_eligible() {
+        let reg = Registry::default();
+        let c = role_config(vec![server("a", 1), server("b", 2)], Role::Primary, None);
+        let t = Table::build(&c, &reg, 1, Instant::now());
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::NoneAvailable),
+            "no role answer yet"
+        );
+        t.backends["be"].servers[1].live.set_role(NodeRole::Primary);
+        t.backends["be"].servers[0].live.set_role(NodeRole::Replica);
+        let t = Table::build(&c, &reg, 2, Instant::now());
+        assert_eq!(names(&t.backends["be"], 3), ["b", "b", "b"]);
+    }
+
+    #[test]
+    fn two_primaries_refuse_every_new_connection_until_one_steps_down() {
+        let reg = Registry::default();
+        let c = role_config(vec![server("a", 1), server("b", 2)], Role::Primary, None);
+        let t = Table::build(&c, &reg, 1, Instant::now());
+        t.backends["be"].servers[0].live.set_role(NodeRole::Primary);
+        // Even before the next table: the guard reads the live roles on every pick.
+        t.backends["be"].servers[1].live.set_role(NodeRole::Primary);
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::RoleConflict)
+        );
+        let t = Table::build(&c, &reg, 2, Instant::now());
+        assert!(t.backends["be"].live.role_conflict.load(Ordering::Relaxed));
+        assert!(t.backends["be"].active.members.is_empty());
+        // An operator's maintenance on one of them resolves it.
+        t.backends["be"].servers[0]
+            .live
+            .set_admin(AdminState::Maint);
+        let t = Table::build(&c, &reg, 3, Instant::now());
+        assert!(!t.backends["be"].live.role_conflict.load(Ordering::Relaxed));
+        assert_eq!(names(&t.backends["be"], 2), ["b", "b"]);
+    }
+
+    #[test]
+    fn a_new_sole_primary_closes_the_sessions_of_the_old_one() {
+        let reg = Registry::default();
+        let c = role_config(vec![server("a", 1), server("b", 2)], Role::Primary, None);
+        let t = Table::build(&c, &reg, 1, Instant::now());
+        let (a, b) = (
+            t.backends["be"].servers[0].live.clone(),
+            t.backends["be"].servers[1].live.clone(),
+        );
+        a.set_role(NodeRole::Primary);
+        b.set_role(NodeRole::Replica);
+        Table::build(&c, &reg, 2, Instant::now());
+        let a_session = a.kill_token();
+        // a goes silent (unknown): its sessions stay until another primary exists.
+        a.set_role(NodeRole::Unknown);
+        Table::build(&c, &reg, 3, Instant::now());
+        assert!(!a_session.is_cancelled());
+        b.set_role(NodeRole::Primary);
+        Table::build(&c, &reg, 4, Instant::now());
+        assert!(
+            a_session.is_cancelled(),
+            "old writer's sessions closed once b is the primary"
+        );
+        assert!(!b.kill_token().is_cancelled());
+    }
+
+    #[test]
+    fn role_replica_needs_replicas_within_max_lag_and_backups_fall_back() {
+        let reg = Registry::default();
+        let mut p = server("p", 3);
+        p.backup = true;
+        let c = role_config(
+            vec![server("r1", 1), server("r2", 2), p],
+            Role::Replica,
+            Some(MaxLag::Bytes(1024)),
+        );
+        let t = Table::build(&c, &reg, 1, Instant::now());
+        let s = |i: usize| t.backends["be"].servers[i].live.clone();
+        s(0).set_role(NodeRole::Replica);
+        s(1).set_role(NodeRole::Replica);
+        s(2).set_role(NodeRole::Primary);
+        s(0).set_lag_ok(true);
+        let t = Table::build(&c, &reg, 2, Instant::now());
+        assert_eq!(
+            names(&t.backends["be"], 2),
+            ["r1", "r1"],
+            "r2's lag is not known to be within max-lag"
+        );
+        s(0).set_lag_ok(false);
+        let t = Table::build(&c, &reg, 3, Instant::now());
+        assert_eq!(
+            names(&t.backends["be"], 2),
+            ["p", "p"],
+            "no replica eligible: the backup primary takes reads"
+        );
     }
 
     #[test]

@@ -277,3 +277,43 @@ fn a_server_that_accepts_but_never_answers_is_failed_by_timeout_check() {
         "the reason names the timeout: {log}"
     );
 }
+
+#[test]
+fn mysql_check_marks_a_mariadb_backend_down_after_fall_and_up_after_rise() {
+    let mut db = common::Mariadb::start();
+    db.sql("CREATE USER 'haproxy_check'@'127.0.0.1'; CREATE USER 'haproxy_check'@'localhost';");
+    let port = free_port();
+    let lb = Rolelb::start(&format!(
+        "{DEFAULTS}listen mysql\n    bind 127.0.0.1:{port}\n    option mysql-check user haproxy_check\n    \
+         server m1 127.0.0.1:{} check inter 500ms rise 2 fall 3\n",
+        db.port()
+    ));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        !lb.stderr_text().contains("is DOWN"),
+        "{}",
+        lb.stderr_text()
+    );
+    db.stop();
+    let down_after = time_to_log(&lb, "is DOWN", 1, Duration::from_secs(5));
+    assert!(
+        within(down_after, 900, 2000),
+        "DOWN {down_after:?} after the stop (fall x inter = 1.5s)"
+    );
+    assert!(
+        lb.stderr_text()
+            .contains("Server mysql/m1 is DOWN, reason: Layer4 connection problem")
+    );
+    db.restart();
+    let up_after = time_to_log(&lb, "is UP", 1, Duration::from_secs(5));
+    assert!(
+        up_after <= Duration::from_millis(1600),
+        "UP {up_after:?} after restart (rise x inter = 1s)"
+    );
+    assert!(
+        lb.stderr_text()
+            .contains("Server mysql/m1 is UP, reason: Layer7 check passed"),
+        "{}",
+        lb.stderr_text()
+    );
+}

@@ -192,6 +192,27 @@ fn reschedule(planned: Instant, interval: Duration) -> Instant {
     (planned + interval).max(Instant::now())
 }
 
+/// Sleeps until `next`, and on while the server is in MAINT (checks are suspended there, as in
+/// HAProxy), looking again every `inter`. Returns when the check is due, or `None` once
+/// `stop` is cancelled.
+async fn next_turn(
+    next: &mut Instant,
+    inter: Duration,
+    live: &ServerLive,
+    stop: &CancellationToken,
+) -> Option<()> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep_until(*next) => {}
+        }
+        if live.admin() != AdminState::Maint {
+            return Some(());
+        }
+        *next = Instant::now() + inter;
+    }
+}
+
 /// Runs one health check of the configured method.
 pub async fn run_check(method: &CheckMethod, target: &Target) -> CheckResult {
     match method {
@@ -357,14 +378,8 @@ async fn health_loop(
     live.set_check_health(machine.counter());
     let mut next = Instant::now() + first_delay;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let started = Instant::now();
-        if live.admin() == AdminState::Maint {
-            next = started + hs.inter;
-            continue;
+        if next_turn(&mut next, hs.inter, &live, &stop).await.is_none() {
+            return;
         }
         let target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
         let result = tokio::select! {
@@ -747,14 +762,8 @@ async fn role_loop(
     let mut tracker = RoleTracker::default();
     let mut next = Instant::now() + first_delay;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        let started = Instant::now();
-        if live.admin() == AdminState::Maint {
-            next = started + rs.inter;
-            continue;
+        if next_turn(&mut next, rs.inter, &live, &stop).await.is_none() {
+            return;
         }
         let t = target(rs.addr, rs.inter, rs.timeout_connect, rs.timeout_check);
         let limits = role::Limits {

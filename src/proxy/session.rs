@@ -14,10 +14,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::forward::{self, Counters, End, Timeouts};
 use super::proxy_protocol;
+use crate::config::Role;
 use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
 
 /// Keepalive probes on sockets with `option clitcpka` / `option srvtcpka`.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Sessions through a backend with a `role` detect a partitioned peer in about half a minute:
+/// keepalive probes after 10 s of silence, every 5 s, 3 of them, and unacknowledged data
+/// given up after `TCP_USER_TIMEOUT`.
+const ROLE_KEEPALIVE: (Duration, Duration, u32) =
+    (Duration::from_secs(10), Duration::from_secs(5), 3);
+/// `TCP_USER_TIMEOUT` on sessions through a backend with a `role`.
+const ROLE_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a session that never reached a server ended, in HAProxy's termination letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +124,23 @@ async fn acquire(
     result
 }
 
-fn set_keepalive(stream: &TcpStream) {
-    let ka = TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
-    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&ka) {
+/// Enables TCP keepalive: HAProxy's plain form for `option clitcpka`/`srvtcpka`, or the
+/// tighter role-aware form with `TCP_USER_TIMEOUT` (see [`ROLE_KEEPALIVE`]).
+fn set_keepalive(stream: &TcpStream, role_aware: bool) {
+    let sock = SockRef::from(stream);
+    let ka = if role_aware {
+        let (idle, interval, probes) = ROLE_KEEPALIVE;
+        if let Err(e) = sock.set_tcp_user_timeout(Some(ROLE_USER_TIMEOUT)) {
+            tracing::debug!("cannot set TCP_USER_TIMEOUT: {e}");
+        }
+        TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(interval)
+            .with_retries(probes)
+    } else {
+        TcpKeepalive::new().with_time(KEEPALIVE_IDLE)
+    };
+    if let Err(e) = sock.set_tcp_keepalive(&ka) {
         tracing::debug!("cannot enable TCP keepalive: {e}");
     }
 }
@@ -217,8 +240,9 @@ pub async fn serve(
 ) {
     let accepted = Instant::now();
     let _ = client.set_nodelay(true);
-    if fe.clitcpka {
-        set_keepalive(&client);
+    let role_aware = fe.backend.role != Role::Any;
+    if fe.clitcpka || role_aware {
+        set_keepalive(&client, role_aware);
     }
     let slot = match acquire(&fe, &table, peer, None, &stop).await {
         Ok(slot) => slot,
@@ -233,8 +257,9 @@ pub async fn serve(
     let server = &backend.servers[conn.slot.idx];
     server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     backend.live.total_sessions.fetch_add(1, Ordering::Relaxed);
-    if backend.settings.srvtcpka {
-        set_keepalive(&conn.stream);
+    let role_aware = backend.role != Role::Any;
+    if backend.settings.srvtcpka || role_aware {
+        set_keepalive(&conn.stream, role_aware);
     }
     if let Some(version) = server.send_proxy {
         let header = proxy_protocol::header(version, peer, local);

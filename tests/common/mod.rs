@@ -282,7 +282,7 @@ fn db_tempdir(prefix: &str) -> TempDir {
 
 /// A command for `program` that dies with the spawning thread (PDEATHSIG) and, when
 /// `as_db_user`, runs as the database user from `cwd` (which that user can enter).
-fn command(program: &Path, as_db_user: bool, cwd: &Path) -> Command {
+pub fn command(program: &Path, as_db_user: bool, cwd: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(cwd).stdin(Stdio::null());
     if as_db_user && let Some((uid, gid)) = db_user() {
@@ -341,7 +341,7 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `cmd` with stdout and stderr appended to `log`.
-    fn spawn(name: &str, cmd: &mut Command, log: &Path, stop_signal: Signal) -> Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path, stop_signal: Signal) -> Proc {
         let child = cmd
             .stdout(log_file(log))
             .stderr(log_file(log))
@@ -388,7 +388,7 @@ impl Proc {
     }
 
     /// Waits until `ready()` holds, panicking with the log if the process dies or time runs out.
-    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+    pub fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             self.assert_running(what);
@@ -867,9 +867,17 @@ pub fn stats_cli(path: &Path, line: &str) -> String {
     out
 }
 
-/// The rolelb binary built for this test run.
+/// The rolelb binary built for this test run: cargo names it for the root package's tests;
+/// other crates that include this harness (agent/tests) may name one in `$ROLELB_BIN`.
 pub fn rolelb_bin() -> PathBuf {
-    require_bin(env!("CARGO_BIN_EXE_rolelb"))
+    match option_env!("CARGO_BIN_EXE_rolelb") {
+        Some(path) => require_bin(path),
+        None => {
+            require_bin(std::env::var_os("ROLELB_BIN").unwrap_or_else(|| {
+                panic!("no rolelb binary in this crate's tests: set ROLELB_BIN")
+            }))
+        }
+    }
 }
 
 /// rolelb (`rolelb -f FILE`) running a test's config, with stderr captured to a file.
