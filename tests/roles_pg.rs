@@ -547,7 +547,7 @@ fn a_lagging_replica_leaves_the_read_rotation_and_returns_after_catching_up() {
     let held = read_session_on(stack.read_port, r1);
 
     stack.nodes[1].psql("SELECT pg_wal_replay_pause()");
-    let log_mark = stack.lb.stderr_text().len();
+    let log_mark = stack.lb.log_mark();
     // About 10 MB of WAL, ten times max-lag.
     stack.nodes[0]
         .psql("INSERT INTO ticks (pad) SELECT repeat('x', 200) FROM generate_series(1, 40000)");
@@ -588,9 +588,11 @@ fn a_lagging_replica_leaves_the_read_rotation_and_returns_after_catching_up() {
 
     stack.nodes[1].psql("SELECT pg_wal_replay_resume()");
     let resumed = Instant::now();
-    let back = wait_until(Duration::from_secs(10), || {
-        stack.lb.stderr_text()[log_mark..].contains("Server reads/pg2 is back within max-lag")
-    });
+    let back = stack.lb.wait_for_log_since(
+        log_mark,
+        "Server reads/pg2 is back within max-lag",
+        Duration::from_secs(10),
+    );
     let return_time = resumed.elapsed();
     assert!(
         back,

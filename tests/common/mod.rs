@@ -947,7 +947,21 @@ impl Rolelb {
 
     /// Waits until rolelb's stderr contains `needle`; false if `timeout` passes first.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.stderr_text().contains(needle))
+        self.wait_for_log_since(0, needle, timeout)
+    }
+
+    /// Where the log ends now: a mark for [`Rolelb::wait_for_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.stderr_text().len()
+    }
+
+    /// Like [`Rolelb::wait_for_log`], looking only at what was logged after `mark`.
+    pub fn wait_for_log_since(&self, mark: usize, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.stderr_text()
+                .get(mark..)
+                .is_some_and(|text| text.contains(needle))
+        })
     }
 }
 
