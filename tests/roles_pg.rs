@@ -412,10 +412,20 @@ fn switchover_moves_writes_within_fall_times_inter_and_no_write_hits_a_replica()
         .iter()
         .filter_map(|a| a.result.as_ref().err())
         .collect();
+    // How the failed writes failed, by psql's first line (closed before login: refused by
+    // rolelb; lost: the session died under it, e.g. the primary stopping).
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for e in &errors {
+        let kind = e.lines().next().unwrap_or("").to_owned();
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
     eprintln!(
         "switchover: primary stop took {:?}, promotion {:?}; first write through rolelb {:?} after \
          the promotion finished (bound {:?} + {:?} psql); writes: {ok} ok, {} failed, {read_only} \
-         answered read-only; reads: {} ok, {} failed",
+         answered read-only; reads: {} ok, {} failed; write errors: {kinds:?}",
         stopped - stopping,
         promoted - stopped,
         failover,
@@ -466,6 +476,10 @@ fn split_brain_refuses_writes_fast_and_names_both_servers() {
     let mut raw = TcpStream::connect(write).expect("a raw session through the write listener");
     assert!(still_open(&mut raw));
     let sessions_before = stack.sessions_total("writes");
+    assert!(
+        sessions_before.len() == 2 && sessions_before[0].1 >= 2,
+        "show stat counts the two held sessions on writes/pg1: {sessions_before:?}"
+    );
 
     stack.nodes[1].promote();
     let promoted = Instant::now();
@@ -547,6 +561,7 @@ fn a_lagging_replica_leaves_the_read_rotation_and_returns_after_catching_up() {
     stack.nodes[1].psql("SELECT pg_wal_replay_pause()");
     let log_mark = stack.lb.log_mark();
     // About 10 MB of WAL, ten times max-lag.
+    let writing = Instant::now();
     stack.nodes[0]
         .psql("INSERT INTO ticks (pad) SELECT repeat('x', 200) FROM generate_series(1, 40000)");
     let written = Instant::now();
@@ -599,9 +614,11 @@ fn a_lagging_replica_leaves_the_read_rotation_and_returns_after_catching_up() {
     );
     let reads: Vec<String> = (0..6).map(|_| psql(stack.read_port, WHO)).collect();
     eprintln!(
-        "lag: pg2 NOLB logged {detection:?} after ~10 MB of WAL were written; back in rotation \
+        "lag: pg2 NOLB logged {detection:?} after ~10 MB of WAL were written (the INSERT took \
+         {:?}); back in rotation \
          {return_time:?} after replay resumed (rise 2 × inter {INTER:?}); pg3 briefly NOLB while \
-         replaying: {pg3_blipped}"
+         replaying: {pg3_blipped}",
+        written - writing
     );
     assert!(
         detection <= ROLE_CHANGE_BOUND,
