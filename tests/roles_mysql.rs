@@ -186,7 +186,12 @@ fn mariadb_read_only_moves_servers_between_write_and_read_listeners() {
         );
     }
     // Without replication the lag is unknown: with max-lag, unknown keeps a replica out,
-    // round after round of checks.
+    // round after round of checks, and the log says why from the first reading.
+    expect_log_since(
+        0,
+        "Server lagged/m2 is NOLB: lag unknown, unknown",
+        Duration::from_secs(2),
+    );
     let deadline = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < deadline {
         let took = refusal_time(local(lagged)).unwrap_or_else(|e| {
@@ -258,6 +263,15 @@ fn mariadb_read_only_moves_servers_between_write_and_read_listeners() {
         0,
         "Server writes/m1 is no longer the primary",
         Duration::ZERO,
+    );
+    let log = lb.stderr_text();
+    let stray: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("max-lag") && !l.contains("Server lagged/"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "lag is logged only for backends with max-lag: {stray:#?}"
     );
 
     // Both writable: a split brain; the write listener refuses at once and names both.
