@@ -11,21 +11,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Haproxy, NamedServer, Rolelb, free_port, open_named, who_answers};
+use common::{Haproxy, NamedServer, Rolelb, free_port, open_named, stats_cli as cli, who_answers};
 use tempfile::TempDir;
-
-/// Sends one line to the socket at `path` and reads the reply until the server closes.
-fn cli(path: &Path, line: &str) -> String {
-    let mut s = UnixStream::connect(path)
-        .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    s.write_all(line.as_bytes()).expect("writing the command");
-    s.write_all(b"\n").expect("writing the newline");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("reading the reply");
-    out
-}
 
 /// A backend's servers and its sockets, in a directory of the test's own.
 struct Sockets {

@@ -602,6 +602,9 @@ struct RoleTracker {
     logged: Option<RoleProblem>,
     /// Consecutive lag readings within `max-lag` while the server is out for lag.
     lag_streak: u32,
+    /// The lag state last logged (`true`: within `max-lag`), so a replica that is over or of
+    /// unknown lag from its very first reading is logged NOLB too; `None` until then.
+    lag_logged: Option<bool>,
 }
 
 /// Whether `report`'s lag is within `max_lag`; `None` when the lag is unknown.
@@ -675,29 +678,35 @@ fn apply_role(
                     tracing::warn!("Closing the sessions of {name}: it lost the primary role.");
                 }
             }
-            let ok = match rs.max_lag {
+            // `None`: no max-lag; `Some(None)`: the lag is unknown.
+            let within = rs.max_lag.map(|max| lag_within(&report, max));
+            let ok = match within {
                 None => true,
-                Some(max) => match lag_within(&report, max) {
-                    Some(true) if live.lag_ok() => true,
-                    Some(true) => {
-                        tracker.lag_streak += 1;
-                        tracker.lag_streak >= rs.rise
-                    }
-                    Some(false) | None => {
-                        tracker.lag_streak = 0;
-                        false
-                    }
-                },
+                Some(Some(true)) if live.lag_ok() => true,
+                Some(Some(true)) => {
+                    tracker.lag_streak += 1;
+                    tracker.lag_streak >= rs.rise
+                }
+                Some(Some(false) | None) => {
+                    tracker.lag_streak = 0;
+                    false
+                }
             };
             if live.set_lag_ok(ok) != ok {
                 changed = true;
                 tracker.lag_streak = 0;
-                if ok {
+            }
+            // Lag is logged for replicas of backends with `max-lag` only, once per change of
+            // state; a reading within max-lag that still waits for `rise` logs nothing.
+            if within.is_some() && report.role == NodeRole::Replica {
+                if ok && tracker.lag_logged != Some(true) {
+                    tracker.lag_logged = Some(true);
                     tracing::info!(
                         "Server {name} is back within max-lag ({}).",
                         lag_text(&report)
                     );
-                } else if report.role == NodeRole::Replica {
+                } else if within != Some(Some(true)) && tracker.lag_logged != Some(false) {
+                    tracker.lag_logged = Some(false);
                     tracing::warn!(
                         "Server {name} is NOLB: {} over max-lag or unknown.",
                         lag_text(&report)
@@ -727,6 +736,7 @@ fn apply_role(
                 live.lag_bytes.store(u64::MAX, Ordering::Relaxed);
                 live.lag_ms.store(u64::MAX, Ordering::Relaxed);
                 live.set_lag_ok(false);
+                tracker.lag_logged = None;
                 changed = true;
                 tracing::warn!(
                     "Server {name} role is unknown after {} failed role checks ({}): not eligible.",

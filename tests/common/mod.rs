@@ -168,6 +168,51 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// How soon [`refusal_time`] must see a refusal for it to count as "at once": far below any
+/// `timeout connect` or `timeout queue` the tests use (seconds), loose enough for a shared,
+/// loaded test machine.
+pub const REFUSAL_BOUND: Duration = Duration::from_millis(500);
+
+/// Connects to `addr` and waits (up to 5 s) for the peer to close without a word, as a
+/// balancer with no server to offer does; returns how long that took. Err when the peer
+/// answered, or kept the connection open (a server on the other side).
+pub fn refusal_time(addr: SocketAddr) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    match conn.read(&mut buf) {
+        Ok(0) => Ok(started.elapsed()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(started.elapsed()),
+        Ok(n) => Err(format!(
+            "{addr} answered instead of refusing: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        )),
+        Err(e) => Err(format!(
+            "{addr} neither answered nor closed within {:?}: {e}",
+            started.elapsed()
+        )),
+    }
+}
+
+/// True while the peer of `conn` has not closed it (no EOF, no reset) within a 100 ms read.
+/// Whatever the peer sent is consumed.
+pub fn still_open(conn: &mut TcpStream) -> bool {
+    conn.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("setting a read timeout");
+    let mut buf = [0u8; 512];
+    match conn.read(&mut buf) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 /// The addresses of every `bind` line in an HAProxy-syntax config, as addresses to reach them
 /// at (`*`, `0.0.0.0` and an empty host become 127.0.0.1; `::` becomes ::1).
 pub fn bind_addrs(cfg: &str) -> Vec<SocketAddr> {
@@ -402,14 +447,28 @@ impl Drop for Proc {
 /// `psql` on 127.0.0.1:`port` as user `postgres`, database `postgres`: unaligned, tuples only
 /// (`a|b` per row), trimmed. Err carries psql's stderr.
 pub fn try_psql(port: u16, sql: &str) -> Result<String, String> {
-    let out = Command::new(require_bin(PSQL_BIN))
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+    try_psql_as(port, "postgres", None, sql)
+}
+
+/// Like [`try_psql`] as `user` with `password` (none: psql never prompts, so a server that
+/// wants one refuses).
+pub fn try_psql_as(
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    sql: &str,
+) -> Result<String, String> {
+    let mut cmd = Command::new(require_bin(PSQL_BIN));
+    cmd.args(["-X", "-w", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+        .args(["-U", user, "-d", "postgres", "-c", sql])
         .env("PGCONNECT_TIMEOUT", "5")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run psql: {e}"))?;
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null());
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run psql: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -594,6 +653,18 @@ impl Postgres {
     /// Runs `sql` on this server with [`psql`].
     pub fn psql(&self, sql: &str) -> String {
         psql(self.port, sql)
+    }
+
+    /// Puts `lines` at the top of `pg_hba.conf`, ahead of initdb's trust lines (the first
+    /// matching line wins), and reloads. The reload is asynchronous: prove it took effect
+    /// (e.g. a login that must now fail) before relying on it.
+    pub fn hba_prepend(&self, lines: &str) {
+        let path = self.dir.path().join("data").join("pg_hba.conf");
+        let old =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        fs::write(&path, format!("{lines}\n{old}"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        assert_eq!(self.psql("SELECT pg_reload_conf()"), "t");
     }
 }
 
@@ -787,6 +858,20 @@ impl Haproxy {
     }
 }
 
+/// Sends one command line to the `stats socket` at `path` and reads the reply until rolelb
+/// closes (a non-interactive session answers one command).
+pub fn stats_cli(path: &Path, line: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    s.write_all(line.as_bytes()).expect("writing the command");
+    s.write_all(b"\n").expect("writing the newline");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("reading the reply");
+    out
+}
+
 /// The rolelb binary built for this test run: cargo names it for the root package's tests;
 /// other crates that include this harness (agent/tests) may name one in `$ROLELB_BIN`.
 pub fn rolelb_bin() -> PathBuf {
@@ -867,7 +952,21 @@ impl Rolelb {
 
     /// Waits until rolelb's stderr contains `needle`; false if `timeout` passes first.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.stderr_text().contains(needle))
+        self.wait_for_log_since(0, needle, timeout)
+    }
+
+    /// Where the log ends now: a mark for [`Rolelb::wait_for_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.stderr_text().len()
+    }
+
+    /// Like [`Rolelb::wait_for_log`], looking only at what was logged after `mark`.
+    pub fn wait_for_log_since(&self, mark: usize, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.stderr_text()
+                .get(mark..)
+                .is_some_and(|text| text.contains(needle))
+        })
     }
 }
 
