@@ -628,8 +628,8 @@ fn lag_text(report: &RoleReport) -> String {
 /// Applies one role-check outcome to the server's live state; asks for a new table when
 /// eligibility changed. A definite answer takes effect at once (a primary that says it is in
 /// recovery stops taking writes now, and its sessions through a `role primary` backend are
-/// closed); failures take `fall` checks to make the role unknown, and unknown is never
-/// eligible. Over `max-lag`, a replica leaves at once and comes back after `rise` good
+/// closed); a refused connection makes the role unknown at once, other failures after `fall`
+/// checks; unknown is never eligible. Over `max-lag`, a replica leaves at once and comes back after `rise` good
 /// readings; its running sessions are left alone.
 fn apply_role(
     spec: &CheckSpec,
@@ -731,7 +731,15 @@ fn apply_role(
                 );
                 tracker.logged = Some(failure.problem);
             }
-            if tracker.failures >= rs.fall && live.role() != NodeRole::Unknown {
+            // A refused connection means nothing listens on the database's port: whatever
+            // it was, it is not serving as primary now, so that needs no `fall` confirmations.
+            // Timeouts and bad answers may be passing trouble and wait for `fall` failures.
+            let needed = if failure.problem == RoleProblem::Refused {
+                1
+            } else {
+                rs.fall
+            };
+            if tracker.failures >= needed && live.role() != NodeRole::Unknown {
                 live.set_role(NodeRole::Unknown);
                 live.lag_bytes.store(u64::MAX, Ordering::Relaxed);
                 live.lag_ms.store(u64::MAX, Ordering::Relaxed);
