@@ -120,10 +120,10 @@ fn inodes(text: &str, local_port: Option<u16>, peer_port: Option<u16>) -> Vec<St
         }
         let (local, peer) = (f[2], f[3]);
         let ends = |addr: &str, p: Option<u16>| p.is_some_and(|p| addr.ends_with(&format!(":{p}")));
-        if ends(local, local_port) || ends(peer, peer_port) {
-            if let Some(ino) = f.iter().find_map(|w| w.strip_prefix("ino:")) {
-                found.push(ino.to_owned());
-            }
+        if (ends(local, local_port) || ends(peer, peer_port))
+            && let Some(ino) = f.iter().find_map(|w| w.strip_prefix("ino:"))
+        {
+            found.push(ino.to_owned());
         }
     }
     found
