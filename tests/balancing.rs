@@ -60,21 +60,9 @@ fn three_weighted() -> (NamedServer, NamedServer, NamedServer) {
 fn roundrobin_follows_weights_exactly_in_every_cycle_like_haproxy() {
     let (a, b, c) = three_weighted();
     let servers = [
-        Srv {
-            name: "a",
-            addr: a.addr(),
-            opts: "weight 3",
-        },
-        Srv {
-            name: "b",
-            addr: b.addr(),
-            opts: "weight 1",
-        },
-        Srv {
-            name: "c",
-            addr: c.addr(),
-            opts: "weight 2",
-        },
+        Srv::of(&a, "weight 3"),
+        Srv::of(&b, "weight 1"),
+        Srv::of(&c, "weight 2"),
     ];
     let p = start_pair("balance roundrobin", &servers);
     let cycle = 6;
@@ -99,21 +87,9 @@ fn roundrobin_follows_weights_exactly_in_every_cycle_like_haproxy() {
 fn static_rr_gives_the_same_sequence_as_haproxy() {
     let (a, b, c) = three_weighted();
     let servers = [
-        Srv {
-            name: "a",
-            addr: a.addr(),
-            opts: "weight 5",
-        },
-        Srv {
-            name: "b",
-            addr: b.addr(),
-            opts: "weight 3",
-        },
-        Srv {
-            name: "c",
-            addr: c.addr(),
-            opts: "weight 1",
-        },
+        Srv::of(&a, "weight 5"),
+        Srv::of(&b, "weight 3"),
+        Srv::of(&c, "weight 1"),
     ];
     let p = start_pair("balance static-rr", &servers);
     let ours = sequence(p.rolelb_addr, 27);
@@ -125,23 +101,7 @@ fn static_rr_gives_the_same_sequence_as_haproxy() {
 #[test]
 fn leastconn_sends_new_connections_to_the_least_loaded_server() {
     let (a, b, c) = three_weighted();
-    let servers = [
-        Srv {
-            name: "a",
-            addr: a.addr(),
-            opts: "",
-        },
-        Srv {
-            name: "b",
-            addr: b.addr(),
-            opts: "",
-        },
-        Srv {
-            name: "c",
-            addr: c.addr(),
-            opts: "",
-        },
-    ];
+    let servers = [Srv::of(&a, ""), Srv::of(&b, ""), Srv::of(&c, "")];
     let p = start_pair("balance leastconn", &servers);
     for (who, addr) in [("rolelb", p.rolelb_addr), ("haproxy", p.haproxy_addr)] {
         // Six held connections spread two per server.
@@ -168,21 +128,9 @@ fn leastconn_sends_new_connections_to_the_least_loaded_server() {
 fn first_fills_servers_in_order_up_to_maxconn_like_haproxy() {
     let (a, b, c) = three_weighted();
     let servers = [
-        Srv {
-            name: "a",
-            addr: a.addr(),
-            opts: "maxconn 2",
-        },
-        Srv {
-            name: "b",
-            addr: b.addr(),
-            opts: "maxconn 3",
-        },
-        Srv {
-            name: "c",
-            addr: c.addr(),
-            opts: "maxconn 10",
-        },
+        Srv::of(&a, "maxconn 2"),
+        Srv::of(&b, "maxconn 3"),
+        Srv::of(&c, "maxconn 10"),
     ];
     let p = start_pair("balance first", &servers);
     let mut results = Vec::new();
@@ -221,23 +169,7 @@ fn clients(n: u8) -> Vec<Ipv4Addr> {
 #[test]
 fn source_is_sticky_per_client_address() {
     let (a, b, c) = three_weighted();
-    let servers = [
-        Srv {
-            name: "a",
-            addr: a.addr(),
-            opts: "",
-        },
-        Srv {
-            name: "b",
-            addr: b.addr(),
-            opts: "",
-        },
-        Srv {
-            name: "c",
-            addr: c.addr(),
-            opts: "",
-        },
-    ];
+    let servers = [Srv::of(&a, ""), Srv::of(&b, ""), Srv::of(&c, "")];
     for hash in ["map-based", "consistent"] {
         let port = free_port();
         let lb = Rolelb::start(&listen(

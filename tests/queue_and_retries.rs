@@ -141,11 +141,7 @@ fn connect_failures_are_retried_and_the_last_retry_is_redispatched() {
             addr: dead,
             opts: "",
         },
-        Srv {
-            name: "alive",
-            addr: alive.addr(),
-            opts: "",
-        },
+        Srv::of(&alive, ""),
     ];
     let (rp, hp) = (free_port(), free_port());
     let with = "balance first\nretries 2\noption redispatch\ntimeout connect 200ms";

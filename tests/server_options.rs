@@ -87,11 +87,7 @@ fn slowstart_ramps_a_returning_server_up_gradually() {
     let port = free_port();
     let servers = |b_opts: &'static str| {
         vec![
-            Srv {
-                name: "a",
-                addr: a.addr(),
-                opts: "weight 100",
-            },
+            Srv::of(&a, "weight 100"),
             Srv {
                 name: "b",
                 addr: b.addr(),

@@ -16,6 +16,17 @@ pub struct Srv<'a> {
     pub opts: &'a str,
 }
 
+impl<'a> Srv<'a> {
+    /// A server line for `server` (its name and address) with `opts`.
+    pub fn of(server: &'a crate::common::NamedServer, opts: &'a str) -> Srv<'a> {
+        Srv {
+            name: server.name(),
+            addr: server.addr(),
+            opts,
+        }
+    }
+}
+
 /// A `global` + `defaults` + one `listen lb` on `127.0.0.1:port` with `balance_lines` (e.g.
 /// `balance roundrobin`, possibly several lines) and the servers.
 pub fn listen(port: u16, balance_lines: &str, servers: &[Srv<'_>]) -> String {
