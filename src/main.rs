@@ -88,11 +88,18 @@ fn default_maxconn() -> u32 {
     u32::try_from(conns).unwrap_or(u32::MAX).max(1)
 }
 
+/// The runtime: `nbthread 1` runs everything on the one main thread, as HAProxy does; more
+/// threads (or none given: one per core) use a work-stealing pool of that many workers.
 fn runtime(global: &Global) -> Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = global.nbthread {
-        builder.worker_threads(n);
-    }
+    let mut builder = match global.nbthread {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().build().context("starting the runtime")
 }
 

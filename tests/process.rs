@@ -59,7 +59,7 @@ fn user_and_group_drop_privileges_after_binding_and_pidfile_is_written() {
 }
 
 #[test]
-fn nbthread_sets_the_number_of_worker_threads() {
+fn nbthread_sets_the_number_of_threads_that_run_the_proxy() {
     let s1 = NamedServer::start("s1");
     let threads = |n: u32| {
         let port = free_port();
@@ -69,10 +69,11 @@ fn nbthread_sets_the_number_of_worker_threads() {
             .parse::<u32>()
             .expect("thread count")
     };
+    assert_eq!(threads(1), 1, "nbthread 1: one thread, as HAProxy");
     assert_eq!(
-        threads(4) - threads(1),
-        3,
-        "nbthread 4 runs three more workers than nbthread 1"
+        threads(4),
+        5,
+        "nbthread 4: four workers beside the main thread"
     );
 }
 
