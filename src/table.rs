@@ -102,6 +102,10 @@ pub struct ServerLive {
     check_health: AtomicU32,
     /// Most sessions ever open at once on this server.
     pub max_sessions: AtomicU32,
+    /// Session counters and timings beyond the basic ones (for metrics and reports).
+    pub traffic: TrafficStats,
+    /// How long checks of this server take.
+    pub check_durations: CheckDurations,
     /// When the operating or administrative state last changed (`lastchg` in `show stat`).
     changed_at: Mutex<Instant>,
 }
@@ -210,6 +214,8 @@ impl Default for ServerLive {
             operator_weight: AtomicU32::new(NO_WEIGHT),
             check_health: AtomicU32::new(NO_HEALTH),
             max_sessions: AtomicU32::new(0),
+            traffic: TrafficStats::default(),
+            check_durations: CheckDurations::default(),
             changed_at: Mutex::new(Instant::now()),
         }
     }
@@ -506,6 +512,150 @@ impl ServerLive {
     }
 }
 
+/// Samples in the sliding average of session times (HAProxy's `TIME_STATS_SAMPLES`).
+const TIME_SAMPLES: u64 = 1024;
+
+/// A lock-free average of the last [`TIME_SAMPLES`] values (a true average before that many),
+/// in HAProxy's sliding-window style: adding `v` takes `sum / n` out and puts `v` in.
+#[derive(Debug, Default)]
+pub struct SlidingAverage {
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl SlidingAverage {
+    /// Adds one sample.
+    pub fn add(&self, value: u64) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| {
+                Some(if n <= TIME_SAMPLES {
+                    sum.saturating_add(value)
+                } else {
+                    (sum - sum / TIME_SAMPLES).saturating_add(value)
+                })
+            });
+    }
+
+    /// The current average; 0 before the first sample.
+    pub fn get(&self) -> u64 {
+        let n = self.count.load(Ordering::Relaxed).min(TIME_SAMPLES);
+        if n == 0 {
+            return 0;
+        }
+        self.sum.load(Ordering::Relaxed) / n
+    }
+}
+
+/// Per-server (and per-backend) session counters beyond the basic ones, all atomics so the
+/// data path counts without a lock. Times are in milliseconds.
+#[derive(Debug, Default)]
+pub struct TrafficStats {
+    /// Connection attempts (first tries and retries).
+    pub connect_attempts: AtomicU64,
+    /// Retries after a failed connection attempt.
+    pub retries: AtomicU64,
+    /// Sessions moved to another server after failed attempts (`option redispatch`).
+    pub redispatches: AtomicU64,
+    /// Sessions ended by a client reset or error.
+    pub client_aborts: AtomicU64,
+    /// Sessions ended by a server reset or error.
+    pub server_aborts: AtomicU64,
+    /// Average time spent queued.
+    pub queue_ms: SlidingAverage,
+    /// Average time to connect.
+    pub connect_ms: SlidingAverage,
+    /// Average total session time.
+    pub total_ms: SlidingAverage,
+    /// Longest time spent queued.
+    pub max_queue_ms: AtomicU64,
+    /// Longest time to connect.
+    pub max_connect_ms: AtomicU64,
+    /// Longest total session time.
+    pub max_total_ms: AtomicU64,
+    /// Unix time in seconds of the last session started; 0 = never.
+    pub last_session: AtomicU64,
+}
+
+impl TrafficStats {
+    /// Records that a session got connected after `queue` waiting and `connect` connecting.
+    pub fn record_start(&self, queue: Duration, connect: Duration) {
+        let (q, c) = (millis(queue), millis(connect));
+        self.queue_ms.add(q);
+        self.connect_ms.add(c);
+        self.max_queue_ms.fetch_max(q, Ordering::Relaxed);
+        self.max_connect_ms.fetch_max(c, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_session.store(now, Ordering::Relaxed);
+    }
+
+    /// Records that a session ended after `total` in all.
+    pub fn record_end(&self, total: Duration) {
+        let t = millis(total);
+        self.total_ms.add(t);
+        self.max_total_ms.fetch_max(t, Ordering::Relaxed);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Upper bounds (seconds) of the check duration histogram's buckets.
+pub const CHECK_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A lock-free histogram of durations over [`CHECK_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; CHECK_BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = CHECK_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (as Prometheus wants them), the total count and the sum
+    /// in seconds.
+    pub fn snapshot(&self) -> ([u64; CHECK_BUCKETS.len()], u64, f64) {
+        let mut out = [0; CHECK_BUCKETS.len()];
+        let mut acc = 0;
+        for (o, b) in out.iter_mut().zip(&self.buckets) {
+            acc += b.load(Ordering::Relaxed);
+            *o = acc;
+        }
+        let count = self.count.load(Ordering::Relaxed).max(acc);
+        #[allow(clippy::cast_precision_loss)]
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (out, count, sum)
+    }
+}
+
+/// How long each kind of check of one server takes.
+#[derive(Debug, Default)]
+pub struct CheckDurations {
+    /// Health checks (`check`).
+    pub health: Histogram,
+    /// Agent checks (`agent-check`).
+    pub agent: Histogram,
+    /// Role checks (`role-check`).
+    pub role: Histogram,
+}
+
 /// Live state of one backend, shared across tables.
 #[derive(Debug, Default)]
 pub struct BackendLive {
@@ -527,6 +677,14 @@ pub struct BackendLive {
     pub conflict_refusals: AtomicU64,
     /// The server that last was the one primary of a `role primary` backend.
     writer: Mutex<Option<String>>,
+    /// Sessions currently holding a server slot in this backend.
+    pub sessions: AtomicU32,
+    /// Most sessions ever open at once in this backend.
+    pub max_sessions: AtomicU32,
+    /// Most connections ever waiting in the queue at once.
+    pub max_queued: AtomicU32,
+    /// Session counters and timings of the whole backend.
+    pub traffic: TrafficStats,
 }
 
 /// Live state of one frontend, shared across tables.
@@ -793,6 +951,8 @@ impl BackendRt {
             let idx = pool.members[i];
             let server = &self.servers[idx];
             if server.live.try_acquire(server.maxconn) {
+                let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
+                self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
                 return Ok(idx);
             }
         }
@@ -803,6 +963,7 @@ impl BackendRt {
     pub fn release(&self, idx: usize) {
         if let Some(s) = self.servers.get(idx) {
             s.live.release();
+            self.live.sessions.fetch_sub(1, Ordering::AcqRel);
         }
         self.live.slot_freed.notify_one();
     }
