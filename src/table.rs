@@ -108,6 +108,8 @@ pub struct ServerLive {
     pub check_durations: CheckDurations,
     /// When the operating or administrative state last changed (`lastchg` in `show stat`).
     changed_at: Mutex<Instant>,
+    /// Time spent stopped (down or in maintenance).
+    downtime: Downtime,
 }
 
 /// The role a node reports.
@@ -217,6 +219,7 @@ impl Default for ServerLive {
             traffic: TrafficStats::default(),
             check_durations: CheckDurations::default(),
             changed_at: Mutex::new(Instant::now()),
+            downtime: Downtime::default(),
         }
     }
 }
@@ -393,11 +396,20 @@ impl ServerLive {
 
     fn note_change(&self, changed: bool) {
         if changed {
+            let now = Instant::now();
             *self
                 .changed_at
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                .unwrap_or_else(PoisonError::into_inner) = now;
+            let stopped = self.effective_admin() == AdminState::Maint
+                || self.effective_health() == Health::Down;
+            self.downtime.set(stopped, now);
         }
+    }
+
+    /// Time spent stopped (down or in maintenance) since the process started.
+    pub fn downtime(&self, now: Instant) -> Duration {
+        self.downtime.total(now)
     }
 
     fn mark_usable_now(&self) {
@@ -576,6 +588,8 @@ pub struct TrafficStats {
     pub max_total_ms: AtomicU64,
     /// Unix time in seconds of the last session started; 0 = never.
     pub last_session: AtomicU64,
+    /// Sessions started per second (for the highest rate seen).
+    pub session_rate: RateMax,
 }
 
 impl TrafficStats {
@@ -590,6 +604,7 @@ impl TrafficStats {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.last_session.store(now, Ordering::Relaxed);
+        self.session_rate.tick();
     }
 
     /// Records that a session ended after `total` in all.
@@ -602,6 +617,91 @@ impl TrafficStats {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Time accumulated in a "stopped" state (a server down or in maintenance, a backend with
+/// no usable server). Written only by the control plane, so a mutex is fine here.
+#[derive(Debug, Default)]
+pub struct Downtime {
+    state: Mutex<DowntimeState>,
+}
+
+#[derive(Debug, Default)]
+struct DowntimeState {
+    total: Duration,
+    since: Option<Instant>,
+}
+
+impl Downtime {
+    /// Records whether the object is stopped from `now` on.
+    pub fn set(&self, stopped: bool, now: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match (st.since, stopped) {
+            (None, true) => st.since = Some(now),
+            (Some(since), false) => {
+                st.total += now.saturating_duration_since(since);
+                st.since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The time spent stopped up to `now`.
+    pub fn total(&self, now: Instant) -> Duration {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.total
+            + st.since
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+    }
+}
+
+/// Events per wall-clock second and the highest such count seen, lock-free: the current
+/// second and its count share one atomic word.
+#[derive(Debug, Default)]
+pub struct RateMax {
+    current: AtomicU64,
+    max: AtomicU64,
+}
+
+impl RateMax {
+    /// Counts one event now.
+    pub fn tick(&self) {
+        let sec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            & 0xffff_ffff;
+        let mut count = 1;
+        let _ = self
+            .current
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                count = if word >> 32 == sec {
+                    (word & 0xffff_ffff) + 1
+                } else {
+                    1
+                };
+                Some(sec << 32 | count)
+            });
+        self.max.fetch_max(count, Ordering::Relaxed);
+    }
+
+    /// Events so far in the current second (0 when the last one is older).
+    pub fn current(&self) -> u64 {
+        let sec = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            & 0xffff_ffff;
+        let word = self.current.load(Ordering::Relaxed);
+        if word >> 32 == sec {
+            word & 0xffff_ffff
+        } else {
+            0
+        }
+    }
+
+    /// The highest count seen in one second.
+    pub fn max(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
+    }
 }
 
 /// Upper bounds (seconds) of the check duration histogram's buckets.
@@ -685,6 +785,8 @@ pub struct BackendLive {
     pub max_queued: AtomicU32,
     /// Session counters and timings of the whole backend.
     pub traffic: TrafficStats,
+    /// Time spent with no usable server.
+    pub downtime: Downtime,
 }
 
 /// Live state of one frontend, shared across tables.
@@ -700,6 +802,8 @@ pub struct FrontendLive {
     pub bytes_in: AtomicU64,
     /// Bytes sent to clients.
     pub bytes_out: AtomicU64,
+    /// Connections accepted per second (for the highest rate seen).
+    pub conn_rate: RateMax,
     /// Woken when a connection ends (for `maxconn`).
     pub conn_freed: Notify,
 }
@@ -1202,6 +1306,10 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
             selector: Some(selector),
         }
     };
+    live.downtime.set(
+        active_members.is_empty() && backup_members.is_empty(),
+        Instant::now(),
+    );
     let active = pool(active_members, &live.cursor);
     let backup = pool(backup_members, &live.backup_cursor);
     BackendRt {
