@@ -630,20 +630,38 @@ pub struct Downtime {
 struct DowntimeState {
     total: Duration,
     since: Option<Instant>,
+    /// Whether a state was recorded yet (the first one is where it starts, not a transition).
+    seen: bool,
+    /// Transitions from running to stopped.
+    downs: u64,
 }
 
 impl Downtime {
     /// Records whether the object is stopped from `now` on.
     pub fn set(&self, stopped: bool, now: Instant) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = !std::mem::replace(&mut st.seen, true);
         match (st.since, stopped) {
-            (None, true) => st.since = Some(now),
+            (None, true) => {
+                st.since = Some(now);
+                if !first {
+                    st.downs += 1;
+                }
+            }
             (Some(since), false) => {
                 st.total += now.saturating_duration_since(since);
                 st.since = None;
             }
             _ => {}
         }
+    }
+
+    /// How many times it went from running to stopped (its first state aside).
+    pub fn transitions(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .downs
     }
 
     /// The time spent stopped up to `now`.

@@ -199,30 +199,82 @@ struct Ctx {
     site: Site,
 }
 
+/// Niceness of the thread that serves HTTP: under CPU contention the data path's workers win.
+const ADMIN_NICE: libc::c_int = 10;
+
 impl HttpListeners {
-    /// Starts one accept loop per listener (call from inside the runtime); reloads asked for
-    /// through the API go to `commands`.
+    /// Starts serving on a thread of its own (a one-thread runtime at a lower CPU priority),
+    /// so rendering `/metrics` or answering a flood of API calls never takes a data-path
+    /// worker; reloads asked for through the API go to `commands`.
     pub fn serve(self, env: Env, commands: mpsc::Sender<Command>) -> Running {
         let stop = CancellationToken::new();
-        for b in self.bound {
-            match TcpListener::from_std(b.listener) {
-                Ok(listener) => {
-                    let what = match b.site {
-                        Site::Admin { .. } => "admin API",
-                        Site::Stats { .. } => "stats page",
-                    };
-                    tracing::info!(addr = %b.addr, "{what} listening");
-                    let ctx = Arc::new(Ctx {
-                        env: env.clone(),
-                        commands: commands.clone(),
-                        site: b.site,
-                    });
-                    tokio::spawn(accept_loop(listener, ctx, stop.clone()));
-                }
-                Err(e) => tracing::error!(addr = %b.addr, "HTTP listener: {e}"),
-            }
+        if self.bound.is_empty() {
+            return Running { stop };
+        }
+        let thread_stop = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rolelb-http".into())
+            .spawn(move || {
+                lower_priority();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("HTTP listeners: cannot start their runtime: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    for b in self.bound {
+                        start_listener(b, &env, &commands, &thread_stop);
+                    }
+                    thread_stop.cancelled().await;
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!("HTTP listeners: cannot start their thread: {e}");
         }
         Running { stop }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux applies `setpriority` per thread).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            u32::try_from(tid).unwrap_or(0),
+            ADMIN_NICE,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "HTTP thread keeps its priority: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &CancellationToken) {
+    match TcpListener::from_std(b.listener) {
+        Ok(listener) => {
+            let what = match b.site {
+                Site::Admin { .. } => "admin API",
+                Site::Stats { .. } => "stats page",
+            };
+            tracing::info!(addr = %b.addr, "{what} listening");
+            let ctx = Arc::new(Ctx {
+                env: env.clone(),
+                commands: commands.clone(),
+                site: b.site,
+            });
+            tokio::spawn(accept_loop(listener, ctx, stop.clone()));
+        }
+        Err(e) => tracing::error!(addr = %b.addr, "HTTP listener: {e}"),
     }
 }
 

@@ -845,7 +845,7 @@ const BACKEND: &[(&str, &str, &str, BeValue)] = &[
         "check_up_down_total",
         "counter",
         "Total number of failed checks causing UP to DOWN server transitions, per server/backend, since the worker process started",
-        |b| b.sum(|s| s.rt.live.down_transitions.load(Ordering::Relaxed)),
+        |b| b.rt.live.downtime.transitions().into(),
     ),
     (
         "check_last_change_seconds",
@@ -1585,6 +1585,20 @@ fn rolelb_families(table: &Table, proxies: &[Proxy<'_>], out: &mut Out) {
         .iter()
         .filter_map(|px| px.backend.map(|(_, rt)| (px.name, rt)))
         .collect();
+    let name = "rolelb_backend_role";
+    out.family(
+        name,
+        "gauge",
+        "The role a backend requires of its servers ('role' keyword: primary, replica or any).",
+    );
+    for (proxy, rt) in &backends {
+        let role = match rt.role {
+            crate::config::Role::Primary => "primary",
+            crate::config::Role::Replica => "replica",
+            crate::config::Role::Any => "any",
+        };
+        out.sample(name, &[("proxy", proxy), ("role", role)], V::N(1));
+    }
     let name = "rolelb_backend_role_conflict";
     out.family(
         name,
