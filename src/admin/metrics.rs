@@ -11,7 +11,7 @@
 //! The `rolelb_*` families add what role awareness makes visible: role per server,
 //! replication lag, role conflicts, check durations, table swaps. etcd discovery adds
 //! `rolelb_etcd_connected`, `rolelb_etcd_events_total`, `rolelb_etcd_last_revision` and
-//! `rolelb_etcd_state_age_seconds` (per etcd section) here, next to [`rolelb_families`],
+//! `rolelb_etcd_state_age_seconds` (per etcd section) here, next to `rolelb_families`,
 //! once an etcd client publishes its status.
 //!
 //! Rendered by hand rather than through the `prometheus` crate: every value already lives in
