@@ -112,6 +112,11 @@ impl Control {
         self.rebuild_tx.clone()
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The addresses currently listened on.
     pub fn bound(&self) -> Vec<SocketAddr> {
         self.listeners.keys().copied().collect()

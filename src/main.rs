@@ -162,16 +162,19 @@ async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Res
     if control.bound().is_empty() {
         bail!("no frontend has a bind address: nothing to listen on");
     }
+    let (commands, rx) = mpsc::channel(16);
+    let env = admin::Env::new(&shared, control.rebuild_handle());
     // Bound while still privileged, like listeners; dropping `_runtime_api` removes the files.
-    let _runtime_api = admin::runtime::bind(&global.stats_sockets)?
-        .serve(admin::Env::new(&shared, control.rebuild_handle()));
+    let _runtime_api = admin::runtime::bind(&global.stats_sockets)?.serve(env.clone());
+    let stats_listeners = control.config().stats.clone();
+    let _http =
+        admin::http::bind(global.admin.as_ref(), &stats_listeners)?.serve(env, commands.clone());
     // The pidfile is written while still privileged (it usually lives in /run), as HAProxy does.
     if let Some(path) = &global.pidfile {
         write_pidfile(path)?;
     }
     drop_privileges(&global)?;
     tracing::info!(pid = std::process::id(), "rolelb started");
-    let (commands, rx) = mpsc::channel(16);
     tokio::spawn(control.run(rx));
 
     let mut hup = signal(SignalKind::hangup())?;

@@ -2,24 +2,20 @@
 //! plumbing is in `runtime`; this file only parses a command, checks the session's level,
 //! reads or changes live state and asks `control` for a new table.
 //!
-//! Changes go to the server's live state (which outlives tables and reloads); the reply is
-//! sent once the rebuilt table is published, so a client that sees the reply sees the change.
-
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! Changes go through `ops` (shared with the HTTP API) to the server's live state (which
+//! outlives tables and reloads); the reply is sent once the rebuilt table is published, so a
+//! client that sees the reply sees the change.
 
 use super::Env;
+use super::ops::{self, Found, LookupError};
 use super::servers_state;
 use super::stats::{self, StatFilter};
 use super::view;
 use crate::config::StatsLevel;
-use crate::table::{AdminState, ServerLive, ServerRt};
+use crate::table::AdminState;
 
 /// The highest weight HAProxy accepts.
 const MAX_WEIGHT: u32 = 256;
-
-/// How long a change waits for `control` to publish the rebuilt table.
-const REBUILD_WAIT: Duration = Duration::from_secs(2);
 
 /// The commands rolelb answers, as `help` lists them: (usage, description, needs admin).
 const COMMANDS: &[(&str, &str, bool)] = &[
@@ -288,34 +284,11 @@ fn show_backend(env: &Env) -> String {
     out
 }
 
-/// A server found by `backend/server`: its name, configured weight and live state (held by
-/// `Arc`, so the table may change meanwhile).
-struct Found {
-    name: String,
-    initial: u32,
-    live: Arc<ServerLive>,
-}
-
 fn lookup(env: &Env, target: Option<&str>) -> Result<Found, &'static str> {
     let (backend, server) = split_target(target)?;
-    let table = env.table.load();
-    let Some(be_cfg) = table.config.backends.iter().find(|b| b.name == backend) else {
-        return Err(NO_BACKEND);
-    };
-    let Some(s_cfg) = be_cfg.servers.iter().find(|s| s.name == server) else {
-        return Err(NO_SERVER);
-    };
-    let rt: Option<&ServerRt> = table
-        .backends
-        .get(backend)
-        .and_then(|b| b.servers.iter().find(|s| s.name == server));
-    let Some(rt) = rt else {
-        return Err(NO_SERVER);
-    };
-    Ok(Found {
-        name: format!("{backend}/{server}"),
-        initial: s_cfg.weight,
-        live: rt.live.clone(),
+    ops::lookup(env, backend, server).map_err(|e| match e {
+        LookupError::NoBackend => NO_BACKEND,
+        LookupError::NoServer => NO_SERVER,
     })
 }
 
@@ -327,18 +300,6 @@ fn get_weight(env: &Env, target: Option<&str>) -> String {
             f.live.user_weight(f.initial),
             f.initial
         ),
-    }
-}
-
-/// Asks `control` for a new table and waits (briefly) until it is published.
-async fn rebuild(env: &Env) {
-    let before = env.table.load().generation;
-    if env.rebuild.send(()).is_err() {
-        return;
-    }
-    let deadline = Instant::now() + REBUILD_WAIT;
-    while env.table.load().generation == before && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -356,15 +317,7 @@ async fn set_state(
         Ok(s) => s,
         Err(e) => return Outcome::Reply(e.to_owned()),
     };
-    let prev = found.live.set_admin(state);
-    if prev != state {
-        tracing::warn!(
-            "Server {} is {} (set by {origin}).",
-            found.name,
-            state.word()
-        );
-        rebuild(env).await;
-    }
+    ops::set_state(env, &found, state, origin).await;
     Outcome::Reply(String::new())
 }
 
@@ -382,15 +335,7 @@ async fn set_weight(
         Ok(w) => w,
         Err(e) => return Outcome::Reply(e.to_owned()),
     };
-    if found.live.operator_weight() != Some(w) {
-        found.live.set_operator_weight(Some(w));
-        tracing::warn!(
-            "Server {} weight set to {w} (initial {}) by {origin}.",
-            found.name,
-            found.initial
-        );
-        rebuild(env).await;
-    }
+    ops::set_weight(env, &found, w, origin).await;
     Outcome::Reply(String::new())
 }
 
@@ -406,13 +351,7 @@ async fn enable(env: &Env, target: Option<&str>, enable: bool, origin: &str) -> 
         (false, _) => AdminState::Maint,
     };
     if next != current {
-        found.live.set_admin(next);
-        tracing::warn!(
-            "Server {} is {} (set by {origin}).",
-            found.name,
-            next.word()
-        );
-        rebuild(env).await;
+        ops::set_state(env, &found, next, origin).await;
     }
     Outcome::Reply(String::new())
 }

@@ -1,12 +1,19 @@
-//! Operator interfaces beside the data path: today the runtime API on `stats socket`
-//! (`runtime` for the sockets, `cli` for the commands, `stats` and `servers_state` for
-//! HAProxy's report formats, `view` for HAProxy's numbering and state encodings).
+//! Operator interfaces beside the data path: the runtime API on `stats socket` (`runtime` for
+//! the sockets, `cli` for the commands, `stats` and `servers_state` for HAProxy's report
+//! formats), the HTTP admin API and stats page (`http`, with `api` for the JSON documents and
+//! `page` for the HTML), Prometheus `/metrics` (`metrics`), `ops` for the changes both APIs
+//! make, and `view` for HAProxy's numbering and state encodings shared by every report.
 //!
 //! Data enters as commands from operators and leaves as reports read from the current table
 //! and the servers' live state. Changes are written to live state (which outlives tables and
 //! reloads) and `control` is asked to rebuild the table; nothing here touches the data path.
 
+mod api;
 mod cli;
+pub mod http;
+pub mod metrics;
+mod ops;
+mod page;
 pub mod runtime;
 mod servers_state;
 mod stats;

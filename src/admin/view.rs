@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use crate::check::{CheckResult, Status};
 use crate::config::{self, Config};
-use crate::table::{AdminState, BackendRt, Health, ServerRt, Table};
+use crate::table::{self, AdminState, BackendRt, Health, ServerRt, Table};
 
 /// HAProxy gives id 1 to an internal proxy; configured proxies count from 2.
 const FIRST_PROXY_ID: u32 = 2;
@@ -289,6 +289,63 @@ impl ServerView<'_> {
             return format!("DOWN {counter}/{rise}");
         }
         "DOWN".to_owned()
+    }
+}
+
+/// A server's state as `/metrics` (`haproxy_server_status{state=...}`) and the JSON API name
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbState {
+    /// Down by its checks or its agent.
+    Down,
+    /// Up and taking traffic.
+    Up,
+    /// In maintenance (operator, agent or `disabled`).
+    Maint,
+    /// Draining: keeps its sessions, takes no new ones.
+    Drain,
+    /// Up, but its role or replication lag keeps it out of this backend's rotation.
+    Nolb,
+}
+
+impl LbState {
+    /// Every state, in the order HAProxy's exporter lists them.
+    pub const ALL: [LbState; 5] = [
+        LbState::Down,
+        LbState::Up,
+        LbState::Maint,
+        LbState::Drain,
+        LbState::Nolb,
+    ];
+
+    /// The word (`UP`, `DOWN`, `NOLB`, `DRAIN`, `MAINT`).
+    pub fn word(self) -> &'static str {
+        match self {
+            LbState::Down => "DOWN",
+            LbState::Up => "UP",
+            LbState::Maint => "MAINT",
+            LbState::Drain => "DRAIN",
+            LbState::Nolb => "NOLB",
+        }
+    }
+}
+
+impl ServerView<'_> {
+    /// The server's state in `backend`: maintenance first, then health, drain, then whether
+    /// its role and lag let it take this backend's traffic.
+    pub fn lb_state(&self, backend: &BackendRt) -> LbState {
+        let live = &self.rt.live;
+        if self.maint() {
+            LbState::Maint
+        } else if !self.up() {
+            LbState::Down
+        } else if live.effective_admin() == AdminState::Drain {
+            LbState::Drain
+        } else if !table::admits(backend.role, backend.max_lag, self.rt) {
+            LbState::Nolb
+        } else {
+            LbState::Up
+        }
     }
 }
 

@@ -436,6 +436,7 @@ async fn health_loop(
             }
             None => {}
         }
+        live.check_durations.health.observe(result.duration);
         live.last_check.store(Some(Arc::new(result)));
         let interval = if machine.transitioning() {
             hs.fastinter
@@ -559,6 +560,7 @@ async fn agent_loop(
                         result.duration,
                     );
                 }
+                live.check_durations.agent.observe(result.duration);
                 live.last_agent.store(Some(Arc::new(result)));
             }
             Err(result) => {
@@ -586,6 +588,7 @@ async fn agent_loop(
                         result.duration,
                     );
                 }
+                live.check_durations.agent.observe(result.duration);
                 live.last_agent.store(Some(Arc::new(result)));
             }
         }
@@ -792,6 +795,7 @@ async fn role_loop(
             _ = stop.cancelled() => return,
             r = probe.probe(limits) => r,
         };
+        live.check_durations.role.observe(duration);
         apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
         let settled = tracker.failures == 0 && live.role() != NodeRole::Unknown;
         let interval = if settled { rs.inter } else { rs.fastinter };

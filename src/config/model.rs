@@ -74,6 +74,19 @@ pub struct Global {
     pub pidfile: Option<PathBuf>,
     /// `daemon` was given (rolelb warns and stays in the foreground).
     pub daemon: bool,
+    /// `admin bind ADDR:PORT [token-file PATH]`: the HTTP admin API.
+    pub admin: Option<AdminBind>,
+}
+
+/// `admin bind ADDR:PORT [token-file PATH]` in `global` (a rolelb extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminBind {
+    /// Where the admin API listens (loopback when the address gives only a port).
+    pub addr: SocketAddr,
+    /// The file holding the bearer token that mutating calls must present.
+    pub token_file: Option<PathBuf>,
+    /// Where it was declared.
+    pub loc: Loc,
 }
 
 /// `stats socket` in `global`.

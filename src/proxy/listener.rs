@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session;
-use crate::table::{FrontendLive, TableHandle};
+use crate::table::{FrontendLive, RateMax, TableHandle};
 
 /// How often a listener whose limits are reached re-checks them even without a wake-up
 /// (limits can change with a reload).
@@ -29,6 +29,8 @@ pub struct Limits {
     pub conns: AtomicU32,
     /// Client connections ever accepted.
     pub total_conns: AtomicU64,
+    /// Connections accepted per second, all frontends together.
+    pub conn_rate: RateMax,
     /// Woken when a connection ends.
     pub freed: Notify,
 }
@@ -117,9 +119,11 @@ pub async fn accept_loop(
         let local = stream.local_addr().unwrap_or(addr);
         shared.limits.conns.fetch_add(1, Ordering::AcqRel);
         shared.limits.total_conns.fetch_add(1, Ordering::Relaxed);
+        shared.limits.conn_rate.tick();
         let open = fe.live.conns.fetch_add(1, Ordering::AcqRel) + 1;
         fe.live.max_conns.fetch_max(open, Ordering::Relaxed);
         fe.live.total_conns.fetch_add(1, Ordering::Relaxed);
+        fe.live.conn_rate.tick();
         let guard = ConnGuard {
             limits: shared.limits.clone(),
             frontend: fe.live.clone(),

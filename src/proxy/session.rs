@@ -102,7 +102,11 @@ async fn acquire(
             {
                 break Err(Refused::QueueFull);
             }
-            backend.live.queued.fetch_add(1, Ordering::AcqRel);
+            let waiting = backend.live.queued.fetch_add(1, Ordering::AcqRel) + 1;
+            backend
+                .live
+                .max_queued
+                .fetch_max(waiting, Ordering::Relaxed);
             queued = Some(backend.live.clone());
             deadline = backend.settings.timeout_queue.map(|t| Instant::now() + t);
         }
@@ -166,7 +170,7 @@ struct Connected {
     slot: Slot,
     stream: TcpStream,
     retries: u32,
-    connect_ms: u128,
+    connect_time: Duration,
 }
 
 /// Connects to the picked server, retrying `retries` times (after a turn-around of
@@ -184,13 +188,18 @@ async fn connect_with_retries(
         let settings = slot.backend.settings.clone();
         let server = &slot.backend.servers[slot.idx];
         let started = Instant::now();
+        server
+            .live
+            .traffic
+            .connect_attempts
+            .fetch_add(1, Ordering::Relaxed);
         match connect(server.addr, settings.timeout_connect).await {
             Ok(stream) => {
                 return Ok(Connected {
                     slot,
                     stream,
                     retries: attempt,
-                    connect_ms: started.elapsed().as_millis(),
+                    connect_time: started.elapsed(),
                 });
             }
             Err(e) => {
@@ -208,6 +217,7 @@ async fn connect_with_retries(
             }
         }
         attempt += 1;
+        server.live.traffic.retries.fetch_add(1, Ordering::Relaxed);
         let pause = settings
             .timeout_connect
             .unwrap_or(Duration::from_secs(1))
@@ -218,6 +228,11 @@ async fn connect_with_retries(
         }
         if settings.redispatch && attempt == settings.retries {
             let failed = slot.idx;
+            server
+                .live
+                .traffic
+                .redispatches
+                .fetch_add(1, Ordering::Relaxed);
             drop(slot);
             slot = match acquire(fe, table, client, Some(failed), stop).await {
                 Ok(other) => other,
@@ -248,7 +263,7 @@ pub async fn serve(
         Ok(slot) => slot,
         Err(reason) => return log_refused(&fe, peer, reason, accepted),
     };
-    let queue_ms = accepted.elapsed().as_millis();
+    let queue_time = accepted.elapsed();
     let mut conn = match connect_with_retries(&fe, &table, peer, slot, &stop).await {
         Ok(conn) => conn,
         Err(reason) => return log_refused(&fe, peer, reason, accepted),
@@ -257,6 +272,9 @@ pub async fn serve(
     let server = &backend.servers[conn.slot.idx];
     server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     backend.live.total_sessions.fetch_add(1, Ordering::Relaxed);
+    for traffic in [&server.live.traffic, &backend.live.traffic] {
+        traffic.record_start(queue_time, conn.connect_time);
+    }
     let role_aware = backend.role != Role::Any;
     if backend.settings.srvtcpka || role_aware {
         set_keepalive(&conn.stream, role_aware);
@@ -292,16 +310,28 @@ pub async fn serve(
         kill,
     )
     .await;
-    let total_ms = accepted.elapsed().as_millis();
+    let total_time = accepted.elapsed();
+    for traffic in [&server.live.traffic, &backend.live.traffic] {
+        traffic.record_end(total_time);
+        match outcome.end {
+            End::ClientError => traffic.client_aborts.fetch_add(1, Ordering::Relaxed),
+            End::ServerError => traffic.server_aborts.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+    let (queue_ms, connect_ms, total_ms) = (
+        queue_time.as_millis(),
+        conn.connect_time.as_millis(),
+        total_time.as_millis(),
+    );
     let nothing = outcome.bytes_in == 0 && outcome.bytes_out == 0;
     if fe.tcplog && !(fe.dontlognull && nothing) {
         tracing::info!(
             target: "rolelb::tcplog",
-            "{peer} {} {}/{} {queue_ms}/{}/{total_ms} {} {} {}/{} {}",
+            "{peer} {} {}/{} {queue_ms}/{connect_ms}/{total_ms} {} {} {}/{} {}",
             fe.name,
             backend.name,
             server.name,
-            conn.connect_ms,
             outcome.bytes_out,
             outcome.end.code(),
             fe.live.conns.load(Ordering::Relaxed),

@@ -1,12 +1,14 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
-//! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`), plus the
-//! common, harmless keywords of real configs that rolelb accepts with a warning.
+//! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`, rolelb's
+//! `admin bind`), plus the common, harmless keywords of real configs that rolelb accepts with
+//! a warning.
 
 use std::path::PathBuf;
 
 use super::Ctx;
 use super::log::parse_log_target;
-use crate::config::model::{Global, StatsLevel, StatsSocket};
+use crate::config::address::parse_bind_addrs;
+use crate::config::model::{AdminBind, Global, StatsLevel, StatsSocket};
 use crate::config::units::{TimeUnit, parse_duration, parse_int};
 
 /// Parser of one `global` keyword.
@@ -35,6 +37,7 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("group", group),
     kw("pidfile", pidfile),
     kw("daemon", daemon),
+    kw("admin", admin),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
     kw("ca-base", ignored),
@@ -151,6 +154,64 @@ fn daemon(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(0)?;
     g.daemon = true;
     ctx.warn("'daemon': rolelb always runs in the foreground; let systemd or your supervisor background it");
+    Ok(())
+}
+
+/// `admin bind ADDR:PORT [token-file PATH]`: the HTTP admin API and `/metrics`. A bare port
+/// (`9000` or `:9000`) binds loopback; any address off loopback requires a token file, since
+/// the API can drain servers and reload the configuration.
+fn admin(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    if ctx.arg(0, "'bind ADDR:PORT [token-file PATH]'")? != "bind" {
+        return Err("'admin' expects 'bind ADDR:PORT [token-file PATH]'".into());
+    }
+    if g.admin.is_some() {
+        return Err("'admin bind' is given twice; rolelb serves one admin address".into());
+    }
+    let text = ctx.arg(1, "an address after 'admin bind' (ADDR:PORT)")?;
+    let text = if text.contains(':') {
+        text.to_owned()
+    } else {
+        format!(":{text}")
+    };
+    let addr = if let Some(port) = text.strip_prefix(':') {
+        parse_bind_addrs(&format!("127.0.0.1:{port}"))?
+    } else {
+        parse_bind_addrs(&text)?
+    };
+    let [addr] = addr.as_slice() else {
+        return Err(format!(
+            "'admin bind {text}': give exactly one ADDR:PORT (no lists or port ranges)"
+        ));
+    };
+    let mut token_file = None;
+    let mut i = 2;
+    while let Some(opt) = ctx.args.get(i).map(|w| w.as_str().to_owned()) {
+        match opt.as_str() {
+            "token-file" => {
+                let path = ctx.arg(i + 1, "a file path after 'token-file'")?;
+                if path.is_empty() {
+                    return Err("'admin bind ... token-file' expects a file path".into());
+                }
+                token_file = Some(PathBuf::from(path));
+            }
+            other => {
+                return Err(format!(
+                    "unsupported 'admin bind' option '{other}' (rolelb knows token-file)"
+                ));
+            }
+        }
+        i += 2;
+    }
+    if !addr.ip().is_loopback() && token_file.is_none() {
+        return Err(format!(
+            "'admin bind {addr}' is off loopback: add 'token-file PATH' so that changes need a bearer token"
+        ));
+    }
+    g.admin = Some(AdminBind {
+        addr: *addr,
+        token_file,
+        loc: ctx.loc.clone(),
+    });
     Ok(())
 }
 

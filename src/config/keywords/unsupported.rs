@@ -153,7 +153,6 @@ pub const GLOBAL_REFUSED: &[Refused] = &[
         "unsetenv",
         "is not supported: set environment variables before starting rolelb",
     ),
-    no("admin", NOT_YET),
 ];
 
 /// HAProxy section keywords refused (the section's lines are skipped).

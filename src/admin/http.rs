@@ -1,0 +1,632 @@
+//! The HTTP side of the operator interfaces (hyper, HTTP/1.1): the admin API on
+//! `admin bind` and the stats page of a `listen` with `stats enable`. Both are bound at
+//! startup, before privileges are dropped, and served by their own accept loops with a cap on
+//! connections and on header and body size and time, so a flood of requests cannot hold
+//! memory or starve the data path (which never waits on anything here).
+//!
+//! Admin API routes (`docs/admin-api.md`):
+//! `GET /metrics`, `GET /healthz`, `GET /api/v1/backends`, `GET /api/v1/backends/{backend}`,
+//! `PUT /api/v1/backends/{backend}/servers/{server}/state` `{"state":"ready|drain|maint"}`,
+//! `PUT /api/v1/backends/{backend}/servers/{server}/weight` `{"weight":N}`,
+//! `POST /api/v1/reload`. Mutating calls need `Authorization: Bearer TOKEN` when a token file
+//! is configured. Stats listeners serve `/metrics`, the HTML page at `stats uri` and its CSV
+//! at `stats uri;csv`.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::ops::{self, LookupError};
+use super::{Env, api, metrics, page, stats};
+use crate::config::{AdminBind, Loc, StatsListener};
+use crate::control::{Command, ReloadError};
+use crate::table::AdminState;
+
+/// Connections served at once per listener; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request body accepted (the API's bodies are a few bytes).
+const MAX_BODY: usize = 64 * 1024;
+/// Time a client has to send a request's body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer than this (keep-alive included).
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(300);
+/// Listen backlog of the HTTP sockets.
+const BACKLOG: i32 = 1024;
+/// How long a reload through the API may take before the caller is told it is still running.
+const RELOAD_WAIT: Duration = Duration::from_secs(30);
+/// The highest weight accepted (as HAProxy's runtime API).
+const MAX_WEIGHT: u32 = 256;
+
+/// Why an HTTP listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Binding the address failed.
+    #[error("{loc}: cannot bind {what} {addr}: {source}")]
+    Bind {
+        /// Where the address is configured.
+        loc: Loc,
+        /// `admin` or `stats`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The token file could not be read or is empty.
+    #[error("{loc}: admin bind token-file {}: {why}", path.display())]
+    Token {
+        /// Where `admin bind` is.
+        loc: Loc,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// What one listener serves.
+#[derive(Debug, Clone)]
+enum Site {
+    /// The admin API.
+    Admin {
+        /// The bearer token mutating calls must present.
+        token: Option<String>,
+    },
+    /// A stats listener.
+    Stats {
+        /// `stats uri`.
+        uri: String,
+        /// `stats refresh`.
+        refresh: Option<Duration>,
+    },
+}
+
+/// One bound socket, not yet serving.
+struct Bound {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    site: Site,
+}
+
+/// The HTTP listeners of a configuration, bound and ready to serve.
+pub struct HttpListeners {
+    bound: Vec<Bound>,
+}
+
+fn bind_socket(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn read_token(admin: &AdminBind) -> Result<Option<String>, HttpError> {
+    let Some(path) = &admin.token_file else {
+        return Ok(None);
+    };
+    let err = |why: String| HttpError::Token {
+        loc: admin.loc.clone(),
+        path: path.clone(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    if token.contains(char::is_whitespace) {
+        return Err(err("the token must be one word".into()));
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// Binds the admin API (if configured) and every stats listener; the first failure names its
+/// configuration line.
+pub fn bind(
+    admin: Option<&AdminBind>,
+    stats: &[StatsListener],
+) -> Result<HttpListeners, HttpError> {
+    let mut bound = Vec::new();
+    if let Some(a) = admin {
+        let token = read_token(a)?;
+        let listener = bind_socket(a.addr).map_err(|source| HttpError::Bind {
+            loc: a.loc.clone(),
+            what: "admin",
+            addr: a.addr,
+            source,
+        })?;
+        bound.push(Bound {
+            listener,
+            addr: a.addr,
+            site: Site::Admin { token },
+        });
+    }
+    for s in stats {
+        for b in &s.binds {
+            let listener = bind_socket(b.addr).map_err(|source| HttpError::Bind {
+                loc: b.loc.clone(),
+                what: "stats",
+                addr: b.addr,
+                source,
+            })?;
+            bound.push(Bound {
+                listener,
+                addr: b.addr,
+                site: Site::Stats {
+                    uri: s.uri.clone(),
+                    refresh: s.refresh,
+                },
+            });
+        }
+    }
+    Ok(HttpListeners { bound })
+}
+
+/// The serving listeners; dropping this stops them.
+pub struct Running {
+    stop: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What every request handler shares.
+struct Ctx {
+    env: Env,
+    commands: mpsc::Sender<Command>,
+    site: Site,
+}
+
+/// Niceness of the thread that serves HTTP: under CPU contention the data path's workers win.
+const ADMIN_NICE: libc::c_int = 10;
+
+impl HttpListeners {
+    /// Starts serving on a thread of its own (a one-thread runtime at a lower CPU priority),
+    /// so rendering `/metrics` or answering a flood of API calls never takes a data-path
+    /// worker; reloads asked for through the API go to `commands`.
+    pub fn serve(self, env: Env, commands: mpsc::Sender<Command>) -> Running {
+        let stop = CancellationToken::new();
+        if self.bound.is_empty() {
+            return Running { stop };
+        }
+        let thread_stop = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rolelb-http".into())
+            .spawn(move || {
+                lower_priority();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("HTTP listeners: cannot start their runtime: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    for b in self.bound {
+                        start_listener(b, &env, &commands, &thread_stop);
+                    }
+                    thread_stop.cancelled().await;
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!("HTTP listeners: cannot start their thread: {e}");
+        }
+        Running { stop }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux applies `setpriority` per thread).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            u32::try_from(tid).unwrap_or(0),
+            ADMIN_NICE,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "HTTP thread keeps its priority: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &CancellationToken) {
+    match TcpListener::from_std(b.listener) {
+        Ok(listener) => {
+            let what = match b.site {
+                Site::Admin { .. } => "admin API",
+                Site::Stats { .. } => "stats page",
+            };
+            tracing::info!(addr = %b.addr, "{what} listening");
+            let ctx = Arc::new(Ctx {
+                env: env.clone(),
+                commands: commands.clone(),
+                site: b.site,
+            });
+            tokio::spawn(accept_loop(listener, ctx, stop.clone()));
+        }
+        Err(e) => tracing::error!(addr = %b.addr, "HTTP listener: {e}"),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = slots.clone().acquire_owned() => p,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::error!("HTTP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!("HTTP connection ended: {e}");
+                    }
+                }
+                _ = tokio::time::sleep(MAX_CONNECTION_LIFE) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Resp {
+    match serde_json::to_vec(value) {
+        Ok(body) => respond(status, "application/json", body),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Resp {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the token.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_token(given.trim().as_bytes(), token.as_bytes()))
+}
+
+async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    match &ctx.site {
+        Site::Admin { token } => admin(ctx, token.as_deref(), req).await,
+        Site::Stats { uri, refresh } => stats_site(ctx, uri, *refresh, &req),
+    }
+}
+
+fn metrics_response(env: &Env) -> Resp {
+    respond(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render(env))
+}
+
+fn stats_site(ctx: &Ctx, uri: &str, refresh: Option<Duration>, req: &Request<Incoming>) -> Resp {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    }
+    let path = req.uri().path();
+    if path == "/metrics" {
+        return metrics_response(&ctx.env);
+    }
+    if path == uri {
+        return match req.uri().query() {
+            Some(q) if q.split('&').any(|w| w == "csv") => csv(ctx),
+            _ => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                page::render(&ctx.env, refresh),
+            ),
+        };
+    }
+    if path.strip_suffix(";csv") == Some(uri) {
+        return csv(ctx);
+    }
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+fn csv(ctx: &Ctx) -> Resp {
+    respond(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        stats::show_stat(&ctx.env, &stats::StatFilter::default()),
+    )
+}
+
+/// `{"state": "ready|drain|maint"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    state: String,
+}
+
+/// `{"weight": N}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    weight: i64,
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
+    let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req, MAX_BODY).collect())
+        .await
+        .map_err(|_| error(StatusCode::REQUEST_TIMEOUT, "request body too slow"))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body over {MAX_BODY} bytes"),
+                )
+            } else {
+                error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))
+}
+
+async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mutating = !matches!(method, Method::GET | Method::HEAD);
+    match (&method, parts.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["metrics"]) => metrics_response(&ctx.env),
+        (&Method::GET | &Method::HEAD, ["healthz"]) => {
+            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+        }
+        (&Method::GET | &Method::HEAD, ["api", "v1", "backends"]) => {
+            json(StatusCode::OK, &api::backends(&ctx.env.table.load()))
+        }
+        (&Method::GET | &Method::HEAD, ["api", "v1", "backends", backend]) => {
+            let table = ctx.env.table.load();
+            match api::backends(&table)
+                .backends
+                .into_iter()
+                .find(|b| b.name == *backend)
+            {
+                Some(b) => json(StatusCode::OK, &b),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no such backend '{backend}'"),
+                ),
+            }
+        }
+        (
+            _,
+            ["api", "v1", "backends", _, "servers", _, "state" | "weight"]
+            | ["api", "v1", "reload"],
+        ) if mutating && !authorized(&req, token) => {
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                "this call needs 'Authorization: Bearer TOKEN'",
+            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+        (&Method::PUT, ["api", "v1", "backends", backend, "servers", server, what]) => {
+            let (backend, server, what) = (
+                (*backend).to_owned(),
+                (*server).to_owned(),
+                (*what).to_owned(),
+            );
+            put_server(ctx, &backend, &server, &what, req).await
+        }
+        (&Method::POST, ["api", "v1", "reload"]) => reload(ctx).await,
+        (_, ["metrics" | "healthz"] | ["api", "v1", "backends", ..] | ["api", "v1", "reload"]) => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}"),
+            )
+        }
+        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path}")),
+    }
+}
+
+async fn put_server(
+    ctx: &Ctx,
+    backend: &str,
+    server: &str,
+    what: &str,
+    req: Request<Incoming>,
+) -> Resp {
+    let found = match ops::lookup(&ctx.env, backend, server) {
+        Ok(f) => f,
+        Err(LookupError::NoBackend) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no such backend '{backend}'"),
+            );
+        }
+        Err(LookupError::NoServer) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("backend '{backend}' has no server '{server}'"),
+            );
+        }
+    };
+    let origin = "the admin API";
+    match what {
+        "state" => {
+            let body: StateBody = match read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let state = match body.state.as_str() {
+                "ready" => AdminState::Ready,
+                "drain" => AdminState::Drain,
+                "maint" => AdminState::Maint,
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("state '{other}' is not one of ready, drain, maint"),
+                    );
+                }
+            };
+            ops::set_state(&ctx.env, &found, state, origin).await;
+        }
+        _ => {
+            let body: WeightBody = match read_json(req).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let Some(weight) = u32::try_from(body.weight).ok().filter(|w| *w <= MAX_WEIGHT) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("weight {} is out of range (0 to {MAX_WEIGHT})", body.weight),
+                );
+            };
+            ops::set_weight(&ctx.env, &found, weight, origin).await;
+        }
+    }
+    server_json(ctx, backend, server)
+}
+
+fn server_json(ctx: &Ctx, backend: &str, server: &str) -> Resp {
+    let table = ctx.env.table.load();
+    let found = super::view::proxies(&table)
+        .iter()
+        .filter_map(|px| px.backend)
+        .find(|(cfg, _)| cfg.name == backend)
+        .and_then(|(cfg, rt)| {
+            super::view::servers(cfg, rt)
+                .iter()
+                .find(|s| s.cfg.name == server)
+                .map(|s| api::server(s, rt))
+        });
+    match found {
+        Some(s) => json(StatusCode::OK, &s),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("backend '{backend}' has no server '{server}'"),
+        ),
+    }
+}
+
+async fn reload(ctx: &Ctx) -> Resp {
+    let (tx, rx) = oneshot::channel();
+    if ctx.commands.send(Command::Reload(Some(tx))).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "rolelb is stopping");
+    }
+    match tokio::time::timeout(RELOAD_WAIT, rx).await {
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the reload is still running; check the logs",
+        ),
+        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "rolelb is stopping"),
+        Ok(Ok(Ok(generation))) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "reloaded": true, "generation": generation }),
+        ),
+        Ok(Ok(Err(ReloadError::Config(errors)))) => {
+            let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({
+                    "error": "the configuration has errors; nothing was changed",
+                    "errors": list,
+                }),
+            )
+        }
+        Ok(Ok(Err(e))) => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({
+                "error": "the reload failed; nothing was changed",
+                "errors": [e.to_string()],
+            }),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abd", b"abc"));
+        assert!(!same_token(b"ab", b"abc"));
+        assert!(!same_token(b"", b"abc"));
+    }
+}
