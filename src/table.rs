@@ -876,6 +876,7 @@ impl Table {
                 frontends: Vec::new(),
                 backends: Vec::new(),
                 stats: Vec::new(),
+                etcd: Vec::new(),
                 warnings: Vec::new(),
             }),
         }
@@ -1099,6 +1100,7 @@ mod tests {
             shutdown_backup_sessions_on_up: false,
             agent: None,
             send_proxy: None,
+            etcd: None,
         }
     }
 
@@ -1128,8 +1130,11 @@ mod tests {
                 role_check: None,
                 max_lag: None,
                 role_source: crate::config::RoleSource::Check,
+                discover: None,
+                default_server: server("", 0),
             }],
             stats: Vec::new(),
+            etcd: Vec::new(),
             warnings: Vec::new(),
         }
     }

@@ -67,7 +67,7 @@ pub const PROXY_REFUSED: &[Refused] = &[
     ),
     no(
         "server-template",
-        "is not supported: list the servers, or wait for rolelb's 'discover etcd'",
+        "is not supported: list the servers, or let rolelb find them with 'discover etcd'",
     ),
     no("dispatch", "is not supported: declare a 'server'"),
     no("transparent", "is not supported: declare a 'server'"),
@@ -107,7 +107,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
         "was removed from HAProxy 2.1: use 'timeout server'",
     ),
     no("bind-process", "was removed from HAProxy 2.5: delete it"),
-    no("discover", NOT_YET),
 ];
 
 /// HAProxy global keywords refused in `global`.
@@ -197,7 +196,6 @@ pub const SECTION_REFUSED: &[Refused] = &[
         "sections are not supported: rolelb does not terminate TLS",
     ),
     no("traces", "sections are not supported"),
-    no("etcd", NOT_YET),
 ];
 
 /// Finds `name` in a refused list.
