@@ -260,7 +260,7 @@ pub struct Backend {
 }
 
 /// An `etcd NAME` section: one etcd cluster to watch.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdCluster {
     /// Section name, referred to by `discover etcd NAME`.
     pub name: String,
@@ -285,15 +285,11 @@ pub struct EtcdAuth {
     pub password: String,
 }
 
-impl fmt::Debug for EtcdCluster {
+impl fmt::Debug for EtcdAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdCluster")
-            .field("name", &self.name)
-            .field("loc", &self.loc)
-            .field("endpoints", &self.endpoints)
-            .field("user", &self.auth.as_ref().map(|a| &a.user))
-            .field("dial_timeout", &self.dial_timeout)
-            .field("prefix", &self.prefix)
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
             .finish()
     }
 }
