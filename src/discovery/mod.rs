@@ -187,6 +187,19 @@ impl Watchers {
         }
     }
 
+    /// Whether the watch running for `backend` goes on unchanged under `config` (so the
+    /// member set it sent stays valid).
+    pub fn keeps(&self, config: &Config, backend: &str) -> bool {
+        let wanted = config
+            .backends
+            .iter()
+            .find(|b| b.name == backend)
+            .and_then(|b| WatchSpec::of(config, b));
+        self.running
+            .get(backend)
+            .is_some_and(|r| Some(&r.spec) == wanted.as_ref())
+    }
+
     /// Whether `set` comes from the watch now running for its backend.
     pub fn is_current(&self, set: &Discovered) -> bool {
         self.running
