@@ -828,8 +828,7 @@ fn describe_conflict(source: RoleSource, servers: &[&ServerRt]) -> String {
     let names: Vec<String> = servers
         .iter()
         .map(|s| match source {
-            RoleSource::Check => s.name.clone(),
-            RoleSource::Etcd => format!("{} (etcd {})", s.name, s.live.etcd_role().name()),
+            RoleSource::Check | RoleSource::Etcd => s.name.clone(),
             RoleSource::Both => format!(
                 "{} (check {}, etcd {})",
                 s.name,
@@ -1171,15 +1170,15 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
     let conflict = !conflicting.is_empty();
     let was = live.role_conflict.swap(conflict, Ordering::AcqRel);
     if conflict && !was {
-        let why = match rule.source {
-            RoleSource::Check => "all report primary",
-            RoleSource::Etcd => "are all named primary by etcd",
-            RoleSource::Both => "are named primary by etcd and the role checks disagreeing",
+        let who = describe_conflict(rule.source, &conflicting);
+        let what = match rule.source {
+            RoleSource::Check => format!("servers {who} all report primary"),
+            RoleSource::Etcd => format!("etcd names servers {who} primary"),
+            RoleSource::Both => format!("etcd and the role checks disagree on the primary: {who}"),
         };
         tracing::error!(
             backend = %be.name,
-            "role conflict: servers {} {why}; refusing new connections until it is resolved",
-            describe_conflict(rule.source, &conflicting)
+            "role conflict: {what}; refusing new connections until it is resolved"
         );
     } else if was && !conflict {
         tracing::warn!(backend = %be.name, "role conflict resolved; routing resumes");

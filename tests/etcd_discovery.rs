@@ -173,7 +173,7 @@ fn a_leader_change_moves_the_write_listener() {
     assert!(refused, "two etcd primaries must refuse new connections");
     assert!(
         rolelb.wait_for_log(
-            "role conflict: servers a (etcd primary) and b (etcd primary)",
+            "role conflict: etcd names servers a and b primary",
             Duration::from_secs(2)
         ),
         "{}",
