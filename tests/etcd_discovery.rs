@@ -63,13 +63,26 @@ fn names(addr: SocketAddr, n: usize) -> Vec<String> {
     spread(addr, n).into_keys().collect()
 }
 
+/// The servers answering `n` new connections, or `None` if one of them failed (e.g. before
+/// rolelb has any server).
+fn try_names(addr: SocketAddr, n: usize) -> Option<Vec<String>> {
+    let mut seen: Vec<String> = (0..n)
+        .map(|_| who_answers(addr).ok())
+        .collect::<Option<_>>()?;
+    seen.sort();
+    seen.dedup();
+    Some(seen)
+}
+
 /// Waits until the servers answering 6 connections are exactly `want`.
 fn wait_names(rolelb: &Rolelb, addr: SocketAddr, want: &[&str]) {
-    let ok = wait_until(Duration::from_secs(5), || names(addr, 6) == want);
+    let ok = wait_until(Duration::from_secs(5), || {
+        try_names(addr, 6).is_some_and(|seen| seen == want)
+    });
     assert!(
         ok,
         "servers answering via {addr} are {:?}, want {want:?}\n{}",
-        names(addr, 6),
+        try_names(addr, 6),
         rolelb.stderr_text()
     );
 }

@@ -436,14 +436,9 @@ impl Task {
     fn apply(&mut self, response: &etcd_client::WatchResponse) -> bool {
         let events = response.events();
         if events.is_empty() {
-            // A progress notification: everything up to its revision has been delivered.
-            if let Some(h) = response.header() {
-                self.revision = self.revision.max(h.revision());
-            }
-            self.w
-                .status
-                .last_revision
-                .store(self.revision, Ordering::Release);
+            // A progress notification: proof of life only. Its revision is not taken as a
+            // resume point, because etcd 3.4 may send one ahead of events still on their
+            // way to a watcher that is catching up; listings and events move the revision.
             return false;
         }
         self.w
