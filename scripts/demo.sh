@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# rolelb in five seconds of reading: a PostgreSQL 15 primary and a streaming replica, each behind
-# its own PgBouncer, and rolelb in front of them on 127.0.0.1:5001 (writes) and :5002 (reads),
-# running conf/pgbouncer-5001-5002.cfg with the PgBouncer ports of this machine.
+# rolelb in five seconds of reading: a real etcd, a PostgreSQL 15 primary and two streaming
+# replicas, each behind its own PgBouncer, published in etcd (rolelb's native schema) the way a
+# DBaaS backend API would; rolelb in front on 127.0.0.1:5001 (writes) and :5002 (reads) running
+# conf/etcd-native.cfg, which has no server lines: it finds the nodes in etcd. Then a
+# switchover (etcd updated, a replica promoted) and writes following the new primary.
 #
 #   bash scripts/demo.sh          run the demo and clean up
 #   bash scripts/demo.sh --keep   leave everything running until Ctrl-C, to try things by hand
@@ -59,6 +61,9 @@ wait_listening() {
     die "$2 did not start listening on port $1 (logs in $WORK)"
 }
 
+# Runs `etcdctl ARGS` against the demo's etcd.
+ctl() { ETCDCTL_API=3 etcdctl --endpoints="http://127.0.0.1:$ETCD_PORT" "$@"; }
+
 say "Installing what the demo needs (scripts/deps.sh)"
 bash scripts/deps.sh
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
@@ -78,14 +83,19 @@ for port in "$WRITE_PORT" "$READ_PORT"; do
 done
 # Private ports for the servers behind rolelb, from a random start so parallel runs rarely meet.
 base=$((41000 + RANDOM % 4000 * 2))
-PRIMARY_PG=$(pick_port "$base")
-REPLICA_PG=$(pick_port $((PRIMARY_PG + 1)))
-PRIMARY_BOUNCER=$(pick_port $((REPLICA_PG + 1)))
-REPLICA_BOUNCER=$(pick_port $((PRIMARY_BOUNCER + 1)))
+PG1=$(pick_port "$base")
+PG2=$(pick_port $((PG1 + 1)))
+PG3=$(pick_port $((PG2 + 1)))
+BOUNCER1=$(pick_port $((PG3 + 1)))
+BOUNCER2=$(pick_port $((BOUNCER1 + 1)))
+BOUNCER3=$(pick_port $((BOUNCER2 + 1)))
+ETCD_PORT=$(pick_port $((BOUNCER3 + 1)))
+ETCD_PEER=$(pick_port $((ETCD_PORT + 1)))
 
 WORK=$(mktemp -d /tmp/rolelb-demo.XXXXXX)
 chmod 755 "$WORK"
 ROLELB_PID=""
+ETCD_PID=""
 STARTED_PG=()
 STARTED_BOUNCERS=()
 
@@ -116,6 +126,10 @@ cleanup() {
         kill -KILL "$ROLELB_PID" 2>/dev/null || true
         wait "$ROLELB_PID" 2>/dev/null || true
     fi
+    if [[ -n "$ETCD_PID" ]]; then
+        kill -TERM "$ETCD_PID" 2>/dev/null || true
+        wait "$ETCD_PID" 2>/dev/null || true
+    fi
     local pidfile pid data
     for pidfile in "${STARTED_BOUNCERS[@]}"; do
         pid=$(cat "$pidfile" 2>/dev/null || true)
@@ -125,7 +139,7 @@ cleanup() {
         as_db "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
     done
     rm -rf "$WORK"
-    echo "stopped rolelb, PgBouncer and PostgreSQL; removed $WORK"
+    echo "stopped rolelb, etcd, PgBouncer and PostgreSQL; removed $WORK"
     exit "$status"
 }
 trap cleanup EXIT
@@ -169,28 +183,64 @@ INI
 
 psql_at() { psql -X -A -t -q -h 127.0.0.1 -p "$1" -U postgres -d postgres -v ON_ERROR_STOP=1 -c "$2"; }
 
-say "Starting a PostgreSQL 15 primary on 127.0.0.1:$PRIMARY_PG"
-as_db "$PGBIN/initdb" -D "$WORK/primary" -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
-start_pg "$WORK/primary" "$PRIMARY_PG"
+# Retries `psql_at PORT SQL` for up to 30 s (role checks answer within a second or two).
+psql_retry() {
+    local i out
+    for ((i = 0; i < 60; i++)); do
+        if out=$(psql_at "$1" "$2" 2>&1); then
+            echo "$out"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "psql on port $1 kept failing: $out"
+}
 
-say "Starting a streaming replica on 127.0.0.1:$REPLICA_PG (pg_basebackup -R)"
-as_db "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PRIMARY_PG" -U postgres -D "$WORK/replica" -R -X stream -c fast
-start_pg "$WORK/replica" "$REPLICA_PG"
+# Publishes node $1 (PgBouncer port $2, PostgreSQL port $3) in etcd with role $4 and extra JSON $5.
+publish() {
+    ctl put "/rolelb/demo/members/$1" \
+        "{\"host\": \"127.0.0.1\", \"port\": $2, \"check_port\": $3, \"role\": \"$4\"$5}" >/dev/null
+}
 
-say "Starting PgBouncer for each: primary on :$PRIMARY_BOUNCER, replica on :$REPLICA_BOUNCER"
-start_bouncer bouncer-primary "$PRIMARY_BOUNCER" "$PRIMARY_PG"
-start_bouncer bouncer-replica "$REPLICA_BOUNCER" "$REPLICA_PG"
+say "Starting etcd on 127.0.0.1:$ETCD_PORT"
+/usr/bin/etcd --name demo --data-dir "$WORK/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+    --initial-cluster "demo=http://127.0.0.1:$ETCD_PEER" --log-level warn --logger zap >"$WORK/etcd.log" 2>&1 &
+ETCD_PID=$!
+for _ in $(seq 100); do ctl endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+ctl endpoint health >/dev/null 2>&1 || die "etcd did not start (see $WORK/etcd.log)"
 
-say "Starting rolelb with conf/pgbouncer-5001-5002.cfg, rewritten for this machine"
-# The example lists PgBouncers on 6432 (primary), 6433 and 6434 (replicas); this demo has one replica.
+say "Starting a PostgreSQL 15 primary (pg1) on 127.0.0.1:$PG1"
+as_db "$PGBIN/initdb" -D "$WORK/pg1" -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
+start_pg "$WORK/pg1" "$PG1"
+psql_at "$PG1" "CREATE ROLE rolelb_monitor LOGIN; GRANT pg_monitor TO rolelb_monitor"
+
+say "Starting two streaming replicas, pg2 on :$PG2 and pg3 on :$PG3 (pg_basebackup -R)"
+for node in pg2:$PG2 pg3:$PG3; do
+    as_db "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PG1" -U postgres -D "$WORK/${node%%:*}" -R -X stream -c fast
+    start_pg "$WORK/${node%%:*}" "${node##*:}"
+done
+
+say "Starting a PgBouncer in front of each: :$BOUNCER1, :$BOUNCER2, :$BOUNCER3"
+start_bouncer bouncer1 "$BOUNCER1" "$PG1"
+start_bouncer bouncer2 "$BOUNCER2" "$PG2"
+start_bouncer bouncer3 "$BOUNCER3" "$PG3"
+
+say "Publishing the cluster in etcd, as a DBaaS backend API would (native schema)"
+publish pg1 "$BOUNCER1" "$PG1" primary ""
+publish pg2 "$BOUNCER2" "$PG2" replica ""
+publish pg3 "$BOUNCER3" "$PG3" replica ""
+ctl put /rolelb/demo/leader pg1 >/dev/null
+ctl get --prefix /rolelb/demo | paste - - | sed 's/^/    /'
+
+say "Starting rolelb with conf/etcd-native.cfg (etcd endpoint and ports of this machine)"
 CFG=$WORK/rolelb.cfg
-sed -e "s/127\.0\.0\.1:6432\b/127.0.0.1:$PRIMARY_BOUNCER/" \
-    -e "s/127\.0\.0\.1:6433\b/127.0.0.1:$REPLICA_BOUNCER/" \
-    -e "/127\.0\.0\.1:6434\b/d" \
+sed -e "s#http://127\.0\.0\.1:2379#http://127.0.0.1:$ETCD_PORT#" \
     -e "s/127\.0\.0\.1:5001\b/127.0.0.1:$WRITE_PORT/" \
     -e "s/127\.0\.0\.1:5002\b/127.0.0.1:$READ_PORT/" \
-    conf/pgbouncer-5001-5002.cfg >"$CFG"
-grep -E '^\s*(bind|server)\b' "$CFG" | sed 's/^ */    /'
+    conf/etcd-native.cfg >"$CFG"
+grep -E '^\s*(etcd|endpoints|bind|discover)\b' "$CFG" | sed 's/^ */    /'
 "$ROLELB_BIN" -c -f "$CFG"
 "$ROLELB_BIN" -f "$CFG" 2>"$WORK/rolelb.log" &
 ROLELB_PID=$!
@@ -199,36 +249,58 @@ wait_listening "$READ_PORT" rolelb
 
 WHO="CASE WHEN pg_is_in_recovery() THEN 'replica' ELSE 'primary' END || ' (PostgreSQL port ' || inet_server_port() || ')'"
 
-say "A write through 127.0.0.1:$WRITE_PORT"
-psql_at "$WRITE_PORT" "CREATE TABLE IF NOT EXISTS demo (id serial PRIMARY KEY, at timestamptz DEFAULT now())"
+say "A write through 127.0.0.1:$WRITE_PORT (rolelb found the primary in etcd; its role check agrees)"
+psql_retry "$WRITE_PORT" "CREATE TABLE IF NOT EXISTS demo (id serial PRIMARY KEY, at timestamptz DEFAULT now())" >/dev/null
 psql_at "$WRITE_PORT" "INSERT INTO demo DEFAULT VALUES RETURNING 'inserted row ' || id || ' on the ' || $WHO"
 
-# Wait until the replica has replayed the write, so the reads below see it.
-lsn=$(psql_at "$PRIMARY_PG" "SELECT pg_current_wal_lsn()")
-for _ in $(seq 100); do
-    [[ "$(psql_at "$REPLICA_PG" "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" == t ]] && break
-    sleep 0.1
+# Wait until both replicas have replayed the write, so the reads below see it.
+lsn=$(psql_at "$PG1" "SELECT pg_current_wal_lsn()")
+for port in "$PG2" "$PG3"; do
+    for _ in $(seq 100); do
+        [[ "$(psql_at "$port" "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" == t ]] && break
+        sleep 0.1
+    done
 done
 
-say "Reads through 127.0.0.1:$READ_PORT (roundrobin over the replicas)"
-for _ in 1 2 3; do
+say "Reads through 127.0.0.1:$READ_PORT (roundrobin over the two replicas)"
+psql_retry "$READ_PORT" "SELECT 1" >/dev/null
+for _ in 1 2 3 4; do
     psql_at "$READ_PORT" "SELECT 'read ' || count(*) || ' row(s) from the ' || $WHO FROM demo"
 done
 
-say "A write through the read port is refused by the replica"
-psql_at "$READ_PORT" "INSERT INTO demo DEFAULT VALUES" 2>&1 | sed 's/^/    /' || true
+say "Switchover: pg1 stops; etcd names pg2 the leader (pg1 in maintenance)"
+as_db "$PGBIN/pg_ctl" -D "$WORK/pg1" -m fast -w stop >/dev/null
+publish pg1 "$BOUNCER1" "$PG1" replica ', "state": "maint"'
+publish pg2 "$BOUNCER2" "$PG2" primary ""
+ctl put /rolelb/demo/leader pg2 >/dev/null
+echo "    etcd says pg2 but pg2 still answers pg_is_in_recovery() = true: rolelb refuses writes"
+psql_at "$WRITE_PORT" "INSERT INTO demo DEFAULT VALUES" 2>&1 | sed 's/^/    psql: /' || true
 
-say "rolelb's log (one line per connection with option tcplog)"
-sed 's/^/    /' "$WORK/rolelb.log" | tail -n 8
+say "Promoting pg2; pg3 follows it"
+as_db "$PGBIN/pg_ctl" -D "$WORK/pg2" -w promote >/dev/null
+psql_at "$PG3" "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=$PG2 user=postgres'"
+psql_at "$PG3" "SELECT pg_reload_conf()" >/dev/null
+
+say "Writes follow the new primary through 127.0.0.1:$WRITE_PORT"
+echo "    (the ids skip ahead: PostgreSQL logs sequences 32 values at a time, so a promoted node starts past them)"
+psql_retry "$WRITE_PORT" "INSERT INTO demo DEFAULT VALUES RETURNING 'inserted row ' || id || ' on the ' || $WHO"
+psql_at "$WRITE_PORT" "INSERT INTO demo DEFAULT VALUES RETURNING 'inserted row ' || id || ' on the ' || $WHO"
+psql_retry "$READ_PORT" "SELECT 'read ' || count(*) || ' row(s) from the ' || $WHO FROM demo"
+
+say "What rolelb logged about etcd and roles"
+grep -E 'etcd|role|primary' "$WORK/rolelb.log" | sed 's/^/    /' | tail -n 12
 
 cat <<NEXT
 
 What to try next:
   - keep the demo running:        bash scripts/demo.sh --keep
   - then, in another shell:       psql -h 127.0.0.1 -p $WRITE_PORT -U postgres   (writes: the primary)
-                                  psql -h 127.0.0.1 -p $READ_PORT -U postgres   (reads: the replica)
-                                  pgbench -h 127.0.0.1 -p $WRITE_PORT -U postgres -i postgres
-  - check a config:               $ROLELB_BIN -c -f conf/patroni-template.cfg
+                                  psql -h 127.0.0.1 -p $READ_PORT -U postgres   (reads: the replicas)
+  - drain a node from etcd:       ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:$ETCD_PORT \\
+                                    put /rolelb/demo/members/pg3 '{"host": "127.0.0.1", "port": $BOUNCER3, "check_port": $PG3, "role": "replica", "state": "drain"}'
+  - stop etcd (kill $ETCD_PID): rolelb keeps the last known nodes and logs the outage once
+  - the Patroni variant:          discover etcd NAME path /service/SCOPE schema patroni (docs/config.md)
+  - measure an etcd change:       cargo build --release -p rolelb-bench-etcd-swap && target/release/etcd-swap
   - run the whole test suite:     bash scripts/test.sh
 NEXT
 

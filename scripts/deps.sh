@@ -15,6 +15,7 @@ PACKAGES=(
     pgbouncer
     etcd-server
     etcd-client
+    patroni                # Patroni 3.0 (etcd3 DCS) for tests/patroni_switchover.rs
     mariadb-server
     mariadb-client
     haproxy                # the reference the tests and benchmarks compare against
@@ -28,7 +29,7 @@ PACKAGES=(
 )
 
 # Services whose Debian packages start them on install; stopped if apt left them running.
-SERVICES=(postgresql mariadb pgbouncer haproxy etcd prometheus prometheus-node-exporter)
+SERVICES=(postgresql mariadb pgbouncer haproxy etcd patroni prometheus prometheus-node-exporter)
 
 log() { printf 'deps.sh: %s\n' "$*"; }
 die() { printf 'deps.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -108,7 +109,8 @@ done
 # Checks that the binaries the harness calls are where it looks for them.
 for bin in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres \
     /usr/lib/postgresql/15/bin/pg_basebackup /usr/sbin/pgbouncer /usr/sbin/haproxy \
-    /usr/bin/psql /usr/bin/pgbench /usr/bin/pg_isready /usr/bin/protoc /usr/bin/socat; do
+    /usr/bin/psql /usr/bin/pgbench /usr/bin/pg_isready /usr/bin/protoc /usr/bin/socat \
+    /usr/bin/etcd /usr/bin/etcdctl /usr/bin/patroni /usr/bin/patronictl; do
     [[ -x "$bin" ]] || die "$bin missing after install"
 done
 id postgres >/dev/null 2>&1 || die "the postgres user does not exist (postgresql-common should create it)"

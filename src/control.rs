@@ -1,7 +1,13 @@
 //! The one task that owns the table. Everything that changes what the data path sees —
-//! `SIGHUP` reloads now; check verdicts, etcd and admin commands later — arrives here as a
-//! [`Command`], and this task builds the next [`Table`] and swaps it. One writer, so sources
-//! never race each other into an inconsistent table.
+//! `SIGHUP` reloads, check verdicts and admin commands (a rebuild request), etcd member sets
+//! ([`Discovered`], one channel per control task) — arrives here, and this task builds the
+//! next [`Table`] and swaps it. One writer, so sources never race each other into an
+//! inconsistent table.
+//!
+//! The table is built from the *effective* configuration: the files' configuration with the
+//! latest member set of each `discover` backend added (`discovery::effective_config`). It is
+//! kept between changes, so a check verdict rebuilds without recomputing it, and an etcd
+//! change costs one merge and one table build, with no I/O on this task.
 //!
 //! It also owns the listening sockets: a reload keeps the socket of every address that stays,
 //! binds new ones before the swap (a bind failure aborts the reload and changes nothing), and
@@ -21,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::scheduler::{self, Scheduler};
 use crate::config::{self, Config, ConfigErrors};
+use crate::discovery::{self, Discovered, Watchers};
 use crate::proxy::listener::{self, Shared};
-use crate::table::{Registry, Table};
+use crate::table::{self, Registry, Table};
 
 /// How often the table is rebuilt while a server ramps up under `slowstart`.
 const SLOWSTART_STEP: Duration = Duration::from_millis(500);
@@ -60,7 +67,15 @@ pub enum Command {
 /// The control task's state.
 pub struct Control {
     files: Vec<PathBuf>,
+    /// The configuration read from the files.
     config: Config,
+    /// `config` with the discovered servers added: what the table is built from.
+    effective: Config,
+    /// The latest member set of each `discover` backend.
+    discovered: HashMap<String, Discovered>,
+    watchers: Watchers,
+    discovered_tx: mpsc::UnboundedSender<Discovered>,
+    discovered_rx: Option<mpsc::UnboundedReceiver<Discovered>>,
     shared: Shared,
     registry: Registry,
     listeners: HashMap<SocketAddr, CancellationToken>,
@@ -91,9 +106,15 @@ impl Control {
         shared: Shared,
     ) -> Result<Control, ReloadError> {
         let (rebuild_tx, rebuild_rx) = mpsc::unbounded_channel();
+        let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
             config: config.clone(),
+            effective: config.clone(),
+            discovered: HashMap::new(),
+            watchers: Watchers::default(),
+            discovered_tx,
+            discovered_rx: Some(discovered_rx),
             shared,
             registry: Registry::default(),
             listeners: HashMap::new(),
@@ -122,8 +143,49 @@ impl Control {
         self.listeners.keys().copied().collect()
     }
 
-    /// Binds what is new, swaps the table, then stops what was removed.
+    /// Applies a configuration read from the files: the member sets of watches that go on
+    /// unchanged are kept, the table is swapped, then the watches are started or stopped.
     fn apply(&mut self, config: Config) -> Result<u64, ReloadError> {
+        let mut sets = self.discovered.clone();
+        sets.retain(|backend, set| {
+            self.watchers.is_current(set) && self.watchers.keeps(&config, backend)
+        });
+        let effective = discovery::effective_config(&config, &sets);
+        let generation = self.swap(&effective)?;
+        self.watchers.reconcile(&config, &self.discovered_tx);
+        self.discovered = sets;
+        self.config = config;
+        self.effective = effective;
+        Ok(generation)
+    }
+
+    /// Takes new member sets (at most one per backend) into the table: one swap for all.
+    fn apply_discovered(&mut self, sets: HashMap<String, Discovered>) {
+        let mut fresh = Vec::new();
+        for (backend, set) in sets {
+            if self.watchers.is_current(&set) {
+                fresh.push((set.revision, set.received));
+                self.discovered.insert(backend, set);
+            }
+        }
+        let Some(oldest) = fresh.iter().map(|(_, received)| *received).min() else {
+            return;
+        };
+        self.effective = discovery::effective_config(&self.config, &self.discovered);
+        let effective = self.effective.clone();
+        match self.swap(&effective) {
+            Ok(generation) => tracing::debug!(
+                generation,
+                revisions = ?fresh.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+                micros = oldest.elapsed().as_micros() as u64,
+                "etcd change applied"
+            ),
+            Err(e) => tracing::error!("applying an etcd change failed: {e}"),
+        }
+    }
+
+    /// Binds what is new, swaps the table built from `config`, then stops what was removed.
+    fn swap(&mut self, config: &Config) -> Result<u64, ReloadError> {
         let mut wanted: Vec<(SocketAddr, String)> = Vec::new();
         for fe in config.frontends.iter().filter(|f| !f.disabled) {
             for b in &fe.binds {
@@ -149,13 +211,14 @@ impl Control {
         }
         self.generation += 1;
         let table = Table::build(
-            &config,
+            config,
             &self.registry,
             self.generation,
             std::time::Instant::now(),
         );
         let table = Arc::new(table);
-        self.shared.table.store(table.clone());
+        let old = self.shared.table.swap(table.clone());
+        table::close_removed_writers(&old, &table);
         self.registry.retain(&table);
         for (addr, l) in fresh {
             let token = CancellationToken::new();
@@ -181,13 +244,12 @@ impl Control {
             b.live.slot_freed.notify_waiters();
         }
         self.checks.reconcile(
-            &config,
+            config,
             &scheduler::Env {
                 table: self.shared.table.clone(),
                 rebuild: self.rebuild_tx.clone(),
             },
         );
-        self.config = config;
         Ok(self.generation)
     }
 
@@ -201,8 +263,8 @@ impl Control {
 
     /// Rebuilds the table from the current configuration (live state changed).
     fn rebuild(&mut self) {
-        let config = self.config.clone();
-        if let Err(e) = self.apply(config) {
+        let effective = self.effective.clone();
+        if let Err(e) = self.swap(&effective) {
             tracing::error!("rebuilding the table failed: {e}");
         }
     }
@@ -211,11 +273,21 @@ impl Control {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(SLOWSTART_STEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let Some(mut rebuilds) = self.rebuild_rx.take() else {
+        let (Some(mut rebuilds), Some(mut discovered)) =
+            (self.rebuild_rx.take(), self.discovered_rx.take())
+        else {
             return;
         };
         loop {
             tokio::select! {
+                Some(set) = discovered.recv() => {
+                    // Changes queued meanwhile make one table; the latest set per backend wins.
+                    let mut sets = HashMap::from([(set.backend.clone(), set)]);
+                    while let Ok(set) = discovered.try_recv() {
+                        sets.insert(set.backend.clone(), set);
+                    }
+                    self.apply_discovered(sets);
+                }
                 Some(()) = rebuilds.recv() => {
                     // Several verdicts at once make one table.
                     while rebuilds.try_recv().is_ok() {}
@@ -240,6 +312,7 @@ impl Control {
                     }
                     Some(Command::StopAccepting(reply)) => {
                         self.checks.stop();
+                        self.watchers.stop();
                         for (addr, token) in self.listeners.drain() {
                             token.cancel();
                             tracing::info!(%addr, "stopped listening (stopping)");

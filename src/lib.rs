@@ -10,6 +10,7 @@ pub mod balance;
 pub mod check;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod logging;
 pub mod proxy;
 pub mod table;

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{self, Candidate, Cursor, Live, Selector};
 use crate::check::CheckResult;
-use crate::config::{self, Config, MaxLag, ProxyProtocol, Role};
+use crate::config::{
+    self, Config, EtcdRole, EtcdState, EtcdView, MaxLag, ProxyProtocol, Role, RoleSource,
+};
 
 /// The shared handle through which the data path reads the current table.
 pub type TableHandle = Arc<ArcSwap<Table>>;
@@ -86,6 +88,11 @@ pub struct ServerLive {
     pub down_transitions: AtomicU64,
     /// The role the node last reported (role checks or the agent's `#role=`).
     role: AtomicU8,
+    /// The role etcd gives a discovered server (`Unknown` for `server` lines).
+    etcd_role: AtomicU8,
+    /// The administrative state etcd asks for (a member's `state`), kept apart like the
+    /// agent's so etcd's `ready` cannot cancel an operator's maintenance.
+    etcd_admin: AtomicU8,
     /// Replication lag in bytes; `u64::MAX` = unknown.
     pub lag_bytes: AtomicU64,
     /// Replication lag in milliseconds; `u64::MAX` = unknown.
@@ -211,6 +218,8 @@ impl Default for ServerLive {
             check_failures: AtomicU64::new(0),
             down_transitions: AtomicU64::new(0),
             role: AtomicU8::new(NodeRole::Unknown as u8),
+            etcd_role: AtomicU8::new(NodeRole::Unknown as u8),
+            etcd_admin: AtomicU8::new(AdminState::Ready as u8),
             lag_bytes: AtomicU64::new(u64::MAX),
             lag_ms: AtomicU64::new(u64::MAX),
             lag_ok: AtomicBool::new(false),
@@ -294,13 +303,53 @@ impl ServerLive {
         prev
     }
 
-    /// The administrative state in force: the stricter of the operator's and the agent's.
+    /// The administrative state in force: the strictest of the operator's, the agent's and
+    /// etcd's.
     pub fn effective_admin(&self) -> AdminState {
         AdminState::from_u8(
             self.admin
                 .load(Ordering::Acquire)
-                .max(self.agent_admin.load(Ordering::Acquire)),
+                .max(self.agent_admin.load(Ordering::Acquire))
+                .max(self.etcd_admin.load(Ordering::Acquire)),
         )
+    }
+
+    /// The role etcd gives this server (`Unknown` when it was not discovered).
+    pub fn etcd_role(&self) -> NodeRole {
+        NodeRole::from_u8(self.etcd_role.load(Ordering::Acquire))
+    }
+
+    /// The administrative state etcd asks for.
+    pub fn etcd_admin(&self) -> AdminState {
+        AdminState::from_u8(self.etcd_admin.load(Ordering::Acquire))
+    }
+
+    /// Records what etcd says about this server (`None`: not discovered); returns the
+    /// previous etcd role.
+    pub fn apply_etcd(&self, view: Option<EtcdView>) -> NodeRole {
+        let (role, admin) = match view {
+            None => (NodeRole::Unknown, AdminState::Ready),
+            Some(v) => (
+                match v.role {
+                    EtcdRole::Primary => NodeRole::Primary,
+                    EtcdRole::Replica => NodeRole::Replica,
+                },
+                match v.state {
+                    EtcdState::Ready => AdminState::Ready,
+                    EtcdState::Drain => AdminState::Drain,
+                    EtcdState::Maint => AdminState::Maint,
+                },
+            ),
+        };
+        let prev_admin = AdminState::from_u8(self.etcd_admin.swap(admin as u8, Ordering::AcqRel));
+        self.note_change(prev_admin != admin);
+        if prev_admin != AdminState::Ready
+            && admin == AdminState::Ready
+            && self.effective_admin() == AdminState::Ready
+        {
+            self.mark_usable_now();
+        }
+        NodeRole::from_u8(self.etcd_role.swap(role as u8, Ordering::AcqRel))
     }
 
     /// The health in force: DOWN when either the checks or the agent say so.
@@ -981,40 +1030,114 @@ pub struct BackendRt {
     pub active: Pool,
     /// Eligible backup servers (only the first unless `option allbackups`).
     pub backup: Pool,
-    /// `role`: the role a server must report to take traffic here.
+    /// `role`: the role a server must have to take traffic here.
     pub role: Role,
     /// `max-lag` (with `role replica`).
     pub max_lag: Option<MaxLag>,
+    /// `role-source`: who decides each server's role.
+    pub role_source: RoleSource,
     /// Live state shared across tables.
     pub live: Arc<BackendLive>,
 }
 
-/// Whether `s` may take a new connection in a backend with `role` / `max-lag`: eligible
-/// (admin, health) and reporting the role the backend needs. Backups of a `role replica`
-/// backend (typically the primary, the read fallback) need a known role, not `replica`.
-pub fn admits(role: Role, max_lag: Option<MaxLag>, s: &ServerRt) -> bool {
-    if !s.live.eligible() {
-        return false;
-    }
-    match role {
-        Role::Any => true,
-        Role::Primary => s.live.role() == NodeRole::Primary,
-        Role::Replica if s.backup => s.live.role() != NodeRole::Unknown,
-        Role::Replica => {
-            s.live.role() == NodeRole::Replica && (max_lag.is_none() || s.live.lag_ok())
-        }
+/// The rules that decide which servers of a backend may take traffic by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleRule {
+    /// `role`.
+    pub role: Role,
+    /// `max-lag` (with `role replica`).
+    pub max_lag: Option<MaxLag>,
+    /// `role-source`: who decides each server's role.
+    pub source: RoleSource,
+}
+
+/// The role of a server as `source` decides it: the role checks', etcd's, or, with `both`,
+/// the role both agree on (`Unknown` while they disagree or either does not know).
+pub fn role_in_force(source: RoleSource, live: &ServerLive) -> NodeRole {
+    match source {
+        RoleSource::Check => live.role(),
+        RoleSource::Etcd => live.etcd_role(),
+        RoleSource::Both if live.role() == live.etcd_role() => live.role(),
+        RoleSource::Both => NodeRole::Unknown,
     }
 }
 
-/// The servers of a `role primary` backend that report primary and are not in maintenance:
-/// more than one is a split brain.
-pub fn reported_primaries(servers: &[ServerRt]) -> Vec<&ServerRt> {
+/// Whether `s` may take a new connection under `rule`: eligible (admin, health) and having
+/// the role the backend needs. Backups of a `role replica` backend (typically the primary,
+/// the read fallback) need a known role, not `replica`.
+pub fn admits(rule: RoleRule, s: &ServerRt) -> bool {
+    if !s.live.eligible() {
+        return false;
+    }
+    let role = role_in_force(rule.source, &s.live);
+    match rule.role {
+        Role::Any => true,
+        Role::Primary => role == NodeRole::Primary,
+        Role::Replica if s.backup => role != NodeRole::Unknown,
+        Role::Replica => role == NodeRole::Replica && (rule.max_lag.is_none() || s.live.lag_ok()),
+    }
+}
+
+/// The servers of a `role primary` backend whose role under `source` is primary, leaving
+/// out those in maintenance.
+pub fn primaries(source: RoleSource, servers: &[ServerRt]) -> Vec<&ServerRt> {
     servers
         .iter()
         .filter(|s| {
-            s.live.role() == NodeRole::Primary && s.live.effective_admin() != AdminState::Maint
+            role_in_force(source, &s.live) == NodeRole::Primary
+                && s.live.effective_admin() != AdminState::Maint
         })
         .collect()
+}
+
+/// The servers in a role conflict in a `role primary` backend (empty when there is none),
+/// leaving out those in maintenance: more than one primary by the checks (split brain) or by
+/// etcd; with `role-source both` also a disagreement, i.e. the checks and etcd naming
+/// different primaries, or one calling a server primary that the other calls replica.
+pub fn role_conflict(source: RoleSource, servers: &[ServerRt]) -> Vec<&ServerRt> {
+    let claiming = |by: &dyn Fn(&ServerLive) -> bool| -> Vec<&ServerRt> {
+        servers
+            .iter()
+            .filter(|s| by(&s.live) && s.live.effective_admin() != AdminState::Maint)
+            .collect()
+    };
+    let by_check = |l: &ServerLive| l.role() == NodeRole::Primary;
+    let by_etcd = |l: &ServerLive| l.etcd_role() == NodeRole::Primary;
+    let (claimed, contradicted) = match source {
+        RoleSource::Check => (claiming(&by_check), false),
+        RoleSource::Etcd => (claiming(&by_etcd), false),
+        RoleSource::Both => {
+            let claimed = claiming(&|l| by_check(l) || by_etcd(l));
+            // One says primary, the other replica (not merely "does not know yet").
+            let contradicted = claimed.iter().any(|s| {
+                let (check, etcd) = (s.live.role(), s.live.etcd_role());
+                check != etcd && check != NodeRole::Unknown && etcd != NodeRole::Unknown
+            });
+            (claimed, contradicted)
+        }
+    };
+    if claimed.len() > 1 || contradicted {
+        claimed
+    } else {
+        Vec::new()
+    }
+}
+
+/// Says who claims what in a conflict, for the log: `a (check primary, etcd replica)`.
+fn describe_conflict(source: RoleSource, servers: &[&ServerRt]) -> String {
+    let names: Vec<String> = servers
+        .iter()
+        .map(|s| match source {
+            RoleSource::Check | RoleSource::Etcd => s.name.clone(),
+            RoleSource::Both => format!(
+                "{} (check {}, etcd {})",
+                s.name,
+                s.live.role().name(),
+                s.live.etcd_role().name()
+            ),
+        })
+        .collect();
+    names.join(" and ")
 }
 
 /// Why no server could be picked.
@@ -1041,7 +1164,7 @@ impl Live for PoolLive<'_> {
             return false;
         }
         let s = &self.backend.servers[idx];
-        if !admits(self.backend.role, self.backend.max_lag, s) {
+        if !admits(self.backend.rule(), s) {
             return false;
         }
         match s.maxconn {
@@ -1059,12 +1182,22 @@ impl Live for PoolLive<'_> {
 }
 
 impl BackendRt {
+    /// The backend's role settings, as [`admits`] takes them.
+    pub fn rule(&self) -> RoleRule {
+        RoleRule {
+            role: self.role,
+            max_lag: self.max_lag,
+            source: self.role_source,
+        }
+    }
+
     /// Picks a server for a new connection from `client` and takes a slot on it; `exclude`
     /// skips one server (the one a redispatch moves away from). Returns the server's index.
     pub fn pick(&self, client: Option<IpAddr>, exclude: Option<usize>) -> Result<usize, NoServer> {
         // The single-writer guard, re-checked on every pick from the live roles so that the
         // window between a role report and the next table is closed too.
-        if self.role == Role::Primary && reported_primaries(&self.servers).len() > 1 {
+        if self.role == Role::Primary && !role_conflict(self.role_source, &self.servers).is_empty()
+        {
             self.live.conflict_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(NoServer::RoleConflict);
         }
@@ -1179,6 +1312,7 @@ impl Table {
                 frontends: Vec::new(),
                 backends: Vec::new(),
                 stats: Vec::new(),
+                etcd: Vec::new(),
                 warnings: Vec::new(),
             }),
         }
@@ -1238,6 +1372,31 @@ impl Table {
     }
 }
 
+/// Closes the sessions of servers that a swap from `old` to `new` removes from a `role
+/// primary` backend while they were its primary. A removed server otherwise drains (its
+/// sessions run to their end), but writes must not go on to a node that lost the writer's
+/// place. A backend removed whole is left alone, as any removed backend.
+pub fn close_removed_writers(old: &Table, new: &Table) {
+    for (name, before) in &old.backends {
+        let Some(after) = new.backends.get(name) else {
+            continue;
+        };
+        if before.role != Role::Primary {
+            continue;
+        }
+        for s in primaries(before.role_source, &before.servers) {
+            if !after.servers.iter().any(|x| x.name == s.name) {
+                tracing::warn!(
+                    backend = %name,
+                    "the primary {} was removed: closing its sessions",
+                    s.name
+                );
+                s.live.shutdown_sessions();
+            }
+        }
+    }
+}
+
 /// Records `primary` as the one writer of `backend`; when it differs from the previous one,
 /// closes every session on the other servers, so that writes opened before a failover cannot
 /// keep going to the old primary (even one that stayed reachable through a pooler).
@@ -1268,6 +1427,11 @@ fn server_key(backend: &str, server: &str) -> u64 {
 
 fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> BackendRt {
     let live = registry.backend(&be.name);
+    let rule = RoleRule {
+        role: be.role,
+        max_lag: be.max_lag,
+        source: be.role_source,
+    };
     let servers: Vec<ServerRt> = be
         .servers
         .iter()
@@ -1278,6 +1442,19 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
                 s.check_addr.unwrap_or(s.addr.ip()),
                 s.check_port.unwrap_or(s.addr.port()),
             ));
+            let etcd_was = slive.apply_etcd(s.etcd);
+            if etcd_was == NodeRole::Primary
+                && slive.etcd_role() != NodeRole::Primary
+                && be.role == Role::Primary
+                && be.role_source != RoleSource::Check
+            {
+                tracing::warn!(
+                    backend = %be.name,
+                    "etcd no longer names {} the primary: closing its sessions",
+                    s.name
+                );
+                slive.shutdown_sessions();
+            }
             ServerRt {
                 name: s.name.clone(),
                 addr: s.addr,
@@ -1291,28 +1468,38 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
             }
         })
         .collect();
-    let primaries: Vec<String> = if be.role == Role::Primary {
-        reported_primaries(&servers)
+    let is_writer = be.role == Role::Primary;
+    let conflicting = if is_writer {
+        role_conflict(rule.source, &servers)
+    } else {
+        Vec::new()
+    };
+    let conflict = !conflicting.is_empty();
+    let was = live.role_conflict.swap(conflict, Ordering::AcqRel);
+    if conflict && !was {
+        let who = describe_conflict(rule.source, &conflicting);
+        let what = match rule.source {
+            RoleSource::Check => format!("servers {who} all report primary"),
+            RoleSource::Etcd => format!("etcd names servers {who} primary"),
+            RoleSource::Both => format!("etcd and the role checks disagree on the primary: {who}"),
+        };
+        tracing::error!(
+            backend = %be.name,
+            "role conflict: {what}; refusing new connections until it is resolved"
+        );
+    } else if was && !conflict {
+        tracing::warn!(backend = %be.name, "role conflict resolved; routing resumes");
+    }
+    let usable = |s: &ServerRt| !be.disabled && !conflict && s.weight > 0 && admits(rule, s);
+    let writers: Vec<String> = if is_writer && !conflict {
+        primaries(rule.source, &servers)
             .iter()
             .map(|s| s.name.clone())
             .collect()
     } else {
         Vec::new()
     };
-    let conflict = primaries.len() > 1;
-    let was = live.role_conflict.swap(conflict, Ordering::AcqRel);
-    if conflict && !was {
-        tracing::error!(
-            backend = %be.name,
-            "role conflict: servers {} all report primary; refusing new connections until one of them stops being primary",
-            primaries.join(" and ")
-        );
-    } else if was && !conflict {
-        tracing::warn!(backend = %be.name, "role conflict resolved; routing resumes");
-    }
-    let usable =
-        |s: &ServerRt| !be.disabled && !conflict && s.weight > 0 && admits(be.role, be.max_lag, s);
-    if let (Role::Primary, false, [only]) = (be.role, conflict, primaries.as_slice()) {
+    if let [only] = writers.as_slice() {
         hand_over_writes(&be.name, &servers, &live, only);
     }
     let members = |backup: bool| -> Vec<usize> {
@@ -1369,8 +1556,9 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
         servers,
         active,
         backup,
-        role: be.role,
-        max_lag: be.max_lag,
+        role: rule.role,
+        max_lag: rule.max_lag,
+        role_source: rule.source,
         live,
     }
 }
@@ -1410,6 +1598,7 @@ mod tests {
             shutdown_backup_sessions_on_up: false,
             agent: None,
             send_proxy: None,
+            etcd: None,
         }
     }
 
@@ -1439,8 +1628,11 @@ mod tests {
                 role_check: None,
                 max_lag: None,
                 role_source: crate::config::RoleSource::Check,
+                discover: None,
+                default_server: server("", 0),
             }],
             stats: Vec::new(),
+            etcd: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -1716,5 +1908,129 @@ mod tests {
         live.shutdown_sessions();
         assert!(old.is_cancelled());
         assert!(!live.kill_token().is_cancelled());
+    }
+
+    fn etcd(role: EtcdRole, state: EtcdState) -> Option<EtcdView> {
+        Some(EtcdView { role, state })
+    }
+
+    /// A `role primary` backend whose servers a and b were discovered, with their etcd views.
+    fn etcd_config(source: RoleSource, a: Option<EtcdView>, b: Option<EtcdView>) -> Config {
+        let (mut sa, mut sb) = (server("a", 1), server("b", 2));
+        sa.etcd = a;
+        sb.etcd = b;
+        let mut c = role_config(vec![sa, sb], Role::Primary, None);
+        c.backends[0].role_source = source;
+        c
+    }
+
+    const P: EtcdRole = EtcdRole::Primary;
+    const R: EtcdRole = EtcdRole::Replica;
+    const READY: EtcdState = EtcdState::Ready;
+
+    #[test]
+    fn role_source_etcd_routes_to_etcds_primary_whatever_the_checks_say() {
+        let reg = Registry::default();
+        let c = etcd_config(RoleSource::Etcd, etcd(P, READY), etcd(R, READY));
+        let t = Table::build(&c, &reg, 1, Instant::now());
+        t.backends["be"].servers[1].live.set_role(NodeRole::Primary);
+        assert_eq!(names(&t.backends["be"], 2), ["a", "a"]);
+        // The leader moves: b takes the writes, a's sessions are closed.
+        let a_session = t.backends["be"].servers[0].live.kill_token();
+        let c = etcd_config(RoleSource::Etcd, etcd(R, READY), etcd(P, READY));
+        let t = Table::build(&c, &reg, 2, Instant::now());
+        assert!(a_session.is_cancelled());
+        assert_eq!(names(&t.backends["be"], 2), ["b", "b"]);
+        // etcd naming two primaries is a conflict.
+        let c = etcd_config(RoleSource::Etcd, etcd(P, READY), etcd(P, READY));
+        let t = Table::build(&c, &reg, 3, Instant::now());
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::RoleConflict)
+        );
+    }
+
+    #[test]
+    fn role_source_both_needs_agreement_and_a_disagreement_is_a_conflict() {
+        let reg = Registry::default();
+        let c = etcd_config(RoleSource::Both, etcd(P, READY), etcd(R, READY));
+        let t = Table::build(&c, &reg, 1, Instant::now());
+        let (a, b) = (
+            t.backends["be"].servers[0].live.clone(),
+            t.backends["be"].servers[1].live.clone(),
+        );
+        // Checks not answered yet: nobody is the primary, and it is no conflict.
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::NoneAvailable)
+        );
+        a.set_role(NodeRole::Primary);
+        b.set_role(NodeRole::Replica);
+        let t = Table::build(&c, &reg, 2, Instant::now());
+        assert_eq!(names(&t.backends["be"], 2), ["a", "a"]);
+        // The checks see b promoted while etcd still names a: refuse, both are named.
+        a.set_role(NodeRole::Replica);
+        b.set_role(NodeRole::Primary);
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::RoleConflict)
+        );
+        let conflict = role_conflict(RoleSource::Both, &t.backends["be"].servers);
+        assert_eq!(
+            describe_conflict(RoleSource::Both, &conflict),
+            "a (check replica, etcd primary) and b (check primary, etcd replica)"
+        );
+        let t = Table::build(&c, &reg, 3, Instant::now());
+        assert!(t.backends["be"].live.role_conflict.load(Ordering::Relaxed));
+        // etcd catches up: resolved, b takes the writes.
+        let c = etcd_config(RoleSource::Both, etcd(R, READY), etcd(P, READY));
+        let t = Table::build(&c, &reg, 4, Instant::now());
+        assert!(!t.backends["be"].live.role_conflict.load(Ordering::Relaxed));
+        assert_eq!(names(&t.backends["be"], 2), ["b", "b"]);
+        // One server that etcd calls primary and its check calls replica is a conflict too.
+        let c = etcd_config(RoleSource::Both, etcd(P, READY), etcd(R, READY));
+        b.set_role(NodeRole::Replica);
+        let t = Table::build(&c, &reg, 5, Instant::now());
+        assert_eq!(
+            t.backends["be"].pick(None, None),
+            Err(NoServer::RoleConflict)
+        );
+    }
+
+    #[test]
+    fn etcd_state_drains_and_maints_and_cannot_lift_an_operators_maint() {
+        let live = ServerLive::default();
+        live.apply_etcd(etcd(R, EtcdState::Drain));
+        assert_eq!(live.effective_admin(), AdminState::Drain);
+        live.apply_etcd(etcd(R, EtcdState::Maint));
+        assert_eq!(live.effective_admin(), AdminState::Maint);
+        live.set_admin(AdminState::Maint);
+        live.apply_etcd(etcd(R, READY));
+        assert_eq!(live.effective_admin(), AdminState::Maint);
+        live.set_admin(AdminState::Ready);
+        assert!(live.eligible());
+        assert_eq!(live.apply_etcd(None), NodeRole::Replica);
+        assert_eq!(live.etcd_role(), NodeRole::Unknown);
+    }
+
+    #[test]
+    fn removing_the_primary_closes_its_sessions_and_removing_a_replica_drains_it() {
+        let reg = Registry::default();
+        let c = etcd_config(RoleSource::Etcd, etcd(P, READY), etcd(R, READY));
+        let old = Table::build(&c, &reg, 1, Instant::now());
+        let (a, b) = (
+            old.backends["be"].servers[0].live.kill_token(),
+            old.backends["be"].servers[1].live.kill_token(),
+        );
+        let mut without_b = c.clone();
+        without_b.backends[0].servers.truncate(1);
+        let new = Table::build(&without_b, &reg, 2, Instant::now());
+        close_removed_writers(&old, &new);
+        assert!(!b.is_cancelled(), "a removed replica drains");
+        let mut without_a = c.clone();
+        without_a.backends[0].servers.remove(0);
+        let newer = Table::build(&without_a, &reg, 3, Instant::now());
+        close_removed_writers(&old, &newer);
+        assert!(a.is_cancelled(), "a removed primary's sessions are closed");
     }
 }

@@ -341,7 +341,7 @@ impl ServerView<'_> {
             LbState::Down
         } else if live.effective_admin() == AdminState::Drain {
             LbState::Drain
-        } else if !table::admits(backend.role, backend.max_lag, self.rt) {
+        } else if !table::admits(backend.rule(), self.rt) {
             LbState::Nolb
         } else {
             LbState::Up

@@ -5,22 +5,35 @@
 
 use std::collections::HashMap;
 
-use super::draft::{CheckOption, Diags, ProxyDraft, ProxyKind, ServerDraft};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::draft::{CheckOption, Diags, EtcdDraft, ProxyDraft, ProxyKind, ServerDraft};
 use super::keywords::did_you_mean;
 use super::model::{
-    AgentCheck, Backend, Bind, CheckMethod, Config, Frontend, Global, HttpCheck, MaxLag, Mode,
-    Role, RoleCheck, RoleSource, Server, StatsListener,
+    AgentCheck, Backend, Bind, CheckMethod, Config, Discover, EtcdAuth, EtcdCluster, Frontend,
+    Global, HttpCheck, MaxLag, Mode, Role, RoleCheck, RoleSource, Server, StatsListener,
 };
 
+/// `dial-timeout` when an `etcd` section sets none (etcdctl's default).
+const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Builds the configuration; problems go to `diags`.
-pub fn build(global: Global, proxies: Vec<ProxyDraft>, diags: &mut Diags) -> Config {
+pub fn build(
+    global: Global,
+    proxies: Vec<ProxyDraft>,
+    etcd: Vec<EtcdDraft>,
+    diags: &mut Diags,
+) -> Config {
     let mut config = Config {
         global,
         frontends: Vec::new(),
         backends: Vec::new(),
         stats: Vec::new(),
+        etcd: etcd.iter().filter_map(|e| etcd_cluster(e, diags)).collect(),
         warnings: Vec::new(),
     };
+    let etcd_names: Vec<&str> = etcd.iter().map(|e| e.name.as_str()).collect();
     // (frontend index, where its backend was named) for the cross-reference pass.
     let mut references = Vec::new();
     for p in &proxies {
@@ -41,7 +54,8 @@ pub fn build(global: Global, proxies: Vec<ProxyDraft>, diags: &mut Diags) -> Con
             config.frontends.push(frontend(p, diags));
         }
         if p.kind.has_backend() {
-            config.backends.push(backend(p, diags));
+            let discover = discover(p, &config.etcd, &etcd_names, diags);
+            config.backends.push(backend(p, discover, diags));
         }
     }
     check_duplicate_binds(&config, diags);
@@ -300,7 +314,88 @@ fn check_method(p: &ProxyDraft, diags: &mut Diags) -> CheckMethod {
     }
 }
 
-fn backend(p: &ProxyDraft, diags: &mut Diags) -> Backend {
+/// An `etcd` section, once complete; `None` (with errors) when it is not.
+fn etcd_cluster(e: &EtcdDraft, diags: &mut Diags) -> Option<EtcdCluster> {
+    let mut ok = true;
+    if e.endpoints.is_empty() {
+        diags.error(
+            &e.loc,
+            format!(
+                "etcd section '{}' has no 'endpoints': add 'endpoints http://HOST:2379'",
+                e.name
+            ),
+        );
+        ok = false;
+    }
+    let auth = match (&e.user, &e.password) {
+        (Some((user, _)), Some((password, _))) => Some(EtcdAuth {
+            user: user.clone(),
+            password: password.clone(),
+        }),
+        (None, None) => None,
+        (Some((_, loc)), None) => {
+            diags.error(
+                loc,
+                format!("etcd section '{}' has a 'user' but no 'password'", e.name),
+            );
+            ok = false;
+            None
+        }
+        (None, Some((_, loc))) => {
+            diags.error(
+                loc,
+                format!("etcd section '{}' has a 'password' but no 'user'", e.name),
+            );
+            ok = false;
+            None
+        }
+    };
+    ok.then(|| EtcdCluster {
+        name: e.name.clone(),
+        loc: e.loc.clone(),
+        endpoints: e.endpoints.clone(),
+        auth,
+        dial_timeout: e.dial_timeout.unwrap_or(DEFAULT_DIAL_TIMEOUT),
+        prefix: e.prefix.clone().unwrap_or_default(),
+    })
+}
+
+/// The backend's `discover` line with its `etcd` section resolved; errors name the line.
+/// `declared` holds every `etcd` section name, complete or not, so an incomplete section
+/// is reported once (at the section) rather than again at each `discover`.
+fn discover(
+    p: &ProxyDraft,
+    clusters: &[EtcdCluster],
+    declared: &[&str],
+    diags: &mut Diags,
+) -> Option<Discover> {
+    let (d, loc) = p.discover.as_ref()?;
+    let Some(cluster) = clusters.iter().find(|c| c.name == d.etcd) else {
+        if !declared.contains(&d.etcd.as_str()) {
+            let hint = did_you_mean(&d.etcd, declared.iter().copied());
+            diags.error(
+                loc,
+                format!(
+                    "{} '{}' discovers from etcd '{}', which is not declared{hint}: add an 'etcd {}' section with 'endpoints'",
+                    p.kind.keyword(),
+                    p.name,
+                    d.etcd,
+                    d.etcd
+                ),
+            );
+        }
+        return None;
+    };
+    Some(Discover {
+        etcd: d.etcd.clone(),
+        path: format!("{}{}", cluster.prefix, d.path),
+        schema: d.schema,
+        port: d.port,
+        loc: loc.clone(),
+    })
+}
+
+fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Backend {
     check_roles(p, diags);
     Backend {
         name: p.name.clone(),
@@ -323,8 +418,18 @@ fn backend(p: &ProxyDraft, diags: &mut Diags) -> Backend {
         role: p.role.as_ref().map_or(Role::Any, |(role, _)| *role),
         role_check: p.role_check.as_ref().map(|(check, _)| check.clone()),
         max_lag: p.max_lag.as_ref().map(|(lag, _)| *lag),
-        // `etcd` and `both` need `discover`, refused by the parser for now.
-        role_source: p.role_source.unwrap_or(RoleSource::Check),
+        role_source: role_source(p),
+        discover,
+        default_server: template(&p.default_server),
+    }
+}
+
+/// `role-source` in force: as written, else `both` with `discover` and `check` without.
+fn role_source(p: &ProxyDraft) -> RoleSource {
+    match (&p.role_source, &p.discover) {
+        (Some((source, _)), _) => *source,
+        (None, Some(_)) => RoleSource::Both,
+        (None, None) => RoleSource::Check,
     }
 }
 
@@ -335,14 +440,44 @@ fn check_roles(p: &ProxyDraft, diags: &mut Diags) {
     let proxy = format!("{} '{}'", p.kind.keyword(), p.name);
     let role = p.role.as_ref().map_or(Role::Any, |(role, _)| *role);
     let role_check = p.role_check.as_ref().map(|(check, _)| check);
-    if let Some((role @ (Role::Primary | Role::Replica), loc)) = &p.role
-        && role_check.is_none()
+    let source = role_source(p);
+    if let Some((source @ (RoleSource::Etcd | RoleSource::Both), loc)) = &p.role_source
+        && p.discover.is_none()
     {
+        let word = if *source == RoleSource::Etcd {
+            "etcd"
+        } else {
+            "both"
+        };
         diags.error(
             loc,
             format!(
-                "{proxy} has 'role {}' but no 'role-check': it needs role-check pgsql|mysql|agent to know the roles",
+                "{proxy} has 'role-source {word}' but no 'discover etcd': etcd can only tell the roles of the servers it lists"
+            ),
+        );
+    }
+    if let Some((role @ (Role::Primary | Role::Replica), loc)) = &p.role
+        && role_check.is_none()
+        && source != RoleSource::Etcd
+    {
+        let etcd_hint = if p.discover.is_some() {
+            " (or 'role-source etcd' to take them from etcd alone)"
+        } else {
+            ""
+        };
+        diags.error(
+            loc,
+            format!(
+                "{proxy} has 'role {}' but no 'role-check': it needs role-check pgsql|mysql|agent to know the roles{etcd_hint}",
                 role.keyword()
+            ),
+        );
+    }
+    if let (Some((_, loc)), None, RoleSource::Etcd) = (&p.max_lag, role_check, source) {
+        diags.error(
+            loc,
+            format!(
+                "{proxy}: 'max-lag' needs a 'role-check' to measure the lag; 'role-source etcd' alone does not report it"
             ),
         );
     }
@@ -365,6 +500,18 @@ fn check_roles(p: &ProxyDraft, diags: &mut Diags) {
         }
     }
     if let Some(RoleCheck::Agent) = role_check {
+        if let Some((_, loc)) = p
+            .discover
+            .as_ref()
+            .filter(|_| !p.default_server.agent_check)
+        {
+            diags.error(
+                loc,
+                format!(
+                    "{proxy} takes roles from the agent ('role-check agent'), so discovered servers need 'agent-check': add 'default-server agent-check agent-port N'"
+                ),
+            );
+        }
         for s in p.servers.iter().filter(|s| !s.agent_check) {
             diags.error(
                 &s.loc,
@@ -379,6 +526,18 @@ fn check_roles(p: &ProxyDraft, diags: &mut Diags) {
 
 /// The final server; `None` when its address did not parse (already reported).
 fn server(s: &ServerDraft) -> Option<Server> {
+    Some(server_at(s, s.addr?))
+}
+
+/// The `default-server` options as a server without name or address (`0.0.0.0:0`): the
+/// template of discovered servers.
+fn template(s: &ServerDraft) -> Server {
+    let mut t = server_at(s, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    t.name = String::new();
+    t
+}
+
+fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
     let agent = match (s.agent_check, s.agent_port) {
         (true, Some(port)) => Some(AgentCheck {
             port,
@@ -388,10 +547,10 @@ fn server(s: &ServerDraft) -> Option<Server> {
         }),
         _ => None,
     };
-    Some(Server {
+    Server {
         name: s.name.clone(),
         loc: s.loc.clone(),
-        addr: s.addr?,
+        addr,
         check: s.check,
         inter: s.inter,
         fastinter: s.fastinter,
@@ -410,7 +569,8 @@ fn server(s: &ServerDraft) -> Option<Server> {
         shutdown_backup_sessions_on_up: s.shutdown_backup_sessions_on_up,
         agent,
         send_proxy: s.send_proxy,
-    })
+        etcd: None,
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::model::{
     Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogTarget, MaxLag, Mode, ProxyProtocol,
-    Role, RoleCheck, RoleSource, TcpCheckRule,
+    Role, RoleCheck, RoleSource, Schema, TcpCheckRule,
 };
 
 /// The kind of a proxy section.
@@ -205,8 +205,10 @@ pub struct ProxyDraft {
     pub role_check: Option<(RoleCheck, Loc)>,
     /// `max-lag` (rolelb extension), where.
     pub max_lag: Option<(MaxLag, Loc)>,
-    /// `role-source` (rolelb extension); `None` = the default for the backend.
-    pub role_source: Option<RoleSource>,
+    /// `role-source` (rolelb extension), where; `None` = the default for the backend.
+    pub role_source: Option<(RoleSource, Loc)>,
+    /// `discover etcd ...` (rolelb extension), where.
+    pub discover: Option<(DiscoverDraft, Loc)>,
     /// `default-server` options.
     pub default_server: ServerDraft,
     /// `server` lines.
@@ -254,6 +256,7 @@ impl ProxyDraft {
             role_check: None,
             max_lag: None,
             role_source: None,
+            discover: None,
             servers: Vec::new(),
         }
     }
@@ -269,6 +272,39 @@ impl ProxyDraft {
         draft.http_expect_own = false;
         draft
     }
+}
+
+/// A `discover etcd NAME path PREFIX [schema S] [port N]` line; the etcd section it names
+/// is looked up in `build`, since `etcd` sections may come later in the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverDraft {
+    /// The `etcd` section's name.
+    pub etcd: String,
+    /// `path`, without a trailing `/`.
+    pub path: String,
+    /// `schema`.
+    pub schema: Schema,
+    /// `port`.
+    pub port: Option<u16>,
+}
+
+/// An `etcd NAME` section being read.
+#[derive(Debug, Clone)]
+pub struct EtcdDraft {
+    /// Section name.
+    pub name: String,
+    /// Where the section starts.
+    pub loc: Loc,
+    /// `endpoints`, normalised to `http://HOST:PORT`.
+    pub endpoints: Vec<String>,
+    /// `user`, where.
+    pub user: Option<(String, Loc)>,
+    /// `password`, where.
+    pub password: Option<(String, Loc)>,
+    /// `dial-timeout`.
+    pub dial_timeout: Option<Duration>,
+    /// `prefix`.
+    pub prefix: Option<String>,
 }
 
 /// A `server` (or `default-server`) line being read.

@@ -100,7 +100,7 @@ pub fn parse_with_env(
     let mut diags = reader.diags;
     diags.errors.append(&mut lex_errors);
     diags.warnings.append(&mut lex_warnings);
-    let mut config = build::build(reader.global, reader.proxies, &mut diags);
+    let mut config = build::build(reader.global, reader.proxies, reader.etcd, &mut diags);
     let order = |d: &Diagnostic| {
         let file = sources
             .iter()

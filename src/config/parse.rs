@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::draft::{Diags, ProxyDraft, ProxyKind};
-use super::keywords::{self, Ctx, did_you_mean, global, proxy, unsupported};
+use super::draft::{Diags, EtcdDraft, ProxyDraft, ProxyKind};
+use super::keywords::{self, Ctx, did_you_mean, etcd, global, proxy, unsupported};
 use super::lexer::Line;
 use super::model::{Global, Loc};
 
@@ -17,6 +17,8 @@ pub struct Reader {
     pub global: Global,
     /// Frontend, backend and listen sections in file order.
     pub proxies: Vec<ProxyDraft>,
+    /// `etcd` sections in file order.
+    pub etcd: Vec<EtcdDraft>,
     /// The `defaults` in force for the next proxy.
     defaults: ProxyDraft,
     /// Named `defaults` sections, for `from NAME`.
@@ -29,11 +31,14 @@ enum Section {
     None,
     Global,
     Proxy(Box<ProxyDraft>),
+    Etcd(EtcdDraft),
     /// An unsupported section whose lines are skipped (its header was reported).
     Skip,
 }
 
-const SECTIONS: [&str; 5] = ["global", "defaults", "frontend", "backend", "listen"];
+const SECTIONS: [&str; 6] = [
+    "global", "defaults", "frontend", "backend", "listen", "etcd",
+];
 
 impl Default for Reader {
     fn default() -> Self {
@@ -52,6 +57,7 @@ impl Reader {
             diags: Diags::default(),
             global: Global::default(),
             proxies: Vec::new(),
+            etcd: Vec::new(),
             defaults: ProxyDraft::new(ProxyKind::Defaults, String::new(), builtin),
             named_defaults: HashMap::new(),
             section: Section::None,
@@ -94,6 +100,7 @@ impl Reader {
             Section::Skip => Ok(()),
             Section::Global => global_line(&mut self.global, &mut ctx),
             Section::Proxy(draft) => proxy_line(draft, &mut ctx),
+            Section::Etcd(draft) => etcd::etcd_line(draft, &mut ctx),
         };
         if let Err(message) = result {
             self.diags.error(&line.loc, message);
@@ -101,16 +108,22 @@ impl Reader {
     }
 
     fn close_section(&mut self) {
-        if let Section::Proxy(draft) = std::mem::replace(&mut self.section, Section::None) {
-            if draft.kind == ProxyKind::Defaults {
-                if !draft.name.is_empty() {
-                    self.named_defaults
-                        .insert(draft.name.clone(), (*draft).clone());
-                }
-                self.defaults = *draft;
-            } else {
-                self.proxies.push(*draft);
+        match std::mem::replace(&mut self.section, Section::None) {
+            Section::Proxy(draft) => self.close_proxy(*draft),
+            Section::Etcd(draft) => self.etcd.push(draft),
+            Section::None | Section::Global | Section::Skip => {}
+        }
+    }
+
+    fn close_proxy(&mut self, draft: ProxyDraft) {
+        if draft.kind == ProxyKind::Defaults {
+            if !draft.name.is_empty() {
+                self.named_defaults
+                    .insert(draft.name.clone(), draft.clone());
             }
+            self.defaults = draft;
+        } else {
+            self.proxies.push(draft);
         }
     }
 
@@ -124,6 +137,10 @@ impl Reader {
                     .error(loc, format!("'global' takes no argument, got '{extra}'"));
             }
             self.section = Section::Global;
+            return;
+        }
+        if keyword == "etcd" {
+            self.open_etcd(&args, loc);
             return;
         }
         let kind = match keyword {
@@ -186,6 +203,54 @@ impl Reader {
             ProxyDraft::inherit(base, kind, name, loc.clone())
         };
         self.section = Section::Proxy(Box::new(draft));
+    }
+
+    /// `etcd NAME`: names are checked like proxy names, and must be unique among `etcd`
+    /// sections (the `discover` lines refer to them).
+    fn open_etcd(&mut self, args: &[&str], loc: &Loc) {
+        let name = match args {
+            [name] => name.to_string(),
+            [] => {
+                self.diags
+                    .error(loc, "missing name for 'etcd' section (write 'etcd NAME')");
+                format!("<unnamed etcd at line {}>", loc.line)
+            }
+            [name, extra, ..] => {
+                self.diags.error(
+                    loc,
+                    format!("'etcd': unexpected argument '{extra}' (write 'etcd NAME')"),
+                );
+                name.to_string()
+            }
+        };
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
+            .filter(|_| !name.starts_with("<unnamed"))
+        {
+            self.diags.error(
+                loc,
+                format!("character '{c}' is not permitted in etcd name '{name}'"),
+            );
+        }
+        if let Some(prev) = self.etcd.iter().find(|e| e.name == name) {
+            self.diags.error(
+                loc,
+                format!(
+                    "etcd section '{name}' is declared twice (first at {})",
+                    prev.loc
+                ),
+            );
+        }
+        self.section = Section::Etcd(EtcdDraft {
+            name,
+            loc: loc.clone(),
+            endpoints: Vec::new(),
+            user: None,
+            password: None,
+            dial_timeout: None,
+            prefix: None,
+        });
     }
 
     /// HAProxy's rule: two proxies may share a name only if one is a pure frontend and the

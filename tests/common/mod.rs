@@ -1265,3 +1265,349 @@ impl Drop for Mariadb {
         self.stop();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// etcd
+// ---------------------------------------------------------------------------------------------
+
+/// Debian's etcd server (3.4).
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// Debian's etcdctl (v3 API).
+pub const ETCDCTL_BIN: &str = "/usr/bin/etcdctl";
+
+/// A one-member etcd 3.4 cluster on 127.0.0.1 (client and peer ports from [`free_port`]) with
+/// its data directory in its own temporary directory. It can be stopped and started again on
+/// the same data, and a second process can run on that data on another client port while it
+/// is stopped ([`Etcd::offline`]), to change keys that rolelb cannot see being changed.
+pub struct Etcd {
+    // Fields drop in order: stop the process before removing its directory.
+    proc: Option<Proc>,
+    dir: TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// Starts a new cluster; returns once it answers.
+    pub fn start() -> Etcd {
+        let dir = tempfile::Builder::new()
+            .prefix("rolelb-etcd-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let mut etcd = Etcd {
+            proc: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.restart();
+        etcd
+    }
+
+    /// The client URL (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    fn spawn(&self, client_port: u16) -> Proc {
+        let bin = require_bin(ETCD_BIN);
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = command(&bin, false, self.dir.path());
+        cmd.args(["--name", "rolelb-test"])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("rolelb-test={peer}")])
+            .args(["--log-level", "warn", "--logger", "zap"]);
+        let name = format!("etcd :{client_port}");
+        let mut proc = Proc::spawn(&name, &mut cmd, &self.log_path(), Signal::SIGTERM);
+        let endpoint = client.clone();
+        proc.wait_ready("waiting for endpoint health", || {
+            etcdctl(&endpoint, &["endpoint", "health"]).is_ok()
+        });
+        proc
+    }
+
+    /// Starts the server (again) on its data directory and client port; waits until ready.
+    pub fn restart(&mut self) {
+        assert!(
+            self.proc.is_none(),
+            "etcd :{} already running",
+            self.client_port
+        );
+        self.proc = Some(self.spawn(self.client_port));
+    }
+
+    /// Stops the server (SIGTERM, waiting for it to exit); the data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.stop();
+        }
+    }
+
+    /// While stopped: runs `change` against a second etcd process on the same data but
+    /// another client port (so nothing watching the usual port sees it happen), then stops it.
+    pub fn offline(&mut self, change: impl FnOnce(&str)) {
+        assert!(self.proc.is_none(), "etcd :{} is running", self.client_port);
+        let port = free_port();
+        let mut proc = self.spawn(port);
+        change(&format!("http://127.0.0.1:{port}"));
+        proc.stop();
+    }
+
+    /// `etcdctl put KEY VALUE`.
+    pub fn put(&self, key: &str, value: &str) {
+        etcd_put(&self.endpoint(), key, value);
+    }
+
+    /// `etcdctl del KEY`.
+    pub fn del(&self, key: &str) {
+        etcd_ctl_ok(&self.endpoint(), &["del", key]);
+    }
+
+    /// The cluster's current revision.
+    pub fn revision(&self) -> i64 {
+        etcd_revision(&self.endpoint())
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `etcdctl --endpoints=ENDPOINT ARGS` (v3 API); Ok(stdout) or Err(stderr).
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(require_bin(ETCDCTL_BIN))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["--dial-timeout=2s", "--command-timeout=5s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run etcdctl: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Like [`etcdctl`], panicking with etcdctl's error.
+pub fn etcd_ctl_ok(endpoint: &str, args: &[&str]) -> String {
+    etcdctl(endpoint, args).unwrap_or_else(|e| panic!("etcdctl {args:?} at {endpoint}: {e}"))
+}
+
+/// `etcdctl put KEY VALUE` at `endpoint` (the value after `--`, so it may start with `-`).
+pub fn etcd_put(endpoint: &str, key: &str, value: &str) {
+    etcd_ctl_ok(endpoint, &["put", "--", key, value]);
+}
+
+/// The current revision at `endpoint` (from `etcdctl endpoint status -w json`).
+pub fn etcd_revision(endpoint: &str) -> i64 {
+    let text = etcd_ctl_ok(endpoint, &["endpoint", "status", "-w", "json"]);
+    let at = text
+        .find("\"revision\":")
+        .expect("revision in endpoint status")
+        + 11;
+    text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a revision number")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patroni
+// ---------------------------------------------------------------------------------------------
+
+/// Debian's Patroni (3.0).
+pub const PATRONI_BIN: &str = "/usr/bin/patroni";
+/// Debian's patronictl.
+pub const PATRONICTL_BIN: &str = "/usr/bin/patronictl";
+
+/// One Patroni node: its process (which runs PostgreSQL 15) and ports.
+struct PatroniNode {
+    proc: Proc,
+    name: String,
+    pg_port: u16,
+    config: PathBuf,
+}
+
+/// A Patroni cluster (etcd3 DCS) of PostgreSQL 15 nodes on 127.0.0.1, as the `postgres` user,
+/// each node in a subdirectory of one temporary directory; trust authentication on loopback.
+/// Dropping it stops every Patroni (which stops its PostgreSQL) before removing the files.
+pub struct PatroniCluster {
+    // Fields drop in order: stop the nodes before removing their directory.
+    nodes: Vec<PatroniNode>,
+    dir: TempDir,
+    scope: String,
+}
+
+impl PatroniCluster {
+    /// Starts `n` nodes in scope `scope` against `etcd` and waits (up to 120 s) until one is
+    /// the leader and every other one a running replica.
+    pub fn start(etcd: &Etcd, scope: &str, n: usize) -> PatroniCluster {
+        let bin = require_bin(PATRONI_BIN);
+        require_bin(PATRONICTL_BIN);
+        let pg_bin = require_bin(Path::new(PG_BIN).join("postgres"));
+        let pg_bin_dir = pg_bin.parent().expect("PostgreSQL's bin directory");
+        let dir = db_tempdir("rolelb-patroni-");
+        let mut cluster = PatroniCluster {
+            nodes: Vec::new(),
+            dir,
+            scope: scope.to_owned(),
+        };
+        for i in 1..=n {
+            let name = format!("node{i}");
+            let node_dir = cluster.dir.path().join(&name);
+            fs::create_dir(&node_dir).expect("creating a node directory");
+            if let Some((uid, gid)) = db_user() {
+                chown(&node_dir, Some(uid), Some(gid)).expect("chown of a node directory");
+            }
+            let (pg_port, api_port) = (free_port(), free_port());
+            let config = node_dir.join("patroni.yml");
+            fs::write(
+                &config,
+                format!(
+                    "scope: {scope}\nnamespace: /service/\nname: {name}\n\
+                     restapi:\n  listen: 127.0.0.1:{api_port}\n  connect_address: 127.0.0.1:{api_port}\n\
+                     etcd3:\n  hosts: 127.0.0.1:{etcd_port}\n\
+                     bootstrap:\n  dcs:\n    ttl: 20\n    loop_wait: 1\n    retry_timeout: 5\n\
+                     \x20   maximum_lag_on_failover: 1048576\n    postgresql:\n      use_pg_rewind: false\n\
+                     \x20     parameters:\n        wal_level: replica\n        hot_standby: 'on'\n\
+                     \x20       max_wal_senders: 10\n        max_replication_slots: 10\n        wal_keep_size: 64MB\n\
+                     \x20 initdb:\n  - encoding: UTF8\n  - locale: C\n  - auth: trust\n\
+                     \x20 pg_hba:\n  - host replication postgres 127.0.0.1/32 trust\n  - host all all 127.0.0.1/32 trust\n\
+                     postgresql:\n  listen: 127.0.0.1:{pg_port}\n  connect_address: 127.0.0.1:{pg_port}\n\
+                     \x20 data_dir: {data}\n  bin_dir: {bin_dir}\n  pgpass: {pgpass}\n\
+                     \x20 authentication:\n    replication:\n      username: postgres\n    superuser:\n      username: postgres\n\
+                     \x20 parameters:\n    unix_socket_directories: '{sockets}'\n    fsync: 'off'\n\
+                     \x20   synchronous_commit: 'off'\n    shared_buffers: 16MB\n    max_connections: 50\n",
+                    etcd_port = etcd.port(),
+                    data = node_dir.join("data").display(),
+                    bin_dir = pg_bin_dir.display(),
+                    pgpass = node_dir.join("pgpass").display(),
+                    sockets = node_dir.display(),
+                ),
+            )
+            .expect("writing patroni.yml");
+            let mut cmd = command(&bin, true, &node_dir);
+            cmd.arg(&config);
+            let log = node_dir.join("patroni.log");
+            let proc = Proc::spawn(&format!("patroni {name}"), &mut cmd, &log, Signal::SIGTERM);
+            cluster.nodes.push(PatroniNode {
+                proc,
+                name,
+                pg_port,
+                config,
+            });
+            // The first node bootstraps the cluster; the others clone it.
+            if i == 1 {
+                cluster.wait_members(1, Duration::from_secs(60));
+            }
+        }
+        cluster.wait_members(n, Duration::from_secs(120));
+        cluster
+    }
+
+    /// `patronictl list -f json`: (member, role, state) per member.
+    pub fn members(&self) -> Vec<(String, String, String)> {
+        let Some(node) = self.nodes.first() else {
+            return Vec::new();
+        };
+        let out = Command::new(PATRONICTL_BIN)
+            .arg("-c")
+            .arg(&node.config)
+            .args(["list", "-f", "json"])
+            .stdin(Stdio::null())
+            .output();
+        let Ok(out) = out else { return Vec::new() };
+        let list: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let field = |m: &serde_json::Value, f: &str| m[f].as_str().unwrap_or_default().to_owned();
+        list.as_array()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| (field(m, "Member"), field(m, "Role"), field(m, "State")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until `n` members run, one of them the leader; panics with the logs otherwise.
+    fn wait_members(&mut self, n: usize, limit: Duration) {
+        let ok = wait_until(limit, || {
+            let members = self.members();
+            members.len() == n
+                && members.iter().any(|(_, role, _)| role == "Leader")
+                && members
+                    .iter()
+                    .all(|(_, _, state)| state == "running" || state == "streaming")
+        });
+        if !ok {
+            let mut logs = String::new();
+            for node in &mut self.nodes {
+                node.proc.assert_running("starting the cluster");
+                logs.push_str(&log_tail(&node.proc.log, 15));
+            }
+            panic!(
+                "Patroni cluster '{}' not up with {n} members within {limit:?}: {:?}\n{logs}",
+                self.scope,
+                self.members()
+            );
+        }
+    }
+
+    /// The current leader's name.
+    pub fn leader(&self) -> Option<String> {
+        self.members()
+            .into_iter()
+            .find(|(_, role, _)| role == "Leader")
+            .map(|(name, _, _)| name)
+    }
+
+    /// The names of the members.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// The PostgreSQL port of member `name`.
+    pub fn pg_port(&self, name: &str) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.pg_port)
+            .unwrap_or_else(|| panic!("no Patroni member {name}"))
+    }
+
+    /// `patronictl switchover --leader FROM --candidate TO --force`.
+    pub fn switchover(&self, from: &str, to: &str) -> String {
+        let node = self.nodes.first().expect("a node");
+        let out = run_ok(
+            "patronictl switchover",
+            Command::new(PATRONICTL_BIN)
+                .arg("-c")
+                .arg(&node.config)
+                .args(["switchover", "--leader", from, "--candidate", to, "--force"])
+                .stdin(Stdio::null()),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

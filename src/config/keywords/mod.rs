@@ -10,11 +10,13 @@
 //! - [`bind`]: options of `bind` lines.
 //! - [`log`]: the `log` line, shared by `global` and proxies.
 //! - [`role`]: the rolelb extensions `role`, `role-check`, `max-lag`, `role-source`.
+//! - [`etcd`]: the rolelb extensions `etcd` (a section) and `discover`.
 //! - [`unsupported`]: HAProxy keywords rolelb knows but refuses, with what to do instead,
 //!   and the rolelb extensions not implemented yet.
 
 pub mod bind;
 pub mod check;
+pub mod etcd;
 pub mod global;
 pub mod log;
 pub mod option;

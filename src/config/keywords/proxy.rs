@@ -1,7 +1,7 @@
 //! The proxy keyword table: what `defaults`, `frontend`, `backend` and `listen` accept, each
 //! keyword with its parser and the sections where HAProxy allows it.
 
-use super::{Ctx, Sections, bind, check, option, role, server};
+use super::{Ctx, Sections, bind, check, etcd, option, role, server};
 use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
 use crate::config::keywords::log::parse_log_target;
@@ -55,6 +55,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("role-check", Sections::BE, role::role_check),
     kw("max-lag", Sections::BE, role::max_lag),
     kw("role-source", Sections::BE, role::role_source),
+    kw("discover", Sections::BE_ONLY, etcd::discover),
     // Accepted for compatibility; they change neither routing nor timing.
     kw("description", Sections::ALL, ignored),
     kw("id", Sections::ALL, ignored),

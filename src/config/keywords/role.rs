@@ -1,5 +1,5 @@
 //! The rolelb extension keywords of backends (SPEC section 3, "Extensions"): `role`,
-//! `role-check`, `max-lag` and `role-source`. Each parser reads only its own line into the
+//! `role-check`, `max-lag` and `role-source` (`discover` and `etcd` are in `etcd`). Each parser reads only its own line into the
 //! draft; the rules that tie them together (`max-lag` needs `role replica`, `role primary`
 //! needs a `role-check`...) are checked in `build` on the final backend, after inheritance,
 //! because any of them may come from `defaults`.
@@ -192,17 +192,18 @@ pub fn parse_max_lag(text: &str) -> Result<MaxLag, String> {
 pub fn role_source(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
     match ctx.arg(0, "'check', 'etcd' or 'both'")? {
-        "check" => {
-            p.role_source = Some(RoleSource::Check);
-            Ok(())
+        "check" => p.role_source = Some((RoleSource::Check, ctx.loc.clone())),
+        "etcd" => p.role_source = Some((RoleSource::Etcd, ctx.loc.clone())),
+        "both" => p.role_source = Some((RoleSource::Both, ctx.loc.clone())),
+        other => {
+            return Err(format!(
+                "unknown role-source '{other}' (use check, etcd or both)"
+            ));
         }
-        which @ ("etcd" | "both") => Err(format!(
-            "'role-source {which}' needs 'discover etcd', which is not implemented yet in this version: use 'role-source check' (the default)"
-        )),
-        other => Err(format!(
-            "unknown role-source '{other}' (use check, etcd or both)"
-        )),
     }
+    // Whether the backend has the `discover` that `etcd` and `both` need is judged in
+    // `build`, after inheritance.
+    Ok(())
 }
 
 #[cfg(test)]
@@ -427,24 +428,13 @@ mod tests {
             let e = errors(&format!("backend b\nrole-source {which}\n"));
             assert!(
                 e[0].starts_with(&format!(
-                    "t.cfg:2: 'role-source {which}' needs 'discover etcd'"
+                    "t.cfg:2: backend 'b' has 'role-source {which}' but no 'discover etcd'"
                 )),
                 "{e:?}"
             );
-            assert!(e[0].contains("not implemented yet"), "{e:?}");
         }
         let e = errors("backend b\nrole-source leader\n");
         assert!(e[0].contains("unknown role-source 'leader'"), "{e:?}");
-    }
-
-    #[test]
-    fn discover_and_etcd_stay_refused_while_admin_is_accepted() {
-        let e = errors(
-            "global\nadmin bind 127.0.0.1:9000\netcd main\nendpoints http://127.0.0.1:2379\n\
-             backend b\ndiscover etcd main path /service/pg\n",
-        );
-        assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e.iter().all(|e| e.contains("not implemented yet")), "{e:?}");
     }
 
     #[test]

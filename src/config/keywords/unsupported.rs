@@ -1,6 +1,6 @@
 //! Keywords rolelb knows but refuses, each with what to do instead: HAProxy features that make
-//! no sense for a TCP database balancer, and the rolelb extensions this version does not
-//! implement yet. Keeping them here gives users a clear answer instead of "unknown keyword".
+//! no sense for a TCP database balancer. Keeping them here gives users a clear answer instead
+//! of "unknown keyword".
 
 /// A refused keyword and why.
 pub struct Refused {
@@ -17,7 +17,6 @@ const fn no(name: &'static str, why: &'static str) -> Refused {
 const TCP_ONLY: &str =
     "is not supported: rolelb is a TCP balancer; use an unconditional use_backend/default_backend";
 const HTTP_ONLY: &str = "only applies to HTTP and is not supported: rolelb is a TCP balancer";
-const NOT_YET: &str = "is a rolelb extension that is not implemented yet in this version";
 
 /// HAProxy proxy keywords refused in proxies.
 pub const PROXY_REFUSED: &[Refused] = &[
@@ -67,7 +66,7 @@ pub const PROXY_REFUSED: &[Refused] = &[
     ),
     no(
         "server-template",
-        "is not supported: list the servers, or wait for rolelb's 'discover etcd'",
+        "is not supported: list the servers, or let rolelb find them with 'discover etcd'",
     ),
     no("dispatch", "is not supported: declare a 'server'"),
     no("transparent", "is not supported: declare a 'server'"),
@@ -107,7 +106,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
         "was removed from HAProxy 2.1: use 'timeout server'",
     ),
     no("bind-process", "was removed from HAProxy 2.5: delete it"),
-    no("discover", NOT_YET),
 ];
 
 /// HAProxy global keywords refused in `global`.
@@ -196,7 +194,6 @@ pub const SECTION_REFUSED: &[Refused] = &[
         "sections are not supported: rolelb does not terminate TLS",
     ),
     no("traces", "sections are not supported"),
-    no("etcd", NOT_YET),
 ];
 
 /// Finds `name` in a refused list.

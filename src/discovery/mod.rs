@@ -1,0 +1,369 @@
+//! Where servers come from besides `server` lines: etcd (SPEC section 6).
+//!
+//! Every backend with `discover etcd NAME path PREFIX` gets one watch task ([`etcd::run`]):
+//! it lists the keys under PREFIX once, then watches from the next revision, and after each
+//! change sends the backend's whole member set ([`Discovered`]) to `control` on a channel.
+//! `control` keeps the latest set per backend and builds the configuration the table is made
+//! from with [`effective_config`]: the file's configuration with each discovered member added
+//! to its backend as a server built from the backend's `default-server` template. So one etcd
+//! change is one table swap, and servers that stay keep their live state (it is keyed by
+//! name). [`Watchers`] starts and stops the tasks as the configuration changes, and
+//! [`EtcdStatus`] holds what a watch reports about itself (connected, events, bad values,
+//! revision, age of the last confirmed state) for logs and metrics.
+//!
+//! This module never touches the table: it reads the configuration and sends messages.
+
+pub mod etcd;
+pub mod members;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Backend, Config, EtcdAuth, EtcdView, Schema, Server};
+
+/// One discovered member, resolved and ready to become a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredServer {
+    /// The member's name: the server's name.
+    pub name: String,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its own (database) port.
+    pub port: u16,
+    /// `check_port` from etcd, if any.
+    pub check_port: Option<u16>,
+    /// `weight` from etcd, if any.
+    pub weight: Option<u32>,
+    /// Its role (the leader key applied) and state.
+    pub view: EtcdView,
+}
+
+/// The whole member set of one backend, as a watch sends it after a change.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// The backend.
+    pub backend: String,
+    /// Which watch task sent it (a restarted watch's late messages are ignored).
+    pub watch: u64,
+    /// The members, by name.
+    pub servers: Vec<DiscoveredServer>,
+    /// The etcd revision this set reflects.
+    pub revision: i64,
+    /// When the etcd response that led to this set arrived (to measure the swap latency).
+    pub received: Instant,
+}
+
+/// What a watch reports about itself; shared with whoever reads it (logs, metrics).
+#[derive(Debug, Default)]
+pub struct EtcdStatus {
+    /// Whether the watch is connected to etcd now.
+    pub connected: AtomicBool,
+    /// Watch events received.
+    pub events: AtomicU64,
+    /// Values that did not parse (each key revision counted once).
+    pub parse_errors: AtomicU64,
+    /// Full listings done (the first, after compaction, and the periodic ones).
+    pub lists: AtomicU64,
+    /// The etcd revision the member set reflects.
+    pub last_revision: AtomicI64,
+    /// When etcd last confirmed the member set (a listing, or a watch response).
+    last_confirmed: Mutex<Option<Instant>>,
+}
+
+impl EtcdStatus {
+    /// Records that etcd confirmed the state now.
+    pub fn confirm(&self) {
+        *self
+            .last_confirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// How old the last confirmed state is (`rolelb_etcd_state_age_seconds`); `None` before
+    /// the first confirmation.
+    pub fn state_age(&self) -> Option<Duration> {
+        self.last_confirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|t| t.elapsed())
+    }
+
+    /// Whether the watch is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+/// Everything that decides how a backend's watch runs; a watch is restarted when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSpec {
+    /// The `etcd` section's name.
+    pub cluster: String,
+    /// Its endpoints.
+    pub endpoints: Vec<String>,
+    /// Its credentials.
+    pub auth: Option<EtcdAuth>,
+    /// Its `dial-timeout`.
+    pub dial_timeout: Duration,
+    /// The key prefix (the section's `prefix` included).
+    pub path: String,
+    /// The schema.
+    pub schema: Schema,
+}
+
+impl WatchSpec {
+    /// The watch `backend` asks for, if it has `discover`.
+    pub fn of(config: &Config, backend: &Backend) -> Option<WatchSpec> {
+        let d = backend.discover.as_ref()?;
+        let cluster = config.etcd.iter().find(|c| c.name == d.etcd)?;
+        Some(WatchSpec {
+            cluster: cluster.name.clone(),
+            endpoints: cluster.endpoints.clone(),
+            auth: cluster.auth.clone(),
+            dial_timeout: cluster.dial_timeout,
+            path: d.path.clone(),
+            schema: d.schema,
+        })
+    }
+}
+
+struct Running {
+    spec: WatchSpec,
+    id: u64,
+    stop: CancellationToken,
+    status: Arc<EtcdStatus>,
+}
+
+/// The running watch tasks, one per `discover` backend; owned by `control`.
+#[derive(Default)]
+pub struct Watchers {
+    running: HashMap<String, Running>,
+    next_id: u64,
+}
+
+impl Watchers {
+    /// Starts, restarts or stops watches so that exactly the ones `config` asks for run;
+    /// a watch whose spec did not change keeps running (and its member set stays valid).
+    pub fn reconcile(&mut self, config: &Config, tx: &mpsc::UnboundedSender<Discovered>) {
+        let wanted: HashMap<&str, WatchSpec> = config
+            .backends
+            .iter()
+            .filter_map(|b| Some((b.name.as_str(), WatchSpec::of(config, b)?)))
+            .collect();
+        self.running.retain(|backend, r| {
+            let keep = wanted.get(backend.as_str()) == Some(&r.spec);
+            if !keep {
+                r.stop.cancel();
+            }
+            keep
+        });
+        for (backend, spec) in wanted {
+            if self.running.contains_key(backend) {
+                continue;
+            }
+            self.next_id += 1;
+            let running = Running {
+                spec: spec.clone(),
+                id: self.next_id,
+                stop: CancellationToken::new(),
+                status: Arc::default(),
+            };
+            tokio::spawn(etcd::run(etcd::Watch {
+                backend: backend.to_owned(),
+                spec,
+                id: running.id,
+                status: running.status.clone(),
+                tx: tx.clone(),
+                stop: running.stop.clone(),
+            }));
+            self.running.insert(backend.to_owned(), running);
+        }
+    }
+
+    /// Whether the watch running for `backend` goes on unchanged under `config` (so the
+    /// member set it sent stays valid).
+    pub fn keeps(&self, config: &Config, backend: &str) -> bool {
+        let wanted = config
+            .backends
+            .iter()
+            .find(|b| b.name == backend)
+            .and_then(|b| WatchSpec::of(config, b));
+        self.running
+            .get(backend)
+            .is_some_and(|r| Some(&r.spec) == wanted.as_ref())
+    }
+
+    /// Whether `set` comes from the watch now running for its backend.
+    pub fn is_current(&self, set: &Discovered) -> bool {
+        self.running
+            .get(&set.backend)
+            .is_some_and(|r| r.id == set.watch)
+    }
+
+    /// The status of each running watch, by backend.
+    pub fn statuses(&self) -> Vec<(String, Arc<EtcdStatus>)> {
+        self.running
+            .iter()
+            .map(|(b, r)| (b.clone(), r.status.clone()))
+            .collect()
+    }
+
+    /// Stops every watch.
+    pub fn stop(&mut self) {
+        for (_, r) in self.running.drain() {
+            r.stop.cancel();
+        }
+    }
+}
+
+/// The configuration the table is built from: `file` with each discovered member added to
+/// its backend (after the `server` lines) as a server made from the backend's
+/// `default-server` template. Sets for backends without `discover` are ignored.
+pub fn effective_config(file: &Config, sets: &HashMap<String, Discovered>) -> Config {
+    let mut config = file.clone();
+    for backend in &mut config.backends {
+        if let (Some(_), Some(set)) = (&backend.discover, sets.get(&backend.name)) {
+            let servers: Vec<Server> = set
+                .servers
+                .iter()
+                .filter_map(|m| discovered_server(backend, m))
+                .collect();
+            backend.servers.extend(servers);
+        }
+    }
+    config
+}
+
+/// The server for member `m` of `backend`; `None` (logged) when a `server` line already has
+/// its name.
+fn discovered_server(backend: &Backend, m: &DiscoveredServer) -> Option<Server> {
+    let discover = backend.discover.as_ref()?;
+    if backend.servers.iter().any(|s| s.name == m.name) {
+        tracing::warn!(
+            backend = %backend.name,
+            "etcd member '{}' has the name of a 'server' line of the backend: the member is skipped",
+            m.name
+        );
+        return None;
+    }
+    let template = &backend.default_server;
+    let mut s = template.clone();
+    s.name.clone_from(&m.name);
+    s.loc = discover.loc.clone();
+    s.addr = SocketAddr::new(m.ip, discover.port.unwrap_or(m.port));
+    // With `port N` the traffic goes elsewhere (a pooler); the checks stay on the database.
+    s.check_port = m
+        .check_port
+        .or(template.check_port)
+        .or(discover.port.map(|_| m.port));
+    if let Some(w) = m.weight {
+        s.weight = w;
+    }
+    s.etcd = Some(m.view);
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EtcdRole, EtcdState, parse_sources};
+
+    fn member(
+        name: &str,
+        port: u16,
+        check_port: Option<u16>,
+        weight: Option<u32>,
+    ) -> DiscoveredServer {
+        DiscoveredServer {
+            name: name.into(),
+            ip: IpAddr::from([10, 0, 0, 1]),
+            port,
+            check_port,
+            weight,
+            view: EtcdView {
+                role: EtcdRole::Replica,
+                state: EtcdState::Ready,
+            },
+        }
+    }
+
+    fn sets(backend: &str, servers: Vec<DiscoveredServer>) -> HashMap<String, Discovered> {
+        HashMap::from([(
+            backend.to_owned(),
+            Discovered {
+                backend: backend.to_owned(),
+                watch: 1,
+                servers,
+                revision: 1,
+                received: Instant::now(),
+            },
+        )])
+    }
+
+    const ETCD: &str = "etcd e\nendpoints 127.0.0.1:2379\n";
+
+    #[test]
+    fn members_become_servers_from_the_default_server_template() {
+        let file = parse_sources(&[(
+            "t.cfg",
+            &format!(
+                "backend b\ndefault-server inter 1s rise 5 check weight 7 maxconn 30\n\
+                 server static 127.0.0.1:1\ndiscover etcd e path /db port 6432\n{ETCD}"
+            ),
+        )])
+        .unwrap();
+        let c = effective_config(
+            &file,
+            &sets(
+                "b",
+                vec![
+                    member("m1", 5432, None, None),
+                    member("m2", 5433, Some(9000), Some(3)),
+                    member("static", 1, None, None),
+                ],
+            ),
+        );
+        let s = &c.backends[0].servers;
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["static", "m1", "m2"]);
+        let (m1, m2) = (&s[1], &s[2]);
+        assert_eq!(m1.addr, "10.0.0.1:6432".parse().unwrap());
+        assert_eq!(
+            m1.check_port,
+            Some(5432),
+            "the member's port stays the check port"
+        );
+        assert_eq!(
+            (m1.check, m1.inter, m1.rise, m1.weight, m1.maxconn),
+            (true, Duration::from_secs(1), 5, 7, Some(30))
+        );
+        assert_eq!(m1.loc.line, 4);
+        assert!(m1.etcd.is_some());
+        assert_eq!((m2.check_port, m2.weight), (Some(9000), 3));
+        assert!(s[0].etcd.is_none());
+        // The file's configuration is untouched.
+        assert_eq!(file.backends[0].servers.len(), 1);
+    }
+
+    #[test]
+    fn without_port_override_the_member_port_is_the_traffic_port() {
+        let file = parse_sources(&[(
+            "t.cfg",
+            &format!("backend b\ndefault-server check port 8008\ndiscover etcd e path /db\n{ETCD}"),
+        )])
+        .unwrap();
+        let c = effective_config(&file, &sets("b", vec![member("m1", 5432, None, None)]));
+        let m1 = &c.backends[0].servers[0];
+        assert_eq!((m1.addr.port(), m1.check_port), (5432, Some(8008)));
+        // No set for a backend without discover, and no set at all: the file's servers.
+        let c = effective_config(&file, &sets("other", vec![member("x", 1, None, None)]));
+        assert!(c.backends[0].servers.is_empty());
+    }
+}
