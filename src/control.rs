@@ -74,6 +74,8 @@ pub struct Control {
     /// The latest member set of each `discover` backend.
     discovered: HashMap<String, Discovered>,
     watchers: Watchers,
+    /// Where the watches' statuses are published for the admin side.
+    etcd_board: discovery::StatusBoard,
     discovered_tx: mpsc::UnboundedSender<Discovered>,
     discovered_rx: Option<mpsc::UnboundedReceiver<Discovered>>,
     shared: Shared,
@@ -113,6 +115,7 @@ impl Control {
             effective: config.clone(),
             discovered: HashMap::new(),
             watchers: Watchers::default(),
+            etcd_board: discovery::StatusBoard::default(),
             discovered_tx,
             discovered_rx: Some(discovered_rx),
             shared,
@@ -138,6 +141,11 @@ impl Control {
         &self.config
     }
 
+    /// The etcd watches' statuses, kept current by this task (for `rolelb_etcd_*` metrics).
+    pub fn etcd_board(&self) -> discovery::StatusBoard {
+        self.etcd_board.clone()
+    }
+
     /// The addresses currently listened on.
     pub fn bound(&self) -> Vec<SocketAddr> {
         self.listeners.keys().copied().collect()
@@ -153,6 +161,7 @@ impl Control {
         let effective = discovery::effective_config(&config, &sets);
         let generation = self.swap(&effective)?;
         self.watchers.reconcile(&config, &self.discovered_tx);
+        self.etcd_board.store(Arc::new(self.watchers.board()));
         self.discovered = sets;
         self.config = config;
         self.effective = effective;

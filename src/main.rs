@@ -163,7 +163,8 @@ async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Res
         bail!("no frontend has a bind address: nothing to listen on");
     }
     let (commands, rx) = mpsc::channel(16);
-    let env = admin::Env::new(&shared, control.rebuild_handle());
+    let mut env = admin::Env::new(&shared, control.rebuild_handle());
+    env.etcd = control.etcd_board();
     // Bound while still privileged, like listeners; dropping `_runtime_api` removes the files.
     let _runtime_api = admin::runtime::bind(&global.stats_sockets)?.serve(env.clone());
     let stats_listeners = control.config().stats.clone();

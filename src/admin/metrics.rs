@@ -9,10 +9,8 @@
 //! idle time, byte rate) are left out; `docs/metrics.md` lists them.
 //!
 //! The `rolelb_*` families add what role awareness makes visible: role per server,
-//! replication lag, role conflicts, check durations, table swaps. etcd discovery adds
-//! `rolelb_etcd_connected`, `rolelb_etcd_events_total`, `rolelb_etcd_last_revision` and
-//! `rolelb_etcd_state_age_seconds` (per etcd section) here, next to `rolelb_families`,
-//! once an etcd client publishes its status.
+//! replication lag, role conflicts, check durations, table swaps, and `rolelb_etcd_*` per
+//! `discover` backend from the status board `control` publishes.
 //!
 //! Rendered by hand rather than through the `prometheus` crate: every value already lives in
 //! an atomic, and label sets come and go with reloads, so copying into the crate's registry
@@ -135,7 +133,60 @@ pub fn render(env: &Env) -> String {
     backend_families(env, &table, &proxies, now, &mut out);
     server_families(&proxies, now, &mut out);
     rolelb_families(&table, &proxies, &mut out);
+    etcd_families(env, &mut out);
     out.text
+}
+
+/// `rolelb_etcd_*`, one series per `discover` backend (labels `etcd`, `backend`); absent
+/// when the configuration watches no etcd.
+fn etcd_families(env: &Env, out: &mut Out) {
+    let board = env.etcd.load();
+    if board.is_empty() {
+        return;
+    }
+    type Read = fn(&crate::discovery::EtcdStatus) -> V;
+    let families: [(&str, &str, &str, Read); 5] = [
+        (
+            "rolelb_etcd_connected",
+            "gauge",
+            "Whether the etcd watch is connected (1) or not (0).",
+            |s| V::from(s.connected.load(Ordering::Relaxed)),
+        ),
+        (
+            "rolelb_etcd_events_total",
+            "counter",
+            "etcd watch events received.",
+            |s| V::N(s.events.load(Ordering::Relaxed)),
+        ),
+        (
+            "rolelb_etcd_parse_errors_total",
+            "counter",
+            "etcd values that did not parse (each key revision once).",
+            |s| V::N(s.parse_errors.load(Ordering::Relaxed)),
+        ),
+        (
+            "rolelb_etcd_last_revision",
+            "gauge",
+            "The etcd revision the member set reflects.",
+            |s| V::N(u64::try_from(s.last_revision.load(Ordering::Relaxed)).unwrap_or(0)),
+        ),
+        (
+            "rolelb_etcd_state_age_seconds",
+            "gauge",
+            "Seconds since etcd last confirmed the member set (NaN before the first).",
+            |s| s.state_age().map_or(V::NaN, secs),
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        out.family(name, kind, help);
+        for w in board.iter() {
+            out.sample(
+                name,
+                &[("etcd", &w.etcd), ("backend", &w.backend)],
+                read(&w.status),
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

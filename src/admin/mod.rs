@@ -44,6 +44,8 @@ pub struct Env {
     pub started: Instant,
     /// The same moment on the wall clock (`Start_time_sec`).
     pub started_wall: SystemTime,
+    /// The etcd watches' statuses (`rolelb_etcd_*`), published by `control`.
+    pub etcd: crate::discovery::StatusBoard,
 }
 
 impl Env {
@@ -60,6 +62,7 @@ impl Env {
             nbthread,
             started: Instant::now(),
             started_wall: SystemTime::now(),
+            etcd: crate::discovery::StatusBoard::default(),
         }
     }
 }

@@ -141,6 +141,21 @@ struct Running {
     status: Arc<EtcdStatus>,
 }
 
+/// One watch's status as the admin side sees it (`rolelb_etcd_*` metrics).
+#[derive(Debug, Clone)]
+pub struct WatchStatus {
+    /// The `etcd` section's name.
+    pub etcd: String,
+    /// The `discover` backend.
+    pub backend: String,
+    /// Its live counters.
+    pub status: Arc<EtcdStatus>,
+}
+
+/// The statuses of the running watches, republished by `control` whenever the set of watches
+/// changes; readers never wait on the control task.
+pub type StatusBoard = Arc<arc_swap::ArcSwap<Vec<WatchStatus>>>;
+
 /// The running watch tasks, one per `discover` backend; owned by `control`.
 #[derive(Default)]
 pub struct Watchers {
@@ -213,6 +228,21 @@ impl Watchers {
             .iter()
             .map(|(b, r)| (b.clone(), r.status.clone()))
             .collect()
+    }
+
+    /// The running watches' statuses, sorted by backend, for the [`StatusBoard`].
+    pub fn board(&self) -> Vec<WatchStatus> {
+        let mut board: Vec<WatchStatus> = self
+            .running
+            .iter()
+            .map(|(backend, r)| WatchStatus {
+                etcd: r.spec.cluster.clone(),
+                backend: backend.clone(),
+                status: r.status.clone(),
+            })
+            .collect();
+        board.sort_by(|a, b| a.backend.cmp(&b.backend));
+        board
     }
 
     /// Stops every watch.
