@@ -598,6 +598,12 @@ fn promtool_accepts_the_output_and_prometheus_answers_every_dashboard_query() {
             wait_port(prom_addr, Duration::from_secs(30)),
             "prometheus up"
         );
+        // The port opens before the storage is ready; queries answer 503 until then.
+        assert!(
+            wait_until(Duration::from_secs(60), || get(prom_addr, "/-/ready").0
+                == 200),
+            "prometheus never became ready"
+        );
         let query = |q: &str| -> serde_json::Value {
             let path = format!("/api/v1/query?query={}", urlencode(q));
             let (status, body) = get(prom_addr, &path);

@@ -1160,12 +1160,17 @@ impl Mariadb {
             .tempdir()
             .expect("creating a temporary directory");
         let install = require_bin(MARIADB_INSTALL_DB_BIN);
+        // Each server keeps its temporary tables in its own directory: bootstraps running in
+        // parallel in a shared /tmp were seen losing theirs ("Unknown table tmp_user_sys").
+        let tmp = dir.path().join("tmp");
+        fs::create_dir_all(&tmp).expect("creating MariaDB's tmpdir");
         run_ok(
             "mariadb-install-db",
             command(&install, false, dir.path())
                 .arg("--no-defaults")
                 .arg("--user=root")
                 .arg(format!("--datadir={}", dir.path().join("data").display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .args(["--auth-root-authentication-method=normal", "--skip-test-db"]),
         );
         let mut db = Mariadb {
@@ -1217,6 +1222,7 @@ impl Mariadb {
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
             .arg(format!("--log-error={}", self.log_path().display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .args(["--skip-name-resolve", "--skip-log-bin"])
             .args(["--innodb-buffer-pool-size=16M", "--max-connections=50"]);
         let name = format!("mariadb :{}", self.port);
