@@ -27,7 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, LookupError};
@@ -279,49 +279,39 @@ fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = slots.clone().acquire_owned() => p,
-        };
-        let Ok(permit) = permit else { return };
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::error!("HTTP accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let ctx = ctx.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                r = conn => {
-                    if let Err(e) = r {
-                        tracing::debug!("HTTP connection ended: {e}");
+    let accept = || listener.accept();
+    super::accept_limited(
+        MAX_CONNECTIONS,
+        &stop,
+        "HTTP",
+        accept,
+        |(stream, _), permit| {
+            let ctx = ctx.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let service = service_fn(move |req| {
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    r = conn => {
+                        if let Err(e) = r {
+                            tracing::debug!("HTTP connection ended: {e}");
+                        }
                     }
+                    _ = tokio::time::sleep(MAX_CONNECTION_LIFE) => {}
+                    _ = stop.cancelled() => {}
                 }
-                _ = tokio::time::sleep(MAX_CONNECTION_LIFE) => {}
-                _ = stop.cancelled() => {}
-            }
-        });
-    }
+            });
+        },
+    )
+    .await;
 }
 
 type Resp = Response<Full<Bytes>>;

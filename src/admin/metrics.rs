@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::Env;
 use super::view::{self, LbState, Proxy, ServerView};
-use crate::check::{CheckResult, Status};
+use crate::check::CheckResult;
 use crate::table::{CHECK_BUCKETS, Histogram, NodeRole, Table, TrafficStats};
 
 /// The content type of the text format.
@@ -716,6 +716,174 @@ fn frontend_families(env: &Env, table: &Table, proxies: &[Proxy<'_>], out: &mut 
 }
 
 // ---------------------------------------------------------------------------------------------
+// What haproxy_backend_* and haproxy_server_* share
+// ---------------------------------------------------------------------------------------------
+
+/// A backend or a server, as its family table reads it.
+trait Object {
+    /// The labels of its samples: `proxy`, and `server` for a server.
+    fn labels(&self) -> Vec<(&'static str, &str)>;
+
+    /// Its traffic counters (a backend's own, not the sum of its servers').
+    fn traffic(&self) -> &TrafficStats;
+
+    /// Each `state` label value of its `status` family, and whether it is the current one.
+    fn states(&self) -> Vec<(&'static str, bool)>;
+}
+
+/// How a shared family reads a backend's or a server's traffic counters.
+type TrafficValue = fn(&TrafficStats) -> V;
+
+/// One entry of the backend or server table, in HAProxy's order.
+enum Entry<F> {
+    /// A family read from the object: name (after the prefix), type, HELP, value.
+    Own(&'static str, &'static str, &'static str, F),
+    /// `status`: one sample per `state` label value, 1 for the current state.
+    Status,
+    /// A run of families that read a backend's and a server's traffic counters the same way.
+    Traffic(&'static [(&'static str, &'static str, &'static str, TrafficValue)]),
+}
+
+/// Writes the families of `table`, each named `prefix` + its name, one sample per object.
+fn families<T: Object, F: Fn(&T) -> V>(
+    out: &mut Out,
+    prefix: &str,
+    table: &[Entry<F>],
+    objs: &[T],
+) {
+    let family = |out: &mut Out, name: &str, kind: &str, help: &str, value: &dyn Fn(&T) -> V| {
+        let name = format!("{prefix}{name}");
+        out.family(&name, kind, help);
+        for o in objs {
+            out.sample(&name, &o.labels(), value(o));
+        }
+    };
+    for entry in table {
+        match entry {
+            Entry::Own(name, kind, help, value) => family(out, name, kind, help, value),
+            Entry::Traffic(shared) => {
+                for (name, kind, help, value) in *shared {
+                    family(out, name, kind, help, &|o: &T| value(o.traffic()));
+                }
+            }
+            Entry::Status => {
+                let name = format!("{prefix}status");
+                out.family(
+                    &name,
+                    "gauge",
+                    "Current status of the service, per state label value.",
+                );
+                for o in objs {
+                    for (state, on) in o.states() {
+                        let mut labels = o.labels();
+                        labels.push(("state", state));
+                        out.sample(&name, &labels, on.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn last_session(t: &TrafficStats) -> V {
+    match t.last_session.load(Ordering::Relaxed) {
+        0 => V::F(-1.0),
+        at => {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            V::N(now.saturating_sub(at))
+        }
+    }
+}
+
+/// Shared families from `client_aborts_total` to `failed_header_rewriting_total`.
+const TRAFFIC_ABORTS_AND_AVERAGES: &[(&str, &str, &str, TrafficValue)] = &[
+    (
+        "client_aborts_total",
+        "counter",
+        "Total number of requests or connections aborted by the client since the worker process started",
+        |t| t.client_aborts.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "server_aborts_total",
+        "counter",
+        "Total number of requests or connections aborted by the server since the worker process started",
+        |t| t.server_aborts.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "last_session_seconds",
+        "gauge",
+        "How long ago some traffic was seen on this object on this worker process, in seconds",
+        last_session,
+    ),
+    (
+        "queue_time_average_seconds",
+        "gauge",
+        "Avg. queue time for last 1024 successful connections.",
+        |t| ms(t.queue_ms.get()),
+    ),
+    (
+        "connect_time_average_seconds",
+        "gauge",
+        "Avg. connect time for last 1024 successful connections.",
+        |t| ms(t.connect_ms.get()),
+    ),
+    (
+        "response_time_average_seconds",
+        "gauge",
+        "Avg. response time for last 1024 successful connections (TCP: 0).",
+        |_| V::F(0.0),
+    ),
+    (
+        "total_time_average_seconds",
+        "gauge",
+        "Avg. total time for last 1024 successful connections.",
+        |t| ms(t.total_ms.get()),
+    ),
+    (
+        "failed_header_rewriting_total",
+        "counter",
+        "Total number of failed HTTP header rewrites (TCP: 0)",
+        |_| V::N(0),
+    ),
+];
+
+/// Shared families from `max_queue_time_seconds` to `internal_errors_total`.
+const TRAFFIC_MAXIMA: &[(&str, &str, &str, TrafficValue)] = &[
+    (
+        "max_queue_time_seconds",
+        "gauge",
+        "Maximum observed time spent in the queue",
+        |t| ms(t.max_queue_ms.load(Ordering::Relaxed)),
+    ),
+    (
+        "max_connect_time_seconds",
+        "gauge",
+        "Maximum observed time spent waiting for a connection to complete",
+        |t| ms(t.max_connect_ms.load(Ordering::Relaxed)),
+    ),
+    (
+        "max_response_time_seconds",
+        "gauge",
+        "Maximum observed time spent waiting for a server response (TCP: 0)",
+        |_| V::F(0.0),
+    ),
+    (
+        "max_total_time_seconds",
+        "gauge",
+        "Maximum observed total session time",
+        |t| ms(t.max_total_ms.load(Ordering::Relaxed)),
+    ),
+    (
+        "internal_errors_total",
+        "counter",
+        "Total number of internal errors since process started",
+        |_| V::N(0),
+    ),
+];
+
+// ---------------------------------------------------------------------------------------------
 // haproxy_backend_*
 // ---------------------------------------------------------------------------------------------
 
@@ -732,10 +900,6 @@ struct Be<'a> {
 impl Be<'_> {
     fn sum(&self, f: impl Fn(&ServerView<'_>) -> u64) -> V {
         V::N(self.servers.iter().map(f).sum())
-    }
-
-    fn traffic(&self) -> &TrafficStats {
-        &self.rt.live.traffic
     }
 
     fn usable(&self, backup: bool) -> usize {
@@ -771,15 +935,18 @@ impl Be<'_> {
     }
 }
 
-fn last_session(t: &TrafficStats) -> V {
-    match t.last_session.load(Ordering::Relaxed) {
-        0 => V::F(-1.0),
-        at => {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            V::N(now.saturating_sub(at))
-        }
+impl Object for Be<'_> {
+    fn labels(&self) -> Vec<(&'static str, &str)> {
+        vec![("proxy", self.name)]
+    }
+
+    fn traffic(&self) -> &TrafficStats {
+        &self.rt.live.traffic
+    }
+
+    fn states(&self) -> Vec<(&'static str, bool)> {
+        let up = self.usable(false) + self.usable(true) > 0;
+        vec![("DOWN", !up), ("UP", up)]
     }
 }
 
@@ -789,230 +956,156 @@ fn traffic_sum(b: &Be<'_>, f: fn(&TrafficStats) -> &std::sync::atomic::AtomicU64
     b.sum(|s| f(&s.rt.live.traffic).load(Ordering::Relaxed))
 }
 
-const BACKEND: &[(&str, &str, &str, BeValue)] = &[
-    (
+const BACKEND: &[Entry<BeValue>] = &[
+    Entry::Own(
         "current_queue",
         "gauge",
         "Number of current queued connections",
         |b| b.rt.live.queued.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "max_queue",
         "gauge",
         "Highest value of queued connections encountered since process started",
         |b| b.rt.live.max_queued.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "current_sessions",
         "gauge",
         "Number of current sessions on the frontend, backend or server",
         |b| b.rt.live.sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "max_sessions",
         "gauge",
         "Highest value of current sessions encountered since process started",
         |b| b.rt.live.max_sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "limit_sessions",
         "gauge",
         "Frontend/listener/server's maxconn, backend's fullconn",
         |b| V::N(b.fullconn),
     ),
-    (
+    Entry::Own(
         "sessions_total",
         "counter",
         "Total number of sessions since process started",
         |b| b.rt.live.total_sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "bytes_in_total",
         "counter",
         "Total number of request bytes since process started",
         |b| b.sum(|s| s.rt.live.bytes_in.load(Ordering::Relaxed)),
     ),
-    (
+    Entry::Own(
         "bytes_out_total",
         "counter",
         "Total number of response bytes since process started",
         |b| b.sum(|s| s.rt.live.bytes_out.load(Ordering::Relaxed)),
     ),
-    (
+    Entry::Own(
         "requests_denied_total",
         "counter",
         "Total number of denied requests since process started (0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "responses_denied_total",
         "counter",
         "Total number of denied responses since process started (0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "connection_errors_total",
         "counter",
         "Total number of failed connections to server since the worker process started",
         |b| b.sum(|s| s.rt.live.connect_errors.load(Ordering::Relaxed)),
     ),
-    (
+    Entry::Own(
         "response_errors_total",
         "counter",
         "Total number of invalid responses since the worker process started (TCP: 0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "retry_warnings_total",
         "counter",
         "Total number of server connection retries since the worker process started",
         |b| traffic_sum(b, |t| &t.retries),
     ),
-    (
+    Entry::Own(
         "redispatch_warnings_total",
         "counter",
         "Total number of server redispatches due to connection failures since the worker process started",
         |b| traffic_sum(b, |t| &t.redispatches),
     ),
-    (
+    // HAProxy lists `status` after `redispatch_warnings_total`.
+    Entry::Status,
+    Entry::Own(
         "weight",
         "gauge",
         "Server's effective weight, or sum of active servers' effective weights for a backend",
         |b| V::N(b.weight()),
     ),
-    (
+    Entry::Own(
         "active_servers",
         "gauge",
         "Total number of active UP servers with a non-zero weight",
         |b| b.usable(false).into(),
     ),
-    (
+    Entry::Own(
         "backup_servers",
         "gauge",
         "Total number of backup UP servers with a non-zero weight",
         |b| b.usable(true).into(),
     ),
-    (
+    Entry::Own(
         "check_up_down_total",
         "counter",
         "Total number of failed checks causing UP to DOWN server transitions, per server/backend, since the worker process started",
         |b| b.rt.live.downtime.transitions().into(),
     ),
-    (
+    Entry::Own(
         "check_last_change_seconds",
         "gauge",
         "How long ago the last server state changed, in seconds",
         |b| b.last_change(),
     ),
-    (
+    Entry::Own(
         "downtime_seconds_total",
         "counter",
         "Total time spent in DOWN state, for server or backend",
         |b| V::N(b.rt.live.downtime.total(b.now).as_secs()),
     ),
-    (
+    Entry::Own(
         "loadbalanced_total",
         "counter",
         "Total number of requests routed by load balancing since the worker process started",
         |b| b.sum(|s| s.rt.live.total_sessions.load(Ordering::Relaxed)),
     ),
-    (
+    Entry::Own(
         "max_session_rate",
         "gauge",
         "Highest value of sessions per second observed since the worker process started",
         |b| b.traffic().session_rate.max().into(),
     ),
-    (
-        "client_aborts_total",
-        "counter",
-        "Total number of requests or connections aborted by the client since the worker process started",
-        |b| b.traffic().client_aborts.load(Ordering::Relaxed).into(),
-    ),
-    (
-        "server_aborts_total",
-        "counter",
-        "Total number of requests or connections aborted by the server since the worker process started",
-        |b| b.traffic().server_aborts.load(Ordering::Relaxed).into(),
-    ),
-    (
-        "last_session_seconds",
-        "gauge",
-        "How long ago some traffic was seen on this object on this worker process, in seconds",
-        |b| last_session(b.traffic()),
-    ),
-    (
-        "queue_time_average_seconds",
-        "gauge",
-        "Avg. queue time for last 1024 successful connections.",
-        |b| ms(b.traffic().queue_ms.get()),
-    ),
-    (
-        "connect_time_average_seconds",
-        "gauge",
-        "Avg. connect time for last 1024 successful connections.",
-        |b| ms(b.traffic().connect_ms.get()),
-    ),
-    (
-        "response_time_average_seconds",
-        "gauge",
-        "Avg. response time for last 1024 successful connections (TCP: 0).",
-        |_| V::F(0.0),
-    ),
-    (
-        "total_time_average_seconds",
-        "gauge",
-        "Avg. total time for last 1024 successful connections.",
-        |b| ms(b.traffic().total_ms.get()),
-    ),
-    (
-        "failed_header_rewriting_total",
-        "counter",
-        "Total number of failed HTTP header rewrites (TCP: 0)",
-        |_| V::N(0),
-    ),
-    (
+    Entry::Traffic(TRAFFIC_ABORTS_AND_AVERAGES),
+    Entry::Own(
         "connection_attempts_total",
         "counter",
         "Total number of outgoing connection attempts on this backend/server since the worker process started",
         |b| traffic_sum(b, |t| &t.connect_attempts),
     ),
-    (
+    Entry::Own(
         "connection_reuses_total",
         "counter",
         "Total number of reused connection on this backend/server (rolelb never reuses: 0)",
         |_| V::N(0),
     ),
-    (
-        "max_queue_time_seconds",
-        "gauge",
-        "Maximum observed time spent in the queue",
-        |b| ms(b.traffic().max_queue_ms.load(Ordering::Relaxed)),
-    ),
-    (
-        "max_connect_time_seconds",
-        "gauge",
-        "Maximum observed time spent waiting for a connection to complete",
-        |b| ms(b.traffic().max_connect_ms.load(Ordering::Relaxed)),
-    ),
-    (
-        "max_response_time_seconds",
-        "gauge",
-        "Maximum observed time spent waiting for a server response (TCP: 0)",
-        |_| V::F(0.0),
-    ),
-    (
-        "max_total_time_seconds",
-        "gauge",
-        "Maximum observed total session time",
-        |b| ms(b.traffic().max_total_ms.load(Ordering::Relaxed)),
-    ),
-    (
-        "internal_errors_total",
-        "counter",
-        "Total number of internal errors since process started",
-        |_| V::N(0),
-    ),
-    (
+    Entry::Traffic(TRAFFIC_MAXIMA),
+    Entry::Own(
         "uweight",
         "gauge",
         "Server's user weight, or sum of active servers' user weights for a backend",
@@ -1025,21 +1118,6 @@ const CHECK_STATES: [&str; 16] = [
     "HANA", "SOCKERR", "L4OK", "L4TOUT", "L4CON", "L6OK", "L6TOUT", "L6RSP", "L7TOUT", "L7RSP",
     "L7OK", "L7OKC", "L7STS", "PROCERR", "PROCTOUT", "PROCOK",
 ];
-
-fn check_state(result: &CheckResult) -> &'static str {
-    match result.status {
-        Status::L4Ok => "L4OK",
-        Status::L4Tout => "L4TOUT",
-        Status::L4Con => "L4CON",
-        Status::L6Tout => "L6TOUT",
-        Status::L6Rsp => "L6RSP",
-        Status::L7Ok => "L7OK",
-        Status::L7Okc => "L7OKC",
-        Status::L7Tout => "L7TOUT",
-        Status::L7Rsp => "L7RSP",
-        Status::L7Sts => "L7STS",
-    }
-}
 
 fn backend_families(env: &Env, table: &Table, proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
     let bes: Vec<Be<'_>> = proxies
@@ -1062,28 +1140,7 @@ fn backend_families(env: &Env, table: &Table, proxies: &[Proxy<'_>], now: Instan
             })
         })
         .collect();
-    for (i, (name, kind, help, value)) in BACKEND.iter().enumerate() {
-        let name = format!("haproxy_backend_{name}");
-        out.family(&name, kind, help);
-        for be in &bes {
-            out.sample(&name, &[("proxy", be.name)], value(be));
-        }
-        // HAProxy lists `status` after `redispatch_warnings_total`.
-        if i == 13 {
-            let name = "haproxy_backend_status";
-            out.family(
-                name,
-                "gauge",
-                "Current status of the service, per state label value.",
-            );
-            for be in &bes {
-                let up = be.usable(false) + be.usable(true) > 0;
-                for (state, on) in [("DOWN", !up), ("UP", up)] {
-                    out.sample(name, &[("proxy", be.name), ("state", state)], on.into());
-                }
-            }
-        }
-    }
+    families(out, "haproxy_backend_", BACKEND, &bes);
     for (name, help) in [
         (
             "haproxy_backend_agg_server_status",
@@ -1121,7 +1178,7 @@ fn backend_families(env: &Env, table: &Table, proxies: &[Proxy<'_>], now: Instan
             .servers
             .iter()
             .filter_map(|s| s.last_check())
-            .map(|r| check_state(&r))
+            .map(|r| r.status.code())
             .collect();
         for state in CHECK_STATES {
             let n = states.iter().filter(|s| **s == state).count();
@@ -1147,10 +1204,6 @@ impl Srv<'_> {
         &self.view.rt.live
     }
 
-    fn traffic(&self) -> &TrafficStats {
-        &self.view.rt.live.traffic
-    }
-
     fn checked(&self, v: u64) -> V {
         if self.view.cfg.check { V::N(v) } else { V::NaN }
     }
@@ -1165,106 +1218,129 @@ impl Srv<'_> {
     }
 }
 
+impl Object for Srv<'_> {
+    fn labels(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("proxy", self.proxy),
+            ("server", self.view.cfg.name.as_str()),
+        ]
+    }
+
+    fn traffic(&self) -> &TrafficStats {
+        &self.view.rt.live.traffic
+    }
+
+    fn states(&self) -> Vec<(&'static str, bool)> {
+        let current = self.view.lb_state(self.backend);
+        LbState::ALL
+            .into_iter()
+            .map(|state| (state.word(), state == current))
+            .collect()
+    }
+}
+
 type SrvValue = fn(&Srv<'_>) -> V;
 
-const SERVER: &[(&str, &str, &str, SrvValue)] = &[
-    (
+const SERVER: &[Entry<SrvValue>] = &[
+    Entry::Own(
         "current_queue",
         "gauge",
         "Number of current queued connections (rolelb queues per backend: 0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "max_queue",
         "gauge",
         "Highest value of queued connections encountered since process started (rolelb queues per backend: 0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "current_sessions",
         "gauge",
         "Number of current sessions on the frontend, backend or server",
         |s| s.live().sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "max_sessions",
         "gauge",
         "Highest value of current sessions encountered since process started",
         |s| s.live().max_sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "limit_sessions",
         "gauge",
         "Frontend/listener/server's maxconn, backend's fullconn",
         |s| s.view.rt.maxconn.filter(|m| *m > 0).into(),
     ),
-    (
+    Entry::Own(
         "sessions_total",
         "counter",
         "Total number of sessions since process started",
         |s| s.live().total_sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "bytes_in_total",
         "counter",
         "Total number of request bytes since process started",
         |s| s.live().bytes_in.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "bytes_out_total",
         "counter",
         "Total number of response bytes since process started",
         |s| s.live().bytes_out.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "responses_denied_total",
         "counter",
         "Total number of denied responses since process started (0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "connection_errors_total",
         "counter",
         "Total number of failed connections to server since the worker process started",
         |s| s.live().connect_errors.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "response_errors_total",
         "counter",
         "Total number of invalid responses since the worker process started (TCP: 0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "retry_warnings_total",
         "counter",
         "Total number of server connection retries since the worker process started",
         |s| s.traffic().retries.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "redispatch_warnings_total",
         "counter",
         "Total number of server redispatches due to connection failures since the worker process started",
         |s| s.traffic().redispatches.load(Ordering::Relaxed).into(),
     ),
-    (
+    // HAProxy lists `status` after `redispatch_warnings_total`.
+    Entry::Status,
+    Entry::Own(
         "weight",
         "gauge",
         "Server's effective weight, or sum of active servers' effective weights for a backend",
         |s| s.view.rt.weight.into(),
     ),
-    (
+    Entry::Own(
         "check_failures_total",
         "counter",
         "Total number of failed individual health checks per server/backend, since the worker process started",
         |s| s.checked(s.live().check_failures.load(Ordering::Relaxed)),
     ),
-    (
+    Entry::Own(
         "check_up_down_total",
         "counter",
         "Total number of failed checks causing UP to DOWN server transitions, per server/backend, since the worker process started",
         |s| s.checked(s.live().down_transitions.load(Ordering::Relaxed)),
     ),
-    (
+    Entry::Own(
         "check_last_change_seconds",
         "gauge",
         "How long ago the last server state changed, in seconds",
@@ -1276,31 +1352,31 @@ const SERVER: &[(&str, &str, &str, SrvValue)] = &[
             )
         },
     ),
-    (
+    Entry::Own(
         "downtime_seconds_total",
         "counter",
         "Total time spent in DOWN state, for server or backend",
         |s| s.checked(s.live().downtime(s.now).as_secs()),
     ),
-    (
+    Entry::Own(
         "queue_limit",
         "gauge",
         "Limit on the number of connections in queue, for servers only (maxqueue argument)",
         |s| s.view.cfg.maxqueue.filter(|q| *q > 0).into(),
     ),
-    (
+    Entry::Own(
         "current_throttle",
         "gauge",
         "Throttling ratio applied to a server's maxconn and weight during the slowstart period (0 to 100%)",
         |s| s.throttle(),
     ),
-    (
+    Entry::Own(
         "loadbalanced_total",
         "counter",
         "Total number of requests routed by load balancing since the worker process started",
         |s| s.live().total_sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "max_session_rate",
         "gauge",
         "Highest value of sessions per second observed since the worker process started",
@@ -1308,134 +1384,58 @@ const SERVER: &[(&str, &str, &str, SrvValue)] = &[
     ),
 ];
 
-const SERVER_AFTER_CHECK: &[(&str, &str, &str, SrvValue)] = &[
-    (
-        "client_aborts_total",
-        "counter",
-        "Total number of requests or connections aborted by the client since the worker process started",
-        |s| s.traffic().client_aborts.load(Ordering::Relaxed).into(),
-    ),
-    (
-        "server_aborts_total",
-        "counter",
-        "Total number of requests or connections aborted by the server since the worker process started",
-        |s| s.traffic().server_aborts.load(Ordering::Relaxed).into(),
-    ),
-    (
-        "last_session_seconds",
-        "gauge",
-        "How long ago some traffic was seen on this object on this worker process, in seconds",
-        |s| last_session(s.traffic()),
-    ),
-    (
-        "queue_time_average_seconds",
-        "gauge",
-        "Avg. queue time for last 1024 successful connections.",
-        |s| ms(s.traffic().queue_ms.get()),
-    ),
-    (
-        "connect_time_average_seconds",
-        "gauge",
-        "Avg. connect time for last 1024 successful connections.",
-        |s| ms(s.traffic().connect_ms.get()),
-    ),
-    (
-        "response_time_average_seconds",
-        "gauge",
-        "Avg. response time for last 1024 successful connections (TCP: 0).",
-        |_| V::F(0.0),
-    ),
-    (
-        "total_time_average_seconds",
-        "gauge",
-        "Avg. total time for last 1024 successful connections.",
-        |s| ms(s.traffic().total_ms.get()),
-    ),
-    (
-        "failed_header_rewriting_total",
-        "counter",
-        "Total number of failed HTTP header rewrites (TCP: 0)",
-        |_| V::N(0),
-    ),
-    (
+const SERVER_AFTER_CHECK: &[Entry<SrvValue>] = &[
+    Entry::Traffic(TRAFFIC_ABORTS_AND_AVERAGES),
+    Entry::Own(
         "connection_attempts_total",
         "counter",
         "Total number of outgoing connection attempts on this backend/server since the worker process started",
         |s| s.traffic().connect_attempts.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "connection_reuses_total",
         "counter",
         "Total number of reused connection on this backend/server (rolelb never reuses: 0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "idle_connections_current",
         "gauge",
         "Current number of idle connections available for reuse on this server (rolelb keeps none: 0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "idle_connections_limit",
         "gauge",
         "Limit on the number of available idle connections on this server (none: NaN)",
         |_| V::NaN,
     ),
-    (
-        "max_queue_time_seconds",
-        "gauge",
-        "Maximum observed time spent in the queue",
-        |s| ms(s.traffic().max_queue_ms.load(Ordering::Relaxed)),
-    ),
-    (
-        "max_connect_time_seconds",
-        "gauge",
-        "Maximum observed time spent waiting for a connection to complete",
-        |s| ms(s.traffic().max_connect_ms.load(Ordering::Relaxed)),
-    ),
-    (
-        "max_response_time_seconds",
-        "gauge",
-        "Maximum observed time spent waiting for a server response (TCP: 0)",
-        |_| V::F(0.0),
-    ),
-    (
-        "max_total_time_seconds",
-        "gauge",
-        "Maximum observed total session time",
-        |s| ms(s.traffic().max_total_ms.load(Ordering::Relaxed)),
-    ),
-    (
-        "internal_errors_total",
-        "counter",
-        "Total number of internal errors since process started",
-        |_| V::N(0),
-    ),
-    (
+    Entry::Traffic(TRAFFIC_MAXIMA),
+    Entry::Own(
         "unsafe_idle_connections_current",
         "gauge",
         "Current number of unsafe idle connections (0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "safe_idle_connections_current",
         "gauge",
         "Current number of safe idle connections (0)",
         |_| V::N(0),
     ),
-    (
+    Entry::Own(
         "used_connections_current",
         "gauge",
         "Current number of connections in use",
         |s| s.live().sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "need_connections_current",
         "gauge",
         "Estimated needed number of connections",
         |s| s.live().sessions.load(Ordering::Relaxed).into(),
     ),
-    (
+    Entry::Own(
         "uweight",
         "gauge",
         "Server's user weight, or sum of active servers' user weights for a backend",
@@ -1456,39 +1456,7 @@ fn server_families(proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
             })
         })
         .collect();
-    fn labels<'a>(s: &'a Srv<'_>) -> [(&'static str, &'a str); 2] {
-        [("proxy", s.proxy), ("server", s.view.cfg.name.as_str())]
-    }
-    let plain = |out: &mut Out, table: &[(&str, &str, &str, SrvValue)], status_at: usize| {
-        for (i, (name, kind, help, value)) in table.iter().enumerate() {
-            let name = format!("haproxy_server_{name}");
-            out.family(&name, kind, help);
-            for s in &srvs {
-                out.sample(&name, &labels(s), value(s));
-            }
-            if i == status_at {
-                let name = "haproxy_server_status";
-                out.family(
-                    name,
-                    "gauge",
-                    "Current status of the service, per state label value.",
-                );
-                for s in &srvs {
-                    let current = s.view.lb_state(s.backend);
-                    for state in LbState::ALL {
-                        let [p, sv] = labels(s);
-                        out.sample(
-                            name,
-                            &[p, sv, ("state", state.word())],
-                            (state == current).into(),
-                        );
-                    }
-                }
-            }
-        }
-    };
-    // HAProxy lists `status` after `redispatch_warnings_total`.
-    plain(out, SERVER, 12);
+    families(out, "haproxy_server_", SERVER, &srvs);
     let checked: Vec<(&Srv<'_>, Option<std::sync::Arc<CheckResult>>)> = srvs
         .iter()
         .filter(|s| s.view.cfg.check)
@@ -1501,14 +1469,11 @@ fn server_families(proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
         "Status of last health check, per state label value.",
     );
     for (s, r) in &checked {
-        let current = r.as_deref().map(check_state);
+        let current = r.as_deref().map(|r| r.status.code());
         for state in CHECK_STATES {
-            let [p, sv] = labels(s);
-            out.sample(
-                name,
-                &[p, sv, ("state", state)],
-                (current == Some(state)).into(),
-            );
+            let mut labels = s.labels();
+            labels.push(("state", state));
+            out.sample(name, &labels, (current == Some(state)).into());
         }
     }
     let name = "haproxy_server_check_code";
@@ -1523,7 +1488,7 @@ fn server_families(proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
             .and_then(|r| r.code.as_deref())
             .and_then(|c| c.parse::<u64>().ok())
             .unwrap_or(0);
-        out.sample(name, &labels(s), V::N(code));
+        out.sample(name, &s.labels(), V::N(code));
     }
     let name = "haproxy_server_check_duration_seconds";
     out.family(
@@ -1533,9 +1498,9 @@ fn server_families(proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
     );
     for (s, r) in &checked {
         let d = r.as_deref().map_or(Duration::ZERO, |r| r.duration);
-        out.sample(name, &labels(s), secs(d));
+        out.sample(name, &s.labels(), secs(d));
     }
-    plain(out, SERVER_AFTER_CHECK, usize::MAX);
+    families(out, "haproxy_server_", SERVER_AFTER_CHECK, &srvs);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,10 +19,13 @@ mod servers_state;
 mod stats;
 mod view;
 
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::proxy::listener::{Limits, Shared};
 use crate::table::TableHandle;
@@ -63,6 +66,40 @@ impl Env {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             etcd: crate::discovery::StatusBoard::default(),
+        }
+    }
+}
+
+/// Accepts connections until `stop`, at most `limit` served at once: waits for a free slot,
+/// then for a connection, and hands both to `serve`, whose task holds the slot's permit until
+/// the connection ends. A failed accept (out of file descriptors, say) is logged as `what`'s
+/// and retried after 50 ms.
+async fn accept_limited<C, A>(
+    limit: usize,
+    stop: &CancellationToken,
+    what: &str,
+    mut accept: impl FnMut() -> A,
+    mut serve: impl FnMut(C, OwnedSemaphorePermit),
+) where
+    A: Future<Output = io::Result<C>>,
+{
+    let slots = Arc::new(Semaphore::new(limit));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            p = slots.clone().acquire_owned() => p,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = accept() => r,
+        };
+        match accepted {
+            Ok(conn) => serve(conn, permit),
+            Err(e) => {
+                tracing::error!("{what}: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

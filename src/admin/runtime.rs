@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Env;
@@ -172,34 +171,24 @@ async fn accept_loop(
     env: Arc<Env>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_SESSIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = slots.clone().acquire_owned() => p,
-        };
-        let Ok(permit) = permit else { return };
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let env = env.clone();
-                let origin = origin.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = session(stream, level, &env, &origin).await {
-                        tracing::debug!("{origin}: session ended: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::error!("{origin}: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let accept = || listener.accept();
+    super::accept_limited(
+        MAX_SESSIONS,
+        &stop,
+        &origin,
+        accept,
+        |(stream, _), permit| {
+            let env = env.clone();
+            let origin = origin.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = session(stream, level, &env, &origin).await {
+                    tracing::debug!("{origin}: session ended: {e}");
+                }
+            });
+        },
+    )
+    .await;
 }
 
 fn timed_out(what: &str) -> io::Error {
