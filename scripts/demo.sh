@@ -274,7 +274,7 @@ publish pg1 "$BOUNCER1" "$PG1" replica ', "state": "maint"'
 publish pg2 "$BOUNCER2" "$PG2" primary ""
 ctl put /rolelb/demo/leader pg2 >/dev/null
 echo "    etcd says pg2 but pg2 still answers pg_is_in_recovery() = true: rolelb refuses writes"
-psql_at "$WRITE_PORT" "INSERT INTO demo DEFAULT VALUES" 2>&1 | sed 's/^/    psql: /' || true
+psql_at "$WRITE_PORT" "INSERT INTO demo DEFAULT VALUES" 2>&1 | sed 's/^/    /' || true
 
 say "Promoting pg2; pg3 follows it"
 as_db "$PGBIN/pg_ctl" -D "$WORK/pg2" -w promote >/dev/null
