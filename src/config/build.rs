@@ -575,20 +575,8 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, MaxLag, Role, RoleCheck, parse_with_env};
-
-    fn parse(text: &str) -> Result<Config, Vec<String>> {
-        parse_with_env(&[("t.cfg", text)], &|_| None)
-            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
-    }
-
-    fn errors(text: &str) -> Vec<String> {
-        let errors = parse(text).expect_err("expected errors");
-        for e in &errors {
-            assert!(!e.contains("s3cret"), "password leaked: {e}");
-        }
-        errors
-    }
+    use crate::config::testing::{errors, parse};
+    use crate::config::{MaxLag, Role, RoleCheck};
 
     const PG: &str = "role-check pgsql user monitor password s3cret\n";
     const MY: &str = "role-check mysql user monitor password s3cret\n";

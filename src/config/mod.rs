@@ -12,6 +12,8 @@ pub mod keywords;
 pub mod lexer;
 pub mod model;
 pub mod parse;
+#[cfg(test)]
+mod testing;
 pub mod units;
 
 pub use model::*;

@@ -195,22 +195,9 @@ pub fn discover(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, RoleSource, parse_with_env};
+    use crate::config::RoleSource;
+    use crate::config::testing::{errors, parse};
     use std::time::Duration;
-
-    fn parse(text: &str) -> Result<Config, Vec<String>> {
-        parse_with_env(&[("t.cfg", text)], &|_| None)
-            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
-    }
-
-    /// The errors of `text`, each checked not to leak the test password.
-    fn errors(text: &str) -> Vec<String> {
-        let errors = parse(text).expect_err("expected errors");
-        for e in &errors {
-            assert!(!e.contains("s3cret"), "password leaked: {e}");
-        }
-        errors
-    }
 
     const ETCD: &str = "etcd main\nendpoints http://127.0.0.1:2379\n";
 

@@ -209,28 +209,15 @@ pub fn role_source(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Backend, Config, parse_with_env};
+    use crate::config::Backend;
+    use crate::config::testing::{errors, parse};
     use std::time::Duration;
-
-    fn parse(text: &str) -> Result<Config, Vec<String>> {
-        parse_with_env(&[("t.cfg", text)], &|_| None)
-            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
-    }
 
     fn backend(text: &str) -> Backend {
         match parse(text) {
             Ok(mut c) => c.backends.remove(0),
             Err(e) => panic!("{e:?}"),
         }
-    }
-
-    /// The errors of `text`, each checked not to leak the test password.
-    fn errors(text: &str) -> Vec<String> {
-        let errors = parse(text).expect_err("expected errors");
-        for e in &errors {
-            assert!(!e.contains("s3cret"), "password leaked: {e}");
-        }
-        errors
     }
 
     const PG: &str = "role-check pgsql user monitor\n";
