@@ -109,11 +109,21 @@ async fn join_all<T: 'static>(mut set: JoinSet<T>, duration: Duration) -> (Vec<T
 /// `streams` connections each push data to the sink for `duration`, then half-close and
 /// read back how many bytes the sink received.
 pub async fn bulk_upload(addr: SocketAddr, streams: usize, duration: Duration) -> Bulk {
+    bulk(streams, duration, |deadline| upload_one(addr, deadline)).await
+}
+
+/// Runs `one` on `streams` connections until `duration` has passed and adds up their bytes;
+/// a stream that fails or does not finish in time counts as an error.
+async fn bulk<F, Fut>(streams: usize, duration: Duration, one: F) -> Bulk
+where
+    F: Fn(Instant) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>> + Send + 'static,
+{
     let start = Instant::now();
     let deadline = start + duration;
     let mut set = JoinSet::new();
     for _ in 0..streams {
-        set.spawn(upload_one(addr, deadline));
+        set.spawn(one(deadline));
     }
     let (results, lost) = join_all(set, duration).await;
     let mut out = Bulk {
@@ -152,25 +162,7 @@ async fn upload_one(addr: SocketAddr, deadline: Instant) -> Result<u64> {
 
 /// `streams` connections each read from the source for `duration`.
 pub async fn bulk_download(addr: SocketAddr, streams: usize, duration: Duration) -> Bulk {
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut set = JoinSet::new();
-    for _ in 0..streams {
-        set.spawn(download_one(addr, deadline));
-    }
-    let (results, lost) = join_all(set, duration).await;
-    let mut out = Bulk {
-        elapsed: start.elapsed(),
-        errors: lost,
-        ..Bulk::default()
-    };
-    for r in results {
-        match r {
-            Ok(bytes) => out.bytes += bytes,
-            Err(_) => out.errors += 1,
-        }
-    }
-    out
+    bulk(streams, duration, |deadline| download_one(addr, deadline)).await
 }
 
 async fn download_one(addr: SocketAddr, deadline: Instant) -> Result<u64> {
