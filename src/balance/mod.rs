@@ -226,6 +226,34 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// Asserts that over three consecutive cycles every server gets exactly its weight (reduced
+    /// by the common divisor: 100/100/50 runs as 2/2/1, a 5-pick cycle), for the weight sets
+    /// the weighted algorithms must all get right.
+    pub fn assert_exact_weight_per_cycle<S: Selector>(build: impl Fn(&[u32]) -> S) {
+        for weights in [
+            &[1, 1, 1][..],
+            &[3, 1],
+            &[5, 3, 1],
+            &[256, 1],
+            &[100, 100, 50],
+        ] {
+            let selector = build(weights);
+            let live = FakeLive::all_usable(weights.len());
+            let want: Vec<usize> = super::reduced_weights(&weighted(weights))
+                .iter()
+                .map(|&w| w as usize)
+                .collect();
+            let cycle = want.iter().sum();
+            for _ in 0..3 {
+                assert_eq!(
+                    counts(&selector, &live, weights.len(), cycle),
+                    want,
+                    "{weights:?}"
+                );
+            }
+        }
+    }
+
     /// How many of `n` picks went to each of `candidates` candidates.
     pub fn counts(
         selector: &dyn Selector,

@@ -62,7 +62,7 @@ fn smooth_cycle(weights: &[u64]) -> Box<[u32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{FakeLive, counts, letters, weighted};
+    use crate::balance::testing::{FakeLive, assert_exact_weight_per_cycle, letters, weighted};
 
     fn roundrobin(weights: &[u32]) -> RoundRobin {
         RoundRobin::new(&weighted(weights), Arc::default())
@@ -79,29 +79,7 @@ mod tests {
 
     #[test]
     fn every_cycle_gives_each_server_exactly_its_weight() {
-        for weights in [
-            &[1, 1, 1][..],
-            &[3, 1],
-            &[5, 3, 1],
-            &[256, 1],
-            &[100, 100, 50],
-        ] {
-            let selector = roundrobin(weights);
-            let live = FakeLive::all_usable(weights.len());
-            // 100/100/50 runs the same order as 2/2/1, so its cycle is 5 picks long.
-            let want: Vec<usize> = reduced_weights(&weighted(weights))
-                .iter()
-                .map(|&w| w as usize)
-                .collect();
-            let cycle = want.iter().sum();
-            for _ in 0..3 {
-                assert_eq!(
-                    counts(&selector, &live, weights.len(), cycle),
-                    want,
-                    "{weights:?}"
-                );
-            }
-        }
+        assert_exact_weight_per_cycle(roundrobin);
     }
 
     #[test]

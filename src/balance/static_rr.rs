@@ -66,7 +66,7 @@ pub(super) fn map(weights: &[u64]) -> Box<[u32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{FakeLive, counts, letters, weighted};
+    use crate::balance::testing::{FakeLive, assert_exact_weight_per_cycle, letters, weighted};
 
     fn static_rr(weights: &[u32]) -> StaticRr {
         StaticRr::new(&weighted(weights), Arc::default())
@@ -112,28 +112,7 @@ mod tests {
 
     #[test]
     fn every_cycle_gives_each_server_exactly_its_weight() {
-        for weights in [
-            &[1, 1, 1][..],
-            &[3, 1],
-            &[5, 3, 1],
-            &[256, 1],
-            &[100, 100, 50],
-        ] {
-            let selector = static_rr(weights);
-            let live = FakeLive::all_usable(weights.len());
-            let want: Vec<usize> = reduced_weights(&weighted(weights))
-                .iter()
-                .map(|&w| w as usize)
-                .collect();
-            let cycle = want.iter().sum();
-            for _ in 0..3 {
-                assert_eq!(
-                    counts(&selector, &live, weights.len(), cycle),
-                    want,
-                    "{weights:?}"
-                );
-            }
-        }
+        assert_exact_weight_per_cycle(static_rr);
     }
 
     #[test]
