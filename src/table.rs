@@ -1095,32 +1095,45 @@ pub fn primaries(source: RoleSource, servers: &[ServerRt]) -> Vec<&ServerRt> {
 /// etcd; with `role-source both` also a disagreement, i.e. the checks and etcd naming
 /// different primaries, or one calling a server primary that the other calls replica.
 pub fn role_conflict(source: RoleSource, servers: &[ServerRt]) -> Vec<&ServerRt> {
-    let claiming = |by: &dyn Fn(&ServerLive) -> bool| -> Vec<&ServerRt> {
-        servers
-            .iter()
-            .filter(|s| by(&s.live) && s.live.effective_admin() != AdminState::Maint)
-            .collect()
-    };
-    let by_check = |l: &ServerLive| l.role() == NodeRole::Primary;
-    let by_etcd = |l: &ServerLive| l.etcd_role() == NodeRole::Primary;
-    let (claimed, contradicted) = match source {
-        RoleSource::Check => (claiming(&by_check), false),
-        RoleSource::Etcd => (claiming(&by_etcd), false),
-        RoleSource::Both => {
-            let claimed = claiming(&|l| by_check(l) || by_etcd(l));
-            // One says primary, the other replica (not merely "does not know yet").
-            let contradicted = claimed.iter().any(|s| {
-                let (check, etcd) = (s.live.role(), s.live.etcd_role());
-                check != etcd && check != NodeRole::Unknown && etcd != NodeRole::Unknown
-            });
-            (claimed, contradicted)
-        }
-    };
-    if claimed.len() > 1 || contradicted {
-        claimed
-    } else {
-        Vec::new()
+    if !in_role_conflict(source, servers) {
+        return Vec::new();
     }
+    servers
+        .iter()
+        .filter(|s| claims_primary(source, &s.live))
+        .collect()
+}
+
+/// Whether [`role_conflict`] would name anyone; allocation-free, for the data path's check on
+/// every pick.
+pub fn in_role_conflict(source: RoleSource, servers: &[ServerRt]) -> bool {
+    let mut claimed = 0;
+    for s in servers.iter().filter(|s| claims_primary(source, &s.live)) {
+        claimed += 1;
+        // With `both`, one side says primary and the other replica (not merely "unknown").
+        let (check, etcd) = (s.live.role(), s.live.etcd_role());
+        let contradicted = source == RoleSource::Both
+            && check != etcd
+            && check != NodeRole::Unknown
+            && etcd != NodeRole::Unknown;
+        if claimed > 1 || contradicted {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether a server out of maintenance is called primary by the role source (by either side
+/// with `both`).
+fn claims_primary(source: RoleSource, live: &ServerLive) -> bool {
+    let by_check = live.role() == NodeRole::Primary;
+    let by_etcd = live.etcd_role() == NodeRole::Primary;
+    let claims = match source {
+        RoleSource::Check => by_check,
+        RoleSource::Etcd => by_etcd,
+        RoleSource::Both => by_check || by_etcd,
+    };
+    claims && live.effective_admin() != AdminState::Maint
 }
 
 /// Says who claims what in a conflict, for the log: `a (check primary, etcd replica)`.
@@ -1196,8 +1209,7 @@ impl BackendRt {
     pub fn pick(&self, client: Option<IpAddr>, exclude: Option<usize>) -> Result<usize, NoServer> {
         // The single-writer guard, re-checked on every pick from the live roles so that the
         // window between a role report and the next table is closed too.
-        if self.role == Role::Primary && !role_conflict(self.role_source, &self.servers).is_empty()
-        {
+        if self.role == Role::Primary && in_role_conflict(self.role_source, &self.servers) {
             self.live.conflict_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(NoServer::RoleConflict);
         }
