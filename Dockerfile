@@ -3,9 +3,11 @@
 #   docker run --network host -v /etc/rolelb:/etc/rolelb:ro rolelb      (reads /etc/rolelb/rolelb.cfg)
 
 FROM rust:1-bookworm AS build
-# protoc: the etcd client crate generates its gRPC code at build time.
+# protoc and its well-known types (libprotobuf-dev): the etcd client crate generates its gRPC code
+# at build time and imports google/protobuf/*.proto.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+    && test -r /usr/include/google/protobuf/descriptor.proto \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -20,6 +20,7 @@ PACKAGES=(
     mariadb-client
     haproxy                # the reference the tests and benchmarks compare against
     protobuf-compiler      # protoc, for the etcd client crate
+    libprotobuf-dev        # protoc's well-known types (google/protobuf/*.proto) the etcd crate imports
     prometheus
     socat                  # the stats socket (runtime API)
     shellcheck             # lints scripts/ in scripts/test.sh
@@ -106,11 +107,18 @@ for port in 5432 3306 6432; do
     fi
 done
 
+# Checks that the files the build reads are there: a half-installed machine fails here, with the fix,
+# not minutes later inside a crate's build script.
+for file in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/timestamp.proto; do
+    [[ -r "$file" ]] || die "$file missing: the etcd client's build needs it (apt-get install libprotobuf-dev)"
+done
+
 # Checks that the binaries the harness calls are where it looks for them.
 for bin in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres \
     /usr/lib/postgresql/15/bin/pg_basebackup /usr/sbin/pgbouncer /usr/sbin/haproxy \
     /usr/bin/psql /usr/bin/pgbench /usr/bin/pg_isready /usr/bin/protoc /usr/bin/socat \
-    /usr/bin/etcd /usr/bin/etcdctl /usr/bin/patroni /usr/bin/patronictl; do
+    /usr/bin/etcd /usr/bin/etcdctl /usr/bin/patroni /usr/bin/patronictl \
+    /usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/prometheus /usr/bin/promtool /usr/bin/shellcheck /usr/sbin/runuser; do
     [[ -x "$bin" ]] || die "$bin missing after install"
 done
 id postgres >/dev/null 2>&1 || die "the postgres user does not exist (postgresql-common should create it)"
