@@ -14,3 +14,4 @@ pub mod discovery;
 pub mod logging;
 pub mod proxy;
 pub mod table;
+pub mod text;

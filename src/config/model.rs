@@ -19,7 +19,7 @@ pub struct Loc {
 
 impl fmt::Display for Loc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.line)
+        write!(f, "{}:{}", crate::text::escaped(&self.file), self.line)
     }
 }
 
@@ -49,9 +49,11 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// One line, `FILE:LINE: message`, whatever the message quotes: control characters are
+/// escaped and overlong tokens shortened (see [`crate::text`]).
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.loc, self.message)
+        write!(f, "{}: {}", self.loc, crate::text::message(&self.message))
     }
 }
 

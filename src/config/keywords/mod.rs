@@ -124,6 +124,9 @@ impl Ctx<'_> {
 /// The nearest known keyword to a misspelt one, if it is close enough to be a typo.
 pub fn suggest<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     known
+        // The distance is at least the difference in length and must stay under `k`'s length:
+        // a much longer word is no typo (and a 5000-character token would cost a 5000 x k table).
+        .filter(|k| word.len() < 2 * k.len())
         .map(|k| (strsim::damerau_levenshtein(word, k), k))
         .filter(|(d, k)| *d <= 2.max(word.len() / 3) && *d < k.len())
         .min_by_key(|(d, _)| *d)
