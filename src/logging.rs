@@ -1,14 +1,21 @@
 //! Log output: `tracing` events to stderr (always, as SPEC section 2 says) and to the
 //! `log` targets of `global` that are syslog endpoints (UDP or a unix datagram socket such as
 //! `/dev/log`), one datagram per event in RFC 5424 framing with the receiver's timestamp.
+//!
+//! Every field is printed through [`crate::text::message`]: a log line quoting outside text (an
+//! agent's reply, an etcd key, a request path) stays one line with its control characters
+//! escaped and overlong tokens shortened, whatever the call site passed.
 
 use std::io::{self, IsTerminal, Write};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 
+use tracing::field::Field;
 use tracing::{Level, Metadata};
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -135,6 +142,22 @@ fn open(target: &LogTarget) -> io::Result<Option<SyslogTarget>> {
     }))
 }
 
+/// The field formatter of every log layer: each field through [`safe_field`].
+fn safe_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    tracing_subscriber::fmt::format::debug_fn(safe_field).delimited(" ")
+}
+
+/// Writes one field of an event, made safe to print: the message as text, others as `name=value`.
+fn safe_field(w: &mut Writer<'_>, field: &Field, value: &dyn std::fmt::Debug) -> std::fmt::Result {
+    let text = format!("{value:?}");
+    let text = crate::text::message(&text);
+    if field.name() == "message" {
+        write!(w, "{text}")
+    } else {
+        write!(w, "{}={text}", field.name())
+    }
+}
+
 /// Installs the global subscriber: stderr (filtered by `RUST_LOG`, default `info`) plus the
 /// syslog targets among `targets`. A target that cannot be opened is reported and skipped.
 pub fn init(targets: &[LogTarget]) {
@@ -150,6 +173,7 @@ pub fn init(targets: &[LogTarget]) {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(io::stderr().is_terminal())
+        .fmt_fields(safe_fields())
         .with_writer(io::stderr)
         .with_filter(filter());
     let syslog_layer = (!syslog.is_empty()).then(|| {
@@ -157,6 +181,7 @@ pub fn init(targets: &[LogTarget]) {
             .with_ansi(false)
             .without_time()
             .with_level(false)
+            .fmt_fields(safe_fields())
             .with_writer(Syslog {
                 targets: Arc::new(syslog),
             })
@@ -168,5 +193,57 @@ pub fn init(targets: &[LogTarget]) {
         .try_init();
     for p in problems {
         tracing::error!("{p}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what a layer writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if let Ok(mut b) = self.0.lock() {
+                b.extend_from_slice(data);
+            }
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn outside_text_in_a_log_event_stays_one_escaped_line() {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(safe_fields())
+            .with_writer(move || buffer.clone())
+            .finish();
+        let key = "/db/members/n1\x1b[2J\rforged line\0";
+        let long = "v".repeat(1000);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                backend = "be\n2",
+                "etcd key {key} for backend 'be': bad value {long}"
+            );
+        });
+        let text = String::from_utf8(out.0.lock().map(|b| b.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(text.contains("n1\\x1b[2J\\rforged line\\0"), "{text:?}");
+        assert!(text.contains("…(1000 chars)"), "{text:?}");
+        assert!(text.contains(r#"backend="be\n2""#), "{text:?}");
+        assert!(
+            !text.trim_end().contains(|c: char| c.is_control()),
+            "{text:?}"
+        );
     }
 }
