@@ -2,7 +2,10 @@
 //! `admin bind` and the stats page of a `listen` with `stats enable`. Both are bound at
 //! startup, before privileges are dropped, and served by their own accept loops with a cap on
 //! connections and on header and body size and time, so a flood of requests cannot hold
-//! memory or starve the data path (which never waits on anything here).
+//! memory or starve the data path (which never waits on anything here). Idle or slow clients
+//! cannot starve `/healthz` either: a connection idle for [`HEADER_TIMEOUT`] (before a request
+//! or between two) is closed, and at the cap the connection idle the longest is closed to
+//! admit a new one; only a cap full of requests being served makes a newcomer wait.
 //!
 //! Admin API routes (`docs/admin-api.md`):
 //! `GET /metrics`, `GET /healthz`, `GET /api/v1/backends`, `GET /api/v1/backends/{backend}`,
@@ -12,12 +15,14 @@
 //! is configured. Stats listeners serve `/metrics`, the HTML page at `stats uri` and its CSV
 //! at `stats uri;csv`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -27,19 +32,22 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, LookupError};
 use super::{Env, api, metrics, page, stats};
 use crate::config::{AdminBind, Loc, StatsListener};
 use crate::control::{Command, ReloadError};
+use crate::logging::Throttle;
 use crate::table::AdminState;
 
-/// Connections served at once per listener; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 256;
-/// Time a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once per listener; at the cap the one idle the longest is closed to
+/// admit a new one.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request's headers, and the longest a connection stays idle
+/// before its first request or between two.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest request body accepted (the API's bodies are a few bytes).
 const MAX_BODY: usize = 64 * 1024;
 /// Time a client has to send a request's body.
@@ -278,40 +286,212 @@ fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
-    let accept = || listener.accept();
-    super::accept_limited(
-        MAX_CONNECTIONS,
-        &stop,
-        "HTTP",
-        accept,
-        |(stream, _), permit| {
-            let ctx = ctx.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    r = conn => {
-                        if let Err(e) = r {
-                            tracing::debug!("HTTP connection ended: {e}");
-                        }
-                    }
-                    _ = tokio::time::sleep(MAX_CONNECTION_LIFE) => {}
-                    _ = stop.cancelled() => {}
+/// `idle_since` of a connection while a request is being served.
+const BUSY: u64 = u64::MAX;
+/// Pause after a failed `accept`.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// `accept` failed on an HTTP listener, all of them together.
+static ACCEPT_FAILED: Throttle = Throttle::new();
+
+/// One served connection, as its listener's cap sees it.
+#[derive(Debug)]
+struct ConnEntry {
+    /// When the connection last went idle (milliseconds since [`Conns::epoch`]), or [`BUSY`].
+    idle_since: AtomicU64,
+    /// Cancelled to close the connection.
+    close: CancellationToken,
+}
+
+/// The connections of one listener: the cap and the choice of whom to close at it.
+#[derive(Debug)]
+struct Conns {
+    epoch: Instant,
+    open: Mutex<HashMap<u64, Arc<ConnEntry>>>,
+    next_id: AtomicU64,
+    /// Woken when a connection ends.
+    freed: Notify,
+}
+
+/// A connection's place among its listener's; leaving it (on drop) makes room.
+struct Admitted {
+    conns: Arc<Conns>,
+    id: u64,
+    entry: Arc<ConnEntry>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.conns.lock().remove(&self.id);
+        self.conns.freed.notify_waiters();
+    }
+}
+
+/// Marks a connection busy while one request is served; idle again on drop.
+struct Busy {
+    conns: Arc<Conns>,
+    entry: Arc<ConnEntry>,
+}
+
+impl Busy {
+    fn enter(conns: &Arc<Conns>, entry: &Arc<ConnEntry>) -> Busy {
+        entry.idle_since.store(BUSY, Ordering::Release);
+        Busy {
+            conns: conns.clone(),
+            entry: entry.clone(),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.entry
+            .idle_since
+            .store(self.conns.now_ms(), Ordering::Release);
+    }
+}
+
+impl Conns {
+    fn new() -> Conns {
+        Conns {
+            epoch: Instant::now(),
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(BUSY - 1)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnEntry>>> {
+        // The map stays consistent even if a holder panicked: every change is one call.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes room for one more connection: below the cap at once; at the cap by closing the
+    /// connection idle the longest. `None` while every connection is serving a request.
+    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        let mut open = self.lock();
+        let live = open.values().filter(|e| !e.close.is_cancelled()).count();
+        if live >= MAX_CONNECTIONS {
+            let oldest_idle = open
+                .values()
+                .filter(|e| !e.close.is_cancelled())
+                .filter(|e| e.idle_since.load(Ordering::Acquire) != BUSY)
+                .min_by_key(|e| e.idle_since.load(Ordering::Acquire))?;
+            oldest_idle.close.cancel();
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(ConnEntry {
+            idle_since: AtomicU64::new(self.now_ms()),
+            close: CancellationToken::new(),
+        });
+        open.insert(id, entry.clone());
+        Some(Admitted {
+            conns: self.clone(),
+            id,
+            entry,
+        })
+    }
+
+    /// Returns once `entry` has been idle for [`HEADER_TIMEOUT`].
+    async fn idle_expired(&self, entry: &ConnEntry) {
+        let limit = u64::try_from(HEADER_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let since = entry.idle_since.load(Ordering::Acquire);
+            let left = if since == BUSY {
+                limit
+            } else {
+                let idle = self.now_ms().saturating_sub(since);
+                if idle >= limit {
+                    return;
                 }
-            });
-        },
-    )
-    .await;
+                limit - idle
+            };
+            tokio::time::sleep(Duration::from_millis(left)).await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
+    let conns = Arc::new(Conns::new());
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if let Some(n) = ACCEPT_FAILED.hit() {
+                    tracing::error!(
+                        "HTTP: accept failed: {e} [{n} times since the last such line]"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let admitted = loop {
+            let freed = conns.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(a) = conns.admit() {
+                break a;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = &mut freed => {}
+            }
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            admitted,
+            ctx.clone(),
+            stop.clone(),
+        ));
+    }
+}
+
+/// Serves one connection until the client closes, it stays idle too long, it is closed to
+/// admit another, it reaches [`MAX_CONNECTION_LIFE`], or the listener stops.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    admitted: Admitted,
+    ctx: Arc<Ctx>,
+    stop: CancellationToken,
+) {
+    let (conns, entry) = (admitted.conns.clone(), admitted.entry.clone());
+    let service = {
+        let (conns, entry) = (conns.clone(), entry.clone());
+        service_fn(move |req| {
+            let ctx = ctx.clone();
+            let busy = Busy::enter(&conns, &entry);
+            async move {
+                let resp = handle(&ctx, req).await;
+                drop(busy);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!("HTTP connection ended: {e}");
+            }
+        }
+        _ = conns.idle_expired(&entry) => {}
+        _ = entry.close.cancelled() => {}
+        _ = tokio::time::sleep(MAX_CONNECTION_LIFE) => {}
+        _ = stop.cancelled() => {}
+    }
+    drop(admitted);
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -354,8 +534,18 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_token(given.trim().as_bytes(), token.as_bytes()))
+        .and_then(bearer_credentials)
+        .is_some_and(|given| same_token(given.as_bytes(), token.as_bytes()))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme's name is
+/// case-insensitive (RFC 7235 section 2.1).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
@@ -370,10 +560,14 @@ fn metrics_response(env: &Env) -> Resp {
 }
 
 fn stats_site(ctx: &Ctx, uri: &str, refresh: Option<Duration>, req: &Request<Incoming>) -> Resp {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-    }
     let path = req.uri().path();
+    let known = path == "/metrics" || path == uri || path.strip_suffix(";csv") == Some(uri);
+    if !known {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed(req.method(), path, &[Method::GET, Method::HEAD]);
+    }
     if path == "/metrics" {
         return metrics_response(&ctx.env);
     }
@@ -434,20 +628,63 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))
 }
 
+/// The methods an admin API path takes (`Allow`), or `None` for a path it does not serve.
+fn allowed_methods(parts: &[&str]) -> Option<&'static [Method]> {
+    const READ: &[Method] = &[Method::GET, Method::HEAD];
+    match parts {
+        ["metrics" | "healthz"] | ["api", "v1", "backends"] | ["api", "v1", "backends", _] => {
+            Some(READ)
+        }
+        ["api", "v1", "backends", _, "servers", _, "state" | "weight"] => Some(&[Method::PUT]),
+        ["api", "v1", "reload"] => Some(&[Method::POST]),
+        _ => None,
+    }
+}
+
+/// 405 with the `Allow` header listing `allowed`.
+fn method_not_allowed(method: &Method, path: &str, allowed: &[Method]) -> Resp {
+    let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    let allow = allow.join(", ");
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{method} is not allowed on {path} (allowed: {allow})"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
+}
+
 async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let Some(allowed) = allowed_methods(&parts) else {
+        return error(StatusCode::NOT_FOUND, &format!("no such endpoint {path}"));
+    };
+    if !allowed.contains(&method) {
+        return method_not_allowed(&method, &path, allowed);
+    }
     let mutating = !matches!(method, Method::GET | Method::HEAD);
-    match (&method, parts.as_slice()) {
-        (&Method::GET | &Method::HEAD, ["metrics"]) => metrics_response(&ctx.env),
-        (&Method::GET | &Method::HEAD, ["healthz"]) => {
-            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
-        }
-        (&Method::GET | &Method::HEAD, ["api", "v1", "backends"]) => {
-            json(StatusCode::OK, &api::backends(&ctx.env.table.load()))
-        }
-        (&Method::GET | &Method::HEAD, ["api", "v1", "backends", backend]) => {
+    if mutating && !authorized(&req, token) {
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs 'Authorization: Bearer TOKEN'",
+        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    match parts.as_slice() {
+        ["metrics"] => metrics_response(&ctx.env),
+        ["healthz"] if ctx.env.stopping.is_cancelled() => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "stopping\n",
+        ),
+        ["healthz"] => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        ["api", "v1", "backends"] => json(StatusCode::OK, &api::backends(&ctx.env.table.load())),
+        ["api", "v1", "backends", backend] => {
             let table = ctx.env.table.load();
             match api::backends(&table)
                 .backends
@@ -461,20 +698,7 @@ async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
                 ),
             }
         }
-        (
-            _,
-            ["api", "v1", "backends", _, "servers", _, "state" | "weight"]
-            | ["api", "v1", "reload"],
-        ) if mutating && !authorized(&req, token) => {
-            let mut resp = error(
-                StatusCode::UNAUTHORIZED,
-                "this call needs 'Authorization: Bearer TOKEN'",
-            );
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            resp
-        }
-        (&Method::PUT, ["api", "v1", "backends", backend, "servers", server, what]) => {
+        ["api", "v1", "backends", backend, "servers", server, what] => {
             let (backend, server, what) = (
                 (*backend).to_owned(),
                 (*server).to_owned(),
@@ -482,13 +706,7 @@ async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
             );
             put_server(ctx, &backend, &server, &what, req).await
         }
-        (&Method::POST, ["api", "v1", "reload"]) => reload(ctx).await,
-        (_, ["metrics" | "healthz"] | ["api", "v1", "backends", ..] | ["api", "v1", "reload"]) => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed on {path}"),
-            )
-        }
+        ["api", "v1", "reload"] => reload(ctx).await,
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path}")),
     }
 }
@@ -611,6 +829,34 @@ async fn reload(ctx: &Ctx) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER   abc "), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
+        assert_eq!(bearer_credentials("Bearer "), None);
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found_and_known_ones_list_their_methods() {
+        assert_eq!(allowed_methods(&["nope"]), None);
+        assert_eq!(
+            allowed_methods(&["api", "v1", "backends", "b", "servers", "s"]),
+            None
+        );
+        assert_eq!(allowed_methods(&["api", "v1", "backends", "b", "x"]), None);
+        assert_eq!(
+            allowed_methods(&["api", "v1", "reload"]),
+            Some(&[Method::POST][..])
+        );
+        assert_eq!(
+            allowed_methods(&["api", "v1", "backends", "b", "servers", "s", "weight"]),
+            Some(&[Method::PUT][..])
+        );
+    }
 
     #[test]
     fn tokens_compare_whole() {
