@@ -7,7 +7,8 @@
 //! log sockets and the runtime's pollers. With `maxconn` set, the soft limit is raised to fit
 //! it (beyond the hard limit only when privileged), and rolelb refuses to start when it cannot
 //! be; without it, `maxconn` is derived from the hard limit. `ulimit-n` in `global` sets the
-//! limit itself and must fit `maxconn` too. Servers that etcd adds later are not counted
+//! limit itself: `maxconn` must fit in it, or is derived from it when not set (HAProxy 2.6
+//! derives it from the limit found at startup even then, and may exceed `ulimit-n`). Servers that etcd adds later are not counted
 //! (HAProxy does not count dynamic servers either): give `ulimit-n` room for them.
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -40,14 +41,6 @@ pub struct FdPlan {
     pub soft: u64,
     /// The hard limit to set.
     pub hard: u64,
-}
-
-impl FdPlan {
-    /// The most connections the soft limit leaves room for (at least `maxconn`).
-    pub fn fd_maxconn(&self) -> u32 {
-        let room = self.soft.saturating_sub(self.fixed) / PER_CONNECTION;
-        u32::try_from(room).unwrap_or(u32::MAX).max(self.maxconn)
-    }
 }
 
 /// Why rolelb cannot start with this configuration and limit.
@@ -151,11 +144,19 @@ pub fn plan(
     };
     let (maxconn, derived) = match maxconn {
         Some(m) => (m, false),
-        None => {
-            let room = ulimit_n.unwrap_or(soft.max(hard)).saturating_sub(fixed) / PER_CONNECTION;
-            let m = u32::try_from(room).unwrap_or(u32::MAX);
-            (m.max(MIN_DERIVED_MAXCONN), true)
-        }
+        // An explicit `ulimit-n` is a budget: maxconn is what fits in it. Otherwise the hard
+        // limit is, with HAProxy's floor (a limit too low for it then refuses the start).
+        None => match ulimit_n {
+            Some(n) => {
+                let room = n.saturating_sub(fixed) / PER_CONNECTION;
+                (u32::try_from(room).unwrap_or(u32::MAX).max(1), true)
+            }
+            None => {
+                let room = soft.max(hard).saturating_sub(fixed) / PER_CONNECTION;
+                let m = u32::try_from(room).unwrap_or(u32::MAX);
+                (m.max(MIN_DERIVED_MAXCONN), true)
+            }
+        },
     };
     let need = fixed + PER_CONNECTION * u64::from(maxconn);
     let soft = match ulimit_n {
@@ -224,14 +225,12 @@ mod tests {
         let p = plan(Some(1000), None, 100, (256, 4096)).expect("fits the hard limit");
         assert_eq!((p.maxconn, p.derived, p.need), (1000, false, 2100));
         assert_eq!((p.soft, p.hard), (2100, 4096));
-        assert_eq!(p.fd_maxconn(), 1000);
     }
 
     #[test]
     fn a_soft_limit_above_the_need_is_kept() {
         let p = plan(Some(10), None, 100, (1024, 4096)).expect("fits");
         assert_eq!((p.need, p.soft), (120, 1024));
-        assert_eq!(p.fd_maxconn(), 462);
     }
 
     #[test]
@@ -250,6 +249,9 @@ mod tests {
     fn ulimit_n_is_honoured_and_must_fit_maxconn() {
         let p = plan(None, Some(500), 100, (1024, 4096)).expect("fits");
         assert_eq!((p.maxconn, p.soft, p.hard), (200, 500, 4096));
+        // No floor under an explicit budget.
+        let small = plan(None, Some(200), 100, (1024, 4096)).expect("fits");
+        assert_eq!((small.maxconn, small.need, small.soft), (50, 200, 200));
         let err = plan(Some(300), Some(500), 100, (1024, 4096)).expect_err("too low");
         assert_eq!(
             err,

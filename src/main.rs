@@ -171,7 +171,7 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
         sessions: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
         default_maxconn: fds.maxconn,
-        fd_maxconn: fds.fd_maxconn(),
+        fd_reserved: fds.fixed,
         stopping: CancellationToken::new(),
     };
     let global = config.global.clone();

@@ -4,8 +4,9 @@
 //! looks up, in the current table, which frontend serves that address, so a reload that keeps
 //! the address keeps the socket. While a limit is reached it stops accepting (clients wait in
 //! the kernel's backlog, as with HAProxy) until a connection ends. The process's file
-//! descriptor limit is one of those limits: `maxconn` never goes past what it leaves room for,
-//! and an `accept` that still fails for want of descriptors or memory pauses the listener
+//! descriptor limit is one of those limits: `maxconn` never goes past what it leaves room for
+//! (read again at every accept, so a limit lowered under the process is seen), and an `accept`
+//! that still fails for want of descriptors or memory pauses the listener
 //! until a connection ends (at most 100 ms, as HAProxy does), logging one line per second.
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
 
 /// `accept` failed for want of file descriptors or memory, all listeners together.
 static ACCEPT_NO_RESOURCES: Throttle = Throttle::new();
+/// Listeners held back by the file descriptor limit rather than by `maxconn`.
+static FD_LIMIT_REACHED: Throttle = Throttle::new();
 /// `accept` failed for another reason, all listeners together.
 static ACCEPT_FAILED: Throttle = Throttle::new();
 
@@ -59,9 +62,10 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
     /// Global `maxconn` when the config sets none (derived from the file limit).
     pub default_maxconn: u32,
-    /// The most client connections the file descriptor limit leaves room for: no `maxconn`,
-    /// not even one a reload raises, goes beyond it.
-    pub fd_maxconn: u32,
+    /// Descriptors kept beside client connections (listeners, checks, admin, ...): with two
+    /// per connection, the soft file descriptor limit caps every `maxconn`, even one a reload
+    /// raises or a limit lowered under the running process.
+    pub fd_reserved: u64,
     /// Cancelled when a soft stop begins (the admin API's `/healthz` turns 503).
     pub stopping: CancellationToken,
 }
@@ -99,10 +103,9 @@ pub async fn accept_loop(
                     _ = tokio::time::sleep(LIMIT_RECHECK) => continue,
                 }
             };
-            let global_max = table
-                .maxconn
-                .unwrap_or(shared.default_maxconn)
-                .min(shared.fd_maxconn);
+            let configured = table.maxconn.unwrap_or(shared.default_maxconn);
+            let fd_room = fd_room(shared.fd_reserved);
+            let global_max = configured.min(fd_room);
             let fe_max = fe.maxconn.unwrap_or(global_max);
             let global_freed = shared.limits.freed.notified();
             let fe_live = fe.live.clone();
@@ -110,10 +113,20 @@ pub async fn accept_loop(
             tokio::pin!(global_freed, fe_freed);
             global_freed.as_mut().enable();
             fe_freed.as_mut().enable();
-            if shared.limits.conns.load(Ordering::Acquire) < global_max
-                && fe_live.conns.load(Ordering::Acquire) < fe_max
-            {
+            let open = shared.limits.conns.load(Ordering::Acquire);
+            if open < global_max && fe_live.conns.load(Ordering::Acquire) < fe_max {
                 break fe;
+            }
+            if open >= fd_room
+                && fd_room < configured
+                && let Some(n) = FD_LIMIT_REACHED.hit()
+            {
+                tracing::warn!(
+                    "maxconn {configured} does not fit the file descriptor limit: accepting \
+                     at most {fd_room} connections (2 descriptors each + {} reserved) \
+                     [{n} times since the last such line]",
+                    shared.fd_reserved
+                );
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -151,6 +164,18 @@ pub async fn accept_loop(
             let _guard = guard;
             session::serve(stream, peer, local, fe, table, hard_stop).await;
         });
+    }
+}
+
+/// The client connections the soft file descriptor limit leaves room for, now.
+fn fd_room(reserved: u64) -> u32 {
+    use nix::sys::resource::{Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => {
+            u32::try_from(soft.saturating_sub(reserved) / crate::fd_limit::PER_CONNECTION)
+                .unwrap_or(u32::MAX)
+        }
+        Err(_) => u32::MAX,
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::forward::{self, Counters, End, Timeouts};
 use super::proxy_protocol;
 use crate::config::Role;
+use crate::logging::Throttle;
 use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
 
 /// Keepalive probes on sockets with `option clitcpka` / `option srvtcpka`.
@@ -149,6 +150,17 @@ fn set_keepalive(stream: &TcpStream, role_aware: bool) {
     }
 }
 
+/// Connects that failed for want of rolelb's own descriptors or memory, all servers together.
+static CONNECT_NO_RESOURCES: Throttle = Throttle::new();
+
+/// True when `e` is a shortage of the process's own resources (file descriptors, memory).
+fn local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -201,6 +213,21 @@ async fn connect_with_retries(
                     retries: attempt,
                     connect_time: started.elapsed(),
                 });
+            }
+            Err(e) if local_shortage(&e) => {
+                // rolelb's own descriptors or memory ran out: not the server's fault, and
+                // under a flood one line a second says it all.
+                if let Some(n) = CONNECT_NO_RESOURCES.hit() {
+                    tracing::error!(
+                        backend = %slot.backend.name,
+                        server = %server.name,
+                        "cannot open a connection to the server: {e} (check the file \
+                         descriptor limit and 'maxconn') [{n} times since the last such line]"
+                    );
+                }
+                if attempt >= settings.retries {
+                    return Err(Refused::ConnectFailed);
+                }
             }
             Err(e) => {
                 server.live.connect_errors.fetch_add(1, Ordering::Relaxed);
