@@ -219,7 +219,7 @@ fn without_maxconn_it_is_derived_from_the_limit_and_ulimit_n_is_honoured() {
     let reserved = number_after(&log, "per connection + ").expect("reserved logged");
     println!("hard limit 300: maxconn {maxconn}, need {need}, reserved {reserved}");
     assert_eq!(need, reserved + 2 * maxconn, "{log}");
-    assert!(need <= 300 && need >= 299, "{log}");
+    assert!((299..=300).contains(&need), "{log}");
     assert_eq!(lb.nofile(), (300, 300));
     drop(lb);
 
