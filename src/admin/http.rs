@@ -451,6 +451,10 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationTok
             ctx.clone(),
             stop.clone(),
         ));
+        // Let the new connection read its request (and so count as busy) before the next
+        // accept can pick it as the idle one to close: under a flood of reconnecting idle
+        // clients a real request is otherwise closed before it is read.
+        tokio::task::yield_now().await;
     }
 }
 
