@@ -247,7 +247,11 @@ fn healthz_is_503_from_the_start_of_a_soft_stop_while_sessions_still_run() {
     session.read_exact(&mut echo).expect("echo");
     assert_eq!(&echo, b"still here");
     assert!(lab.lb.exited().is_none(), "rolelb waits for its session");
-    assert_eq!(get(lab.admin, "/healthz").0, 503, "still 503 while the session runs");
+    assert_eq!(
+        get(lab.admin, "/healthz").0,
+        503,
+        "still 503 while the session runs"
+    );
 
     drop(session);
     assert!(

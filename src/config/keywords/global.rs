@@ -208,9 +208,7 @@ fn admin(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
                 if path.is_empty() {
                     return Err("'admin bind ... token-file' expects a file path".into());
                 }
-                let path = PathBuf::from(path);
-                check_token_file(&path)?;
-                token_file = Some(path);
+                token_file = Some(PathBuf::from(path));
             }
             other => {
                 return Err(format!(
@@ -225,12 +223,14 @@ fn admin(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
             "'admin bind {addr}' is off loopback: add 'token-file PATH' so that changes need a bearer token"
         ));
     }
+    let checked = token_file.as_deref().map_or(Ok(()), check_token_file);
+    // Declared even with a bad token file, so a second `admin bind` is still reported.
     g.admin = Some(AdminBind {
         addr: *addr,
         token_file,
         loc: ctx.loc.clone(),
     });
-    Ok(())
+    checked
 }
 
 /// A token file must be readable and hold one word, checked when the config is (`-c`), so a
