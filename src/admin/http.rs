@@ -426,7 +426,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationTok
             Err(e) => {
                 if let Some(n) = ACCEPT_FAILED.hit() {
                     tracing::error!(
-                        "HTTP: accept failed: {e} [{n} times since the last such line]"
+                        "HTTP: accept failed: {e} [{n} occurrences since the last such line]"
                     );
                 }
                 tokio::time::sleep(ACCEPT_RETRY).await;

@@ -108,7 +108,7 @@ async fn accept_limited<C, A>(
             Err(e) => {
                 if let Some(n) = ACCEPT_FAILED.hit() {
                     tracing::error!(
-                        "{what}: accept failed: {e} [{n} times since the last such line]"
+                        "{what}: accept failed: {e} [{n} occurrences since the last such line]"
                     );
                 }
                 tokio::time::sleep(ACCEPT_RETRY).await;

@@ -124,7 +124,7 @@ pub async fn accept_loop(
                 tracing::warn!(
                     "maxconn {configured} does not fit the file descriptor limit: accepting \
                      at most {fd_room} connections (2 descriptors each + {} reserved) \
-                     [{n} times since the last such line]",
+                     [{n} occurrences since the last such line]",
                     shared.fd_reserved
                 );
             }
@@ -210,11 +210,11 @@ async fn accept_failed(
                 %addr,
                 "accept failed: {e}; accepting paused until a connection ends \
                  ({open} open; check the file descriptor limit and 'maxconn') \
-                 [{n} times since the last such line]"
+                 [{n} occurrences since the last such line]"
             );
         }
     } else if let Some(n) = ACCEPT_FAILED.hit() {
-        tracing::error!(%frontend, %addr, "accept failed: {e} [{n} times since the last such line]");
+        tracing::error!(%frontend, %addr, "accept failed: {e} [{n} occurrences since the last such line]");
     }
     tokio::select! {
         _ = stop.cancelled() => {}

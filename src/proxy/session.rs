@@ -222,7 +222,7 @@ async fn connect_with_retries(
                         backend = %slot.backend.name,
                         server = %server.name,
                         "cannot open a connection to the server: {e} (check the file \
-                         descriptor limit and 'maxconn') [{n} times since the last such line]"
+                         descriptor limit and 'maxconn') [{n} occurrences since the last such line]"
                     );
                 }
                 if attempt >= settings.retries {
