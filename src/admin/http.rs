@@ -3,9 +3,8 @@
 //! startup, before privileges are dropped, and served by their own accept loops with a cap on
 //! connections and on header and body size and time, so a flood of requests cannot hold
 //! memory or starve the data path (which never waits on anything here). Idle or slow clients
-//! cannot starve `/healthz` either: a connection idle for [`HEADER_TIMEOUT`] (before a request
-//! or between two) is closed, and at the cap the connection idle the longest is closed to
-//! admit a new one; only a cap full of requests being served makes a newcomer wait.
+//! cannot starve `/healthz` either: `http_conn` holds the accept loop, the connection cap
+//! and its eviction of idle connections.
 //!
 //! Admin API routes (`docs/admin-api.md`):
 //! `GET /metrics`, `GET /healthz`, `GET /api/v1/backends`, `GET /api/v1/backends/{backend}`,
@@ -15,45 +14,32 @@
 //! is configured. Stats listeners serve `/metrics`, the HTML page at `stats uri` and its CSV
 //! at `stats uri;csv`.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, LookupError};
-use super::{Env, api, metrics, page, stats};
+use super::{Env, api, http_conn, metrics, page, stats};
 use crate::config::{AdminBind, Loc, StatsListener};
 use crate::control::{Command, ReloadError};
-use crate::logging::Throttle;
 use crate::table::AdminState;
 
-/// Connections served at once per listener; at the cap the one idle the longest is closed to
-/// admit a new one.
-pub const MAX_CONNECTIONS: usize = 64;
-/// Time a client has to send a request's headers, and the longest a connection stays idle
-/// before its first request or between two.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+pub use super::http_conn::MAX_CONNECTIONS;
 /// Largest request body accepted (the API's bodies are a few bytes).
 const MAX_BODY: usize = 64 * 1024;
 /// Time a client has to send a request's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// No connection lives longer than this (keep-alive included).
-const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(300);
 /// Listen backlog of the HTTP sockets.
 const BACKLOG: i32 = 1024;
 /// How long a reload through the API may take before the caller is told it is still running.
@@ -201,7 +187,7 @@ impl Drop for Running {
 }
 
 /// What every request handler shares.
-struct Ctx {
+pub(super) struct Ctx {
     env: Env,
     commands: mpsc::Sender<Command>,
     site: Site,
@@ -280,225 +266,14 @@ fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &
                 commands: commands.clone(),
                 site: b.site,
             });
-            tokio::spawn(accept_loop(listener, ctx, stop.clone()));
+            tokio::spawn(http_conn::accept_loop(listener, ctx, stop.clone()));
         }
         Err(e) => tracing::error!(addr = %b.addr, "HTTP listener: {e}"),
     }
 }
 
-/// `idle_since` of a connection while a request is being served.
-const BUSY: u64 = u64::MAX;
-/// Pause after a failed `accept`.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// `accept` failed on an HTTP listener, all of them together.
-static ACCEPT_FAILED: Throttle = Throttle::new();
-
-/// One served connection, as its listener's cap sees it.
-#[derive(Debug)]
-struct ConnEntry {
-    /// When the connection last went idle (milliseconds since [`Conns::epoch`]), or [`BUSY`].
-    idle_since: AtomicU64,
-    /// Cancelled to close the connection.
-    close: CancellationToken,
-}
-
-/// The connections of one listener: the cap and the choice of whom to close at it.
-#[derive(Debug)]
-struct Conns {
-    epoch: Instant,
-    open: Mutex<HashMap<u64, Arc<ConnEntry>>>,
-    next_id: AtomicU64,
-    /// Woken when a connection ends.
-    freed: Notify,
-}
-
-/// A connection's place among its listener's; leaving it (on drop) makes room.
-struct Admitted {
-    conns: Arc<Conns>,
-    id: u64,
-    entry: Arc<ConnEntry>,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.conns.lock().remove(&self.id);
-        self.conns.freed.notify_waiters();
-    }
-}
-
-/// Marks a connection busy while one request is served; idle again on drop.
-struct Busy {
-    conns: Arc<Conns>,
-    entry: Arc<ConnEntry>,
-}
-
-impl Busy {
-    fn enter(conns: &Arc<Conns>, entry: &Arc<ConnEntry>) -> Busy {
-        entry.idle_since.store(BUSY, Ordering::Release);
-        Busy {
-            conns: conns.clone(),
-            entry: entry.clone(),
-        }
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.entry
-            .idle_since
-            .store(self.conns.now_ms(), Ordering::Release);
-    }
-}
-
-impl Conns {
-    fn new() -> Conns {
-        Conns {
-            epoch: Instant::now(),
-            open: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            freed: Notify::new(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(BUSY - 1)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnEntry>>> {
-        // The map stays consistent even if a holder panicked: every change is one call.
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes room for one more connection: below the cap at once; at the cap by closing the
-    /// connection idle the longest. `None` while every connection is serving a request.
-    fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        let mut open = self.lock();
-        let live = open.values().filter(|e| !e.close.is_cancelled()).count();
-        if live >= MAX_CONNECTIONS {
-            let oldest_idle = open
-                .values()
-                .filter(|e| !e.close.is_cancelled())
-                .filter(|e| e.idle_since.load(Ordering::Acquire) != BUSY)
-                .min_by_key(|e| e.idle_since.load(Ordering::Acquire))?;
-            oldest_idle.close.cancel();
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(ConnEntry {
-            idle_since: AtomicU64::new(self.now_ms()),
-            close: CancellationToken::new(),
-        });
-        open.insert(id, entry.clone());
-        Some(Admitted {
-            conns: self.clone(),
-            id,
-            entry,
-        })
-    }
-
-    /// Returns once `entry` has been idle for [`HEADER_TIMEOUT`].
-    async fn idle_expired(&self, entry: &ConnEntry) {
-        let limit = u64::try_from(HEADER_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
-        loop {
-            let since = entry.idle_since.load(Ordering::Acquire);
-            let left = if since == BUSY {
-                limit
-            } else {
-                let idle = self.now_ms().saturating_sub(since);
-                if idle >= limit {
-                    return;
-                }
-                limit - idle
-            };
-            tokio::time::sleep(Duration::from_millis(left)).await;
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
-    let conns = Arc::new(Conns::new());
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                if let Some(n) = ACCEPT_FAILED.hit() {
-                    tracing::error!(
-                        "HTTP: accept failed: {e} [{n} occurrences since the last such line]"
-                    );
-                }
-                tokio::time::sleep(ACCEPT_RETRY).await;
-                continue;
-            }
-        };
-        let admitted = loop {
-            let freed = conns.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(a) = conns.admit() {
-                break a;
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = &mut freed => {}
-            }
-        };
-        tokio::spawn(serve_connection(
-            stream,
-            admitted,
-            ctx.clone(),
-            stop.clone(),
-        ));
-        // Let the new connection read its request (and so count as busy) before the next
-        // accept can pick it as the idle one to close: under a flood of reconnecting idle
-        // clients a real request is otherwise closed before it is read.
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Serves one connection until the client closes, it stays idle too long, it is closed to
-/// admit another, it reaches [`MAX_CONNECTION_LIFE`], or the listener stops.
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    admitted: Admitted,
-    ctx: Arc<Ctx>,
-    stop: CancellationToken,
-) {
-    let (conns, entry) = (admitted.conns.clone(), admitted.entry.clone());
-    let service = {
-        let (conns, entry) = (conns.clone(), entry.clone());
-        service_fn(move |req| {
-            let ctx = ctx.clone();
-            let busy = Busy::enter(&conns, &entry);
-            async move {
-                let resp = handle(&ctx, req).await;
-                drop(busy);
-                Ok::<_, Infallible>(resp)
-            }
-        })
-    };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        r = conn => {
-            if let Err(e) = r {
-                tracing::debug!("HTTP connection ended: {e}");
-            }
-        }
-        _ = conns.idle_expired(&entry) => {}
-        _ = entry.close.cancelled() => {}
-        _ = tokio::time::sleep(MAX_CONNECTION_LIFE) => {}
-        _ = stop.cancelled() => {}
-    }
-    drop(admitted);
-}
-
-type Resp = Response<Full<Bytes>>;
+/// A response with its whole body.
+pub(super) type Resp = Response<Full<Bytes>>;
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
     let mut resp = Response::new(Full::new(body.into()));
@@ -552,7 +327,8 @@ fn bearer_credentials(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
+/// Answers one request on the site `ctx` serves.
+pub(super) async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
     match &ctx.site {
         Site::Admin { token } => admin(ctx, token.as_deref(), req).await,
         Site::Stats { uri, refresh } => stats_site(ctx, uri, *refresh, &req),

@@ -1,7 +1,7 @@
 //! Operator interfaces beside the data path: the runtime API on `stats socket` (`runtime` for
 //! the sockets, `cli` for the commands, `stats` and `servers_state` for HAProxy's report
-//! formats), the HTTP admin API and stats page (`http`, with `api` for the JSON documents and
-//! `page` for the HTML), Prometheus `/metrics` (`metrics`), `ops` for the changes both APIs
+//! formats), the HTTP admin API and stats page (`http`, with `http_conn` for its connections,
+//! `api` for the JSON documents and `page` for the HTML), Prometheus `/metrics` (`metrics`), `ops` for the changes both APIs
 //! make, and `view` for HAProxy's numbering and state encodings shared by every report.
 //!
 //! Data enters as commands from operators and leaves as reports read from the current table
@@ -11,6 +11,7 @@
 mod api;
 mod cli;
 pub mod http;
+mod http_conn;
 pub mod metrics;
 mod ops;
 mod page;
