@@ -159,7 +159,7 @@ impl Limited {
 fn config(port: u16, server: SocketAddr, global_extra: &str) -> String {
     format!(
         "global\n    nbthread 2\n{global_extra}\
-         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
          frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n\
          backend be\n    server s {server}\n"
     )
