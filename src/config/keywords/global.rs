@@ -234,11 +234,26 @@ fn admin(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 }
 
 /// A token file must be readable and hold one word, checked when the config is (`-c`), so a
-/// typo is found before the service is started with it.
+/// typo is found before the service is started with it. One exception: a file that exists but
+/// that this (unprivileged) process may not read passes, since rolelb reads it at start before
+/// dropping privileges and a reload after the drop must not fail on it; the start itself
+/// reports it at the same line if it really is unreadable.
 fn check_token_file(path: &std::path::Path) -> Result<(), String> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("'admin bind ... token-file {shown}': cannot read it: {e}"))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && !nix::unistd::geteuid().is_root() =>
+        {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(format!(
+                "'admin bind ... token-file {shown}': cannot read it: {e}"
+            ));
+        }
+    };
     let token = text.trim();
     if token.is_empty() {
         return Err(format!(
