@@ -150,6 +150,24 @@ fn set_keepalive(stream: &TcpStream, role_aware: bool) {
     }
 }
 
+/// Refused connections logged without `option tcplog`, one throttle per [`Refused`] reason.
+static REFUSED: [Throttle; 6] = [const { Throttle::new() }; 6];
+
+impl Refused {
+    /// The throttle of this reason's log line.
+    fn throttle(self) -> &'static Throttle {
+        let i = match self {
+            Refused::NoServer => 0,
+            Refused::RoleConflict => 1,
+            Refused::QueueTimeout => 2,
+            Refused::QueueFull => 3,
+            Refused::ConnectFailed => 4,
+            Refused::Stopping => 5,
+        };
+        &REFUSED[i]
+    }
+}
+
 /// Connects that failed for want of rolelb's own descriptors or memory, all servers together.
 static CONNECT_NO_RESOURCES: Throttle = Throttle::new();
 
@@ -386,6 +404,9 @@ fn log_refused(fe: &FrontendRt, peer: SocketAddr, reason: Refused, accepted: Ins
             reason.code(),
         );
     } else {
-        tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %peer, "connection refused: {reason:?}");
+        // Without a tcplog line per connection, a flood of refusals is one line a second each.
+        if let Some(n) = reason.throttle().hit() {
+            tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %peer, "connection refused: {reason:?} [{n} occurrences since the last such line]");
+        }
     }
 }
