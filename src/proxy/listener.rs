@@ -6,8 +6,8 @@
 //! the kernel's backlog, as with HAProxy) until a connection ends. The process's file
 //! descriptor limit is one of those limits: `maxconn` never goes past what it leaves room for
 //! (read again at every accept, so a limit lowered under the process is seen), and an `accept`
-//! that still fails for want of descriptors or memory pauses the listener
-//! until a connection ends (at most 100 ms, as HAProxy does), logging one line per second.
+//! that still fails for want of descriptors or memory pauses the listener until a connection
+//! ends (at most 100 ms, as HAProxy does), logging one line per second with a count.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
