@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub mod discovery;
+pub mod fd_limit;
 pub mod logging;
 pub mod proxy;
 pub mod table;

@@ -1,6 +1,7 @@
 //! Log output: `tracing` events to stderr (always, as SPEC section 2 says) and to the
 //! `log` targets of `global` that are syslog endpoints (UDP or a unix datagram socket such as
-//! `/dev/log`), one datagram per event in RFC 5424 framing with the receiver's timestamp.
+//! `/dev/log`), one datagram per event in RFC 5424 framing with the receiver's timestamp;
+//! and [`Throttle`], which keeps a repeated failure to one line per second with a count.
 //!
 //! Every field is printed through [`crate::text::message`]: a log line quoting outside text (an
 //! agent's reply, an etcd key, a request path) stays one line with its control characters
@@ -9,7 +10,9 @@
 use std::io::{self, IsTerminal, Write};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::field::Field;
 use tracing::{Level, Metadata};
@@ -196,10 +199,46 @@ pub fn init(targets: &[LogTarget]) {
     }
 }
 
+/// Shortest time between two log lines of one [`Throttle`].
+const THROTTLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rate-limits one cause of repeated log lines (a failing `accept`, say) to one line per
+/// second: every occurrence is counted, and the line that is let through carries how many
+/// occurrences it stands for, so a flood neither fills the log nor goes unnoticed.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// When the last line was let through (`None`: never).
+    last: Mutex<Option<Instant>>,
+    /// Occurrences since the last line was let through.
+    count: AtomicU64,
+}
+
+impl Throttle {
+    /// A throttle that lets its first occurrence through.
+    pub const fn new() -> Throttle {
+        Throttle {
+            last: Mutex::new(None),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one occurrence; `Some(n)` when a line may be logged now, `n` being the
+    /// occurrences it reports (this one included), `None` while the interval runs.
+    pub fn hit(&self) -> Option<u64> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        let now = Instant::now();
+        // A poisoned lock only means another thread panicked while logging: keep counting.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < THROTTLE_INTERVAL) {
+            return None;
+        }
+        *last = Some(now);
+        Some(self.count.swap(0, Ordering::AcqRel))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
 
     /// Collects what a layer writes.
@@ -245,5 +284,18 @@ mod tests {
             !text.trim_end().contains(|c: char| c.is_control()),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn throttle_lets_one_line_a_second_through_with_the_count() {
+        let t = Throttle::new();
+        assert_eq!(t.hit(), Some(1));
+        for _ in 0..99 {
+            assert_eq!(t.hit(), None);
+        }
+        *t.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() - THROTTLE_INTERVAL);
+        assert_eq!(t.hit(), Some(100));
+        assert_eq!(t.hit(), None);
     }
 }

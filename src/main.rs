@@ -16,12 +16,10 @@ use tokio_util::task::TaskTracker;
 use rolelb::admin;
 use rolelb::config::{self, Config, Global};
 use rolelb::control::{Command, Control};
+use rolelb::fd_limit::{self, FdPlan};
 use rolelb::logging;
 use rolelb::proxy::listener::{Limits, Shared};
 use rolelb::table::Table;
-
-/// File descriptors kept aside from `maxconn` for listeners, logs and checks.
-const RESERVED_FDS: u64 = 64;
 
 /// Role-aware TCP load balancer for replicated databases (HAProxy-syntax configuration).
 #[derive(Debug, Parser)]
@@ -74,18 +72,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Raises the soft file limit to the hard one and derives the default global `maxconn`
-/// (two descriptors per proxied connection).
-fn default_maxconn() -> u32 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
-    let soft = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
+/// Settles `maxconn` against the file descriptor limit (raising it to fit, or refusing to
+/// start), and logs what it needs, as HAProxy does at startup.
+fn settle_fd_limit(config: &Config) -> Result<FdPlan> {
+    let threads = config.global.nbthread.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let fixed = fd_limit::fixed_need(
+        config,
+        threads,
+        admin::http::MAX_CONNECTIONS,
+        admin::runtime::MAX_SESSIONS,
+    );
+    let plan = fd_limit::apply(config.global.maxconn, config.global.ulimit_n, fixed)?;
+    let origin = if plan.derived {
+        "derived from the file descriptor limit"
     } else {
-        soft
+        "global maxconn"
     };
-    let conns = soft.saturating_sub(RESERVED_FDS) / 2;
-    u32::try_from(conns).unwrap_or(u32::MAX).max(1)
+    tracing::info!(
+        "maxconn {} ({origin}) needs {} file descriptors ({} per connection + {} reserved); \
+         file descriptor limit set to {} (hard {})",
+        plan.maxconn,
+        plan.need,
+        fd_limit::PER_CONNECTION,
+        plan.fixed,
+        plan.soft,
+        plan.hard,
+    );
+    Ok(plan)
 }
 
 /// The runtime: `nbthread 1` runs everything on the one main thread, as HAProxy does; more
@@ -109,8 +124,8 @@ fn run(files: Vec<PathBuf>, config: Config) -> Result<()> {
             "'daemon' is set: rolelb stays in the foreground (run it under a service manager)"
         );
     }
-    let default_maxconn = default_maxconn();
-    runtime(&config.global)?.block_on(serve(files, config, default_maxconn))
+    let fds = settle_fd_limit(&config)?;
+    runtime(&config.global)?.block_on(serve(files, config, &fds))
 }
 
 /// Switches to `group` then `user` (after the sockets are bound), as HAProxy does.
@@ -149,13 +164,15 @@ fn write_pidfile(path: &Path) -> Result<()> {
         .with_context(|| format!("writing pidfile {}", path.display()))
 }
 
-async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Result<()> {
+async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> {
     let shared = Shared {
         table: Arc::new(ArcSwap::from_pointee(Table::empty())),
         limits: Arc::new(Limits::default()),
         sessions: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
-        default_maxconn,
+        default_maxconn: fds.maxconn,
+        fd_reserved: fds.fixed,
+        stopping: CancellationToken::new(),
     };
     let global = config.global.clone();
     let control = Control::start(files, config, shared.clone())?;
@@ -193,6 +210,8 @@ async fn serve(files: Vec<PathBuf>, config: Config, default_maxconn: u32) -> Res
             _ = usr1.recv() => break "SIGUSR1",
         }
     };
+    // From here `/healthz` answers 503, so a VRRP check moves the address away first.
+    shared.stopping.cancel();
     let open = shared.sessions.len();
     tracing::info!(
         sessions = open,

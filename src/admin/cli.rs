@@ -162,9 +162,14 @@ fn help_line(usage: &str, desc: &str) -> String {
     format!("  {usage:<40}: {desc}\n")
 }
 
-/// `help`, or the reply to an unknown command: the commands matching `word` if any, else all.
-pub fn help(word: Option<&str>, unknown: bool) -> String {
-    let all = COMMANDS.iter().map(|(u, d, _)| (*u, *d));
+/// `help`, or the reply to an unknown command: the commands of the session's `level`
+/// matching `word` if any, else all of them (as HAProxy, a session below `admin` is not shown
+/// the commands it may not run).
+pub fn help(word: Option<&str>, unknown: bool, level: StatsLevel) -> String {
+    let all = COMMANDS
+        .iter()
+        .filter(|(_, _, admin)| !admin || level == StatsLevel::Admin)
+        .map(|(u, d, _)| (*u, *d));
     let matching: Vec<(&str, &str)> = match word {
         Some(w) => all
             .clone()
@@ -230,8 +235,8 @@ fn parse_stat_filter(words: &[&str]) -> StatFilter {
 pub async fn execute(env: &Env, level: StatsLevel, words: &[&str], origin: &str) -> Outcome {
     let reply = |s: &str| Outcome::Reply(s.to_owned());
     match words {
-        [] => Outcome::Reply(help(None, true)),
-        ["help", rest @ ..] => Outcome::Reply(help(rest.first().copied(), false)),
+        [] => Outcome::Reply(help(None, true, level)),
+        ["help", rest @ ..] => Outcome::Reply(help(rest.first().copied(), false, level)),
         ["prompt", ..] => Outcome::TogglePrompt,
         ["quit", ..] => Outcome::Quit,
         ["show", "info", ..] => Outcome::Reply(stats::show_info(env)),
@@ -270,7 +275,7 @@ pub async fn execute(env: &Env, level: StatsLevel, words: &[&str], origin: &str)
         ["set", "weight"] => reply(REQUIRE_TARGET),
         ["enable", "server", rest @ ..] => enable(env, rest.first().copied(), true, origin).await,
         ["disable", "server", rest @ ..] => enable(env, rest.first().copied(), false, origin).await,
-        [first, ..] => Outcome::Reply(help(Some(first), true)),
+        [first, ..] => Outcome::Reply(help(Some(first), true, level)),
     }
 }
 
@@ -419,17 +424,32 @@ mod tests {
 
     #[test]
     fn help_lines_are_aligned_like_haproxy() {
-        let h = help(None, false);
+        let h = help(None, false, StatsLevel::Admin);
         assert!(h.starts_with("The following commands are valid at this level:\n"));
         assert!(h.contains(
             "  show backend                            : list backends in the current running config\n"
         ));
         assert!(h.ends_with("  quit                                    : disconnect\n"));
-        let u = help(Some("show"), true);
+        let u = help(Some("show"), true, StatsLevel::Admin);
         assert!(u.starts_with("Unknown command, but maybe"));
         assert!(!u.contains("set server"));
-        let none = help(Some("zzzzqqq"), true);
+        let none = help(Some("zzzzqqq"), true, StatsLevel::Admin);
         assert!(none.starts_with("Unknown command. Please enter one of the following"));
+    }
+
+    #[test]
+    fn help_below_admin_lists_no_admin_command() {
+        let admin = help(None, false, StatsLevel::Admin);
+        assert!(admin.contains("set server <bk>/<srv>"), "{admin}");
+        for level in [StatsLevel::User, StatsLevel::Operator] {
+            let h = help(None, false, level);
+            for (usage, _, needs_admin) in COMMANDS {
+                assert_eq!(h.contains(usage), !needs_admin, "{level:?}: {usage}\n{h}");
+            }
+            assert!(h.ends_with("  quit                                    : disconnect\n"));
+            let unknown = help(Some("zzzzqqq"), true, level);
+            assert!(!unknown.contains("enable server"), "{unknown}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! `admin bind` and the stats page of a `listen` with `stats enable`. Both are bound at
 //! startup, before privileges are dropped, and served by their own accept loops with a cap on
 //! connections and on header and body size and time, so a flood of requests cannot hold
-//! memory or starve the data path (which never waits on anything here).
+//! memory or starve the data path (which never waits on anything here). Idle or slow clients
+//! cannot starve `/healthz` either: `http_conn` holds the accept loop, the connection cap
+//! and its eviction of idle connections.
 //!
 //! Admin API routes (`docs/admin-api.md`):
 //! `GET /metrics`, `GET /healthz`, `GET /api/v1/backends`, `GET /api/v1/backends/{backend}`,
@@ -12,7 +14,6 @@
 //! is configured. Stats listeners serve `/metrics`, the HTML page at `stats uri` and its CSV
 //! at `stats uri;csv`.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,30 +23,23 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, LookupError};
-use super::{Env, api, metrics, page, stats};
+use super::{Env, api, http_conn, metrics, page, stats};
 use crate::config::{AdminBind, Loc, StatsListener};
 use crate::control::{Command, ReloadError};
 use crate::table::AdminState;
 
-/// Connections served at once per listener; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 256;
-/// Time a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::http_conn::MAX_CONNECTIONS;
 /// Largest request body accepted (the API's bodies are a few bytes).
 const MAX_BODY: usize = 64 * 1024;
 /// Time a client has to send a request's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// No connection lives longer than this (keep-alive included).
-const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(300);
 /// Listen backlog of the HTTP sockets.
 const BACKLOG: i32 = 1024;
 /// How long a reload through the API may take before the caller is told it is still running.
@@ -193,7 +187,7 @@ impl Drop for Running {
 }
 
 /// What every request handler shares.
-struct Ctx {
+pub(super) struct Ctx {
     env: Env,
     commands: mpsc::Sender<Command>,
     site: Site,
@@ -272,49 +266,14 @@ fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &
                 commands: commands.clone(),
                 site: b.site,
             });
-            tokio::spawn(accept_loop(listener, ctx, stop.clone()));
+            tokio::spawn(http_conn::accept_loop(listener, ctx, stop.clone()));
         }
         Err(e) => tracing::error!(addr = %b.addr, "HTTP listener: {e}"),
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
-    let accept = || listener.accept();
-    super::accept_limited(
-        MAX_CONNECTIONS,
-        &stop,
-        "HTTP",
-        accept,
-        |(stream, _), permit| {
-            let ctx = ctx.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    r = conn => {
-                        if let Err(e) = r {
-                            tracing::debug!("HTTP connection ended: {e}");
-                        }
-                    }
-                    _ = tokio::time::sleep(MAX_CONNECTION_LIFE) => {}
-                    _ = stop.cancelled() => {}
-                }
-            });
-        },
-    )
-    .await;
-}
-
-type Resp = Response<Full<Bytes>>;
+/// A response with its whole body.
+pub(super) type Resp = Response<Full<Bytes>>;
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
     let mut resp = Response::new(Full::new(body.into()));
@@ -334,6 +293,9 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Resp {
 }
 
 fn error(status: StatusCode, message: &str) -> Resp {
+    // Messages quote the request (a path segment, a state word): escaped and shortened, so a
+    // script printing `.error` shows one line.
+    let message = crate::text::message(message);
     json(status, &serde_json::json!({ "error": message }))
 }
 
@@ -354,11 +316,22 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_token(given.trim().as_bytes(), token.as_bytes()))
+        .and_then(bearer_credentials)
+        .is_some_and(|given| same_token(given.as_bytes(), token.as_bytes()))
 }
 
-async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme's name is
+/// case-insensitive (RFC 7235 section 2.1).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Answers one request on the site `ctx` serves.
+pub(super) async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
     match &ctx.site {
         Site::Admin { token } => admin(ctx, token.as_deref(), req).await,
         Site::Stats { uri, refresh } => stats_site(ctx, uri, *refresh, &req),
@@ -370,10 +343,14 @@ fn metrics_response(env: &Env) -> Resp {
 }
 
 fn stats_site(ctx: &Ctx, uri: &str, refresh: Option<Duration>, req: &Request<Incoming>) -> Resp {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-    }
     let path = req.uri().path();
+    let known = path == "/metrics" || path == uri || path.strip_suffix(";csv") == Some(uri);
+    if !known {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return method_not_allowed(req.method(), path, &[Method::GET, Method::HEAD]);
+    }
     if path == "/metrics" {
         return metrics_response(&ctx.env);
     }
@@ -434,20 +411,63 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))
 }
 
+/// The methods an admin API path takes (`Allow`), or `None` for a path it does not serve.
+fn allowed_methods(parts: &[&str]) -> Option<&'static [Method]> {
+    const READ: &[Method] = &[Method::GET, Method::HEAD];
+    match parts {
+        ["metrics" | "healthz"] | ["api", "v1", "backends"] | ["api", "v1", "backends", _] => {
+            Some(READ)
+        }
+        ["api", "v1", "backends", _, "servers", _, "state" | "weight"] => Some(&[Method::PUT]),
+        ["api", "v1", "reload"] => Some(&[Method::POST]),
+        _ => None,
+    }
+}
+
+/// 405 with the `Allow` header listing `allowed`.
+fn method_not_allowed(method: &Method, path: &str, allowed: &[Method]) -> Resp {
+    let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    let allow = allow.join(", ");
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{method} is not allowed on {path} (allowed: {allow})"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
+}
+
 async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let Some(allowed) = allowed_methods(&parts) else {
+        return error(StatusCode::NOT_FOUND, &format!("no such endpoint {path}"));
+    };
+    if !allowed.contains(&method) {
+        return method_not_allowed(&method, &path, allowed);
+    }
     let mutating = !matches!(method, Method::GET | Method::HEAD);
-    match (&method, parts.as_slice()) {
-        (&Method::GET | &Method::HEAD, ["metrics"]) => metrics_response(&ctx.env),
-        (&Method::GET | &Method::HEAD, ["healthz"]) => {
-            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
-        }
-        (&Method::GET | &Method::HEAD, ["api", "v1", "backends"]) => {
-            json(StatusCode::OK, &api::backends(&ctx.env.table.load()))
-        }
-        (&Method::GET | &Method::HEAD, ["api", "v1", "backends", backend]) => {
+    if mutating && !authorized(&req, token) {
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs 'Authorization: Bearer TOKEN'",
+        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    match parts.as_slice() {
+        ["metrics"] => metrics_response(&ctx.env),
+        ["healthz"] if ctx.env.stopping.is_cancelled() => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "stopping\n",
+        ),
+        ["healthz"] => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        ["api", "v1", "backends"] => json(StatusCode::OK, &api::backends(&ctx.env.table.load())),
+        ["api", "v1", "backends", backend] => {
             let table = ctx.env.table.load();
             match api::backends(&table)
                 .backends
@@ -461,20 +481,7 @@ async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
                 ),
             }
         }
-        (
-            _,
-            ["api", "v1", "backends", _, "servers", _, "state" | "weight"]
-            | ["api", "v1", "reload"],
-        ) if mutating && !authorized(&req, token) => {
-            let mut resp = error(
-                StatusCode::UNAUTHORIZED,
-                "this call needs 'Authorization: Bearer TOKEN'",
-            );
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            resp
-        }
-        (&Method::PUT, ["api", "v1", "backends", backend, "servers", server, what]) => {
+        ["api", "v1", "backends", backend, "servers", server, what] => {
             let (backend, server, what) = (
                 (*backend).to_owned(),
                 (*server).to_owned(),
@@ -482,13 +489,7 @@ async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
             );
             put_server(ctx, &backend, &server, &what, req).await
         }
-        (&Method::POST, ["api", "v1", "reload"]) => reload(ctx).await,
-        (_, ["metrics" | "healthz"] | ["api", "v1", "backends", ..] | ["api", "v1", "reload"]) => {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed on {path}"),
-            )
-        }
+        ["api", "v1", "reload"] => reload(ctx).await,
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint {path}")),
     }
 }
@@ -611,6 +612,34 @@ async fn reload(ctx: &Ctx) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER   abc "), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
+        assert_eq!(bearer_credentials("Bearer "), None);
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found_and_known_ones_list_their_methods() {
+        assert_eq!(allowed_methods(&["nope"]), None);
+        assert_eq!(
+            allowed_methods(&["api", "v1", "backends", "b", "servers", "s"]),
+            None
+        );
+        assert_eq!(allowed_methods(&["api", "v1", "backends", "b", "x"]), None);
+        assert_eq!(
+            allowed_methods(&["api", "v1", "reload"]),
+            Some(&[Method::POST][..])
+        );
+        assert_eq!(
+            allowed_methods(&["api", "v1", "backends", "b", "servers", "s", "weight"]),
+            Some(&[Method::PUT][..])
+        );
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -1,7 +1,7 @@
 //! Operator interfaces beside the data path: the runtime API on `stats socket` (`runtime` for
 //! the sockets, `cli` for the commands, `stats` and `servers_state` for HAProxy's report
-//! formats), the HTTP admin API and stats page (`http`, with `api` for the JSON documents and
-//! `page` for the HTML), Prometheus `/metrics` (`metrics`), `ops` for the changes both APIs
+//! formats), the HTTP admin API and stats page (`http`, with `http_conn` for its connections,
+//! `api` for the JSON documents and `page` for the HTML), Prometheus `/metrics` (`metrics`), `ops` for the changes both APIs
 //! make, and `view` for HAProxy's numbering and state encodings shared by every report.
 //!
 //! Data enters as commands from operators and leaves as reports read from the current table
@@ -11,6 +11,7 @@
 mod api;
 mod cli;
 pub mod http;
+mod http_conn;
 pub mod metrics;
 mod ops;
 mod page;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::logging::Throttle;
 use crate::proxy::listener::{Limits, Shared};
 use crate::table::TableHandle;
 
@@ -49,6 +51,8 @@ pub struct Env {
     pub started_wall: SystemTime,
     /// The etcd watches' statuses (`rolelb_etcd_*`), published by `control`.
     pub etcd: crate::discovery::StatusBoard,
+    /// Cancelled when a soft stop begins: `/healthz` answers 503 from then on.
+    pub stopping: CancellationToken,
 }
 
 impl Env {
@@ -66,14 +70,20 @@ impl Env {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             etcd: crate::discovery::StatusBoard::default(),
+            stopping: shared.stopping.clone(),
         }
     }
 }
 
+/// `accept` failed on an operator interface, all of them together.
+static ACCEPT_FAILED: Throttle = Throttle::new();
+/// Pause after a failed `accept` (HAProxy's for a want of resources).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Accepts connections until `stop`, at most `limit` served at once: waits for a free slot,
 /// then for a connection, and hands both to `serve`, whose task holds the slot's permit until
-/// the connection ends. A failed accept (out of file descriptors, say) is logged as `what`'s
-/// and retried after 50 ms.
+/// the connection ends. A failed accept (out of file descriptors, say) is logged as `what`'s,
+/// at most once a second with a count, and retried after 100 ms.
 async fn accept_limited<C, A>(
     limit: usize,
     stop: &CancellationToken,
@@ -97,8 +107,12 @@ async fn accept_limited<C, A>(
         match accepted {
             Ok(conn) => serve(conn, permit),
             Err(e) => {
-                tracing::error!("{what}: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(n) = ACCEPT_FAILED.hit() {
+                    tracing::error!(
+                        "{what}: accept failed: {e} [{n} occurrences since the last such line]"
+                    );
+                }
+                tokio::time::sleep(ACCEPT_RETRY).await;
             }
         }
     }

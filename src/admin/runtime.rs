@@ -32,7 +32,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// No interactive session lives longer than this.
 const MAX_SESSION: Duration = Duration::from_secs(3600);
 /// Sessions served at once per socket; more wait in the kernel's backlog.
-const MAX_SESSIONS: usize = 16;
+pub const MAX_SESSIONS: usize = 16;
 
 /// Why a stats socket could not be set up.
 #[derive(Debug, thiserror::Error)]

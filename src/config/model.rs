@@ -80,6 +80,8 @@ pub struct Global {
     pub daemon: bool,
     /// `admin bind ADDR:PORT [token-file PATH]`: the HTTP admin API.
     pub admin: Option<AdminBind>,
+    /// `ulimit-n`: the file descriptor limit to set (`None`: computed from `maxconn`).
+    pub ulimit_n: Option<u64>,
 }
 
 /// `admin bind ADDR:PORT [token-file PATH]` in `global` (a rolelb extension).

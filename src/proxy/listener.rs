@@ -3,7 +3,11 @@
 //! Each listening socket has its own task. It knows only its address: on every accept it
 //! looks up, in the current table, which frontend serves that address, so a reload that keeps
 //! the address keeps the socket. While a limit is reached it stops accepting (clients wait in
-//! the kernel's backlog, as with HAProxy) until a connection ends.
+//! the kernel's backlog, as with HAProxy) until a connection ends. The process's file
+//! descriptor limit is one of those limits: `maxconn` never goes past what it leaves room for
+//! (read again at every accept, so a limit lowered under the process is seen), and an `accept`
+//! that still fails for want of descriptors or memory pauses the listener until a connection
+//! ends (at most 100 ms, as HAProxy does), logging one line per second with a count.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +20,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session;
+use crate::logging::Throttle;
 use crate::table::{FrontendLive, RateMax, TableHandle};
 
 /// How often a listener whose limits are reached re-checks them even without a wake-up
 /// (limits can change with a reload).
 const LIMIT_RECHECK: Duration = Duration::from_millis(100);
+/// Longest pause of a listener after `accept` failed for want of resources (HAProxy's).
+const RESOURCE_PAUSE: Duration = Duration::from_millis(100);
+
+/// `accept` failed for want of file descriptors or memory, all listeners together.
+static ACCEPT_NO_RESOURCES: Throttle = Throttle::new();
+/// Listeners held back by the file descriptor limit rather than by `maxconn`.
+static FD_LIMIT_REACHED: Throttle = Throttle::new();
+/// `accept` failed for another reason, all listeners together.
+static ACCEPT_FAILED: Throttle = Throttle::new();
 
 /// Process-wide connection count against global `maxconn`.
 #[derive(Debug, Default)]
@@ -48,6 +62,12 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
     /// Global `maxconn` when the config sets none (derived from the file limit).
     pub default_maxconn: u32,
+    /// Descriptors kept beside client connections (listeners, checks, admin, ...): with two
+    /// per connection, the soft file descriptor limit caps every `maxconn`, even one a reload
+    /// raises or a limit lowered under the running process.
+    pub fd_reserved: u64,
+    /// Cancelled when a soft stop begins (the admin API's `/healthz` turns 503).
+    pub stopping: CancellationToken,
 }
 
 /// Counts one client connection against the global and frontend limits while alive.
@@ -83,7 +103,9 @@ pub async fn accept_loop(
                     _ = tokio::time::sleep(LIMIT_RECHECK) => continue,
                 }
             };
-            let global_max = table.maxconn.unwrap_or(shared.default_maxconn);
+            let configured = table.maxconn.unwrap_or(shared.default_maxconn);
+            let fd_room = fd_room(shared.fd_reserved);
+            let global_max = configured.min(fd_room);
             let fe_max = fe.maxconn.unwrap_or(global_max);
             let global_freed = shared.limits.freed.notified();
             let fe_live = fe.live.clone();
@@ -91,10 +113,20 @@ pub async fn accept_loop(
             tokio::pin!(global_freed, fe_freed);
             global_freed.as_mut().enable();
             fe_freed.as_mut().enable();
-            if shared.limits.conns.load(Ordering::Acquire) < global_max
-                && fe_live.conns.load(Ordering::Acquire) < fe_max
-            {
+            let open = shared.limits.conns.load(Ordering::Acquire);
+            if open < global_max && fe_live.conns.load(Ordering::Acquire) < fe_max {
                 break fe;
+            }
+            if open >= fd_room
+                && fd_room < configured
+                && let Some(n) = FD_LIMIT_REACHED.hit()
+            {
+                tracing::warn!(
+                    "maxconn {configured} does not fit the file descriptor limit: accepting \
+                     at most {fd_room} connections (2 descriptors each + {} reserved) \
+                     [{n} occurrences since the last such line]",
+                    shared.fd_reserved
+                );
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -110,9 +142,7 @@ pub async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::error!(frontend = %fe.name, %addr, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accept_failed(&e, &fe.name, addr, &shared, &stop).await;
                 continue;
             }
         };
@@ -134,5 +164,61 @@ pub async fn accept_loop(
             let _guard = guard;
             session::serve(stream, peer, local, fe, table, hard_stop).await;
         });
+    }
+}
+
+/// The client connections the soft file descriptor limit leaves room for, now.
+fn fd_room(reserved: u64) -> u32 {
+    use nix::sys::resource::{Resource, getrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => {
+            u32::try_from(soft.saturating_sub(reserved) / crate::fd_limit::PER_CONNECTION)
+                .unwrap_or(u32::MAX)
+        }
+        Err(_) => u32::MAX,
+    }
+}
+
+/// Handles a failed `accept`: a client that gave up is skipped at once; a want of file
+/// descriptors or memory pauses this listener until a connection ends (or 100 ms), so it
+/// neither spins nor takes descriptors the running sessions need to reach their servers.
+async fn accept_failed(
+    e: &std::io::Error,
+    frontend: &str,
+    addr: SocketAddr,
+    shared: &Shared,
+    stop: &CancellationToken,
+) {
+    let code = e.raw_os_error().unwrap_or(0);
+    if matches!(
+        code,
+        libc::ECONNABORTED | libc::ECONNRESET | libc::EINTR | libc::EAGAIN | libc::EPROTO
+    ) {
+        return;
+    }
+    let freed = shared.limits.freed.notified();
+    tokio::pin!(freed);
+    freed.as_mut().enable();
+    if matches!(
+        code,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    ) {
+        if let Some(n) = ACCEPT_NO_RESOURCES.hit() {
+            let open = shared.limits.conns.load(Ordering::Relaxed);
+            tracing::error!(
+                %frontend,
+                %addr,
+                "accept failed: {e}; accepting paused until a connection ends \
+                 ({open} open; check the file descriptor limit and 'maxconn') \
+                 [{n} occurrences since the last such line]"
+            );
+        }
+    } else if let Some(n) = ACCEPT_FAILED.hit() {
+        tracing::error!(%frontend, %addr, "accept failed: {e} [{n} occurrences since the last such line]");
+    }
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = &mut freed => {}
+        _ = tokio::time::sleep(RESOURCE_PAUSE) => {}
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::forward::{self, Counters, End, Timeouts};
 use super::proxy_protocol;
 use crate::config::Role;
+use crate::logging::Throttle;
 use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
 
 /// Keepalive probes on sockets with `option clitcpka` / `option srvtcpka`.
@@ -149,6 +150,35 @@ fn set_keepalive(stream: &TcpStream, role_aware: bool) {
     }
 }
 
+/// Refused connections logged without `option tcplog`, one throttle per [`Refused`] reason.
+static REFUSED: [Throttle; 6] = [const { Throttle::new() }; 6];
+
+impl Refused {
+    /// The throttle of this reason's log line.
+    fn throttle(self) -> &'static Throttle {
+        let i = match self {
+            Refused::NoServer => 0,
+            Refused::RoleConflict => 1,
+            Refused::QueueTimeout => 2,
+            Refused::QueueFull => 3,
+            Refused::ConnectFailed => 4,
+            Refused::Stopping => 5,
+        };
+        &REFUSED[i]
+    }
+}
+
+/// Connects that failed for want of rolelb's own descriptors or memory, all servers together.
+static CONNECT_NO_RESOURCES: Throttle = Throttle::new();
+
+/// True when `e` is a shortage of the process's own resources (file descriptors, memory).
+fn local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
 async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -201,6 +231,21 @@ async fn connect_with_retries(
                     retries: attempt,
                     connect_time: started.elapsed(),
                 });
+            }
+            Err(e) if local_shortage(&e) => {
+                // rolelb's own descriptors or memory ran out: not the server's fault, and
+                // under a flood one line a second says it all.
+                if let Some(n) = CONNECT_NO_RESOURCES.hit() {
+                    tracing::error!(
+                        backend = %slot.backend.name,
+                        server = %server.name,
+                        "cannot open a connection to the server: {e} (check the file \
+                         descriptor limit and 'maxconn') [{n} occurrences since the last such line]"
+                    );
+                }
+                if attempt >= settings.retries {
+                    return Err(Refused::ConnectFailed);
+                }
             }
             Err(e) => {
                 server.live.connect_errors.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +404,9 @@ fn log_refused(fe: &FrontendRt, peer: SocketAddr, reason: Refused, accepted: Ins
             reason.code(),
         );
     } else {
-        tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %peer, "connection refused: {reason:?}");
+        // Without a tcplog line per connection, a flood of refusals is one line a second each.
+        if let Some(n) = reason.throttle().hit() {
+            tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %peer, "connection refused: {reason:?} [{n} occurrences since the last such line]");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
-//! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`, rolelb's
-//! `admin bind`), plus the common, harmless keywords of real configs that rolelb accepts with
+//! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`,
+//! `ulimit-n`, rolelb's `admin bind`), plus the common, harmless keywords of real configs that rolelb accepts with
 //! a warning.
 
 use std::path::PathBuf;
@@ -38,13 +38,13 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("pidfile", pidfile),
     kw("daemon", daemon),
     kw("admin", admin),
+    kw("ulimit-n", ulimit_n),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
     kw("ca-base", ignored),
     kw("crt-base", ignored),
     kw("spread-checks", ignored),
     kw("max-spread-checks", ignored),
-    kw("ulimit-n", ignored),
     kw("master-worker", ignored),
     kw("log-send-hostname", ignored),
     kw("log-tag", ignored),
@@ -110,6 +110,22 @@ fn string_arg(ctx: &Ctx, what: &str) -> Result<String, String> {
 
 fn maxconn(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     g.maxconn = Some(u32_arg(ctx, "a number of connections", 1)?);
+    Ok(())
+}
+
+/// `ulimit-n N`: the file descriptor limit to set (0: computed from `maxconn`, the default).
+fn ulimit_n(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    if g.ulimit_n.is_some() {
+        return Err("'ulimit-n' is given twice".into());
+    }
+    let n = parse_int(
+        ctx.arg(0, "a number of file descriptors")?,
+        "ulimit-n",
+        0,
+        u64::from(u32::MAX),
+    )?;
+    g.ulimit_n = (n > 0).then_some(n);
     Ok(())
 }
 
@@ -207,11 +223,48 @@ fn admin(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
             "'admin bind {addr}' is off loopback: add 'token-file PATH' so that changes need a bearer token"
         ));
     }
+    let checked = token_file.as_deref().map_or(Ok(()), check_token_file);
+    // Declared even with a bad token file, so a second `admin bind` is still reported.
     g.admin = Some(AdminBind {
         addr: *addr,
         token_file,
         loc: ctx.loc.clone(),
     });
+    checked
+}
+
+/// A token file must be readable and hold one word, checked when the config is (`-c`), so a
+/// typo is found before the service is started with it. One exception: a file that exists but
+/// that this (unprivileged) process may not read passes, since rolelb reads it at start before
+/// dropping privileges and a reload after the drop must not fail on it; the start itself
+/// reports it at the same line if it really is unreadable.
+fn check_token_file(path: &std::path::Path) -> Result<(), String> {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && !nix::unistd::geteuid().is_root() =>
+        {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(format!(
+                "'admin bind ... token-file {shown}': cannot read it: {e}"
+            ));
+        }
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "'admin bind ... token-file {shown}': the file is empty"
+        ));
+    }
+    if token.contains(char::is_whitespace) {
+        return Err(format!(
+            "'admin bind ... token-file {shown}': the token must be one word"
+        ));
+    }
     Ok(())
 }
 
