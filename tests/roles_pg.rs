@@ -366,7 +366,12 @@ fn switchover_moves_writes_within_fall_times_inter_and_no_write_hits_a_replica()
     let (r1, r2) = (stack.port(1), stack.port(2));
     let writer = ClientLoop::start(stack.write_port, "INSERT INTO ticks DEFAULT VALUES");
     let reader = ClientLoop::start(stack.read_port, WHO);
-    thread::sleep(Duration::from_secs(1));
+    let ok_count = |l: &ClientLoop| l.attempts().iter().filter(|a| a.result.is_ok()).count();
+    assert!(
+        wait_until(Duration::from_secs(10), || ok_count(&writer) >= 3
+            && ok_count(&reader) >= 3),
+        "writes and reads do not flow before the switchover"
+    );
 
     let stopping = Instant::now();
     stack.nodes[0].stop();
@@ -388,8 +393,15 @@ fn switchover_moves_writes_within_fall_times_inter_and_no_write_hits_a_replica()
     let resumed = wait_until(Duration::from_secs(10), || {
         first_write(&writer.attempts()).is_some()
     });
-    // Keep writing a while on the new primary, then settle the books.
-    thread::sleep(Duration::from_secs(1));
+    // Keep writing a while on the new primary (five more writes), then settle the books.
+    let written_after = || {
+        writer
+            .attempts()
+            .iter()
+            .filter(|a| a.result.is_ok() && a.finished > promoted)
+            .count()
+    };
+    wait_until(Duration::from_secs(10), || written_after() >= 5);
     let writes = writer.finish();
     let reads = reader.finish();
     assert!(
