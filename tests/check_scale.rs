@@ -62,7 +62,11 @@ fn two_hundred_servers_checked_every_100ms_keep_their_interval() {
     }
     let lb = Rolelb::start(&cfg);
     // Every server is being checked before the measurement starts.
-    let checked = |n: usize| arrivals.iter().all(|a| a.lock().map_or(0, |l| l.len()) >= n);
+    let checked = |n: usize| {
+        arrivals
+            .iter()
+            .all(|a| a.lock().map_or(0, |l| l.len()) >= n)
+    };
     assert!(
         wait_until(Duration::from_secs(30), || checked(2)),
         "not every server is being checked:\n{}",

@@ -302,6 +302,7 @@ fn load(
                     errors.push(e.to_string());
                 }
             }
+            // Pacing of the load, not a wait.
             thread::sleep(Duration::from_millis(20));
         }
         errors
@@ -354,6 +355,7 @@ fn etcd_outage_under_load_breaks_nothing_and_resyncs_also_across_a_compaction() 
         "metric flips to 0"
     );
     etcd.offline(|endpoint| etcd_put(endpoint, &key("c"), &member(&c, "replica", "")));
+    // The outage's length is the scenario itself (30 s), not a wait for a condition.
     thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
     let age = metric(admin, "rolelb_etcd_state_age_seconds").unwrap_or(0.0);
     assert!(age >= 20.0, "state age grows during the outage: {age}");

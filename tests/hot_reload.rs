@@ -111,6 +111,7 @@ fn twenty_reloads_under_load_break_no_session_and_refuse_no_connection() {
                 "removed listener is closed"
             );
         }
+        // Pacing: the churn threads get connections in between reloads.
         thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::SeqCst);

@@ -90,6 +90,7 @@ fn patroni_switchover_moves_writes_and_no_write_is_answered_by_a_replica() {
                     Err(e) => t.write_errors.push(e),
                 }
                 drop(t);
+                // Pacing of the write loop, not a wait.
                 thread::sleep(Duration::from_millis(20));
             }
         })

@@ -21,6 +21,7 @@ fn client_holding(addr: SocketAddr, hold: Duration) -> Result<String, String> {
     conn.write_all(b"ping").map_err(|e| e.to_string())?;
     let mut buf = [0u8; 4];
     conn.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    // The session's length is the scenario (it keeps the server's only slots busy).
     thread::sleep(hold);
     Ok(name)
 }

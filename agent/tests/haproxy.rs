@@ -155,8 +155,9 @@ fn state_drain_drains_the_node_in_haproxy_and_survives_restart() {
     let took = wait_status("node2", "DRAIN");
     assert_eq!(status("node2"), "DRAIN (agent)");
     println!("drain reached HAProxy in {took:?} (agent inter and agent-inter are {INTER:?})");
+    // Two polls (the agent's, then HAProxy's agent-check), with a margin for a loaded machine.
     assert!(
-        took < INTER * 2 + Duration::from_secs(1),
+        took < INTER * 2 + Duration::from_secs(2),
         "drain took {took:?}"
     );
     assert!(served(10).iter().all(|n| n == "node1"));
