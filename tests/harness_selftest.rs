@@ -62,7 +62,7 @@ fn named_server_sends_its_name_then_echoes_and_counts_connections() {
         "stop() must close open connections"
     );
     assert!(
-        who_answers(server.addr()).is_err(),
+        TcpStream::connect(server.addr()).is_err(),
         "a stopped NamedServer must refuse connections"
     );
 }

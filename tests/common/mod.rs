@@ -180,7 +180,7 @@ pub fn refusal_time(addr: SocketAddr) -> Result<Duration, String> {
     let started = Instant::now();
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    match read_session(&mut conn, Duration::from_secs(5)) {
+    match read_session_until(&mut conn, Duration::from_secs(5), true) {
         (Session::Closed, got) if got.is_empty() => Ok(started.elapsed()),
         (_, got) if !got.is_empty() => Err(format!(
             "{addr} answered instead of refusing: {:?}",
@@ -1626,6 +1626,15 @@ pub enum Session {
 /// closes. Returns the state at the end and the bytes received meanwhile. The stream's read
 /// timeout is restored before returning.
 pub fn read_session(conn: &mut TcpStream, wait: Duration) -> (Session, Vec<u8>) {
+    read_session_until(conn, wait, false)
+}
+
+/// [`read_session`], returning as soon as the first bytes arrive when `stop_on_data`.
+fn read_session_until(
+    conn: &mut TcpStream,
+    wait: Duration,
+    stop_on_data: bool,
+) -> (Session, Vec<u8>) {
     let before = conn.read_timeout().ok().flatten();
     let deadline = Instant::now() + wait;
     let mut got = Vec::new();
@@ -1639,7 +1648,12 @@ pub fn read_session(conn: &mut TcpStream, wait: Duration) -> (Session, Vec<u8>) 
             .expect("setting a read timeout");
         match conn.read(&mut buf) {
             Ok(0) => break Session::Closed,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if stop_on_data {
+                    break Session::Open;
+                }
+            }
             Err(e) => match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => break Session::Open,
                 io::ErrorKind::Interrupted => {}
