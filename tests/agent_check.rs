@@ -10,9 +10,9 @@ mod scripted;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Haproxy, NamedServer, Rolelb, free_port, who_answers};
+use common::{Haproxy, NamedServer, Rolelb, free_port, wait_until, who_answers};
 use lbcfg::local;
 use scripted::{Reply, Scripted};
 
@@ -79,11 +79,17 @@ fn agent_answers_drive_state_and_weight_like_haproxy() {
     ];
     for (what, reply) in steps {
         agent.set(reply);
-        std::thread::sleep(Duration::from_millis(800));
+        let set_at = Instant::now();
+        // Both proxies poll the agent every 200 ms: once it has answered four times since the
+        // change, each proxy has read the new answer; then their states must agree.
+        let agreed = wait_until(Duration::from_secs(10), || {
+            agent.arrivals().iter().filter(|&&t| t > set_at).count() >= 4
+                && state_of_a(&rsock) == state_of_a(&hsock)
+        });
         let ours = state_of_a(&rsock);
         let theirs = state_of_a(&hsock);
-        assert_eq!(
-            ours, theirs,
+        assert!(
+            agreed && ours == theirs,
             "after agent says {what}: rolelb {ours:?} vs HAProxy {theirs:?}"
         );
         // Traffic follows the state: drained, in maintenance or down, `a` takes nothing new.

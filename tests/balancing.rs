@@ -115,7 +115,13 @@ fn leastconn_sends_new_connections_to_the_least_loaded_server() {
         );
         // Close both of b's: the next two connections must go to b.
         held.retain(|(n, _)| n != "b");
-        std::thread::sleep(Duration::from_millis(200));
+        // b has seen both closes (the proxy passed the FIN on and b answered with its own,
+        // which ends the proxy's session).
+        assert!(
+            common::wait_until(Duration::from_secs(5), || b.open() == 0),
+            "{who}: b still holds {} sessions",
+            b.open()
+        );
         let next: Vec<(String, TcpStream)> =
             (0..2).map(|_| open_named(addr).expect("open")).collect();
         for (n, _) in &next {

@@ -5,10 +5,13 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{Haproxy, NamedServer, PgBouncer, Postgres, free_port, open_named, who_answers};
+use common::{
+    Haproxy, NamedServer, PgBouncer, Postgres, Session, free_port, open_named, read_session,
+    session_state, wait_closed, who_answers,
+};
 
 #[test]
 fn free_port_hands_out_distinct_unused_ports() {
@@ -46,14 +49,20 @@ fn named_server_sends_its_name_then_echoes_and_counts_connections() {
         "a closed connection must not stay counted as open"
     );
 
-    let (_, held) = open_named(server.addr()).expect("second connection");
+    let (_, mut held) = open_named(server.addr()).expect("second connection");
     assert_eq!(server.open(), 1);
+    assert_eq!(
+        session_state(&mut held, Duration::from_millis(200)),
+        Session::Open,
+        "a held connection stays open while the NamedServer runs"
+    );
     server.stop();
-    let mut rest = Vec::new();
-    let closed = matches!((&held).read_to_end(&mut rest), Ok(0) | Err(_));
-    assert!(closed, "stop() must close open connections");
     assert!(
-        who_answers(server.addr()).is_err(),
+        wait_closed(&mut held, Duration::from_secs(5)).is_some(),
+        "stop() must close open connections"
+    );
+    assert!(
+        TcpStream::connect(server.addr()).is_err(),
         "a stopped NamedServer must refuse connections"
     );
 }
@@ -126,4 +135,34 @@ fn haproxy_roundrobin_alternates_between_two_named_servers() {
     }
     assert_eq!(a.accepted(), 3, "{names:?}");
     assert_eq!(b.accepted(), 3, "{names:?}");
+}
+
+#[test]
+fn session_state_tells_a_silent_open_peer_from_a_closed_or_reset_one() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+
+    // Silent and open: a read timeout is Open, never Closed.
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    let (mut peer, _) = listener.accept().expect("accept");
+    assert_eq!(
+        session_state(&mut conn, Duration::from_millis(300)),
+        Session::Open
+    );
+    assert!(wait_closed(&mut conn, Duration::from_millis(300)).is_none());
+    // Data is kept by read_session and does not count as a close.
+    peer.write_all(b"hello").expect("write");
+    let (state, got) = read_session(&mut conn, Duration::from_millis(300));
+    assert_eq!((state, got.as_slice()), (Session::Open, &b"hello"[..]));
+    // A FIN: Closed.
+    peer.shutdown(Shutdown::Write).expect("shutdown");
+    assert!(wait_closed(&mut conn, Duration::from_secs(2)).is_some());
+
+    // A reset (close with unread data makes the kernel send RST): Closed.
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    let (peer, _) = listener.accept().expect("accept");
+    // On loopback the bytes are in the peer's receive queue once write returns.
+    conn.write_all(b"unread").expect("write");
+    drop(peer);
+    assert!(wait_closed(&mut conn, Duration::from_secs(2)).is_some());
 }

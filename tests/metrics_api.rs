@@ -618,18 +618,33 @@ fn promtool_accepts_the_output_and_prometheus_answers_every_dashboard_query() {
             }),
             "prometheus never scraped rolelb"
         );
+        // How many times Prometheus has scraped rolelb so far.
+        let scrapes = || {
+            query("count_over_time(up{job=\"rolelb\"}[10m])")["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let wait_scrapes = |n: u64| {
+            let want = scrapes() + n;
+            assert!(
+                wait_until(Duration::from_secs(30), || scrapes() >= want),
+                "prometheus stopped scraping at {} scrapes, want {want}",
+                scrapes()
+            );
+        };
         // A few more scrapes with movement in between, so rate() has two points and more.
         for i in 0..4u16 {
             let _ = common::who_answers(lab.front);
             etcd.put("/rolelb/lab/members/m1", &member(2 + i));
-            thread::sleep(Duration::from_millis(1200));
+            wait_scrapes(1);
         }
         lab.put(
             "/api/v1/backends/db/servers/b/weight",
             "{\"weight\":2}",
             Some(TOKEN),
         );
-        thread::sleep(Duration::from_millis(2500));
+        wait_scrapes(2);
         let dashboard: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards/rolelb.json"),
@@ -821,8 +836,14 @@ fn admin_api_endpoints_authorize_validate_drain_and_survive_reloads() {
     assert_eq!(&back, b"still here\n");
 
     // The admin's state survives a SIGHUP reload and an API reload.
+    let mark = lab.rolelb.log_mark();
     lab.rolelb.reload();
-    thread::sleep(Duration::from_millis(500));
+    assert!(
+        lab.rolelb
+            .wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10)),
+        "the SIGHUP reload did not happen: {}",
+        lab.rolelb.stderr_text()
+    );
     assert_eq!(lab.server_state("a"), "DRAIN");
     let (status, body) = http(
         lab.admin,
@@ -834,7 +855,8 @@ fn admin_api_endpoints_authorize_validate_drain_and_survive_reloads() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(lab.server_state("a"), "DRAIN");
 
-    // maint: checks do not bring it back.
+    // maint: checks do not bring it back. Proving an absence: three check intervals (300 ms)
+    // pass, then the state is still MAINT.
     assert_eq!(lab.put(state, "{\"state\":\"maint\"}", Some(TOKEN)).0, 200);
     thread::sleep(Duration::from_millis(1000));
     assert_eq!(lab.server_state("a"), "MAINT");
@@ -911,28 +933,38 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Round trips of `clients` echo sessions through rolelb for `how_long`; returns latencies.
-fn echo_workload(front: SocketAddr, clients: usize, how_long: Duration) -> Vec<Duration> {
-    let handles: Vec<_> = (0..clients)
+/// Starts `clients` echo sessions through rolelb doing round trips until `stop` is set; join
+/// the handles with [`latencies`].
+fn echo_clients(
+    front: SocketAddr,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<Vec<Duration>>> {
+    (0..clients)
         .map(|_| {
+            let stop = stop.clone();
             thread::spawn(move || {
                 let (_, mut conn) = open_named(front).expect("echo session");
                 conn.set_nodelay(true).expect("nodelay");
                 let mut lat = Vec::new();
                 let msg = [b'x'; 64];
                 let mut back = [0u8; 64];
-                let end = Instant::now() + how_long;
-                while Instant::now() < end {
+                while !stop.load(Ordering::SeqCst) {
                     let t = Instant::now();
                     conn.write_all(&msg).expect("echo write");
                     conn.read_exact(&mut back).expect("echo read");
                     lat.push(t.elapsed());
+                    // Pacing, not waiting: keeps the clients from saturating a core.
                     thread::sleep(Duration::from_millis(2));
                 }
                 lat
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The sorted round-trip times of the clients started by [`echo_clients`].
+fn latencies(handles: Vec<thread::JoinHandle<Vec<Duration>>>) -> Vec<Duration> {
     let mut all: Vec<Duration> = handles
         .into_iter()
         .flat_map(|h| h.join().expect("echo client"))
@@ -944,17 +976,29 @@ fn echo_workload(front: SocketAddr, clients: usize, how_long: Duration) -> Vec<D
 #[test]
 fn a_burst_of_ten_thousand_admin_requests_does_not_disturb_the_data_path() {
     let lab = Lab::start();
-    let window = Duration::from_secs(4);
-    let baseline = echo_workload(lab.front, 8, window);
-    let done = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
     const TOTAL: usize = 10_000;
     const WORKERS: usize = 4;
+    // The burst lasts at least this long, so the window measured during it has samples even
+    // on a machine that answers 10 000 requests quickly.
+    const MIN_BURST: Duration = Duration::from_secs(3);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = echo_clients(lab.front, 8, &stop);
+    // The baseline window is a measurement period, not a wait for a condition.
+    thread::sleep(MIN_BURST);
+    stop.store(true, Ordering::SeqCst);
+    let baseline = latencies(clients);
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // The echo clients run exactly while the burst does: started before its first request,
+    // stopped after its last one.
+    let clients = echo_clients(lab.front, 8, &stop);
     let burst_started = Instant::now();
     let burst: Vec<_> = (0..WORKERS)
         .map(|w| {
-            let (sent, failed, done) = (sent.clone(), failed.clone(), done.clone());
+            let (sent, failed) = (sent.clone(), failed.clone());
             let admin = lab.admin;
             thread::spawn(move || {
                 let paths = [
@@ -964,38 +1008,52 @@ fn a_burst_of_ten_thousand_admin_requests_does_not_disturb_the_data_path() {
                     "/api/v1/backends/db",
                 ];
                 let mut i = w;
-                while sent.fetch_add(1, Ordering::Relaxed) < TOTAL {
+                while sent.fetch_add(1, Ordering::Relaxed) < TOTAL
+                    || burst_started.elapsed() < MIN_BURST
+                {
                     let (status, _) = get(admin, paths[i % paths.len()]);
                     if status != 200 {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                     i += 1;
                 }
-                done.store(true, Ordering::Relaxed);
             })
         })
         .collect();
-    // Measure while the burst runs (at most `window`, or until it ends).
-    let during = echo_workload(lab.front, 8, window);
     for h in burst {
         h.join().expect("burst worker");
     }
     let burst_time = burst_started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let during = latencies(clients);
+    let requests = sent.load(Ordering::Relaxed).saturating_sub(WORKERS);
     assert_eq!(failed.load(Ordering::Relaxed), 0, "admin requests failed");
+    assert!(requests >= TOTAL, "{requests} admin requests");
     let (p99_base, p99_burst) = (percentile(&baseline, 0.99), percentile(&during, 0.99));
     println!(
-        "echo p50/p99 without burst: {:?}/{:?} ({} round trips); with a burst of {TOTAL} admin requests ({WORKERS} at once, {:?} for all): {:?}/{:?} ({} round trips)",
+        "echo p50/p99 without burst: {:?}/{:?} ({} round trips); with a burst of {requests} admin requests ({WORKERS} at once, {burst_time:?}): {:?}/{:?} ({} round trips)",
         percentile(&baseline, 0.5),
         p99_base,
         baseline.len(),
-        burst_time,
         percentile(&during, 0.5),
         p99_burst,
         during.len()
     );
     assert!(
-        p99_burst < (p99_base * 5).max(Duration::from_millis(5)),
+        !baseline.is_empty() && !during.is_empty(),
+        "no round trips measured"
+    );
+    // Behaviour bounds, not speed ones (speed is bench/'s): admin work must not stall the
+    // data path. The median is what a data path that waits on admin work moves (every round
+    // trip queues behind it); the tail only guards against long stalls. The floors leave room
+    // for the CPU the burst's own clients take on a loaded 2-core machine.
+    let (p50_base, p50_burst) = (percentile(&baseline, 0.5), percentile(&during, 0.5));
+    assert!(
+        p50_burst < (p50_base * 10).max(Duration::from_millis(10)),
+        "median {p50_burst:?} with the burst vs {p50_base:?} without"
+    );
+    assert!(
+        p99_burst < (p99_base * 5).max(Duration::from_millis(50)),
         "p99 {p99_burst:?} with the burst vs {p99_base:?} without"
     );
-    assert!(p99_burst < Duration::from_millis(50), "p99 {p99_burst:?}");
 }

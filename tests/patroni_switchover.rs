@@ -90,6 +90,7 @@ fn patroni_switchover_moves_writes_and_no_write_is_answered_by_a_replica() {
                     Err(e) => t.write_errors.push(e),
                 }
                 drop(t);
+                // Pacing of the write loop, not a wait.
                 thread::sleep(Duration::from_millis(20));
             }
         })
@@ -109,7 +110,16 @@ fn patroni_switchover_moves_writes_and_no_write_is_answered_by_a_replica() {
         })
     };
 
-    thread::sleep(Duration::from_secs(2));
+    // Traffic flows both ways before the switchover.
+    let flowing = wait_until(Duration::from_secs(30), || {
+        let t = tally.lock().expect("tally");
+        t.writes.len() >= 5 && t.reads.iter().filter(|(_, ok)| *ok).count() >= 5
+    });
+    assert!(
+        flowing,
+        "no steady traffic before the switchover:\n{}",
+        rolelb.stderr_text()
+    );
     let switched_at = Instant::now();
     let out = cluster.switchover(&leader, &candidate);
     let new_port = cluster.pg_port(&candidate);
@@ -121,8 +131,18 @@ fn patroni_switchover_moves_writes_and_no_write_is_answered_by_a_replica() {
             .iter()
             .any(|(at, port)| *at > switched_at && *port == new_port)
     });
-    // Let writes and reads run on the new topology for a while.
-    thread::sleep(Duration::from_secs(3));
+    // Let writes and reads run on the new topology for a while: 20 more reads and 10 writes on
+    // the new leader, long enough for a write that went back to the old leader to show.
+    let moved_at = Instant::now();
+    let settled = wait_until(Duration::from_secs(30), || {
+        let t = tally.lock().expect("tally");
+        t.reads.iter().filter(|(at, _)| *at > moved_at).count() >= 20
+            && t.writes
+                .iter()
+                .filter(|(at, p)| *at > moved_at && *p == new_port)
+                .count()
+                >= 10
+    });
     stop.store(true, Ordering::SeqCst);
     writer.join().expect("writer");
     reader.join().expect("reader");
@@ -159,7 +179,7 @@ fn patroni_switchover_moves_writes_and_no_write_is_answered_by_a_replica() {
         t.reads.len()
     );
     assert!(
-        moved,
+        moved && settled,
         "writes did not reach {candidate} (port {new_port}) after `patronictl switchover`:\n{out}\n{:?}\n{}",
         cluster.members(),
         rolelb.stderr_text()

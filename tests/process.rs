@@ -9,7 +9,9 @@ use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{NamedServer, Rolelb, free_port, open_named, wait_until, who_answers};
+use common::{
+    NamedServer, Rolelb, Session, free_port, open_named, read_session, wait_until, who_answers,
+};
 use lbcfg::local;
 
 fn cfg(global: &str, port: u16, server: &NamedServer, frontend_extra: &str) -> String {
@@ -113,14 +115,14 @@ fn frontend_maxconn_stops_accepting_until_a_connection_ends() {
     let _second = open_named(local(port)).expect("second");
     // The kernel completes the handshake, but rolelb does not accept a third while full.
     let mut third = TcpStream::connect(local(port)).expect("backlog");
-    third
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
-    let mut b = [0u8; 3];
-    assert!(
-        third.read_exact(&mut b).is_err(),
+    // Waiting means open and silent: not served, and not closed either.
+    let (state, got) = read_session(&mut third, Duration::from_millis(500));
+    assert_eq!(
+        (state, got.as_slice()),
+        (Session::Open, &b""[..]),
         "third must wait while maxconn 2 is reached"
     );
+    let mut b = [0u8; 3];
     drop(first);
     third
         .set_read_timeout(Some(Duration::from_secs(3)))

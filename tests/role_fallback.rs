@@ -140,7 +140,15 @@ fn role_aware_sessions_have_keepalive_and_tcp_user_timeout_on_both_sides() {
         "replica becomes eligible"
     );
     let (_, _held) = open_named(local(port)).expect("session");
-    std::thread::sleep(Duration::from_millis(100));
+    // Both of rolelb's sockets for the session show in `ss` with their keepalive timer.
+    let listed = |p: u16| ss_lines(p).contains("timer:(keepalive");
+    assert!(
+        wait_until(Duration::from_secs(5), || listed(port)
+            && listed(node.port())),
+        "the session's sockets never showed a keepalive timer:\n{}\n{}",
+        ss_lines(port),
+        ss_lines(node.port())
+    );
     // rolelb's client-side socket (local port = the listener) and its server-side socket
     // (peer port = the node).
     let client_side = inodes(&ss_lines(port), Some(port), None);

@@ -16,8 +16,8 @@ use common::{
 /// How long a role change may take to reach the data path: `fall × inter + inter` with the
 /// config's `inter 500ms fall 2`.
 const ROLE_CHANGE_BOUND: Duration = Duration::from_millis(500 * (2 + 1));
-/// What starting the `mariadb` client and logging in may add.
-const CLIENT_SLACK: Duration = Duration::from_millis(400);
+/// What starting the `mariadb` client and logging in may add on a loaded 2-core machine.
+const CLIENT_SLACK: Duration = Duration::from_millis(1000);
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -198,6 +198,7 @@ fn mariadb_read_only_moves_servers_between_write_and_read_listeners() {
             panic!("a replica of unknown lag took a client under max-lag: {e}")
         });
         assert!(took < REFUSAL_BOUND, "refusal took {took:?}");
+        // Proving an absence over several check rounds: sample every 100 ms.
         std::thread::sleep(Duration::from_millis(100));
     }
 

@@ -21,7 +21,9 @@ fn reason(agent: &Agent) -> String {
     j["reason"].as_str().unwrap_or_default().to_string()
 }
 
-/// Every request answers quickly even while the database does not.
+/// Every request answers from the agent's last verdict, without waiting on the database: each
+/// reply comes back in less than the poll's `timeout` (500 ms), which a reply that waited on
+/// the hanging database would need. (How fast it answers is bench/'s business.)
 fn assert_replies_fast(agent: &Agent) {
     for _ in 0..20 {
         let t = Instant::now();
@@ -30,7 +32,7 @@ fn assert_replies_fast(agent: &Agent) {
         let (code, _) = agent.get("/primary");
         assert_eq!(code, 503);
         assert!(
-            t.elapsed() < Duration::from_millis(250),
+            t.elapsed() < Duration::from_millis(500),
             "a reply took {:?}",
             t.elapsed()
         );
@@ -69,7 +71,8 @@ fn hanging_database_is_down_within_the_timeout() {
     // The first answer waits for the first poll: at most one timeout.
     let first = agent.line();
     println!("first line after {:?}: {first}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_millis(500 + 1000));
+    // One timeout (500 ms) plus a margin for starting the agent on a loaded machine.
+    assert!(started.elapsed() < Duration::from_millis(500 + 2500));
     assert_replies_fast(&agent);
     let why = reason(&agent);
     assert!(why.contains("no answer"), "{why}");

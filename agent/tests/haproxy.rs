@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Agent, Cluster, Haproxy, NamedServer, Postgres, addr, free_port, haproxy_status, pg_database,
-    wait_routed, wait_until, who_answers,
+    refusal_time, wait_routed, wait_until, who_answers,
 };
 
 /// Agent poll interval, HAProxy check interval: both 300 ms.
@@ -47,9 +47,10 @@ fn routes_and_follows_promotion(mut c: Cluster, cfg: &str, writes: u16, reads: u
         since < INTER * 2 + Duration::from_secs(2),
         "writes moved after {since:?}"
     );
-    // No replica is left: reads are refused rather than sent to the primary.
+    // No replica is left: reads are refused (closed at once, not held) rather than sent to
+    // the primary.
     assert!(
-        wait_until(Duration::from_secs(5), || who_answers(r).is_err()),
+        wait_until(Duration::from_secs(5), || refusal_time(r).is_ok()),
         "reads still served after the only replica was promoted"
     );
 }
@@ -155,8 +156,9 @@ fn state_drain_drains_the_node_in_haproxy_and_survives_restart() {
     let took = wait_status("node2", "DRAIN");
     assert_eq!(status("node2"), "DRAIN (agent)");
     println!("drain reached HAProxy in {took:?} (agent inter and agent-inter are {INTER:?})");
+    // Two polls (the agent's, then HAProxy's agent-check), with a margin for a loaded machine.
     assert!(
-        took < INTER * 2 + Duration::from_secs(1),
+        took < INTER * 2 + Duration::from_secs(2),
         "drain took {took:?}"
     );
     assert!(served(10).iter().all(|n| n == "node1"));

@@ -40,10 +40,30 @@ fn mariadb_role_follows_read_only_and_replication_status() {
     assert_eq!(agent.get("/replica").0, 503);
     assert_eq!(agent.get("/health").0, 200);
 
-    // Replication configured but not running: SHOW REPLICA STATUS has a row whose
-    // Seconds_Behind_Master is NULL, still unknown.
+    // Replication configured but not running: SHOW REPLICA STATUS now has a row (before, it
+    // had none) whose Seconds_Behind_Master is NULL; the agent must read that row as unknown
+    // lag, not as 0.
     db.sql("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=1, MASTER_USER='x'");
-    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !db.sql("SHOW REPLICA STATUS").is_empty(),
+        "CHANGE MASTER must leave a replication channel"
+    );
+    // Wait for two of the agent's polls after the change (each runs SHOW REPLICA STATUS
+    // once): the first of them has then been published.
+    let polls = || -> u64 {
+        db.sql("SHOW GLOBAL STATUS LIKE 'Com_show_slave_status'")
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let seen = polls();
+    assert!(
+        common::wait_until(WAIT, || polls() >= seen + 2),
+        "the agent did not poll after CHANGE MASTER ({} polls, want {})",
+        polls(),
+        seen + 2
+    );
     let (code, body) = agent.get("/replica");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"role\":\"replica\""), "{body}");

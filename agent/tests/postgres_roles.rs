@@ -66,8 +66,10 @@ fn agents_tell_primary_from_replica_and_follow_promotion() {
     a2.wait_status("/primary", 200, Duration::from_secs(10));
     let took = promoted.elapsed();
     println!("new primary's agent answered /primary 200 {took:?} after pg_promote returned");
+    // A behaviour bound (the agent polls every `inter`), with a margin a loaded 2-core
+    // machine holds: how fast the promotion is seen is bench/'s business, not a test's.
     assert!(
-        took <= INTER + Duration::from_millis(700),
+        took <= INTER * 2 + Duration::from_millis(1500),
         "promotion seen after {took:?}, inter is {INTER:?}"
     );
     assert!(a2.line().starts_with("up ready 100% #role=primary lag=0"));

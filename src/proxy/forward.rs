@@ -308,14 +308,16 @@ mod tests {
 
     #[tokio::test]
     async fn tunnel_timeout_replaces_client_and_server_timeouts() {
+        // The gaps below are the test's input, not waits for a condition: each idle gap is
+        // twice `timeout client`/`timeout server` and far below `timeout tunnel`, so a loaded
+        // machine that stretches a gap cannot reach the tunnel timeout.
         let t = Timeouts {
             client: Some(Duration::from_millis(50)),
             server: Some(Duration::from_millis(50)),
-            tunnel: Some(Duration::from_millis(400)),
+            tunnel: Some(Duration::from_secs(3)),
             ..Timeouts::default()
         };
         let (mut c, mut s, task) = setup(t).await;
-        // Activity every 100ms keeps it alive past the 50ms client/server timeouts.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             c.write_all(b"x").await.expect("write");
@@ -323,9 +325,12 @@ mod tests {
             s.read_exact(&mut b).await.expect("read");
         }
         assert!(!task.is_finished());
+        let idle = std::time::Instant::now();
         let out = task.await.expect("join");
         assert_eq!(out.end, End::ClientTimeout);
         assert_eq!(out.bytes_in, 3);
+        // Ended by the tunnel timeout: never before it.
+        assert!(idle.elapsed() >= Duration::from_millis(2900));
     }
 
     #[tokio::test]
@@ -338,7 +343,9 @@ mod tests {
         };
         let (mut c, _s, task) = setup(t).await;
         c.shutdown().await.expect("shutdown");
-        let out = tokio::time::timeout(Duration::from_secs(2), task)
+        // A deadline between client-fin (100 ms) and timeout client (10 s), wide enough for
+        // a loaded machine.
+        let out = tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("ends by client-fin, long before timeout client")
             .expect("join");

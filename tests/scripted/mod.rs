@@ -133,6 +133,7 @@ fn serve(mut conn: TcpStream, st: &State) {
         Reply::Silent => {
             drain(&mut conn);
             if !st.stopping.load(Ordering::SeqCst) {
+                // A hung server: the silence is the scenario, not a wait.
                 thread::sleep(Duration::from_secs(5));
             }
         }
