@@ -6,7 +6,7 @@ use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
 use crate::config::keywords::log::parse_log_target;
 use crate::config::model::{Balance, Bind, HashType, Mode};
-use crate::config::units::{TimeUnit, parse_duration, parse_int};
+use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one proxy keyword.
 pub type ProxyParser = fn(&mut ProxyDraft, &mut Ctx) -> Result<(), String>;
@@ -205,13 +205,14 @@ fn hash_type(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(i)
 }
 
+/// `maxconn N`; 0 means "not set" as in HAProxy, so the frontend takes the global `maxconn`.
 fn maxconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
     let n = parse_int(
         ctx.arg(0, "a number of connections")?,
         "maxconn",
         0,
-        u64::from(u32::MAX),
+        MAX_COUNT,
     )?;
     if p.kind == ProxyKind::Backend {
         // As HAProxy: a backend has no frontend side to limit.
@@ -221,7 +222,10 @@ fn maxconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         ));
         return Ok(());
     }
-    p.maxconn = Some(u32::try_from(n).map_err(|_| "maxconn is too large".to_string())?);
+    p.maxconn = match u32::try_from(n).map_err(|_| "maxconn is too large".to_string())? {
+        0 => None,
+        n => Some(n),
+    };
     Ok(())
 }
 
@@ -274,13 +278,16 @@ fn timeout(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         "tunnel" => &mut t.tunnel,
         _ => &mut t.server_fin,
     };
-    *slot = Some(value);
+    // HAProxy reads 0 as "not set": no timeout, or the fallback (`queue` takes `connect`,
+    // `check` takes `inter`, `client-fin`/`server-fin` take `client`/`server`, and without
+    // `tunnel` the client and server timeouts stay in force). It also overrides `defaults`.
+    *slot = (!value.is_zero()).then_some(value);
     Ok(())
 }
 
 fn retries(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
-    let n = parse_int(ctx.arg(0, "a number")?, "retries", 0, 1000)?;
+    let n = parse_int(ctx.arg(0, "a number")?, "retries", 0, MAX_COUNT)?;
     p.retries = u32::try_from(n).map_err(|_| "retries is too large".to_string())?;
     Ok(())
 }

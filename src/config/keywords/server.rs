@@ -9,7 +9,7 @@ use crate::config::address::resolve_host;
 use crate::config::draft::ServerDraft;
 use crate::config::lexer::Word;
 use crate::config::model::ProxyProtocol;
-use crate::config::units::{TimeUnit, parse_duration, parse_int, parse_port};
+use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int, parse_port};
 
 /// Parser of one server option; `ctx.args` holds its argument when it takes one.
 pub type ServerParser = fn(&mut ServerDraft, &mut Ctx) -> Result<(), String>;
@@ -89,10 +89,7 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         s.maxqueue = Some(count(c, 0)?);
         Ok(())
     }),
-    with_arg("slowstart", |s, c| {
-        s.slowstart = Some(interval_or_zero(c)?);
-        Ok(())
-    }),
+    with_arg("slowstart", slowstart),
     with_arg("on-marked-down", on_marked_down),
     with_arg("on-marked-up", on_marked_up),
     flag("agent-check", |s, _| set(&mut s.agent_check, true)),
@@ -146,25 +143,27 @@ fn set(flag: &mut bool, value: bool) -> Result<(), String> {
 
 /// A check interval: a non-zero duration, bare numbers in milliseconds.
 fn interval(ctx: &Ctx) -> Result<Duration, String> {
-    let d = interval_or_zero(ctx)?;
+    let d = parse_duration(ctx.arg(0, "a duration, e.g. '2s'")?, TimeUnit::Millis)
+        .map_err(|e| format!("'{}': {e}", ctx.keyword))?;
     if d.is_zero() {
         return Err(format!("'{}' must be greater than zero", ctx.keyword));
     }
     Ok(d)
 }
 
-fn interval_or_zero(ctx: &Ctx) -> Result<Duration, String> {
-    parse_duration(ctx.arg(0, "a duration, e.g. '2s'")?, TimeUnit::Millis)
-        .map_err(|e| format!("'{}': {e}", ctx.keyword))
+/// `slowstart`: HAProxy keeps it in whole seconds, rounded up (`500ms` ramps over 1 s), and
+/// 0 turns it off.
+fn slowstart(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let d = parse_duration(ctx.arg(0, "a duration, e.g. '30s'")?, TimeUnit::Millis)
+        .map_err(|e| format!("'{}': {e}", ctx.keyword))?;
+    let secs = d.as_millis().div_ceil(1000);
+    s.slowstart = (secs > 0).then(|| Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX)));
+    Ok(())
 }
 
+/// A count such as `maxconn`, `rise`: at least `min`, at most HAProxy's `int`.
 fn count(ctx: &Ctx, min: u64) -> Result<u32, String> {
-    let n = parse_int(
-        ctx.arg(0, "a number")?,
-        ctx.keyword,
-        min,
-        u64::from(u32::MAX),
-    )?;
+    let n = parse_int(ctx.arg(0, "a number")?, ctx.keyword, min, MAX_COUNT)?;
     u32::try_from(n).map_err(|_| format!("'{}' is too large", ctx.keyword))
 }
 
