@@ -1309,19 +1309,6 @@ impl BackendRt {
         }
         self.live.slot_freed.notify_one();
     }
-
-    /// How many connections may wait in the queue: the sum of `maxqueue` of the eligible
-    /// servers when every one of them sets it, else unlimited.
-    pub fn queue_limit(&self) -> Option<u32> {
-        let mut total: u32 = 0;
-        for s in self.servers.iter().filter(|s| s.live.eligible()) {
-            match s.maxqueue {
-                Some(q) if q > 0 => total = total.saturating_add(q),
-                _ => return None,
-            }
-        }
-        Some(total)
-    }
 }
 
 /// A frontend as the data path sees it in one table.

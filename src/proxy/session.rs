@@ -37,8 +37,6 @@ enum Refused {
     RoleConflict,
     /// Waited in the queue past `timeout queue` (`sQ`).
     QueueTimeout,
-    /// The queue was full (`sQ`).
-    QueueFull,
     /// Every connection attempt failed (`SC`).
     ConnectFailed,
     /// rolelb stopped while the session waited (`KQ`).
@@ -49,7 +47,7 @@ impl Refused {
     fn code(self) -> &'static str {
         match self {
             Refused::NoServer | Refused::RoleConflict | Refused::ConnectFailed => "SC",
-            Refused::QueueTimeout | Refused::QueueFull => "sQ",
+            Refused::QueueTimeout => "sQ",
             Refused::Stopping => "KQ",
         }
     }
@@ -95,13 +93,10 @@ async fn acquire(
             Err(NoServer::RoleConflict) => break Err(Refused::RoleConflict),
             Err(NoServer::AllFull) => {}
         }
+        // As HAProxy's roundrobin, static-rr and first: when every server is full the client
+        // waits in the backend's queue, which has no limit (`maxqueue` only bounds the queue
+        // of a server a client is bound to; see `config` for the algorithms that do that).
         if queued.is_none() {
-            if backend
-                .queue_limit()
-                .is_some_and(|limit| backend.live.queued.load(Ordering::Acquire) >= limit)
-            {
-                break Err(Refused::QueueFull);
-            }
             let waiting = backend.live.queued.fetch_add(1, Ordering::AcqRel) + 1;
             backend
                 .live

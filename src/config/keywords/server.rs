@@ -65,7 +65,11 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         Ok(())
     }),
     with_arg("port", |s, c| {
-        s.check_port = Some(parse_port(c.arg(0, "a port")?, "check 'port'")?);
+        // As HAProxy: port 0 means no override, checks go to the server's own port.
+        s.check_port = match c.arg(0, "a port")? {
+            "0" => None,
+            text => Some(parse_port(text, "check 'port'")?),
+        };
         Ok(())
     }),
     with_arg("addr", |s, c| {

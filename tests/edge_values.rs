@@ -1,0 +1,610 @@
+//! Edge values of every numeric keyword, run side by side under HAProxy 2.6 and rolelb.
+//!
+//! Each row of the table is one keyword at one value (0, 1, the maximum, one past it, with
+//! and without units). Both `haproxy -c` and `rolelb -c` judge the config; when both accept
+//! it, both run it on their own ports in front of their own test servers, and a probe records
+//! what a client sees (open or closed after a while, which server answers, whether a second
+//! client waits). The two must agree. Where HAProxy accepts a value rolelb cannot honour
+//! exactly, the row says so and rolelb must refuse it with `FILE:LINE` and the reason.
+//!
+//! Rows run in parallel; every timing is a window of [`WINDOW`] against timeouts of 1 ms or
+//! 300 ms on one side and "never" (0, or about 24 days) on the other, so the verdicts hold on
+//! a loaded machine.
+
+mod common;
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Haproxy, NamedServer, Rolelb, free_port, open_named, who_answers};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use socket2::{Domain, Socket, Type};
+
+/// How long a probe watches a connection: far above the 300 ms timeouts, far below "never".
+const WINDOW: Duration = Duration::from_millis(700);
+
+/// How many rows run at once (each starts two proxies and a few test servers).
+const PARALLEL: usize = 6;
+
+/// What a row's client does once both proxies run its config.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// Only `-c` is compared (what the value changes is not visible to a client in a test).
+    CheckOnly,
+    /// Reads the banner, then idles: `open` or `closed` after [`WINDOW`].
+    Idle,
+    /// Connects through to a server that never completes the handshake.
+    Blackhole,
+    /// Connects through to a port that refuses connections.
+    Refused,
+    /// A first client holds a session to `a`; what do the next N-1 clients see?
+    Crowd(usize),
+    /// 16 clients in turn over `a` and `b`: how many reach `a`.
+    Share,
+    /// After a second of health checks on `a` (a dead port), who answers (`b` is a backup).
+    Checked,
+    /// An open session, then a soft stop (SIGUSR1): `open` or `closed` after [`WINDOW`].
+    SoftStop,
+}
+
+/// One row: a keyword at a value, the config lines around it, and the probe.
+struct Row {
+    keyword: &'static str,
+    value: &'static str,
+    global: String,
+    defaults: String,
+    listen: String,
+    probe: Probe,
+    /// HAProxy accepts the value but rolelb refuses it on purpose; the error must contain this.
+    refused_because: Option<&'static str>,
+}
+
+fn row(keyword: &'static str, value: &'static str, probe: Probe) -> Row {
+    Row {
+        keyword,
+        value,
+        global: String::new(),
+        defaults: String::new(),
+        listen: "server a 127.0.0.1:{a}".into(),
+        probe,
+        refused_because: None,
+    }
+}
+
+impl Row {
+    fn global(mut self, lines: String) -> Row {
+        self.global = lines;
+        self
+    }
+    fn defaults(mut self, lines: String) -> Row {
+        self.defaults = lines;
+        self
+    }
+    fn listen(mut self, lines: String) -> Row {
+        self.listen = lines;
+        self
+    }
+    fn refused(mut self, because: &'static str) -> Row {
+        self.refused_because = Some(because);
+        self
+    }
+
+    /// The config for one run; `{port}`, `{a}`, `{b}`, `{dead}`, `{hole}` are that run's ports.
+    fn config(&self, env: &Env) -> String {
+        let text = format!(
+            "global\n    {}\ndefaults\n    mode tcp\n    {}\nlisten p\n    bind 127.0.0.1:{{port}}\n    {}\n",
+            self.global.replace('\n', "\n    "),
+            self.defaults.replace('\n', "\n    "),
+            self.listen.replace('\n', "\n    "),
+        );
+        text.replace("{port}", &env.port.to_string())
+            .replace("{a}", &env.a.port().to_string())
+            .replace("{b}", &env.b.port().to_string())
+            .replace("{dead}", &env.dead.to_string())
+            .replace("{hole}", &env.hole.port().to_string())
+    }
+}
+
+/// A listener whose accept queue is full, so a connection to it never completes.
+struct Blackhole {
+    _listener: Socket,
+    _fillers: Vec<TcpStream>,
+    port: u16,
+}
+
+impl Blackhole {
+    fn start() -> Blackhole {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        listener.bind(&addr.into()).expect("bind");
+        listener.listen(0).expect("listen");
+        let port = listener
+            .local_addr()
+            .expect("local_addr")
+            .as_socket()
+            .expect("inet address")
+            .port();
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        // Fill the accept queue; later handshakes are left unanswered by the kernel.
+        let fillers = (0..3)
+            .filter_map(|_| TcpStream::connect_timeout(&to, Duration::from_millis(200)).ok())
+            .collect();
+        Blackhole {
+            _listener: listener,
+            _fillers: fillers,
+            port,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// The servers and ports one proxy run uses.
+struct Env {
+    port: u16,
+    a: NamedServer,
+    b: NamedServer,
+    dead: u16,
+    hole: Blackhole,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            port: free_port(),
+            a: NamedServer::start("a"),
+            b: NamedServer::start("b"),
+            dead: free_port(),
+            hole: Blackhole::start(),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// Reads `conn` for up to `window`: `closed` (EOF or reset), `banner NAME`, or `waiting`.
+fn watch(conn: &mut TcpStream, window: Duration) -> String {
+    let deadline = Instant::now() + window;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if conn.set_read_timeout(Some(left)).is_err() {
+            return "closed".into();
+        }
+        match conn.read(&mut buf) {
+            Ok(0) => return "closed".into(),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.contains(&b'\n') {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(_) => return "closed".into(),
+        }
+    }
+    match got.split(|b| *b == b'\n').next().filter(|l| !l.is_empty()) {
+        Some(line) => format!("banner {}", String::from_utf8_lossy(line)),
+        None => "waiting".into(),
+    }
+}
+
+/// After the banner, only the close matters: `open` or `closed` after `window`.
+fn stays_open(conn: &mut TcpStream, window: Duration) -> String {
+    match watch(conn, window).as_str() {
+        "closed" => "closed".into(),
+        _ => "open".into(),
+    }
+}
+
+/// Watches a session for [`WINDOW`]: `closed`, or `open` once the server's banner came through.
+fn idle(conn: &mut TcpStream) -> String {
+    match watch(conn, WINDOW).as_str() {
+        "closed" => "closed".into(),
+        "waiting" => "open without a banner".into(),
+        _ => stays_open(conn, WINDOW),
+    }
+}
+
+fn connect_and_watch(addr: SocketAddr) -> String {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Ok(mut conn) => watch(&mut conn, WINDOW),
+        Err(e) => format!("connect failed: {}", e.kind()),
+    }
+}
+
+/// Runs `probe` against a proxy at `env.addr()`; `pid` is the proxy's (for signals).
+fn run_probe(probe: Probe, env: &Env, pid: u32) -> String {
+    let addr = env.addr();
+    match probe {
+        Probe::CheckOnly => String::new(),
+        // A 1 ms timeout may close the session before or after the banner: both are "closed".
+        Probe::Idle => match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(mut conn) => idle(&mut conn),
+            Err(e) => format!("connect failed: {}", e.kind()),
+        },
+        Probe::Blackhole | Probe::Refused => connect_and_watch(addr),
+        Probe::Crowd(n) => {
+            let Ok((_, _first)) = open_named(addr) else {
+                return "first client not served".into();
+            };
+            let mut others: Vec<Option<TcpStream>> = (1..n)
+                .map(|_| {
+                    let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok();
+                    thread::sleep(Duration::from_millis(100));
+                    conn
+                })
+                .collect();
+            let seen: Vec<String> = others
+                .iter_mut()
+                .map(|c| match c {
+                    Some(conn) => watch(conn, WINDOW),
+                    None => "connect failed".into(),
+                })
+                .collect();
+            seen.join(", ")
+        }
+        Probe::Share => {
+            let a = (0..16)
+                .filter(|_| who_answers(addr).is_ok_and(|n| n == "a"))
+                .count();
+            match a {
+                0 => "a: none of 16".into(),
+                6..=10 => "a: about half of 16".into(),
+                15 | 16 => "a: (nearly) all of 16".into(),
+                n => format!("a: {n} of 16"),
+            }
+        }
+        Probe::Checked => {
+            thread::sleep(Duration::from_secs(1));
+            connect_and_watch(addr)
+        }
+        Probe::SoftStop => match open_named(addr) {
+            Ok((_, mut conn)) => {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+                stays_open(&mut conn, WINDOW)
+            }
+            Err(e) => format!("no banner: {}", e.kind()),
+        },
+    }
+}
+
+/// What one row gave.
+struct Verdict {
+    haproxy_valid: bool,
+    rolelb_valid: bool,
+    rolelb_output: String,
+    haproxy_seen: String,
+    rolelb_seen: String,
+}
+
+fn run_row(r: &Row) -> Verdict {
+    let check_env = Env::new();
+    let text = r.config(&check_env);
+    let (haproxy_valid, _) = Haproxy::check(&text);
+    let (rolelb_valid, rolelb_output) = Rolelb::check(&text);
+    drop(check_env);
+    let mut verdict = Verdict {
+        haproxy_valid,
+        rolelb_valid,
+        rolelb_output,
+        haproxy_seen: String::new(),
+        rolelb_seen: String::new(),
+    };
+    if !(haproxy_valid && rolelb_valid) || matches!(r.probe, Probe::CheckOnly) {
+        return verdict;
+    }
+    let probe = r.probe;
+    let haproxy = thread::spawn({
+        let env = Env::new();
+        let text = r.config(&env);
+        move || {
+            let proxy = Haproxy::start(&text);
+            run_probe(probe, &env, proxy.pid())
+        }
+    });
+    let env = Env::new();
+    let proxy = Rolelb::start(&r.config(&env));
+    verdict.rolelb_seen = run_probe(probe, &env, proxy.pid());
+    verdict.haproxy_seen = haproxy
+        .join()
+        .unwrap_or_else(|_| "haproxy probe panicked".into());
+    verdict
+}
+
+const MAX_MS: &str = "2147483647";
+const PAST_MAX_MS: &str = "2147483648";
+
+fn rows() -> Vec<Row> {
+    let mut rows = Vec::new();
+    // Idle timeouts: one side under test, the other never times out.
+    for v in [
+        "0",
+        "0s",
+        "1",
+        "100us",
+        "300ms",
+        MAX_MS,
+        "24d",
+        PAST_MAX_MS,
+        "25d",
+    ] {
+        rows.push(row("timeout client", v, Probe::Idle).defaults(format!("timeout client {v}")));
+    }
+    for v in ["0", "1", "300ms", MAX_MS, "24d", "25d"] {
+        rows.push(row("timeout server", v, Probe::Idle).defaults(format!("timeout server {v}")));
+    }
+    for v in ["0", "1", "24d", PAST_MAX_MS] {
+        rows.push(row("timeout tunnel", v, Probe::Idle).defaults(format!(
+            "timeout client 300ms\ntimeout server 300ms\ntimeout tunnel {v}"
+        )));
+    }
+    for v in ["0", "1", "300ms", "24d", "25d"] {
+        rows.push(
+            row("timeout connect", v, Probe::Blackhole)
+                .defaults(format!("timeout connect {v}\nretries 0"))
+                .listen("server h 127.0.0.1:{hole}".into()),
+        );
+    }
+    // `timeout queue 0` falls back to `timeout connect`.
+    for (connect, v) in [
+        ("0", "0"),
+        ("300ms", "0"),
+        ("0", "1"),
+        ("0", "24d"),
+        ("0", "25d"),
+    ] {
+        let keyword = if connect == "0" {
+            "timeout queue"
+        } else {
+            "timeout queue (connect 300ms)"
+        };
+        rows.push(
+            row(keyword, v, Probe::Crowd(2))
+                .defaults(format!("timeout connect {connect}\ntimeout queue {v}"))
+                .listen("server a 127.0.0.1:{a} maxconn 1".into()),
+        );
+    }
+    for which in ["check", "client-fin", "server-fin"] {
+        let keyword = match which {
+            "check" => "timeout check",
+            "client-fin" => "timeout client-fin",
+            _ => "timeout server-fin",
+        };
+        for v in ["0", "1", "24d", PAST_MAX_MS] {
+            rows.push(row(keyword, v, Probe::CheckOnly).defaults(format!("timeout {which} {v}")));
+        }
+    }
+    // retries against a refused port, 100 ms apart.
+    for v in ["0", "1", MAX_MS] {
+        rows.push(
+            row("retries", v, Probe::Refused)
+                .defaults(format!("timeout connect 100ms\nretries {v}"))
+                .listen("server d 127.0.0.1:{dead}".into()),
+        );
+    }
+    rows.push(
+        row("retries", PAST_MAX_MS, Probe::CheckOnly)
+            .defaults(format!("retries {PAST_MAX_MS}"))
+            .refused("between 0 and 2147483647"),
+    );
+    // maxconn on the proxy, in global, on the server.
+    for v in ["0", "1", MAX_MS] {
+        rows.push(
+            row("maxconn (listen)", v, Probe::Crowd(2))
+                .listen(format!("maxconn {v}\nserver a 127.0.0.1:{{a}}")),
+        );
+        rows.push(row("maxconn (global)", v, Probe::Crowd(2)).global(format!("maxconn {v}")));
+        rows.push(
+            row("server maxconn", v, Probe::Crowd(2))
+                .listen(format!("server a 127.0.0.1:{{a}} maxconn {v}")),
+        );
+    }
+    for (keyword, listen) in [
+        (
+            "maxconn (listen)",
+            format!("maxconn {PAST_MAX_MS}\nserver a 127.0.0.1:{{a}}"),
+        ),
+        (
+            "server maxconn",
+            format!("server a 127.0.0.1:{{a}} maxconn {PAST_MAX_MS}"),
+        ),
+        (
+            "server maxqueue",
+            format!("server a 127.0.0.1:{{a}} maxqueue {PAST_MAX_MS}"),
+        ),
+    ] {
+        rows.push(
+            row(keyword, PAST_MAX_MS, Probe::CheckOnly)
+                .listen(listen)
+                .refused("between 0 and 2147483647"),
+        );
+    }
+    rows.push(
+        row("maxconn (global)", PAST_MAX_MS, Probe::CheckOnly)
+            .global(format!("maxconn {PAST_MAX_MS}"))
+            .refused("between 0 and 2147483647"),
+    );
+    for v in ["0", "1", MAX_MS] {
+        rows.push(
+            row("server maxqueue", v, Probe::Crowd(3))
+                .listen(format!("server a 127.0.0.1:{{a}} maxconn 1 maxqueue {v}")),
+        );
+    }
+    // HAProxy's leastconn and source queue on the one server they picked; rolelb refuses.
+    for balance in ["leastconn", "source"] {
+        rows.push(
+            row("server maxqueue", "1", Probe::CheckOnly)
+                .defaults(format!("balance {balance}"))
+                .listen("server a 127.0.0.1:{a} maxconn 1 maxqueue 1".into())
+                .refused("queues a client on the one server it picked"),
+        );
+    }
+    for v in ["0", "1", "256", "257"] {
+        rows.push(row("weight", v, Probe::Share).listen(format!(
+            "server a 127.0.0.1:{{a}} weight {v}\nserver b 127.0.0.1:{{b}}"
+        )));
+    }
+    // Health checks of a dead server with a backup: is it marked down within a second?
+    let checked = |opts: String| {
+        format!("server a 127.0.0.1:{{dead}} check {opts}\nserver b 127.0.0.1:{{b}} backup")
+    };
+    for v in ["0", "1", "100", "24d", "25d"] {
+        rows.push(
+            row("inter", v, Probe::Checked)
+                .defaults("retries 0".into())
+                .listen(checked(format!("inter {v} fall 1"))),
+        );
+    }
+    for v in ["0", "1", MAX_MS, PAST_MAX_MS] {
+        rows.push(
+            row("fall", v, Probe::Checked)
+                .defaults("retries 0".into())
+                .listen(checked(format!("inter 20 fall {v}"))),
+        );
+    }
+    for v in ["0", "1", "24d"] {
+        rows.push(
+            row("fastinter", v, Probe::Checked)
+                .defaults("retries 0".into())
+                .listen(checked(format!("inter 24d fall 2 fastinter {v}"))),
+        );
+    }
+    for (keyword, v) in [
+        ("rise", "0"),
+        ("rise", "1"),
+        ("rise", MAX_MS),
+        ("rise", PAST_MAX_MS),
+        ("downinter", "0"),
+        ("downinter", "1"),
+        ("downinter", "24d"),
+        ("downinter", "25d"),
+        ("port", "0"),
+        ("port", "1"),
+        ("port", "65535"),
+        ("port", "65536"),
+    ] {
+        let r = row(keyword, v, Probe::CheckOnly)
+            .listen(format!("server a 127.0.0.1:{{a}} check {keyword} {v}"));
+        // HAProxy stores the number unchecked and the port wraps to 0.
+        rows.push(if v == "65536" {
+            r.refused("between 1 and 65535")
+        } else {
+            r
+        });
+    }
+    for v in ["0", "1", "24d", "25d"] {
+        rows.push(row("agent-inter", v, Probe::CheckOnly).listen(format!(
+            "server a 127.0.0.1:{{a}} agent-check agent-port {{dead}} agent-inter {v}"
+        )));
+    }
+    for v in ["0", "1", "65535", "65536"] {
+        rows.push(row("agent-port", v, Probe::CheckOnly).listen(format!(
+            "server a 127.0.0.1:{{a}} agent-check agent-port {v}"
+        )));
+    }
+    // slowstart never applies at start: both servers share evenly from the first client.
+    for v in ["0", "1", "500ms", "24d", "25d"] {
+        rows.push(row("slowstart", v, Probe::Share).listen(format!(
+            "server a 127.0.0.1:{{a}} slowstart {v}\nserver b 127.0.0.1:{{b}}"
+        )));
+    }
+    for v in ["0", "1", "24d", "25d"] {
+        rows.push(
+            row("hard-stop-after", v, Probe::SoftStop).global(format!("hard-stop-after {v}")),
+        );
+    }
+    for v in ["0", "1", "64", "65"] {
+        rows.push(row("nbthread", v, Probe::CheckOnly).global(format!("nbthread {v}")));
+    }
+    rows
+}
+
+#[test]
+fn edge_values_behave_as_in_haproxy() {
+    let rows = rows();
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<(usize, Verdict)>> = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..PARALLEL {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().expect("row counter");
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(r) = rows.get(i) else { break };
+                    let verdict = run_row(r);
+                    results.lock().expect("results").push((i, verdict));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|(i, _)| *i);
+    let mut table = String::from(
+        "| keyword | value | haproxy -c | rolelb -c | HAProxy: client sees | rolelb: client sees |\n|---|---|---|---|---|---|\n",
+    );
+    let mut failures = Vec::new();
+    for (i, v) in &results {
+        let r = &rows[*i];
+        let ok = |b: bool| if b { "valid" } else { "refused" };
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.keyword,
+            r.value,
+            ok(v.haproxy_valid),
+            ok(v.rolelb_valid),
+            v.haproxy_seen,
+            v.rolelb_seen
+        ));
+        let what = format!("{} {}", r.keyword, r.value);
+        match (v.haproxy_valid, v.rolelb_valid, r.refused_because) {
+            (_, false, _) if !v.rolelb_output.contains("check.cfg:") => failures.push(format!(
+                "{what}: rolelb's error names no FILE:LINE: {}",
+                v.rolelb_output
+            )),
+            (true, false, Some(because)) if v.rolelb_output.contains(because) => {}
+            (true, false, _) => failures.push(format!(
+                "{what}: HAProxy accepts it, rolelb refuses it unexpectedly: {}",
+                v.rolelb_output
+            )),
+            (_, true, Some(_)) => {
+                failures.push(format!("{what}: rolelb should refuse it and does not"))
+            }
+            (false, true, None) => {
+                failures.push(format!("{what}: HAProxy refuses it, rolelb accepts it"))
+            }
+            _ => {}
+        }
+        if v.haproxy_seen != v.rolelb_seen {
+            failures.push(format!(
+                "{what}: a client sees '{}' through HAProxy but '{}' through rolelb",
+                v.haproxy_seen, v.rolelb_seen
+            ));
+        }
+    }
+    println!("{table}");
+    assert!(failures.is_empty(), "{}\n\n{table}", failures.join("\n"));
+}
