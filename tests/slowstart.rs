@@ -1,0 +1,184 @@
+//! `slowstart` side by side with HAProxy 2.6: a weight-1 server that comes back ramps up.
+//!
+//! HAProxy scales user weights by 16 and ramps a returning server's effective weight once a
+//! second, so even at weight 1 (the default) the server starts with 1/17 of new connections
+//! next to a weight-1 peer and reaches 1/2 when `slowstart` ends. The same two servers sit
+//! behind HAProxy and rolelb at once; one goes down and comes back, and clients of both
+//! proxies are counted per second of the ramp. The `throttle` column of `show stat` is read
+//! from both during the ramp.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Haproxy, NamedServer, Rolelb, free_port, stats_cli, wait_until, who_answers};
+
+/// `slowstart` of the returning server, in seconds.
+const SLOWSTART: u64 = 6;
+
+fn config(port: u16, sock: &Path, a: u16, b: u16) -> String {
+    format!(
+        "global\n    stats socket {} level admin\n\
+         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+         listen p\n    bind 127.0.0.1:{port}\n    balance roundrobin\n\
+         \x20   server a 127.0.0.1:{a} check inter 100 fall 1 rise 1 slowstart {SLOWSTART}s\n\
+         \x20   server b 127.0.0.1:{b}\n",
+        sock.display()
+    )
+}
+
+/// The `show stat` row of server `a`: column name to value.
+fn stat_row(sock: &Path) -> HashMap<String, String> {
+    let csv = stats_cli(sock, "show stat");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"p") && f.get(1) == Some(&"a"))
+        .map(|f| {
+            header
+                .iter()
+                .zip(f)
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Clients in turn through `addr` until `until`: (seconds since `since`, server name).
+fn count(addr: SocketAddr, since: Instant, until: Instant) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        if let Ok(name) = who_answers(addr) {
+            seen.push((since.elapsed().as_secs(), name));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    seen
+}
+
+/// Share of `a` in each second of the ramp.
+fn shares(seen: &[(u64, String)]) -> Vec<(f64, usize)> {
+    (0..SLOWSTART)
+        .map(|sec| {
+            let in_sec: Vec<_> = seen.iter().filter(|(s, _)| *s == sec).collect();
+            let a = in_sec.iter().filter(|(_, n)| n == "a").count();
+            (a as f64 / in_sec.len().max(1) as f64, in_sec.len())
+        })
+        .collect()
+}
+
+/// HAProxy's share of a weight-1 server in second `k` of the ramp next to a weight-1 peer.
+fn expected_share(k: u64) -> f64 {
+    let eweight = ((16 * k + SLOWSTART) / SLOWSTART) as f64;
+    eweight / (eweight + 16.0)
+}
+
+#[test]
+fn slowstart_ramps_a_weight_one_server_like_haproxy() {
+    let mut a = NamedServer::start("a");
+    let a_addr = a.addr();
+    let b = NamedServer::start("b");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (h_sock, r_sock) = (
+        dir.path().join("haproxy.sock"),
+        dir.path().join("rolelb.sock"),
+    );
+    let (h_port, r_port) = (free_port(), free_port());
+    let haproxy = Haproxy::start(&config(h_port, &h_sock, a.port(), b.port()));
+    let rolelb = Rolelb::start(&config(r_port, &r_sock, a.port(), b.port()));
+    let h_addr = SocketAddr::from(([127, 0, 0, 1], h_port));
+    let r_addr = SocketAddr::from(([127, 0, 0, 1], r_port));
+
+    // Down: both proxies send everything to b.
+    a.stop();
+    let down = |sock: &Path| stat_row(sock).get("status").is_some_and(|s| s == "DOWN");
+    assert!(
+        wait_until(Duration::from_secs(5), || down(&h_sock) && down(&r_sock)),
+        "a is not DOWN in both: haproxy {:?}, rolelb {:?}",
+        stat_row(&h_sock).get("status"),
+        stat_row(&r_sock).get("status")
+    );
+    // Back: the ramp starts in both within one check interval.
+    let _a = NamedServer::start_on("a", a_addr);
+    let back = Instant::now();
+    let until = back + Duration::from_secs(SLOWSTART);
+    let h_count = thread::spawn(move || count(h_addr, back, until));
+    let r_count = thread::spawn(move || count(r_addr, back, until));
+    // The throttle column mid-ramp, read from both at the same moment (second 2).
+    thread::sleep(Duration::from_millis(2500));
+    let (h_row, r_row) = (stat_row(&h_sock), stat_row(&r_sock));
+    let h_seen = h_count.join().expect("haproxy clients");
+    let r_seen = r_count.join().expect("rolelb clients");
+    drop((haproxy, rolelb));
+
+    let (h_shares, r_shares) = (shares(&h_seen), shares(&r_seen));
+    let mut report =
+        String::from("second | expected a share | HAProxy a share (n) | rolelb a share (n)\n");
+    for k in 0..SLOWSTART as usize {
+        report.push_str(&format!(
+            "{k} | {:.3} | {:.3} ({}) | {:.3} ({})\n",
+            expected_share(k as u64),
+            h_shares[k].0,
+            h_shares[k].1,
+            r_shares[k].0,
+            r_shares[k].1
+        ));
+    }
+    let col = |row: &HashMap<String, String>, c: &str| row.get(c).cloned().unwrap_or_default();
+    report.push_str(&format!(
+        "mid-ramp show stat: HAProxy throttle {}% weight {}, rolelb throttle {}% weight {}\n",
+        col(&h_row, "throttle"),
+        col(&h_row, "weight"),
+        col(&r_row, "throttle"),
+        col(&r_row, "weight")
+    ));
+    println!("{report}");
+
+    for k in 0..SLOWSTART as usize {
+        let (h, r) = (h_shares[k], r_shares[k]);
+        assert!(
+            h.1 >= 10 && r.1 >= 10,
+            "too few clients in second {k} to judge:\n{report}"
+        );
+        assert!(
+            (h.0 - r.0).abs() <= 0.12,
+            "second {k}: rolelb gives a a share of {:.3}, HAProxy {:.3}\n{report}",
+            r.0,
+            h.0
+        );
+    }
+    // Both really ramp: far below half at first, near half at the end.
+    for (who, s) in [("HAProxy", &h_shares), ("rolelb", &r_shares)] {
+        assert!(s[0].0 < 0.2, "{who} does not start low:\n{report}");
+        assert!(
+            s[SLOWSTART as usize - 1].0 > 0.35,
+            "{who} does not end near half:\n{report}"
+        );
+    }
+    let throttle = |row: &HashMap<String, String>| -> i64 {
+        col(row, "throttle")
+            .parse()
+            .unwrap_or_else(|_| panic!("no throttle mid-ramp:\n{report}"))
+    };
+    let (ht, rt) = (throttle(&h_row), throttle(&r_row));
+    // One ramp step of 6 s is about 17%; the two may sit a step apart at the read.
+    assert!(
+        (ht - rt).abs() <= 19,
+        "throttle: HAProxy {ht}%, rolelb {rt}%\n{report}"
+    );
+    assert_eq!(
+        col(&r_row, "uweight"),
+        "1",
+        "the user weight stays 1:\n{report}"
+    );
+}
