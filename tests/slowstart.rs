@@ -10,7 +10,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,15 +21,35 @@ use common::{Haproxy, NamedServer, Rolelb, free_port, stats_cli, wait_until, who
 /// `slowstart` of the returning server, in seconds.
 const SLOWSTART: u64 = 6;
 
-fn config(port: u16, sock: &Path, a: u16, b: u16) -> String {
+/// The shared part of both configs; `extra_global` and `extra` add each one's metrics endpoint.
+fn config(port: u16, sock: &Path, a: u16, b: u16, extra_global: &str, extra: &str) -> String {
     format!(
-        "global\n    stats socket {} level admin\n\
+        "global\n    stats socket {} level admin\n{extra_global}\
          defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
          listen p\n    bind 127.0.0.1:{port}\n    balance roundrobin\n\
          \x20   server a 127.0.0.1:{a} check inter 100 fall 1 rise 1 slowstart {SLOWSTART}s\n\
-         \x20   server b 127.0.0.1:{b}\n",
+         \x20   server b 127.0.0.1:{b}\n{extra}",
         sock.display()
     )
+}
+
+/// `haproxy_server_current_throttle` of `p/a` in the Prometheus text at `addr`/metrics.
+fn metrics_throttle(addr: SocketAddr) -> Option<i64> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| {
+            l.starts_with("haproxy_server_current_throttle{")
+                && l.contains("proxy=\"p\"")
+                && l.contains("server=\"a\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
 }
 
 /// The `show stat` row of server `a`: column name to value.
@@ -94,8 +115,27 @@ fn slowstart_ramps_a_weight_one_server_like_haproxy() {
         dir.path().join("rolelb.sock"),
     );
     let (h_port, r_port) = (free_port(), free_port());
-    let haproxy = Haproxy::start(&config(h_port, &h_sock, a.port(), b.port()));
-    let rolelb = Rolelb::start(&config(r_port, &r_sock, a.port(), b.port()));
+    let (h_prom, r_admin) = (free_port(), free_port());
+    let haproxy = Haproxy::start(&config(
+        h_port,
+        &h_sock,
+        a.port(),
+        b.port(),
+        "",
+        &format!(
+            "frontend prom\n    mode http\n    bind 127.0.0.1:{h_prom}\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n"
+        ),
+    ));
+    let rolelb = Rolelb::start(&config(
+        r_port,
+        &r_sock,
+        a.port(),
+        b.port(),
+        &format!("    admin bind 127.0.0.1:{r_admin}\n"),
+        "",
+    ));
+    let h_prom = SocketAddr::from(([127, 0, 0, 1], h_prom));
+    let r_admin = SocketAddr::from(([127, 0, 0, 1], r_admin));
     let h_addr = SocketAddr::from(([127, 0, 0, 1], h_port));
     let r_addr = SocketAddr::from(([127, 0, 0, 1], r_port));
 
@@ -117,6 +157,7 @@ fn slowstart_ramps_a_weight_one_server_like_haproxy() {
     // The throttle column mid-ramp, read from both at the same moment (second 2).
     thread::sleep(Duration::from_millis(2500));
     let (h_row, r_row) = (stat_row(&h_sock), stat_row(&r_sock));
+    let (h_metric, r_metric) = (metrics_throttle(h_prom), metrics_throttle(r_admin));
     let h_seen = h_count.join().expect("haproxy clients");
     let r_seen = r_count.join().expect("rolelb clients");
     drop((haproxy, rolelb));
@@ -141,6 +182,9 @@ fn slowstart_ramps_a_weight_one_server_like_haproxy() {
         col(&h_row, "weight"),
         col(&r_row, "throttle"),
         col(&r_row, "weight")
+    ));
+    report.push_str(&format!(
+        "mid-ramp /metrics haproxy_server_current_throttle: HAProxy {h_metric:?}, rolelb {r_metric:?}\n"
     ));
     println!("{report}");
 
@@ -175,6 +219,17 @@ fn slowstart_ramps_a_weight_one_server_like_haproxy() {
     assert!(
         (ht - rt).abs() <= 19,
         "throttle: HAProxy {ht}%, rolelb {rt}%\n{report}"
+    );
+    let (Some(hm), Some(rm)) = (h_metric, r_metric) else {
+        panic!("no throttle in /metrics mid-ramp:\n{report}");
+    };
+    assert!(
+        (hm - rm).abs() <= 19,
+        "/metrics throttle: HAProxy {hm}, rolelb {rm}\n{report}"
+    );
+    assert_eq!(
+        rt, rm,
+        "rolelb's show stat and /metrics disagree:\n{report}"
     );
     assert_eq!(
         col(&r_row, "uweight"),
