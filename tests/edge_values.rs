@@ -13,9 +13,10 @@
 
 mod common;
 
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Mutex;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,11 @@ enum Probe {
     Checked,
     /// An open session, then a soft stop (SIGUSR1): `open` or `closed` after [`WINDOW`].
     SoftStop,
+    /// Through to `hold` (never closes): the client half-closes, is the session closed?
+    ClientCloses,
+    /// Through to `fin` (half-closes after its banner); the client stays idle: is the session
+    /// closed?
+    ServerCloses,
 }
 
 /// One row: a keyword at a value, the config lines around it, and the probe.
@@ -106,6 +112,8 @@ impl Row {
             .replace("{b}", &env.b.port().to_string())
             .replace("{dead}", &env.dead.to_string())
             .replace("{hole}", &env.hole.port().to_string())
+            .replace("{hold}", &env.hold.port().to_string())
+            .replace("{fin}", &env.fin.port().to_string())
     }
 }
 
@@ -145,6 +153,62 @@ impl Blackhole {
     }
 }
 
+/// A server that sends a banner and keeps every connection open whatever the client does;
+/// with `half_close` it shuts its sending side right after the banner.
+struct Holder {
+    listener: TcpListener,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Holder {
+    fn start(half_close: bool) -> Holder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (accept, kept, stopping) = (
+            listener.try_clone().expect("listener clone"),
+            conns.clone(),
+            stop.clone(),
+        );
+        thread::spawn(move || {
+            for conn in accept.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.write_all(b"h\n");
+                if half_close {
+                    let _ = conn.shutdown(Shutdown::Write);
+                }
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(conn);
+                }
+            }
+        });
+        Holder {
+            listener,
+            conns,
+            stop,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.local_addr().expect("local_addr").port()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port()));
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.clear();
+        }
+    }
+}
+
 /// The servers and ports one proxy run uses.
 struct Env {
     port: u16,
@@ -152,6 +216,8 @@ struct Env {
     b: NamedServer,
     dead: u16,
     hole: Blackhole,
+    hold: Holder,
+    fin: Holder,
 }
 
 impl Env {
@@ -162,6 +228,8 @@ impl Env {
             b: NamedServer::start("b"),
             dead: free_port(),
             hole: Blackhole::start(),
+            hold: Holder::start(false),
+            fin: Holder::start(true),
         }
     }
 
@@ -225,6 +293,19 @@ fn idle(conn: &mut TcpStream) -> String {
     }
 }
 
+/// After the server's FIN came through and the client idled: can it still send (`open`,
+/// half-closed), or did the proxy close the session (`closed`: a write fails, the first one
+/// drawing a reset)?
+fn writable(conn: &mut TcpStream) -> String {
+    for _ in 0..3 {
+        if conn.write_all(b"x").is_err() {
+            return "closed".into();
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    "open".into()
+}
+
 fn connect_and_watch(addr: SocketAddr) -> String {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
         Ok(mut conn) => watch(&mut conn, WINDOW),
@@ -278,6 +359,20 @@ fn run_probe(probe: Probe, env: &Env, pid: u32) -> String {
             thread::sleep(Duration::from_secs(1));
             connect_and_watch(addr)
         }
+        Probe::ClientCloses => match open_named(addr) {
+            Ok((_, mut conn)) => {
+                let _ = conn.shutdown(Shutdown::Write);
+                stays_open(&mut conn, WINDOW)
+            }
+            Err(e) => format!("no banner: {}", e.kind()),
+        },
+        Probe::ServerCloses => match open_named(addr) {
+            Ok((_, mut conn)) => {
+                thread::sleep(WINDOW);
+                writable(&mut conn)
+            }
+            Err(e) => format!("no banner: {}", e.kind()),
+        },
         Probe::SoftStop => match open_named(addr) {
             Ok((_, mut conn)) => {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
@@ -384,14 +479,59 @@ fn rows() -> Vec<Row> {
                 .listen("server a 127.0.0.1:{a} maxconn 1".into()),
         );
     }
-    for which in ["check", "client-fin", "server-fin"] {
-        let keyword = match which {
-            "check" => "timeout check",
-            "client-fin" => "timeout client-fin",
-            _ => "timeout server-fin",
-        };
-        for v in ["0", "1", "24d", PAST_MAX_MS] {
-            rows.push(row(keyword, v, Probe::CheckOnly).defaults(format!("timeout {which} {v}")));
+    // `timeout check` bounds the connect of a check by `timeout connect`; 0 leaves `inter`.
+    for v in ["0", "1", "24d", PAST_MAX_MS] {
+        rows.push(
+            row("timeout check", v, Probe::Checked)
+                .defaults(format!("timeout connect 50\nretries 0\ntimeout check {v}"))
+                .listen(
+                    "server a 127.0.0.1:{hole} check inter 24d fall 1\nserver b 127.0.0.1:{b} backup"
+                        .into(),
+                ),
+        );
+    }
+    // The fin timeouts: 0 falls back to `timeout client` / `timeout server`.
+    // Once a client sent its FIN nothing is read from it: `timeout client` no longer runs.
+    rows.push(
+        row(
+            "timeout client (after the client's FIN)",
+            "300ms",
+            Probe::ClientCloses,
+        )
+        .defaults("timeout client 300ms".into())
+        .listen("server h 127.0.0.1:{hold}".into()),
+    );
+    // As HAProxy, each applies to a side once a FIN was passed on to it: client-fin after the
+    // server closed, server-fin after the client closed.
+    for (keyword, probe, server, other) in [
+        ("timeout client-fin", Probe::ServerCloses, "{fin}", "client"),
+        (
+            "timeout server-fin",
+            Probe::ClientCloses,
+            "{hold}",
+            "server",
+        ),
+    ] {
+        let which = keyword.trim_start_matches("timeout ");
+        for (normal, v) in [
+            ("0", "0"),
+            ("300ms", "0"),
+            ("0", "1"),
+            ("0", "24d"),
+            ("0", PAST_MAX_MS),
+        ] {
+            let name = if normal == "0" {
+                keyword
+            } else if other == "client" {
+                "timeout client-fin (client 300ms)"
+            } else {
+                "timeout server-fin (server 300ms)"
+            };
+            rows.push(
+                row(name, v, probe)
+                    .defaults(format!("timeout {other} {normal}\ntimeout {which} {v}"))
+                    .listen(format!("server h 127.0.0.1:{server}")),
+            );
         }
     }
     // retries against a refused port, 100 ms apart.
