@@ -676,6 +676,30 @@ fn rows() -> Vec<Row> {
     for v in ["0", "1", "64", "65"] {
         rows.push(row("nbthread", v, Probe::CheckOnly).global(format!("nbthread {v}")));
     }
+    for v in ["0", "1", "65535", "65536"] {
+        rows.push(
+            row("bind port", v, Probe::CheckOnly)
+                .listen(format!("bind 127.0.0.1:{v}\nserver a 127.0.0.1:{{a}}")),
+        );
+        // HAProxy's port 0 reuses the client's destination port; rolelb refuses it.
+        let r = row("server address port", v, Probe::CheckOnly)
+            .listen(format!("server a 127.0.0.1:{v}"));
+        rows.push(if v == "0" {
+            r.refused("is not supported: give a fixed port")
+        } else {
+            r
+        });
+        rows.push(
+            row("tcp-check connect port", v, Probe::CheckOnly).listen(format!(
+                "option tcp-check\ntcp-check connect port {v}\nserver a 127.0.0.1:{{a}} check"
+            )),
+        );
+    }
+    for v in ["0", "1", "24d", "25d"] {
+        rows.push(row("stats refresh", v, Probe::CheckOnly).listen(format!(
+            "server a 127.0.0.1:{{a}}\nlisten stats\n    mode http\n    bind 127.0.0.1:{{dead}}\n    stats enable\n    stats refresh {v}"
+        )));
+    }
     rows
 }
 

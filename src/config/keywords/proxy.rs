@@ -404,7 +404,8 @@ fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
                 ctx.arg(1, "a duration after 'stats refresh'")?,
                 TimeUnit::Seconds,
             )?;
-            p.stats.refresh = Some(d);
+            // As HAProxy: 0 means the page does not refresh itself.
+            p.stats.refresh = (!d.is_zero()).then_some(d);
         }
         "realm" | "hide-version" | "show-legends" | "show-node" | "show-desc" | "show-modules" => {
             ctx.warn(format!(
