@@ -1070,6 +1070,8 @@ pub struct BackendSettings {
     pub redispatch: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
+    pub queue_per_server: bool,
 }
 
 /// A backend as the data path sees it in one table.
@@ -1308,6 +1310,24 @@ impl BackendRt {
             self.live.sessions.fetch_sub(1, Ordering::AcqRel);
         }
         self.live.slot_freed.notify_one();
+    }
+
+    /// How many connections may wait in the queue. Unlimited, as in HAProxy, except with
+    /// `balance source`, where HAProxy queues a client on its hashed server and refuses it
+    /// past that server's `maxqueue`: there the sum of the eligible servers' `maxqueue` when
+    /// every one of them sets it (rolelb keeps one queue per backend).
+    pub fn queue_limit(&self) -> Option<u32> {
+        if !self.settings.queue_per_server {
+            return None;
+        }
+        let mut total: u32 = 0;
+        for s in self.servers.iter().filter(|s| s.live.eligible()) {
+            match s.maxqueue {
+                Some(q) if q > 0 => total = total.saturating_add(q),
+                _ => return None,
+            }
+        }
+        Some(total)
     }
 }
 
@@ -1618,6 +1638,7 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
             retries: be.retries,
             redispatch: be.redispatch,
             srvtcpka: be.srvtcpka,
+            queue_per_server: be.balance == config::Balance::Source,
         },
         servers,
         active,

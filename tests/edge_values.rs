@@ -29,7 +29,7 @@ use socket2::{Domain, Socket, Type};
 const WINDOW: Duration = Duration::from_millis(700);
 
 /// How many rows run at once (each starts two proxies and a few test servers).
-const PARALLEL: usize = 6;
+const PARALLEL: usize = 10;
 
 /// What a row's client does once both proxies run its config.
 #[derive(Debug, Clone, Copy)]
@@ -590,13 +590,15 @@ fn rows() -> Vec<Row> {
                 .listen(format!("server a 127.0.0.1:{{a}} maxconn 1 maxqueue {v}")),
         );
     }
-    // HAProxy's leastconn and source queue on the one server they picked; rolelb refuses.
-    for balance in ["leastconn", "source"] {
+    // leastconn queues past a full server's maxqueue in the backend; source refuses.
+    for (keyword, balance) in [
+        ("server maxqueue (leastconn)", "leastconn"),
+        ("server maxqueue (source)", "source"),
+    ] {
         rows.push(
-            row("server maxqueue", "1", Probe::CheckOnly)
+            row(keyword, "1", Probe::Crowd(3))
                 .defaults(format!("balance {balance}"))
-                .listen("server a 127.0.0.1:{a} maxconn 1 maxqueue 1".into())
-                .refused("queues a client on the one server it picked"),
+                .listen("server a 127.0.0.1:{a} maxconn 1 maxqueue 1".into()),
         );
     }
     for v in ["0", "1", "256", "257"] {

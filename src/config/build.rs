@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::draft::{CheckOption, Diags, EtcdDraft, ProxyDraft, ProxyKind, ServerDraft};
 use super::keywords::did_you_mean;
 use super::model::{
-    AgentCheck, Backend, Balance, Bind, CheckMethod, Config, Discover, EtcdAuth, EtcdCluster,
-    Frontend, Global, HttpCheck, MaxLag, Mode, Role, RoleCheck, RoleSource, Server, StatsListener,
+    AgentCheck, Backend, Bind, CheckMethod, Config, Discover, EtcdAuth, EtcdCluster, Frontend,
+    Global, HttpCheck, MaxLag, Mode, Role, RoleCheck, RoleSource, Server, StatsListener,
 };
 
 /// `dial-timeout` when an `etcd` section sets none (etcdctl's default).
@@ -397,7 +397,6 @@ fn discover(
 
 fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Backend {
     check_roles(p, diags);
-    check_maxqueue(p, diags);
     Backend {
         name: p.name.clone(),
         loc: p.loc.clone(),
@@ -422,33 +421,6 @@ fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Bac
         role_source: role_source(p),
         discover,
         default_server: template(&p.default_server),
-    }
-}
-
-/// `maxqueue` only acts in HAProxy when the algorithm binds a client to one server that may be
-/// full: `leastconn` queues on the server it picked, `source` on the hashed one, and past
-/// `maxqueue` the client goes elsewhere or is refused. rolelb keeps one queue per backend, so
-/// it refuses `maxqueue` there rather than queue differently; with the other algorithms a
-/// client waits in the backend's unlimited queue in both, and `maxqueue` changes nothing.
-fn check_maxqueue(p: &ProxyDraft, diags: &mut Diags) {
-    let algorithm = match p.balance {
-        Balance::LeastConn => "leastconn",
-        Balance::Source => "source",
-        _ => return,
-    };
-    let servers = p
-        .servers
-        .iter()
-        .chain(p.discover.as_ref().map(|_| &p.default_server));
-    for s in servers.filter(|s| s.maxqueue.is_some_and(|q| q > 0)) {
-        diags.error(
-            &s.loc,
-            format!(
-                "'maxqueue' with 'balance {algorithm}' in {} '{}' is not supported: HAProxy queues a client on the one server it picked and sends it elsewhere past 'maxqueue', rolelb queues clients per backend; remove 'maxqueue' (or 'maxconn') or use another algorithm",
-                p.kind.keyword(),
-                p.name
-            ),
-        );
     }
 }
 

@@ -37,6 +37,8 @@ enum Refused {
     RoleConflict,
     /// Waited in the queue past `timeout queue` (`sQ`).
     QueueTimeout,
+    /// The queue was full (`sQ`).
+    QueueFull,
     /// Every connection attempt failed (`SC`).
     ConnectFailed,
     /// rolelb stopped while the session waited (`KQ`).
@@ -47,7 +49,7 @@ impl Refused {
     fn code(self) -> &'static str {
         match self {
             Refused::NoServer | Refused::RoleConflict | Refused::ConnectFailed => "SC",
-            Refused::QueueTimeout => "sQ",
+            Refused::QueueTimeout | Refused::QueueFull => "sQ",
             Refused::Stopping => "KQ",
         }
     }
@@ -93,10 +95,15 @@ async fn acquire(
             Err(NoServer::RoleConflict) => break Err(Refused::RoleConflict),
             Err(NoServer::AllFull) => {}
         }
-        // As HAProxy's roundrobin, static-rr and first: when every server is full the client
-        // waits in the backend's queue, which has no limit (`maxqueue` only bounds the queue
-        // of a server a client is bound to; see `config` for the algorithms that do that).
+        // As HAProxy: when every server is full the client waits in the backend's queue, which
+        // has no limit except with `balance source` (see `BackendRt::queue_limit`).
         if queued.is_none() {
+            if backend
+                .queue_limit()
+                .is_some_and(|limit| backend.live.queued.load(Ordering::Acquire) >= limit)
+            {
+                break Err(Refused::QueueFull);
+            }
             let waiting = backend.live.queued.fetch_add(1, Ordering::AcqRel) + 1;
             backend
                 .live
