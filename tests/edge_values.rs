@@ -7,6 +7,9 @@
 //! client waits). The two must agree. Where HAProxy accepts a value rolelb cannot honour
 //! exactly, the row says so and rolelb must refuse it with `FILE:LINE` and the reason.
 //!
+//! Longer than most files on purpose: it is one table (about 150 rows) with the probes and
+//! test servers it needs; split, the table would no longer read as one.
+//!
 //! Rows run in parallel; every timing is a window of [`WINDOW`] against timeouts of 1 ms or
 //! 300 ms on one side and "never" (0, or about 24 days) on the other, so the verdicts hold on
 //! a loaded machine.

@@ -204,6 +204,9 @@ mod tests {
 
     #[test]
     fn server_address_errors() {
+        // HAProxy's port 0 (the client's destination port) cannot be honoured: say so.
+        let e = parse_server_addr("127.0.0.1:0").unwrap_err();
+        assert!(e.contains("port 0") && e.contains("not supported"), "{e}");
         assert!(
             parse_server_addr("127.0.0.1")
                 .unwrap_err()

@@ -428,3 +428,75 @@ fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::testing::{errors, parse};
+
+    #[test]
+    fn zero_timeouts_mean_not_set_and_override_defaults() {
+        let c = parse(
+            "defaults\ntimeout client 5s\ntimeout server 5s\ntimeout connect 5s\n\
+             timeout queue 5s\ntimeout check 5s\ntimeout tunnel 5s\n\
+             timeout client-fin 5s\ntimeout server-fin 5s\n\
+             listen l\nbind :1\ntimeout client 0\ntimeout server 0s\ntimeout connect 0ms\n\
+             timeout queue 0\ntimeout check 0\ntimeout tunnel 0\n\
+             timeout client-fin 0\ntimeout server-fin 0us\nserver s 127.0.0.1:2\n",
+        )
+        .expect("valid");
+        let (f, b) = (&c.frontends[0], &c.backends[0]);
+        assert_eq!((f.timeout_client, f.timeout_client_fin), (None, None));
+        assert_eq!(
+            (
+                b.timeout_server,
+                b.timeout_connect,
+                b.timeout_queue,
+                b.timeout_check,
+                b.timeout_tunnel,
+                b.timeout_server_fin
+            ),
+            (None, None, None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn maxconn_zero_takes_the_global_one_and_counts_stop_at_int_max() {
+        let c = parse("global\nmaxconn 0\nlisten l\nbind :1\nmaxconn 0\nserver s 127.0.0.1:2\n")
+            .expect("valid");
+        assert_eq!((c.global.maxconn, c.frontends[0].maxconn), (None, None));
+        let c =
+            parse("listen l\nbind :1\nmaxconn 2147483647\nretries 2147483647\n").expect("valid");
+        assert_eq!(c.frontends[0].maxconn, Some(i32::MAX as u32));
+        assert_eq!(c.backends[0].retries, i32::MAX as u32);
+        for line in ["maxconn 2147483648", "retries 2147483648"] {
+            let e = errors(&format!("listen l\nbind :1\n{line}\n"));
+            assert!(e[0].starts_with("t.cfg:3:"), "{e:?}");
+            assert!(e[0].contains("between 0 and 2147483647"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn durations_round_up_to_milliseconds() {
+        let c = parse("listen l\nbind :1\ntimeout client 100us\ntimeout server 1500us\n")
+            .expect("valid");
+        assert_eq!(
+            c.frontends[0].timeout_client,
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(c.backends[0].timeout_server, Some(Duration::from_millis(2)));
+        let e = errors("listen l\nbind :1\ntimeout client 25d\n");
+        assert!(
+            e[0].starts_with("t.cfg:3:") && e[0].contains("overflows"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn stats_refresh_zero_does_not_refresh() {
+        let c =
+            parse("listen st\nmode http\nbind :1\nstats enable\nstats refresh 0\n").expect("valid");
+        assert_eq!(c.stats[0].refresh, None);
+    }
+}

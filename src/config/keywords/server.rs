@@ -338,6 +338,44 @@ mod tests {
     }
 
     #[test]
+    fn slowstart_is_whole_seconds_rounded_up_and_zero_is_off() {
+        for (text, secs) in [
+            ("500ms", Some(1)),
+            ("1", Some(1)),
+            ("1001", Some(2)),
+            ("30s", Some(30)),
+            ("0", None),
+            ("0s", None),
+        ] {
+            let (s, r, _) = parse(&format!("slowstart {text}"));
+            r.unwrap();
+            assert_eq!(s.slowstart, secs.map(Duration::from_secs), "{text}");
+        }
+        assert!(parse("slowstart 25d").1.unwrap_err().contains("overflows"));
+    }
+
+    #[test]
+    fn check_port_zero_is_the_servers_port() {
+        let (s, r, _) = parse("check port 0");
+        r.unwrap();
+        assert_eq!(s.check_port, None);
+        assert!(parse("check port 65536").1.is_err());
+    }
+
+    #[test]
+    fn counts_stop_at_haproxys_int() {
+        let (s, r, _) = parse("maxconn 2147483647 maxqueue 0 rise 2147483647");
+        r.unwrap();
+        assert_eq!(
+            (s.maxconn, s.maxqueue, s.rise),
+            (Some(i32::MAX as u32), Some(0), i32::MAX as u32)
+        );
+        for bad in ["maxconn 2147483648", "fall 2147483648", "rise 0", "fall 0"] {
+            assert!(parse(bad).1.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn agent_options() {
         let (s, r, _) = parse(
             "agent-check agent-port 9999 agent-inter 5s agent-addr 127.0.0.1 agent-send ping\\n",
