@@ -114,7 +114,13 @@ impl Row {
             .replace("{a}", &env.a.port().to_string())
             .replace("{b}", &env.b.port().to_string())
             .replace("{dead}", &env.dead.to_string())
-            .replace("{hole}", &env.hole.port().to_string())
+            .replace(
+                "{hole}",
+                &env.hole
+                    .as_ref()
+                    .map_or(env.dead, Blackhole::port)
+                    .to_string(),
+            )
             .replace("{hold}", &env.hold.port().to_string())
             .replace("{fin}", &env.fin.port().to_string())
     }
@@ -140,10 +146,16 @@ impl Blackhole {
             .expect("inet address")
             .port();
         let to = SocketAddr::from(([127, 0, 0, 1], port));
-        // Fill the accept queue; later handshakes are left unanswered by the kernel.
-        let fillers = (0..3)
-            .filter_map(|_| TcpStream::connect_timeout(&to, Duration::from_millis(200)).ok())
-            .collect();
+        // Fill the accept queue until a handshake goes unanswered: from then on the kernel
+        // drops every SYN to it. The timeout is generous so a slow machine cannot fool it.
+        let mut fillers = Vec::new();
+        while let Ok(conn) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+            fillers.push(conn);
+            assert!(
+                fillers.len() < 64,
+                "the blackhole's accept queue never fills"
+            );
+        }
         Blackhole {
             _listener: listener,
             _fillers: fillers,
@@ -218,19 +230,20 @@ struct Env {
     a: NamedServer,
     b: NamedServer,
     dead: u16,
-    hole: Blackhole,
+    /// Only for rows whose config names `{hole}` (filling it takes a second).
+    hole: Option<Blackhole>,
     hold: Holder,
     fin: Holder,
 }
 
 impl Env {
-    fn new() -> Env {
+    fn new(with_hole: bool) -> Env {
         Env {
             port: free_port(),
             a: NamedServer::start("a"),
             b: NamedServer::start("b"),
             dead: free_port(),
-            hole: Blackhole::start(),
+            hole: with_hole.then(Blackhole::start),
             hold: Holder::start(false),
             fin: Holder::start(true),
         }
@@ -396,7 +409,10 @@ struct Verdict {
 }
 
 fn run_row(r: &Row) -> Verdict {
-    let check_env = Env::new();
+    let with_hole = [&r.global, &r.defaults, &r.listen]
+        .iter()
+        .any(|t| t.contains("{hole}"));
+    let check_env = Env::new(false);
     let text = r.config(&check_env);
     let (haproxy_valid, _) = Haproxy::check(&text);
     let (rolelb_valid, rolelb_output) = Rolelb::check(&text);
@@ -413,14 +429,14 @@ fn run_row(r: &Row) -> Verdict {
     }
     let probe = r.probe;
     let haproxy = thread::spawn({
-        let env = Env::new();
+        let env = Env::new(with_hole);
         let text = r.config(&env);
         move || {
             let proxy = Haproxy::start(&text);
             run_probe(probe, &env, proxy.pid())
         }
     });
-    let env = Env::new();
+    let env = Env::new(with_hole);
     let proxy = Rolelb::start(&r.config(&env));
     verdict.rolelb_seen = run_probe(probe, &env, proxy.pid());
     verdict.haproxy_seen = haproxy
@@ -697,6 +713,20 @@ fn rows() -> Vec<Row> {
         rows.push(
             row("tcp-check connect port", v, Probe::CheckOnly).listen(format!(
                 "option tcp-check\ntcp-check connect port {v}\nserver a 127.0.0.1:{{a}} check"
+            )),
+        );
+    }
+    for v in ["0", "99", "100", "599", "600", "65536"] {
+        rows.push(
+            row("http-check expect status", v, Probe::CheckOnly).listen(format!(
+                "option httpchk GET /\nhttp-check expect status {v}\nserver a 127.0.0.1:{{a}} check"
+            )),
+        );
+    }
+    for v in ["0", "600", "777", "7777"] {
+        rows.push(
+            row("stats socket mode", v, Probe::CheckOnly).global(format!(
+                "stats socket /tmp/rolelb-edge-{{port}}.sock mode {v}"
             )),
         );
     }
