@@ -22,11 +22,18 @@ use common::{Haproxy, NamedServer, Rolelb, free_port, stats_cli, wait_until, who
 const SLOWSTART: u64 = 6;
 
 /// The shared part of both configs; `extra_global` and `extra` add each one's metrics endpoint.
-fn config(port: u16, sock: &Path, a: u16, b: u16, extra_global: &str, extra: &str) -> String {
+fn config(
+    balance: &str,
+    port: u16,
+    sock: &Path,
+    (a, b): (u16, u16),
+    extra_global: &str,
+    extra: &str,
+) -> String {
     format!(
         "global\n    stats socket {} level admin\n{extra_global}\
          defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
-         listen p\n    bind 127.0.0.1:{port}\n    balance roundrobin\n\
+         listen p\n    bind 127.0.0.1:{port}\n    balance {balance}\n\
          \x20   server a 127.0.0.1:{a} check inter 100 fall 1 rise 1 slowstart {SLOWSTART}s\n\
          \x20   server b 127.0.0.1:{b}\n{extra}",
         sock.display()
@@ -88,7 +95,7 @@ fn count(addr: SocketAddr, since: Instant, until: Instant) -> Vec<(u64, String)>
 }
 
 /// Share of `a` in each second of the ramp.
-fn shares(seen: &[(u64, String)]) -> Vec<(f64, usize)> {
+fn shares(seen: &[(u64, String)]) -> Shares {
     (0..SLOWSTART)
         .map(|sec| {
             let in_sec: Vec<_> = seen.iter().filter(|(s, _)| *s == sec).collect();
@@ -104,11 +111,34 @@ fn expected_share(k: u64) -> f64 {
     eweight / (eweight + 16.0)
 }
 
-#[test]
-fn slowstart_ramps_a_weight_one_server_like_haproxy() {
+/// Share of `a` in each second of the ramp, with the number of clients it is taken over.
+type Shares = Vec<(f64, usize)>;
+
+/// What both proxies showed while server `a` came back under `slowstart`.
+struct SideBySide {
+    /// Share of `a` per second of the ramp: HAProxy, rolelb.
+    shares: (Shares, Shares),
+    /// `show stat` of `a` at 2.5 s: HAProxy, rolelb.
+    rows: (HashMap<String, String>, HashMap<String, String>),
+    /// `haproxy_server_current_throttle` of `a` at 2.5 s: HAProxy, rolelb.
+    metrics: (Option<i64>, Option<i64>),
+    /// Everything above as a table, for messages and the log.
+    report: String,
+}
+
+impl SideBySide {
+    fn col(row: &HashMap<String, String>, c: &str) -> String {
+        row.get(c).cloned().unwrap_or_default()
+    }
+}
+
+/// Runs HAProxy and rolelb with `balance` in front of the same two servers, takes `a` down
+/// and back, and records what clients of each saw during the `slowstart` that follows.
+fn side_by_side(balance: &str) -> SideBySide {
     let mut a = NamedServer::start("a");
     let a_addr = a.addr();
     let b = NamedServer::start("b");
+    let servers = (a.port(), b.port());
     let dir = tempfile::tempdir().expect("temporary directory");
     let (h_sock, r_sock) = (
         dir.path().join("haproxy.sock"),
@@ -117,20 +147,20 @@ fn slowstart_ramps_a_weight_one_server_like_haproxy() {
     let (h_port, r_port) = (free_port(), free_port());
     let (h_prom, r_admin) = (free_port(), free_port());
     let haproxy = Haproxy::start(&config(
+        balance,
         h_port,
         &h_sock,
-        a.port(),
-        b.port(),
+        servers,
         "",
         &format!(
             "frontend prom\n    mode http\n    bind 127.0.0.1:{h_prom}\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n"
         ),
     ));
     let rolelb = Rolelb::start(&config(
+        balance,
         r_port,
         &r_sock,
-        a.port(),
-        b.port(),
+        servers,
         &format!("    admin bind 127.0.0.1:{r_admin}\n"),
         "",
     ));
@@ -156,84 +186,126 @@ fn slowstart_ramps_a_weight_one_server_like_haproxy() {
     let r_count = thread::spawn(move || count(r_addr, back, until));
     // The throttle column mid-ramp, read from both at the same moment (second 2).
     thread::sleep(Duration::from_millis(2500));
-    let (h_row, r_row) = (stat_row(&h_sock), stat_row(&r_sock));
-    let (h_metric, r_metric) = (metrics_throttle(h_prom), metrics_throttle(r_admin));
+    let rows = (stat_row(&h_sock), stat_row(&r_sock));
+    let metrics = (metrics_throttle(h_prom), metrics_throttle(r_admin));
     let h_seen = h_count.join().expect("haproxy clients");
     let r_seen = r_count.join().expect("rolelb clients");
     drop((haproxy, rolelb));
 
-    let (h_shares, r_shares) = (shares(&h_seen), shares(&r_seen));
-    let mut report =
-        String::from("second | expected a share | HAProxy a share (n) | rolelb a share (n)\n");
+    let shares = (shares(&h_seen), shares(&r_seen));
+    let mut report = format!(
+        "balance {balance}\nsecond | HAProxy's ramp at roundrobin | HAProxy a share (n) | rolelb a share (n)\n"
+    );
     for k in 0..SLOWSTART as usize {
         report.push_str(&format!(
             "{k} | {:.3} | {:.3} ({}) | {:.3} ({})\n",
             expected_share(k as u64),
-            h_shares[k].0,
-            h_shares[k].1,
-            r_shares[k].0,
-            r_shares[k].1
+            shares.0[k].0,
+            shares.0[k].1,
+            shares.1[k].0,
+            shares.1[k].1
         ));
     }
-    let col = |row: &HashMap<String, String>, c: &str| row.get(c).cloned().unwrap_or_default();
+    let col = SideBySide::col;
     report.push_str(&format!(
-        "mid-ramp show stat: HAProxy throttle {}% weight {}, rolelb throttle {}% weight {}\n",
-        col(&h_row, "throttle"),
-        col(&h_row, "weight"),
-        col(&r_row, "throttle"),
-        col(&r_row, "weight")
+        "mid-ramp show stat: HAProxy status {} throttle {}% weight {}, rolelb status {} throttle {}% weight {}\n",
+        col(&rows.0, "status"),
+        col(&rows.0, "throttle"),
+        col(&rows.0, "weight"),
+        col(&rows.1, "status"),
+        col(&rows.1, "throttle"),
+        col(&rows.1, "weight")
     ));
     report.push_str(&format!(
-        "mid-ramp /metrics haproxy_server_current_throttle: HAProxy {h_metric:?}, rolelb {r_metric:?}\n"
+        "mid-ramp /metrics haproxy_server_current_throttle: HAProxy {:?}, rolelb {:?}\n",
+        metrics.0, metrics.1
     ));
     println!("{report}");
-
-    for k in 0..SLOWSTART as usize {
-        let (h, r) = (h_shares[k], r_shares[k]);
-        assert!(
-            h.1 >= 10 && r.1 >= 10,
-            "too few clients in second {k} to judge:\n{report}"
-        );
-        assert!(
-            (h.0 - r.0).abs() <= 0.12,
-            "second {k}: rolelb gives a a share of {:.3}, HAProxy {:.3}\n{report}",
-            r.0,
-            h.0
-        );
+    SideBySide {
+        shares,
+        rows,
+        metrics,
+        report,
     }
+}
+
+impl SideBySide {
+    /// Per-second shares within `tolerance` of each other, with enough clients to judge.
+    fn assert_same_shares(&self, tolerance: f64) {
+        let report = &self.report;
+        for k in 0..SLOWSTART as usize {
+            let (h, r) = (self.shares.0[k], self.shares.1[k]);
+            assert!(
+                h.1 >= 10 && r.1 >= 10,
+                "too few clients in second {k} to judge:\n{report}"
+            );
+            assert!(
+                (h.0 - r.0).abs() <= tolerance,
+                "second {k}: rolelb gives a a share of {:.3}, HAProxy {:.3}\n{report}",
+                r.0,
+                h.0
+            );
+        }
+    }
+
+    /// The throttle of `show stat` and `/metrics` from both: (HAProxy, rolelb), checked to be
+    /// within `tolerance` points of each other, and rolelb's two to agree.
+    fn assert_same_throttle(&self, tolerance: i64) -> (i64, i64) {
+        let report = &self.report;
+        let throttle = |row: &HashMap<String, String>| -> i64 {
+            Self::col(row, "throttle")
+                .parse()
+                .unwrap_or_else(|_| panic!("no throttle mid-ramp:\n{report}"))
+        };
+        let (ht, rt) = (throttle(&self.rows.0), throttle(&self.rows.1));
+        assert!(
+            (ht - rt).abs() <= tolerance,
+            "throttle: HAProxy {ht}%, rolelb {rt}%\n{report}"
+        );
+        let (Some(hm), Some(rm)) = self.metrics else {
+            panic!("no throttle in /metrics mid-ramp:\n{report}");
+        };
+        assert!(
+            (hm - rm).abs() <= tolerance,
+            "/metrics throttle: HAProxy {hm}, rolelb {rm}\n{report}"
+        );
+        assert_eq!(
+            rt, rm,
+            "rolelb's show stat and /metrics disagree:\n{report}"
+        );
+        assert_eq!(
+            Self::col(&self.rows.1, "uweight"),
+            "1",
+            "the user weight stays 1:\n{report}"
+        );
+        (ht, rt)
+    }
+}
+
+#[test]
+fn slowstart_ramps_a_weight_one_server_like_haproxy() {
+    let seen = side_by_side("roundrobin");
+    seen.assert_same_shares(0.12);
     // Both really ramp: far below half at first, near half at the end.
-    for (who, s) in [("HAProxy", &h_shares), ("rolelb", &r_shares)] {
-        assert!(s[0].0 < 0.2, "{who} does not start low:\n{report}");
+    for (who, s) in [("HAProxy", &seen.shares.0), ("rolelb", &seen.shares.1)] {
+        assert!(s[0].0 < 0.2, "{who} does not start low:\n{}", seen.report);
         assert!(
             s[SLOWSTART as usize - 1].0 > 0.35,
-            "{who} does not end near half:\n{report}"
+            "{who} does not end near half:\n{}",
+            seen.report
         );
     }
-    let throttle = |row: &HashMap<String, String>| -> i64 {
-        col(row, "throttle")
-            .parse()
-            .unwrap_or_else(|_| panic!("no throttle mid-ramp:\n{report}"))
-    };
-    let (ht, rt) = (throttle(&h_row), throttle(&r_row));
     // One ramp step of 6 s is about 17%; the two may sit a step apart at the read.
-    assert!(
-        (ht - rt).abs() <= 19,
-        "throttle: HAProxy {ht}%, rolelb {rt}%\n{report}"
-    );
-    let (Some(hm), Some(rm)) = (h_metric, r_metric) else {
-        panic!("no throttle in /metrics mid-ramp:\n{report}");
-    };
-    assert!(
-        (hm - rm).abs() <= 19,
-        "/metrics throttle: HAProxy {hm}, rolelb {rm}\n{report}"
-    );
-    assert_eq!(
-        rt, rm,
-        "rolelb's show stat and /metrics disagree:\n{report}"
-    );
-    assert_eq!(
-        col(&r_row, "uweight"),
-        "1",
-        "the user weight stays 1:\n{report}"
-    );
+    seen.assert_same_throttle(19);
+}
+
+#[test]
+fn slowstart_keeps_static_rr_at_full_weight_like_haproxy() {
+    let seen = side_by_side("static-rr");
+    seen.assert_same_shares(0.12);
+    // HAProxy's static algorithms do not ramp weights: a shares evenly from the start.
+    for (who, s) in [("HAProxy", &seen.shares.0), ("rolelb", &seen.shares.1)] {
+        assert!(s[0].0 > 0.4, "{who} ramps static-rr:\n{}", seen.report);
+    }
+    assert_eq!(seen.assert_same_throttle(0), (100, 100));
 }
