@@ -359,12 +359,14 @@ fn backend_row(px: &Proxy<'_>, servers: &[ServerView<'_>], now: Instant, out: &m
         .count();
     let bck = servers.iter().filter(|s| s.cfg.backup && usable(s)).count();
     let pool = if act > 0 { &rt.active } else { &rt.backup };
+    // HAProxy: the effective weights (ramped under `slowstart`) back on the user scale.
     let weight: u64 = pool
         .members
         .iter()
         .filter_map(|&i| rt.servers.get(i))
-        .map(|s| u64::from(s.weight))
-        .sum();
+        .map(|s| u64::from(s.eweight))
+        .sum::<u64>()
+        .div_ceil(u64::from(crate::balance::WEIGHT_SCALE));
     let mut row = Row::new();
     row.set("pxname", px.name);
     row.set("svname", "BACKEND");
