@@ -1021,9 +1021,13 @@ impl ServerRt {
     }
 
     /// HAProxy's `throttle` column (`server_throttle_rate`): the percentage of its weight a
-    /// starting server gets; `None` when the server is not ramping.
+    /// starting server gets; `None` when the server is not ramping, or down or draining
+    /// (HAProxy shows it only in the STARTING state, not while draining).
     pub fn throttle(&self) -> Option<u32> {
         self.ramp?;
+        if !self.live.eligible() {
+            return None;
+        }
         if self.weight == 0 {
             return Some(100);
         }
@@ -1898,6 +1902,8 @@ mod tests {
         assert_eq!(rt(100, step(5)).throttle(), Some(56));
         assert_eq!(rt(100, step(5)).shown_weight(), 57);
         assert_eq!(rt(1, step(9)).throttle(), Some(94));
+        live.set_health(Health::Down);
+        assert_eq!(rt(1, step(5)).throttle(), None, "not shown while down");
     }
 
     fn role_config(
