@@ -31,8 +31,9 @@ use crate::discovery::{self, Discovered, Watchers};
 use crate::proxy::listener::{self, Shared};
 use crate::table::{self, Registry, Table};
 
-/// How often the table is rebuilt while a server ramps up under `slowstart`.
-const SLOWSTART_STEP: Duration = Duration::from_millis(500);
+/// How often `slowstart` ramps are looked at; the table is rebuilt when one moved a step
+/// (once a second per ramping server, as HAProxy's warm-up task).
+const SLOWSTART_STEP: Duration = Duration::from_millis(100);
 
 /// Listen backlog of every bound socket.
 const BACKLOG: i32 = 1024;

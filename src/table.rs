@@ -17,7 +17,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{self, Candidate, Cursor, Live, Selector};
+use crate::balance::{self, Candidate, Cursor, Live, Selector, WEIGHT_SCALE};
 use crate::check::CheckResult;
 use crate::config::{
     self, Config, EtcdRole, EtcdState, EtcdView, MaxLag, ProxyProtocol, Role, RoleSource,
@@ -564,32 +564,62 @@ impl ServerLive {
         old.cancel();
     }
 
-    /// The weight to use now: `weight` ramped up over `slowstart` since the server came back.
-    pub fn effective_weight(&self, weight: u32, slowstart: Option<Duration>, now: Instant) -> u32 {
-        let (Some(ramp), Some(since)) = (
-            slowstart,
-            *self
-                .usable_since
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) else {
-            return weight;
-        };
-        let elapsed = now.saturating_duration_since(since);
-        if elapsed >= ramp || ramp.is_zero() || weight == 0 {
-            return weight;
-        }
-        let scaled = (u128::from(weight) * elapsed.as_millis()) / ramp.as_millis();
-        u32::try_from(scaled).unwrap_or(weight).clamp(1, weight)
-    }
-
-    /// Whether this server is still ramping up under `slowstart`.
-    pub fn in_slowstart(&self, slowstart: Option<Duration>, now: Instant) -> bool {
-        let since = *self
+    /// Where the server stands in its `slowstart` ramp now; `None` when it is not ramping
+    /// (no `slowstart`, never went down since start, or the ramp is over).
+    pub fn ramp(&self, slowstart: Option<Duration>, now: Instant) -> Option<Ramp> {
+        // The config keeps `slowstart` in whole seconds, as HAProxy does.
+        let length = slowstart?.as_secs();
+        let since = (*self
             .usable_since
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        matches!((slowstart, since), (Some(r), Some(s)) if now.saturating_duration_since(s) < r)
+            .unwrap_or_else(PoisonError::into_inner))?;
+        let elapsed = now.saturating_duration_since(since).as_secs();
+        (elapsed < length).then_some(Ramp { elapsed, length })
+    }
+
+    /// Whether this server is still ramping up under `slowstart` (HAProxy's STARTING state).
+    pub fn in_slowstart(&self, slowstart: Option<Duration>, now: Instant) -> bool {
+        self.ramp(slowstart, now).is_some()
+    }
+}
+
+/// A server's place in its `slowstart` ramp, in the whole seconds HAProxy counts it in
+/// (`server_recalc_eweight`): it steps once a second after the server came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ramp {
+    /// Whole seconds since the server came back.
+    elapsed: u64,
+    /// `slowstart` in seconds (more than `elapsed`).
+    length: u64,
+}
+
+impl Ramp {
+    /// The effective weight of a server with user weight `uweight` on HAProxy's scale
+    /// (`uweight * 16` at full throttle): `uweight * ((16 * elapsed + length) / length)`,
+    /// so a weight-1 server starts at 1/16 of its share and gains a step every second.
+    pub fn eweight(self, uweight: u32) -> u32 {
+        let step = (u64::from(WEIGHT_SCALE) * self.elapsed + self.length) / self.length;
+        u32::try_from(u64::from(uweight) * step).unwrap_or(u32::MAX)
+    }
+
+    /// `maxconn` throttled as HAProxy's `srv_dynamic_maxconn` does while starting: the
+    /// whole percentage of the ramp done, at least one session.
+    pub fn maxconn(self, maxconn: u32) -> u32 {
+        let ratio = 100 * self.elapsed / self.length;
+        u32::try_from(u64::from(maxconn) * ratio / 100)
+            .unwrap_or(maxconn)
+            .max(1)
+    }
+}
+
+/// Whether HAProxy ramps the weight of `balance` under `slowstart` (its "dynamic"
+/// algorithms); `static-rr` and map-based hashing keep full weights, only `maxconn` ramps.
+pub fn ramps_weight(balance: config::Balance, hash_type: config::HashType) -> bool {
+    use config::{Balance, HashType};
+    match balance {
+        Balance::RoundRobin | Balance::LeastConn | Balance::First => true,
+        Balance::StaticRr => false,
+        Balance::Source => hash_type == HashType::Consistent,
     }
 }
 
@@ -974,8 +1004,37 @@ pub struct ServerRt {
     pub weight: u32,
     /// `slowstart`.
     pub slowstart: Option<Duration>,
+    /// Where the server stood in its `slowstart` ramp when this table was built.
+    pub ramp: Option<Ramp>,
+    /// Effective weight on HAProxy's scale (`weight * 16`, ramped under `slowstart`): what
+    /// the balancer shares connections by.
+    pub eweight: u32,
     /// Live state shared across tables.
     pub live: Arc<ServerLive>,
+}
+
+impl ServerRt {
+    /// The weight HAProxy shows (`show stat` `weight`): the effective weight back on the
+    /// user scale, rounded up.
+    pub fn shown_weight(&self) -> u32 {
+        self.eweight.div_ceil(WEIGHT_SCALE)
+    }
+
+    /// HAProxy's `throttle` column (`server_throttle_rate`): the percentage of its weight a
+    /// starting server gets; `None` when the server is not ramping, or down or draining
+    /// (HAProxy shows it only in the STARTING state, not while draining).
+    pub fn throttle(&self) -> Option<u32> {
+        self.ramp?;
+        if !self.live.eligible() {
+            return None;
+        }
+        if self.weight == 0 {
+            return Some(100);
+        }
+        let pct = (100 * u64::from(self.eweight) + u64::from(WEIGHT_SCALE) - 1)
+            / (u64::from(WEIGHT_SCALE) * u64::from(self.weight));
+        Some(u32::try_from(pct).unwrap_or(100))
+    }
 }
 
 /// The servers a selector chooses among, as indexes into [`BackendRt::servers`].
@@ -1015,6 +1074,8 @@ pub struct BackendSettings {
     pub redispatch: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
+    pub queue_per_server: bool,
 }
 
 /// A backend as the data path sees it in one table.
@@ -1255,9 +1316,14 @@ impl BackendRt {
         self.live.slot_freed.notify_one();
     }
 
-    /// How many connections may wait in the queue: the sum of `maxqueue` of the eligible
-    /// servers when every one of them sets it, else unlimited.
+    /// How many connections may wait in the queue. Unlimited, as in HAProxy, except with
+    /// `balance source`, where HAProxy queues a client on its hashed server and refuses it
+    /// past that server's `maxqueue`: there the sum of the eligible servers' `maxqueue` when
+    /// every one of them sets it (rolelb keeps one queue per backend).
     pub fn queue_limit(&self) -> Option<u32> {
+        if !self.settings.queue_per_server {
+            return None;
+        }
         let mut total: u32 = 0;
         for s in self.servers.iter().filter(|s| s.live.eligible()) {
             match s.maxqueue {
@@ -1373,13 +1439,13 @@ impl Table {
         }
     }
 
-    /// Whether any server is still ramping up under `slowstart` (the table must be rebuilt
-    /// periodically until none is).
+    /// Whether a server's `slowstart` ramp moved to another step since this table was built
+    /// (the table must then be rebuilt, so weights and `maxconn` follow the ramp).
     pub fn ramping(&self, now: Instant) -> bool {
         self.backends.values().any(|b| {
             b.servers
                 .iter()
-                .any(|s| s.live.eligible() && s.live.in_slowstart(s.slowstart, now))
+                .any(|s| s.live.eligible() && s.live.ramp(s.slowstart, now) != s.ramp)
         })
     }
 }
@@ -1467,15 +1533,27 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
                 );
                 slive.shutdown_sessions();
             }
+            let weight = slive.user_weight(s.weight);
+            let ramp = slive.ramp(s.slowstart, now);
+            let eweight = match ramp {
+                Some(r) if ramps_weight(be.balance, be.hash_type) => r.eweight(weight),
+                _ => weight * WEIGHT_SCALE,
+            };
+            let maxconn = slive.maxconn(s.maxconn).map(|m| match ramp {
+                Some(r) if m > 0 => r.maxconn(m),
+                _ => m,
+            });
             ServerRt {
                 name: s.name.clone(),
                 addr: s.addr,
-                maxconn: slive.maxconn(s.maxconn),
+                maxconn,
                 maxqueue: s.maxqueue,
                 send_proxy: s.send_proxy,
                 backup: s.backup,
-                weight: slive.user_weight(s.weight),
+                weight,
                 slowstart: s.slowstart,
+                ramp,
+                eweight,
                 live: slive,
             }
         })
@@ -1536,7 +1614,7 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
             .map(|&i| {
                 let s = &servers[i];
                 Candidate {
-                    weight: s.live.effective_weight(s.weight, s.slowstart, now).max(1),
+                    weight: s.eweight.max(1),
                     key: server_key(&be.name, &s.name),
                 }
             })
@@ -1564,6 +1642,7 @@ fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> Bac
             retries: be.retries,
             redispatch: be.redispatch,
             srvtcpka: be.srvtcpka,
+            queue_per_server: be.balance == config::Balance::Source,
         },
         servers,
         active,
@@ -1762,26 +1841,69 @@ mod tests {
     }
 
     #[test]
-    fn slowstart_ramps_the_weight_from_one_to_the_configured_weight() {
+    fn slowstart_ramps_like_haproxy_even_at_weight_one() {
         let live = ServerLive::default();
-        let ramp = Some(Duration::from_secs(10));
-        let t0 = Instant::now();
+        let slowstart = Some(Duration::from_secs(10));
         assert_eq!(
-            live.effective_weight(100, ramp, t0),
-            100,
+            live.ramp(slowstart, Instant::now()),
+            None,
             "no ramp at first start"
         );
         live.set_health(Health::Down);
         live.set_health(Health::Up);
-        let since = t0 + Duration::from_millis(1);
-        assert_eq!(live.effective_weight(100, ramp, since), 1);
-        let mid = live.effective_weight(100, ramp, Instant::now() + Duration::from_secs(5));
-        assert!((45..=55).contains(&mid), "{mid}");
+        let back = Instant::now();
+        let at = |secs: u64| back + Duration::from_millis(secs * 1000 + 500);
+        // HAProxy's eweight of a weight-1 server each second of a 10 s slowstart (out of 16).
+        let expected = [1, 2, 4, 5, 7, 9, 10, 12, 13, 15];
+        for (sec, want) in expected.into_iter().enumerate() {
+            let ramp = live.ramp(slowstart, at(sec as u64)).expect("ramping");
+            assert_eq!(ramp.eweight(1), want, "second {sec}");
+            assert_eq!(ramp.eweight(3), 3 * want, "second {sec}");
+        }
         assert_eq!(
-            live.effective_weight(100, ramp, Instant::now() + Duration::from_secs(11)),
-            100
+            live.ramp(slowstart, at(10)),
+            None,
+            "full throttle after 10 s"
         );
-        assert!(live.in_slowstart(ramp, Instant::now()));
+        let first = live.ramp(slowstart, at(0)).expect("ramping");
+        assert_eq!(first.maxconn(10), 1, "at least one session");
+        let half = live.ramp(slowstart, at(5)).expect("ramping");
+        assert_eq!(half.maxconn(10), 5);
+    }
+
+    #[test]
+    fn throttle_and_weight_columns_follow_haproxy() {
+        let live = Arc::new(ServerLive::default());
+        let rt = |weight: u32, ramp: Option<Ramp>| ServerRt {
+            name: "s".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            maxconn: None,
+            maxqueue: None,
+            send_proxy: None,
+            backup: false,
+            weight,
+            slowstart: Some(Duration::from_secs(10)),
+            ramp,
+            eweight: ramp.map_or(weight * WEIGHT_SCALE, |r| r.eweight(weight)),
+            live: live.clone(),
+        };
+        assert_eq!(rt(1, None).throttle(), None);
+        assert_eq!(rt(1, None).shown_weight(), 1);
+        let step = |elapsed| {
+            Some(Ramp {
+                elapsed,
+                length: 10,
+            })
+        };
+        // server_throttle_rate: (100 * eweight + 15) / (16 * uweight), rounded as HAProxy does.
+        assert_eq!(rt(1, step(0)).throttle(), Some(7));
+        assert_eq!(rt(1, step(0)).shown_weight(), 1);
+        assert_eq!(rt(1, step(5)).throttle(), Some(57));
+        assert_eq!(rt(100, step(5)).throttle(), Some(56));
+        assert_eq!(rt(100, step(5)).shown_weight(), 57);
+        assert_eq!(rt(1, step(9)).throttle(), Some(94));
+        live.set_health(Health::Down);
+        assert_eq!(rt(1, step(5)).throttle(), None, "not shown while down");
     }
 
     fn role_config(

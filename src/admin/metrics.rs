@@ -1209,12 +1209,10 @@ impl Srv<'_> {
     }
 
     fn throttle(&self) -> V {
-        let (live, cfg) = (self.live(), self.view.cfg);
-        if !live.in_slowstart(cfg.slowstart, self.now) || self.view.rt.weight == 0 {
-            return V::NaN;
-        }
-        let eff = live.effective_weight(self.view.rt.weight, cfg.slowstart, self.now);
-        V::N(u64::from(eff) * 100 / u64::from(self.view.rt.weight.max(1)))
+        self.view
+            .rt
+            .throttle()
+            .map_or(V::NaN, |t| V::N(u64::from(t)))
     }
 }
 

@@ -284,7 +284,7 @@ fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String
     row.set("bout", live.bytes_out.load(Ordering::Relaxed));
     row.set("econ", live.connect_errors.load(Ordering::Relaxed));
     row.set("status", s.status(now));
-    row.set("weight", s.rt.weight);
+    row.set("weight", s.rt.shown_weight());
     row.set("uweight", s.rt.weight);
     row.set("act", u8::from(!s.cfg.backup));
     row.set("bck", u8::from(s.cfg.backup));
@@ -298,12 +298,8 @@ fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String
     row.set("iid", px.id);
     row.set("sid", s.id);
     row.set("type", 2);
-    if live.in_slowstart(s.cfg.slowstart, now) && s.cfg.weight > 0 {
-        let eff = live.effective_weight(s.rt.weight, s.cfg.slowstart, now);
-        row.set(
-            "throttle",
-            u64::from(eff) * 100 / u64::from(s.rt.weight.max(1)),
-        );
+    if let Some(throttle) = s.rt.throttle() {
+        row.set("throttle", throttle);
     }
     if s.cfg.check {
         row.set("chkfail", live.check_failures.load(Ordering::Relaxed));
@@ -363,12 +359,14 @@ fn backend_row(px: &Proxy<'_>, servers: &[ServerView<'_>], now: Instant, out: &m
         .count();
     let bck = servers.iter().filter(|s| s.cfg.backup && usable(s)).count();
     let pool = if act > 0 { &rt.active } else { &rt.backup };
+    // HAProxy: the effective weights (ramped under `slowstart`) back on the user scale.
     let weight: u64 = pool
         .members
         .iter()
         .filter_map(|&i| rt.servers.get(i))
-        .map(|s| u64::from(s.weight))
-        .sum();
+        .map(|s| u64::from(s.eweight))
+        .sum::<u64>()
+        .div_ceil(u64::from(crate::balance::WEIGHT_SCALE));
     let mut row = Row::new();
     row.set("pxname", px.name);
     row.set("svname", "BACKEND");

@@ -24,14 +24,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Balance, HashType};
 
-/// Highest weight a selector honours (HAProxy's maximum, which the config already enforces);
-/// anything above is treated as this so a bad input cannot blow up a precomputed sequence.
-pub const MAX_WEIGHT: u32 = 256;
+/// Highest weight a selector honours: HAProxy's largest effective weight (`SRV_EWGHT_MAX`,
+/// user weight 256 times its scale of 16); anything above is treated as this so a bad input
+/// cannot blow up a precomputed sequence.
+pub const MAX_WEIGHT: u32 = 256 * WEIGHT_SCALE;
+
+/// HAProxy's `BE_WEIGHT_SCALE`: effective weights are user weights times 16, so `slowstart`
+/// can ramp even a weight-1 server in 16 steps (`server_recalc_eweight`).
+pub const WEIGHT_SCALE: u32 = 16;
 
 /// What a selector knows about one candidate server, fixed when the table is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
-    /// Effective weight (after `slowstart` and admin overrides); always >= 1 here.
+    /// Effective weight on HAProxy's scale (user weight times 16, ramped by `slowstart`,
+    /// after admin overrides); always >= 1 here. Only ratios matter.
     pub weight: u32,
     /// Stable identity of the server (hash of backend/server name), for consistent hashing.
     pub key: u64,
@@ -206,11 +212,12 @@ pub(crate) mod testing {
 
     /// Candidates with these weights and keys 1000, 1001, ...
     pub fn weighted(weights: &[u32]) -> Vec<Candidate> {
+        // User weights, scaled as the table scales them.
         weights
             .iter()
             .enumerate()
             .map(|(i, &weight)| Candidate {
-                weight,
+                weight: weight * super::WEIGHT_SCALE,
                 key: 1000 + i as u64,
             })
             .collect()

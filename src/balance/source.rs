@@ -14,7 +14,8 @@
 use std::net::IpAddr;
 
 use super::{
-    Candidate, Live, MAX_WEIGHT, Selector, cyclic, reduced_weights, static_rr, walk_usable,
+    Candidate, Live, MAX_WEIGHT, Selector, WEIGHT_SCALE, cyclic, reduced_weights, static_rr,
+    walk_usable,
 };
 
 /// Ring points per unit of weight for `hash-type consistent`.
@@ -65,8 +66,10 @@ impl Consistent {
     pub fn new(candidates: &[Candidate]) -> Self {
         let mut points: Vec<(u64, u64, u32)> = Vec::new();
         for (i, candidate) in candidates.iter().enumerate() {
+            // Candidate weights are on HAProxy's x16 scale; points are per user weight.
             let weight = u64::from(candidate.weight.clamp(1, MAX_WEIGHT));
-            points.extend((0..weight * POINTS_PER_WEIGHT).map(|point| {
+            let points_here = (weight * POINTS_PER_WEIGHT).div_ceil(u64::from(WEIGHT_SCALE));
+            points.extend((0..points_here).map(|point| {
                 (
                     point_position(candidate.key, point),
                     candidate.key,

@@ -121,6 +121,11 @@ pub fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
             "port offset '{port}' in server address '{text}' is not supported: give a fixed port"
         ));
     }
+    if port.bytes().all(|b| b == b'0') {
+        return Err(format!(
+            "port 0 in server address '{text}' (HAProxy: the port the client connected to) is not supported: give a fixed port"
+        ));
+    }
     let port = parse_port(port, "server port")?;
     let ip = resolve_family(host, family)?;
     Ok(SocketAddr::new(ip, port))
@@ -199,6 +204,9 @@ mod tests {
 
     #[test]
     fn server_address_errors() {
+        // HAProxy's port 0 (the client's destination port) cannot be honoured: say so.
+        let e = parse_server_addr("127.0.0.1:0").unwrap_err();
+        assert!(e.contains("port 0") && e.contains("not supported"), "{e}");
         assert!(
             parse_server_addr("127.0.0.1")
                 .unwrap_err()

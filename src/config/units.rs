@@ -6,7 +6,7 @@ use std::time::Duration;
 /// HAProxy's largest timer: 2^31-1 ms (about 24.8 days); larger values overflow its clock.
 pub const MAX_DURATION_MS: u128 = i32::MAX as u128;
 
-/// Unit of a bare number in a duration.
+/// Unit of a bare number in a duration, and the precision the value is kept in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeUnit {
     /// Milliseconds (timeouts, check intervals).
@@ -15,7 +15,20 @@ pub enum TimeUnit {
     Seconds,
 }
 
+impl TimeUnit {
+    fn micros(self) -> u128 {
+        match self {
+            TimeUnit::Millis => 1_000,
+            TimeUnit::Seconds => 1_000_000,
+        }
+    }
+}
+
 /// Parses a duration like `500`, `3s`, `1m`, `250ms`, `2h`, `1d`, `100us`.
+///
+/// As HAProxy's `parse_time_err`, the value is kept in whole `bare` units, rounded up (so
+/// `100us` is 1 ms, never 0), and must stay below 2^31 of them: `2147483647` ms is the
+/// largest timeout, `25d` overflows. Zero stays zero; callers decide what it means.
 pub fn parse_duration(text: &str, bare: TimeUnit) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -30,10 +43,7 @@ pub fn parse_duration(text: &str, bare: TimeUnit) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("duration '{text}' is too large"))?;
     let micros_per_unit: u128 = match unit {
-        "" => match bare {
-            TimeUnit::Millis => 1_000,
-            TimeUnit::Seconds => 1_000_000,
-        },
+        "" => bare.micros(),
         "us" => 1,
         "ms" => 1_000,
         "s" => 1_000_000,
@@ -49,12 +59,16 @@ pub fn parse_duration(text: &str, bare: TimeUnit) -> Result<Duration, String> {
     let micros = value
         .checked_mul(micros_per_unit)
         .ok_or_else(|| format!("duration '{text}' is too large"))?;
-    if micros / 1_000 > MAX_DURATION_MS {
-        return Err(format!(
-            "duration '{text}' overflows: the maximum is 2147483647 ms (about 24.8 days)"
-        ));
+    let units = micros.div_ceil(bare.micros());
+    if units > MAX_DURATION_MS {
+        let max = match bare {
+            TimeUnit::Millis => "2147483647 ms (about 24.8 days)",
+            TimeUnit::Seconds => "2147483647 s",
+        };
+        return Err(format!("duration '{text}' overflows: the maximum is {max}"));
     }
-    let micros = u64::try_from(micros).map_err(|_| format!("duration '{text}' is too large"))?;
+    let micros = u64::try_from(units * bare.micros())
+        .map_err(|_| format!("duration '{text}' is too large"))?;
     Ok(Duration::from_micros(micros))
 }
 
@@ -88,6 +102,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size '{text}' is too large"))
 }
 
+/// Largest count HAProxy stores (`maxconn`, `maxqueue`, `retries`, `rise`, `fall`): a C
+/// `int`, which larger numbers would wrap to negative values.
+pub const MAX_COUNT: u64 = i32::MAX as u64;
+
 /// Parses an unsigned integer within `min..=max`; `what` names it in the error.
 pub fn parse_int(text: &str, what: &str, min: u64, max: u64) -> Result<u64, String> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -120,7 +138,14 @@ mod tests {
         assert_eq!(ms("500"), Duration::from_millis(500));
         assert_eq!(ms("3s"), Duration::from_secs(3));
         assert_eq!(ms("250ms"), Duration::from_millis(250));
-        assert_eq!(ms("100us"), Duration::from_micros(100));
+        // Rounded up to whole milliseconds, as HAProxy does: never down to zero.
+        assert_eq!(ms("100us"), Duration::from_millis(1));
+        assert_eq!(ms("1500us"), Duration::from_millis(2));
+        assert_eq!(ms("0us"), Duration::ZERO);
+        assert_eq!(
+            parse_duration("1500ms", TimeUnit::Seconds).unwrap(),
+            Duration::from_secs(2)
+        );
         assert_eq!(ms("2m"), Duration::from_secs(120));
         assert_eq!(ms("1h"), Duration::from_secs(3600));
         assert_eq!(ms("1d"), Duration::from_secs(86400));
@@ -141,6 +166,10 @@ mod tests {
                 .contains("overflows")
         );
         assert!(parse_duration("24d", TimeUnit::Millis).is_ok());
+        assert!(parse_duration("2147483647", TimeUnit::Millis).is_ok());
+        assert!(parse_duration("2147483648", TimeUnit::Millis).is_err());
+        // 2147483647.001 ms rounds up past the maximum.
+        assert!(parse_duration("2147483647001us", TimeUnit::Millis).is_err());
         assert!(
             parse_duration(
                 "99999999999999999999999999999999999999999",

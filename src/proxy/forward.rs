@@ -3,11 +3,13 @@
 //! Half-close is honoured: when one side sends FIN, the other side's write half is shut down
 //! and the opposite direction keeps flowing. Inactivity is judged per side as HAProxy does:
 //! `timeout client` for the client side, `timeout server` for the server side (reads or
-//! writes count as activity), replaced by `timeout tunnel` for both when set, and by
-//! `timeout client-fin` / `timeout server-fin` once a side is half-closed. Bytes are counted
-//! into the given counters as they flow.
+//! writes count as activity), replaced by `timeout tunnel` for both when set. A side is timed
+//! only while rolelb still reads from it or has data waiting for it: once a client sent its
+//! FIN and everything was delivered, nothing waits on the client. Once rolelb has passed a FIN
+//! on to a side, that side's limit becomes `timeout client-fin` / `timeout server-fin` when
+//! set (HAProxy's half-closed timeouts). Bytes are counted into the given counters as they flow.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -101,6 +103,9 @@ enum DirEnd {
 struct Direction<'a> {
     rd_active: &'a AtomicU64,
     wr_active: &'a AtomicU64,
+    /// Set while bytes wait to be written (the writer's side is then timed even if rolelb
+    /// no longer reads from it).
+    writing: &'a AtomicBool,
     bytes: &'a AtomicU64,
     counters: &'a [&'a AtomicU64],
 }
@@ -122,7 +127,10 @@ where
             Err(_) => return DirEnd::ReadErr,
         };
         stamp(epoch, d.rd_active);
-        if w.write_all(&buf[..n]).await.is_err() {
+        d.writing.store(true, Ordering::Relaxed);
+        let written = w.write_all(&buf[..n]).await;
+        d.writing.store(false, Ordering::Relaxed);
+        if written.is_err() {
             return DirEnd::WriteErr;
         }
         stamp(epoch, d.wr_active);
@@ -134,16 +142,40 @@ where
     }
 }
 
-/// The idle limit of one side, given whether each direction is still open.
+/// The idle limit of one side: its half-closed timeout once rolelb passed a FIN on to it,
+/// else `tunnel` or its normal timeout.
 fn side_limit(
     normal: Option<Duration>,
     fin: Option<Duration>,
     tunnel: Option<Duration>,
-    half_closed: bool,
+    side: Side,
 ) -> Option<Duration> {
     match fin {
-        Some(f) if half_closed => Some(f),
+        Some(f) if side.fin_sent => Some(f),
         _ => tunnel.or(normal),
+    }
+}
+
+/// How long an untimed side (see [`Side::timed`]) may go unlooked-at: a write toward it may
+/// block meanwhile, and its timeout then runs from the last activity.
+const UNTIMED_RECHECK: Duration = Duration::from_secs(1);
+
+/// Where one side of a session stands.
+#[derive(Debug, Clone, Copy)]
+struct Side {
+    /// rolelb still reads from it (it has not sent its FIN).
+    reading: bool,
+    /// Bytes wait to be written to it.
+    writing: bool,
+    /// rolelb has shut its write half toward it.
+    fin_sent: bool,
+}
+
+impl Side {
+    /// Whether anything waits on this side: as HAProxy, a side is only timed while rolelb
+    /// reads from it or has bytes for it.
+    fn timed(self) -> bool {
+        self.reading || self.writing
     }
 }
 
@@ -161,6 +193,8 @@ pub async fn forward(
     let server_active = AtomicU64::new(0);
     let bytes_in = AtomicU64::new(0);
     let bytes_out = AtomicU64::new(0);
+    let writing_to_server = AtomicBool::new(false);
+    let writing_to_client = AtomicBool::new(false);
 
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
@@ -170,6 +204,7 @@ pub async fn forward(
         Direction {
             rd_active: &client_active,
             wr_active: &server_active,
+            writing: &writing_to_server,
             bytes: &bytes_in,
             counters: counters.to_server,
         },
@@ -181,6 +216,7 @@ pub async fn forward(
         Direction {
             rd_active: &server_active,
             wr_active: &client_active,
+            writing: &writing_to_client,
             bytes: &bytes_out,
             counters: counters.to_client,
         },
@@ -194,19 +230,51 @@ pub async fn forward(
         if c2s_done && s2c_done {
             break End::Closed;
         }
-        let half = c2s_done || s2c_done;
-        let client_limit = side_limit(timeouts.client, timeouts.client_fin, timeouts.tunnel, half);
-        let server_limit = side_limit(timeouts.server, timeouts.server_fin, timeouts.tunnel, half);
-        let deadline_of = |limit: Option<Duration>, active: &AtomicU64| {
-            limit.map(|l| epoch + Duration::from_millis(active.load(Ordering::Relaxed)) + l)
+        let client = Side {
+            reading: !c2s_done,
+            writing: writing_to_client.load(Ordering::Relaxed),
+            fin_sent: s2c_done,
         };
-        let client_deadline = deadline_of(client_limit, &client_active);
-        let server_deadline = deadline_of(server_limit, &server_active);
-        let next = match (client_deadline, server_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let server = Side {
+            reading: !s2c_done,
+            writing: writing_to_server.load(Ordering::Relaxed),
+            fin_sent: c2s_done,
         };
+        let client_limit = side_limit(
+            timeouts.client,
+            timeouts.client_fin,
+            timeouts.tunnel,
+            client,
+        );
+        let server_limit = side_limit(
+            timeouts.server,
+            timeouts.server_fin,
+            timeouts.tunnel,
+            server,
+        );
         let now = Instant::now();
+        let deadline_of = |limit: Option<Duration>, active: &AtomicU64, side: Side| {
+            limit
+                .filter(|_| side.timed())
+                .map(|l| epoch + Duration::from_millis(active.load(Ordering::Relaxed)) + l)
+        };
+        let client_deadline = deadline_of(client_limit, &client_active, client);
+        let server_deadline = deadline_of(server_limit, &server_active, server);
+        // An untimed side with a limit is looked at again later, in case a write to it blocks.
+        let recheck = |limit: Option<Duration>, side: Side| {
+            limit
+                .filter(|_| !side.timed())
+                .map(|l| now + l.min(UNTIMED_RECHECK))
+        };
+        let next = [
+            client_deadline,
+            server_deadline,
+            recheck(client_limit, client),
+            recheck(server_limit, server),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if client_deadline.is_some_and(|d| d <= now) {
             break End::ClientTimeout;
         }
@@ -334,15 +402,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn client_fin_timeout_applies_after_half_close() {
+    async fn client_fin_timeout_applies_once_the_servers_fin_reached_the_client() {
         let t = Timeouts {
             client: Some(Duration::from_secs(10)),
             server: Some(Duration::from_secs(10)),
             client_fin: Some(Duration::from_millis(100)),
             ..Timeouts::default()
         };
-        let (mut c, _s, task) = setup(t).await;
-        c.shutdown().await.expect("shutdown");
+        let (_c, mut s, task) = setup(t).await;
+        s.shutdown().await.expect("shutdown");
         // A deadline between client-fin (100 ms) and timeout client (10 s), wide enough for
         // a loaded machine.
         let out = tokio::time::timeout(Duration::from_secs(5), task)
@@ -350,5 +418,38 @@ mod tests {
             .expect("ends by client-fin, long before timeout client")
             .expect("join");
         assert_eq!(out.end, End::ClientTimeout);
+    }
+
+    #[tokio::test]
+    async fn server_fin_timeout_applies_once_the_clients_fin_reached_the_server() {
+        let t = Timeouts {
+            client: Some(Duration::from_secs(10)),
+            server: Some(Duration::from_secs(10)),
+            server_fin: Some(Duration::from_millis(100)),
+            ..Timeouts::default()
+        };
+        let (mut c, _s, task) = setup(t).await;
+        c.shutdown().await.expect("shutdown");
+        let out = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("ends by server-fin, long before timeout server")
+            .expect("join");
+        assert_eq!(out.end, End::ServerTimeout);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sent_its_fin_is_not_timed_as_in_haproxy() {
+        let t = Timeouts {
+            client: Some(Duration::from_millis(100)),
+            server: Some(Duration::from_millis(600)),
+            ..Timeouts::default()
+        };
+        let (mut c, _s, task) = setup(t).await;
+        c.shutdown().await.expect("shutdown");
+        let started = std::time::Instant::now();
+        let out = task.await.expect("join");
+        // Nothing is read from the client any more: the server side ends it.
+        assert_eq!(out.end, End::ServerTimeout);
+        assert!(started.elapsed() >= Duration::from_millis(500));
     }
 }

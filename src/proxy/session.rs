@@ -96,6 +96,8 @@ async fn acquire(
             Err(NoServer::RoleConflict) => break Err(Refused::RoleConflict),
             Err(NoServer::AllFull) => {}
         }
+        // As HAProxy: when every server is full the client waits in the backend's queue, which
+        // has no limit except with `balance source` (see `BackendRt::queue_limit`).
         if queued.is_none() {
             if backend
                 .queue_limit()

@@ -228,13 +228,19 @@ pub fn http_check(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `200`, `200-399`, `200,204,300-399` into inclusive ranges.
+/// A status line carries three digits: a code above 999 never matches, and is kept as this.
+const NO_STATUS: u16 = 1000;
+
+/// Parses `200`, `200-399`, `200,204,300-399` into inclusive ranges. As HAProxy, any number
+/// is a code (it compares integers): one outside what a status line can carry never matches.
 fn parse_status_codes(text: &str) -> Result<Vec<(u16, u16)>, String> {
     let code = |s: &str| -> Result<u16, String> {
-        s.parse::<u16>()
-            .ok()
-            .filter(|c| (100..=599).contains(c))
-            .ok_or_else(|| format!("invalid HTTP status '{s}' in '{text}' (100..599)"))
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "invalid HTTP status '{s}' in '{text}' (a number such as 200)"
+            ));
+        }
+        Ok(s.parse::<u16>().map_or(NO_STATUS, |c| c.min(NO_STATUS)))
     };
     text.split(',')
         .map(|part| match part.split_once('-') {
@@ -262,8 +268,15 @@ mod tests {
             [(200, 200), (300, 399)]
         );
         assert!(parse_status_codes("2xx").is_err());
+        assert!(parse_status_codes("-1").is_err());
         assert!(parse_status_codes("399-300").is_err());
-        assert!(parse_status_codes("700").is_err());
+        // Codes no status line carries are kept, and never match.
+        assert_eq!(parse_status_codes("0").unwrap(), [(0, 0)]);
+        assert_eq!(parse_status_codes("700").unwrap(), [(700, 700)]);
+        assert_eq!(
+            parse_status_codes("65536,200-99999").unwrap(),
+            [(1000, 1000), (200, 1000)]
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::Ctx;
 use super::log::parse_log_target;
 use crate::config::address::parse_bind_addrs;
 use crate::config::model::{AdminBind, Global, StatsLevel, StatsSocket};
-use crate::config::units::{TimeUnit, parse_duration, parse_int};
+use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one `global` keyword.
 pub type GlobalParser = fn(&mut Global, &mut Ctx) -> Result<(), String>;
@@ -90,12 +90,6 @@ fn ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn u32_arg(ctx: &Ctx, what: &str, min: u64) -> Result<u32, String> {
-    ctx.at_most(1)?;
-    let v = parse_int(ctx.arg(0, what)?, ctx.keyword, min, u64::from(u32::MAX))?;
-    u32::try_from(v).map_err(|_| format!("'{}' is too large", ctx.keyword))
-}
-
 fn string_arg(ctx: &Ctx, what: &str) -> Result<String, String> {
     ctx.at_most(1)?;
     let value = ctx.arg(0, what)?;
@@ -108,8 +102,19 @@ fn string_arg(ctx: &Ctx, what: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
+/// `maxconn N`; 0 means "not set" as in HAProxy: the limit then comes from the file limit.
 fn maxconn(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
-    g.maxconn = Some(u32_arg(ctx, "a number of connections", 1)?);
+    ctx.at_most(1)?;
+    let n = parse_int(
+        ctx.arg(0, "a number of connections")?,
+        "maxconn",
+        0,
+        MAX_COUNT,
+    )?;
+    g.maxconn = match u32::try_from(n).map_err(|_| "maxconn is too large".to_string())? {
+        0 => None,
+        n => Some(n),
+    };
     Ok(())
 }
 
@@ -139,7 +144,9 @@ fn nbthread(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 
 fn hard_stop_after(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
-    g.hard_stop_after = Some(parse_duration(ctx.arg(0, "a duration")?, TimeUnit::Millis)?);
+    let d = parse_duration(ctx.arg(0, "a duration")?, TimeUnit::Millis)?;
+    // As HAProxy: 0 is "not set", sessions may run to their end.
+    g.hard_stop_after = (!d.is_zero()).then_some(d);
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
 use crate::config::keywords::log::parse_log_target;
 use crate::config::model::{Balance, Bind, HashType, Mode};
-use crate::config::units::{TimeUnit, parse_duration, parse_int};
+use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one proxy keyword.
 pub type ProxyParser = fn(&mut ProxyDraft, &mut Ctx) -> Result<(), String>;
@@ -205,13 +205,14 @@ fn hash_type(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(i)
 }
 
+/// `maxconn N`; 0 means "not set" as in HAProxy, so the frontend takes the global `maxconn`.
 fn maxconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
     let n = parse_int(
         ctx.arg(0, "a number of connections")?,
         "maxconn",
         0,
-        u64::from(u32::MAX),
+        MAX_COUNT,
     )?;
     if p.kind == ProxyKind::Backend {
         // As HAProxy: a backend has no frontend side to limit.
@@ -221,7 +222,10 @@ fn maxconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         ));
         return Ok(());
     }
-    p.maxconn = Some(u32::try_from(n).map_err(|_| "maxconn is too large".to_string())?);
+    p.maxconn = match u32::try_from(n).map_err(|_| "maxconn is too large".to_string())? {
+        0 => None,
+        n => Some(n),
+    };
     Ok(())
 }
 
@@ -274,13 +278,16 @@ fn timeout(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         "tunnel" => &mut t.tunnel,
         _ => &mut t.server_fin,
     };
-    *slot = Some(value);
+    // HAProxy reads 0 as "not set": no timeout, or the fallback (`queue` takes `connect`,
+    // `check` takes `inter`, `client-fin`/`server-fin` take `client`/`server`, and without
+    // `tunnel` the client and server timeouts stay in force). It also overrides `defaults`.
+    *slot = (!value.is_zero()).then_some(value);
     Ok(())
 }
 
 fn retries(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
-    let n = parse_int(ctx.arg(0, "a number")?, "retries", 0, 1000)?;
+    let n = parse_int(ctx.arg(0, "a number")?, "retries", 0, MAX_COUNT)?;
     p.retries = u32::try_from(n).map_err(|_| "retries is too large".to_string())?;
     Ok(())
 }
@@ -397,7 +404,8 @@ fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
                 ctx.arg(1, "a duration after 'stats refresh'")?,
                 TimeUnit::Seconds,
             )?;
-            p.stats.refresh = Some(d);
+            // As HAProxy: 0 means the page does not refresh itself.
+            p.stats.refresh = (!d.is_zero()).then_some(d);
         }
         "realm" | "hide-version" | "show-legends" | "show-node" | "show-desc" | "show-modules" => {
             ctx.warn(format!(
@@ -419,4 +427,76 @@ fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::testing::{errors, parse};
+
+    #[test]
+    fn zero_timeouts_mean_not_set_and_override_defaults() {
+        let c = parse(
+            "defaults\ntimeout client 5s\ntimeout server 5s\ntimeout connect 5s\n\
+             timeout queue 5s\ntimeout check 5s\ntimeout tunnel 5s\n\
+             timeout client-fin 5s\ntimeout server-fin 5s\n\
+             listen l\nbind :1\ntimeout client 0\ntimeout server 0s\ntimeout connect 0ms\n\
+             timeout queue 0\ntimeout check 0\ntimeout tunnel 0\n\
+             timeout client-fin 0\ntimeout server-fin 0us\nserver s 127.0.0.1:2\n",
+        )
+        .expect("valid");
+        let (f, b) = (&c.frontends[0], &c.backends[0]);
+        assert_eq!((f.timeout_client, f.timeout_client_fin), (None, None));
+        assert_eq!(
+            (
+                b.timeout_server,
+                b.timeout_connect,
+                b.timeout_queue,
+                b.timeout_check,
+                b.timeout_tunnel,
+                b.timeout_server_fin
+            ),
+            (None, None, None, None, None, None)
+        );
+    }
+
+    #[test]
+    fn maxconn_zero_takes_the_global_one_and_counts_stop_at_int_max() {
+        let c = parse("global\nmaxconn 0\nlisten l\nbind :1\nmaxconn 0\nserver s 127.0.0.1:2\n")
+            .expect("valid");
+        assert_eq!((c.global.maxconn, c.frontends[0].maxconn), (None, None));
+        let c =
+            parse("listen l\nbind :1\nmaxconn 2147483647\nretries 2147483647\n").expect("valid");
+        assert_eq!(c.frontends[0].maxconn, Some(i32::MAX as u32));
+        assert_eq!(c.backends[0].retries, i32::MAX as u32);
+        for line in ["maxconn 2147483648", "retries 2147483648"] {
+            let e = errors(&format!("listen l\nbind :1\n{line}\n"));
+            assert!(e[0].starts_with("t.cfg:3:"), "{e:?}");
+            assert!(e[0].contains("between 0 and 2147483647"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn durations_round_up_to_milliseconds() {
+        let c = parse("listen l\nbind :1\ntimeout client 100us\ntimeout server 1500us\n")
+            .expect("valid");
+        assert_eq!(
+            c.frontends[0].timeout_client,
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(c.backends[0].timeout_server, Some(Duration::from_millis(2)));
+        let e = errors("listen l\nbind :1\ntimeout client 25d\n");
+        assert!(
+            e[0].starts_with("t.cfg:3:") && e[0].contains("overflows"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn stats_refresh_zero_does_not_refresh() {
+        let c =
+            parse("listen st\nmode http\nbind :1\nstats enable\nstats refresh 0\n").expect("valid");
+        assert_eq!(c.stats[0].refresh, None);
+    }
 }

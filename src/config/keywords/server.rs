@@ -9,7 +9,7 @@ use crate::config::address::resolve_host;
 use crate::config::draft::ServerDraft;
 use crate::config::lexer::Word;
 use crate::config::model::ProxyProtocol;
-use crate::config::units::{TimeUnit, parse_duration, parse_int, parse_port};
+use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int, parse_port};
 
 /// Parser of one server option; `ctx.args` holds its argument when it takes one.
 pub type ServerParser = fn(&mut ServerDraft, &mut Ctx) -> Result<(), String>;
@@ -65,7 +65,11 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         Ok(())
     }),
     with_arg("port", |s, c| {
-        s.check_port = Some(parse_port(c.arg(0, "a port")?, "check 'port'")?);
+        // As HAProxy: port 0 means no override, checks go to the server's own port.
+        s.check_port = match c.arg(0, "a port")? {
+            "0" => None,
+            text => Some(parse_port(text, "check 'port'")?),
+        };
         Ok(())
     }),
     with_arg("addr", |s, c| {
@@ -89,10 +93,7 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         s.maxqueue = Some(count(c, 0)?);
         Ok(())
     }),
-    with_arg("slowstart", |s, c| {
-        s.slowstart = Some(interval_or_zero(c)?);
-        Ok(())
-    }),
+    with_arg("slowstart", slowstart),
     with_arg("on-marked-down", on_marked_down),
     with_arg("on-marked-up", on_marked_up),
     flag("agent-check", |s, _| set(&mut s.agent_check, true)),
@@ -146,25 +147,27 @@ fn set(flag: &mut bool, value: bool) -> Result<(), String> {
 
 /// A check interval: a non-zero duration, bare numbers in milliseconds.
 fn interval(ctx: &Ctx) -> Result<Duration, String> {
-    let d = interval_or_zero(ctx)?;
+    let d = parse_duration(ctx.arg(0, "a duration, e.g. '2s'")?, TimeUnit::Millis)
+        .map_err(|e| format!("'{}': {e}", ctx.keyword))?;
     if d.is_zero() {
         return Err(format!("'{}' must be greater than zero", ctx.keyword));
     }
     Ok(d)
 }
 
-fn interval_or_zero(ctx: &Ctx) -> Result<Duration, String> {
-    parse_duration(ctx.arg(0, "a duration, e.g. '2s'")?, TimeUnit::Millis)
-        .map_err(|e| format!("'{}': {e}", ctx.keyword))
+/// `slowstart`: HAProxy keeps it in whole seconds, rounded up (`500ms` ramps over 1 s), and
+/// 0 turns it off.
+fn slowstart(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let d = parse_duration(ctx.arg(0, "a duration, e.g. '30s'")?, TimeUnit::Millis)
+        .map_err(|e| format!("'{}': {e}", ctx.keyword))?;
+    let secs = d.as_millis().div_ceil(1000);
+    s.slowstart = (secs > 0).then(|| Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX)));
+    Ok(())
 }
 
+/// A count such as `maxconn`, `rise`: at least `min`, at most HAProxy's `int`.
 fn count(ctx: &Ctx, min: u64) -> Result<u32, String> {
-    let n = parse_int(
-        ctx.arg(0, "a number")?,
-        ctx.keyword,
-        min,
-        u64::from(u32::MAX),
-    )?;
+    let n = parse_int(ctx.arg(0, "a number")?, ctx.keyword, min, MAX_COUNT)?;
     u32::try_from(n).map_err(|_| format!("'{}' is too large", ctx.keyword))
 }
 
@@ -332,6 +335,44 @@ mod tests {
         assert_eq!(s.slowstart, Some(Duration::from_secs(30)));
         assert!(s.shutdown_sessions_on_down && s.shutdown_backup_sessions_on_up);
         assert_eq!(s.send_proxy, Some(ProxyProtocol::V2));
+    }
+
+    #[test]
+    fn slowstart_is_whole_seconds_rounded_up_and_zero_is_off() {
+        for (text, secs) in [
+            ("500ms", Some(1)),
+            ("1", Some(1)),
+            ("1001", Some(2)),
+            ("30s", Some(30)),
+            ("0", None),
+            ("0s", None),
+        ] {
+            let (s, r, _) = parse(&format!("slowstart {text}"));
+            r.unwrap();
+            assert_eq!(s.slowstart, secs.map(Duration::from_secs), "{text}");
+        }
+        assert!(parse("slowstart 25d").1.unwrap_err().contains("overflows"));
+    }
+
+    #[test]
+    fn check_port_zero_is_the_servers_port() {
+        let (s, r, _) = parse("check port 0");
+        r.unwrap();
+        assert_eq!(s.check_port, None);
+        assert!(parse("check port 65536").1.is_err());
+    }
+
+    #[test]
+    fn counts_stop_at_haproxys_int() {
+        let (s, r, _) = parse("maxconn 2147483647 maxqueue 0 rise 2147483647");
+        r.unwrap();
+        assert_eq!(
+            (s.maxconn, s.maxqueue, s.rise),
+            (Some(i32::MAX as u32), Some(0), i32::MAX as u32)
+        );
+        for bad in ["maxconn 2147483648", "fall 2147483648", "rise 0", "fall 0"] {
+            assert!(parse(bad).1.is_err(), "{bad}");
+        }
     }
 
     #[test]
