@@ -102,7 +102,14 @@ fn string_arg(ctx: &Ctx, what: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
+/// The most descriptors Linux lets one process have (`fs.nr_open` at its ceiling on 64-bit).
+const LINUX_MAX_FDS: u64 = 2_147_483_584;
+/// Descriptors one proxied connection holds (client and server side; see `fd_limit`).
+const FDS_PER_CONNECTION: u64 = 2;
+
 /// `maxconn N`; 0 means "not set" as in HAProxy: the limit then comes from the file limit.
+/// A value whose two descriptors per connection no Linux process can have is refused here
+/// (HAProxy's `int` arithmetic overflows on it and it starts with a tiny descriptor budget).
 fn maxconn(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
     let n = parse_int(
@@ -111,6 +118,14 @@ fn maxconn(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
         0,
         MAX_COUNT,
     )?;
+    let need = n.saturating_mul(FDS_PER_CONNECTION);
+    if need > LINUX_MAX_FDS {
+        return Err(format!(
+            "maxconn {n} would need {need} file descriptors, more than Linux allows one process \
+             ({LINUX_MAX_FDS}); the largest usable value is below {}",
+            LINUX_MAX_FDS / FDS_PER_CONNECTION
+        ));
+    }
     g.maxconn = match u32::try_from(n).map_err(|_| "maxconn is too large".to_string())? {
         0 => None,
         n => Some(n),
