@@ -917,11 +917,14 @@ impl Be<'_> {
         } else {
             &self.rt.active
         };
+        // HAProxy: the effective weights (ramped under `slowstart`) back on the user scale,
+        // as `show stat` shows them.
         pool.members
             .iter()
             .filter_map(|&i| self.rt.servers.get(i))
-            .map(|s| u64::from(s.weight))
-            .sum()
+            .map(|s| u64::from(s.eweight))
+            .sum::<u64>()
+            .div_ceil(u64::from(crate::balance::WEIGHT_SCALE))
     }
 
     fn last_change(&self) -> V {
@@ -1324,7 +1327,7 @@ const SERVER: &[Entry<SrvValue>] = &[
         "weight",
         "gauge",
         "Server's effective weight, or sum of active servers' effective weights for a backend",
-        |s| s.view.rt.weight.into(),
+        |s| s.view.rt.shown_weight().into(),
     ),
     Entry::Own(
         "check_failures_total",
