@@ -79,44 +79,7 @@ fn request(
     body: &str,
     timeout: Duration,
 ) -> io::Result<(u16, String, String)> {
-    let deadline = Instant::now() + timeout;
-    let mut conn = TcpStream::connect_timeout(&addr, timeout)?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    conn.set_write_timeout(Some(timeout))?;
-    conn.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                ErrorKind::TimedOut,
-                "no full answer in time",
-            ));
-        }
-        conn.set_read_timeout(Some(left))?;
-        match conn.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(e),
-        }
-    }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((status, head.to_owned(), body.to_owned()))
+    common::http_request(addr, method, path, headers, body, timeout)
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
