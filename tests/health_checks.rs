@@ -57,19 +57,8 @@ fn global_with_socket(sock: &Path) -> String {
 /// failure is counted from a server that was UP and checked, not from the start-up state.
 fn wait_check_passed(lb: &Rolelb, sock: &Path, px: &str, sv: &str) {
     let status = || {
-        let csv = stats_cli(sock, "show stat");
-        let mut lines = csv.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("# ")
-            .split(',')
-            .collect();
-        let col = header.iter().position(|h| *h == "check_status")?;
-        lines
-            .map(|l| l.split(',').collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&px) && f.get(1) == Some(&sv))
-            .and_then(|f| f.get(col).map(|v| v.to_string()))
+        common::stat_row(&stats_cli(sock, "show stat"), px, sv)
+            .and_then(|row| row.get("check_status").cloned())
     };
     assert!(
         wait_until(Duration::from_secs(10), || status().as_deref()

@@ -61,25 +61,7 @@ fn metrics_throttle(addr: SocketAddr) -> Option<i64> {
 
 /// The `show stat` row of server `a`: column name to value.
 fn stat_row(sock: &Path) -> HashMap<String, String> {
-    let csv = stats_cli(sock, "show stat");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&"p") && f.get(1) == Some(&"a"))
-        .map(|f| {
-            header
-                .iter()
-                .zip(f)
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    common::stat_row(&stats_cli(sock, "show stat"), "p", "a").unwrap_or_default()
 }
 
 /// Clients in turn through `addr` until `until`: (seconds since `since`, server name).

@@ -1677,6 +1677,27 @@ pub fn wait_closed(conn: &mut TcpStream, timeout: Duration) -> Option<Duration> 
     (session_state(conn, timeout) == Session::Closed).then(|| started.elapsed())
 }
 
+/// The row of `px`/`sv` in `show stat` CSV text (HAProxy's or rolelb's): column name to value.
+pub fn stat_row(csv: &str, px: &str, sv: &str) -> Option<HashMap<String, String>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&px) && f.get(1) == Some(&sv))
+        .map(|f| {
+            header
+                .iter()
+                .zip(f)
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+}
+
 // ---- A minimal HTTP/1.1 client for the admin API and stats listeners ---------------------------
 
 /// One HTTP/1.1 request on its own connection, the whole answer within `timeout`:
