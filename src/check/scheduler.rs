@@ -360,6 +360,55 @@ fn close_backup_sessions(env: &Env, backend: &str) {
     }
 }
 
+/// The one place a server's operating state changes (UP ⇄ DOWN), whatever caused it — its
+/// health check or its agent — with HAProxy's side effects (`srv_update_status`): the DOWN
+/// count (`chkdown`), `on-marked-down shutdown-sessions`, `on-marked-up
+/// shutdown-backup-sessions`, and the log line. `was` is the effective health before the cause
+/// was applied to `live`; returns whether the operating state changed. The caller asks for the
+/// rebuild.
+fn operating_change(
+    env: &Env,
+    spec: &CheckSpec,
+    live: &ServerLive,
+    was: Health,
+    reason: &dyn std::fmt::Display,
+) -> bool {
+    let now = live.effective_health();
+    if now == was {
+        return false;
+    }
+    let name = format!("{}/{}", spec.backend, spec.server);
+    if now == Health::Down {
+        live.down_transitions.fetch_add(1, Ordering::Relaxed);
+        if spec.shutdown_on_down {
+            live.shutdown_sessions();
+        }
+        let (active, backup) = servers_left(env, &spec.backend);
+        let sessions = live.sessions.load(Ordering::Relaxed);
+        tracing::warn!(
+            "Server {name} is DOWN, reason: {reason}. {active} active and {backup} backup servers left. \
+             {sessions} sessions active{}, 0 requeued, 0 remaining in queue.",
+            if spec.shutdown_on_down {
+                " (closed: shutdown-sessions)"
+            } else {
+                ""
+            }
+        );
+        if active == 0 && backup == 0 {
+            tracing::error!("proxy '{}' has no server available!", spec.backend);
+        }
+    } else {
+        if spec.shutdown_backups_on_up {
+            close_backup_sessions(env, &spec.backend);
+        }
+        let (active, backup) = servers_left(env, &spec.backend);
+        tracing::info!(
+            "Server {name} is UP, reason: {reason}. {active} active and {backup} backup servers online."
+        );
+    }
+    true
+}
+
 /// Runs the health check of one server forever (until `stop`).
 async fn health_loop(
     spec: CheckSpec,
@@ -394,38 +443,21 @@ async fn health_loop(
         let transition = machine.record(passed);
         live.set_check_health(machine.counter());
         match transition {
-            Some(Transition::Down) => {
-                live.set_health(Health::Down);
-                live.down_transitions.fetch_add(1, Ordering::Relaxed);
-                if spec.shutdown_on_down {
-                    live.shutdown_sessions();
+            Some(t) => {
+                let was = live.effective_health();
+                live.set_health(if t == Transition::Up {
+                    Health::Up
+                } else {
+                    Health::Down
+                });
+                if !operating_change(&env, &spec, &live, was, &result) {
+                    tracing::info!(
+                        "Health check for server {name} is {}, reason: {result}; the server stays {:?} (its agent says so).",
+                        if t == Transition::Up { "UP" } else { "DOWN" },
+                        live.effective_health(),
+                    );
                 }
                 let _ = env.rebuild.send(());
-                let (active, backup) = servers_left(&env, &spec.backend);
-                let sessions = live.sessions.load(Ordering::Relaxed);
-                tracing::warn!(
-                    "Server {name} is DOWN, reason: {result}. {active} active and {backup} backup servers left. \
-                     {sessions} sessions active{}, 0 requeued, 0 remaining in queue.",
-                    if spec.shutdown_on_down {
-                        " (closed: shutdown-sessions)"
-                    } else {
-                        ""
-                    }
-                );
-                if active == 0 && backup == 0 {
-                    tracing::error!("proxy '{}' has no server available!", spec.backend);
-                }
-            }
-            Some(Transition::Up) => {
-                live.set_health(Health::Up);
-                if spec.shutdown_backups_on_up {
-                    close_backup_sessions(&env, &spec.backend);
-                }
-                let _ = env.rebuild.send(());
-                let (active, backup) = servers_left(&env, &spec.backend);
-                tracing::info!(
-                    "Server {name} is UP, reason: {result}. {active} active and {backup} backup servers online."
-                );
             }
             None if !passed || machine.transitioning() => {
                 tracing::debug!(
@@ -449,8 +481,15 @@ async fn health_loop(
     }
 }
 
-/// Applies an agent reply; returns whether anything that affects eligibility changed.
-fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool {
+/// Applies an agent reply; returns whether anything that affects eligibility changed. An
+/// agent's `down`/`up` goes through [`operating_change`] like a health check's verdict.
+fn apply_agent(
+    env: &Env,
+    spec: &CheckSpec,
+    live: &ServerLive,
+    reply: &agent::AgentReply,
+    name: &str,
+) -> bool {
     let mut changed = false;
     if let Some(h) = reply.health {
         let health = if h == AgentHealth::Up {
@@ -458,16 +497,16 @@ fn apply_agent(live: &ServerLive, reply: &agent::AgentReply, name: &str) -> bool
         } else {
             Health::Down
         };
+        let was = live.effective_health();
         if live.set_agent_health(health) != health {
             changed = true;
-            match health {
-                Health::Down => tracing::warn!(
-                    "Server {name} is DOWN, reason: Agent reported {h:?}{}.",
-                    describe(reply)
-                ),
-                Health::Up => {
-                    tracing::info!("Server {name} agent reports up again{}.", describe(reply))
-                }
+            let reason = format!("Agent reported {h:?}{}", describe(reply));
+            if !operating_change(env, spec, live, was, &reason) {
+                tracing::info!(
+                    "Agent of server {name} reports {h:?}{}; the server stays {:?} (its health check says so).",
+                    describe(reply),
+                    live.effective_health(),
+                );
             }
         }
     }
@@ -540,7 +579,7 @@ async fn agent_loop(
                 if last_failure.take().is_some() {
                     tracing::info!("Agent check for server {name} answers again.");
                 }
-                if apply_agent(&live, &reply, &name) {
+                if apply_agent(&env, &spec, &live, &reply, &name) {
                     let _ = env.rebuild.send(());
                 }
                 if let Some(rs) = &role_from_agent {
