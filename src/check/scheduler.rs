@@ -819,12 +819,14 @@ impl Scheduler {
             let Some(rt) = table.backends.get(&be.name) else {
                 continue;
             };
+            // By name, not by a scan per server: backends may have 10,000 servers.
+            let lives: HashMap<&str, &Arc<ServerLive>> = rt
+                .servers
+                .iter()
+                .map(|x| (x.name.as_str(), &x.live))
+                .collect();
             for s in &be.servers {
-                let live = rt
-                    .servers
-                    .iter()
-                    .find(|x| x.name == s.name)
-                    .map(|x| x.live.clone());
+                let live = lives.get(s.name.as_str()).map(|l| Arc::clone(l));
                 if let (Some(spec), Some(live)) = (CheckSpec::of(be, s), live) {
                     wanted.push((spec, live));
                 }
