@@ -1,13 +1,14 @@
 //! The one task that owns the table. Everything that changes what the data path sees —
-//! `SIGHUP` reloads, check verdicts and admin commands (a rebuild request), etcd member sets
-//! ([`Discovered`], one channel per control task) — arrives here, and this task builds the
-//! next [`Table`] and swaps it. One writer, so sources never race each other into an
+//! `SIGHUP` reloads, check verdicts and admin commands (a rebuild request), etcd member set
+//! changes ([`Discovered`], one channel per control task) — arrives here, and this task builds
+//! the next [`Table`] and swaps it. One writer, so sources never race each other into an
 //! inconsistent table.
 //!
 //! The table is built from the *effective* configuration: the files' configuration with the
-//! latest member set of each `discover` backend added (`discovery::effective_config`). It is
-//! kept between changes, so a check verdict rebuilds without recomputing it, and an etcd
-//! change costs one merge and one table build, with no I/O on this task.
+//! member set of each `discover` backend added (`discovery::effective_config`). It is kept
+//! between changes, so a check verdict rebuilds without recomputing it. Every etcd message
+//! already queued when one arrives is applied with it, so a burst of etcd changes costs one
+//! merge and one table build per pass, with no I/O on this task.
 //!
 //! It also owns the listening sockets: a reload keeps the socket of every address that stays,
 //! binds new ones before the swap (a bind failure aborts the reload and changes nothing), and
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::scheduler::{self, Scheduler};
 use crate::config::{self, Config, ConfigErrors};
-use crate::discovery::{self, Discovered, Watchers};
+use crate::discovery::{self, Discovered, MemberTable, Watchers};
 use crate::proxy::listener::{self, Shared};
 use crate::table::{self, Registry, Table};
 
@@ -36,6 +37,12 @@ const SLOWSTART_STEP: Duration = Duration::from_millis(500);
 
 /// Listen backlog of every bound socket.
 const BACKLOG: i32 = 1024;
+
+/// After an etcd change is applied, further etcd changes wait this many times as long as
+/// building that table took: during a burst the table is rebuilt at most about a quarter of
+/// the time (the rest goes to the data path), and each build takes in every change that
+/// queued meanwhile. A change after a quiet spell is applied at once.
+const ETCD_SPACING: u32 = 3;
 
 /// Why a reload (or the first load) changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +78,8 @@ pub struct Control {
     config: Config,
     /// `config` with the discovered servers added: what the table is built from.
     effective: Config,
-    /// The latest member set of each `discover` backend.
-    discovered: HashMap<String, Discovered>,
+    /// The member set of each `discover` backend.
+    discovered: HashMap<String, MemberTable>,
     watchers: Watchers,
     /// Where the watches' statuses are published for the admin side.
     etcd_board: discovery::StatusBoard,
@@ -85,6 +92,8 @@ pub struct Control {
     checks: Scheduler,
     rebuild_tx: mpsc::UnboundedSender<()>,
     rebuild_rx: Option<mpsc::UnboundedReceiver<()>>,
+    /// Etcd changes are not applied before this (see [`ETCD_SPACING`]).
+    etcd_hold: tokio::time::Instant,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -125,6 +134,7 @@ impl Control {
             checks: Scheduler::default(),
             rebuild_tx,
             rebuild_rx: Some(rebuild_rx),
+            etcd_hold: tokio::time::Instant::now(),
         };
         control.apply(config)?;
         Ok(control)
@@ -156,7 +166,7 @@ impl Control {
     fn apply(&mut self, config: Config) -> Result<u64, ReloadError> {
         let mut sets = self.discovered.clone();
         sets.retain(|backend, set| {
-            self.watchers.is_current(set) && self.watchers.keeps(&config, backend)
+            self.watchers.is_current(backend, set.watch) && self.watchers.keeps(&config, backend)
         });
         let effective = discovery::effective_config(&config, &sets);
         let generation = self.swap(&effective)?;
@@ -168,13 +178,18 @@ impl Control {
         Ok(generation)
     }
 
-    /// Takes new member sets (at most one per backend) into the table: one swap for all.
-    fn apply_discovered(&mut self, sets: HashMap<String, Discovered>) {
+    /// Takes member set changes, in the order the watches sent them, into the table: one
+    /// swap for all.
+    fn apply_discovered(&mut self, messages: Vec<Discovered>) {
+        let started = tokio::time::Instant::now();
         let mut fresh = Vec::new();
-        for (backend, set) in sets {
-            if self.watchers.is_current(&set) {
-                fresh.push((set.revision, set.received));
-                self.discovered.insert(backend, set);
+        for message in messages {
+            if self.watchers.is_current(&message.backend, message.watch) {
+                fresh.push((message.revision, message.received));
+                self.discovered
+                    .entry(message.backend.clone())
+                    .or_default()
+                    .apply(message);
             }
         }
         let Some(oldest) = fresh.iter().map(|(_, received)| *received).min() else {
@@ -185,12 +200,15 @@ impl Control {
         match self.swap(&effective) {
             Ok(generation) => tracing::debug!(
                 generation,
-                revisions = ?fresh.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+                messages = fresh.len(),
+                revision = fresh.iter().map(|(r, _)| *r).max(),
                 micros = oldest.elapsed().as_micros() as u64,
                 "etcd change applied"
             ),
             Err(e) => tracing::error!("applying an etcd change failed: {e}"),
         }
+        let now = tokio::time::Instant::now();
+        self.etcd_hold = now + (now - started) * ETCD_SPACING;
     }
 
     /// Binds what is new, swaps the table built from `config`, then stops what was removed.
@@ -289,13 +307,16 @@ impl Control {
         };
         loop {
             tokio::select! {
-                Some(set) = discovered.recv() => {
-                    // Changes queued meanwhile make one table; the latest set per backend wins.
-                    let mut sets = HashMap::from([(set.backend.clone(), set)]);
-                    while let Ok(set) = discovered.try_recv() {
-                        sets.insert(set.backend.clone(), set);
+                // Held after a costly build: the changes queue meanwhile (the sleep branch
+                // wakes the loop when the hold ends).
+                _ = tokio::time::sleep_until(self.etcd_hold), if tokio::time::Instant::now() < self.etcd_hold => {}
+                Some(message) = discovered.recv(), if tokio::time::Instant::now() >= self.etcd_hold => {
+                    // Changes queued meanwhile make one table.
+                    let mut messages = vec![message];
+                    while let Ok(message) = discovered.try_recv() {
+                        messages.push(message);
                     }
-                    self.apply_discovered(sets);
+                    self.apply_discovered(messages);
                 }
                 Some(()) = rebuilds.recv() => {
                     // Several verdicts at once make one table.
