@@ -44,6 +44,11 @@ const BACKLOG: i32 = 1024;
 /// queued meanwhile. A change after a quiet spell is applied at once.
 const ETCD_SPACING: u32 = 3;
 
+/// Tables with more servers than this are built with [`tokio::task::block_in_place`] on a
+/// multi-threaded runtime, so the sessions queued on this worker move to another one instead
+/// of waiting the milliseconds the build takes.
+const BIG_TABLE: usize = 1000;
+
 /// Why a reload (or the first load) changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -77,7 +82,7 @@ pub struct Control {
     /// The configuration read from the files.
     config: Config,
     /// `config` with the discovered servers added: what the table is built from.
-    effective: Config,
+    effective: Arc<Config>,
     /// The member set of each `discover` backend.
     discovered: HashMap<String, MemberTable>,
     watchers: Watchers,
@@ -121,7 +126,7 @@ impl Control {
         let mut control = Control {
             files,
             config: config.clone(),
-            effective: config.clone(),
+            effective: Arc::new(config.clone()),
             discovered: HashMap::new(),
             watchers: Watchers::default(),
             etcd_board: discovery::StatusBoard::default(),
@@ -168,8 +173,8 @@ impl Control {
         sets.retain(|backend, set| {
             self.watchers.is_current(backend, set.watch) && self.watchers.keeps(&config, backend)
         });
-        let effective = discovery::effective_config(&config, &sets);
-        let generation = self.swap(&effective)?;
+        let effective = Arc::new(discovery::effective_config(&config, &sets));
+        let generation = self.swap(effective.clone())?;
         self.watchers.reconcile(&config, &self.discovered_tx);
         self.etcd_board.store(Arc::new(self.watchers.board()));
         self.discovered = sets;
@@ -195,9 +200,8 @@ impl Control {
         let Some(oldest) = fresh.iter().map(|(_, received)| *received).min() else {
             return;
         };
-        self.effective = discovery::effective_config(&self.config, &self.discovered);
-        let effective = self.effective.clone();
-        match self.swap(&effective) {
+        self.effective = Arc::new(discovery::effective_config(&self.config, &self.discovered));
+        match self.swap(self.effective.clone()) {
             Ok(generation) => tracing::debug!(
                 generation,
                 messages = fresh.len(),
@@ -212,7 +216,7 @@ impl Control {
     }
 
     /// Binds what is new, swaps the table built from `config`, then stops what was removed.
-    fn swap(&mut self, config: &Config) -> Result<u64, ReloadError> {
+    fn swap(&mut self, config: Arc<Config>) -> Result<u64, ReloadError> {
         let mut wanted: Vec<(SocketAddr, String)> = Vec::new();
         for fe in config.frontends.iter().filter(|f| !f.disabled) {
             for b in &fe.binds {
@@ -237,8 +241,8 @@ impl Control {
             }
         }
         self.generation += 1;
-        let table = Table::build(
-            config,
+        let table = Table::build_shared(
+            config.clone(),
             &self.registry,
             self.generation,
             std::time::Instant::now(),
@@ -271,7 +275,7 @@ impl Control {
             b.live.slot_freed.notify_waiters();
         }
         self.checks.reconcile(
-            config,
+            &config,
             &scheduler::Env {
                 table: self.shared.table.clone(),
                 rebuild: self.rebuild_tx.clone(),
@@ -290,9 +294,26 @@ impl Control {
 
     /// Rebuilds the table from the current configuration (live state changed).
     fn rebuild(&mut self) {
-        let effective = self.effective.clone();
-        if let Err(e) = self.swap(&effective) {
+        if let Err(e) = self.swap(self.effective.clone()) {
             tracing::error!("rebuilding the table failed: {e}");
+        }
+    }
+
+    /// Runs `work` (which builds a table); for a big table on a multi-threaded runtime, lets
+    /// the runtime hand this worker's other tasks to another thread meanwhile.
+    fn heavy(&mut self, work: impl FnOnce(&mut Control)) {
+        let servers: usize = self
+            .effective
+            .backends
+            .iter()
+            .map(|b| b.servers.len())
+            .sum();
+        let threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if threaded && servers > BIG_TABLE {
+            tokio::task::block_in_place(|| work(self));
+        } else {
+            work(self);
         }
     }
 
@@ -316,12 +337,12 @@ impl Control {
                     while let Ok(message) = discovered.try_recv() {
                         messages.push(message);
                     }
-                    self.apply_discovered(messages);
+                    self.heavy(|control| control.apply_discovered(messages));
                 }
                 Some(()) = rebuilds.recv() => {
                     // Several verdicts at once make one table.
                     while rebuilds.try_recv().is_ok() {}
-                    self.rebuild();
+                    self.heavy(Control::rebuild);
                 }
                 cmd = commands.recv() => match cmd {
                     None => return,

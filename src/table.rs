@@ -1338,6 +1338,16 @@ impl Table {
     /// Builds generation `generation` from `config`, taking live state from `registry`.
     /// Servers seen for the first time start as `disabled` says.
     pub fn build(config: &Config, registry: &Registry, generation: u64, now: Instant) -> Table {
+        Table::build_shared(Arc::new(config.clone()), registry, generation, now)
+    }
+
+    /// [`Table::build`] from a configuration the caller shares (no copy of it is made).
+    pub fn build_shared(
+        config: Arc<Config>,
+        registry: &Registry,
+        generation: u64,
+        now: Instant,
+    ) -> Table {
         let mut backends = HashMap::new();
         for be in &config.backends {
             backends.insert(be.name.clone(), Arc::new(build_backend(be, registry, now)));
@@ -1374,7 +1384,7 @@ impl Table {
             frontends,
             listeners,
             backends,
-            config: Arc::new(config.clone()),
+            config,
         }
     }
 

@@ -65,7 +65,9 @@ fn echo_client(addr: SocketAddr, stop: Arc<AtomicBool>, samples: Samples) -> Res
         while !stop.load(Ordering::Relaxed) {
             let start = Instant::now();
             if conn.write_all(&msg).is_err() || conn.read_exact(&mut back).is_err() {
-                eprintln!("echo connection broke");
+                if !stop.load(Ordering::Relaxed) {
+                    eprintln!("echo connection broke");
+                }
                 return;
             }
             let end = Instant::now();
