@@ -44,9 +44,10 @@ const BACKLOG: i32 = 1024;
 /// queued meanwhile. A change after a quiet spell is applied at once.
 const ETCD_SPACING: u32 = 3;
 
-/// Tables with more servers than this are built with [`tokio::task::block_in_place`] on a
-/// multi-threaded runtime, so the sessions queued on this worker move to another one instead
-/// of waiting the milliseconds the build takes.
+/// Tables with more servers than this are built away from the data path: for an etcd change
+/// on a blocking thread (even with `nbthread 1`), for a rebuild with
+/// [`tokio::task::block_in_place`] on a multi-threaded runtime. Either way sessions do not
+/// wait the milliseconds such a build takes.
 const BIG_TABLE: usize = 1000;
 
 /// Why a reload (or the first load) changed nothing.
@@ -80,18 +81,18 @@ pub enum Command {
 pub struct Control {
     files: Vec<PathBuf>,
     /// The configuration read from the files.
-    config: Config,
+    config: Arc<Config>,
     /// `config` with the discovered servers added: what the table is built from.
     effective: Arc<Config>,
     /// The member set of each `discover` backend.
-    discovered: HashMap<String, MemberTable>,
+    discovered: Arc<HashMap<String, MemberTable>>,
     watchers: Watchers,
     /// Where the watches' statuses are published for the admin side.
     etcd_board: discovery::StatusBoard,
     discovered_tx: mpsc::UnboundedSender<Discovered>,
     discovered_rx: Option<mpsc::UnboundedReceiver<Discovered>>,
     shared: Shared,
-    registry: Registry,
+    registry: Arc<Registry>,
     listeners: HashMap<SocketAddr, CancellationToken>,
     generation: u64,
     checks: Scheduler,
@@ -125,15 +126,15 @@ impl Control {
         let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
-            config: config.clone(),
+            config: Arc::new(config.clone()),
             effective: Arc::new(config.clone()),
-            discovered: HashMap::new(),
+            discovered: Arc::default(),
             watchers: Watchers::default(),
             etcd_board: discovery::StatusBoard::default(),
             discovered_tx,
             discovered_rx: Some(discovered_rx),
             shared,
-            registry: Registry::default(),
+            registry: Arc::default(),
             listeners: HashMap::new(),
             generation: 0,
             checks: Scheduler::default(),
@@ -169,7 +170,7 @@ impl Control {
     /// Applies a configuration read from the files: the member sets of watches that go on
     /// unchanged are kept, the table is swapped, then the watches are started or stopped.
     fn apply(&mut self, config: Config) -> Result<u64, ReloadError> {
-        let mut sets = self.discovered.clone();
+        let mut sets = (*self.discovered).clone();
         sets.retain(|backend, set| {
             self.watchers.is_current(backend, set.watch) && self.watchers.keeps(&config, backend)
         });
@@ -177,21 +178,21 @@ impl Control {
         let generation = self.swap(effective.clone())?;
         self.watchers.reconcile(&config, &self.discovered_tx);
         self.etcd_board.store(Arc::new(self.watchers.board()));
-        self.discovered = sets;
-        self.config = config;
+        self.discovered = Arc::new(sets);
+        self.config = Arc::new(config);
         self.effective = effective;
         Ok(generation)
     }
 
     /// Takes member set changes, in the order the watches sent them, into the table: one
     /// swap for all.
-    fn apply_discovered(&mut self, messages: Vec<Discovered>) {
+    async fn apply_discovered(&mut self, messages: Vec<Discovered>) {
         let started = tokio::time::Instant::now();
         let mut fresh = Vec::new();
         for message in messages {
             if self.watchers.is_current(&message.backend, message.watch) {
                 fresh.push((message.revision, message.received));
-                self.discovered
+                Arc::make_mut(&mut self.discovered)
                     .entry(message.backend.clone())
                     .or_default()
                     .apply(message);
@@ -200,16 +201,47 @@ impl Control {
         let Some(oldest) = fresh.iter().map(|(_, received)| *received).min() else {
             return;
         };
-        self.effective = Arc::new(discovery::effective_config(&self.config, &self.discovered));
-        match self.swap(self.effective.clone()) {
-            Ok(generation) => tracing::debug!(
+        let discovered: usize = self.discovered.values().map(|s| s.servers.len()).sum();
+        self.generation += 1;
+        let (file, sets, registry) = (
+            self.config.clone(),
+            self.discovered.clone(),
+            self.registry.clone(),
+        );
+        let generation = self.generation;
+        let build = move || {
+            let effective = Arc::new(discovery::effective_config(&file, &sets));
+            let table = Table::build_shared(
+                effective.clone(),
+                &registry,
                 generation,
-                messages = fresh.len(),
-                revision = fresh.iter().map(|(r, _)| *r).max(),
-                micros = oldest.elapsed().as_micros() as u64,
-                "etcd change applied"
-            ),
-            Err(e) => tracing::error!("applying an etcd change failed: {e}"),
+                std::time::Instant::now(),
+            );
+            registry.retain(&table);
+            (effective, table)
+        };
+        let built = if discovered > BIG_TABLE {
+            tokio::task::spawn_blocking(build).await
+        } else {
+            Ok(build())
+        };
+        match built {
+            Ok((effective, table)) => {
+                let was = std::mem::replace(&mut self.effective, effective.clone());
+                let old = self.commit(&effective, table, Vec::new());
+                if discovered > BIG_TABLE {
+                    // Freeing a big table and configuration takes milliseconds too.
+                    tokio::task::spawn_blocking(move || drop((old, was)));
+                }
+                tracing::debug!(
+                    generation,
+                    messages = fresh.len(),
+                    revision = fresh.iter().map(|(r, _)| *r).max(),
+                    micros = oldest.elapsed().as_micros() as u64,
+                    "etcd change applied"
+                );
+            }
+            Err(e) => tracing::error!("building the table for an etcd change failed: {e}"),
         }
         let now = tokio::time::Instant::now();
         self.etcd_hold = now + (now - started) * ETCD_SPACING;
@@ -247,10 +279,22 @@ impl Control {
             self.generation,
             std::time::Instant::now(),
         );
+        self.commit(&config, table, fresh);
+        self.registry.retain(&self.shared.table.load());
+        Ok(self.generation)
+    }
+
+    /// Puts `table` (built from `config`) in force, then starts accepting on the `fresh`
+    /// sockets and stops what the table no longer has; returns the table it replaced.
+    fn commit(
+        &mut self,
+        config: &Config,
+        table: Table,
+        fresh: Vec<(SocketAddr, TcpListener)>,
+    ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         table::close_removed_writers(&old, &table);
-        self.registry.retain(&table);
         for (addr, l) in fresh {
             let token = CancellationToken::new();
             tokio::spawn(listener::accept_loop(
@@ -275,13 +319,13 @@ impl Control {
             b.live.slot_freed.notify_waiters();
         }
         self.checks.reconcile(
-            &config,
+            config,
             &scheduler::Env {
                 table: self.shared.table.clone(),
                 rebuild: self.rebuild_tx.clone(),
             },
         );
-        Ok(self.generation)
+        old
     }
 
     fn reload(&mut self) -> Result<u64, ReloadError> {
@@ -337,7 +381,7 @@ impl Control {
                     while let Ok(message) = discovered.try_recv() {
                         messages.push(message);
                     }
-                    self.heavy(|control| control.apply_discovered(messages));
+                    self.apply_discovered(messages).await;
                 }
                 Some(()) = rebuilds.recv() => {
                     // Several verdicts at once make one table.

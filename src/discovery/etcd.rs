@@ -27,6 +27,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
@@ -400,7 +401,7 @@ impl Task {
                         }
                         taken += 1;
                         if taken < BATCH_RESPONSES {
-                            next = tokio::time::timeout(Duration::ZERO, stream.message()).await.ok();
+                            next = waiting(&mut stream).await;
                         }
                     }
                     self.w.status.confirm();
@@ -560,6 +561,18 @@ impl Task {
             })
             .is_ok()
     }
+}
+
+/// The next message of `stream` if one is already there, without waiting for one.
+async fn waiting(
+    stream: &mut WatchStream,
+) -> Option<Result<Option<etcd_client::WatchResponse>, etcd_client::Error>> {
+    let mut next = std::pin::pin!(stream.message());
+    std::future::poll_fn(|cx| match next.as_mut().poll(cx) {
+        Poll::Ready(message) => Poll::Ready(Some(message)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// How following a watch ended.
