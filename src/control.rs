@@ -8,7 +8,11 @@
 //! member set of each `discover` backend added (`discovery::effective_config`). It is kept
 //! between changes, so a check verdict rebuilds without recomputing it. Every etcd message
 //! already queued when one arrives is applied with it, so a burst of etcd changes costs one
-//! merge and one table build per pass, with no I/O on this task.
+//! merge and one table build per pass, with no I/O on this task. During a burst those passes
+//! are spaced ([`ETCD_SPACING`]), and a table of more than [`BIG_TABLE`] servers is merged,
+//! built and freed on a table builder thread of lower CPU priority: this task only swaps it
+//! in, so sessions on the runtime's threads (all of them on one with `nbthread 1`) do not
+//! wait for a 10,000-server build. The swap itself stays here, so there is still one writer.
 //!
 //! It also owns the listening sockets: a reload keeps the socket of every address that stays,
 //! binds new ones before the swap (a bind failure aborts the reload and changes nothing), and
@@ -45,10 +49,17 @@ const BACKLOG: i32 = 1024;
 const ETCD_SPACING: u32 = 3;
 
 /// Tables with more servers than this are built away from the data path: for an etcd change
-/// on a blocking thread (even with `nbthread 1`), for a rebuild with
+/// on the table builder thread (even with `nbthread 1`), for a rebuild with
 /// [`tokio::task::block_in_place`] on a multi-threaded runtime. Either way sessions do not
 /// wait the milliseconds such a build takes.
 const BIG_TABLE: usize = 1000;
+
+/// The table builder thread's `nice` value: on a busy machine the data path's threads get
+/// the CPU first and a burst's table builds take what is left (they then batch more).
+const BUILDER_NICE: libc::c_int = 10;
+
+/// Work for the table builder thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Why a reload (or the first load) changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +111,8 @@ pub struct Control {
     rebuild_rx: Option<mpsc::UnboundedReceiver<()>>,
     /// Etcd changes are not applied before this (see [`ETCD_SPACING`]).
     etcd_hold: tokio::time::Instant,
+    /// The table builder thread, started with the first big etcd change.
+    builder: Option<std::sync::mpsc::Sender<Job>>,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -141,6 +154,7 @@ impl Control {
             rebuild_tx,
             rebuild_rx: Some(rebuild_rx),
             etcd_hold: tokio::time::Instant::now(),
+            builder: None,
         };
         control.apply(config)?;
         Ok(control)
@@ -221,7 +235,7 @@ impl Control {
             (effective, table)
         };
         let built = if discovered > BIG_TABLE {
-            tokio::task::spawn_blocking(build).await
+            self.aside(build).await
         } else {
             Ok(build())
         };
@@ -231,7 +245,8 @@ impl Control {
                 let old = self.commit(&effective, table, Vec::new());
                 if discovered > BIG_TABLE {
                     // Freeing a big table and configuration takes milliseconds too.
-                    tokio::task::spawn_blocking(move || drop((old, was)));
+                    // Nobody waits for this one: its receiver is dropped at once.
+                    drop(self.aside(move || drop((old, was))));
                 }
                 tracing::debug!(
                     generation,
@@ -241,10 +256,51 @@ impl Control {
                     "etcd change applied"
                 );
             }
-            Err(e) => tracing::error!("building the table for an etcd change failed: {e}"),
+            Err(_) => tracing::error!(
+                "building the table for an etcd change failed (the table builder stopped); the change is applied with the next one"
+            ),
         }
         let now = tokio::time::Instant::now();
         self.etcd_hold = now + (now - started) * ETCD_SPACING;
+    }
+
+    /// Runs `work` on the table builder thread (started on first use; inline if it cannot be
+    /// started); its result, or `Err` if it panicked.
+    fn aside<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        if self.builder.is_none() {
+            let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+            let started = std::thread::Builder::new()
+                .name("rolelb-tables".into())
+                .spawn(move || {
+                    // SAFETY: setpriority touches no memory; on Linux, PRIO_PROCESS with 0 is
+                    // the calling thread. Failing leaves the default priority, which is fine.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BUILDER_NICE) };
+                    for job in queue {
+                        job();
+                    }
+                });
+            match started {
+                Ok(_) => self.builder = Some(jobs),
+                Err(e) => tracing::warn!("cannot start the table builder thread: {e}"),
+            }
+        }
+        let job = match &self.builder {
+            Some(jobs) => jobs.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = job {
+            // No builder thread: build here.
+            self.builder = None;
+            job();
+        }
+        rx
     }
 
     /// Binds what is new, swaps the table built from `config`, then stops what was removed.

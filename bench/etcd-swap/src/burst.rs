@@ -11,7 +11,9 @@
 //!   the polling does not load rolelb during the burst), and rolelb's CPU time (user+system,
 //!   `/proc/PID/stat`) from the first put to that moment;
 //! - the time from the delete-range returning to the table having no member, and its CPU;
-//! - echo round trips: p50/p99 over the quiet seconds before the burst and during it;
+//! - echo round trips: p50/p99 over the quiet seconds before the burst, during the same burst
+//!   of puts under a prefix rolelb does not watch (what etcd and the putting client alone do
+//!   to the data path on this machine), and during the burst rolelb applies;
 //! - rolelb's RSS before, after the burst, and after the delete-range, next to the size of
 //!   the members' keys and values.
 
@@ -28,6 +30,8 @@ use etcd_client::DeleteOptions;
 use super::{Options, cpu_time, http_get, ms, percentile, rss, wait_until};
 
 const PREFIX: &str = "/bench/burst";
+/// Where the same burst goes first, unwatched.
+const ELSEWHERE: &str = "/bench/elsewhere";
 /// How long the quiet echo window lasts.
 const QUIET: Duration = Duration::from_secs(3);
 
@@ -105,6 +109,21 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// Puts `n` members under `prefix` one by one, each awaited; the bytes of keys and values.
+async fn put_members(etcd: &mut etcd_client::Client, prefix: &str, n: usize) -> Result<u64> {
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let key = format!("{prefix}/members/m{i:05}");
+        let value = format!(
+            r#"{{"host": "127.0.0.1", "port": {}, "role": "replica"}}"#,
+            10_000 + i % 50_000
+        );
+        bytes += (key.len() + value.len()) as u64;
+        etcd.put(key, value, None).await?;
+    }
+    Ok(bytes)
+}
+
 /// Runs the burst and prints what it measured.
 pub async fn run(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -152,19 +171,19 @@ pub async fn run(o: &Options) -> Result<()> {
     let quiet_to = Instant::now();
     let rss_before = rss(pid)?;
 
+    // The same burst where rolelb does not look: etcd's and the client's own share.
+    let unwatched_from = Instant::now();
+    put_members(&mut etcd.client, ELSEWHERE, o.members).await?;
+    let unwatched_to = Instant::now();
+    etcd.client
+        .delete(ELSEWHERE, Some(DeleteOptions::new().with_prefix()))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     // The burst: one put per member, each awaited (one revision each).
-    let mut bytes = 0u64;
     let cpu0 = cpu_time(pid)?;
     let first_put = Instant::now();
-    for i in 0..o.members {
-        let key = format!("{PREFIX}/members/m{i:05}");
-        let value = format!(
-            r#"{{"host": "127.0.0.1", "port": {}, "role": "replica"}}"#,
-            10_000 + i % 50_000
-        );
-        bytes += (key.len() + value.len()) as u64;
-        etcd.client.put(key, value, None).await?;
-    }
+    let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
     let last_put = Instant::now();
     let all_in = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
         servers_in_table(admin) == Some(o.members)
@@ -195,6 +214,7 @@ pub async fn run(o: &Options) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
 
     let quiet = window(&samples, quiet_from, quiet_to);
+    let unwatched = window(&samples, unwatched_from, unwatched_to);
     let churn = window(&samples, first_put, all_in);
     let during_delete = window(&samples, deleted_from, delete_to);
     let n = o.members;
@@ -216,6 +236,7 @@ pub async fn run(o: &Options) -> Result<()> {
     );
     for (what, v) in [
         ("quiet", &quiet),
+        ("during the same burst unwatched", &unwatched),
         ("during the burst", &churn),
         ("during the delete", &during_delete),
     ] {
