@@ -52,11 +52,11 @@ const ETCD_SPACING: u32 = 3;
 /// on the table builder thread (even with `nbthread 1`), for a rebuild with
 /// [`tokio::task::block_in_place`] on a multi-threaded runtime. Either way sessions do not
 /// wait the milliseconds such a build takes.
-const BIG_TABLE: usize = 1000;
+const BIG_TABLE: usize = 200;
 
 /// The table builder thread's `nice` value: on a busy machine the data path's threads get
 /// the CPU first and a burst's table builds take what is left (they then batch more).
-const BUILDER_NICE: libc::c_int = 10;
+const BUILDER_NICE: libc::c_int = 5;
 
 /// Work for the table builder thread.
 type Job = Box<dyn FnOnce() + Send>;
@@ -215,7 +215,10 @@ impl Control {
         let Some(oldest) = fresh.iter().map(|(_, received)| *received).min() else {
             return;
         };
+        // Big before or after: building the new table or freeing the old one takes time.
+        let servers = |c: &Config| c.backends.iter().map(|b| b.servers.len()).sum::<usize>();
         let discovered: usize = self.discovered.values().map(|s| s.servers.len()).sum();
+        let big = discovered.max(servers(&self.effective)) > BIG_TABLE;
         self.generation += 1;
         let (file, sets, registry) = (
             self.config.clone(),
@@ -234,7 +237,7 @@ impl Control {
             registry.retain(&table);
             (effective, table)
         };
-        let built = if discovered > BIG_TABLE {
+        let built = if big {
             self.aside(build).await
         } else {
             Ok(build())
@@ -243,7 +246,7 @@ impl Control {
             Ok((effective, table)) => {
                 let was = std::mem::replace(&mut self.effective, effective.clone());
                 let old = self.commit(&effective, table, Vec::new());
-                if discovered > BIG_TABLE {
+                if big {
                     // Freeing a big table and configuration takes milliseconds too.
                     // Nobody waits for this one: its receiver is dropped at once.
                     drop(self.aside(move || drop((old, was))));
