@@ -96,7 +96,6 @@ impl Published {
         } else {
             std::mem::take(&mut self.dirty).into_iter().collect()
         };
-        self.dirty.clear();
         let refresh = std::mem::take(&mut self.refresh);
         // With `refresh`, each host is looked up once, not once per member.
         let mut looked_up = HashSet::new();
