@@ -1,13 +1,18 @@
 //! The one task that owns the table. Everything that changes what the data path sees —
-//! `SIGHUP` reloads, check verdicts and admin commands (a rebuild request), etcd member sets
-//! ([`Discovered`], one channel per control task) — arrives here, and this task builds the
-//! next [`Table`] and swaps it. One writer, so sources never race each other into an
+//! `SIGHUP` reloads, check verdicts and admin commands (a rebuild request), etcd member set
+//! changes ([`Discovered`], one channel per control task) — arrives here, and this task builds
+//! the next [`Table`] and swaps it. One writer, so sources never race each other into an
 //! inconsistent table.
 //!
 //! The table is built from the *effective* configuration: the files' configuration with the
-//! latest member set of each `discover` backend added (`discovery::effective_config`). It is
-//! kept between changes, so a check verdict rebuilds without recomputing it, and an etcd
-//! change costs one merge and one table build, with no I/O on this task.
+//! member set of each `discover` backend added (`discovery::effective_config`). It is kept
+//! between changes, so a check verdict rebuilds without recomputing it. Every etcd message
+//! already queued when one arrives is applied with it, so a burst of etcd changes costs one
+//! merge and one table build per pass, with no I/O on this task. During a burst those passes
+//! are spaced ([`ETCD_SPACING`]), and a table of more than [`BIG_TABLE`] servers is merged,
+//! built and freed on a table builder thread of lower CPU priority: this task only swaps it
+//! in, so sessions on the runtime's threads (all of them on one with `nbthread 1`) do not
+//! wait for a 10,000-server build. The swap itself stays here, so there is still one writer.
 //!
 //! It also owns the listening sockets: a reload keeps the socket of every address that stays,
 //! binds new ones before the swap (a bind failure aborts the reload and changes nothing), and
@@ -27,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::scheduler::{self, Scheduler};
 use crate::config::{self, Config, ConfigErrors};
-use crate::discovery::{self, Discovered, Watchers};
+use crate::discovery::{self, Discovered, MemberTable, Watchers};
 use crate::proxy::listener::{self, Shared};
 use crate::table::{self, Registry, Table};
 
@@ -37,6 +42,25 @@ const SLOWSTART_STEP: Duration = Duration::from_millis(100);
 
 /// Listen backlog of every bound socket.
 const BACKLOG: i32 = 1024;
+
+/// After an etcd change is applied, further etcd changes wait this many times as long as
+/// building that table took: during a burst the table is rebuilt at most about a quarter of
+/// the time (the rest goes to the data path), and each build takes in every change that
+/// queued meanwhile. A change after a quiet spell is applied at once.
+const ETCD_SPACING: u32 = 3;
+
+/// Tables with more servers than this are built away from the data path: for an etcd change
+/// on the table builder thread (even with `nbthread 1`), for a rebuild with
+/// [`tokio::task::block_in_place`] on a multi-threaded runtime. Either way sessions do not
+/// wait the milliseconds such a build takes.
+const BIG_TABLE: usize = 200;
+
+/// The table builder thread's `nice` value: on a busy machine the data path's threads get
+/// the CPU first and a burst's table builds take what is left (they then batch more).
+const BUILDER_NICE: libc::c_int = 5;
+
+/// Work for the table builder thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Why a reload (or the first load) changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +93,27 @@ pub enum Command {
 pub struct Control {
     files: Vec<PathBuf>,
     /// The configuration read from the files.
-    config: Config,
+    config: Arc<Config>,
     /// `config` with the discovered servers added: what the table is built from.
-    effective: Config,
-    /// The latest member set of each `discover` backend.
-    discovered: HashMap<String, Discovered>,
+    effective: Arc<Config>,
+    /// The member set of each `discover` backend.
+    discovered: Arc<HashMap<String, MemberTable>>,
     watchers: Watchers,
     /// Where the watches' statuses are published for the admin side.
     etcd_board: discovery::StatusBoard,
     discovered_tx: mpsc::UnboundedSender<Discovered>,
     discovered_rx: Option<mpsc::UnboundedReceiver<Discovered>>,
     shared: Shared,
-    registry: Registry,
+    registry: Arc<Registry>,
     listeners: HashMap<SocketAddr, CancellationToken>,
     generation: u64,
     checks: Scheduler,
     rebuild_tx: mpsc::UnboundedSender<()>,
     rebuild_rx: Option<mpsc::UnboundedReceiver<()>>,
+    /// Etcd changes are not applied before this (see [`ETCD_SPACING`]).
+    etcd_hold: tokio::time::Instant,
+    /// The table builder thread, started with the first big etcd change.
+    builder: Option<std::sync::mpsc::Sender<Job>>,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -112,20 +140,22 @@ impl Control {
         let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
-            config: config.clone(),
-            effective: config.clone(),
-            discovered: HashMap::new(),
+            config: Arc::new(config.clone()),
+            effective: Arc::new(config.clone()),
+            discovered: Arc::default(),
             watchers: Watchers::default(),
             etcd_board: discovery::StatusBoard::default(),
             discovered_tx,
             discovered_rx: Some(discovered_rx),
             shared,
-            registry: Registry::default(),
+            registry: Arc::default(),
             listeners: HashMap::new(),
             generation: 0,
             checks: Scheduler::default(),
             rebuild_tx,
             rebuild_rx: Some(rebuild_rx),
+            etcd_hold: tokio::time::Instant::now(),
+            builder: None,
         };
         control.apply(config)?;
         Ok(control)
@@ -155,47 +185,130 @@ impl Control {
     /// Applies a configuration read from the files: the member sets of watches that go on
     /// unchanged are kept, the table is swapped, then the watches are started or stopped.
     fn apply(&mut self, config: Config) -> Result<u64, ReloadError> {
-        let mut sets = self.discovered.clone();
+        let mut sets = (*self.discovered).clone();
         sets.retain(|backend, set| {
-            self.watchers.is_current(set) && self.watchers.keeps(&config, backend)
+            self.watchers.is_current(backend, set.watch) && self.watchers.keeps(&config, backend)
         });
-        let effective = discovery::effective_config(&config, &sets);
-        let generation = self.swap(&effective)?;
+        let effective = Arc::new(discovery::effective_config(&config, &sets));
+        let generation = self.swap(effective.clone())?;
         self.watchers.reconcile(&config, &self.discovered_tx);
         self.etcd_board.store(Arc::new(self.watchers.board()));
-        self.discovered = sets;
-        self.config = config;
+        self.discovered = Arc::new(sets);
+        self.config = Arc::new(config);
         self.effective = effective;
         Ok(generation)
     }
 
-    /// Takes new member sets (at most one per backend) into the table: one swap for all.
-    fn apply_discovered(&mut self, sets: HashMap<String, Discovered>) {
+    /// Takes member set changes, in the order the watches sent them, into the table: one
+    /// swap for all.
+    async fn apply_discovered(&mut self, messages: Vec<Discovered>) {
+        let started = tokio::time::Instant::now();
         let mut fresh = Vec::new();
-        for (backend, set) in sets {
-            if self.watchers.is_current(&set) {
-                fresh.push((set.revision, set.received));
-                self.discovered.insert(backend, set);
+        for message in messages {
+            if self.watchers.is_current(&message.backend, message.watch) {
+                fresh.push((message.revision, message.received));
+                Arc::make_mut(&mut self.discovered)
+                    .entry(message.backend.clone())
+                    .or_default()
+                    .apply(message);
             }
         }
         let Some(oldest) = fresh.iter().map(|(_, received)| *received).min() else {
             return;
         };
-        self.effective = discovery::effective_config(&self.config, &self.discovered);
-        let effective = self.effective.clone();
-        match self.swap(&effective) {
-            Ok(generation) => tracing::debug!(
+        // Big before or after: building the new table or freeing the old one takes time.
+        let servers = |c: &Config| c.backends.iter().map(|b| b.servers.len()).sum::<usize>();
+        let discovered: usize = self.discovered.values().map(|s| s.servers.len()).sum();
+        let big = discovered.max(servers(&self.effective)) > BIG_TABLE;
+        self.generation += 1;
+        let (file, sets, registry) = (
+            self.config.clone(),
+            self.discovered.clone(),
+            self.registry.clone(),
+        );
+        let generation = self.generation;
+        let build = move || {
+            let effective = Arc::new(discovery::effective_config(&file, &sets));
+            let table = Table::build_shared(
+                effective.clone(),
+                &registry,
                 generation,
-                revisions = ?fresh.iter().map(|(r, _)| r).collect::<Vec<_>>(),
-                micros = oldest.elapsed().as_micros() as u64,
-                "etcd change applied"
+                std::time::Instant::now(),
+            );
+            registry.retain(&table);
+            (effective, table)
+        };
+        let built = if big {
+            self.aside(build).await
+        } else {
+            Ok(build())
+        };
+        match built {
+            Ok((effective, table)) => {
+                let was = std::mem::replace(&mut self.effective, effective.clone());
+                let old = self.commit(&effective, table, Vec::new());
+                if big {
+                    // Freeing a big table and configuration takes milliseconds too.
+                    // Nobody waits for this one: its receiver is dropped at once.
+                    drop(self.aside(move || drop((old, was))));
+                }
+                tracing::debug!(
+                    generation,
+                    messages = fresh.len(),
+                    revision = fresh.iter().map(|(r, _)| *r).max(),
+                    micros = oldest.elapsed().as_micros() as u64,
+                    "etcd change applied"
+                );
+            }
+            Err(_) => tracing::error!(
+                "building the table for an etcd change failed (the table builder stopped); the change is applied with the next one"
             ),
-            Err(e) => tracing::error!("applying an etcd change failed: {e}"),
         }
+        let now = tokio::time::Instant::now();
+        self.etcd_hold = now + (now - started) * ETCD_SPACING;
+    }
+
+    /// Runs `work` on the table builder thread (started on first use; inline if it cannot be
+    /// started); its result, or `Err` if it panicked.
+    fn aside<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        if self.builder.is_none() {
+            let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+            let started = std::thread::Builder::new()
+                .name("rolelb-tables".into())
+                .spawn(move || {
+                    // SAFETY: setpriority touches no memory; on Linux, PRIO_PROCESS with 0 is
+                    // the calling thread. Failing leaves the default priority, which is fine.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BUILDER_NICE) };
+                    for job in queue {
+                        job();
+                    }
+                });
+            match started {
+                Ok(_) => self.builder = Some(jobs),
+                Err(e) => tracing::warn!("cannot start the table builder thread: {e}"),
+            }
+        }
+        let job = match &self.builder {
+            Some(jobs) => jobs.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = job {
+            // No builder thread: build here.
+            self.builder = None;
+            job();
+        }
+        rx
     }
 
     /// Binds what is new, swaps the table built from `config`, then stops what was removed.
-    fn swap(&mut self, config: &Config) -> Result<u64, ReloadError> {
+    fn swap(&mut self, config: Arc<Config>) -> Result<u64, ReloadError> {
         let mut wanted: Vec<(SocketAddr, String)> = Vec::new();
         for fe in config.frontends.iter().filter(|f| !f.disabled) {
             for b in &fe.binds {
@@ -220,16 +333,28 @@ impl Control {
             }
         }
         self.generation += 1;
-        let table = Table::build(
-            config,
+        let table = Table::build_shared(
+            config.clone(),
             &self.registry,
             self.generation,
             std::time::Instant::now(),
         );
+        self.commit(&config, table, fresh);
+        self.registry.retain(&self.shared.table.load());
+        Ok(self.generation)
+    }
+
+    /// Puts `table` (built from `config`) in force, then starts accepting on the `fresh`
+    /// sockets and stops what the table no longer has; returns the table it replaced.
+    fn commit(
+        &mut self,
+        config: &Config,
+        table: Table,
+        fresh: Vec<(SocketAddr, TcpListener)>,
+    ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         table::close_removed_writers(&old, &table);
-        self.registry.retain(&table);
         for (addr, l) in fresh {
             let token = CancellationToken::new();
             tokio::spawn(listener::accept_loop(
@@ -260,7 +385,7 @@ impl Control {
                 rebuild: self.rebuild_tx.clone(),
             },
         );
-        Ok(self.generation)
+        old
     }
 
     fn reload(&mut self) -> Result<u64, ReloadError> {
@@ -273,9 +398,26 @@ impl Control {
 
     /// Rebuilds the table from the current configuration (live state changed).
     fn rebuild(&mut self) {
-        let effective = self.effective.clone();
-        if let Err(e) = self.swap(&effective) {
+        if let Err(e) = self.swap(self.effective.clone()) {
             tracing::error!("rebuilding the table failed: {e}");
+        }
+    }
+
+    /// Runs `work` (which builds a table); for a big table on a multi-threaded runtime, lets
+    /// the runtime hand this worker's other tasks to another thread meanwhile.
+    fn heavy(&mut self, work: impl FnOnce(&mut Control)) {
+        let servers: usize = self
+            .effective
+            .backends
+            .iter()
+            .map(|b| b.servers.len())
+            .sum();
+        let threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if threaded && servers > BIG_TABLE {
+            tokio::task::block_in_place(|| work(self));
+        } else {
+            work(self);
         }
     }
 
@@ -290,18 +432,21 @@ impl Control {
         };
         loop {
             tokio::select! {
-                Some(set) = discovered.recv() => {
-                    // Changes queued meanwhile make one table; the latest set per backend wins.
-                    let mut sets = HashMap::from([(set.backend.clone(), set)]);
-                    while let Ok(set) = discovered.try_recv() {
-                        sets.insert(set.backend.clone(), set);
+                // Held after a costly build: the changes queue meanwhile (the sleep branch
+                // wakes the loop when the hold ends).
+                _ = tokio::time::sleep_until(self.etcd_hold), if tokio::time::Instant::now() < self.etcd_hold => {}
+                Some(message) = discovered.recv(), if tokio::time::Instant::now() >= self.etcd_hold => {
+                    // Changes queued meanwhile make one table.
+                    let mut messages = vec![message];
+                    while let Ok(message) = discovered.try_recv() {
+                        messages.push(message);
                     }
-                    self.apply_discovered(sets);
+                    self.apply_discovered(messages).await;
                 }
                 Some(()) = rebuilds.recv() => {
                     // Several verdicts at once make one table.
                     while rebuilds.try_recv().is_ok() {}
-                    self.rebuild();
+                    self.heavy(Control::rebuild);
                 }
                 cmd = commands.recv() => match cmd {
                     None => return,

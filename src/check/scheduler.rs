@@ -858,13 +858,21 @@ impl Scheduler {
             let Some(rt) = table.backends.get(&be.name) else {
                 continue;
             };
-            for s in &be.servers {
-                let live = rt
-                    .servers
-                    .iter()
-                    .find(|x| x.name == s.name)
-                    .map(|x| x.live.clone());
-                if let (Some(spec), Some(live)) = (CheckSpec::of(be, s), live) {
+            for (i, s) in be.servers.iter().enumerate() {
+                let Some(spec) = CheckSpec::of(be, s) else {
+                    continue;
+                };
+                // The table lists the servers in the configuration's order: look there first
+                // rather than scan (backends may have 10,000 servers).
+                let live = match rt.servers.get(i) {
+                    Some(x) if x.name == s.name => Some(x.live.clone()),
+                    _ => rt
+                        .servers
+                        .iter()
+                        .find(|x| x.name == s.name)
+                        .map(|x| x.live.clone()),
+                };
+                if let Some(live) = live {
                     wanted.push((spec, live));
                 }
             }

@@ -1,5 +1,11 @@
-//! One backend's watch on etcd: list once, then watch from the next revision, and send the
-//! whole member set to `control` after every change.
+//! One backend's watch on etcd: list once, then watch from the next revision, and send what
+//! changed in the member set to `control`.
+//!
+//! - **Batches**: every event of a watch response is applied — a transaction or a
+//!   delete-range gives several events the same revision — and the responses already waiting
+//!   on the stream are applied with it, so one revision, or a burst of them, is one message
+//!   to `control` and one table swap. Only the members the batch touched are looked at again
+//!   ([`Published`]), so a burst costs in proportion to its events, not to the member count.
 //!
 //! - **Disconnects**: the task reconnects with backoff (100 ms doubling to 2 s), trying the
 //!   section's endpoints in turn, and resumes the watch from the last revision it had, so
@@ -16,13 +22,12 @@
 //!   metric.
 //! - **Bad values** are logged with their key and reason, counted, and the member keeps its
 //!   previous entry (see [`MemberSet`]).
-//! - **Names**: member hosts that are names are resolved here (not in `control`), once per
-//!   listing; an address already known is kept when a lookup fails.
+//! - **Names**: member hosts that are names are resolved here (not in `control`), again after
+//!   each listing; a member whose host does not resolve keeps its previous entry.
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
@@ -30,8 +35,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::members::{BadValue, MemberSet};
-use super::{Discovered, DiscoveredServer, EtcdStatus, WatchSpec};
-use crate::config::EtcdView;
+use super::publish::Published;
+use super::schema::{self, Key};
+use super::{Discovered, EtcdStatus, WatchSpec};
 
 /// How often the prefix is listed again, whatever the watch says.
 pub const RELIST_EVERY: Duration = Duration::from_secs(30);
@@ -39,6 +45,8 @@ pub const RELIST_EVERY: Duration = Duration::from_secs(30);
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// A watch silent for this long (no event, no progress answer) is taken as dead.
 pub const SILENT_LIMIT: Duration = Duration::from_secs(15);
+/// At most this many waiting watch responses are applied together before publishing.
+const BATCH_RESPONSES: usize = 4096;
 /// First wait before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between reconnection attempts.
@@ -119,31 +127,30 @@ struct Task {
     listed: bool,
     /// The highest revision the set reflects; watches resume after it.
     revision: i64,
-    /// Resolved member hosts.
-    resolved: HashMap<String, IpAddr>,
-    /// Look names up again at the next publish (set by each listing).
-    refresh_names: bool,
-    /// Hosts whose lookup failure was logged.
-    unresolved: HashSet<String>,
+    /// The revision of the last listing: events up to it are already in the set.
+    listed_at: i64,
+    /// What `control` was told, and which members changed since.
+    published: Published,
     /// When the current outage began, if etcd is away.
     outage: Option<Instant>,
-    /// What was last sent, so an unchanged set is not sent again.
-    sent: Option<Vec<DiscoveredServer>>,
 }
 
 /// Runs one backend's watch until `stop` is cancelled.
 pub async fn run(w: Watch) {
     let set = MemberSet::new(w.spec.schema, &w.spec.path);
+    let published = Published::new(
+        &format!("backend '{}'", w.backend),
+        &w.spec.path,
+        w.spec.dial_timeout,
+    );
     let mut task = Task {
         w,
         set,
         listed: false,
         revision: 0,
-        resolved: HashMap::new(),
-        refresh_names: false,
-        unresolved: HashSet::new(),
+        listed_at: 0,
+        published,
         outage: None,
-        sent: None,
     };
     let mut endpoint = 0;
     let mut backoff = BACKOFF_MIN;
@@ -346,10 +353,11 @@ impl Task {
             );
         }
         self.listed = true;
+        self.listed_at = revision;
         self.revision = self.revision.max(revision);
         status.last_revision.store(self.revision, Ordering::Release);
-        // Names are looked up again after each listing.
-        self.refresh_names = true;
+        // Every member is looked at again, and names are looked up again.
+        self.published.touch_all(true);
         if status.lists.load(Ordering::Relaxed) == 1 {
             tracing::info!(
                 "etcd lists {} members for {} at revision {revision}",
@@ -380,32 +388,24 @@ impl Task {
                 message = stream.message() => {
                     let received = Instant::now();
                     heard = received;
-                    let response = match message {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return Followed::Failed(self.watch_error(endpoint, "the stream ended".into())),
-                        Err(e) => return Followed::Failed(self.watch_error(endpoint, e.to_string())),
-                    };
-                    if response.canceled() {
-                        let compacted = response.compact_revision();
-                        if compacted > 0 {
-                            tracing::warn!(
-                                "etcd watch of {} starts at revision {} but etcd compacted up to {compacted}: listing again",
-                                self.what(),
-                                self.revision + 1
-                            );
-                            return Followed::Relist;
+                    // This response and those already waiting behind it make one batch.
+                    let mut next = Some(message);
+                    let mut taken = 0;
+                    while let Some(message) = next.take() {
+                        if let Err(end) = self.take(message, endpoint, connected) {
+                            // What the batch applied is not lost with the stream.
+                            if !self.publish(received).await {
+                                return Followed::Stopped;
+                            }
+                            return end;
                         }
-                        let reason = format!("cancelled by etcd: {}", response.cancel_reason());
-                        return Followed::Failed(self.watch_error(endpoint, reason));
+                        taken += 1;
+                        if taken < BATCH_RESPONSES {
+                            next = waiting(&mut stream).await;
+                        }
                     }
-                    if response.created() {
-                        *connected = true;
-                        self.reached(endpoint);
-                        continue;
-                    }
-                    let changed = self.apply(&response);
                     self.w.status.confirm();
-                    if changed && !self.publish(received).await {
+                    if !self.publish(received).await {
                         return Followed::Stopped;
                     }
                 }
@@ -418,13 +418,13 @@ impl Task {
                     }
                 }
                 _ = relist.tick() => {
+                    // Even an unchanged listing may change addresses (names are looked up again).
                     match self.list(client, endpoint).await {
-                        Ok(true) => {
+                        Ok(_) => {
                             if !self.publish(Instant::now()).await {
                                 return Followed::Stopped;
                             }
                         }
-                        Ok(false) => {}
                         Err(e) => return Followed::Failed(e),
                     }
                 }
@@ -432,29 +432,69 @@ impl Task {
         }
     }
 
-    /// Applies a watch response's events; returns whether the set changed.
-    fn apply(&mut self, response: &etcd_client::WatchResponse) -> bool {
+    /// Takes one message of the watch stream: applies a response's events; `Err` when the
+    /// watch ended (failed, cancelled, compacted away).
+    fn take(
+        &mut self,
+        message: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+        endpoint: &str,
+        connected: &mut bool,
+    ) -> Result<(), Followed> {
+        let response = match message {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Err(Followed::Failed(
+                    self.watch_error(endpoint, "the stream ended".into()),
+                ));
+            }
+            Err(e) => return Err(Followed::Failed(self.watch_error(endpoint, e.to_string()))),
+        };
+        if response.canceled() {
+            let compacted = response.compact_revision();
+            if compacted > 0 {
+                tracing::warn!(
+                    "etcd watch of {} starts at revision {} but etcd compacted up to {compacted}: listing again",
+                    self.what(),
+                    self.revision + 1
+                );
+                return Err(Followed::Relist);
+            }
+            let reason = format!("cancelled by etcd: {}", response.cancel_reason());
+            return Err(Followed::Failed(self.watch_error(endpoint, reason)));
+        }
+        if response.created() {
+            *connected = true;
+            self.reached(endpoint);
+            return Ok(());
+        }
+        self.apply(&response);
+        Ok(())
+    }
+
+    /// Applies every event of a watch response to the set, marking the members it touched.
+    fn apply(&mut self, response: &etcd_client::WatchResponse) {
         let events = response.events();
         if events.is_empty() {
             // A progress notification: proof of life only. Its revision is not taken as a
             // resume point, because etcd 3.4 may send one ahead of events still on their
             // way to a watcher that is catching up; listings and events move the revision.
-            return false;
+            return;
         }
         self.w
             .status
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        let mut changed = false;
         let mut bad = Vec::new();
         for event in events {
             let Some(kv) = event.kv() else { continue };
-            // Already reflected by a later listing.
-            if kv.mod_revision() <= self.revision {
+            // Already reflected by a later listing. The events of one revision (a
+            // transaction, a delete-range) share their mod revision: each is compared with
+            // the listing, never with its sibling before it.
+            if kv.mod_revision() <= self.listed_at {
                 continue;
             }
-            self.revision = kv.mod_revision();
-            changed |= match event.event_type() {
+            self.revision = self.revision.max(kv.mod_revision());
+            let changed = match event.event_type() {
                 EventType::Put => match self.set.put(kv.key(), kv.value(), kv.mod_revision()) {
                     Ok(c) => c,
                     Err(b) => {
@@ -464,13 +504,20 @@ impl Task {
                 },
                 EventType::Delete => self.set.delete(kv.key()),
             };
+            if changed {
+                match schema::classify(&self.w.spec.path, kv.key()) {
+                    Key::Member(name) => self.published.touch(name),
+                    // The leader key gives every member its role.
+                    Key::Leader => self.published.touch_all(false),
+                    Key::Other => {}
+                }
+            }
         }
         self.report(bad);
         self.w
             .status
             .last_revision
             .store(self.revision, Ordering::Release);
-        changed
     }
 
     /// Logs and counts values that were not taken.
@@ -486,36 +533,21 @@ impl Task {
         }
     }
 
-    /// Resolves the set and sends it to `control` when it differs from the last one sent;
-    /// false when `control` is gone.
+    /// Sends `control` what changed in the set since the last time, if anything; false when
+    /// `control` is gone.
     async fn publish(&mut self, received: Instant) -> bool {
-        let members: Vec<_> = self.set.members().cloned().collect();
-        let refresh = std::mem::take(&mut self.refresh_names);
-        let mut servers = Vec::with_capacity(members.len());
-        for m in &members {
-            let Some(ip) = self.resolve(&m.host, m.port, refresh).await else {
-                continue;
-            };
-            servers.push(DiscoveredServer {
-                name: m.name.clone(),
-                ip,
-                port: m.port,
-                check_port: m.check_port,
-                weight: m.weight,
-                view: EtcdView {
-                    role: self.set.role_of(m),
-                    state: m.state,
-                },
-            });
-        }
-        if self.sent.as_ref() == Some(&servers) {
+        if !self.published.pending() {
             return true;
         }
-        self.sent = Some(servers.clone());
+        let changes = self.published.flush(&self.set).await;
+        if changes.is_empty() {
+            return true;
+        }
         tracing::debug!(
             backend = %self.w.backend,
             revision = self.revision,
-            members = servers.len(),
+            changed = changes.len(),
+            members = self.set.len(),
             "etcd members changed"
         );
         self.w
@@ -523,47 +555,24 @@ impl Task {
             .send(Discovered {
                 backend: self.w.backend.clone(),
                 watch: self.w.id,
-                servers,
+                changes,
                 revision: self.revision,
                 received,
             })
             .is_ok()
     }
+}
 
-    /// The address of `host`: parsed when it is one, else looked up (bounded by
-    /// `dial-timeout`) when not known yet or on `refresh`; a failed lookup keeps the address
-    /// known before, if any.
-    async fn resolve(&mut self, host: &str, port: u16, refresh: bool) -> Option<IpAddr> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Some(ip);
-        }
-        let known = self.resolved.get(host).copied();
-        if known.is_some() && !refresh {
-            return known;
-        }
-        let lookup = tokio::net::lookup_host((host, port));
-        let found = match tokio::time::timeout(self.w.spec.dial_timeout, lookup).await {
-            Ok(Ok(mut addrs)) => addrs.next().map(|a| a.ip()),
-            _ => None,
-        };
-        match found {
-            Some(ip) => {
-                self.unresolved.remove(host);
-                self.resolved.insert(host.to_owned(), ip);
-                Some(ip)
-            }
-            None if known.is_some() => known,
-            None => {
-                if self.unresolved.insert(host.to_owned()) {
-                    tracing::warn!(
-                        "etcd member host '{host}' of backend '{}' does not resolve; leaving the member out until it does",
-                        self.w.backend
-                    );
-                }
-                None
-            }
-        }
-    }
+/// The next message of `stream` if one is already there, without waiting for one.
+async fn waiting(
+    stream: &mut WatchStream,
+) -> Option<Result<Option<etcd_client::WatchResponse>, etcd_client::Error>> {
+    let mut next = std::pin::pin!(stream.message());
+    std::future::poll_fn(|cx| match next.as_mut().poll(cx) {
+        Poll::Ready(message) => Poll::Ready(Some(message)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// How following a watch ended.

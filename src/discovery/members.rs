@@ -46,6 +46,11 @@ impl MemberSet {
         self.members.values()
     }
 
+    /// Member `name`, if the set has it.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.get(name)
+    }
+
     /// How many members there are.
     pub fn len(&self) -> usize {
         self.members.len()

@@ -2,12 +2,15 @@
 //!
 //! Every backend with `discover etcd NAME path PREFIX` gets one watch task ([`etcd::run`]):
 //! it lists the keys under PREFIX once, then watches from the next revision, and after each
-//! change sends the backend's whole member set ([`Discovered`]) to `control` on a channel.
-//! `control` keeps the latest set per backend and builds the configuration the table is made
-//! from with [`effective_config`]: the file's configuration with each discovered member added
-//! to its backend as a server built from the backend's `default-server` template. So one etcd
-//! change is one table swap, and servers that stay keep their live state (it is keyed by
-//! name). [`Watchers`] starts and stops the tasks as the configuration changes, and
+//! batch of events (all the events of every response waiting on the stream: a transaction
+//! or a delete-range is one revision with several events) sends what changed in the
+//! backend's member set ([`Discovered`]) to `control` on a channel. `control` applies every
+//! message queued to its copy of each set ([`MemberTable`]) and builds the configuration the
+//! table is made from with [`effective_config`]: the file's configuration with each
+//! discovered member added to its backend as a server built from the backend's
+//! `default-server` template. So one etcd revision, or a burst of them, is one table swap,
+//! and servers that stay keep their live state (it is keyed by name). [`Watchers`] starts
+//! and stops the tasks as the configuration changes, and
 //! [`EtcdStatus`] holds what a watch reports about itself (connected, events, bad values,
 //! revision, age of the last confirmed state) for logs and metrics.
 //!
@@ -15,9 +18,10 @@
 
 pub mod etcd;
 pub mod members;
+pub mod publish;
 pub mod schema;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,19 +49,53 @@ pub struct DiscoveredServer {
     pub view: EtcdView,
 }
 
-/// The whole member set of one backend, as a watch sends it after a change.
+/// What changed in one backend's member set, as a watch sends it after a batch of events.
 #[derive(Debug, Clone)]
 pub struct Discovered {
     /// The backend.
     pub backend: String,
     /// Which watch task sent it (a restarted watch's late messages are ignored).
     pub watch: u64,
-    /// The members, by name.
-    pub servers: Vec<DiscoveredServer>,
-    /// The etcd revision this set reflects.
+    /// Members added or changed (`Some`) and removed (`None`), by name, relative to what the
+    /// same watch sent before.
+    pub changes: Vec<publish::Change>,
+    /// The etcd revision the set reflects after these changes.
     pub revision: i64,
-    /// When the etcd response that led to this set arrived (to measure the swap latency).
+    /// When the etcd response that led to this change arrived (to measure the swap latency).
     pub received: Instant,
+}
+
+/// One backend's member set as `control` holds it: the sum of one watch's messages.
+#[derive(Debug, Clone, Default)]
+pub struct MemberTable {
+    /// The watch whose messages these are.
+    pub watch: u64,
+    /// The etcd revision the set reflects.
+    pub revision: i64,
+    /// The members, by name.
+    pub servers: BTreeMap<String, DiscoveredServer>,
+}
+
+impl MemberTable {
+    /// Applies a message of the same watch; a message of another (newer) watch starts over
+    /// from an empty set, as that watch's messages are relative to nothing it sent before.
+    pub fn apply(&mut self, message: Discovered) {
+        if message.watch != self.watch {
+            self.servers.clear();
+            self.watch = message.watch;
+        }
+        self.revision = message.revision;
+        for (name, server) in message.changes {
+            match server {
+                Some(s) => {
+                    self.servers.insert(name, s);
+                }
+                None => {
+                    self.servers.remove(&name);
+                }
+            }
+        }
+    }
 }
 
 /// What a watch reports about itself; shared with whoever reads it (logs, metrics).
@@ -215,11 +253,9 @@ impl Watchers {
             .is_some_and(|r| Some(&r.spec) == wanted.as_ref())
     }
 
-    /// Whether `set` comes from the watch now running for its backend.
-    pub fn is_current(&self, set: &Discovered) -> bool {
-        self.running
-            .get(&set.backend)
-            .is_some_and(|r| r.id == set.watch)
+    /// Whether watch `id` is the one now running for `backend`.
+    pub fn is_current(&self, backend: &str, id: u64) -> bool {
+        self.running.get(backend).is_some_and(|r| r.id == id)
     }
 
     /// The status of each running watch, by backend.
@@ -256,13 +292,13 @@ impl Watchers {
 /// The configuration the table is built from: `file` with each discovered member added to
 /// its backend (after the `server` lines) as a server made from the backend's
 /// `default-server` template. Sets for backends without `discover` are ignored.
-pub fn effective_config(file: &Config, sets: &HashMap<String, Discovered>) -> Config {
+pub fn effective_config(file: &Config, sets: &HashMap<String, MemberTable>) -> Config {
     let mut config = file.clone();
     for backend in &mut config.backends {
         if let (Some(_), Some(set)) = (&backend.discover, sets.get(&backend.name)) {
             let servers: Vec<Server> = set
                 .servers
-                .iter()
+                .values()
                 .filter_map(|m| discovered_server(backend, m))
                 .collect();
             backend.servers.extend(servers);
@@ -324,17 +360,19 @@ mod tests {
         }
     }
 
-    fn sets(backend: &str, servers: Vec<DiscoveredServer>) -> HashMap<String, Discovered> {
-        HashMap::from([(
-            backend.to_owned(),
-            Discovered {
-                backend: backend.to_owned(),
-                watch: 1,
-                servers,
-                revision: 1,
-                received: Instant::now(),
-            },
-        )])
+    fn sets(backend: &str, servers: Vec<DiscoveredServer>) -> HashMap<String, MemberTable> {
+        let mut set = MemberTable::default();
+        set.apply(Discovered {
+            backend: backend.to_owned(),
+            watch: 1,
+            changes: servers
+                .into_iter()
+                .map(|s| (s.name.clone(), Some(s)))
+                .collect(),
+            revision: 1,
+            received: Instant::now(),
+        });
+        HashMap::from([(backend.to_owned(), set)])
     }
 
     const ETCD: &str = "etcd e\nendpoints 127.0.0.1:2379\n";

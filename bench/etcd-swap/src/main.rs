@@ -1,54 +1,94 @@
-//! `etcd-swap`: how long rolelb takes to route by an etcd change.
+//! `etcd-swap`: how long rolelb takes to route by an etcd change, and what a burst of etcd
+//! changes costs it.
 //!
-//! Starts a one-member etcd (Debian's 3.4) and two tiny backends on 127.0.0.1, publishes
-//! them as members `m0` and `m1` (native schema) with `leader` = `m0`, and runs rolelb with a
-//! `role primary` + `role-source etcd` listener that discovers them. Then, `--changes` times,
-//! it moves the leader to the other member and measures from the moment the etcd put
-//! returns to the moment a new connection through rolelb is answered by the new leader
-//! (connections are opened back to back, each one reading the backend's name). That span is
-//! watch delivery + parsing + one table swap + one connection. It prints p50, p90, p99 and
-//! max. Every child process is killed on exit (and gets SIGKILL if this process dies).
+//! Starts a one-member etcd (Debian's 3.4) on 127.0.0.1 and runs rolelb against it; every
+//! child process is killed on exit (and gets SIGKILL if this process dies). Three modes:
+//! - `leader` and `txn` ([`swap`]): two backends `m0`/`m1`, a `role primary` +
+//!   `role-source etcd` listener; the primary moves back and forth (`leader`: the `leader` key
+//!   alone; `txn`: one transaction demoting the old member, promoting the new one and moving
+//!   the `leader` key, as a DBaaS backend publishes a switchover) and the time from the etcd
+//!   write returning to the first new connection answered by the new primary is measured.
+//! - `burst` ([`burst`]): N members put one by one, then removed by one delete-range, while a
+//!   persistent connection through another listener measures the data path's echo latency.
 
+mod burst;
+mod swap;
+
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
-/// Command-line options (`--rolelb PATH --etcd PATH --changes N`).
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Leader,
+    Txn,
+    Burst,
+}
+
+/// Command-line options.
 struct Options {
     rolelb: PathBuf,
     etcd: PathBuf,
+    mode: Mode,
     changes: usize,
+    members: usize,
+    nbthread: Option<u32>,
 }
+
+const USAGE: &str = "options: --rolelb PATH --etcd PATH --mode leader|txn|burst --changes N --members N --nbthread N";
 
 fn options() -> Result<Options> {
     let mut o = Options {
         rolelb: PathBuf::from("target/release/rolelb"),
         etcd: PathBuf::from("/usr/bin/etcd"),
+        mode: Mode::Leader,
         changes: 100,
+        members: 10_000,
+        nbthread: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
             .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+            .with_context(|| format!("{flag} needs a value ({USAGE})"))?;
         match flag.as_str() {
             "--rolelb" => o.rolelb = value.into(),
             "--etcd" => o.etcd = value.into(),
+            "--mode" => {
+                o.mode = match value.as_str() {
+                    "leader" => Mode::Leader,
+                    "txn" => Mode::Txn,
+                    "burst" => Mode::Burst,
+                    other => bail!("--mode {other}: want leader, txn or burst"),
+                }
+            }
             "--changes" => o.changes = value.parse().context("--changes N")?,
-            other => bail!("unknown option {other} (known: --rolelb, --etcd, --changes)"),
+            "--members" => o.members = value.parse().context("--members N")?,
+            "--nbthread" => o.nbthread = Some(value.parse().context("--nbthread N")?),
+            other => bail!("unknown option {other} ({USAGE})"),
         }
+    }
+    if o.changes == 0 || o.members == 0 {
+        bail!("--changes and --members must be at least 1");
     }
     Ok(o)
 }
 
 /// A child process killed when dropped.
-struct Killed(Child);
+pub struct Killed(Child);
+
+impl Killed {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -57,7 +97,8 @@ impl Drop for Killed {
     }
 }
 
-fn spawn(cmd: &mut Command, log: &std::path::Path) -> Result<Killed> {
+/// Spawns `cmd` with stdout and stderr to `log`, killed if this process dies.
+pub fn spawn(cmd: &mut Command, log: &Path) -> Result<Killed> {
     let log = std::fs::File::create(log)?;
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -75,133 +116,152 @@ fn spawn(cmd: &mut Command, log: &std::path::Path) -> Result<Killed> {
     Ok(Killed(child))
 }
 
-fn free_port() -> Result<u16> {
+/// A free port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-/// A backend that writes its name on every connection and closes.
-async fn backend(name: &'static str) -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = conn.write_all(format!("{name}\n").as_bytes()).await;
-            });
-        }
-    });
-    Ok(port)
+/// A running one-member etcd.
+pub struct Etcd {
+    /// The process.
+    pub proc: Killed,
+    /// A client connected to it.
+    pub client: etcd_client::Client,
+    /// Its client URL.
+    pub endpoint: String,
 }
 
-/// The name the backend behind `addr` sends, through rolelb.
-async fn who(addr: SocketAddr) -> Option<String> {
-    let mut conn = TcpStream::connect(addr).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).trim().to_owned())
-}
-
-async fn wait_for(addr: SocketAddr, name: &str, limit: Duration) -> Result<Instant> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if who(addr).await.as_deref() == Some(name) {
-            return Ok(Instant::now());
-        }
-    }
-    bail!("{addr} not answered by {name} within {limit:?}")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
-    let o = options()?;
-    let dir = tempfile::tempdir()?;
+/// Starts a one-member etcd with its data in `dir`.
+pub async fn start_etcd(bin: &Path, dir: &Path) -> Result<Etcd> {
     let (client, peer) = (free_port()?, free_port()?);
     let endpoint = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
-    let _etcd = spawn(
-        Command::new(&o.etcd)
+    let proc = spawn(
+        Command::new(bin)
             .args(["--name", "bench", "--data-dir"])
-            .arg(dir.path().join("etcd"))
+            .arg(dir.join("etcd"))
             .args(["--listen-client-urls", &endpoint])
             .args(["--advertise-client-urls", &endpoint])
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("bench={peer_url}")])
             .args(["--log-level", "warn", "--logger", "zap"]),
-        &dir.path().join("etcd.log"),
+        &dir.join("etcd.log"),
     )?;
-    let mut etcd = None;
     for _ in 0..100 {
         if let Ok(mut c) = etcd_client::Client::connect([endpoint.as_str()], None).await
             && c.status().await.is_ok()
         {
-            etcd = Some(c);
-            break;
+            return Ok(Etcd {
+                proc,
+                client: c,
+                endpoint,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut etcd = etcd.context("etcd did not come up")?;
-    let prefix = "/bench/pool";
-    for (name, port) in [("m0", backend("m0").await?), ("m1", backend("m1").await?)] {
-        let value = format!(r#"{{"host": "127.0.0.1", "port": {port}, "role": "replica"}}"#);
-        etcd.put(format!("{prefix}/members/{name}"), value, None)
-            .await?;
-    }
-    etcd.put(format!("{prefix}/leader"), "m0", None).await?;
+    bail!(
+        "etcd did not come up at {endpoint} (log: {})",
+        dir.display()
+    )
+}
 
-    let port = free_port()?;
-    let cfg = dir.path().join("rolelb.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n    nbthread 1\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 10s\n    timeout server 10s\n\
-             etcd main\n    endpoints {endpoint}\n\
-             listen writes\n    bind 127.0.0.1:{port}\n    role primary\n    role-source etcd\n    discover etcd main path {prefix}\n"
-        ),
-    )?;
-    let _rolelb = spawn(
-        Command::new(&o.rolelb).arg("-f").arg(&cfg),
-        &dir.path().join("rolelb.log"),
-    )?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for(addr, "m0", Duration::from_secs(10))
-        .await
-        .context("rolelb did not start routing to m0")?;
+/// Starts rolelb on `cfg_text` (written to `dir/rolelb.cfg`).
+pub fn start_rolelb(bin: &Path, dir: &Path, cfg_text: &str) -> Result<Killed> {
+    let cfg = dir.join("rolelb.cfg");
+    std::fs::write(&cfg, cfg_text)?;
+    spawn(
+        Command::new(bin).arg("-f").arg(&cfg),
+        &dir.join("rolelb.log"),
+    )
+}
 
-    let mut spans = Vec::with_capacity(o.changes);
-    for i in 0..o.changes {
-        let next = if i % 2 == 0 { "m1" } else { "m0" };
-        etcd.put(format!("{prefix}/leader"), next, None).await?;
-        let put_returned = Instant::now();
-        let routed = wait_for(addr, next, Duration::from_secs(5)).await?;
-        spans.push(routed - put_returned);
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
     }
-    spans.sort();
-    println!(
-        "etcd leader change → first connection routed by the new table, {} changes:",
-        spans.len()
-    );
-    println!(
-        "  p50 {}   p90 {}   p99 {}   max {}   min {}",
-        ms(percentile(&spans, 0.50)),
-        ms(percentile(&spans, 0.90)),
-        ms(percentile(&spans, 0.99)),
-        ms(spans[spans.len() - 1]),
-        ms(spans[0]),
-    );
-    Ok(())
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `1.23 ms`.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// User + system CPU time of process `pid` so far (all threads), from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("short /proc/PID/stat")?
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// Resident set size of process `pid` in bytes (`VmRSS`).
+pub fn rss(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    Ok(kb * 1024)
+}
+
+/// `GET path` over HTTP/1.0 at `addr`; the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .context("no HTTP body")?;
+    Ok(body)
+}
+
+/// Waits until `cond` holds, checking every `every`; the moment it did, or an error after `limit`.
+pub fn wait_until(
+    limit: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("not reached within {limit:?}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let o = options()?;
+    match o.mode {
+        Mode::Leader | Mode::Txn => swap::run(&o).await,
+        Mode::Burst => burst::run(&o).await,
+    }
 }

@@ -1,0 +1,259 @@
+//! The `burst` mode: `--members` members put one by one (each its own etcd revision), then
+//! all removed by one delete-range, while the data path carries traffic.
+//!
+//! rolelb runs two listeners: `pool`, whose servers all come from etcd (the members: hosts
+//! 127.0.0.1, ports that need not listen, no checks), and `echo`, a static server in this
+//! process. One persistent connection through `echo` ping-pongs 16 bytes every millisecond
+//! the whole time (its own thread, blocking sockets), so its round trips show what the burst
+//! does to the data path. Measured:
+//! - the time from the last put returning to every member being in rolelb's table (read from
+//!   the admin API's `/api/v1/backends/pool`, polled every 20 ms only after the last put so
+//!   the polling does not load rolelb during the burst), and rolelb's CPU time (user+system,
+//!   `/proc/PID/stat`) from the first put to that moment;
+//! - the time from the delete-range returning to the table having no member, and its CPU;
+//! - echo round trips: p50/p99 over the quiet seconds before the burst, during the same burst
+//!   of puts under a prefix rolelb does not watch (what etcd and the putting client alone do
+//!   to the data path on this machine), and during the burst rolelb applies;
+//! - rolelb's RSS before, after the burst, and after the delete-range, next to the size of
+//!   the members' keys and values.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use etcd_client::DeleteOptions;
+
+use super::{Options, cpu_time, http_get, ms, percentile, rss, wait_until};
+
+const PREFIX: &str = "/bench/burst";
+/// Where the same burst goes first, unwatched.
+const ELSEWHERE: &str = "/bench/elsewhere";
+/// How long the quiet echo window lasts.
+const QUIET: Duration = Duration::from_secs(3);
+
+/// An echo server on its own threads; returns its port.
+fn echo_server() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Round trips of one persistent connection, with when each ended.
+type Samples = Arc<Mutex<Vec<(Instant, Duration)>>>;
+
+/// Ping-pongs 16 bytes through `addr` every millisecond until `stop`.
+fn echo_client(addr: SocketAddr, stop: Arc<AtomicBool>, samples: Samples) -> Result<()> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    thread::spawn(move || {
+        let msg = [b'x'; 16];
+        let mut back = [0u8; 16];
+        while !stop.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            if conn.write_all(&msg).is_err() || conn.read_exact(&mut back).is_err() {
+                if !stop.load(Ordering::Relaxed) {
+                    eprintln!("echo connection broke");
+                }
+                return;
+            }
+            let end = Instant::now();
+            samples
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((end, end - start));
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    Ok(())
+}
+
+/// Sorted round trips that ended within `[from, to]`.
+fn window(samples: &Samples, from: Instant, to: Instant) -> Vec<Duration> {
+    let mut v: Vec<Duration> = samples
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(t, _)| *t >= from && *t <= to)
+        .map(|(_, d)| *d)
+        .collect();
+    v.sort();
+    v
+}
+
+/// How many servers rolelb's table has in backend `pool` (admin API).
+fn servers_in_table(admin: SocketAddr) -> Option<usize> {
+    http_get(admin, "/api/v1/backends/pool")
+        .ok()
+        .map(|body| body.matches("\"address\":").count())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Puts `n` members under `prefix` one by one, each awaited; the bytes of keys and values.
+async fn put_members(etcd: &mut etcd_client::Client, prefix: &str, n: usize) -> Result<u64> {
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let key = format!("{prefix}/members/m{i:05}");
+        let value = format!(
+            r#"{{"host": "127.0.0.1", "port": {}, "role": "replica"}}"#,
+            10_000 + i % 50_000
+        );
+        bytes += (key.len() + value.len()) as u64;
+        etcd.put(key, value, None).await?;
+    }
+    Ok(bytes)
+}
+
+/// Runs the burst and prints what it measured.
+pub async fn run(o: &Options) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut etcd = super::start_etcd(&o.etcd, dir.path()).await?;
+    let echo = echo_server()?;
+    let (port, echo_port, admin_port) = (
+        super::free_port()?,
+        super::free_port()?,
+        super::free_port()?,
+    );
+    let nbthread = o
+        .nbthread
+        .map(|n| format!("    nbthread {n}\n"))
+        .unwrap_or_default();
+    let rolelb = super::start_rolelb(
+        &o.rolelb,
+        dir.path(),
+        &format!(
+            "global\n{nbthread}    admin bind 127.0.0.1:{admin_port}\n\
+             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 600s\n    timeout server 600s\n\
+             etcd main\n    endpoints {}\n\
+             listen pool\n    bind 127.0.0.1:{port}\n    balance roundrobin\n    discover etcd main path {PREFIX}\n\
+             listen echo\n    bind 127.0.0.1:{echo_port}\n    server e 127.0.0.1:{echo}\n",
+            etcd.endpoint
+        ),
+    )?;
+    let pid = rolelb.pid();
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        servers_in_table(admin) == Some(0)
+    })
+    .context("rolelb's admin API did not answer")?;
+
+    let samples: Samples = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    echo_client(
+        SocketAddr::from(([127, 0, 0, 1], echo_port)),
+        stop.clone(),
+        samples.clone(),
+    )
+    .context("connecting through rolelb's echo listener")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet_from = Instant::now();
+    tokio::time::sleep(QUIET).await;
+    let quiet_to = Instant::now();
+    let rss_before = rss(pid)?;
+
+    // The same burst where rolelb does not look: etcd's and the client's own share.
+    let unwatched_from = Instant::now();
+    put_members(&mut etcd.client, ELSEWHERE, o.members).await?;
+    let unwatched_to = Instant::now();
+    etcd.client
+        .delete(ELSEWHERE, Some(DeleteOptions::new().with_prefix()))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The burst: one put per member, each awaited (one revision each).
+    let cpu0 = cpu_time(pid)?;
+    let first_put = Instant::now();
+    let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
+    let last_put = Instant::now();
+    let all_in = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
+        servers_in_table(admin) == Some(o.members)
+    })
+    .context("not every member reached the table")?;
+    let cpu1 = cpu_time(pid)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = rss(pid)?;
+
+    // One delete-range removes them all in one revision.
+    let cpu2 = cpu_time(pid)?;
+    let deleted_from = Instant::now();
+    etcd.client
+        .delete(
+            format!("{PREFIX}/members/"),
+            Some(DeleteOptions::new().with_prefix()),
+        )
+        .await?;
+    let deleted = Instant::now();
+    let empty = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
+        servers_in_table(admin) == Some(0)
+    })
+    .context("the table did not empty after the delete-range")?;
+    let cpu3 = cpu_time(pid)?;
+    let delete_to = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_deleted = rss(pid)?;
+    stop.store(true, Ordering::Relaxed);
+
+    let quiet = window(&samples, quiet_from, quiet_to);
+    let unwatched = window(&samples, unwatched_from, unwatched_to);
+    let churn = window(&samples, first_put, all_in);
+    let during_delete = window(&samples, deleted_from, delete_to);
+    let n = o.members;
+    println!(
+        "burst of {n} members put one by one (nbthread {}):",
+        o.nbthread.map_or("default".to_owned(), |n| n.to_string())
+    );
+    println!(
+        "  puts took {:.2} s ({:.0}/s); last put → all {n} in the table: {}; rolelb CPU from the first put: {:.2} s",
+        (last_put - first_put).as_secs_f64(),
+        n as f64 / (last_put - first_put).as_secs_f64(),
+        ms(all_in - last_put),
+        (cpu1 - cpu0).as_secs_f64(),
+    );
+    println!(
+        "  one delete-range of all {n} → table empty: {} (rolelb CPU {:.2} s)",
+        ms(empty - deleted),
+        (cpu3 - cpu2).as_secs_f64(),
+    );
+    for (what, v) in [
+        ("quiet", &quiet),
+        ("during the same burst unwatched", &unwatched),
+        ("during the burst", &churn),
+        ("during the delete", &during_delete),
+    ] {
+        println!(
+            "  echo round trip {what}: p50 {}   p99 {}   max {}   ({} samples)",
+            ms(percentile(v, 0.50)),
+            ms(percentile(v, 0.99)),
+            ms(v.last().copied().unwrap_or_default()),
+            v.len()
+        );
+    }
+    println!(
+        "  RSS before {}, after the burst {}, after the delete {}; members' keys+values {}",
+        mib(rss_before),
+        mib(rss_after),
+        mib(rss_deleted),
+        mib(bytes)
+    );
+    Ok(())
+}
