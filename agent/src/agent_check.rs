@@ -3,8 +3,8 @@
 //!
 //! Words before `#` are HAProxy's: the health (`up`/`down`), the admin state
 //! (`ready`/`drain`/`maint`, from the state file) and a weight. After `#` (a description HAProxy
-//! only logs) come `role=`, `lag=` (bytes) and `lag_s=` (seconds), which rolelb reads, and
-//! `reason=` when the node is down.
+//! only logs) come `role=`, `lag=` (bytes) and `lag_s=` (seconds), which rolelb reads (both
+//! sides use `rolelb_roles::description`), and `reason=` when the node is down.
 //!
 //! The line is built from the cached [`Status`] only. By default it is written at once and
 //! the health is role-neutral (`up` when the database answers and a replica is within
@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rolelb_roles::description;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -116,13 +117,10 @@ pub fn line(snap: &Snapshot, endpoint: Option<Endpoint>, max_lag: Option<LagLimi
     let endpoint = endpoint.unwrap_or(Endpoint::ReadOnly { lag: None });
     let verdict = endpoint.serves(snap, max_lag);
     let health = if verdict.is_ok() { "up" } else { "down" };
-    let role = snap.role().map_or("unknown", |r| r.as_str());
-    let lag = snap.lag();
-    let bytes = lag.bytes.map_or("unknown".to_string(), |b| b.to_string());
-    let seconds = lag.seconds.map_or("unknown".to_string(), format_seconds);
     let mut out = format!(
-        "{health} {} 100% #role={role} lag={bytes} lag_s={seconds}",
-        snap.admin
+        "{health} {} 100% #{}",
+        snap.admin,
+        description::format(snap.role(), snap.lag())
     );
     // A down database, or a node that does not fit the endpoint: say why.
     let reason = match (&snap.db, verdict) {
@@ -143,12 +141,6 @@ pub fn line(snap: &Snapshot, endpoint: Option<Endpoint>, max_lag: Option<LagLimi
     out
 }
 
-/// Seconds with millisecond precision and no trailing zeros: `0`, `1.5`, `12.034`.
-fn format_seconds(s: f64) -> String {
-    let text = format!("{s:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,7 +153,10 @@ mod tests {
     fn up(role: Role, bytes: Option<u64>, seconds: Option<f64>) -> DbState {
         DbState::Up {
             role,
-            lag: Lag { bytes, seconds },
+            lag: Lag {
+                bytes,
+                time: seconds.and_then(rolelb_roles::seconds),
+            },
         }
     }
 
@@ -229,14 +224,5 @@ mod tests {
         assert!(line(&replica, want_primary, None).ends_with("reason=node is a replica\n"));
         assert!(line(&replica, want_replica, None).starts_with("up ready"));
         assert!(line(&primary, want_replica, None).starts_with("down ready"));
-    }
-
-    #[test]
-    fn seconds_are_compact() {
-        assert_eq!(format_seconds(0.0), "0");
-        assert_eq!(format_seconds(10.0), "10");
-        assert_eq!(format_seconds(1.5), "1.5");
-        assert_eq!(format_seconds(0.0004), "0");
-        assert_eq!(format_seconds(12.0344), "12.034");
     }
 }

@@ -111,23 +111,25 @@ impl Endpoint {
     }
 }
 
-/// Whether `lag` is within `limit`; unknown lag is never within a limit.
+/// Whether `lag` is within `limit` ([`Lag::within`], as rolelb judges `max-lag`), with
+/// why not; unknown lag is never within a limit.
 fn within(lag: Lag, limit: Option<LagLimit>) -> Result<(), String> {
-    match limit {
-        None => Ok(()),
-        Some(LagLimit::Bytes(max)) => match lag.bytes {
-            None => Err("replication lag in bytes is unknown".into()),
-            Some(b) if b > max => Err(format!("replication lag {b} bytes exceeds {max} bytes")),
-            Some(_) => Ok(()),
-        },
-        Some(LagLimit::Time(max)) => match lag.seconds {
-            None => Err("replication lag in seconds is unknown".into()),
-            Some(s) if s > max.as_secs_f64() => Err(format!(
-                "replication lag {s:.3}s exceeds {:.3}s",
-                max.as_secs_f64()
-            )),
-            Some(_) => Ok(()),
-        },
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    match (lag.within(limit), limit) {
+        (Some(true), _) => Ok(()),
+        (None, LagLimit::Bytes(_)) => Err("replication lag in bytes is unknown".into()),
+        (None, LagLimit::Time(_)) => Err("replication lag in seconds is unknown".into()),
+        (Some(false), LagLimit::Bytes(max)) => Err(format!(
+            "replication lag {} bytes exceeds {max} bytes",
+            lag.bytes.unwrap_or_default()
+        )),
+        (Some(false), LagLimit::Time(max)) => Err(format!(
+            "replication lag {:.3}s exceeds {:.3}s",
+            lag.time.unwrap_or_default().as_secs_f64(),
+            max.as_secs_f64()
+        )),
     }
 }
 
@@ -140,7 +142,10 @@ mod tests {
     fn up(role: Role, bytes: Option<u64>, seconds: Option<f64>) -> DbState {
         DbState::Up {
             role,
-            lag: Lag { bytes, seconds },
+            lag: Lag {
+                bytes,
+                time: seconds.and_then(rolelb_roles::seconds),
+            },
         }
     }
 

@@ -127,7 +127,7 @@ fn body(snap: &Snapshot, reason: Option<String>) -> String {
         "state": match snap.db { DbState::Up { .. } => "up", DbState::Down { .. } => "down" },
         "admin": snap.admin.as_str(),
         "lag": lag.bytes,
-        "lag_s": lag.seconds,
+        "lag_s": lag.time.map(|t| t.as_secs_f64()),
         "reason": reason,
     })
     .to_string()
@@ -147,7 +147,7 @@ mod tests {
             role: Role::Replica,
             lag: Lag {
                 bytes: Some(100),
-                seconds: Some(0.5),
+                time: Some(std::time::Duration::from_millis(500)),
             },
         }
     }

@@ -11,41 +11,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-/// The replication role the database reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Accepts writes (`pg_is_in_recovery()` false, `read_only` off).
-    Primary,
-    /// Read-only copy (in recovery, or `read_only` on).
-    Replica,
-}
-
-impl Role {
-    /// The word used on the wire: `primary` or `replica`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-        }
-    }
-}
-
-/// How far a replica is behind; `None` where the database does not say (NULL).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Lag {
-    /// WAL received but not replayed, in bytes (PostgreSQL only).
-    pub bytes: Option<u64>,
-    /// Seconds behind the primary.
-    pub seconds: Option<f64>,
-}
-
-impl Lag {
-    /// A primary's lag: zero by definition.
-    pub const ZERO: Lag = Lag {
-        bytes: Some(0),
-        seconds: Some(0.0),
-    };
-}
+/// The role and lag a poll reads, as rolelb reads them too.
+pub use rolelb_roles::{Lag, Role};
 
 /// The outcome of the last poll.
 #[derive(Debug, Clone, PartialEq)]

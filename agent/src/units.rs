@@ -6,7 +6,6 @@
 //! (powers of 1024, case-insensitive), and a bare number means bytes. Size units must end in
 //! `B`, so `1m` is one minute and never one mebibyte.
 
-use std::fmt;
 use std::time::Duration;
 
 /// Why a unit string could not be read.
@@ -38,23 +37,9 @@ pub enum UnitError {
     },
 }
 
-/// A replication-lag threshold: bytes of WAL not yet replayed, or seconds behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LagLimit {
-    /// At most this many bytes behind (PostgreSQL only; MySQL does not report bytes).
-    Bytes(u64),
-    /// At most this long behind.
-    Time(Duration),
-}
-
-impl fmt::Display for LagLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LagLimit::Bytes(b) => write!(f, "{b}B"),
-            LagLimit::Time(d) => write!(f, "{}s", d.as_secs_f64()),
-        }
-    }
-}
+/// A replication-lag threshold, the same type as rolelb's `max-lag` (only the spelling of
+/// sizes differs: this file reads Patroni's).
+pub use rolelb_roles::LagLimit;
 
 /// Splits `text` into its number and unit suffix, both trimmed.
 fn split(text: &str) -> Result<(u64, &str), UnitError> {

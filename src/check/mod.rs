@@ -10,6 +10,7 @@ pub mod http;
 pub mod mysql;
 pub mod pgsql;
 pub mod role;
+pub mod role_tracker;
 pub mod scheduler;
 pub mod tcp;
 pub mod tcp_check;

@@ -1,7 +1,8 @@
 //! Role checks: ask the database itself whether it is the primary, and how far a replica
-//! lags. PostgreSQL: `pg_is_in_recovery()` with the replay lag in bytes
-//! (`pg_last_wal_receive_lsn()` vs `pg_last_wal_replay_lsn()`) and seconds; MySQL/MariaDB:
-//! `@@global.read_only` / `@@global.super_read_only` and `Seconds_Behind_Master`.
+//! lags. The queries and the reading of their answers are `rolelb_roles`' (shared with
+//! rolelb-agent): PostgreSQL's `pg_is_in_recovery()` with the replay lag in bytes and time,
+//! MySQL/MariaDB's `read_only` / `super_read_only` and `Seconds_Behind_Master`. This file owns
+//! the connections and the classification of what went wrong.
 //!
 //! The probe keeps its connection open between checks and reopens it after any error. The
 //! TCP connection is made here, before the driver's handshake, so that "could not reach the
@@ -12,22 +13,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mysql_async::prelude::Queryable;
+use rolelb_roles::{Reading, Role, mysql as mysql_roles, pgsql as pg_roles};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 use crate::config::RoleCheck;
 use crate::table::{NodeRole, RoleProblem};
 
-/// What a role check found.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RoleReport {
-    /// Primary or replica.
-    pub role: NodeRole,
-    /// Replay lag in bytes (0 on a primary); `None` = unknown.
-    pub lag_bytes: Option<u64>,
-    /// Replay lag in time (0 on a primary or a caught-up replica); `None` = unknown.
-    pub lag: Option<Duration>,
+/// What a role check found: the role and, on a replica, the lag.
+pub type RoleReport = Reading;
+
+/// rolelb's role for a role the database reported.
+pub fn node_role(role: Role) -> NodeRole {
+    match role {
+        Role::Primary => NodeRole::Primary,
+        Role::Replica => NodeRole::Replica,
+    }
 }
 
 /// Why a role check gave no role.
@@ -82,14 +83,6 @@ async fn dial(addr: SocketAddr, limit: Duration) -> Result<TcpStream, RoleFailur
         }
     }
 }
-
-/// The one query a PostgreSQL role check runs: role, lag in bytes, lag in seconds.
-const PG_ROLE_SQL: &str = "SELECT pg_is_in_recovery(), \
-    CASE WHEN pg_is_in_recovery() \
-         THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint END, \
-    CASE WHEN NOT pg_is_in_recovery() THEN NULL \
-         WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 \
-         ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END";
 
 fn pg_failure(e: &tokio_postgres::Error) -> RoleFailure {
     if let Some(db) = e.as_db_error() {
@@ -170,7 +163,7 @@ impl PgProbe {
         let Some(client) = &self.client else {
             return Err(RoleFailure::new(RoleProblem::BadAnswer, "no connection"));
         };
-        let row = match timeout(limits.answer, client.query_one(PG_ROLE_SQL, &[])).await {
+        let row = match timeout(limits.answer, client.query_one(pg_roles::ROLE_SQL, &[])).await {
             Err(_) => Err(RoleFailure::new(
                 RoleProblem::BadAnswer,
                 format!(
@@ -182,24 +175,7 @@ impl PgProbe {
             Ok(Ok(row)) => Ok(row),
         };
         let row = row.inspect_err(|_| self.client = None)?;
-        let parsed = (|| -> Result<RoleReport, tokio_postgres::Error> {
-            let in_recovery: bool = row.try_get(0)?;
-            let lag_bytes: Option<i64> = row.try_get(1)?;
-            let lag_secs: Option<f64> = row.try_get(2)?;
-            Ok(if in_recovery {
-                RoleReport {
-                    role: NodeRole::Replica,
-                    lag_bytes: lag_bytes.map(|b| u64::try_from(b).unwrap_or(0)),
-                    lag: lag_secs.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
-                }
-            } else {
-                RoleReport {
-                    role: NodeRole::Primary,
-                    lag_bytes: Some(0),
-                    lag: Some(Duration::ZERO),
-                }
-            })
-        })();
+        let parsed = pg_roles::from_row(&row);
         parsed.map_err(|e| {
             self.client = None;
             RoleFailure::new(
@@ -223,16 +199,12 @@ fn mysql_failure(e: &mysql_async::Error) -> RoleFailure {
     }
 }
 
-/// MySQL's error for `@@super_read_only` on servers without it (MariaDB).
-const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
-/// MySQL's syntax error (`SHOW REPLICA STATUS` on older servers).
-const ER_PARSE_ERROR: u16 = 1064;
-
 /// A MySQL/MariaDB role probe with its kept-open connection.
 pub struct MysqlProbe {
     addr: SocketAddr,
     opts: mysql_async::Opts,
     conn: Option<mysql_async::Conn>,
+    query: mysql_roles::RoleQuery,
 }
 
 impl MysqlProbe {
@@ -248,47 +220,8 @@ impl MysqlProbe {
             addr,
             opts: opts.into(),
             conn: None,
+            query: mysql_roles::RoleQuery::default(),
         }
-    }
-
-    async fn query(conn: &mut mysql_async::Conn) -> Result<RoleReport, mysql_async::Error> {
-        let read_only: Option<i64> = conn.query_first("SELECT @@global.read_only").await?;
-        let super_read_only: Option<i64> =
-            match conn.query_first("SELECT @@global.super_read_only").await {
-                Ok(v) => v,
-                Err(mysql_async::Error::Server(s)) if s.code == ER_UNKNOWN_SYSTEM_VARIABLE => None,
-                Err(e) => return Err(e),
-            };
-        let replica = read_only.unwrap_or(0) != 0 || super_read_only.unwrap_or(0) != 0;
-        if !replica {
-            return Ok(RoleReport {
-                role: NodeRole::Primary,
-                lag_bytes: Some(0),
-                lag: Some(Duration::ZERO),
-            });
-        }
-        let rows: Vec<mysql_async::Row> = match conn.query("SHOW REPLICA STATUS").await {
-            Ok(rows) => rows,
-            Err(mysql_async::Error::Server(s)) if s.code == ER_PARSE_ERROR => {
-                conn.query("SHOW SLAVE STATUS").await?
-            }
-            Err(e) => return Err(e),
-        };
-        // No replication configured, or the SQL thread stopped (NULL): the lag is unknown.
-        let lag = rows.first().and_then(|row| {
-            ["Seconds_Behind_Master", "Seconds_Behind_Source"]
-                .iter()
-                .find_map(|col| {
-                    row.get_opt::<Option<u64>, _>(*col)
-                        .and_then(Result::ok)
-                        .flatten()
-                })
-        });
-        Ok(RoleReport {
-            role: NodeRole::Replica,
-            lag_bytes: None,
-            lag: lag.map(Duration::from_secs),
-        })
     }
 
     async fn probe(&mut self, limits: Limits) -> Result<RoleReport, RoleFailure> {
@@ -315,7 +248,7 @@ impl MysqlProbe {
         let Some(conn) = self.conn.as_mut() else {
             return Err(RoleFailure::new(RoleProblem::BadAnswer, "no connection"));
         };
-        let result = match timeout(limits.answer, MysqlProbe::query(conn)).await {
+        let result = match timeout(limits.answer, self.query.read(conn)).await {
             Err(_) => Err(RoleFailure::new(
                 RoleProblem::BadAnswer,
                 format!(
@@ -323,7 +256,10 @@ impl MysqlProbe {
                     limits.answer.as_millis()
                 ),
             )),
-            Ok(Err(e)) => Err(mysql_failure(&e)),
+            Ok(Err(mysql_roles::QueryError::Driver(e))) => Err(mysql_failure(&e)),
+            Ok(Err(mysql_roles::QueryError::Answer(why))) => {
+                Err(RoleFailure::new(RoleProblem::BadAnswer, why))
+            }
             Ok(Ok(r)) => Ok(r),
         };
         if result.is_err() {
@@ -378,74 +314,12 @@ impl Probe {
 }
 
 /// Reads `role=primary|replica lag=BYTES lag_s=SECONDS` from the text after `#` in an
-/// agent-check reply (`role-check agent`). Words it does not know are ignored; a missing or
-/// unknown role is an error.
-pub fn from_agent_description(text: &str) -> Result<RoleReport, String> {
-    let mut role = None;
-    let mut lag_bytes = None;
-    let mut lag = None;
-    for word in text.split([' ', '\t', ',']).filter(|w| !w.is_empty()) {
-        let Some((key, value)) = word.split_once('=') else {
-            continue;
-        };
-        match key.to_ascii_lowercase().as_str() {
-            "role" => {
-                role = Some(match value.to_ascii_lowercase().as_str() {
-                    "primary" | "master" => NodeRole::Primary,
-                    "replica" | "standby" | "slave" => NodeRole::Replica,
-                    other => return Err(format!("unknown role '{other}' in agent reply")),
-                })
-            }
-            "lag" => lag_bytes = value.parse::<u64>().ok(),
-            "lag_s" => {
-                lag = value
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
-            }
-            _ => {}
-        }
-    }
-    let role = role.ok_or_else(|| "agent reply has no #role= word".to_owned())?;
-    Ok(match role {
-        NodeRole::Primary => RoleReport {
-            role,
-            lag_bytes: Some(0),
-            lag: Some(Duration::ZERO),
-        },
-        _ => RoleReport {
-            role,
-            lag_bytes,
-            lag,
-        },
-    })
-}
+/// agent-check reply (`role-check agent`), as rolelb-agent writes it.
+pub use rolelb_roles::description::parse as from_agent_description;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn agent_description_gives_role_and_lag() {
-        let r = from_agent_description("role=replica lag=4096 lag_s=1.5").expect("parses");
-        assert_eq!(r.role, NodeRole::Replica);
-        assert_eq!(r.lag_bytes, Some(4096));
-        assert_eq!(r.lag, Some(Duration::from_millis(1500)));
-        let p = from_agent_description("role=primary lag=0").expect("parses");
-        assert_eq!((p.role, p.lag_bytes), (NodeRole::Primary, Some(0)));
-        let unknown_lag = from_agent_description("role=replica lag=unknown").expect("parses");
-        assert_eq!(
-            unknown_lag.lag_bytes, None,
-            "unparseable lag is unknown, not zero"
-        );
-    }
-
-    #[test]
-    fn agent_description_without_a_known_role_is_an_error() {
-        assert!(from_agent_description("lag=0").is_err());
-        assert!(from_agent_description("role=leader").is_err());
-        assert!(from_agent_description("").is_err());
-    }
 
     #[test]
     fn io_errors_keep_refused_and_unreachable_apart() {

@@ -21,11 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent::{self, AgentAdmin, AgentHealth};
 use super::role::{self, Probe, RoleFailure, RoleReport};
+use super::role_tracker::{self, Current, RoleTracker};
 use super::{CheckResult, Target, http, mysql, pgsql, tcp, tcp_check};
 use crate::config::{AgentCheck, Backend, CheckMethod, Config, MaxLag, Role, RoleCheck, Server};
-use crate::table::{
-    AdminState, Health, NodeRole, RoleCheckState, RoleProblem, ServerLive, TableHandle,
-};
+use crate::table::{AdminState, Health, NodeRole, RoleProblem, ServerLive, TableHandle};
 
 /// Everything that decides how one server is checked; a task is restarted when it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -635,44 +634,8 @@ async fn agent_loop(
     }
 }
 
-/// What the role checker remembers between checks of one server.
-#[derive(Debug, Default)]
-struct RoleTracker {
-    /// Consecutive failed role checks.
-    failures: u32,
-    /// The problem last logged, so a failing check logs once per kind of failure.
-    logged: Option<RoleProblem>,
-    /// Consecutive lag readings within `max-lag` while the server is out for lag.
-    lag_streak: u32,
-    /// The lag state last logged (`true`: within `max-lag`), so a replica that is over or of
-    /// unknown lag from its very first reading is logged NOLB too; `None` until then.
-    lag_logged: Option<bool>,
-}
-
-/// Whether `report`'s lag is within `max_lag`; `None` when the lag is unknown.
-fn lag_within(report: &RoleReport, max_lag: MaxLag) -> Option<bool> {
-    match max_lag {
-        MaxLag::Bytes(b) => report.lag_bytes.map(|l| l <= b),
-        MaxLag::Time(d) => report.lag.map(|l| l <= d),
-    }
-}
-
-fn lag_text(report: &RoleReport) -> String {
-    let bytes = report
-        .lag_bytes
-        .map_or("unknown".to_owned(), |b| format!("{b} bytes"));
-    let time = report
-        .lag
-        .map_or("unknown".to_owned(), |d| format!("{}ms", d.as_millis()));
-    format!("lag {bytes}, {time}")
-}
-
-/// Applies one role-check outcome to the server's live state; asks for a new table when
-/// eligibility changed. A definite answer takes effect at once (a primary that says it is in
-/// recovery stops taking writes now, and its sessions through a `role primary` backend are
-/// closed); a refused connection makes the role unknown at once, other failures after `fall`
-/// checks; unknown is never eligible. Over `max-lag`, a replica leaves at once and comes back after `rise` good
-/// readings; its running sessions are left alone.
+/// Applies one role-check outcome to the server's live state (see `role_tracker`); asks
+/// for a new table when eligibility changed.
 fn apply_role(
     spec: &CheckSpec,
     rs: &RoleSpec,
@@ -683,126 +646,8 @@ fn apply_role(
     duration: Duration,
 ) {
     let name = format!("{}/{}", spec.backend, spec.server);
-    let mut changed = false;
-    match outcome {
-        Ok(report) => {
-            if tracker.logged.take().is_some() {
-                tracing::info!(
-                    "Role check for server {name} answers again: {}.",
-                    report.role.name()
-                );
-            }
-            tracker.failures = 0;
-            live.lag_bytes
-                .store(report.lag_bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
-            let ms = report.lag.map_or(u64::MAX, |d| {
-                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-            });
-            live.lag_ms.store(ms, Ordering::Relaxed);
-            let prev = live.set_role(report.role);
-            if prev != report.role {
-                changed = true;
-                if prev == NodeRole::Primary {
-                    tracing::warn!(
-                        "Server {name} is no longer the primary: it reports {} (check duration: {}ms).",
-                        report.role.name(),
-                        duration.as_millis()
-                    );
-                } else {
-                    tracing::info!(
-                        "Server {name} reports role {} (was {}).",
-                        report.role.name(),
-                        prev.name()
-                    );
-                }
-                if prev == NodeRole::Primary && rs.backend_role == Role::Primary {
-                    live.shutdown_sessions();
-                    tracing::warn!("Closing the sessions of {name}: it lost the primary role.");
-                }
-            }
-            // `None`: no max-lag; `Some(None)`: the lag is unknown.
-            let within = rs.max_lag.map(|max| lag_within(&report, max));
-            let ok = match within {
-                None => true,
-                Some(Some(true)) if live.lag_ok() => true,
-                Some(Some(true)) => {
-                    tracker.lag_streak += 1;
-                    tracker.lag_streak >= rs.rise
-                }
-                Some(Some(false) | None) => {
-                    tracker.lag_streak = 0;
-                    false
-                }
-            };
-            if live.set_lag_ok(ok) != ok {
-                changed = true;
-                tracker.lag_streak = 0;
-            }
-            // Lag is logged for replicas of backends with `max-lag` only, once per change of
-            // state; a reading within max-lag that still waits for `rise` logs nothing.
-            if within.is_some() && report.role == NodeRole::Replica {
-                if ok && tracker.lag_logged != Some(true) {
-                    tracker.lag_logged = Some(true);
-                    tracing::info!(
-                        "Server {name} is back within max-lag ({}).",
-                        lag_text(&report)
-                    );
-                } else if within != Some(Some(true)) && tracker.lag_logged != Some(false) {
-                    tracker.lag_logged = Some(false);
-                    tracing::warn!(
-                        "Server {name} is NOLB: {} over max-lag or unknown.",
-                        lag_text(&report)
-                    );
-                }
-            }
-            live.last_role_check.store(Some(Arc::new(RoleCheckState {
-                role: report.role,
-                problem: None,
-                detail: lag_text(&report),
-                duration,
-            })));
-        }
-        Err(failure) => {
-            tracker.failures += 1;
-            if tracker.logged != Some(failure.problem) {
-                tracing::warn!(
-                    "Role check for server {name} failed ({}): {}, check duration: {}ms.",
-                    failure.problem.name(),
-                    failure.detail,
-                    duration.as_millis()
-                );
-                tracker.logged = Some(failure.problem);
-            }
-            // A refused connection means nothing listens on the database's port: whatever
-            // it was, it is not serving as primary now, so that needs no `fall` confirmations.
-            // Timeouts and bad answers may be passing trouble and wait for `fall` failures.
-            let needed = if failure.problem == RoleProblem::Refused {
-                1
-            } else {
-                rs.fall
-            };
-            if tracker.failures >= needed && live.role() != NodeRole::Unknown {
-                live.set_role(NodeRole::Unknown);
-                live.lag_bytes.store(u64::MAX, Ordering::Relaxed);
-                live.lag_ms.store(u64::MAX, Ordering::Relaxed);
-                live.set_lag_ok(false);
-                tracker.lag_logged = None;
-                changed = true;
-                tracing::warn!(
-                    "Server {name} role is unknown after {} failed role checks ({}): not eligible.",
-                    tracker.failures,
-                    failure.problem.name()
-                );
-            }
-            live.last_role_check.store(Some(Arc::new(RoleCheckState {
-                role: live.role(),
-                problem: Some(failure.problem),
-                detail: failure.detail,
-                duration,
-            })));
-        }
-    }
-    if changed {
+    let verdict = tracker.observe(outcome, rs, Current::of(live));
+    if role_tracker::apply(verdict, live, &name, duration) {
         let _ = env.rebuild.send(());
     }
 }
@@ -836,7 +681,7 @@ async fn role_loop(
         };
         live.check_durations.role.observe(duration);
         apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
-        let settled = tracker.failures == 0 && live.role() != NodeRole::Unknown;
+        let settled = tracker.failures() == 0 && live.role() != NodeRole::Unknown;
         let interval = if settled { rs.inter } else { rs.fastinter };
         next = reschedule(next, interval);
     }

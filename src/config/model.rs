@@ -423,14 +423,9 @@ pub enum RoleCheck {
     Agent,
 }
 
-/// `max-lag`: how far behind a replica may be and still take reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaxLag {
-    /// A size (`16m`): replay lag in bytes of WAL (PostgreSQL).
-    Bytes(u64),
-    /// A duration (`10s`): replay lag in time (PostgreSQL, and MySQL's Seconds_Behind_Master).
-    Time(Duration),
-}
+/// `max-lag`: how far behind a replica may be and still take reads: a size (`16m`, bytes of
+/// WAL, PostgreSQL) or a duration (`10s`). The same limit as rolelb-agent's `max_lag`.
+pub use rolelb_roles::LagLimit as MaxLag;
 
 /// `role-source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

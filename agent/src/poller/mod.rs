@@ -2,7 +2,8 @@
 //! answer in the shared [`Status`], which is all that replies ever read.
 //!
 //! One [`Probe`] per database kind (`postgres.rs`, `mysql.rs`) keeps one session open between
-//! polls and reopens it after any error. Each poll (connect included) is bounded by
+//! polls and reopens it after any error; the queries and the reading of their answers are
+//! `rolelb_roles`', the same as rolelb's own role checks. Each poll (connect included) is bounded by
 //! `timeout`; a poll that fails or times out stores `Down` with the reason, never leaving an
 //! old `Up` in place.
 
@@ -12,20 +13,13 @@ mod postgres;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rolelb_roles::Reading;
+
 use crate::config::{Database, DbKind};
-use crate::status::{DbState, Lag, Role, Status};
+use crate::status::{DbState, Status};
 
 pub use mysql::MysqlProbe;
 pub use postgres::PostgresProbe;
-
-/// What one successful poll saw.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Observation {
-    /// The node's role.
-    pub role: Role,
-    /// Its lag (zero on a primary).
-    pub lag: Lag,
-}
 
 /// Why a poll found no answer.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +42,10 @@ pub enum PollError {
     },
 }
 
-/// A database session the poller can ask for an [`Observation`].
+/// A database session the poller can ask for a [`Reading`].
 pub(crate) trait Probe: Send {
     /// Runs the status queries, opening the session first if there is none.
-    async fn poll(&mut self) -> Result<Observation, PollError>;
+    async fn poll(&mut self) -> Result<Reading, PollError>;
     /// Drops the session (after an error or a timeout) so the next poll reconnects.
     fn reset(&mut self);
     /// `host:port` or socket path, for reasons and logs.
@@ -86,7 +80,7 @@ pub async fn run(db: Database, inter: Duration, timeout: Duration, status: Arc<S
 /// One bounded poll: the probe's answer, or `Down` with why (the session is reset then).
 async fn poll_once(probe: &mut impl Probe, timeout: Duration) -> DbState {
     match tokio::time::timeout(timeout, probe.poll()).await {
-        Ok(Ok(Observation { role, lag })) => DbState::Up { role, lag },
+        Ok(Ok(Reading { role, lag })) => DbState::Up { role, lag },
         Ok(Err(e)) => {
             probe.reset();
             DbState::Down {

@@ -1,28 +1,15 @@
-//! PostgreSQL probe: `pg_is_in_recovery()` and, on a replica, the replay lag in bytes and
-//! seconds, in one prepared statement on one kept-open session.
+//! PostgreSQL probe: the role query of `rolelb_roles::pgsql` (`pg_is_in_recovery()` and, on
+//! a replica, the replay lag in bytes and time), prepared once on one kept-open session.
 
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{Observation, PollError, Probe, error_chain};
-use crate::config::Database;
-use crate::status::{Lag, Role};
+use rolelb_roles::{Reading, pgsql};
 
-/// Role and lag in one round trip. On a replica the byte lag is WAL received but not yet
-/// replayed, and the time lag is zero when everything received is replayed (an idle primary
-/// must not make a caught-up replica look late), else the age of the last replayed commit.
-const STATUS_SQL: &str = "\
-SELECT pg_is_in_recovery(),
-       CASE WHEN pg_is_in_recovery()
-            THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint
-       END,
-       CASE WHEN pg_is_in_recovery()
-            THEN (CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-                       ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())
-                  END)::float8
-       END";
+use super::{PollError, Probe, error_chain};
+use crate::config::Database;
 
 /// An open session: the client, its prepared status query, and the connection task.
 struct Session {
@@ -80,7 +67,7 @@ async fn connect(config: &tokio_postgres::Config, target: &str) -> Result<Sessio
         // Its error surfaces again as a failed query on the client, which is reported.
         let _ = connection.await;
     });
-    let status = client.prepare(STATUS_SQL).await.map_err(connect_err)?;
+    let status = client.prepare(pgsql::ROLE_SQL).await.map_err(connect_err)?;
     Ok(Session {
         client,
         status,
@@ -89,7 +76,7 @@ async fn connect(config: &tokio_postgres::Config, target: &str) -> Result<Sessio
 }
 
 impl Probe for PostgresProbe {
-    async fn poll(&mut self) -> Result<Observation, PollError> {
+    async fn poll(&mut self) -> Result<Reading, PollError> {
         let session = match self.session.take() {
             Some(s) if !s.client.is_closed() => s,
             _ => connect(&self.config, &self.target).await?,
@@ -104,23 +91,7 @@ impl Probe for PostgresProbe {
             .query_one(&session.status, &[])
             .await
             .map_err(query_err)?;
-        let in_recovery: bool = row.try_get(0).map_err(query_err)?;
-        let bytes: Option<i64> = row.try_get(1).map_err(query_err)?;
-        let seconds: Option<f64> = row.try_get(2).map_err(query_err)?;
-        Ok(if in_recovery {
-            Observation {
-                role: Role::Replica,
-                lag: Lag {
-                    bytes: bytes.map(|b| b.max(0) as u64),
-                    seconds: seconds.map(|s| s.max(0.0)),
-                },
-            }
-        } else {
-            Observation {
-                role: Role::Primary,
-                lag: Lag::ZERO,
-            }
-        })
+        pgsql::from_row(&row).map_err(query_err)
     }
 
     fn reset(&mut self) {
