@@ -3,7 +3,8 @@
 //!
 //! Flow: `config` (text → typed config) → `table` (typed config + live state → one immutable
 //! table behind `ArcSwap`) → `proxy` (the data path, reads only the table). `control` owns the
-//! table and is the only writer.
+//! table and is the only writer. `live` holds what outlives a swap (per-server state and
+//! counters, keyed by name); `roles` is the single-writer guard.
 
 pub mod admin;
 pub mod balance;
@@ -12,7 +13,9 @@ pub mod config;
 pub mod control;
 pub mod discovery;
 pub mod fd_limit;
+pub mod live;
 pub mod logging;
 pub mod proxy;
+pub mod roles;
 pub mod table;
 pub mod text;

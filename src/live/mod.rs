@@ -1,0 +1,13 @@
+//! Live state: what outlives a table swap, per server, backend and frontend (health, admin and
+//! role state, session counts, counters), in a [`Registry`] keyed by name. Tables hold `Arc`s
+//! to its entries; checks, discovery and the admin API write it; the data path counts in it.
+
+mod counters;
+mod ramp;
+mod registry;
+mod server;
+
+pub use counters::*;
+pub use ramp::*;
+pub use registry::*;
+pub use server::*;

@@ -1,0 +1,573 @@
+//! One server's live state ([`ServerLive`]): administrative, health and role state, session
+//! counts and the tokens that close sessions, shared by `Arc` across tables so a swap never
+//! resets them. Also the states' enums.
+
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio_util::sync::CancellationToken;
+
+use super::{CheckDurations, Downtime, Ramp, TrafficStats};
+use crate::check::CheckResult;
+use crate::config::{EtcdRole, EtcdState, EtcdView};
+
+/// Administrative state of a server, set by config (`disabled`) and later by the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    /// Takes traffic when healthy.
+    Ready = 0,
+    /// Takes no new connections; existing ones continue.
+    Drain = 1,
+    /// Maintenance: takes nothing and checks cannot bring it back.
+    Maint = 2,
+}
+
+/// Health of a server as its checks see it (servers without `check` stay `Up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Passing.
+    Up = 0,
+    /// Failing.
+    Down = 1,
+}
+
+/// Live state of one server, shared across tables.
+#[derive(Debug)]
+pub struct ServerLive {
+    admin: AtomicU8,
+    health: AtomicU8,
+    /// Sessions currently established or connecting to this server.
+    pub sessions: AtomicU32,
+    /// Sessions ever assigned to this server.
+    pub total_sessions: AtomicU64,
+    /// Bytes received from clients and sent to this server.
+    pub bytes_in: AtomicU64,
+    /// Bytes received from this server and sent to clients.
+    pub bytes_out: AtomicU64,
+    /// Failed connection attempts.
+    pub connect_errors: AtomicU64,
+    /// When the server last became usable (for `slowstart`); `None` = since start.
+    usable_since: Mutex<Option<Instant>>,
+    /// Cancelled to close every session on this server (`shutdown-sessions`, role loss).
+    kill: ArcSwap<CancellationToken>,
+    /// The `disabled` flag of the last configuration applied, so a reload applies only a change.
+    config_disabled: AtomicBool,
+    /// Administrative state the agent asked for (`ready`/`drain`/`maint`), kept apart from
+    /// the operator's so `ready` from the agent cannot cancel an operator's maintenance.
+    agent_admin: AtomicU8,
+    /// Operating state the agent reported (`up`, or `down`/`fail`/`stopped`).
+    agent_health: AtomicU8,
+    /// `N%` from the agent: the share of the configured weight to use.
+    pub agent_weight_pct: AtomicU32,
+    /// `maxconn:N` from the agent; 0 = not set.
+    pub agent_maxconn: AtomicU32,
+    /// The last health check's result.
+    pub last_check: ArcSwapOption<CheckResult>,
+    /// The last agent check's result.
+    pub last_agent: ArcSwapOption<CheckResult>,
+    /// Failed health checks.
+    pub check_failures: AtomicU64,
+    /// Transitions from UP to DOWN.
+    pub down_transitions: AtomicU64,
+    /// The role the node last reported (role checks or the agent's `#role=`).
+    role: AtomicU8,
+    /// The role etcd gives a discovered server (`Unknown` for `server` lines).
+    etcd_role: AtomicU8,
+    /// The administrative state etcd asks for (a member's `state`), kept apart like the
+    /// agent's so etcd's `ready` cannot cancel an operator's maintenance.
+    etcd_admin: AtomicU8,
+    /// Replication lag in bytes; `u64::MAX` = unknown.
+    pub lag_bytes: AtomicU64,
+    /// Replication lag in milliseconds; `u64::MAX` = unknown.
+    pub lag_ms: AtomicU64,
+    /// Whether the lag is within `max-lag` (with hysteresis), kept by the role checker.
+    lag_ok: AtomicBool,
+    /// The last role check's outcome, for logs, the admin API and metrics.
+    pub last_role_check: ArcSwapOption<RoleCheckState>,
+    /// Where the role was learnt (the check destination of the last configuration applied).
+    role_target: Mutex<Option<SocketAddr>>,
+    /// Weight set by the operator (`set server B/S weight`), [`NO_WEIGHT`] when none; it
+    /// replaces the configured weight and survives reloads.
+    operator_weight: AtomicU32,
+    /// The health check's rise/fall counter (HAProxy's `check_health`), [`NO_HEALTH`] until a
+    /// check task publishes it.
+    check_health: AtomicU32,
+    /// Most sessions ever open at once on this server.
+    pub max_sessions: AtomicU32,
+    /// Session counters and timings beyond the basic ones (for metrics and reports).
+    pub traffic: TrafficStats,
+    /// How long checks of this server take.
+    pub check_durations: CheckDurations,
+    /// When the operating or administrative state last changed (`lastchg` in `show stat`).
+    changed_at: Mutex<Instant>,
+    /// Time spent stopped (down or in maintenance).
+    downtime: Downtime,
+}
+
+/// The role a node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeRole {
+    /// Not known yet, or the last role checks failed: never eligible where a role is required.
+    Unknown = 0,
+    /// Accepts writes.
+    Primary = 1,
+    /// In recovery / read-only.
+    Replica = 2,
+}
+
+impl NodeRole {
+    fn from_u8(v: u8) -> NodeRole {
+        match v {
+            1 => NodeRole::Primary,
+            2 => NodeRole::Replica,
+            _ => NodeRole::Unknown,
+        }
+    }
+
+    /// Lower-case name (`primary`, `replica`, `unknown`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::Unknown => "unknown",
+            NodeRole::Primary => "primary",
+            NodeRole::Replica => "replica",
+        }
+    }
+}
+
+/// Why a role check did not give a role, kept apart so a broken check transport never looks
+/// like a demoted database, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoleProblem {
+    /// The check port could not be reached in time (timeout, unreachable network).
+    Unreachable,
+    /// The connection was refused (nothing listens: the database is down).
+    Refused,
+    /// The database answered but refused us (authentication, permissions).
+    Rejected,
+    /// The answer was not what a database says (garbage, protocol error, hang mid-handshake).
+    BadAnswer,
+}
+
+impl RoleProblem {
+    /// Short name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleProblem::Unreachable => "unreachable",
+            RoleProblem::Refused => "refused",
+            RoleProblem::Rejected => "rejected",
+            RoleProblem::BadAnswer => "bad_answer",
+        }
+    }
+}
+
+/// The outcome of the last role check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleCheckState {
+    /// The role reported, or `Unknown`.
+    pub role: NodeRole,
+    /// Why there is no role, when the check failed.
+    pub problem: Option<RoleProblem>,
+    /// Detail for humans (the driver's error, the lag numbers).
+    pub detail: String,
+    /// How long the check took.
+    pub duration: Duration,
+}
+
+/// [`ServerLive::operator_weight`] when the operator has set no weight.
+const NO_WEIGHT: u32 = u32::MAX;
+/// [`ServerLive::check_health`] before any check task has published its counter.
+const NO_HEALTH: u32 = u32::MAX;
+
+impl Default for ServerLive {
+    fn default() -> Self {
+        ServerLive {
+            admin: AtomicU8::new(AdminState::Ready as u8),
+            health: AtomicU8::new(Health::Up as u8),
+            sessions: AtomicU32::new(0),
+            total_sessions: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            usable_since: Mutex::new(None),
+            kill: ArcSwap::from_pointee(CancellationToken::new()),
+            config_disabled: AtomicBool::new(false),
+            agent_admin: AtomicU8::new(AdminState::Ready as u8),
+            agent_health: AtomicU8::new(Health::Up as u8),
+            agent_weight_pct: AtomicU32::new(100),
+            agent_maxconn: AtomicU32::new(0),
+            last_check: ArcSwapOption::empty(),
+            last_agent: ArcSwapOption::empty(),
+            check_failures: AtomicU64::new(0),
+            down_transitions: AtomicU64::new(0),
+            role: AtomicU8::new(NodeRole::Unknown as u8),
+            etcd_role: AtomicU8::new(NodeRole::Unknown as u8),
+            etcd_admin: AtomicU8::new(AdminState::Ready as u8),
+            lag_bytes: AtomicU64::new(u64::MAX),
+            lag_ms: AtomicU64::new(u64::MAX),
+            lag_ok: AtomicBool::new(false),
+            last_role_check: ArcSwapOption::empty(),
+            role_target: Mutex::new(None),
+            operator_weight: AtomicU32::new(NO_WEIGHT),
+            check_health: AtomicU32::new(NO_HEALTH),
+            max_sessions: AtomicU32::new(0),
+            traffic: TrafficStats::default(),
+            check_durations: CheckDurations::default(),
+            changed_at: Mutex::new(Instant::now()),
+            downtime: Downtime::default(),
+        }
+    }
+}
+
+impl AdminState {
+    /// The word HAProxy prints for it (`READY`, `DRAIN`, `MAINT`).
+    pub fn word(self) -> &'static str {
+        match self {
+            AdminState::Ready => "READY",
+            AdminState::Drain => "DRAIN",
+            AdminState::Maint => "MAINT",
+        }
+    }
+
+    fn from_u8(v: u8) -> AdminState {
+        match v {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maint,
+        }
+    }
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            0 => Health::Up,
+            _ => Health::Down,
+        }
+    }
+}
+
+impl ServerLive {
+    /// Current administrative state set by the configuration or the operator.
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Acquire))
+    }
+
+    /// Administrative state the agent asked for.
+    pub fn agent_admin(&self) -> AdminState {
+        AdminState::from_u8(self.agent_admin.load(Ordering::Acquire))
+    }
+
+    /// Sets the agent's administrative state; returns the previous one.
+    pub fn set_agent_admin(&self, state: AdminState) -> AdminState {
+        let prev = AdminState::from_u8(self.agent_admin.swap(state as u8, Ordering::AcqRel));
+        self.note_change(prev != state);
+        if prev != AdminState::Ready
+            && state == AdminState::Ready
+            && self.admin() == AdminState::Ready
+        {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    /// Operating state the agent reported.
+    pub fn agent_health(&self) -> Health {
+        Health::from_u8(self.agent_health.load(Ordering::Acquire))
+    }
+
+    /// Sets the agent's operating state; returns the previous one.
+    pub fn set_agent_health(&self, health: Health) -> Health {
+        let prev = Health::from_u8(self.agent_health.swap(health as u8, Ordering::AcqRel));
+        self.note_change(prev != health);
+        if prev == Health::Down && health == Health::Up && self.health() == Health::Up {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    /// The administrative state in force: the strictest of the operator's, the agent's and
+    /// etcd's.
+    pub fn effective_admin(&self) -> AdminState {
+        AdminState::from_u8(
+            self.admin
+                .load(Ordering::Acquire)
+                .max(self.agent_admin.load(Ordering::Acquire))
+                .max(self.etcd_admin.load(Ordering::Acquire)),
+        )
+    }
+
+    /// The role etcd gives this server (`Unknown` when it was not discovered).
+    pub fn etcd_role(&self) -> NodeRole {
+        NodeRole::from_u8(self.etcd_role.load(Ordering::Acquire))
+    }
+
+    /// The administrative state etcd asks for.
+    pub fn etcd_admin(&self) -> AdminState {
+        AdminState::from_u8(self.etcd_admin.load(Ordering::Acquire))
+    }
+
+    /// Records what etcd says about this server (`None`: not discovered); returns the
+    /// previous etcd role.
+    pub fn apply_etcd(&self, view: Option<EtcdView>) -> NodeRole {
+        let (role, admin) = match view {
+            None => (NodeRole::Unknown, AdminState::Ready),
+            Some(v) => (
+                match v.role {
+                    EtcdRole::Primary => NodeRole::Primary,
+                    EtcdRole::Replica => NodeRole::Replica,
+                },
+                match v.state {
+                    EtcdState::Ready => AdminState::Ready,
+                    EtcdState::Drain => AdminState::Drain,
+                    EtcdState::Maint => AdminState::Maint,
+                },
+            ),
+        };
+        let prev_admin = AdminState::from_u8(self.etcd_admin.swap(admin as u8, Ordering::AcqRel));
+        self.note_change(prev_admin != admin);
+        if prev_admin != AdminState::Ready
+            && admin == AdminState::Ready
+            && self.effective_admin() == AdminState::Ready
+        {
+            self.mark_usable_now();
+        }
+        NodeRole::from_u8(self.etcd_role.swap(role as u8, Ordering::AcqRel))
+    }
+
+    /// The health in force: DOWN when either the checks or the agent say so.
+    pub fn effective_health(&self) -> Health {
+        Health::from_u8(
+            self.health
+                .load(Ordering::Acquire)
+                .max(self.agent_health.load(Ordering::Acquire)),
+        )
+    }
+
+    /// Sets the administrative state; returns the previous one.
+    pub fn set_admin(&self, state: AdminState) -> AdminState {
+        let prev = AdminState::from_u8(self.admin.swap(state as u8, Ordering::AcqRel));
+        self.note_change(prev != state);
+        if prev != AdminState::Ready && state == AdminState::Ready {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    /// Applies the configuration's `disabled` flag when it differs from the last one seen, so
+    /// a reload that adds or removes `disabled` takes effect while state set at run time
+    /// (admin API) otherwise survives reloads.
+    pub fn apply_config_disabled(&self, disabled: bool) {
+        if self.config_disabled.swap(disabled, Ordering::AcqRel) != disabled {
+            self.set_admin(if disabled {
+                AdminState::Maint
+            } else {
+                AdminState::Ready
+            });
+        }
+    }
+
+    /// Current health as the health checks see it.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Sets the health; returns the previous one.
+    pub fn set_health(&self, health: Health) -> Health {
+        let prev = Health::from_u8(self.health.swap(health as u8, Ordering::AcqRel));
+        self.note_change(prev != health);
+        if prev == Health::Down && health == Health::Up {
+            self.mark_usable_now();
+        }
+        prev
+    }
+
+    /// Whether the configuration applied last marks this server `disabled`.
+    pub fn config_disabled(&self) -> bool {
+        self.config_disabled.load(Ordering::Acquire)
+    }
+
+    /// The operator's weight, if one is set.
+    pub fn operator_weight(&self) -> Option<u32> {
+        match self.operator_weight.load(Ordering::Acquire) {
+            NO_WEIGHT => None,
+            w => Some(w),
+        }
+    }
+
+    /// Sets (or with `None` clears) the operator's weight; the table must be rebuilt after.
+    pub fn set_operator_weight(&self, weight: Option<u32>) {
+        let w = weight.map_or(NO_WEIGHT, |w| w.min(NO_WEIGHT - 1));
+        self.operator_weight.store(w, Ordering::Release);
+    }
+
+    /// The user weight (`srv_uweight`): the operator's weight, else the configured one,
+    /// scaled by the agent's `N%`; `slowstart` is applied on top of it.
+    pub fn user_weight(&self, configured: u32) -> u32 {
+        self.agent_scaled_weight(self.operator_weight().unwrap_or(configured))
+    }
+
+    /// The health check's rise/fall counter, once a check task has published one.
+    pub fn check_health(&self) -> Option<u32> {
+        match self.check_health.load(Ordering::Acquire) {
+            NO_HEALTH => None,
+            h => Some(h),
+        }
+    }
+
+    /// Publishes the health check's rise/fall counter (for `show stat` and `show servers state`).
+    pub fn set_check_health(&self, counter: u32) {
+        self.check_health
+            .store(counter.min(NO_HEALTH - 1), Ordering::Release);
+    }
+
+    /// When the operating or administrative state last changed.
+    pub fn changed_at(&self) -> Instant {
+        *self
+            .changed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn note_change(&self, changed: bool) {
+        if changed {
+            let now = Instant::now();
+            *self
+                .changed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = now;
+            let stopped = self.effective_admin() == AdminState::Maint
+                || self.effective_health() == Health::Down;
+            self.downtime.set(stopped, now);
+        }
+    }
+
+    /// Time spent stopped (down or in maintenance) since the process started.
+    pub fn downtime(&self, now: Instant) -> Duration {
+        self.downtime.total(now)
+    }
+
+    fn mark_usable_now(&self) {
+        *self
+            .usable_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether the server may take new connections at all (before role and limits).
+    pub fn eligible(&self) -> bool {
+        self.effective_admin() == AdminState::Ready && self.effective_health() == Health::Up
+    }
+
+    /// The role the node last reported.
+    pub fn role(&self) -> NodeRole {
+        NodeRole::from_u8(self.role.load(Ordering::Acquire))
+    }
+
+    /// Records the node's role; returns the previous one.
+    pub fn set_role(&self, role: NodeRole) -> NodeRole {
+        NodeRole::from_u8(self.role.swap(role as u8, Ordering::AcqRel))
+    }
+
+    /// Notes the server's check destination from the configuration being applied; when a
+    /// reload moved the name to another node, what was known of the old node's role no longer
+    /// holds: the role becomes unknown until a role check of the new node answers.
+    pub fn apply_role_target(&self, target: SocketAddr) {
+        let mut seen = self
+            .role_target
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.is_some_and(|old| old != target) {
+            self.set_role(NodeRole::Unknown);
+            self.set_lag_ok(false);
+            self.lag_bytes.store(u64::MAX, Ordering::Relaxed);
+            self.lag_ms.store(u64::MAX, Ordering::Relaxed);
+        }
+        *seen = Some(target);
+    }
+
+    /// Whether the lag is within `max-lag` (as last decided by the role checker).
+    pub fn lag_ok(&self) -> bool {
+        self.lag_ok.load(Ordering::Acquire)
+    }
+
+    /// Records whether the lag is within `max-lag`; returns the previous value.
+    pub fn set_lag_ok(&self, ok: bool) -> bool {
+        self.lag_ok.swap(ok, Ordering::AcqRel)
+    }
+
+    /// The configured weight scaled by the agent's `N%`.
+    pub fn agent_scaled_weight(&self, weight: u32) -> u32 {
+        let pct = self.agent_weight_pct.load(Ordering::Acquire);
+        // HAProxy caps the resulting weight, not the percentage, at 256.
+        let scaled = u64::from(weight) * u64::from(pct) / 100;
+        u32::try_from(scaled.min(256)).unwrap_or(256)
+    }
+
+    /// `maxconn` in force: the agent's `maxconn:N` when set, else the configured one.
+    pub fn maxconn(&self, configured: Option<u32>) -> Option<u32> {
+        match self.agent_maxconn.load(Ordering::Acquire) {
+            0 => configured,
+            n => Some(n),
+        }
+    }
+
+    /// Takes a session slot unless `maxconn` is reached.
+    pub fn try_acquire(&self, maxconn: Option<u32>) -> bool {
+        let limit = match maxconn {
+            Some(m) if m > 0 => m,
+            _ => u32::MAX,
+        };
+        match self
+            .sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            }) {
+            Ok(prev) => {
+                self.max_sessions.fetch_max(prev + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Gives back a slot taken by [`ServerLive::try_acquire`].
+    pub fn release(&self) {
+        self.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The token a new session watches: cancelled when the server's sessions must close.
+    pub fn kill_token(&self) -> CancellationToken {
+        (**self.kill.load()).clone()
+    }
+
+    /// Closes every session currently open on this server.
+    pub fn shutdown_sessions(&self) {
+        let old = self.kill.swap(Arc::new(CancellationToken::new()));
+        old.cancel();
+    }
+
+    /// Where the server stands in its `slowstart` ramp now; `None` when it is not ramping
+    /// (no `slowstart`, never went down since start, or the ramp is over).
+    pub fn ramp(&self, slowstart: Option<Duration>, now: Instant) -> Option<Ramp> {
+        // The config keeps `slowstart` in whole seconds, as HAProxy does.
+        let length = slowstart?.as_secs();
+        let since = (*self
+            .usable_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))?;
+        let elapsed = now.saturating_duration_since(since).as_secs();
+        (elapsed < length).then_some(Ramp { elapsed, length })
+    }
+
+    /// Whether this server is still ramping up under `slowstart` (HAProxy's STARTING state).
+    pub fn in_slowstart(&self, slowstart: Option<Duration>, now: Instant) -> bool {
+        self.ramp(slowstart, now).is_some()
+    }
+}

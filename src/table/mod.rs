@@ -1,0 +1,276 @@
+//! The table: everything the data path reads, built whole from a [`Config`] plus live state
+//! and swapped behind `ArcSwap` by `control`. A table never changes after it is built.
+//!
+//! Live per-proxy and per-server state (session counts, counters, admin and health state, the
+//! rotation cursor) sits in [`crate::live`]'s [`Registry`], keyed by backend/server name, and
+//! is shared by `Arc` into every table that still contains that server, so a swap never resets
+//! health nor drops a connection. The single-writer guard is [`crate::roles`].
+//!
+//! Here: the snapshot types and [`Table`] (this file), the build of one backend (`build.rs`),
+//! picking a server for a new connection (`pick.rs`). `live` and `roles` are re-exported, so
+//! `crate::table::ServerLive` keeps working for the code that reads both.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::balance::{Selector, WEIGHT_SCALE};
+use crate::config::{self, Config, MaxLag, ProxyProtocol, Role, RoleSource};
+
+pub use crate::live::*;
+pub use crate::roles::*;
+
+mod build;
+mod pick;
+#[cfg(test)]
+mod tests;
+
+use build::build_backend;
+pub use pick::*;
+
+/// The shared handle through which the data path reads the current table.
+pub type TableHandle = Arc<ArcSwap<Table>>;
+
+/// A server as the data path sees it in one table.
+#[derive(Debug)]
+pub struct ServerRt {
+    /// Server name.
+    pub name: String,
+    /// Traffic address.
+    pub addr: SocketAddr,
+    /// `maxconn`.
+    pub maxconn: Option<u32>,
+    /// `maxqueue`.
+    pub maxqueue: Option<u32>,
+    /// `send-proxy` / `send-proxy-v2`.
+    pub send_proxy: Option<ProxyProtocol>,
+    /// `backup`.
+    pub backup: bool,
+    /// Weight in force: the configured one scaled by the agent's `N%` (0 takes no traffic).
+    pub weight: u32,
+    /// `slowstart`.
+    pub slowstart: Option<Duration>,
+    /// Where the server stood in its `slowstart` ramp when this table was built.
+    pub ramp: Option<Ramp>,
+    /// Effective weight on HAProxy's scale (`weight * 16`, ramped under `slowstart`): what
+    /// the balancer shares connections by.
+    pub eweight: u32,
+    /// Live state shared across tables.
+    pub live: Arc<ServerLive>,
+}
+
+impl ServerRt {
+    /// The weight HAProxy shows (`show stat` `weight`): the effective weight back on the
+    /// user scale, rounded up.
+    pub fn shown_weight(&self) -> u32 {
+        self.eweight.div_ceil(WEIGHT_SCALE)
+    }
+
+    /// HAProxy's `throttle` column (`server_throttle_rate`): the percentage of its weight a
+    /// starting server gets; `None` when the server is not ramping, or down or draining
+    /// (HAProxy shows it only in the STARTING state, not while draining).
+    pub fn throttle(&self) -> Option<u32> {
+        self.ramp?;
+        if !self.live.eligible() {
+            return None;
+        }
+        if self.weight == 0 {
+            return Some(100);
+        }
+        let pct = (100 * u64::from(self.eweight) + u64::from(WEIGHT_SCALE) - 1)
+            / (u64::from(WEIGHT_SCALE) * u64::from(self.weight));
+        Some(u32::try_from(pct).unwrap_or(100))
+    }
+}
+
+/// The servers a selector chooses among, as indexes into [`BackendRt::servers`].
+#[derive(Debug)]
+pub struct Pool {
+    /// Member servers, in declaration order.
+    pub members: Vec<usize>,
+    /// The balancing algorithm over `members`; `None` when the pool is empty.
+    pub selector: Option<Box<dyn Selector>>,
+}
+
+impl Pool {
+    fn empty() -> Pool {
+        Pool {
+            members: Vec::new(),
+            selector: None,
+        }
+    }
+}
+
+/// Timeouts and retry policy of a backend, as the data path applies them.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// `timeout connect`.
+    pub timeout_connect: Option<Duration>,
+    /// `timeout server`.
+    pub timeout_server: Option<Duration>,
+    /// `timeout server-fin`.
+    pub timeout_server_fin: Option<Duration>,
+    /// `timeout queue` (falls back to `timeout connect` as in HAProxy).
+    pub timeout_queue: Option<Duration>,
+    /// `timeout tunnel`.
+    pub timeout_tunnel: Option<Duration>,
+    /// `retries`.
+    pub retries: u32,
+    /// `option redispatch`.
+    pub redispatch: bool,
+    /// `option srvtcpka`.
+    pub srvtcpka: bool,
+    /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
+    pub queue_per_server: bool,
+}
+
+/// A backend as the data path sees it in one table.
+#[derive(Debug)]
+pub struct BackendRt {
+    /// Backend name.
+    pub name: String,
+    /// Timeouts and retries.
+    pub settings: BackendSettings,
+    /// Every server of the backend, eligible or not, in declaration order.
+    pub servers: Vec<ServerRt>,
+    /// Eligible active servers.
+    pub active: Pool,
+    /// Eligible backup servers (only the first unless `option allbackups`).
+    pub backup: Pool,
+    /// `role`: the role a server must have to take traffic here.
+    pub role: Role,
+    /// `max-lag` (with `role replica`).
+    pub max_lag: Option<MaxLag>,
+    /// `role-source`: who decides each server's role.
+    pub role_source: RoleSource,
+    /// Live state shared across tables.
+    pub live: Arc<BackendLive>,
+}
+
+/// A frontend as the data path sees it in one table.
+#[derive(Debug)]
+pub struct FrontendRt {
+    /// Frontend name.
+    pub name: String,
+    /// The backend that serves it.
+    pub backend: Arc<BackendRt>,
+    /// `maxconn` (defaults to the global one).
+    pub maxconn: Option<u32>,
+    /// `timeout client`.
+    pub timeout_client: Option<Duration>,
+    /// `timeout client-fin`.
+    pub timeout_client_fin: Option<Duration>,
+    /// `option tcplog`.
+    pub tcplog: bool,
+    /// `option dontlognull`.
+    pub dontlognull: bool,
+    /// `option clitcpka`.
+    pub clitcpka: bool,
+    /// Live state shared across tables.
+    pub live: Arc<FrontendLive>,
+}
+
+/// One immutable generation of everything the data path reads.
+#[derive(Debug)]
+pub struct Table {
+    /// Increases by one with every swap.
+    pub generation: u64,
+    /// Global `maxconn`.
+    pub maxconn: Option<u32>,
+    /// Frontends in config order.
+    pub frontends: Vec<Arc<FrontendRt>>,
+    /// Which frontend serves each bound address.
+    pub listeners: HashMap<SocketAddr, Arc<FrontendRt>>,
+    /// Backends by name.
+    pub backends: HashMap<String, Arc<BackendRt>>,
+    /// The configuration this table was built from (for reports: declaration order, ids,
+    /// check settings).
+    pub config: Arc<Config>,
+}
+
+impl Table {
+    /// An empty table (before the first config is loaded).
+    pub fn empty() -> Table {
+        Table {
+            generation: 0,
+            maxconn: None,
+            frontends: Vec::new(),
+            listeners: HashMap::new(),
+            backends: HashMap::new(),
+            config: Arc::new(Config {
+                global: config::Global::default(),
+                frontends: Vec::new(),
+                backends: Vec::new(),
+                stats: Vec::new(),
+                etcd: Vec::new(),
+                warnings: Vec::new(),
+            }),
+        }
+    }
+
+    /// Builds generation `generation` from `config`, taking live state from `registry`.
+    /// Servers seen for the first time start as `disabled` says.
+    pub fn build(config: &Config, registry: &Registry, generation: u64, now: Instant) -> Table {
+        Table::build_shared(Arc::new(config.clone()), registry, generation, now)
+    }
+
+    /// [`Table::build`] from a configuration the caller shares (no copy of it is made).
+    pub fn build_shared(
+        config: Arc<Config>,
+        registry: &Registry,
+        generation: u64,
+        now: Instant,
+    ) -> Table {
+        let mut backends = HashMap::new();
+        for be in &config.backends {
+            backends.insert(be.name.clone(), Arc::new(build_backend(be, registry, now)));
+        }
+        let mut frontends = Vec::new();
+        let mut listeners = HashMap::new();
+        for fe in &config.frontends {
+            let Some(backend) = backends.get(&fe.backend).cloned() else {
+                // config::load guarantees the reference; a missing one would be a parser bug.
+                tracing::error!(frontend = %fe.name, backend = %fe.backend, "frontend refers to an unknown backend; not serving it");
+                continue;
+            };
+            let rt = Arc::new(FrontendRt {
+                name: fe.name.clone(),
+                backend,
+                maxconn: fe.maxconn.or(config.global.maxconn),
+                timeout_client: fe.timeout_client,
+                timeout_client_fin: fe.timeout_client_fin,
+                tcplog: fe.tcplog,
+                dontlognull: fe.dontlognull,
+                clitcpka: fe.clitcpka,
+                live: registry.frontend(&fe.name),
+            });
+            if !fe.disabled {
+                for bind in &fe.binds {
+                    listeners.insert(bind.addr, rt.clone());
+                }
+            }
+            frontends.push(rt);
+        }
+        Table {
+            generation,
+            maxconn: config.global.maxconn,
+            frontends,
+            listeners,
+            backends,
+            config,
+        }
+    }
+
+    /// Whether a server's `slowstart` ramp moved to another step since this table was built
+    /// (the table must then be rebuilt, so weights and `maxconn` follow the ramp).
+    pub fn ramping(&self, now: Instant) -> bool {
+        self.backends.values().any(|b| {
+            b.servers
+                .iter()
+                .any(|s| s.live.eligible() && s.live.ramp(s.slowstart, now) != s.ramp)
+        })
+    }
+}

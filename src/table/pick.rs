@@ -1,0 +1,131 @@
+//! Picking a server of a backend for a new connection: the pools, the balance algorithm, the
+//! single-writer check on every pick, and why nothing could be picked.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use super::{BackendRt, Pool};
+use crate::balance::Live;
+use crate::config::Role;
+use crate::roles::{RoleRule, admits, in_role_conflict};
+
+/// Why no server could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoServer {
+    /// No server is eligible at all: refuse at once.
+    NoneAvailable,
+    /// Eligible servers exist but all are at `maxconn`: queue.
+    AllFull,
+    /// Several servers of a `role primary` backend report primary: refuse at once.
+    RoleConflict,
+}
+
+struct PoolLive<'a> {
+    backend: &'a BackendRt,
+    pool: &'a Pool,
+    exclude: Option<usize>,
+}
+
+impl Live for PoolLive<'_> {
+    fn usable(&self, i: usize) -> bool {
+        let idx = self.pool.members[i];
+        if self.exclude == Some(idx) {
+            return false;
+        }
+        let s = &self.backend.servers[idx];
+        if !admits(self.backend.rule(), s) {
+            return false;
+        }
+        match s.maxconn {
+            Some(m) if m > 0 => s.live.sessions.load(Ordering::Acquire) < m,
+            _ => true,
+        }
+    }
+
+    fn sessions(&self, i: usize) -> u32 {
+        self.backend.servers[self.pool.members[i]]
+            .live
+            .sessions
+            .load(Ordering::Acquire)
+    }
+}
+
+impl BackendRt {
+    /// The backend's role settings, as [`admits`] takes them.
+    pub fn rule(&self) -> RoleRule {
+        RoleRule {
+            role: self.role,
+            max_lag: self.max_lag,
+            source: self.role_source,
+        }
+    }
+
+    /// Picks a server for a new connection from `client` and takes a slot on it; `exclude`
+    /// skips one server (the one a redispatch moves away from). Returns the server's index.
+    pub fn pick(&self, client: Option<IpAddr>, exclude: Option<usize>) -> Result<usize, NoServer> {
+        // The single-writer guard, re-checked on every pick from the live roles so that the
+        // window between a role report and the next table is closed too.
+        if self.role == Role::Primary && in_role_conflict(self.role_source, &self.servers) {
+            self.live.conflict_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(NoServer::RoleConflict);
+        }
+        // Backups serve only when no active server is eligible, as in HAProxy.
+        let pool = if self.active.members.is_empty() {
+            &self.backup
+        } else {
+            &self.active
+        };
+        let Some(selector) = &pool.selector else {
+            return Err(NoServer::NoneAvailable);
+        };
+        if exclude.is_some() && pool.members.iter().all(|&m| Some(m) == exclude) {
+            return Err(NoServer::NoneAvailable);
+        }
+        let live = PoolLive {
+            backend: self,
+            pool,
+            exclude,
+        };
+        // A pick can race with other sessions for the last slot; try a few times.
+        for _ in 0..4 {
+            let Some(i) = selector.pick(&live, client) else {
+                return Err(NoServer::AllFull);
+            };
+            let idx = pool.members[i];
+            let server = &self.servers[idx];
+            if server.live.try_acquire(server.maxconn) {
+                let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
+                self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
+                return Ok(idx);
+            }
+        }
+        Err(NoServer::AllFull)
+    }
+
+    /// Gives back the slot of server `idx` and wakes one queued connection.
+    pub fn release(&self, idx: usize) {
+        if let Some(s) = self.servers.get(idx) {
+            s.live.release();
+            self.live.sessions.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.live.slot_freed.notify_one();
+    }
+
+    /// How many connections may wait in the queue. Unlimited, as in HAProxy, except with
+    /// `balance source`, where HAProxy queues a client on its hashed server and refuses it
+    /// past that server's `maxqueue`: there the sum of the eligible servers' `maxqueue` when
+    /// every one of them sets it (rolelb keeps one queue per backend).
+    pub fn queue_limit(&self) -> Option<u32> {
+        if !self.settings.queue_per_server {
+            return None;
+        }
+        let mut total: u32 = 0;
+        for s in self.servers.iter().filter(|s| s.live.eligible()) {
+            match s.maxqueue {
+                Some(q) if q > 0 => total = total.saturating_add(q),
+                _ => return None,
+            }
+        }
+        Some(total)
+    }
+}
