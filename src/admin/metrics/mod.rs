@@ -19,7 +19,7 @@
 //! Rendered by a hand-written encoder rather than through the `prometheus` crate. A custom
 //! `prometheus::core::Collector` reading the same atomics, measured with
 //! `bench/src/bin/metrics_encode.rs` on 1,000 servers (84,000 samples, 5.6 MB), costs
-//! 1.4-1.8x this encoder when its `collect()` is encoded directly and 2.1-2.9x through a
+//! 1.4-2.0x this encoder when its `collect()` is encoded directly and 2.1-4.2x through a
 //! `Registry` (which also sorts the families by name, where HAProxy's order is kept here);
 //! the crate also carries every value as an `f64`, so counters above 2^53 would lose digits.
 //! `docs/metrics.md` has the numbers.

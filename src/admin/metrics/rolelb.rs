@@ -78,12 +78,8 @@ pub(super) fn histogram(out: &mut Out, name: &str, labels: &[(&str, &str)], h: &
 pub(super) fn families(table: &Table, proxies: &[Proxy<'_>], out: &mut Out) {
     let servers: Vec<(&str, ServerView<'_>)> = proxies
         .iter()
-        .filter_map(|px| px.backend.map(|b| (px.name, b)))
-        .flat_map(|(proxy, (cfg, rt))| {
-            view::servers(cfg, rt)
-                .into_iter()
-                .map(move |view| (proxy, view))
-        })
+        .filter_map(|px| px.backend_view().map(|b| (px.name, b)))
+        .flat_map(|(proxy, be)| be.servers.into_iter().map(move |view| (proxy, view)))
         .collect();
     let name = "rolelb_server_role";
     out.family(
