@@ -348,31 +348,24 @@ fn backend_row(
     out: &mut String,
 ) {
     let live = &be.rt.live;
-    let load = |f: fn(&crate::table::ServerLive) -> u64| be.sum(|s| f(&s.rt.live));
     let mut row = Row::new();
     row.set("pxname", px.name);
     row.set("svname", "BACKEND");
     row.set("qcur", live.queued.load(Ordering::Relaxed));
-    row.set(
-        "scur",
-        load(|l| u64::from(l.sessions.load(Ordering::Relaxed))),
-    );
+    row.set("scur", be.sessions());
     row.set("slim", be.fullconn(table, env.default_maxconn));
     row.set("stot", live.total_sessions.load(Ordering::Relaxed));
-    row.set("lbtot", load(|l| l.total_sessions.load(Ordering::Relaxed)));
-    row.set("bin", load(|l| l.bytes_in.load(Ordering::Relaxed)));
-    row.set("bout", load(|l| l.bytes_out.load(Ordering::Relaxed)));
-    row.set("econ", load(|l| l.connect_errors.load(Ordering::Relaxed)));
+    row.set("lbtot", be.lb_total());
+    row.set("bin", be.bytes_in());
+    row.set("bout", be.bytes_out());
+    row.set("econ", be.connect_errors());
     row.set("status", be.status());
     let weight = be.weight();
     row.set("weight", weight);
     row.set("uweight", weight);
     row.set("act", be.active());
     row.set("bck", be.backup());
-    row.set(
-        "chkdown",
-        load(|l| l.down_transitions.load(Ordering::Relaxed)),
-    );
+    row.set("chkdown", be.down_transitions());
     if let Some(secs) = be.last_change(now) {
         row.set("lastchg", secs);
     }

@@ -69,7 +69,7 @@ pub(super) const BACKEND: &[Entry<BeValue>] = &[
         "current_sessions",
         "gauge",
         "Number of current sessions on the frontend, backend or server",
-        |b| b.rt().live.sessions.load(Ordering::Relaxed).into(),
+        |b| b.view.sessions().into(),
     ),
     Entry::Own(
         "max_sessions",
@@ -93,13 +93,13 @@ pub(super) const BACKEND: &[Entry<BeValue>] = &[
         "bytes_in_total",
         "counter",
         "Total number of request bytes since process started",
-        |b| b.sum(|s| s.rt.live.bytes_in.load(Ordering::Relaxed)),
+        |b| b.view.bytes_in().into(),
     ),
     Entry::Own(
         "bytes_out_total",
         "counter",
         "Total number of response bytes since process started",
-        |b| b.sum(|s| s.rt.live.bytes_out.load(Ordering::Relaxed)),
+        |b| b.view.bytes_out().into(),
     ),
     Entry::Own(
         "requests_denied_total",
@@ -117,7 +117,7 @@ pub(super) const BACKEND: &[Entry<BeValue>] = &[
         "connection_errors_total",
         "counter",
         "Total number of failed connections to server since the worker process started",
-        |b| b.sum(|s| s.rt.live.connect_errors.load(Ordering::Relaxed)),
+        |b| b.view.connect_errors().into(),
     ),
     Entry::Own(
         "response_errors_total",
@@ -161,7 +161,7 @@ pub(super) const BACKEND: &[Entry<BeValue>] = &[
         "check_up_down_total",
         "counter",
         "Total number of failed checks causing UP to DOWN server transitions, per server/backend, since the worker process started",
-        |b| b.rt().live.downtime.transitions().into(),
+        |b| b.view.down_transitions().into(),
     ),
     Entry::Own(
         "check_last_change_seconds",
@@ -179,7 +179,7 @@ pub(super) const BACKEND: &[Entry<BeValue>] = &[
         "loadbalanced_total",
         "counter",
         "Total number of requests routed by load balancing since the worker process started",
-        |b| b.sum(|s| s.rt.live.total_sessions.load(Ordering::Relaxed)),
+        |b| b.view.lb_total().into(),
     ),
     Entry::Own(
         "max_session_rate",

@@ -2,12 +2,13 @@
 //! (`act`, `bck`), the status, the weight sum, the last change, sums over the servers, and
 //! the session limits (`slim`: a frontend's `maxconn`, a backend's `fullconn`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::server::{ServerView, servers};
 use crate::balance::WEIGHT_SCALE;
 use crate::config;
-use crate::table::{self, BackendRt, Table};
+use crate::table::{self, BackendRt, ServerLive, Table};
 
 /// One backend with its servers, as the reports see it.
 #[derive(Debug)]
@@ -35,11 +36,7 @@ impl<'a> BackendView<'a> {
     /// weight and admitted by the role rule (up, ready, the right role and lag).
     fn usable(&self, s: &ServerView<'_>) -> bool {
         !self.cfg.disabled
-            && !self
-                .rt
-                .live
-                .role_conflict
-                .load(std::sync::atomic::Ordering::Relaxed)
+            && !self.rt.live.role_conflict.load(Ordering::Relaxed)
             && s.rt.weight > 0
             && table::admits(self.rt.rule(), s.rt)
     }
@@ -99,6 +96,41 @@ impl<'a> BackendView<'a> {
     /// The sum of `f` over the servers.
     pub fn sum(&self, f: impl Fn(&ServerView<'_>) -> u64) -> u64 {
         self.servers.iter().map(f).sum()
+    }
+
+    /// The sum of one of the servers' counters.
+    fn sum_live(&self, f: impl Fn(&ServerLive) -> &AtomicU64) -> u64 {
+        self.sum(|s| f(&s.rt.live).load(Ordering::Relaxed))
+    }
+
+    /// `scur`: sessions holding a server slot in this backend (HAProxy's `beconn`).
+    pub fn sessions(&self) -> u32 {
+        self.rt.live.sessions.load(Ordering::Relaxed)
+    }
+
+    /// `lbtot`: sessions load balancing gave its servers.
+    pub fn lb_total(&self) -> u64 {
+        self.sum_live(|l| &l.total_sessions)
+    }
+
+    /// `bin`: bytes its servers received.
+    pub fn bytes_in(&self) -> u64 {
+        self.sum_live(|l| &l.bytes_in)
+    }
+
+    /// `bout`: bytes its servers sent.
+    pub fn bytes_out(&self) -> u64 {
+        self.sum_live(|l| &l.bytes_out)
+    }
+
+    /// `econ`: failed connections to its servers.
+    pub fn connect_errors(&self) -> u64 {
+        self.sum_live(|l| &l.connect_errors)
+    }
+
+    /// `chkdown`: times the backend went down (no usable server), as HAProxy counts it.
+    pub fn down_transitions(&self) -> u64 {
+        self.rt.live.downtime.transitions()
     }
 
     /// `slim` of a backend: its `fullconn`, HAProxy's default being a tenth of the `maxconn`

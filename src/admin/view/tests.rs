@@ -85,6 +85,9 @@ fn act_and_bck_count_every_usable_server_and_the_weight_sums_the_pool_in_use() {
     assert_eq!((be.active(), be.backup(), be.weight()), (0, 0, 0));
     assert_eq!((be.status(), be.up()), ("DOWN", false));
     assert!(be.last_change(Instant::now()).is_some());
+    // HAProxy's chkdown of a backend: the backend going down, not its servers' transitions.
+    assert_eq!(be.down_transitions(), 1);
+    assert_eq!(be.sessions(), 0);
 }
 
 #[test]
