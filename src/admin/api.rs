@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::view::{self, ServerView};
-use crate::config::Role;
 use crate::table::{AdminState, BackendRt, Health, Table};
 
 /// `GET /api/v1/backends`.
@@ -102,14 +101,6 @@ pub struct RoleCheck {
     pub duration_ms: u64,
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Primary => "primary",
-        Role::Replica => "replica",
-        Role::Any => "any",
-    }
-}
-
 fn admin_word(state: AdminState) -> &'static str {
     match state {
         AdminState::Ready => "ready",
@@ -125,7 +116,6 @@ fn millis(d: std::time::Duration) -> u64 {
 /// The JSON view of one server of `backend`.
 pub fn server(s: &ServerView<'_>, backend: &BackendRt) -> Server {
     let live = &s.rt.live;
-    let known = |v: u64| (v != u64::MAX).then_some(v);
     Server {
         name: s.cfg.name.clone(),
         address: s.cfg.addr.to_string(),
@@ -136,10 +126,10 @@ pub fn server(s: &ServerView<'_>, backend: &BackendRt) -> Server {
             Health::Down => "down",
         },
         role: live.role().name(),
-        lag_bytes: known(live.lag_bytes.load(Ordering::Relaxed)),
+        lag_bytes: s.lag_bytes(),
         #[allow(clippy::cast_precision_loss)]
-        lag_seconds: known(live.lag_ms.load(Ordering::Relaxed)).map(|ms| ms as f64 / 1000.0),
-        weight: s.rt.weight,
+        lag_seconds: s.lag_ms().map(|ms| ms as f64 / 1000.0),
+        weight: s.user_weight(),
         configured_weight: s.cfg.weight,
         backup: s.cfg.backup,
         sessions: live.sessions.load(Ordering::Relaxed),
@@ -164,17 +154,14 @@ pub fn server(s: &ServerView<'_>, backend: &BackendRt) -> Server {
 pub fn backends(table: &Table) -> Backends {
     let backends = view::proxies(table)
         .iter()
-        .filter_map(|px| px.backend)
-        .map(|(cfg, rt)| {
-            let servers: Vec<Server> = view::servers(cfg, rt)
-                .iter()
-                .map(|s| server(s, rt))
-                .collect();
-            let usable = !rt.active.members.is_empty() || !rt.backup.members.is_empty();
+        .filter_map(view::Proxy::backend_view)
+        .map(|be| {
+            let rt = be.rt;
+            let servers: Vec<Server> = be.servers.iter().map(|s| server(s, rt)).collect();
             Backend {
-                name: cfg.name.clone(),
-                status: if usable { "UP" } else { "DOWN" },
-                role: role_name(rt.role),
+                name: be.cfg.name.clone(),
+                status: be.status(),
+                role: view::role_name(rt.role),
                 role_conflict: rt.live.role_conflict.load(Ordering::Relaxed),
                 sessions: rt.live.sessions.load(Ordering::Relaxed),
                 queued: rt.live.queued.load(Ordering::Relaxed),

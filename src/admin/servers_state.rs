@@ -52,7 +52,6 @@ pub fn show(env: &Env, backend: Option<&str>) -> Result<String, StateError> {
 }
 
 fn line(be_id: u32, be_name: &str, s: &ServerView<'_>, now: Instant, out: &mut String) {
-    let live = &s.rt.live;
     let last = s.last_check();
     let (check_status, check_result) = if s.cfg.check {
         (
@@ -63,12 +62,6 @@ fn line(be_id: u32, be_name: &str, s: &ServerView<'_>, now: Instant, out: &mut S
         (1, 0)
     };
     let dash = |a: Option<std::net::IpAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let agent_addr = s
-        .cfg
-        .agent
-        .as_ref()
-        .and_then(|a| a.addr)
-        .or(s.cfg.check_addr);
     let _ = writeln!(
         out,
         "{be_id} {be_name} {} {} {} {} {} {} {} {} {check_status} {check_result} {} {} {} 0 0 - {} - 0 {} {} {} {}",
@@ -77,16 +70,16 @@ fn line(be_id: u32, be_name: &str, s: &ServerView<'_>, now: Instant, out: &mut S
         s.cfg.addr.ip(),
         s.op_state(now) as u8,
         s.admin_flags(),
-        s.rt.weight,
+        s.user_weight(),
         s.cfg.weight,
-        now.saturating_duration_since(live.changed_at()).as_secs(),
+        s.last_change(now),
         s.check_health(now),
         s.check_state(),
         s.agent_state(),
         s.cfg.addr.port(),
         s.cfg.check_port.unwrap_or(0),
         dash(s.cfg.check_addr),
-        dash(agent_addr),
+        dash(s.agent_addr()),
         s.cfg.agent.as_ref().map_or(0, |a| a.port),
     );
 }

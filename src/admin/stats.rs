@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::Env;
-use super::view::{self, Proxy, ServerView};
+use super::view::{self, BackendView, CheckShown, Proxy, ServerView};
 use crate::table::Table;
 
 /// HAProxy 2.6's `show stat` columns, in order (statistics modules included, as Debian's build
@@ -221,10 +221,10 @@ pub fn show_stat(env: &Env, filter: &StatFilter) -> String {
         if filter.types & 1 != 0 {
             frontend_row(env, &table, &px, &mut out);
         }
-        if let Some((cfg, rt)) = px.backend {
-            let servers = view::servers(cfg, rt);
+        if let Some(be) = px.backend_view() {
             if filter.types & 4 != 0 {
-                for s in servers
+                for s in be
+                    .servers
                     .iter()
                     .filter(|s| filter.sid.is_none_or(|sid| sid == s.id))
                 {
@@ -232,7 +232,7 @@ pub fn show_stat(env: &Env, filter: &StatFilter) -> String {
                 }
             }
             if filter.types & 2 != 0 {
-                backend_row(&px, &servers, now, &mut out);
+                backend_row(env, &table, &px, &be, now, &mut out);
             }
         }
     }
@@ -246,8 +246,10 @@ fn frontend_row(env: &Env, table: &Table, px: &Proxy<'_>, out: &mut String) {
     let mut row = Row::new();
     row.set("pxname", px.name);
     row.set("svname", "FRONTEND");
-    let slim = cfg.maxconn.or(table.maxconn).unwrap_or(env.default_maxconn);
-    row.set("slim", slim);
+    row.set(
+        "slim",
+        view::frontend_limit(table, cfg, env.default_maxconn),
+    );
     row.set("status", if cfg.disabled { "STOP" } else { "OPEN" });
     row.set("iid", px.id);
     row.set("sid", 0);
@@ -265,6 +267,21 @@ fn frontend_row(env: &Env, table: &Table, px: &Proxy<'_>, out: &mut String) {
     row.write(out);
 }
 
+/// The columns of a check or an agent check (`check_*` or `agent_*`, `last_chk` or
+/// `last_agt`).
+fn check_columns(row: &mut Row, prefix: &str, last: &str, shown: &CheckShown) {
+    row.set(&format!("{prefix}_status"), shown.status);
+    row.set(&format!("{prefix}_desc"), shown.desc);
+    if let Some(r) = &shown.last {
+        row.set(
+            &format!("{prefix}_code"),
+            r.code.clone().unwrap_or_default(),
+        );
+        row.set(&format!("{prefix}_duration"), r.duration.as_millis());
+        row.set(last, &r.info);
+    }
+}
+
 fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String) {
     let live = &s.rt.live;
     let mut row = Row::new();
@@ -274,7 +291,7 @@ fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String
     row.set("qmax", 0);
     row.set("scur", live.sessions.load(Ordering::Relaxed));
     row.set("smax", live.max_sessions.load(Ordering::Relaxed));
-    if let Some(m) = s.rt.maxconn.filter(|m| *m > 0) {
+    if let Some(m) = s.limit() {
         row.set("slim", m);
     }
     let total = live.total_sessions.load(Ordering::Relaxed);
@@ -284,128 +301,78 @@ fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String
     row.set("bout", live.bytes_out.load(Ordering::Relaxed));
     row.set("econ", live.connect_errors.load(Ordering::Relaxed));
     row.set("status", s.status(now));
-    row.set("weight", s.rt.shown_weight());
-    row.set("uweight", s.rt.weight);
+    row.set("weight", s.shown_weight());
+    row.set("uweight", s.user_weight());
     row.set("act", u8::from(!s.cfg.backup));
     row.set("bck", u8::from(s.cfg.backup));
-    row.set(
-        "lastchg",
-        now.saturating_duration_since(live.changed_at()).as_secs(),
-    );
-    if let Some(q) = s.cfg.maxqueue.filter(|q| *q > 0) {
+    row.set("lastchg", s.last_change(now));
+    if let Some(q) = s.queue_limit() {
         row.set("qlimit", q);
     }
     row.set("iid", px.id);
     row.set("sid", s.id);
     row.set("type", 2);
-    if let Some(throttle) = s.rt.throttle() {
+    if let Some(throttle) = s.throttle() {
         row.set("throttle", throttle);
     }
-    if s.cfg.check {
+    if let Some(check) = s.check_shown() {
         row.set("chkfail", live.check_failures.load(Ordering::Relaxed));
         row.set("chkdown", live.down_transitions.load(Ordering::Relaxed));
         row.set("check_rise", s.cfg.rise);
         row.set("check_fall", s.cfg.fall);
         row.set("check_health", s.check_health(now));
-        match s.last_check() {
-            Some(r) => {
-                row.set("check_status", r.status.code());
-                row.set("check_code", r.code.clone().unwrap_or_default());
-                row.set("check_duration", r.duration.as_millis());
-                row.set("last_chk", &r.info);
-                row.set("check_desc", r.status.describe());
-            }
-            None => {
-                row.set("check_status", "INI");
-                row.set("check_desc", "Initializing");
-            }
-        }
+        check_columns(&mut row, "check", "last_chk", &check);
     }
-    if s.cfg.agent.is_some() {
+    if let Some(agent) = s.agent_shown() {
         row.set("agent_rise", 1);
         row.set("agent_fall", 1);
         row.set(
             "agent_health",
             u8::from(live.agent_health() == crate::table::Health::Up),
         );
-        match s.last_agent() {
-            Some(r) => {
-                row.set("agent_status", r.status.code());
-                row.set("agent_code", r.code.clone().unwrap_or_default());
-                row.set("agent_duration", r.duration.as_millis());
-                row.set("last_agt", &r.info);
-                row.set("agent_desc", r.status.describe());
-            }
-            None => {
-                row.set("agent_status", "INI");
-                row.set("agent_duration", 0);
-                row.set("agent_desc", "Initializing");
-            }
+        if agent.last.is_none() {
+            row.set("agent_duration", 0);
         }
+        check_columns(&mut row, "agent", "last_agt", &agent);
     }
     row.set("addr", s.cfg.addr);
     row.write(out);
 }
 
-fn backend_row(px: &Proxy<'_>, servers: &[ServerView<'_>], now: Instant, out: &mut String) {
-    let Some((cfg, rt)) = px.backend else {
-        return;
-    };
-    let sum = |f: &dyn Fn(&ServerView<'_>) -> u64| servers.iter().map(f).sum::<u64>();
-    let usable = |s: &ServerView<'_>| !cfg.disabled && s.rt.live.eligible() && s.rt.weight > 0;
-    let act = servers
-        .iter()
-        .filter(|s| !s.cfg.backup && usable(s))
-        .count();
-    let bck = servers.iter().filter(|s| s.cfg.backup && usable(s)).count();
-    let pool = if act > 0 { &rt.active } else { &rt.backup };
-    // HAProxy: the effective weights (ramped under `slowstart`) back on the user scale.
-    let weight: u64 = pool
-        .members
-        .iter()
-        .filter_map(|&i| rt.servers.get(i))
-        .map(|s| u64::from(s.eweight))
-        .sum::<u64>()
-        .div_ceil(u64::from(crate::balance::WEIGHT_SCALE));
+fn backend_row(
+    env: &Env,
+    table: &Table,
+    px: &Proxy<'_>,
+    be: &BackendView<'_>,
+    now: Instant,
+    out: &mut String,
+) {
+    let live = &be.rt.live;
     let mut row = Row::new();
     row.set("pxname", px.name);
     row.set("svname", "BACKEND");
-    row.set("qcur", rt.live.queued.load(Ordering::Relaxed));
-    row.set(
-        "scur",
-        sum(&|s| u64::from(s.rt.live.sessions.load(Ordering::Relaxed))),
-    );
-    row.set("stot", rt.live.total_sessions.load(Ordering::Relaxed));
-    row.set(
-        "lbtot",
-        sum(&|s| s.rt.live.total_sessions.load(Ordering::Relaxed)),
-    );
-    row.set("bin", sum(&|s| s.rt.live.bytes_in.load(Ordering::Relaxed)));
-    row.set(
-        "bout",
-        sum(&|s| s.rt.live.bytes_out.load(Ordering::Relaxed)),
-    );
-    row.set(
-        "econ",
-        sum(&|s| s.rt.live.connect_errors.load(Ordering::Relaxed)),
-    );
-    let up = act + bck > 0;
-    row.set("status", if up { "UP" } else { "DOWN" });
+    row.set("qcur", live.queued.load(Ordering::Relaxed));
+    row.set("scur", be.sessions());
+    row.set("slim", be.fullconn(table, env.default_maxconn));
+    row.set("stot", live.total_sessions.load(Ordering::Relaxed));
+    row.set("lbtot", be.lb_total());
+    row.set("bin", be.bytes_in());
+    row.set("bout", be.bytes_out());
+    row.set("econ", be.connect_errors());
+    row.set("status", be.status());
+    let weight = be.weight();
     row.set("weight", weight);
     row.set("uweight", weight);
-    row.set("act", act);
-    row.set("bck", bck);
-    row.set(
-        "chkdown",
-        sum(&|s| s.rt.live.down_transitions.load(Ordering::Relaxed)),
-    );
-    if let Some(last) = servers.iter().map(|s| s.rt.live.changed_at()).max() {
-        row.set("lastchg", now.saturating_duration_since(last).as_secs());
+    row.set("act", be.active());
+    row.set("bck", be.backup());
+    row.set("chkdown", be.down_transitions());
+    if let Some(secs) = be.last_change(now) {
+        row.set("lastchg", secs);
     }
     row.set("iid", px.id);
     row.set("sid", 0);
     row.set("type", 1);
-    row.set("algo", view::algo_name(cfg.balance));
+    row.set("algo", view::algo_name(be.cfg.balance));
     row.write(out);
 }
 
@@ -424,23 +391,13 @@ fn uptime(secs: u64) -> String {
 pub fn show_info(env: &Env) -> String {
     let table = env.table.load();
     let up = env.started.elapsed().as_secs();
-    let maxconn = table.maxconn.unwrap_or(env.default_maxconn);
-    let ulimit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(0);
-    let bytes_out: u64 = table
-        .frontends
-        .iter()
-        .map(|f| f.live.bytes_out.load(Ordering::Relaxed))
-        .sum();
+    let maxconn = view::maxconn(&table, env.default_maxconn);
+    let ulimit = view::max_fds();
+    let bytes_out = view::bytes_out(&table);
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
-    let start_sec = env
-        .started_wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let start_sec = view::start_time_secs(env.started_wall);
     let version = env!("CARGO_PKG_VERSION");
     let fields: Vec<(&str, String)> = vec![
         ("Name", "rolelb".to_owned()),

@@ -1,120 +1,16 @@
-//! How HAProxy numbers and names what rolelb runs, shared by every report: proxies in
-//! declaration order with HAProxy's ids (the first configured proxy is 2), servers with their
-//! 1-based ids, and a server's state in HAProxy's encodings (`srv_op_state`,
-//! `srv_admin_state`, check status numbers, the `show stat` status word).
+//! One server as every report shows it: HAProxy's state encodings (`srv_op_state`,
+//! `srv_admin_state`, `srv_check_state`), the `show stat` status word, the `/metrics` and JSON
+//! state, and each derived value (weights, throttle, limits, last change, downtime, what the
+//! last checks show). `show stat`, `show servers state`, `/metrics` and the JSON API read these
+//! and only format them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use crate::check::{CheckResult, Status};
-use crate::config::{self, Config};
-use crate::table::{self, AdminState, BackendRt, Health, ServerRt, Table};
-
-/// HAProxy gives id 1 to an internal proxy; configured proxies count from 2.
-const FIRST_PROXY_ID: u32 = 2;
-
-/// One proxy as HAProxy lists it: a `frontend`, a `backend`, or both halves of a `listen`.
-#[derive(Debug)]
-pub struct Proxy<'a> {
-    /// HAProxy's proxy id (`iid`, `be_id`).
-    pub id: u32,
-    /// Proxy name.
-    pub name: &'a str,
-    /// The frontend half, with its runtime state.
-    pub frontend: Option<(&'a config::Frontend, Option<&'a crate::table::FrontendRt>)>,
-    /// The backend half, with its runtime state.
-    pub backend: Option<(&'a config::Backend, &'a BackendRt)>,
-}
-
-/// The proxies of `table` in declaration order, with HAProxy's ids. Stats listeners take an id
-/// (as in HAProxy) but are not listed: they are not TCP proxies.
-pub fn proxies(table: &Table) -> Vec<Proxy<'_>> {
-    let config: &Config = &table.config;
-    // Files in the order they first appear; within a file, by line.
-    let mut file_rank: HashMap<&str, usize> = HashMap::new();
-    let locs = config
-        .frontends
-        .iter()
-        .map(|f| &f.loc)
-        .chain(config.backends.iter().map(|b| &b.loc))
-        .chain(config.stats.iter().map(|s| &s.loc));
-    for loc in locs {
-        let next = file_rank.len();
-        file_rank.entry(&loc.file).or_insert(next);
-    }
-    let key = |loc: &config::Loc| (file_rank.get(&*loc.file).copied().unwrap_or(0), loc.line);
-
-    struct Entry<'a> {
-        key: (usize, usize),
-        name: &'a str,
-        frontend: Option<&'a config::Frontend>,
-        backend: Option<&'a config::Backend>,
-        listed: bool,
-    }
-    let mut entries: Vec<Entry<'_>> = Vec::new();
-    for fe in &config.frontends {
-        entries.push(Entry {
-            key: key(&fe.loc),
-            name: &fe.name,
-            frontend: Some(fe),
-            backend: None,
-            listed: true,
-        });
-    }
-    for be in &config.backends {
-        // The backend half of a `listen` shares the frontend half's name and line.
-        if let Some(e) = entries
-            .iter_mut()
-            .find(|e| e.backend.is_none() && e.name == be.name && e.key == key(&be.loc))
-        {
-            e.backend = Some(be);
-            continue;
-        }
-        entries.push(Entry {
-            key: key(&be.loc),
-            name: &be.name,
-            frontend: None,
-            backend: Some(be),
-            listed: true,
-        });
-    }
-    for st in &config.stats {
-        entries.push(Entry {
-            key: key(&st.loc),
-            name: &st.name,
-            frontend: None,
-            backend: None,
-            listed: false,
-        });
-    }
-    entries.sort_by_key(|e| e.key);
-    let mut out = Vec::new();
-    for (i, e) in entries.into_iter().enumerate() {
-        if !e.listed {
-            continue;
-        }
-        let id = FIRST_PROXY_ID + u32::try_from(i).unwrap_or(u32::MAX - FIRST_PROXY_ID);
-        let frontend = e.frontend.map(|f| {
-            let rt = table
-                .frontends
-                .iter()
-                .find(|r| r.name == f.name)
-                .map(|r| &**r);
-            (f, rt)
-        });
-        let backend = e
-            .backend
-            .and_then(|b| table.backends.get(&b.name).map(|rt| (b, &**rt)));
-        out.push(Proxy {
-            id,
-            name: e.name,
-            frontend,
-            backend,
-        });
-    }
-    out
-}
+use crate::check::CheckResult;
+use crate::config;
+use crate::table::{self, AdminState, BackendRt, Health, ServerRt};
 
 /// HAProxy's operating state of a server (`srv_op_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,40 +245,114 @@ impl ServerView<'_> {
     }
 }
 
-/// HAProxy's number for a check status (`srv_check_status`); `INI` (1) before the first check.
-pub fn status_number(result: Option<&CheckResult>) -> u8 {
-    match result.map(|r| r.status) {
-        None => 1,
-        Some(Status::L4Ok) => 6,
-        Some(Status::L4Tout) => 7,
-        Some(Status::L4Con) => 8,
-        Some(Status::L6Tout) => 10,
-        Some(Status::L6Rsp) => 11,
-        Some(Status::L7Tout) => 12,
-        Some(Status::L7Rsp) => 13,
-        Some(Status::L7Ok) => 15,
-        Some(Status::L7Okc) => 16,
-        Some(Status::L7Sts) => 17,
+/// What a health or agent check shows: HAProxy's status code and description (`INI`,
+/// `Initializing` before the first result), and the last result itself.
+#[derive(Debug, Clone)]
+pub struct CheckShown {
+    /// `check_status` / `agent_status` (`INI`, `L4OK`, `L7STS`...).
+    pub status: &'static str,
+    /// `check_desc` / `agent_desc`.
+    pub desc: &'static str,
+    /// The last result, once there is one.
+    pub last: Option<Arc<CheckResult>>,
+}
+
+impl CheckShown {
+    fn of(last: Option<Arc<CheckResult>>) -> CheckShown {
+        CheckShown {
+            status: last.as_deref().map_or("INI", |r| r.status.code()),
+            desc: last
+                .as_deref()
+                .map_or("Initializing", |r| r.status.describe()),
+            last,
+        }
+    }
+
+    /// The layer-5-7 code as a number (`haproxy_server_check_code`): 0 when there is none.
+    pub fn code_number(&self) -> u64 {
+        self.last
+            .as_deref()
+            .and_then(|r| r.code.as_deref())
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
+    /// How long the last check took; zero before the first.
+    pub fn duration(&self) -> Duration {
+        self.last.as_deref().map_or(Duration::ZERO, |r| r.duration)
     }
 }
 
-/// HAProxy's check result (`srv_check_result`): 0 unknown, 2 failed, 3 passed, 4 conditionally passed.
-pub fn result_number(result: Option<&CheckResult>) -> u8 {
-    match result.map(|r| r.status) {
-        None => 0,
-        Some(Status::L7Okc) => 4,
-        Some(s) if s.passed() => 3,
-        Some(_) => 2,
+impl ServerView<'_> {
+    /// The effective weight on the user scale (`weight`): ramped under `slowstart`.
+    pub fn shown_weight(&self) -> u32 {
+        self.rt.shown_weight()
+    }
+
+    /// The weight in force, as the operator set it (`uweight`, `srv_uweight`).
+    pub fn user_weight(&self) -> u32 {
+        self.rt.weight
+    }
+
+    /// `throttle`: the percentage of its weight a starting server gets, while it ramps.
+    pub fn throttle(&self) -> Option<u32> {
+        self.rt.throttle()
+    }
+
+    /// `slim`: the server's `maxconn` in force, when it has one.
+    pub fn limit(&self) -> Option<u32> {
+        self.rt.maxconn.filter(|m| *m > 0)
+    }
+
+    /// `qlimit`: the server's `maxqueue`, when it has one.
+    pub fn queue_limit(&self) -> Option<u32> {
+        self.cfg.maxqueue.filter(|q| *q > 0)
+    }
+
+    /// `lastchg`: seconds since the server's state last changed.
+    pub fn last_change(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.rt.live.changed_at())
+            .as_secs()
+    }
+
+    /// `downtime`: seconds spent stopped (down or in maintenance); `None` without `check`,
+    /// as HAProxy counts it only for checked servers.
+    pub fn downtime(&self, now: Instant) -> Option<u64> {
+        self.cfg.check.then(|| self.rt.live.downtime(now).as_secs())
+    }
+
+    /// What the health check shows; `None` when the server has no `check`.
+    pub fn check_shown(&self) -> Option<CheckShown> {
+        self.cfg.check.then(|| CheckShown::of(self.last_check()))
+    }
+
+    /// What the agent check shows; `None` when the server has no `agent-check`.
+    pub fn agent_shown(&self) -> Option<CheckShown> {
+        self.cfg.agent.as_ref()?;
+        Some(CheckShown::of(self.last_agent()))
+    }
+
+    /// The agent's address (`srv_agent_addr`): `agent-addr`, else the check's `addr`.
+    pub fn agent_addr(&self) -> Option<std::net::IpAddr> {
+        self.cfg
+            .agent
+            .as_ref()
+            .and_then(|a| a.addr)
+            .or(self.cfg.check_addr)
+    }
+
+    /// Replication lag in bytes the last role check measured; `None` when unknown.
+    pub fn lag_bytes(&self) -> Option<u64> {
+        known(self.rt.live.lag_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Replication lag in milliseconds the last role check measured; `None` when unknown.
+    pub fn lag_ms(&self) -> Option<u64> {
+        known(self.rt.live.lag_ms.load(Ordering::Relaxed))
     }
 }
 
-/// HAProxy's name of a `balance` algorithm (`algo` in `show stat`).
-pub fn algo_name(balance: config::Balance) -> &'static str {
-    match balance {
-        config::Balance::RoundRobin => "roundrobin",
-        config::Balance::StaticRr => "static-rr",
-        config::Balance::LeastConn => "leastconn",
-        config::Balance::First => "first",
-        config::Balance::Source => "source",
-    }
+/// A lag, `u64::MAX` standing for "not known".
+fn known(v: u64) -> Option<u64> {
+    (v != u64::MAX).then_some(v)
 }
