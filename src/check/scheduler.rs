@@ -40,9 +40,9 @@ pub struct CheckSpec {
     /// The role check, when the backend has `role-check`.
     pub role: Option<RoleSpec>,
     /// `on-marked-down shutdown-sessions`.
-    pub shutdown_on_down: bool,
+    pub on_marked_down_shutdown_sessions: bool,
     /// `on-marked-up shutdown-backup-sessions` (only meaningful on an active server).
-    pub shutdown_backups_on_up: bool,
+    pub on_marked_up_shutdown_backup_sessions: bool,
 }
 
 /// The health-check half of a [`CheckSpec`].
@@ -178,8 +178,9 @@ impl CheckSpec {
             health,
             agent,
             role,
-            shutdown_on_down: server.shutdown_sessions_on_down,
-            shutdown_backups_on_up: server.shutdown_backup_sessions_on_up && !server.backup,
+            on_marked_down_shutdown_sessions: server.on_marked_down_shutdown_sessions,
+            on_marked_up_shutdown_backup_sessions: server.on_marked_up_shutdown_backup_sessions
+                && !server.backup,
         })
     }
 }
@@ -379,7 +380,7 @@ fn operating_change(
     let name = format!("{}/{}", spec.backend, spec.server);
     if now == Health::Down {
         live.down_transitions.fetch_add(1, Ordering::Relaxed);
-        if spec.shutdown_on_down {
+        if spec.on_marked_down_shutdown_sessions {
             live.shutdown_sessions();
         }
         let (active, backup) = servers_left(env, &spec.backend);
@@ -387,7 +388,7 @@ fn operating_change(
         tracing::warn!(
             "Server {name} is DOWN, reason: {reason}. {active} active and {backup} backup servers left. \
              {sessions} sessions active{}, 0 requeued, 0 remaining in queue.",
-            if spec.shutdown_on_down {
+            if spec.on_marked_down_shutdown_sessions {
                 " (closed: shutdown-sessions)"
             } else {
                 ""
@@ -397,7 +398,7 @@ fn operating_change(
             tracing::error!("proxy '{}' has no server available!", spec.backend);
         }
     } else {
-        if spec.shutdown_backups_on_up {
+        if spec.on_marked_up_shutdown_backup_sessions {
             close_backup_sessions(env, &spec.backend);
         }
         let (active, backup) = servers_left(env, &spec.backend);

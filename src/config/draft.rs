@@ -345,9 +345,9 @@ pub struct ServerDraft {
     /// `slowstart`.
     pub slowstart: Option<Duration>,
     /// `on-marked-down shutdown-sessions`.
-    pub shutdown_sessions_on_down: bool,
+    pub on_marked_down_shutdown_sessions: bool,
     /// `on-marked-up shutdown-backup-sessions`.
-    pub shutdown_backup_sessions_on_up: bool,
+    pub on_marked_up_shutdown_backup_sessions: bool,
     /// `agent-check`.
     pub agent_check: bool,
     /// `agent-port`.
@@ -383,8 +383,8 @@ impl ServerDraft {
             maxconn: None,
             maxqueue: None,
             slowstart: None,
-            shutdown_sessions_on_down: false,
-            shutdown_backup_sessions_on_up: false,
+            on_marked_down_shutdown_sessions: false,
+            on_marked_up_shutdown_backup_sessions: false,
             agent_check: false,
             agent_port: None,
             agent_addr: None,

@@ -571,9 +571,9 @@ pub struct Server {
     /// `slowstart`: ramp the weight up over this long after coming back.
     pub slowstart: Option<Duration>,
     /// `on-marked-down shutdown-sessions`.
-    pub shutdown_sessions_on_down: bool,
+    pub on_marked_down_shutdown_sessions: bool,
     /// `on-marked-up shutdown-backup-sessions`.
-    pub shutdown_backup_sessions_on_up: bool,
+    pub on_marked_up_shutdown_backup_sessions: bool,
     /// `agent-check` and its options.
     pub agent: Option<AgentCheck>,
     /// `send-proxy` / `send-proxy-v2`.

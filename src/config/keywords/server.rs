@@ -173,7 +173,7 @@ fn count(ctx: &Ctx, min: u64) -> Result<u32, String> {
 
 fn on_marked_down(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
     match ctx.arg(0, "'shutdown-sessions'")? {
-        "shutdown-sessions" => set(&mut s.shutdown_sessions_on_down, true),
+        "shutdown-sessions" => set(&mut s.on_marked_down_shutdown_sessions, true),
         other => Err(format!(
             "'on-marked-down {other}' is not supported (rolelb knows 'shutdown-sessions')"
         )),
@@ -182,7 +182,7 @@ fn on_marked_down(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
 
 fn on_marked_up(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
     match ctx.arg(0, "'shutdown-backup-sessions'")? {
-        "shutdown-backup-sessions" => set(&mut s.shutdown_backup_sessions_on_up, true),
+        "shutdown-backup-sessions" => set(&mut s.on_marked_up_shutdown_backup_sessions, true),
         other => Err(format!(
             "'on-marked-up {other}' is not supported (rolelb knows 'shutdown-backup-sessions')"
         )),
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!((s.weight, s.backup, s.disabled), (0, true, true));
         assert_eq!((s.maxconn, s.maxqueue), (Some(100), Some(10)));
         assert_eq!(s.slowstart, Some(Duration::from_secs(30)));
-        assert!(s.shutdown_sessions_on_down && s.shutdown_backup_sessions_on_up);
+        assert!(s.on_marked_down_shutdown_sessions && s.on_marked_up_shutdown_backup_sessions);
         assert_eq!(s.send_proxy, Some(ProxyProtocol::V2));
     }
 
