@@ -9,9 +9,11 @@ mod conn;
 pub mod http;
 pub mod mysql;
 pub mod pgsql;
+pub mod rise_fall;
 pub mod role;
 pub mod role_tracker;
 pub mod scheduler;
+mod tasks;
 pub mod tcp;
 pub mod tcp_check;
 

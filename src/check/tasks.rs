@@ -1,0 +1,371 @@
+//! The per-server check tasks on one skeleton (wait for the turn, run, record, reschedule):
+//! the health loop, the agent loop and the role loop, and the one place a server's operating
+//! state changes (UP ⇄ DOWN) with HAProxy's side effects, whatever caused it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::{self, AgentAdmin, AgentHealth};
+use super::rise_fall::{RiseFall, Transition};
+use super::role::{self, Probe, RoleFailure, RoleReport};
+use super::role_tracker::{self, Current, RoleTracker};
+use super::scheduler::{
+    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check, target,
+};
+use crate::config::RoleCheck;
+use crate::table::{AdminState, Health, NodeRole, RoleProblem, ServerLive};
+
+fn servers_left(env: &Env, backend: &str) -> (usize, usize) {
+    let table = env.table.load();
+    let Some(be) = table.backends.get(backend) else {
+        return (0, 0);
+    };
+    let usable = |backup: bool| {
+        be.servers
+            .iter()
+            .filter(|s| s.backup == backup && s.live.eligible())
+            .count()
+    };
+    (usable(false), usable(true))
+}
+
+fn close_backup_sessions(env: &Env, backend: &str) {
+    let table = env.table.load();
+    if let Some(be) = table.backends.get(backend) {
+        for s in be.servers.iter().filter(|s| s.backup) {
+            s.live.shutdown_sessions();
+        }
+    }
+}
+
+/// The one place a server's operating state changes (UP ⇄ DOWN), whatever caused it — its
+/// health check or its agent — with HAProxy's side effects (`srv_update_status`): the DOWN
+/// count (`chkdown`), `on-marked-down shutdown-sessions`, `on-marked-up
+/// shutdown-backup-sessions`, and the log line. `was` is the effective health before the cause
+/// was applied to `live`; returns whether the operating state changed. The caller asks for the
+/// rebuild.
+fn operating_change(
+    env: &Env,
+    spec: &CheckSpec,
+    live: &ServerLive,
+    was: Health,
+    reason: &dyn std::fmt::Display,
+) -> bool {
+    let now = live.effective_health();
+    if now == was {
+        return false;
+    }
+    let name = format!("{}/{}", spec.backend, spec.server);
+    if now == Health::Down {
+        live.down_transitions.fetch_add(1, Ordering::Relaxed);
+        if spec.on_marked_down_shutdown_sessions {
+            live.shutdown_sessions();
+        }
+        let (active, backup) = servers_left(env, &spec.backend);
+        let sessions = live.sessions.load(Ordering::Relaxed);
+        tracing::warn!(
+            "Server {name} is DOWN, reason: {reason}. {active} active and {backup} backup servers left. \
+             {sessions} sessions active{}, 0 requeued, 0 remaining in queue.",
+            if spec.on_marked_down_shutdown_sessions {
+                " (closed: shutdown-sessions)"
+            } else {
+                ""
+            }
+        );
+        if active == 0 && backup == 0 {
+            tracing::error!("proxy '{}' has no server available!", spec.backend);
+        }
+    } else {
+        if spec.on_marked_up_shutdown_backup_sessions {
+            close_backup_sessions(env, &spec.backend);
+        }
+        let (active, backup) = servers_left(env, &spec.backend);
+        tracing::info!(
+            "Server {name} is UP, reason: {reason}. {active} active and {backup} backup servers online."
+        );
+    }
+    true
+}
+
+/// Runs the health check of one server forever (until `stop`).
+pub(crate) async fn health_loop(
+    spec: CheckSpec,
+    hs: HealthSpec,
+    live: Arc<ServerLive>,
+    env: Env,
+    first_delay: Duration,
+    stop: CancellationToken,
+) {
+    // A task restarted by a reload continues from the state it knew.
+    let mut machine = if live.health() == Health::Down {
+        RiseFall::down(hs.rise, hs.fall)
+    } else {
+        RiseFall::new(hs.rise, hs.fall)
+    };
+    live.set_check_health(machine.counter());
+    let mut next = Instant::now() + first_delay;
+    loop {
+        if next_turn(&mut next, hs.inter, &live, &stop).await.is_none() {
+            return;
+        }
+        let target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = run_check(&hs.method, &target) => r,
+        };
+        let passed = result.status.passed();
+        if !passed {
+            live.check_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let name = format!("{}/{}", spec.backend, spec.server);
+        let transition = machine.record(passed);
+        live.set_check_health(machine.counter());
+        match transition {
+            Some(t) => {
+                let was = live.effective_health();
+                live.set_health(if t == Transition::Up {
+                    Health::Up
+                } else {
+                    Health::Down
+                });
+                if !operating_change(&env, &spec, &live, was, &result) {
+                    tracing::info!(
+                        "Health check for server {name} is {}, reason: {result}; the server stays {:?} (its agent says so).",
+                        if t == Transition::Up { "UP" } else { "DOWN" },
+                        live.effective_health(),
+                    );
+                }
+                let _ = env.rebuild.send(());
+            }
+            None if !passed || machine.transitioning() => {
+                tracing::debug!(
+                    "Health check for server {name} {}, reason: {result}, status: {}.",
+                    if passed { "succeeded" } else { "failed" },
+                    machine.progress(),
+                );
+            }
+            None => {}
+        }
+        live.check_durations.health.observe(result.duration);
+        live.last_check.store(Some(Arc::new(result)));
+        let interval = if machine.transitioning() {
+            hs.fastinter
+        } else if machine.is_up() {
+            hs.inter
+        } else {
+            hs.downinter
+        };
+        next = reschedule(next, interval);
+    }
+}
+
+/// Applies an agent reply; returns whether anything that affects eligibility changed. An
+/// agent's `down`/`up` goes through [`operating_change`] like a health check's verdict.
+fn apply_agent(
+    env: &Env,
+    spec: &CheckSpec,
+    live: &ServerLive,
+    reply: &agent::AgentReply,
+    name: &str,
+) -> bool {
+    let mut changed = false;
+    if let Some(h) = reply.health {
+        let health = if h == AgentHealth::Up {
+            Health::Up
+        } else {
+            Health::Down
+        };
+        let was = live.effective_health();
+        if live.set_agent_health(health) != health {
+            changed = true;
+            let reason = format!("Agent reported {h:?}{}", describe(reply));
+            if !operating_change(env, spec, live, was, &reason) {
+                tracing::info!(
+                    "Agent of server {name} reports {h:?}{}; the server stays {:?} (its health check says so).",
+                    describe(reply),
+                    live.effective_health(),
+                );
+            }
+        }
+    }
+    if let Some(a) = reply.admin {
+        let state = match a {
+            AgentAdmin::Ready => AdminState::Ready,
+            AgentAdmin::Drain => AdminState::Drain,
+            AgentAdmin::Maint => AdminState::Maint,
+        };
+        if live.set_agent_admin(state) != state {
+            changed = true;
+            tracing::warn!(
+                "Server {name} is {} (set by the agent){}.",
+                state.word(),
+                describe(reply)
+            );
+        }
+    }
+    if let Some(pct) = reply.weight_pct
+        && live.agent_weight_pct.swap(pct, Ordering::AcqRel) != pct
+    {
+        changed = true;
+        tracing::info!("Server {name} weight set to {pct}% of its configured weight by the agent.");
+    }
+    if let Some(m) = reply.maxconn
+        && live.agent_maxconn.swap(m, Ordering::AcqRel) != m
+    {
+        changed = true;
+        tracing::info!("Server {name} maxconn set to {m} by the agent.");
+    }
+    changed
+}
+
+fn describe(reply: &agent::AgentReply) -> String {
+    reply
+        .description
+        .as_ref()
+        .map(|d| format!(" (\"{d}\")"))
+        .unwrap_or_default()
+}
+
+/// Runs the agent check of one server forever (until `stop`). A failed agent check changes
+/// nothing (HAProxy: connectivity is the health check's business); it is logged once per
+/// change of outcome, not on every attempt.
+pub(crate) async fn agent_loop(
+    spec: CheckSpec,
+    ag: AgentSpec,
+    live: Arc<ServerLive>,
+    env: Env,
+    first_delay: Duration,
+    stop: CancellationToken,
+) {
+    let name = format!("{}/{}", spec.backend, spec.server);
+    let role_from_agent = spec.role.clone().filter(|r| r.check == RoleCheck::Agent);
+    let mut tracker = RoleTracker::default();
+    let mut next = Instant::now() + first_delay;
+    let mut last_failure: Option<super::Status> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let target = target(ag.addr, ag.inter, ag.timeout_connect, ag.timeout_check);
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = agent::query(&target, ag.send.as_deref()) => r,
+        };
+        match outcome {
+            Ok((reply, result)) => {
+                if last_failure.take().is_some() {
+                    tracing::info!("Agent check for server {name} answers again.");
+                }
+                if apply_agent(&env, &spec, &live, &reply, &name) {
+                    let _ = env.rebuild.send(());
+                }
+                if let Some(rs) = &role_from_agent {
+                    let report =
+                        role::from_agent_description(reply.description.as_deref().unwrap_or(""))
+                            .map_err(|e| RoleFailure {
+                                problem: RoleProblem::BadAnswer,
+                                detail: e,
+                            });
+                    apply_role(
+                        &spec,
+                        rs,
+                        &live,
+                        &env,
+                        &mut tracker,
+                        report,
+                        result.duration,
+                    );
+                }
+                live.check_durations.agent.observe(result.duration);
+                live.last_agent.store(Some(Arc::new(result)));
+            }
+            Err(result) => {
+                if last_failure != Some(result.status) {
+                    tracing::warn!("Agent check for server {name} failed, reason: {result}.");
+                    last_failure = Some(result.status);
+                }
+                if let Some(rs) = &role_from_agent {
+                    let problem = match result.status {
+                        super::Status::L4Con => RoleProblem::Refused,
+                        super::Status::L4Tout => RoleProblem::Unreachable,
+                        _ => RoleProblem::BadAnswer,
+                    };
+                    let failure = RoleFailure {
+                        problem,
+                        detail: result.to_string(),
+                    };
+                    apply_role(
+                        &spec,
+                        rs,
+                        &live,
+                        &env,
+                        &mut tracker,
+                        Err(failure),
+                        result.duration,
+                    );
+                }
+                live.check_durations.agent.observe(result.duration);
+                live.last_agent.store(Some(Arc::new(result)));
+            }
+        }
+        next = reschedule(next, ag.inter);
+    }
+}
+
+/// Applies one role-check outcome to the server's live state (see `role_tracker`); asks
+/// for a new table when eligibility changed.
+fn apply_role(
+    spec: &CheckSpec,
+    rs: &RoleSpec,
+    live: &ServerLive,
+    env: &Env,
+    tracker: &mut RoleTracker,
+    outcome: Result<RoleReport, RoleFailure>,
+    duration: Duration,
+) {
+    let name = format!("{}/{}", spec.backend, spec.server);
+    let verdict = tracker.observe(outcome, rs, Current::of(live));
+    if role_tracker::apply(verdict, live, &name, duration) {
+        let _ = env.rebuild.send(());
+    }
+}
+
+/// Runs the role check (`role-check pgsql|mysql`) of one server forever (until `stop`).
+pub(crate) async fn role_loop(
+    spec: CheckSpec,
+    rs: RoleSpec,
+    live: Arc<ServerLive>,
+    env: Env,
+    first_delay: Duration,
+    stop: CancellationToken,
+) {
+    let Some(mut probe) = Probe::new(&rs.check, rs.addr) else {
+        return;
+    };
+    let mut tracker = RoleTracker::default();
+    let mut next = Instant::now() + first_delay;
+    loop {
+        if next_turn(&mut next, rs.inter, &live, &stop).await.is_none() {
+            return;
+        }
+        let t = target(rs.addr, rs.inter, rs.timeout_connect, rs.timeout_check);
+        let limits = role::Limits {
+            connect: t.connect_timeout,
+            answer: t.read_timeout,
+        };
+        let (outcome, duration) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = probe.probe(limits) => r,
+        };
+        live.check_durations.role.observe(duration);
+        apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
+        let settled = tracker.failures() == 0 && live.role() != NodeRole::Unknown;
+        let interval = if settled { rs.inter } else { rs.fastinter };
+        next = reschedule(next, interval);
+    }
+}
