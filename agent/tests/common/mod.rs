@@ -1,5 +1,5 @@
-//! Helpers for the agent's integration tests, on top of the root package's harness (real
-//! PostgreSQL, HAProxy, [`NamedServer`]; included from `tests/common/mod.rs`, not copied).
+//! Helpers for the agent's integration tests, on top of the workspace's `testkit` harness (real
+//! PostgreSQL, HAProxy, [`NamedServer`]), which this module re-exports.
 //!
 //! [`Agent`] runs this build's `rolelb-agent` on free 127.0.0.1 ports with its config and
 //! state file in a temporary directory, and stops it by PID when dropped. [`agent_line`] and
@@ -9,10 +9,10 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
-#[path = "../../../tests/common/mod.rs"]
-mod harness;
-
-pub use harness::*;
+// Not every test binary uses it.
+#[allow(unused_imports)]
+pub use testkit::lbcfg::local as addr;
+pub use testkit::*;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -188,25 +188,12 @@ pub fn agent_line(addr: SocketAddr, send: Option<&str>) -> String {
     out
 }
 
-/// A minimal HTTP/1.0 request with a 5 s timeout: (status, body).
+/// One request to the agent's HTTP listener ([`http_request`], 5 s): (status, body). Panics
+/// when the agent does not answer in time or not with an HTTP status line.
 pub fn http_get(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect to agent http {addr}: {e}"));
-    conn.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set_read_timeout");
-    write!(conn, "{method} {path} HTTP/1.0\r\nHost: agent\r\n\r\n").expect("sending request");
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw)
-        .unwrap_or_else(|e| panic!("reading the reply to {method} {path}: {e}"));
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP reply: {raw:?}"));
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, head, body) = http_request(addr, method, path, &[], "", Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{method} {path} on agent http {addr}: {e}"));
+    assert!(status != 0, "not an HTTP reply: {head:?}");
     (status, body)
 }
 
@@ -260,34 +247,11 @@ impl Drop for SilentServer {
 
 /// The `status` column of `backend/server` in HAProxy's `show stat` on the stats socket.
 pub fn haproxy_status(socket: &Path, backend: &str, server: &str) -> String {
-    let mut conn = std::os::unix::net::UnixStream::connect(socket)
-        .unwrap_or_else(|e| panic!("stats socket {}: {e}", socket.display()));
-    conn.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set_read_timeout");
-    conn.write_all(b"show stat\n").expect("show stat");
-    let mut csv = String::new();
-    conn.read_to_string(&mut csv).expect("reading show stat");
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let col = header
-        .iter()
-        .position(|h| *h == "status")
-        .expect("show stat has a status column");
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&backend) && f.get(1) == Some(&server))
-        .and_then(|f| f.get(col).map(|s| s.to_string()))
+    let csv = stats_cli(socket, "show stat");
+    stat_row(&csv, backend, server)
         .unwrap_or_else(|| panic!("{backend}/{server} not in show stat:\n{csv}"))
-}
-
-/// `127.0.0.1:port`.
-pub fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
+        .remove("status")
+        .unwrap_or_else(|| panic!("show stat has no status column:\n{csv}"))
 }
 
 /// Waits until `frontend` is served by `name` five times in a row; returns how long it took.
