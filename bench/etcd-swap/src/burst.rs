@@ -14,8 +14,10 @@
 //! - echo round trips: p50/p99 over the quiet seconds before the burst, during the same burst
 //!   of puts under a prefix rolelb does not watch (what etcd and the putting client alone do
 //!   to the data path on this machine), and during the burst rolelb applies;
-//! - rolelb's RSS before, after the burst, and after the delete-range, next to the size of
-//!   the members' keys and values.
+//! - rolelb's RSS (`VmRSS`) before, at the last put (before the admin API is polled: each
+//!   answer is a JSON document of every member), 1 s after all members were in, 1 s after
+//!   the delete-range emptied the table, and its peak (`VmHWM`), next to the size of the
+//!   members' keys and values; and the load average, as the machine may be shared.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use etcd_client::DeleteOptions;
 
-use super::{Options, cpu_time, http_get, ms, percentile, rss, wait_until};
+use super::{Options, cpu_time, http_get, load_average, ms, peak_rss, percentile, rss, wait_until};
 
 const PREFIX: &str = "/bench/burst";
 /// Where the same burst goes first, unwatched.
@@ -170,6 +172,7 @@ pub async fn run(o: &Options) -> Result<()> {
     tokio::time::sleep(QUIET).await;
     let quiet_to = Instant::now();
     let rss_before = rss(pid)?;
+    let load_before = load_average();
 
     // The same burst where rolelb does not look: etcd's and the client's own share.
     let unwatched_from = Instant::now();
@@ -185,6 +188,8 @@ pub async fn run(o: &Options) -> Result<()> {
     let first_put = Instant::now();
     let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
     let last_put = Instant::now();
+    // Before the admin API is polled (each answer is a JSON document of every member).
+    let rss_last_put = rss(pid)?;
     let all_in = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
         servers_in_table(admin) == Some(o.members)
     })
@@ -211,6 +216,7 @@ pub async fn run(o: &Options) -> Result<()> {
     let delete_to = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_deleted = rss(pid)?;
+    let peak = peak_rss(pid)?;
     stop.store(true, Ordering::Relaxed);
 
     let quiet = window(&samples, quiet_from, quiet_to);
@@ -219,8 +225,9 @@ pub async fn run(o: &Options) -> Result<()> {
     let during_delete = window(&samples, deleted_from, delete_to);
     let n = o.members;
     println!(
-        "burst of {n} members put one by one (nbthread {}):",
-        o.nbthread.map_or("default".to_owned(), |n| n.to_string())
+        "burst of {n} members put one by one (nbthread {}; load average {load_before} before, {} after):",
+        o.nbthread.map_or("default".to_owned(), |n| n.to_string()),
+        load_average()
     );
     println!(
         "  puts took {:.2} s ({:.0}/s); last put → all {n} in the table: {}; rolelb CPU from the first put: {:.2} s",
@@ -249,10 +256,12 @@ pub async fn run(o: &Options) -> Result<()> {
         );
     }
     println!(
-        "  RSS before {}, after the burst {}, after the delete {}; members' keys+values {}",
+        "  RSS before {}, at the last put {}, 1 s after all were in {}, 1 s after the delete {}, peak {}; members' keys+values {}",
         mib(rss_before),
+        mib(rss_last_put),
         mib(rss_after),
         mib(rss_deleted),
+        mib(peak),
         mib(bytes)
     );
     Ok(())
