@@ -29,7 +29,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use etcd_client::DeleteOptions;
 
-use super::{Options, cpu_time, http_get, load_average, ms, peak_rss, percentile, rss, wait_until};
+use super::{
+    Options, cpu_time, cpu_time_of, http_get, load_average, ms, peak_rss, percentile, rss,
+    wait_until,
+};
 
 const PREFIX: &str = "/bench/burst";
 /// Where the same burst goes first, unwatched.
@@ -126,6 +129,46 @@ async fn put_members(etcd: &mut etcd_client::Client, prefix: &str, n: usize) -> 
     Ok(bytes)
 }
 
+/// CPU time of each of process `pid`'s threads, by thread name (threads of one name summed).
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(t) = cpu_time_of(&format!("/proc/{pid}/task/{tid}/stat")) {
+            *by_name.entry(name.trim().to_owned()).or_default() += t;
+        }
+    }
+    by_name
+}
+
+/// What each thread name's CPU time grew by from `before` to `after`, biggest first.
+fn thread_cpu_delta(
+    before: &std::collections::BTreeMap<String, Duration>,
+    after: &std::collections::BTreeMap<String, Duration>,
+) -> String {
+    let mut v: Vec<(&String, Duration)> = after
+        .iter()
+        .map(|(n, t)| {
+            (
+                n,
+                t.saturating_sub(before.get(n).copied().unwrap_or_default()),
+            )
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
+    v.sort_by_key(|b| std::cmp::Reverse(b.1));
+    v.iter()
+        .map(|(n, d)| format!("{n} {:.2} s", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs the burst and prints what it measured.
 pub async fn run(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -185,6 +228,7 @@ pub async fn run(o: &Options) -> Result<()> {
 
     // The burst: one put per member, each awaited (one revision each).
     let cpu0 = cpu_time(pid)?;
+    let threads0 = thread_cpu(pid);
     let first_put = Instant::now();
     let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
     let last_put = Instant::now();
@@ -195,6 +239,7 @@ pub async fn run(o: &Options) -> Result<()> {
     })
     .context("not every member reached the table")?;
     let cpu1 = cpu_time(pid)?;
+    let threads1 = thread_cpu(pid);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss(pid)?;
 
@@ -235,6 +280,10 @@ pub async fn run(o: &Options) -> Result<()> {
         n as f64 / (last_put - first_put).as_secs_f64(),
         ms(all_in - last_put),
         (cpu1 - cpu0).as_secs_f64(),
+    );
+    println!(
+        "  rolelb CPU by thread: {}",
+        thread_cpu_delta(&threads0, &threads1)
     );
     println!(
         "  one delete-range of all {n} → table empty: {} (rolelb CPU {:.2} s)",

@@ -194,7 +194,12 @@ pub fn ms(d: Duration) -> String {
 
 /// User + system CPU time of process `pid` so far (all threads), from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_time_of(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU time from a `/proc/.../stat` file (a process's or one thread's).
+pub fn cpu_time_of(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat
         .rsplit_once(')')
