@@ -59,6 +59,31 @@ const BIG_TABLE: usize = 200;
 /// the CPU first and a burst's table builds take what is left (they then batch more).
 const BUILDER_NICE: libc::c_int = 5;
 
+/// Returns the heap's free memory to the system (glibc's `malloc_trim`), after a big table
+/// was freed: glibc otherwise keeps the pages of a 10,000-server table and its builds
+/// (spread over its per-thread arenas) in the process after the servers are gone.
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap structures, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Fixes glibc's mmap threshold at its default, 128 KiB, once the first big table is built.
+/// glibc otherwise raises the threshold to the size of each big block freed (up to 32 MiB),
+/// so after a few 10,000-server tables (and the admin API's answers about them) big blocks
+/// come from the heap, which then keeps megabytes it no longer uses. With the threshold
+/// fixed, every block over 128 KiB is mapped on its own and goes back to the system when
+/// freed.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc allocator parameter, under its lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Work for the table builder thread.
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -248,9 +273,13 @@ impl Control {
                 let was = std::mem::replace(&mut self.effective, effective.clone());
                 let old = self.commit(&effective, table, Vec::new());
                 if big {
-                    // Freeing a big table and configuration takes milliseconds too.
+                    // Freeing a big table and configuration takes milliseconds too, and
+                    // the memory it frees goes back to the system (see [`trim`]).
                     // Nobody waits for this one: its receiver is dropped at once.
-                    drop(self.aside(move || drop((old, was))));
+                    drop(self.aside(move || {
+                        drop((old, was));
+                        trim();
+                    }));
                 }
                 tracing::debug!(
                     generation,
@@ -279,6 +308,7 @@ impl Control {
             let _ = tx.send(work());
         });
         if self.builder.is_none() {
+            fix_mmap_threshold();
             let (jobs, queue) = std::sync::mpsc::channel::<Job>();
             let started = std::thread::Builder::new()
                 .name("rolelb-tables".into())

@@ -8,10 +8,12 @@
 //! - one delete-range of several members removes all of them;
 //! - 1000 members put one by one are all in the table soon after the last put, without
 //!   disturbing the sessions of another listener, and one delete-range empties the table
-//!   in one swap (tables that big are built on the table builder thread; the 10,000-member
-//!   version, with timings, is `bench/etcd-swap --mode burst`);
+//!   in one swap (tables that big are built on the table builder thread, and the watch runs
+//!   on the etcd thread at a lower priority; the 10,000-member version, with timings, is
+//!   `bench/etcd-swap --mode burst`);
 //! - a member whose host does not resolve, or whose value is bad, keeps its previous entry:
-//!   the primary stays the primary and keeps its sessions, and the key is logged.
+//!   the primary stays the primary and keeps its sessions, and the key is logged and counted
+//!   in `rolelb_etcd_parse_errors_total`.
 
 mod common;
 
@@ -79,11 +81,42 @@ fn swaps(admin: SocketAddr) -> u64 {
         .unwrap_or_else(|| panic!("no rolelb_table_swaps_total in /metrics:\n{text}")) as u64
 }
 
+/// `rolelb_etcd_parse_errors_total` of backend `pool`'s watch.
+fn parse_errors(admin: SocketAddr) -> u64 {
+    let text = admin_get(admin, "/metrics");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("rolelb_etcd_parse_errors_total{") && l.contains("backend=\"pool\"")
+        })
+        .find_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| {
+            panic!("no rolelb_etcd_parse_errors_total for pool in /metrics:\n{text}")
+        }) as u64
+}
+
 /// How many servers backend `pool` has in the table in force (admin API).
 fn servers_in_table(admin: SocketAddr) -> usize {
     admin_get(admin, "/api/v1/backends/pool")
         .matches("\"address\":")
         .count()
+}
+
+/// The `nice` value and CPU ticks (user + system) of process `pid`'s `rolelb-etcd` thread.
+fn etcd_thread(pid: u32) -> Option<(i64, u64)> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != "rolelb-etcd" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the name: state is the first; utime, stime the 12th and 13th; nice
+        // the 17th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        return Some((fields.get(16)?.parse().ok()?, ticks));
+    }
+    None
 }
 
 /// A tokio runtime for the etcd client (transactions, delete-ranges, fast puts).
@@ -277,6 +310,14 @@ fn a_burst_of_1000_members_is_applied_whole_and_one_delete_range_empties_it() {
         last_put - started
     );
     assert!(echoes(&held), "the other listener's session broke");
+    // The watch ran on the etcd thread, at a lower priority than the data path's threads.
+    let (nice, ticks) = etcd_thread(rolelb.pid())
+        .unwrap_or_else(|| panic!("no rolelb-etcd thread in rolelb {}", rolelb.pid()));
+    assert_eq!(nice, 5, "the etcd thread's nice value");
+    assert!(
+        ticks > 0,
+        "the etcd thread used no CPU time for {MEMBERS} puts"
+    );
 
     let before = swaps(admin);
     rt.block_on(etcd_client.delete(key(""), Some(DeleteOptions::new().with_prefix())))
@@ -322,6 +363,7 @@ fn an_unresolvable_host_or_a_bad_value_keeps_the_primary_and_its_sessions() {
         r#"{{"host": "127.0.0.1", "port": {}, "role": "chief"}}"#,
         a.port()
     );
+    assert_eq!(parse_errors(admin), 0);
     for (i, (value, logged)) in [
         (
             &unresolvable,
@@ -365,6 +407,8 @@ fn an_unresolvable_host_or_a_bad_value_keeps_the_primary_and_its_sessions() {
             "no {logged:?} in the log:\n{}",
             rolelb.stderr_text()
         );
+        // The unresolvable host counts as the bad value does, each once.
+        assert_eq!(parse_errors(admin), i as u64 + 1, "after {value}");
     }
     // A new member whose host does not resolve stays out, and says so.
     etcd.put(
@@ -381,6 +425,11 @@ fn an_unresolvable_host_or_a_bad_value_keeps_the_primary_and_its_sessions() {
         ),
         "{}",
         rolelb.stderr_text()
+    );
+    assert!(
+        wait_until(SOON, || parse_errors(admin) == 3),
+        "{}",
+        admin_get(admin, "/metrics")
     );
     assert!(echoes(&writer));
     let log = rolelb.stderr_text();

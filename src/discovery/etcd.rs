@@ -23,7 +23,8 @@
 //! - **Bad values** are logged with their key and reason, counted, and the member keeps its
 //!   previous entry (see [`MemberSet`]).
 //! - **Names**: member hosts that are names are resolved here (not in `control`), again after
-//!   each listing; a member whose host does not resolve keeps its previous entry.
+//!   each listing; a member whose host does not resolve keeps its previous entry, and is
+//!   logged and counted as a bad value is.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -540,6 +541,11 @@ impl Task {
             return true;
         }
         let changes = self.published.flush(&self.set).await;
+        let unresolved = self.published.take_unresolved();
+        self.w
+            .status
+            .parse_errors
+            .fetch_add(unresolved, Ordering::Relaxed);
         if changes.is_empty() {
             return true;
         }

@@ -14,6 +14,10 @@
 //! [`EtcdStatus`] holds what a watch reports about itself (connected, events, bad values,
 //! revision, age of the last confirmed state) for logs and metrics.
 //!
+//! The watch tasks run on their own thread ([`runtime`]): a one-thread runtime at a lower
+//! CPU priority, so decoding thousands of watch responses a second during a burst never runs
+//! on the data path's threads, and on a busy machine the sessions get the CPU first.
+//!
 //! This module never touches the table: it reads the configuration and sends messages.
 
 pub mod etcd;
@@ -24,7 +28,7 @@ pub mod schema;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -105,7 +109,8 @@ pub struct EtcdStatus {
     pub connected: AtomicBool,
     /// Watch events received.
     pub events: AtomicU64,
-    /// Values that did not parse (each key revision counted once).
+    /// Values that were not taken: did not parse (each key revision counted once), or name a
+    /// host that does not resolve (each value counted once).
     pub parse_errors: AtomicU64,
     /// Full listings done (the first, after compaction, and the periodic ones).
     pub lists: AtomicU64,
@@ -137,6 +142,46 @@ impl EtcdStatus {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
+}
+
+/// The etcd thread's `nice` value: on a busy machine the data path's threads get the CPU
+/// first, and a burst's watch responses queue meanwhile (and are then applied in bigger
+/// batches).
+const ETCD_NICE: libc::c_int = 5;
+
+/// The runtime the watch tasks run on: one thread, `rolelb-etcd`, at [`ETCD_NICE`], started
+/// with the first watch and kept for the life of the process. `None` (logged once) if it
+/// cannot be started; the watches then run on the caller's runtime.
+pub fn runtime() -> Option<&'static tokio::runtime::Handle> {
+    static ETCD: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
+    ETCD.get_or_init(|| match start_runtime() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the etcd thread ({e}); etcd watches run beside the sessions"
+            );
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn start_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("rolelb-etcd-lookup")
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("rolelb-etcd".into())
+        .spawn(move || {
+            // SAFETY: setpriority touches no memory; on Linux, PRIO_PROCESS with 0 is the
+            // calling thread (the lookup threads it starts inherit it). Failing leaves the
+            // default priority, which is fine.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, ETCD_NICE) };
+            runtime.block_on(std::future::pending::<()>());
+        })?;
+    Ok(handle)
 }
 
 /// Everything that decides how a backend's watch runs; a watch is restarted when it changes.
@@ -228,14 +273,18 @@ impl Watchers {
                 stop: CancellationToken::new(),
                 status: Arc::default(),
             };
-            tokio::spawn(etcd::run(etcd::Watch {
+            let watch = etcd::run(etcd::Watch {
                 backend: backend.to_owned(),
                 spec,
                 id: running.id,
                 status: running.status.clone(),
                 tx: tx.clone(),
                 stop: running.stop.clone(),
-            }));
+            });
+            match runtime() {
+                Some(etcd) => drop(etcd.spawn(watch)),
+                None => drop(tokio::spawn(watch)),
+            }
             self.running.insert(backend.to_owned(), running);
         }
     }

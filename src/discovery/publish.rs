@@ -11,7 +11,7 @@
 //! A member whose host does not resolve keeps the entry published before (address, state,
 //! weight; its role still follows the leader key), exactly as a value that does not parse
 //! does: a lookup failure never removes a member, least of all the primary, and never closes
-//! its sessions. It is logged with its key once per value, looked up again at the next
+//! its sessions. It is logged with its key and counted (as a bad value is) once per value, looked up again at the next
 //! listing or when its value changes, and a member never published before stays out until
 //! its host resolves.
 
@@ -49,6 +49,9 @@ pub struct Published {
     refresh: bool,
     /// Hosts resolved before.
     resolved: HashMap<String, IpAddr>,
+    /// Values found unresolvable (each counted once, when logged) since the last
+    /// [`Published::take_unresolved`].
+    unresolved: u64,
 }
 
 impl Published {
@@ -64,7 +67,14 @@ impl Published {
             all_dirty: false,
             refresh: false,
             resolved: HashMap::new(),
+            unresolved: 0,
         }
+    }
+
+    /// How many values were found unresolvable since the last call (each value once, as it
+    /// is logged), for `rolelb_etcd_parse_errors_total`.
+    pub fn take_unresolved(&mut self) -> u64 {
+        std::mem::take(&mut self.unresolved)
     }
 
     /// Marks member `name` as changed in the set.
@@ -176,6 +186,7 @@ impl Published {
             m.host
         );
         self.failed.insert(m.name.clone(), m.clone());
+        self.unresolved += 1;
     }
 
     /// The address of `host`: parsed when it is one, else looked up (bounded by the lookup
@@ -291,6 +302,8 @@ mod tests {
             4,
         );
         assert!(p.flush(&set).await.is_empty(), "nothing changes");
+        assert_eq!(p.take_unresolved(), 2, "each unresolvable value counts");
+        assert_eq!(p.take_unresolved(), 0);
         // Its role still follows the leader key.
         set.put(format!("{P}/leader").as_bytes(), b"new", 5)
             .unwrap();

@@ -14,8 +14,10 @@
 //! - echo round trips: p50/p99 over the quiet seconds before the burst, during the same burst
 //!   of puts under a prefix rolelb does not watch (what etcd and the putting client alone do
 //!   to the data path on this machine), and during the burst rolelb applies;
-//! - rolelb's RSS before, after the burst, and after the delete-range, next to the size of
-//!   the members' keys and values.
+//! - rolelb's RSS (`VmRSS`) before, at the last put (before the admin API is polled: each
+//!   answer is a JSON document of every member), 1 s after all members were in, 1 s after
+//!   the delete-range emptied the table, and its peak (`VmHWM`), next to the size of the
+//!   members' keys and values; and the load average, as the machine may be shared.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,7 +29,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use etcd_client::DeleteOptions;
 
-use super::{Options, cpu_time, http_get, ms, percentile, rss, wait_until};
+use super::{
+    Options, cpu_time, cpu_time_of, http_get, load_average, ms, peak_rss, percentile, rss,
+    wait_until,
+};
 
 const PREFIX: &str = "/bench/burst";
 /// Where the same burst goes first, unwatched.
@@ -124,6 +129,46 @@ async fn put_members(etcd: &mut etcd_client::Client, prefix: &str, n: usize) -> 
     Ok(bytes)
 }
 
+/// CPU time of each of process `pid`'s threads, by thread name (threads of one name summed).
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(t) = cpu_time_of(&format!("/proc/{pid}/task/{tid}/stat")) {
+            *by_name.entry(name.trim().to_owned()).or_default() += t;
+        }
+    }
+    by_name
+}
+
+/// What each thread name's CPU time grew by from `before` to `after`, biggest first.
+fn thread_cpu_delta(
+    before: &std::collections::BTreeMap<String, Duration>,
+    after: &std::collections::BTreeMap<String, Duration>,
+) -> String {
+    let mut v: Vec<(&String, Duration)> = after
+        .iter()
+        .map(|(n, t)| {
+            (
+                n,
+                t.saturating_sub(before.get(n).copied().unwrap_or_default()),
+            )
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
+    v.sort_by_key(|b| std::cmp::Reverse(b.1));
+    v.iter()
+        .map(|(n, d)| format!("{n} {:.2} s", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Runs the burst and prints what it measured.
 pub async fn run(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -170,6 +215,7 @@ pub async fn run(o: &Options) -> Result<()> {
     tokio::time::sleep(QUIET).await;
     let quiet_to = Instant::now();
     let rss_before = rss(pid)?;
+    let load_before = load_average();
 
     // The same burst where rolelb does not look: etcd's and the client's own share.
     let unwatched_from = Instant::now();
@@ -182,14 +228,18 @@ pub async fn run(o: &Options) -> Result<()> {
 
     // The burst: one put per member, each awaited (one revision each).
     let cpu0 = cpu_time(pid)?;
+    let threads0 = thread_cpu(pid);
     let first_put = Instant::now();
     let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
     let last_put = Instant::now();
+    // Before the admin API is polled (each answer is a JSON document of every member).
+    let rss_last_put = rss(pid)?;
     let all_in = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
         servers_in_table(admin) == Some(o.members)
     })
     .context("not every member reached the table")?;
     let cpu1 = cpu_time(pid)?;
+    let threads1 = thread_cpu(pid);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss(pid)?;
 
@@ -211,6 +261,7 @@ pub async fn run(o: &Options) -> Result<()> {
     let delete_to = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_deleted = rss(pid)?;
+    let peak = peak_rss(pid)?;
     stop.store(true, Ordering::Relaxed);
 
     let quiet = window(&samples, quiet_from, quiet_to);
@@ -219,8 +270,9 @@ pub async fn run(o: &Options) -> Result<()> {
     let during_delete = window(&samples, deleted_from, delete_to);
     let n = o.members;
     println!(
-        "burst of {n} members put one by one (nbthread {}):",
-        o.nbthread.map_or("default".to_owned(), |n| n.to_string())
+        "burst of {n} members put one by one (nbthread {}; load average {load_before} before, {} after):",
+        o.nbthread.map_or("default".to_owned(), |n| n.to_string()),
+        load_average()
     );
     println!(
         "  puts took {:.2} s ({:.0}/s); last put → all {n} in the table: {}; rolelb CPU from the first put: {:.2} s",
@@ -228,6 +280,10 @@ pub async fn run(o: &Options) -> Result<()> {
         n as f64 / (last_put - first_put).as_secs_f64(),
         ms(all_in - last_put),
         (cpu1 - cpu0).as_secs_f64(),
+    );
+    println!(
+        "  rolelb CPU by thread: {}",
+        thread_cpu_delta(&threads0, &threads1)
     );
     println!(
         "  one delete-range of all {n} → table empty: {} (rolelb CPU {:.2} s)",
@@ -249,10 +305,12 @@ pub async fn run(o: &Options) -> Result<()> {
         );
     }
     println!(
-        "  RSS before {}, after the burst {}, after the delete {}; members' keys+values {}",
+        "  RSS before {}, at the last put {}, 1 s after all were in {}, 1 s after the delete {}, peak {}; members' keys+values {}",
         mib(rss_before),
+        mib(rss_last_put),
         mib(rss_after),
         mib(rss_deleted),
+        mib(peak),
         mib(bytes)
     );
     Ok(())

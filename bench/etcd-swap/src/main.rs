@@ -194,7 +194,12 @@ pub fn ms(d: Duration) -> String {
 
 /// User + system CPU time of process `pid` so far (all threads), from `/proc/PID/stat`.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_time_of(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU time from a `/proc/.../stat` file (a process's or one thread's).
+pub fn cpu_time_of(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path)?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat
         .rsplit_once(')')
@@ -215,14 +220,31 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
 
 /// Resident set size of process `pid` in bytes (`VmRSS`).
 pub fn rss(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The highest resident set size of process `pid` so far (`VmHWM`), in bytes.
+pub fn peak_rss(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<u64>().ok())
-        .context("no VmRSS in /proc/PID/status")?;
+        .with_context(|| format!("no {field} in /proc/PID/status"))?;
     Ok(kb * 1024)
+}
+
+/// The 1-minute load average (`/proc/loadavg`), to say how busy the machine was.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 /// `GET path` over HTTP/1.0 at `addr`; the body.
