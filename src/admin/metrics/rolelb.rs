@@ -31,7 +31,7 @@ pub(super) fn etcd_families(env: &Env, out: &mut Out) {
         (
             "rolelb_etcd_parse_errors_total",
             "counter",
-            "etcd values that did not parse (each key revision once).",
+            "etcd values that did not parse or whose host did not resolve (each key revision once).",
             |s| V::N(s.parse_errors.load(Ordering::Relaxed)),
         ),
         (
