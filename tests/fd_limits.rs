@@ -53,7 +53,20 @@ impl Limited {
         fs::write(&cfg, cfg_text).expect("writing the config");
         fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).expect("chmod cfg");
         let log = dir.path().join("stderr.log");
-        let mut cmd = common::command(bin, false, dir.path());
+        // Another user may not reach the build's binary (a checkout under /root is 0700): run
+        // a copy from the test's own world-readable directory.
+        let bin = match user {
+            Some(_) => {
+                let name = bin.file_name().expect("binary name");
+                let copy = dir.path().join(name);
+                fs::copy(bin, &copy).expect("copying the binary");
+                fs::set_permissions(&copy, fs::Permissions::from_mode(0o755))
+                    .expect("chmod binary");
+                copy
+            }
+            None => bin.to_path_buf(),
+        };
+        let mut cmd = common::command(&bin, false, dir.path());
         cmd.args(args).arg("-f").arg(&cfg);
         if let Some(id) = user {
             cmd.uid(id).gid(id);
