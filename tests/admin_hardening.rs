@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{NamedServer, Rolelb, free_port, open_named, stats_cli, wait_port, wait_until};
+use common::{
+    NamedServer, Rolelb, free_port, http_request as request, open_named, stats_cli, wait_port,
+    wait_until,
+};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
@@ -68,18 +71,6 @@ impl Lab {
     fn socket(&self, level: &str) -> PathBuf {
         self.dir.path().join(format!("{level}.sock"))
     }
-}
-
-/// One HTTP/1.1 request on its own connection, all of it within `timeout`: (status, head, body).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-    timeout: Duration,
-) -> io::Result<(u16, String, String)> {
-    common::http_request(addr, method, path, headers, body, timeout)
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {

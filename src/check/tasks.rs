@@ -256,7 +256,8 @@ pub(crate) async fn agent_loop(
             _ = stop.cancelled() => return,
             r = agent::query(&target, ag.send.as_deref()) => r,
         };
-        match outcome {
+        // The agent's answer (or its failure) is also the role check's outcome with `role-check agent`.
+        let (role_outcome, result) = match outcome {
             Ok((reply, result)) => {
                 if last_failure.take().is_some() {
                     tracing::info!("Agent check for server {name} answers again.");
@@ -264,55 +265,44 @@ pub(crate) async fn agent_loop(
                 if apply_agent(&env, &spec, &live, &reply, &name) {
                     let _ = env.rebuild.send(());
                 }
-                if let Some(rs) = &role_from_agent {
-                    let report =
-                        role::from_agent_description(reply.description.as_deref().unwrap_or(""))
-                            .map_err(|e| RoleFailure {
-                                problem: RoleProblem::BadAnswer,
-                                detail: e,
-                            });
-                    apply_role(
-                        &spec,
-                        rs,
-                        &live,
-                        &env,
-                        &mut tracker,
-                        report,
-                        result.duration,
-                    );
-                }
-                live.check_durations.agent.observe(result.duration);
-                live.last_agent.store(Some(Arc::new(result)));
+                let report =
+                    role::from_agent_description(reply.description.as_deref().unwrap_or(""))
+                        .map_err(|e| RoleFailure {
+                            problem: RoleProblem::BadAnswer,
+                            detail: e,
+                        });
+                (report, result)
             }
             Err(result) => {
                 if last_failure != Some(result.status) {
                     tracing::warn!("Agent check for server {name} failed, reason: {result}.");
                     last_failure = Some(result.status);
                 }
-                if let Some(rs) = &role_from_agent {
-                    let problem = match result.status {
-                        super::Status::L4Con => RoleProblem::Refused,
-                        super::Status::L4Tout => RoleProblem::Unreachable,
-                        _ => RoleProblem::BadAnswer,
-                    };
-                    let failure = RoleFailure {
-                        problem,
-                        detail: result.to_string(),
-                    };
-                    apply_role(
-                        &spec,
-                        rs,
-                        &live,
-                        &env,
-                        &mut tracker,
-                        Err(failure),
-                        result.duration,
-                    );
-                }
-                live.check_durations.agent.observe(result.duration);
-                live.last_agent.store(Some(Arc::new(result)));
+                let problem = match result.status {
+                    super::Status::L4Con => RoleProblem::Refused,
+                    super::Status::L4Tout => RoleProblem::Unreachable,
+                    _ => RoleProblem::BadAnswer,
+                };
+                let failure = RoleFailure {
+                    problem,
+                    detail: result.to_string(),
+                };
+                (Err(failure), result)
             }
+        };
+        if let Some(rs) = &role_from_agent {
+            apply_role(
+                &spec,
+                rs,
+                &live,
+                &env,
+                &mut tracker,
+                role_outcome,
+                result.duration,
+            );
         }
+        live.check_durations.agent.observe(result.duration);
+        live.last_agent.store(Some(Arc::new(result)));
         next = reschedule(next, ag.inter);
     }
 }
