@@ -260,7 +260,7 @@ impl Control {
                 generation,
                 std::time::Instant::now(),
             );
-            registry.retain(&table);
+            table.retain_live(&registry);
             (effective, table)
         };
         let built = if big {
@@ -370,7 +370,7 @@ impl Control {
             std::time::Instant::now(),
         );
         self.commit(&config, table, fresh);
-        self.registry.retain(&self.shared.table.load());
+        self.shared.table.load().retain_live(&self.registry);
         Ok(self.generation)
     }
 

@@ -1,7 +1,7 @@
 //! Live state that outlives tables, per backend and frontend, and the [`Registry`] that keys
 //! it by name. Only `control` writes to the maps; the data path holds `Arc`s to entries.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,7 +10,6 @@ use tokio::sync::Notify;
 
 use super::{Downtime, RateMax, ServerLive, TrafficStats};
 use crate::balance::Cursor;
-use crate::table::Table;
 
 /// Live state of one backend, shared across tables.
 #[derive(Debug, Default)]
@@ -102,29 +101,25 @@ impl Registry {
         entry(&self.frontends, name.to_owned()).0
     }
 
-    /// Forgets entries no longer in `table` (their sessions keep their own `Arc`s).
-    pub fn retain(&self, table: &Table) {
-        // One lookup per entry, not a scan of the backend: backends may have 10,000 servers.
-        let present: HashSet<(&str, &str)> = table
-            .backends
-            .values()
-            .flat_map(|be| {
-                be.servers
-                    .iter()
-                    .map(|s| (be.name.as_str(), s.name.as_str()))
-            })
-            .collect();
+    /// Forgets the entries the predicates reject (their sessions keep their own `Arc`s); the
+    /// table decides what is still there (`Table::retain_live`).
+    pub fn retain(
+        &self,
+        server: impl Fn(&str, &str) -> bool,
+        backend: impl Fn(&str) -> bool,
+        frontend: impl Fn(&str) -> bool,
+    ) {
         self.servers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(b, s), _| present.contains(&(b.as_str(), s.as_str())));
+            .retain(|(b, s), _| server(b, s));
         self.backends
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|b, _| table.backends.contains_key(b));
+            .retain(|b, _| backend(b));
         self.frontends
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|f, _| table.frontends.iter().any(|fe| &fe.name == f));
+            .retain(|f, _| frontend(f));
     }
 }

@@ -10,7 +10,7 @@
 //! picking a server for a new connection (`pick.rs`). `live` and `roles` are re-exported, so
 //! `crate::table::ServerLive` keeps working for the code that reads both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -272,5 +272,24 @@ impl Table {
                 .iter()
                 .any(|s| s.live.eligible() && s.live.ramp(s.slowstart, now) != s.ramp)
         })
+    }
+
+    /// Forgets the live state of the servers, backends and frontends this table no longer has.
+    pub fn retain_live(&self, registry: &Registry) {
+        // One lookup per entry, not a scan of the backend: backends may have 10,000 servers.
+        let servers: HashSet<(&str, &str)> = self
+            .backends
+            .values()
+            .flat_map(|be| {
+                be.servers
+                    .iter()
+                    .map(|s| (be.name.as_str(), s.name.as_str()))
+            })
+            .collect();
+        registry.retain(
+            |b, s| servers.contains(&(b, s)),
+            |b| self.backends.contains_key(b),
+            |f| self.frontends.iter().any(|fe| fe.name == f),
+        );
     }
 }

@@ -112,7 +112,7 @@ fn live_state_survives_a_rebuild_and_is_dropped_with_its_server() {
         .find(|s| s.name == be1.servers[idx].name);
     assert!(Arc::ptr_eq(&same.expect("still there").live, &live));
     let t3 = Table::build(&config(vec![server("c", 3)], false), &reg, 3, now);
-    reg.retain(&t3);
+    t3.retain_live(&reg);
     assert_eq!(reg.servers.lock().expect("lock").len(), 1);
     // The session still holds its state after its server left the table.
     be1.release(idx);
