@@ -1,7 +1,7 @@
 //! What the `prometheus` crate would cost `/metrics` at scale: renders the same samples for
 //! 1,000 servers (10 backends of 100) two ways and prints the time per scrape of each.
 //!
-//! * `hand`: rolelb's hand-written text encoder (the `Out` writer of `src/admin/metrics/`:
+//! * `hand`: rolelb's hand-written text encoder itself (`rolelb::admin::metrics::Out`:
 //!   `# HELP`/`# TYPE`, then `name{labels} value` lines straight into one `String`).
 //! * `crate`: a custom `prometheus::core::Collector` that reads the same atomics at scrape time
 //!   into `MetricFamily` values, encoded by `prometheus::TextEncoder`; once by calling
@@ -15,7 +15,6 @@
 //!     cargo run --release -p rolelb-bench --bin metrics-encode [-- SERVERS ROUNDS]
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +23,7 @@ use std::time::{Duration, Instant};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
+use rolelb::admin::metrics::{Out, V};
 
 /// One-value families per server.
 const SIMPLE: usize = 60;
@@ -83,47 +83,15 @@ fn world(n: usize) -> World {
     }
 }
 
-// --- the hand-written encoder, as rolelb writes it -------------------------------------------
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-struct Out {
-    text: String,
-}
-
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
-        self.text.push_str(name);
-        self.text.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                self.text.push(',');
-            }
-            let _ = write!(self.text, "{k}=\"{}\"", escape(v));
-        }
-        self.text.push('}');
-        let _ = writeln!(self.text, " {value}");
-    }
-}
+// --- the hand-written encoder: rolelb's own (`rolelb::admin::metrics::Out`) -----------------
 
 fn hand(w: &World) -> String {
-    let mut out = Out {
-        text: String::with_capacity(64 * 1024),
-    };
+    let mut out = Out::new(64 * 1024);
     for (j, name) in w.simple_names.iter().enumerate() {
         out.family(name, "counter", "A counter of every server.");
         for s in &w.servers {
             let v = s.counters[j].load(Ordering::Relaxed);
-            out.sample(name, &[("proxy", &s.proxy), ("server", &s.name)], v);
+            out.sample(name, &[("proxy", &s.proxy), ("server", &s.name)], V::N(v));
         }
     }
     for (name, states, read) in MULTI {
@@ -136,11 +104,11 @@ fn hand(w: &World) -> String {
                     ("server", &s.name),
                     ("state", st),
                 ];
-                out.sample(name, &labels, u64::from(cur == i as u64));
+                out.sample(name, &labels, V::N(u64::from(cur == i as u64)));
             }
         }
     }
-    out.text
+    out.into_text()
 }
 
 // --- the same through the prometheus crate ----------------------------------------------------

@@ -42,7 +42,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A sample's value.
 #[derive(Debug, Clone, Copy)]
-enum V {
+pub enum V {
     /// An integer.
     N(u64),
     /// A real number.
@@ -90,18 +90,33 @@ fn ms(n: u64) -> V {
     V::F(n as f64 / 1000.0)
 }
 
-/// The text being written, one family at a time.
-struct Out {
+/// The text format's encoder: families written one at a time into one `String` (public so
+/// `bench/`'s encoder comparison measures this very code).
+pub struct Out {
     text: String,
 }
 
 impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
+    /// An empty text with room for `capacity` bytes.
+    pub fn new(capacity: usize) -> Out {
+        Out {
+            text: String::with_capacity(capacity),
+        }
+    }
+
+    /// The text written so far.
+    pub fn into_text(self) -> String {
+        self.text
+    }
+
+    /// Starts a family: its `# HELP` and `# TYPE` lines.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {help}");
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: V) {
+    /// One sample: `name{labels} value`.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: V) {
         self.text.push_str(name);
         if !labels.is_empty() {
             self.text.push('{');
@@ -137,16 +152,14 @@ pub fn render(env: &Env) -> String {
     let table = env.table.load();
     let now = Instant::now();
     let proxies = view::proxies(&table);
-    let mut out = Out {
-        text: String::with_capacity(64 * 1024),
-    };
+    let mut out = Out::new(64 * 1024);
     process::families(env, &table, &mut out);
     frontend::families(env, &table, &proxies, &mut out);
     backend::families(env, &table, &proxies, now, &mut out);
     server::families(&proxies, now, &mut out);
     rolelb::families(&table, &proxies, &mut out);
     rolelb::etcd_families(env, &mut out);
-    out.text
+    out.into_text()
 }
 
 #[cfg(test)]
