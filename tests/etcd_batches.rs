@@ -162,19 +162,54 @@ fn wait_answered_by(rolelb: &Rolelb, addr: SocketAddr, want: &str) -> Duration {
     start.elapsed()
 }
 
+/// Members `a` (the primary, the `leader` key) and `b` (a replica) in etcd, rolelb writing
+/// to `a` through `addr`, and one session open to `a` that echoes.
+struct WriterLab {
+    etcd: Etcd,
+    a: NamedServer,
+    b: NamedServer,
+    rolelb: Rolelb,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    writer: TcpStream,
+}
+
+impl WriterLab {
+    fn start() -> WriterLab {
+        let etcd = Etcd::start();
+        let (a, b) = (NamedServer::start("a"), NamedServer::start("b"));
+        etcd.put(&key("a"), &member(a.port(), "primary"));
+        etcd.put(&key("b"), &member(b.port(), "replica"));
+        etcd.put(&format!("{PREFIX}/leader"), "a");
+        let (admin, port) = (free_port(), free_port());
+        let rolelb = Rolelb::start(&config(&etcd.endpoint(), admin, port, WRITER, ""));
+        let (addr, admin) = (local(port), local(admin));
+        wait_answered_by(&rolelb, addr, "a");
+        let (_, writer) = open_named(addr).expect("a connection to the primary");
+        assert!(echoes(&writer));
+        WriterLab {
+            etcd,
+            a,
+            b,
+            rolelb,
+            addr,
+            admin,
+            writer,
+        }
+    }
+}
+
 #[test]
 fn a_switchover_written_as_one_txn_moves_the_writes_at_once() {
-    let etcd = Etcd::start();
-    let (a, b) = (NamedServer::start("a"), NamedServer::start("b"));
-    etcd.put(&key("a"), &member(a.port(), "primary"));
-    etcd.put(&key("b"), &member(b.port(), "replica"));
-    etcd.put(&format!("{PREFIX}/leader"), "a");
-    let (admin, port) = (free_port(), free_port());
-    let rolelb = Rolelb::start(&config(&etcd.endpoint(), admin, port, WRITER, ""));
-    let (addr, admin) = (local(port), local(admin));
-    wait_answered_by(&rolelb, addr, "a");
-    let (_, mut writer) = open_named(addr).expect("a connection to the primary");
-    assert!(echoes(&writer));
+    let WriterLab {
+        etcd,
+        a,
+        b,
+        rolelb,
+        addr,
+        admin,
+        mut writer,
+    } = WriterLab::start();
     let before = swaps(admin);
 
     // The DBaaS backend's switchover: one transaction, one revision, three events.
@@ -345,17 +380,15 @@ fn a_burst_of_1000_members_is_applied_whole_and_one_delete_range_empties_it() {
 
 #[test]
 fn an_unresolvable_host_or_a_bad_value_keeps_the_primary_and_its_sessions() {
-    let etcd = Etcd::start();
-    let (a, b) = (NamedServer::start("a"), NamedServer::start("b"));
-    etcd.put(&key("a"), &member(a.port(), "primary"));
-    etcd.put(&key("b"), &member(b.port(), "replica"));
-    etcd.put(&format!("{PREFIX}/leader"), "a");
-    let (admin, port) = (free_port(), free_port());
-    let rolelb = Rolelb::start(&config(&etcd.endpoint(), admin, port, WRITER, ""));
-    let (addr, admin) = (local(port), local(admin));
-    wait_answered_by(&rolelb, addr, "a");
-    let (_, writer) = open_named(addr).expect("a connection to the primary");
-    assert!(echoes(&writer));
+    let WriterLab {
+        etcd,
+        a,
+        b: _b,
+        rolelb,
+        addr,
+        admin,
+        writer,
+    } = WriterLab::start();
 
     let unresolvable = format!(
         r#"{{"host": "no-such-host.invalid", "port": {}, "role": "primary"}}"#,
