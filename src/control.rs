@@ -139,6 +139,8 @@ pub struct Control {
     etcd_hold: tokio::time::Instant,
     /// The table builder thread, started with the first big etcd change.
     builder: Option<std::sync::mpsc::Sender<Job>>,
+    /// The last big table replaced, until it is freed (then the heap is trimmed).
+    freeing: Option<std::sync::Weak<Table>>,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -181,6 +183,7 @@ impl Control {
             rebuild_rx: Some(rebuild_rx),
             etcd_hold: tokio::time::Instant::now(),
             builder: None,
+            freeing: None,
         };
         control.apply(config)?;
         Ok(control)
@@ -214,6 +217,10 @@ impl Control {
         sets.retain(|backend, set| {
             self.watchers.is_current(backend, set.watch) && self.watchers.keeps(&config, backend)
         });
+        // The template or the `server` lines may have changed.
+        for (name, set) in &mut sets {
+            set.rebase(config.backends.iter().find(|b| &b.name == name));
+        }
         let effective = Arc::new(discovery::effective_config(&config, &sets));
         let generation = self.swap(effective.clone())?;
         self.watchers.reconcile(&config, &self.discovered_tx);
@@ -232,10 +239,15 @@ impl Control {
         for message in messages {
             if self.watchers.is_current(&message.backend, message.watch) {
                 fresh.push((message.revision, message.received));
+                let backend = self
+                    .config
+                    .backends
+                    .iter()
+                    .find(|b| b.name == message.backend);
                 Arc::make_mut(&mut self.discovered)
                     .entry(message.backend.clone())
                     .or_default()
-                    .apply(message);
+                    .apply(message, backend);
             }
         }
         let Some(oldest) = fresh.iter().map(|(_, received)| *received).min() else {
@@ -275,7 +287,10 @@ impl Control {
                 if big {
                     // Freeing a big table and configuration takes milliseconds too, and
                     // the memory it frees goes back to the system (see [`trim`]).
-                    // Nobody waits for this one: its receiver is dropped at once.
+                    // Nobody waits for this one: its receiver is dropped at once. When a
+                    // reader (the admin API, a check) still holds the table, the last of
+                    // them frees it: the next tick trims once it is gone.
+                    self.freeing = Some(Arc::downgrade(&old));
                     drop(self.aside(move || {
                         drop((old, was));
                         trim();
@@ -508,6 +523,10 @@ impl Control {
                 _ = tick.tick() => {
                     if self.shared.table.load().ramping(std::time::Instant::now()) {
                         self.rebuild();
+                    }
+                    if self.freeing.as_ref().is_some_and(|t| t.strong_count() == 0) {
+                        self.freeing = None;
+                        drop(self.aside(trim));
                     }
                 }
             }

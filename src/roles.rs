@@ -41,7 +41,7 @@ pub fn admits(rule: RoleRule, s: &ServerRt) -> bool {
     match rule.role {
         Role::Any => true,
         Role::Primary => role == NodeRole::Primary,
-        Role::Replica if s.backup => role != NodeRole::Unknown,
+        Role::Replica if s.config.backup => role != NodeRole::Unknown,
         Role::Replica => role == NodeRole::Replica && (rule.max_lag.is_none() || s.live.lag_ok()),
     }
 }
@@ -109,10 +109,10 @@ pub(crate) fn describe_conflict(source: RoleSource, servers: &[&ServerRt]) -> St
     let names: Vec<String> = servers
         .iter()
         .map(|s| match source {
-            RoleSource::Check | RoleSource::Etcd => s.name.clone(),
+            RoleSource::Check | RoleSource::Etcd => s.name().to_owned(),
             RoleSource::Both => format!(
                 "{} (check {}, etcd {})",
-                s.name,
+                s.name(),
                 s.live.role().name(),
                 s.live.etcd_role().name()
             ),
@@ -134,11 +134,11 @@ pub fn close_removed_writers(old: &Table, new: &Table) {
             continue;
         }
         for s in primaries(before.role_source, &before.servers) {
-            if !after.servers.iter().any(|x| x.name == s.name) {
+            if !after.servers.iter().any(|x| x.name() == s.name()) {
                 tracing::warn!(
                     backend = %name,
                     "the primary {} was removed: closing its sessions",
-                    s.name
+                    s.name()
                 );
                 s.live.shutdown_sessions();
             }
@@ -162,7 +162,7 @@ pub(crate) fn hand_over_writes(
                 backend,
                 "{primary} is now the primary (was {prev}): closing sessions to every other server"
             );
-            for s in servers.iter().filter(|s| s.name != primary) {
+            for s in servers.iter().filter(|s| s.name() != primary) {
                 s.live.shutdown_sessions();
             }
         }

@@ -559,8 +559,8 @@ fn server_json(ctx: &Ctx, backend: &str, server: &str) -> Resp {
         .iter()
         .filter_map(|px| px.backend)
         .find(|(cfg, _)| cfg.name == backend)
-        .and_then(|(cfg, rt)| {
-            super::view::servers(cfg, rt)
+        .and_then(|(_, rt)| {
+            super::view::servers(rt)
                 .iter()
                 .find(|s| s.cfg.name == server)
                 .map(|s| api::server(s, rt))

@@ -51,7 +51,7 @@ pub fn lookup(env: &Env, backend: &str, server: &str) -> Result<Found, LookupErr
     let rt = table
         .backends
         .get(backend)
-        .and_then(|b| b.servers.iter().find(|s| s.name == server))
+        .and_then(|b| b.servers.iter().find(|s| s.name() == server))
         .ok_or(LookupError::NoServer)?;
     Ok(Found {
         name: format!("{backend}/{server}"),

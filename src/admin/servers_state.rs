@@ -38,13 +38,13 @@ pub fn show(env: &Env, backend: Option<&str>) -> Result<String, StateError> {
     let now = Instant::now();
     let mut out = format!("{VERSION}\n{HEADER}\n");
     for px in &proxies {
-        let Some((cfg, rt)) = px.backend else {
+        let Some((_, rt)) = px.backend else {
             continue;
         };
         if backend.is_some_and(|b| b != px.name) {
             continue;
         }
-        for s in view::servers(cfg, rt) {
+        for s in view::servers(rt) {
             line(px.id, px.name, &s, now, &mut out);
         }
     }

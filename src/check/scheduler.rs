@@ -135,10 +135,7 @@ impl CheckSpec {
     pub fn of(backend: &Backend, server: &Server) -> Option<CheckSpec> {
         let health = server.check.then(|| HealthSpec {
             method: backend.check.clone(),
-            addr: SocketAddr::new(
-                server.check_addr.unwrap_or(server.addr.ip()),
-                server.check_port.unwrap_or(server.addr.port()),
-            ),
+            addr: server.check_target(),
             timeout_connect: backend.timeout_connect,
             timeout_check: backend.timeout_check,
             inter: server.inter,
@@ -156,10 +153,7 @@ impl CheckSpec {
         });
         let role = backend.role_check.clone().map(|check| RoleSpec {
             check,
-            addr: SocketAddr::new(
-                server.check_addr.unwrap_or(server.addr.ip()),
-                server.check_port.unwrap_or(server.addr.port()),
-            ),
+            addr: server.check_target(),
             inter: server.inter,
             fastinter: server.fastinter.unwrap_or(server.inter),
             rise: server.rise.max(1),
@@ -256,11 +250,11 @@ impl Scheduler {
                 // The table lists the servers in the configuration's order: look there first
                 // rather than scan (backends may have 10,000 servers).
                 let live = match rt.servers.get(i) {
-                    Some(x) if x.name == s.name => Some(x.live.clone()),
+                    Some(x) if x.name() == s.name => Some(x.live.clone()),
                     _ => rt
                         .servers
                         .iter()
-                        .find(|x| x.name == s.name)
+                        .find(|x| x.name() == s.name)
                         .map(|x| x.live.clone()),
                 };
                 if let Some(live) = live {

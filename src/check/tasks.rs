@@ -27,7 +27,7 @@ fn servers_left(env: &Env, backend: &str) -> (usize, usize) {
     let usable = |backup: bool| {
         be.servers
             .iter()
-            .filter(|s| s.backup == backup && s.live.eligible())
+            .filter(|s| s.config.backup == backup && s.live.eligible())
             .count()
     };
     (usable(false), usable(true))
@@ -36,7 +36,7 @@ fn servers_left(env: &Env, backend: &str) -> (usize, usize) {
 fn close_backup_sessions(env: &Env, backend: &str) {
     let table = env.table.load();
     if let Some(be) = table.backends.get(backend) {
-        for s in be.servers.iter().filter(|s| s.backup) {
+        for s in be.servers.iter().filter(|s| s.config.backup) {
             s.live.shutdown_sessions();
         }
     }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::draft::{CheckOption, Diags, EtcdDraft, ProxyDraft, ProxyKind, ServerDraft};
@@ -413,7 +414,7 @@ fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Bac
         allbackups: p.allbackups,
         srvtcpka: p.srvtcpka,
         check: check_method(p, diags),
-        servers: p.servers.iter().filter_map(server).collect(),
+        servers: p.servers.iter().filter_map(server).map(Arc::new).collect(),
         disabled: p.disabled,
         role: p.role.as_ref().map_or(Role::Any, |(role, _)| *role),
         role_check: p.role_check.as_ref().map(|(check, _)| check.clone()),

@@ -256,8 +256,9 @@ pub struct Backend {
     pub srvtcpka: bool,
     /// Health check method for servers with `check`.
     pub check: CheckMethod,
-    /// Servers in declaration order.
-    pub servers: Vec<Server>,
+    /// Servers in declaration order, shared (not copied) by the tables built from this
+    /// configuration and by the next effective configuration when they do not change.
+    pub servers: Vec<Arc<Server>>,
     /// `disabled`.
     pub disabled: bool,
     /// `role primary|replica|any` (rolelb extension): the role a server must have to take
@@ -580,6 +581,17 @@ pub struct Server {
     pub send_proxy: Option<ProxyProtocol>,
     /// What etcd says about it, when it was discovered (`discover`).
     pub etcd: Option<EtcdView>,
+}
+
+impl Server {
+    /// Where its health and role checks go: `addr` and `port` (`check_addr`, `check_port`),
+    /// each defaulting to the traffic address's.
+    pub fn check_target(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.check_addr.unwrap_or(self.addr.ip()),
+            self.check_port.unwrap_or(self.addr.port()),
+        )
+    }
 }
 
 /// `agent-check` with `agent-port`, `agent-addr`, `agent-inter`, `agent-send`.

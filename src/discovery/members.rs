@@ -5,6 +5,7 @@
 //! revision of its key, not again at every re-list.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use super::schema::{self, Key, Member, ValueError};
 use crate::config::{EtcdRole, Schema};
@@ -23,7 +24,8 @@ pub struct BadValue {
 pub struct MemberSet {
     schema: Schema,
     prefix: String,
-    members: BTreeMap<String, Member>,
+    /// Shared with what the watch published from them (no copy per member).
+    members: BTreeMap<String, Arc<Member>>,
     leader: Option<String>,
     /// Keys whose current value is bad, with the mod revision already reported.
     bad: HashMap<Vec<u8>, i64>,
@@ -43,11 +45,11 @@ impl MemberSet {
 
     /// The members, by name.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.members.values().map(Arc::as_ref)
     }
 
     /// Member `name`, if the set has it.
-    pub fn member(&self, name: &str) -> Option<&Member> {
+    pub fn member(&self, name: &str) -> Option<&Arc<Member>> {
         self.members.get(name)
     }
 
@@ -87,8 +89,10 @@ impl MemberSet {
                 changed
             }),
             Key::Member(name) => schema::parse_member(self.schema, name, value).map(|m| {
-                let changed = self.members.get(name) != Some(&m);
-                self.members.insert(m.name.clone(), m);
+                let changed = self.members.get(name).is_none_or(|was| **was != m);
+                if changed {
+                    self.members.insert(m.name.clone(), Arc::new(m));
+                }
                 changed
             }),
         };

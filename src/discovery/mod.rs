@@ -77,27 +77,52 @@ pub struct MemberTable {
     /// The etcd revision the set reflects.
     pub revision: i64,
     /// The members, by name.
-    pub servers: BTreeMap<String, DiscoveredServer>,
+    pub servers: BTreeMap<String, Found>,
+}
+
+/// One member in [`MemberTable`]: as the watch found it, and the server it became.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The member (shared with the watch that published it).
+    pub member: Arc<DiscoveredServer>,
+    /// The server made from it with the backend's `default-server` template, shared by
+    /// every effective configuration and table while the member and the template stay;
+    /// `None` when a `server` line of the backend has its name.
+    pub server: Option<Arc<Server>>,
 }
 
 impl MemberTable {
-    /// Applies a message of the same watch; a message of another (newer) watch starts over
+    /// Applies a message of the same watch, making a server from each added or changed
+    /// member with `backend`'s template; a message of another (newer) watch starts over
     /// from an empty set, as that watch's messages are relative to nothing it sent before.
-    pub fn apply(&mut self, message: Discovered) {
+    pub fn apply(&mut self, message: Discovered, backend: Option<&Backend>) {
         if message.watch != self.watch {
             self.servers.clear();
             self.watch = message.watch;
         }
         self.revision = message.revision;
-        for (name, server) in message.changes {
-            match server {
-                Some(s) => {
-                    self.servers.insert(name, s);
+        for (name, member) in message.changes {
+            match member {
+                Some(member) => {
+                    let server = backend
+                        .and_then(|b| discovered_server(b, &member))
+                        .map(Arc::new);
+                    self.servers.insert(name, Found { member, server });
                 }
                 None => {
                     self.servers.remove(&name);
                 }
             }
+        }
+    }
+
+    /// Makes every member's server again from `backend` (a reload may have changed its
+    /// template or its `server` lines).
+    pub fn rebase(&mut self, backend: Option<&Backend>) {
+        for found in self.servers.values_mut() {
+            found.server = backend
+                .and_then(|b| discovered_server(b, &found.member))
+                .map(Arc::new);
         }
     }
 }
@@ -345,19 +370,15 @@ pub fn effective_config(file: &Config, sets: &HashMap<String, MemberTable>) -> C
     let mut config = file.clone();
     for backend in &mut config.backends {
         if let (Some(_), Some(set)) = (&backend.discover, sets.get(&backend.name)) {
-            let servers: Vec<Server> = set
-                .servers
-                .values()
-                .filter_map(|m| discovered_server(backend, m))
-                .collect();
+            let servers = set.servers.values().filter_map(|f| f.server.clone());
             backend.servers.extend(servers);
         }
     }
     config
 }
 
-/// The server for member `m` of `backend`; `None` (logged) when a `server` line already has
-/// its name.
+/// The server for member `m` of `backend`; `None` (logged) when `backend` has no `discover`
+/// or a `server` line already has its name.
 fn discovered_server(backend: &Backend, m: &DiscoveredServer) -> Option<Server> {
     let discover = backend.discover.as_ref()?;
     if backend.servers.iter().any(|s| s.name == m.name) {
@@ -409,18 +430,26 @@ mod tests {
         }
     }
 
-    fn sets(backend: &str, servers: Vec<DiscoveredServer>) -> HashMap<String, MemberTable> {
+    fn sets(
+        file: &Config,
+        backend: &str,
+        servers: Vec<DiscoveredServer>,
+    ) -> HashMap<String, MemberTable> {
+        let backend_cfg = file.backends.iter().find(|b| b.name == backend);
         let mut set = MemberTable::default();
-        set.apply(Discovered {
-            backend: backend.to_owned(),
-            watch: 1,
-            changes: servers
-                .into_iter()
-                .map(|s| (s.name.clone(), Some(s)))
-                .collect(),
-            revision: 1,
-            received: Instant::now(),
-        });
+        set.apply(
+            Discovered {
+                backend: backend.to_owned(),
+                watch: 1,
+                changes: servers
+                    .into_iter()
+                    .map(|s| (s.name.clone(), Some(Arc::new(s))))
+                    .collect(),
+                revision: 1,
+                received: Instant::now(),
+            },
+            backend_cfg,
+        );
         HashMap::from([(backend.to_owned(), set)])
     }
 
@@ -439,6 +468,7 @@ mod tests {
         let c = effective_config(
             &file,
             &sets(
+                &file,
                 "b",
                 vec![
                     member("m1", 5432, None, None),
@@ -476,11 +506,17 @@ mod tests {
             &format!("backend b\ndefault-server check port 8008\ndiscover etcd e path /db\n{ETCD}"),
         )])
         .unwrap();
-        let c = effective_config(&file, &sets("b", vec![member("m1", 5432, None, None)]));
+        let c = effective_config(
+            &file,
+            &sets(&file, "b", vec![member("m1", 5432, None, None)]),
+        );
         let m1 = &c.backends[0].servers[0];
         assert_eq!((m1.addr.port(), m1.check_port), (5432, Some(8008)));
         // No set for a backend without discover, and no set at all: the file's servers.
-        let c = effective_config(&file, &sets("other", vec![member("x", 1, None, None)]));
+        let c = effective_config(
+            &file,
+            &sets(&file, "other", vec![member("x", 1, None, None)]),
+        );
         assert!(c.backends[0].servers.is_empty());
     }
 }

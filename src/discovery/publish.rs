@@ -15,9 +15,9 @@
 //! listing or when its value changes, and a member never published before stays out until
 //! its host resolves.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::DiscoveredServer;
@@ -26,7 +26,7 @@ use super::schema::Member;
 use crate::config::EtcdView;
 
 /// One change for `control`: a member added or changed (`Some`), or removed (`None`).
-pub type Change = (String, Option<DiscoveredServer>);
+pub type Change = (String, Option<Arc<DiscoveredServer>>);
 
 /// The published state of one watch's members.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub struct Published {
     /// Bound on one lookup.
     lookup_timeout: Duration,
     /// Per member: the value published and what it became.
-    taken: BTreeMap<String, (Member, DiscoveredServer)>,
+    taken: BTreeMap<String, (Arc<Member>, Arc<DiscoveredServer>)>,
     /// Per member: the newest value whose host did not resolve (logged once).
     failed: HashMap<String, Member>,
     /// Members touched since the last flush.
@@ -123,23 +123,23 @@ impl Published {
                 // The value published: its address stands until a listing refreshes names.
                 Some((was, server)) if was == m && !refresh => Some(server.ip),
                 // A value already found unresolvable: the previous entry stands.
-                _ if !refresh && self.failed.get(&name) == Some(m) => None,
+                _ if !refresh && self.failed.get(&name) == Some(&**m) => None,
                 _ => {
                     let fresh = refresh && looked_up.insert(m.host.clone());
                     self.resolve(&m.host, m.port, fresh).await
                 }
             };
-            let next: Option<(Cow<'_, Member>, IpAddr)> = match ip {
+            let next: Option<(Arc<Member>, IpAddr)> = match ip {
                 Some(ip) => {
                     self.failed.remove(&name);
-                    Some((Cow::Borrowed(m), ip))
+                    Some((m.clone(), ip))
                 }
                 None => {
                     self.unresolved(m);
                     // Keep the entry published before, if any.
                     self.taken
                         .get(&name)
-                        .map(|(was, server)| (Cow::Owned(was.clone()), server.ip))
+                        .map(|(was, server)| (was.clone(), server.ip))
                 }
             };
             let Some((member, ip)) = next else { continue };
@@ -154,15 +154,16 @@ impl Published {
                     state: member.state,
                 },
             };
-            let (same_server, same_member) = match self.taken.get(&name) {
-                Some((was, s)) => (*s == server, *was == *member),
-                None => (false, false),
-            };
-            if !same_server {
-                changes.push((name.clone(), Some(server.clone())));
-            }
-            if !(same_server && same_member) {
-                self.taken.insert(name, (member.into_owned(), server));
+            match self.taken.get_mut(&name) {
+                Some((was, published)) if **published == server => {
+                    // Same server; remember the value it now comes from.
+                    *was = member;
+                }
+                _ => {
+                    let server = Arc::new(server);
+                    changes.push((name.clone(), Some(server.clone())));
+                    self.taken.insert(name, (member, server));
+                }
             }
         }
         changes

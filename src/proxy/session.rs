@@ -225,7 +225,7 @@ async fn connect_with_retries(
             .traffic
             .connect_attempts
             .fetch_add(1, Ordering::Relaxed);
-        match connect(server.addr, settings.timeout_connect).await {
+        match connect(server.config.addr, settings.timeout_connect).await {
             Ok(stream) => {
                 return Ok(Connected {
                     slot,
@@ -240,7 +240,7 @@ async fn connect_with_retries(
                 if let Some(n) = CONNECT_NO_RESOURCES.hit() {
                     tracing::error!(
                         backend = %slot.backend.name,
-                        server = %server.name,
+                        server = %server.name(),
                         "cannot open a connection to the server: {e} (check the file \
                          descriptor limit and 'maxconn') [{n} occurrences since the last such line]"
                     );
@@ -253,8 +253,8 @@ async fn connect_with_retries(
                 server.live.connect_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     backend = %slot.backend.name,
-                    server = %server.name,
-                    addr = %server.addr,
+                    server = %server.name(),
+                    addr = %server.config.addr,
                     attempt = attempt + 1,
                     "connect failed: {e}"
                 );
@@ -326,10 +326,10 @@ pub async fn serve(
     if backend.settings.srvtcpka || role_aware {
         set_keepalive(&conn.stream, role_aware);
     }
-    if let Some(version) = server.send_proxy {
+    if let Some(version) = server.config.send_proxy {
         let header = proxy_protocol::header(version, peer, local);
         if let Err(e) = conn.stream.write_all(&header).await {
-            tracing::warn!(backend = %backend.name, server = %server.name, "sending the PROXY header failed: {e}");
+            tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
         }
     }
     let timeouts = Timeouts {
@@ -378,7 +378,7 @@ pub async fn serve(
             "{peer} {} {}/{} {queue_ms}/{connect_ms}/{total_ms} {} {} {}/{} {}",
             fe.name,
             backend.name,
-            server.name,
+            server.name(),
             outcome.bytes_out,
             outcome.end.code(),
             fe.live.conns.load(Ordering::Relaxed),
@@ -387,7 +387,7 @@ pub async fn serve(
         );
     }
     if outcome.end == End::Killed {
-        tracing::debug!(backend = %backend.name, server = %server.name, "session closed by rolelb");
+        tracing::debug!(backend = %backend.name, server = %server.name(), "session closed by rolelb");
     }
     drop(conn);
 }

@@ -1,7 +1,6 @@
 //! Building one backend of a table from its configuration and the live registry.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -34,10 +33,7 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
         .map(|s| {
             let (slive, _) = registry.server(&be.name, &s.name);
             slive.apply_config_disabled(s.disabled);
-            slive.apply_role_target(SocketAddr::new(
-                s.check_addr.unwrap_or(s.addr.ip()),
-                s.check_port.unwrap_or(s.addr.port()),
-            ));
+            slive.apply_role_target(s.check_target());
             let etcd_was = slive.apply_etcd(s.etcd);
             if etcd_was == NodeRole::Primary
                 && slive.etcd_role() != NodeRole::Primary
@@ -62,14 +58,9 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
                 _ => m,
             });
             ServerRt {
-                name: s.name.clone(),
-                addr: s.addr,
+                config: s.clone(),
                 maxconn,
-                maxqueue: s.maxqueue,
-                send_proxy: s.send_proxy,
-                backup: s.backup,
                 weight,
-                slowstart: s.slowstart,
                 ramp,
                 eweight,
                 live: slive,
@@ -102,7 +93,7 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
     let writers: Vec<String> = if is_writer && !conflict {
         primaries(rule.source, &servers)
             .iter()
-            .map(|s| s.name.clone())
+            .map(|s| s.name().to_owned())
             .collect()
     } else {
         Vec::new()
@@ -114,7 +105,7 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
         servers
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.backup == backup && usable(s))
+            .filter(|(_, s)| s.config.backup == backup && usable(s))
             .map(|(i, _)| i)
             .collect()
     };
@@ -133,7 +124,7 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
                 let s = &servers[i];
                 Candidate {
                     weight: s.eweight.max(1),
-                    key: server_key(&be.name, &s.name),
+                    key: server_key(&be.name, s.name()),
                 }
             })
             .collect();

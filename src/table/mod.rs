@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::balance::{Selector, WEIGHT_SCALE};
-use crate::config::{self, Config, MaxLag, ProxyProtocol, Role, RoleSource};
+use crate::config::{self, Config, MaxLag, Role, RoleSource};
 
 pub use crate::live::*;
 pub use crate::roles::*;
@@ -34,25 +34,17 @@ pub use pick::*;
 /// The shared handle through which the data path reads the current table.
 pub type TableHandle = Arc<ArcSwap<Table>>;
 
-/// A server as the data path sees it in one table.
+/// A server as the data path sees it in one table: its configuration (shared, not copied)
+/// and what this table makes of it.
 #[derive(Debug)]
 pub struct ServerRt {
-    /// Server name.
-    pub name: String,
-    /// Traffic address.
-    pub addr: SocketAddr,
-    /// `maxconn`.
+    /// Its `server` line (or the etcd member it was made from), with `name`, `addr`,
+    /// `maxqueue`, `send_proxy` (`send-proxy`/`send-proxy-v2`), `backup`, `slowstart`.
+    pub config: Arc<config::Server>,
+    /// `maxconn` in force: the configured one or the agent's, ramped under `slowstart`.
     pub maxconn: Option<u32>,
-    /// `maxqueue`.
-    pub maxqueue: Option<u32>,
-    /// `send-proxy` / `send-proxy-v2`.
-    pub send_proxy: Option<ProxyProtocol>,
-    /// `backup`.
-    pub backup: bool,
     /// Weight in force: the configured one scaled by the agent's `N%` (0 takes no traffic).
     pub weight: u32,
-    /// `slowstart`.
-    pub slowstart: Option<Duration>,
     /// Where the server stood in its `slowstart` ramp when this table was built.
     pub ramp: Option<Ramp>,
     /// Effective weight on HAProxy's scale (`weight * 16`, ramped under `slowstart`): what
@@ -63,6 +55,11 @@ pub struct ServerRt {
 }
 
 impl ServerRt {
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
     /// The weight HAProxy shows (`show stat` `weight`): the effective weight back on the
     /// user scale, rounded up.
     pub fn shown_weight(&self) -> u32 {
@@ -270,7 +267,7 @@ impl Table {
         self.backends.values().any(|b| {
             b.servers
                 .iter()
-                .any(|s| s.live.eligible() && s.live.ramp(s.slowstart, now) != s.ramp)
+                .any(|s| s.live.eligible() && s.live.ramp(s.config.slowstart, now) != s.ramp)
         })
     }
 
@@ -280,11 +277,7 @@ impl Table {
         let servers: HashSet<(&str, &str)> = self
             .backends
             .values()
-            .flat_map(|be| {
-                be.servers
-                    .iter()
-                    .map(|s| (be.name.as_str(), s.name.as_str()))
-            })
+            .flat_map(|be| be.servers.iter().map(|s| (be.name.as_str(), s.name())))
             .collect();
         registry.retain(
             |b, s| servers.contains(&(b, s)),

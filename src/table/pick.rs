@@ -121,7 +121,7 @@ impl BackendRt {
         }
         let mut total: u32 = 0;
         for s in self.servers.iter().filter(|s| s.live.eligible()) {
-            match s.maxqueue {
+            match s.config.maxqueue {
                 Some(q) if q > 0 => total = total.saturating_add(q),
                 _ => return None,
             }

@@ -61,7 +61,7 @@ fn config(servers: Vec<Server>, allbackups: bool) -> Config {
             allbackups,
             srvtcpka: false,
             check: CheckMethod::Tcp,
-            servers,
+            servers: servers.into_iter().map(Arc::new).collect(),
             disabled: false,
             role: crate::config::Role::Any,
             role_check: None,
@@ -81,7 +81,7 @@ fn names(be: &BackendRt, n: usize) -> Vec<String> {
         .map(|_| {
             let idx = be.pick(None, None).expect("a server");
             be.release(idx);
-            be.servers[idx].name.clone()
+            be.servers[idx].name().to_owned()
         })
         .collect()
 }
@@ -109,7 +109,7 @@ fn live_state_survives_a_rebuild_and_is_dropped_with_its_server() {
     let same = t2.backends["be"]
         .servers
         .iter()
-        .find(|s| s.name == be1.servers[idx].name);
+        .find(|s| s.name() == be1.servers[idx].name());
     assert!(Arc::ptr_eq(&same.expect("still there").live, &live));
     let t3 = Table::build(&config(vec![server("c", 3)], false), &reg, 3, now);
     t3.retain_live(&reg);
@@ -222,15 +222,13 @@ fn slowstart_ramps_like_haproxy_even_at_weight_one() {
 #[test]
 fn throttle_and_weight_columns_follow_haproxy() {
     let live = Arc::new(ServerLive::default());
+    let mut config = server("s", 1);
+    config.slowstart = Some(Duration::from_secs(10));
+    let config = Arc::new(config);
     let rt = |weight: u32, ramp: Option<Ramp>| ServerRt {
-        name: "s".into(),
-        addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+        config: config.clone(),
         maxconn: None,
-        maxqueue: None,
-        send_proxy: None,
-        backup: false,
         weight,
-        slowstart: Some(Duration::from_secs(10)),
         ramp,
         eweight: ramp.map_or(weight * WEIGHT_SCALE, |r| r.eweight(weight)),
         live: live.clone(),

@@ -27,7 +27,7 @@ impl<'a> BackendView<'a> {
         BackendView {
             cfg,
             rt,
-            servers: servers(cfg, rt),
+            servers: servers(rt),
         }
     }
 

@@ -51,18 +51,15 @@ pub struct ServerView<'a> {
     pub rt: &'a ServerRt,
 }
 
-/// The servers of a backend with their ids, in declaration order.
-pub fn servers<'a>(cfg: &'a config::Backend, rt: &'a BackendRt) -> Vec<ServerView<'a>> {
-    cfg.servers
+/// The servers of a backend with their ids, in declaration order (the table keeps it).
+pub fn servers(rt: &BackendRt) -> Vec<ServerView<'_>> {
+    rt.servers
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| {
-            let rt = rt.servers.iter().find(|r| r.name == s.name)?;
-            Some(ServerView {
-                id: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                cfg: s,
-                rt,
-            })
+        .map(|(i, rt)| ServerView {
+            id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            cfg: &rt.config,
+            rt,
         })
         .collect()
 }

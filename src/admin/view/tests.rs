@@ -39,7 +39,7 @@ impl Tables {
 
 fn live<'a>(table: &'a Table, backend: &str, server: &str) -> &'a crate::table::ServerLive {
     let be = &table.backends[backend];
-    let s = be.servers.iter().find(|s| s.name == server);
+    let s = be.servers.iter().find(|s| s.name() == server);
     &s.unwrap_or_else(|| panic!("no server {server}")).live
 }
 
