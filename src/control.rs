@@ -540,7 +540,7 @@ impl Control {
                     self.serve(batch);
                 }
                 _ = tick.tick() => {
-                    if !self.stopped && self.shared.table.load().ramping(std::time::Instant::now()) {
+                    if self.shared.table.load().ramping(std::time::Instant::now()) {
                         let _ = self.rebuild();
                     }
                 }
