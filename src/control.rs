@@ -1,8 +1,9 @@
 //! The one task that owns the table. Everything that changes what the data path sees —
-//! `SIGHUP` reloads, check verdicts and admin commands (a rebuild request), etcd member set
-//! changes ([`Discovered`], one channel per control task) — arrives here, and this task builds
-//! the next [`Table`] and swaps it. One writer, so sources never race each other into an
-//! inconsistent table.
+//! `SIGHUP` and API reloads, check verdicts and admin commands (a rebuild request), both
+//! through a [`ControlHandle`], and etcd member set changes ([`Discovered`], one channel per
+//! control task) — arrives here, and this task builds the next [`Table`] and swaps it. One
+//! writer, so sources never race each other into an inconsistent table. Rebuild requests
+//! queued together make one table; whoever waits for one is answered with its generation.
 //!
 //! The table is built from the *effective* configuration: the files' configuration with the
 //! member set of each `discover` backend added (`discovery::effective_config`). It is kept
@@ -30,11 +31,18 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::check::scheduler::{self, Scheduler};
+use crate::check::scheduler::Scheduler;
 use crate::config::{self, Config, ConfigErrors};
 use crate::discovery::{self, Discovered, MemberTable, Watchers};
 use crate::proxy::listener::{self, Shared};
 use crate::table::{self, Registry, Table};
+
+mod handle;
+#[cfg(test)]
+mod tests;
+
+pub use handle::{ControlError, ControlHandle};
+use handle::{RebuildReply, Request};
 
 /// How often `slowstart` ramps are looked at; the table is rebuilt when one moved a step
 /// (once a second per ramping server, as HAProxy's warm-up task).
@@ -103,15 +111,9 @@ pub enum ReloadError {
         /// The system's error.
         source: io::Error,
     },
-}
-
-/// A request to the control task.
-#[derive(Debug)]
-pub enum Command {
-    /// Re-read the configuration files; reply with the new generation or what was wrong.
-    Reload(Option<oneshot::Sender<Result<u64, ReloadError>>>),
-    /// Stop accepting on every listener (soft stop); reply once they are closed.
-    StopAccepting(oneshot::Sender<()>),
+    /// The control task is gone, or a soft stop began: nothing was read.
+    #[error("rolelb is stopping")]
+    Stopped,
 }
 
 /// The control task's state.
@@ -133,8 +135,11 @@ pub struct Control {
     listeners: HashMap<SocketAddr, CancellationToken>,
     generation: u64,
     checks: Scheduler,
-    rebuild_tx: mpsc::UnboundedSender<()>,
-    rebuild_rx: Option<mpsc::UnboundedReceiver<()>>,
+    /// Given to the check tasks; [`Control::handle`] hands out clones.
+    handle: ControlHandle,
+    requests: Option<mpsc::UnboundedReceiver<Request>>,
+    /// A soft stop began: the listeners are closed and the table no longer changes.
+    stopped: bool,
     /// Etcd changes are not applied before this (see [`ETCD_SPACING`]).
     etcd_hold: tokio::time::Instant,
     /// The table builder thread, started with the first big etcd change.
@@ -163,7 +168,8 @@ impl Control {
         config: Config,
         shared: Shared,
     ) -> Result<Control, ReloadError> {
-        let (rebuild_tx, rebuild_rx) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let handle = ControlHandle::new(requests_tx, shared.table.clone());
         let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
@@ -179,8 +185,9 @@ impl Control {
             listeners: HashMap::new(),
             generation: 0,
             checks: Scheduler::default(),
-            rebuild_tx,
-            rebuild_rx: Some(rebuild_rx),
+            handle,
+            requests: Some(requests),
+            stopped: false,
             etcd_hold: tokio::time::Instant::now(),
             builder: None,
             freeing: None,
@@ -189,10 +196,9 @@ impl Control {
         Ok(control)
     }
 
-    /// A handle that asks this task to rebuild the table from the live state (after a check
-    /// verdict or an operator's command changed eligibility).
-    pub fn rebuild_handle(&self) -> mpsc::UnboundedSender<()> {
-        self.rebuild_tx.clone()
+    /// A handle to this task: rebuilds, reloads, soft stop, and the table it publishes.
+    pub fn handle(&self) -> ControlHandle {
+        self.handle.clone()
     }
 
     /// The configuration in force.
@@ -423,17 +429,14 @@ impl Control {
         for b in table.backends.values() {
             b.live.slot_freed.notify_waiters();
         }
-        self.checks.reconcile(
-            config,
-            &scheduler::Env {
-                table: self.shared.table.clone(),
-                rebuild: self.rebuild_tx.clone(),
-            },
-        );
+        self.checks.reconcile(config, &self.handle);
         old
     }
 
     fn reload(&mut self) -> Result<u64, ReloadError> {
+        if self.stopped {
+            return Err(ReloadError::Stopped);
+        }
         let config = config::load(&self.files).map_err(ReloadError::Config)?;
         for w in &config.warnings {
             tracing::warn!("{w}");
@@ -441,16 +444,21 @@ impl Control {
         self.apply(config)
     }
 
-    /// Rebuilds the table from the current configuration (live state changed).
-    fn rebuild(&mut self) {
-        if let Err(e) = self.swap(self.effective.clone()) {
-            tracing::error!("rebuilding the table failed: {e}");
+    /// Rebuilds the table from the current configuration (live state changed). After a soft
+    /// stop began nothing is rebuilt: a new table would listen again.
+    fn rebuild(&mut self) -> Result<u64, ControlError> {
+        if self.stopped {
+            return Err(ControlError::Stopped);
         }
+        self.swap(self.effective.clone()).map_err(|e| {
+            tracing::error!("rebuilding the table failed: {e}");
+            ControlError::Rebuild(e.to_string())
+        })
     }
 
     /// Runs `work` (which builds a table); for a big table on a multi-threaded runtime, lets
     /// the runtime hand this worker's other tasks to another thread meanwhile.
-    fn heavy(&mut self, work: impl FnOnce(&mut Control)) {
+    fn heavy<T>(&mut self, work: impl FnOnce(&mut Control) -> T) -> T {
         let servers: usize = self
             .effective
             .backends
@@ -460,18 +468,67 @@ impl Control {
         let threaded = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if threaded && servers > BIG_TABLE {
-            tokio::task::block_in_place(|| work(self));
+            tokio::task::block_in_place(|| work(self))
         } else {
-            work(self);
+            work(self)
         }
     }
 
-    /// Serves commands until the sender side is dropped.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    /// Serves a batch of requests that were queued together, in order, except that rebuild
+    /// requests in a row make one table, whose generation answers every one that waits.
+    fn serve(&mut self, batch: Vec<Request>) {
+        let mut rebuild: Option<Vec<RebuildReply>> = None;
+        for request in batch {
+            match request {
+                Request::Rebuild(reply) => rebuild.get_or_insert_with(Vec::new).extend(reply),
+                // A reload or a stop comes after the rebuilds asked before it.
+                Request::Reload(reply) => {
+                    self.rebuild_for(rebuild.take());
+                    let result = self.reload();
+                    match &result {
+                        Ok(generation) => tracing::info!(generation, "configuration reloaded"),
+                        Err(ReloadError::Config(errors)) => {
+                            for e in &errors.0 {
+                                tracing::error!("reload refused: {e}");
+                            }
+                        }
+                        Err(e) => tracing::error!("reload refused: {e}"),
+                    }
+                    let _ = reply.send(result);
+                }
+                Request::StopAccepting(reply) => {
+                    self.rebuild_for(rebuild.take());
+                    self.stopped = true;
+                    self.checks.stop();
+                    self.watchers.stop();
+                    for (addr, token) in self.listeners.drain() {
+                        token.cancel();
+                        tracing::info!(%addr, "stopped listening (stopping)");
+                    }
+                    let _ = reply.send(());
+                }
+            }
+        }
+        self.rebuild_for(rebuild);
+    }
+
+    /// Builds one table for a run of rebuild requests (if there was one) and answers those
+    /// that wait.
+    fn rebuild_for(&mut self, waiters: Option<Vec<RebuildReply>>) {
+        let Some(waiters) = waiters else { return };
+        let result = self.heavy(Control::rebuild);
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+
+    /// Serves requests from [`ControlHandle`]s, etcd changes and `slowstart` steps for as
+    /// long as the runtime runs (this task holds a handle itself, for the check tasks).
+    pub async fn run(mut self) {
         let mut tick = tokio::time::interval(SLOWSTART_STEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (Some(mut rebuilds), Some(mut discovered)) =
-            (self.rebuild_rx.take(), self.discovered_rx.take())
+        let (Some(mut requests), Some(mut discovered)) =
+            (self.requests.take(), self.discovered_rx.take())
         else {
             return;
         };
@@ -488,41 +545,18 @@ impl Control {
                     }
                     self.apply_discovered(messages).await;
                 }
-                Some(()) = rebuilds.recv() => {
-                    // Several verdicts at once make one table.
-                    while rebuilds.try_recv().is_ok() {}
-                    self.heavy(Control::rebuild);
+                Some(request) = requests.recv() => {
+                    // Requests queued meanwhile are served together: several verdicts at
+                    // once make one table.
+                    let mut batch = vec![request];
+                    while let Ok(request) = requests.try_recv() {
+                        batch.push(request);
+                    }
+                    self.serve(batch);
                 }
-                cmd = commands.recv() => match cmd {
-                    None => return,
-                    Some(Command::Reload(reply)) => {
-                        let result = self.reload();
-                        match &result {
-                            Ok(generation) => tracing::info!(generation, "configuration reloaded"),
-                            Err(ReloadError::Config(errors)) => {
-                                for e in &errors.0 {
-                                    tracing::error!("reload refused: {e}");
-                                }
-                            }
-                            Err(e) => tracing::error!("reload refused: {e}"),
-                        }
-                        if let Some(reply) = reply {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Some(Command::StopAccepting(reply)) => {
-                        self.checks.stop();
-                        self.watchers.stop();
-                        for (addr, token) in self.listeners.drain() {
-                            token.cancel();
-                            tracing::info!(%addr, "stopped listening (stopping)");
-                        }
-                        let _ = reply.send(());
-                    }
-                },
                 _ = tick.tick() => {
                     if self.shared.table.load().ramping(std::time::Instant::now()) {
-                        self.rebuild();
+                        let _ = self.rebuild();
                     }
                     if self.freeing.as_ref().is_some_and(|t| t.strong_count() == 0) {
                         self.freeing = None;

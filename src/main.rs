@@ -9,13 +9,12 @@ use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use rolelb::admin;
 use rolelb::config::{self, Config, Global};
-use rolelb::control::{Command, Control};
+use rolelb::control::Control;
 use rolelb::fd_limit::{self, FdPlan};
 use rolelb::logging;
 use rolelb::proxy::listener::{Limits, Shared};
@@ -179,21 +178,20 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
     if control.bound().is_empty() {
         bail!("no frontend has a bind address: nothing to listen on");
     }
-    let (commands, rx) = mpsc::channel(16);
-    let mut env = admin::Env::new(&shared, control.rebuild_handle());
+    let handle = control.handle();
+    let mut env = admin::Env::new(&shared, handle.clone());
     env.etcd = control.etcd_board();
     // Bound while still privileged, like listeners; dropping `_runtime_api` removes the files.
     let _runtime_api = admin::runtime::bind(&global.stats_sockets)?.serve(env.clone());
     let stats_listeners = control.config().stats.clone();
-    let _http =
-        admin::http::bind(global.admin.as_ref(), &stats_listeners)?.serve(env, commands.clone());
+    let _http = admin::http::bind(global.admin.as_ref(), &stats_listeners)?.serve(env);
     // The pidfile is written while still privileged (it usually lives in /run), as HAProxy does.
     if let Some(path) = &global.pidfile {
         write_pidfile(path)?;
     }
     drop_privileges(&global)?;
     tracing::info!(pid = std::process::id(), "rolelb started");
-    tokio::spawn(control.run(rx));
+    tokio::spawn(control.run());
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -203,7 +201,8 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                let _ = commands.send(Command::Reload(None)).await;
+                // The control task logs the outcome.
+                let _ = handle.reload().await;
             }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
@@ -217,10 +216,7 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
         sessions = open,
         "{why}: soft stop, no new connections; waiting for sessions to end"
     );
-    let (done, stopped) = oneshot::channel();
-    if commands.send(Command::StopAccepting(done)).await.is_ok() {
-        let _ = stopped.await;
-    }
+    let _ = handle.stop_accepting().await;
     shared.sessions.close();
     let hard_stop_after = async {
         match global.hard_stop_after {

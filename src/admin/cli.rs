@@ -280,7 +280,7 @@ pub async fn execute(env: &Env, level: StatsLevel, words: &[&str], origin: &str)
 }
 
 fn show_backend(env: &Env) -> String {
-    let table = env.table.load();
+    let table = env.table().load();
     let mut out = String::from("# name\n");
     for px in view::proxies(&table).iter().filter(|p| p.backend.is_some()) {
         out.push_str(px.name);

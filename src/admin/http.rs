@@ -26,13 +26,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, LookupError};
 use super::{Env, api, http_conn, metrics, page, stats};
 use crate::config::{AdminBind, Loc, StatsListener};
-use crate::control::{Command, ReloadError};
+use crate::control::ReloadError;
 use crate::table::AdminState;
 
 pub use super::http_conn::MAX_CONNECTIONS;
@@ -189,7 +188,6 @@ impl Drop for Running {
 /// What every request handler shares.
 pub(super) struct Ctx {
     env: Env,
-    commands: mpsc::Sender<Command>,
     site: Site,
 }
 
@@ -199,8 +197,8 @@ const ADMIN_NICE: libc::c_int = 10;
 impl HttpListeners {
     /// Starts serving on a thread of its own (a one-thread runtime at a lower CPU priority),
     /// so rendering `/metrics` or answering a flood of API calls never takes a data-path
-    /// worker; reloads asked for through the API go to `commands`.
-    pub fn serve(self, env: Env, commands: mpsc::Sender<Command>) -> Running {
+    /// worker.
+    pub fn serve(self, env: Env) -> Running {
         let stop = CancellationToken::new();
         if self.bound.is_empty() {
             return Running { stop };
@@ -222,7 +220,7 @@ impl HttpListeners {
                 };
                 runtime.block_on(async move {
                     for b in self.bound {
-                        start_listener(b, &env, &commands, &thread_stop);
+                        start_listener(b, &env, &thread_stop);
                     }
                     thread_stop.cancelled().await;
                 });
@@ -253,7 +251,7 @@ fn lower_priority() {
     }
 }
 
-fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &CancellationToken) {
+fn start_listener(b: Bound, env: &Env, stop: &CancellationToken) {
     match TcpListener::from_std(b.listener) {
         Ok(listener) => {
             let what = match b.site {
@@ -263,7 +261,6 @@ fn start_listener(b: Bound, env: &Env, commands: &mpsc::Sender<Command>, stop: &
             tracing::info!(addr = %b.addr, "{what} listening");
             let ctx = Arc::new(Ctx {
                 env: env.clone(),
-                commands: commands.clone(),
                 site: b.site,
             });
             tokio::spawn(http_conn::accept_loop(listener, ctx, stop.clone()));
@@ -466,9 +463,9 @@ async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
             "stopping\n",
         ),
         ["healthz"] => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-        ["api", "v1", "backends"] => json(StatusCode::OK, &api::backends(&ctx.env.table.load())),
+        ["api", "v1", "backends"] => json(StatusCode::OK, &api::backends(&ctx.env.table().load())),
         ["api", "v1", "backends", backend] => {
-            let table = ctx.env.table.load();
+            let table = ctx.env.table().load();
             match api::backends(&table)
                 .backends
                 .into_iter()
@@ -554,7 +551,7 @@ async fn put_server(
 }
 
 fn server_json(ctx: &Ctx, backend: &str, server: &str) -> Resp {
-    let table = ctx.env.table.load();
+    let table = ctx.env.table().load();
     let found = super::view::proxies(&table)
         .iter()
         .filter_map(|px| px.backend)
@@ -575,21 +572,19 @@ fn server_json(ctx: &Ctx, backend: &str, server: &str) -> Resp {
 }
 
 async fn reload(ctx: &Ctx) -> Resp {
-    let (tx, rx) = oneshot::channel();
-    if ctx.commands.send(Command::Reload(Some(tx))).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "rolelb is stopping");
-    }
-    match tokio::time::timeout(RELOAD_WAIT, rx).await {
+    match tokio::time::timeout(RELOAD_WAIT, ctx.env.control.reload()).await {
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "the reload is still running; check the logs",
         ),
-        Ok(Err(_)) => error(StatusCode::SERVICE_UNAVAILABLE, "rolelb is stopping"),
-        Ok(Ok(Ok(generation))) => json(
+        Ok(Err(ReloadError::Stopped)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "rolelb is stopping")
+        }
+        Ok(Ok(generation)) => json(
             StatusCode::OK,
             &serde_json::json!({ "reloaded": true, "generation": generation }),
         ),
-        Ok(Ok(Err(ReloadError::Config(errors)))) => {
+        Ok(Err(ReloadError::Config(errors))) => {
             let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
             json(
                 StatusCode::BAD_REQUEST,
@@ -599,7 +594,7 @@ async fn reload(ctx: &Ctx) -> Resp {
                 }),
             )
         }
-        Ok(Ok(Err(e))) => json(
+        Ok(Err(e)) => json(
             StatusCode::BAD_REQUEST,
             &serde_json::json!({
                 "error": "the reload failed; nothing was changed",

@@ -27,9 +27,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::control::ControlHandle;
 use crate::logging::Throttle;
 use crate::proxy::listener::{Limits, Shared};
 use crate::table::TableHandle;
@@ -37,10 +38,8 @@ use crate::table::TableHandle;
 /// What the operator interfaces read and whom they tell about changes.
 #[derive(Debug, Clone)]
 pub struct Env {
-    /// The current table.
-    pub table: TableHandle,
-    /// Asks `control` to rebuild the table after live state changed.
-    pub rebuild: mpsc::UnboundedSender<()>,
+    /// The control task: the current table, rebuilds after live state changed, reloads.
+    pub control: ControlHandle,
     /// Process-wide connection counters.
     pub limits: Arc<Limits>,
     /// Global `maxconn` when the configuration sets none.
@@ -59,13 +58,12 @@ pub struct Env {
 
 impl Env {
     /// The environment of a process that starts serving now; call from inside the runtime.
-    pub fn new(shared: &Shared, rebuild: mpsc::UnboundedSender<()>) -> Env {
+    pub fn new(shared: &Shared, control: ControlHandle) -> Env {
         let nbthread = tokio::runtime::Handle::try_current()
             .map(|h| h.metrics().num_workers())
             .unwrap_or(1);
         Env {
-            table: shared.table.clone(),
-            rebuild,
+            control,
             limits: shared.limits.clone(),
             default_maxconn: shared.default_maxconn,
             nbthread,
@@ -74,6 +72,11 @@ impl Env {
             etcd: crate::discovery::StatusBoard::default(),
             stopping: shared.stopping.clone(),
         }
+    }
+
+    /// The current table.
+    pub fn table(&self) -> &TableHandle {
+        self.control.table()
     }
 }
 

@@ -1,9 +1,9 @@
 //! The changes an operator can make, shared by the runtime socket (`cli`) and the HTTP API
 //! (`http`), so both take one code path: find a server, change its live state (which
-//! outlives tables and reloads), ask `control` for a new table and wait until it is published.
+//! outlives tables and reloads), ask `control` for a new table and wait until it is in force.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Env;
 use crate::table::{AdminState, ServerLive};
@@ -36,7 +36,7 @@ pub struct Found {
 
 /// Finds `backend/server` in the current table.
 pub fn lookup(env: &Env, backend: &str, server: &str) -> Result<Found, LookupError> {
-    let table = env.table.load();
+    let table = env.table().load();
     let be_cfg = table
         .config
         .backends
@@ -62,14 +62,9 @@ pub fn lookup(env: &Env, backend: &str, server: &str) -> Result<Found, LookupErr
 
 /// Asks `control` for a new table and waits (briefly) until it is published.
 pub async fn rebuild(env: &Env) {
-    let before = env.table.load().generation;
-    if env.rebuild.send(()).is_err() {
-        return;
-    }
-    let deadline = Instant::now() + REBUILD_WAIT;
-    while env.table.load().generation == before && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Past the wait, or when `control` is gone, the change stays in live state: the next
+    // table takes it in.
+    let _ = tokio::time::timeout(REBUILD_WAIT, env.control.rebuild_and_wait()).await;
 }
 
 /// Sets the operator's administrative state of `found` (`origin` names who asked, for the log).

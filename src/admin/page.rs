@@ -27,7 +27,7 @@ fn colour(state: &str) -> &'static str {
 
 /// The page, refreshed every `refresh` when set (`stats refresh`).
 pub fn render(env: &Env, refresh: Option<Duration>) -> String {
-    let table = env.table.load();
+    let table = env.table().load();
     let report = api::backends(&table);
     let mut out = String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">");
     if let Some(r) = refresh {

@@ -26,7 +26,7 @@ pub enum StateError {
 
 /// `show servers state`, for every backend or only `backend`.
 pub fn show(env: &Env, backend: Option<&str>) -> Result<String, StateError> {
-    let table = env.table.load();
+    let table = env.table().load();
     let proxies = view::proxies(&table);
     if let Some(name) = backend
         && !proxies

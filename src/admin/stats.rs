@@ -207,7 +207,7 @@ pub fn header() -> String {
 
 /// `show stat`: the header, then for each proxy its FRONTEND row, server rows, BACKEND row.
 pub fn show_stat(env: &Env, filter: &StatFilter) -> String {
-    let table = env.table.load();
+    let table = env.table().load();
     let now = Instant::now();
     let mut out = header();
     for px in view::proxies(&table) {
@@ -389,7 +389,7 @@ fn uptime(secs: u64) -> String {
 
 /// `show info`: HAProxy's field names, in HAProxy's order, for what rolelb knows.
 pub fn show_info(env: &Env) -> String {
-    let table = env.table.load();
+    let table = env.table().load();
     let up = env.started.elapsed().as_secs();
     let maxconn = view::maxconn(&table, env.default_maxconn);
     let ulimit = view::max_fds();

@@ -16,13 +16,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{CheckResult, Target, http, mysql, pgsql, tcp, tcp_check};
 use crate::config::{AgentCheck, Backend, CheckMethod, Config, MaxLag, Role, RoleCheck, Server};
-use crate::table::{AdminState, ServerLive, TableHandle};
+use crate::table::{AdminState, ServerLive};
 
 pub use super::rise_fall::{RiseFall, Transition};
 use super::tasks::{agent_loop, health_loop, role_loop};
@@ -218,14 +217,10 @@ pub async fn run_check(method: &CheckMethod, target: &Target) -> CheckResult {
     }
 }
 
-/// What the scheduler needs from the rest of the process.
-#[derive(Clone)]
-pub struct Env {
-    /// The current table (to count servers left for the logs and find backups).
-    pub table: TableHandle,
-    /// Asks `control` to rebuild the table after eligibility changed.
-    pub rebuild: mpsc::UnboundedSender<()>,
-}
+/// What the check tasks need from the rest of the process: the control task's handle, for
+/// the current table (to count servers left for the logs and find backups) and to ask for a
+/// rebuild after eligibility changed.
+pub type Env = crate::control::ControlHandle;
 
 /// The running check tasks, keyed by backend/server; owned by `control`.
 #[derive(Default)]
@@ -237,7 +232,7 @@ impl Scheduler {
     /// Starts, restarts or stops tasks so that exactly the checks `config` asks for run. Tasks
     /// whose spec did not change keep running (their rise/fall state too).
     pub fn reconcile(&mut self, config: &Config, env: &Env) {
-        let table = env.table.load();
+        let table = env.table().load();
         let mut wanted: Vec<(CheckSpec, Arc<ServerLive>)> = Vec::new();
         for be in &config.backends {
             let Some(rt) = table.backends.get(&be.name) else {

@@ -20,7 +20,7 @@ use crate::config::RoleCheck;
 use crate::table::{AdminState, Health, NodeRole, RoleProblem, ServerLive};
 
 fn servers_left(env: &Env, backend: &str) -> (usize, usize) {
-    let table = env.table.load();
+    let table = env.table().load();
     let Some(be) = table.backends.get(backend) else {
         return (0, 0);
     };
@@ -34,7 +34,7 @@ fn servers_left(env: &Env, backend: &str) -> (usize, usize) {
 }
 
 fn close_backup_sessions(env: &Env, backend: &str) {
-    let table = env.table.load();
+    let table = env.table().load();
     if let Some(be) = table.backends.get(backend) {
         for s in be.servers.iter().filter(|s| s.config.backup) {
             s.live.shutdown_sessions();
@@ -139,7 +139,7 @@ pub(crate) async fn health_loop(
                         live.effective_health(),
                     );
                 }
-                let _ = env.rebuild.send(());
+                let _ = env.rebuild();
             }
             None if !passed || machine.transitioning() => {
                 tracing::debug!(
@@ -263,7 +263,7 @@ pub(crate) async fn agent_loop(
                     tracing::info!("Agent check for server {name} answers again.");
                 }
                 if apply_agent(&env, &spec, &live, &reply, &name) {
-                    let _ = env.rebuild.send(());
+                    let _ = env.rebuild();
                 }
                 let report =
                     role::from_agent_description(reply.description.as_deref().unwrap_or(""))
@@ -321,7 +321,7 @@ fn apply_role(
     let name = format!("{}/{}", spec.backend, spec.server);
     let verdict = tracker.observe(outcome, rs, Current::of(live));
     if role_tracker::apply(verdict, live, &name, duration) {
-        let _ = env.rebuild.send(());
+        let _ = env.rebuild();
     }
 }
 

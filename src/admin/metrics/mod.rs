@@ -149,7 +149,7 @@ fn escape(v: &str) -> String {
 
 /// Renders every family for the current table.
 pub fn render(env: &Env) -> String {
-    let table = env.table.load();
+    let table = env.table().load();
     let now = Instant::now();
     let proxies = view::proxies(&table);
     let mut out = Out::new(64 * 1024);
