@@ -80,7 +80,7 @@ fn line(be_id: u32, be_name: &str, s: &ServerView<'_>, now: Instant, out: &mut S
         s.cfg.check_port.unwrap_or(0),
         dash(s.cfg.check_addr),
         dash(s.agent_addr()),
-        s.cfg.agent.as_ref().map_or(0, |a| a.port),
+        s.cfg.agent.as_ref().map_or(0, |a| a.agent_port),
     );
 }
 

@@ -70,12 +70,12 @@ pub struct HealthSpec {
 /// The agent-check half of a [`CheckSpec`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSpec {
-    /// Agent address.
+    /// Agent address: `agent-addr` (else the server's address) and `agent-port`.
     pub addr: SocketAddr,
     /// `agent-inter`.
-    pub inter: Duration,
+    pub agent_inter: Duration,
     /// `agent-send`.
-    pub send: Option<Vec<u8>>,
+    pub agent_send: Option<Vec<u8>>,
     /// `timeout connect` of the backend.
     pub timeout_connect: Option<Duration>,
     /// `timeout check` of the backend.
@@ -144,9 +144,9 @@ impl CheckSpec {
             fall: server.fall.max(1),
         });
         let agent = server.agent.as_ref().map(|a: &AgentCheck| AgentSpec {
-            addr: SocketAddr::new(a.addr.unwrap_or(server.addr.ip()), a.port),
-            inter: a.inter,
-            send: a.send.clone(),
+            addr: SocketAddr::new(a.agent_addr.unwrap_or(server.addr.ip()), a.agent_port),
+            agent_inter: a.agent_inter,
+            agent_send: a.agent_send.clone(),
             timeout_connect: backend.timeout_connect,
             timeout_check: backend.timeout_check,
         });
@@ -295,7 +295,7 @@ impl Scheduler {
                 ));
             }
             if let Some(ag) = spec.agent.clone() {
-                let delay = ag.inter * i / count;
+                let delay = ag.agent_inter * i / count;
                 tokio::spawn(agent_loop(
                     spec.clone(),
                     ag,

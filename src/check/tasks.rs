@@ -251,10 +251,15 @@ pub(crate) async fn agent_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
-        let target = target(ag.addr, ag.inter, ag.timeout_connect, ag.timeout_check);
+        let target = target(
+            ag.addr,
+            ag.agent_inter,
+            ag.timeout_connect,
+            ag.timeout_check,
+        );
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
-            r = agent::query(&target, ag.send.as_deref()) => r,
+            r = agent::query(&target, ag.agent_send.as_deref()) => r,
         };
         // The agent's answer (or its failure) is also the role check's outcome with `role-check agent`.
         let (role_outcome, result) = match outcome {
@@ -303,7 +308,7 @@ pub(crate) async fn agent_loop(
         }
         live.check_durations.agent.observe(result.duration);
         live.last_agent.store(Some(Arc::new(result)));
-        next = reschedule(next, ag.inter);
+        next = reschedule(next, ag.agent_inter);
     }
 }
 

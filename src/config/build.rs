@@ -208,8 +208,8 @@ fn warn_http_settings(p: &ProxyDraft, diags: &mut Diags) {
 
 fn warn_missing_timeouts(p: &ProxyDraft, diags: &mut Diags) {
     let t = &p.timeouts;
-    let missing = (p.kind.has_frontend() && t.client.is_none())
-        || (p.kind.has_backend() && (t.connect.is_none() || t.server.is_none()));
+    let missing = (p.kind.has_frontend() && t.timeout_client.is_none())
+        || (p.kind.has_backend() && (t.timeout_connect.is_none() || t.timeout_server.is_none()));
     if missing && !p.disabled {
         diags.warn(
             &p.loc,
@@ -251,8 +251,8 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
         binds: p.binds.clone(),
         backend,
         maxconn: p.maxconn,
-        timeout_client: p.timeouts.client,
-        timeout_client_fin: p.timeouts.client_fin,
+        timeout_client: p.timeouts.timeout_client,
+        timeout_client_fin: p.timeouts.timeout_client_fin,
         tcplog: p.tcplog || p.httplog.is_some(),
         dontlognull: p.dontlognull,
         clitcpka: p.clitcpka,
@@ -403,12 +403,12 @@ fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Bac
         loc: p.loc.clone(),
         balance: p.balance,
         hash_type: p.hash_type,
-        timeout_connect: p.timeouts.connect,
-        timeout_server: p.timeouts.server,
-        timeout_server_fin: p.timeouts.server_fin,
-        timeout_queue: p.timeouts.queue,
-        timeout_tunnel: p.timeouts.tunnel,
-        timeout_check: p.timeouts.check,
+        timeout_connect: p.timeouts.timeout_connect,
+        timeout_server: p.timeouts.timeout_server,
+        timeout_server_fin: p.timeouts.timeout_server_fin,
+        timeout_queue: p.timeouts.timeout_queue,
+        timeout_tunnel: p.timeouts.timeout_tunnel,
+        timeout_check: p.timeouts.timeout_check,
         retries: p.retries,
         redispatch: p.redispatch,
         allbackups: p.allbackups,
@@ -540,11 +540,11 @@ fn template(s: &ServerDraft) -> Server {
 
 fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
     let agent = match (s.agent_check, s.agent_port) {
-        (true, Some(port)) => Some(AgentCheck {
-            port,
-            addr: s.agent_addr,
-            inter: s.agent_inter.unwrap_or(s.inter),
-            send: s.agent_send.clone(),
+        (true, Some(agent_port)) => Some(AgentCheck {
+            agent_port,
+            agent_addr: s.agent_addr,
+            agent_inter: s.agent_inter.unwrap_or(s.inter),
+            agent_send: s.agent_send.clone(),
         }),
         _ => None,
     };

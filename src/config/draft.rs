@@ -104,21 +104,21 @@ pub enum CheckOption {
 #[derive(Debug, Clone, Default)]
 pub struct Timeouts {
     /// `timeout connect`.
-    pub connect: Option<Duration>,
+    pub timeout_connect: Option<Duration>,
     /// `timeout client`.
-    pub client: Option<Duration>,
+    pub timeout_client: Option<Duration>,
     /// `timeout server`.
-    pub server: Option<Duration>,
+    pub timeout_server: Option<Duration>,
     /// `timeout queue`.
-    pub queue: Option<Duration>,
+    pub timeout_queue: Option<Duration>,
     /// `timeout check`.
-    pub check: Option<Duration>,
+    pub timeout_check: Option<Duration>,
     /// `timeout tunnel`.
-    pub tunnel: Option<Duration>,
+    pub timeout_tunnel: Option<Duration>,
     /// `timeout client-fin`.
-    pub client_fin: Option<Duration>,
+    pub timeout_client_fin: Option<Duration>,
     /// `timeout server-fin`.
-    pub server_fin: Option<Duration>,
+    pub timeout_server_fin: Option<Duration>,
 }
 
 /// `stats ...` lines of a proxy.

@@ -598,13 +598,13 @@ impl Server {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentCheck {
     /// `agent-port` (required by HAProxy).
-    pub port: u16,
+    pub agent_port: u16,
     /// `agent-addr` (default: the server's address).
-    pub addr: Option<IpAddr>,
+    pub agent_addr: Option<IpAddr>,
     /// `agent-inter` (default: the server's `inter`).
-    pub inter: Duration,
+    pub agent_inter: Duration,
     /// `agent-send` (escapes decoded).
-    pub send: Option<Vec<u8>>,
+    pub agent_send: Option<Vec<u8>>,
 }
 
 /// A `listen` with `mode http` and `stats enable`: serves the stats page and `/metrics`.

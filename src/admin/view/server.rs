@@ -334,7 +334,7 @@ impl ServerView<'_> {
         self.cfg
             .agent
             .as_ref()
-            .and_then(|a| a.addr)
+            .and_then(|a| a.agent_addr)
             .or(self.cfg.check_addr)
     }
 

@@ -269,14 +269,14 @@ fn timeout(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     }
     let t = &mut p.timeouts;
     let slot = match which.as_str() {
-        "client" => &mut t.client,
-        "client-fin" => &mut t.client_fin,
-        "connect" => &mut t.connect,
-        "server" => &mut t.server,
-        "queue" => &mut t.queue,
-        "check" => &mut t.check,
-        "tunnel" => &mut t.tunnel,
-        _ => &mut t.server_fin,
+        "client" => &mut t.timeout_client,
+        "client-fin" => &mut t.timeout_client_fin,
+        "connect" => &mut t.timeout_connect,
+        "server" => &mut t.timeout_server,
+        "queue" => &mut t.timeout_queue,
+        "check" => &mut t.timeout_check,
+        "tunnel" => &mut t.timeout_tunnel,
+        _ => &mut t.timeout_server_fin,
     };
     // HAProxy reads 0 as "not set": no timeout, or the fallback (`queue` takes `connect`,
     // `check` takes `inter`, `client-fin`/`server-fin` take `client`/`server`, and without
