@@ -143,7 +143,7 @@ impl CheckSpec {
             rise: server.rise.max(1),
             fall: server.fall.max(1),
         });
-        let agent = server.agent.as_ref().map(|a: &AgentCheck| AgentSpec {
+        let agent = server.agent.as_deref().map(|a: &AgentCheck| AgentSpec {
             addr: SocketAddr::new(a.agent_addr.unwrap_or(server.addr.ip()), a.agent_port),
             agent_inter: a.agent_inter,
             agent_send: a.agent_send.clone(),

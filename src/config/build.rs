@@ -540,12 +540,12 @@ fn template(s: &ServerDraft) -> Server {
 
 fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
     let agent = match (s.agent_check, s.agent_port) {
-        (true, Some(agent_port)) => Some(AgentCheck {
+        (true, Some(agent_port)) => Some(Box::new(AgentCheck {
             agent_port,
             agent_addr: s.agent_addr,
             agent_inter: s.agent_inter.unwrap_or(s.inter),
             agent_send: s.agent_send.clone(),
-        }),
+        })),
         _ => None,
     };
     Server {

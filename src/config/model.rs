@@ -575,8 +575,9 @@ pub struct Server {
     pub on_marked_down_shutdown_sessions: bool,
     /// `on-marked-up shutdown-backup-sessions`.
     pub on_marked_up_shutdown_backup_sessions: bool,
-    /// `agent-check` and its options.
-    pub agent: Option<AgentCheck>,
+    /// `agent-check` and its options (boxed: most servers have none, and discovered
+    /// backends hold thousands of servers).
+    pub agent: Option<Box<AgentCheck>>,
     /// `send-proxy` / `send-proxy-v2`.
     pub send_proxy: Option<ProxyProtocol>,
     /// What etcd says about it, when it was discovered (`discover`).
