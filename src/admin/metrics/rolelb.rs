@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Env, Out, V, ms, secs};
 use crate::admin::view::{self, Proxy, ServerView};
-use crate::table::{CHECK_BUCKETS, Histogram, NodeRole, Table};
+use crate::table::{CHECK_BUCKETS, LazyHistogram, NodeRole, Table};
 
 /// `rolelb_etcd_*`, one series per `discover` backend (labels `etcd`, `backend`); absent
 /// when the configuration watches no etcd.
@@ -59,7 +59,7 @@ pub(super) fn etcd_families(env: &Env, out: &mut Out) {
     }
 }
 
-pub(super) fn histogram(out: &mut Out, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+pub(super) fn histogram(out: &mut Out, name: &str, labels: &[(&str, &str)], h: &LazyHistogram) {
     let (buckets, count, sum) = h.snapshot();
     let bucket = format!("{name}_bucket");
     for (le, n) in CHECK_BUCKETS.iter().zip(buckets) {
@@ -202,12 +202,12 @@ pub(super) fn families(table: &Table, proxies: &[Proxy<'_>], out: &mut Out) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Histogram;
+    use crate::table::LazyHistogram;
     use std::time::Duration;
 
     #[test]
     fn histograms_are_cumulative_with_inf_sum_and_count() {
-        let h = Histogram::default();
+        let h = LazyHistogram::default();
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_millis(30));
         h.observe(Duration::from_secs(60));

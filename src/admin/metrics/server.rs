@@ -38,7 +38,7 @@ impl Object for Srv<'_> {
     }
 
     fn traffic(&self) -> &TrafficStats {
-        &self.view.rt.live.traffic
+        self.view.rt.live.traffic.get()
     }
 
     fn states(&self) -> Vec<(&'static str, bool)> {
