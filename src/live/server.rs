@@ -4,7 +4,8 @@
 //!
 //! Kept small, as there is one per server and discovery may bring tens of thousands: what
 //! only some servers use (session counters and timings, each kind of check histogram, the
-//! token that closes sessions) is allocated on first use, and instants are atomics.
+//! token that closes sessions, the downtime record) is allocated on first use, and instants
+//! are atomics.
 
 use std::hash::Hash;
 use std::net::SocketAddr;
@@ -15,8 +16,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
-use super::{CheckDurations, Downtime, LazyTraffic, Ramp};
-use crate::check::CheckResult;
+use super::{CheckDurations, CheckResult, Downtime, LazyTraffic, Ramp};
 use crate::config::{EtcdRole, EtcdState, EtcdView};
 
 /// Administrative state of a server, set by config (`disabled`) and later by the admin API.
@@ -114,8 +114,8 @@ pub struct ServerLive {
     /// When the operating or administrative state last changed (`lastchg` in `show stat`),
     /// as an [`AtomicInstant`].
     changed_at: AtomicU64,
-    /// Time spent stopped (down or in maintenance).
-    downtime: Downtime,
+    /// Time spent stopped (down or in maintenance), kept from the first state change on.
+    downtime: OnceLock<Box<Downtime>>,
 }
 
 /// The role a node reports.
@@ -250,7 +250,7 @@ impl Default for ServerLive {
             traffic: LazyTraffic::default(),
             check_durations: CheckDurations::default(),
             changed_at: AtomicU64::new(AtomicInstant::encode(Instant::now())),
-            downtime: Downtime::default(),
+            downtime: OnceLock::new(),
         }
     }
 }
@@ -469,13 +469,13 @@ impl ServerLive {
                 .store(AtomicInstant::encode(now), Ordering::Release);
             let stopped = self.effective_admin() == AdminState::Maint
                 || self.effective_health() == Health::Down;
-            self.downtime.set(stopped, now);
+            self.downtime.get_or_init(Box::default).set(stopped, now);
         }
     }
 
     /// Time spent stopped (down or in maintenance) since the process started.
     pub fn downtime(&self, now: Instant) -> Duration {
-        self.downtime.total(now)
+        self.downtime.get().map_or(Duration::ZERO, |d| d.total(now))
     }
 
     fn mark_usable_now(&self) {
@@ -618,7 +618,7 @@ mod tests {
         let size = std::mem::size_of::<ServerLive>();
         println!("size_of::<ServerLive>() = {size}");
         // 752 bytes when the session counters and check histograms were inline.
-        assert!(size <= 400, "ServerLive grew to {size} bytes");
+        assert!(size <= 288, "ServerLive grew to {size} bytes");
         let s = ServerLive::default();
         assert!(!s.traffic.is_allocated());
         for h in [
@@ -629,6 +629,8 @@ mod tests {
             assert!(!h.is_allocated());
         }
         assert!(s.kill.load().is_none());
+        assert!(s.downtime.get().is_none());
+        assert_eq!(s.downtime(Instant::now()), Duration::ZERO);
         assert_eq!(s.ramp(Some(Duration::from_secs(10)), Instant::now()), None);
     }
 
@@ -652,6 +654,10 @@ mod tests {
         s.set_health(Health::Down);
         let changed = s.changed_at();
         assert!(changed >= before);
+        assert!(
+            s.downtime.get().is_some(),
+            "a change starts the downtime record"
+        );
         s.set_health(Health::Up);
         let slow = Some(Duration::from_secs(10));
         let ramp = s.ramp(slow, Instant::now() + Duration::from_secs(3));
