@@ -1,8 +1,10 @@
 //! `/metrics` and the HTTP admin API against real processes: metric-name parity with HAProxy
-//! 2.6's own Prometheus exporter after the same traffic and for each `scope=`, `promtool check metrics`, a real
-//! Prometheus scraping rolelb and answering every query of the Grafana dashboard, each admin
-//! endpoint with its errors, drain and reload behaviour, and a burst of admin requests beside
-//! an echo workload.
+//! 2.6's own Prometheus exporter after the same traffic and for each `scope=`, `promtool
+//! check metrics`, a real Prometheus scraping rolelb and answering every query of the Grafana
+//! dashboard, each admin endpoint with its errors, drain and reload behaviour, and a burst of
+//! admin requests beside an echo workload. One file over 700 lines because these scenarios
+//! share the text-format parser, the HAProxy/rolelb pair's configuration and the exceptions
+//! list.
 
 mod common;
 
