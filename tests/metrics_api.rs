@@ -1,8 +1,10 @@
 //! `/metrics` and the HTTP admin API against real processes: metric-name parity with HAProxy
-//! 2.6's own Prometheus exporter after the same traffic, `promtool check metrics`, a real
-//! Prometheus scraping rolelb and answering every query of the Grafana dashboard, each admin
-//! endpoint with its errors, drain and reload behaviour, and a burst of admin requests beside
-//! an echo workload.
+//! 2.6's own Prometheus exporter after the same traffic and for each `scope=`, `promtool
+//! check metrics`, a real Prometheus scraping rolelb and answering every query of the Grafana
+//! dashboard, each admin endpoint with its errors, drain and reload behaviour, and a burst of
+//! admin requests beside an echo workload. One file over 700 lines because these scenarios
+//! share the text-format parser, the HAProxy/rolelb pair's configuration and the exceptions
+//! list.
 
 mod common;
 
@@ -359,6 +361,111 @@ fn metric_names_types_and_labels_match_haproxy_26_after_the_same_traffic() {
         let h = value(&hsamples, "haproxy_server_sessions_total", &l);
         let r = value(&rsamples, "haproxy_server_sessions_total", &l);
         assert!((h - r).abs() <= 1.0, "{server}: HAProxy {h}, rolelb {r}");
+    }
+    drop((haproxy, rolelb));
+}
+
+/// The `haproxy_*` families with samples, and the servers of the `haproxy_server_*` ones, in
+/// one scrape (HAProxy's own `prom` frontend and the documented exceptions left out).
+fn scraped(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (_, samples) = parse_metrics(text);
+    let shown = samples.iter().filter(|s| {
+        s.name.starts_with("haproxy_")
+            && s.labels.get("proxy").map(String::as_str) != Some("prom")
+            && !EXCEPTIONS.iter().any(|(n, _)| *n == s.name)
+    });
+    let families = shown.clone().map(|s| s.name.clone()).collect();
+    let servers = shown
+        .filter(|s| s.name.starts_with("haproxy_server_"))
+        .map(|s| format!("{}/{}", s.labels["proxy"], s.labels["server"]))
+        .collect();
+    (families, servers)
+}
+
+#[test]
+fn metrics_scopes_and_no_maint_select_what_haproxy_26_selects() {
+    let s1 = NamedServer::start("s1");
+    let s2 = NamedServer::start("s2");
+    let s3 = NamedServer::start("s3");
+    let dead = free_port();
+    let (hfe, hli, hprom) = (free_port(), free_port(), free_port());
+    let (rfe, rli, radmin) = (free_port(), free_port(), free_port());
+    // A server in maintenance for `no-maint`.
+    let maint = format!("backend off\n    server off 127.0.0.1:{dead} disabled\n");
+    let haproxy = Haproxy::start(&format!(
+        "global\n    maxconn 1000\n{}{maint}frontend prom\n    mode http\n    bind 127.0.0.1:{hprom}\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n",
+        tcp_config(hfe, hli, s1.port(), s2.port(), dead, s3.port())
+    ));
+    let rolelb = Rolelb::start(&format!(
+        "global\n    maxconn 1000\n    admin bind 127.0.0.1:{radmin}\n{}{maint}",
+        tcp_config(rfe, rli, s1.port(), s2.port(), dead, s3.port())
+    ));
+    let radmin = SocketAddr::from(([127, 0, 0, 1], radmin));
+    let hprom = SocketAddr::from(([127, 0, 0, 1], hprom));
+    assert!(wait_port(radmin, Duration::from_secs(10)), "admin API");
+    assert!(
+        wait_port(hprom, Duration::from_secs(10)),
+        "HAProxy's exporter"
+    );
+
+    let everything = scraped(&get(radmin, "/metrics").1);
+    assert!(everything.1.contains("off/off"), "no-maint not asked");
+    for query in [
+        "scope=backend",
+        "scope=frontend",
+        "scope=global&scope=server",
+        "scope=server&no-maint",
+        "no-maint",
+        "scope=",
+        "scope=server&scope=",
+        "scope=&scope=backend",
+        "scope=*",
+        "scope=listener",
+        "scope=sticktable",
+        "scope=%62ackend&other=1",
+    ] {
+        let path = format!("/metrics?{query}");
+        let (hstatus, htext) = get(hprom, &path);
+        let (rstatus, rtext) = get(radmin, &path);
+        assert_eq!((hstatus, rstatus), (200, 200), "{path}");
+        let (hfamilies, hservers) = scraped(&htext);
+        let (rfamilies, rservers) = scraped(&rtext);
+        assert_eq!(rfamilies, hfamilies, "families of {path}");
+        assert_eq!(rservers, hservers, "servers of {path}");
+        if query.contains("no-maint") {
+            assert!(
+                !hservers.is_empty() && !hservers.contains("off/off"),
+                "{path}"
+            );
+        }
+    }
+    // What HAProxy refuses with 400, rolelb refuses too.
+    for query in ["scope=bogus", "scope", "scope=back%2", "scope=a=b"] {
+        let path = format!("/metrics?{query}");
+        assert_eq!(get(hprom, &path).0, 400, "HAProxy {path}");
+        assert_eq!(get(radmin, &path).0, 400, "rolelb {path}");
+    }
+    // An empty scope prints nothing at all, rolelb's own families included.
+    assert_eq!(get(radmin, "/metrics?scope=").1, "");
+    // rolelb's families follow the scope of what they describe.
+    let names = |q: &str| parse_metrics(&get(radmin, &format!("/metrics?{q}")).1).0;
+    let backend = names("scope=backend");
+    assert!(backend.contains_key("rolelb_backend_role"));
+    assert!(!backend.keys().any(|n| n.starts_with("rolelb_server_")));
+    let server = names("scope=server");
+    assert!(server.contains_key("rolelb_server_role"));
+    assert!(!server.keys().any(|n| n.starts_with("rolelb_backend_")));
+    assert!(names("scope=global").contains_key("rolelb_table_generation"));
+    // A server without `check` counts as active, as in HAProxy (what `scope=backend`
+    // scrapers read to count a backend's servers).
+    for addr in [hprom, radmin] {
+        let (_, samples) = parse_metrics(&get(addr, "/metrics?scope=backend").1);
+        let active = value(
+            &samples,
+            "haproxy_backend_active_servers",
+            &[("proxy", "li")],
+        );
+        assert_eq!(active, 1.0, "{addr}");
     }
     drop((haproxy, rolelb));
 }

@@ -335,8 +335,16 @@ pub(super) async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
     }
 }
 
-fn metrics_response(env: &Env) -> Resp {
-    respond(StatusCode::OK, metrics::CONTENT_TYPE, metrics::render(env))
+/// `/metrics`, with the scopes its query string asks for.
+fn metrics_response(env: &Env, query: Option<&str>) -> Resp {
+    match metrics::Scrape::from_query(query) {
+        Ok(scrape) => respond(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            metrics::render(env, &scrape),
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
 }
 
 fn stats_site(ctx: &Ctx, uri: &str, refresh: Option<Duration>, req: &Request<Incoming>) -> Resp {
@@ -349,7 +357,7 @@ fn stats_site(ctx: &Ctx, uri: &str, refresh: Option<Duration>, req: &Request<Inc
         return method_not_allowed(req.method(), path, &[Method::GET, Method::HEAD]);
     }
     if path == "/metrics" {
-        return metrics_response(&ctx.env);
+        return metrics_response(&ctx.env, req.uri().query());
     }
     if path == uri {
         return match req.uri().query() {
@@ -456,7 +464,7 @@ async fn admin(ctx: &Ctx, token: Option<&str>, req: Request<Incoming>) -> Resp {
         return resp;
     }
     match parts.as_slice() {
-        ["metrics"] => metrics_response(&ctx.env),
+        ["metrics"] => metrics_response(&ctx.env, req.uri().query()),
         ["healthz"] if ctx.env.stopping.is_cancelled() => respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",

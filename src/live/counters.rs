@@ -1,8 +1,11 @@
 //! Lock-free counters kept per server, backend and frontend: traffic and session times,
-//! downtime, per-second rates and maxima, check-duration histograms.
+//! downtime, per-second rates and maxima, check-duration histograms. A server's session
+//! counters and each kind of its check histograms are allocated on first use
+//! ([`LazyTraffic`], [`LazyHistogram`]): of 10,000 discovered servers most never take a
+//! session nor run a check, and until then they read as zeros, as untouched counters do.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Samples in the sliding average of session times (HAProxy's `TIME_STATS_SAMPLES`).
@@ -17,6 +20,13 @@ pub struct SlidingAverage {
 }
 
 impl SlidingAverage {
+    const fn new() -> SlidingAverage {
+        SlidingAverage {
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
     /// Adds one sample.
     pub fn add(&self, value: u64) {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
@@ -74,6 +84,24 @@ pub struct TrafficStats {
 }
 
 impl TrafficStats {
+    const fn new() -> TrafficStats {
+        TrafficStats {
+            connect_attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            redispatches: AtomicU64::new(0),
+            client_aborts: AtomicU64::new(0),
+            server_aborts: AtomicU64::new(0),
+            queue_ms: SlidingAverage::new(),
+            connect_ms: SlidingAverage::new(),
+            total_ms: SlidingAverage::new(),
+            max_queue_ms: AtomicU64::new(0),
+            max_connect_ms: AtomicU64::new(0),
+            max_total_ms: AtomicU64::new(0),
+            last_session: AtomicU64::new(0),
+            session_rate: RateMax::new(),
+        }
+    }
+
     /// Records that a session got connected after `queue` waiting and `connect` connecting.
     pub fn record_start(&self, queue: Duration, connect: Duration) {
         let (q, c) = (millis(queue), millis(connect));
@@ -93,6 +121,32 @@ impl TrafficStats {
         let t = millis(total);
         self.total_ms.add(t);
         self.max_total_ms.fetch_max(t, Ordering::Relaxed);
+    }
+}
+
+/// The counters every server without a session yet reads: never written (only
+/// [`LazyTraffic::counting`] hands out counters to write).
+static NO_TRAFFIC: TrafficStats = TrafficStats::new();
+
+/// A server's [`TrafficStats`], allocated when it takes its first session; lock-free (a
+/// `OnceLock` is one atomic load once set).
+#[derive(Debug, Default)]
+pub struct LazyTraffic(OnceLock<Box<TrafficStats>>);
+
+impl LazyTraffic {
+    /// The counters to read: all zeros before the first session. Never count through it.
+    pub fn get(&self) -> &TrafficStats {
+        self.0.get().map_or(&NO_TRAFFIC, |t| t)
+    }
+
+    /// The counters to count in, allocated on the first call.
+    pub fn counting(&self) -> &TrafficStats {
+        self.0.get_or_init(Box::default)
+    }
+
+    /// Whether the counters were allocated (the server took a session).
+    pub fn is_allocated(&self) -> bool {
+        self.0.get().is_some()
     }
 }
 
@@ -163,6 +217,13 @@ pub struct RateMax {
 }
 
 impl RateMax {
+    const fn new() -> RateMax {
+        RateMax {
+            current: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+
     /// Counts one event now.
     pub fn tick(&self) {
         let sec = std::time::SystemTime::now()
@@ -244,13 +305,101 @@ impl Histogram {
     }
 }
 
-/// How long each kind of check of one server takes.
+/// A [`Histogram`] allocated at its first observation; before that it reads as an empty one.
+#[derive(Debug, Default)]
+pub struct LazyHistogram(OnceLock<Box<Histogram>>);
+
+impl LazyHistogram {
+    /// Adds one observation (allocating the histogram the first time).
+    pub fn observe(&self, d: Duration) {
+        self.0.get_or_init(Box::default).observe(d);
+    }
+
+    /// As [`Histogram::snapshot`]; all zeros before the first observation.
+    pub fn snapshot(&self) -> ([u64; CHECK_BUCKETS.len()], u64, f64) {
+        self.0
+            .get()
+            .map_or(([0; CHECK_BUCKETS.len()], 0, 0.0), |h| h.snapshot())
+    }
+
+    /// Whether anything was observed (the histogram was allocated).
+    pub fn is_allocated(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+/// How long each kind of check of one server takes; each kind's histogram exists only once
+/// that kind of check has run on the server.
 #[derive(Debug, Default)]
 pub struct CheckDurations {
     /// Health checks (`check`).
-    pub health: Histogram,
+    pub health: LazyHistogram,
     /// Agent checks (`agent-check`).
-    pub agent: Histogram,
+    pub agent: LazyHistogram,
     /// Role checks (`role-check`).
-    pub role: Histogram,
+    pub role: LazyHistogram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_reads_zeros_until_the_first_session_then_counts() {
+        let t = LazyTraffic::default();
+        assert!(!t.is_allocated());
+        let zero = t.get();
+        for avg in [&zero.queue_ms, &zero.connect_ms, &zero.total_ms] {
+            assert_eq!(avg.get(), 0);
+        }
+        for n in [
+            &zero.connect_attempts,
+            &zero.retries,
+            &zero.max_connect_ms,
+            &zero.last_session,
+        ] {
+            assert_eq!(n.load(Ordering::Relaxed), 0);
+        }
+        assert_eq!(zero.session_rate.max(), 0);
+        assert!(!t.is_allocated(), "reading allocates nothing");
+
+        t.counting()
+            .connect_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        t.counting()
+            .record_start(Duration::from_millis(4), Duration::from_millis(7));
+        t.counting().record_end(Duration::from_millis(30));
+        assert!(t.is_allocated());
+        let got = t.get();
+        assert_eq!(got.connect_attempts.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            (got.queue_ms.get(), got.connect_ms.get(), got.total_ms.get()),
+            (4, 7, 30)
+        );
+        assert_eq!(got.max_connect_ms.load(Ordering::Relaxed), 7);
+        assert_eq!(got.session_rate.max(), 1);
+        assert_ne!(got.last_session.load(Ordering::Relaxed), 0);
+        // Another server that never took a session still reads zeros.
+        let other = LazyTraffic::default();
+        assert_eq!(other.get().connect_attempts.load(Ordering::Relaxed), 0);
+        assert_eq!(other.get().connect_ms.get(), 0);
+    }
+
+    #[test]
+    fn a_check_histogram_is_empty_until_its_first_observation() {
+        let d = CheckDurations::default();
+        for h in [&d.health, &d.agent, &d.role] {
+            assert!(!h.is_allocated());
+            assert_eq!(h.snapshot(), ([0; CHECK_BUCKETS.len()], 0, 0.0));
+        }
+        d.agent.observe(Duration::from_millis(3));
+        assert!(d.agent.is_allocated());
+        assert!(!d.health.is_allocated() && !d.role.is_allocated());
+        let (buckets, count, sum) = d.agent.snapshot();
+        assert_eq!(count, 1);
+        assert_eq!(buckets[1], 0, "3 ms is above the 2.5 ms bucket");
+        assert_eq!(buckets[2], 1, "and within the 5 ms one");
+        assert!((sum - 0.003).abs() < 1e-9);
+        assert_eq!(d.health.snapshot().1, 0);
+    }
 }

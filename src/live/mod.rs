@@ -2,11 +2,13 @@
 //! role state, session counts, counters), in a [`Registry`] keyed by name. Tables hold `Arc`s
 //! to its entries; checks, discovery and the admin API write it; the data path counts in it.
 
+mod check_result;
 mod counters;
 mod ramp;
 mod registry;
 mod server;
 
+pub use check_result::*;
 pub use counters::*;
 pub use ramp::*;
 pub use registry::*;

@@ -1,5 +1,9 @@
 //! Live state that outlives tables, per backend and frontend, and the [`Registry`] that keys
 //! it by name. Only `control` writes to the maps; the data path holds `Arc`s to entries.
+//!
+//! Servers are keyed backend first, then server name, so a backend's name is stored once and
+//! a lookup allocates nothing; maps that a removal left mostly empty give their room back
+//! (a `HashMap` never shrinks on its own, and one etcd burst may grow them to 10,000s).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -67,38 +71,70 @@ pub struct FrontendLive {
 /// to the maps; the data path holds `Arc`s to entries.
 #[derive(Debug, Default)]
 pub struct Registry {
-    pub(crate) servers: Mutex<HashMap<(String, String), Arc<ServerLive>>>,
-    backends: Mutex<HashMap<String, Arc<BackendLive>>>,
-    frontends: Mutex<HashMap<String, Arc<FrontendLive>>>,
+    /// Per backend name, per server name.
+    pub(crate) servers: Mutex<Names<Names<Arc<ServerLive>>>>,
+    backends: Mutex<Names<Arc<BackendLive>>>,
+    frontends: Mutex<Names<Arc<FrontendLive>>>,
 }
 
-fn entry<K: Eq + Hash, V: Default>(map: &Mutex<HashMap<K, Arc<V>>>, key: K) -> (Arc<V>, bool) {
-    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut created = false;
-    let value = map
-        .entry(key)
-        .or_insert_with(|| {
-            created = true;
-            Arc::default()
-        })
-        .clone();
-    (value, created)
+/// A map keyed by name.
+type Names<V> = HashMap<Box<str>, V>;
+
+/// `map[key]`, made with `Default` when missing, and whether it was made now.
+fn entry<V: Default + Clone>(map: &mut Names<V>, key: &str) -> (V, bool) {
+    if let Some(v) = map.get(key) {
+        return (v.clone(), false);
+    }
+    let v = V::default();
+    map.insert(key.into(), v.clone());
+    (v, true)
+}
+
+/// Keeps the entries `keep` accepts, then gives back the map's room if it is now mostly empty.
+fn retain_and_shrink<V>(map: &mut Names<V>, mut keep: impl FnMut(&str, &mut V) -> bool) {
+    map.retain(|k, v| keep(k, v));
+    shrink_if_sparse(map);
+}
+
+/// Shrinks `map` to its length when it uses under a quarter of its capacity.
+fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Registry {
     /// The live state of `backend/server`, and whether it was created now.
     pub fn server(&self, backend: &str, server: &str) -> (Arc<ServerLive>, bool) {
-        entry(&self.servers, (backend.to_owned(), server.to_owned()))
+        let mut servers = locked(&self.servers);
+        match servers.get_mut(backend) {
+            Some(of_backend) => entry(of_backend, server),
+            None => {
+                let mut of_backend = Names::default();
+                let made = entry(&mut of_backend, server);
+                servers.insert(backend.into(), of_backend);
+                made
+            }
+        }
+    }
+
+    /// How many servers have live state.
+    pub fn server_count(&self) -> usize {
+        locked(&self.servers).values().map(HashMap::len).sum()
     }
 
     /// The live state of a backend.
     pub fn backend(&self, name: &str) -> Arc<BackendLive> {
-        entry(&self.backends, name.to_owned()).0
+        entry(&mut locked(&self.backends), name).0
     }
 
     /// The live state of a frontend.
     pub fn frontend(&self, name: &str) -> Arc<FrontendLive> {
-        entry(&self.frontends, name.to_owned()).0
+        entry(&mut locked(&self.frontends), name).0
     }
 
     /// Forgets the entries the predicates reject (their sessions keep their own `Arc`s); the
@@ -109,17 +145,48 @@ impl Registry {
         backend: impl Fn(&str) -> bool,
         frontend: impl Fn(&str) -> bool,
     ) {
-        self.servers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(b, s), _| server(b, s));
-        self.backends
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|b, _| backend(b));
-        self.frontends
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|f, _| frontend(f));
+        retain_and_shrink(&mut locked(&self.servers), |b, of_backend| {
+            retain_and_shrink(of_backend, |s, _| server(b, s));
+            !of_backend.is_empty()
+        });
+        retain_and_shrink(&mut locked(&self.backends), |b, _| backend(b));
+        retain_and_shrink(&mut locked(&self.frontends), |f, _| frontend(f));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_entries_are_kept_per_backend_and_found_again() {
+        let reg = Registry::default();
+        let (a, made) = reg.server("be", "a");
+        assert!(made);
+        let (again, made) = reg.server("be", "a");
+        assert!(!made && Arc::ptr_eq(&a, &again));
+        let (other, made) = reg.server("other", "a");
+        assert!(made && !Arc::ptr_eq(&a, &other), "same name, other backend");
+        assert_eq!(reg.server_count(), 2);
+        reg.retain(|b, _| b == "other", |_| true, |_| true);
+        assert_eq!(reg.server_count(), 1);
+        assert!(reg.server("be", "a").1, "forgotten, so made anew");
+    }
+
+    #[test]
+    fn a_big_removal_gives_the_maps_room_back() {
+        let reg = Registry::default();
+        for i in 0..10_000 {
+            reg.server("pool", &format!("m{i:05}"));
+        }
+        reg.server("echo", "e");
+        let room = |reg: &Registry| locked(&reg.servers).get("pool").map(HashMap::capacity);
+        assert!(room(&reg).is_some_and(|c| c >= 10_000));
+        reg.retain(|b, s| b == "echo" || s < "m00010", |_| true, |_| true);
+        assert_eq!(reg.server_count(), 11);
+        assert!(room(&reg).is_some_and(|c| c < 100), "{:?}", room(&reg));
+        reg.retain(|b, _| b == "echo", |_| true, |_| true);
+        assert_eq!(room(&reg), None, "an emptied backend leaves the map");
+        assert_eq!(reg.server_count(), 1);
     }
 }

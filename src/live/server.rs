@@ -1,18 +1,22 @@
 //! One server's live state ([`ServerLive`]): administrative, health and role state, session
 //! counts and the tokens that close sessions, shared by `Arc` across tables so a swap never
 //! resets them. Also the states' enums.
+//!
+//! Kept small, as there is one per server and discovery may bring tens of thousands: what
+//! only some servers use (session counters and timings, each kind of check histogram, the
+//! token that closes sessions, the downtime record) is allocated on first use, and instants
+//! are atomics.
 
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
-use super::{CheckDurations, Downtime, Ramp, TrafficStats};
-use crate::check::CheckResult;
+use super::{CheckDurations, CheckResult, Downtime, LazyTraffic, Ramp};
 use crate::config::{EtcdRole, EtcdState, EtcdView};
 
 /// Administrative state of a server, set by config (`disabled`) and later by the admin API.
@@ -52,10 +56,12 @@ pub struct ServerLive {
     pub bytes_out: AtomicU64,
     /// Failed connection attempts.
     pub connect_errors: AtomicU64,
-    /// When the server last became usable (for `slowstart`); `None` = since start.
-    usable_since: Mutex<Option<Instant>>,
-    /// Cancelled to close every session on this server (`shutdown-sessions`, role loss).
-    kill: ArcSwap<CancellationToken>,
+    /// When the server last became usable (for `slowstart`), as an [`AtomicInstant`];
+    /// [`NEVER`] = since start.
+    usable_since: AtomicU64,
+    /// Cancelled to close every session on this server (`shutdown-sessions`, role loss);
+    /// made when a session first asks for it.
+    kill: ArcSwapOption<CancellationToken>,
     /// The `disabled` flag of the last configuration applied, so a reload applies only a change.
     config_disabled: AtomicBool,
     /// Administrative state the agent asked for (`ready`/`drain`/`maint`), kept apart from
@@ -100,14 +106,16 @@ pub struct ServerLive {
     check_health: AtomicU32,
     /// Most sessions ever open at once on this server.
     pub max_sessions: AtomicU32,
-    /// Session counters and timings beyond the basic ones (for metrics and reports).
-    pub traffic: TrafficStats,
+    /// Session counters and timings beyond the basic ones (for metrics and reports),
+    /// allocated with the first session.
+    pub traffic: LazyTraffic,
     /// How long checks of this server take.
     pub check_durations: CheckDurations,
-    /// When the operating or administrative state last changed (`lastchg` in `show stat`).
-    changed_at: Mutex<Instant>,
-    /// Time spent stopped (down or in maintenance).
-    downtime: Downtime,
+    /// When the operating or administrative state last changed (`lastchg` in `show stat`),
+    /// as an [`AtomicInstant`].
+    changed_at: AtomicU64,
+    /// Time spent stopped (down or in maintenance), kept from the first state change on.
+    downtime: OnceLock<Box<Downtime>>,
 }
 
 /// The role a node reports.
@@ -184,6 +192,28 @@ pub struct RoleCheckState {
 const NO_WEIGHT: u32 = u32::MAX;
 /// [`ServerLive::check_health`] before any check task has published its counter.
 const NO_HEALTH: u32 = u32::MAX;
+/// [`ServerLive::usable_since`] when the server has been usable since it was created.
+const NEVER: u64 = u64::MAX;
+
+/// An `Instant` kept in an `AtomicU64`: nanoseconds since the first one stored in the process
+/// (8 bytes and no lock, where a `Mutex<Instant>` takes 24).
+struct AtomicInstant;
+
+impl AtomicInstant {
+    fn base() -> Instant {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    fn encode(at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(Self::base()).as_nanos();
+        u64::try_from(nanos).unwrap_or(NEVER - 1).min(NEVER - 1)
+    }
+
+    fn decode(nanos: u64) -> Instant {
+        Self::base() + Duration::from_nanos(nanos)
+    }
+}
 
 impl Default for ServerLive {
     fn default() -> Self {
@@ -195,8 +225,8 @@ impl Default for ServerLive {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
-            usable_since: Mutex::new(None),
-            kill: ArcSwap::from_pointee(CancellationToken::new()),
+            usable_since: AtomicU64::new(NEVER),
+            kill: ArcSwapOption::empty(),
             config_disabled: AtomicBool::new(false),
             agent_admin: AtomicU8::new(AdminState::Ready as u8),
             agent_health: AtomicU8::new(Health::Up as u8),
@@ -217,10 +247,10 @@ impl Default for ServerLive {
             operator_weight: AtomicU32::new(NO_WEIGHT),
             check_health: AtomicU32::new(NO_HEALTH),
             max_sessions: AtomicU32::new(0),
-            traffic: TrafficStats::default(),
+            traffic: LazyTraffic::default(),
             check_durations: CheckDurations::default(),
-            changed_at: Mutex::new(Instant::now()),
-            downtime: Downtime::default(),
+            changed_at: AtomicU64::new(AtomicInstant::encode(Instant::now())),
+            downtime: OnceLock::new(),
         }
     }
 }
@@ -429,35 +459,28 @@ impl ServerLive {
 
     /// When the operating or administrative state last changed.
     pub fn changed_at(&self) -> Instant {
-        *self
-            .changed_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        AtomicInstant::decode(self.changed_at.load(Ordering::Acquire))
     }
 
     fn note_change(&self, changed: bool) {
         if changed {
             let now = Instant::now();
-            *self
-                .changed_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = now;
+            self.changed_at
+                .store(AtomicInstant::encode(now), Ordering::Release);
             let stopped = self.effective_admin() == AdminState::Maint
                 || self.effective_health() == Health::Down;
-            self.downtime.set(stopped, now);
+            self.downtime.get_or_init(Box::default).set(stopped, now);
         }
     }
 
     /// Time spent stopped (down or in maintenance) since the process started.
     pub fn downtime(&self, now: Instant) -> Duration {
-        self.downtime.total(now)
+        self.downtime.get().map_or(Duration::ZERO, |d| d.total(now))
     }
 
     fn mark_usable_now(&self) {
-        *self
-            .usable_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.usable_since
+            .store(AtomicInstant::encode(Instant::now()), Ordering::Release);
     }
 
     /// Whether the server may take new connections at all (before role and limits).
@@ -544,13 +567,27 @@ impl ServerLive {
 
     /// The token a new session watches: cancelled when the server's sessions must close.
     pub fn kill_token(&self) -> CancellationToken {
-        (**self.kill.load()).clone()
+        loop {
+            if let Some(token) = &*self.kill.load() {
+                return (**token).clone();
+            }
+            // The first session since start or since the last shutdown makes the token; a
+            // session racing it takes whichever was stored first.
+            let fresh = Arc::new(CancellationToken::new());
+            let prev = self
+                .kill
+                .compare_and_swap(&None::<Arc<CancellationToken>>, Some(fresh.clone()));
+            if prev.is_none() {
+                return (*fresh).clone();
+            }
+        }
     }
 
     /// Closes every session currently open on this server.
     pub fn shutdown_sessions(&self) {
-        let old = self.kill.swap(Arc::new(CancellationToken::new()));
-        old.cancel();
+        if let Some(old) = self.kill.swap(None) {
+            old.cancel();
+        }
     }
 
     /// Where the server stands in its `slowstart` ramp now; `None` when it is not ramping
@@ -558,10 +595,10 @@ impl ServerLive {
     pub fn ramp(&self, slowstart: Option<Duration>, now: Instant) -> Option<Ramp> {
         // The config keeps `slowstart` in whole seconds, as HAProxy does.
         let length = slowstart?.as_secs();
-        let since = (*self
-            .usable_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner))?;
+        let since = match self.usable_since.load(Ordering::Acquire) {
+            NEVER => return None,
+            at => AtomicInstant::decode(at),
+        };
         let elapsed = now.saturating_duration_since(since).as_secs();
         (elapsed < length).then_some(Ramp { elapsed, length })
     }
@@ -569,5 +606,63 @@ impl ServerLive {
     /// Whether this server is still ramping up under `slowstart` (HAProxy's STARTING state).
     pub fn in_slowstart(&self, slowstart: Option<Duration>, now: Instant) -> bool {
         self.ramp(slowstart, now).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_server_allocates_no_extras_and_stays_small() {
+        let size = std::mem::size_of::<ServerLive>();
+        println!("size_of::<ServerLive>() = {size}");
+        // 752 bytes when the session counters and check histograms were inline.
+        assert!(size <= 288, "ServerLive grew to {size} bytes");
+        let s = ServerLive::default();
+        assert!(!s.traffic.is_allocated());
+        for h in [
+            &s.check_durations.health,
+            &s.check_durations.agent,
+            &s.check_durations.role,
+        ] {
+            assert!(!h.is_allocated());
+        }
+        assert!(s.kill.load().is_none());
+        assert!(s.downtime.get().is_none());
+        assert_eq!(s.downtime(Instant::now()), Duration::ZERO);
+        assert_eq!(s.ramp(Some(Duration::from_secs(10)), Instant::now()), None);
+    }
+
+    #[test]
+    fn the_kill_token_is_made_by_the_first_session_and_renewed_by_a_shutdown() {
+        let s = ServerLive::default();
+        s.shutdown_sessions(); // nothing to close yet
+        let a = s.kill_token();
+        let b = s.kill_token();
+        s.shutdown_sessions();
+        assert!(a.is_cancelled() && b.is_cancelled(), "both sessions closed");
+        let c = s.kill_token();
+        assert!(!c.is_cancelled(), "a session after the shutdown is not");
+    }
+
+    #[test]
+    fn state_changes_and_slowstart_keep_their_instants() {
+        let s = ServerLive::default();
+        let before = Instant::now();
+        assert!(s.changed_at() <= before + Duration::from_millis(1));
+        s.set_health(Health::Down);
+        let changed = s.changed_at();
+        assert!(changed >= before);
+        assert!(
+            s.downtime.get().is_some(),
+            "a change starts the downtime record"
+        );
+        s.set_health(Health::Up);
+        let slow = Some(Duration::from_secs(10));
+        let ramp = s.ramp(slow, Instant::now() + Duration::from_secs(3));
+        assert_eq!(ramp.map(|r| (r.elapsed, r.length)), Some((3, 10)));
+        assert_eq!(s.ramp(slow, Instant::now() + Duration::from_secs(11)), None);
+        assert!(s.changed_at() >= changed);
     }
 }

@@ -223,6 +223,7 @@ async fn connect_with_retries(
         server
             .live
             .traffic
+            .counting()
             .connect_attempts
             .fetch_add(1, Ordering::Relaxed);
         match connect(server.config.addr, settings.timeout_connect).await {
@@ -264,7 +265,12 @@ async fn connect_with_retries(
             }
         }
         attempt += 1;
-        server.live.traffic.retries.fetch_add(1, Ordering::Relaxed);
+        server
+            .live
+            .traffic
+            .counting()
+            .retries
+            .fetch_add(1, Ordering::Relaxed);
         let pause = settings
             .timeout_connect
             .unwrap_or(Duration::from_secs(1))
@@ -278,6 +284,7 @@ async fn connect_with_retries(
             server
                 .live
                 .traffic
+                .counting()
                 .redispatches
                 .fetch_add(1, Ordering::Relaxed);
             drop(slot);
@@ -319,7 +326,7 @@ pub async fn serve(
     let server = &backend.servers[conn.slot.idx];
     server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     backend.live.total_sessions.fetch_add(1, Ordering::Relaxed);
-    for traffic in [&server.live.traffic, &backend.live.traffic] {
+    for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
         traffic.record_start(queue_time, conn.connect_time);
     }
     let role_aware = backend.role != Role::Any;
@@ -358,7 +365,7 @@ pub async fn serve(
     )
     .await;
     let total_time = accepted.elapsed();
-    for traffic in [&server.live.traffic, &backend.live.traffic] {
+    for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
         traffic.record_end(total_time);
         match outcome.end {
             End::ClientError => traffic.client_aborts.fetch_add(1, Ordering::Relaxed),

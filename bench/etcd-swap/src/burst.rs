@@ -7,17 +7,17 @@
 //! the whole time (its own thread, blocking sockets), so its round trips show what the burst
 //! does to the data path. Measured:
 //! - the time from the last put returning to every member being in rolelb's table (read from
-//!   the admin API's `/api/v1/backends/pool`, polled every 20 ms only after the last put so
-//!   the polling does not load rolelb during the burst), and rolelb's CPU time (user+system,
-//!   `/proc/PID/stat`) from the first put to that moment;
+//!   `haproxy_backend_active_servers{proxy="pool"}` in `/metrics?scope=backend`, a few KB
+//!   whatever the member count, polled every 20 ms only after the last put), and rolelb's CPU
+//!   time (user+system, `/proc/PID/stat`) from the first put to that moment;
 //! - the time from the delete-range returning to the table having no member, and its CPU;
 //! - echo round trips: p50/p99 over the quiet seconds before the burst, during the same burst
 //!   of puts under a prefix rolelb does not watch (what etcd and the putting client alone do
 //!   to the data path on this machine), and during the burst rolelb applies;
-//! - rolelb's RSS (`VmRSS`) before, at the last put (before the admin API is polled: each
-//!   answer is a JSON document of every member), 1 s after all members were in, 1 s after
-//!   the delete-range emptied the table, and its peak (`VmHWM`), next to the size of the
-//!   members' keys and values; and the load average, as the machine may be shared.
+//! - rolelb's RSS (`VmRSS`) before, at the last put (before the first poll), 1 s after all
+//!   members were in, 1 s after the delete-range emptied the table, and its peak (`VmHWM`),
+//!   next to the size of the members' keys and values; and the load average, as the machine
+//!   may be shared.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -103,11 +103,15 @@ fn window(samples: &Samples, from: Instant, to: Instant) -> Vec<Duration> {
     v
 }
 
-/// How many servers rolelb's table has in backend `pool` (admin API).
+/// How many servers rolelb's table has in backend `pool`: its active servers in
+/// `/metrics?scope=backend` (the members have no `check`, so every one in the table is
+/// active, as in HAProxy). A small answer whatever the member count, unlike the admin API's
+/// JSON of every server, so polling it does not load rolelb nor grow its heap.
 fn servers_in_table(admin: SocketAddr) -> Option<usize> {
-    http_get(admin, "/api/v1/backends/pool")
-        .ok()
-        .map(|body| body.matches("\"address\":").count())
+    let body = http_get(admin, "/metrics?scope=backend").ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("haproxy_backend_active_servers{proxy=\"pool\"} "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 fn mib(bytes: u64) -> String {
@@ -232,7 +236,7 @@ pub async fn run(o: &Options) -> Result<()> {
     let first_put = Instant::now();
     let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
     let last_put = Instant::now();
-    // Before the admin API is polled (each answer is a JSON document of every member).
+    // Before the first poll.
     let rss_last_put = rss(pid)?;
     let all_in = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
         servers_in_table(admin) == Some(o.members)

@@ -49,7 +49,7 @@ impl Object for Be<'_> {
 pub(super) type BeValue = fn(&Be<'_>) -> V;
 
 pub(super) fn traffic_sum(b: &Be<'_>, f: fn(&TrafficStats) -> &AtomicU64) -> V {
-    b.sum(|s| f(&s.rt.live.traffic).load(Ordering::Relaxed))
+    b.sum(|s| f(s.rt.live.traffic.get()).load(Ordering::Relaxed))
 }
 
 pub(super) const BACKEND: &[Entry<BeValue>] = &[

@@ -14,7 +14,8 @@
 //!
 //! Every value comes from `view` (the derivations `show stat` and the JSON API share); the
 //! files here only format it, one family group per file: `process`, `frontend`, `backend`,
-//! `server` (with `shared` for what the last two have in common) and `rolelb`.
+//! `server` (with `shared` for what the last two have in common) and `rolelb`. A scrape may
+//! ask for some scopes only (`?scope=backend`, as HAProxy's exporter takes it; `scope`).
 //!
 //! Rendered by a hand-written encoder rather than through the `prometheus` crate. A custom
 //! `prometheus::core::Collector` reading the same atomics, measured with
@@ -28,6 +29,7 @@ mod backend;
 mod frontend;
 mod process;
 mod rolelb;
+mod scope;
 mod server;
 mod shared;
 
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::Env;
 use super::view;
+pub use scope::Scrape;
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -147,18 +150,35 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Renders every family for the current table.
-pub fn render(env: &Env) -> String {
+/// Renders the families `scrape` asks for, for the current table, in HAProxy's order (the
+/// `rolelb_*` ones after them).
+pub fn render(env: &Env, scrape: &Scrape) -> String {
     let table = env.table().load();
     let now = Instant::now();
     let proxies = view::proxies(&table);
     let mut out = Out::new(64 * 1024);
-    process::families(env, &table, &mut out);
-    frontend::families(env, &table, &proxies, &mut out);
-    backend::families(env, &table, &proxies, now, &mut out);
-    server::families(&proxies, now, &mut out);
-    rolelb::families(&table, &proxies, &mut out);
-    rolelb::etcd_families(env, &mut out);
+    if scrape.global {
+        process::families(env, &table, &mut out);
+    }
+    if scrape.frontend {
+        frontend::families(env, &table, &proxies, &mut out);
+    }
+    if scrape.backend {
+        backend::families(env, &table, &proxies, now, &mut out);
+    }
+    if scrape.server {
+        server::families(&proxies, now, scrape.no_maint, &mut out);
+        rolelb::server_families(&proxies, scrape.no_maint, &mut out);
+    }
+    if scrape.backend {
+        rolelb::backend_families(&proxies, &mut out);
+    }
+    if scrape.global {
+        rolelb::table_families(&table, &mut out);
+    }
+    if scrape.backend {
+        rolelb::etcd_families(env, &mut out);
+    }
     out.into_text()
 }
 

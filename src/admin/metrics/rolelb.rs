@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Env, Out, V, ms, secs};
 use crate::admin::view::{self, Proxy, ServerView};
-use crate::table::{CHECK_BUCKETS, Histogram, NodeRole, Table};
+use crate::table::{CHECK_BUCKETS, LazyHistogram, NodeRole, Table};
 
 /// `rolelb_etcd_*`, one series per `discover` backend (labels `etcd`, `backend`); absent
 /// when the configuration watches no etcd.
@@ -59,7 +59,7 @@ pub(super) fn etcd_families(env: &Env, out: &mut Out) {
     }
 }
 
-pub(super) fn histogram(out: &mut Out, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+pub(super) fn histogram(out: &mut Out, name: &str, labels: &[(&str, &str)], h: &LazyHistogram) {
     let (buckets, count, sum) = h.snapshot();
     let bucket = format!("{name}_bucket");
     for (le, n) in CHECK_BUCKETS.iter().zip(buckets) {
@@ -75,11 +75,14 @@ pub(super) fn histogram(out: &mut Out, name: &str, labels: &[(&str, &str)], h: &
     out.sample(&format!("{name}_count"), labels, V::N(count));
 }
 
-pub(super) fn families(table: &Table, proxies: &[Proxy<'_>], out: &mut Out) {
+/// `rolelb_server_*` and `rolelb_check_duration_seconds` (scope `server`), without the
+/// servers in maintenance when `no_maint`.
+pub(super) fn server_families(proxies: &[Proxy<'_>], no_maint: bool, out: &mut Out) {
     let servers: Vec<(&str, ServerView<'_>)> = proxies
         .iter()
         .filter_map(|px| px.backend_view().map(|b| (px.name, b)))
         .flat_map(|(proxy, be)| be.servers.into_iter().map(move |view| (proxy, view)))
+        .filter(|(_, view)| !(no_maint && view.maint()))
         .collect();
     let name = "rolelb_server_role";
     out.family(
@@ -141,6 +144,10 @@ pub(super) fn families(table: &Table, proxies: &[Proxy<'_>], out: &mut Out) {
             }
         }
     }
+}
+
+/// `rolelb_backend_*` (scope `backend`).
+pub(super) fn backend_families(proxies: &[Proxy<'_>], out: &mut Out) {
     let backends: Vec<(&str, &crate::table::BackendRt)> = proxies
         .iter()
         .filter_map(|px| px.backend.map(|(_, rt)| (px.name, rt)))
@@ -185,6 +192,10 @@ pub(super) fn families(table: &Table, proxies: &[Proxy<'_>], out: &mut Out) {
         let v = rt.live.no_server.load(Ordering::Relaxed);
         out.sample(name, &[("proxy", proxy)], v.into());
     }
+}
+
+/// `rolelb_table_*` (scope `global`).
+pub(super) fn table_families(table: &Table, out: &mut Out) {
     out.family(
         "rolelb_table_generation",
         "gauge",
@@ -202,12 +213,12 @@ pub(super) fn families(table: &Table, proxies: &[Proxy<'_>], out: &mut Out) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Histogram;
+    use crate::table::LazyHistogram;
     use std::time::Duration;
 
     #[test]
     fn histograms_are_cumulative_with_inf_sum_and_count() {
-        let h = Histogram::default();
+        let h = LazyHistogram::default();
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_millis(30));
         h.observe(Duration::from_secs(60));

@@ -38,7 +38,7 @@ impl Object for Srv<'_> {
     }
 
     fn traffic(&self) -> &TrafficStats {
-        &self.view.rt.live.traffic
+        self.view.rt.live.traffic.get()
     }
 
     fn states(&self) -> Vec<(&'static str, bool)> {
@@ -248,7 +248,9 @@ pub(super) const SERVER_AFTER_CHECK: &[Entry<SrvValue>] = &[
     ),
 ];
 
-pub(super) fn families(proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
+/// Every `haproxy_server_*` family, without the servers in maintenance when `no_maint` (as
+/// HAProxy's `no-maint`).
+pub(super) fn families(proxies: &[Proxy<'_>], now: Instant, no_maint: bool, out: &mut Out) {
     let srvs: Vec<Srv<'_>> = proxies
         .iter()
         .filter_map(|px| px.backend_view().map(|b| (px.name, b)))
@@ -261,6 +263,7 @@ pub(super) fn families(proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
                 now,
             })
         })
+        .filter(|s| !(no_maint && s.view.maint()))
         .collect();
     table_families(out, "haproxy_server_", SERVER, &srvs);
     let checked: Vec<(&Srv<'_>, CheckShown)> = srvs
