@@ -48,6 +48,11 @@ use handle::{RebuildReply, Request};
 /// (once a second per ramping server, as HAProxy's warm-up task).
 const SLOWSTART_STEP: Duration = Duration::from_millis(100);
 
+/// How long etcd stays quiet after a big change before the heap is trimmed again: what a
+/// burst's watch responses and intermediate tables freed on other threads than the table
+/// builder's goes back to the system once the burst is over.
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// Listen backlog of every bound socket.
 const BACKLOG: i32 = 1024;
 
@@ -144,8 +149,9 @@ pub struct Control {
     etcd_hold: tokio::time::Instant,
     /// The table builder thread, started with the first big etcd change.
     builder: Option<std::sync::mpsc::Sender<Job>>,
-    /// The last big table replaced, until it is freed (then the heap is trimmed).
-    freeing: Option<std::sync::Weak<Table>>,
+    /// The last big table replaced and when, until it is freed and etcd has been quiet for
+    /// [`SETTLE`]: then the heap is trimmed once more (see [`trim`]).
+    freeing: Option<(std::sync::Weak<Table>, tokio::time::Instant)>,
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -295,8 +301,8 @@ impl Control {
                     // the memory it frees goes back to the system (see [`trim`]).
                     // Nobody waits for this one: its receiver is dropped at once. When a
                     // reader (the admin API, a check) still holds the table, the last of
-                    // them frees it: the next tick trims once it is gone.
-                    self.freeing = Some(Arc::downgrade(&old));
+                    // them frees it: a tick trims again once it is gone and etcd settled.
+                    self.freeing = Some((Arc::downgrade(&old), tokio::time::Instant::now()));
                     drop(self.aside(move || {
                         drop((old, was));
                         trim();
@@ -558,7 +564,10 @@ impl Control {
                     if self.shared.table.load().ramping(std::time::Instant::now()) {
                         let _ = self.rebuild();
                     }
-                    if self.freeing.as_ref().is_some_and(|t| t.strong_count() == 0) {
+                    let settled = self.freeing.as_ref().is_some_and(|(table, at)| {
+                        table.strong_count() == 0 && at.elapsed() >= SETTLE
+                    });
+                    if settled {
                         self.freeing = None;
                         drop(self.aside(trim));
                     }

@@ -117,7 +117,7 @@ fn millis(d: std::time::Duration) -> u64 {
 pub fn server(s: &ServerView<'_>, backend: &BackendRt) -> Server {
     let live = &s.rt.live;
     Server {
-        name: s.cfg.name.clone(),
+        name: s.cfg.name.to_string(),
         address: s.cfg.addr.to_string(),
         state: s.lb_state(backend).word(),
         admin_state: admin_word(live.admin()),

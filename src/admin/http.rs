@@ -567,7 +567,7 @@ fn server_json(ctx: &Ctx, backend: &str, server: &str) -> Resp {
         .and_then(|(_, rt)| {
             super::view::servers(rt)
                 .iter()
-                .find(|s| s.cfg.name == server)
+                .find(|s| &*s.cfg.name == server)
                 .map(|s| api::server(s, rt))
         });
     match found {

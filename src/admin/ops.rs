@@ -46,7 +46,7 @@ pub fn lookup(env: &Env, backend: &str, server: &str) -> Result<Found, LookupErr
     let s_cfg = be_cfg
         .servers
         .iter()
-        .find(|s| s.name == server)
+        .find(|s| &*s.name == server)
         .ok_or(LookupError::NoServer)?;
     let rt = table
         .backends

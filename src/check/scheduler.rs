@@ -167,7 +167,7 @@ impl CheckSpec {
         }
         Some(CheckSpec {
             backend: backend.name.clone(),
-            server: server.name.clone(),
+            server: server.name.to_string(),
             health,
             agent,
             role,
@@ -245,11 +245,11 @@ impl Scheduler {
                 // The table lists the servers in the configuration's order: look there first
                 // rather than scan (backends may have 10,000 servers).
                 let live = match rt.servers.get(i) {
-                    Some(x) if x.name() == s.name => Some(x.live.clone()),
+                    Some(x) if x.name() == &*s.name => Some(x.live.clone()),
                     _ => rt
                         .servers
                         .iter()
-                        .find(|x| x.name() == s.name)
+                        .find(|x| x.name() == &*s.name)
                         .map(|x| x.live.clone()),
                 };
                 if let Some(live) = live {

@@ -534,7 +534,7 @@ fn server(s: &ServerDraft) -> Option<Server> {
 /// template of discovered servers.
 fn template(s: &ServerDraft) -> Server {
     let mut t = server_at(s, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-    t.name = String::new();
+    t.name = "".into();
     t
 }
 
@@ -549,7 +549,7 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         _ => None,
     };
     Server {
-        name: s.name.clone(),
+        name: s.name.as_str().into(),
         loc: s.loc.clone(),
         addr,
         check: s.check,

@@ -538,7 +538,7 @@ pub enum ProxyProtocol {
 #[derive(Debug, Clone)]
 pub struct Server {
     /// Server name, unique within its backend.
-    pub name: String,
+    pub name: Arc<str>,
     /// Where it was declared.
     pub loc: Loc,
     /// Traffic address (resolved once at load, as HAProxy does at startup).

@@ -25,7 +25,7 @@ pub struct MemberSet {
     schema: Schema,
     prefix: String,
     /// Shared with what the watch published from them (no copy per member).
-    members: BTreeMap<String, Arc<Member>>,
+    members: BTreeMap<Arc<str>, Arc<Member>>,
     leader: Option<String>,
     /// Keys whose current value is bad, with the mod revision already reported.
     bad: HashMap<Vec<u8>, i64>,
@@ -72,7 +72,7 @@ impl MemberSet {
     /// member's own `role`.
     pub fn role_of(&self, m: &Member) -> EtcdRole {
         match &self.leader {
-            Some(leader) if *leader == m.name => EtcdRole::Primary,
+            Some(leader) if **leader == *m.name => EtcdRole::Primary,
             Some(_) => EtcdRole::Replica,
             None => m.role,
         }
@@ -145,7 +145,7 @@ impl MemberSet {
                     Key::Leader => next.leader.clone_from(&self.leader),
                     Key::Member(name) => {
                         if let Some(old) = self.members.get(name) {
-                            next.members.insert(name.to_owned(), old.clone());
+                            next.members.insert(old.name.clone(), old.clone());
                         }
                     }
                     Key::Other => {}
@@ -170,7 +170,7 @@ mod tests {
     }
 
     fn names(s: &MemberSet) -> Vec<String> {
-        s.members().map(|m| m.name.clone()).collect()
+        s.members().map(|m| m.name.to_string()).collect()
     }
 
     #[test]

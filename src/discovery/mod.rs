@@ -40,7 +40,7 @@ use crate::config::{Backend, Config, EtcdAuth, EtcdView, Schema, Server};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveredServer {
     /// The member's name: the server's name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its address.
     pub ip: IpAddr,
     /// Its own (database) port.
@@ -77,7 +77,7 @@ pub struct MemberTable {
     /// The etcd revision the set reflects.
     pub revision: i64,
     /// The members, by name.
-    pub servers: BTreeMap<String, Found>,
+    pub servers: BTreeMap<Arc<str>, Found>,
 }
 
 /// One member in [`MemberTable`]: as the watch found it, and the server it became.
@@ -381,7 +381,7 @@ pub fn effective_config(file: &Config, sets: &HashMap<String, MemberTable>) -> C
 /// or a `server` line already has its name.
 fn discovered_server(backend: &Backend, m: &DiscoveredServer) -> Option<Server> {
     let discover = backend.discover.as_ref()?;
-    if backend.servers.iter().any(|s| s.name == m.name) {
+    if backend.servers.iter().any(|s| *s.name == *m.name) {
         tracing::warn!(
             backend = %backend.name,
             "etcd member '{}' has the name of a 'server' line of the backend: the member is skipped",
@@ -391,7 +391,7 @@ fn discovered_server(backend: &Backend, m: &DiscoveredServer) -> Option<Server> 
     }
     let template = &backend.default_server;
     let mut s = template.clone();
-    s.name.clone_from(&m.name);
+    s.name = m.name.clone();
     s.loc = discover.loc.clone();
     s.addr = SocketAddr::new(m.ip, discover.port.unwrap_or(m.port));
     // With `port N` the traffic goes elsewhere (a pooler); the checks stay on the database.
@@ -478,7 +478,7 @@ mod tests {
             ),
         );
         let s = &c.backends[0].servers;
-        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = s.iter().map(|s| &*s.name).collect();
         assert_eq!(names, ["static", "m1", "m2"]);
         let (m1, m2) = (&s[1], &s[2]);
         assert_eq!(m1.addr, "10.0.0.1:6432".parse().unwrap());

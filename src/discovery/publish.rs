@@ -26,7 +26,7 @@ use super::schema::Member;
 use crate::config::EtcdView;
 
 /// One change for `control`: a member added or changed (`Some`), or removed (`None`).
-pub type Change = (String, Option<Arc<DiscoveredServer>>);
+pub type Change = (Arc<str>, Option<Arc<DiscoveredServer>>);
 
 /// The published state of one watch's members.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub struct Published {
     /// Bound on one lookup.
     lookup_timeout: Duration,
     /// Per member: the value published and what it became.
-    taken: BTreeMap<String, (Arc<Member>, Arc<DiscoveredServer>)>,
+    taken: BTreeMap<Arc<str>, (Arc<Member>, Arc<DiscoveredServer>)>,
     /// Per member: the newest value whose host did not resolve (logged once).
     failed: HashMap<String, Member>,
     /// Members touched since the last flush.
@@ -100,8 +100,8 @@ impl Published {
     /// flush; returns the changes, by name.
     pub async fn flush(&mut self, set: &MemberSet) -> Vec<Change> {
         let names: Vec<String> = if std::mem::take(&mut self.all_dirty) {
-            let mut all: BTreeSet<String> = self.taken.keys().cloned().collect();
-            all.extend(set.members().map(|m| m.name.clone()));
+            let mut all: BTreeSet<String> = self.taken.keys().map(|k| k.to_string()).collect();
+            all.extend(set.members().map(|m| m.name.to_string()));
             all.into_iter().collect()
         } else {
             std::mem::take(&mut self.dirty).into_iter().collect()
@@ -113,12 +113,12 @@ impl Published {
         for name in names {
             let Some(m) = set.member(&name) else {
                 self.failed.remove(&name);
-                if self.taken.remove(&name).is_some() {
-                    changes.push((name, None));
+                if let Some((key, _)) = self.taken.remove_entry(name.as_str()) {
+                    changes.push((key, None));
                 }
                 continue;
             };
-            let known = self.taken.get(&name);
+            let known = self.taken.get(name.as_str());
             let ip = match known {
                 // The value published: its address stands until a listing refreshes names.
                 Some((was, server)) if was == m && !refresh => Some(server.ip),
@@ -138,7 +138,7 @@ impl Published {
                     self.unresolved(m);
                     // Keep the entry published before, if any.
                     self.taken
-                        .get(&name)
+                        .get(name.as_str())
                         .map(|(was, server)| (was.clone(), server.ip))
                 }
             };
@@ -154,15 +154,16 @@ impl Published {
                     state: member.state,
                 },
             };
-            match self.taken.get_mut(&name) {
+            match self.taken.get_mut(name.as_str()) {
                 Some((was, published)) if **published == server => {
                     // Same server; remember the value it now comes from.
                     *was = member;
                 }
                 _ => {
                     let server = Arc::new(server);
-                    changes.push((name.clone(), Some(server.clone())));
-                    self.taken.insert(name, (member, server));
+                    let key = member.name.clone();
+                    changes.push((key.clone(), Some(server.clone())));
+                    self.taken.insert(key, (member, server));
                 }
             }
         }
@@ -171,10 +172,10 @@ impl Published {
 
     /// Logs, once per value, that `m`'s host does not resolve.
     fn unresolved(&mut self, m: &Member) {
-        if self.failed.get(&m.name) == Some(m) {
+        if self.failed.get(&*m.name) == Some(m) {
             return;
         }
-        let outcome = if self.taken.contains_key(&m.name) {
+        let outcome = if self.taken.contains_key(&*m.name) {
             "keeping its previous entry"
         } else {
             "leaving the member out until it resolves"
@@ -186,7 +187,7 @@ impl Published {
             self.backend,
             m.host
         );
-        self.failed.insert(m.name.clone(), m.clone());
+        self.failed.insert(m.name.to_string(), m.clone());
         self.unresolved += 1;
     }
 
@@ -241,7 +242,7 @@ mod tests {
     fn summary(changes: &[Change]) -> Vec<(String, Option<(u16, EtcdRole)>)> {
         changes
             .iter()
-            .map(|(n, s)| (n.clone(), s.as_ref().map(|s| (s.port, s.view.role))))
+            .map(|(n, s)| (n.to_string(), s.as_ref().map(|s| (s.port, s.view.role))))
             .collect()
     }
 

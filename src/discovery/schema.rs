@@ -12,6 +12,8 @@
 //!   (`noloadbalance`, `nofailover`), `xlog_location`. Its other keys (`config`, `history`,
 //!   `initialize`, `optime/...`, `status`, `failover`, `sync`) are not about routing.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use crate::config::{EtcdRole, EtcdState, Schema};
@@ -23,8 +25,9 @@ pub const MAX_VALUE: usize = 64 * 1024;
 /// One member as etcd describes it (before the leader key is applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// The member's name: the last part of its key, and the server's name.
-    pub name: String,
+    /// The member's name: the last part of its key, and the server's name (one copy,
+    /// shared by every map that holds the member).
+    pub name: Arc<str>,
     /// Host name or IP address.
     pub host: String,
     /// The database port.
@@ -197,7 +200,7 @@ fn native(name: &str, text: &str) -> Result<Member, ValueError> {
         }
     };
     Ok(Member {
-        name: name.to_owned(),
+        name: name.into(),
         host,
         port,
         role,
@@ -248,7 +251,7 @@ fn patroni(name: &str, text: &str) -> Result<Member, ValueError> {
         EtcdState::Ready
     };
     Ok(Member {
-        name: name.to_owned(),
+        name: name.into(),
         host,
         port,
         role,

@@ -77,16 +77,21 @@ pub struct Registry {
     frontends: Mutex<Names<Arc<FrontendLive>>>,
 }
 
-/// A map keyed by name.
-type Names<V> = HashMap<Box<str>, V>;
+/// A map keyed by name (a server's key is its configuration's name, shared, not copied).
+type Names<V> = HashMap<Arc<str>, V>;
 
-/// `map[key]`, made with `Default` when missing, and whether it was made now.
-fn entry<V: Default + Clone>(map: &mut Names<V>, key: &str) -> (V, bool) {
+/// `map[key]`, made with `Default` when missing (keyed by `owned()`), and whether it was made
+/// now.
+fn entry<V: Default + Clone>(
+    map: &mut Names<V>,
+    key: &str,
+    owned: impl FnOnce() -> Arc<str>,
+) -> (V, bool) {
     if let Some(v) = map.get(key) {
         return (v.clone(), false);
     }
     let v = V::default();
-    map.insert(key.into(), v.clone());
+    map.insert(owned(), v.clone());
     (v, true)
 }
 
@@ -109,13 +114,13 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Registry {
     /// The live state of `backend/server`, and whether it was created now.
-    pub fn server(&self, backend: &str, server: &str) -> (Arc<ServerLive>, bool) {
+    pub fn server(&self, backend: &str, server: &Arc<str>) -> (Arc<ServerLive>, bool) {
         let mut servers = locked(&self.servers);
         match servers.get_mut(backend) {
-            Some(of_backend) => entry(of_backend, server),
+            Some(of_backend) => entry(of_backend, server, || server.clone()),
             None => {
                 let mut of_backend = Names::default();
-                let made = entry(&mut of_backend, server);
+                let made = entry(&mut of_backend, server, || server.clone());
                 servers.insert(backend.into(), of_backend);
                 made
             }
@@ -129,12 +134,12 @@ impl Registry {
 
     /// The live state of a backend.
     pub fn backend(&self, name: &str) -> Arc<BackendLive> {
-        entry(&mut locked(&self.backends), name).0
+        entry(&mut locked(&self.backends), name, || name.into()).0
     }
 
     /// The live state of a frontend.
     pub fn frontend(&self, name: &str) -> Arc<FrontendLive> {
-        entry(&mut locked(&self.frontends), name).0
+        entry(&mut locked(&self.frontends), name, || name.into()).0
     }
 
     /// Forgets the entries the predicates reject (their sessions keep their own `Arc`s); the
@@ -161,25 +166,25 @@ mod tests {
     #[test]
     fn server_entries_are_kept_per_backend_and_found_again() {
         let reg = Registry::default();
-        let (a, made) = reg.server("be", "a");
+        let (a, made) = reg.server("be", &"a".into());
         assert!(made);
-        let (again, made) = reg.server("be", "a");
+        let (again, made) = reg.server("be", &"a".into());
         assert!(!made && Arc::ptr_eq(&a, &again));
-        let (other, made) = reg.server("other", "a");
+        let (other, made) = reg.server("other", &"a".into());
         assert!(made && !Arc::ptr_eq(&a, &other), "same name, other backend");
         assert_eq!(reg.server_count(), 2);
         reg.retain(|b, _| b == "other", |_| true, |_| true);
         assert_eq!(reg.server_count(), 1);
-        assert!(reg.server("be", "a").1, "forgotten, so made anew");
+        assert!(reg.server("be", &"a".into()).1, "forgotten, so made anew");
     }
 
     #[test]
     fn a_big_removal_gives_the_maps_room_back() {
         let reg = Registry::default();
         for i in 0..10_000 {
-            reg.server("pool", &format!("m{i:05}"));
+            reg.server("pool", &format!("m{i:05}").into());
         }
-        reg.server("echo", "e");
+        reg.server("echo", &"e".into());
         let room = |reg: &Registry| locked(&reg.servers).get("pool").map(HashMap::capacity);
         assert!(room(&reg).is_some_and(|c| c >= 10_000));
         reg.retain(|b, s| b == "echo" || s < "m00010", |_| true, |_| true);

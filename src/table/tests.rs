@@ -16,7 +16,7 @@ fn loc() -> Loc {
 
 fn server(name: &str, port: u16) -> Server {
     Server {
-        name: name.to_owned(),
+        name: name.into(),
         loc: loc(),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         check: false,

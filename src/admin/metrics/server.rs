@@ -33,7 +33,7 @@ impl Object for Srv<'_> {
     fn labels(&self) -> Vec<(&'static str, &str)> {
         vec![
             ("proxy", self.proxy),
-            ("server", self.view.cfg.name.as_str()),
+            ("server", &self.view.cfg.name),
         ]
     }
 
