@@ -494,6 +494,51 @@ mod tests {
         );
     }
 
+    fn target(format: SyslogFormat, max_len: usize) -> LogTarget {
+        LogTarget {
+            dest: LogDest::Stderr,
+            facility: 16,
+            max_level: None,
+            min_level: None,
+            format,
+            max_len,
+        }
+    }
+
+    #[test]
+    fn each_log_format_frames_the_line_as_haproxy() {
+        let now = std::time::UNIX_EPOCH + Duration::from_micros(1_796_137_310_622_333);
+        let pid = std::process::id();
+        let framed = |format, len| {
+            String::from_utf8(frame(&target(format, len), 6, "LINE", now)).unwrap_or_default()
+        };
+        let iso = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.622333[+-]\d{2}:\d{2}";
+        let legacy = r"[A-Z][a-z]{2} [ 1-3]\d \d{2}:\d{2}:\d{2}";
+        for (format, pattern) in [
+            (SyslogFormat::Raw, "LINE".to_string()),
+            (SyslogFormat::Short, "<6>LINE".to_string()),
+            (
+                SyslogFormat::Legacy,
+                format!("<134>{legacy} rolelb\\[{pid}\\]: LINE"),
+            ),
+            (
+                SyslogFormat::Rfc3164,
+                format!("<134>{legacy} localhost rolelb\\[{pid}\\]: LINE"),
+            ),
+            (
+                SyslogFormat::Rfc5424,
+                format!("<134>1 {iso} - rolelb {pid} - - LINE"),
+            ),
+            (SyslogFormat::Timed, format!("<6>{iso} LINE")),
+            (SyslogFormat::Iso, format!("{iso} LINE")),
+        ] {
+            let line = framed(format, 1024);
+            let re = regex::Regex::new(&format!("^{pattern}\n$")).unwrap();
+            assert!(re.is_match(&line), "{format:?}: {line:?} !~ {pattern}");
+        }
+        assert_eq!(framed(SyslogFormat::Short, 5), "<6>LI\n");
+    }
+
     #[test]
     fn throttle_lets_one_line_a_second_through_with_the_count() {
         let t = Throttle::new();
