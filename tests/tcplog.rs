@@ -4,7 +4,8 @@
 //! the client or the server, `timeout client`/`timeout server`, a failed connect, no server,
 //! a queue timeout), the TCP variables of `log-format`, and the lines matched by the
 //! HAPROXYTCP grok pattern log pipelines use. `-c` refuses HTTP-only and unknown variables
-//! with FILE:LINE, as HAProxy refuses them.
+//! with FILE:LINE, as HAProxy refuses them; `log stdout`/`log stderr` carry only the line in
+//! `format raw`.
 
 mod common;
 
@@ -458,5 +459,42 @@ fn raw_format_prints_only_the_line() {
         "no line 'l/s1 6 --' alone in {:?} after {:?}",
         lb.stderr_text(),
         started.elapsed()
+    );
+}
+
+/// `log stdout` writes to standard output (here with `format short`: the level, then the
+/// line), and nothing of it to standard error.
+#[test]
+fn stdout_target_gets_the_line_in_its_format() {
+    let echo = Echo::start();
+    let port = free_port();
+    let cfg = format!(
+        "global\n    log stdout format short local0\n\ndefaults\n    mode tcp\n    log global\n    \
+         timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\n\
+         listen l\n    bind 127.0.0.1:{port}\n    log-format \"%f/%s %B %ts\"\n    server s1 {}\n",
+        echo.addr
+    );
+    let lb = Rolelb::start(&cfg);
+    // The harness sends the process's standard output to `stdout.log` beside its config.
+    let stdout = lb
+        .config_path()
+        .parent()
+        .expect("the config's directory")
+        .join("stdout.log");
+    let mut c = connect(port);
+    assert_eq!(read_some(&mut c), b"hello\n");
+    drop(c);
+    let read = || std::fs::read_to_string(&stdout).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || read()
+            .lines()
+            .any(|l| l == "<6>l/s1 6 --")),
+        "no '<6>l/s1 6 --' on stdout: {:?}",
+        read()
+    );
+    assert!(
+        !lb.stderr_text().contains("l/s1 6 --"),
+        "{}",
+        lb.stderr_text()
     );
 }

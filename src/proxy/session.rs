@@ -315,10 +315,11 @@ async fn connect_with_retries(
             .timeout_connect
             .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1));
-        let stopped = failed(Refused::Stopping, false, attempt, redispatched);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stop.cancelled() => return Err(stopped),
+            _ = stop.cancelled() => {
+                return Err(failed(Refused::Stopping, false, attempt, redispatched));
+            }
         }
         if settings.redispatch && attempt == settings.retries {
             let failed_idx = slot.idx;
