@@ -1,7 +1,9 @@
 //! Log output: `tracing` events to stderr (always, as SPEC section 2 says) and to the
 //! `log` targets of `global` that are syslog endpoints (UDP or a unix datagram socket such as
 //! `/dev/log`), one datagram per event in RFC 5424 framing with the receiver's timestamp;
-//! and [`Throttle`], which keeps a repeated failure to one line per second with a count.
+//! [`send`], which writes a proxy's session log line to its `log` targets framed as HAProxy
+//! 2.6 frames it for each `format` (`raw` is the line alone); and [`Throttle`], which keeps a
+//! repeated failure to one line per second with a count.
 //!
 //! Every field is printed through [`crate::text::message`]: a log line quoting outside text (an
 //! agent's reply, an etcd key, a request path) stays one line with its control characters
@@ -23,7 +25,213 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogDest, LogTarget};
+use crate::config::{LogDest, LogTarget, SyslogFormat};
+
+/// English month abbreviations, as HAProxy prints them.
+pub const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A Unix time split into calendar fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokenDown {
+    /// Year (e.g. 2026).
+    pub year: i64,
+    /// Month, 0 = January.
+    pub month0: usize,
+    /// Day of the month, 1..=31.
+    pub mday: u32,
+    /// Hour.
+    pub hour: u32,
+    /// Minute.
+    pub min: u32,
+    /// Second.
+    pub sec: u32,
+    /// Seconds east of UTC.
+    pub gmtoff: i64,
+}
+
+/// `secs` (Unix time) in the local time zone (`local`) or in UTC.
+pub fn broken_down(secs: i64, local: bool) -> BrokenDown {
+    let t = libc::time_t::try_from(secs).unwrap_or(0);
+    // SAFETY: `tm` is plain data, and the `_r` functions only write into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe {
+        if local {
+            !libc::localtime_r(&t, &mut tm).is_null()
+        } else {
+            !libc::gmtime_r(&t, &mut tm).is_null()
+        }
+    };
+    if !ok {
+        return BrokenDown {
+            year: 1970,
+            month0: 0,
+            mday: 1,
+            hour: 0,
+            min: 0,
+            sec: 0,
+            gmtoff: 0,
+        };
+    }
+    let field = |v: libc::c_int| u32::try_from(v).unwrap_or(0);
+    BrokenDown {
+        year: i64::from(tm.tm_year) + 1900,
+        month0: usize::try_from(tm.tm_mon).unwrap_or(0),
+        mday: field(tm.tm_mday),
+        hour: field(tm.tm_hour),
+        min: field(tm.tm_min),
+        sec: field(tm.tm_sec),
+        gmtoff: tm.tm_gmtoff,
+    }
+}
+
+/// This machine's host name (`%H`), read once.
+pub fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is writable for its whole length.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc != 0 {
+            return String::new();
+        }
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    })
+}
+
+/// The program name in syslog headers (HAProxy's default `log-tag` is its program name).
+const TAG: &str = "rolelb";
+
+/// Local time as HAProxy's ISO stamps: `2026-12-01T15:01:50.622333+00:00`.
+fn iso_time(now: std::time::SystemTime) -> String {
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let t = broken_down(i64::try_from(since.as_secs()).unwrap_or(0), true);
+    let off = t.gmtoff.abs() / 60;
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}{}{:02}:{:02}",
+        t.year,
+        t.month0 + 1,
+        t.mday,
+        t.hour,
+        t.min,
+        t.sec,
+        since.subsec_micros(),
+        if t.gmtoff < 0 { '-' } else { '+' },
+        off / 60,
+        off % 60
+    )
+}
+
+/// The header HAProxy puts before a line for `format` (see its `build_log_header`).
+fn header(format: SyslogFormat, facility: u8, level: u8, now: std::time::SystemTime) -> String {
+    let pri = u16::from(facility) * 8 + u16::from(level);
+    let pid = std::process::id();
+    let legacy_time = || {
+        let since = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let t = broken_down(i64::try_from(since.as_secs()).unwrap_or(0), true);
+        format!(
+            "{} {:2} {:02}:{:02}:{:02}",
+            MONTHS[t.month0 % 12],
+            t.mday,
+            t.hour,
+            t.min,
+            t.sec
+        )
+    };
+    match format {
+        SyslogFormat::Legacy => format!("<{pri}>{} {TAG}[{pid}]: ", legacy_time()),
+        SyslogFormat::Rfc3164 => format!("<{pri}>{} localhost {TAG}[{pid}]: ", legacy_time()),
+        SyslogFormat::Rfc5424 => format!("<{pri}>1 {} - {TAG} {pid} - - ", iso_time(now)),
+        SyslogFormat::Short => format!("<{level}>"),
+        SyslogFormat::Timed => format!("<{level}>{} ", iso_time(now)),
+        SyslogFormat::Iso => format!("{} ", iso_time(now)),
+        SyslogFormat::Raw => String::new(),
+    }
+}
+
+/// Frames `line` for `target` as HAProxy does: header, the line, cut to `len`, then `\n`.
+fn frame(target: &LogTarget, level: u8, line: &str, now: std::time::SystemTime) -> Vec<u8> {
+    let mut out = header(target.format, target.facility, level, now).into_bytes();
+    out.extend_from_slice(line.as_bytes());
+    out.truncate(target.max_len);
+    out.push(b'\n');
+    out
+}
+
+/// The sockets of the syslog targets that session lines went to, opened on first use.
+static SESSION_SINKS: Mutex<Vec<(LogDest, Arc<Sink>)>> = Mutex::new(Vec::new());
+
+fn session_sink(dest: &LogDest) -> Option<Arc<Sink>> {
+    let mut sinks = SESSION_SINKS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, s)) = sinks.iter().find(|(d, _)| d == dest) {
+        return Some(s.clone());
+    }
+    let opened = LogTarget {
+        dest: dest.clone(),
+        facility: 0,
+        max_level: None,
+        min_level: None,
+        format: SyslogFormat::Legacy,
+        max_len: 0,
+    };
+    match open(&opened) {
+        Ok(Some(t)) => {
+            let sink = Arc::new(t.sink);
+            sinks.push((dest.clone(), sink.clone()));
+            Some(sink)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            if let Some(n) = SESSION_SINK_FAILED.hit() {
+                tracing::error!(
+                    "cannot open log target {dest:?}: {e} [{n} occurrences since the last such line]"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Session log targets that could not be opened, all together.
+static SESSION_SINK_FAILED: Throttle = Throttle::new();
+
+/// Sends one session log line at syslog `level` to each of `targets` whose level lets it
+/// through, framed by its `format`. A line that cannot be written is dropped, as HAProxy
+/// drops it: logging never stalls a session on a slow log reader.
+pub fn send<'a>(targets: impl IntoIterator<Item = &'a LogTarget>, level: u8, line: &str) {
+    let now = std::time::SystemTime::now();
+    for t in targets {
+        if t.max_level.is_some_and(|max| level > max) {
+            continue;
+        }
+        let level = t.min_level.map_or(level, |min| level.max(min));
+        let bytes = frame(t, level, line, now);
+        match &t.dest {
+            LogDest::Stdout => write_fd(libc::STDOUT_FILENO, &bytes),
+            LogDest::Stderr => write_fd(libc::STDERR_FILENO, &bytes),
+            dest => {
+                if let Some(sink) = session_sink(dest) {
+                    let _ = match &*sink {
+                        Sink::Udp(s) => s.send(&bytes),
+                        Sink::Unix(s) => s.send(&bytes),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// One `write(2)` of a whole line, so lines from concurrent sessions never interleave.
+fn write_fd(fd: libc::c_int, bytes: &[u8]) {
+    // SAFETY: the pointer and length describe `bytes`; a failed write is ignored.
+    let _ = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+}
 
 /// One syslog endpoint.
 #[derive(Debug)]
@@ -284,6 +492,51 @@ mod tests {
             !text.trim_end().contains(|c: char| c.is_control()),
             "{text:?}"
         );
+    }
+
+    fn target(format: SyslogFormat, max_len: usize) -> LogTarget {
+        LogTarget {
+            dest: LogDest::Stderr,
+            facility: 16,
+            max_level: None,
+            min_level: None,
+            format,
+            max_len,
+        }
+    }
+
+    #[test]
+    fn each_log_format_frames_the_line_as_haproxy() {
+        let now = std::time::UNIX_EPOCH + Duration::from_micros(1_796_137_310_622_333);
+        let pid = std::process::id();
+        let framed = |format, len| {
+            String::from_utf8(frame(&target(format, len), 6, "LINE", now)).unwrap_or_default()
+        };
+        let iso = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.622333[+-]\d{2}:\d{2}";
+        let legacy = r"[A-Z][a-z]{2} [ 1-3]\d \d{2}:\d{2}:\d{2}";
+        for (format, pattern) in [
+            (SyslogFormat::Raw, "LINE".to_string()),
+            (SyslogFormat::Short, "<6>LINE".to_string()),
+            (
+                SyslogFormat::Legacy,
+                format!("<134>{legacy} rolelb\\[{pid}\\]: LINE"),
+            ),
+            (
+                SyslogFormat::Rfc3164,
+                format!("<134>{legacy} localhost rolelb\\[{pid}\\]: LINE"),
+            ),
+            (
+                SyslogFormat::Rfc5424,
+                format!("<134>1 {iso} - rolelb {pid} - - LINE"),
+            ),
+            (SyslogFormat::Timed, format!("<6>{iso} LINE")),
+            (SyslogFormat::Iso, format!("{iso} LINE")),
+        ] {
+            let line = framed(format, 1024);
+            let re = regex::Regex::new(&format!("^{pattern}\n$")).unwrap();
+            assert!(re.is_match(&line), "{format:?}: {line:?} !~ {pattern}");
+        }
+        assert_eq!(framed(SyslogFormat::Short, 5), "<6>LI\n");
     }
 
     #[test]

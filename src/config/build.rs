@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::draft::{CheckOption, Diags, EtcdDraft, ProxyDraft, ProxyKind, ServerDraft};
 use super::keywords::did_you_mean;
+use super::log_format::parse_log_format;
 use super::model::{
     AgentCheck, Backend, Bind, CheckMethod, Config, Discover, EtcdAuth, EtcdCluster, Frontend,
     Global, HttpCheck, MaxLag, Mode, Role, RoleCheck, RoleSource, Server, StatsListener,
@@ -245,6 +246,26 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
                 String::new()
             }
         });
+    let log_format = p
+        .log_format
+        .as_ref()
+        .and_then(|(text, loc)| match parse_log_format(text) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                diags.error(loc, format!("failed to parse log-format : {e}."));
+                None
+            }
+        });
+    if log_format.is_some() && !p.log_global && p.logs.is_empty() && !p.disabled {
+        diags.warn(
+            &p.loc,
+            format!(
+                "log format ignored for {} '{}' since it has no log address (rolelb writes its lines to its own log on stderr).",
+                p.kind.keyword(),
+                p.name
+            ),
+        );
+    }
     Frontend {
         name: p.name.clone(),
         loc: p.loc.clone(),
@@ -253,7 +274,8 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
         maxconn: p.maxconn,
         timeout_client: p.timeouts.timeout_client,
         timeout_client_fin: p.timeouts.timeout_client_fin,
-        tcplog: p.tcplog || p.httplog.is_some(),
+        tcplog: log_format.is_some(),
+        log_format,
         dontlognull: p.dontlognull,
         clitcpka: p.clitcpka,
         log_global: p.log_global,

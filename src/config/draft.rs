@@ -163,8 +163,9 @@ pub struct ProxyDraft {
     pub retries: u32,
     /// `option redispatch`.
     pub redispatch: bool,
-    /// `option tcplog`.
-    pub tcplog: bool,
+    /// `option tcplog` (HAProxy's TCP format) or `log-format`, whichever came last, with
+    /// where it was set.
+    pub log_format: Option<(String, Loc)>,
     /// `option httplog`, where (falls back to tcplog in TCP mode, with a warning).
     pub httplog: Option<Loc>,
     /// `option dontlognull`.
@@ -234,7 +235,7 @@ impl ProxyDraft {
             timeouts: Timeouts::default(),
             retries: 3,
             redispatch: false,
-            tcplog: false,
+            log_format: None,
             httplog: None,
             dontlognull: false,
             allbackups: false,

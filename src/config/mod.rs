@@ -10,12 +10,14 @@ pub mod build;
 pub mod draft;
 pub mod keywords;
 pub mod lexer;
+pub mod log_format;
 pub mod model;
 pub mod parse;
 #[cfg(test)]
 mod testing;
 pub mod units;
 
+pub use log_format::{LogFlags, LogFormat, LogNode, LogVar};
 pub use model::*;
 
 use std::fmt;

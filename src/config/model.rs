@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::log_format::LogFormat;
+
 /// Where a piece of configuration came from: `FILE:LINE`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Loc {
@@ -129,6 +131,33 @@ pub struct LogTarget {
     pub facility: u8,
     /// Most verbose syslog severity sent (0 emerg .. 7 debug); `None` = all.
     pub max_level: Option<u8>,
+    /// The least severe level a line is sent with (`log ... LEVEL MINLEVEL`): a less
+    /// severe line is raised to it.
+    pub min_level: Option<u8>,
+    /// `format`: how each line is framed.
+    pub format: SyslogFormat,
+    /// `len`: the longest line sent (1024 by default, as HAProxy), framing included.
+    pub max_len: usize,
+}
+
+/// `format` of a `log` target: the header put before each line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyslogFormat {
+    /// No `format`: `<PRI>Mmm dd hh:mm:ss TAG[PID]: ` (RFC 3164 without a host name).
+    #[default]
+    Legacy,
+    /// `format rfc3164`: `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: `.
+    Rfc3164,
+    /// `format rfc5424`: `<PRI>1 ISO-TIME HOST TAG PID - - `.
+    Rfc5424,
+    /// `format short`: `<LEVEL>`.
+    Short,
+    /// `format timed`: `<LEVEL>ISO-TIME `.
+    Timed,
+    /// `format iso`: `ISO-TIME `.
+    Iso,
+    /// `format raw`: the line alone.
+    Raw,
 }
 
 /// Destination of a `log` line.
@@ -172,8 +201,10 @@ pub struct Frontend {
     pub timeout_client: Option<Duration>,
     /// `timeout client-fin`.
     pub timeout_client_fin: Option<Duration>,
-    /// `option tcplog`.
+    /// A log line per session: `option tcplog` or `log-format` is set.
     pub tcplog: bool,
+    /// The format of that line (`option tcplog` is HAProxy's TCP format).
+    pub log_format: Option<Arc<LogFormat>>,
     /// `option dontlognull`.
     pub dontlognull: bool,
     /// `option clitcpka`.

@@ -1,10 +1,11 @@
 //! One client session: pick a server (queueing while all are full), connect with retries and
-//! redispatch, send the PROXY header when asked, forward bytes, log one `tcplog` line.
+//! redispatch, send the PROXY header when asked, forward bytes, log one line (`option tcplog`
+//! or `log-format`, rendered by `log_line`) to the frontend's `log` targets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
@@ -13,8 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::forward::{self, Counters, End, Timeouts};
+use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
-use crate::config::Role;
+use crate::config::{Config, LogNode, LogVar, Role};
 use crate::logging::Throttle;
 use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
 
@@ -76,6 +78,7 @@ async fn acquire(
     client: SocketAddr,
     exclude: Option<usize>,
     stop: &CancellationToken,
+    queue_pos: &mut u64,
 ) -> Result<Slot, Refused> {
     let mut deadline: Option<Instant> = None;
     let mut queued: Option<Arc<BackendLive>> = None;
@@ -106,6 +109,9 @@ async fn acquire(
                 break Err(Refused::QueueFull);
             }
             let waiting = backend.live.queued.fetch_add(1, Ordering::AcqRel) + 1;
+            // `%bq`: HAProxy counts the sessions served from the queue while this one waited,
+            // plus one; with one FIFO queue that is its place in the queue when it joined.
+            *queue_pos += u64::from(waiting);
             backend
                 .live
                 .max_queued
@@ -202,7 +208,31 @@ struct Connected {
     slot: Slot,
     stream: TcpStream,
     retries: u32,
+    redispatched: bool,
     connect_time: Duration,
+}
+
+/// Why no connection was established, with what the log line reports about the attempt.
+struct Failed {
+    reason: Refused,
+    /// The last server tried, with its address (`None`: none was picked).
+    server: Option<(String, SocketAddr)>,
+    retries: u32,
+    redispatched: bool,
+    /// The last attempt ran out of `timeout connect` (`sC` rather than `SC`).
+    timed_out: bool,
+}
+
+impl Failed {
+    fn before_connect(reason: Refused) -> Failed {
+        Failed {
+            reason,
+            server: None,
+            retries: 0,
+            redispatched: false,
+            timed_out: false,
+        }
+    }
 }
 
 /// Connects to the picked server, retrying `retries` times (after a turn-around of
@@ -214,8 +244,10 @@ async fn connect_with_retries(
     client: SocketAddr,
     mut slot: Slot,
     stop: &CancellationToken,
-) -> Result<Connected, Refused> {
+    queue_pos: &mut u64,
+) -> Result<Connected, Failed> {
     let mut attempt: u32 = 0;
+    let mut redispatched = false;
     loop {
         let settings = slot.backend.settings.clone();
         let server = &slot.backend.servers[slot.idx];
@@ -226,12 +258,20 @@ async fn connect_with_retries(
             .counting()
             .connect_attempts
             .fetch_add(1, Ordering::Relaxed);
+        let failed = |reason: Refused, timed_out: bool, retries: u32, redispatched: bool| Failed {
+            reason,
+            server: Some((server.name().to_string(), server.config.addr)),
+            retries,
+            redispatched,
+            timed_out,
+        };
         match connect(server.config.addr, settings.timeout_connect).await {
             Ok(stream) => {
                 return Ok(Connected {
                     slot,
                     stream,
                     retries: attempt,
+                    redispatched,
                     connect_time: started.elapsed(),
                 });
             }
@@ -247,7 +287,7 @@ async fn connect_with_retries(
                     );
                 }
                 if attempt >= settings.retries {
-                    return Err(Refused::ConnectFailed);
+                    return Err(failed(Refused::ConnectFailed, false, attempt, redispatched));
                 }
             }
             Err(e) => {
@@ -260,7 +300,13 @@ async fn connect_with_retries(
                     "connect failed: {e}"
                 );
                 if attempt >= settings.retries {
-                    return Err(Refused::ConnectFailed);
+                    let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+                    return Err(failed(
+                        Refused::ConnectFailed,
+                        timed_out,
+                        attempt,
+                        redispatched,
+                    ));
                 }
             }
         }
@@ -277,10 +323,13 @@ async fn connect_with_retries(
             .min(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stop.cancelled() => return Err(Refused::Stopping),
+            _ = stop.cancelled() => {
+                return Err(failed(Refused::Stopping, false, attempt, redispatched));
+            }
         }
         if settings.redispatch && attempt == settings.retries {
-            let failed = slot.idx;
+            let failed_idx = slot.idx;
+            let last = (server.name().to_string(), server.config.addr);
             server
                 .live
                 .traffic
@@ -288,13 +337,42 @@ async fn connect_with_retries(
                 .redispatches
                 .fetch_add(1, Ordering::Relaxed);
             drop(slot);
-            slot = match acquire(fe, table, client, Some(failed), stop).await {
+            redispatched = true;
+            let refused = |reason| Failed {
+                reason,
+                server: Some(last.clone()),
+                retries: attempt,
+                redispatched,
+                timed_out: false,
+            };
+            slot = match acquire(fe, table, client, Some(failed_idx), stop, queue_pos).await {
                 Ok(other) => other,
                 // Nobody else can take it: the last retry stays on the same server.
-                Err(Refused::NoServer) => acquire(fe, table, client, None, stop).await?,
-                Err(e) => return Err(e),
+                Err(Refused::NoServer) => acquire(fe, table, client, None, stop, queue_pos)
+                    .await
+                    .map_err(refused)?,
+                Err(e) => return Err(refused(e)),
             };
         }
+    }
+}
+
+/// What a session's log line needs from its start: when and from where it came.
+struct Accepted {
+    at: Instant,
+    at_wall: SystemTime,
+    peer: SocketAddr,
+    local: SocketAddr,
+    request_id: u64,
+    /// The configuration of the table the session was accepted with (its log format and
+    /// `log` targets).
+    config: Arc<Config>,
+}
+
+impl Accepted {
+    /// Milliseconds since the accept, as HAProxy's timers count them.
+    fn ms(&self, at: Instant) -> i64 {
+        i64::try_from(at.duration_since(self.at).as_millis()).unwrap_or(i64::MAX)
     }
 }
 
@@ -307,21 +385,39 @@ pub async fn serve(
     table: TableHandle,
     stop: CancellationToken,
 ) {
-    let accepted = Instant::now();
+    let accepted = Accepted {
+        at: Instant::now(),
+        at_wall: SystemTime::now(),
+        peer,
+        local,
+        request_id: log_line::next_request_id(),
+        config: table.load().config.clone(),
+    };
     let _ = client.set_nodelay(true);
     let role_aware = fe.backend.role != Role::Any;
     if fe.clitcpka || role_aware {
         set_keepalive(&client, role_aware);
     }
-    let slot = match acquire(&fe, &table, peer, None, &stop).await {
+    let mut queue_pos = 0;
+    let slot = match acquire(&fe, &table, peer, None, &stop, &mut queue_pos).await {
         Ok(slot) => slot,
-        Err(reason) => return log_refused(&fe, peer, reason, accepted),
+        Err(reason) => {
+            let at = Instant::now();
+            let failed = Failed::before_connect(reason);
+            return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
+        }
     };
-    let queue_time = accepted.elapsed();
-    let mut conn = match connect_with_retries(&fe, &table, peer, slot, &stop).await {
+    let queued_until = Instant::now();
+    let queue_time = queued_until.duration_since(accepted.at);
+    let mut conn = match connect_with_retries(&fe, &table, peer, slot, &stop, &mut queue_pos).await
+    {
         Ok(conn) => conn,
-        Err(reason) => return log_refused(&fe, peer, reason, accepted),
+        Err(failed) => {
+            let at = Instant::now();
+            return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
+        }
     };
+    let connected_at = Instant::now();
     let backend = conn.slot.backend.clone();
     let server = &backend.servers[conn.slot.idx];
     server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
@@ -339,6 +435,7 @@ pub async fn serve(
             tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
         }
     }
+    let source_addr = conn.stream.local_addr().ok();
     let timeouts = Timeouts {
         client: fe.timeout_client,
         server: backend.settings.timeout_server,
@@ -364,7 +461,8 @@ pub async fn serve(
         kill,
     )
     .await;
-    let total_time = accepted.elapsed();
+    let closed_at = Instant::now();
+    let total_time = closed_at.duration_since(accepted.at);
     for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
         traffic.record_end(total_time);
         match outcome.end {
@@ -373,49 +471,182 @@ pub async fn serve(
             _ => 0,
         };
     }
-    let (queue_ms, connect_ms, total_ms) = (
-        queue_time.as_millis(),
-        conn.connect_time.as_millis(),
-        total_time.as_millis(),
-    );
-    let nothing = outcome.bytes_in == 0 && outcome.bytes_out == 0;
-    if fe.tcplog && !(fe.dontlognull && nothing) {
-        tracing::info!(
-            target: "rolelb::tcplog",
-            "{peer} {} {}/{} {queue_ms}/{connect_ms}/{total_ms} {} {} {}/{} {}",
-            fe.name,
-            backend.name,
-            server.name(),
-            outcome.bytes_out,
-            outcome.end.code(),
-            fe.live.conns.load(Ordering::Relaxed),
-            server.live.sessions.load(Ordering::Relaxed),
-            conn.retries,
-        );
-    }
     if outcome.end == End::Killed {
         tracing::debug!(backend = %backend.name, server = %server.name(), "session closed by rolelb");
     }
-    drop(conn);
+    let Connected {
+        slot,
+        stream,
+        retries,
+        redispatched,
+        ..
+    } = conn;
+    // As in HAProxy, the server and backend no longer count this session when it is logged;
+    // the process and the frontend still do.
+    drop(stream);
+    drop(slot);
+    if !fe.tcplog || (fe.dontlognull && outcome.bytes_in == 0) {
+        return;
+    }
+    log_session(
+        &fe,
+        &table,
+        &accepted,
+        SessionLog {
+            accepted_at: accepted.at_wall,
+            client: peer,
+            local,
+            frontend: &fe.name,
+            backend: &backend.name,
+            server: Some(server.name()),
+            server_addr: Some(server.config.addr),
+            source_addr,
+            t_queue: Some(accepted.ms(queued_until)),
+            t_connect: Some(accepted.ms(connected_at)),
+            t_close: accepted.ms(closed_at),
+            bytes_in: outcome.bytes_in,
+            bytes_out: outcome.bytes_out,
+            term: outcome.end.code(),
+            act_conn: 0,
+            fe_conn: 0,
+            be_conn: 0,
+            srv_conn: u64::from(server.live.sessions.load(Ordering::Acquire)),
+            retries,
+            redispatched,
+            srv_queue: 0,
+            backend_queue: queue_pos,
+            request_id: accepted.request_id,
+            log_count: 0,
+        },
+        &backend,
+    );
 }
 
-fn log_refused(fe: &FrontendRt, peer: SocketAddr, reason: Refused, accepted: Instant) {
+/// Fills the connection counts HAProxy reads at log time, renders the line with the
+/// frontend's format and sends it to its `log` targets (`log global` adds the global ones).
+/// A frontend without any target writes it to rolelb's own log instead (HAProxy, which warns
+/// about this at startup, would drop it).
+fn log_session(
+    fe: &FrontendRt,
+    table: &TableHandle,
+    accepted: &Accepted,
+    mut line: SessionLog<'_>,
+    backend: &BackendRt,
+) {
+    let Some(fe_cfg) = accepted.config.frontends.iter().find(|f| f.name == fe.name) else {
+        return;
+    };
+    let Some(format) = &fe_cfg.log_format else {
+        return;
+    };
+    line.act_conn = table
+        .load()
+        .frontends
+        .iter()
+        .map(|f| u64::from(f.live.conns.load(Ordering::Acquire)))
+        .sum();
+    line.fe_conn = u64::from(fe.live.conns.load(Ordering::Acquire));
+    line.be_conn = u64::from(backend.live.sessions.load(Ordering::Acquire))
+        + u64::from(backend.live.queued.load(Ordering::Acquire));
+    if format
+        .nodes
+        .iter()
+        .any(|n| matches!(n, LogNode::Var(LogVar::LogCounter, _)))
+    {
+        line.log_count = log_line::next_log_count(&fe.name);
+    }
+    let text = log_line::render(format, &line);
+    let global: &[_] = if fe_cfg.log_global {
+        &accepted.config.global.logs
+    } else {
+        &[]
+    };
+    if fe_cfg.logs.is_empty() && global.is_empty() {
+        tracing::info!(target: "rolelb::tcplog", "{text}");
+        return;
+    }
+    crate::logging::send(fe_cfg.logs.iter().chain(global), LOG_INFO, &text);
+}
+
+/// Syslog severity of session lines (`info`, as HAProxy's).
+const LOG_INFO: u8 = 6;
+
+fn log_refused(
+    fe: &FrontendRt,
+    table: &TableHandle,
+    accepted: &Accepted,
+    failed: Failed,
+    queue_pos: u64,
+    at: Instant,
+) {
+    let reason = failed.reason;
     if reason == Refused::NoServer {
         fe.backend.live.no_server.fetch_add(1, Ordering::Relaxed);
     }
-    let total_ms = accepted.elapsed().as_millis();
-    if fe.tcplog {
-        tracing::info!(
-            target: "rolelb::tcplog",
-            "{peer} {} {}/<NOSRV> -1/-1/{total_ms} 0 {} {reason:?}",
-            fe.name,
-            fe.backend.name,
-            reason.code(),
-        );
-    } else {
-        // Without a tcplog line per connection, a flood of refusals is one line a second each.
+    if !fe.tcplog {
+        // Without a log line per connection, a flood of refusals is one line a second each.
         if let Some(n) = reason.throttle().hit() {
-            tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %peer, "connection refused: {reason:?} [{n} occurrences since the last such line]");
+            tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %accepted.peer, "connection refused: {reason:?} [{n} occurrences since the last such line]");
         }
+        return;
     }
+    // `option dontlognull`: HAProxy skips sessions that received nothing from the client,
+    // and rolelb reads nothing from a client it could not connect anywhere.
+    if fe.dontlognull {
+        return;
+    }
+    let backend = table
+        .load()
+        .backends
+        .get(&fe.backend.name)
+        .cloned()
+        .unwrap_or_else(|| fe.backend.clone());
+    let term = match (reason, failed.timed_out) {
+        (Refused::ConnectFailed, true) => "sC",
+        _ => reason.code(),
+    };
+    // The queue was reached unless no server could be picked at all.
+    let t_queue = match reason {
+        Refused::NoServer | Refused::RoleConflict => None,
+        _ => Some(accepted.ms(at)),
+    };
+    let (server, server_addr) = match &failed.server {
+        Some((name, addr)) => (Some(name.as_str()), Some(*addr)),
+        None => (None, None),
+    };
+    let srv_conn = server
+        .and_then(|name| backend.servers.iter().find(|s| s.name() == name))
+        .map_or(0, |s| u64::from(s.live.sessions.load(Ordering::Acquire)));
+    log_session(
+        fe,
+        table,
+        accepted,
+        SessionLog {
+            accepted_at: accepted.at_wall,
+            client: accepted.peer,
+            local: accepted.local,
+            frontend: &fe.name,
+            backend: &backend.name,
+            server,
+            server_addr,
+            source_addr: None,
+            t_queue,
+            t_connect: None,
+            t_close: accepted.ms(at),
+            bytes_in: 0,
+            bytes_out: 0,
+            term,
+            act_conn: 0,
+            fe_conn: 0,
+            be_conn: 0,
+            srv_conn,
+            retries: failed.retries,
+            redispatched: failed.redispatched,
+            srv_queue: 0,
+            backend_queue: queue_pos,
+            request_id: accepted.request_id,
+            log_count: 0,
+        },
+        &backend,
+    );
 }

@@ -31,10 +31,7 @@ impl Srv<'_> {
 
 impl Object for Srv<'_> {
     fn labels(&self) -> Vec<(&'static str, &str)> {
-        vec![
-            ("proxy", self.proxy),
-            ("server", &self.view.cfg.name),
-        ]
+        vec![("proxy", self.proxy), ("server", &self.view.cfg.name)]
     }
 
     fn traffic(&self) -> &TrafficStats {

@@ -1,13 +1,16 @@
 //! The `log` line, shared by `global` and proxies:
 //! `log TARGET [len N] [format F] [sample R:S] FACILITY [LEVEL [MINLEVEL]]`, where TARGET is
-//! `stderr`, `stdout`, a unix socket path such as `/dev/log`, or `ADDR[:PORT]` (UDP syslog).
+//! `stderr`, `stdout`, a unix socket path such as `/dev/log`, or `ADDR[:PORT]` (UDP syslog);
+//! and the proxy keyword `log-format` (its string is parsed by `config::log_format` when the
+//! proxy is built).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::Ctx;
 use crate::config::address::resolve_host;
-use crate::config::model::{LogDest, LogTarget};
+use crate::config::draft::ProxyDraft;
+use crate::config::model::{LogDest, LogTarget, SyslogFormat};
 use crate::config::units::{parse_int, parse_port};
 
 /// Syslog facility names in number order (`kern` = 0 ... `local7` = 23).
@@ -23,7 +26,35 @@ pub const LEVELS: [&str; 8] = [
 ];
 
 /// The log formats HAProxy accepts after `format`.
-const FORMATS: [&str; 6] = ["raw", "rfc3164", "rfc5424", "short", "timed", "iso"];
+const FORMATS: [(&str, SyslogFormat); 6] = [
+    ("raw", SyslogFormat::Raw),
+    ("rfc3164", SyslogFormat::Rfc3164),
+    ("rfc5424", SyslogFormat::Rfc5424),
+    ("short", SyslogFormat::Short),
+    ("timed", SyslogFormat::Timed),
+    ("iso", SyslogFormat::Iso),
+];
+
+/// HAProxy's default `len` (its `max-syslog-len`).
+const DEFAULT_LEN: usize = 1024;
+
+/// `log-format STRING` in a proxy: one argument (quote it, or escape its spaces).
+pub fn log_format(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let format = ctx.arg(0, "a log format string")?.to_string();
+    if ctx.args.len() > 1 {
+        return Err(
+            "'log-format' expects only one argument, don't forget to escape spaces!".into(),
+        );
+    }
+    if !p.kind.has_frontend() && p.kind != crate::config::draft::ProxyKind::Defaults {
+        ctx.warn(format!(
+            "backend '{}' : 'log-format' directive is ignored in backends.",
+            p.name
+        ));
+    }
+    p.log_format = Some((format, ctx.loc.clone()));
+    Ok(())
+}
 
 /// Parses the arguments of a `log` line (not `log global`) into a target.
 pub fn parse_log_target(ctx: &mut Ctx) -> Result<LogTarget, String> {
@@ -33,21 +64,26 @@ pub fn parse_log_target(ctx: &mut Ctx) -> Result<LogTarget, String> {
     )?;
     let dest = parse_dest(target)?;
     let mut i = 1;
+    let mut format = SyslogFormat::Legacy;
+    let mut max_len = DEFAULT_LEN;
     loop {
         match ctx.args.get(i).map(|w| w.as_str()) {
             Some("len") => {
                 let n = ctx.arg(i + 1, "a length after 'len'")?;
-                parse_int(n, "log 'len'", 80, 65535)?;
+                max_len = usize::try_from(parse_int(n, "log 'len'", 80, 65535)?)
+                    .map_err(|_| "log 'len' out of range".to_string())?;
                 i += 2;
             }
             Some("format") => {
                 let f = ctx.arg(i + 1, "a format after 'format'")?;
-                if !FORMATS.contains(&f) {
-                    return Err(format!(
-                        "unknown log format '{f}' (known: {})",
-                        FORMATS.join(", ")
-                    ));
-                }
+                format = FORMATS
+                    .iter()
+                    .find(|(name, _)| *name == f)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = FORMATS.iter().map(|(n, _)| *n).collect();
+                        format!("unknown log format '{f}' (known: {})", known.join(", "))
+                    })?;
                 i += 2;
             }
             Some("sample") => {
@@ -69,10 +105,11 @@ pub fn parse_log_target(ctx: &mut Ctx) -> Result<LogTarget, String> {
             )
         })?;
     let mut max_level = None;
+    let mut min_level = None;
     if let Some(level) = ctx.args.get(i + 1) {
         max_level = Some(parse_level(level.as_str())?);
         if let Some(min) = ctx.args.get(i + 2) {
-            parse_level(min.as_str())?;
+            min_level = Some(parse_level(min.as_str())?);
         }
         ctx.at_most(i + 3)?;
     }
@@ -80,6 +117,9 @@ pub fn parse_log_target(ctx: &mut Ctx) -> Result<LogTarget, String> {
         dest,
         facility: u8::try_from(facility).map_err(|_| "facility out of range".to_string())?,
         max_level,
+        min_level,
+        format,
+        max_len,
     })
 }
 
@@ -162,9 +202,15 @@ mod tests {
     fn log_targets() {
         let t = parse("stdout format raw local0 info").unwrap();
         assert_eq!(
-            (t.dest, t.facility, t.max_level),
-            (LogDest::Stdout, 16, Some(6))
+            (t.dest, t.facility, t.max_level, t.format),
+            (LogDest::Stdout, 16, Some(6), SyslogFormat::Raw)
         );
+        let t = parse("stderr len 200 format rfc5424 local1 info notice").unwrap();
+        assert_eq!(
+            (t.format, t.max_len, t.min_level),
+            (SyslogFormat::Rfc5424, 200, Some(5))
+        );
+        assert_eq!(parse("stderr local0").unwrap().format, SyslogFormat::Legacy);
         let t = parse("/dev/log local1 notice").unwrap();
         assert_eq!(t.dest, LogDest::Unix("/dev/log".into()));
         let t = parse("127.0.0.1:1514 len 1024 daemon").unwrap();

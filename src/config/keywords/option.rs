@@ -1,9 +1,10 @@
 //! The `option` table: `option NAME [ARGS]` and `no option NAME` in proxies — logging and
-//! keep-alive flags, `redispatch`, `allbackups`, and the health-check methods
+//! keep-alive flags (`tcplog` sets the TCP log format), `redispatch`, `allbackups`, and the health-check methods
 //! (`tcp-check`, `pgsql-check`, `mysql-check`, `httpchk`).
 
 use super::{Ctx, Sections, did_you_mean};
 use crate::config::draft::{CheckOption, ProxyDraft};
+use crate::config::log_format::TCP_LOG_FORMAT;
 
 /// Parser of one option; `enable` is false for `no option NAME`.
 pub type OptionParser = fn(&mut ProxyDraft, &mut Ctx, bool) -> Result<(), String>;
@@ -43,7 +44,7 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("redispatch", Sections::BE, |p, c, on| {
         set(&mut p.redispatch, on, c)
     }),
-    flag("tcplog", Sections::FE, |p, c, on| set(&mut p.tcplog, on, c)),
+    flag("tcplog", Sections::FE, tcplog),
     flag("dontlognull", Sections::FE, |p, c, on| {
         set(&mut p.dontlognull, on, c)
     }),
@@ -62,7 +63,8 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     }),
     flag("httplog", Sections::FE, |p, c, on| {
         p.httplog = on.then(|| c.loc.clone());
-        c.at_most(1)
+        // In a TCP proxy HAProxy falls back to the TCP format.
+        tcplog(p, c, on)
     }),
     method("tcp-check", tcp_check),
     method("pgsql-check", pgsql_check),
@@ -98,6 +100,22 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
 fn set(flag: &mut bool, on: bool, ctx: &Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
     *flag = on;
+    Ok(())
+}
+
+/// `option tcplog`: the session's log line in HAProxy's TCP format; `no option tcplog`
+/// drops it (a `log-format` set after it stays).
+fn tcplog(p: &mut ProxyDraft, ctx: &mut Ctx, on: bool) -> Result<(), String> {
+    ctx.at_most(1)?;
+    if on {
+        p.log_format = Some((TCP_LOG_FORMAT.to_string(), ctx.loc.clone()));
+    } else if p
+        .log_format
+        .as_ref()
+        .is_some_and(|(f, _)| f == TCP_LOG_FORMAT)
+    {
+        p.log_format = None;
+    }
     Ok(())
 }
 

@@ -59,7 +59,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     // Accepted for compatibility; they change neither routing nor timing.
     kw("description", Sections::ALL, ignored),
     kw("id", Sections::ALL, ignored),
-    kw("log-format", Sections::ALL, ignored),
+    kw("log-format", Sections::ALL, super::log::log_format),
     kw("log-tag", Sections::ALL, ignored),
     kw("errorfile", Sections::ALL, http_only),
     kw("errorloc", Sections::ALL, http_only),
