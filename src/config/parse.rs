@@ -163,10 +163,10 @@ impl Reader {
             [name] => (name.to_string(), None),
             [name, "from", def] => (name.to_string(), Some(*def)),
             [_, "from", _, extra, ..] | [_, extra, ..] => {
-                self.diags.error(
-                    loc,
-                    format!("'{keyword}': unexpected argument '{extra}' (write '{keyword} NAME [from DEFAULTS]')"),
-                );
+                let message = proxy::address_on_header(kind, &args).unwrap_or_else(|| {
+                    format!("'{keyword}': unexpected argument '{extra}' (write '{keyword} NAME [from DEFAULTS]')")
+                });
+                self.diags.error(loc, message);
                 (args[0].to_string(), None)
             }
         };

@@ -1,14 +1,15 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
 //! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`,
-//! `ulimit-n`, rolelb's `admin bind`), plus the common, harmless keywords of real configs that rolelb accepts with
-//! a warning.
+//! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, rolelb's `admin bind`), plus the common,
+//! harmless keywords of real configs that rolelb accepts with a warning naming them
+//! (`unix-bind`, HAProxy's other `tune.*` settings, ...).
 
 use std::path::PathBuf;
 
 use super::Ctx;
 use super::log::parse_log_target;
 use crate::config::address::parse_bind_addrs;
-use crate::config::model::{AdminBind, Global, StatsLevel, StatsSocket};
+use crate::config::model::{AdminBind, Global, MaxAccept, StatsLevel, StatsSocket};
 use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one `global` keyword.
@@ -39,6 +40,9 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("daemon", daemon),
     kw("admin", admin),
     kw("ulimit-n", ulimit_n),
+    kw("tune.bufsize", tune_bufsize),
+    kw("tune.maxaccept", tune_maxaccept),
+    kw("unix-bind", unix_bind),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
     kw("ca-base", ignored),
@@ -63,23 +67,185 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("quiet", ignored),
 ];
 
-/// Keyword prefixes accepted with a warning (TLS and tuning settings rolelb has no use for).
-pub const IGNORED_PREFIXES: &[&str] = &[
-    "tune.",
-    "ssl-default-",
-    "ssl-server-verify",
-    "ssl-dh-param-file",
+/// Keyword prefixes accepted with a warning (TLS settings rolelb has no use for).
+pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-server-verify", "ssl-dh-param-file"];
+
+/// HAProxy 2.6's other `tune.*` keywords: they size or pace things a TCP balancer without
+/// HTTP, TLS, Lua, compression, splicing, QUIC or stick tables does not have, so rolelb
+/// accepts them with a warning naming them. The socket buffer sizes are not among them: they
+/// change what the kernel does with TCP, and rolelb refuses them (see `unsupported.rs`).
+pub const TUNE_IGNORED: &[&str] = &[
+    "tune.buffers.limit",
+    "tune.buffers.reserve",
+    "tune.chksize",
+    "tune.comp.maxlevel",
+    "tune.fail-alloc",
+    "tune.fd.edge-triggered",
+    "tune.h2.header-table-size",
+    "tune.h2.initial-window-size",
+    "tune.h2.max-concurrent-streams",
+    "tune.h2.max-frame-size",
+    "tune.http.cookielen",
+    "tune.http.logurilen",
+    "tune.http.maxhdr",
+    "tune.idle-pool.shared",
+    "tune.idletimer",
+    "tune.listener.multi-queue",
+    "tune.lua.forced-yield",
+    "tune.lua.maxmem",
+    "tune.lua.service-timeout",
+    "tune.lua.session-timeout",
+    "tune.lua.task-timeout",
+    "tune.maxpollevents",
+    "tune.maxrewrite",
+    "tune.pattern.cache-size",
+    "tune.pipesize",
+    "tune.pool-high-fd-ratio",
+    "tune.pool-low-fd-ratio",
+    "tune.quic.backend.max-idle-timeout",
+    "tune.quic.frontend.conn-tx-buffers.limit",
+    "tune.quic.frontend.max-idle-timeout",
+    "tune.quic.frontend.max-streams-bidi",
+    "tune.quic.retry-threshold",
+    "tune.recv_enough",
+    "tune.runqueue-depth",
+    "tune.sched.low-latency",
+    "tune.ssl.cachesize",
+    "tune.ssl.capture-buffer-size",
+    "tune.ssl.capture-cipherlist-size",
+    "tune.ssl.default-dh-param",
+    "tune.ssl.force-private-cache",
+    "tune.ssl.hard-maxrecord",
+    "tune.ssl.keylog",
+    "tune.ssl.lifetime",
+    "tune.ssl.maxrecord",
+    "tune.ssl.ssl-ctx-cache-size",
+    "tune.vars.check-max-size",
+    "tune.vars.global-max-size",
+    "tune.vars.proc-max-size",
+    "tune.vars.reqres-max-size",
+    "tune.vars.sess-max-size",
+    "tune.vars.txn-max-size",
+    "tune.zlib.memlevel",
+    "tune.zlib.windowsize",
 ];
 
-/// Looks a `global` keyword up, including the ignored prefixes.
+/// Looks a `global` keyword up, including the ignored ones.
 pub fn find(name: &str) -> Option<GlobalParser> {
     if let Some(k) = GLOBAL_KEYWORDS.iter().find(|k| k.name == name) {
         return Some(k.parse);
+    }
+    if TUNE_IGNORED.contains(&name) {
+        return Some(tune_ignored);
     }
     IGNORED_PREFIXES
         .iter()
         .any(|p| name.starts_with(p))
         .then_some(ignored as GlobalParser)
+}
+
+fn tune_ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let kw = ctx.keyword.to_string();
+    ctx.arg(0, "a value")?;
+    ctx.warn(format!(
+        "'{kw}' is accepted and ignored: it tunes a part of HAProxy (HTTP, TLS, Lua, splicing, \
+         pools, polling...) that rolelb does not have; only tune.bufsize and tune.maxaccept act"
+    ));
+    Ok(())
+}
+
+/// HAProxy reads `tune.*` numbers with `atol()`, so `16k` would be 16 there: rolelb takes
+/// plain decimal integers only, and says why when it sees anything else.
+fn tune_integer(ctx: &Ctx, text: &str) -> Result<i64, String> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "'{}' expects a plain integer, got '{text}' (HAProxy reads only its leading digits, \
+             so size units or suffixes would silently change the value)",
+            ctx.keyword
+        ));
+    }
+    text.parse::<i64>()
+        .map_err(|_| format!("'{}': '{text}' is out of range", ctx.keyword))
+}
+
+/// `tune.bufsize N`: the bytes rolelb holds per direction of a session (HAProxy's buffer
+/// size), rounded up to a multiple of 16 as HAProxy does on 64-bit machines.
+fn tune_bufsize(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = tune_integer(ctx, ctx.arg(0, "an integer argument (bytes)")?)?;
+    let rounded = n
+        .checked_add(15)
+        .map(|n| n & !15)
+        .filter(|n| *n > 0 && *n <= i64::from(i32::MAX))
+        .ok_or_else(|| {
+            format!(
+                "'tune.bufsize' expects a positive integer argument up to {}, got '{n}'",
+                i32::MAX & !15
+            )
+        })?;
+    g.tune_bufsize = Some(usize::try_from(rounded).map_err(|_| "tune.bufsize is too large")?);
+    Ok(())
+}
+
+/// `tune.maxaccept N`: connections one listener accepts in a row before letting other work
+/// run; `-1` is no limit, `0` HAProxy's default (4).
+fn tune_maxaccept(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = tune_integer(ctx, ctx.arg(0, "an integer argument")?)?;
+    if g.tune_maxaccept.is_some() {
+        // HAProxy alerts and keeps the first value.
+        ctx.warn("'tune.maxaccept' already specified; the first value is kept");
+        return Ok(());
+    }
+    g.tune_maxaccept = match n {
+        -1 => Some(MaxAccept::Unlimited),
+        0 => None,
+        n => Some(MaxAccept::Batch(
+            u32::try_from(n)
+                .ok()
+                .filter(|n| i32::try_from(*n).is_ok())
+                .and_then(std::num::NonZeroU32::new)
+                .ok_or_else(|| {
+                    "'tune.maxaccept' expects -1 or an integer from 0 to 2147483647".to_string()
+                })?,
+        )),
+    };
+    Ok(())
+}
+
+/// `unix-bind [prefix P] [mode M] [user U] [uid N] [group G] [gid N]`: HAProxy's defaults for
+/// the unix sockets of `bind` lines. rolelb's proxies bind TCP only, and HAProxy does not
+/// apply `unix-bind` to `stats socket` (it skips the prefix for the CLI and takes mode and
+/// owner from the `stats socket` line), so it changes nothing: checked, then accepted with a
+/// warning.
+fn unix_bind(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let mut i = 0;
+    while let Some(opt) = ctx.args.get(i).map(|w| w.as_str().to_string()) {
+        let value = ctx.arg(i + 1, &format!("a value after '{opt}'"))?;
+        let ok = match opt.as_str() {
+            "prefix" | "user" | "group" => !value.is_empty(),
+            "mode" => u32::from_str_radix(value, 8).is_ok_and(|m| m <= 0o7777),
+            "uid" | "gid" => value.parse::<u32>().is_ok(),
+            other => {
+                return Err(format!(
+                    "'unix-bind': unknown option '{other}' (known: prefix, mode, user, uid, group, gid)"
+                ));
+            }
+        };
+        if !ok {
+            return Err(format!("'unix-bind {opt}': invalid value '{value}'"));
+        }
+        i += 2;
+    }
+    if i == 0 {
+        return Err("'unix-bind' expects options: prefix, mode, user, uid, group, gid".into());
+    }
+    ctx.warn(
+        "'unix-bind' is accepted and has no effect: it only applies to unix sockets of 'bind' \
+         lines, which rolelb does not have (HAProxy does not apply it to 'stats socket' either)",
+    );
+    Ok(())
 }
 
 fn ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
@@ -312,7 +478,8 @@ fn stats(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 }
 
 fn stats_socket(ctx: &mut Ctx) -> Result<StatsSocket, String> {
-    let path = ctx.arg(1, "a unix socket path after 'stats socket'")?;
+    ctx.arg(1, "a unix socket path after 'stats socket'")?;
+    let path = ctx.args[1].address_checked()?;
     let path = path.strip_prefix("unix@").unwrap_or(path);
     if !path.starts_with('/') && path.contains(':') {
         return Err(format!(

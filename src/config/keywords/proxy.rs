@@ -101,8 +101,26 @@ fn mode(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// The pre-1.5 `listen NAME ADDR:PORT` (or `frontend NAME ADDR:PORT`): HAProxy 2.6 refuses
+/// it ("please use the 'bind' keyword"), so rolelb does too, showing the modern form.
+/// `args` are the header's words after the keyword.
+pub fn address_on_header(kind: ProxyKind, args: &[&str]) -> Option<String> {
+    let [name, addr] = args else {
+        return None;
+    };
+    if !kind.has_frontend() || *addr == "from" {
+        return None;
+    }
+    let keyword = kind.keyword();
+    Some(format!(
+        "'{keyword} {name} {addr}' is the pre-1.5 syntax, which HAProxy 2.6 refuses too: \
+         write '{keyword} {name}' and, on the next line, 'bind {addr}'"
+    ))
+}
+
 fn bind_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
-    let addrs = parse_bind_addrs(ctx.arg(0, "an address such as ':5000' or '127.0.0.1:5000'")?)?;
+    ctx.arg(0, "an address such as ':5000' or '127.0.0.1:5000'")?;
+    let addrs = parse_bind_addrs(ctx.args[0].address_checked()?)?;
     let args = ctx.args;
     let name = bind::parse_options(&args[1..], ctx)?;
     p.binds.extend(addrs.into_iter().map(|addr| Bind {
@@ -357,9 +375,8 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             p.name, prev.loc
         ));
     }
-    let addr_text = ctx
-        .arg(1, "an address HOST:PORT after the server name")?
-        .to_string();
+    ctx.arg(1, "an address HOST:PORT after the server name")?;
+    let addr_text = ctx.args[1].address_checked()?.to_string();
     let mut srv = ServerDraft {
         name,
         loc: ctx.loc.clone(),
