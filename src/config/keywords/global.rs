@@ -70,17 +70,16 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
 /// Keyword prefixes accepted with a warning (TLS settings rolelb has no use for).
 pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-server-verify", "ssl-dh-param-file"];
 
-/// HAProxy 2.6's other `tune.*` keywords: they size or pace things a TCP balancer without
-/// HTTP, TLS, Lua, compression, splicing, QUIC or stick tables does not have, so rolelb
-/// accepts them with a warning naming them. The socket buffer sizes are not among them: they
-/// change what the kernel does with TCP, and rolelb refuses them (see `unsupported.rs`).
+/// HAProxy 2.6's other `tune.*` keywords (those Debian's build knows): they size or pace
+/// things a TCP balancer without HTTP, TLS, Lua, compression, splicing or stick tables does not
+/// have, so rolelb accepts them with a warning naming them. The socket buffer sizes are not
+/// among them: they change what the kernel does with TCP, and rolelb refuses them (see
+/// `unsupported.rs`).
 pub const TUNE_IGNORED: &[&str] = &[
     "tune.buffers.limit",
     "tune.buffers.reserve",
-    "tune.chksize",
     "tune.comp.maxlevel",
     "tune.fail-alloc",
-    "tune.fd.edge-triggered",
     "tune.h2.header-table-size",
     "tune.h2.initial-window-size",
     "tune.h2.max-concurrent-streams",
@@ -102,11 +101,6 @@ pub const TUNE_IGNORED: &[&str] = &[
     "tune.pipesize",
     "tune.pool-high-fd-ratio",
     "tune.pool-low-fd-ratio",
-    "tune.quic.backend.max-idle-timeout",
-    "tune.quic.frontend.conn-tx-buffers.limit",
-    "tune.quic.frontend.max-idle-timeout",
-    "tune.quic.frontend.max-streams-bidi",
-    "tune.quic.retry-threshold",
     "tune.recv_enough",
     "tune.runqueue-depth",
     "tune.sched.low-latency",
@@ -126,8 +120,6 @@ pub const TUNE_IGNORED: &[&str] = &[
     "tune.vars.reqres-max-size",
     "tune.vars.sess-max-size",
     "tune.vars.txn-max-size",
-    "tune.zlib.memlevel",
-    "tune.zlib.windowsize",
 ];
 
 /// Looks a `global` keyword up, including the ignored ones.
@@ -169,6 +161,11 @@ fn tune_integer(ctx: &Ctx, text: &str) -> Result<i64, String> {
         .map_err(|_| format!("'{}': '{text}' is out of range", ctx.keyword))
 }
 
+/// The smallest `tune.bufsize` HAProxy 2.6 starts with: below it, its built-in HTTP error
+/// messages (which every proxy carries, even in TCP mode) no longer fit in a buffer and it
+/// refuses the configuration (or crashes, under 48 bytes).
+const MIN_BUFSIZE: i64 = 352;
+
 /// `tune.bufsize N`: the bytes rolelb holds per direction of a session (HAProxy's buffer
 /// size), rounded up to a multiple of 16 as HAProxy does on 64-bit machines.
 fn tune_bufsize(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
@@ -184,6 +181,12 @@ fn tune_bufsize(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
                 i32::MAX & !15
             )
         })?;
+    if rounded < MIN_BUFSIZE {
+        return Err(format!(
+            "'tune.bufsize {n}' is too small: HAProxy 2.6 refuses buffers under {MIN_BUFSIZE} \
+             bytes (its built-in error messages must fit in one)"
+        ));
+    }
     g.tune_bufsize = Some(usize::try_from(rounded).map_err(|_| "tune.bufsize is too large")?);
     Ok(())
 }
@@ -217,29 +220,30 @@ fn tune_maxaccept(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 /// `unix-bind [prefix P] [mode M] [user U] [uid N] [group G] [gid N]`: HAProxy's defaults for
 /// the unix sockets of `bind` lines. rolelb's proxies bind TCP only, and HAProxy does not
 /// apply `unix-bind` to `stats socket` (it skips the prefix for the CLI and takes mode and
-/// owner from the `stats socket` line), so it changes nothing: checked, then accepted with a
+/// owner from the `stats socket` line), so it changes nothing: checked as HAProxy checks it
+/// (known options, a value after each, users and groups that exist), then accepted with a
 /// warning.
 fn unix_bind(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     let mut i = 0;
     while let Some(opt) = ctx.args.get(i).map(|w| w.as_str().to_string()) {
+        if !["prefix", "mode", "uid", "gid", "user", "group"].contains(&opt.as_str()) {
+            return Err(format!(
+                "'unix-bind' only supports the 'prefix', 'mode', 'uid', 'gid', 'user' and 'group' options, not '{opt}'"
+            ));
+        }
         let value = ctx.arg(i + 1, &format!("a value after '{opt}'"))?;
-        let ok = match opt.as_str() {
-            "prefix" | "user" | "group" => !value.is_empty(),
-            "mode" => u32::from_str_radix(value, 8).is_ok_and(|m| m <= 0o7777),
-            "uid" | "gid" => value.parse::<u32>().is_ok(),
-            other => {
-                return Err(format!(
-                    "'unix-bind': unknown option '{other}' (known: prefix, mode, user, uid, group, gid)"
-                ));
-            }
+        let known = match opt.as_str() {
+            "user" => nix::unistd::User::from_name(value).ok().flatten().is_some(),
+            "group" => nix::unistd::Group::from_name(value)
+                .ok()
+                .flatten()
+                .is_some(),
+            _ => true,
         };
-        if !ok {
-            return Err(format!("'unix-bind {opt}': invalid value '{value}'"));
+        if !known {
+            return Err(format!("'unix-bind': '{value}' unknown {opt}"));
         }
         i += 2;
-    }
-    if i == 0 {
-        return Err("'unix-bind' expects options: prefix, mode, user, uid, group, gid".into());
     }
     ctx.warn(
         "'unix-bind' is accepted and has no effect: it only applies to unix sockets of 'bind' \
@@ -529,4 +533,93 @@ fn stats_socket(ctx: &mut Ctx) -> Result<StatsSocket, String> {
         i += 2;
     }
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use crate::config::testing::{errors, parse};
+    use crate::config::{DEFAULT_BUFSIZE, MaxAccept};
+
+    fn global(line: &str) -> crate::config::Config {
+        parse(&format!("global\n    {line}\n")).unwrap_or_else(|e| panic!("{line}: {e:?}"))
+    }
+
+    fn error(line: &str) -> String {
+        let e = errors(&format!("global\n    {line}\n"));
+        assert!(e[0].starts_with("t.cfg:2: "), "{e:?}");
+        e[0].clone()
+    }
+
+    #[test]
+    fn tune_bufsize_rounds_up_like_haproxy_and_refuses_what_it_refuses() {
+        assert_eq!(global("maxconn 10").global.bufsize(), DEFAULT_BUFSIZE);
+        assert_eq!(global("tune.bufsize 1024").global.bufsize(), 1024);
+        assert_eq!(global("tune.bufsize 1000").global.bufsize(), 1008);
+        assert_eq!(global("tune.bufsize 337").global.bufsize(), 352);
+        assert!(error("tune.bufsize 336").contains("too small"));
+        assert!(error("tune.bufsize 0").contains("positive integer"));
+        assert!(error("tune.bufsize -16").contains("positive integer"));
+        assert!(error("tune.bufsize 2147483647").contains("positive integer"));
+        // HAProxy's atol() would read '16k' as 16: refused rather than guessed.
+        assert!(error("tune.bufsize 16k").contains("plain integer"));
+        assert!(error("tune.bufsize").contains("expects"));
+    }
+
+    #[test]
+    fn tune_maxaccept_values() {
+        let batch = |n| Some(MaxAccept::Batch(NonZeroU32::new(n).expect("non-zero")));
+        assert_eq!(global("tune.maxaccept 64").global.tune_maxaccept, batch(64));
+        assert_eq!(
+            global("tune.maxaccept -1").global.tune_maxaccept,
+            Some(MaxAccept::Unlimited)
+        );
+        // 0 is "not set": HAProxy's default of 4.
+        assert_eq!(
+            global("tune.maxaccept 0").global.maxaccept(),
+            batch(4).unwrap()
+        );
+        assert!(error("tune.maxaccept 3000000000").contains("-1 or an integer"));
+        assert!(error("tune.maxaccept -5").contains("-1 or an integer"));
+        assert!(error("tune.maxaccept 1x").contains("plain integer"));
+        // Given twice: HAProxy alerts and keeps the first.
+        let c = parse("global\n    tune.maxaccept 8\n    tune.maxaccept 2\n").expect("valid");
+        assert_eq!(c.global.tune_maxaccept, batch(8));
+        assert!(c.warnings.iter().any(|w| w.message.contains("already")));
+    }
+
+    #[test]
+    fn other_tune_keywords_warn_by_name_unknown_ones_are_errors() {
+        let c = global("tune.ssl.cachesize 1000");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.message.contains("'tune.ssl.cachesize'")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(error("tune.foo 1").contains("unknown keyword 'tune.foo'"));
+        assert!(error("tune.maxpollevents").contains("expects a value"));
+        assert!(error("tune.rcvbuf.client 65536").contains("socket buffer"));
+        assert!(error("tune.chksize 100").contains("tune.bufsize is used instead"));
+    }
+
+    #[test]
+    fn unix_bind_is_checked_then_accepted_with_a_warning() {
+        for line in [
+            "unix-bind prefix /run/x mode 600 uid 0 gid 0",
+            "unix-bind",
+            "unix-bind user root group root",
+        ] {
+            let c = global(line);
+            assert!(
+                c.warnings.iter().any(|w| w.message.contains("'unix-bind'")),
+                "{line}"
+            );
+        }
+        assert!(error("unix-bind bogus 1").contains("only supports"));
+        assert!(error("unix-bind user no-such-user-here").contains("unknown user"));
+        assert!(error("unix-bind prefix").contains("a value after 'prefix'"));
+    }
 }

@@ -516,4 +516,73 @@ mod tests {
             parse("listen st\nmode http\nbind :1\nstats enable\nstats refresh 0\n").expect("valid");
         assert_eq!(c.stats[0].refresh, None);
     }
+
+    #[test]
+    fn old_listen_syntax_and_redispatch_show_the_modern_form() {
+        let e = errors(
+            "listen db 127.0.0.1:5000
+server s 127.0.0.1:2
+",
+        );
+        assert!(
+            e[0].starts_with("t.cfg:1: 'listen db 127.0.0.1:5000' is the pre-1.5 syntax")
+                && e[0].contains("'bind 127.0.0.1:5000'"),
+            "{e:?}"
+        );
+        let e = errors(
+            "frontend f :5000
+",
+        );
+        assert!(e[0].contains("'bind :5000'"), "{e:?}");
+        // Not for backends, which never had an address there.
+        let e = errors(
+            "backend b :5000
+",
+        );
+        assert!(e[0].contains("unexpected argument ':5000'"), "{e:?}");
+        for old in ["redispatch", "redisp"] {
+            let e = errors(&format!(
+                "listen l
+bind :1
+{old}
+server s 127.0.0.1:2
+"
+            ));
+            assert!(
+                e[0].starts_with(&format!("t.cfg:3: '{old}' is not supported anymore"))
+                    && e[0].contains("'option redispatch'"),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_expand_unquoted_variables() {
+        let env = |n: &str| match n {
+            "PORT" => Some("5000".to_string()),
+            "HOST" => Some("127.0.0.1".to_string()),
+            _ => None,
+        };
+        let c = crate::config::parse_with_env(
+            &[(
+                "t.cfg",
+                "listen l\nbind :$PORT\nserver s ${HOST}:$PORT addr $HOST\n",
+            )],
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.frontends[0].binds[0].addr.port(), 5000);
+        assert_eq!(c.backends[0].servers[0].addr.to_string(), "127.0.0.1:5000");
+        let e = crate::config::parse_with_env(
+            &[("t.cfg", "listen l\nbind :1\nserver s $NOPE\n")],
+            &env,
+        )
+        .expect_err("empty address");
+        assert!(
+            e.0[0]
+                .to_string()
+                .starts_with("t.cfg:3: '$NOPE' resolves to an empty address"),
+            "{e}"
+        );
+    }
 }

@@ -159,6 +159,14 @@ pub const GLOBAL_REFUSED: &[Refused] = &[
         "unsetenv",
         "is not supported: set environment variables before starting rolelb",
     ),
+    no(
+        "tune.chksize",
+        "is not supported any more (tune.bufsize is used instead)",
+    ),
+    no(
+        "tune.fd.edge-triggered",
+        "is an experimental HAProxy poller setting with no meaning for rolelb; remove it",
+    ),
     no("tune.rcvbuf.client", SOCKET_BUFFERS),
     no("tune.rcvbuf.server", SOCKET_BUFFERS),
     no("tune.sndbuf.client", SOCKET_BUFFERS),
