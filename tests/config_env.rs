@@ -230,7 +230,9 @@ fn environment_cases_get_haproxys_verdict() {
                     .is_some_and(|n| n >= BODY_LINE)
             });
             let explained = match verdict {
-                Verdict::RolelbRefuses(word) => lb_text.contains(word),
+                Verdict::RolelbRefuses(word) => {
+                    lb_text.contains(word) && lb_text.contains("only inside double quotes")
+                }
                 _ => true,
             };
             if !located || !explained || lb_text.contains("panicked") {

@@ -86,6 +86,26 @@ pub struct Line {
     pub words: Vec<Word>,
 }
 
+impl Line {
+    /// For an error about a word that still holds `$NAME` (left as text outside double
+    /// quotes, where HAProxy expands only addresses), a hint to quote it.
+    pub fn variable_hint(&self, message: &str) -> Option<String> {
+        let word = self.words.iter().skip(1).find(|w| {
+            message.contains(w.as_str())
+                && w.text.split('$').skip(1).any(|after| {
+                    after
+                        .trim_start_matches('{')
+                        .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                })
+        })?;
+        Some(format!(
+            " (HAProxy expands environment variables only inside double quotes here: if '{0}' \
+             holds one, write \"{0}\")",
+            word.text
+        ))
+    }
+}
+
 /// What the lexer found besides lines: errors and warnings, each with its location.
 #[derive(Debug, Default)]
 pub struct LexOutput {
@@ -439,6 +459,21 @@ mod tests {
             .map(|w| w.text)
             .collect();
         assert_eq!(w, ["bind", ":5000", "5000", "7", "$PORT", "$PORT"]);
+    }
+
+    #[test]
+    fn errors_about_unexpanded_variables_get_a_hint() {
+        let file: Arc<str> = Arc::from("t.cfg");
+        let out = lex(&file, "maxconn $MAXC 'x'\n", &no_env);
+        let line = &out.lines[0];
+        let hint = line.variable_hint("maxconn expects a number, got '$MAXC'");
+        assert!(hint.is_some_and(|h| h.contains("write \"$MAXC\"")));
+        assert_eq!(
+            line.variable_hint("maxconn takes one argument, got 'x'"),
+            None
+        );
+        let out = lex(&file, "maxconn $1\n", &no_env);
+        assert_eq!(out.lines[0].variable_hint("got '$1'"), None);
     }
 
     #[test]

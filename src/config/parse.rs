@@ -103,7 +103,8 @@ impl Reader {
             Section::Etcd(draft) => etcd::etcd_line(draft, &mut ctx),
         };
         if let Err(message) = result {
-            self.diags.error(&line.loc, message);
+            let hint = line.variable_hint(&message).unwrap_or_default();
+            self.diags.error(&line.loc, message + &hint);
         }
     }
 
