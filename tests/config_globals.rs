@@ -1,14 +1,20 @@
 //! `tune.*`, `unix-bind` and the old habits (`listen NAME ADDR`, bare `redispatch`) side by
 //! side with HAProxy 2.6's `-c`: the same verdict, or a refusal from rolelb that says why where
 //! HAProxy silently misreads the value; every rolelb error names FILE:LINE, and the old forms
-//! get the modern one in their message.
+//! get the modern one in their message. A small `tune.bufsize` carries a large transfer intact
+//! in both.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{HAPROXY_BIN, require_bin, rolelb_bin};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use common::{
+    HAPROXY_BIN, Haproxy, NamedServer, Rolelb, free_port, open_named, require_bin, rolelb_bin,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -177,4 +183,40 @@ fn old_listen_syntax_and_redispatch_are_refused_with_the_modern_form() {
         .filter_map(|(i, (text, line, verdict))| compare(dir.path(), i, text, *line, *verdict))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Sends `data` through `addr` to an echo server and returns what comes back.
+fn echo_through(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let (name, conn) = open_named(addr).expect("connect through the proxy");
+    assert_eq!(name, "E");
+    let mut writer = conn.try_clone().expect("clone");
+    let sent = data.to_vec();
+    let send = std::thread::spawn(move || writer.write_all(&sent).expect("send"));
+    let mut back = vec![0u8; data.len()];
+    let mut reader = conn;
+    reader.read_exact(&mut back).expect("echo");
+    send.join().expect("sender");
+    back
+}
+
+#[test]
+fn a_small_tune_bufsize_carries_a_large_transfer_intact() {
+    let echo = NamedServer::start("E");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let cfg = |port: u16| {
+        format!(
+            "global\n    tune.bufsize 352\n    tune.maxaccept 1\n{}",
+            PROXY
+                .replace("127.0.0.1:15911", &format!("127.0.0.1:{port}"))
+                .replace("127.0.0.1:6432", &echo.addr().to_string())
+        )
+    };
+    let port = free_port();
+    let haproxy = Haproxy::start(&cfg(port));
+    assert!(echo_through(SocketAddr::from(([127, 0, 0, 1], port)), &data) == data);
+    drop(haproxy);
+    let port = free_port();
+    let rolelb = Rolelb::start(&cfg(port));
+    assert!(echo_through(SocketAddr::from(([127, 0, 0, 1], port)), &data) == data);
+    drop(rolelb);
 }
