@@ -1,16 +1,26 @@
 //! HAProxy's line syntax: text in, one [`Line`] of words per non-empty line out.
 //!
-//! Behaves like HAProxy's own line parser: `#` starts a comment outside quotes, words are
-//! split on spaces and tabs, single quotes take everything literally, double quotes allow
-//! backslash escapes and `$VAR` / `${VAR}` / `${VAR-default}` environment expansion, and
-//! outside quotes `\ `, `\#`, `\\`, `\'`, `\"`, `\xHH`, `\r`, `\n`, `\t` are escapes.
+//! Behaves like HAProxy 2.6's `parse_line()`: `#` starts a comment outside quotes, words are
+//! split on blanks, single quotes take everything literally, double quotes allow backslash
+//! escapes and the only environment expansion of the line (`$VAR`, `${VAR}`,
+//! `${VAR-default}`, `${VAR[*]}`, the pseudo-variables `.FILE`, `.LINE`, `.SECTION`), and
+//! outside quotes `\ `, `\#`, `\\`, `\'`, `\"`, `\xHH`, `\r`, `\n`, `\t` are escapes. An empty
+//! word ends the line, since HAProxy's words are C strings. Words read as addresses get
+//! HAProxy's second expansion, unquoted `$VAR` included ([`Word::address`]).
 //! The conditional blocks `.if` / `.elif` / `.else` / `.endif` and the `.diag`, `.notice`,
-//! `.warning`, `.alert` directives are handled here too, so later stages only see the
-//! lines that apply.
+//! `.warning`, `.alert` directives are handled here too (`cond`), so later stages only see
+//! the lines that apply; variables are expanded in `env`.
+
+mod cond;
+mod env;
 
 use std::sync::Arc;
 
+use super::keywords::unsupported;
 use super::model::{Diagnostic, Loc};
+use cond::{CondStack, directive};
+use env::expand_var;
+pub use env::{Here, expand_address};
 
 /// One word of a line, escapes and quotes removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,18 +29,51 @@ pub struct Word {
     pub bytes: Vec<u8>,
     /// The same bytes as text (invalid UTF-8 replaced), for keywords and names.
     pub text: String,
+    /// The text with `$NAME` / `${NAME}` expanded once more, for words read as addresses
+    /// (see [`expand_address`]); `None` when the word has no `$`.
+    address: Option<String>,
 }
 
 impl Word {
     /// Builds a word from decoded bytes.
     pub fn new(bytes: Vec<u8>) -> Self {
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        Word { bytes, text }
+        Word {
+            bytes,
+            text,
+            address: None,
+        }
+    }
+
+    /// Builds a word from decoded bytes, keeping its address expansion under `env`.
+    fn with_env(bytes: Vec<u8>, env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut word = Word::new(bytes);
+        if word.text.contains('$') {
+            word.address = Some(expand_address(&word.text, env));
+        }
+        word
     }
 
     /// The word as text.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The word read as an address: HAProxy expands `$NAME` and `${NAME}` in addresses
+    /// whatever the quoting (`bind :$PORT`, `server pg ${DB_HOST}:5432`).
+    pub fn address(&self) -> &str {
+        self.address.as_deref().unwrap_or(&self.text)
+    }
+
+    /// The address's text, refused like HAProxy when variables made it empty.
+    pub fn address_checked(&self) -> Result<&str, String> {
+        match self.address.as_deref() {
+            Some("") => Err(format!(
+                "'{}' resolves to an empty address (environment variable missing?)",
+                self.text
+            )),
+            _ => Ok(self.address()),
+        }
     }
 }
 
@@ -41,6 +84,26 @@ pub struct Line {
     pub loc: Loc,
     /// The words, never empty.
     pub words: Vec<Word>,
+}
+
+impl Line {
+    /// For an error about a word that still holds `$NAME` (left as text outside double
+    /// quotes, where HAProxy expands only addresses), a hint to quote it.
+    pub fn variable_hint(&self, message: &str) -> Option<String> {
+        let word = self.words.iter().skip(1).find(|w| {
+            message.contains(w.as_str())
+                && w.text.split('$').skip(1).any(|after| {
+                    after
+                        .trim_start_matches('{')
+                        .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                })
+        })?;
+        Some(format!(
+            " (HAProxy expands environment variables only inside double quotes here: if '{0}' \
+             holds one, write \"{0}\")",
+            word.text
+        ))
+    }
 }
 
 /// What the lexer found besides lines: errors and warnings, each with its location.
@@ -54,17 +117,45 @@ pub struct LexOutput {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// Section keywords, for `.SECTION` (HAProxy names a section by its first argument, or by
+/// its keyword when it has none).
+fn is_section(keyword: &str) -> bool {
+    [
+        "global", "defaults", "frontend", "backend", "listen", "etcd",
+    ]
+    .contains(&keyword)
+        || unsupported::find(unsupported::SECTION_REFUSED, keyword).is_some()
+}
+
+/// rolelb's own keywords (HAProxy has none of them), which keep their empty words: an empty
+/// value means something there (`password "$UNSET"` is no password). The lines of `etcd`
+/// sections keep them too.
+const OWN_KEYWORDS: [&str; 6] = [
+    "role",
+    "role-check",
+    "role-source",
+    "max-lag",
+    "discover",
+    "admin",
+];
+
 /// Splits `text` (the content of `file`) into lines of words; `env` looks up variables.
 pub fn lex(file: &Arc<str>, text: &str, env: &dyn Fn(&str) -> Option<String>) -> LexOutput {
     let mut out = LexOutput::default();
     let mut cond = CondStack::default();
+    let mut section = String::new();
+    let mut in_etcd = false;
     for (i, raw) in text.split('\n').enumerate() {
         let loc = Loc {
             file: file.clone(),
             line: i + 1,
         };
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        let words = match split_line(raw, env) {
+        let here = Here {
+            file,
+            line: i + 1,
+            section: &section,
+        };
+        let mut words = match split_line(raw, &here, env) {
             Ok(words) => words,
             Err(message) => {
                 // An unparseable line inside a skipped block is still an error in HAProxy.
@@ -72,227 +163,54 @@ pub fn lex(file: &Arc<str>, text: &str, env: &dyn Fn(&str) -> Option<String>) ->
                 continue;
             }
         };
-        let Some(first) = words.first() else {
+        // HAProxy's words are C strings: an empty first word makes the line empty.
+        let Some(first) = words.first().filter(|w| !w.bytes.is_empty()) else {
             continue;
         };
         if first.text.starts_with('.') {
             directive(&mut cond, &mut out, loc, &words, env);
             continue;
         }
-        if cond.active() {
-            out.lines.push(Line { loc, words });
+        if !cond.active() {
+            continue;
         }
+        // ... and an empty word ends the line for every HAProxy keyword.
+        let own = in_etcd || OWN_KEYWORDS.contains(&words[0].as_str());
+        if let Some(cut) = words
+            .iter()
+            .position(|w| w.bytes.is_empty())
+            .filter(|_| !own)
+        {
+            let dropped: Vec<&str> = words[cut..]
+                .iter()
+                .filter(|w| !w.bytes.is_empty())
+                .map(Word::as_str)
+                .collect();
+            if !dropped.is_empty() {
+                out.warnings.push(Diagnostic {
+                    loc: loc.clone(),
+                    message: format!(
+                        "word {} is empty (an empty quoted string, or a variable set to nothing): as HAProxy does, the words after it are ignored ('{}')",
+                        cut + 1,
+                        dropped.join(" ")
+                    ),
+                });
+            }
+            words.truncate(cut);
+        }
+        if is_section(&words[0].text) {
+            section = words.get(1).unwrap_or(&words[0]).text.clone();
+            in_etcd = words[0].as_str() == "etcd";
+        }
+        out.lines.push(Line { loc, words });
     }
-    if let Some(open) = cond.frames.last() {
+    if let Some(open) = cond.unclosed() {
         out.errors.push(Diagnostic {
-            loc: open.loc.clone(),
+            loc: open.clone(),
             message: "'.if' block is not closed by '.endif' before the end of the file".into(),
         });
     }
     out
-}
-
-/// One open `.if` block.
-#[derive(Debug)]
-struct CondFrame {
-    loc: Loc,
-    /// Lines of the block's current branch are kept.
-    taking: bool,
-    /// A branch of this block was already taken (later `.elif`/`.else` are skipped).
-    taken: bool,
-    /// The enclosing block was active when this one opened.
-    parent_active: bool,
-    /// `.else` was seen.
-    in_else: bool,
-}
-
-#[derive(Debug, Default)]
-struct CondStack {
-    frames: Vec<CondFrame>,
-}
-
-impl CondStack {
-    fn active(&self) -> bool {
-        self.frames
-            .last()
-            .is_none_or(|f| f.parent_active && f.taking)
-    }
-}
-
-fn directive(
-    cond: &mut CondStack,
-    out: &mut LexOutput,
-    loc: Loc,
-    words: &[Word],
-    env: &dyn Fn(&str) -> Option<String>,
-) {
-    let name = words[0].text.as_str();
-    let rest: Vec<&str> = words[1..].iter().map(|w| w.as_str()).collect();
-    let err = |out: &mut LexOutput, loc: Loc, message: String| {
-        out.errors.push(Diagnostic { loc, message });
-    };
-    match name {
-        ".if" => {
-            let parent_active = cond.active();
-            let value = if parent_active {
-                match eval_condition(&rest, env) {
-                    Ok(v) => v,
-                    Err(m) => {
-                        err(out, loc.clone(), m);
-                        false
-                    }
-                }
-            } else {
-                false
-            };
-            cond.frames.push(CondFrame {
-                loc,
-                taking: value,
-                taken: value,
-                parent_active,
-                in_else: false,
-            });
-        }
-        ".elif" | ".else" => {
-            let Some(frame) = cond.frames.last_mut() else {
-                return err(out, loc, format!("'{name}' without a matching '.if'"));
-            };
-            if frame.in_else {
-                return err(out, loc, format!("'{name}' after '.else'"));
-            }
-            if name == ".else" {
-                frame.in_else = true;
-                frame.taking = !frame.taken;
-                frame.taken = true;
-                return;
-            }
-            if frame.taken || !frame.parent_active {
-                frame.taking = false;
-                return;
-            }
-            let value = match eval_condition(&rest, env) {
-                Ok(v) => v,
-                Err(m) => {
-                    err(out, loc, m);
-                    false
-                }
-            };
-            frame.taking = value;
-            frame.taken = value;
-        }
-        ".endif" => {
-            let closed = cond.frames.pop();
-            if closed.is_none() {
-                err(out, loc, "'.endif' without a matching '.if'".into());
-            }
-        }
-        ".diag" | ".notice" | ".warning" | ".alert" => {
-            if !cond.active() {
-                return;
-            }
-            let text = rest.join(" ");
-            match name {
-                ".alert" => err(out, loc, text),
-                ".warning" => out.warnings.push(Diagnostic { loc, message: text }),
-                _ => {}
-            }
-        }
-        _ if cond.active() => err(
-            out,
-            loc,
-            format!(
-                "unknown directive '{name}' (known: .if .elif .else .endif .diag .notice .warning .alert)"
-            ),
-        ),
-        _ => {}
-    }
-}
-
-/// Evaluates a `.if` condition: terms joined by `&&` / `||` (left to right), each term a
-/// number, `!term`, `defined(VAR)`, `streq(A,B)`, `strneq(A,B)` or `feature(NAME)`.
-fn eval_condition(words: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {
-    let expr = words.join(" ");
-    if expr.trim().is_empty() {
-        return Err("'.if' needs a condition".into());
-    }
-    let mut result: Option<bool> = None;
-    let mut pending_op: Option<&str> = None;
-    for token in tokenize_condition(&expr) {
-        if token == "&&" || token == "||" {
-            if result.is_none() || pending_op.is_some() {
-                return Err(format!("misplaced '{token}' in condition '{expr}'"));
-            }
-            pending_op = Some(if token == "&&" { "&&" } else { "||" });
-            continue;
-        }
-        let value = eval_term(&token, env)?;
-        result = Some(match (result, pending_op.take()) {
-            (None, _) => value,
-            (Some(acc), Some("&&")) => acc && value,
-            (Some(acc), Some(_)) => acc || value,
-            (Some(_), None) => return Err(format!("missing '&&' or '||' in condition '{expr}'")),
-        });
-    }
-    if pending_op.is_some() {
-        return Err(format!("condition '{expr}' ends with an operator"));
-    }
-    result.ok_or_else(|| format!("empty condition '{expr}'"))
-}
-
-fn tokenize_condition(expr: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    let mut cur = String::new();
-    let mut depth = 0usize;
-    let chars: Vec<char> = expr.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        if depth == 0 && (c == '&' && next == Some('&') || c == '|' && next == Some('|')) {
-            if !cur.trim().is_empty() {
-                tokens.push(cur.trim().to_string());
-            }
-            cur.clear();
-            tokens.push(format!("{c}{c}"));
-            i += 2;
-            continue;
-        }
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        cur.push(c);
-        i += 1;
-    }
-    if !cur.trim().is_empty() {
-        tokens.push(cur.trim().to_string());
-    }
-    tokens
-}
-
-fn eval_term(term: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {
-    if let Some(inner) = term.strip_prefix('!') {
-        return eval_term(inner.trim(), env).map(|v| !v);
-    }
-    if let Ok(n) = term.parse::<i64>() {
-        return Ok(n != 0);
-    }
-    let (func, args) = match term.split_once('(') {
-        Some((f, rest)) if rest.ends_with(')') => (f.trim(), &rest[..rest.len() - 1]),
-        _ => return Err(format!("cannot evaluate condition term '{term}'")),
-    };
-    let args: Vec<&str> = args.split(',').map(str::trim).collect();
-    match (func, args.as_slice()) {
-        ("defined", [name]) => Ok(env(name).is_some()),
-        ("streq", [a, b]) => Ok(a == b),
-        ("strneq", [a, b]) => Ok(a != b),
-        // rolelb has none of HAProxy's optional build features.
-        ("feature", [_]) => Ok(false),
-        _ => Err(format!(
-            "unsupported condition '{term}' (rolelb knows defined(), streq(), strneq(), feature(), numbers)"
-        )),
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -302,62 +220,64 @@ enum Quote {
     Double,
 }
 
-/// Splits one line into words. An error names the problem (the caller adds `FILE:LINE`).
-pub fn split_line(line: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Word>, String> {
+/// Splits one line into words as HAProxy's `parse_line()` does for configuration files.
+///
+/// Every word is returned, empty ones included (`""`, or a variable that expanded to
+/// nothing); the caller decides what an empty word means. An error names the problem and its
+/// column (the caller adds `FILE:LINE`).
+pub fn split_line(
+    line: &str,
+    here: &Here<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Word>, String> {
     let bytes = line.as_bytes();
-    let mut words = Vec::new();
-    let mut cur: Vec<u8> = Vec::new();
-    // A word exists once anything (even an empty quoted string) was seen.
-    let mut in_word = false;
+    // HAProxy skips leading blanks, then every run of blanks outside quotes starts a new word.
+    let mut i = bytes
+        .iter()
+        .position(|b| !is_blank(*b))
+        .unwrap_or(bytes.len());
+    let mut out = Words::default();
     let mut quote = Quote::None;
     let mut quote_start = 0;
-    let mut i = 0;
+    let mut after_blank = false;
     while i < bytes.len() {
         let c = bytes[i];
-        match quote {
-            Quote::Single => {
-                if c == b'\'' {
-                    quote = Quote::None;
+        if c == b'\n' || c == b'\r' {
+            break;
+        }
+        if c == b'#' && quote == Quote::None {
+            break;
+        }
+        after_blank = false;
+        match (c, quote) {
+            (b'"', Quote::None) | (b'\'', Quote::None) => {
+                quote = if c == b'"' {
+                    Quote::Double
                 } else {
-                    cur.push(c);
-                }
+                    Quote::Single
+                };
+                quote_start = i;
                 i += 1;
             }
-            Quote::Double | Quote::None => {
-                if quote == Quote::None && (c == b' ' || c == b'\t') {
-                    if in_word {
-                        words.push(Word::new(std::mem::take(&mut cur)));
-                        in_word = false;
-                    }
+            (b'"', Quote::Double) | (b'\'', Quote::Single) => {
+                quote = Quote::None;
+                i += 1;
+            }
+            (b'\\', Quote::None | Quote::Double) => {
+                i = escape(bytes, i, quote == Quote::Double, &mut out.cur)?;
+            }
+            (_, Quote::None) if is_blank(c) => {
+                while i < bytes.len() && is_blank(bytes[i]) {
                     i += 1;
-                    continue;
                 }
-                if quote == Quote::None && c == b'#' {
-                    break;
-                }
-                in_word = true;
-                match c {
-                    b'\\' => i = escape(bytes, i, &mut cur)?,
-                    b'\'' if quote == Quote::None => {
-                        quote = Quote::Single;
-                        quote_start = i;
-                        i += 1;
-                    }
-                    b'"' => {
-                        if quote == Quote::None {
-                            quote = Quote::Double;
-                            quote_start = i;
-                        } else {
-                            quote = Quote::None;
-                        }
-                        i += 1;
-                    }
-                    b'$' if quote == Quote::Double => i = expand_var(line, i, env, &mut cur)?,
-                    _ => {
-                        cur.push(c);
-                        i += 1;
-                    }
-                }
+                out.next_word();
+                after_blank = true;
+            }
+            // Only inside double quotes: elsewhere `$` is an ordinary character.
+            (b'$', Quote::Double) => i = expand_var(line, i, here, env, &mut out)?,
+            _ => {
+                out.cur.push(c);
+                i += 1;
             }
         }
     }
@@ -372,19 +292,48 @@ pub fn split_line(line: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Ve
             quote_start + 1
         ));
     }
-    if in_word {
-        words.push(Word::new(cur));
+    // Trailing blanks leave an empty word behind in HAProxy; it means nothing.
+    if !after_blank {
+        out.next_word();
     }
-    Ok(words)
+    if out.done.len() == 1 && out.done[0].is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(out
+        .done
+        .into_iter()
+        .map(|b| Word::with_env(b, env))
+        .collect())
 }
 
-/// Decodes the escape starting at `bytes[i] == b'\\'`; returns the index after it.
-fn escape(bytes: &[u8], i: usize, cur: &mut Vec<u8>) -> Result<usize, String> {
-    let Some(&next) = bytes.get(i + 1) else {
+/// Words being built: the finished ones and the current one.
+#[derive(Default)]
+struct Words {
+    done: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+}
+
+impl Words {
+    /// Ends the current word (even empty) and starts a new one.
+    fn next_word(&mut self) {
+        self.done.push(std::mem::take(&mut self.cur));
+    }
+}
+
+/// HAProxy's separators (`isspace()` minus the line ends, which stop the line).
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\x0b' | b'\x0c')
+}
+
+/// Decodes the escape starting at `bytes[i] == b'\\'` (outside single quotes); returns the
+/// index after it. `\$` is an escape inside double quotes only, as in HAProxy.
+fn escape(bytes: &[u8], i: usize, in_dquote: bool, cur: &mut Vec<u8>) -> Result<usize, String> {
+    let Some(&next) = bytes.get(i + 1).filter(|b| **b != b'\n' && **b != b'\r') else {
         return Err("backslash at the end of the line (line continuation is not supported)".into());
     };
     let decoded = match next {
-        b' ' | b'#' | b'\\' | b'\'' | b'"' | b'$' => next,
+        b' ' | b'#' | b'\\' | b'\'' | b'"' => next,
+        b'$' if in_dquote => next,
         b'r' => b'\r',
         b'n' => b'\n',
         b't' => b'\t',
@@ -395,59 +344,22 @@ fn escape(bytes: &[u8], i: usize, cur: &mut Vec<u8>) -> Result<usize, String> {
                 .filter(|h| h.len() == 2)
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             let Some(value) = value else {
-                return Err("invalid '\\x' escape: expected two hex digits, e.g. '\\x0a'".into());
+                return Err(format!(
+                    "invalid '\\x' escape at column {}: expected two hex digits, e.g. '\\x0a'",
+                    i + 1
+                ));
             };
             cur.push(value);
             return Ok(i + 4);
         }
-        // Like HAProxy: an unknown escape keeps the backslash and the character.
-        other => {
+        // Like HAProxy: any other backslash is kept, and the next character is read as usual.
+        _ => {
             cur.push(b'\\');
-            other
+            return Ok(i + 1);
         }
     };
     cur.push(decoded);
     Ok(i + 2)
-}
-
-/// Expands `$NAME`, `${NAME}` or `${NAME-default}` starting at `line[i] == '$'`.
-fn expand_var(
-    line: &str,
-    i: usize,
-    env: &dyn Fn(&str) -> Option<String>,
-    cur: &mut Vec<u8>,
-) -> Result<usize, String> {
-    let bytes = line.as_bytes();
-    let is_name = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    if bytes.get(i + 1) == Some(&b'{') {
-        let Some(close) = line[i + 2..].find('}') else {
-            return Err("unterminated '${' in variable reference".into());
-        };
-        let inner = &line[i + 2..i + 2 + close];
-        let (name, default) = match inner.split_once('-') {
-            Some((n, d)) => (n, Some(d)),
-            None => (inner, None),
-        };
-        if name.is_empty() || !name.bytes().all(is_name) {
-            return Err(format!("invalid variable name '{name}' in '${{{inner}}}'"));
-        }
-        let value = env(name).or_else(|| default.map(str::to_string));
-        cur.extend_from_slice(value.unwrap_or_default().as_bytes());
-        return Ok(i + 3 + close);
-    }
-    let starts_name = bytes
-        .get(i + 1)
-        .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_');
-    if !starts_name {
-        return Err(format!(
-            "forbidden first character in environment variable name at column {} (write '\\$' or use single quotes for a literal '$')",
-            i + 2
-        ));
-    }
-    let len = bytes[i + 1..].iter().take_while(|&&b| is_name(b)).count();
-    let name = &line[i + 1..i + 1 + len];
-    cur.extend_from_slice(env(name).unwrap_or_default().as_bytes());
-    Ok(i + 1 + len)
 }
 
 #[cfg(test)]
@@ -458,8 +370,18 @@ mod tests {
         None
     }
 
+    const HERE: Here<'static> = Here {
+        file: "t.cfg",
+        line: 7,
+        section: "pg",
+    };
+
+    fn split(line: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Word>, String> {
+        split_line(line, &HERE, env)
+    }
+
     fn words(line: &str) -> Vec<String> {
-        split_line(line, &no_env)
+        split(line, &no_env)
             .unwrap()
             .into_iter()
             .map(|w| w.text)
@@ -494,7 +416,7 @@ mod tests {
 
     #[test]
     fn backslash_escapes_outside_quotes() {
-        let w = split_line(r"send PING\r\n a\ b \\ \x41\x00", &no_env).unwrap();
+        let w = split(r"send PING\r\n a\ b \\ \x41\x00", &no_env).unwrap();
         assert_eq!(w[1].bytes, b"PING\r\n");
         assert_eq!(w[2].text, "a b");
         assert_eq!(w[3].text, "\\");
@@ -503,44 +425,94 @@ mod tests {
 
     #[test]
     fn bad_escapes_and_quotes_are_errors() {
-        assert!(split_line(r"x \xZZ", &no_env).unwrap_err().contains("hex"));
-        assert!(split_line(r"x \x4", &no_env).is_err());
+        assert!(split(r"x \xZZ", &no_env).unwrap_err().contains("hex"));
+        assert!(split(r"x \x4", &no_env).is_err());
         assert!(
-            split_line("x 'abc", &no_env)
+            split("x 'abc", &no_env)
                 .unwrap_err()
                 .contains("unterminated single quote")
         );
         assert!(
-            split_line("x \"abc", &no_env)
+            split("x \"abc", &no_env)
                 .unwrap_err()
                 .contains("unterminated double quote")
         );
         assert!(
-            split_line("x abc\\", &no_env)
+            split("x abc\\", &no_env)
                 .unwrap_err()
                 .contains("end of the line")
         );
         assert!(
-            split_line(r#"x "^a$""#, &no_env)
+            split(r#"x "^a$""#, &no_env)
                 .unwrap_err()
                 .contains("variable name")
         );
-        assert_eq!(
-            split_line(r#"x "a\$" 'b$'"#, &no_env).unwrap()[1].text,
-            "a$"
-        );
+        assert_eq!(split(r#"x "a\$" 'b$'"#, &no_env).unwrap()[1].text, "a$");
     }
 
     #[test]
     fn variables_expand_in_double_quotes_only() {
         let env = |n: &str| (n == "PORT").then(|| "5000".to_string());
-        let w: Vec<String> =
-            split_line(r#"bind ":$PORT" "${PORT}" "${NOPE-7}" '$PORT' $PORT"#, &env)
-                .unwrap()
-                .into_iter()
-                .map(|w| w.text)
-                .collect();
+        let w: Vec<String> = split(r#"bind ":$PORT" "${PORT}" "${NOPE-7}" '$PORT' $PORT"#, &env)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.text)
+            .collect();
         assert_eq!(w, ["bind", ":5000", "5000", "7", "$PORT", "$PORT"]);
+    }
+
+    #[test]
+    fn errors_about_unexpanded_variables_get_a_hint() {
+        let file: Arc<str> = Arc::from("t.cfg");
+        let out = lex(&file, "maxconn $MAXC 'x'\n", &no_env);
+        let line = &out.lines[0];
+        let hint = line.variable_hint("maxconn expects a number, got '$MAXC'");
+        assert!(hint.is_some_and(|h| h.contains("write \"$MAXC\"")));
+        assert_eq!(
+            line.variable_hint("maxconn takes one argument, got 'x'"),
+            None
+        );
+        let out = lex(&file, "maxconn $1\n", &no_env);
+        assert_eq!(out.lines[0].variable_hint("got '$1'"), None);
+    }
+
+    #[test]
+    fn an_empty_word_ends_the_line_with_a_warning() {
+        let file: Arc<str> = Arc::from("t.cfg");
+        let env = |n: &str| (n == "E").then(String::new);
+        let out = lex(&file, "a \"$E\" check\n\"\" b\nc \"\"\nd  \n", &env);
+        let lines: Vec<Vec<&str>> = out
+            .lines
+            .iter()
+            .map(|l| l.words.iter().map(Word::as_str).collect())
+            .collect();
+        assert_eq!(lines, [vec!["a"], vec!["c"], vec!["d"]]);
+        assert_eq!(out.warnings.len(), 1);
+        assert!(out.warnings[0].message.contains("'check'"));
+        assert_eq!(out.warnings[0].loc.line, 1);
+        let out = lex(&file, "role-check pgsql password \"$E\" user u\n", &env);
+        assert_eq!(
+            out.lines[0].words.len(),
+            6,
+            "rolelb's own keywords keep empty words"
+        );
+    }
+
+    #[test]
+    fn section_pseudo_variable_follows_section_headers() {
+        let file: Arc<str> = Arc::from("t.cfg");
+        let out = lex(
+            &file,
+            "x \"${.SECTION}\"\nglobal\nx \"${.SECTION}\"\nbackend pg\nx \"${.SECTION}\"\n",
+            &no_env,
+        );
+        let got: Vec<String> = out
+            .lines
+            .iter()
+            .filter(|l| l.words[0].as_str() == "x")
+            .map(|l| l.words.get(1).map_or(String::new(), |w| w.text.clone()))
+            .collect();
+        assert_eq!(got, ["", "global", "pg"]);
     }
 
     #[test]
@@ -551,36 +523,5 @@ mod tests {
         let nums: Vec<usize> = out.lines.iter().map(|l| l.loc.line).collect();
         assert_eq!(nums, [1, 4]);
         assert_eq!(out.lines[1].words[1].text, "10");
-    }
-
-    #[test]
-    fn conditional_blocks_select_lines() {
-        let file: Arc<str> = Arc::from("t.cfg");
-        let text =
-            ".if 0\na\n.elif 1\nb\n.if 0\nc\n.else\nd\n.endif\n.else\ne\n.endif\n.warning hello\n";
-        let out = lex(&file, text, &no_env);
-        let kept: Vec<&str> = out.lines.iter().map(|l| l.words[0].as_str()).collect();
-        assert_eq!(kept, ["b", "d"]);
-        assert_eq!(out.warnings.len(), 1);
-        assert!(out.errors.is_empty());
-    }
-
-    #[test]
-    fn conditional_errors_are_reported() {
-        let file: Arc<str> = Arc::from("t.cfg");
-        let out = lex(&file, ".endif\n.if\n.alert stop\n.if 1\n", &no_env);
-        let lines: Vec<usize> = out.errors.iter().map(|d| d.loc.line).collect();
-        assert_eq!(lines, [1, 2, 4]);
-    }
-
-    #[test]
-    fn condition_operators() {
-        assert!(eval_condition(&["1", "&&", "!0"], &no_env).unwrap());
-        assert!(!eval_condition(&["streq(a,b)", "||", "0"], &no_env).unwrap());
-        assert!(eval_condition(&["strneq(a,b)"], &no_env).unwrap());
-        assert!(eval_condition(&["&&"], &no_env).is_err());
-        assert!(eval_condition(&["bogus(x)"], &no_env).is_err());
-        let env = |n: &str| (n == "SET").then(String::new);
-        assert!(eval_condition(&["defined(SET)", "&&", "!defined(UNSET)"], &env).unwrap());
     }
 }

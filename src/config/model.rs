@@ -84,6 +84,36 @@ pub struct Global {
     pub admin: Option<AdminBind>,
     /// `ulimit-n`: the file descriptor limit to set (`None`: computed from `maxconn`).
     pub ulimit_n: Option<u64>,
+    /// `tune.bufsize`: bytes held per direction of a session (`None`: [`DEFAULT_BUFSIZE`]).
+    pub tune_bufsize: Option<usize>,
+    /// `tune.maxaccept` (`None`: [`DEFAULT_MAXACCEPT`]).
+    pub tune_maxaccept: Option<MaxAccept>,
+}
+
+/// HAProxy's default `tune.bufsize`.
+pub const DEFAULT_BUFSIZE: usize = 16 * 1024;
+/// HAProxy 2.6's default `tune.maxaccept` (`MAX_ACCEPT`).
+pub const DEFAULT_MAXACCEPT: MaxAccept = MaxAccept::Batch(std::num::NonZeroU32::new(4).unwrap());
+
+/// `tune.maxaccept`: how many connections one listener accepts in a row before other work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxAccept {
+    /// At most this many, then the listener lets other tasks run.
+    Batch(std::num::NonZeroU32),
+    /// `-1`: no limit of rolelb's own (the runtime's fairness still applies).
+    Unlimited,
+}
+
+impl Global {
+    /// The effective `tune.bufsize`.
+    pub fn bufsize(&self) -> usize {
+        self.tune_bufsize.unwrap_or(DEFAULT_BUFSIZE)
+    }
+
+    /// The effective `tune.maxaccept`.
+    pub fn maxaccept(&self) -> MaxAccept {
+        self.tune_maxaccept.unwrap_or(DEFAULT_MAXACCEPT)
+    }
 }
 
 /// `admin bind ADDR:PORT [token-file PATH]` in `global` (a rolelb extension).

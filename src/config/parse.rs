@@ -103,7 +103,8 @@ impl Reader {
             Section::Etcd(draft) => etcd::etcd_line(draft, &mut ctx),
         };
         if let Err(message) = result {
-            self.diags.error(&line.loc, message);
+            let hint = line.variable_hint(&message).unwrap_or_default();
+            self.diags.error(&line.loc, message + &hint);
         }
     }
 
@@ -163,10 +164,10 @@ impl Reader {
             [name] => (name.to_string(), None),
             [name, "from", def] => (name.to_string(), Some(*def)),
             [_, "from", _, extra, ..] | [_, extra, ..] => {
-                self.diags.error(
-                    loc,
-                    format!("'{keyword}': unexpected argument '{extra}' (write '{keyword} NAME [from DEFAULTS]')"),
-                );
+                let message = proxy::address_on_header(kind, &args).unwrap_or_else(|| {
+                    format!("'{keyword}': unexpected argument '{extra}' (write '{keyword} NAME [from DEFAULTS]')")
+                });
+                self.diags.error(loc, message);
                 (args[0].to_string(), None)
             }
         };

@@ -8,6 +8,8 @@
 //! FIN and everything was delivered, nothing waits on the client. Once rolelb has passed a FIN
 //! on to a side, that side's limit becomes `timeout client-fin` / `timeout server-fin` when
 //! set (HAProxy's half-closed timeouts). Bytes are counted into the given counters as they flow.
+//! Each direction holds at most `tune.bufsize` bytes, as HAProxy's channel buffer in TCP mode:
+//! one read never takes more, and the next read waits until they are all written.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,9 +17,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-/// Size of each direction's copy buffer (HAProxy's default `tune.bufsize`).
-const BUF_SIZE: usize = 16 * 1024;
 
 /// Idle timeouts of one session.
 #[derive(Debug, Clone, Copy, Default)]
@@ -110,12 +109,18 @@ struct Direction<'a> {
     counters: &'a [&'a AtomicU64],
 }
 
-async fn pump<R, W>(r: &mut R, w: &mut W, d: Direction<'_>, epoch: Instant) -> DirEnd
+async fn pump<R, W>(
+    r: &mut R,
+    w: &mut W,
+    d: Direction<'_>,
+    epoch: Instant,
+    bufsize: usize,
+) -> DirEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; bufsize.max(1)];
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) => {
@@ -180,12 +185,14 @@ impl Side {
 }
 
 /// Copies bytes both ways between `client` and `server` until both directions end, a side
-/// idles past its timeout, or `kill` completes.
+/// idles past its timeout, or `kill` completes; each direction holds at most `bufsize` bytes
+/// (`tune.bufsize`).
 pub async fn forward(
     client: &mut TcpStream,
     server: &mut TcpStream,
     timeouts: Timeouts,
     counters: Counters<'_>,
+    bufsize: usize,
     kill: impl Future<Output = ()>,
 ) -> Outcome {
     let epoch = Instant::now();
@@ -209,6 +216,7 @@ pub async fn forward(
             counters: counters.to_server,
         },
         epoch,
+        bufsize,
     );
     let s2c = pump(
         &mut sr,
@@ -221,6 +229,7 @@ pub async fn forward(
             counters: counters.to_client,
         },
         epoch,
+        bufsize,
     );
     tokio::pin!(c2s, s2c, kill);
     let mut c2s_done = false;
@@ -334,6 +343,7 @@ mod tests {
                     to_server: &[],
                     to_client: &[],
                 },
+                crate::config::DEFAULT_BUFSIZE,
                 std::future::pending(),
             )
             .await
@@ -451,5 +461,58 @@ mod tests {
         // Nothing is read from the client any more: the server side ends it.
         assert_eq!(out.end, End::ServerTimeout);
         assert!(started.elapsed() >= Duration::from_millis(500));
+    }
+
+    /// Records the size of every write it is given.
+    struct Recorder(Vec<usize>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.len());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_direction_never_holds_more_than_tune_bufsize() {
+        for bufsize in [16, 1008, crate::config::DEFAULT_BUFSIZE] {
+            let data = vec![7u8; 100_000];
+            let mut reader: &[u8] = &data;
+            let mut writer = Recorder(Vec::new());
+            let (a, b, c, w) = (
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicBool::new(false),
+            );
+            let d = Direction {
+                rd_active: &a,
+                wr_active: &b,
+                writing: &w,
+                bytes: &c,
+                counters: &[],
+            };
+            let end = pump(&mut reader, &mut writer, d, Instant::now(), bufsize).await;
+            assert!(matches!(end, DirEnd::Eof));
+            assert_eq!(c.load(Ordering::Relaxed), 100_000);
+            assert_eq!(writer.0.iter().max().copied(), Some(bufsize), "{bufsize}");
+            assert_eq!(writer.0.len(), 100_000usize.div_ceil(bufsize), "{bufsize}");
+        }
     }
 }

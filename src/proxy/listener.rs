@@ -8,6 +8,8 @@
 //! (read again at every accept, so a limit lowered under the process is seen), and an `accept`
 //! that still fails for want of descriptors or memory pauses the listener until a connection
 //! ends (at most 100 ms, as HAProxy does), logging one line per second with a count.
+//! As HAProxy's `tune.maxaccept`, a listener accepts at most that many connections in a row
+//! (4 by default) before it lets other tasks run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session;
+use crate::config::MaxAccept;
 use crate::logging::Throttle;
 use crate::table::{FrontendLive, RateMax, TableHandle};
 
@@ -92,10 +95,14 @@ pub async fn accept_loop(
     shared: Shared,
     stop: CancellationToken,
 ) {
+    let mut batch = AcceptBatch::default();
     loop {
+        // Set when this listener waits (for room or a client): other work runs meanwhile.
+        let mut waited = false;
         // Wait until both limits leave room, re-reading the table each time.
         let fe = loop {
             let table = shared.table.load();
+            batch.max = table.config.global.maxaccept();
             let Some(fe) = table.listeners.get(&addr).cloned() else {
                 // The address left the config; control cancels `stop` right after the swap.
                 tokio::select! {
@@ -134,10 +141,15 @@ pub async fn accept_loop(
                 _ = &mut fe_freed => {}
                 _ = tokio::time::sleep(LIMIT_RECHECK) => {}
             }
+            waited = true;
         };
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
-            r = listener.accept() => r,
+            r = std::future::poll_fn(|cx| {
+                let polled = listener.poll_accept(cx);
+                waited |= polled.is_pending();
+                polled
+            }) => r,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -164,6 +176,44 @@ pub async fn accept_loop(
             let _guard = guard;
             session::serve(stream, peer, local, fe, table, hard_stop).await;
         });
+        if batch.accepted(waited) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Counts the connections a listener accepted in a row (without waiting for one), for
+/// `tune.maxaccept`.
+#[derive(Debug)]
+struct AcceptBatch {
+    max: MaxAccept,
+    in_row: u32,
+}
+
+impl Default for AcceptBatch {
+    fn default() -> Self {
+        AcceptBatch {
+            max: crate::config::DEFAULT_MAXACCEPT,
+            in_row: 0,
+        }
+    }
+}
+
+impl AcceptBatch {
+    /// Records one accepted connection (`waited`: the listener had to wait for it, so other
+    /// work ran meanwhile); true when the listener must now let other tasks run.
+    fn accepted(&mut self, waited: bool) -> bool {
+        if waited {
+            self.in_row = 0;
+        }
+        self.in_row += 1;
+        match self.max {
+            MaxAccept::Batch(n) if self.in_row >= n.get() => {
+                self.in_row = 0;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -220,5 +270,124 @@ async fn accept_failed(
         _ = stop.cancelled() => {}
         _ = &mut freed => {}
         _ = tokio::time::sleep(RESOURCE_PAUSE) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    use arc_swap::ArcSwap;
+
+    use crate::table::{Registry, Table};
+
+    #[test]
+    fn a_batch_ends_after_maxaccept_accepts_in_a_row() {
+        let mut batch = AcceptBatch {
+            max: MaxAccept::Batch(NonZeroU32::new(3).expect("non-zero")),
+            in_row: 0,
+        };
+        let yields: Vec<bool> = [true, false, false, false, false, true, false, false]
+            .into_iter()
+            .map(|waited| batch.accepted(waited))
+            .collect();
+        // A wait starts a new row; the third accept in a row yields.
+        assert_eq!(
+            yields,
+            [false, false, true, false, false, false, false, true]
+        );
+        let mut unlimited = AcceptBatch {
+            max: MaxAccept::Unlimited,
+            in_row: 0,
+        };
+        assert!((0..10_000).all(|_| !unlimited.accepted(false)));
+    }
+
+    /// How many connections waiting in the backlog `accept_loop` takes between two turns of
+    /// another task, under `global_line` (at most, over the whole run).
+    fn largest_accept_run(global_line: &str) -> u64 {
+        const CLIENTS: u64 = 12;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = std_listener.local_addr().expect("address");
+            let text = format!(
+                "global\n    {global_line}\ndefaults\n    mode tcp\n    timeout connect 1s\n    \
+                 timeout client 5s\n    timeout server 5s\nlisten db\n    bind {addr}\n    \
+                 server a 127.0.0.1:1\n"
+            );
+            let config = crate::config::parse_with_env(&[("t.cfg", &text)], &|_| None)
+                .expect("valid config");
+            let table = Table::build(&config, &Registry::default(), 1, std::time::Instant::now());
+            let shared = Shared {
+                table: Arc::new(ArcSwap::from_pointee(table)),
+                limits: Arc::new(Limits::default()),
+                sessions: TaskTracker::new(),
+                hard_stop: CancellationToken::new(),
+                default_maxconn: 100,
+                fd_reserved: 0,
+                stopping: CancellationToken::new(),
+            };
+            // Every client is in the backlog before the loop starts.
+            let _clients: Vec<std::net::TcpStream> = (0..CLIENTS)
+                .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+                .collect();
+            std_listener.set_nonblocking(true).expect("nonblocking");
+            let listener = TcpListener::from_std(std_listener).expect("tokio listener");
+            let stop = CancellationToken::new();
+            let limits = shared.limits.clone();
+            let accept = tokio::spawn(accept_loop(listener, addr, shared.clone(), stop.clone()));
+            // A task beside the loop that goes straight back to the end of the run queue, while
+            // a yielding listener waits for the runtime's next turn: so the listener runs at
+            // most once between two turns of this task, and what it sees change between them
+            // is what the listener did in one go.
+            let observer = tokio::spawn(async move {
+                let mut largest = 0;
+                let mut last = 0;
+                for _ in 0..1_000_000 {
+                    let now = limits.total_conns.load(Ordering::Relaxed);
+                    largest = largest.max(now - last);
+                    last = now;
+                    if now == CLIENTS {
+                        break;
+                    }
+                    requeue().await;
+                }
+                assert_eq!(last, CLIENTS, "every waiting client was accepted");
+                largest
+            });
+            let largest = observer.await.expect("observer");
+            stop.cancel();
+            shared.hard_stop.cancel();
+            let _ = accept.await;
+            largest
+        })
+    }
+
+    /// Returns to the end of the run queue at once (`yield_now` waits for the next turn).
+    async fn requeue() {
+        let mut polled = false;
+        std::future::poll_fn(|cx| {
+            if polled {
+                return std::task::Poll::Ready(());
+            }
+            polled = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+    }
+
+    #[test]
+    fn tune_maxaccept_bounds_the_accepts_in_a_row() {
+        assert_eq!(largest_accept_run("tune.maxaccept 2"), 2);
+        assert_eq!(largest_accept_run("tune.maxaccept 1"), 1);
+        // The default is HAProxy's 4; -1 takes the whole backlog at once.
+        assert_eq!(largest_accept_run("maxconn 100"), 4);
+        assert_eq!(largest_accept_run("tune.maxaccept -1"), 12);
     }
 }

@@ -458,6 +458,7 @@ pub async fn serve(
             to_server: &[&fe.live.bytes_in, &server.live.bytes_in],
             to_client: &[&fe.live.bytes_out, &server.live.bytes_out],
         },
+        table.load().config.global.bufsize(),
         kill,
     )
     .await;

@@ -1,14 +1,15 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
 //! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`,
-//! `ulimit-n`, rolelb's `admin bind`), plus the common, harmless keywords of real configs that rolelb accepts with
-//! a warning.
+//! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, rolelb's `admin bind`), plus the common,
+//! harmless keywords of real configs that rolelb accepts with a warning naming them
+//! (`unix-bind`, HAProxy's other `tune.*` settings, ...).
 
 use std::path::PathBuf;
 
 use super::Ctx;
 use super::log::parse_log_target;
 use crate::config::address::parse_bind_addrs;
-use crate::config::model::{AdminBind, Global, StatsLevel, StatsSocket};
+use crate::config::model::{AdminBind, Global, MaxAccept, StatsLevel, StatsSocket};
 use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one `global` keyword.
@@ -39,6 +40,9 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("daemon", daemon),
     kw("admin", admin),
     kw("ulimit-n", ulimit_n),
+    kw("tune.bufsize", tune_bufsize),
+    kw("tune.maxaccept", tune_maxaccept),
+    kw("unix-bind", unix_bind),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
     kw("ca-base", ignored),
@@ -63,23 +67,189 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("quiet", ignored),
 ];
 
-/// Keyword prefixes accepted with a warning (TLS and tuning settings rolelb has no use for).
-pub const IGNORED_PREFIXES: &[&str] = &[
-    "tune.",
-    "ssl-default-",
-    "ssl-server-verify",
-    "ssl-dh-param-file",
+/// Keyword prefixes accepted with a warning (TLS settings rolelb has no use for).
+pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-server-verify", "ssl-dh-param-file"];
+
+/// HAProxy 2.6's other `tune.*` keywords (those Debian's build knows): they size or pace
+/// things a TCP balancer without HTTP, TLS, Lua, compression, splicing or stick tables does not
+/// have, so rolelb accepts them with a warning naming them. The socket buffer sizes are not
+/// among them: they change what the kernel does with TCP, and rolelb refuses them (see
+/// `unsupported.rs`).
+pub const TUNE_IGNORED: &[&str] = &[
+    "tune.buffers.limit",
+    "tune.buffers.reserve",
+    "tune.comp.maxlevel",
+    "tune.fail-alloc",
+    "tune.h2.header-table-size",
+    "tune.h2.initial-window-size",
+    "tune.h2.max-concurrent-streams",
+    "tune.h2.max-frame-size",
+    "tune.http.cookielen",
+    "tune.http.logurilen",
+    "tune.http.maxhdr",
+    "tune.idle-pool.shared",
+    "tune.idletimer",
+    "tune.listener.multi-queue",
+    "tune.lua.forced-yield",
+    "tune.lua.maxmem",
+    "tune.lua.service-timeout",
+    "tune.lua.session-timeout",
+    "tune.lua.task-timeout",
+    "tune.maxpollevents",
+    "tune.maxrewrite",
+    "tune.pattern.cache-size",
+    "tune.pipesize",
+    "tune.pool-high-fd-ratio",
+    "tune.pool-low-fd-ratio",
+    "tune.recv_enough",
+    "tune.runqueue-depth",
+    "tune.sched.low-latency",
+    "tune.ssl.cachesize",
+    "tune.ssl.capture-buffer-size",
+    "tune.ssl.capture-cipherlist-size",
+    "tune.ssl.default-dh-param",
+    "tune.ssl.force-private-cache",
+    "tune.ssl.hard-maxrecord",
+    "tune.ssl.keylog",
+    "tune.ssl.lifetime",
+    "tune.ssl.maxrecord",
+    "tune.ssl.ssl-ctx-cache-size",
+    "tune.vars.check-max-size",
+    "tune.vars.global-max-size",
+    "tune.vars.proc-max-size",
+    "tune.vars.reqres-max-size",
+    "tune.vars.sess-max-size",
+    "tune.vars.txn-max-size",
 ];
 
-/// Looks a `global` keyword up, including the ignored prefixes.
+/// Looks a `global` keyword up, including the ignored ones.
 pub fn find(name: &str) -> Option<GlobalParser> {
     if let Some(k) = GLOBAL_KEYWORDS.iter().find(|k| k.name == name) {
         return Some(k.parse);
+    }
+    if TUNE_IGNORED.contains(&name) {
+        return Some(tune_ignored);
     }
     IGNORED_PREFIXES
         .iter()
         .any(|p| name.starts_with(p))
         .then_some(ignored as GlobalParser)
+}
+
+fn tune_ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let kw = ctx.keyword.to_string();
+    ctx.arg(0, "a value")?;
+    ctx.warn(format!(
+        "'{kw}' is accepted and ignored: it tunes a part of HAProxy (HTTP, TLS, Lua, splicing, \
+         pools, polling...) that rolelb does not have; only tune.bufsize and tune.maxaccept act"
+    ));
+    Ok(())
+}
+
+/// HAProxy reads `tune.*` numbers with `atol()`, so `16k` would be 16 there: rolelb takes
+/// plain decimal integers only, and says why when it sees anything else.
+fn tune_integer(ctx: &Ctx, text: &str) -> Result<i64, String> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "'{}' expects a plain integer, got '{text}' (HAProxy reads only its leading digits, \
+             so size units or suffixes would silently change the value)",
+            ctx.keyword
+        ));
+    }
+    text.parse::<i64>()
+        .map_err(|_| format!("'{}': '{text}' is out of range", ctx.keyword))
+}
+
+/// The smallest `tune.bufsize` HAProxy 2.6 starts with: below it, its built-in HTTP error
+/// messages (which every proxy carries, even in TCP mode) no longer fit in a buffer and it
+/// refuses the configuration (or crashes, under 48 bytes).
+const MIN_BUFSIZE: i64 = 352;
+
+/// `tune.bufsize N`: the bytes rolelb holds per direction of a session (HAProxy's buffer
+/// size), rounded up to a multiple of 16 as HAProxy does on 64-bit machines.
+fn tune_bufsize(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = tune_integer(ctx, ctx.arg(0, "an integer argument (bytes)")?)?;
+    let rounded = n
+        .checked_add(15)
+        .map(|n| n & !15)
+        .filter(|n| *n > 0 && *n <= i64::from(i32::MAX))
+        .ok_or_else(|| {
+            format!(
+                "'tune.bufsize' expects a positive integer argument up to {}, got '{n}'",
+                i32::MAX & !15
+            )
+        })?;
+    if rounded < MIN_BUFSIZE {
+        return Err(format!(
+            "'tune.bufsize {n}' is too small: HAProxy 2.6 refuses buffers under {MIN_BUFSIZE} \
+             bytes (its built-in error messages must fit in one)"
+        ));
+    }
+    g.tune_bufsize = Some(usize::try_from(rounded).map_err(|_| "tune.bufsize is too large")?);
+    Ok(())
+}
+
+/// `tune.maxaccept N`: connections one listener accepts in a row before letting other work
+/// run; `-1` is no limit, `0` HAProxy's default (4).
+fn tune_maxaccept(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = tune_integer(ctx, ctx.arg(0, "an integer argument")?)?;
+    if g.tune_maxaccept.is_some() {
+        // HAProxy alerts and keeps the first value.
+        ctx.warn("'tune.maxaccept' already specified; the first value is kept");
+        return Ok(());
+    }
+    g.tune_maxaccept = match n {
+        -1 => Some(MaxAccept::Unlimited),
+        0 => None,
+        n => Some(MaxAccept::Batch(
+            u32::try_from(n)
+                .ok()
+                .filter(|n| i32::try_from(*n).is_ok())
+                .and_then(std::num::NonZeroU32::new)
+                .ok_or_else(|| {
+                    "'tune.maxaccept' expects -1 or an integer from 0 to 2147483647".to_string()
+                })?,
+        )),
+    };
+    Ok(())
+}
+
+/// `unix-bind [prefix P] [mode M] [user U] [uid N] [group G] [gid N]`: HAProxy's defaults for
+/// the unix sockets of `bind` lines. rolelb's proxies bind TCP only, and HAProxy does not
+/// apply `unix-bind` to `stats socket` (it skips the prefix for the CLI and takes mode and
+/// owner from the `stats socket` line), so it changes nothing: checked as HAProxy checks it
+/// (known options, a value after each, users and groups that exist), then accepted with a
+/// warning.
+fn unix_bind(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let mut i = 0;
+    while let Some(opt) = ctx.args.get(i).map(|w| w.as_str().to_string()) {
+        if !["prefix", "mode", "uid", "gid", "user", "group"].contains(&opt.as_str()) {
+            return Err(format!(
+                "'unix-bind' only supports the 'prefix', 'mode', 'uid', 'gid', 'user' and 'group' options, not '{opt}'"
+            ));
+        }
+        let value = ctx.arg(i + 1, &format!("a value after '{opt}'"))?;
+        let known = match opt.as_str() {
+            "user" => nix::unistd::User::from_name(value).ok().flatten().is_some(),
+            "group" => nix::unistd::Group::from_name(value)
+                .ok()
+                .flatten()
+                .is_some(),
+            _ => true,
+        };
+        if !known {
+            return Err(format!("'unix-bind': '{value}' unknown {opt}"));
+        }
+        i += 2;
+    }
+    ctx.warn(
+        "'unix-bind' is accepted and has no effect: it only applies to unix sockets of 'bind' \
+         lines, which rolelb does not have (HAProxy does not apply it to 'stats socket' either)",
+    );
+    Ok(())
 }
 
 fn ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
@@ -312,7 +482,8 @@ fn stats(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 }
 
 fn stats_socket(ctx: &mut Ctx) -> Result<StatsSocket, String> {
-    let path = ctx.arg(1, "a unix socket path after 'stats socket'")?;
+    ctx.arg(1, "a unix socket path after 'stats socket'")?;
+    let path = ctx.args[1].address_checked()?;
     let path = path.strip_prefix("unix@").unwrap_or(path);
     if !path.starts_with('/') && path.contains(':') {
         return Err(format!(
@@ -362,4 +533,93 @@ fn stats_socket(ctx: &mut Ctx) -> Result<StatsSocket, String> {
         i += 2;
     }
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use crate::config::testing::{errors, parse};
+    use crate::config::{DEFAULT_BUFSIZE, MaxAccept};
+
+    fn global(line: &str) -> crate::config::Config {
+        parse(&format!("global\n    {line}\n")).unwrap_or_else(|e| panic!("{line}: {e:?}"))
+    }
+
+    fn error(line: &str) -> String {
+        let e = errors(&format!("global\n    {line}\n"));
+        assert!(e[0].starts_with("t.cfg:2: "), "{e:?}");
+        e[0].clone()
+    }
+
+    #[test]
+    fn tune_bufsize_rounds_up_like_haproxy_and_refuses_what_it_refuses() {
+        assert_eq!(global("maxconn 10").global.bufsize(), DEFAULT_BUFSIZE);
+        assert_eq!(global("tune.bufsize 1024").global.bufsize(), 1024);
+        assert_eq!(global("tune.bufsize 1000").global.bufsize(), 1008);
+        assert_eq!(global("tune.bufsize 337").global.bufsize(), 352);
+        assert!(error("tune.bufsize 336").contains("too small"));
+        assert!(error("tune.bufsize 0").contains("positive integer"));
+        assert!(error("tune.bufsize -16").contains("positive integer"));
+        assert!(error("tune.bufsize 2147483647").contains("positive integer"));
+        // HAProxy's atol() would read '16k' as 16: refused rather than guessed.
+        assert!(error("tune.bufsize 16k").contains("plain integer"));
+        assert!(error("tune.bufsize").contains("expects"));
+    }
+
+    #[test]
+    fn tune_maxaccept_values() {
+        let batch = |n| Some(MaxAccept::Batch(NonZeroU32::new(n).expect("non-zero")));
+        assert_eq!(global("tune.maxaccept 64").global.tune_maxaccept, batch(64));
+        assert_eq!(
+            global("tune.maxaccept -1").global.tune_maxaccept,
+            Some(MaxAccept::Unlimited)
+        );
+        // 0 is "not set": HAProxy's default of 4.
+        assert_eq!(
+            global("tune.maxaccept 0").global.maxaccept(),
+            batch(4).unwrap()
+        );
+        assert!(error("tune.maxaccept 3000000000").contains("-1 or an integer"));
+        assert!(error("tune.maxaccept -5").contains("-1 or an integer"));
+        assert!(error("tune.maxaccept 1x").contains("plain integer"));
+        // Given twice: HAProxy alerts and keeps the first.
+        let c = parse("global\n    tune.maxaccept 8\n    tune.maxaccept 2\n").expect("valid");
+        assert_eq!(c.global.tune_maxaccept, batch(8));
+        assert!(c.warnings.iter().any(|w| w.message.contains("already")));
+    }
+
+    #[test]
+    fn other_tune_keywords_warn_by_name_unknown_ones_are_errors() {
+        let c = global("tune.ssl.cachesize 1000");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.message.contains("'tune.ssl.cachesize'")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(error("tune.foo 1").contains("unknown keyword 'tune.foo'"));
+        assert!(error("tune.maxpollevents").contains("expects a value"));
+        assert!(error("tune.rcvbuf.client 65536").contains("socket buffer"));
+        assert!(error("tune.chksize 100").contains("tune.bufsize is used instead"));
+    }
+
+    #[test]
+    fn unix_bind_is_checked_then_accepted_with_a_warning() {
+        for line in [
+            "unix-bind prefix /run/x mode 600 uid 0 gid 0",
+            "unix-bind",
+            "unix-bind user root group root",
+        ] {
+            let c = global(line);
+            assert!(
+                c.warnings.iter().any(|w| w.message.contains("'unix-bind'")),
+                "{line}"
+            );
+        }
+        assert!(error("unix-bind bogus 1").contains("only supports"));
+        assert!(error("unix-bind user no-such-user-here").contains("unknown user"));
+        assert!(error("unix-bind prefix").contains("a value after 'prefix'"));
+    }
 }

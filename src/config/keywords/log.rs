@@ -58,10 +58,12 @@ pub fn log_format(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
 
 /// Parses the arguments of a `log` line (not `log global`) into a target.
 pub fn parse_log_target(ctx: &mut Ctx) -> Result<LogTarget, String> {
-    let target = ctx.arg(
+    ctx.arg(
         0,
         "a target (stderr, stdout, /dev/log or ADDR[:PORT]) and a facility",
     )?;
+    // Like every HAProxy address, `$VAR` expands here whatever the quoting.
+    let target = ctx.args[0].address_checked()?;
     let dest = parse_dest(target)?;
     let mut i = 1;
     let mut format = SyslogFormat::Legacy;

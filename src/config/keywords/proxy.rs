@@ -101,8 +101,26 @@ fn mode(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// The pre-1.5 `listen NAME ADDR:PORT` (or `frontend NAME ADDR:PORT`): HAProxy 2.6 refuses
+/// it ("please use the 'bind' keyword"), so rolelb does too, showing the modern form.
+/// `args` are the header's words after the keyword.
+pub fn address_on_header(kind: ProxyKind, args: &[&str]) -> Option<String> {
+    let [name, addr] = args else {
+        return None;
+    };
+    if !kind.has_frontend() || *addr == "from" {
+        return None;
+    }
+    let keyword = kind.keyword();
+    Some(format!(
+        "'{keyword} {name} {addr}' is the pre-1.5 syntax, which HAProxy 2.6 refuses too: \
+         write '{keyword} {name}' and, on the next line, 'bind {addr}'"
+    ))
+}
+
 fn bind_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
-    let addrs = parse_bind_addrs(ctx.arg(0, "an address such as ':5000' or '127.0.0.1:5000'")?)?;
+    ctx.arg(0, "an address such as ':5000' or '127.0.0.1:5000'")?;
+    let addrs = parse_bind_addrs(ctx.args[0].address_checked()?)?;
     let args = ctx.args;
     let name = bind::parse_options(&args[1..], ctx)?;
     p.binds.extend(addrs.into_iter().map(|addr| Bind {
@@ -357,9 +375,8 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             p.name, prev.loc
         ));
     }
-    let addr_text = ctx
-        .arg(1, "an address HOST:PORT after the server name")?
-        .to_string();
+    ctx.arg(1, "an address HOST:PORT after the server name")?;
+    let addr_text = ctx.args[1].address_checked()?.to_string();
     let mut srv = ServerDraft {
         name,
         loc: ctx.loc.clone(),
@@ -498,5 +515,74 @@ mod tests {
         let c =
             parse("listen st\nmode http\nbind :1\nstats enable\nstats refresh 0\n").expect("valid");
         assert_eq!(c.stats[0].refresh, None);
+    }
+
+    #[test]
+    fn old_listen_syntax_and_redispatch_show_the_modern_form() {
+        let e = errors(
+            "listen db 127.0.0.1:5000
+server s 127.0.0.1:2
+",
+        );
+        assert!(
+            e[0].starts_with("t.cfg:1: 'listen db 127.0.0.1:5000' is the pre-1.5 syntax")
+                && e[0].contains("'bind 127.0.0.1:5000'"),
+            "{e:?}"
+        );
+        let e = errors(
+            "frontend f :5000
+",
+        );
+        assert!(e[0].contains("'bind :5000'"), "{e:?}");
+        // Not for backends, which never had an address there.
+        let e = errors(
+            "backend b :5000
+",
+        );
+        assert!(e[0].contains("unexpected argument ':5000'"), "{e:?}");
+        for old in ["redispatch", "redisp"] {
+            let e = errors(&format!(
+                "listen l
+bind :1
+{old}
+server s 127.0.0.1:2
+"
+            ));
+            assert!(
+                e[0].starts_with(&format!("t.cfg:3: '{old}' is not supported anymore"))
+                    && e[0].contains("'option redispatch'"),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_expand_unquoted_variables() {
+        let env = |n: &str| match n {
+            "PORT" => Some("5000".to_string()),
+            "HOST" => Some("127.0.0.1".to_string()),
+            _ => None,
+        };
+        let c = crate::config::parse_with_env(
+            &[(
+                "t.cfg",
+                "listen l\nbind :$PORT\nserver s ${HOST}:$PORT addr $HOST\n",
+            )],
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.frontends[0].binds[0].addr.port(), 5000);
+        assert_eq!(c.backends[0].servers[0].addr.to_string(), "127.0.0.1:5000");
+        let e = crate::config::parse_with_env(
+            &[("t.cfg", "listen l\nbind :1\nserver s $NOPE\n")],
+            &env,
+        )
+        .expect_err("empty address");
+        assert!(
+            e.0[0]
+                .to_string()
+                .starts_with("t.cfg:3: '$NOPE' resolves to an empty address"),
+            "{e}"
+        );
     }
 }

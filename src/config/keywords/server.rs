@@ -73,7 +73,9 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         Ok(())
     }),
     with_arg("addr", |s, c| {
-        s.check_addr = Some(resolve_host(c.arg(0, "an address")?)?);
+        c.arg(0, "an address")?;
+        // HAProxy reads `addr` as an address (`$VAR` expands), `agent-addr` as a bare IP.
+        s.check_addr = Some(resolve_host(c.args[0].address_checked()?)?);
         Ok(())
     }),
     with_arg("weight", |s, c| {

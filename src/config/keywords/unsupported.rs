@@ -106,6 +106,14 @@ pub const PROXY_REFUSED: &[Refused] = &[
         "was removed from HAProxy 2.1: use 'timeout server'",
     ),
     no("bind-process", "was removed from HAProxy 2.5: delete it"),
+    no(
+        "redispatch",
+        "is not supported anymore since HAProxy 2.1: use 'option redispatch'",
+    ),
+    no(
+        "redisp",
+        "is not supported anymore since HAProxy 2.1: use 'option redispatch'",
+    ),
 ];
 
 /// HAProxy global keywords refused in `global`.
@@ -151,7 +159,22 @@ pub const GLOBAL_REFUSED: &[Refused] = &[
         "unsetenv",
         "is not supported: set environment variables before starting rolelb",
     ),
+    no(
+        "tune.chksize",
+        "is not supported any more (tune.bufsize is used instead)",
+    ),
+    no(
+        "tune.fd.edge-triggered",
+        "is an experimental HAProxy poller setting with no meaning for rolelb; remove it",
+    ),
+    no("tune.rcvbuf.client", SOCKET_BUFFERS),
+    no("tune.rcvbuf.server", SOCKET_BUFFERS),
+    no("tune.sndbuf.client", SOCKET_BUFFERS),
+    no("tune.sndbuf.server", SOCKET_BUFFERS),
 ];
+
+const SOCKET_BUFFERS: &str = "is not supported: rolelb leaves the kernel's socket buffer sizes \
+     (net.ipv4.tcp_rmem / tcp_wmem) alone, and they change how TCP flows; remove it";
 
 /// HAProxy section keywords refused (the section's lines are skipped).
 pub const SECTION_REFUSED: &[Refused] = &[
