@@ -55,7 +55,9 @@ fn options() -> Result<Options> {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
-            println!("etcd-swap: how fast etcd changes reach rolelb's data path (see bench/etcd-swap/README.md)\n{USAGE}");
+            println!(
+                "etcd-swap: how fast etcd changes reach rolelb's data path (see bench/etcd-swap/README.md)\n{USAGE}"
+            );
             std::process::exit(0);
         }
         let value = args
