@@ -5,5 +5,6 @@
 pub mod forward;
 pub mod listener;
 pub mod log_line;
+pub mod proxy_header_in;
 pub mod proxy_protocol;
 pub mod session;
