@@ -173,6 +173,15 @@ fn http_proxy(p: &ProxyDraft, config: &mut Config, diags: &mut Diags) {
             format!("stats listener '{}' has no 'bind' directive", p.name),
         );
     }
+    for bind in p.binds.iter().filter(|b| b.accept_proxy) {
+        diags.error(
+            &bind.loc,
+            format!(
+                "bind option 'accept-proxy' is not supported on stats listener '{}': the stats page and /metrics do not read PROXY headers; use it on TCP frontends",
+                p.name
+            ),
+        );
+    }
     config.stats.push(StatsListener {
         name: p.name.clone(),
         loc: p.loc.clone(),

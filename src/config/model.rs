@@ -254,6 +254,8 @@ pub struct Bind {
     pub addr: SocketAddr,
     /// `name N`.
     pub name: Option<String>,
+    /// `accept-proxy`: connections start with a PROXY protocol header.
+    pub accept_proxy: bool,
     /// Where it was declared.
     pub loc: Loc,
 }

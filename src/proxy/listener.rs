@@ -174,7 +174,7 @@ pub async fn accept_loop(
         let hard_stop = shared.hard_stop.clone();
         shared.sessions.spawn(async move {
             let _guard = guard;
-            session::serve(stream, peer, local, fe, table, hard_stop).await;
+            session::serve(stream, peer, local, addr, fe, table, hard_stop).await;
         });
         if batch.accepted(waited) {
             tokio::task::yield_now().await;

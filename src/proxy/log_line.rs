@@ -54,6 +54,9 @@ pub struct SessionLog<'a> {
     pub server_addr: Option<SocketAddr>,
     /// The local address of the connection to the server, once connected.
     pub source_addr: Option<SocketAddr>,
+    /// Milliseconds from accept to the end of the handshake (`%Th`: reading the PROXY header
+    /// of an `accept-proxy` listener; 0 without one).
+    pub t_handshake: i64,
     /// Milliseconds from accept to leaving the queue (`None`: never got that far).
     pub t_queue: Option<i64>,
     /// Milliseconds from accept to the server connection (`None`: not connected).
@@ -156,6 +159,28 @@ fn date(out: &mut String, t: &BrokenDown) {
     );
 }
 
+/// The line HAProxy logs for a connection closed before it became a session (a refused
+/// PROXY header): `CLIENT:PORT [ACCEPT_DATE] FRONTEND/LISTENER: MESSAGE`, whatever the
+/// frontend's `log-format`.
+pub fn handshake_failure(
+    client: SocketAddr,
+    accepted_at: SystemTime,
+    frontend: &str,
+    listener: &str,
+    message: &str,
+) -> String {
+    let since = accepted_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    let mut out = format!("{}:{} [", client.ip(), client.port());
+    date(&mut out, &broken_down(secs, true));
+    let _ = write!(
+        out,
+        ".{:03}] {frontend}/{listener}: {message}",
+        since.subsec_millis()
+    );
+    out
+}
+
 /// Renders `s` with `format`.
 pub fn render(format: &LogFormat, s: &SessionLog<'_>) -> String {
     let mut out = String::with_capacity(160);
@@ -216,7 +241,8 @@ pub fn render(format: &LogFormat, s: &SessionLog<'_>) -> String {
             LogVar::Tw => num(&mut out, tw),
             LogVar::Tc => num(&mut out, tc),
             LogVar::Tt | LogVar::Tu => num(&mut out, s.t_close),
-            LogVar::Th | LogVar::Status => num(&mut out, 0),
+            LogVar::Th => num(&mut out, s.t_handshake),
+            LogVar::Status => num(&mut out, 0),
             LogVar::Td => num(&mut out, td),
             LogVar::BytesRead => {
                 let _ = write!(out, "{}", s.bytes_out);
@@ -321,6 +347,7 @@ mod tests {
             server: Some("srv1"),
             server_addr: Some("127.0.0.1:8000".parse().unwrap()),
             source_addr: Some("127.0.0.1:40000".parse().unwrap()),
+            t_handshake: 0,
             t_queue: Some(0),
             t_connect: Some(2),
             t_close: 5007,
@@ -350,6 +377,33 @@ mod tests {
         assert_eq!(date.len(), "13/Feb/2009:23:31:30.123".len(), "{date}");
         assert!(date.ends_with(".123"), "{date}");
         assert_eq!(rest, "fnt bck/srv1 1/2/5007 212 -- 1/1/0/0/3 0/0");
+    }
+
+    #[test]
+    fn a_refused_proxy_header_line_names_client_frontend_and_listener() {
+        let line = handshake_failure(
+            "[2001:db8::7]:4242".parse().unwrap(),
+            UNIX_EPOCH + Duration::from_millis(1_234_567_890_045),
+            "fe",
+            "1",
+            "Truncated PROXY protocol header received",
+        );
+        let (head, tail) = line.split_once(" [").unwrap();
+        assert_eq!(head, "2001:db8::7:4242");
+        let (date, rest) = tail.split_once("] ").unwrap();
+        assert!(
+            date.ends_with(".045") && date.contains("/Feb/2009:"),
+            "{date}"
+        );
+        assert_eq!(rest, "fe/1: Truncated PROXY protocol header received");
+    }
+
+    #[test]
+    fn th_is_the_handshake_time() {
+        let f = parse_log_format("%Th/%Tw").unwrap();
+        let mut s = session();
+        s.t_handshake = 250;
+        assert_eq!(render(&f, &s), "250/1");
     }
 
     #[test]

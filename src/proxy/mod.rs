@@ -2,8 +2,10 @@
 //! and copy bytes. It reads only the table and the live state it points to; it never imports
 //! the control plane.
 
+pub mod accept_proxy;
 pub mod forward;
 pub mod listener;
 pub mod log_line;
+pub mod proxy_header_in;
 pub mod proxy_protocol;
 pub mod session;

@@ -1,4 +1,5 @@
-//! One client session: pick a server (queueing while all are full), connect with retries and
+//! One client session: read the client's PROXY header on an `accept-proxy` listener
+//! (`accept_proxy`), pick a server (queueing while all are full), connect with retries and
 //! redispatch, send the PROXY header when asked, forward bytes, log one line (`option tcplog`
 //! or `log-format`, rendered by `log_line`) to the frontend's `log` targets.
 
@@ -13,6 +14,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::accept_proxy::{self, Addresses, Incoming};
 use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
@@ -361,8 +363,12 @@ async fn connect_with_retries(
 struct Accepted {
     at: Instant,
     at_wall: SystemTime,
+    /// The client: the connection's peer, or the address its PROXY header carries.
     peer: SocketAddr,
+    /// Where it connected to: the connection's, or the header's destination.
     local: SocketAddr,
+    /// Milliseconds spent reading the PROXY header (`%Th`).
+    t_handshake: i64,
     request_id: u64,
     /// The configuration of the table the session was accepted with (its log format and
     /// `log` targets).
@@ -376,20 +382,22 @@ impl Accepted {
     }
 }
 
-/// Serves one accepted client connection to its end.
+/// Serves one client connection accepted on `bind` (a listening address of `fe`) to its end.
 pub async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    bind: SocketAddr,
     fe: Arc<FrontendRt>,
     table: TableHandle,
     stop: CancellationToken,
 ) {
-    let accepted = Accepted {
+    let mut accepted = Accepted {
         at: Instant::now(),
         at_wall: SystemTime::now(),
         peer,
         local,
+        t_handshake: 0,
         request_id: log_line::next_request_id(),
         config: table.load().config.clone(),
     };
@@ -398,6 +406,28 @@ pub async fn serve(
     if fe.clitcpka || role_aware {
         set_keepalive(&client, role_aware);
     }
+    if let Some(bind) = fe.bind(bind).filter(|b| b.accept_proxy) {
+        let incoming = Incoming {
+            fe: &fe,
+            bind,
+            config: &accepted.config,
+            at: accepted.at_wall,
+            addresses: Addresses {
+                client: peer,
+                local,
+            },
+        };
+        let received = tokio::select! {
+            addresses = accept_proxy::handshake(&mut client, &incoming) => addresses,
+            _ = stop.cancelled() => None,
+        };
+        let Some(addresses) = received else { return };
+        accepted.peer = addresses.client;
+        accepted.local = addresses.local;
+        accepted.t_handshake = accepted.ms(Instant::now());
+    }
+    // From here on the client is who the PROXY header said, if there was one.
+    let (peer, local) = (accepted.peer, accepted.local);
     let mut queue_pos = 0;
     let slot = match acquire(&fe, &table, peer, None, &stop, &mut queue_pos).await {
         Ok(slot) => slot,
@@ -502,6 +532,7 @@ pub async fn serve(
             server: Some(server.name()),
             server_addr: Some(server.config.addr),
             source_addr,
+            t_handshake: accepted.t_handshake,
             t_queue: Some(accepted.ms(queued_until)),
             t_connect: Some(accepted.ms(connected_at)),
             t_close: accepted.ms(closed_at),
@@ -631,6 +662,7 @@ fn log_refused(
             server,
             server_addr,
             source_addr: None,
+            t_handshake: accepted.t_handshake,
             t_queue,
             t_connect: None,
             t_close: accepted.ms(at),

@@ -166,8 +166,29 @@ pub struct FrontendRt {
     pub dontlognull: bool,
     /// `option clitcpka`.
     pub clitcpka: bool,
+    /// The addresses it listens on, with their `bind` options.
+    pub binds: Vec<ListenerRt>,
     /// Live state shared across tables.
     pub live: Arc<FrontendLive>,
+}
+
+impl FrontendRt {
+    /// The `bind` address `addr` of this frontend.
+    pub fn bind(&self, addr: SocketAddr) -> Option<&ListenerRt> {
+        self.binds.iter().find(|b| b.addr == addr)
+    }
+}
+
+/// One address a frontend listens on, as its sessions see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerRt {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// What HAProxy's log lines call it: its `name`, or else its number in the frontend
+    /// (from 1, in declaration order).
+    pub label: String,
+    /// `accept-proxy`: connections start with a PROXY protocol header.
+    pub accept_proxy: bool,
 }
 
 /// One immutable generation of everything the data path reads.
@@ -242,6 +263,16 @@ impl Table {
                 tcplog: fe.tcplog,
                 dontlognull: fe.dontlognull,
                 clitcpka: fe.clitcpka,
+                binds: fe
+                    .binds
+                    .iter()
+                    .zip(1..)
+                    .map(|(b, number): (_, u32)| ListenerRt {
+                        addr: b.addr,
+                        label: b.name.clone().unwrap_or_else(|| number.to_string()),
+                        accept_proxy: b.accept_proxy,
+                    })
+                    .collect(),
                 live: registry.frontend(&fe.name),
             });
             if !fe.disabled {

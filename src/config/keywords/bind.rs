@@ -1,5 +1,5 @@
-//! The `bind` option table: what may follow `bind ADDR:PORT`. Only `name` means something to
-//! rolelb; a few options that change nothing for it are accepted with a warning.
+//! The `bind` option table: what may follow `bind ADDR:PORT`. `name` and `accept-proxy` mean
+//! something to rolelb; a few options that change nothing for it are accepted with a warning.
 
 use super::{Ctx, did_you_mean};
 use crate::config::lexer::Word;
@@ -9,6 +9,8 @@ use crate::config::lexer::Word;
 pub struct BindOptions {
     /// `name N`.
     pub name: Option<String>,
+    /// `accept-proxy`: each connection starts with a PROXY protocol header (v1 or v2).
+    pub accept_proxy: bool,
 }
 
 /// Parser of one bind option; gets its argument when the option takes one.
@@ -35,6 +37,7 @@ const fn kw(name: &'static str, takes_arg: bool, parse: BindParser) -> BindKeywo
 /// The bind options.
 pub const BIND_KEYWORDS: &[BindKeyword] = &[
     kw("name", true, name),
+    kw("accept-proxy", false, accept_proxy),
     kw("process", true, ignored),
     kw("thread", true, ignored),
     kw("defer-accept", false, ignored),
@@ -46,6 +49,11 @@ fn name(opts: &mut BindOptions, arg: Option<&str>, _: &mut Ctx) -> Result<(), St
     Ok(())
 }
 
+fn accept_proxy(opts: &mut BindOptions, _: Option<&str>, _: &mut Ctx) -> Result<(), String> {
+    opts.accept_proxy = true;
+    Ok(())
+}
+
 fn ignored(_: &mut BindOptions, _: Option<&str>, ctx: &mut Ctx) -> Result<(), String> {
     let kw = ctx.keyword.to_string();
     ctx.warn(format!(
@@ -54,8 +62,8 @@ fn ignored(_: &mut BindOptions, _: Option<&str>, ctx: &mut Ctx) -> Result<(), St
     Ok(())
 }
 
-/// Parses the options after a bind address; returns the `name`, if any.
-pub fn parse_options(args: &[Word], ctx: &mut Ctx) -> Result<Option<String>, String> {
+/// Parses the options after a bind address.
+pub fn parse_options(args: &[Word], ctx: &mut Ctx) -> Result<BindOptions, String> {
     let mut opts = BindOptions::default();
     let mut i = 0;
     while let Some(word) = args.get(i) {
@@ -81,7 +89,7 @@ pub fn parse_options(args: &[Word], ctx: &mut Ctx) -> Result<Option<String>, Str
         (entry.parse)(&mut opts, arg, &mut sub)?;
         i += 1;
     }
-    Ok(opts.name)
+    Ok(opts)
 }
 
 fn unknown(opt: &str) -> String {
@@ -89,8 +97,8 @@ fn unknown(opt: &str) -> String {
         "ssl" | "crt" | "crt-list" | "ca-file" | "alpn" | "verify" => format!(
             "bind option '{opt}' is not supported: rolelb does not terminate TLS; pass TLS through to the servers"
         ),
-        "accept-proxy" | "accept-netscaler-cip" => format!(
-            "bind option '{opt}' is not supported yet: rolelb does not read PROXY headers from clients"
+        "accept-netscaler-cip" => format!(
+            "bind option '{opt}' is not supported: rolelb reads PROXY protocol headers only ('accept-proxy')"
         ),
         _ => format!(
             "bind option '{opt}' is not supported by rolelb (known: {}){}",

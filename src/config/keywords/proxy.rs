@@ -122,10 +122,11 @@ fn bind_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.arg(0, "an address such as ':5000' or '127.0.0.1:5000'")?;
     let addrs = parse_bind_addrs(ctx.args[0].address_checked()?)?;
     let args = ctx.args;
-    let name = bind::parse_options(&args[1..], ctx)?;
+    let opts = bind::parse_options(&args[1..], ctx)?;
     p.binds.extend(addrs.into_iter().map(|addr| Bind {
         addr,
-        name: name.clone(),
+        name: opts.name.clone(),
+        accept_proxy: opts.accept_proxy,
         loc: ctx.loc.clone(),
     }));
     Ok(())
