@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, LookupError};
-use super::{Env, api, http_conn, metrics, page, stats};
+use super::{Env, api, http_conn, metrics, page, stats, stats_auth};
 use crate::config::{AdminBind, Loc, StatsListener};
 use crate::control::ReloadError;
 use crate::table::AdminState;
@@ -82,12 +82,7 @@ enum Site {
         token: Option<String>,
     },
     /// A stats listener.
-    Stats {
-        /// `stats uri`.
-        uri: String,
-        /// `stats refresh`.
-        refresh: Option<Duration>,
-    },
+    Stats(Arc<StatsListener>),
 }
 
 /// One bound socket, not yet serving.
@@ -154,6 +149,7 @@ pub fn bind(
         });
     }
     for s in stats {
+        let site = Site::Stats(Arc::new(s.clone()));
         for b in &s.binds {
             let listener = bind_socket(b.addr).map_err(|source| HttpError::Bind {
                 loc: b.loc.clone(),
@@ -164,10 +160,7 @@ pub fn bind(
             bound.push(Bound {
                 listener,
                 addr: b.addr,
-                site: Site::Stats {
-                    uri: s.uri.clone(),
-                    refresh: s.refresh,
-                },
+                site: site.clone(),
             });
         }
     }
@@ -256,7 +249,7 @@ fn start_listener(b: Bound, env: &Env, stop: &CancellationToken) {
         Ok(listener) => {
             let what = match b.site {
                 Site::Admin { .. } => "admin API",
-                Site::Stats { .. } => "stats page",
+                Site::Stats(_) => "stats page",
             };
             tracing::info!(addr = %b.addr, "{what} listening");
             let ctx = Arc::new(Ctx {
@@ -297,7 +290,7 @@ fn error(status: StatusCode, message: &str) -> Resp {
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the token.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
+pub(super) fn same_token(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
         && given
             .iter()
@@ -327,11 +320,11 @@ fn bearer_credentials(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Answers one request on the site `ctx` serves.
-pub(super) async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
+/// Answers one request from `peer` on the site `ctx` serves.
+pub(super) async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: Option<SocketAddr>) -> Resp {
     match &ctx.site {
         Site::Admin { token } => admin(ctx, token.as_deref(), req).await,
-        Site::Stats { uri, refresh } => stats_site(ctx, uri, *refresh, &req),
+        Site::Stats(listener) => stats_site(ctx, listener, req, peer).await,
     }
 }
 
@@ -347,39 +340,104 @@ fn metrics_response(env: &Env, query: Option<&str>) -> Resp {
     }
 }
 
-fn stats_site(ctx: &Ctx, uri: &str, refresh: Option<Duration>, req: &Request<Incoming>) -> Resp {
-    let path = req.uri().path();
-    let known = path == "/metrics" || path == uri || path.strip_suffix(";csv") == Some(uri);
-    if !known {
+/// A request to a stats listener: `/metrics`, or the page (HTML, `;csv`) at any path that
+/// starts with `stats uri`, as HAProxy matches it. The access rules come first (401, 403);
+/// a POST is a server action, done when `stats admin` allows it and answered, as HAProxy
+/// does, with a 303 to the page carrying the outcome (`;st=DONE`, `;st=DENY`, ...).
+async fn stats_site(
+    ctx: &Ctx,
+    listener: &StatsListener,
+    req: Request<Incoming>,
+    peer: Option<SocketAddr>,
+) -> Resp {
+    let path = req.uri().path().to_owned();
+    let metrics = path == "/metrics";
+    if !metrics && !path.starts_with(&listener.uri) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return method_not_allowed(req.method(), path, &[Method::GET, Method::HEAD]);
+    let allowed: &[Method] = if metrics {
+        &[Method::GET, Method::HEAD]
+    } else {
+        &[Method::GET, Method::HEAD, Method::POST]
+    };
+    if !allowed.contains(req.method()) {
+        return method_not_allowed(req.method(), &path, allowed);
     }
-    if path == "/metrics" {
+    let access = stats_auth::Request::new(
+        listener,
+        peer.map(|p| p.ip()),
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    );
+    match access.verdict() {
+        stats_auth::Verdict::Allow => {}
+        stats_auth::Verdict::Deny => return page::forbidden(),
+        stats_auth::Verdict::Auth(realm) => return page::unauthorized(&realm),
+    }
+    if metrics {
         return metrics_response(&ctx.env, req.uri().query());
     }
-    if path == uri {
-        return match req.uri().query() {
-            Some(q) if q.split('&').any(|w| w == "csv") => csv(ctx),
-            _ => respond(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                page::render(&ctx.env, refresh),
-            ),
+    // The options HAProxy reads anywhere after the prefix, query string included.
+    let rest = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().get(listener.uri.len()..).unwrap_or_default())
+        .unwrap_or_default()
+        .to_owned();
+    if *req.method() == Method::POST {
+        let outcome = if access.admin() {
+            match read_body(req).await {
+                Ok(body) => page::post_action(&ctx.env, &body).await,
+                Err(resp) => return resp,
+            }
+        } else {
+            page::Outcome::Deny
         };
+        return page::redirect(listener, outcome, &rest);
     }
-    if path.strip_suffix(";csv") == Some(uri) {
-        return csv(ctx);
+    if rest.contains(";csv")
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|w| w == "csv"))
+    {
+        return respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            stats::show_stat(&ctx.env, &stats::StatFilter::default()),
+        );
     }
-    error(StatusCode::NOT_FOUND, "not found")
-}
-
-fn csv(ctx: &Ctx) -> Resp {
+    let view = page::PageView {
+        listener,
+        admin: access.admin(),
+        refresh: listener.refresh.filter(|_| !rest.contains(";norefresh")),
+        status: page::Outcome::from_query(&rest),
+    };
     respond(
         StatusCode::OK,
-        "text/plain; charset=utf-8",
-        stats::show_stat(&ctx.env, &stats::StatFilter::default()),
+        "text/html; charset=utf-8",
+        page::render(&ctx.env, &view),
+    )
+}
+
+/// The whole body of a request, within [`MAX_BODY`] and [`BODY_TIMEOUT`].
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
+    Ok(
+        tokio::time::timeout(BODY_TIMEOUT, Limited::new(req, MAX_BODY).collect())
+            .await
+            .map_err(|_| error(StatusCode::REQUEST_TIMEOUT, "request body too slow"))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("request body over {MAX_BODY} bytes"),
+                    )
+                } else {
+                    error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))
+                }
+            })?
+            .to_bytes(),
     )
 }
 
@@ -398,20 +456,7 @@ struct WeightBody {
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
-    let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req, MAX_BODY).collect())
-        .await
-        .map_err(|_| error(StatusCode::REQUEST_TIMEOUT, "request body too slow"))?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body over {MAX_BODY} bytes"),
-                )
-            } else {
-                error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let body = read_body(req).await?;
     serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))
 }

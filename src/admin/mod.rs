@@ -20,6 +20,7 @@ mod page;
 pub mod runtime;
 mod servers_state;
 mod stats;
+mod stats_auth;
 mod view;
 
 use std::future::Future;

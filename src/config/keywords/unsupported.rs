@@ -187,10 +187,6 @@ pub const SECTION_REFUSED: &[Refused] = &[
         "sections are not supported: rolelb resolves server names once at load",
     ),
     no(
-        "userlist",
-        "sections are not supported: rolelb's stats page has no authentication",
-    ),
-    no(
         "mailers",
         "sections are not supported: watch rolelb's metrics or logs instead",
     ),
