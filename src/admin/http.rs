@@ -1,10 +1,10 @@
 //! The HTTP side of the operator interfaces (hyper, HTTP/1.1): the admin API on
-//! `admin bind` and the stats page of a `listen` with `stats enable`. Both are bound at
-//! startup, before privileges are dropped, and served by their own accept loops with a cap on
-//! connections and on header and body size and time, so a flood of requests cannot hold
-//! memory or starve the data path (which never waits on anything here). Idle or slow clients
-//! cannot starve `/healthz` either: `http_conn` holds the accept loop, the connection cap
-//! and its eviction of idle connections.
+//! `admin bind` and the stats page of a `listen` or `frontend` with `stats enable`. Both are
+//! bound at startup, before privileges are dropped, and served by their own accept loops
+//! with a cap on connections and on header and body size and time, so a flood of requests
+//! cannot hold memory or starve the data path (which never waits on anything here). Idle or
+//! slow clients cannot starve `/healthz` either: `http_conn` holds the accept loop, the
+//! connection cap and its eviction of idle connections.
 //!
 //! Admin API routes (`docs/admin-api.md`):
 //! `GET /metrics`, `GET /healthz`, `GET /api/v1/backends`, `GET /api/v1/backends/{backend}`,
@@ -12,7 +12,8 @@
 //! `PUT /api/v1/backends/{backend}/servers/{server}/weight` `{"weight":N}`,
 //! `POST /api/v1/reload`. Mutating calls need `Authorization: Bearer TOKEN` when a token file
 //! is configured. Stats listeners serve `/metrics`, the HTML page at `stats uri` and its CSV
-//! at `stats uri;csv`.
+//! at `stats uri;csv`, behind their access rules (`stats_auth`), and take the page's POSTed
+//! server actions where `stats admin` allows them.
 
 use std::io;
 use std::net::SocketAddr;
