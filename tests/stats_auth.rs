@@ -1,7 +1,7 @@
 //! The stats page's access control side by side with HAProxy 2.6: one configuration (stats
 //! listeners with `stats auth`, `stats realm`, a `userlist` with SHA-512 and SHA-256 crypt
-//! hashes made here with the `sha-crypt` crate and an insecure password, `stats http-request
-//! auth unless { http_auth(L) }`, `stats admin if` TRUE / LOCALHOST / a non-matching `src` /
+//! hashes made here with the `sha-crypt` crate and an insecure password, `acl AUTH
+//! http_auth(L)` with `stats http-request auth unless AUTH`, `stats admin if` TRUE / LOCALHOST / a non-matching `src` /
 //! a group, `stats hide-version`) run by both, the same requests sent to each, and the status
 //! codes and the `WWW-Authenticate`, `Location` and `Cache-Control` headers compared exactly.
 //! `/metrics` is the documented difference: HAProxy serves nothing there on a stats listener
@@ -22,7 +22,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 struct Ports {
     /// `stats auth` x2, `stats realm`, `stats admin if TRUE`, `stats hide-version`.
     accounts: u16,
-    /// `userlist` users, admin for group `admin` only.
+    /// `userlist` users through a named ACL, admin for group `admin` only.
     users: u16,
     /// No credentials, `stats admin if LOCALHOST`, `stats show-node`, `stats show-legends`.
     local: u16,
@@ -78,7 +78,8 @@ listen users
     bind 127.0.0.1:{}
     stats enable
     stats uri /stats
-    stats http-request auth unless {{ http_auth(ops) }}
+    acl AUTH http_auth(ops)
+    stats http-request auth unless AUTH
     stats admin if {{ http_auth_group(ops) admin }}
 listen local
     mode http

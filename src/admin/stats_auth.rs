@@ -76,6 +76,7 @@ impl<'a> Request<'a> {
         match test {
             Test::True => true,
             Test::False => false,
+            Test::Acl { tests, .. } => tests.iter().any(|t| self.test(t)),
             Test::Src(nets) => self
                 .peer
                 .is_some_and(|ip| nets.iter().any(|n| n.contains(ip))),

@@ -225,8 +225,20 @@ fn http_proxy(p: &ProxyDraft, userlists: &[Arc<Userlist>], config: &mut Config, 
     });
 }
 
-fn cond_tests(cond: &Cond) -> impl Iterator<Item = &Test> {
-    cond.any_of.iter().flatten().map(|t| &t.test)
+/// The tests of a condition, those of its named ACLs included.
+fn cond_tests(cond: &Cond) -> Vec<&Test> {
+    fn add<'a>(test: &'a Test, out: &mut Vec<&'a Test>) {
+        if let Test::Acl { tests, .. } = test {
+            tests.iter().for_each(|t| add(t, out));
+        }
+        out.push(test);
+    }
+    let mut out = Vec::new();
+    cond.any_of
+        .iter()
+        .flatten()
+        .for_each(|t| add(&t.test, &mut out));
+    out
 }
 
 /// The access rules of a stats listener: `stats auth` lines become HAProxy's

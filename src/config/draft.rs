@@ -146,6 +146,8 @@ pub struct StatsDraft {
     pub show_legends: bool,
     /// `stats show-node [NAME]` (empty: the host's name).
     pub show_node: Option<String>,
+    /// `acl NAME TEST` lines of a stats listener, for its conditions.
+    pub acls: Vec<(String, crate::config::stats_access::Test)>,
 }
 
 /// A proxy section being read (also used for `defaults`).

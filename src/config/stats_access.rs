@@ -112,6 +112,13 @@ pub enum Test {
     False,
     /// `{ src NET ... }` (`LOCALHOST` is `src 127.0.0.1/8 ::1`).
     Src(Vec<Net>),
+    /// A named ACL (`acl NAME ...` lines of the proxy): any of its tests.
+    Acl {
+        /// Its name.
+        name: String,
+        /// The tests of its lines, in order.
+        tests: Vec<Test>,
+    },
     /// `{ http_auth(LIST) }`, or with groups `{ http_auth_group(LIST) G1 G2 }`: the request's
     /// Basic credentials are a user of LIST (in one of the groups, when given).
     HttpAuth {

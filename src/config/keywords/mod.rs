@@ -10,7 +10,7 @@
 //! - [`bind`]: options of `bind` lines.
 //! - [`log`]: the `log` line, shared by `global` and proxies.
 //! - [`role`]: the rolelb extensions `role`, `role-check`, `max-lag`, `role-source`.
-//! - [`stats`]: `stats ...` lines of a proxy and the conditions they take.
+//! - [`stats`]: `stats ...` and `acl` lines of a proxy and the conditions they take.
 //! - [`userlist`]: the `userlist` section.
 //! - [`etcd`]: the rolelb extensions `etcd` (a section) and `discover`.
 //! - [`unsupported`]: HAProxy keywords rolelb knows but refuses, with what to do instead,
@@ -56,6 +56,8 @@ impl Sections {
     pub const BE_ONLY: Sections = Sections(4 | 8);
     /// `frontend` and `listen` (no `defaults`).
     pub const FE_ONLY: Sections = Sections(2 | 8);
+    /// Every proxy section but `defaults`.
+    pub const PROXIES: Sections = Sections(2 | 4 | 8);
 
     fn bit(kind: ProxyKind) -> u8 {
         match kind {

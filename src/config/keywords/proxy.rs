@@ -50,6 +50,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("default-server", Sections::BE, default_server),
     kw("server", Sections::BE_ONLY, server_line),
     kw("stats", Sections::ALL, stats::stats),
+    kw("acl", Sections::PROXIES, stats::acl),
     // rolelb extensions (HAProxy would reject them).
     kw("role", Sections::BE, role::role),
     kw("role-check", Sections::BE, role::role_check),

@@ -1,12 +1,14 @@
 //! `stats ...` inside a proxy: `enable`, `uri`, `refresh`, `realm`, `auth`, `admin if|unless`,
 //! `http-request allow|deny|auth`, `hide-version`, `show-legends`, `show-node`; and the
 //! conditions those take (`TRUE`, `FALSE`, `LOCALHOST`, `{ src ... }`, `{ http_auth(L) }`,
-//! `{ http_auth_group(L) G ... }`, `!`, `||`). Anything else is refused with the reason.
+//! `{ http_auth_group(L) G ... }`, the stats listener's own `acl NAME ...` lines, `!`, `||`).
+//! Anything else is refused with the reason.
 
 use std::net::IpAddr;
 
 use super::Ctx;
 use crate::config::draft::{ProxyDraft, ProxyKind};
+use crate::config::model::Mode;
 use crate::config::stats_access::{Action, Cond, Net, Rule, Term, Test};
 use crate::config::units::{TimeUnit, parse_duration};
 
@@ -57,7 +59,7 @@ pub fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             if defaults {
                 return Err("'stats admin' is not allowed in a 'defaults' section".into());
             }
-            let cond = parse_cond(&words(ctx, 1), ctx)?.ok_or_else(|| {
+            let cond = parse_cond(&words(ctx, 1), &p.stats.acls, ctx)?.ok_or_else(|| {
                 "'stats admin' expects 'if' or 'unless' followed by a condition (e.g. 'stats admin if LOCALHOST')".to_string()
             })?;
             p.stats.admin.push(cond);
@@ -66,7 +68,7 @@ pub fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             if defaults {
                 return Err("'stats http-request' is not allowed in a 'defaults' section".into());
             }
-            let rule = parse_rule(&words(ctx, 1), ctx)?;
+            let rule = parse_rule(&words(ctx, 1), &p.stats.acls, ctx)?;
             if p.stats
                 .http_request
                 .last()
@@ -128,7 +130,7 @@ fn words<'a>(ctx: &'a Ctx, from: usize) -> Vec<&'a str> {
 }
 
 /// `allow|deny|auth [realm R] [if|unless COND]`.
-fn parse_rule(words: &[&str], ctx: &Ctx) -> Result<Rule, String> {
+fn parse_rule(words: &[&str], acls: &[(String, Test)], ctx: &Ctx) -> Result<Rule, String> {
     let (action, rest) = match words {
         ["allow", rest @ ..] => (Action::Allow, rest),
         ["deny", rest @ ..] => (Action::Deny, rest),
@@ -151,12 +153,42 @@ fn parse_rule(words: &[&str], ctx: &Ctx) -> Result<Rule, String> {
         }
         [] => return Err("'stats http-request' expects allow, deny or auth".into()),
     };
-    let cond = parse_cond(rest, ctx)?;
+    let cond = parse_cond(rest, acls, ctx)?;
     Ok(Rule { action, cond })
 }
 
-/// `if|unless TERMS`, or nothing at all (`None`).
-pub fn parse_cond(words: &[&str], ctx: &Ctx) -> Result<Option<Cond>, String> {
+/// `acl NAME FETCH [VALUES]` in a stats listener (`mode http`), for its `stats admin` and
+/// `stats http-request` conditions: the fetches of an inline `{ ... }` test. Elsewhere ACLs
+/// are refused, as everything that routes by condition.
+pub fn acl(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    if p.mode != Mode::Http {
+        return Err(format!("'acl' {}", super::unsupported::TCP_ONLY));
+    }
+    let name = ctx.arg(0, "an ACL name")?.to_string();
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
+    {
+        return Err(format!(
+            "character '{c}' is not permitted in ACL name '{name}'"
+        ));
+    }
+    if ctx.args.len() < 2 {
+        return Err(format!(
+            "'acl {name}' expects a test (e.g. 'acl {name} src 10.0.0.0/8')"
+        ));
+    }
+    let test = anonymous_acl(&words(ctx, 1), ctx)?;
+    p.stats.acls.push((name, test));
+    Ok(())
+}
+
+/// `if|unless TERMS`, or nothing at all (`None`); `acls` are the proxy's named ACLs so far.
+pub fn parse_cond(
+    words: &[&str],
+    acls: &[(String, Test)],
+    ctx: &Ctx,
+) -> Result<Option<Cond>, String> {
     let (unless, mut rest) = match words {
         [] => return Ok(None),
         ["if", rest @ ..] => (false, rest),
@@ -196,7 +228,7 @@ pub fn parse_cond(words: &[&str], ctx: &Ctx) -> Result<Option<Cond>, String> {
             rest = &rest[end + 1..];
             test
         } else {
-            named_acl(word)?
+            named_acl(word, acls)?
         };
         if let Some(group) = any_of.last_mut() {
             group.push(Term { negate, test });
@@ -208,14 +240,26 @@ pub fn parse_cond(words: &[&str], ctx: &Ctx) -> Result<Option<Cond>, String> {
     Ok(Some(Cond { unless, any_of }))
 }
 
-/// The predefined ACLs rolelb evaluates on a stats request.
-fn named_acl(name: &str) -> Result<Test, String> {
+/// An ACL declared above in the proxy (all its lines), or a predefined one rolelb evaluates
+/// on a stats request; a proxy's own ACL hides a predefined one of the same name.
+fn named_acl(name: &str, acls: &[(String, Test)]) -> Result<Test, String> {
+    let tests: Vec<Test> = acls
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, t)| t.clone())
+        .collect();
+    if !tests.is_empty() {
+        return Ok(Test::Acl {
+            name: name.to_string(),
+            tests,
+        });
+    }
     match name {
         "TRUE" => Ok(Test::True),
         "FALSE" => Ok(Test::False),
         "LOCALHOST" => Ok(Test::Src(localhost())),
         other => Err(format!(
-            "ACL '{other}' is not supported in a stats condition: rolelb knows TRUE, FALSE, LOCALHOST and inline tests such as '{{ src 10.0.0.0/8 }}' or '{{ http_auth(LIST) }}' (named 'acl' lines are not supported)"
+            "no such ACL '{other}': declare it above with 'acl {other} ...' (rolelb's predefined ACLs are TRUE, FALSE and LOCALHOST)"
         )),
     }
 }
@@ -351,7 +395,7 @@ mod tests {
         let e = errors("listen st\nmode http\nbind :1\nstats enable\nstats admin if METH_GET\n")
             .join("\n");
         assert!(
-            e.contains(":5:") && e.contains("ACL 'METH_GET' is not supported"),
+            e.contains(":5:") && e.contains("no such ACL 'METH_GET'"),
             "{e}"
         );
         let e = errors("listen st\nmode http\nbind :1\nstats enable\nstats admin\n").join("\n");
@@ -360,6 +404,36 @@ mod tests {
             errors("listen st\nmode http\nbind :1\nstats enable\nstats admin if { hdr(x) y }\n")
                 .join("\n");
         assert!(e.contains("'hdr(x)' is not supported"), "{e}");
+    }
+
+    #[test]
+    fn named_acls_join_their_lines_and_stay_refused_in_tcp_proxies() {
+        let c = parse(
+            "userlist L\nuser a insecure-password b\nlisten st\nmode http\nbind :1\nstats enable\n\
+             acl NET src 10.0.0.0/8\nacl NET src 192.0.2.1\nacl AUTH http_auth(L)\n\
+             stats http-request auth unless AUTH\nstats admin if NET\n",
+        )
+        .expect("valid");
+        let s = &c.stats[0];
+        assert!(
+            matches!(&s.admin[0].any_of[0][0].test, Test::Acl { tests, .. } if tests.len() == 2)
+        );
+        assert_eq!(s.userlists[0].name, "L");
+        let e = errors("listen st\nmode http\nbind :1\nstats enable\nstats admin if NET\nacl NET src 10.0.0.0/8\n")
+            .join("\n");
+        assert!(e.contains(":5:") && e.contains("no such ACL 'NET'"), "{e}");
+        let e =
+            errors("listen st\nmode http\nbind :1\nstats enable\nacl H hdr(host) x\n").join("\n");
+        assert!(
+            e.contains(":5:") && e.contains("'hdr(host)' is not supported"),
+            "{e}"
+        );
+        let e = errors("frontend f\nbind :1\nacl W dst_port 5001\ndefault_backend b\nbackend b\nserver s 127.0.0.1:2\n")
+            .join("\n");
+        assert!(
+            e.contains(":3:") && e.contains("'acl' is not supported: rolelb is a TCP balancer"),
+            "{e}"
+        );
     }
 
     #[test]
