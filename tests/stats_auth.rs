@@ -29,6 +29,8 @@ struct Ports {
     /// A `frontend`, no credentials, `stats admin if { src 10.0.0.0/8 }` (the tests come
     /// from 127.0.0.1).
     remote: u16,
+    /// `stats http-request deny unless { src 10.0.0.0/8 }`: 403 for the tests.
+    denied: u16,
     /// The TCP `listen db` whose servers the actions change.
     db: u16,
 }
@@ -40,12 +42,19 @@ impl Ports {
             users: free_port(),
             local: free_port(),
             remote: free_port(),
+            denied: free_port(),
             db: free_port(),
         }
     }
 
-    fn all(self) -> [u16; 4] {
-        [self.accounts, self.users, self.local, self.remote]
+    fn all(self) -> [u16; 5] {
+        [
+            self.accounts,
+            self.users,
+            self.local,
+            self.remote,
+            self.denied,
+        ]
     }
 }
 
@@ -95,12 +104,19 @@ frontend remote
     stats enable
     stats uri /stats
     stats admin if {{ src 10.0.0.0/8 }}
+listen denied
+    mode http
+    bind 127.0.0.1:{}
+    stats enable
+    stats uri /stats
+    stats http-request deny unless {{ src 10.0.0.0/8 }}
+    stats admin if TRUE
 listen db
     bind 127.0.0.1:{}
     server a 127.0.0.1:{a}
     server b 127.0.0.1:{b}
 ",
-        p.accounts, p.users, p.local, p.remote, p.db
+        p.accounts, p.users, p.local, p.remote, p.denied, p.db
     )
 }
 
@@ -257,6 +273,26 @@ fn stats_access_answers_like_haproxy_with_and_without_credentials() {
             200
         );
     }
+
+    // `stats http-request deny`: 403 for the page, its CSV and an action alike.
+    let denied: fn(Ports) -> u16 = |p| p.denied;
+    assert_eq!(same(hp, rp, denied, "GET", "/stats", None, ""), 403);
+    assert_eq!(
+        same(hp, rp, denied, "GET", "/stats;csv", Some("a:b"), ""),
+        403
+    );
+    assert_eq!(
+        same(
+            hp,
+            rp,
+            denied,
+            "POST",
+            "/stats",
+            None,
+            "s=a&action=maint&b=db"
+        ),
+        403
+    );
 
     // `stats hide-version`: neither shows its version on that page; both do without it.
     let version = |port, user| ask(port, "GET", "/stats", user, "").1;
