@@ -1,10 +1,10 @@
 //! The HTTP side of the operator interfaces (hyper, HTTP/1.1): the admin API on
-//! `admin bind` and the stats page of a `listen` with `stats enable`. Both are bound at
-//! startup, before privileges are dropped, and served by their own accept loops with a cap on
-//! connections and on header and body size and time, so a flood of requests cannot hold
-//! memory or starve the data path (which never waits on anything here). Idle or slow clients
-//! cannot starve `/healthz` either: `http_conn` holds the accept loop, the connection cap
-//! and its eviction of idle connections.
+//! `admin bind` and the stats page of a `listen` or `frontend` with `stats enable`. Both are
+//! bound at startup, before privileges are dropped, and served by their own accept loops
+//! with a cap on connections and on header and body size and time, so a flood of requests
+//! cannot hold memory or starve the data path (which never waits on anything here). Idle or
+//! slow clients cannot starve `/healthz` either: `http_conn` holds the accept loop, the
+//! connection cap and its eviction of idle connections.
 //!
 //! Admin API routes (`docs/admin-api.md`):
 //! `GET /metrics`, `GET /healthz`, `GET /api/v1/backends`, `GET /api/v1/backends/{backend}`,
@@ -12,7 +12,8 @@
 //! `PUT /api/v1/backends/{backend}/servers/{server}/weight` `{"weight":N}`,
 //! `POST /api/v1/reload`. Mutating calls need `Authorization: Bearer TOKEN` when a token file
 //! is configured. Stats listeners serve `/metrics`, the HTML page at `stats uri` and its CSV
-//! at `stats uri;csv`.
+//! at `stats uri;csv`, behind their access rules (`stats_auth`), and take the page's POSTed
+//! server actions where `stats admin` allows them.
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{self, LookupError};
-use super::{Env, api, http_conn, metrics, page, stats};
+use super::{Env, api, http_conn, metrics, page, stats, stats_auth};
 use crate::config::{AdminBind, Loc, StatsListener};
 use crate::control::ReloadError;
 use crate::table::AdminState;
@@ -82,12 +83,7 @@ enum Site {
         token: Option<String>,
     },
     /// A stats listener.
-    Stats {
-        /// `stats uri`.
-        uri: String,
-        /// `stats refresh`.
-        refresh: Option<Duration>,
-    },
+    Stats(Arc<StatsListener>),
 }
 
 /// One bound socket, not yet serving.
@@ -154,6 +150,7 @@ pub fn bind(
         });
     }
     for s in stats {
+        let site = Site::Stats(Arc::new(s.clone()));
         for b in &s.binds {
             let listener = bind_socket(b.addr).map_err(|source| HttpError::Bind {
                 loc: b.loc.clone(),
@@ -164,10 +161,7 @@ pub fn bind(
             bound.push(Bound {
                 listener,
                 addr: b.addr,
-                site: Site::Stats {
-                    uri: s.uri.clone(),
-                    refresh: s.refresh,
-                },
+                site: site.clone(),
             });
         }
     }
@@ -256,7 +250,7 @@ fn start_listener(b: Bound, env: &Env, stop: &CancellationToken) {
         Ok(listener) => {
             let what = match b.site {
                 Site::Admin { .. } => "admin API",
-                Site::Stats { .. } => "stats page",
+                Site::Stats(_) => "stats page",
             };
             tracing::info!(addr = %b.addr, "{what} listening");
             let ctx = Arc::new(Ctx {
@@ -297,7 +291,7 @@ fn error(status: StatusCode, message: &str) -> Resp {
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the token.
-fn same_token(given: &[u8], expected: &[u8]) -> bool {
+pub(super) fn same_token(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
         && given
             .iter()
@@ -327,11 +321,11 @@ fn bearer_credentials(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Answers one request on the site `ctx` serves.
-pub(super) async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
+/// Answers one request from `peer` on the site `ctx` serves.
+pub(super) async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: Option<SocketAddr>) -> Resp {
     match &ctx.site {
         Site::Admin { token } => admin(ctx, token.as_deref(), req).await,
-        Site::Stats { uri, refresh } => stats_site(ctx, uri, *refresh, &req),
+        Site::Stats(listener) => stats_site(ctx, listener, req, peer).await,
     }
 }
 
@@ -347,39 +341,104 @@ fn metrics_response(env: &Env, query: Option<&str>) -> Resp {
     }
 }
 
-fn stats_site(ctx: &Ctx, uri: &str, refresh: Option<Duration>, req: &Request<Incoming>) -> Resp {
-    let path = req.uri().path();
-    let known = path == "/metrics" || path == uri || path.strip_suffix(";csv") == Some(uri);
-    if !known {
+/// A request to a stats listener: `/metrics`, or the page (HTML, `;csv`) at any path that
+/// starts with `stats uri`, as HAProxy matches it. The access rules come first (401, 403);
+/// a POST is a server action, done when `stats admin` allows it and answered, as HAProxy
+/// does, with a 303 to the page carrying the outcome (`;st=DONE`, `;st=DENY`, ...).
+async fn stats_site(
+    ctx: &Ctx,
+    listener: &StatsListener,
+    req: Request<Incoming>,
+    peer: Option<SocketAddr>,
+) -> Resp {
+    let path = req.uri().path().to_owned();
+    let metrics = path == "/metrics";
+    if !metrics && !path.starts_with(&listener.uri) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return method_not_allowed(req.method(), path, &[Method::GET, Method::HEAD]);
+    let allowed: &[Method] = if metrics {
+        &[Method::GET, Method::HEAD]
+    } else {
+        &[Method::GET, Method::HEAD, Method::POST]
+    };
+    if !allowed.contains(req.method()) {
+        return method_not_allowed(req.method(), &path, allowed);
     }
-    if path == "/metrics" {
+    let access = stats_auth::Request::new(
+        listener,
+        peer.map(|p| p.ip()),
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    );
+    match access.verdict() {
+        stats_auth::Verdict::Allow => {}
+        stats_auth::Verdict::Deny => return page::forbidden(),
+        stats_auth::Verdict::Auth(realm) => return page::unauthorized(&realm),
+    }
+    if metrics {
         return metrics_response(&ctx.env, req.uri().query());
     }
-    if path == uri {
-        return match req.uri().query() {
-            Some(q) if q.split('&').any(|w| w == "csv") => csv(ctx),
-            _ => respond(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                page::render(&ctx.env, refresh),
-            ),
+    // The options HAProxy reads anywhere after the prefix, query string included.
+    let rest = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().get(listener.uri.len()..).unwrap_or_default())
+        .unwrap_or_default()
+        .to_owned();
+    if *req.method() == Method::POST {
+        let outcome = if access.admin() {
+            match read_body(req).await {
+                Ok(body) => page::post_action(&ctx.env, &body).await,
+                Err(resp) => return resp,
+            }
+        } else {
+            page::Outcome::Deny
         };
+        return page::redirect(listener, outcome, &rest);
     }
-    if path.strip_suffix(";csv") == Some(uri) {
-        return csv(ctx);
+    if rest.contains(";csv")
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|w| w == "csv"))
+    {
+        return respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            stats::show_stat(&ctx.env, &stats::StatFilter::default()),
+        );
     }
-    error(StatusCode::NOT_FOUND, "not found")
-}
-
-fn csv(ctx: &Ctx) -> Resp {
+    let view = page::PageView {
+        listener,
+        admin: access.admin(),
+        refresh: listener.refresh.filter(|_| !rest.contains(";norefresh")),
+        status: page::Outcome::from_query(&rest),
+    };
     respond(
         StatusCode::OK,
-        "text/plain; charset=utf-8",
-        stats::show_stat(&ctx.env, &stats::StatFilter::default()),
+        "text/html; charset=utf-8",
+        page::render(&ctx.env, &view),
+    )
+}
+
+/// The whole body of a request, within [`MAX_BODY`] and [`BODY_TIMEOUT`].
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
+    Ok(
+        tokio::time::timeout(BODY_TIMEOUT, Limited::new(req, MAX_BODY).collect())
+            .await
+            .map_err(|_| error(StatusCode::REQUEST_TIMEOUT, "request body too slow"))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("request body over {MAX_BODY} bytes"),
+                    )
+                } else {
+                    error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))
+                }
+            })?
+            .to_bytes(),
     )
 }
 
@@ -398,20 +457,7 @@ struct WeightBody {
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
-    let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req, MAX_BODY).collect())
-        .await
-        .map_err(|_| error(StatusCode::REQUEST_TIMEOUT, "request body too slow"))?
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body over {MAX_BODY} bytes"),
-                )
-            } else {
-                error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let body = read_body(req).await?;
     serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))
 }

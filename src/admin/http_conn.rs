@@ -214,13 +214,14 @@ async fn serve_connection(
     stop: CancellationToken,
 ) {
     let (conns, entry) = (admitted.conns.clone(), admitted.entry.clone());
+    let peer = stream.peer_addr().ok();
     let service = {
         let (conns, entry) = (conns.clone(), entry.clone());
         service_fn(move |req| {
             let ctx = ctx.clone();
             let busy = Busy::enter(&conns, &entry);
             async move {
-                let resp = handle(&ctx, req).await;
+                let resp = handle(&ctx, req, peer).await;
                 drop(busy);
                 Ok::<_, Infallible>(resp)
             }

@@ -1,9 +1,9 @@
 //! Operator interfaces beside the data path: the runtime API on `stats socket` (`runtime` for
 //! the sockets, `cli` for the commands, `stats` and `servers_state` for HAProxy's report
 //! formats), the HTTP admin API and stats page (`http`, with `http_conn` for its connections,
-//! `api` for the JSON documents and `page` for the HTML), Prometheus `/metrics` (`metrics`, one
-//! file per family group), `ops` for the changes both APIs make, and `view`, which derives
-//! every value the reports show (HAProxy's numbering and encodings, status words, weights,
+//! `stats_auth` for the stats page's access rules, `api` for the JSON documents and `page` for
+//! the HTML), Prometheus `/metrics` (`metrics`, one file per family group), `ops` for the
+//! changes both APIs make, and `view`, which derives every value the reports show (HAProxy's numbering and encodings, status words, weights,
 //! limits, counts) so that each report only formats it.
 //!
 //! Data enters as commands from operators and leaves as reports read from the current table
@@ -20,6 +20,7 @@ mod page;
 pub mod runtime;
 mod servers_state;
 mod stats;
+mod stats_auth;
 mod view;
 
 use std::future::Future;

@@ -130,6 +130,24 @@ pub struct StatsDraft {
     pub uri: Option<String>,
     /// `stats refresh`.
     pub refresh: Option<Duration>,
+    /// `stats realm`.
+    pub realm: Option<String>,
+    /// `stats auth USER:PASS` lines: user, password, where.
+    pub auth: Vec<(String, String, Loc)>,
+    /// `stats http-request` rules, in order.
+    pub http_request: Vec<crate::config::stats_access::Rule>,
+    /// Where the first `stats http-request` is.
+    pub http_request_loc: Option<Loc>,
+    /// `stats admin if|unless` conditions, in order.
+    pub admin: Vec<crate::config::stats_access::Cond>,
+    /// `stats hide-version`.
+    pub hide_version: bool,
+    /// `stats show-legends`.
+    pub show_legends: bool,
+    /// `stats show-node [NAME]` (empty: the host's name).
+    pub show_node: Option<String>,
+    /// `acl NAME TEST` lines of a stats listener, for its conditions.
+    pub acls: Vec<(String, crate::config::stats_access::Test)>,
 }
 
 /// A proxy section being read (also used for `defaults`).

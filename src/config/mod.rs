@@ -13,6 +13,7 @@ pub mod lexer;
 pub mod log_format;
 pub mod model;
 pub mod parse;
+pub mod stats_access;
 #[cfg(test)]
 mod testing;
 pub mod units;
@@ -104,7 +105,13 @@ pub fn parse_with_env(
     let mut diags = reader.diags;
     diags.errors.append(&mut lex_errors);
     diags.warnings.append(&mut lex_warnings);
-    let mut config = build::build(reader.global, reader.proxies, reader.etcd, &mut diags);
+    let mut config = build::build(
+        reader.global,
+        reader.proxies,
+        reader.etcd,
+        reader.userlists,
+        &mut diags,
+    );
     let order = |d: &Diagnostic| {
         let file = sources
             .iter()

@@ -671,7 +671,7 @@ pub struct AgentCheck {
     pub agent_send: Option<Vec<u8>>,
 }
 
-/// A `listen` with `mode http` and `stats enable`: serves the stats page and `/metrics`.
+/// A `listen` or `frontend` with `mode http` and `stats enable`: serves the stats page and `/metrics`.
 #[derive(Debug, Clone)]
 pub struct StatsListener {
     /// Proxy name.
@@ -684,4 +684,18 @@ pub struct StatsListener {
     pub uri: String,
     /// `stats refresh`, if given.
     pub refresh: Option<Duration>,
+    /// Who may see the page: the first rule whose condition matches decides; none matching
+    /// (or none at all) lets the request through. `stats auth` is one `auth` rule.
+    pub rules: Vec<super::stats_access::Rule>,
+    /// `stats admin if|unless`: the page's server actions are allowed when one matches.
+    pub admin: Vec<super::stats_access::Cond>,
+    /// The userlists the rules and conditions name (`stats auth` fills
+    /// [`super::stats_access::STATS_AUTH_USERLIST`]).
+    pub userlists: Vec<Arc<super::stats_access::Userlist>>,
+    /// `stats hide-version`.
+    pub hide_version: bool,
+    /// `stats show-legends`.
+    pub show_legends: bool,
+    /// `stats show-node [NAME]` (empty: the host's name).
+    pub show_node: Option<String>,
 }

@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 
 use super::draft::{Diags, EtcdDraft, ProxyDraft, ProxyKind};
-use super::keywords::{self, Ctx, did_you_mean, etcd, global, proxy, unsupported};
+use super::keywords::{self, Ctx, did_you_mean, etcd, global, proxy, unsupported, userlist};
 use super::lexer::Line;
 use super::model::{Global, Loc};
+use super::stats_access::Userlist;
 
 /// What the reader has collected so far.
 pub struct Reader {
@@ -19,6 +20,8 @@ pub struct Reader {
     pub proxies: Vec<ProxyDraft>,
     /// `etcd` sections in file order.
     pub etcd: Vec<EtcdDraft>,
+    /// `userlist` sections in file order (a duplicate name is ignored, as HAProxy).
+    pub userlists: Vec<Userlist>,
     /// The `defaults` in force for the next proxy.
     defaults: ProxyDraft,
     /// Named `defaults` sections, for `from NAME`.
@@ -32,12 +35,13 @@ enum Section {
     Global,
     Proxy(Box<ProxyDraft>),
     Etcd(EtcdDraft),
+    Userlist(Userlist),
     /// An unsupported section whose lines are skipped (its header was reported).
     Skip,
 }
 
-const SECTIONS: [&str; 6] = [
-    "global", "defaults", "frontend", "backend", "listen", "etcd",
+const SECTIONS: [&str; 7] = [
+    "global", "defaults", "frontend", "backend", "listen", "etcd", "userlist",
 ];
 
 impl Default for Reader {
@@ -58,6 +62,7 @@ impl Reader {
             global: Global::default(),
             proxies: Vec::new(),
             etcd: Vec::new(),
+            userlists: Vec::new(),
             defaults: ProxyDraft::new(ProxyKind::Defaults, String::new(), builtin),
             named_defaults: HashMap::new(),
             section: Section::None,
@@ -101,6 +106,7 @@ impl Reader {
             Section::Global => global_line(&mut self.global, &mut ctx),
             Section::Proxy(draft) => proxy_line(draft, &mut ctx),
             Section::Etcd(draft) => etcd::etcd_line(draft, &mut ctx),
+            Section::Userlist(list) => userlist::userlist_line(list, &mut ctx),
         };
         if let Err(message) = result {
             let hint = line.variable_hint(&message).unwrap_or_default();
@@ -112,6 +118,7 @@ impl Reader {
         match std::mem::replace(&mut self.section, Section::None) {
             Section::Proxy(draft) => self.close_proxy(*draft),
             Section::Etcd(draft) => self.etcd.push(draft),
+            Section::Userlist(list) => self.userlists.push(list),
             Section::None | Section::Global | Section::Skip => {}
         }
     }
@@ -142,6 +149,10 @@ impl Reader {
         }
         if keyword == "etcd" {
             self.open_etcd(&args, loc);
+            return;
+        }
+        if keyword == "userlist" {
+            self.open_userlist(&args, loc);
             return;
         }
         let kind = match keyword {
@@ -251,6 +262,48 @@ impl Reader {
             password: None,
             dial_timeout: None,
             prefix: None,
+        });
+    }
+
+    /// `userlist NAME`: a second section of the same name is ignored with a warning, as HAProxy.
+    fn open_userlist(&mut self, args: &[&str], loc: &Loc) {
+        let name = match args {
+            [name] => name.to_string(),
+            [] => {
+                self.diags
+                    .error(loc, "'userlist' expects <name> as argument");
+                self.section = Section::Skip;
+                return;
+            }
+            [_, extra, ..] => {
+                self.diags.error(
+                    loc,
+                    format!("'userlist': unexpected argument '{extra}' (write 'userlist NAME')"),
+                );
+                self.section = Section::Skip;
+                return;
+            }
+        };
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
+        {
+            self.diags.error(
+                loc,
+                format!("character '{c}' is not permitted in 'userlist' name '{name}'"),
+            );
+        }
+        if self.userlists.iter().any(|u| u.name == name) {
+            self.diags
+                .warn(loc, format!("ignoring duplicated userlist '{name}'"));
+            self.section = Section::Skip;
+            return;
+        }
+        self.section = Section::Userlist(Userlist {
+            name,
+            loc: loc.clone(),
+            users: Vec::new(),
+            groups: Vec::new(),
         });
     }
 

@@ -10,6 +10,8 @@
 //! - [`bind`]: options of `bind` lines.
 //! - [`log`]: the `log` line, shared by `global` and proxies.
 //! - [`role`]: the rolelb extensions `role`, `role-check`, `max-lag`, `role-source`.
+//! - [`stats`]: `stats ...` and `acl` lines of a proxy and the conditions they take.
+//! - [`userlist`]: the `userlist` section.
 //! - [`etcd`]: the rolelb extensions `etcd` (a section) and `discover`.
 //! - [`unsupported`]: HAProxy keywords rolelb knows but refuses, with what to do instead,
 //!   and the rolelb extensions not implemented yet.
@@ -23,7 +25,9 @@ pub mod option;
 pub mod proxy;
 pub mod role;
 pub mod server;
+pub mod stats;
 pub mod unsupported;
+pub mod userlist;
 
 use super::draft::{Diags, ProxyKind};
 use super::lexer::Word;
@@ -52,6 +56,8 @@ impl Sections {
     pub const BE_ONLY: Sections = Sections(4 | 8);
     /// `frontend` and `listen` (no `defaults`).
     pub const FE_ONLY: Sections = Sections(2 | 8);
+    /// Every proxy section but `defaults`.
+    pub const PROXIES: Sections = Sections(2 | 4 | 8);
 
     fn bit(kind: ProxyKind) -> u8 {
         match kind {

@@ -1,7 +1,7 @@
 //! The proxy keyword table: what `defaults`, `frontend`, `backend` and `listen` accept, each
 //! keyword with its parser and the sections where HAProxy allows it.
 
-use super::{Ctx, Sections, bind, check, etcd, option, role, server};
+use super::{Ctx, Sections, bind, check, etcd, option, role, server, stats};
 use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
 use crate::config::keywords::log::parse_log_target;
@@ -49,7 +49,8 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("enabled", Sections::ALL, enabled),
     kw("default-server", Sections::BE, default_server),
     kw("server", Sections::BE_ONLY, server_line),
-    kw("stats", Sections::ALL, stats),
+    kw("stats", Sections::ALL, stats::stats),
+    kw("acl", Sections::PROXIES, stats::acl),
     // rolelb extensions (HAProxy would reject them).
     kw("role", Sections::BE, role::role),
     kw("role-check", Sections::BE, role::role_check),
@@ -398,53 +399,6 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     addr?;
     options?;
     agent_error.map_or(Ok(()), Err)
-}
-
-/// `stats enable|uri|refresh` (a `listen` in `mode http` becomes the stats page).
-fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
-    let sub = ctx.arg(0, "'enable', 'uri' or 'refresh'")?.to_string();
-    match sub.as_str() {
-        "enable" => {
-            ctx.at_most(1)?;
-            p.stats.enable = Some(ctx.loc.clone());
-        }
-        "uri" => {
-            ctx.at_most(2)?;
-            let uri = ctx.arg(1, "a path after 'stats uri'")?;
-            if !uri.starts_with('/') {
-                return Err(format!("'stats uri {uri}': the path must start with '/'"));
-            }
-            p.stats.uri = Some(uri.to_string());
-        }
-        "refresh" => {
-            ctx.at_most(2)?;
-            let d = parse_duration(
-                ctx.arg(1, "a duration after 'stats refresh'")?,
-                TimeUnit::Seconds,
-            )?;
-            // As HAProxy: 0 means the page does not refresh itself.
-            p.stats.refresh = (!d.is_zero()).then_some(d);
-        }
-        "realm" | "hide-version" | "show-legends" | "show-node" | "show-desc" | "show-modules" => {
-            ctx.warn(format!(
-                "'stats {sub}' is accepted for compatibility and ignored by rolelb"
-            ));
-        }
-        "auth" | "admin" | "http-request" | "scope" => {
-            return Err(format!(
-                "'stats {sub}' is not supported: rolelb's stats page has no access control; bind it to a trusted address"
-            ));
-        }
-        "socket" | "timeout" | "maxconn" | "bind-process" => {
-            return Err(format!("'stats {sub}' belongs in the 'global' section"));
-        }
-        other => {
-            return Err(format!(
-                "unknown 'stats {other}' (rolelb knows stats enable, stats uri, stats refresh)"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,13 +14,13 @@ const fn no(name: &'static str, why: &'static str) -> Refused {
     Refused { name, why }
 }
 
-const TCP_ONLY: &str =
+/// Why an ACL-driven keyword is refused outside a stats listener.
+pub const TCP_ONLY: &str =
     "is not supported: rolelb is a TCP balancer; use an unconditional use_backend/default_backend";
 const HTTP_ONLY: &str = "only applies to HTTP and is not supported: rolelb is a TCP balancer";
 
 /// HAProxy proxy keywords refused in proxies.
 pub const PROXY_REFUSED: &[Refused] = &[
-    no("acl", TCP_ONLY),
     no("tcp-request", TCP_ONLY),
     no("tcp-response", TCP_ONLY),
     no("http-request", TCP_ONLY),
@@ -185,10 +185,6 @@ pub const SECTION_REFUSED: &[Refused] = &[
     no(
         "resolvers",
         "sections are not supported: rolelb resolves server names once at load",
-    ),
-    no(
-        "userlist",
-        "sections are not supported: rolelb's stats page has no authentication",
     ),
     no(
         "mailers",
