@@ -471,8 +471,17 @@ fn disable_in_both(pair: &SourcePair, server: &str) {
 #[test]
 fn source_sends_every_client_to_haproxys_server_map_based_and_consistent_ipv4_and_ipv6() {
     let (a, b, c) = three_weighted();
-    for hash_type in ["map-based", "consistent"] {
-        for weights in [[1, 1, 1], [1, 2, 3]] {
+    // A hash function changes nothing for `source` in HAProxy; `avalanche` is what counts.
+    let cases = [
+        ("map-based", [1, 1, 1]),
+        ("map-based", [1, 2, 3]),
+        ("consistent", [1, 1, 1]),
+        ("consistent", [1, 2, 3]),
+        ("map-based crc32", [1, 2, 3]),
+        ("consistent djb2 avalanche", [1, 2, 3]),
+    ];
+    for (hash_type, weights) in cases {
+        {
             let opts: Vec<String> = weights.iter().map(|w| format!("weight {w}")).collect();
             let servers = [
                 Srv::of(&a, &opts[0]),
@@ -495,4 +504,29 @@ fn source_sends_every_client_to_haproxys_server_map_based_and_consistent_ipv4_an
             assert!(moved > 0, "{what}: b's clients moved");
         }
     }
+}
+
+#[test]
+fn source_consistent_follows_haproxy_while_slowstart_ramps_a_server() {
+    let (a, b, c) = three_weighted();
+    let servers = [
+        Srv::of(&a, "weight 2"),
+        Srv::of(&b, "weight 2 slowstart 300s"),
+        Srv::of(&c, "weight 2"),
+    ];
+    let pair = start_source_pair("consistent", &servers);
+    let full = assert_same_assignment(&pair, "all up");
+    disable_in_both(&pair, "b");
+    for side in &pair.sides {
+        let reply = common::stats_cli(&side.socket, "enable server lb/b");
+        assert!(reply.trim().is_empty(), "{}: {reply}", side.name);
+    }
+    // For the first 18 s of its 300 s ramp b has 2 of its 32 points in both.
+    let ramped = assert_same_assignment(&pair, "b ramping");
+    let b_full = full.iter().filter(|(_, s)| s == "b").count();
+    let b_ramped = ramped.iter().filter(|(_, s)| s == "b").count();
+    assert!(
+        b_ramped < b_full,
+        "a ramping server has fewer points: {b_ramped} vs {b_full} clients"
+    );
 }
