@@ -306,12 +306,14 @@ fn backup_servers_serve_only_when_no_active_server_is_available_like_haproxy() {
 }
 
 /// rolelb and HAProxy on one `balance source` config, each with a direct bind on 127.0.0.1,
-/// one on `::1` and an `accept-proxy` bind (the PROXY header sets the client address, so
-/// clients can come from anywhere in IPv4 and IPv6), and an admin `stats socket`.
+/// one on `::1`, one on `::ffff:127.0.0.1` (IPv4 clients seen as IPv4-mapped IPv6 addresses)
+/// and an `accept-proxy` bind (the PROXY header sets the client address, so clients can come
+/// from anywhere in IPv4 and IPv6), and an admin `stats socket`.
 struct SourceSide {
     name: &'static str,
     direct: u16,
     v6: u16,
+    mapped: u16,
     proxied: u16,
     socket: std::path::PathBuf,
 }
@@ -328,11 +330,12 @@ fn source_config(side: &SourceSide, hash_type: &str, servers: &[Srv<'_>]) -> Str
         "global\n    maxconn 4096\n    stats socket {} level admin\n\n\
          defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    \
          timeout server 30s\n\n\
-         listen lb\n    bind 127.0.0.1:{}\n    bind ::1:{}\n    bind 127.0.0.1:{} accept-proxy\n    \
-         balance source\n    hash-type {hash_type}\n",
+         listen lb\n    bind 127.0.0.1:{}\n    bind ::1:{}\n    bind ::ffff:127.0.0.1:{}\n    \
+         bind 127.0.0.1:{} accept-proxy\n    balance source\n    hash-type {hash_type}\n",
         side.socket.display(),
         side.direct,
         side.v6,
+        side.mapped,
         side.proxied,
     );
     for s in servers {
@@ -347,6 +350,7 @@ fn start_source_pair(hash_type: &str, servers: &[Srv<'_>]) -> SourcePair {
         name,
         direct: free_port(),
         v6: free_port(),
+        mapped: free_port(),
         proxied: free_port(),
         socket: dir.path().join(format!("{name}.sock")),
     };
@@ -416,8 +420,8 @@ fn spread_clients() -> Vec<IpAddr> {
     out
 }
 
-/// The server every client reaches through `side`: 127.0.0.1..=254 directly, the spread
-/// clients through PROXY headers, then `::1`.
+/// The server every client reaches through `side`: 127.0.0.1..=254 directly and as mapped
+/// IPv6 addresses, the spread clients through PROXY headers, then `::1`.
 fn source_assignment(side: &SourceSide) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = (1..=254u8)
         .map(|x| {
@@ -425,6 +429,13 @@ fn source_assignment(side: &SourceSide) -> Vec<(String, String)> {
             (ip.to_string(), who_answers_from(ip, local(side.direct)))
         })
         .collect();
+    for x in 1..=60u8 {
+        let ip = Ipv4Addr::new(127, 0, 0, x);
+        out.push((
+            format!("mapped {ip}"),
+            who_answers_from(ip, local(side.mapped)),
+        ));
+    }
     for ip in spread_clients() {
         out.push((format!("proxy {ip}"), who_answers_as(ip, side.proxied)));
     }
@@ -529,4 +540,44 @@ fn source_consistent_follows_haproxy_while_slowstart_ramps_a_server() {
         b_ramped < b_full,
         "a ramping server has fewer points: {b_ramped} vs {b_full} clients"
     );
+}
+
+#[test]
+fn hash_type_forms_that_would_hash_differently_are_refused_with_their_line() {
+    let cfg = |hash_type: &str| {
+        format!(
+            "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    \
+             timeout server 1s\n\nlisten lb\n    bind 127.0.0.1:{}\n    balance source\n    \
+             hash-type {hash_type}\n    server a 127.0.0.1:1\n",
+            free_port()
+        )
+    };
+    // HAProxy takes all of these; rolelb runs the ones it hashes the same way.
+    for accepted in [
+        "map-based",
+        "map-based sdbm",
+        "map-based wt6",
+        "consistent",
+        "consistent crc32 avalanche",
+    ] {
+        let (ok, text) = Rolelb::check(&cfg(accepted));
+        assert!(ok && !text.contains("WARNING"), "{accepted}: {text}");
+        assert!(
+            Haproxy::check(&cfg(accepted)).0,
+            "HAProxy refuses {accepted}"
+        );
+    }
+    for refused in [
+        "consistent sdbm",
+        "consistent djb2",
+        "map-based crc32 avalanche",
+    ] {
+        assert!(Haproxy::check(&cfg(refused)).0, "HAProxy refuses {refused}");
+        let (ok, text) = Rolelb::check(&cfg(refused));
+        assert!(!ok, "{refused}: {text}");
+        assert!(
+            text.contains(".cfg:10: ") && text.contains("avalanche"),
+            "{refused}: {text}"
+        );
+    }
 }
