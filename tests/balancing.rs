@@ -1,6 +1,7 @@
 //! Balancing algorithms against real TCP backends, each scenario run through rolelb and
 //! through HAProxy 2.6 with the same config: the per-server counts over every full cycle must
-//! agree, and for `static-rr`, `first` and backups, the exact sequence too.
+//! agree, and for `static-rr`, `first` and backups, the exact sequence too; for `balance
+//! source`, every client (IPv4, IPv6, IPv4-mapped) must reach the same server under both.
 
 mod common;
 mod lbcfg;
