@@ -1,6 +1,7 @@
 //! Balancing algorithms against real TCP backends, each scenario run through rolelb and
 //! through HAProxy 2.6 with the same config: the per-server counts over every full cycle must
-//! agree, and for `static-rr`, `first` and backups, the exact sequence too.
+//! agree, and for `static-rr`, `first` and backups, the exact sequence too; for `balance
+//! source`, every client (IPv4, IPv6, IPv4-mapped) must reach the same server under both.
 
 mod common;
 mod lbcfg;
@@ -303,4 +304,281 @@ fn backup_servers_serve_only_when_no_active_server_is_available_like_haproxy() {
     assert!(lb.wait_for_log("configuration reloaded", Duration::from_secs(5)));
     let seq = sequence(local(port), 10);
     assert!(seq.iter().all(|n| n == "a" || n == "b"), "{seq:?}");
+}
+
+/// rolelb and HAProxy on one `balance source` config, each with a direct bind on 127.0.0.1,
+/// one on `::1`, one on `::ffff:127.0.0.1` (IPv4 clients seen as IPv4-mapped IPv6 addresses)
+/// and an `accept-proxy` bind (the PROXY header sets the client address, so clients can come
+/// from anywhere in IPv4 and IPv6), and an admin `stats socket`.
+struct SourceSide {
+    name: &'static str,
+    direct: u16,
+    v6: u16,
+    mapped: u16,
+    proxied: u16,
+    socket: std::path::PathBuf,
+}
+
+struct SourcePair {
+    sides: [SourceSide; 2],
+    _rolelb: Rolelb,
+    _haproxy: Haproxy,
+    _dir: tempfile::TempDir,
+}
+
+fn source_config(side: &SourceSide, hash_type: &str, servers: &[Srv<'_>]) -> String {
+    let mut cfg = format!(
+        "global\n    maxconn 4096\n    stats socket {} level admin\n\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    \
+         timeout server 30s\n\n\
+         listen lb\n    bind 127.0.0.1:{}\n    bind ::1:{}\n    bind ::ffff:127.0.0.1:{}\n    \
+         bind 127.0.0.1:{} accept-proxy\n    balance source\n    hash-type {hash_type}\n",
+        side.socket.display(),
+        side.direct,
+        side.v6,
+        side.mapped,
+        side.proxied,
+    );
+    for s in servers {
+        cfg.push_str(&format!("    server {} {} {}\n", s.name, s.addr, s.opts));
+    }
+    cfg
+}
+
+fn start_source_pair(hash_type: &str, servers: &[Srv<'_>]) -> SourcePair {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let side = |name: &'static str| SourceSide {
+        name,
+        direct: free_port(),
+        v6: free_port(),
+        mapped: free_port(),
+        proxied: free_port(),
+        socket: dir.path().join(format!("{name}.sock")),
+    };
+    let sides = [side("rolelb"), side("haproxy")];
+    let rolelb = Rolelb::start(&source_config(&sides[0], hash_type, servers));
+    let haproxy = Haproxy::start(&source_config(&sides[1], hash_type, servers));
+    SourcePair {
+        sides,
+        _rolelb: rolelb,
+        _haproxy: haproxy,
+        _dir: dir,
+    }
+}
+
+/// Reads the name line the server sends on connect.
+fn read_name(conn: &mut TcpStream) -> String {
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    while conn.read(&mut byte).expect("read name") == 1 && byte[0] != b'\n' {
+        name.push(byte[0]);
+    }
+    String::from_utf8_lossy(&name).into_owned()
+}
+
+/// Connects to the `accept-proxy` bind as client `src` (a PROXY v1 header) and returns the
+/// name of the server that answers.
+fn who_answers_as(src: IpAddr, port: u16) -> String {
+    let mut conn = TcpStream::connect(local(port)).expect("connect");
+    let header = match src {
+        IpAddr::V4(_) => format!("PROXY TCP4 {src} 127.0.0.1 40000 {port}\r\n"),
+        IpAddr::V6(_) => format!("PROXY TCP6 {src} ::1 40000 {port}\r\n"),
+    };
+    conn.write_all(header.as_bytes()).expect("PROXY header");
+    read_name(&mut conn)
+}
+
+/// Connects from `::1` to `[::1]:port`.
+fn who_answers_v6(port: u16) -> String {
+    let mut conn = TcpStream::connect_timeout(
+        &SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        Duration::from_secs(3),
+    )
+    .expect("connect to ::1");
+    read_name(&mut conn)
+}
+
+/// Client addresses spread over the whole IPv4 and IPv6 spaces (a fixed sequence).
+fn spread_clients() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for k in 0..200u32 {
+        let x = k.wrapping_mul(2_654_435_761).wrapping_add(0x9e37_79b9);
+        out.push(IpAddr::V4(Ipv4Addr::from(x)));
+        let y = x.rotate_left(13) ^ 0x5bd1_e995;
+        out.push(IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            (x >> 16) as u16,
+            x as u16,
+            (y >> 16) as u16,
+            y as u16,
+            k as u16,
+            0x42,
+        )));
+    }
+    out
+}
+
+/// The server every client reaches through `side`: 127.0.0.1..=254 directly and as mapped
+/// IPv6 addresses, the spread clients through PROXY headers, then `::1`.
+fn source_assignment(side: &SourceSide) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = (1..=254u8)
+        .map(|x| {
+            let ip = Ipv4Addr::new(127, 0, 0, x);
+            (ip.to_string(), who_answers_from(ip, local(side.direct)))
+        })
+        .collect();
+    for x in 1..=60u8 {
+        let ip = Ipv4Addr::new(127, 0, 0, x);
+        out.push((
+            format!("mapped {ip}"),
+            who_answers_from(ip, local(side.mapped)),
+        ));
+    }
+    for ip in spread_clients() {
+        out.push((format!("proxy {ip}"), who_answers_as(ip, side.proxied)));
+    }
+    out.push(("::1".into(), who_answers_v6(side.v6)));
+    out
+}
+
+fn assert_same_assignment(pair: &SourcePair, what: &str) -> Vec<(String, String)> {
+    let ours = source_assignment(&pair.sides[0]);
+    let theirs = source_assignment(&pair.sides[1]);
+    let differ: Vec<String> = ours
+        .iter()
+        .zip(&theirs)
+        .filter(|(o, t)| o.1 != t.1)
+        .map(|(o, t)| format!("{}: rolelb {} haproxy {}", o.0, o.1, t.1))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: {} of {} clients differ, e.g. {:?}",
+        differ.len(),
+        ours.len(),
+        &differ[..differ.len().min(10)]
+    );
+    ours
+}
+
+/// Sends `disable server lb/NAME` to both and waits until both report it in maintenance.
+fn disable_in_both(pair: &SourcePair, server: &str) {
+    for side in &pair.sides {
+        let reply = common::stats_cli(&side.socket, &format!("disable server lb/{server}"));
+        assert!(reply.trim().is_empty(), "{}: {reply}", side.name);
+        assert!(
+            common::wait_until(Duration::from_secs(5), || {
+                let csv = common::stats_cli(&side.socket, "show stat");
+                common::stat_row(&csv, "lb", server)
+                    .is_some_and(|row| row.get("status").is_some_and(|s| s == "MAINT"))
+            }),
+            "{}: {server} not in maintenance",
+            side.name
+        );
+    }
+}
+
+#[test]
+fn source_sends_every_client_to_haproxys_server_map_based_and_consistent_ipv4_and_ipv6() {
+    let (a, b, c) = three_weighted();
+    // A hash function changes nothing for `source` in HAProxy; `avalanche` is what counts.
+    let cases = [
+        ("map-based", [1, 1, 1]),
+        ("map-based", [1, 2, 3]),
+        ("consistent", [1, 1, 1]),
+        ("consistent", [1, 2, 3]),
+        ("map-based crc32", [1, 2, 3]),
+        ("consistent djb2 avalanche", [1, 2, 3]),
+    ];
+    for (hash_type, weights) in cases {
+        {
+            let opts: Vec<String> = weights.iter().map(|w| format!("weight {w}")).collect();
+            let servers = [
+                Srv::of(&a, &opts[0]),
+                Srv::of(&b, &opts[1]),
+                Srv::of(&c, &opts[2]),
+            ];
+            let pair = start_source_pair(hash_type, &servers);
+            let what = format!("{hash_type} weights {weights:?}");
+            let all_up = assert_same_assignment(&pair, &what);
+            let used: HashSet<&str> = all_up.iter().map(|(_, s)| s.as_str()).collect();
+            assert_eq!(used.len(), 3, "{what}: every server gets clients");
+            disable_in_both(&pair, "b");
+            let b_down = assert_same_assignment(&pair, &format!("{what}, b disabled"));
+            assert!(b_down.iter().all(|(_, s)| s != "b"), "{what}: b is down");
+            let moved = all_up
+                .iter()
+                .zip(&b_down)
+                .filter(|(x, y)| x.1 != y.1)
+                .count();
+            assert!(moved > 0, "{what}: b's clients moved");
+        }
+    }
+}
+
+#[test]
+fn source_consistent_follows_haproxy_while_slowstart_ramps_a_server() {
+    let (a, b, c) = three_weighted();
+    let servers = [
+        Srv::of(&a, "weight 2"),
+        Srv::of(&b, "weight 2 slowstart 300s"),
+        Srv::of(&c, "weight 2"),
+    ];
+    let pair = start_source_pair("consistent", &servers);
+    let full = assert_same_assignment(&pair, "all up");
+    disable_in_both(&pair, "b");
+    for side in &pair.sides {
+        let reply = common::stats_cli(&side.socket, "enable server lb/b");
+        assert!(reply.trim().is_empty(), "{}: {reply}", side.name);
+    }
+    // For the first 18 s of its 300 s ramp b has 2 of its 32 points in both.
+    let ramped = assert_same_assignment(&pair, "b ramping");
+    let b_full = full.iter().filter(|(_, s)| s == "b").count();
+    let b_ramped = ramped.iter().filter(|(_, s)| s == "b").count();
+    assert!(
+        b_ramped < b_full,
+        "a ramping server has fewer points: {b_ramped} vs {b_full} clients"
+    );
+}
+
+#[test]
+fn hash_type_forms_that_would_hash_differently_are_refused_with_their_line() {
+    let cfg = |hash_type: &str| {
+        format!(
+            "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    \
+             timeout server 1s\n\nlisten lb\n    bind 127.0.0.1:{}\n    balance source\n    \
+             hash-type {hash_type}\n    server a 127.0.0.1:1\n",
+            free_port()
+        )
+    };
+    // HAProxy takes all of these; rolelb runs the ones it hashes the same way.
+    for accepted in [
+        "map-based",
+        "map-based sdbm",
+        "map-based wt6",
+        "consistent",
+        "consistent crc32 avalanche",
+    ] {
+        let (ok, text) = Rolelb::check(&cfg(accepted));
+        assert!(ok && !text.contains("WARNING"), "{accepted}: {text}");
+        assert!(
+            Haproxy::check(&cfg(accepted)).0,
+            "HAProxy refuses {accepted}"
+        );
+    }
+    for refused in [
+        "consistent sdbm",
+        "consistent djb2",
+        "map-based crc32 avalanche",
+    ] {
+        assert!(Haproxy::check(&cfg(refused)).0, "HAProxy refuses {refused}");
+        let (ok, text) = Rolelb::check(&cfg(refused));
+        assert!(!ok, "{refused}: {text}");
+        assert!(
+            text.contains(".cfg:10: ") && text.contains("avalanche"),
+            "{refused}: {text}"
+        );
+    }
 }

@@ -1,6 +1,5 @@
 //! Building one backend of a table from its configuration and the live registry.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -12,13 +11,6 @@ use crate::live::{NodeRole, Registry, ramps_weight};
 use crate::roles::{
     RoleRule, admits, describe_conflict, hand_over_writes, primaries, role_conflict,
 };
-
-pub(crate) fn server_key(backend: &str, server: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    backend.hash(&mut h);
-    server.hash(&mut h);
-    h.finish()
-}
 
 pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> BackendRt {
     let live = registry.backend(&be.name);
@@ -124,7 +116,7 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
                 let s = &servers[i];
                 Candidate {
                     weight: s.eweight.max(1),
-                    key: server_key(&be.name, s.name()),
+                    key: i as u64 + 1,
                 }
             })
             .collect();

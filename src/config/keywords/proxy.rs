@@ -202,6 +202,11 @@ fn hash_type(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         }
     };
     let mut i = 1;
+    // HAProxy hashes `balance source` without the function (sdbm, djb2, wt6, crc32 only serve
+    // `balance uri`, `hdr`, `hash` and the like), so a function alone changes nothing. `avalanche` does change which
+    // server a client goes to; HAProxy applies it to `consistent` unless a function is named
+    // without it. rolelb hashes `consistent` with avalanche and `map-based` without, so the
+    // two other combinations are refused rather than run differently.
     if let Some(func) = ctx.args.get(1).map(|w| w.as_str().to_string()) {
         if !["sdbm", "djb2", "wt6", "crc32"].contains(&func.as_str()) {
             return Err(format!(
@@ -209,6 +214,7 @@ fn hash_type(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             ));
         }
         i = 2;
+        let mut avalanche = false;
         if let Some(modifier) = ctx.args.get(2) {
             if modifier.as_str() != "avalanche" {
                 return Err(format!(
@@ -216,11 +222,26 @@ fn hash_type(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
                     modifier.as_str()
                 ));
             }
+            avalanche = true;
             i = 3;
         }
-        ctx.warn(format!(
-            "hash function '{func}' is accepted but rolelb uses its own hash: clients may map to other servers than with HAProxy"
-        ));
+        match (p.hash_type, avalanche) {
+            (HashType::Consistent, false) => {
+                return Err(format!(
+                    "'hash-type consistent {func}' without 'avalanche' is not supported by rolelb: \
+                     use 'hash-type consistent' or 'hash-type consistent {func} avalanche' \
+                     (both hash client addresses with avalanche, as HAProxy does for them)"
+                ));
+            }
+            (HashType::MapBased, true) => {
+                return Err(format!(
+                    "'hash-type map-based {func} avalanche' is not supported by rolelb: \
+                     use 'hash-type map-based' (HAProxy hashes client addresses the same way \
+                     with any function, and without avalanche)"
+                ));
+            }
+            _ => {}
+        }
     }
     ctx.at_most(i)
 }
