@@ -12,6 +12,7 @@ pub mod keywords;
 pub mod lexer;
 pub mod log_format;
 pub mod model;
+mod model_etcd;
 pub mod parse;
 pub mod stats_access;
 #[cfg(test)]
