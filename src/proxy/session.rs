@@ -446,8 +446,9 @@ pub async fn serve(
             table: &current,
         };
         if rules::content_verdict(&fe, &conn) == TcpAction::Reject {
+            // As HAProxy: a content reject closes normally (FIN); only connection rules reset.
             log_rejected(&fe, &table, &accepted);
-            return reset(client);
+            return;
         }
         rules::route(&fe, &conn).clone()
     };
@@ -627,8 +628,8 @@ fn log_session(
     crate::logging::send(fe_cfg.logs.iter().chain(global), LOG_INFO, &text);
 }
 
-/// Closes a rejected client connection with a reset, as HAProxy does (no lingering data,
-/// no TIME_WAIT left behind).
+/// Closes a connection a `tcp-request connection` rule rejected with a reset, as HAProxy
+/// does (no lingering data, no TIME_WAIT left behind).
 fn reset(client: TcpStream) {
     if let Err(e) = SockRef::from(&client).set_linger(Some(Duration::ZERO)) {
         tracing::debug!("cannot set SO_LINGER on a rejected connection: {e}");

@@ -291,11 +291,14 @@ fn stats_acl(
     }
 }
 
+/// A pattern and, when it comes from `-f FILE`, the file and line it is on.
+type Pattern = (String, Option<(String, usize)>);
+
 /// The flags and patterns after a fetch.
 fn patterns(fetch: &Fetch, kind: Kind, words: &[&str], ctx: &mut Ctx) -> Result<Patterns, String> {
     let mut matcher = None;
     let mut ignore_case = false;
-    let mut values: Vec<String> = Vec::new();
+    let mut values: Vec<Pattern> = Vec::new();
     let mut rest = words;
     while let Some((&flag, tail)) = rest.split_first() {
         if !flag.starts_with('-') || flag.len() < 2 || flag.parse::<i64>().is_ok() {
@@ -325,7 +328,7 @@ fn patterns(fetch: &Fetch, kind: Kind, words: &[&str], ctx: &mut Ctx) -> Result<
             other => return Err(format!("unknown ACL flag '{other}'")),
         }
     }
-    values.extend(rest.iter().map(|v| (*v).to_string()));
+    values.extend(rest.iter().map(|v| ((*v).to_string(), None)));
     let kind = match matcher {
         None => kind,
         Some("ip") if kind == Kind::Addr => Kind::Addr,
@@ -333,7 +336,7 @@ fn patterns(fetch: &Fetch, kind: Kind, words: &[&str], ctx: &mut Ctx) -> Result<
         Some("bool") if kind != Kind::Addr => Kind::Bool,
         Some("str") => {
             return Ok(Patterns::Str {
-                values,
+                values: values.into_iter().map(|(v, _)| v).collect(),
                 ignore_case,
             });
         }
@@ -359,15 +362,19 @@ fn patterns(fetch: &Fetch, kind: Kind, words: &[&str], ctx: &mut Ctx) -> Result<
             fetch.name()
         ));
     }
+    let located = |e: String, origin: &Option<(String, usize)>| match origin {
+        Some((file, line)) => format!("{e} at line {line} of file '{file}'"),
+        None => e,
+    };
     match kind {
         Kind::Addr => values
             .iter()
-            .map(|v| parse_net(v))
+            .map(|(v, origin)| parse_net(v).map_err(|e| located(e, origin)))
             .collect::<Result<Vec<_>, _>>()
             .map(Patterns::Ip),
         Kind::Int => parse_ints(&values).map(Patterns::Int),
         Kind::Bool => match values.first() {
-            Some(v) => Err(format!(
+            Some((v, _)) => Err(format!(
                 "'{}' is a boolean test and takes no pattern, got '{v}'",
                 fetch.name()
             )),
@@ -376,28 +383,35 @@ fn patterns(fetch: &Fetch, kind: Kind, words: &[&str], ctx: &mut Ctx) -> Result<
     }
 }
 
-/// The patterns of a `-f FILE`: one a line; blank lines and lines starting with `#` are
-/// skipped, and spaces around a pattern are trimmed (as HAProxy).
-fn read_patterns(file: &str) -> Result<Vec<String>, String> {
+/// The patterns of a `-f FILE`, as HAProxy reads them: one a line, which ends at the first
+/// CR or LF; a line starting with `#` is a comment; leading spaces and tabs are dropped
+/// (trailing ones are part of the pattern); empty lines are skipped.
+fn read_patterns(file: &str) -> Result<Vec<Pattern>, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("failed to open pattern file '{file}': {e}"))?;
     Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
+        .split('\n')
+        .zip(1..)
+        .filter(|(l, _)| !l.starts_with('#'))
+        .map(|(l, n)| {
+            let l = l.trim_start_matches([' ', '\t']);
+            let end = l.find('\r').unwrap_or(l.len());
+            (l[..end].to_string(), n)
+        })
+        .filter(|(l, _)| !l.is_empty())
+        .map(|(l, n)| (l, Some((file.to_string(), n))))
         .collect())
 }
 
 /// Integer patterns: `N`, `A:B`, `:B`, `A:`, and `eq|lt|le|gt|ge N` (the operator applies
 /// to the value after it).
-fn parse_ints(values: &[String]) -> Result<Vec<IntRange>, String> {
+fn parse_ints(values: &[Pattern]) -> Result<Vec<IntRange>, String> {
     let int = |v: &str| {
         v.parse::<i64>()
             .map_err(|_| format!("'{v}' is not an integer"))
     };
     let mut out = Vec::new();
-    let mut it = values.iter();
+    let mut it = values.iter().map(|(v, _)| v);
     while let Some(v) = it.next() {
         let range = match v.as_str() {
             op @ ("eq" | "lt" | "le" | "gt" | "ge") => {

@@ -56,6 +56,19 @@ pub fn tcp_request(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
                     ));
                 }
             };
+            // As HAProxy: connection rules run before content rules, both before use_backend.
+            let after = if what == "connection" && !p.tcp_request_content.is_empty() {
+                Some("a 'tcp-request content'")
+            } else if p.use_backend.is_some() || !p.use_backend_rules.is_empty() {
+                Some("a 'use_backend'")
+            } else {
+                None
+            };
+            if let Some(after) = after {
+                ctx.warn(format!(
+                    "a 'tcp-request' rule placed after {after} rule will still be processed before."
+                ));
+            }
             let args = ctx.args;
             let cond = parse_cond(&words(args, 2), p, ctx)?;
             let rule = TcpRule {
