@@ -86,3 +86,62 @@ pub fn route<'a>(
         .find(|r| r.cond.matches(conn))
         .map_or(fe, |r| &r.frontend)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::live::Registry;
+
+    fn table(options: &str) -> (Table, Registry) {
+        let text = format!(
+            "frontend f\nbind 127.0.0.1:1\ndefault_backend b\nbackend b\n{options}\n\
+             server a 127.0.0.1:2\nserver c 127.0.0.1:3\n\
+             server k1 127.0.0.1:4 backup\nserver k2 127.0.0.1:5 backup\n"
+        );
+        let config = crate::config::parse_with_env(&[("t.cfg", &text)], &|_| None)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let registry = Registry::default();
+        let t = Table::build(&config, &registry, 1, Instant::now());
+        (t, registry)
+    }
+
+    fn conn(t: &Table) -> Conn<'_> {
+        Conn {
+            src: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            dst: SocketAddr::from(([127, 0, 0, 1], 1)),
+            table: t,
+        }
+    }
+
+    #[test]
+    fn nbsrv_counts_usable_active_servers_then_backups_as_haproxy() {
+        let (t, _reg) = table("");
+        let live = |name: &str| {
+            t.backends["b"]
+                .servers
+                .iter()
+                .find(|s| s.name() == name)
+                .map(|s| s.live.clone())
+                .expect("server")
+        };
+        assert_eq!(conn(&t).nbsrv("b"), Some(2));
+        assert_eq!(conn(&t).nbsrv("nope"), None);
+        live("a").set_health(Health::Down);
+        assert_eq!(conn(&t).nbsrv("b"), Some(1));
+        assert_eq!(conn(&t).srv_is_up("b", "a"), Some(false));
+        live("c").set_admin(AdminState::Drain);
+        // A draining server takes no new traffic but is up.
+        assert_eq!(conn(&t).srv_is_up("b", "c"), Some(true));
+        // No active server: the first backup only, without `option allbackups`.
+        assert_eq!(conn(&t).nbsrv("b"), Some(1));
+        live("c").set_admin(AdminState::Maint);
+        assert_eq!(conn(&t).srv_is_up("b", "c"), Some(false));
+        let (t, _reg) = table("option allbackups");
+        for s in &t.backends["b"].servers[..2] {
+            s.live.set_admin(AdminState::Maint);
+        }
+        assert_eq!(conn(&t).nbsrv("b"), Some(2));
+    }
+}

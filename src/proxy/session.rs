@@ -1,7 +1,10 @@
 //! One client session: read the client's PROXY header on an `accept-proxy` listener
 //! (`accept_proxy`), pick a server (queueing while all are full), connect with retries and
 //! redispatch, send the PROXY header when asked, forward bytes, log one line (`option tcplog`
-//! or `log-format`, rendered by `log_line`) to the frontend's `log` targets.
+//! or `log-format`, rendered by `log_line`) to the frontend's `log` targets. The frontend's
+//! `tcp-request` and `use_backend` rules run at the start of [`serve`] (evaluated by `rules`).
+//!
+//! Over 700 lines: one session's steps, from accept to its log line, read best in one file.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

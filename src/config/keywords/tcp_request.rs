@@ -95,3 +95,146 @@ pub fn tcp_request(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::acl::{Fetch, Patterns, TcpAction, Test};
+    use crate::config::testing::{errors, parse};
+
+    const TAIL: &str = "default_backend b\nbackend b\nserver s 127.0.0.1:2\nserver t 127.0.0.1:3\n";
+
+    fn fe(rules: &str) -> String {
+        format!("frontend f\nbind :1\n{rules}\n{TAIL}")
+    }
+
+    #[test]
+    fn rules_keep_their_order_conditions_and_fetches() {
+        let c = parse(&fe(
+            "acl NET src 10.0.0.0/8\nacl NET src -m str 192.0.2.1\n\
+             tcp-request connection reject if NET !{ dst_port 5000:5010 } || { nbsrv(b) lt 1 }\n\
+             tcp-request content accept unless { srv_is_up(b/t) }\n\
+             use_backend b if { src_port ge 1024 } { always_true }",
+        ))
+        .expect("valid");
+        let f = &c.frontends[0];
+        let rule = &f.tcp_request_connection[0];
+        assert_eq!(rule.action, TcpAction::Reject);
+        let cond = rule.cond.as_ref().expect("cond");
+        assert_eq!(cond.any_of.len(), 2);
+        assert!(matches!(&cond.any_of[0][0].test, Test::Acl { tests, .. } if tests.len() == 2));
+        assert!(cond.any_of[0][1].negate);
+        assert!(matches!(
+            &cond.any_of[1][0].test,
+            Test::Match { fetch: Fetch::Nbsrv(b), patterns: Patterns::Int(r) } if b == "b" && r[0].max == 0
+        ));
+        assert!(
+            f.tcp_request_content[0]
+                .cond
+                .as_ref()
+                .is_some_and(|c| c.unless)
+        );
+        assert_eq!(f.use_backend_rules.len(), 1);
+        assert_eq!(f.backend, "b");
+    }
+
+    #[test]
+    fn misuse_is_refused_with_the_line() {
+        let cases = [
+            (
+                "tcp-request connection track-sc0 src",
+                "knows the actions accept and reject",
+            ),
+            (
+                "tcp-request session accept",
+                "'tcp-request session' is not supported",
+            ),
+            (
+                "tcp-request connection reject if { srv_is_up(b) }",
+                "srv_is_up(BACKEND/SERVER)",
+            ),
+            (
+                "tcp-request connection reject if { src -m int 1 }",
+                "'-m int' cannot match 'src'",
+            ),
+            (
+                "tcp-request connection reject if { dst_port -m beg 1 }",
+                "'-m beg' is not supported",
+            ),
+            (
+                "tcp-request connection reject if { src 10.0.0.0/33 }",
+                "not an IP address",
+            ),
+            (
+                "tcp-request connection reject if { dst_port lt }",
+                "'lt' expects a value",
+            ),
+            (
+                "tcp-request connection reject if { srv_is_up(b/s) 1 }",
+                "takes no pattern",
+            ),
+            (
+                "tcp-request connection reject if { nbsrv }",
+                "needs a backend name in a frontend",
+            ),
+            (
+                "tcp-request connection reject if { src 10.0.0.1",
+                "missing '}'",
+            ),
+            (
+                "tcp-request connection reject if NOPE",
+                "no such ACL 'NOPE'",
+            ),
+            (
+                "acl X src -f /nonexistent/list",
+                "failed to open pattern file",
+            ),
+            (
+                "acl X req.ssl_sni example.com",
+                "'req.ssl_sni' is not supported",
+            ),
+            (
+                "acl X method GET",
+                "is an HTTP fetch (it reads the HTTP request line)",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let e = errors(&fe(rule)).join("\n");
+            assert!(
+                e.contains("t.cfg:3:") && e.contains(expected),
+                "{rule}: {e}"
+            );
+        }
+        let e = errors(&format!(
+            "frontend f\nbind :1\n{TAIL}tcp-request connection accept\n"
+        ))
+        .join("\n");
+        assert!(
+            e.contains("t.cfg:7:") && e.contains("is not a frontend"),
+            "{e}"
+        );
+        let e = errors(&fe("use_backend nope if TRUE")).join("\n");
+        assert!(
+            e.contains("t.cfg:3:") && e.contains("backend 'nope', which does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn late_rules_and_empty_tests_warn() {
+        let c = parse(&fe(
+            "use_backend b if TRUE\ntcp-request content accept\ntcp-request connection reject if { dst_port }",
+        ))
+        .expect("valid");
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        let w = w.join("\n");
+        assert!(
+            w.contains("t.cfg:4: a 'tcp-request' rule placed after a 'use_backend'"),
+            "{w}"
+        );
+        assert!(
+            w.contains("t.cfg:5: a 'tcp-request' rule placed after a 'tcp-request content'"),
+            "{w}"
+        );
+        assert!(w.contains("t.cfg:5: 'dst_port' has no pattern"), "{w}");
+    }
+}
