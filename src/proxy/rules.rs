@@ -92,7 +92,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::live::Registry;
+    use crate::live::{NodeRole, Registry};
 
     fn table(options: &str) -> (Table, Registry) {
         let text = format!(
@@ -143,5 +143,22 @@ mod tests {
             s.live.set_admin(AdminState::Maint);
         }
         assert_eq!(conn(&t).nbsrv("b"), Some(2));
+    }
+
+    #[test]
+    fn nbsrv_of_a_role_primary_backend_counts_only_the_one_primary() {
+        let opts = "role primary\nrole-check pgsql user monitor\ndefault-server check";
+        let (t, reg) = table(opts);
+        // No role known yet: no server may take writes.
+        assert_eq!(conn(&t).nbsrv("b"), Some(0));
+        let servers = &t.backends["b"].servers;
+        servers[0].live.set_role(NodeRole::Primary);
+        servers[1].live.set_role(NodeRole::Replica);
+        let config = t.config.clone();
+        let t = Table::build(&config, &reg, 2, Instant::now());
+        assert_eq!(conn(&t).nbsrv("b"), Some(1));
+        // Two primaries: the single-writer guard refuses everything, so nothing is usable.
+        t.backends["b"].servers[1].live.set_role(NodeRole::Primary);
+        assert_eq!(conn(&t).nbsrv("b"), Some(0));
     }
 }
