@@ -322,3 +322,38 @@ fn http_fetches_are_refused_with_file_and_line() {
         );
     }
 }
+
+#[test]
+fn pattern_files_are_read_as_haproxy_reads_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let cfg_for = |content: &str| {
+        let list = dir.path().join("list.lst");
+        std::fs::write(&list, content).expect("writing the pattern file");
+        format!(
+            "{DEFAULTS}frontend fe\n    bind 127.0.0.1:{port}\n    acl l src -f {}\n    \
+             tcp-request connection reject if l\n    default_backend b\n\n\
+             backend b\n    server s 127.0.0.1:1\n",
+            list.display()
+        )
+    };
+    // Comments in the first column, leading blanks and CRLF are fine for both.
+    let cfg = cfg_for("# clients\n\t 10.0.0.0/8\r\n\n192.0.2.1\n");
+    for (valid, out) in [Rolelb::check(&cfg), Haproxy::check(&cfg)] {
+        assert!(valid, "{out}");
+    }
+    // A trailing blank is part of the pattern, and a '#' after a blank is not a comment.
+    for content in ["10.0.0.0/8 \n", " # not a comment\n"] {
+        let cfg = cfg_for(content);
+        let (valid, out) = Haproxy::check(&cfg);
+        assert!(
+            !valid && out.contains("at line 1 of file"),
+            "haproxy: {out}"
+        );
+        let (valid, out) = Rolelb::check(&cfg);
+        assert!(
+            !valid && out.contains(":9: ") && out.contains("at line 1 of file"),
+            "{content:?}: {out}"
+        );
+    }
+}
