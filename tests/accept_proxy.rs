@@ -635,5 +635,8 @@ fn accept_proxy_is_valid_on_tcp_binds_and_refused_on_a_stats_page() {
     );
     let (valid, out) = Rolelb::check(&expect);
     assert!(!valid, "{out}");
-    assert!(out.contains(":6: 'tcp-request' is not supported"), "{out}");
+    assert!(
+        out.contains(":6: 'tcp-request connection expect-proxy' is not supported"),
+        "{out}"
+    );
 }

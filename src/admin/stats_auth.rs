@@ -4,13 +4,14 @@
 //! conditions, evaluated as HAProxy does: the first rule whose condition matches decides, and
 //! the page's server actions are allowed when any `stats admin` condition matches.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use sha_crypt::{PasswordVerifier, ShaCrypt};
 
 use super::http::same_token;
 use crate::config::StatsListener;
-use crate::config::stats_access::{Action, Cond, Password, Test, Userlist};
+use crate::config::acl::Sample;
+use crate::config::stats_access::{Action, Cond, Password, Userlist};
 
 /// What the access rules say about a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,34 +66,38 @@ impl<'a> Request<'a> {
     }
 
     fn matches(&self, cond: &Cond) -> bool {
-        let any = cond
-            .any_of
-            .iter()
-            .any(|terms| terms.iter().all(|t| self.test(&t.test) != t.negate));
-        any != cond.unless
+        cond.matches(self)
+    }
+}
+
+/// A stats request as its conditions read it: stats conditions take only `src` among the
+/// address fetches (see `keywords::acl`), so the peer's port is never read.
+impl Sample for Request<'_> {
+    fn src(&self) -> Option<SocketAddr> {
+        self.peer.map(|ip| SocketAddr::new(ip, 0))
     }
 
-    fn test(&self, test: &Test) -> bool {
-        match test {
-            Test::True => true,
-            Test::False => false,
-            Test::Acl { tests, .. } => tests.iter().any(|t| self.test(t)),
-            Test::Src(nets) => self
-                .peer
-                .is_some_and(|ip| nets.iter().any(|n| n.contains(ip))),
-            Test::HttpAuth { list, groups, .. } => {
-                let Some((user, pass)) = &self.credentials else {
-                    return false;
-                };
-                let Some(list) = self.listener.userlists.iter().find(|u| &u.name == list) else {
-                    return false;
-                };
-                authenticate(list, user, pass)
-                    && groups
-                        .as_ref()
-                        .is_none_or(|gs| gs.iter().any(|g| list.in_group(user, g)))
-            }
-        }
+    fn dst(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    fn nbsrv(&self, _backend: &str) -> Option<i64> {
+        None
+    }
+
+    fn srv_is_up(&self, _backend: &str, _server: &str) -> Option<bool> {
+        None
+    }
+
+    fn http_auth(&self, list: &str, groups: Option<&[String]>) -> bool {
+        let Some((user, pass)) = &self.credentials else {
+            return false;
+        };
+        let Some(list) = self.listener.userlists.iter().find(|u| u.name == list) else {
+            return false;
+        };
+        authenticate(list, user, pass)
+            && groups.is_none_or(|gs| gs.iter().any(|g| list.in_group(user, g)))
     }
 }
 

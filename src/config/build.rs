@@ -66,6 +66,7 @@ pub fn build(
         }
     }
     check_duplicate_binds(&config, diags);
+    super::build_rules::check_references(&config, diags);
     for (index, loc) in references {
         let frontend = &config.frontends[index];
         let target = &frontend.backend;
@@ -230,6 +231,10 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
         loc: p.loc.clone(),
         binds: p.binds.clone(),
         backend,
+        use_backend_rules: p.use_backend_rules.clone(),
+        tcp_request_connection: p.tcp_request_connection.clone(),
+        tcp_request_content: p.tcp_request_content.clone(),
+        inspect_delay: p.inspect_delay,
         maxconn: p.maxconn,
         timeout_client: p.timeouts.timeout_client,
         timeout_client_fin: p.timeouts.timeout_client_fin,

@@ -146,8 +146,6 @@ pub struct StatsDraft {
     pub show_legends: bool,
     /// `stats show-node [NAME]` (empty: the host's name).
     pub show_node: Option<String>,
-    /// `acl NAME TEST` lines of a stats listener, for its conditions.
-    pub acls: Vec<(String, crate::config::stats_access::Test)>,
 }
 
 /// A proxy section being read (also used for `defaults`).
@@ -169,6 +167,16 @@ pub struct ProxyDraft {
     pub default_backend: Option<(String, Loc)>,
     /// The first unconditional `use_backend`.
     pub use_backend: Option<(String, Loc)>,
+    /// The conditional `use_backend NAME if|unless COND` lines before it, in order.
+    pub use_backend_rules: Vec<crate::config::acl::UseBackend>,
+    /// `acl NAME TEST` lines, for the conditions that follow them.
+    pub acls: Vec<(String, crate::config::acl::Test)>,
+    /// `tcp-request connection accept|reject` rules, in order.
+    pub tcp_request_connection: Vec<crate::config::acl::TcpRule>,
+    /// `tcp-request content accept|reject` rules, in order.
+    pub tcp_request_content: Vec<crate::config::acl::TcpRule>,
+    /// `tcp-request inspect-delay`.
+    pub inspect_delay: Option<Duration>,
     /// `balance`.
     pub balance: Balance,
     /// `hash-type`.
@@ -247,6 +255,11 @@ impl ProxyDraft {
             binds: Vec::new(),
             default_backend: None,
             use_backend: None,
+            use_backend_rules: Vec::new(),
+            acls: Vec::new(),
+            tcp_request_connection: Vec::new(),
+            tcp_request_content: Vec::new(),
+            inspect_delay: None,
             balance: Balance::default(),
             hash_type: HashType::default(),
             maxconn: None,

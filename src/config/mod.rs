@@ -5,8 +5,10 @@
 //! applies inheritance and cross-references. Every error carries `FILE:LINE`. This module
 //! imports nothing of the runtime.
 
+pub mod acl;
 pub mod address;
 pub mod build;
+mod build_rules;
 pub mod draft;
 pub mod keywords;
 pub mod lexer;

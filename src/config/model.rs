@@ -226,6 +226,16 @@ pub struct Frontend {
     /// The backend that serves this frontend: the first unconditional `use_backend`, else
     /// `default_backend` (for a `listen`, itself). Resolved: it exists in `Config::backends`.
     pub backend: String,
+    /// Conditional `use_backend NAME if|unless COND` lines before the unconditional one: the
+    /// first whose condition holds names the backend instead of `backend`. Resolved.
+    pub use_backend_rules: Vec<super::acl::UseBackend>,
+    /// `tcp-request connection accept|reject` rules (run before an `accept-proxy` header).
+    pub tcp_request_connection: Vec<super::acl::TcpRule>,
+    /// `tcp-request content accept|reject` rules (run after it).
+    pub tcp_request_content: Vec<super::acl::TcpRule>,
+    /// `tcp-request inspect-delay`: how long content rules may wait for data; rolelb's
+    /// fetches never wait, as in HAProxy with the same fetches.
+    pub inspect_delay: Option<Duration>,
     /// `maxconn`: concurrent client connections accepted by this frontend.
     pub maxconn: Option<u32>,
     /// `timeout client`.

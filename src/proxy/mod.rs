@@ -8,4 +8,5 @@ pub mod listener;
 pub mod log_line;
 pub mod proxy_header_in;
 pub mod proxy_protocol;
+pub mod rules;
 pub mod session;

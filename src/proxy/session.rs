@@ -1,7 +1,10 @@
 //! One client session: read the client's PROXY header on an `accept-proxy` listener
 //! (`accept_proxy`), pick a server (queueing while all are full), connect with retries and
 //! redispatch, send the PROXY header when asked, forward bytes, log one line (`option tcplog`
-//! or `log-format`, rendered by `log_line`) to the frontend's `log` targets.
+//! or `log-format`, rendered by `log_line`) to the frontend's `log` targets. The frontend's
+//! `tcp-request` and `use_backend` rules run at the start of [`serve`] (evaluated by `rules`).
+//!
+//! Over 700 lines: one session's steps, from accept to its log line, read best in one file.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use super::accept_proxy::{self, Addresses, Incoming};
 use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
+use super::rules::{self, Conn};
+use crate::config::acl::TcpAction;
 use crate::config::{Config, LogNode, LogVar, Role};
 use crate::logging::Throttle;
 use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
@@ -402,9 +407,17 @@ pub async fn serve(
         config: table.load().config.clone(),
     };
     let _ = client.set_nodelay(true);
-    let role_aware = fe.backend.role != Role::Any;
-    if fe.clitcpka || role_aware {
-        set_keepalive(&client, role_aware);
+    // `tcp-request connection` rules see the connection itself, before any PROXY header.
+    if !fe.tcp_request_connection.is_empty() {
+        let current = table.load();
+        let conn = Conn {
+            src: peer,
+            dst: local,
+            table: &current,
+        };
+        if rules::connection_verdict(&fe, &conn) == TcpAction::Reject {
+            return reset(client);
+        }
     }
     if let Some(bind) = fe.bind(bind).filter(|b| b.accept_proxy) {
         let incoming = Incoming {
@@ -428,6 +441,24 @@ pub async fn serve(
     }
     // From here on the client is who the PROXY header said, if there was one.
     let (peer, local) = (accepted.peer, accepted.local);
+    let fe = {
+        let current = table.load();
+        let conn = Conn {
+            src: peer,
+            dst: local,
+            table: &current,
+        };
+        if rules::content_verdict(&fe, &conn) == TcpAction::Reject {
+            // As HAProxy: a content reject closes normally (FIN); only connection rules reset.
+            log_rejected(&fe, &table, &accepted);
+            return;
+        }
+        rules::route(&fe, &conn).clone()
+    };
+    let role_aware = fe.backend.role != Role::Any;
+    if fe.clitcpka || role_aware {
+        set_keepalive(&client, role_aware);
+    }
     let mut queue_pos = 0;
     let slot = match acquire(&fe, &table, peer, None, &stop, &mut queue_pos).await {
         Ok(slot) => slot,
@@ -598,6 +629,57 @@ fn log_session(
         return;
     }
     crate::logging::send(fe_cfg.logs.iter().chain(global), LOG_INFO, &text);
+}
+
+/// Closes a connection a `tcp-request connection` rule rejected with a reset, as HAProxy
+/// does (no lingering data, no TIME_WAIT left behind).
+fn reset(client: TcpStream) {
+    if let Err(e) = SockRef::from(&client).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("cannot set SO_LINGER on a rejected connection: {e}");
+    }
+    drop(client);
+}
+
+/// The log line of a session a `tcp-request content reject` rule closed: no backend was
+/// chosen yet, so it names the frontend as its backend, `<NOSRV>`, and ends with `PR`.
+fn log_rejected(fe: &FrontendRt, table: &TableHandle, accepted: &Accepted) {
+    if !fe.tcplog || fe.dontlognull {
+        return;
+    }
+    let at = Instant::now();
+    log_session(
+        fe,
+        table,
+        accepted,
+        SessionLog {
+            accepted_at: accepted.at_wall,
+            client: accepted.peer,
+            local: accepted.local,
+            frontend: &fe.name,
+            backend: &fe.name,
+            server: None,
+            server_addr: None,
+            source_addr: None,
+            t_handshake: accepted.t_handshake,
+            t_queue: None,
+            t_connect: None,
+            t_close: accepted.ms(at),
+            bytes_in: 0,
+            bytes_out: 0,
+            term: "PR",
+            act_conn: 0,
+            fe_conn: 0,
+            be_conn: 0,
+            srv_conn: 0,
+            retries: 0,
+            redispatched: false,
+            srv_queue: 0,
+            backend_queue: 0,
+            request_id: accepted.request_id,
+            log_count: 0,
+        },
+        &fe.backend,
+    );
 }
 
 /// Syslog severity of session lines (`info`, as HAProxy's).

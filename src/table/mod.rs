@@ -170,9 +170,45 @@ pub struct FrontendRt {
     pub binds: Vec<ListenerRt>,
     /// Live state shared across tables.
     pub live: Arc<FrontendLive>,
+    /// `tcp-request connection` rules, run before an `accept-proxy` header is read.
+    pub tcp_request_connection: Vec<config::acl::TcpRule>,
+    /// `tcp-request content` rules, run after it.
+    pub tcp_request_content: Vec<config::acl::TcpRule>,
+    /// Conditional `use_backend` lines, in order; the first whose condition holds routes the
+    /// session, else `backend` serves it.
+    pub routes: Vec<Route>,
+}
+
+/// A conditional `use_backend` line as the data path reads it.
+#[derive(Debug)]
+pub struct Route {
+    /// When it applies.
+    pub cond: config::acl::Cond,
+    /// The frontend as a session routed here sees it: the same but for `backend` (and no
+    /// rules of its own).
+    pub frontend: Arc<FrontendRt>,
 }
 
 impl FrontendRt {
+    /// This frontend serving `backend`, for a [`Route`].
+    fn routed_to(&self, backend: Arc<BackendRt>) -> FrontendRt {
+        FrontendRt {
+            name: self.name.clone(),
+            backend,
+            maxconn: self.maxconn,
+            timeout_client: self.timeout_client,
+            timeout_client_fin: self.timeout_client_fin,
+            tcplog: self.tcplog,
+            dontlognull: self.dontlognull,
+            clitcpka: self.clitcpka,
+            binds: self.binds.clone(),
+            live: self.live.clone(),
+            tcp_request_connection: Vec::new(),
+            tcp_request_content: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
     /// The `bind` address `addr` of this frontend.
     pub fn bind(&self, addr: SocketAddr) -> Option<&ListenerRt> {
         self.binds.iter().find(|b| b.addr == addr)
@@ -254,7 +290,7 @@ impl Table {
                 tracing::error!(frontend = %fe.name, backend = %fe.backend, "frontend refers to an unknown backend; not serving it");
                 continue;
             };
-            let rt = Arc::new(FrontendRt {
+            let mut rt = FrontendRt {
                 name: fe.name.clone(),
                 backend,
                 maxconn: fe.maxconn.or(config.global.maxconn),
@@ -274,7 +310,22 @@ impl Table {
                     })
                     .collect(),
                 live: registry.frontend(&fe.name),
-            });
+                tcp_request_connection: fe.tcp_request_connection.clone(),
+                tcp_request_content: fe.tcp_request_content.clone(),
+                routes: Vec::new(),
+            };
+            rt.routes = fe
+                .use_backend_rules
+                .iter()
+                .filter_map(|rule| {
+                    let backend = backends.get(&rule.backend)?.clone();
+                    Some(Route {
+                        cond: rule.cond.clone(),
+                        frontend: Arc::new(rt.routed_to(backend)),
+                    })
+                })
+                .collect();
+            let rt = Arc::new(rt);
             if !fe.disabled {
                 for bind in &fe.binds {
                     listeners.insert(bind.addr, rt.clone());

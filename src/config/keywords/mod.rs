@@ -10,12 +10,15 @@
 //! - [`bind`]: options of `bind` lines.
 //! - [`log`]: the `log` line, shared by `global` and proxies.
 //! - [`role`]: the rolelb extensions `role`, `role-check`, `max-lag`, `role-source`.
-//! - [`stats`]: `stats ...` and `acl` lines of a proxy and the conditions they take.
+//! - [`acl`]: `acl` lines and the `if|unless` conditions every rule takes.
+//! - [`tcp_request`]: `tcp-request connection|content|inspect-delay`.
+//! - [`stats`]: `stats ...` lines of a proxy.
 //! - [`userlist`]: the `userlist` section.
 //! - [`etcd`]: the rolelb extensions `etcd` (a section) and `discover`.
 //! - [`unsupported`]: HAProxy keywords rolelb knows but refuses, with what to do instead,
 //!   and the rolelb extensions not implemented yet.
 
+pub mod acl;
 pub mod bind;
 pub mod check;
 pub mod etcd;
@@ -26,6 +29,7 @@ pub mod proxy;
 pub mod role;
 pub mod server;
 pub mod stats;
+pub mod tcp_request;
 pub mod unsupported;
 pub mod userlist;
 

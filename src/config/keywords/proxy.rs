@@ -1,7 +1,7 @@
 //! The proxy keyword table: what `defaults`, `frontend`, `backend` and `listen` accept, each
 //! keyword with its parser and the sections where HAProxy allows it.
 
-use super::{Ctx, Sections, bind, check, etcd, option, role, server, stats};
+use super::{Ctx, Sections, acl, bind, check, etcd, option, role, server, stats, tcp_request};
 use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
 use crate::config::keywords::log::parse_log_target;
@@ -50,7 +50,8 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("default-server", Sections::BE, default_server),
     kw("server", Sections::BE_ONLY, server_line),
     kw("stats", Sections::ALL, stats::stats),
-    kw("acl", Sections::PROXIES, stats::acl),
+    kw("acl", Sections::PROXIES, acl::acl),
+    kw("tcp-request", Sections::PROXIES, tcp_request::tcp_request),
     // rolelb extensions (HAProxy would reject them).
     kw("role", Sections::BE, role::role),
     kw("role-check", Sections::BE, role::role_check),
@@ -140,27 +141,28 @@ fn default_backend(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// `use_backend NAME [if|unless COND]`: the first rule whose condition holds names the
+/// backend, else `default_backend`; rules after an unconditional one are never used.
 fn use_backend(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     let name = ctx.arg(0, "a backend name")?.to_string();
-    if let Some(cond) = ctx.args.get(1) {
-        if cond.as_str() == "if" || cond.as_str() == "unless" {
-            return Err(format!(
-                "'use_backend {name} {}' with an ACL condition is not supported: rolelb is a TCP balancer; use an unconditional use_backend/default_backend",
-                cond.as_str()
-            ));
-        }
-        ctx.at_most(1)?;
-    }
     if name.contains("%[") {
         return Err("a dynamic backend name ('%[...]') is not supported: name the backend".into());
     }
-    match &p.use_backend {
-        Some((first, loc)) => {
-            let msg = format!(
-                "'use_backend {name}' is never used: the unconditional 'use_backend {first}' at {loc} always wins"
-            );
-            ctx.warn(msg);
-        }
+    let args = ctx.args;
+    let cond = acl::parse_cond(&acl::words(args, 1), p, ctx)?;
+    if let Some((first, loc)) = &p.use_backend {
+        let msg = format!(
+            "'use_backend {name}' is never used: the unconditional 'use_backend {first}' at {loc} always wins"
+        );
+        ctx.warn(msg);
+        return Ok(());
+    }
+    match cond {
+        Some(cond) => p.use_backend_rules.push(crate::config::acl::UseBackend {
+            backend: name,
+            cond,
+            loc: ctx.loc.clone(),
+        }),
         None => p.use_backend = Some((name, ctx.loc.clone())),
     }
     Ok(())

@@ -1,15 +1,13 @@
 //! `stats ...` inside a proxy: `enable`, `uri`, `refresh`, `realm`, `auth`, `admin if|unless`,
 //! `http-request allow|deny|auth`, `hide-version`, `show-legends`, `show-node`; and the
-//! conditions those take (`TRUE`, `FALSE`, `LOCALHOST`, `{ src ... }`, `{ http_auth(L) }`,
-//! `{ http_auth_group(L) G ... }`, the stats listener's own `acl NAME ...` lines, `!`, `||`).
-//! Anything else is refused with the reason.
-
-use std::net::IpAddr;
+//! conditions those take (parsed by [`super::acl`]: `TRUE`, `FALSE`, `LOCALHOST`,
+//! `{ src ... }`, `{ http_auth(L) }`, `{ http_auth_group(L) G ... }`, the listener's own
+//! `acl NAME ...` lines, `!`, `||`). Anything else is refused with the reason.
 
 use super::Ctx;
+use super::acl::{parse_cond, words};
 use crate::config::draft::{ProxyDraft, ProxyKind};
-use crate::config::model::Mode;
-use crate::config::stats_access::{Action, Cond, Net, Rule, Term, Test};
+use crate::config::stats_access::{Action, Rule};
 use crate::config::units::{TimeUnit, parse_duration};
 
 /// `stats enable|uri|refresh|realm|auth|admin|http-request|hide-version|show-legends|show-node`.
@@ -59,7 +57,8 @@ pub fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             if defaults {
                 return Err("'stats admin' is not allowed in a 'defaults' section".into());
             }
-            let cond = parse_cond(&words(ctx, 1), &p.stats.acls, ctx)?.ok_or_else(|| {
+            let args = ctx.args;
+            let cond = parse_cond(&words(args, 1), p, ctx)?.ok_or_else(|| {
                 "'stats admin' expects 'if' or 'unless' followed by a condition (e.g. 'stats admin if LOCALHOST')".to_string()
             })?;
             p.stats.admin.push(cond);
@@ -68,7 +67,8 @@ pub fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             if defaults {
                 return Err("'stats http-request' is not allowed in a 'defaults' section".into());
             }
-            let rule = parse_rule(&words(ctx, 1), &p.stats.acls, ctx)?;
+            let args = ctx.args;
+            let rule = parse_rule(&words(args, 1), p, ctx)?;
             if p.stats
                 .http_request
                 .last()
@@ -125,12 +125,8 @@ pub fn stats(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn words<'a>(ctx: &'a Ctx, from: usize) -> Vec<&'a str> {
-    ctx.args.iter().skip(from).map(|w| w.as_str()).collect()
-}
-
 /// `allow|deny|auth [realm R] [if|unless COND]`.
-fn parse_rule(words: &[&str], acls: &[(String, Test)], ctx: &Ctx) -> Result<Rule, String> {
+fn parse_rule(words: &[&str], p: &ProxyDraft, ctx: &mut Ctx) -> Result<Rule, String> {
     let (action, rest) = match words {
         ["allow", rest @ ..] => (Action::Allow, rest),
         ["deny", rest @ ..] => (Action::Deny, rest),
@@ -153,234 +149,14 @@ fn parse_rule(words: &[&str], acls: &[(String, Test)], ctx: &Ctx) -> Result<Rule
         }
         [] => return Err("'stats http-request' expects allow, deny or auth".into()),
     };
-    let cond = parse_cond(rest, acls, ctx)?;
+    let cond = parse_cond(rest, p, ctx)?;
     Ok(Rule { action, cond })
-}
-
-/// `acl NAME FETCH [VALUES]` in a stats listener (`mode http`), for its `stats admin` and
-/// `stats http-request` conditions: the fetches of an inline `{ ... }` test. Elsewhere ACLs
-/// are refused, as everything that routes by condition.
-pub fn acl(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
-    if p.mode != Mode::Http {
-        return Err(format!("'acl' {}", super::unsupported::TCP_ONLY));
-    }
-    let name = ctx.arg(0, "an ACL name")?.to_string();
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
-    {
-        return Err(format!(
-            "character '{c}' is not permitted in ACL name '{name}'"
-        ));
-    }
-    if ctx.args.len() < 2 {
-        return Err(format!(
-            "'acl {name}' expects a test (e.g. 'acl {name} src 10.0.0.0/8')"
-        ));
-    }
-    let test = anonymous_acl(&words(ctx, 1), ctx)?;
-    p.stats.acls.push((name, test));
-    Ok(())
-}
-
-/// `if|unless TERMS`, or nothing at all (`None`); `acls` are the proxy's named ACLs so far.
-pub fn parse_cond(
-    words: &[&str],
-    acls: &[(String, Test)],
-    ctx: &Ctx,
-) -> Result<Option<Cond>, String> {
-    let (unless, mut rest) = match words {
-        [] => return Ok(None),
-        ["if", rest @ ..] => (false, rest),
-        ["unless", rest @ ..] => (true, rest),
-        [other, ..] => {
-            return Err(format!("unexpected '{other}': expected 'if' or 'unless'"));
-        }
-    };
-    if rest.is_empty() {
-        return Err(format!(
-            "'{}' needs a condition",
-            if unless { "unless" } else { "if" }
-        ));
-    }
-    let mut any_of = vec![Vec::new()];
-    while let Some((&word, tail)) = rest.split_first() {
-        rest = tail;
-        if word == "||" || word == "or" {
-            any_of.push(Vec::new());
-            continue;
-        }
-        let (negate, word) = match word.strip_prefix('!') {
-            Some("") => {
-                let (&next, tail) = rest.split_first().ok_or("'!' must be followed by a test")?;
-                rest = tail;
-                (true, next)
-            }
-            Some(w) => (true, w),
-            None => (false, word),
-        };
-        let test = if word == "{" {
-            let end = rest
-                .iter()
-                .position(|w| *w == "}")
-                .ok_or("missing '}' closing the anonymous ACL")?;
-            let test = anonymous_acl(&rest[..end], ctx)?;
-            rest = &rest[end + 1..];
-            test
-        } else {
-            named_acl(word, acls)?
-        };
-        if let Some(group) = any_of.last_mut() {
-            group.push(Term { negate, test });
-        }
-    }
-    if any_of.iter().any(Vec::is_empty) {
-        return Err("a condition has an empty side of '||'".into());
-    }
-    Ok(Some(Cond { unless, any_of }))
-}
-
-/// An ACL declared above in the proxy (all its lines), or a predefined one rolelb evaluates
-/// on a stats request; a proxy's own ACL hides a predefined one of the same name.
-fn named_acl(name: &str, acls: &[(String, Test)]) -> Result<Test, String> {
-    let tests: Vec<Test> = acls
-        .iter()
-        .filter(|(n, _)| n == name)
-        .map(|(_, t)| t.clone())
-        .collect();
-    if !tests.is_empty() {
-        return Ok(Test::Acl {
-            name: name.to_string(),
-            tests,
-        });
-    }
-    match name {
-        "TRUE" => Ok(Test::True),
-        "FALSE" => Ok(Test::False),
-        "LOCALHOST" => Ok(Test::Src(localhost())),
-        other => Err(format!(
-            "no such ACL '{other}': declare it above with 'acl {other} ...' (rolelb's predefined ACLs are TRUE, FALSE and LOCALHOST)"
-        )),
-    }
-}
-
-/// `src 127.0.0.1/8 ::1`, HAProxy's `LOCALHOST`.
-fn localhost() -> Vec<Net> {
-    vec![
-        Net {
-            addr: IpAddr::from([127, 0, 0, 1]),
-            prefix: 8,
-        },
-        Net {
-            addr: IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
-            prefix: 128,
-        },
-    ]
-}
-
-/// The words between `{` and `}`: a fetch and its values.
-fn anonymous_acl(words: &[&str], ctx: &Ctx) -> Result<Test, String> {
-    let Some((&fetch, values)) = words.split_first() else {
-        return Err("an empty '{ }' anonymous ACL".into());
-    };
-    if let Some(flag) = values.iter().find(|v| v.starts_with('-')) {
-        return Err(format!(
-            "ACL flag '{flag}' is not supported in a stats condition"
-        ));
-    }
-    let list_of = |name: &str| {
-        fetch
-            .strip_prefix(name)
-            .and_then(|r| r.strip_prefix('('))
-            .and_then(|r| r.strip_suffix(')'))
-            .filter(|l| !l.is_empty() && !l.contains(','))
-            .map(str::to_string)
-    };
-    match fetch {
-        "always_true" if values.is_empty() => Ok(Test::True),
-        "always_false" if values.is_empty() => Ok(Test::False),
-        "src" if values.is_empty() => Err("'src' needs at least one address or network".into()),
-        "src" => values
-            .iter()
-            .map(|v| parse_net(v))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Test::Src),
-        _ => {
-            if let Some(list) = list_of("http_auth_group") {
-                if values.is_empty() {
-                    return Err(format!("'{fetch}' needs at least one group name"));
-                }
-                return Ok(Test::HttpAuth {
-                    list,
-                    groups: Some(values.iter().map(|v| (*v).to_string()).collect()),
-                    loc: ctx.loc.clone(),
-                });
-            }
-            if let Some(list) = list_of("http_auth") {
-                if let Some(v) = values.first() {
-                    return Err(format!("'{fetch}' takes no value, got '{v}'"));
-                }
-                return Ok(Test::HttpAuth {
-                    list,
-                    groups: None,
-                    loc: ctx.loc.clone(),
-                });
-            }
-            Err(format!(
-                "'{fetch}' is not supported in a stats condition: rolelb knows src, http_auth(LIST), http_auth_group(LIST), always_true, always_false"
-            ))
-        }
-    }
-}
-
-/// `ADDR`, `ADDR/BITS` or (IPv4) `ADDR/MASK`, as HAProxy's `src` patterns.
-pub fn parse_net(text: &str) -> Result<Net, String> {
-    let bad = || format!("'{text}' is not an IP address or network (ADDR, ADDR/BITS)");
-    let (addr, mask) = match text.split_once('/') {
-        Some((a, m)) => (a, Some(m)),
-        None => (text, None),
-    };
-    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-    let full = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match mask {
-        None => full,
-        Some(m) => match (m.parse::<u8>(), addr, m.parse::<std::net::Ipv4Addr>()) {
-            (Ok(bits), _, _) if bits <= full => bits,
-            (_, IpAddr::V4(_), Ok(dotted)) => {
-                let bits = u32::from(dotted);
-                if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                    return Err(format!("'{text}': the mask is not contiguous"));
-                }
-                // At most 32, so it fits.
-                u8::try_from(bits.leading_ones()).map_err(|_| bad())?
-            }
-            _ => return Err(bad()),
-        },
-    };
-    Ok(Net { addr, prefix })
 }
 
 #[cfg(test)]
 mod tests {
     use crate::config::stats_access::{Action, Test};
     use crate::config::testing::{errors, parse};
-
-    use super::parse_net;
-
-    #[test]
-    fn nets_parse_bits_and_dotted_masks() {
-        let n = parse_net("10.0.0.0/255.0.0.0").expect("valid");
-        assert_eq!(n.prefix, 8);
-        assert!(n.contains("10.9.8.7".parse().expect("ip")));
-        assert!(!n.contains("11.0.0.1".parse().expect("ip")));
-        assert!(parse_net("10.0.0.0/255.0.255.0").is_err());
-        assert!(parse_net("::1/129").is_err());
-        assert!(parse_net("example").is_err());
-        let v6 = parse_net("fd00::/8").expect("valid");
-        assert!(v6.contains("fd12::1".parse().expect("ip")));
-        let host = parse_net("127.0.0.1").expect("valid");
-        assert!(host.contains("::ffff:127.0.0.1".parse().expect("ip")));
-    }
 
     #[test]
     fn admin_conditions_parse_and_others_are_refused() {
@@ -407,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn named_acls_join_their_lines_and_stay_refused_in_tcp_proxies() {
+    fn named_acls_join_their_lines() {
         let c = parse(
             "userlist L\nuser a insecure-password b\nlisten st\nmode http\nbind :1\nstats enable\n\
              acl NET src 10.0.0.0/8\nacl NET src 192.0.2.1\nacl AUTH http_auth(L)\n\
@@ -426,12 +202,6 @@ mod tests {
             errors("listen st\nmode http\nbind :1\nstats enable\nacl H hdr(host) x\n").join("\n");
         assert!(
             e.contains(":5:") && e.contains("'hdr(host)' is not supported"),
-            "{e}"
-        );
-        let e = errors("frontend f\nbind :1\nacl W dst_port 5001\ndefault_backend b\nbackend b\nserver s 127.0.0.1:2\n")
-            .join("\n");
-        assert!(
-            e.contains(":3:") && e.contains("'acl' is not supported: rolelb is a TCP balancer"),
             "{e}"
         );
     }

@@ -21,7 +21,6 @@ const HTTP_ONLY: &str = "only applies to HTTP and is not supported: rolelb is a 
 
 /// HAProxy proxy keywords refused in proxies.
 pub const PROXY_REFUSED: &[Refused] = &[
-    no("tcp-request", TCP_ONLY),
     no("tcp-response", TCP_ONLY),
     no("http-request", TCP_ONLY),
     no("http-response", TCP_ONLY),
