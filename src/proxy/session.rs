@@ -4,7 +4,7 @@
 //! or `log-format`, rendered by `log_line`) to the frontend's `log` targets. The frontend's
 //! `tcp-request` and `use_backend` rules run at the start of [`serve`] (evaluated by `rules`).
 //!
-//! Over 700 lines: one session's steps, from accept to its log line, read best in one file.
+//! The session's log lines (and the reset of a rejected connection) are in `session/log.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,9 @@ use crate::config::acl::TcpAction;
 use crate::config::{Config, LogNode, LogVar, Role};
 use crate::logging::Throttle;
 use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
+
+mod log;
+use log::{log_refused, log_rejected, log_session, reset};
 
 /// Keepalive probes on sockets with `option clitcpka` / `option srvtcpka`.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
@@ -576,187 +579,6 @@ pub async fn serve(
             srv_conn: u64::from(server.live.sessions.load(Ordering::Acquire)),
             retries,
             redispatched,
-            srv_queue: 0,
-            backend_queue: queue_pos,
-            request_id: accepted.request_id,
-            log_count: 0,
-        },
-        &backend,
-    );
-}
-
-/// Fills the connection counts HAProxy reads at log time, renders the line with the
-/// frontend's format and sends it to its `log` targets (`log global` adds the global ones).
-/// A frontend without any target writes it to rolelb's own log instead (HAProxy, which warns
-/// about this at startup, would drop it).
-fn log_session(
-    fe: &FrontendRt,
-    table: &TableHandle,
-    accepted: &Accepted,
-    mut line: SessionLog<'_>,
-    backend: &BackendRt,
-) {
-    let Some(fe_cfg) = accepted.config.frontends.iter().find(|f| f.name == fe.name) else {
-        return;
-    };
-    let Some(format) = &fe_cfg.log_format else {
-        return;
-    };
-    line.act_conn = table
-        .load()
-        .frontends
-        .iter()
-        .map(|f| u64::from(f.live.conns.load(Ordering::Acquire)))
-        .sum();
-    line.fe_conn = u64::from(fe.live.conns.load(Ordering::Acquire));
-    line.be_conn = u64::from(backend.live.sessions.load(Ordering::Acquire))
-        + u64::from(backend.live.queued.load(Ordering::Acquire));
-    if format
-        .nodes
-        .iter()
-        .any(|n| matches!(n, LogNode::Var(LogVar::LogCounter, _)))
-    {
-        line.log_count = log_line::next_log_count(&fe.name);
-    }
-    let text = log_line::render(format, &line);
-    let global: &[_] = if fe_cfg.log_global {
-        &accepted.config.global.logs
-    } else {
-        &[]
-    };
-    if fe_cfg.logs.is_empty() && global.is_empty() {
-        tracing::info!(target: "rolelb::tcplog", "{text}");
-        return;
-    }
-    crate::logging::send(fe_cfg.logs.iter().chain(global), LOG_INFO, &text);
-}
-
-/// Closes a connection a `tcp-request connection` rule rejected with a reset, as HAProxy
-/// does (no lingering data, no TIME_WAIT left behind).
-fn reset(client: TcpStream) {
-    if let Err(e) = SockRef::from(&client).set_linger(Some(Duration::ZERO)) {
-        tracing::debug!("cannot set SO_LINGER on a rejected connection: {e}");
-    }
-    drop(client);
-}
-
-/// The log line of a session a `tcp-request content reject` rule closed: no backend was
-/// chosen yet, so it names the frontend as its backend, `<NOSRV>`, and ends with `PR`.
-fn log_rejected(fe: &FrontendRt, table: &TableHandle, accepted: &Accepted) {
-    if !fe.tcplog || fe.dontlognull {
-        return;
-    }
-    let at = Instant::now();
-    log_session(
-        fe,
-        table,
-        accepted,
-        SessionLog {
-            accepted_at: accepted.at_wall,
-            client: accepted.peer,
-            local: accepted.local,
-            frontend: &fe.name,
-            backend: &fe.name,
-            server: None,
-            server_addr: None,
-            source_addr: None,
-            t_handshake: accepted.t_handshake,
-            t_queue: None,
-            t_connect: None,
-            t_close: accepted.ms(at),
-            bytes_in: 0,
-            bytes_out: 0,
-            term: "PR",
-            act_conn: 0,
-            fe_conn: 0,
-            be_conn: 0,
-            srv_conn: 0,
-            retries: 0,
-            redispatched: false,
-            srv_queue: 0,
-            backend_queue: 0,
-            request_id: accepted.request_id,
-            log_count: 0,
-        },
-        &fe.backend,
-    );
-}
-
-/// Syslog severity of session lines (`info`, as HAProxy's).
-const LOG_INFO: u8 = 6;
-
-fn log_refused(
-    fe: &FrontendRt,
-    table: &TableHandle,
-    accepted: &Accepted,
-    failed: Failed,
-    queue_pos: u64,
-    at: Instant,
-) {
-    let reason = failed.reason;
-    if reason == Refused::NoServer {
-        fe.backend.live.no_server.fetch_add(1, Ordering::Relaxed);
-    }
-    if !fe.tcplog {
-        // Without a log line per connection, a flood of refusals is one line a second each.
-        if let Some(n) = reason.throttle().hit() {
-            tracing::warn!(frontend = %fe.name, backend = %fe.backend.name, client = %accepted.peer, "connection refused: {reason:?} [{n} occurrences since the last such line]");
-        }
-        return;
-    }
-    // `option dontlognull`: HAProxy skips sessions that received nothing from the client,
-    // and rolelb reads nothing from a client it could not connect anywhere.
-    if fe.dontlognull {
-        return;
-    }
-    let backend = table
-        .load()
-        .backends
-        .get(&fe.backend.name)
-        .cloned()
-        .unwrap_or_else(|| fe.backend.clone());
-    let term = match (reason, failed.timed_out) {
-        (Refused::ConnectFailed, true) => "sC",
-        _ => reason.code(),
-    };
-    // The queue was reached unless no server could be picked at all.
-    let t_queue = match reason {
-        Refused::NoServer | Refused::RoleConflict => None,
-        _ => Some(accepted.ms(at)),
-    };
-    let (server, server_addr) = match &failed.server {
-        Some((name, addr)) => (Some(name.as_str()), Some(*addr)),
-        None => (None, None),
-    };
-    let srv_conn = server
-        .and_then(|name| backend.servers.iter().find(|s| s.name() == name))
-        .map_or(0, |s| u64::from(s.live.sessions.load(Ordering::Acquire)));
-    log_session(
-        fe,
-        table,
-        accepted,
-        SessionLog {
-            accepted_at: accepted.at_wall,
-            client: accepted.peer,
-            local: accepted.local,
-            frontend: &fe.name,
-            backend: &backend.name,
-            server,
-            server_addr,
-            source_addr: None,
-            t_handshake: accepted.t_handshake,
-            t_queue,
-            t_connect: None,
-            t_close: accepted.ms(at),
-            bytes_in: 0,
-            bytes_out: 0,
-            term,
-            act_conn: 0,
-            fe_conn: 0,
-            be_conn: 0,
-            srv_conn,
-            retries: failed.retries,
-            redispatched: failed.redispatched,
             srv_queue: 0,
             backend_queue: queue_pos,
             request_id: accepted.request_id,
