@@ -268,3 +268,32 @@ fn removing_the_primary_closes_its_sessions_and_removing_a_replica_drains_it() {
     close_removed_writers(&old, &newer);
     assert!(a.is_cancelled(), "a removed primary's sessions are closed");
 }
+
+#[test]
+fn a_server_etcd_stops_naming_primary_loses_its_sessions_at_the_swap_unless_checks_decide() {
+    let mut swaps = Swaps::new();
+    let mut etcd = discovering("etcd");
+    let c = etcd.put(&[("a", 1, P, READY), ("b", 2, R, READY)]);
+    let old = swaps.swap(&c);
+    let a = old.backends["be"].servers[0].live.kill_token();
+    // The leader key goes: etcd names no primary, so no writer takes over from a.
+    let c = etcd.put(&[("a", 1, R, READY)]);
+    let new = build(&c, &swaps.registry, 10);
+    assert_eq!(new.backends["be"].writer, None);
+    assert!(!a.is_cancelled(), "not by the build");
+    new.after_swap(&old);
+    assert!(a.is_cancelled(), "at the swap");
+
+    // With `role-source check` etcd's view is no role: a stays the writer, its sessions too.
+    let mut swaps = Swaps::new();
+    let mut etcd = discovering("check");
+    let c = etcd.put(&[("a", 1, P, READY), ("b", 2, R, READY)]);
+    let t = swaps.swap(&c);
+    t.backends["be"].servers[0].live.set_role(NodeRole::Primary);
+    t.backends["be"].servers[1].live.set_role(NodeRole::Replica);
+    let t = swaps.swap(&c);
+    let a = t.backends["be"].servers[0].live.kill_token();
+    let t = swaps.swap(&etcd.put(&[("a", 1, R, READY)]));
+    assert_eq!(t.backends["be"].writer, Some(0));
+    assert!(!a.is_cancelled());
+}
