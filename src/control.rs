@@ -285,12 +285,8 @@ impl Control {
         let generation = self.generation;
         let build = move || {
             let effective = Arc::new(discovery::effective_config(&file, &sets));
-            let table = Table::build_shared(
-                effective.clone(),
-                &registry,
-                generation,
-                std::time::Instant::now(),
-            );
+            let prepared = table::prepare(effective.clone(), &registry);
+            let table = Table::build(&prepared, generation, std::time::Instant::now());
             table.retain_live(&registry);
             (effective, table)
         };
@@ -402,19 +398,17 @@ impl Control {
             }
         }
         self.generation += 1;
-        let table = Table::build_shared(
-            config.clone(),
-            &self.registry,
-            self.generation,
-            std::time::Instant::now(),
-        );
+        let prepared = table::prepare(config.clone(), &self.registry);
+        let table = Table::build(&prepared, self.generation, std::time::Instant::now());
         self.commit(&config, table, fresh);
         self.shared.table.load().retain_live(&self.registry);
         Ok(self.generation)
     }
 
-    /// Puts `table` (built from `config`) in force, then starts accepting on the `fresh`
-    /// sockets and stops what the table no longer has; returns the table it replaced.
+    /// Puts `table` (built from `config`) in force and makes the changes the swap brings
+    /// ([`Table::after_swap`]: the writer hand-over, the role-conflict flag), then starts
+    /// accepting on the `fresh` sockets and stops what the table no longer has; returns the
+    /// table it replaced.
     fn commit(
         &mut self,
         config: &Config,
@@ -423,7 +417,8 @@ impl Control {
     ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
-        table::close_removed_writers(&old, &table);
+        // At once: the sessions of a writer this table demotes must not go on.
+        table.after_swap(&old);
         for (addr, l) in fresh {
             let token = CancellationToken::new();
             tokio::spawn(listener::accept_loop(

@@ -1,12 +1,14 @@
 //! The single-writer guard: which servers of a backend may take traffic by role, who is in a
-//! role conflict (two primaries, or the checks and etcd disagreeing), and the writer hand-over
-//! that closes the old primary's sessions when a table swap names a new one.
+//! role conflict (two primaries, or the checks and etcd disagreeing), and what a table swap
+//! does about roles ([`take_over`], right after it): the conflict flag and its log, and the
+//! writer hand-over that closes the sessions of a primary the new table no longer names.
 
 use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 
-use crate::config::{MaxLag, Role, RoleSource};
+use crate::config::{EtcdRole, MaxLag, Role, RoleSource};
 use crate::live::{AdminState, BackendLive, NodeRole, ServerLive};
-use crate::table::{ServerRt, Table};
+use crate::table::{BackendRt, ServerRt, Table};
 
 /// The rules that decide which servers of a backend may take traffic by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,29 +48,47 @@ pub fn admits(rule: RoleRule, s: &ServerRt) -> bool {
     }
 }
 
+/// Whether `s`, out of maintenance, is a primary by the role `source` decides.
+fn is_primary(source: RoleSource, s: &ServerRt) -> bool {
+    role_in_force(source, &s.live) == NodeRole::Primary
+        && s.live.effective_admin() != AdminState::Maint
+}
+
 /// The servers of a `role primary` backend whose role under `source` is primary, leaving
 /// out those in maintenance.
 pub fn primaries(source: RoleSource, servers: &[ServerRt]) -> Vec<&ServerRt> {
-    servers
-        .iter()
-        .filter(|s| {
-            role_in_force(source, &s.live) == NodeRole::Primary
-                && s.live.effective_admin() != AdminState::Maint
-        })
-        .collect()
+    servers.iter().filter(|s| is_primary(source, s)).collect()
 }
 
-/// The servers in a role conflict in a `role primary` backend (empty when there is none),
-/// leaving out those in maintenance: more than one primary by the checks (split brain) or by
-/// etcd; with `role-source both` also a disagreement, i.e. the checks and etcd naming
-/// different primaries, or one calling a server primary that the other calls replica.
-pub fn role_conflict(source: RoleSource, servers: &[ServerRt]) -> Vec<&ServerRt> {
+/// The index of the one primary among `servers` under `source` (maintenance left out);
+/// `None` when there is none or more than one.
+pub fn sole_primary(source: RoleSource, servers: &[ServerRt]) -> Option<usize> {
+    let mut found = None;
+    for (i, s) in servers.iter().enumerate() {
+        if is_primary(source, s) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(i);
+        }
+    }
+    found
+}
+
+/// The indexes of the servers in a role conflict in a `role primary` backend (empty when
+/// there is none), leaving out those in maintenance: more than one primary by the checks
+/// (split brain) or by etcd; with `role-source both` also a disagreement, i.e. the checks and
+/// etcd naming different primaries, or one calling a server primary that the other calls
+/// replica.
+pub fn role_conflict(source: RoleSource, servers: &[ServerRt]) -> Vec<usize> {
     if !in_role_conflict(source, servers) {
         return Vec::new();
     }
     servers
         .iter()
-        .filter(|s| claims_primary(source, &s.live))
+        .enumerate()
+        .filter(|(_, s)| claims_primary(source, &s.live))
+        .map(|(i, _)| i)
         .collect()
 }
 
@@ -104,10 +124,16 @@ pub(crate) fn claims_primary(source: RoleSource, live: &ServerLive) -> bool {
     claims && live.effective_admin() != AdminState::Maint
 }
 
-/// Says who claims what in a conflict, for the log: `a (check primary, etcd replica)`.
-pub(crate) fn describe_conflict(source: RoleSource, servers: &[&ServerRt]) -> String {
-    let names: Vec<String> = servers
+/// Says who claims what in a conflict (`conflict` indexes `servers`), for the log:
+/// `a (check primary, etcd replica)`.
+pub(crate) fn describe_conflict(
+    source: RoleSource,
+    servers: &[ServerRt],
+    conflict: &[usize],
+) -> String {
+    let names: Vec<String> = conflict
         .iter()
+        .filter_map(|&i| servers.get(i))
         .map(|s| match source {
             RoleSource::Check | RoleSource::Etcd => s.name().to_owned(),
             RoleSource::Both => format!(
@@ -119,6 +145,75 @@ pub(crate) fn describe_conflict(source: RoleSource, servers: &[&ServerRt]) -> St
         })
         .collect();
     names.join(" and ")
+}
+
+/// The single-writer guard's part of a swap from `old` to `new`, made by `control` right
+/// after it (the build only reads live state; these are the changes it decided): per backend,
+/// in configuration order, the sessions of a server etcd no longer names primary are closed,
+/// the role-conflict flag takes the new table's value (logged when it changes), and the one
+/// primary the new table names takes the writes over ([`hand_over_writes`]); then the
+/// sessions of primaries the swap removed are closed ([`close_removed_writers`]).
+///
+/// The new table already keeps new connections from a demoted writer (and every pick re-reads
+/// the live roles, [`admits`]), so closing its sessions right after the swap leaves no moment
+/// where two servers take new writes.
+pub fn take_over(old: &Table, new: &Table) {
+    for be in &new.config.backends {
+        let Some(after) = new.backends.get(&be.name) else {
+            continue;
+        };
+        if let Some(before) = old.backends.get(&be.name) {
+            close_demoted_by_etcd(before, after);
+        }
+        flag_conflict(after);
+        if let Some(writer) = after.writer.and_then(|i| after.servers.get(i)) {
+            hand_over_writes(&after.name, &after.servers, &after.live, writer.name());
+        }
+    }
+    close_removed_writers(old, new);
+}
+
+/// Closes the sessions of each server of `after`, a `role primary` backend whose roles etcd
+/// decides (alone or with the checks), that etcd named primary in `before` and no longer does.
+fn close_demoted_by_etcd(before: &BackendRt, after: &BackendRt) {
+    if after.role != Role::Primary || after.role_source == RoleSource::Check {
+        return;
+    }
+    let etcd_primary = |s: &ServerRt| s.config.etcd.is_some_and(|v| v.role == EtcdRole::Primary);
+    for was in before.servers.iter().filter(|s| etcd_primary(s)) {
+        let Some(now) = after.servers.iter().find(|s| s.name() == was.name()) else {
+            // Removed: `close_removed_writers` sees to it.
+            continue;
+        };
+        if !etcd_primary(now) {
+            tracing::warn!(
+                backend = %after.name,
+                "etcd no longer names {} the primary: closing its sessions",
+                now.name()
+            );
+            now.live.shutdown_sessions();
+        }
+    }
+}
+
+/// Sets the backend's role-conflict flag to what the build of `be` saw; logs a change.
+fn flag_conflict(be: &BackendRt) {
+    let conflict = !be.conflict.is_empty();
+    let was = be.live.role_conflict.swap(conflict, Ordering::AcqRel);
+    if conflict && !was {
+        let who = describe_conflict(be.role_source, &be.servers, &be.conflict);
+        let what = match be.role_source {
+            RoleSource::Check => format!("servers {who} all report primary"),
+            RoleSource::Etcd => format!("etcd names servers {who} primary"),
+            RoleSource::Both => format!("etcd and the role checks disagree on the primary: {who}"),
+        };
+        tracing::error!(
+            backend = %be.name,
+            "role conflict: {what}; refusing new connections until it is resolved"
+        );
+    } else if was && !conflict {
+        tracing::warn!(backend = %be.name, "role conflict resolved; routing resumes");
+    }
 }
 
 /// Closes the sessions of servers that a swap from `old` to `new` removes from a `role

@@ -280,7 +280,7 @@ mod tests {
 
     use arc_swap::ArcSwap;
 
-    use crate::table::{Registry, Table};
+    use crate::table::Registry;
 
     #[test]
     fn a_batch_ends_after_maxaccept_accepts_in_a_row() {
@@ -322,7 +322,7 @@ mod tests {
             );
             let config = crate::config::parse_with_env(&[("t.cfg", &text)], &|_| None)
                 .expect("valid config");
-            let table = Table::build(&config, &Registry::default(), 1, std::time::Instant::now());
+            let table = crate::table::testing::build(&Arc::new(config), &Registry::default(), 1);
             let shared = Shared {
                 table: Arc::new(ArcSwap::from_pointee(table)),
                 limits: Arc::new(Limits::default()),

@@ -89,7 +89,6 @@ pub fn route<'a>(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use super::*;
     use crate::live::{NodeRole, Registry};
@@ -103,7 +102,7 @@ mod tests {
         let config = crate::config::parse_with_env(&[("t.cfg", &text)], &|_| None)
             .unwrap_or_else(|e| panic!("{e:?}"));
         let registry = Registry::default();
-        let t = Table::build(&config, &registry, 1, Instant::now());
+        let t = crate::table::testing::build(&std::sync::Arc::new(config), &registry, 1);
         (t, registry)
     }
 
@@ -155,7 +154,7 @@ mod tests {
         servers[0].live.set_role(NodeRole::Primary);
         servers[1].live.set_role(NodeRole::Replica);
         let config = t.config.clone();
-        let t = Table::build(&config, &reg, 2, Instant::now());
+        let t = crate::table::testing::build(&config, &reg, 2);
         assert_eq!(conn(&t).nbsrv("b"), Some(1));
         // Two primaries: the single-writer guard refuses everything, so nothing is usable.
         t.backends["b"].servers[1].live.set_role(NodeRole::Primary);

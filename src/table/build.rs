@@ -1,19 +1,26 @@
-//! Building one backend of a table from its configuration and the live registry.
+//! Building one backend of a table from its configuration and its live entries: a pure
+//! function of them (it reads live state and writes nothing, so building twice changes
+//! nothing and closes no session).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::prepare::BackendEntries;
 use super::{BackendRt, BackendSettings, Pool, ServerRt};
 use crate::balance::{self, Candidate, Cursor, WEIGHT_SCALE};
-use crate::config::{self, Role, RoleSource};
-use crate::live::{NodeRole, Registry, ramps_weight};
-use crate::roles::{
-    RoleRule, admits, describe_conflict, hand_over_writes, primaries, role_conflict,
-};
+use crate::config::{self, Role};
+use crate::live::ramps_weight;
+use crate::roles::{RoleRule, admits, role_conflict, sole_primary};
 
-pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Instant) -> BackendRt {
-    let live = registry.backend(&be.name);
+/// Builds one backend from its configuration and the live entries [`super::prepare()`] made
+/// for it. Reads live state only: the role conflict it sees and the writer it names are
+/// recorded in the result, and `control` acts on them after the swap.
+pub(crate) fn build_backend(
+    be: &config::Backend,
+    entries: &BackendEntries,
+    now: Instant,
+) -> BackendRt {
+    let live = entries.live.clone();
     let rule = RoleRule {
         role: be.role,
         max_lag: be.max_lag,
@@ -22,23 +29,8 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
     let servers: Vec<ServerRt> = be
         .servers
         .iter()
-        .map(|s| {
-            let (slive, _) = registry.server(&be.name, &s.name);
-            slive.apply_config_disabled(s.disabled);
-            slive.apply_role_target(s.check_target());
-            let etcd_was = slive.apply_etcd(s.etcd);
-            if etcd_was == NodeRole::Primary
-                && slive.etcd_role() != NodeRole::Primary
-                && be.role == Role::Primary
-                && be.role_source != RoleSource::Check
-            {
-                tracing::warn!(
-                    backend = %be.name,
-                    "etcd no longer names {} the primary: closing its sessions",
-                    s.name
-                );
-                slive.shutdown_sessions();
-            }
+        .zip(&entries.servers)
+        .map(|(s, slive)| {
             let weight = slive.user_weight(s.weight);
             let ramp = slive.ramp(s.slowstart, now);
             let eweight = match ramp {
@@ -55,44 +47,23 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
                 weight,
                 ramp,
                 eweight,
-                live: slive,
+                live: slive.clone(),
             }
         })
         .collect();
     let is_writer = be.role == Role::Primary;
-    let conflicting = if is_writer {
+    let conflict = if is_writer {
         role_conflict(rule.source, &servers)
     } else {
         Vec::new()
     };
-    let conflict = !conflicting.is_empty();
-    let was = live.role_conflict.swap(conflict, Ordering::AcqRel);
-    if conflict && !was {
-        let who = describe_conflict(rule.source, &conflicting);
-        let what = match rule.source {
-            RoleSource::Check => format!("servers {who} all report primary"),
-            RoleSource::Etcd => format!("etcd names servers {who} primary"),
-            RoleSource::Both => format!("etcd and the role checks disagree on the primary: {who}"),
-        };
-        tracing::error!(
-            backend = %be.name,
-            "role conflict: {what}; refusing new connections until it is resolved"
-        );
-    } else if was && !conflict {
-        tracing::warn!(backend = %be.name, "role conflict resolved; routing resumes");
-    }
-    let usable = |s: &ServerRt| !be.disabled && !conflict && s.weight > 0 && admits(rule, s);
-    let writers: Vec<String> = if is_writer && !conflict {
-        primaries(rule.source, &servers)
-            .iter()
-            .map(|s| s.name().to_owned())
-            .collect()
+    let writer = if is_writer && conflict.is_empty() {
+        sole_primary(rule.source, &servers)
     } else {
-        Vec::new()
+        None
     };
-    if let [only] = writers.as_slice() {
-        hand_over_writes(&be.name, &servers, &live, only);
-    }
+    let usable =
+        |s: &ServerRt| !be.disabled && conflict.is_empty() && s.weight > 0 && admits(rule, s);
     let members = |backup: bool| -> Vec<usize> {
         servers
             .iter()
@@ -126,10 +97,6 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
             selector: Some(selector),
         }
     };
-    live.downtime.set(
-        active_members.is_empty() && backup_members.is_empty(),
-        Instant::now(),
-    );
     let active = pool(active_members, &live.cursor);
     let backup = pool(backup_members, &live.backup_cursor);
     BackendRt {
@@ -151,6 +118,8 @@ pub(crate) fn build_backend(be: &config::Backend, registry: &Registry, now: Inst
         role: rule.role,
         max_lag: rule.max_lag,
         role_source: rule.source,
+        conflict,
+        writer,
         live,
     }
 }

@@ -6,6 +6,12 @@
 //! is shared by `Arc` into every table that still contains that server, so a swap never resets
 //! health nor drops a connection. The single-writer guard is [`crate::roles`].
 //!
+//! A table is made in three steps, all run by `control`: [`prepare()`] applies the
+//! configuration and etcd's view to live state (`prepare.rs`); [`Table::build`], a pure
+//! function of the configuration and those live entries, makes the table (`build.rs` builds
+//! one backend); after the swap, [`Table::after_swap`] makes the changes the new table
+//! decided (the writer hand-over, the role-conflict flag, downtime).
+//!
 //! Here: the snapshot types and [`Table`] (this file), the build of one backend (`build.rs`),
 //! picking a server for a new connection (`pick.rs`). `live` and `roles` are re-exported, so
 //! `crate::table::ServerLive` keeps working for the code that reads both.
@@ -25,11 +31,15 @@ pub use crate::roles::*;
 
 mod build;
 mod pick;
+mod prepare;
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
 use build::build_backend;
 pub use pick::*;
+pub use prepare::{Prepared, prepare};
 
 /// The shared handle through which the data path reads the current table.
 pub type TableHandle = Arc<ArcSwap<Table>>;
@@ -143,6 +153,12 @@ pub struct BackendRt {
     pub max_lag: Option<MaxLag>,
     /// `role-source`: who decides each server's role.
     pub role_source: RoleSource,
+    /// With `role primary`: the servers in a role conflict when this table was built, as
+    /// indexes into `servers` (empty: none). The pick re-checks the live roles every time.
+    pub conflict: Vec<usize>,
+    /// With `role primary`: the one primary when this table was built (an index into
+    /// `servers`), which takes the writes over after the swap.
+    pub writer: Option<usize>,
     /// Live state shared across tables.
     pub live: Arc<BackendLive>,
 }
@@ -265,26 +281,19 @@ impl Table {
         }
     }
 
-    /// Builds generation `generation` from `config`, taking live state from `registry`.
-    /// Servers seen for the first time start as `disabled` says.
-    pub fn build(config: &Config, registry: &Registry, generation: u64, now: Instant) -> Table {
-        Table::build_shared(Arc::new(config.clone()), registry, generation, now)
-    }
-
-    /// [`Table::build`] from a configuration the caller shares (no copy of it is made).
-    pub fn build_shared(
-        config: Arc<Config>,
-        registry: &Registry,
-        generation: u64,
-        now: Instant,
-    ) -> Table {
+    /// Builds generation `generation` from a configuration and its live entries
+    /// ([`prepare()`] made them and applied the configuration to live state). A pure function
+    /// of its inputs: it reads live state and changes nothing, closes no session and logs no
+    /// transition; what a swap to it changes is done by [`Table::after_swap`].
+    pub fn build(prepared: &Prepared, generation: u64, now: Instant) -> Table {
+        let config = prepared.config().clone();
         let mut backends = HashMap::new();
-        for be in &config.backends {
-            backends.insert(be.name.clone(), Arc::new(build_backend(be, registry, now)));
+        for (be, entries) in config.backends.iter().zip(&prepared.backends) {
+            backends.insert(be.name.clone(), Arc::new(build_backend(be, entries, now)));
         }
         let mut frontends = Vec::new();
         let mut listeners = HashMap::new();
-        for fe in &config.frontends {
+        for (fe, live) in config.frontends.iter().zip(&prepared.frontends) {
             let Some(backend) = backends.get(&fe.backend).cloned() else {
                 // config::load guarantees the reference; a missing one would be a parser bug.
                 tracing::error!(frontend = %fe.name, backend = %fe.backend, "frontend refers to an unknown backend; not serving it");
@@ -309,7 +318,7 @@ impl Table {
                         accept_proxy: b.accept_proxy,
                     })
                     .collect(),
-                live: registry.frontend(&fe.name),
+                live: live.clone(),
                 tcp_request_connection: fe.tcp_request_connection.clone(),
                 tcp_request_content: fe.tcp_request_content.clone(),
                 routes: Vec::new(),
@@ -340,6 +349,19 @@ impl Table {
             listeners,
             backends,
             config,
+        }
+    }
+
+    /// Makes the changes a swap from `old` to this table brings, right after the swap
+    /// (`control` calls it): the single-writer guard's ([`take_over`]: the sessions of a
+    /// demoted writer closed, the role-conflict flag, the writer hand-over), then each
+    /// backend's downtime, counted while it has no usable server.
+    pub fn after_swap(&self, old: &Table) {
+        take_over(old, self);
+        let now = Instant::now();
+        for be in self.backends.values() {
+            let stopped = be.active.members.is_empty() && be.backup.members.is_empty();
+            be.live.downtime.set(stopped, now);
         }
     }
 

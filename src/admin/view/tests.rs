@@ -6,34 +6,25 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::check::{CheckResult, Status};
-use crate::table::{AdminState, Health, NodeRole, Registry, Table};
+use crate::table::testing::{Swaps, parse};
+use crate::table::{AdminState, Health, NodeRole, Table};
 
 /// Builds tables from one configuration against one registry, as `control` does.
 struct Tables {
-    config: Config,
-    registry: Registry,
-    generation: u64,
+    config: Arc<Config>,
+    swaps: Swaps,
 }
 
 impl Tables {
     fn new(text: &str) -> Tables {
-        let config =
-            config::parse_sources(&[("t.cfg", text)]).unwrap_or_else(|e| panic!("config: {e:?}"));
         Tables {
-            config,
-            registry: Registry::default(),
-            generation: 0,
+            config: parse(text),
+            swaps: Swaps::new(),
         }
     }
 
-    fn build(&mut self) -> Table {
-        self.generation += 1;
-        Table::build(
-            &self.config,
-            &self.registry,
-            self.generation,
-            Instant::now(),
-        )
+    fn build(&mut self) -> Arc<Table> {
+        self.swaps.swap(&self.config)
     }
 }
 
