@@ -8,16 +8,16 @@
 //! are atomics.
 
 use std::hash::Hash;
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
 use super::{CheckDurations, CheckResult, Downtime, LazyTraffic, Ramp};
-use crate::config::{EtcdRole, EtcdState, EtcdView};
+use crate::config::{EtcdRole, EtcdState, EtcdView, Server};
 
 /// Administrative state of a server, set by config (`disabled`) and later by the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +96,8 @@ pub struct ServerLive {
     lag_ok: AtomicBool,
     /// The last role check's outcome, for logs, the admin API and metrics.
     pub last_role_check: ArcSwapOption<RoleCheckState>,
-    /// Where the role was learnt (the check destination of the last configuration applied).
-    role_target: Mutex<Option<SocketAddr>>,
+    /// The configuration last applied: where the role was learnt (its check destination).
+    role_target: ArcSwapOption<Server>,
     /// Weight set by the operator (`set server B/S weight`), [`NO_WEIGHT`] when none; it
     /// replaces the configured weight and survives reloads.
     operator_weight: AtomicU32,
@@ -243,7 +243,7 @@ impl Default for ServerLive {
             lag_ms: AtomicU64::new(u64::MAX),
             lag_ok: AtomicBool::new(false),
             last_role_check: ArcSwapOption::empty(),
-            role_target: Mutex::new(None),
+            role_target: ArcSwapOption::empty(),
             operator_weight: AtomicU32::new(NO_WEIGHT),
             check_health: AtomicU32::new(NO_HEALTH),
             max_sessions: AtomicU32::new(0),
@@ -498,21 +498,18 @@ impl ServerLive {
         NodeRole::from_u8(self.role.swap(role as u8, Ordering::AcqRel))
     }
 
-    /// Notes the server's check destination from the configuration being applied; when a
-    /// reload moved the name to another node, what was known of the old node's role no longer
-    /// holds: the role becomes unknown until a role check of the new node answers.
-    pub fn apply_role_target(&self, target: SocketAddr) {
-        let mut seen = self
-            .role_target
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if seen.is_some_and(|old| old != target) {
+    /// Notes the configuration being applied to the server (shared, not copied); when a
+    /// reload moved the name to another node (another check destination), what was known of
+    /// the old node's role no longer holds: the role becomes unknown until a role check of the
+    /// new node answers.
+    pub fn apply_role_target(&self, server: &Arc<Server>) {
+        let old = self.role_target.swap(Some(server.clone()));
+        if old.is_some_and(|old| old.check_target() != server.check_target()) {
             self.set_role(NodeRole::Unknown);
             self.set_lag_ok(false);
             self.lag_bytes.store(u64::MAX, Ordering::Relaxed);
             self.lag_ms.store(u64::MAX, Ordering::Relaxed);
         }
-        *seen = Some(target);
     }
 
     /// Whether the lag is within `max-lag` (as last decided by the role checker).
@@ -618,7 +615,7 @@ mod tests {
         let size = std::mem::size_of::<ServerLive>();
         println!("size_of::<ServerLive>() = {size}");
         // 752 bytes when the session counters and check histograms were inline.
-        assert!(size <= 288, "ServerLive grew to {size} bytes");
+        assert!(size <= 256, "ServerLive grew to {size} bytes");
         let s = ServerLive::default();
         assert!(!s.traffic.is_allocated());
         for h in [

@@ -52,7 +52,7 @@ pub fn prepare(config: Arc<Config>, registry: &Registry) -> Prepared {
                 .map(|s| {
                     let (live, _) = registry.server(&be.name, &s.name);
                     live.apply_config_disabled(s.disabled);
-                    live.apply_role_target(s.check_target());
+                    live.apply_role_target(s);
                     // A server etcd stops naming primary has its sessions closed after the
                     // swap, from the two tables' views (`roles::take_over`).
                     live.apply_etcd(s.etcd);
