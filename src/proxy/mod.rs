@@ -2,6 +2,7 @@
 //! and copy bytes. It reads only the table and the live state it points to; it never imports
 //! the control plane.
 
+mod connect;
 pub mod forward;
 pub mod listener;
 pub mod log_line;

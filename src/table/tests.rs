@@ -58,6 +58,8 @@ fn config(servers: Vec<Server>, allbackups: bool) -> Config {
             timeout_check: None,
             retries: 3,
             redispatch: false,
+            redispatch_after: 0,
+            retry_on_conn_failure: true,
             allbackups,
             srvtcpka: false,
             check: CheckMethod::Tcp,
