@@ -123,6 +123,9 @@ struct Outcome {
     dead: (u64, u64, u64),
     /// `backend/server`, termination state and `%rc` of the TCP log line.
     log: (String, String, String),
+    /// `%Tw` of the log line: until the last assignment (after a redispatch, the time spent
+    /// on the failed server).
+    tw: i64,
 }
 
 /// Connects from `from` (a 127.0.0.0/8 address) and reads the first line or the close.
@@ -190,6 +193,11 @@ fn run(
         fields.get(6).copied().unwrap_or_default().to_string(),
         rc.to_string(),
     );
+    let tw = fields
+        .get(4)
+        .and_then(|t| t.split('/').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{which}: no %Tw in {line:?}"));
     let csv = stats_cli(&sock, "show stat");
     let row =
         stat_row(&csv, "lb", "dead").unwrap_or_else(|| panic!("{which}: no lb/dead row: {csv}"));
@@ -205,6 +213,7 @@ fn run(
         waited,
         dead,
         log,
+        tw,
     }
 }
 
@@ -231,8 +240,10 @@ fn side_by_side(
     from: Ipv4Addr,
     want: &Expect<'_>,
 ) {
+    let mut tw = Vec::new();
     for which in ["haproxy", "rolelb"] {
         let got = run(which, timeout_connect, lines, servers, from);
+        tw.push(got.tw);
         let ctx = format!("{which} with [{}]: {got:?}", lines.replace('\n', "; "));
         assert_eq!(got.answer.as_deref(), want.answer, "answer: {ctx}");
         assert!(
@@ -246,6 +257,14 @@ fn side_by_side(
         let log = (got.log.0.as_str(), got.log.1.as_str(), got.log.2.as_str());
         assert_eq!(log, want.log, "log line server/termination/%rc: {ctx}");
     }
+    // `%Tw` ends at the same step in both (the pauses are 300 ms and more apart).
+    assert!(
+        (tw[0] - tw[1]).abs() < 250,
+        "%Tw: haproxy {} rolelb {} with [{}]",
+        tw[0],
+        tw[1],
+        lines.replace('\n', "; ")
+    );
 }
 
 const CLIENT: Ipv4Addr = Ipv4Addr::LOCALHOST;
