@@ -546,3 +546,53 @@ fn map_based_source_hash_redispatches_onto_the_same_server() {
         },
     );
 }
+
+#[test]
+fn a_redispatch_counts_against_the_other_servers_maxconn() {
+    let alive = NamedServer::start("alive");
+    let dead = refusing_addr();
+    let lines = "balance first\nretries 2\noption redispatch\ntimeout queue 3s";
+    for which in ["haproxy", "rolelb"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("stats.sock");
+        let port = free_port();
+        let mut cfg = config(port, &sock, "5s", lines, &[("dead", dead)]);
+        cfg.push_str(&format!("    server alive {} maxconn 1\n", alive.addr()));
+        let proxy = Proxy::start(which, &cfg);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // The first client is redispatched to `alive` and keeps its only slot.
+        let (name, _held) = common::open_named(addr).expect("first client");
+        assert_eq!(name, "alive", "{which}");
+        // The second one may not take it: its redispatch finds `alive` full and lands on
+        // `dead` again (plain retries, no pause with two servers up), then gives up.
+        let (answer, waited) = ask(addr, CLIENT);
+        assert_eq!(answer, None, "{which}");
+        assert!(waited < ms(700), "{which}: waited {waited:?}");
+        let csv = stats_cli(&sock, "show stat");
+        let row = stat_row(&csv, "lb", "dead").expect("lb/dead row");
+        let counters: Vec<&str> = ["wretr", "wredis", "econ"]
+            .iter()
+            .map(|c| row.get(*c).map_or("", String::as_str))
+            .collect();
+        assert_eq!(
+            counters,
+            ["2", "1", "1"],
+            "{which}: wretr/wredis/econ of dead"
+        );
+        let mut lines = Vec::new();
+        let logged = wait_until(Duration::from_secs(5), || {
+            lines = proxy
+                .stderr_text()
+                .lines()
+                .filter(|l| l.contains(" lb lb/dead "))
+                .map(str::to_string)
+                .collect();
+            !lines.is_empty()
+        });
+        assert!(logged, "{which}: no log line for the second client");
+        assert!(
+            lines[0].contains(" SC ") && lines[0].ends_with("/2 0/0"),
+            "{which}: {lines:?}"
+        );
+    }
+}
