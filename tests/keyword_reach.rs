@@ -52,6 +52,16 @@ const REACH: &[(&str, &str, &[&str])] = &[
         "src/config/keywords/proxy.rs",
         &["src/table/build.rs", "src/proxy/session.rs"],
     ),
+    (
+        "retry-on",
+        "src/config/keywords/proxy.rs",
+        &["src/table/build.rs", "src/proxy/connect.rs"],
+    ),
+    (
+        "retries",
+        "src/config/keywords/proxy.rs",
+        &["src/table/build.rs", "src/proxy/connect.rs"],
+    ),
 ];
 
 fn read(path: &str) -> String {

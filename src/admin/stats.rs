@@ -300,6 +300,11 @@ fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String
     row.set("bin", live.bytes_in.load(Ordering::Relaxed));
     row.set("bout", live.bytes_out.load(Ordering::Relaxed));
     row.set("econ", live.connect_errors.load(Ordering::Relaxed));
+    row.set("wretr", live.traffic.get().retries.load(Ordering::Relaxed));
+    row.set(
+        "wredis",
+        live.traffic.get().redispatches.load(Ordering::Relaxed),
+    );
     row.set("status", s.status(now));
     row.set("weight", s.shown_weight());
     row.set("uweight", s.user_weight());
@@ -359,6 +364,8 @@ fn backend_row(
     row.set("bin", be.bytes_in());
     row.set("bout", be.bytes_out());
     row.set("econ", be.connect_errors());
+    row.set("wretr", be.retries());
+    row.set("wredis", be.redispatches());
     row.set("status", be.status());
     let weight = be.weight();
     row.set("weight", weight);

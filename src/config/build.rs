@@ -382,8 +382,30 @@ fn discover(
     })
 }
 
+/// `option redispatch N` with N < 0 counts back from the last retry: with `retries R` it
+/// names the retries that are multiples of `R + 1 + N`. When that is 0 there is no such
+/// retry (HAProxy divides by zero at the first retry), so the value is refused.
+fn check_redispatch(p: &ProxyDraft, diags: &mut Diags) {
+    let (after, Some(loc)) = &p.redispatch_after else {
+        return;
+    };
+    if !p.redispatch || *after >= 0 || p.retries == 0 {
+        return;
+    }
+    if i64::from(p.retries) + 1 + i64::from(*after) == 0 {
+        diags.error(
+            loc,
+            format!(
+                "'option redispatch {after}' with 'retries {}' names no retry to redispatch: use a value from -{} to -1 (or a positive interval)",
+                p.retries, p.retries
+            ),
+        );
+    }
+}
+
 fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Backend {
     check_roles(p, diags);
+    check_redispatch(p, diags);
     Backend {
         name: p.name.clone(),
         loc: p.loc.clone(),
@@ -397,6 +419,8 @@ fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Bac
         timeout_check: p.timeouts.timeout_check,
         retries: p.retries,
         redispatch: p.redispatch,
+        redispatch_after: p.redispatch_after.0,
+        retry_on_conn_failure: p.retry_on_conn_failure,
         allbackups: p.allbackups,
         srvtcpka: p.srvtcpka,
         check: check_method(p, diags),

@@ -189,6 +189,12 @@ pub struct ProxyDraft {
     pub retries: u32,
     /// `option redispatch`.
     pub redispatch: bool,
+    /// `option redispatch <interval>` (HAProxy's `redispatch_after`): -1 without a value,
+    /// 0 after `no option redispatch`; with where the value was given.
+    pub redispatch_after: (i32, Option<Loc>),
+    /// `retry-on` includes `conn-failure` (the default), the only kind of retry a TCP proxy
+    /// has.
+    pub retry_on_conn_failure: bool,
     /// `option tcplog` (HAProxy's TCP format) or `log-format`, whichever came last, with
     /// where it was set.
     pub log_format: Option<(String, Loc)>,
@@ -266,6 +272,8 @@ impl ProxyDraft {
             timeouts: Timeouts::default(),
             retries: 3,
             redispatch: false,
+            redispatch_after: (0, None),
+            retry_on_conn_failure: true,
             log_format: None,
             httplog: None,
             dontlognull: false,

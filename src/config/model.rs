@@ -322,8 +322,13 @@ pub struct Backend {
     pub timeout_check: Option<Duration>,
     /// `retries` (default 3).
     pub retries: u32,
-    /// `option redispatch`: the last retry goes to another server.
+    /// `option redispatch`: a failed connection may be retried on another server.
     pub redispatch: bool,
+    /// `option redispatch <interval>`: redispatch on every Nth retry (N > 0), on the retry
+    /// -N before the last one (N < 0; -1, the default, is the last retry).
+    pub redispatch_after: i32,
+    /// `retry-on` includes `conn-failure` (the default): failed connects are retried.
+    pub retry_on_conn_failure: bool,
     /// `option allbackups`.
     pub allbackups: bool,
     /// `option srvtcpka`.

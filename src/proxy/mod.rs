@@ -3,6 +3,7 @@
 //! the control plane.
 
 pub mod accept_proxy;
+mod connect;
 pub mod forward;
 pub mod listener;
 pub mod log_line;

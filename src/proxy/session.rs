@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::accept_proxy::{self, Addresses, Incoming};
+use super::connect::{Connected, Failed, connect_with_retries};
 use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
@@ -43,7 +44,7 @@ const ROLE_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a session that never reached a server ended, in HAProxy's termination letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refused {
+pub(super) enum Refused {
     /// No server eligible (`SC` with `<NOSRV>`).
     NoServer,
     /// Several servers of a `role primary` backend report primary (`SC`, refused at once).
@@ -69,9 +70,9 @@ impl Refused {
 }
 
 /// A server slot held by the session; given back on drop, waking one queued connection.
-struct Slot {
-    backend: Arc<BackendRt>,
-    idx: usize,
+pub(super) struct Slot {
+    pub(super) backend: Arc<BackendRt>,
+    pub(super) idx: usize,
 }
 
 impl Drop for Slot {
@@ -82,7 +83,7 @@ impl Drop for Slot {
 
 /// Waits for a slot on a server of the frontend's backend. The backend is looked up in the
 /// current table on every attempt, so a swap while queued is seen.
-async fn acquire(
+pub(super) async fn acquire(
     fe: &FrontendRt,
     table: &TableHandle,
     client: SocketAddr,
@@ -183,187 +184,6 @@ impl Refused {
             Refused::Stopping => 5,
         };
         &REFUSED[i]
-    }
-}
-
-/// Connects that failed for want of rolelb's own descriptors or memory, all servers together.
-static CONNECT_NO_RESOURCES: Throttle = Throttle::new();
-
-/// True when `e` is a shortage of the process's own resources (file descriptors, memory).
-fn local_shortage(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_nodelay(true)?;
-    let fut = socket.connect(addr);
-    match timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
-        })?,
-        None => fut.await,
-    }
-}
-
-/// A slot and an established connection to its server.
-struct Connected {
-    slot: Slot,
-    stream: TcpStream,
-    retries: u32,
-    redispatched: bool,
-    connect_time: Duration,
-}
-
-/// Why no connection was established, with what the log line reports about the attempt.
-struct Failed {
-    reason: Refused,
-    /// The last server tried, with its address (`None`: none was picked).
-    server: Option<(String, SocketAddr)>,
-    retries: u32,
-    redispatched: bool,
-    /// The last attempt ran out of `timeout connect` (`sC` rather than `SC`).
-    timed_out: bool,
-}
-
-impl Failed {
-    fn before_connect(reason: Refused) -> Failed {
-        Failed {
-            reason,
-            server: None,
-            retries: 0,
-            redispatched: false,
-            timed_out: false,
-        }
-    }
-}
-
-/// Connects to the picked server, retrying `retries` times (after a turn-around of
-/// `min(timeout connect, 1s)` as HAProxy does); with `option redispatch` the last retry goes
-/// to another server.
-async fn connect_with_retries(
-    fe: &FrontendRt,
-    table: &TableHandle,
-    client: SocketAddr,
-    mut slot: Slot,
-    stop: &CancellationToken,
-    queue_pos: &mut u64,
-) -> Result<Connected, Failed> {
-    let mut attempt: u32 = 0;
-    let mut redispatched = false;
-    loop {
-        let settings = slot.backend.settings.clone();
-        let server = &slot.backend.servers[slot.idx];
-        let started = Instant::now();
-        server
-            .live
-            .traffic
-            .counting()
-            .connect_attempts
-            .fetch_add(1, Ordering::Relaxed);
-        let failed = |reason: Refused, timed_out: bool, retries: u32, redispatched: bool| Failed {
-            reason,
-            server: Some((server.name().to_string(), server.config.addr)),
-            retries,
-            redispatched,
-            timed_out,
-        };
-        match connect(server.config.addr, settings.timeout_connect).await {
-            Ok(stream) => {
-                return Ok(Connected {
-                    slot,
-                    stream,
-                    retries: attempt,
-                    redispatched,
-                    connect_time: started.elapsed(),
-                });
-            }
-            Err(e) if local_shortage(&e) => {
-                // rolelb's own descriptors or memory ran out: not the server's fault, and
-                // under a flood one line a second says it all.
-                if let Some(n) = CONNECT_NO_RESOURCES.hit() {
-                    tracing::error!(
-                        backend = %slot.backend.name,
-                        server = %server.name(),
-                        "cannot open a connection to the server: {e} (check the file \
-                         descriptor limit and 'maxconn') [{n} occurrences since the last such line]"
-                    );
-                }
-                if attempt >= settings.retries {
-                    return Err(failed(Refused::ConnectFailed, false, attempt, redispatched));
-                }
-            }
-            Err(e) => {
-                server.live.connect_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    backend = %slot.backend.name,
-                    server = %server.name(),
-                    addr = %server.config.addr,
-                    attempt = attempt + 1,
-                    "connect failed: {e}"
-                );
-                if attempt >= settings.retries {
-                    let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
-                    return Err(failed(
-                        Refused::ConnectFailed,
-                        timed_out,
-                        attempt,
-                        redispatched,
-                    ));
-                }
-            }
-        }
-        attempt += 1;
-        server
-            .live
-            .traffic
-            .counting()
-            .retries
-            .fetch_add(1, Ordering::Relaxed);
-        let pause = settings
-            .timeout_connect
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.cancelled() => {
-                return Err(failed(Refused::Stopping, false, attempt, redispatched));
-            }
-        }
-        if settings.redispatch && attempt == settings.retries {
-            let failed_idx = slot.idx;
-            let last = (server.name().to_string(), server.config.addr);
-            server
-                .live
-                .traffic
-                .counting()
-                .redispatches
-                .fetch_add(1, Ordering::Relaxed);
-            drop(slot);
-            redispatched = true;
-            let refused = |reason| Failed {
-                reason,
-                server: Some(last.clone()),
-                retries: attempt,
-                redispatched,
-                timed_out: false,
-            };
-            slot = match acquire(fe, table, client, Some(failed_idx), stop, queue_pos).await {
-                Ok(other) => other,
-                // Nobody else can take it: the last retry stays on the same server.
-                Err(Refused::NoServer) => acquire(fe, table, client, None, stop, queue_pos)
-                    .await
-                    .map_err(refused)?,
-                Err(e) => return Err(refused(e)),
-            };
-        }
     }
 }
 
@@ -471,8 +291,6 @@ pub async fn serve(
             return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
         }
     };
-    let queued_until = Instant::now();
-    let queue_time = queued_until.duration_since(accepted.at);
     let mut conn = match connect_with_retries(&fe, &table, peer, slot, &stop, &mut queue_pos).await
     {
         Ok(conn) => conn,
@@ -482,6 +300,8 @@ pub async fn serve(
         }
     };
     let connected_at = Instant::now();
+    let queued_until = conn.assigned_at;
+    let queue_time = queued_until.duration_since(accepted.at);
     let backend = conn.slot.backend.clone();
     let server = &backend.servers[conn.slot.idx];
     server.live.total_sessions.fetch_add(1, Ordering::Relaxed);

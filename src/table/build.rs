@@ -108,7 +108,11 @@ pub(crate) fn build_backend(
             timeout_queue: be.timeout_queue.or(be.timeout_connect),
             timeout_tunnel: be.timeout_tunnel,
             retries: be.retries,
-            redispatch: be.redispatch,
+            redispatch: be.redispatch.then_some(be.redispatch_after),
+            retry_on_conn_failure: be.retry_on_conn_failure,
+            hashed: be.balance == config::Balance::Source,
+            redispatch_avoids: !(be.balance == config::Balance::Source
+                && be.hash_type == config::HashType::MapBased),
             srvtcpka: be.srvtcpka,
             queue_per_server: be.balance == config::Balance::Source,
         },

@@ -126,8 +126,16 @@ pub struct BackendSettings {
     pub timeout_tunnel: Option<Duration>,
     /// `retries`.
     pub retries: u32,
-    /// `option redispatch`.
-    pub redispatch: bool,
+    /// `option redispatch` with its interval (HAProxy's `redispatch_after`), `None` without.
+    pub redispatch: Option<i32>,
+    /// `retry-on` includes `conn-failure`: failed connects are retried.
+    pub retry_on_conn_failure: bool,
+    /// `balance source`: a hashed pick, which a retry leaves only on a redispatch by count
+    /// (or when the server is down), never because other servers exist.
+    pub hashed: bool,
+    /// A redispatch pick avoids the server that failed (HAProxy's map-based source hash
+    /// does not avoid it, so the same client lands on the same server again).
+    pub redispatch_avoids: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
     /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.

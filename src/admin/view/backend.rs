@@ -128,6 +128,16 @@ impl<'a> BackendView<'a> {
         self.sum_live(|l| &l.connect_errors)
     }
 
+    /// `wretr`: connection retries on the same server.
+    pub fn retries(&self) -> u64 {
+        self.sum_live(|l| &l.traffic.get().retries)
+    }
+
+    /// `wredis`: sessions redispatched away from its servers.
+    pub fn redispatches(&self) -> u64 {
+        self.sum_live(|l| &l.traffic.get().redispatches)
+    }
+
     /// `chkdown`: times the backend went down (no usable server), as HAProxy counts it.
     pub fn down_transitions(&self) -> u64 {
         self.rt.live.downtime.transitions()

@@ -41,9 +41,7 @@ const fn method(name: &'static str, parse: OptionParser) -> OptionKeyword {
 
 /// The options.
 pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
-    flag("redispatch", Sections::BE, |p, c, on| {
-        set(&mut p.redispatch, on, c)
-    }),
+    flag("redispatch", Sections::BE, redispatch),
     flag("tcplog", Sections::FE, tcplog),
     flag("dontlognull", Sections::FE, |p, c, on| {
         set(&mut p.dontlognull, on, c)
@@ -116,6 +114,35 @@ fn tcplog(p: &mut ProxyDraft, ctx: &mut Ctx, on: bool) -> Result<(), String> {
     {
         p.log_format = None;
     }
+    Ok(())
+}
+
+/// `option redispatch [<interval>]`: without a value, the last retry (-1); `no option
+/// redispatch` turns it off (HAProxy keeps 0 there).
+fn redispatch(p: &mut ProxyDraft, ctx: &mut Ctx, on: bool) -> Result<(), String> {
+    p.redispatch = on;
+    if !on {
+        ctx.at_most(1)?;
+        p.redispatch_after = (0, None);
+        return Ok(());
+    }
+    ctx.at_most(2)?;
+    p.redispatch_after = match ctx.args.get(1) {
+        None => (-1, None),
+        Some(word) => {
+            let text = word.as_str();
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            let value = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<i32>().ok())
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "'option redispatch' expects an interval (an integer: N > 0 every Nth retry, -N the Nth retry before the last, 0 never by count), got '{text}'"
+                    )
+                })?;
+            (value, Some(ctx.loc.clone()))
+        }
+    };
     Ok(())
 }
 

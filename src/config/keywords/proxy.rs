@@ -1,7 +1,9 @@
 //! The proxy keyword table: what `defaults`, `frontend`, `backend` and `listen` accept, each
 //! keyword with its parser and the sections where HAProxy allows it.
 
-use super::{Ctx, Sections, acl, bind, check, etcd, option, role, server, stats, tcp_request};
+use super::{
+    Ctx, Sections, acl, bind, check, did_you_mean, etcd, option, role, server, stats, tcp_request,
+};
 use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
 use crate::config::keywords::log::parse_log_target;
@@ -40,6 +42,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("maxconn", Sections::ALL, maxconn),
     kw("timeout", Sections::ALL, timeout),
     kw("retries", Sections::BE, retries),
+    kw("retry-on", Sections::BE, retry_on),
     kw("option", Sections::ALL, option::option_line),
     kw("no", Sections::ALL, no_line),
     kw("log", Sections::ALL, log),
@@ -335,6 +338,70 @@ fn retries(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// `retry-on` keywords that only HTTP proxies act on; HAProxy accepts them in TCP mode and
+/// does nothing with them.
+const RETRY_ON_HTTP: &[&str] = &[
+    "empty-response",
+    "junk-response",
+    "response-timeout",
+    "0rtt-rejected",
+    "401",
+    "403",
+    "404",
+    "408",
+    "425",
+    "500",
+    "501",
+    "502",
+    "503",
+    "504",
+];
+
+/// `retry-on KEYWORD...`: replaces the previous list. A TCP proxy retries only failed
+/// connects, so what counts is whether `conn-failure` (or `all-retryable-errors`) is in it:
+/// `retry-on none` turns connect retries off, as in HAProxy.
+fn retry_on(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.arg(
+        0,
+        "at least one keyword saying when to retry (e.g. 'conn-failure')",
+    )?;
+    let mut conn_failure = false;
+    let mut http_only = Vec::new();
+    for (i, word) in ctx.args.iter().enumerate() {
+        match word.as_str() {
+            "conn-failure" => conn_failure = true,
+            "all-retryable-errors" => {
+                conn_failure = true;
+                http_only.push("all-retryable-errors");
+            }
+            "none" if i == 0 && ctx.args.len() == 1 => {}
+            "none" => return Err("'retry-on none' must be alone on its line".to_string()),
+            other => match RETRY_ON_HTTP.iter().find(|k| **k == other) {
+                Some(k) => http_only.push(k),
+                None => {
+                    let hint = did_you_mean(
+                        other,
+                        RETRY_ON_HTTP.iter().copied().chain([
+                            "conn-failure",
+                            "all-retryable-errors",
+                            "none",
+                        ]),
+                    );
+                    return Err(format!("'retry-on': unknown keyword '{other}'{hint}"));
+                }
+            },
+        }
+    }
+    if !http_only.is_empty() {
+        ctx.warn(format!(
+            "'retry-on {}' only applies to HTTP requests; a TCP proxy ignores it, as HAProxy does (only 'conn-failure' counts here)",
+            http_only.join(" ")
+        ));
+    }
+    p.retry_on_conn_failure = conn_failure;
+    Ok(())
+}
+
 /// `no option X` and `no log`.
 fn no_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     match ctx.arg(0, "'option NAME' or 'log'")? {
@@ -561,6 +628,102 @@ server s 127.0.0.1:2
                 .to_string()
                 .starts_with("t.cfg:3: '$NOPE' resolves to an empty address"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn option_redispatch_takes_haproxy_interval() {
+        let be = |lines: &str| {
+            parse(&format!(
+                "listen l\nbind :1\n{lines}\nserver s 127.0.0.1:2\n"
+            ))
+            .expect("valid")
+            .backends
+            .remove(0)
+        };
+        let b = be("option redispatch");
+        assert_eq!((b.redispatch, b.redispatch_after), (true, -1));
+        let b = be("option redispatch 2");
+        assert_eq!((b.redispatch, b.redispatch_after), (true, 2));
+        let b = be("option redispatch -2");
+        assert_eq!((b.redispatch, b.redispatch_after), (true, -2));
+        let b = be("option redispatch 0");
+        assert_eq!((b.redispatch, b.redispatch_after), (true, 0));
+        let b = parse(
+            "defaults\noption redispatch 3\nlisten l\nbind :1\nno option redispatch\n\
+             server s 127.0.0.1:2\nlisten m\nbind :2\nserver s 127.0.0.1:2\n",
+        )
+        .expect("valid");
+        assert!(!b.backends[0].redispatch);
+        assert_eq!(
+            (b.backends[1].redispatch, b.backends[1].redispatch_after),
+            (true, 3)
+        );
+        for (line, want) in [
+            ("option redispatch x", "expects an interval"),
+            ("option redispatch 1.5", "expects an interval"),
+            ("option redispatch 99999999999", "expects an interval"),
+            ("option redispatch 1 2", "unexpected argument"),
+        ] {
+            let e = errors(&format!("listen l\nbind :1\n{line}\n"));
+            assert!(
+                e[0].starts_with("t.cfg:3:") && e[0].contains(want),
+                "{line}: {e:?}"
+            );
+        }
+        // retries + 1 + N = 0 names no retry (HAProxy divides by zero there).
+        let e = errors("defaults\noption redispatch -4\nlisten l\nbind :1\nretries 3\n");
+        assert!(
+            e[0].starts_with("t.cfg:2:") && e[0].contains("names no retry"),
+            "{e:?}"
+        );
+        parse("listen l\nbind :1\nretries 3\noption redispatch -3\n").expect("valid");
+        parse("listen l\nbind :1\nretries 0\noption redispatch -1\n").expect("valid");
+    }
+
+    #[test]
+    fn retry_on_keeps_only_conn_failure_for_tcp() {
+        let retry_on = |lines: &str| {
+            parse(&format!("listen l\nbind :1\n{lines}\n"))
+                .expect("valid")
+                .backends[0]
+                .retry_on_conn_failure
+        };
+        assert!(retry_on(""), "the default is conn-failure");
+        assert!(!retry_on("retry-on none"));
+        assert!(
+            !retry_on("retry-on empty-response 503"),
+            "the list replaces the default"
+        );
+        assert!(retry_on("retry-on 503 conn-failure"));
+        assert!(retry_on("retry-on all-retryable-errors"));
+        assert!(
+            !retry_on("retry-on conn-failure\nretry-on none"),
+            "not cumulative"
+        );
+        let inherited = parse("defaults\nretry-on none\nlisten l\nbind :1\n").expect("valid");
+        assert!(!inherited.backends[0].retry_on_conn_failure);
+        for (line, want) in [
+            ("retry-on", "expects at least one keyword"),
+            ("retry-on conn-failure none", "must be alone"),
+            ("retry-on none none", "must be alone"),
+            (
+                "retry-on conn-failur",
+                "unknown keyword 'conn-failur' (did you mean 'conn-failure'?)",
+            ),
+            ("retry-on 502 418", "unknown keyword '418'"),
+        ] {
+            let e = errors(&format!("listen l\nbind :1\n{line}\n"));
+            assert!(
+                e[0].starts_with("t.cfg:3:") && e[0].contains(want),
+                "{line}: {e:?}"
+            );
+        }
+        let e = errors("frontend f\nbind :1\nretry-on none\n");
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("t.cfg:3:") && e.contains("not allowed in a 'frontend'")),
+            "{e:?}"
         );
     }
 }

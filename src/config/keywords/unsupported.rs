@@ -71,10 +71,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
     no("transparent", "is not supported: declare a 'server'"),
     no("hash-balance-factor", "is not supported by rolelb"),
     no(
-        "retry-on",
-        "is not supported: rolelb retries failed connects ('retries', 'option redispatch')",
-    ),
-    no(
         "email-alert",
         "is not supported: watch rolelb's metrics or logs instead",
     ),

@@ -139,8 +139,9 @@ pub(super) fn log_refused(
         _ => reason.code(),
     };
     // The queue was reached unless no server could be picked at all.
-    let t_queue = match reason {
-        Refused::NoServer | Refused::RoleConflict => None,
+    let t_queue = match (reason, failed.assigned_at) {
+        (Refused::NoServer | Refused::RoleConflict, _) => None,
+        (_, Some(assigned)) => Some(accepted.ms(assigned)),
         _ => Some(accepted.ms(at)),
     };
     let (server, server_addr) = match &failed.server {

@@ -1,0 +1,396 @@
+//! Connecting a session to its server: the connect itself (`timeout connect`), then the
+//! retries and redispatches of HAProxy 2.6 after a failure (`retries`, `retry-on`, `option
+//! redispatch [<interval>]`, the turn-around pause), with the counters they leave (`wretr`,
+//! `wredis`, `econ`) and what the session's log line reports (`%rc`, `+` after a
+//! redispatch, `%Tw` from the last assignment).
+//!
+//! The session ([`super::session`]) hands in the slot it picked; this gives back an
+//! established stream with the slot it ended on, or why there is none.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::session::{Refused, Slot, acquire};
+use crate::config::Role;
+use crate::logging::Throttle;
+use crate::table::{
+    AdminState, BackendRt, BackendSettings, FrontendRt, Health, NoServer, NodeRole, ServerRt,
+    TableHandle, in_role_conflict, role_in_force,
+};
+
+/// Connects that failed for want of rolelb's own descriptors or memory, all servers together.
+static CONNECT_NO_RESOURCES: Throttle = Throttle::new();
+
+/// True when `e` is a shortage of the process's own resources (file descriptors, memory).
+fn local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_nodelay(true)?;
+    let fut = socket.connect(addr);
+    match timeout {
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
+        })?,
+        None => fut.await,
+    }
+}
+
+/// A slot and an established connection to its server.
+pub(super) struct Connected {
+    pub(super) slot: Slot,
+    pub(super) stream: TcpStream,
+    pub(super) retries: u32,
+    pub(super) redispatched: bool,
+    /// When the server was assigned (the last time, after a redispatch): HAProxy's `%Tw`.
+    pub(super) assigned_at: Instant,
+    pub(super) connect_time: Duration,
+}
+
+/// Why no connection was established, with what the log line reports about the attempt.
+pub(super) struct Failed {
+    pub(super) reason: Refused,
+    /// The last server tried, with its address (`None`: none was picked).
+    pub(super) server: Option<(String, SocketAddr)>,
+    pub(super) retries: u32,
+    pub(super) redispatched: bool,
+    /// The last attempt ran out of `timeout connect` (`sC` rather than `SC`).
+    pub(super) timed_out: bool,
+    /// When the last server was assigned, if one was.
+    pub(super) assigned_at: Option<Instant>,
+}
+
+impl Failed {
+    pub(super) fn before_connect(reason: Refused) -> Failed {
+        Failed {
+            reason,
+            server: None,
+            retries: 0,
+            redispatched: false,
+            timed_out: false,
+            assigned_at: None,
+        }
+    }
+}
+
+/// Connects to the picked server, retrying as HAProxy 2.6 does (`back_handle_st_cer`):
+/// - a failed connect is retried `retries` times (none with `retry-on` without
+///   `conn-failure`); `%rc` counts the retries made;
+/// - each retry either stays on the server (counted in its `wretr`) or, with `option
+///   redispatch`, goes back to the balancer avoiding that server ([`redispatch_now`]);
+///   the move is counted in the old server's `wredis`, and a pick that lands on the same
+///   server again is a plain retry;
+/// - with `role primary`, a server that lost the role is never retried ([`lost_primary`]);
+/// - a connect that was refused (not one that ran out of `timeout connect`, nor a local
+///   shortage) waits a turn-around of `min(timeout connect, 1s)` before a retry on the same
+///   server, or before a redispatch when at most one active server is up.
+///
+/// Only the last failure counts in the last server's connection errors (`econ`).
+pub(super) async fn connect_with_retries(
+    fe: &FrontendRt,
+    table: &TableHandle,
+    client: SocketAddr,
+    mut slot: Slot,
+    stop: &CancellationToken,
+    queue_pos: &mut u64,
+) -> Result<Connected, Failed> {
+    let mut retries: u32 = 0;
+    let mut redispatched = false;
+    let mut assigned_at = Instant::now();
+    loop {
+        let settings = slot.backend.settings.clone();
+        let server = &slot.backend.servers[slot.idx];
+        let started = Instant::now();
+        server
+            .live
+            .traffic
+            .counting()
+            .connect_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        let last = (server.name().to_string(), server.config.addr);
+        let failed = |reason: Refused, timed_out: bool, retries: u32, redispatched: bool| Failed {
+            reason,
+            server: Some(last.clone()),
+            retries,
+            redispatched,
+            timed_out,
+            assigned_at: Some(assigned_at),
+        };
+        let error = match connect(server.config.addr, settings.timeout_connect).await {
+            Ok(stream) => {
+                return Ok(Connected {
+                    slot,
+                    stream,
+                    retries,
+                    redispatched,
+                    assigned_at,
+                    connect_time: started.elapsed(),
+                });
+            }
+            Err(e) => e,
+        };
+        // A refusal is worth a pause before trying again; a timeout already waited, and a
+        // shortage of rolelb's own resources is retried at once (HAProxy's synchronous errors).
+        let refused = if local_shortage(&error) {
+            // rolelb's own descriptors or memory ran out: not the server's fault, and
+            // under a flood one line a second says it all.
+            if let Some(n) = CONNECT_NO_RESOURCES.hit() {
+                tracing::error!(
+                    backend = %slot.backend.name,
+                    server = %server.name(),
+                    "cannot open a connection to the server: {error} (check the file \
+                     descriptor limit and 'maxconn') [{n} occurrences since the last such line]"
+                );
+            }
+            false
+        } else {
+            tracing::warn!(
+                backend = %slot.backend.name,
+                server = %server.name(),
+                addr = %server.config.addr,
+                attempt = retries + 1,
+                "connect failed: {error}"
+            );
+            error.kind() != std::io::ErrorKind::TimedOut
+        };
+        if retries >= settings.retries || !settings.retry_on_conn_failure {
+            let timed_out = error.kind() == std::io::ErrorKind::TimedOut;
+            if !local_shortage(&error) {
+                server.live.connect_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(failed(
+                Refused::ConnectFailed,
+                timed_out,
+                retries,
+                redispatched,
+            ));
+        }
+        retries += 1;
+        let current = table
+            .load()
+            .backends
+            .get(&slot.backend.name)
+            .cloned()
+            .unwrap_or_else(|| slot.backend.clone());
+        let active_up = current.active.members.len();
+        let redispatch = lost_primary(&current, server)
+            || redispatch_now(&settings, retries, running(server), active_up);
+        let turn_around = refused && (!redispatch || active_up <= 1);
+        let pause = settings
+            .timeout_connect
+            .unwrap_or(TURN_AROUND)
+            .min(TURN_AROUND);
+        if !redispatch {
+            server
+                .live
+                .traffic
+                .counting()
+                .retries
+                .fetch_add(1, Ordering::Relaxed);
+            if turn_around {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => {
+                        return Err(failed(Refused::Stopping, false, retries, redispatched));
+                    }
+                }
+            }
+            continue;
+        }
+        // Back to the balancer: the slot is given up first, as HAProxy releases the server
+        // before its turn-around.
+        let failed_idx = slot.idx;
+        let failed_live = server.live.clone();
+        let avoid = settings.redispatch_avoids.then_some(failed_idx);
+        drop(slot);
+        let lost = |reason| Failed {
+            reason,
+            server: Some(last.clone()),
+            retries,
+            redispatched,
+            timed_out: false,
+            assigned_at: None,
+        };
+        if turn_around {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return Err(lost(Refused::Stopping)),
+            }
+        }
+        slot = reassign(fe, table, client, avoid, stop, queue_pos)
+            .await
+            .map_err(lost)?;
+        assigned_at = Instant::now();
+        let counters = failed_live.traffic.counting();
+        if slot.idx == failed_idx && Arc::ptr_eq(&slot.backend.servers[slot.idx].live, &failed_live)
+        {
+            counters.retries.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.redispatches.fetch_add(1, Ordering::Relaxed);
+            redispatched = true;
+        }
+    }
+}
+
+/// HAProxy's turn-around before retrying a refused connect (capped by `timeout connect`).
+const TURN_AROUND: Duration = Duration::from_secs(1);
+
+/// Whether retry number `retry` (1 for the first) goes back to the balancer rather than to
+/// the same server again (HAProxy's `stream_choose_redispatch`). Only with `option
+/// redispatch`, and then when the server is no longer up (`server_up` false), when the
+/// interval names this retry (`N > 0`: every Nth; `N < 0`: the retries that are multiples of
+/// `retries + 1 + N`, by default the last), or when the pick is not a hash and more than one
+/// active server is up, so which one takes the session does not matter.
+fn redispatch_now(
+    settings: &BackendSettings,
+    retry: u32,
+    server_up: bool,
+    active_up: usize,
+) -> bool {
+    let Some(after) = settings.redispatch else {
+        return false;
+    };
+    let retry = i64::from(retry);
+    let by_count = match after {
+        0 => false,
+        n if n > 0 => retry % i64::from(n) == 0,
+        n => retry
+            .checked_rem(i64::from(settings.retries) + 1 + i64::from(n))
+            .is_some_and(|r| r == 0),
+    };
+    !server_up || by_count || (!settings.hashed && active_up > 1)
+}
+
+/// With `role primary`, a retry never goes back to a server that is no longer the one
+/// primary: the single-writer guard holds for retries too, so such a retry goes through the
+/// balancer (which applies the guard) whether or not `option redispatch` is set.
+fn lost_primary(backend: &BackendRt, server: &ServerRt) -> bool {
+    backend.role == Role::Primary
+        && (role_in_force(backend.role_source, &server.live) != NodeRole::Primary
+            || in_role_conflict(backend.role_source, &backend.servers))
+}
+
+/// HAProxy's running state of a server for a retry: up, and not in maintenance (a server in
+/// `drain` still runs).
+fn running(server: &ServerRt) -> bool {
+    let live = &server.live;
+    live.effective_health() == Health::Up && live.effective_admin() != AdminState::Maint
+}
+
+/// The server for a redispatched retry, as HAProxy's balancer picks it after a failure:
+/// another one than `avoid` when one can take the session now, else `avoid` itself, else the
+/// queue like any new session.
+async fn reassign(
+    fe: &FrontendRt,
+    table: &TableHandle,
+    client: SocketAddr,
+    avoid: Option<usize>,
+    stop: &CancellationToken,
+    queue_pos: &mut u64,
+) -> Result<Slot, Refused> {
+    if avoid.is_some() {
+        let backend = table
+            .load()
+            .backends
+            .get(&fe.backend.name)
+            .cloned()
+            .unwrap_or_else(|| fe.backend.clone());
+        match backend.pick(Some(client.ip()), avoid) {
+            Ok(idx) => return Ok(Slot { backend, idx }),
+            Err(NoServer::RoleConflict) => return Err(Refused::RoleConflict),
+            Err(NoServer::NoneAvailable | NoServer::AllFull) => {}
+        }
+    }
+    acquire(fe, table, client, None, stop, queue_pos).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(retries: u32, redispatch: Option<i32>, hashed: bool) -> BackendSettings {
+        BackendSettings {
+            timeout_connect: None,
+            timeout_server: None,
+            timeout_server_fin: None,
+            timeout_queue: None,
+            timeout_tunnel: None,
+            retries,
+            redispatch,
+            retry_on_conn_failure: true,
+            hashed,
+            redispatch_avoids: true,
+            srvtcpka: false,
+            queue_per_server: hashed,
+        }
+    }
+
+    /// Which of retries 1..=retries redispatch (a hashed pick, two servers up).
+    fn by_count(retries: u32, after: i32) -> Vec<u32> {
+        let s = settings(retries, Some(after), true);
+        (1..=retries)
+            .filter(|&r| redispatch_now(&s, r, true, 2))
+            .collect()
+    }
+
+    #[test]
+    fn interval_names_the_retries_that_redispatch() {
+        assert_eq!(by_count(3, -1), vec![3], "the default: the last retry");
+        assert_eq!(by_count(3, -2), vec![2], "the one before the last");
+        assert_eq!(by_count(3, -3), vec![1, 2, 3], "retries + 1 + N = 1");
+        assert_eq!(by_count(6, -4), vec![3, 6], "multiples of retries + 1 + N");
+        assert_eq!(
+            by_count(3, -5),
+            vec![1, 2, 3],
+            "retries + 1 + N = -1: every retry"
+        );
+        assert_eq!(
+            by_count(3, -4),
+            Vec::<u32>::new(),
+            "0: none (refused by -c)"
+        );
+        assert_eq!(by_count(4, 1), vec![1, 2, 3, 4]);
+        assert_eq!(by_count(4, 2), vec![2, 4]);
+        assert_eq!(by_count(4, 5), Vec::<u32>::new());
+        assert_eq!(by_count(4, 0), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn non_hash_balance_redispatches_every_retry_while_another_server_is_up() {
+        let s = settings(3, Some(-1), false);
+        assert!(redispatch_now(&s, 1, true, 2));
+        assert!(
+            !redispatch_now(&s, 1, true, 1),
+            "one server up: by count only"
+        );
+        assert!(redispatch_now(&s, 3, true, 1));
+        let zero = settings(3, Some(0), false);
+        assert!(
+            redispatch_now(&zero, 1, true, 2),
+            "`option redispatch 0` still moves"
+        );
+        assert!(!redispatch_now(&zero, 1, true, 1));
+    }
+
+    #[test]
+    fn a_server_that_went_down_is_left_on_any_retry_only_with_redispatch() {
+        let s = settings(3, Some(-1), true);
+        assert!(redispatch_now(&s, 1, false, 1));
+        assert!(!redispatch_now(&settings(3, None, false), 1, false, 2));
+    }
+}
