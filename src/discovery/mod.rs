@@ -36,11 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, Config, EtcdAuth, EtcdView, Schema, Server};
 
-/// One discovered member, resolved and ready to become a server.
+/// One discovered member, resolved and ready to become a server (its name is the key it is
+/// sent and kept under).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveredServer {
-    /// The member's name: the server's name.
-    pub name: Arc<str>,
     /// Its address.
     pub ip: IpAddr,
     /// Its own (database) port.
@@ -105,7 +104,7 @@ impl MemberTable {
             match member {
                 Some(member) => {
                     let server = backend
-                        .and_then(|b| discovered_server(b, &member))
+                        .and_then(|b| discovered_server(b, &name, &member))
                         .map(Arc::new);
                     self.servers.insert(name, Found { member, server });
                 }
@@ -119,9 +118,9 @@ impl MemberTable {
     /// Makes every member's server again from `backend` (a reload may have changed its
     /// template or its `server` lines).
     pub fn rebase(&mut self, backend: Option<&Backend>) {
-        for found in self.servers.values_mut() {
+        for (name, found) in &mut self.servers {
             found.server = backend
-                .and_then(|b| discovered_server(b, &found.member))
+                .and_then(|b| discovered_server(b, name, &found.member))
                 .map(Arc::new);
         }
     }
@@ -379,19 +378,18 @@ pub fn effective_config(file: &Config, sets: &HashMap<String, MemberTable>) -> C
 
 /// The server for member `m` of `backend`; `None` (logged) when `backend` has no `discover`
 /// or a `server` line already has its name.
-fn discovered_server(backend: &Backend, m: &DiscoveredServer) -> Option<Server> {
+fn discovered_server(backend: &Backend, name: &Arc<str>, m: &DiscoveredServer) -> Option<Server> {
     let discover = backend.discover.as_ref()?;
-    if backend.servers.iter().any(|s| *s.name == *m.name) {
+    if backend.servers.iter().any(|s| s.name == *name) {
         tracing::warn!(
             backend = %backend.name,
-            "etcd member '{}' has the name of a 'server' line of the backend: the member is skipped",
-            m.name
+            "etcd member '{name}' has the name of a 'server' line of the backend: the member is skipped"
         );
         return None;
     }
     let template = &backend.default_server;
     let mut s = template.clone();
-    s.name = m.name.clone();
+    s.name = name.clone();
     s.loc = discover.loc.clone();
     s.addr = SocketAddr::new(m.ip, discover.port.unwrap_or(m.port));
     // With `port N` the traffic goes elsewhere (a pooler); the checks stay on the database.
@@ -416,9 +414,8 @@ mod tests {
         port: u16,
         check_port: Option<u16>,
         weight: Option<u32>,
-    ) -> DiscoveredServer {
-        DiscoveredServer {
-            name: name.into(),
+    ) -> (Arc<str>, DiscoveredServer) {
+        let member = DiscoveredServer {
             ip: IpAddr::from([10, 0, 0, 1]),
             port,
             check_port,
@@ -427,13 +424,14 @@ mod tests {
                 role: EtcdRole::Replica,
                 state: EtcdState::Ready,
             },
-        }
+        };
+        (name.into(), member)
     }
 
     fn sets(
         file: &Config,
         backend: &str,
-        servers: Vec<DiscoveredServer>,
+        servers: Vec<(Arc<str>, DiscoveredServer)>,
     ) -> HashMap<String, MemberTable> {
         let backend_cfg = file.backends.iter().find(|b| b.name == backend);
         let mut set = MemberTable::default();
@@ -443,7 +441,7 @@ mod tests {
                 watch: 1,
                 changes: servers
                     .into_iter()
-                    .map(|s| (s.name.clone(), Some(Arc::new(s))))
+                    .map(|(name, s)| (name, Some(Arc::new(s))))
                     .collect(),
                 revision: 1,
                 received: Instant::now(),

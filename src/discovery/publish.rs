@@ -144,7 +144,6 @@ impl Published {
             };
             let Some((member, ip)) = next else { continue };
             let server = DiscoveredServer {
-                name: member.name.clone(),
                 ip,
                 port: member.port,
                 check_port: member.check_port,

@@ -60,7 +60,6 @@ impl Etcd {
             .iter()
             .map(|&(name, port, role, state)| {
                 let member = DiscoveredServer {
-                    name: name.into(),
                     ip: IpAddr::from([127, 0, 0, 1]),
                     port,
                     check_port: None,
