@@ -130,8 +130,13 @@ impl Drop for Recorder {
 
 /// The check method rolelb builds from `check_lines`.
 fn rolelb_method(check_lines: &str) -> CheckMethod {
+    rolelb_method_with("", check_lines)
+}
+
+/// Like [`rolelb_method`], with `defaults_lines` in the `defaults` section.
+fn rolelb_method_with(defaults_lines: &str, check_lines: &str) -> CheckMethod {
     let text = format!(
-        "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
+        "defaults\n{defaults_lines}  mode tcp\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
          backend b\n{check_lines}\n  server s1 127.0.0.1:1 check\n"
     );
     match rolelb::config::parse_sources(&[("check_forms.cfg", &text)]) {
@@ -142,19 +147,37 @@ fn rolelb_method(check_lines: &str) -> CheckMethod {
 
 /// What rolelb's check of `check_lines` concludes against `addr`.
 async fn rolelb_result(check_lines: &str, addr: SocketAddr) -> CheckResult {
+    rolelb_result_with("", check_lines, addr).await
+}
+
+/// Like [`rolelb_result`], with `defaults_lines` in the `defaults` section.
+async fn rolelb_result_with(
+    defaults_lines: &str,
+    check_lines: &str,
+    addr: SocketAddr,
+) -> CheckResult {
     let target = Target {
         addr,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
     };
-    run_check(&rolelb_method(check_lines), &target).await
+    run_check(&rolelb_method_with(defaults_lines, check_lines), &target).await
 }
 
 /// HAProxy's first health-check log line for `check_lines` against `addr`: (reason, line).
 fn haproxy_verdict(check_lines: &str, addr: SocketAddr) -> (String, String) {
+    haproxy_verdict_with("", check_lines, addr)
+}
+
+/// Like [`haproxy_verdict`], with `defaults_lines` in the `defaults` section.
+fn haproxy_verdict_with(
+    defaults_lines: &str,
+    check_lines: &str,
+    addr: SocketAddr,
+) -> (String, String) {
     let cfg = format!(
         "global\n  log stderr format raw local0\n\
-         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n  timeout check 2s\n\
+         defaults\n{defaults_lines}  mode tcp\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n  timeout check 2s\n\
          listen l\n  bind 127.0.0.1:{}\n  option log-health-checks\n  log global\n{check_lines}\n\
            server s1 {addr} check inter 1s\n",
         free_port()
@@ -187,10 +210,15 @@ fn haproxy_verdict(check_lines: &str, addr: SocketAddr) -> (String, String) {
 /// Runs `check_lines` in rolelb and in HAProxy against servers answering `reply`; asserts
 /// both sent the same bytes and reached the same status. Returns rolelb's result.
 async fn side_by_side(check_lines: &str, reply: &[u8]) -> CheckResult {
+    side_by_side_with("", check_lines, reply).await
+}
+
+/// Like [`side_by_side`], with `defaults_lines` in the `defaults` section of both.
+async fn side_by_side_with(defaults_lines: &str, check_lines: &str, reply: &[u8]) -> CheckResult {
     let ours = Recorder::start(reply);
-    let result = rolelb_result(check_lines, ours.addr).await;
+    let result = rolelb_result_with(defaults_lines, check_lines, ours.addr).await;
     let theirs = Recorder::start(reply);
-    let (reason, line) = haproxy_verdict(check_lines, theirs.addr);
+    let (reason, line) = haproxy_verdict_with(defaults_lines, check_lines, theirs.addr);
     assert_eq!(
         String::from_utf8_lossy(&ours.first_request()),
         String::from_utf8_lossy(&theirs.first_request()),
@@ -379,4 +407,16 @@ fn disable_on_404_puts_a_running_server_in_nolb_like_haproxy() {
         let local = SocketAddr::from(([127, 0, 0, 1], port));
         assert_eq!(who_answers(local).expect("served").as_str(), "b");
     }
+}
+
+#[tokio::test]
+async fn http_check_rules_inherit_from_defaults_as_in_haproxy() {
+    let defaults =
+        "  option httpchk\n  http-check send hdr Host x\n  http-check expect status 500\n";
+    // A proxy writing nothing inherits the request and the rule.
+    let r = side_by_side_with(defaults, "", OK_RUNNING).await;
+    assert!(!r.status.passed(), "{r}");
+    // Its own `option httpchk` starts a new rule set: no inherited header, no inherited expect.
+    let r = side_by_side_with(defaults, "  option httpchk GET /y", OK_RUNNING).await;
+    assert!(r.status.passed(), "{r}");
 }

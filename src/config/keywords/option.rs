@@ -217,6 +217,15 @@ fn httpchk(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
             return Err("'option httpchk' expects at most METHOD URI VERSION".into());
         }
     };
+    // A proxy's own `option httpchk` starts a new rule set, as in HAProxy: `http-check send`
+    // and `expect` lines inherited from `defaults` no longer apply.
+    if !p.http_send_own {
+        p.http_send = None;
+    }
+    if !p.http_expect_own {
+        p.http_expect = None;
+        p.http_expect_loc = None;
+    }
     let (version, headers, body) = split_hidden_request(&version);
     if !headers.is_empty() || !body.is_empty() {
         ctx.warn(
