@@ -607,7 +607,10 @@ fn httpchk(expect: HttpExpect) -> HttpCheck {
         method: "OPTIONS".into(),
         uri: "/primary".into(),
         version: "HTTP/1.1".into(),
+        headers: Vec::new(),
+        body: String::new(),
         expect,
+        disable_on_404: false,
     }
 }
 

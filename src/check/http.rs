@@ -1,24 +1,37 @@
-//! `option httpchk` with `http-check expect` (how Patroni setups check `/primary`).
+//! `option httpchk` with `http-check send` and `http-check expect` (how Patroni setups check
+//! `/primary`).
 //!
-//! The request is the bytes HAProxy 2.6 sends: `METHOD URI VERSION\r\n`, then headers hidden
-//! in the version string (the deprecated `HTTP/1.1\r\nHost:\ x` form, names lowercased),
-//! then `connection: close` for HTTP/1.1 only, then `\r\n`. No `Host` header is added.
+//! The request is the bytes HAProxy 2.6 sends: `METHOD URI VERSION\r\n`, then the configured
+//! headers (names lowercased), `content-length` for a body, `connection: close` for HTTP/1.1,
+//! `\r\n` and the body. No `Host` header is added.
 //!
 //! The answer is judged as HAProxy judges it: a status line that is not `HTTP/x.y NNN
 //! [reason]` or headers that do not end is `L7RSP`; a status `expect` (default: 2xx or 3xx)
 //! is decided on the headers alone, a miss is `L7STS` with the status as code and the reason
-//! phrase as info; a `string` expect reads the body (Content-Length, chunked or until close,
+//! phrase as info (`rstatus` matches a regex against the three digits); a `string` or
+//! `rstring` expect reads the body (Content-Length, chunked or until close,
 //! at most 16 KiB in all) and looks only at it, whatever the status.
 
 use super::conn::{self, Clock, MAX_RESPONSE, Read, connect, printable};
 use super::{CheckResult, Status, Target};
 use crate::config::{HttpCheck, HttpExpect};
 
+/// Methods sent without `content-length: 0` when there is no body (exact names, as HAProxy
+/// knows them; `get` or `TRACE` get the header).
+const BODILESS_METHODS: [&str; 4] = ["GET", "HEAD", "OPTIONS", "DELETE"];
+
 /// How many characters of a reason phrase are kept for the log.
 const INFO_MAX: usize = 128;
 
-/// Sends the request and judges the answer by `http-check expect`.
+/// Sends the request and judges the answer by `http-check expect`, for a running server.
 pub async fn check(target: &Target, spec: &HttpCheck) -> CheckResult {
+    check_server(target, spec, true).await
+}
+
+/// Like [`check`]; `running` says whether the server is not DOWN: only then does
+/// `http-check disable-on-404` turn a 404 into `L7OKC` (conditionally passed), before any
+/// `expect` rule, as HAProxy does.
+pub async fn check_server(target: &Target, spec: &HttpCheck, running: bool) -> CheckResult {
     let clock = Clock::start(target);
     let mut stream = match connect(target.addr, target.connect_timeout).await {
         Ok(stream) => stream,
@@ -43,8 +56,11 @@ pub async fn check(target: &Target, spec: &HttpCheck) -> CheckResult {
         }
         Err(read) => return conn::incomplete(&clock, read, "the end of the response headers"),
     };
+    if spec.disable_on_404 && running && head.status == 404 {
+        return clock.result(Status::L7Okc, "").with_code("404");
+    }
     let body = match &spec.expect {
-        HttpExpect::String { .. } => {
+        expect if expect.needs_body() => {
             let complete = |b: &[u8]| body_if_complete(&head, b);
             match conn::read_until(&mut stream, &mut buf, MAX_RESPONSE, deadline, complete).await {
                 Ok(body) => body,
@@ -58,25 +74,31 @@ pub async fn check(target: &Target, spec: &HttpCheck) -> CheckResult {
     judge(&clock, &spec.expect, &head, &body)
 }
 
-/// The request bytes for `spec`, as HAProxy 2.6 writes them.
+/// The request bytes for `spec`, as HAProxy 2.6 writes them: header names lowercased and in
+/// order; `connection`, `content-length` and `transfer-encoding` from the configuration
+/// dropped; `content-length` when there is a body or the method may carry one (`POST`, `get`);
+/// `connection: close` for HTTP/1.1 unless a
+/// `connection` header asked for keep-alive.
 pub fn request(spec: &HttpCheck) -> Vec<u8> {
-    // `option httpchk GET / HTTP/1.1\r\nHost:\ x`: the version word may hide headers.
-    let mut lines = spec.version.split("\r\n").flat_map(|l| l.split('\n'));
-    let version = lines.next().unwrap_or("").trim();
-    let mut out = format!("{} {} {}\r\n", spec.method, spec.uri, version);
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let name = name.trim().to_ascii_lowercase();
-        if !name.is_empty() {
-            out.push_str(&format!("{name}: {}\r\n", value.trim()));
+    let mut out = format!("{} {} {}\r\n", spec.method, spec.uri, spec.version);
+    let mut keep_alive = false;
+    for (name, value) in &spec.headers {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "connection" => keep_alive |= value.to_ascii_lowercase().contains("keep-alive"),
+            "content-length" | "transfer-encoding" => {}
+            _ => out.push_str(&format!("{name}: {value}\r\n")),
         }
     }
-    if version.eq_ignore_ascii_case("HTTP/1.1") {
+    // HAProxy's HTTP/1 writer announces an empty body for a method that may carry one.
+    if !spec.body.is_empty() || !BODILESS_METHODS.contains(&spec.method.as_str()) {
+        out.push_str(&format!("content-length: {}\r\n", spec.body.len()));
+    }
+    if spec.version.eq_ignore_ascii_case("HTTP/1.1") && !keep_alive {
         out.push_str("connection: close\r\n");
     }
     out.push_str("\r\n");
+    out.push_str(&spec.body);
     out.into_bytes()
 }
 
@@ -271,7 +293,11 @@ fn judge(clock: &Clock, expect: &HttpExpect, head: &Head, body: &[u8]) -> CheckR
                 .any(|&(lo, hi)| (lo..=hi).contains(&head.status));
             Some(listed != *negate)
         }
-        HttpExpect::String { .. } => None,
+        HttpExpect::StatusRegex { pattern, negate } => match regex(pattern) {
+            Ok(re) => Some(re.is_match(code.as_bytes()) != *negate),
+            Err(why) => return clock.result(Status::L7Rsp, why),
+        },
+        HttpExpect::String { .. } | HttpExpect::StringRegex { .. } => None,
     };
     if let Some(ok) = status_ok {
         return if ok {
@@ -282,15 +308,31 @@ fn judge(clock: &Clock, expect: &HttpExpect, head: &Head, body: &[u8]) -> CheckR
                 .with_code(code)
         };
     }
-    let HttpExpect::String { text, negate } = expect else {
-        return clock.result(Status::L7Rsp, "no expect rule");
+    // HAProxy fails a body rule on an empty body, even a negated one.
+    if body.is_empty() {
+        return clock.result(
+            Status::L7Rsp,
+            "HTTP content check could not find a response body",
+        );
+    }
+    let (found, negate) = match expect {
+        HttpExpect::String { text, negate } => (contains(body, text.as_bytes()), *negate),
+        HttpExpect::StringRegex { pattern, negate } => match regex(pattern) {
+            Ok(re) => (re.is_match(body), *negate),
+            Err(why) => return clock.result(Status::L7Rsp, why),
+        },
+        _ => return clock.result(Status::L7Rsp, "no expect rule"),
     };
-    let found = contains(body, text.as_bytes());
-    match (found, *negate) {
+    match (found, negate) {
         (true, false) | (false, true) => clock.result(Status::L7Ok, "").with_code(code),
         (false, false) => clock.result(Status::L7Rsp, "HTTP content check did not match"),
         (true, true) => clock.result(Status::L7Rsp, "HTTP check matched unwanted content"),
     }
+}
+
+/// Compiles an `rstatus`/`rstring` pattern (validated when the configuration was read).
+fn regex(pattern: &str) -> Result<regex::bytes::Regex, String> {
+    regex::bytes::Regex::new(pattern).map_err(|e| format!("invalid regex '{pattern}': {e}"))
 }
 
 /// Whether `needle` occurs in `haystack`.
@@ -307,8 +349,20 @@ mod tests {
             method: method.into(),
             uri: uri.into(),
             version: version.into(),
+            headers: Vec::new(),
+            body: String::new(),
             expect: HttpExpect::default(),
+            disable_on_404: false,
         }
+    }
+
+    fn with(mut spec: HttpCheck, headers: &[(&str, &str)], body: &str) -> HttpCheck {
+        spec.headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        spec.body = body.into();
+        spec
     }
 
     fn head(buf: &[u8]) -> Head {
@@ -338,8 +392,40 @@ mod tests {
             b"OPTIONS /primary HTTP/1.1\r\nconnection: close\r\n\r\n"
         );
         assert_eq!(
-            request(&spec("GET", "/x", "HTTP/1.1\r\nHost: foo")),
+            request(&with(spec("GET", "/x", "HTTP/1.1"), &[("Host", "foo")], "")),
             b"GET /x HTTP/1.1\r\nhost: foo\r\nconnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            request(&with(
+                spec("OPTIONS", "/", "HTTP/1.0"),
+                &[("X-Foo", "bar")],
+                "hello"
+            )),
+            b"OPTIONS / HTTP/1.0\r\nx-foo: bar\r\ncontent-length: 5\r\n\r\nhello"
+        );
+        assert_eq!(
+            request(&with(
+                spec("OPTIONS", "/", "HTTP/1.1"),
+                &[("content-length", "3"), ("X-A", "b")],
+                "hello"
+            )),
+            b"OPTIONS / HTTP/1.1\r\nx-a: b\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+        );
+        assert_eq!(
+            request(&with(
+                spec("OPTIONS", "/", "HTTP/1.1"),
+                &[("Connection", "keep-alive")],
+                ""
+            )),
+            b"OPTIONS / HTTP/1.1\r\n\r\n"
+        );
+        assert_eq!(
+            request(&with(
+                spec("OPTIONS", "/", "HTTP/1.0"),
+                &[("Connection", "close")],
+                ""
+            )),
+            b"OPTIONS / HTTP/1.0\r\n\r\n"
         );
     }
 
@@ -464,6 +550,44 @@ mod tests {
             (Status::L7Rsp, "HTTP check matched unwanted content")
         );
         assert_eq!(judge(&c, &no_hello, &ok, b"bye").status, Status::L7Ok);
+        let r = judge(&c, &no_hello, &ok, b"");
+        assert_eq!(
+            (r.status, r.info.as_str()),
+            (
+                Status::L7Rsp,
+                "HTTP content check could not find a response body"
+            )
+        );
+
+        let r2xx = HttpExpect::StatusRegex {
+            pattern: "^2".into(),
+            negate: false,
+        };
+        assert_eq!(judge(&c, &r2xx, &ok, b"").status, Status::L7Ok);
+        let r = judge(&c, &r2xx, &down, b"");
+        assert_eq!(
+            (r.status, r.info.as_str()),
+            (Status::L7Sts, "Service Unavailable")
+        );
+        let not_r5xx = HttpExpect::StatusRegex {
+            pattern: "^5".into(),
+            negate: true,
+        };
+        assert_eq!(judge(&c, &not_r5xx, &found, b"").status, Status::L7Ok);
+        assert_eq!(judge(&c, &not_r5xx, &down, b"").status, Status::L7Sts);
+        let running = HttpExpect::StringRegex {
+            pattern: "\"state\": *\"running\"".into(),
+            negate: false,
+        };
+        assert_eq!(
+            judge(&c, &running, &down, b"{\"state\": \"running\"}").status,
+            Status::L7Ok
+        );
+        let r = judge(&c, &running, &ok, b"{\"state\": \"stopped\"}");
+        assert_eq!(
+            (r.status, r.info.as_str()),
+            (Status::L7Rsp, "HTTP content check did not match")
+        );
     }
 
     proptest::proptest! {

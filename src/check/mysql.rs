@@ -1,4 +1,4 @@
-//! `option mysql-check user U [post-41]`: the MySQL handshake, as HAProxy does it.
+//! `option mysql-check [user U [post-41]]`: the MySQL handshake, as HAProxy does it.
 //!
 //! The server speaks first: its initial handshake packet (protocol 10, with the server
 //! version HAProxy shows as the info of a passed check) or an error packet (e.g. "Host is
@@ -8,7 +8,8 @@
 //! packet is `L7STS` with the error code and message (verbatim, as HAProxy prints it), any
 //! other packet `L7OK`, code 0. HAProxy writes its packets before the greeting arrives;
 //! rolelb waits for the greeting, so an error greeting followed by a close is read in full.
-//! Every length read from the wire is bounded (16 KiB, HAProxy's buffer size).
+//! Without `user`, only the greeting is read ([`handshake_check`]). Every length read from
+//! the wire is bounded (16 KiB, HAProxy's buffer size).
 
 use super::conn::{self, Clock, MAX_RESPONSE, Read, connect, printable};
 use super::{CheckResult, Status, Target};
@@ -76,6 +77,44 @@ pub async fn check(target: &Target, user: &str, post_41: bool) -> CheckResult {
             "connection closed before the authentication reply",
         ),
         Err(read) => conn::incomplete(&clock, read, "the authentication reply"),
+    }
+}
+
+/// `option mysql-check` without `user`: reads the server's first packet only, as HAProxy 2.6
+/// does. An error packet is `L7STS` with its code and message; any other complete packet is
+/// `L7OK` with the text after its first byte (the server version of a handshake) as info.
+/// Unlike the check with a user, the protocol version is not looked at.
+pub async fn handshake_check(target: &Target) -> CheckResult {
+    let clock = Clock::start(target);
+    let mut stream = match connect(target.addr, target.connect_timeout).await {
+        Ok(stream) => stream,
+        Err(e) => return e.into_result(&clock),
+    };
+    let deadline = clock.deadline_from_now();
+    let mut buf = Vec::new();
+    match conn::read_until(&mut stream, &mut buf, MAX_RESPONSE, deadline, split_packet).await {
+        Ok(Ok((payload, _))) => judge_first_packet(&clock, &payload),
+        Ok(Err(too_long)) => clock.result(Status::L7Rsp, too_long),
+        Err(Read::Eof) if buf.is_empty() => clock.result(Status::L7Rsp, "empty response"),
+        Err(read) => conn::incomplete(&clock, read, "the server handshake"),
+    }
+}
+
+/// The verdict on the server's first packet when no user is configured.
+fn judge_first_packet(clock: &Clock, payload: &[u8]) -> CheckResult {
+    match payload.first() {
+        None => clock.result(Status::L7Rsp, "empty handshake packet"),
+        Some(&ERR_PACKET) => match parse_err(payload) {
+            Some(err) => error_result(clock, err),
+            None => clock.result(Status::L7Rsp, "truncated error packet"),
+        },
+        Some(_) => {
+            let rest = &payload[1..];
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            clock
+                .result(Status::L7Ok, printable(&rest[..end], INFO_MAX))
+                .with_code("0")
+        }
     }
 }
 

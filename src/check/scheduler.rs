@@ -206,14 +206,24 @@ pub(crate) async fn next_turn(
     }
 }
 
-/// Runs one health check of the configured method.
+/// Runs one health check of the configured method, for a server that is running.
 pub async fn run_check(method: &CheckMethod, target: &Target) -> CheckResult {
+    run_check_as(method, target, true).await
+}
+
+/// Runs one health check; `running`: the server is not DOWN (`http-check disable-on-404`
+/// only applies then, as in HAProxy).
+pub async fn run_check_as(method: &CheckMethod, target: &Target, running: bool) -> CheckResult {
     match method {
         CheckMethod::Tcp => tcp::check(target).await,
         CheckMethod::TcpCheck(rules) => tcp_check::check(target, rules).await,
         CheckMethod::Pgsql { user } => pgsql::check(target, user).await,
-        CheckMethod::Mysql { user, post_41 } => mysql::check(target, user, *post_41).await,
-        CheckMethod::Http(spec) => http::check(target, spec).await,
+        CheckMethod::Mysql {
+            user: Some(user),
+            post_41,
+        } => mysql::check(target, user, *post_41).await,
+        CheckMethod::Mysql { user: None, .. } => mysql::handshake_check(target).await,
+        CheckMethod::Http(spec) => http::check_server(target, spec, running).await,
     }
 }
 

@@ -14,8 +14,9 @@ use super::rise_fall::{RiseFall, Transition};
 use super::role::{self, Probe, RoleFailure, RoleReport};
 use super::role_tracker::{self, Current, RoleTracker};
 use super::scheduler::{
-    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check, target,
+    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check_as, target,
 };
+use super::{CheckResult, Status};
 use crate::config::RoleCheck;
 use crate::table::{AdminState, Health, NodeRole, RoleProblem, ServerLive};
 
@@ -91,6 +92,22 @@ fn operating_change(
     true
 }
 
+/// `http-check disable-on-404`: a conditional pass (`L7OKC`) stops new traffic to the server
+/// (`NOLB`), a plain pass resumes it. Returns whether that changed.
+fn stopping_change(live: &ServerLive, result: &CheckResult, spec: &CheckSpec) -> bool {
+    let stopping = result.status == Status::L7Okc;
+    if live.set_check_stopping(stopping) == stopping {
+        return false;
+    }
+    let name = format!("{}/{}", spec.backend, spec.server);
+    if stopping {
+        tracing::warn!("Server {name} is stopping, reason: {result}.");
+    } else {
+        tracing::info!("Server {name} is UP (leaving stopping mode), reason: {result}.");
+    }
+    true
+}
+
 /// Runs the health check of one server forever (until `stop`).
 pub(crate) async fn health_loop(
     spec: CheckSpec,
@@ -115,9 +132,12 @@ pub(crate) async fn health_loop(
         let target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = run_check(&hs.method, &target) => r,
+            r = run_check_as(&hs.method, &target, live.health() == Health::Up) => r,
         };
         let passed = result.status.passed();
+        if passed && stopping_change(&live, &result, &spec) {
+            let _ = env.rebuild();
+        }
         if !passed {
             live.check_failures.fetch_add(1, Ordering::Relaxed);
         }

@@ -9,12 +9,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::draft::{CheckOption, Diags, EtcdDraft, ProxyDraft, ProxyKind, ServerDraft};
+use super::draft::{Diags, EtcdDraft, ProxyDraft, ProxyKind, ServerDraft};
 use super::keywords::did_you_mean;
 use super::log_format::parse_log_format;
 use super::model::{
-    AgentCheck, Backend, Bind, CheckMethod, Config, Discover, EtcdAuth, EtcdCluster, Frontend,
-    Global, HttpCheck, MaxLag, Mode, Role, RoleCheck, RoleSource, Server, StatsListener,
+    AgentCheck, Backend, Bind, Config, Discover, EtcdAuth, EtcdCluster, Frontend, Global, MaxLag,
+    Mode, Role, RoleCheck, RoleSource, Server, StatsListener,
 };
 use super::stats_access::{
     Action, Cond, DEFAULT_REALM, Password, Rule, STATS_AUTH_USERLIST, Term, Test, User, Userlist,
@@ -245,59 +245,6 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
         log_global: p.log_global,
         logs: p.logs.clone(),
         disabled: p.disabled,
-    }
-}
-
-fn check_method(p: &ProxyDraft, diags: &mut Diags) -> CheckMethod {
-    let uses_tcp_rules = matches!(p.check_option, Some((CheckOption::TcpCheck, _)));
-    let uses_http_rules = matches!(p.check_option, Some((CheckOption::Http { .. }, _)));
-    if let Some(loc) = p
-        .tcp_check_loc
-        .as_ref()
-        .filter(|_| p.tcp_check_own && !uses_tcp_rules)
-    {
-        diags.warn(
-            loc,
-            format!(
-                "backend '{}' uses tcp-check rules without 'option tcp-check', so the rules are ignored",
-                p.name
-            ),
-        );
-    }
-    if let Some(loc) = p
-        .http_expect_loc
-        .as_ref()
-        .filter(|_| p.http_expect_own && !uses_http_rules)
-    {
-        diags.warn(
-            loc,
-            format!(
-                "backend '{}' uses http-check rules without 'option httpchk', so the rules are ignored",
-                p.name
-            ),
-        );
-    }
-    match &p.check_option {
-        None => CheckMethod::Tcp,
-        Some((CheckOption::TcpCheck, _)) => CheckMethod::TcpCheck(p.tcp_check_rules.clone()),
-        Some((CheckOption::Pgsql { user }, _)) => CheckMethod::Pgsql { user: user.clone() },
-        Some((CheckOption::Mysql { user, post_41 }, _)) => CheckMethod::Mysql {
-            user: user.clone(),
-            post_41: *post_41,
-        },
-        Some((
-            CheckOption::Http {
-                method,
-                uri,
-                version,
-            },
-            _,
-        )) => CheckMethod::Http(HttpCheck {
-            method: method.clone(),
-            uri: uri.clone(),
-            version: version.clone(),
-            expect: p.http_expect.clone().unwrap_or_default(),
-        }),
     }
 }
 
@@ -587,6 +534,10 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
 #[path = "build_stats.rs"]
 mod stats;
 use stats::http_proxy;
+
+#[path = "build_check.rs"]
+mod check;
+use check::check_method;
 
 #[cfg(test)]
 #[path = "build_tests.rs"]

@@ -82,10 +82,10 @@ pub enum CheckOption {
         /// User name.
         user: String,
     },
-    /// `option mysql-check user U [post-41]`.
+    /// `option mysql-check [user U [post-41]]`.
     Mysql {
-        /// User name.
-        user: String,
+        /// User name (`None`: the greeting alone is checked).
+        user: Option<String>,
         /// `post-41`.
         post_41: bool,
     },
@@ -97,7 +97,27 @@ pub enum CheckOption {
         uri: String,
         /// Version.
         version: String,
+        /// Headers hidden after the version (`HTTP/1.1\r\nHost:\ x`, deprecated).
+        headers: Vec<(String, String)>,
+        /// A body hidden after the headers (deprecated).
+        body: String,
     },
+}
+
+/// `http-check send [meth M] [uri U] [ver V] [hdr NAME VALUE]* [body TEXT]`: each part
+/// given replaces that part of the request of `option httpchk`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSend {
+    /// `meth`.
+    pub method: Option<String>,
+    /// `uri`.
+    pub uri: Option<String>,
+    /// `ver`.
+    pub version: Option<String>,
+    /// `hdr` lines, in order (when any, they replace the option's hidden headers).
+    pub headers: Vec<(String, String)>,
+    /// `body`.
+    pub body: Option<String>,
 }
 
 /// `timeout ...` values of a proxy.
@@ -230,6 +250,12 @@ pub struct ProxyDraft {
     pub http_expect_own: bool,
     /// Where the `http-check expect` is.
     pub http_expect_loc: Option<Loc>,
+    /// `http-check send`.
+    pub http_send: Option<HttpSend>,
+    /// The `http-check send` was written in this section (not inherited).
+    pub http_send_own: bool,
+    /// `http-check disable-on-404`.
+    pub disable_on_404: bool,
     /// `stats ...`.
     pub stats: StatsDraft,
     /// `role` (rolelb extension), where.
@@ -291,6 +317,9 @@ impl ProxyDraft {
             http_expect: None,
             http_expect_own: false,
             http_expect_loc: None,
+            http_send: None,
+            http_send_own: false,
+            disable_on_404: false,
             stats: StatsDraft::default(),
             role: None,
             role_check: None,
@@ -310,6 +339,7 @@ impl ProxyDraft {
         draft.loc = loc;
         draft.tcp_check_own = false;
         draft.http_expect_own = false;
+        draft.http_send_own = false;
         draft
     }
 }

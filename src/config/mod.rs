@@ -273,7 +273,10 @@ mod tests {
                 method: "OPTIONS".into(),
                 uri: "/".into(),
                 version: "HTTP/1.0".into(),
+                headers: Vec::new(),
+                body: String::new(),
                 expect: HttpExpect::Status2xx3xx,
+                disable_on_404: false,
             })
         );
         let CheckMethod::Http(h) = m[1] else { panic!() };
@@ -300,7 +303,7 @@ mod tests {
         assert_eq!(
             m[4],
             &CheckMethod::Mysql {
-                user: "u".into(),
+                user: Some("u".into()),
                 post_41: true
             }
         );

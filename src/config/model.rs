@@ -431,10 +431,11 @@ pub enum CheckMethod {
         /// User name sent in the startup message.
         user: String,
     },
-    /// `option mysql-check user U [post-41]`.
+    /// `option mysql-check [user U [post-41]]`.
     Mysql {
-        /// User name sent in the handshake response.
-        user: String,
+        /// User name sent in the handshake response; `None`: only the server's greeting is
+        /// read (HAProxy's check without `user`).
+        user: Option<String>,
         /// `post-41`: use the 4.1+ client protocol.
         post_41: bool,
     },
@@ -477,8 +478,15 @@ pub struct HttpCheck {
     pub uri: String,
     /// HTTP version string (default `HTTP/1.0`).
     pub version: String,
+    /// Request headers in order: `http-check send hdr NAME VALUE`, or the deprecated ones
+    /// hidden in the version string of `option httpchk`.
+    pub headers: Vec<(String, String)>,
+    /// `http-check send body TEXT` (empty: no body).
+    pub body: String,
     /// `http-check expect`: what a healthy answer looks like (default: any 2xx or 3xx status).
     pub expect: HttpExpect,
+    /// `http-check disable-on-404`: a 404 from a running server stops new traffic to it.
+    pub disable_on_404: bool,
 }
 
 /// `http-check expect ...`.
@@ -494,6 +502,13 @@ pub enum HttpExpect {
         /// `!`.
         negate: bool,
     },
+    /// `expect [!] rstatus REGEX`: the three-digit status code matches REGEX.
+    StatusRegex {
+        /// The regular expression source (validated at parse time).
+        pattern: String,
+        /// `!`.
+        negate: bool,
+    },
     /// `expect [!] string TEXT`: the body contains TEXT.
     String {
         /// The text.
@@ -501,6 +516,23 @@ pub enum HttpExpect {
         /// `!`.
         negate: bool,
     },
+    /// `expect [!] rstring REGEX`: the body matches REGEX.
+    StringRegex {
+        /// The regular expression source (validated at parse time).
+        pattern: String,
+        /// `!`.
+        negate: bool,
+    },
+}
+
+impl HttpExpect {
+    /// Whether the rule reads the response body.
+    pub fn needs_body(&self) -> bool {
+        matches!(
+            self,
+            HttpExpect::String { .. } | HttpExpect::StringRegex { .. }
+        )
+    }
 }
 
 /// PROXY protocol header sent to a server (`send-proxy` / `send-proxy-v2`).

@@ -69,6 +69,9 @@ pub struct ServerLive {
     agent_admin: AtomicU8,
     /// Operating state the agent reported (`up`, or `down`/`fail`/`stopped`).
     agent_health: AtomicU8,
+    /// `http-check disable-on-404`: a check got a 404 while the server ran, so it takes no
+    /// new connections (HAProxy's `NOLB`) until a check passes plainly again.
+    check_stopping: AtomicBool,
     /// `N%` from the agent: the share of the configured weight to use.
     pub agent_weight_pct: AtomicU32,
     /// `maxconn:N` from the agent; 0 = not set.
@@ -230,6 +233,7 @@ impl Default for ServerLive {
             config_disabled: AtomicBool::new(false),
             agent_admin: AtomicU8::new(AdminState::Ready as u8),
             agent_health: AtomicU8::new(Health::Up as u8),
+            check_stopping: AtomicBool::new(false),
             agent_weight_pct: AtomicU32::new(100),
             agent_maxconn: AtomicU32::new(0),
             last_check: ArcSwapOption::empty(),
@@ -485,7 +489,24 @@ impl ServerLive {
 
     /// Whether the server may take new connections at all (before role and limits).
     pub fn eligible(&self) -> bool {
-        self.effective_admin() == AdminState::Ready && self.effective_health() == Health::Up
+        self.effective_admin() == AdminState::Ready
+            && self.effective_health() == Health::Up
+            && !self.check_stopping()
+    }
+
+    /// Whether `http-check disable-on-404` holds the server out (`NOLB`).
+    pub fn check_stopping(&self) -> bool {
+        self.check_stopping.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears the `disable-on-404` stop; returns the previous value.
+    pub fn set_check_stopping(&self, on: bool) -> bool {
+        let prev = self.check_stopping.swap(on, Ordering::AcqRel);
+        self.note_change(prev != on);
+        if prev && !on {
+            self.mark_usable_now();
+        }
+        prev
     }
 
     /// The role the node last reported.

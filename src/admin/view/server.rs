@@ -167,6 +167,12 @@ impl ServerView<'_> {
             if live.agent_admin() == AdminState::Drain {
                 return "DRAIN (agent)".to_owned();
             }
+            if live.check_stopping() && going_down {
+                return format!("NOLB {}/{}", (counter + 1).saturating_sub(rise), fall);
+            }
+            if live.check_stopping() {
+                return "NOLB".to_owned();
+            }
             if !self.cfg.check {
                 return "no check".to_owned();
             }

@@ -1,9 +1,10 @@
 //! `tcp-check` and `http-check` rules: the steps of `option tcp-check`
-//! (`connect [port N]`, `send`, `send-binary`, `expect [!] string|rstring|binary`) and the
-//! `http-check expect [!] status|string` of `option httpchk`. Regexes are validated here.
+//! (`connect [port N]`, `send`, `send-binary`, `expect [!] string|rstring|binary`) and, for
+//! `option httpchk`, `http-check send`, `http-check expect [!]
+//! status|rstatus|string|rstring` and `http-check disable-on-404`. Regexes are validated here.
 
 use super::Ctx;
-use crate::config::draft::ProxyDraft;
+use crate::config::draft::{HttpSend, ProxyDraft};
 use crate::config::model::{HttpExpect, TcpCheckRule};
 use crate::config::units::parse_port;
 
@@ -163,29 +164,88 @@ fn first_line(text: &str) -> String {
         .to_string()
 }
 
-/// `http-check expect [!] status CODES | string TEXT`, plus accepted no-op variants.
+/// `http-check expect|send|disable-on-404|comment`, plus accepted no-op variants.
 pub fn http_check(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
-    let action = ctx.arg(0, "'expect'")?;
+    let action = ctx.arg(0, "'expect', 'send' or 'disable-on-404'")?;
     match action {
-        "expect" => {}
-        "comment" => return Ok(()),
+        "expect" => http_expect(p, ctx),
+        "send" => http_send(p, ctx),
+        "disable-on-404" => {
+            ctx.at_most(1)?;
+            p.disable_on_404 = true;
+            Ok(())
+        }
+        "comment" => Ok(()),
         "send-state" => {
             ctx.warn(
                 "'http-check send-state' is ignored by rolelb (no X-Haproxy-Server-State header)",
             );
-            return Ok(());
+            Ok(())
         }
-        "send" | "connect" | "disable-on-404" | "set-var" | "unset-var" => {
-            return Err(format!(
-                "'http-check {action}' is not supported by rolelb: write the request with 'option httpchk METHOD URI' and check it with 'http-check expect'"
-            ));
-        }
-        other => {
-            return Err(format!(
-                "unknown 'http-check {other}' (rolelb knows 'http-check expect')"
-            ));
-        }
+        "connect" | "set-var" | "unset-var" => Err(format!(
+            "'http-check {action}' is not supported by rolelb: write the request with 'option httpchk' / 'http-check send' and check it with 'http-check expect'"
+        )),
+        other => Err(format!(
+            "unknown 'http-check {other}' (rolelb knows expect, send, disable-on-404, send-state, comment)"
+        )),
     }
+}
+
+/// `http-check send [meth M] [uri U] [ver V] [hdr NAME VALUE]* [body TEXT] [comment TEXT]`.
+fn http_send(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    if p.http_send_own {
+        return Err(
+            "only one 'http-check send' per proxy is supported by rolelb (one request per check)"
+                .into(),
+        );
+    }
+    let mut send = HttpSend::default();
+    let mut i = 1;
+    while let Some(word) = ctx.args.get(i).map(|w| w.as_str()) {
+        let value = |n: usize, what: &str| -> Result<String, String> {
+            ctx.args
+                .get(i + n)
+                .map(|w| w.text.clone())
+                .ok_or_else(|| format!("'http-check send {word}' expects {what}"))
+        };
+        match word {
+            "meth" => send.method = Some(value(1, "a method")?),
+            "uri" => send.uri = Some(value(1, "a URI")?),
+            "ver" => send.version = Some(value(1, "a version such as HTTP/1.1")?),
+            "body" => send.body = Some(value(1, "a text")?),
+            "comment" => {}
+            "hdr" => {
+                let name = value(1, "a header name and a value")?;
+                let val = value(2, "a header name and a value")?;
+                if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':') {
+                    return Err(format!(
+                        "'http-check send hdr': invalid header name '{name}'"
+                    ));
+                }
+                send.headers.push((name, val));
+                i += 3;
+                continue;
+            }
+            "uri-lf" | "body-lf" => {
+                return Err(format!(
+                    "'http-check send {word}' is not supported by rolelb (log-format strings): use 'uri'/'body' with a plain text"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "'http-check send': unexpected '{other}' (expects meth, uri, ver, hdr, body or comment)"
+                ));
+            }
+        }
+        i += 2;
+    }
+    p.http_send = Some(send);
+    p.http_send_own = true;
+    Ok(())
+}
+
+/// `http-check expect [!] status|rstatus|string|rstring VALUE [comment TEXT]`.
+fn http_expect(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     let mut i = 1;
     let negate = ctx.args.get(1).is_some_and(|w| w.as_str() == "!");
     if negate {
@@ -207,14 +267,29 @@ pub fn http_check(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
             text: value,
             negate,
         },
-        "rstatus" | "rstring" | "hdr" | "fhdr" | "custom" => {
+        "rstatus" => {
+            validate_regex(&value)?;
+            HttpExpect::StatusRegex {
+                pattern: value,
+                negate,
+            }
+        }
+        "rstring" => {
+            validate_regex(&value)?;
+            HttpExpect::StringRegex {
+                pattern: value,
+                negate,
+            }
+        }
+        "hdr" | "fhdr" | "custom" | "string-lf" | "min-recv" | "error-status" | "tout-status"
+        | "ok-status" | "on-success" | "on-error" | "status-code" => {
             return Err(format!(
-                "'http-check expect {kind}' is not supported by rolelb (use 'status CODE' or 'string TEXT')"
+                "'http-check expect {kind}' is not supported by rolelb (use status, rstatus, string or rstring)"
             ));
         }
         other => {
             return Err(format!(
-                "unknown 'http-check expect {other}' (use 'status CODE' or 'string TEXT')"
+                "unknown 'http-check expect {other}' (use status, rstatus, string or rstring)"
             ));
         }
     };

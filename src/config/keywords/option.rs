@@ -183,11 +183,29 @@ fn pgsql_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String>
     Ok(())
 }
 
+/// `option mysql-check [user U [post-41|pre-41]]`; without a user, HAProxy only reads the
+/// server's greeting.
 fn mysql_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
-    if ctx.args.get(1).map(|w| w.as_str()) != Some("user") {
-        return Err("'option mysql-check' without 'user <username>' is not supported yet: add 'user haproxy' (a user without password allowed to connect)".into());
+    match ctx.args.get(1).map(|w| w.as_str()) {
+        None => {
+            set_check(
+                p,
+                ctx,
+                CheckOption::Mysql {
+                    user: None,
+                    post_41: true,
+                },
+            );
+            return Ok(());
+        }
+        Some("user") => {}
+        Some(other) => {
+            return Err(format!(
+                "'option mysql-check' only supports 'user <username>' (got '{other}')"
+            ));
+        }
     }
-    let user = ctx.arg(2, "a user name after 'user'")?.to_string();
+    let user = Some(ctx.arg(2, "a user name after 'user'")?.to_string());
     // HAProxy 2.6 sends the 4.1 client packet unless told `pre-41`.
     let post_41 = match ctx.args.get(3).map(|w| w.as_str()) {
         Some("pre-41") => false,
@@ -203,9 +221,16 @@ fn mysql_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String>
     Ok(())
 }
 
-/// `option httpchk`, `option httpchk URI`, `option httpchk METHOD URI [VERSION]`.
+/// `option httpchk`, `option httpchk URI`, `option httpchk METHOD URI [VERSION]`. As in
+/// HAProxy, a single argument is the URI (`option httpchk GET` sends `OPTIONS GET
+/// HTTP/1.0`), and neither the method nor the URI is checked: the server judges them.
 fn httpchk(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
-    let words: Vec<String> = ctx.args[1..].iter().map(|w| w.text.clone()).collect();
+    // An empty word counts as absent, as HAProxy reads it.
+    let words: Vec<String> = ctx.args[1..]
+        .iter()
+        .map(|w| w.text.clone())
+        .filter(|w| !w.is_empty())
+        .collect();
     let (method, uri, version) = match words.as_slice() {
         [] => (
             "OPTIONS".to_string(),
@@ -219,15 +244,20 @@ fn httpchk(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
             return Err("'option httpchk' expects at most METHOD URI VERSION".into());
         }
     };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
-        return Err(format!(
-            "'option httpchk': invalid method '{method}' (e.g. OPTIONS, GET, HEAD)"
-        ));
+    // A proxy's own `option httpchk` starts a new rule set, as in HAProxy: `http-check send`
+    // and `expect` lines inherited from `defaults` no longer apply.
+    if !p.http_send_own {
+        p.http_send = None;
     }
-    if !uri.starts_with('/') && !uri.starts_with("http") {
-        return Err(format!(
-            "'option httpchk': the URI '{uri}' must start with '/'"
-        ));
+    if !p.http_expect_own {
+        p.http_expect = None;
+        p.http_expect_loc = None;
+    }
+    let (version, headers, body) = split_hidden_request(&version);
+    if !headers.is_empty() || !body.is_empty() {
+        ctx.warn(
+            "'option httpchk': hiding headers or body at the end of the version string is deprecated; use 'http-check send hdr NAME VALUE' / 'body TEXT'",
+        );
     }
     set_check(
         p,
@@ -236,9 +266,28 @@ fn httpchk(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
             method,
             uri,
             version,
+            headers,
+            body,
         },
     );
     Ok(())
+}
+
+/// `HTTP/1.1\r\nHost: x\r\n\r\nbody` → the version, the headers and the body, split where
+/// HAProxy splits them (at the first `\r\n` and the first `\r\n\r\n`).
+fn split_hidden_request(text: &str) -> (String, Vec<(String, String)>, String) {
+    let (head, body) = match text.split_once("\r\n\r\n") {
+        Some((head, body)) => (head, body.to_string()),
+        None => (text, String::new()),
+    };
+    let (version, lines) = head.split_once("\r\n").unwrap_or((head, ""));
+    let headers = lines
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .filter(|(name, _)| !name.is_empty())
+        .collect();
+    (version.to_string(), headers, body)
 }
 
 /// Checks an option name against the table and the section; returns its entry.
