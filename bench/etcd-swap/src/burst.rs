@@ -13,7 +13,9 @@
 //! - the time from the delete-range returning to the table having no member, and its CPU;
 //! - echo round trips: p50/p99 over the quiet seconds before the burst, during the same burst
 //!   of puts under a prefix rolelb does not watch (what etcd and the putting client alone do
-//!   to the data path on this machine), and during the burst rolelb applies;
+//!   to the data path on this machine), during it again under a prefix a bare etcd client
+//!   watches (what etcd's serving of a watch adds, without rolelb's work), and during the
+//!   burst rolelb applies;
 //! - rolelb's RSS (`VmRSS`) before, at the last put (before the first poll), 1 s after all
 //!   members were in, 1 s after the delete-range emptied the table, and its peak (`VmHWM`),
 //!   next to the size of the members' keys and values; and the load average, as the machine
@@ -37,8 +39,44 @@ use super::{
 const PREFIX: &str = "/bench/burst";
 /// Where the same burst goes first, unwatched.
 const ELSEWHERE: &str = "/bench/elsewhere";
+/// Where the same burst goes next, watched by a bare client that only counts the events.
+const WATCHED: &str = "/bench/watched";
 /// How long the quiet echo window lasts.
 const QUIET: Duration = Duration::from_secs(3);
+
+/// Watches `prefix` from its own thread (its own client and runtime) and only counts the
+/// events, until `want` have arrived: etcd then serves a watch as it does for rolelb.
+fn bare_watcher(
+    endpoint: String,
+    prefix: &'static str,
+    want: usize,
+) -> Result<thread::JoinHandle<Result<usize>>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = thread::spawn(move || -> Result<usize> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let mut client = etcd_client::Client::connect([endpoint.as_str()], None).await?;
+            let mut stream = client
+                .watch(prefix, Some(etcd_client::WatchOptions::new().with_prefix()))
+                .await?;
+            let _ = ready_tx.send(());
+            let mut seen = 0;
+            while seen < want {
+                match stream.message().await? {
+                    Some(resp) => seen += resp.events().len(),
+                    None => break,
+                }
+            }
+            Ok(seen)
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the bare watcher did not start")?;
+    Ok(handle)
+}
 
 /// An echo server on its own threads; returns its port.
 fn echo_server() -> Result<u16> {
@@ -230,6 +268,19 @@ pub async fn run(o: &Options) -> Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    // The same burst again, watched by a bare client: what etcd's serving a watch adds.
+    let watcher = bare_watcher(etcd.endpoint.clone(), WATCHED, o.members)?;
+    let watched_from = Instant::now();
+    put_members(&mut etcd.client, WATCHED, o.members).await?;
+    let watched_to = Instant::now();
+    let seen = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the bare watcher panicked"))??;
+    etcd.client
+        .delete(WATCHED, Some(DeleteOptions::new().with_prefix()))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     // The burst: one put per member, each awaited (one revision each).
     let cpu0 = cpu_time(pid)?;
     let threads0 = thread_cpu(pid);
@@ -270,6 +321,7 @@ pub async fn run(o: &Options) -> Result<()> {
 
     let quiet = window(&samples, quiet_from, quiet_to);
     let unwatched = window(&samples, unwatched_from, unwatched_to);
+    let watched = window(&samples, watched_from, watched_to);
     let churn = window(&samples, first_put, all_in);
     let during_delete = window(&samples, deleted_from, delete_to);
     let n = o.members;
@@ -294,9 +346,11 @@ pub async fn run(o: &Options) -> Result<()> {
         ms(empty - deleted),
         (cpu3 - cpu2).as_secs_f64(),
     );
+    println!("  the bare watcher saw {seen} of {n} events");
     for (what, v) in [
         ("quiet", &quiet),
         ("during the same burst unwatched", &unwatched),
+        ("during the same burst watched by a bare client", &watched),
         ("during the burst", &churn),
         ("during the delete", &during_delete),
     ] {
