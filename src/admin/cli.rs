@@ -9,6 +9,7 @@
 use super::Env;
 use super::ops::{self, Found, LookupError};
 use super::servers_state;
+use super::show_table;
 use super::stats::{self, StatFilter};
 use super::view;
 use crate::config::StatsLevel;
@@ -62,6 +63,11 @@ const COMMANDS: &[(&str, &str, bool)] = &[
     (
         "show stat [<px> <type> <sid>]",
         "report counters for each proxy and server",
+        false,
+    ),
+    (
+        "show table <table> [<filter>]*",
+        "report table usage stats or dump this table's contents (filter: data/key)",
         false,
     ),
 ];
@@ -250,6 +256,9 @@ pub async fn execute(env: &Env, level: StatsLevel, words: &[&str], origin: &str)
             }
         }
         ["show", "backend", ..] => Outcome::Reply(show_backend(env)),
+        ["show", "table", rest @ ..] => {
+            Outcome::Reply(show_table::show_table(&env.table().load(), level, rest))
+        }
         ["get", "weight", rest @ ..] => Outcome::Reply(get_weight(env, rest.first().copied())),
         ["set" | "enable" | "disable", "server", ..] | ["set", "weight", ..]
             if level != StatsLevel::Admin =>

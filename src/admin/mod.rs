@@ -19,6 +19,7 @@ mod ops;
 mod page;
 pub mod runtime;
 mod servers_state;
+mod show_table;
 mod stats;
 mod stats_auth;
 mod view;

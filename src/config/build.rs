@@ -378,7 +378,32 @@ fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Bac
         max_lag: p.max_lag.as_ref().map(|(lag, _)| *lag),
         role_source: role_source(p),
         discover,
+        stick: stick(p, diags),
         default_server: template(&p.default_server),
+    }
+}
+
+/// The backend's stick table with its rules; rules without a table are an error, as in
+/// HAProxy.
+fn stick(p: &ProxyDraft, diags: &mut Diags) -> Option<Arc<super::stick::Stick>> {
+    match (&p.stick_table, p.stick_rules.first()) {
+        (Some(table), _) => Some(Arc::new(super::stick::Stick {
+            table: table.clone(),
+            rules: p.stick_rules.clone(),
+        })),
+        (None, Some(rule)) => {
+            diags.error(
+                &rule.loc,
+                format!(
+                    "{} '{}': unable to find stick-table '{}'",
+                    p.kind.keyword(),
+                    p.name,
+                    p.name
+                ),
+            );
+            None
+        }
+        (None, None) => None,
     }
 }
 

@@ -268,6 +268,10 @@ pub struct ProxyDraft {
     pub role_source: Option<(RoleSource, Loc)>,
     /// `discover etcd ...` (rolelb extension), where.
     pub discover: Option<(DiscoverDraft, Loc)>,
+    /// `stick-table`.
+    pub stick_table: Option<crate::config::stick::StickTable>,
+    /// `stick on|match|store-request` rules, in order.
+    pub stick_rules: Vec<crate::config::stick::StickRule>,
     /// `default-server` options.
     pub default_server: ServerDraft,
     /// `server` lines.
@@ -326,6 +330,8 @@ impl ProxyDraft {
             max_lag: None,
             role_source: None,
             discover: None,
+            stick_table: None,
+            stick_rules: Vec::new(),
             servers: Vec::new(),
         }
     }

@@ -17,6 +17,7 @@ pub mod model;
 mod model_etcd;
 pub mod parse;
 pub mod stats_access;
+pub mod stick;
 #[cfg(test)]
 mod testing;
 pub mod units;

@@ -351,6 +351,8 @@ pub struct Backend {
     pub role_source: RoleSource,
     /// `discover etcd ...` (rolelb extension): servers also come from etcd.
     pub discover: Option<Discover>,
+    /// `stick-table` with its `stick` rules.
+    pub stick: Option<Arc<crate::config::stick::Stick>>,
     /// The `default-server` options in force for this backend, as a server without name or
     /// address: the template discovered servers are built from.
     pub default_server: Server,

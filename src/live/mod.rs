@@ -7,9 +7,11 @@ mod counters;
 mod ramp;
 mod registry;
 mod server;
+mod stick;
 
 pub use check_result::*;
 pub use counters::*;
 pub use ramp::*;
 pub use registry::*;
 pub use server::*;
+pub use stick::*;

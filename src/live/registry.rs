@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::{Downtime, RateMax, ServerLive, TrafficStats};
+use super::{Downtime, RateMax, ServerLive, StickEntries, TrafficStats};
 use crate::balance::Cursor;
 
 /// Live state of one backend, shared across tables.
@@ -46,6 +46,8 @@ pub struct BackendLive {
     pub traffic: TrafficStats,
     /// Time spent with no usable server.
     pub downtime: Downtime,
+    /// The entries of the backend's `stick-table`.
+    pub stick: StickEntries,
 }
 
 /// Live state of one frontend, shared across tables.

@@ -20,8 +20,8 @@ use super::session::{Refused, Slot, acquire};
 use crate::config::Role;
 use crate::logging::Throttle;
 use crate::table::{
-    AdminState, BackendRt, BackendSettings, FrontendRt, Health, NoServer, NodeRole, ServerRt,
-    TableHandle, in_role_conflict, role_in_force,
+    AdminState, BackendRt, BackendSettings, ConnAddrs, FrontendRt, Health, NoServer, NodeRole,
+    ServerRt, TableHandle, in_role_conflict, role_in_force,
 };
 
 /// Connects that failed for want of rolelb's own descriptors or memory, all servers together.
@@ -104,7 +104,7 @@ impl Failed {
 pub(super) async fn connect_with_retries(
     fe: &FrontendRt,
     table: &TableHandle,
-    client: SocketAddr,
+    conn: ConnAddrs,
     mut slot: Slot,
     stop: &CancellationToken,
     queue_pos: &mut u64,
@@ -133,6 +133,7 @@ pub(super) async fn connect_with_retries(
         };
         let error = match connect(server.config.addr, settings.timeout_connect).await {
             Ok(stream) => {
+                slot.backend.stick_store(conn, slot.idx);
                 return Ok(Connected {
                     slot,
                     stream,
@@ -232,7 +233,7 @@ pub(super) async fn connect_with_retries(
                 _ = stop.cancelled() => return Err(lost(Refused::Stopping)),
             }
         }
-        slot = reassign(fe, table, client, avoid, stop, queue_pos)
+        slot = reassign(fe, table, conn, avoid, stop, queue_pos)
             .await
             .map_err(lost)?;
         assigned_at = Instant::now();
@@ -298,7 +299,7 @@ fn running(server: &ServerRt) -> bool {
 async fn reassign(
     fe: &FrontendRt,
     table: &TableHandle,
-    client: SocketAddr,
+    conn: ConnAddrs,
     avoid: Option<usize>,
     stop: &CancellationToken,
     queue_pos: &mut u64,
@@ -310,13 +311,13 @@ async fn reassign(
             .get(&fe.backend.name)
             .cloned()
             .unwrap_or_else(|| fe.backend.clone());
-        match backend.pick(Some(client.ip()), avoid) {
+        match backend.pick(Some(conn), avoid) {
             Ok(idx) => return Ok(Slot { backend, idx }),
             Err(NoServer::RoleConflict) => return Err(Refused::RoleConflict),
             Err(NoServer::NoneAvailable | NoServer::AllFull) => {}
         }
     }
-    acquire(fe, table, client, None, stop, queue_pos).await
+    acquire(fe, table, conn, None, stop, queue_pos).await
 }
 
 #[cfg(test)]
@@ -337,6 +338,7 @@ mod tests {
             redispatch_avoids: true,
             srvtcpka: false,
             queue_per_server: hashed,
+            stick: None,
         }
     }
 

@@ -26,7 +26,7 @@ use super::rules::{self, Conn};
 use crate::config::acl::TcpAction;
 use crate::config::{Config, LogNode, LogVar, Role};
 use crate::logging::Throttle;
-use crate::table::{BackendLive, BackendRt, FrontendRt, NoServer, TableHandle};
+use crate::table::{BackendLive, BackendRt, ConnAddrs, FrontendRt, NoServer, TableHandle};
 
 mod log;
 use log::{log_refused, log_rejected, log_session, reset};
@@ -86,7 +86,7 @@ impl Drop for Slot {
 pub(super) async fn acquire(
     fe: &FrontendRt,
     table: &TableHandle,
-    client: SocketAddr,
+    conn: ConnAddrs,
     exclude: Option<usize>,
     stop: &CancellationToken,
     queue_pos: &mut u64,
@@ -104,7 +104,7 @@ pub(super) async fn acquire(
         let freed = live.slot_freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        match backend.pick(Some(client.ip()), exclude) {
+        match backend.pick(Some(conn), exclude) {
             Ok(idx) => break Ok(Slot { backend, idx }),
             Err(NoServer::NoneAvailable) => break Err(Refused::NoServer),
             Err(NoServer::RoleConflict) => break Err(Refused::RoleConflict),
@@ -283,7 +283,11 @@ pub async fn serve(
         set_keepalive(&client, role_aware);
     }
     let mut queue_pos = 0;
-    let slot = match acquire(&fe, &table, peer, None, &stop, &mut queue_pos).await {
+    let addrs = ConnAddrs {
+        src: peer.ip(),
+        dst: local.ip(),
+    };
+    let slot = match acquire(&fe, &table, addrs, None, &stop, &mut queue_pos).await {
         Ok(slot) => slot,
         Err(reason) => {
             let at = Instant::now();
@@ -291,7 +295,7 @@ pub async fn serve(
             return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
         }
     };
-    let mut conn = match connect_with_retries(&fe, &table, peer, slot, &stop, &mut queue_pos).await
+    let mut conn = match connect_with_retries(&fe, &table, addrs, slot, &stop, &mut queue_pos).await
     {
         Ok(conn) => conn,
         Err(failed) => {

@@ -115,6 +115,7 @@ pub(crate) fn build_backend(
                 && be.hash_type == config::HashType::MapBased),
             srvtcpka: be.srvtcpka,
             queue_per_server: be.balance == config::Balance::Source,
+            stick: be.stick.clone(),
         },
         servers,
         active,

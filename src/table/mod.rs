@@ -140,6 +140,8 @@ pub struct BackendSettings {
     pub srvtcpka: bool,
     /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
     pub queue_per_server: bool,
+    /// `stick-table` and `stick` rules.
+    pub stick: Option<Arc<crate::config::stick::Stick>>,
 }
 
 /// A backend as the data path sees it in one table.

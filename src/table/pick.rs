@@ -1,13 +1,26 @@
-//! Picking a server of a backend for a new connection: the pools, the balance algorithm, the
-//! single-writer check on every pick, and why nothing could be picked.
+//! Picking a server of a backend for a new connection: the stick table's match, the pools,
+//! the balance algorithm, the single-writer check on every pick, and why nothing could be
+//! picked; and the stick table's store once the connection to the server is made.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::{BackendRt, Pool};
 use crate::balance::Live;
 use crate::config::Role;
+use crate::live::{AdminState, Health};
 use crate::roles::{RoleRule, admits, in_role_conflict};
+
+/// The addresses of a connection that picks read: `src` for `balance source` and stick
+/// rules, `dst` for stick rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnAddrs {
+    /// The client's address.
+    pub src: IpAddr,
+    /// The address the client connected to.
+    pub dst: IpAddr,
+}
 
 /// Why no server could be picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +73,26 @@ impl BackendRt {
         }
     }
 
-    /// Picks a server for a new connection from `client` and takes a slot on it; `exclude`
-    /// skips one server (the one a redispatch moves away from). Returns the server's index.
-    pub fn pick(&self, client: Option<IpAddr>, exclude: Option<usize>) -> Result<usize, NoServer> {
+    /// Picks a server for a new connection `conn` and takes a slot on it; `exclude` skips
+    /// one server (the one a redispatch moves away from). Returns the server's index.
+    pub fn pick(&self, conn: Option<ConnAddrs>, exclude: Option<usize>) -> Result<usize, NoServer> {
         // The single-writer guard, re-checked on every pick from the live roles so that the
         // window between a role report and the next table is closed too.
         if self.role == Role::Primary && in_role_conflict(self.role_source, &self.servers) {
             self.live.conflict_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(NoServer::RoleConflict);
         }
+        if let Some(idx) = conn.and_then(|c| self.stuck(c, exclude)) {
+            let server = &self.servers[idx];
+            // As HAProxy: a stuck connection waits for its server rather than going elsewhere.
+            if !server.live.try_acquire(server.maxconn) {
+                return Err(NoServer::AllFull);
+            }
+            let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
+            self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
+            return Ok(idx);
+        }
+        let client = conn.map(|c| c.src);
         // Backups serve only when no active server is eligible, as in HAProxy.
         let pool = if self.active.members.is_empty() {
             &self.backup
@@ -100,6 +124,59 @@ impl BackendRt {
             }
         }
         Err(NoServer::AllFull)
+    }
+
+    /// The server the stick table names for `conn` (HAProxy's `stick match` and `stick on`):
+    /// every matching rule whose key is found refreshes its entry, and the first one found
+    /// names the server if that server is still running (not down, not in maintenance; a
+    /// draining server still takes it) and, in a `role` backend, admitted by the
+    /// single-writer guard. An entry for a server that cannot take the connection is ignored,
+    /// not dropped: the balancer picks, and the store that follows points the entry there.
+    fn stuck(&self, conn: ConnAddrs, exclude: Option<usize>) -> Option<usize> {
+        let stick = self.settings.stick.as_ref()?;
+        let now = Instant::now();
+        let mut found = None;
+        for rule in stick.rules.iter().filter(|r| r.action.matches()) {
+            let Some(key) = stick.table.key.to_key(rule.fetch.of(conn.src, conn.dst)) else {
+                continue;
+            };
+            let Some(name) = self.live.stick.lookup(&stick.table, &key, now) else {
+                continue;
+            };
+            if found.is_none() {
+                found = Some(name);
+            }
+        }
+        let name = found?;
+        let idx = self.servers.iter().position(|s| *s.config.name == *name)?;
+        let server = &self.servers[idx];
+        let live = &server.live;
+        let running =
+            live.effective_health() == Health::Up && live.effective_admin() != AdminState::Maint;
+        let admitted = self.role == Role::Any || admits(self.rule(), server);
+        (running && admitted && exclude != Some(idx)).then_some(idx)
+    }
+
+    /// Stores the server `idx` a connection `conn` went to under the key of the first
+    /// `stick on` / `stick store-request` rule that has one (HAProxy stores once the
+    /// connection to the server is established).
+    pub fn stick_store(&self, conn: ConnAddrs, idx: usize) {
+        let Some(stick) = self.settings.stick.as_ref() else {
+            return;
+        };
+        let Some(server) = self.servers.get(idx) else {
+            return;
+        };
+        let key = stick
+            .rules
+            .iter()
+            .filter(|r| r.action.stores())
+            .find_map(|r| stick.table.key.to_key(r.fetch.of(conn.src, conn.dst)));
+        if let Some(key) = key {
+            self.live
+                .stick
+                .store(&stick.table, key, &server.config.name, Instant::now());
+        }
     }
 
     /// Gives back the slot of server `idx` and wakes one queued connection.

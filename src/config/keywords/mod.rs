@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod role;
 pub mod server;
 pub mod stats;
+pub mod stick;
 pub mod tcp_request;
 pub mod unsupported;
 pub mod userlist;

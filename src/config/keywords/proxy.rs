@@ -2,7 +2,8 @@
 //! keyword with its parser and the sections where HAProxy allows it.
 
 use super::{
-    Ctx, Sections, acl, bind, check, did_you_mean, etcd, option, role, server, stats, tcp_request,
+    Ctx, Sections, acl, bind, check, did_you_mean, etcd, option, role, server, stats, stick,
+    tcp_request,
 };
 use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
@@ -55,6 +56,8 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("stats", Sections::ALL, stats::stats),
     kw("acl", Sections::PROXIES, acl::acl),
     kw("tcp-request", Sections::PROXIES, tcp_request::tcp_request),
+    kw("stick-table", Sections::BE_ONLY, stick::stick_table),
+    kw("stick", Sections::BE_ONLY, stick::stick),
     // rolelb extensions (HAProxy would reject them).
     kw("role", Sections::BE, role::role),
     kw("role-check", Sections::BE, role::role_check),

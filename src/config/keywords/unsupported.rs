@@ -27,14 +27,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
     no("http-after-response", TCP_ONLY),
     no("use-server", TCP_ONLY),
     no(
-        "stick-table",
-        "is not supported: rolelb keeps no stickiness tables; use 'balance source'",
-    ),
-    no(
-        "stick",
-        "is not supported: rolelb keeps no stickiness tables; use 'balance source'",
-    ),
-    no(
         "persist",
         "is not supported: use 'balance source' for client affinity",
     ),
@@ -175,7 +167,7 @@ const SOCKET_BUFFERS: &str = "is not supported: rolelb leaves the kernel's socke
 pub const SECTION_REFUSED: &[Refused] = &[
     no(
         "peers",
-        "sections are not supported: rolelb keeps no stick tables to share",
+        "sections are not supported: rolelb's stick tables are local to each process",
     ),
     no(
         "resolvers",

@@ -1,0 +1,84 @@
+//! `show table [NAME]` on the runtime socket, printed as HAProxy 2.6 prints it: without a
+//! name one `# table:` line per stick table (HAProxy lists them last declared first), with a
+//! name that line and then one line per entry, in key order. A session below `level
+//! operator` sees the head only. Reads the backends' stick entries; changes nothing.
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use super::view;
+use crate::config::StatsLevel;
+use crate::table::{BackendRt, Table};
+
+/// HAProxy's reply when no table has that name.
+const NO_SUCH_TABLE: &str = "No such table\n";
+
+/// The reply to `show table` followed by `args`.
+pub fn show_table(table: &Table, level: StatsLevel, args: &[&str]) -> String {
+    let proxies = view::proxies(table);
+    let backends = proxies
+        .iter()
+        .filter_map(|p| p.backend.map(|(_, rt)| rt))
+        .filter(|rt| rt.settings.stick.is_some());
+    let now = Instant::now();
+    let mut out = String::new();
+    match args {
+        [] => {
+            let all: Vec<&BackendRt> = backends.collect();
+            for rt in all.into_iter().rev() {
+                head(&mut out, rt, now);
+            }
+        }
+        [name] => {
+            let Some(rt) = backends.into_iter().find(|rt| rt.name == *name) else {
+                return NO_SUCH_TABLE.into();
+            };
+            head(&mut out, rt, now);
+            if level == StatsLevel::User {
+                out.push_str("# contents not dumped due to insufficient privileges\n");
+                return out;
+            }
+            entries(&mut out, rt, now);
+        }
+        [_, ..] => {
+            return "Optional argument only supports \"data.<store_data_type>\" <operator> <value> and key <key>\n".into();
+        }
+    }
+    out
+}
+
+fn head(out: &mut String, rt: &BackendRt, now: Instant) {
+    let Some(stick) = &rt.settings.stick else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "# table: {}, type: {}, size:{}, used:{}",
+        rt.name,
+        stick.table.key.name(),
+        stick.table.size,
+        rt.live.stick.used(&stick.table, now)
+    );
+}
+
+fn entries(out: &mut String, rt: &BackendRt, now: Instant) {
+    let Some(stick) = &rt.settings.stick else {
+        return;
+    };
+    let servers = view::servers(rt);
+    for e in rt.live.stick.view(&stick.table, now) {
+        let id = servers
+            .iter()
+            .find(|s| *s.cfg.name == *e.server)
+            .map_or(0, |s| s.id);
+        let _ = writeln!(
+            out,
+            "{:#014x}: key={} use=0 exp={} server_id={} server_key={}",
+            e.stamp + 1,
+            e.key,
+            e.expires_in.as_millis(),
+            id,
+            e.server
+        );
+    }
+}

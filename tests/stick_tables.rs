@@ -1,0 +1,338 @@
+//! Stick tables side by side with HAProxy 2.6: the same config run by both, the same clients
+//! (bound to 127.0.0.X source addresses) and runtime-socket commands in the same order, and
+//! for each proxy the transcript of which server answered each client and what `show table`
+//! printed (entry addresses and expiry times left out). The transcripts must be equal, and
+//! each test also states the behaviour it is about.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Haproxy, NamedServer, Rolelb, free_port, stat_row, stats_cli, wait_until};
+use socket2::{Domain, Socket, Type};
+
+/// One thing done to a proxy.
+enum Step<'a> {
+    /// A client from 127.0.0.N connects and reads the answering server's name.
+    Ask(u8),
+    /// A runtime-socket command; its reply goes in the transcript.
+    Cli(&'a str),
+    /// Stops the named server (it refuses connections from then on) and waits until the
+    /// proxy's check marks it down.
+    Stop(&'a str),
+    /// Starts the named server again on its address and waits until it is up.
+    Restart(&'a str),
+    /// Waits this long.
+    Sleep(Duration),
+}
+
+/// The config both proxies run.
+fn config(
+    port: u16,
+    sock: &Path,
+    lines: &str,
+    servers: &[(&str, SocketAddr)],
+    opts: &str,
+) -> String {
+    let mut cfg = format!(
+        "global\n    stats socket {} level admin\n\ndefaults\n    mode tcp\n    \
+         timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\n\
+         listen lb\n    bind 127.0.0.1:{port}\n    balance roundrobin\n",
+        sock.display()
+    );
+    for line in lines.lines() {
+        cfg.push_str(&format!("    {}\n", line.trim()));
+    }
+    for (name, addr) in servers {
+        cfg.push_str(&format!("    server {name} {addr} {opts}\n"));
+    }
+    cfg
+}
+
+/// Connects from 127.0.0.`from` and reads the first line (the server's name), `-` when the
+/// connection closes without one.
+fn ask(addr: SocketAddr, from: u8) -> String {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, from), 0)).into())
+        .expect("bind the client address");
+    s.connect(&addr.into()).expect("connect to the proxy");
+    let mut conn: TcpStream = s.into();
+    conn.set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.contains(&b'\n') {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{addr}: neither an answer nor a close: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.lines().next().unwrap_or("-").to_string()
+}
+
+/// `show table` text with what differs by nature between two processes masked: the entry's
+/// address and the milliseconds left before it expires.
+fn masked(reply: &str) -> String {
+    reply
+        .lines()
+        .map(|l| {
+            let Some((_, rest)) = l.split_once(": key=") else {
+                return l.to_string();
+            };
+            let words: Vec<String> = rest
+                .split(' ')
+                .map(|w| match w.split_once('=') {
+                    Some(("exp", ms)) if ms != "0" => "exp=N".to_string(),
+                    _ => w.to_string(),
+                })
+                .collect();
+            format!("P: key={}", words.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether `show stat` says server `sv` of `lb` has status `want` (`UP`, `DOWN`).
+fn status_is(sock: &Path, sv: &str, want: &str) -> bool {
+    stat_row(&stats_cli(sock, "show stat"), "lb", sv)
+        .and_then(|r| r.get("status").cloned())
+        .is_some_and(|s| s.starts_with(want))
+}
+
+/// Runs `steps` against `which` ("rolelb" or "haproxy") with servers `a` and `b`; returns
+/// the transcript.
+fn run(which: &str, lines: &str, opts: &str, steps: &[Step<'_>]) -> Vec<String> {
+    let mut servers = [NamedServer::start("a"), NamedServer::start("b")];
+    let addrs: Vec<(&str, SocketAddr)> = vec![("a", servers[0].addr()), ("b", servers[1].addr())];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("stats.sock");
+    let port = free_port();
+    let cfg = config(port, &sock, lines, &addrs, opts);
+    let _proxy: Box<dyn std::any::Any> = match which {
+        "rolelb" => Box::new(Rolelb::start(&cfg)),
+        _ => Box::new(Haproxy::start(&cfg)),
+    };
+    let lb = SocketAddr::from(([127, 0, 0, 1], port));
+    // Ready once the runtime socket answers (no probe connection: it would be stored).
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()
+            && stats_cli(&sock, "show stat").contains("lb,BACKEND")),
+        "{which} did not start"
+    );
+    let mut out = Vec::new();
+    for step in steps {
+        match step {
+            Step::Ask(from) => out.push(format!("127.0.0.{from} -> {}", ask(lb, *from))),
+            Step::Cli(cmd) => out.push(format!("{cmd}:\n{}", masked(&stats_cli(&sock, cmd)))),
+            Step::Stop(name) => {
+                let i = usize::from(*name == "b");
+                servers[i].stop();
+                assert!(
+                    wait_until(Duration::from_secs(10), || status_is(&sock, name, "DOWN")),
+                    "{which}: {name} not seen down"
+                );
+            }
+            Step::Restart(name) => {
+                let i = usize::from(*name == "b");
+                let addr = servers[i].addr();
+                servers[i] = NamedServer::start_on(name, addr);
+                assert!(
+                    wait_until(Duration::from_secs(10), || status_is(&sock, name, "UP")),
+                    "{which}: {name} not seen up"
+                );
+            }
+            Step::Sleep(d) => std::thread::sleep(*d),
+        }
+    }
+    out
+}
+
+/// Runs `steps` on HAProxy and rolelb, asserts equal transcripts, returns rolelb's.
+fn side_by_side(lines: &str, opts: &str, steps: &[Step<'_>]) -> Vec<String> {
+    let haproxy = run("haproxy", lines, opts, steps);
+    let rolelb = run("rolelb", lines, opts, steps);
+    assert_eq!(
+        rolelb, haproxy,
+        "rolelb (left) and HAProxy 2.6 (right) differ with [{lines}]"
+    );
+    rolelb
+}
+
+/// The server that answered step `i` of a transcript.
+fn answer(t: &[String], i: usize) -> &str {
+    t[i].rsplit(" -> ").next().unwrap_or_default()
+}
+
+#[test]
+fn single_writer_layout_sends_every_client_to_one_server_until_it_goes_down() {
+    use Step::*;
+    let t = side_by_side(
+        "stick-table type ip size 1\nstick on dst",
+        "",
+        &[
+            Ask(2),
+            Ask(3),
+            Ask(4),
+            Ask(2),
+            Cli("show table lb"),
+            Cli("disable server lb/a"),
+            Ask(5),
+            Ask(2),
+            Ask(6),
+            Cli("enable server lb/a"),
+            Ask(7),
+            Ask(2),
+            Cli("show table lb"),
+            Cli("show table"),
+        ],
+    );
+    let first = answer(&t, 0);
+    assert!((0..4).all(|i| answer(&t, i) == first), "{t:#?}");
+    assert_eq!(first, "a", "{t:#?}");
+    // The stuck server went into maintenance: the next client goes elsewhere and sticks
+    // there, also once the old one is back.
+    assert!(
+        [6, 7, 8, 10, 11].iter().all(|&i| answer(&t, i) == "b"),
+        "{t:#?}"
+    );
+    assert!(
+        t[12].contains("key=127.0.0.1 use=0 exp=0 server_id=2 server_key=b"),
+        "{t:#?}"
+    );
+    assert!(
+        t[13].contains("# table: lb, type: ip, size:1, used:1"),
+        "{t:#?}"
+    );
+}
+
+#[test]
+fn a_stuck_server_found_down_by_its_check_is_left_and_not_returned_to() {
+    use Step::*;
+    let t = side_by_side(
+        "stick-table type ip size 1\nstick on dst",
+        "check inter 100ms fall 1 rise 1",
+        &[
+            Ask(2),
+            Ask(3),
+            Stop("a"),
+            Ask(4),
+            Ask(2),
+            Restart("a"),
+            Ask(5),
+            Cli("show table lb"),
+        ],
+    );
+    assert_eq!(
+        (0..t.len() - 1).map(|i| answer(&t, i)).collect::<Vec<_>>(),
+        ["a", "a", "b", "b", "b"],
+        "{t:#?}"
+    );
+}
+
+#[test]
+fn stick_on_src_keeps_each_client_on_its_server() {
+    use Step::*;
+    let t = side_by_side(
+        "stick-table type ip size 100 expire 30s\nstick on src",
+        "",
+        &[
+            Ask(2),
+            Ask(3),
+            Ask(2),
+            Ask(2),
+            Ask(3),
+            Ask(4),
+            Ask(4),
+            Ask(3),
+            Cli("show table lb"),
+        ],
+    );
+    for (a, b) in [(0, 2), (0, 3), (1, 4), (1, 7), (5, 6)] {
+        assert_eq!(answer(&t, a), answer(&t, b), "{t:#?}");
+    }
+    assert_ne!(answer(&t, 0), answer(&t, 1), "{t:#?}");
+    assert!(t[8].contains("used:3"), "{t:#?}");
+}
+
+#[test]
+fn a_full_table_drops_its_oldest_entry_and_entries_expire() {
+    use Step::*;
+    // Size 2 without expire: each new client's store makes room. HAProxy drops the entry
+    // that is first in its expiry queue, which a touch in a later millisecond than the
+    // entry's creation may requeue, so which old entry goes depends on timing there; both
+    // keep the table at its size with the newest entry in it, and rolelb drops the oldest.
+    let steps = [
+        Ask(2),
+        Ask(3),
+        Ask(4),
+        Cli("show table lb"),
+        Ask(5),
+        Cli("show table lb"),
+    ];
+    let lines = "stick-table type ip size 2\nstick on src";
+    for which in ["haproxy", "rolelb"] {
+        let t = run(which, lines, "", &steps);
+        for (i, newest) in [(3, "127.0.0.4"), (5, "127.0.0.5")] {
+            assert!(t[i].contains("size:2, used:2"), "{which}: {t:#?}");
+            assert_eq!(t[i].matches(" key=").count(), 2, "{which}: {t:#?}");
+            assert!(t[i].contains(&format!("key={newest} ")), "{which}: {t:#?}");
+        }
+        if which == "rolelb" {
+            assert!(t[3].contains("key=127.0.0.3 ") && t[5].contains("key=127.0.0.4 "));
+        }
+    }
+    // With expire, an entry not used for that long is gone.
+    let t = side_by_side(
+        "stick-table type ip size 10 expire 1s\nstick on src",
+        "",
+        &[
+            Ask(2),
+            Cli("show table lb"),
+            Sleep(Duration::from_millis(1600)),
+            Cli("show table lb"),
+        ],
+    );
+    assert!(t[1].contains("used:1") && t[2].contains("used:0"), "{t:#?}");
+}
+
+#[test]
+fn store_request_records_without_steering_and_match_steers_without_recording() {
+    use Step::*;
+    let t = side_by_side(
+        "stick-table type ip size 10\nstick store-request src",
+        "",
+        &[Ask(2), Ask(2), Ask(2), Cli("show table lb")],
+    );
+    assert_ne!(
+        answer(&t, 0),
+        answer(&t, 1),
+        "store-request alone does not stick: {t:#?}"
+    );
+    assert!(t[3].contains("key=127.0.0.2"), "{t:#?}");
+    let t = side_by_side(
+        "stick-table type ip size 10\nstick match src",
+        "",
+        &[Ask(2), Ask(2), Cli("show table lb")],
+    );
+    assert_ne!(answer(&t, 0), answer(&t, 1), "{t:#?}");
+    assert!(t[2].contains("used:0"), "{t:#?}");
+    // Match one key, store another: the client is sent where its destination was stored.
+    let t = side_by_side(
+        "stick-table type ip size 10\nstick match src\nstick store-request src",
+        "",
+        &[Ask(2), Ask(3), Ask(2), Ask(3), Cli("show table lb")],
+    );
+    assert_eq!(answer(&t, 0), answer(&t, 2), "{t:#?}");
+    assert_eq!(answer(&t, 1), answer(&t, 3), "{t:#?}");
+}
