@@ -206,3 +206,53 @@ impl BackendRt {
         Some(total)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{NodeRole, Registry};
+    use crate::table::testing::{build, parse};
+
+    fn conn(src: u8) -> Option<ConnAddrs> {
+        Some(ConnAddrs {
+            src: IpAddr::from([127, 0, 0, src]),
+            dst: IpAddr::from([127, 0, 0, 1]),
+        })
+    }
+
+    #[test]
+    fn a_stuck_server_that_lost_the_primary_role_is_never_picked() {
+        let c = parse(
+            "backend be\n    role primary\n    role-check pgsql user monitor\n    \
+             stick-table type ip size 1\n    stick on dst\n    \
+             server a 127.0.0.1:1\n    server b 127.0.0.1:2\n",
+        );
+        let reg = Registry::default();
+        let t = build(&c, &reg, 1);
+        let be = &t.backends["be"];
+        be.servers[0].live.set_role(NodeRole::Primary);
+        be.servers[1].live.set_role(NodeRole::Replica);
+        let t = build(&c, &reg, 2);
+        let be = &t.backends["be"];
+        let idx = be.pick(conn(2), None).expect("the primary");
+        be.stick_store(conn(2).expect("addrs"), idx);
+        be.release(idx);
+        assert_eq!(be.servers[idx].name(), "a");
+        // a steps down and b is promoted: the entry still names a, the guard wins at once
+        // (before any new table) and the store moves the entry to b.
+        be.servers[0].live.set_role(NodeRole::Replica);
+        assert!(be.pick(conn(3), None).is_err(), "a is no primary any more");
+        be.servers[1].live.set_role(NodeRole::Primary);
+        let t = build(&c, &reg, 3);
+        let be = &t.backends["be"];
+        let idx = be.pick(conn(3), None).expect("the new primary");
+        assert_eq!(be.servers[idx].name(), "b");
+        be.stick_store(conn(3).expect("addrs"), idx);
+        be.release(idx);
+        // a comes back as a replica: still never picked for this role primary backend.
+        let t = build(&c, &reg, 4);
+        let be = &t.backends["be"];
+        let idx = be.pick(conn(4), None).expect("b");
+        assert_eq!(be.servers[idx].name(), "b");
+    }
+}
