@@ -336,3 +336,66 @@ fn store_request_records_without_steering_and_match_steers_without_recording() {
     assert_eq!(answer(&t, 0), answer(&t, 1), "{t:#?}");
     assert_eq!(answer(&t, 2), answer(&t, 3), "{t:#?}");
 }
+
+#[test]
+fn every_key_type_prints_its_keys_as_haproxy_does() {
+    use Step::*;
+    for key in ["ipv6", "integer", "string", "string len 6"] {
+        let t = side_by_side(
+            &format!("stick-table type {key} size 10\nstick on src"),
+            "",
+            &[
+                Ask(2),
+                Ask(2),
+                Ask(13),
+                Cli("show table lb"),
+                Cli("show table"),
+                Cli("show table nosuch"),
+            ],
+        );
+        assert_eq!(answer(&t, 0), answer(&t, 1), "{key}: {t:#?}");
+        // Six bytes of text make 127.0.0.2 and 127.0.0.13 one key.
+        let used = if key == "string len 6" { 1 } else { 2 };
+        assert!(t[3].contains(&format!("used:{used}")), "{key}: {t:#?}");
+        assert!(t[5].contains("No such table"), "{key}: {t:#?}");
+    }
+}
+
+#[test]
+fn entries_survive_a_reload() {
+    let servers = [NamedServer::start("a"), NamedServer::start("b")];
+    let addrs = [("a", servers[0].addr()), ("b", servers[1].addr())];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("stats.sock");
+    let port = free_port();
+    let lb = SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = config(
+        port,
+        &sock,
+        "stick-table type ip size 1\nstick on dst",
+        &addrs,
+        "",
+    );
+    let rolelb = Rolelb::start(&cfg);
+    assert!(wait_until(Duration::from_secs(10), || sock.exists()
+        && stats_cli(&sock, "show stat").contains("lb,BACKEND")));
+    assert_eq!(ask(lb, 2), "a");
+    stats_cli(&sock, "disable server lb/a");
+    assert_eq!(ask(lb, 2), "b");
+    stats_cli(&sock, "enable server lb/a");
+    // A reload that changes the table's size keeps its entries.
+    let mark = rolelb.log_mark();
+    rolelb.rewrite_config(&cfg.replace("size 1", "size 2"));
+    rolelb.reload();
+    assert!(
+        rolelb.wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        rolelb.stderr_text()
+    );
+    assert_eq!(ask(lb, 3), "b", "the entry outlived the reload");
+    let shown = stats_cli(&sock, "show table lb");
+    assert!(
+        shown.contains("size:2, used:1") && shown.contains("server_key=b"),
+        "{shown}"
+    );
+}
