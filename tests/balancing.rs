@@ -519,6 +519,35 @@ fn source_sends_every_client_to_haproxys_server_map_based_and_consistent_ipv4_an
 }
 
 #[test]
+fn source_consistent_places_servers_by_their_id_like_haproxy() {
+    let (a, b, c) = three_weighted();
+    // Ids out of declaration order: a 3, b takes the first free id (2), c 1. The points of a
+    // server sit where its id puts them, so the positions alone would send clients elsewhere.
+    let servers = [
+        Srv::of(&a, "id 3"),
+        Srv::of(&b, "weight 2"),
+        Srv::of(&c, "id 1"),
+    ];
+    let pair = start_source_pair("consistent", &servers);
+    let all_up = assert_same_assignment(&pair, "ids 3, auto, 1");
+    let used: HashSet<&str> = all_up.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(used.len(), 3, "every server gets clients");
+    disable_in_both(&pair, "a");
+    assert_same_assignment(&pair, "ids 3, auto, 1; a disabled");
+    for side in &pair.sides {
+        let csv = common::stats_cli(&side.socket, "show stat");
+        let sids: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let row = common::stat_row(&csv, "lb", n).expect("server row");
+                row.get("sid").cloned().unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(sids, ["3", "2", "1"], "{}: sid", side.name);
+    }
+}
+
+#[test]
 fn source_consistent_follows_haproxy_while_slowstart_ramps_a_server() {
     let (a, b, c) = three_weighted();
     let servers = [

@@ -39,7 +39,7 @@ pub struct Candidate {
     /// Effective weight on HAProxy's scale (user weight times 16, ramped by `slowstart`,
     /// after admin overrides); always >= 1 here. Only ratios matter.
     pub weight: u32,
-    /// HAProxy's server id (`puid`): the server's position in its backend, from 1. It places
+    /// HAProxy's server id (`puid`: its `id`, else numbered in declaration order). It places
     /// the server's points for `hash-type consistent`.
     pub key: u64,
 }

@@ -26,11 +26,13 @@ pub(crate) fn build_backend(
         max_lag: be.max_lag,
         source: be.role_source,
     };
+    let puids = config::server_ids(be.servers.iter().map(|s| &**s));
     let servers: Vec<ServerRt> = be
         .servers
         .iter()
         .zip(&entries.servers)
-        .map(|(s, slive)| {
+        .zip(puids)
+        .map(|((s, slive), puid)| {
             let weight = slive.user_weight(s.weight);
             let ramp = slive.ramp(s.slowstart, now);
             let eweight = match ramp {
@@ -48,6 +50,7 @@ pub(crate) fn build_backend(
                 ramp,
                 eweight,
                 live: slive.clone(),
+                puid,
             }
         })
         .collect();
@@ -87,7 +90,7 @@ pub(crate) fn build_backend(
                 let s = &servers[i];
                 Candidate {
                     weight: s.eweight.max(1),
-                    key: i as u64 + 1,
+                    key: u64::from(s.puid),
                 }
             })
             .collect();

@@ -62,6 +62,9 @@ pub struct ServerRt {
     pub eweight: u32,
     /// Live state shared across tables.
     pub live: Arc<ServerLive>,
+    /// Its id in the backend (HAProxy's `puid`: `id N`, else numbered by
+    /// [`config::server_ids`]): `sid` in `show stat`, the key of its consistent-hash points.
+    pub puid: u32,
 }
 
 impl ServerRt {
