@@ -223,6 +223,27 @@ fn connection_and_content_rules_accept_and_reject_as_haproxy() {
         ours.iter().any(|l| l == "TCPLOG 10.1.2.3 fe fe <NOSRV> PR"),
         "{ours:?}"
     );
+    // Connection rejects count in `dcon`, content rejects in `dreq`, in both.
+    let denied = |side: &Side| {
+        let row =
+            stat_row(&stats_cli(&side.socket, "show stat"), "fe", "FRONTEND").unwrap_or_default();
+        ["dcon", "dreq", "dses", "dresp"].map(|c| row.get(c).cloned().unwrap_or_default())
+    };
+    let rejected = |kind: &str| seen.iter().filter(|s| *s == kind).count().to_string();
+    let want = [
+        rejected("reset"),
+        rejected("closed"),
+        "0".into(),
+        "0".into(),
+    ];
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            pair.sides.iter().all(|side| denied(side) == want)
+        }),
+        "dcon dreq dses dresp: want {want:?}, rolelb {:?}, haproxy {:?}",
+        denied(&pair.sides[0]),
+        denied(&pair.sides[1])
+    );
 }
 
 fn failover_config(

@@ -263,6 +263,12 @@ fn frontend_row(env: &Env, table: &Table, px: &Proxy<'_>, out: &mut String) {
         row.set("conn_tot", total);
         row.set("bin", live.bytes_in.load(Ordering::Relaxed));
         row.set("bout", live.bytes_out.load(Ordering::Relaxed));
+        // `tcp-request connection reject` counts `dcon`, `tcp-request content reject`
+        // `dreq`; rolelb has no `tcp-request session` rules (`dses`) nor responses to deny.
+        row.set("dcon", live.denied_conns.load(Ordering::Relaxed));
+        row.set("dreq", live.denied_reqs.load(Ordering::Relaxed));
+        row.set("dses", 0);
+        row.set("dresp", 0);
     }
     row.write(out);
 }

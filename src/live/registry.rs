@@ -65,6 +65,10 @@ pub struct FrontendLive {
     pub conn_rate: RateMax,
     /// Woken when a connection ends (for `maxconn`).
     pub conn_freed: Notify,
+    /// Connections a `tcp-request connection reject` refused (`dcon`).
+    pub denied_conns: AtomicU64,
+    /// Sessions a `tcp-request content reject` refused (`dreq`, as HAProxy counts them).
+    pub denied_reqs: AtomicU64,
 }
 
 /// Live state that outlives tables, keyed by proxy and server names. Only `control` writes

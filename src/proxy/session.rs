@@ -239,6 +239,7 @@ pub async fn serve(
             table: &current,
         };
         if rules::connection_verdict(&fe, &conn) == TcpAction::Reject {
+            fe.live.denied_conns.fetch_add(1, Ordering::Relaxed);
             return reset(client);
         }
     }
@@ -273,6 +274,7 @@ pub async fn serve(
         };
         if rules::content_verdict(&fe, &conn) == TcpAction::Reject {
             // As HAProxy: a content reject closes normally (FIN); only connection rules reset.
+            fe.live.denied_reqs.fetch_add(1, Ordering::Relaxed);
             log_rejected(&fe, &table, &accepted);
             return;
         }
