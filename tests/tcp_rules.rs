@@ -256,24 +256,29 @@ fn connection_and_content_rules_accept_and_reject_as_haproxy() {
         ours.iter().any(|l| l == "TCPLOG 10.1.2.3 fe fe <NOSRV> PR"),
         "{ours:?}"
     );
-    // Connection rejects count in `dcon`, content rejects in `dreq`, in both.
+    // Connection rejects count in `dcon` (and are no session), content rejects in `dreq`.
     let denied = |side: &Side| {
         let row =
             stat_row(&stats_cli(&side.socket, "show stat"), "fe", "FRONTEND").unwrap_or_default();
-        ["dcon", "dreq", "dses", "dresp"].map(|c| row.get(c).cloned().unwrap_or_default())
+        ["dcon", "dreq", "dses", "dresp", "stot", "conn_tot"]
+            .map(|c| row.get(c).cloned().unwrap_or_default())
     };
-    let rejected = |kind: &str| seen.iter().filter(|s| *s == kind).count().to_string();
+    let count = |kind: &str| seen.iter().filter(|s| *s == kind).count();
+    let resets = count("reset");
+    // A connection a connection rule rejects never becomes a session (`stot`).
     let want = [
-        rejected("reset"),
-        rejected("closed"),
+        resets.to_string(),
+        count("closed").to_string(),
         "0".into(),
         "0".into(),
+        (seen.len() - resets).to_string(),
+        seen.len().to_string(),
     ];
     assert!(
         wait_until(Duration::from_secs(5), || {
             pair.sides.iter().all(|side| denied(side) == want)
         }),
-        "dcon dreq dses dresp: want {want:?}, rolelb {:?}, haproxy {:?}",
+        "dcon dreq dses dresp stot conn_tot: want {want:?}, rolelb {:?}, haproxy {:?}",
         denied(&pair.sides[0]),
         denied(&pair.sides[1])
     );
@@ -286,6 +291,8 @@ fn connection_and_content_rules_accept_and_reject_as_haproxy() {
         ]
         .map(|name| side.metric(name, "fe").unwrap_or_default());
         assert_eq!(got[..], want[..3], "{}: /metrics", side.name);
+        let sessions = side.metric("haproxy_frontend_sessions_total", "fe");
+        assert_eq!(sessions.as_ref(), Some(&want[4]), "{}: sessions", side.name);
     }
 }
 

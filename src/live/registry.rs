@@ -53,8 +53,11 @@ pub struct BackendLive {
 pub struct FrontendLive {
     /// Client connections currently open.
     pub conns: AtomicU32,
-    /// Client connections ever accepted.
+    /// Client connections ever accepted (`conn_tot`).
     pub total_conns: AtomicU64,
+    /// Sessions ever started (`stot`): accepted connections that passed the `tcp-request
+    /// connection` rules and, on an `accept-proxy` bind, sent a valid PROXY header.
+    pub total_sessions: AtomicU64,
     /// Most client connections ever open at once.
     pub max_conns: AtomicU32,
     /// Bytes received from clients.

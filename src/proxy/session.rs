@@ -263,6 +263,8 @@ pub async fn serve(
         accepted.local = addresses.local;
         accepted.t_handshake = accepted.ms(Instant::now());
     }
+    // A session from here on, as HAProxy counts them (its `session_count_new`).
+    fe.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     // From here on the client is who the PROXY header said, if there was one.
     let (peer, local) = (accepted.peer, accepted.local);
     let fe = {

@@ -45,7 +45,7 @@ pub(super) const FRONTEND: &[(&str, &str, &str, FeValue)] = &[
         "sessions_total",
         "counter",
         "Total number of sessions since process started",
-        |f| f.load(|l| l.total_conns.load(Ordering::Relaxed)),
+        |f| f.load(|l| l.total_sessions.load(Ordering::Relaxed)),
     ),
     (
         "bytes_in_total",
