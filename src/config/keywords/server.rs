@@ -143,7 +143,7 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
 /// refuses it on `default-server`; its uniqueness is checked by the `server` line.
 fn server_id(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
     if s.name.is_empty() {
-        return Err("'id' is not accepted on 'default-server': ids are per server".into());
+        return Err("'id' option is not accepted in default-server sections".into());
     }
     let text = ctx.arg(0, "an integer")?;
     let n: i64 = text
