@@ -306,6 +306,57 @@ fn backup_servers_serve_only_when_no_active_server_is_available_like_haproxy() {
     assert!(seq.iter().all(|n| n == "a" || n == "b"), "{seq:?}");
 }
 
+#[test]
+fn uneven_backups_share_haproxys_map_under_static_rr_and_map_based_source() {
+    let (a, b, c) = three_weighted();
+    // Without `option allbackups` HAProxy's map-based algorithms fill their map over every
+    // usable backup with the first one's weight as its size; the others use the first alone.
+    for (wb, wc) in [(2, 5), (3, 5), (2, 2), (1, 3)] {
+        let (ob, oc) = (format!("backup weight {wb}"), format!("backup weight {wc}"));
+        let servers = [Srv::of(&a, "disabled"), Srv::of(&b, &ob), Srv::of(&c, &oc)];
+        for balance in ["balance static-rr", "balance roundrobin", "balance first"] {
+            let p = start_pair(balance, &servers);
+            let ours = sequence(p.rolelb_addr, 12);
+            assert_eq!(
+                ours,
+                sequence(p.haproxy_addr, 12),
+                "{balance}, backups weights {wb} and {wc}"
+            );
+            if balance == "balance static-rr" && (wb, wc) == (2, 5) {
+                assert_eq!(ours, vec!["c"; 12], "the heavier later backup takes it all");
+            }
+        }
+        if wb > 1 {
+            let pair = start_source_pair("map-based", &servers);
+            assert_same_assignment(&pair, &format!("map-based, backups {wb} and {wc}"));
+            // The backend's weight is the first backup's alone in both; `bck` counts both.
+            let row = |side: &SourceSide| {
+                let csv = common::stats_cli(&side.socket, "show stat");
+                let row = common::stat_row(&csv, "lb", "BACKEND").expect("backend row");
+                (row.get("weight").cloned(), row.get("bck").cloned())
+            };
+            let ours = row(&pair.sides[0]);
+            assert_eq!(
+                ours,
+                row(&pair.sides[1]),
+                "backend weight, backups {wb} {wc}"
+            );
+            assert_eq!(ours, (Some(wb.to_string()), Some("2".into())));
+        }
+    }
+    let servers = [
+        Srv::of(&a, "disabled"),
+        Srv::of(&b, "backup weight 2"),
+        Srv::of(&c, "backup weight 5"),
+    ];
+    let pair = start_source_pair("consistent", &servers);
+    let all = assert_same_assignment(&pair, "consistent, backups 2 and 5");
+    assert!(
+        all.iter().all(|(_, s)| s == "b"),
+        "consistent: the first backup"
+    );
+}
+
 /// rolelb and HAProxy on one `balance source` config, each with a direct bind on 127.0.0.1,
 /// one on `::1`, one on `::ffff:127.0.0.1` (IPv4 clients seen as IPv4-mapped IPv6 addresses)
 /// and an `accept-proxy` bind (the PROXY header sets the client address, so clients can come
@@ -515,6 +566,35 @@ fn source_sends_every_client_to_haproxys_server_map_based_and_consistent_ipv4_an
                 .count();
             assert!(moved > 0, "{what}: b's clients moved");
         }
+    }
+}
+
+#[test]
+fn source_consistent_places_servers_by_their_id_like_haproxy() {
+    let (a, b, c) = three_weighted();
+    // Ids out of declaration order: a 3, b takes the first free id (2), c 1. The points of a
+    // server sit where its id puts them, so the positions alone would send clients elsewhere.
+    let servers = [
+        Srv::of(&a, "id 3"),
+        Srv::of(&b, "weight 2"),
+        Srv::of(&c, "id 1"),
+    ];
+    let pair = start_source_pair("consistent", &servers);
+    let all_up = assert_same_assignment(&pair, "ids 3, auto, 1");
+    let used: HashSet<&str> = all_up.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(used.len(), 3, "every server gets clients");
+    disable_in_both(&pair, "a");
+    assert_same_assignment(&pair, "ids 3, auto, 1; a disabled");
+    for side in &pair.sides {
+        let csv = common::stats_cli(&side.socket, "show stat");
+        let sids: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|n| {
+                let row = common::stat_row(&csv, "lb", n).expect("server row");
+                row.get("sid").cloned().unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(sids, ["3", "2", "1"], "{}: sid", side.name);
     }
 }
 

@@ -115,9 +115,10 @@ fn show_stat_and_servers_state_match_haproxy_26() {
     let servers = |ports: &[u16; 4]| {
         vec![
             format!("act 127.0.0.1:{}", ports[0]),
-            format!("bck 127.0.0.1:{} backup", ports[1]),
+            // Explicit ids; the others take the next free one (act 2, off 4, heavy 6).
+            format!("bck 127.0.0.1:{} backup id 1", ports[1]),
             format!("off 127.0.0.1:{} disabled", ports[2]),
-            format!("zero 127.0.0.1:{} weight 0", ports[3]),
+            format!("zero 127.0.0.1:{} weight 0 id 9", ports[3]),
             format!("heavy 127.0.0.1:{} weight 7", ports[0]),
         ]
     };
@@ -186,10 +187,20 @@ fn show_stat_and_servers_state_match_haproxy_26() {
     assert_eq!(ours_lines.len(), theirs_lines.len());
     for (o, t) in ours_lines.iter().zip(&theirs_lines) {
         assert_eq!(o.len(), t.len(), "{o:?} vs {t:?}");
-        // be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight
-        for i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 18] {
+        // be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight
+        // srv_iweight ... bk_f_forced_id srv_f_forced_id srv_fqdn srv_port
+        for i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17, 18] {
             assert_eq!(o[i], t[i], "field {i} of {o:?} vs {t:?}");
         }
+    }
+    // `show stat IID TYPE SID` selects a server by its id.
+    let iid = &theirs_rows.iter().find(|r| r[0] == "be").expect("be row")[col("iid")];
+    for sid in ["9", "2"] {
+        let filter = format!("show stat {iid} 4 {sid}");
+        let picked = |s: &str| rows(s).iter().map(key).collect::<Vec<_>>();
+        let theirs = picked(&cli(&theirs.admin(), &filter));
+        assert_eq!(theirs.len(), 1, "{filter}: {theirs:?}");
+        assert_eq!(picked(&cli(&ours.admin(), &filter)), theirs, "{filter}");
     }
     assert_eq!(
         cli(&ours.admin(), "show servers state nope"),

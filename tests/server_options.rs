@@ -1,5 +1,6 @@
 //! Server options that shape traffic: `send-proxy` / `send-proxy-v2` (the PROXY header the
-//! server receives, byte for byte the same as HAProxy 2.6 sends) and `slowstart`.
+//! server receives, byte for byte the same as HAProxy 2.6 sends) and `slowstart`; and the
+//! `id` values `haproxy -c` refuses (what ids do is in `balancing.rs` and `runtime_socket.rs`).
 
 mod common;
 mod lbcfg;
@@ -125,4 +126,52 @@ fn slowstart_ramps_a_returning_server_up_gradually() {
         wait_until(Duration::from_secs(10), || share_of_b(40) >= 0.45),
         "b reaches its full weight after slowstart"
     );
+}
+
+#[test]
+fn bad_server_ids_are_refused_with_their_line_as_haproxy_refuses_them() {
+    let cfg = |servers: &str| {
+        format!(
+            "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    \
+             timeout server 1s\n\nlisten lb\n    bind 127.0.0.1:{}\n{servers}",
+            free_port()
+        )
+    };
+    let good = cfg("    server a 127.0.0.1:1 id 2\n    server b 127.0.0.1:2\n");
+    assert!(Haproxy::check(&good).0, "HAProxy refuses ids 2 and auto");
+    let (ok, text) = Rolelb::check(&good);
+    assert!(ok && !text.contains("WARNING"), "{text}");
+    for (servers, line, why) in [
+        (
+            "    server a 127.0.0.1:1 id 2\n    server b 127.0.0.1:2 id 2\n",
+            10,
+            "custom id 2 already used at",
+        ),
+        (
+            "    server a 127.0.0.1:1 id 0\n",
+            9,
+            "custom id has to be > 0",
+        ),
+        (
+            "    default-server id 3\n    server a 127.0.0.1:1\n",
+            9,
+            "not accepted in default-server",
+        ),
+    ] {
+        // HAProxy 2.6 alerts on all three, but still calls the file valid after the
+        // `default-server` alert (and then ignores that id): rolelb refuses it.
+        let (valid, theirs) = Haproxy::check(&cfg(servers));
+        assert!(theirs.contains(why), "HAProxy: {theirs}");
+        assert_eq!(
+            valid,
+            servers.contains("default-server"),
+            "HAProxy: {theirs}"
+        );
+        let (valid, ours) = Rolelb::check(&cfg(servers));
+        assert!(!valid, "{servers}: {ours}");
+        assert!(
+            ours.contains(&format!(".cfg:{line}: ")) && ours.contains(why),
+            "{servers}: {ours}"
+        );
+    }
 }

@@ -55,6 +55,8 @@ struct Side {
     name: &'static str,
     ports: [u16; 3],
     socket: PathBuf,
+    /// Where `/metrics` answers (rolelb's `admin bind`, HAProxy's Prometheus exporter).
+    metrics: u16,
 }
 
 impl Side {
@@ -63,7 +65,38 @@ impl Side {
             name,
             ports: [free_port(), free_port(), free_port()],
             socket: dir.join(format!("{name}.sock")),
+            metrics: free_port(),
         }
+    }
+
+    /// The `global` section and the section serving `/metrics` on this side.
+    fn global_with_metrics(&self) -> (String, String) {
+        let global = global(self);
+        if self.name == "rolelb" {
+            let admin = format!("\n    admin bind 127.0.0.1:{}\n\n", self.metrics);
+            (
+                format!("{}{admin}", global.trim_end_matches('\n')),
+                String::new(),
+            )
+        } else {
+            let prom = format!(
+                "frontend prom\n    mode http\n    bind 127.0.0.1:{}\n    \
+                 http-request use-service prometheus-exporter if {{ path /metrics }}\n\n",
+                self.metrics
+            );
+            (global, prom)
+        }
+    }
+
+    /// The value of the `/metrics` sample `name{proxy="PROXY"}`.
+    fn metric(&self, name: &str, proxy: &str) -> Option<String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.metrics));
+        let (_, _, body) =
+            common::http_request(addr, "GET", "/metrics", &[], "", Duration::from_secs(10)).ok()?;
+        let series = format!("{name}{{proxy=\"{proxy}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(str::to_owned)
     }
 
     fn addr(&self, listener: usize) -> SocketAddr {
@@ -156,8 +189,9 @@ fn connection_and_content_rules_accept_and_reject_as_haproxy() {
         let list = dir.join("blocked.lst");
         std::fs::write(&list, "# blocked clients\n127.0.0.2\r\n\n \t127.0.1.0/24\n")
             .expect("writing the pattern file");
+        let (global, metrics) = side.global_with_metrics();
         format!(
-            "{}{DEFAULTS}frontend fe\n    bind 127.0.0.1:{}\n    bind 127.0.0.1:{}\n    \
+            "{global}{DEFAULTS}{metrics}frontend fe\n    bind 127.0.0.1:{}\n    bind 127.0.0.1:{}\n    \
              bind 127.0.0.1:{} accept-proxy\n    log global\n    \
              log-format \"TCPLOG %ci %ft %b %s %ts\"\n    \
              acl blocked src -f {}\n    acl on_admin dst_port {}\n    \
@@ -170,7 +204,6 @@ fn connection_and_content_rules_accept_and_reject_as_haproxy() {
              tcp-request content accept\n    \
              tcp-request content reject\n    \
              default_backend b\n\nbackend b\n    server a {}\n",
-            global(side),
             side.ports[0],
             side.ports[1],
             side.ports[2],
@@ -223,6 +256,44 @@ fn connection_and_content_rules_accept_and_reject_as_haproxy() {
         ours.iter().any(|l| l == "TCPLOG 10.1.2.3 fe fe <NOSRV> PR"),
         "{ours:?}"
     );
+    // Connection rejects count in `dcon` (and are no session), content rejects in `dreq`.
+    let denied = |side: &Side| {
+        let row =
+            stat_row(&stats_cli(&side.socket, "show stat"), "fe", "FRONTEND").unwrap_or_default();
+        ["dcon", "dreq", "dses", "dresp", "stot", "conn_tot"]
+            .map(|c| row.get(c).cloned().unwrap_or_default())
+    };
+    let count = |kind: &str| seen.iter().filter(|s| *s == kind).count();
+    let resets = count("reset");
+    // A connection a connection rule rejects never becomes a session (`stot`).
+    let want = [
+        resets.to_string(),
+        count("closed").to_string(),
+        "0".into(),
+        "0".into(),
+        (seen.len() - resets).to_string(),
+        seen.len().to_string(),
+    ];
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            pair.sides.iter().all(|side| denied(side) == want)
+        }),
+        "dcon dreq dses dresp stot conn_tot: want {want:?}, rolelb {:?}, haproxy {:?}",
+        denied(&pair.sides[0]),
+        denied(&pair.sides[1])
+    );
+    // And the Prometheus families that carry them.
+    for side in &pair.sides {
+        let got = [
+            "haproxy_frontend_denied_connections_total",
+            "haproxy_frontend_requests_denied_total",
+            "haproxy_frontend_denied_sessions_total",
+        ]
+        .map(|name| side.metric(name, "fe").unwrap_or_default());
+        assert_eq!(got[..], want[..3], "{}: /metrics", side.name);
+        let sessions = side.metric("haproxy_frontend_sessions_total", "fe");
+        assert_eq!(sessions.as_ref(), Some(&want[4]), "{}: sessions", side.name);
+    }
 }
 
 fn failover_config(

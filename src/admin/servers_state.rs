@@ -64,7 +64,7 @@ fn line(be_id: u32, be_name: &str, s: &ServerView<'_>, now: Instant, out: &mut S
     let dash = |a: Option<std::net::IpAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
     let _ = writeln!(
         out,
-        "{be_id} {be_name} {} {} {} {} {} {} {} {} {check_status} {check_result} {} {} {} 0 0 - {} - 0 {} {} {} {}",
+        "{be_id} {be_name} {} {} {} {} {} {} {} {} {check_status} {check_result} {} {} {} 0 {} - {} - 0 {} {} {} {}",
         s.id,
         s.cfg.name,
         s.cfg.addr.ip(),
@@ -76,6 +76,7 @@ fn line(be_id: u32, be_name: &str, s: &ServerView<'_>, now: Instant, out: &mut S
         s.check_health(now),
         s.check_state(),
         s.agent_state(),
+        u8::from(s.cfg.id.is_some()),
         s.cfg.addr.port(),
         s.cfg.check_port.unwrap_or(0),
         dash(s.cfg.check_addr),

@@ -258,11 +258,16 @@ fn frontend_row(env: &Env, table: &Table, px: &Proxy<'_>, out: &mut String) {
         let live = &rt.live;
         row.set("scur", live.conns.load(Ordering::Relaxed));
         row.set("smax", live.max_conns.load(Ordering::Relaxed));
-        let total = live.total_conns.load(Ordering::Relaxed);
-        row.set("stot", total);
-        row.set("conn_tot", total);
+        row.set("stot", live.total_sessions.load(Ordering::Relaxed));
+        row.set("conn_tot", live.total_conns.load(Ordering::Relaxed));
         row.set("bin", live.bytes_in.load(Ordering::Relaxed));
         row.set("bout", live.bytes_out.load(Ordering::Relaxed));
+        // `tcp-request connection reject` counts `dcon`, `tcp-request content reject`
+        // `dreq`; rolelb has no `tcp-request session` rules (`dses`) nor responses to deny.
+        row.set("dcon", live.denied_conns.load(Ordering::Relaxed));
+        row.set("dreq", live.denied_reqs.load(Ordering::Relaxed));
+        row.set("dses", 0);
+        row.set("dresp", 0);
     }
     row.write(out);
 }

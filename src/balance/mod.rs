@@ -39,7 +39,7 @@ pub struct Candidate {
     /// Effective weight on HAProxy's scale (user weight times 16, ramped by `slowstart`,
     /// after admin overrides); always >= 1 here. Only ratios matter.
     pub weight: u32,
-    /// HAProxy's server id (`puid`): the server's position in its backend, from 1. It places
+    /// HAProxy's server id (`puid`: its `id`, else numbered in declaration order). It places
     /// the server's points for `hash-type consistent`.
     pub key: u64,
 }
@@ -82,15 +82,67 @@ pub fn build(
     balance: Balance,
     hash_type: HashType,
     candidates: &[Candidate],
+    slots: MapSlots,
     cursor: Arc<Cursor>,
 ) -> Box<dyn Selector> {
     match (balance, hash_type) {
         (Balance::RoundRobin, _) => Box::new(roundrobin::RoundRobin::new(candidates, cursor)),
-        (Balance::StaticRr, _) => Box::new(static_rr::StaticRr::new(candidates, cursor)),
+        (Balance::StaticRr, _) => {
+            Box::new(static_rr::StaticRr::with_slots(candidates, slots, cursor))
+        }
         (Balance::LeastConn, _) => Box::new(leastconn::LeastConn::new(candidates, cursor)),
         (Balance::First, _) => Box::new(first::First::new(candidates)),
-        (Balance::Source, HashType::MapBased) => Box::new(source::MapBased::new(candidates)),
+        (Balance::Source, HashType::MapBased) => {
+            Box::new(source::MapBased::with_slots(candidates, slots))
+        }
         (Balance::Source, HashType::Consistent) => Box::new(source::Consistent::new(candidates)),
+    }
+}
+
+/// Whether `balance`/`hash_type` is one of HAProxy's map-based algorithms (`lb_map.c`):
+/// `static-rr`, and `source` with `hash-type map-based`.
+pub fn map_based(balance: Balance, hash_type: HashType) -> bool {
+    matches!(
+        (balance, hash_type),
+        (Balance::StaticRr, _) | (Balance::Source, HashType::MapBased)
+    )
+}
+
+/// How many slots the map of a map-based algorithm has ([`map_based`]; the others ignore it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapSlots {
+    /// One per unit of every candidate's weight (weights reduced by their GCD).
+    Every,
+    /// HAProxy's backup map without `option allbackups` (`update_backend_weight` with
+    /// `fbck`): the map is filled over every candidate (the usable backups) but has only as
+    /// many slots as the first candidate's weight, so a heavier later backup takes slots from
+    /// it. Weights are divided by `unit`, rounded up: 16 times the GCD of the configured
+    /// weights of the backend's servers (HAProxy's `wmult`).
+    FirstWeight {
+        /// The weight divisor, on the candidates' scale.
+        unit: u32,
+    },
+}
+
+impl MapSlots {
+    /// The map's weights and its number of slots for `candidates`.
+    fn weights(self, candidates: &[Candidate]) -> (Vec<u64>, u64) {
+        match self {
+            MapSlots::Every => {
+                let weights = reduced_weights(candidates);
+                let total = weights.iter().sum();
+                (weights, total)
+            }
+            MapSlots::FirstWeight { unit } => {
+                let unit = u64::from(unit.max(1));
+                let weights: Vec<u64> = candidates
+                    .iter()
+                    .map(|c| u64::from(c.weight.clamp(1, MAX_WEIGHT)).div_ceil(unit))
+                    .collect();
+                let total = weights.first().copied().unwrap_or(0);
+                (weights, total)
+            }
+        }
     }
 }
 
@@ -323,7 +375,7 @@ mod tests {
             Balance::Source,
         ] {
             for hash_type in [HashType::MapBased, HashType::Consistent] {
-                let selector = build(balance, hash_type, &[], Arc::default());
+                let selector = build(balance, hash_type, &[], MapSlots::Every, Arc::default());
                 assert_eq!(
                     selector.pick(&live, None),
                     None,
@@ -340,7 +392,13 @@ mod tests {
         let candidates = weighted(&[5, 3, 1]);
         let live = FakeLive::all_usable(3);
         for balance in [Balance::RoundRobin, Balance::StaticRr] {
-            let selector = build(balance, HashType::MapBased, &candidates, Arc::default());
+            let selector = build(
+                balance,
+                HashType::MapBased,
+                &candidates,
+                MapSlots::Every,
+                Arc::default(),
+            );
             let totals = thread::scope(|scope| {
                 let handles: Vec<_> = (0..THREADS)
                     .map(|_| {
@@ -372,7 +430,13 @@ mod tests {
             (Balance::Source, HashType::MapBased),
             (Balance::Source, HashType::Consistent),
         ] {
-            let selector = build(balance, hash_type, &candidates, Arc::default());
+            let selector = build(
+                balance,
+                hash_type,
+                &candidates,
+                MapSlots::Every,
+                Arc::default(),
+            );
             let picked: usize = thread::scope(|scope| {
                 let handles: Vec<_> = (0..THREADS)
                     .map(|t| {

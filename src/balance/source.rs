@@ -10,7 +10,8 @@
 //! keywords). The hash is then looked up one of two ways, after `hash-type`:
 //! - `map-based` ([`MapBased`]): `hash % total weight` indexes the weighted map that
 //!   `static-rr` builds (HAProxy's `map_get_server_hash`). Any change in the server set or
-//!   weights remaps most clients.
+//!   weights remaps most clients. The backups without `option allbackups` are not hashed:
+//!   every client takes the map's first slot (HAProxy's `tot_used == 1`).
 //! - `consistent` ([`Consistent`]): HAProxy's tree of points (`lb_chash.c`): a server has one
 //!   point per unit of effective weight (16 per unit of user weight, fewer while `slowstart`
 //!   ramps it), point `n` of the server with id `puid` sits at [`full_hash`]`(puid * 4096 + n)`,
@@ -25,9 +26,7 @@
 
 use std::net::IpAddr;
 
-use super::{
-    Candidate, Live, MAX_WEIGHT, Selector, cyclic, reduced_weights, static_rr, walk_usable,
-};
+use super::{Candidate, Live, MAX_WEIGHT, MapSlots, Selector, cyclic, static_rr, walk_usable};
 
 /// HAProxy's `SRV_EWGHT_RANGE` (user weight range 256 times the weight scale 16): the stride
 /// between the point keys of two consecutive server ids.
@@ -38,6 +37,10 @@ const EWEIGHT_RANGE: u32 = 256 * super::WEIGHT_SCALE;
 pub struct MapBased {
     map: Box<[u32]>,
     candidates: usize,
+    /// Whether the client's hash picks the slot: HAProxy skips hashing when it counts one
+    /// server in use (`tot_used == 1`), as for the backups without `option allbackups`,
+    /// so every client starts at the first slot.
+    hashed: bool,
 }
 
 impl MapBased {
@@ -46,10 +49,18 @@ impl MapBased {
     /// HAProxy fills its map over weights divided by the GCD of every server's weight in the
     /// backend; dividing by the (possibly larger) GCD of the candidates gives the same map
     /// repeated fewer times, so `hash % len` lands on the same server.
+    #[cfg(test)]
     pub fn new(candidates: &[Candidate]) -> Self {
+        Self::with_slots(candidates, MapSlots::Every)
+    }
+
+    /// Builds the map over `candidates` with as many slots as `slots` says.
+    pub fn with_slots(candidates: &[Candidate], slots: MapSlots) -> Self {
+        let (weights, total) = slots.weights(candidates);
         MapBased {
-            map: static_rr::map(&reduced_weights(candidates)),
+            map: static_rr::map_of(&weights, total),
             candidates: candidates.len(),
+            hashed: slots == MapSlots::Every,
         }
     }
 }
@@ -60,7 +71,8 @@ impl Selector for MapBased {
         if len == 0 {
             return None;
         }
-        let start = (u64::from(hash_client(client)) % len) as usize;
+        let hash = if self.hashed { hash_client(client) } else { 0 };
+        let start = (u64::from(hash) % len) as usize;
         walk_usable(live, self.candidates, cyclic(&self.map, start))
     }
 }

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Candidate, Cursor, Live, Rotation, Selector, reduced_weights};
+use super::{Candidate, Cursor, Live, MapSlots, Rotation, Selector};
 
 /// The `static-rr` selector.
 #[derive(Debug)]
@@ -20,11 +20,18 @@ pub struct StaticRr {
 }
 
 impl StaticRr {
-    /// Fills HAProxy's map over `candidates`.
+    /// Fills HAProxy's map over `candidates`, one slot per unit of weight.
+    #[cfg(test)]
     pub fn new(candidates: &[Candidate], cursor: Arc<Cursor>) -> Self {
+        Self::with_slots(candidates, MapSlots::Every, cursor)
+    }
+
+    /// Fills HAProxy's map over `candidates` with as many slots as `slots` says.
+    pub fn with_slots(candidates: &[Candidate], slots: MapSlots, cursor: Arc<Cursor>) -> Self {
+        let (weights, total) = slots.weights(candidates);
         StaticRr {
             rotation: Rotation {
-                sequence: map(&reduced_weights(candidates)),
+                sequence: map_of(&weights, total),
                 cursor,
             },
             candidates: candidates.len(),
@@ -39,10 +46,21 @@ impl Selector for StaticRr {
 }
 
 /// HAProxy's weighted map over `weights`: one slot per unit of weight.
+#[cfg(test)]
 pub(super) fn map(weights: &[u64]) -> Box<[u32]> {
-    let total: u64 = weights.iter().sum();
+    map_of(weights, weights.iter().sum())
+}
+
+/// HAProxy's map (`recalc_server_map`) of `total` slots over `weights`; `total` is their sum
+/// except for the backup map without `option allbackups`, where it is the first weight.
+pub(super) fn map_of(weights: &[u64], total: u64) -> Box<[u32]> {
+    if total == 1 && !weights.is_empty() {
+        // HAProxy's shortcut for a one-slot map: the first server, whatever the others weigh.
+        return Box::new([0]);
+    }
     let total_i = total as i64;
-    // Scores stay within -total..=total, so i64 cannot overflow for u32-sized weights.
+    // Scores stay within -total..=total when `total` is the sum, and grow by at most the
+    // sum per slot otherwise: i64 cannot overflow for the clamped weights.
     let mut scores = vec![0i64; weights.len()];
     let mut slots = Vec::with_capacity(total as usize);
     for _ in 0..total {
@@ -108,6 +126,26 @@ mod tests {
         assert_eq!(letters(&static_rr(&[7, 5, 3]), &live, 30), cycle.repeat(2));
         let cycle = "aaaaaabaaaac";
         assert_eq!(letters(&static_rr(&[10, 1, 1]), &live, 24), cycle.repeat(2));
+    }
+
+    #[test]
+    fn backup_map_without_allbackups_has_the_first_weight_in_slots() {
+        // HAProxy 2.6: backups c weight 2, d weight 5 send everything to d; 3 and 5 alternate.
+        let first = |weights: &[u32]| {
+            let slots = MapSlots::FirstWeight { unit: 16 };
+            let rr = StaticRr::with_slots(&weighted(weights), slots, Arc::default());
+            letters(&rr, &FakeLive::all_usable(weights.len()), 6)
+        };
+        assert_eq!(first(&[2, 5]), "bbbbbb");
+        assert_eq!(first(&[3, 5]), "abbabb");
+        assert_eq!(first(&[1, 5]), "aaaaaa", "one slot: the first backup");
+        assert_eq!(first(&[2, 2, 2]), "ababab");
+        // The divisor is the backend's GCD, not the candidates': 4 and 6 with unit 16 make a
+        // 4-slot map, not the 2-slot map of 2 and 3.
+        let slots = MapSlots::FirstWeight { unit: 16 };
+        assert_eq!(slots.weights(&weighted(&[4, 6])), (vec![4, 6], 4));
+        assert_eq!(&*map_of(&[4, 6], 4), &[0, 1, 1, 1]);
+        assert_eq!(&*map_of(&[2, 3], 2), &[0, 1]);
     }
 
     #[test]

@@ -553,6 +553,7 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         agent,
         send_proxy: s.send_proxy,
         etcd: None,
+        id: s.id,
     }
 }
 

@@ -436,6 +436,8 @@ pub struct ServerDraft {
     pub agent_send: Option<Vec<u8>>,
     /// `send-proxy` / `send-proxy-v2`.
     pub send_proxy: Option<ProxyProtocol>,
+    /// `id`.
+    pub id: Option<u32>,
 }
 
 impl ServerDraft {
@@ -467,6 +469,7 @@ impl ServerDraft {
             agent_inter: None,
             agent_send: None,
             send_proxy: None,
+            id: None,
         }
     }
 }

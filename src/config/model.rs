@@ -594,6 +594,32 @@ pub struct Server {
     pub send_proxy: Option<ProxyProtocol>,
     /// What etcd says about it, when it was discovered (`discover`).
     pub etcd: Option<EtcdView>,
+    /// `id`: its id in the backend as written (see [`server_ids`] for every server's).
+    pub id: Option<u32>,
+}
+
+/// Every server's id in its backend (HAProxy's `puid`), in declaration order: a server with
+/// `id N` has N; the others, in order, take the first id not used by an `id` line counting
+/// from a running number that every server, with an `id` or not, advances by one (HAProxy's
+/// `check_config_validity`). So `a`, `b id 1`, `c` number 2, 1, 4.
+pub fn server_ids<'a>(servers: impl IntoIterator<Item = &'a Server>) -> Vec<u32> {
+    let servers: Vec<&Server> = servers.into_iter().collect();
+    let mut used: std::collections::BTreeSet<u32> = servers.iter().filter_map(|s| s.id).collect();
+    let mut next: u32 = 1;
+    servers
+        .iter()
+        .map(|s| {
+            let id = s.id.unwrap_or_else(|| {
+                while used.contains(&next) {
+                    next = next.saturating_add(1);
+                }
+                used.insert(next);
+                next
+            });
+            next = next.saturating_add(1);
+            id
+        })
+        .collect()
 }
 
 impl Server {

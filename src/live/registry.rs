@@ -55,8 +55,11 @@ pub struct BackendLive {
 pub struct FrontendLive {
     /// Client connections currently open.
     pub conns: AtomicU32,
-    /// Client connections ever accepted.
+    /// Client connections ever accepted (`conn_tot`).
     pub total_conns: AtomicU64,
+    /// Sessions ever started (`stot`): accepted connections that passed the `tcp-request
+    /// connection` rules and, on an `accept-proxy` bind, sent a valid PROXY header.
+    pub total_sessions: AtomicU64,
     /// Most client connections ever open at once.
     pub max_conns: AtomicU32,
     /// Bytes received from clients.
@@ -67,6 +70,10 @@ pub struct FrontendLive {
     pub conn_rate: RateMax,
     /// Woken when a connection ends (for `maxconn`).
     pub conn_freed: Notify,
+    /// Connections a `tcp-request connection reject` refused (`dcon`).
+    pub denied_conns: AtomicU64,
+    /// Sessions a `tcp-request content reject` refused (`dreq`, as HAProxy counts them).
+    pub denied_reqs: AtomicU64,
 }
 
 /// Live state that outlives tables, keyed by proxy and server names. Only `control` writes

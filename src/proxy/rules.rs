@@ -60,6 +60,7 @@ pub fn usable_servers(be: &BackendRt) -> usize {
             .count()
     };
     match count(&be.active) {
+        0 if be.backup.first_only => count(&be.backup).min(1),
         0 => count(&be.backup),
         n => n,
     }
@@ -142,6 +143,13 @@ mod tests {
             s.live.set_admin(AdminState::Maint);
         }
         assert_eq!(conn(&t).nbsrv("b"), Some(2));
+        // A map-based algorithm spreads over every backup, but HAProxy still counts one.
+        let (t, _reg) = table("balance static-rr");
+        for s in &t.backends["b"].servers[..2] {
+            s.live.set_admin(AdminState::Maint);
+        }
+        assert_eq!(t.backends["b"].backup.members.len(), 2);
+        assert_eq!(conn(&t).nbsrv("b"), Some(1));
     }
 
     #[test]

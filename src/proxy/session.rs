@@ -239,6 +239,7 @@ pub async fn serve(
             table: &current,
         };
         if rules::connection_verdict(&fe, &conn) == TcpAction::Reject {
+            fe.live.denied_conns.fetch_add(1, Ordering::Relaxed);
             return reset(client);
         }
     }
@@ -262,6 +263,8 @@ pub async fn serve(
         accepted.local = addresses.local;
         accepted.t_handshake = accepted.ms(Instant::now());
     }
+    // A session from here on, as HAProxy counts them (its `session_count_new`).
+    fe.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     // From here on the client is who the PROXY header said, if there was one.
     let (peer, local) = (accepted.peer, accepted.local);
     let fe = {
@@ -273,6 +276,7 @@ pub async fn serve(
         };
         if rules::content_verdict(&fe, &conn) == TcpAction::Reject {
             // As HAProxy: a content reject closes normally (FIN); only connection rules reset.
+            fe.live.denied_reqs.fetch_add(1, Ordering::Relaxed);
             log_rejected(&fe, &table, &accepted);
             return;
         }

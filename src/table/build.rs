@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::prepare::BackendEntries;
 use super::{BackendRt, BackendSettings, Pool, ServerRt};
-use crate::balance::{self, Candidate, Cursor, WEIGHT_SCALE};
+use crate::balance::{self, Candidate, Cursor, MapSlots, WEIGHT_SCALE};
 use crate::config::{self, Role};
 use crate::live::ramps_weight;
 use crate::roles::{RoleRule, admits, role_conflict, sole_primary};
@@ -26,11 +26,13 @@ pub(crate) fn build_backend(
         max_lag: be.max_lag,
         source: be.role_source,
     };
+    let puids = config::server_ids(be.servers.iter().map(|s| &**s));
     let servers: Vec<ServerRt> = be
         .servers
         .iter()
         .zip(&entries.servers)
-        .map(|(s, slive)| {
+        .zip(puids)
+        .map(|((s, slive), puid)| {
             let weight = slive.user_weight(s.weight);
             let ramp = slive.ramp(s.slowstart, now);
             let eweight = match ramp {
@@ -48,6 +50,7 @@ pub(crate) fn build_backend(
                 ramp,
                 eweight,
                 live: slive.clone(),
+                puid,
             }
         })
         .collect();
@@ -74,10 +77,19 @@ pub(crate) fn build_backend(
     };
     let active_members = members(false);
     let mut backup_members = members(true);
-    if !be.allbackups {
+    // Without `option allbackups` HAProxy serves from the first usable backup alone, except
+    // that its map-based algorithms fill the map over every usable backup with the first
+    // one's weight as the number of slots (`recalc_server_map`).
+    let map_based = balance::map_based(be.balance, be.hash_type);
+    let backup_slots = if be.allbackups {
+        MapSlots::Every
+    } else if map_based {
+        MapSlots::FirstWeight { unit: map_unit(be) }
+    } else {
         backup_members.truncate(1);
-    }
-    let pool = |members: Vec<usize>, cursor: &Arc<Cursor>| -> Pool {
+        MapSlots::Every
+    };
+    let pool = |members: Vec<usize>, slots: MapSlots, cursor: &Arc<Cursor>| -> Pool {
         if members.is_empty() {
             return Pool::empty();
         }
@@ -87,18 +99,20 @@ pub(crate) fn build_backend(
                 let s = &servers[i];
                 Candidate {
                     weight: s.eweight.max(1),
-                    key: i as u64 + 1,
+                    key: u64::from(s.puid),
                 }
             })
             .collect();
-        let selector = balance::build(be.balance, be.hash_type, &candidates, cursor.clone());
+        let selector = balance::build(be.balance, be.hash_type, &candidates, slots, cursor.clone());
         Pool {
             members,
             selector: Some(selector),
+            first_only: false,
         }
     };
-    let active = pool(active_members, &live.cursor);
-    let backup = pool(backup_members, &live.backup_cursor);
+    let active = pool(active_members, MapSlots::Every, &live.cursor);
+    let mut backup = pool(backup_members, backup_slots, &live.backup_cursor);
+    backup.first_only = !be.allbackups;
     BackendRt {
         name: be.name.clone(),
         settings: BackendSettings {
@@ -127,4 +141,20 @@ pub(crate) fn build_backend(
         writer,
         live,
     }
+}
+
+/// HAProxy's weight divisor for a map (`wmult`: the GCD of the configured non-zero weights of
+/// every server of the backend, fixed at load) on the candidates' scale.
+fn map_unit(be: &config::Backend) -> u32 {
+    let gcd = be
+        .servers
+        .iter()
+        .map(|s| s.weight)
+        .filter(|&w| w > 0)
+        .fold(0, gcd);
+    gcd.max(1) * WEIGHT_SCALE
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }

@@ -62,6 +62,9 @@ pub struct ServerRt {
     pub eweight: u32,
     /// Live state shared across tables.
     pub live: Arc<ServerLive>,
+    /// Its id in the backend (HAProxy's `puid`: `id N`, else numbered by
+    /// [`config::server_ids`]): `sid` in `show stat`, the key of its consistent-hash points.
+    pub puid: u32,
 }
 
 impl ServerRt {
@@ -100,6 +103,10 @@ pub struct Pool {
     pub members: Vec<usize>,
     /// The balancing algorithm over `members`; `None` when the pool is empty.
     pub selector: Option<Box<dyn Selector>>,
+    /// The backup pool without `option allbackups`: HAProxy counts its first member alone
+    /// (`fbck`) in `nbsrv` and the backend's weight, even where a map-based algorithm spreads
+    /// it over every member.
+    pub first_only: bool,
 }
 
 impl Pool {
@@ -107,7 +114,18 @@ impl Pool {
         Pool {
             members: Vec::new(),
             selector: None,
+            first_only: false,
         }
+    }
+
+    /// The members HAProxy counts as in use (`nbsrv`, backend weight): all, or the first.
+    pub fn counted(&self) -> &[usize] {
+        let n = if self.first_only {
+            1
+        } else {
+            self.members.len()
+        };
+        &self.members[..n.min(self.members.len())]
     }
 }
 

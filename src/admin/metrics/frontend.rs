@@ -45,7 +45,7 @@ pub(super) const FRONTEND: &[(&str, &str, &str, FeValue)] = &[
         "sessions_total",
         "counter",
         "Total number of sessions since process started",
-        |f| f.load(|l| l.total_conns.load(Ordering::Relaxed)),
+        |f| f.load(|l| l.total_sessions.load(Ordering::Relaxed)),
     ),
     (
         "bytes_in_total",
@@ -62,8 +62,8 @@ pub(super) const FRONTEND: &[(&str, &str, &str, FeValue)] = &[
     (
         "requests_denied_total",
         "counter",
-        "Total number of denied requests since process started (rolelb has no deny rules: 0)",
-        |_| V::N(0),
+        "Total number of denied requests since process started",
+        |f| f.load(|l| l.denied_reqs.load(Ordering::Relaxed)),
     ),
     (
         "responses_denied_total",
@@ -104,13 +104,13 @@ pub(super) const FRONTEND: &[(&str, &str, &str, FeValue)] = &[
     (
         "denied_connections_total",
         "counter",
-        "Total number of incoming connections blocked by a tcp-request connection rule (rolelb has none: 0)",
-        |_| V::N(0),
+        "Total number of incoming connections blocked on a listener/frontend by a tcp-request connection rule since the worker process started",
+        |f| f.load(|l| l.denied_conns.load(Ordering::Relaxed)),
     ),
     (
         "denied_sessions_total",
         "counter",
-        "Total number of incoming sessions blocked by a tcp-request session rule (rolelb has none: 0)",
+        "Total number of incoming sessions blocked by a tcp-request session rule (rolelb has no tcp-request session rules: 0)",
         |_| V::N(0),
     ),
     (

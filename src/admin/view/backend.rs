@@ -76,7 +76,7 @@ impl<'a> BackendView<'a> {
         } else {
             &self.rt.active
         };
-        pool.members
+        pool.counted()
             .iter()
             .filter_map(|&i| self.rt.servers.get(i))
             .map(|s| u64::from(s.eweight))

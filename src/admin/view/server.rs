@@ -43,7 +43,7 @@ const CHK_AGENT: u8 = 0x10;
 /// One server as the reports see it: its configuration and its live state.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerView<'a> {
-    /// The server's id within its backend (1-based, declaration order).
+    /// The server's id within its backend (HAProxy's `puid`: `id N`, else numbered in order).
     pub id: u32,
     /// Its configuration.
     pub cfg: &'a config::Server,
@@ -55,9 +55,8 @@ pub struct ServerView<'a> {
 pub fn servers(rt: &BackendRt) -> Vec<ServerView<'_>> {
     rt.servers
         .iter()
-        .enumerate()
-        .map(|(i, rt)| ServerView {
-            id: u32::try_from(i + 1).unwrap_or(u32::MAX),
+        .map(|rt| ServerView {
+            id: rt.puid,
             cfg: &rt.config,
             rt,
         })

@@ -91,6 +91,20 @@ fn map_based_picks_the_map_slot_at_hash_modulo_total_weight() {
     assert_eq!(letters, static_letters(&[1, 2, 3]));
 }
 
+#[test]
+fn backups_without_allbackups_all_take_the_first_slot_of_the_map() {
+    // Backups 3 and 5: the map is [a, b, b], but HAProxy counts one server in use and does
+    // not hash, so every client gets slot 0; with 2 and 5 the map is [b, b].
+    let live = FakeLive::all_usable(2);
+    let slots = MapSlots::FirstWeight { unit: WEIGHT_SCALE };
+    for (weights, want) in [([3, 5], 0), ([2, 5], 1)] {
+        let selector = MapBased::with_slots(&servers(&weights), slots);
+        for h in spread(300) {
+            assert_eq!(selector.pick(&live, Some(v4(h))), Some(want), "{weights:?}");
+        }
+    }
+}
+
 fn static_letters(weights: &[u64]) -> String {
     static_rr::map(weights)
         .iter()

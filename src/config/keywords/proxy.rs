@@ -481,6 +481,16 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     let args = ctx.args;
     let options = server::parse_options(&mut srv, &args[2..], ctx);
     srv.addr = addr.as_ref().ok().copied();
+    let id_error = srv.id.and_then(|id| {
+        let prev = p.servers.iter().find(|s| s.id == Some(id))?;
+        Some(format!(
+            "'id': custom id {id} already used at {} ('server {}')",
+            prev.loc, prev.name
+        ))
+    });
+    if id_error.is_some() {
+        srv.id = None;
+    }
     // Keep the server (even with errors) so later duplicates are still found.
     let agent_error = (srv.agent_check && srv.agent_port.is_none()).then(|| {
         format!(
@@ -491,6 +501,7 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     p.servers.push(srv);
     addr?;
     options?;
+    id_error.map_or(Ok(()), Err)?;
     agent_error.map_or(Ok(()), Err)
 }
 

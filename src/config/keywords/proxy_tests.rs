@@ -229,3 +229,22 @@ fn retry_on_keeps_only_conn_failure_for_tcp() {
         "{e:?}"
     );
 }
+
+#[test]
+fn server_ids_are_unique_and_the_others_take_the_next_free_one_as_haproxy() {
+    let c = parse(
+        "backend be\nserver a 127.0.0.1:1\nserver b 127.0.0.1:2 id 1\nserver c 127.0.0.1:3\n\
+         server d 127.0.0.1:4 id 3\nserver e 127.0.0.1:5\n",
+    )
+    .expect("valid");
+    let ids = crate::config::server_ids(c.backends[0].servers.iter().map(|s| &**s));
+    // a: 1 is taken, so 2; b: 1; c: the running number is 4 by now; d: 3; e: 6.
+    assert_eq!(ids, vec![2, 1, 4, 3, 6]);
+    let e = errors("backend be\nserver a 127.0.0.1:1 id 7\nserver b 127.0.0.1:2 id 7\n");
+    assert!(
+        e.iter().any(|e| e.contains(":3")
+            && e.contains("custom id 7 already used at")
+            && e.contains("('server a')")),
+        "{e:?}"
+    );
+}

@@ -136,11 +136,29 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         }
         Ok(())
     }),
-    with_arg("id", |_, c| {
-        c.warn("server 'id' is accepted for compatibility and ignored by rolelb");
-        Ok(())
-    }),
+    with_arg("id", server_id),
 ];
+
+/// `id N`: the server's id in its backend (HAProxy's `puid`), a positive `int`. HAProxy
+/// refuses it on `default-server`; its uniqueness is checked by the `server` line.
+fn server_id(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
+    if s.name.is_empty() {
+        return Err("'id' option is not accepted in default-server sections".into());
+    }
+    let text = ctx.arg(0, "an integer")?;
+    let n: i64 = text
+        .parse()
+        .map_err(|_| format!("'id' expects an integer argument, not '{text}'"))?;
+    if n <= 0 {
+        return Err("'id': custom id has to be > 0".into());
+    }
+    let id = u32::try_from(n)
+        .ok()
+        .filter(|&id| id <= i32::MAX as u32)
+        .ok_or_else(|| format!("'id': custom id {n} is too large (at most {})", i32::MAX))?;
+    s.id = Some(id);
+    Ok(())
+}
 
 fn set(flag: &mut bool, value: bool) -> Result<(), String> {
     *flag = value;
@@ -300,6 +318,32 @@ mod tests {
         };
         let r = parse_options(&mut srv, &args, &mut ctx);
         (srv, r, diags)
+    }
+
+    #[test]
+    fn id_is_a_positive_int() {
+        let (s, r, _) = parse("id 12");
+        r.unwrap();
+        assert_eq!(s.id, Some(12));
+        for bad in ["id 0", "id -3", "id x", "id 2147483648"] {
+            let (_, r, _) = parse(bad);
+            assert!(r.is_err(), "{bad}");
+        }
+        let loc = Loc {
+            file: "t".into(),
+            line: 1,
+        };
+        let mut default = ServerDraft::new(String::new(), loc.clone());
+        let mut diags = Diags::default();
+        let mut ctx = Ctx {
+            keyword: "default-server",
+            args: &[],
+            loc: &loc,
+            diags: &mut diags,
+        };
+        let args = [Word::new(b"id".to_vec()), Word::new(b"3".to_vec())];
+        let r = parse_options(&mut default, &args, &mut ctx);
+        assert!(r.unwrap_err().contains("default-server"));
     }
 
     #[test]

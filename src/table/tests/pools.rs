@@ -143,6 +143,7 @@ fn throttle_and_weight_columns_follow_haproxy() {
         ramp,
         eweight: ramp.map_or(weight * WEIGHT_SCALE, |r| r.eweight(weight)),
         live: live.clone(),
+        puid: 1,
     };
     assert_eq!(rt(1, None).throttle(), None);
     assert_eq!(rt(1, None).shown_weight(), 1);
