@@ -8,6 +8,8 @@
 //!   the screen or forge a second log line.
 //! - **Long tokens** (over [`MAX_TOKEN`] characters) are cut to their start, with their length
 //!   shown: `aaaa…(4096 chars)`.
+//! - **Form-encoded text** (a query string, a posted form) is decoded in one place,
+//!   [`form_decode`], for the admin API and the stats page.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -84,6 +86,31 @@ fn word(w: &str) -> String {
     let core = core.trim_end_matches(AROUND);
     let tail = &w[head.len() + core.len()..];
     format!("{head}{}{tail}", token(core))
+}
+
+/// Decodes an `application/x-www-form-urlencoded` text (a query string's or a form's parts):
+/// `+` is a space and `%XX` a byte, as HAProxy's `url_decode`; `None` when an escape is not
+/// two hex digits.
+pub fn form_decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -147,24 +147,9 @@ pub fn redirect(listener: &StatsListener, outcome: Outcome, rest: &str) -> Resp 
     resp
 }
 
-/// `%XX` and `+` decoded; `None` when an escape is malformed.
+/// `%XX` and `+` decoded; `None` when an escape is malformed or the text is not UTF-8.
 fn url_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::text::form_decode(s)?).ok()
 }
 
 /// The actions of the page's form (`b=BACKEND&s=SERVER...&action=ACTION`), as HAProxy reads

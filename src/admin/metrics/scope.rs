@@ -116,26 +116,8 @@ impl Scrape {
 /// Decodes `%XX` and `+` (a space) as HAProxy's `url_decode` does for a form; a NUL ends the
 /// text, as it ends HAProxy's C string.
 fn decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("bad %-escape in query parameter '{text}'"))?;
-                out.push(hex);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
+    let mut out = crate::text::form_decode(text)
+        .ok_or_else(|| format!("bad %-escape in query parameter '{text}'"))?;
     if let Some(nul) = out.iter().position(|&c| c == 0) {
         out.truncate(nul);
     }
