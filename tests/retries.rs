@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Haproxy, NamedServer, Rolelb, free_port, stat_row, stats_cli, wait_until};
 use socket2::{Domain, Socket, Type};
@@ -130,33 +130,7 @@ struct Outcome {
 
 /// Connects from `from` (a 127.0.0.0/8 address) and reads the first line or the close.
 fn ask(addr: SocketAddr, from: Ipv4Addr) -> (Option<String>, Duration) {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(from, 0)).into())
-        .expect("bind the client address");
-    let started = Instant::now();
-    s.connect(&addr.into()).expect("connect to the proxy");
-    let mut conn: TcpStream = s.into();
-    conn.set_read_timeout(Some(Duration::from_secs(8)))
-        .expect("read timeout");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
-                if got.contains(&b'\n') {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("{addr}: neither an answer nor a close: {e}"),
-        }
-    }
-    let waited = started.elapsed();
-    let text = String::from_utf8_lossy(&got);
-    let answer = text.lines().next().map(str::to_string);
-    (answer.filter(|a| !a.is_empty()), waited)
+    common::first_line_from(addr, from)
 }
 
 /// Runs `lines` on `which` ("rolelb" or "haproxy") with the servers, one client from `from`.

@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use common::{Haproxy, NamedServer, Rolelb, free_port, stat_row, stats_cli, wait_until};
-use socket2::{Domain, Socket, Type};
 
 /// One thing done to a proxy.
 enum Step<'a> {
@@ -55,30 +53,9 @@ fn config(
 /// Connects from 127.0.0.`from` and reads the first line (the server's name), `-` when the
 /// connection closes without one.
 fn ask(addr: SocketAddr, from: u8) -> String {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, from), 0)).into())
-        .expect("bind the client address");
-    s.connect(&addr.into()).expect("connect to the proxy");
-    let mut conn: TcpStream = s.into();
-    conn.set_read_timeout(Some(Duration::from_secs(8)))
-        .expect("read timeout");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 64];
-    loop {
-        match conn.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                got.extend_from_slice(&buf[..n]);
-                if got.contains(&b'\n') {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("{addr}: neither an answer nor a close: {e}"),
-        }
-    }
-    let text = String::from_utf8_lossy(&got);
-    text.lines().next().unwrap_or("-").to_string()
+    common::first_line_from(addr, Ipv4Addr::new(127, 0, 0, from))
+        .0
+        .unwrap_or_else(|| "-".to_string())
 }
 
 /// `show table` text with what differs by nature between two processes masked: the entry's

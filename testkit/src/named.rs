@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
 
 /// Shared between a [`NamedServer`] and its threads.
 #[derive(Default)]
@@ -163,4 +165,38 @@ pub fn open_named(addr: SocketAddr) -> io::Result<(String, TcpStream)> {
 /// Connects to `addr`, returns the name of the [`NamedServer`] that answered, and closes.
 pub fn who_answers(addr: SocketAddr) -> io::Result<String> {
     open_named(addr).map(|(name, _)| name)
+}
+
+/// Connects to `addr` from the source address `from` (a 127.0.0.0/8 address, so a proxy sees
+/// a client of its own: `balance source`, `stick on src`, ACLs on `src`) and reads the first
+/// line (a [`NamedServer`]'s name) or the close; also how long that took. `None` when the
+/// connection closed or was reset without a line.
+pub fn first_line_from(addr: SocketAddr, from: Ipv4Addr) -> (Option<String>, Duration) {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(from, 0)).into())
+        .expect("bind the client address");
+    let started = Instant::now();
+    s.connect(&addr.into()).expect("connect to the proxy");
+    let mut conn: TcpStream = s.into();
+    conn.set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.contains(&b'\n') {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{addr}: neither an answer nor a close: {e}"),
+        }
+    }
+    let waited = started.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    let answer = text.lines().next().map(str::to_string);
+    (answer.filter(|a| !a.is_empty()), waited)
 }
