@@ -20,7 +20,7 @@ pub(super) fn http_proxy(
         ""
     };
     let stats_kind = matches!(p.kind, ProxyKind::Listen | ProxyKind::Frontend);
-    if !stats_kind || p.stats.enable.is_none() {
+    if !stats_kind || !stats_enabled(&p.stats) {
         diags.error(
             if inherited.is_empty() { mode_loc } else { &p.loc },
             format!(
@@ -165,4 +165,20 @@ fn stats_rules(p: &ProxyDraft, diags: &mut Diags) -> (Vec<Rule>, Option<Arc<User
         }),
     };
     (vec![rule], Some(Arc::new(list)))
+}
+
+/// Whether a `mode http` proxy serves the stats page: `stats enable`, or any other `stats`
+/// keyword of the page (`uri`, `auth`, `realm`, `refresh`, `admin`, ...), each of which turns
+/// the page on in HAProxy too (TiDB's and others' shipped configs rely on it).
+fn stats_enabled(s: &crate::config::draft::StatsDraft) -> bool {
+    s.enable.is_some()
+        || s.uri.is_some()
+        || s.refresh.is_some()
+        || s.realm.is_some()
+        || !s.auth.is_empty()
+        || !s.http_request.is_empty()
+        || !s.admin.is_empty()
+        || s.hide_version
+        || s.show_legends
+        || s.show_node.is_some()
 }

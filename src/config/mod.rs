@@ -257,6 +257,20 @@ mod tests {
     }
 
     #[test]
+    fn stats_keywords_other_than_enable_turn_the_page_on() {
+        for line in [
+            "stats uri /haproxy",
+            "stats auth admin:pw",
+            "stats refresh 30s",
+        ] {
+            let c = parse(&format!(
+                "defaults\n{TIMEOUTS}listen admin_stats\nmode http\nbind :7000\n{line}\n"
+            ));
+            assert_eq!(c.stats.len(), 1, "{line}");
+        }
+    }
+
+    #[test]
     fn check_methods() {
         let c = parse(&format!(
             "defaults\n{TIMEOUTS}option httpchk\n\
