@@ -336,8 +336,25 @@ fn run(which: &str, case: &Case, stage: &Stage) -> Vec<String> {
         held.extend(conn);
     }
     drop(held);
+    if let Some((port_var, path, basic)) = case.stats_page {
+        let port: u16 = env[port_var].parse().expect("a port");
+        out.push(stats_page(port, path, None));
+        out.push(stats_page(port, path, Some(basic)));
+    }
     proc.stop();
     out
+}
+
+/// The status of `GET path` on the stats listener at `port`, with `basic` credentials if given.
+fn stats_page(port: u16, path: &str, basic: Option<&str>) -> String {
+    let auth = basic.map(|b| format!("Basic {b}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let status = common::http_request(to, "GET", path, &headers, "", Duration::from_secs(5))
+        .map(|(status, _, _)| status.to_string())
+        .unwrap_or_else(|e| format!("error {e}"));
+    let with = if basic.is_some() { "with" } else { "without" };
+    format!("stats page {path} {with} credentials -> {status}")
 }
 
 /// Both accept the case's file, and the same clients reach the same servers under both.
@@ -453,8 +470,16 @@ fn patroni_reads_fall_back_to_the_primary_when_no_replica_is_up() {
 }
 
 #[test]
-fn tidb_leastconn_spreads_held_connections() {
+fn tidb_leastconn_spreads_held_connections_and_its_stats_page_asks_for_the_password() {
     let t = same_routes("tidb.cfg");
+    assert!(
+        t.iter().any(|l| l.ends_with("without credentials -> 401")),
+        "{t:#?}"
+    );
+    assert!(
+        t.iter().any(|l| l.ends_with("with credentials -> 200")),
+        "{t:#?}"
+    );
     for s in ["tidb1", "tidb2", "tidb3"] {
         assert!(reached(&t).contains(&s), "{t:#?}");
     }
@@ -463,7 +488,11 @@ fn tidb_leastconn_spreads_held_connections() {
 #[test]
 fn stats_userlist_config_balances_its_database() {
     let t = same_routes("stats-userlist.cfg");
-    assert_eq!(reached(&t), ["db1", "db2", "db1", "db2"], "{t:#?}");
+    assert_eq!(reached(&t)[..4], ["db1", "db2", "db1", "db2"], "{t:#?}");
+    assert!(
+        t[4].ends_with("-> 401") && t[5].ends_with("-> 200"),
+        "{t:#?}"
+    );
 }
 
 #[test]

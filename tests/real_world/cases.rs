@@ -50,6 +50,9 @@ pub struct Case {
     /// A difference from HAProxy 2.6 this config shows and rolelb does not fix yet: the two
     /// transcripts must then differ, but only in order (the same servers as often).
     pub known_gap: Option<&'static str>,
+    /// `(port variable, path, Basic credentials in base64)` of a stats page to ask, without
+    /// and then with the credentials, after the clients.
+    pub stats_page: Option<(&'static str, &'static str, &'static str)>,
 }
 
 /// The check interval the tests give the configs that read `CHECK_INTER`.
@@ -99,6 +102,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: Some(("STATS_PORT", "/", "")),
     },
     Case {
         file: "pgbouncer.cfg",
@@ -122,6 +126,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "galera.cfg",
@@ -157,6 +162,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "mysql-replicas.cfg",
@@ -188,6 +194,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "container-env.cfg",
@@ -202,6 +209,7 @@ pub const CASES: &[Case] = &[
         clients: &[("PORT", 2), ("PORT", 3)],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "cockroachdb.cfg",
@@ -230,6 +238,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "patroni-replica-fallback.cfg",
@@ -260,6 +269,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "tidb.cfg",
@@ -288,6 +298,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: Some(("STATS_PORT", "/haproxy", "YWRtaW46cGluZ2NhcDEyMw==")),
     },
     Case {
         file: "stats-userlist.cfg",
@@ -308,6 +319,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: Some(("STATS_PORT", "/stats", "YWRtaW46czNjcmV0")),
     },
     Case {
         file: "acl-allowlist.cfg",
@@ -328,6 +340,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "primary-standby-failover.cfg",
@@ -345,6 +358,7 @@ pub const CASES: &[Case] = &[
         clients: &[("PG_PORT", 2), ("PG_PORT", 3)],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "nlb-accept-proxy.cfg",
@@ -375,6 +389,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: true,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "pgpool-source-hash.cfg",
@@ -409,6 +424,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "retries-redispatch.cfg",
@@ -431,6 +447,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "redis-sentinel.cfg",
@@ -453,6 +470,7 @@ pub const CASES: &[Case] = &[
         clients: &[("REDIS_PORT", 2), ("REDIS_PORT", 3), ("REDIS_PORT", 4)],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "pxc-clustercheck.cfg",
@@ -485,6 +503,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "clustercontrol-mysqlchk.cfg",
@@ -528,6 +547,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "yugabyte-ysql.cfg",
@@ -555,6 +575,7 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "vitess-vtgate.cfg",
@@ -587,6 +608,7 @@ pub const CASES: &[Case] = &[
              truncated, and takes the one repositioned longest ago among equal keys; rolelb \
              compares exact loads and breaks ties with a rotating cursor",
         ),
+        stats_page: None,
     },
     Case {
         file: "kubernetes-sidecar.cfg",
@@ -605,6 +627,7 @@ pub const CASES: &[Case] = &[
         clients: &[("LOCAL_PORT", 2), ("LOCAL_PORT", 3), ("LOCAL_PORT", 4)],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
     Case {
         file: "mariadb-galera-first.cfg",
@@ -632,5 +655,6 @@ pub const CASES: &[Case] = &[
         ],
         proxy_header: false,
         known_gap: None,
+        stats_page: None,
     },
 ];
