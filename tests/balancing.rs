@@ -103,8 +103,26 @@ fn static_rr_gives_the_same_sequence_as_haproxy() {
 fn leastconn_sends_new_connections_to_the_least_loaded_server() {
     let (a, b, c) = three_weighted();
     let servers = [Srv::of(&a, ""), Srv::of(&b, ""), Srv::of(&c, "")];
-    let p = start_pair("balance leastconn", &servers);
-    for (who, addr) in [("rolelb", p.rolelb_addr), ("haproxy", p.haproxy_addr)] {
+    // Each proxy with its runtime socket, to wait until it has ended b's sessions itself.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (rsock, hsock) = (
+        dir.path().join("rolelb.sock"),
+        dir.path().join("haproxy.sock"),
+    );
+    let config = |port: u16, sock: &std::path::Path| {
+        listen(port, "balance leastconn", &servers).replacen(
+            "global\n",
+            &format!("global\n    stats socket {} level admin\n", sock.display()),
+            1,
+        )
+    };
+    let (rp, hp) = (free_port(), free_port());
+    let _rolelb = Rolelb::start(&config(rp, &rsock));
+    let _haproxy = Haproxy::start(&config(hp, &hsock));
+    for (who, addr, sock) in [
+        ("rolelb", local(rp), &rsock),
+        ("haproxy", local(hp), &hsock),
+    ] {
         // Six held connections spread two per server.
         let mut held: Vec<(String, TcpStream)> =
             (0..6).map(|_| open_named(addr).expect("open")).collect();
@@ -114,14 +132,19 @@ fn leastconn_sends_new_connections_to_the_least_loaded_server() {
             vec![2, 2, 2],
             "{who}: {spread:?}"
         );
-        // Close both of b's: the next two connections must go to b.
+        // Close both of b's: the next two connections must go to b, once the proxy itself
+        // has ended both sessions (its `scur`), not only b.
         held.retain(|(n, _)| n != "b");
-        // b has seen both closes (the proxy passed the FIN on and b answered with its own,
-        // which ends the proxy's session).
+        let b_current = || {
+            common::stat_row(&common::stats_cli(sock, "show stat"), "lb", "b")
+                .and_then(|row| row.get("scur").cloned())
+        };
         assert!(
-            common::wait_until(Duration::from_secs(5), || b.open() == 0),
-            "{who}: b still holds {} sessions",
-            b.open()
+            common::wait_until(Duration::from_secs(5), || b.open() == 0
+                && b_current().as_deref() == Some("0")),
+            "{who}: b still holds {} sessions, the proxy counts {:?}",
+            b.open(),
+            b_current()
         );
         let next: Vec<(String, TcpStream)> =
             (0..2).map(|_| open_named(addr).expect("open")).collect();
