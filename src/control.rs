@@ -348,9 +348,7 @@ impl Control {
             let started = std::thread::Builder::new()
                 .name("rolelb-tables".into())
                 .spawn(move || {
-                    // SAFETY: setpriority touches no memory; on Linux, PRIO_PROCESS with 0 is
-                    // the calling thread. Failing leaves the default priority, which is fine.
-                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BUILDER_NICE) };
+                    crate::sched::background_thread(BUILDER_NICE, "the table builder thread");
                     for job in queue {
                         job();
                     }

@@ -17,5 +17,6 @@ pub mod live;
 pub mod logging;
 pub mod proxy;
 pub mod roles;
+pub mod sched;
 pub mod table;
 pub mod text;

@@ -201,7 +201,7 @@ impl HttpListeners {
         let spawned = std::thread::Builder::new()
             .name("rolelb-http".into())
             .spawn(move || {
-                lower_priority();
+                crate::sched::background_thread(ADMIN_NICE, "the HTTP thread");
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -223,25 +223,6 @@ impl HttpListeners {
             tracing::error!("HTTP listeners: cannot start their thread: {e}");
         }
         Running { stop }
-    }
-}
-
-/// Lowers the calling thread's CPU priority (Linux applies `setpriority` per thread).
-fn lower_priority() {
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            u32::try_from(tid).unwrap_or(0),
-            ADMIN_NICE,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(
-            "HTTP thread keeps its priority: {}",
-            io::Error::last_os_error()
-        );
     }
 }
 

@@ -199,10 +199,8 @@ fn start_runtime() -> std::io::Result<tokio::runtime::Handle> {
     std::thread::Builder::new()
         .name("rolelb-etcd".into())
         .spawn(move || {
-            // SAFETY: setpriority touches no memory; on Linux, PRIO_PROCESS with 0 is the
-            // calling thread (the lookup threads it starts inherit it). Failing leaves the
-            // default priority, which is fine.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, ETCD_NICE) };
+            // The lookup threads it starts inherit the priority.
+            crate::sched::background_thread(ETCD_NICE, "the etcd thread");
             runtime.block_on(std::future::pending::<()>());
         })?;
     Ok(handle)

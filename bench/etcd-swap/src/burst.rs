@@ -78,14 +78,24 @@ fn bare_watcher(
     Ok(handle)
 }
 
+/// The echo's threads stand for a client and a database on other machines: with
+/// `short_slice` they ask for the short time slice rolelb's data path uses, so that their
+/// own wakeups wait for no other thread of this machine and the round trip measures rolelb.
+fn echo_thread(short_slice: bool) {
+    if short_slice {
+        rolelb::sched::data_path_thread();
+    }
+}
+
 /// An echo server on its own threads; returns its port.
-fn echo_server() -> Result<u16> {
+fn echo_server(short_slice: bool) -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             thread::spawn(move || {
+                echo_thread(short_slice);
                 let mut buf = [0u8; 256];
                 while let Ok(n) = conn.read(&mut buf) {
                     if n == 0 || conn.write_all(&buf[..n]).is_err() {
@@ -102,11 +112,17 @@ fn echo_server() -> Result<u16> {
 type Samples = Arc<Mutex<Vec<(Instant, Duration)>>>;
 
 /// Ping-pongs 16 bytes through `addr` every millisecond until `stop`.
-fn echo_client(addr: SocketAddr, stop: Arc<AtomicBool>, samples: Samples) -> Result<()> {
+fn echo_client(
+    addr: SocketAddr,
+    short_slice: bool,
+    stop: Arc<AtomicBool>,
+    samples: Samples,
+) -> Result<()> {
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     conn.set_nodelay(true)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     thread::spawn(move || {
+        echo_thread(short_slice);
         let msg = [b'x'; 16];
         let mut back = [0u8; 16];
         while !stop.load(Ordering::Relaxed) {
@@ -215,7 +231,7 @@ fn thread_cpu_delta(
 pub async fn run(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut etcd = super::start_etcd(&o.etcd, dir.path()).await?;
-    let echo = echo_server()?;
+    let echo = echo_server(o.echo_short_slice)?;
     let (port, echo_port, admin_port) = (
         super::free_port()?,
         super::free_port()?,
@@ -248,6 +264,7 @@ pub async fn run(o: &Options) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     echo_client(
         SocketAddr::from(([127, 0, 0, 1], echo_port)),
+        o.echo_short_slice,
         stop.clone(),
         samples.clone(),
     )
@@ -326,8 +343,13 @@ pub async fn run(o: &Options) -> Result<()> {
     let during_delete = window(&samples, deleted_from, delete_to);
     let n = o.members;
     println!(
-        "burst of {n} members put one by one (nbthread {}; load average {load_before} before, {} after):",
+        "burst of {n} members put one by one (nbthread {}; echo threads' slice {}; load average {load_before} before, {} after):",
         o.nbthread.map_or("default".to_owned(), |n| n.to_string()),
+        if o.echo_short_slice {
+            "short"
+        } else {
+            "default"
+        },
         load_average()
     );
     println!(

@@ -39,9 +39,11 @@ struct Options {
     changes: usize,
     members: usize,
     nbthread: Option<u32>,
+    /// Whether the burst's echo client and server threads ask for rolelb's short slice.
+    echo_short_slice: bool,
 }
 
-const USAGE: &str = "options: --rolelb PATH --etcd PATH --mode leader|txn|burst --changes N --members N --nbthread N";
+const USAGE: &str = "options: --rolelb PATH --etcd PATH --mode leader|txn|burst --changes N --members N --nbthread N --echo-slice short|default";
 
 fn options() -> Result<Options> {
     let mut o = Options {
@@ -51,6 +53,7 @@ fn options() -> Result<Options> {
         changes: 100,
         members: 10_000,
         nbthread: None,
+        echo_short_slice: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -77,6 +80,13 @@ fn options() -> Result<Options> {
             "--changes" => o.changes = value.parse().context("--changes N")?,
             "--members" => o.members = value.parse().context("--members N")?,
             "--nbthread" => o.nbthread = Some(value.parse().context("--nbthread N")?),
+            "--echo-slice" => {
+                o.echo_short_slice = match value.as_str() {
+                    "short" => true,
+                    "default" => false,
+                    other => bail!("--echo-slice {other}: want short or default"),
+                }
+            }
             other => bail!("unknown option {other} ({USAGE})"),
         }
     }
