@@ -22,12 +22,55 @@ fn free_port_hands_out_distinct_unused_ports() {
         ports.len(),
         "free_port repeated a port: {ports:?}"
     );
-    for port in ports {
+    for &port in &ports {
         assert!(
             std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} from free_port cannot be bound"
         );
     }
+    println!("free_port handed out: {ports:?}");
+}
+
+/// Two test processes that scan from the same port (suites run side by side, or one in a
+/// chroot beside one outside it) are handed different ports: each holds its ports until it
+/// exits. The other process is this test binary running the test above.
+#[test]
+fn free_port_skips_the_ports_another_test_process_holds() {
+    let ours: Vec<u16> = (0..20).map(|_| free_port()).collect();
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "free_port_hands_out_distinct_unused_ports",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(common::SCAN_FROM, ours[0].to_string())
+        .output()
+        .expect("running the test binary as the other process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the other process failed: {stdout}");
+    let theirs: Vec<u16> = stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("free_port handed out: ")
+                .map(|(_, ports)| ports)
+        })
+        .unwrap_or_else(|| panic!("the other process printed no ports: {stdout}"))
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .map(|p| p.parse().expect("a port number"))
+        .collect();
+    assert_eq!(theirs.len(), 50, "{stdout}");
+    let shared: Vec<u16> = theirs
+        .iter()
+        .filter(|p| ours.contains(p))
+        .copied()
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "the other process was handed ports this one holds: {shared:?} (ours {ours:?})"
+    );
 }
 
 #[test]

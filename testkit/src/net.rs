@@ -1,8 +1,7 @@
-//! Ports and waiting: [`free_port`] hands out 127.0.0.1 ports no other helper of this process
-//! holds, [`is_listening`] looks for a listener without connecting, and the `wait_*` helpers
+//! Ports and waiting: [`free_port`] hands out 127.0.0.1 ports no other test process holds, [`is_listening`] looks for a listener without connecting, and the `wait_*` helpers
 //! poll until something holds or a timeout passes. [`bind_addrs`] reads a config's `bind` lines.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,34 +9,60 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The process-wide set of ports already handed out by [`free_port`].
-fn handed_out() -> &'static Mutex<HashSet<u16>> {
-    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    PORTS.get_or_init(|| Mutex::new(HashSet::new()))
+/// The ports this process handed out, each with its claim (see [`claim`]).
+fn handed_out() -> &'static Mutex<HashMap<u16, Claim>> {
+    static PORTS: OnceLock<Mutex<HashMap<u16, Claim>>> = OnceLock::new();
+    PORTS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The environment variable that makes [`free_port`] scan from a given port instead of a
+/// random one (to repeat a run's ports, or to make two processes meet on purpose).
+pub const SCAN_FROM: &str = "ROLELB_TEST_PORT_SCAN_FROM";
+
+/// A machine-wide claim on a port, held until the process exits.
+type Claim = std::os::unix::net::UnixListener;
+
+/// Claims `port` for this process among all test processes of the machine: an abstract
+/// unix socket named after the port (abstract names belong to the network namespace, so a
+/// suite in a chroot and one outside it see each other's; the kernel drops the name when the
+/// process exits, even killed). `None` when another live process holds it.
+fn claim(port: u16) -> Option<Claim> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("rolelb-test-port-{port}");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
+    Claim::bind_addr(&addr).ok()
 }
 
 /// Ports [`free_port`] chooses from: below Linux's ephemeral range (32768 and up), so the
 /// kernel never gives one of them to an outgoing connection between our check and the bind.
 const PORT_RANGE: std::ops::Range<u16> = 20000..32000;
 
-/// A TCP port on 127.0.0.1 that nothing listens on and that this process never handed out.
+/// A TCP port on 127.0.0.1 that nothing listens on and that no test process handed out.
 ///
-/// Scans [`PORT_RANGE`] from a random start (so parallel test processes rarely meet), skips
-/// ports handed out before in this process, and proves each candidate free by binding it
-/// (which also fails when another socket listens on the port's wildcard address).
+/// Scans [`PORT_RANGE`] from a random start, skips ports handed out before in this process
+/// or claimed by another test process (suites run side by side: several processes of one
+/// run, or a run in a chroot beside one outside it), and proves each candidate free by
+/// binding it (which also fails when another socket listens on the port's wildcard address).
 pub fn free_port() -> u16 {
     let span = PORT_RANGE.end - PORT_RANGE.start;
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
-    let start = (hasher.finish() % u64::from(span)) as u16;
+    let start = match std::env::var(SCAN_FROM)
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+    {
+        Some(port) if PORT_RANGE.contains(&port) => port - PORT_RANGE.start,
+        _ => (hasher.finish() % u64::from(span)) as u16,
+    };
     let mut taken = handed_out().lock().expect("free_port: port set poisoned");
     for i in 0..span {
         let port = PORT_RANGE.start + (start + i) % span;
-        if taken.contains(&port) {
+        if taken.contains_key(&port) {
             continue;
         }
+        let Some(claim) = claim(port) else { continue };
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            taken.insert(port);
+            taken.insert(port, claim);
             return port;
         }
     }
