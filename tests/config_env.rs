@@ -182,23 +182,14 @@ const CASES: &[(&str, &str, Verdict)] = &[
 
 /// `BIN -c -f FILE` with the cases' environment: (valid, output).
 fn check(bin: &Path, file: &Path) -> (bool, String) {
-    let mut cmd = Command::new(bin);
-    cmd.arg("-c").arg("-f").arg(file).stdin(Stdio::null());
-    for (k, v) in ENV {
-        cmd.env(k, v);
-    }
-    for k in UNSET {
-        cmd.env_remove(k);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::check_file(bin, file, |cmd| {
+        for (k, v) in ENV {
+            cmd.env(k, v);
+        }
+        for k in UNSET {
+            cmd.env_remove(k);
+        }
+    })
 }
 
 #[test]

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -119,19 +118,7 @@ const OLD_HABITS: &[(&str, usize, Verdict)] = &[
 ];
 
 fn check(bin: &Path, file: &Path) -> (bool, String) {
-    let out = Command::new(bin)
-        .arg("-c")
-        .arg("-f")
-        .arg(file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::check_file(bin, file, |_| {})
 }
 
 /// Checks `text` with both programs; a failure description, if any.

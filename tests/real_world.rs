@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -234,19 +233,9 @@ impl Stage {
 
 /// `BIN -c -f FILE` with `env`: (valid, output).
 fn check(bin: &Path, file: &Path, env: &BTreeMap<String, String>) -> (bool, String) {
-    let out = Command::new(bin)
-        .args(["-c", "-f"])
-        .arg(file)
-        .envs(env)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::check_file(bin, file, |cmd| {
+        cmd.envs(env);
+    })
 }
 
 /// Connects from 127.0.0.`from` to `port` (with `proxy_header`, sends a PROXY v1 header for

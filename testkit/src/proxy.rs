@@ -74,11 +74,16 @@ pub(crate) fn check_config(bin: &Path, cfg_text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let cfg = dir.path().join("check.cfg");
     fs::write(&cfg, cfg_text).expect("writing the config to check");
-    let out = Command::new(bin)
-        .arg("-c")
-        .arg("-f")
-        .arg(&cfg)
-        .stdin(Stdio::null())
+    check_file(bin, &cfg, |_| {})
+}
+
+/// Runs `bin -c -f file`, after `setup` (environment variables, for instance) on the
+/// command; returns (exit code 0, stdout + stderr). For rolelb and HAProxy alike.
+pub fn check_file(bin: &Path, file: &Path, setup: impl FnOnce(&mut Command)) -> (bool, String) {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg("-f").arg(file).stdin(Stdio::null());
+    setup(&mut cmd);
+    let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
     let text = format!(
