@@ -240,7 +240,7 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
         timeout_client_fin: p.timeouts.timeout_client_fin,
         tcplog: log_format.is_some(),
         log_format,
-        dontlognull: p.dontlognull,
+        log_options: p.log_options,
         clitcpka: p.clitcpka,
         log_global: p.log_global,
         logs: p.logs.clone(),

@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::model::{
-    Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogTarget, MaxLag, Mode, ProxyProtocol,
-    Role, RoleCheck, RoleSource, Schema, TcpCheckRule,
+    Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogOptions, LogTarget, MaxLag, Mode,
+    ProxyProtocol, Role, RoleCheck, RoleSource, Schema, TcpCheckRule,
 };
 
 /// The kind of a proxy section.
@@ -220,8 +220,8 @@ pub struct ProxyDraft {
     pub log_format: Option<(String, Loc)>,
     /// `option httplog`, where (falls back to tcplog in TCP mode, with a warning).
     pub httplog: Option<Loc>,
-    /// `option dontlognull`.
-    pub dontlognull: bool,
+    /// The logging `option`s.
+    pub log_options: LogOptions,
     /// `option allbackups`.
     pub allbackups: bool,
     /// `option clitcpka`.
@@ -306,7 +306,7 @@ impl ProxyDraft {
             retry_on_conn_failure: true,
             log_format: None,
             httplog: None,
-            dontlognull: false,
+            log_options: LogOptions::default(),
             allbackups: false,
             clitcpka: false,
             srvtcpka: false,

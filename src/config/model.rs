@@ -214,6 +214,21 @@ pub enum Mode {
     Http,
 }
 
+/// How a frontend logs its sessions: HAProxy's logging `option`s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// `option dontlognull`: no line for a session that received nothing from the client.
+    pub dontlognull: bool,
+    /// `option dontlog-normal`: lines only for sessions that ended in an error, were
+    /// retried or redispatched.
+    pub dontlog_normal: bool,
+    /// `option log-separate-errors`: those sessions' lines at level `err`, not `info`.
+    pub separate_errors: bool,
+    /// `option logasap`: a session's line is sent as soon as its server connection is
+    /// established, with the total time and byte count of that moment marked `+`.
+    pub asap: bool,
+}
+
 /// A frontend: where clients connect and which backend serves them.
 #[derive(Debug, Clone)]
 pub struct Frontend {
@@ -246,8 +261,8 @@ pub struct Frontend {
     pub tcplog: bool,
     /// The format of that line (`option tcplog` is HAProxy's TCP format).
     pub log_format: Option<Arc<LogFormat>>,
-    /// `option dontlognull`.
-    pub dontlognull: bool,
+    /// The logging `option`s.
+    pub log_options: LogOptions,
     /// `option clitcpka`.
     pub clitcpka: bool,
     /// `log global` (or an own `log` target list when not empty).

@@ -13,15 +13,13 @@ use tokio::net::TcpStream;
 
 use super::log_line;
 use super::proxy_header_in::{self, Header, Refusal, Refused};
+use super::session::{LOG_ERR, LOG_INFO, emit};
 use crate::config::Config;
 use crate::logging::Throttle;
 use crate::table::{FrontendRt, ListenerRt};
 
 /// Refused headers logged without a session log format, all frontends together.
 static REFUSED_HEADERS: Throttle = Throttle::new();
-
-/// Syslog severity of the line (`info`, as HAProxy's without `option log-separate-errors`).
-const LOG_INFO: u8 = 6;
 
 /// Where a connection came from and went to, as the rest of the session must see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,19 +96,17 @@ fn log_refusal(accepted: &Incoming<'_>, refused: Refused) {
         }
         return;
     };
-    if fe.dontlognull && refused.reason.is_null() {
+    if fe.log_options.dontlognull && refused.reason.is_null() {
         return;
     }
     let line =
         log_line::handshake_failure(client, accepted.at, &fe.name, &accepted.bind.label, reason);
-    let global: &[_] = if fe_cfg.log_global {
-        &accepted.config.global.logs
+    // As HAProxy's, at level `err` with `option log-separate-errors`, and kept with
+    // `option dontlog-normal` (a refused handshake is never normal).
+    let level = if fe.log_options.separate_errors {
+        LOG_ERR
     } else {
-        &[]
+        LOG_INFO
     };
-    if fe_cfg.logs.is_empty() && global.is_empty() {
-        tracing::info!(target: "rolelb::tcplog", "{line}");
-        return;
-    }
-    crate::logging::send(fe_cfg.logs.iter().chain(global), LOG_INFO, &line);
+    emit(fe_cfg, &accepted.config.global, level, &line);
 }

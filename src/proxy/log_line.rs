@@ -89,6 +89,19 @@ pub struct SessionLog<'a> {
     pub request_id: u64,
     /// `%lc`: lines this frontend logged before.
     pub log_count: u64,
+    /// `option logasap`: `%Tt`, `%Tu` and `%B` are written with a `+` (values of the moment
+    /// the line was sent, not of the session's end).
+    pub asap: bool,
+}
+
+impl SessionLog<'_> {
+    /// Whether HAProxy counts the session as an error for `option dontlog-normal` and
+    /// `option log-separate-errors`: redispatched, ended by anything but a normal or local
+    /// close (the termination state's first letter), or retried.
+    pub fn is_error(&self) -> bool {
+        let cause = self.term.as_bytes().first().copied().unwrap_or(b'-');
+        self.redispatched || !matches!(cause, b'-' | b'L') || (cause == b'-' && self.retries > 0)
+    }
 }
 
 /// Writes a text value as `lf_text` does: `-` when empty (unless quoted), quotes and
@@ -240,11 +253,19 @@ pub fn render(format: &LogFormat, s: &SessionLog<'_>) -> String {
             LogVar::BackendSourcePort => port(&mut out, s.source_addr, f),
             LogVar::Tw => num(&mut out, tw),
             LogVar::Tc => num(&mut out, tc),
-            LogVar::Tt | LogVar::Tu => num(&mut out, s.t_close),
+            LogVar::Tt | LogVar::Tu => {
+                if s.asap {
+                    out.push('+');
+                }
+                num(&mut out, s.t_close)
+            }
             LogVar::Th => num(&mut out, s.t_handshake),
             LogVar::Status => num(&mut out, 0),
             LogVar::Td => num(&mut out, td),
             LogVar::BytesRead => {
+                if s.asap {
+                    out.push('+');
+                }
                 let _ = write!(out, "{}", s.bytes_out);
             }
             LogVar::BytesUploaded => {
@@ -364,6 +385,7 @@ mod tests {
             backend_queue: 0,
             request_id: 7,
             log_count: 0,
+            asap: false,
         }
     }
 
@@ -377,6 +399,40 @@ mod tests {
         assert_eq!(date.len(), "13/Feb/2009:23:31:30.123".len(), "{date}");
         assert!(date.ends_with(".123"), "{date}");
         assert_eq!(rest, "fnt bck/srv1 1/2/5007 212 -- 1/1/0/0/3 0/0");
+    }
+
+    #[test]
+    fn logasap_marks_the_total_time_and_bytes_with_a_plus() {
+        let f = parse_log_format("%Tw/%Tc/%Tt %Tu %B %U").unwrap();
+        let s = SessionLog {
+            asap: true,
+            ..session()
+        };
+        assert_eq!(render(&f, &s), "1/2/+5007 +5007 +212 40");
+    }
+
+    #[test]
+    fn errors_are_what_haproxy_counts_for_dontlog_normal() {
+        let with = |term, retries, redispatched| SessionLog {
+            term,
+            retries,
+            redispatched,
+            ..session()
+        };
+        // Normal and locally closed sessions without retries are normal.
+        assert!(!with("--", 0, false).is_error());
+        assert!(!with("LR", 0, false).is_error());
+        // Retried, redispatched, or ended by a timeout, a close, a failed connect or a rule.
+        assert!(with("--", 1, false).is_error());
+        assert!(with("--", 0, true).is_error());
+        assert!(with("LR", 0, true).is_error());
+        for term in [
+            "cD", "CD", "sD", "SD", "SC", "sC", "PR", "RC", "IR", "DC", "KC", "UC",
+        ] {
+            assert!(with(term, 0, false).is_error(), "{term}");
+        }
+        // A retry that ended in an error state counts for that state only.
+        assert!(!with("LR", 2, false).is_error());
     }
 
     #[test]

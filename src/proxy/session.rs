@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::accept_proxy::{self, Addresses, Incoming};
-use super::connect::{Connected, Failed, connect_with_retries};
+use super::connect::{Failed, connect_with_retries};
 use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
@@ -29,6 +29,7 @@ use crate::logging::Throttle;
 use crate::table::{BackendLive, BackendRt, ConnAddrs, FrontendRt, NoServer, TableHandle};
 
 mod log;
+pub(super) use log::{LOG_ERR, LOG_INFO, emit};
 use log::{log_refused, log_rejected, log_session, reset};
 
 /// Keepalive probes on sockets with `option clitcpka` / `option srvtcpka`.
@@ -328,6 +329,47 @@ pub async fn serve(
         }
     }
     let source_addr = conn.stream.local_addr().ok();
+    // The line of a session, from what is known when it ends (`at`, with what it moved).
+    let line = |at: Instant, bytes_in: u64, bytes_out: u64, term: &'static str| SessionLog {
+        accepted_at: accepted.at_wall,
+        client: peer,
+        local,
+        frontend: &fe.name,
+        backend: &backend.name,
+        server: Some(server.name()),
+        server_addr: Some(server.config.addr),
+        source_addr,
+        t_handshake: accepted.t_handshake,
+        t_queue: Some(accepted.ms(queued_until)),
+        t_connect: Some(accepted.ms(connected_at)),
+        t_close: accepted.ms(at),
+        bytes_in,
+        bytes_out,
+        term,
+        act_conn: 0,
+        fe_conn: 0,
+        be_conn: 0,
+        srv_conn: u64::from(server.live.sessions.load(Ordering::Acquire)),
+        retries: conn.retries,
+        redispatched: conn.redispatched,
+        srv_queue: 0,
+        backend_queue: queue_pos,
+        request_id: accepted.request_id,
+        log_count: 0,
+        asap: false,
+    };
+    // `option logasap`: HAProxy logs a TCP session once its server connection is
+    // established (the total time is the connect's, nothing moved yet) and not at its end.
+    let logged_asap = fe.tcplog && fe.log_options.asap;
+    if logged_asap {
+        log_session(
+            &fe,
+            &table,
+            &accepted,
+            line(connected_at, 0, 0, "--"),
+            &backend,
+        );
+    }
     let timeouts = Timeouts {
         client: fe.timeout_client,
         server: backend.settings.timeout_server,
@@ -367,51 +409,23 @@ pub async fn serve(
     if outcome.end == End::Killed {
         tracing::debug!(backend = %backend.name, server = %server.name(), "session closed by rolelb");
     }
-    let Connected {
-        slot,
-        stream,
-        retries,
-        redispatched,
-        ..
-    } = conn;
     // As in HAProxy, the server and backend no longer count this session when it is logged;
     // the process and the frontend still do.
-    drop(stream);
-    drop(slot);
-    if !fe.tcplog || (fe.dontlognull && outcome.bytes_in == 0) {
+    drop(conn.stream);
+    drop(conn.slot);
+    if !fe.tcplog || logged_asap || (fe.log_options.dontlognull && outcome.bytes_in == 0) {
         return;
     }
     log_session(
         &fe,
         &table,
         &accepted,
-        SessionLog {
-            accepted_at: accepted.at_wall,
-            client: peer,
-            local,
-            frontend: &fe.name,
-            backend: &backend.name,
-            server: Some(server.name()),
-            server_addr: Some(server.config.addr),
-            source_addr,
-            t_handshake: accepted.t_handshake,
-            t_queue: Some(accepted.ms(queued_until)),
-            t_connect: Some(accepted.ms(connected_at)),
-            t_close: accepted.ms(closed_at),
-            bytes_in: outcome.bytes_in,
-            bytes_out: outcome.bytes_out,
-            term: outcome.end.code(),
-            act_conn: 0,
-            fe_conn: 0,
-            be_conn: 0,
-            srv_conn: u64::from(server.live.sessions.load(Ordering::Acquire)),
-            retries,
-            redispatched,
-            srv_queue: 0,
-            backend_queue: queue_pos,
-            request_id: accepted.request_id,
-            log_count: 0,
-        },
+        line(
+            closed_at,
+            outcome.bytes_in,
+            outcome.bytes_out,
+            outcome.end.code(),
+        ),
         &backend,
     );
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::balance::{Selector, WEIGHT_SCALE};
-use crate::config::{self, Config, MaxLag, Role, RoleSource};
+use crate::config::{self, Config, LogOptions, MaxLag, Role, RoleSource};
 
 pub use crate::live::*;
 pub use crate::roles::*;
@@ -206,8 +206,8 @@ pub struct FrontendRt {
     pub timeout_client_fin: Option<Duration>,
     /// `option tcplog`.
     pub tcplog: bool,
-    /// `option dontlognull`.
-    pub dontlognull: bool,
+    /// The logging `option`s.
+    pub log_options: LogOptions,
     /// `option clitcpka`.
     pub clitcpka: bool,
     /// The addresses it listens on, with their `bind` options.
@@ -243,7 +243,7 @@ impl FrontendRt {
             timeout_client: self.timeout_client,
             timeout_client_fin: self.timeout_client_fin,
             tcplog: self.tcplog,
-            dontlognull: self.dontlognull,
+            log_options: self.log_options,
             clitcpka: self.clitcpka,
             binds: self.binds.clone(),
             live: self.live.clone(),
@@ -334,7 +334,7 @@ impl Table {
                 timeout_client: fe.timeout_client,
                 timeout_client_fin: fe.timeout_client_fin,
                 tcplog: fe.tcplog,
-                dontlognull: fe.dontlognull,
+                log_options: fe.log_options,
                 clitcpka: fe.clitcpka,
                 binds: fe
                     .binds

@@ -44,7 +44,16 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("redispatch", Sections::BE, redispatch),
     flag("tcplog", Sections::FE, tcplog),
     flag("dontlognull", Sections::FE, |p, c, on| {
-        set(&mut p.dontlognull, on, c)
+        set(&mut p.log_options.dontlognull, on, c)
+    }),
+    flag("dontlog-normal", Sections::FE, |p, c, on| {
+        set(&mut p.log_options.dontlog_normal, on, c)
+    }),
+    flag("log-separate-errors", Sections::FE, |p, c, on| {
+        set(&mut p.log_options.separate_errors, on, c)
+    }),
+    flag("logasap", Sections::FE, |p, c, on| {
+        set(&mut p.log_options.asap, on, c)
     }),
     flag("allbackups", Sections::BE, |p, c, on| {
         set(&mut p.allbackups, on, c)
@@ -81,8 +90,6 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("originalto", Sections::ALL, http_only),
     // Accepted and ignored: they tune logging or kernel details, not where traffic goes.
     flag("log-health-checks", Sections::BE, ignored),
-    flag("log-separate-errors", Sections::FE, ignored),
-    flag("logasap", Sections::FE, ignored),
     flag("contstats", Sections::FE, ignored),
     flag("splice-auto", Sections::ALL, ignored),
     flag("splice-request", Sections::ALL, ignored),
@@ -91,7 +98,6 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("tcp-smart-connect", Sections::BE, ignored),
     flag("socket-stats", Sections::FE, ignored),
     flag("nolinger", Sections::ALL, ignored),
-    flag("dontlog-normal", Sections::FE, ignored),
     flag("independent-streams", Sections::ALL, ignored),
 ];
 

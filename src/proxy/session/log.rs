@@ -5,9 +5,9 @@
 use super::*;
 
 /// Fills the connection counts HAProxy reads at log time, renders the line with the
-/// frontend's format and sends it to its `log` targets (`log global` adds the global ones).
-/// A frontend without any target writes it to rolelb's own log instead (HAProxy, which warns
-/// about this at startup, would drop it).
+/// frontend's format and sends it to its `log` targets (see [`emit`]). As in HAProxy,
+/// `option dontlog-normal` drops the line of a session that ended without an error, retry
+/// or redispatch, and `option log-separate-errors` sends the others at level `err`.
 pub(super) fn log_session(
     fe: &FrontendRt,
     table: &TableHandle,
@@ -21,6 +21,11 @@ pub(super) fn log_session(
     let Some(format) = &fe_cfg.log_format else {
         return;
     };
+    let error = line.is_error();
+    if fe.log_options.dontlog_normal && !error {
+        return;
+    }
+    line.asap = fe.log_options.asap;
     line.act_conn = table
         .load()
         .frontends
@@ -38,16 +43,29 @@ pub(super) fn log_session(
         line.log_count = log_line::next_log_count(&fe.name);
     }
     let text = log_line::render(format, &line);
-    let global: &[_] = if fe_cfg.log_global {
-        &accepted.config.global.logs
+    let level = if error && fe.log_options.separate_errors {
+        LOG_ERR
     } else {
-        &[]
+        LOG_INFO
     };
+    emit(fe_cfg, &accepted.config.global, level, &text);
+}
+
+/// Sends a frontend's log line to its `log` targets (`log global` adds the global ones). A
+/// frontend without any target writes it to rolelb's own log instead (HAProxy, which warns
+/// about this at startup, would drop it).
+pub(in crate::proxy) fn emit(
+    fe_cfg: &crate::config::Frontend,
+    global: &crate::config::Global,
+    level: u8,
+    text: &str,
+) {
+    let global: &[_] = if fe_cfg.log_global { &global.logs } else { &[] };
     if fe_cfg.logs.is_empty() && global.is_empty() {
         tracing::info!(target: "rolelb::tcplog", "{text}");
         return;
     }
-    crate::logging::send(fe_cfg.logs.iter().chain(global), LOG_INFO, &text);
+    crate::logging::send(fe_cfg.logs.iter().chain(global), level, text);
 }
 
 /// Closes a connection a `tcp-request connection` rule rejected with a reset, as HAProxy
@@ -62,7 +80,7 @@ pub(super) fn reset(client: TcpStream) {
 /// The log line of a session a `tcp-request content reject` rule closed: no backend was
 /// chosen yet, so it names the frontend as its backend, `<NOSRV>`, and ends with `PR`.
 pub(super) fn log_rejected(fe: &FrontendRt, table: &TableHandle, accepted: &Accepted) {
-    if !fe.tcplog || fe.dontlognull {
+    if !fe.tcplog || fe.log_options.dontlognull {
         return;
     }
     let at = Instant::now();
@@ -110,11 +128,14 @@ fn unserved<'a>(
         backend_queue: 0,
         request_id: accepted.request_id,
         log_count: 0,
+        asap: false,
     }
 }
 
 /// Syslog severity of session lines (`info`, as HAProxy's).
-const LOG_INFO: u8 = 6;
+pub(in crate::proxy) const LOG_INFO: u8 = 6;
+/// Syslog severity of the lines of sessions that failed, with `option log-separate-errors`.
+pub(in crate::proxy) const LOG_ERR: u8 = 3;
 
 pub(super) fn log_refused(
     fe: &FrontendRt,
@@ -137,7 +158,7 @@ pub(super) fn log_refused(
     }
     // `option dontlognull`: HAProxy skips sessions that received nothing from the client,
     // and rolelb reads nothing from a client it could not connect anywhere.
-    if fe.dontlognull {
+    if fe.log_options.dontlognull {
         return;
     }
     let backend = table
