@@ -314,7 +314,7 @@ fn a_script_past_its_time_is_proctout_and_killed_with_its_children() {
     let row = sides[0].row("bk", "a");
     let took: u64 = row["check_duration"].parse().expect("check_duration");
     assert!(
-        (300..1000).contains(&took),
+        (300..2000).contains(&took),
         "rolelb waited {took}ms for a 300ms limit"
     );
     // Let a few checks time out: at most the running one's `sleep` is left, and no zombie.
