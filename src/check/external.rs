@@ -5,7 +5,9 @@
 //! <server_port>` (the proxy's first `bind`, or `NOT_USED` twice in a `backend`) and only
 //! HAProxy's environment: `PATH` (`external-check path`, default empty) and the
 //! `HAPROXY_PROXY_*` / `HAPROXY_SERVER_*` variables, `NOT_USED` shown as empty. Its
-//! stdin/stdout/stderr are rolelb's own, as HAProxy leaves them. Exit status 0 is `PROCOK`;
+//! stdin/stdout/stderr are rolelb's own, as HAProxy leaves them, and so is its file
+//! descriptor limit (HAProxy 2.6.0 gave back the limit it started with; later 2.6 releases,
+//! Debian's among them, only raise limits and leave the program theirs). Exit status 0 is `PROCOK`;
 //! another status or a signal is `PROCERR` with the status as the check code (a signal shows
 //! HAProxy's -1 as an unsigned number); a program still running after `inter` (or `timeout
 //! connect` when `timeout check` is set, if shorter) is `PROCTOUT` and keeps the previous code.
