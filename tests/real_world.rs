@@ -543,7 +543,7 @@ fn yugabyte_takes_clients_round_robin() {
     assert_eq!(reached(&t)[..3], ["yb0", "yb1", "yb2"], "{t:#?}");
 }
 
-/// Known gap (see the case): same servers as often, not in the same order.
+/// Weighted leastconn: the same servers in the same order as HAProxy.
 #[test]
 fn vtgate_weighted_leastconn_gives_the_heavier_gate_its_share() {
     let t = same_routes("vitess-vtgate.cfg");

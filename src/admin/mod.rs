@@ -22,7 +22,7 @@ mod servers_state;
 mod show_table;
 mod stats;
 mod stats_auth;
-mod view;
+pub(crate) mod view;
 
 use std::future::Future;
 use std::io;

@@ -57,6 +57,8 @@ pub trait Live {
 pub struct Cursor {
     /// Next position in the rotation.
     pub pos: AtomicU64,
+    /// `leastconn`'s server order, which depends on history.
+    pub leastconn: leastconn::Order,
 }
 
 impl Cursor {
@@ -72,6 +74,10 @@ pub trait Selector: Send + Sync + Debug {
     /// Picks the index of the candidate for a new connection, or `None` when no candidate is
     /// usable. `client` is the client's address (for `source`).
     fn pick(&self, live: &dyn Live, client: Option<IpAddr>) -> Option<usize>;
+
+    /// A session of the server with id `key` ([`Candidate::key`]) ended; it has `sessions`
+    /// left. Only `leastconn` orders servers by what happened to them.
+    fn released(&self, _key: u64, _sessions: u32) {}
 }
 
 /// Builds the selector for `balance` / `hash-type` over `candidates`.

@@ -6,6 +6,7 @@
 
 pub mod agent;
 mod conn;
+pub mod external;
 pub mod http;
 pub mod mysql;
 pub mod pgsql;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{CheckResult, Target, http, mysql, pgsql, tcp, tcp_check};
+use super::{CheckResult, Target, external, http, mysql, pgsql, tcp, tcp_check};
 use crate::config::{AgentCheck, Backend, CheckMethod, Config, MaxLag, Role, RoleCheck, Server};
 use crate::table::{AdminState, ServerLive};
 
@@ -224,6 +224,8 @@ pub async fn run_check_as(method: &CheckMethod, target: &Target, running: bool) 
         } => mysql::check(target, user, *post_41).await,
         CheckMethod::Mysql { user: None, .. } => mysql::handshake_check(target).await,
         CheckMethod::Http(spec) => http::check_server(target, spec, running).await,
+        // A server's own task runs it with the server's details (`tasks.rs`).
+        CheckMethod::External(x) => external::check(x, target.addr, target.connect_timeout).await,
     }
 }
 

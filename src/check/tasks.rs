@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{self, AgentAdmin, AgentHealth};
+use super::external;
 use super::rise_fall::{RiseFall, Transition};
 use super::role::{self, Probe, RoleFailure, RoleReport};
 use super::role_tracker::{self, Current, RoleTracker};
@@ -17,7 +18,7 @@ use super::scheduler::{
     AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check_as, target,
 };
 use super::{CheckResult, Status};
-use crate::config::RoleCheck;
+use crate::config::{CheckMethod, RoleCheck};
 use crate::table::{AdminState, Health, NodeRole, RoleProblem, ServerLive};
 
 fn servers_left(env: &Env, backend: &str) -> (usize, usize) {
@@ -108,6 +109,33 @@ fn stopping_change(live: &ServerLive, result: &CheckResult, spec: &CheckSpec) ->
     true
 }
 
+/// Runs one health check of the server. An external check is given the server's details as
+/// they are in the table now (its sessions, ids, the proxy's first `bind`).
+async fn run_health(
+    hs: &HealthSpec,
+    target: &super::Target,
+    live: &ServerLive,
+    env: &Env,
+    spec: &CheckSpec,
+    external: &mut external::Runner,
+) -> CheckResult {
+    let CheckMethod::External(x) = &hs.method else {
+        return run_check_as(&hs.method, target, live.health() == Health::Up).await;
+    };
+    let name = format!("{}/{}", spec.backend, spec.server);
+    let table = env.table().load();
+    let Some(subject) = external::Subject::find(&table, &spec.backend, &spec.server) else {
+        // Only between a reload that removed the server and the end of its task.
+        return external::check(x, target.addr, target.connect_timeout).await;
+    };
+    drop(table);
+    // HAProxy gives the program `inter`, or `timeout connect` when `timeout check` is set and
+    // that is shorter: the connect part of `target`.
+    external
+        .run(x, &subject, target.connect_timeout, &name)
+        .await
+}
+
 /// Runs the health check of one server forever (until `stop`).
 pub(crate) async fn health_loop(
     spec: CheckSpec,
@@ -124,6 +152,7 @@ pub(crate) async fn health_loop(
         RiseFall::new(hs.rise, hs.fall)
     };
     live.set_check_health(machine.counter());
+    let mut external = external::Runner::default();
     let mut next = Instant::now() + first_delay;
     loop {
         if next_turn(&mut next, hs.inter, &live, &stop).await.is_none() {
@@ -132,7 +161,7 @@ pub(crate) async fn health_loop(
         let target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = run_check_as(&hs.method, &target, live.health() == Health::Up) => r,
+            r = run_health(&hs, &target, &live, &env, &spec, &mut external) => r,
         };
         let passed = result.status.passed();
         if passed && stopping_change(&live, &result, &spec) {

@@ -56,6 +56,7 @@ pub fn build(
         }
         warn_http_settings(p, diags);
         warn_missing_timeouts(p, diags);
+        check::external_check_rules(&config.global, p, diags);
         if p.kind.has_frontend() {
             references.push((config.frontends.len(), reference_loc(p)));
             config.frontends.push(frontend(p, diags));

@@ -102,6 +102,8 @@ pub enum CheckOption {
         /// A body hidden after the headers (deprecated).
         body: String,
     },
+    /// `option external-check`.
+    External,
 }
 
 /// `http-check send [meth M] [uri U] [ver V] [hdr NAME VALUE]* [body TEXT]`: each part
@@ -238,6 +240,10 @@ pub struct ProxyDraft {
     pub logs: Vec<LogTarget>,
     /// `option tcp-check|pgsql-check|mysql-check|httpchk`, where.
     pub check_option: Option<(CheckOption, Loc)>,
+    /// `external-check command`, where.
+    pub external_check_command: Option<(String, Loc)>,
+    /// `external-check path`, where.
+    pub external_check_path: Option<(String, Loc)>,
     /// `tcp-check` rules.
     pub tcp_check_rules: Vec<TcpCheckRule>,
     /// The `tcp-check` rules were written in this section (not inherited).
@@ -315,6 +321,8 @@ impl ProxyDraft {
             log_global: false,
             logs: Vec::new(),
             check_option: None,
+            external_check_command: None,
+            external_check_path: None,
             tcp_check_rules: Vec::new(),
             tcp_check_own: false,
             tcp_check_loc: None,

@@ -89,6 +89,10 @@ pub struct Global {
     pub tune_bufsize: Option<usize>,
     /// `tune.maxaccept` (`None`: [`DEFAULT_MAXACCEPT`]).
     pub tune_maxaccept: Option<MaxAccept>,
+    /// `external-check`: proxies may run `option external-check`.
+    pub external_check: bool,
+    /// `insecure-fork-wanted`: the process may start programs (external checks need it).
+    pub insecure_fork_wanted: bool,
 }
 
 /// HAProxy's default `tune.bufsize`.
@@ -458,6 +462,17 @@ pub enum CheckMethod {
     },
     /// `option httpchk [METHOD] [URI] [VERSION]` with `http-check expect`.
     Http(HttpCheck),
+    /// `option external-check` with `external-check command` and `external-check path`.
+    External(ExternalCheck),
+}
+
+/// `option external-check`: the program run for each check (see `check::external`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalCheck {
+    /// `external-check command`: run as is (with a `/`) or looked up in `path`.
+    pub command: String,
+    /// `external-check path`: the program's `PATH` (HAProxy's default is empty).
+    pub path: String,
 }
 
 /// One `tcp-check` rule.

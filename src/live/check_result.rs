@@ -28,6 +28,12 @@ pub enum Status {
     L7Rsp,
     /// Layer 7 wrong status (HTTP status, SQL error packet).
     L7Sts,
+    /// External check program exited with a non-zero status or was killed by a signal.
+    ProcErr,
+    /// External check program did not exit in time (it is killed).
+    ProcTout,
+    /// External check program exited with status 0.
+    ProcOk,
 }
 
 impl Status {
@@ -44,6 +50,9 @@ impl Status {
             Status::L7Tout => "L7TOUT",
             Status::L7Rsp => "L7RSP",
             Status::L7Sts => "L7STS",
+            Status::ProcErr => "PROCERR",
+            Status::ProcTout => "PROCTOUT",
+            Status::ProcOk => "PROCOK",
         }
     }
 
@@ -60,12 +69,18 @@ impl Status {
             Status::L7Tout => "Layer7 timeout",
             Status::L7Rsp => "Layer7 invalid response",
             Status::L7Sts => "Layer7 wrong status",
+            Status::ProcErr => "External check error",
+            Status::ProcTout => "External check timeout",
+            Status::ProcOk => "External check passed",
         }
     }
 
     /// Whether the check counts as passed.
     pub fn passed(self) -> bool {
-        matches!(self, Status::L4Ok | Status::L7Ok | Status::L7Okc)
+        matches!(
+            self,
+            Status::L4Ok | Status::L7Ok | Status::L7Okc | Status::ProcOk
+        )
     }
 }
 

@@ -184,6 +184,14 @@ impl BackendRt {
         if let Some(s) = self.servers.get(idx) {
             s.live.release();
             self.live.sessions.fetch_sub(1, Ordering::AcqRel);
+            let pool = if s.config.backup {
+                &self.backup
+            } else {
+                &self.active
+            };
+            if let Some(selector) = &pool.selector {
+                selector.released(u64::from(s.puid), s.live.sessions.load(Ordering::Acquire));
+            }
         }
         self.live.slot_freed.notify_one();
     }

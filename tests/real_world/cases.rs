@@ -603,11 +603,7 @@ pub const CASES: &[Case] = &[
             ("VTGATE_PORT", 9),
         ],
         proxy_header: false,
-        known_gap: Some(
-            "weighted leastconn ties: HAProxy keys servers by (sessions + 1) * 4096 / (weight * 16), \
-             truncated, and takes the one repositioned longest ago among equal keys; rolelb \
-             compares exact loads and breaks ties with a rotating cursor",
-        ),
+        known_gap: None,
         stats_page: None,
     },
     Case {

@@ -172,6 +172,9 @@ pub fn status_number(result: Option<&CheckResult>) -> u8 {
         Some(Status::L7Ok) => 15,
         Some(Status::L7Okc) => 16,
         Some(Status::L7Sts) => 17,
+        Some(Status::ProcErr) => 18,
+        Some(Status::ProcTout) => 19,
+        Some(Status::ProcOk) => 20,
     }
 }
 

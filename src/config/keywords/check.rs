@@ -1,7 +1,8 @@
 //! `tcp-check` and `http-check` rules: the steps of `option tcp-check`
 //! (`connect [port N]`, `send`, `send-binary`, `expect [!] string|rstring|binary`) and, for
 //! `option httpchk`, `http-check send`, `http-check expect [!]
-//! status|rstatus|string|rstring` and `http-check disable-on-404`. Regexes are validated here.
+//! status|rstatus|string|rstring` and `http-check disable-on-404`; `external-check command|path`
+//! for `option external-check`. Regexes are validated here.
 
 use super::Ctx;
 use crate::config::draft::{HttpSend, ProxyDraft};
@@ -162,6 +163,28 @@ fn first_line(text: &str) -> String {
         .rfind(|l| l.starts_with("error:"))
         .unwrap_or_else(|| text.lines().next().unwrap_or_default())
         .to_string()
+}
+
+/// `external-check command <command>` / `external-check path <path>` (for `option
+/// external-check`; checked against it when the proxy is built).
+pub fn external_check(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let what = ctx.arg(0, "'command' or 'path'")?;
+    let slot = match what {
+        "command" => &mut p.external_check_command,
+        "path" => &mut p.external_check_path,
+        other => {
+            return Err(format!(
+                "'external-check' only supports 'command' and 'path', got '{other}'"
+            ));
+        }
+    };
+    let value = ctx.arg(1, &format!("a value after '{what}'"))?;
+    if value.is_empty() {
+        return Err(format!("'external-check {what}' needs a non-empty value"));
+    }
+    ctx.at_most(2)?;
+    *slot = Some((value.to_string(), ctx.loc.clone()));
+    Ok(())
 }
 
 /// `http-check expect|send|disable-on-404|comment`, plus accepted no-op variants.

@@ -1,6 +1,7 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
 //! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`,
-//! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, rolelb's `admin bind`), plus the common,
+//! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, `external-check`, `insecure-fork-wanted`,
+//! rolelb's `admin bind`), plus the common,
 //! harmless keywords of real configs that rolelb accepts with a warning naming them
 //! (`unix-bind`, HAProxy's other `tune.*` settings, ...).
 
@@ -43,6 +44,8 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("tune.bufsize", tune_bufsize),
     kw("tune.maxaccept", tune_maxaccept),
     kw("unix-bind", unix_bind),
+    kw("external-check", external_check),
+    kw("insecure-fork-wanted", insecure_fork_wanted),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
     kw("ca-base", ignored),
@@ -54,7 +57,6 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("log-tag", ignored),
     kw("node", ignored),
     kw("description", ignored),
-    kw("insecure-fork-wanted", ignored),
     kw("cpu-map", ignored),
     kw("maxpipes", ignored),
     kw("nosplice", ignored),
@@ -362,6 +364,20 @@ fn daemon(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(0)?;
     g.daemon = true;
     ctx.warn("'daemon': rolelb always runs in the foreground; let systemd or your supervisor background it");
+    Ok(())
+}
+
+/// `external-check`: proxies may use `option external-check`.
+fn external_check(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(0)?;
+    g.external_check = true;
+    Ok(())
+}
+
+/// `insecure-fork-wanted`: the process may start programs, as external checks do.
+fn insecure_fork_wanted(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(0)?;
+    g.insecure_fork_wanted = true;
     Ok(())
 }
 

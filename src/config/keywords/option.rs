@@ -1,6 +1,6 @@
 //! The `option` table: `option NAME [ARGS]` and `no option NAME` in proxies — logging and
 //! keep-alive flags (`tcplog` sets the TCP log format), `redispatch`, `allbackups`, and the health-check methods
-//! (`tcp-check`, `pgsql-check`, `mysql-check`, `httpchk`).
+//! (`tcp-check`, `pgsql-check`, `mysql-check`, `httpchk`, `external-check`).
 
 use super::{Ctx, Sections, did_you_mean};
 use crate::config::draft::{CheckOption, ProxyDraft};
@@ -77,6 +77,7 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     method("pgsql-check", pgsql_check),
     method("mysql-check", mysql_check),
     method("httpchk", httpchk),
+    method("external-check", external_check),
     // HTTP-only options, common in `defaults` written for `mode http`: HAProxy ignores them
     // in TCP proxies, and so does rolelb (with a warning).
     flag("forwardfor", Sections::ALL, http_only),
@@ -186,6 +187,14 @@ fn pgsql_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String>
     let user = ctx.arg(2, "a user name after 'user'")?.to_string();
     ctx.at_most(3)?;
     set_check(p, ctx, CheckOption::Pgsql { user });
+    Ok(())
+}
+
+/// `option external-check`: run `external-check command` for each check; it needs
+/// `external-check` and `insecure-fork-wanted` in `global` (checked when the proxy is built).
+fn external_check(p: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
+    ctx.at_most(1)?;
+    set_check(p, ctx, CheckOption::External);
     Ok(())
 }
 
@@ -344,8 +353,7 @@ pub fn no_option(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
 
 fn unknown(name: &str) -> String {
     match name {
-        "ssl-hello-chk" | "smtpchk" | "ldap-check" | "redis-check" | "spop-check"
-        | "external-check" => format!(
+        "ssl-hello-chk" | "smtpchk" | "ldap-check" | "redis-check" | "spop-check" => format!(
             "'option {name}' is not supported by rolelb: use 'option tcp-check' with 'tcp-check send'/'tcp-check expect', or pgsql-check, mysql-check, httpchk"
         ),
         "transparent"

@@ -49,6 +49,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("log", Sections::ALL, log),
     kw("tcp-check", Sections::BE, check::tcp_check),
     kw("http-check", Sections::BE, check::http_check),
+    kw("external-check", Sections::BE, check::external_check),
     kw("disabled", Sections::ALL, disabled),
     kw("enabled", Sections::ALL, enabled),
     kw("default-server", Sections::BE, default_server),

@@ -67,10 +67,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
         "is not supported: watch rolelb's metrics or logs instead",
     ),
     no(
-        "external-check",
-        "is not supported: run checks through 'agent-check' (see rolelb-agent)",
-    ),
-    no(
         "load-server-state-from-file",
         "is not supported: server states live in memory and survive reloads",
     ),
@@ -125,10 +121,6 @@ pub const GLOBAL_REFUSED: &[Refused] = &[
     no(
         "server-state-base",
         "is not supported: server states live in memory and survive reloads",
-    ),
-    no(
-        "external-check",
-        "is not supported: run checks through 'agent-check' (see rolelb-agent)",
     ),
     no(
         "setenv",
