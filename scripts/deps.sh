@@ -26,6 +26,7 @@ PACKAGES=(
     shellcheck             # lints scripts/ in scripts/test.sh
     util-linux             # runuser (demo.sh)
     procps                 # pgrep/ps for diagnostics
+    systemd                # systemd-analyze verify of the units in systemd/ (tests/systemd.rs)
     ca-certificates
 )
 
@@ -118,7 +119,8 @@ for bin in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres
     /usr/lib/postgresql/15/bin/pg_basebackup /usr/sbin/pgbouncer /usr/sbin/haproxy \
     /usr/bin/psql /usr/bin/pgbench /usr/bin/pg_isready /usr/bin/protoc /usr/bin/socat \
     /usr/bin/etcd /usr/bin/etcdctl /usr/bin/patroni /usr/bin/patronictl \
-    /usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/prometheus /usr/bin/promtool /usr/bin/shellcheck /usr/sbin/runuser; do
+    /usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/prometheus /usr/bin/promtool /usr/bin/shellcheck /usr/sbin/runuser \
+    /usr/bin/systemd-analyze; do
     [[ -x "$bin" ]] || die "$bin missing after install"
 done
 id postgres >/dev/null 2>&1 || die "the postgres user does not exist (postgresql-common should create it)"

@@ -18,5 +18,6 @@ pub mod logging;
 pub mod proxy;
 pub mod roles;
 pub mod sched;
+pub mod service_manager;
 pub mod table;
 pub mod text;

@@ -18,11 +18,17 @@ use rolelb::control::Control;
 use rolelb::fd_limit::{self, FdPlan};
 use rolelb::logging;
 use rolelb::proxy::listener::{Limits, Shared};
+use rolelb::service_manager;
 use rolelb::table::Table;
 
 /// Role-aware TCP load balancer for replicated databases (HAProxy-syntax configuration).
 #[derive(Debug, Parser)]
-#[command(name = "rolelb", disable_version_flag = true)]
+#[command(
+    name = "rolelb",
+    disable_version_flag = true,
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP
+)]
 struct Cli {
     /// Configuration file (HAProxy syntax); repeat to merge several in order.
     #[arg(short = 'f', value_name = "FILE")]
@@ -34,6 +40,36 @@ struct Cli {
     #[arg(short = 'v', long = "version")]
     version: bool,
 }
+
+/// What `rolelb --help` says before the options.
+const LONG_ABOUT: &str = "\
+Role-aware TCP load balancer for replicated databases (PostgreSQL behind PgBouncer, MySQL,
+MariaDB). It reads HAProxy's configuration language: a haproxy.cfg in TCP mode runs as is. On
+top, a backend can send connections only to the primary (writes) or to the replicas (reads):
+rolelb checks each node's role itself (pg_is_in_recovery(), @@read_only) or follows the
+cluster's state in etcd, and switches its routing table in memory when the primary changes,
+never routing to two primaries at once.";
+
+/// What `rolelb --help` says after the options.
+const AFTER_LONG_HELP: &str = "\
+Signals:
+  SIGHUP           reload the configuration files (sessions keep running; a file with
+                   errors is refused and the running configuration stays)
+  SIGTERM, SIGINT  soft stop: /healthz answers 503, listeners close, sessions end on their
+                   own or at `hard-stop-after`; a second SIGTERM or SIGINT closes them
+  SIGUSR1          soft stop, as SIGTERM (HAProxy's soft-stop signal)
+
+Administration (when the configuration enables it):
+  global `admin bind ADDR`     HTTP API: /healthz, /metrics, /api/v1/... (docs/admin-api.md)
+  global `stats socket PATH`   HAProxy's runtime API (show stat, set server, ...)
+  `stats enable` in a listen   HAProxy's stats page and its CSV
+
+Examples:
+  rolelb -c -f /etc/rolelb/rolelb.cfg   check a configuration, print errors as FILE:LINE
+  rolelb -f /etc/rolelb/rolelb.cfg      run (foreground; systemd unit: systemd/rolelb.service)
+
+Documentation: docs/config.md (keywords, differences from HAProxy), docs/admin-api.md,
+docs/metrics.md and the example configurations in conf/.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -199,18 +235,27 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
     }
     drop_privileges(&global)?;
     tracing::info!(pid = std::process::id(), "rolelb started");
+    let listening = control.bound().len();
     tokio::spawn(control.run());
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
+    // Only now: a reload the service manager sends right after READY must find the handler
+    // (SIGHUP's default action would end the process).
+    service_manager::ready(&format!("serving on {listening} listening addresses"));
     let why = loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                service_manager::reloading();
                 // The control task logs the outcome.
-                let _ = handle.reload().await;
+                let status = match handle.reload().await {
+                    Ok(generation) => format!("configuration reloaded (table generation {generation})"),
+                    Err(e) => format!("reload refused, the previous configuration serves: {e}"),
+                };
+                service_manager::reloaded(&status);
             }
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
@@ -219,6 +264,7 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
     };
     // From here `/healthz` answers 503, so a VRRP check moves the address away first.
     shared.stopping.cancel();
+    service_manager::stopping(&format!("{why}: soft stop, waiting for sessions to end"));
     let open = shared.sessions.len();
     tracing::info!(
         sessions = open,

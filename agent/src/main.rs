@@ -17,7 +17,13 @@ use rolelb_agent::{listener, poller, state_file};
 
 /// Health agent beside a database node: role, lag and admin state for HAProxy and rolelb.
 #[derive(Debug, Parser)]
-#[command(name = "rolelb-agent", version, disable_version_flag = true)]
+#[command(
+    name = "rolelb-agent",
+    version,
+    disable_version_flag = true,
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP
+)]
 struct Cli {
     /// The agent's YAML config.
     #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
@@ -31,6 +37,27 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// What `rolelb-agent --help` says before the options.
+const LONG_ABOUT: &str = "\
+Health agent beside a database node (PostgreSQL, MySQL, MariaDB). It polls the local database
+for its role (primary or replica), its replication lag and whether it answers, and serves the
+result to load balancers: as HAProxy's agent-check (`agent-port`) and as Patroni-style HTTP
+health endpoints for `option httpchk` (/primary, /replica?lag=..., /read-only, /health, ...).
+The operator's admin state (ready, drain, maint) goes out with every answer.";
+
+/// What `rolelb-agent --help` says after the options.
+const AFTER_LONG_HELP: &str = "\
+Signals:
+  SIGTERM, SIGINT  stop (the listeners close; load balancers see the node down)
+
+Examples:
+  rolelb-agent -c -f /etc/rolelb/agent.yaml   check a configuration
+  rolelb-agent -f /etc/rolelb/agent.yaml      run (systemd unit: systemd/rolelb-agent.service)
+  rolelb-agent state drain                    no new connections to this node
+  rolelb-agent state                          print the admin state
+
+Documentation: agent/README.md (configuration, endpoints, HAProxy examples).";
 
 #[derive(Debug, Subcommand)]
 enum Command {
