@@ -132,4 +132,10 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
 fi
 command -v cargo >/dev/null 2>&1 \
     || die "cargo not found: install the Rust toolchain with rustup (https://rustup.rs) and put ~/.cargo/bin on PATH"
+# cargo-deb builds the Debian package (scripts/package.sh); it comes from crates.io, built once.
+if ! cargo deb --version >/dev/null 2>&1; then
+    log "installing cargo-deb 3.8.0 with cargo (a few minutes, once)"
+    cargo install --locked cargo-deb --version 3.8.0
+fi
+cargo deb --version >/dev/null 2>&1 || die "cargo-deb did not install (cargo install --locked cargo-deb)"
 log "ok ($(cargo --version))"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: the one command CI runs (.ci/run execs it).
 #
-# deps.sh, then formatting, clippy, build, and every test (unit, doc, and the integration tests
-# in tests/ against real PostgreSQL, PgBouncer and HAProxy). Exits non-zero on the first failure;
+# deps.sh, then formatting, clippy, build, the Debian package (built, checked, installed into an
+# empty dpkg root), and every test (unit, doc, and the integration tests in tests/ against real
+# PostgreSQL, PgBouncer and HAProxy). Exits non-zero on the first failure;
 # the test runner's summary line is the last thing printed.
 set -euo pipefail
 
@@ -35,6 +36,9 @@ cargo build --workspace
 
 step "cargo test --doc"
 cargo test --workspace --doc
+
+step "scripts/package.sh --verify (the .deb: contents, conffiles, installs, -c passes)"
+bash scripts/package.sh --verify
 
 if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run (unit and integration tests)"

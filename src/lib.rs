@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod balance;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod discovery;

@@ -8,6 +8,7 @@
 //! "primary", "replica", "healthy" mean for both servers.
 
 pub mod agent_check;
+pub mod cli;
 pub mod config;
 pub mod endpoint;
 pub mod http;
