@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check::scheduler::Scheduler;
 use crate::config::{self, Config, ConfigErrors};
 use crate::discovery::{self, Discovered, MemberTable, Watchers};
+use crate::dns;
 use crate::proxy::listener::{self, Shared};
 use crate::table::{self, Registry, Table};
 
@@ -142,6 +143,11 @@ pub struct Control {
     etcd_board: discovery::StatusBoard,
     discovered_tx: mpsc::UnboundedSender<Discovered>,
     discovered_rx: Option<mpsc::UnboundedReceiver<Discovered>>,
+    /// What DNS last said about each server that resolves its name at run time.
+    dns: Arc<dns::Answers>,
+    dns_tasks: dns::Tasks,
+    dns_tx: mpsc::UnboundedSender<dns::DnsUpdate>,
+    dns_rx: Option<mpsc::UnboundedReceiver<dns::DnsUpdate>>,
     shared: Shared,
     registry: Arc<Registry>,
     listeners: HashMap<SocketAddr, CancellationToken>,
@@ -184,6 +190,7 @@ impl Control {
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let handle = ControlHandle::new(requests_tx, shared.table.clone());
         let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
+        let (dns_tx, dns_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
             config: Arc::new(config.clone()),
@@ -193,6 +200,10 @@ impl Control {
             etcd_board: discovery::StatusBoard::default(),
             discovered_tx,
             discovered_rx: Some(discovered_rx),
+            dns: Arc::default(),
+            dns_tasks: dns::Tasks::default(),
+            dns_tx,
+            dns_rx: Some(dns_rx),
             shared,
             registry: Arc::default(),
             listeners: HashMap::new(),
@@ -240,9 +251,14 @@ impl Control {
         for (name, set) in &mut sets {
             set.rebase(config.backends.iter().find(|b| &b.name == name));
         }
-        let effective = Arc::new(discovery::effective_config(&config, &sets));
+        // DNS's word stands for the servers that still resolve the same name.
+        let effective = Arc::new(dns::apply(
+            discovery::effective_config(&config, &sets),
+            &self.dns,
+        ));
         let generation = self.swap(effective.clone())?;
         self.watchers.reconcile(&config, &self.discovered_tx);
+        self.dns_tasks.reconcile(&config, &self.dns, &self.dns_tx);
         self.etcd_board.store(Arc::new(self.watchers.board()));
         self.discovered = Arc::new(sets);
         self.config = Arc::new(config);
@@ -277,14 +293,18 @@ impl Control {
         let discovered: usize = self.discovered.values().map(|s| s.servers.len()).sum();
         let big = discovered.max(servers(&self.effective)) > BIG_TABLE;
         self.generation += 1;
-        let (file, sets, registry) = (
+        let (file, sets, registry, answers) = (
             self.config.clone(),
             self.discovered.clone(),
             self.registry.clone(),
+            self.dns.clone(),
         );
         let generation = self.generation;
         let build = move || {
-            let effective = Arc::new(discovery::effective_config(&file, &sets));
+            let effective = Arc::new(dns::apply(
+                discovery::effective_config(&file, &sets),
+                &answers,
+            ));
             let prepared = table::prepare(effective.clone(), &registry);
             let table = Table::build(&prepared, generation, std::time::Instant::now());
             table.retain_live(&registry);
@@ -330,6 +350,30 @@ impl Control {
             Duration::ZERO
         };
         self.etcd_hold = now + ((now - started) * ETCD_SPACING).max(floor);
+    }
+
+    /// Takes address changes from the resolver tasks into the table: one swap for all.
+    fn apply_dns(&mut self, updates: Vec<dns::DnsUpdate>) {
+        let epoch = self.dns_tasks.epoch();
+        let mut fresh = false;
+        for u in updates.into_iter().filter(|u| u.epoch == epoch) {
+            fresh = true;
+            Arc::make_mut(&mut self.dns).insert((u.backend.clone(), u.server.clone()), u);
+        }
+        if !fresh || self.stopped {
+            return;
+        }
+        let effective = Arc::new(dns::apply(
+            discovery::effective_config(&self.config, &self.discovered),
+            &self.dns,
+        ));
+        match self.swap(effective.clone()) {
+            Ok(generation) => {
+                self.effective = effective;
+                tracing::debug!(generation, "DNS change applied");
+            }
+            Err(e) => tracing::error!("applying a DNS change failed: {e}"),
+        }
     }
 
     /// Runs `work` on the table builder thread (started on first use; inline if it cannot be
@@ -514,6 +558,7 @@ impl Control {
                     self.stopped = true;
                     self.checks.stop();
                     self.watchers.stop();
+                    self.dns_tasks.stop();
                     for (addr, token) in self.listeners.drain() {
                         token.cancel();
                         tracing::info!(%addr, "stopped listening (stopping)");
@@ -540,9 +585,11 @@ impl Control {
     pub async fn run(mut self) {
         let mut tick = tokio::time::interval(SLOWSTART_STEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (Some(mut requests), Some(mut discovered)) =
-            (self.requests.take(), self.discovered_rx.take())
-        else {
+        let (Some(mut requests), Some(mut discovered), Some(mut resolved)) = (
+            self.requests.take(),
+            self.discovered_rx.take(),
+            self.dns_rx.take(),
+        ) else {
             return;
         };
         loop {
@@ -557,6 +604,13 @@ impl Control {
                         messages.push(message);
                     }
                     self.apply_discovered(messages).await;
+                }
+                Some(update) = resolved.recv() => {
+                    let mut updates = vec![update];
+                    while let Ok(update) = resolved.try_recv() {
+                        updates.push(update);
+                    }
+                    self.apply_dns(updates);
                 }
                 Some(request) = requests.recv() => {
                     // Requests queued meanwhile are served together: several verdicts at

@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod control;
 pub mod discovery;
+pub mod dns;
 pub mod fd_limit;
 pub mod live;
 pub mod logging;

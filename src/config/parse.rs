@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use super::draft::{Diags, EtcdDraft, ProxyDraft, ProxyKind};
-use super::keywords::{self, Ctx, did_you_mean, etcd, global, proxy, unsupported, userlist};
+use super::keywords::{
+    self, Ctx, did_you_mean, etcd, global, proxy, resolvers, unsupported, userlist,
+};
 use super::lexer::Line;
-use super::model::{Global, Loc};
+use super::model::{Global, Loc, Resolvers};
 use super::stats_access::Userlist;
 
 /// What the reader has collected so far.
@@ -20,6 +22,8 @@ pub struct Reader {
     pub proxies: Vec<ProxyDraft>,
     /// `etcd` sections in file order.
     pub etcd: Vec<EtcdDraft>,
+    /// `resolvers` sections in file order.
+    pub resolvers: Vec<Resolvers>,
     /// `userlist` sections in file order (a duplicate name is ignored, as HAProxy).
     pub userlists: Vec<Userlist>,
     /// The `defaults` in force for the next proxy.
@@ -35,13 +39,21 @@ enum Section {
     Global,
     Proxy(Box<ProxyDraft>),
     Etcd(EtcdDraft),
+    Resolvers(Resolvers),
     Userlist(Userlist),
     /// An unsupported section whose lines are skipped (its header was reported).
     Skip,
 }
 
-const SECTIONS: [&str; 7] = [
-    "global", "defaults", "frontend", "backend", "listen", "etcd", "userlist",
+const SECTIONS: [&str; 8] = [
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "etcd",
+    "userlist",
+    "resolvers",
 ];
 
 impl Default for Reader {
@@ -62,6 +74,7 @@ impl Reader {
             global: Global::default(),
             proxies: Vec::new(),
             etcd: Vec::new(),
+            resolvers: Vec::new(),
             userlists: Vec::new(),
             defaults: ProxyDraft::new(ProxyKind::Defaults, String::new(), builtin),
             named_defaults: HashMap::new(),
@@ -106,6 +119,7 @@ impl Reader {
             Section::Global => global_line(&mut self.global, &mut ctx),
             Section::Proxy(draft) => proxy_line(draft, &mut ctx),
             Section::Etcd(draft) => etcd::etcd_line(draft, &mut ctx),
+            Section::Resolvers(r) => resolvers::resolvers_line(r, &mut ctx),
             Section::Userlist(list) => userlist::userlist_line(list, &mut ctx),
         };
         if let Err(message) = result {
@@ -118,6 +132,7 @@ impl Reader {
         match std::mem::replace(&mut self.section, Section::None) {
             Section::Proxy(draft) => self.close_proxy(*draft),
             Section::Etcd(draft) => self.etcd.push(draft),
+            Section::Resolvers(r) => self.resolvers.push(r),
             Section::Userlist(list) => self.userlists.push(list),
             Section::None | Section::Global | Section::Skip => {}
         }
@@ -153,6 +168,10 @@ impl Reader {
         }
         if keyword == "userlist" {
             self.open_userlist(&args, loc);
+            return;
+        }
+        if keyword == "resolvers" {
+            self.open_resolvers(&args, loc);
             return;
         }
         let kind = match keyword {
@@ -263,6 +282,37 @@ impl Reader {
             dial_timeout: None,
             prefix: None,
         });
+    }
+
+    /// `resolvers NAME`: names must be unique among `resolvers` sections.
+    fn open_resolvers(&mut self, args: &[&str], loc: &Loc) {
+        let name = match args {
+            [name] => name.to_string(),
+            [] => {
+                self.diags.error(
+                    loc,
+                    "missing name for 'resolvers' section (write 'resolvers NAME')",
+                );
+                format!("<unnamed resolvers at line {}>", loc.line)
+            }
+            [name, extra, ..] => {
+                self.diags.error(
+                    loc,
+                    format!("'resolvers': unexpected argument '{extra}' (write 'resolvers NAME')"),
+                );
+                name.to_string()
+            }
+        };
+        if let Some(prev) = self.resolvers.iter().find(|r| r.name == name) {
+            self.diags.error(
+                loc,
+                format!(
+                    "resolvers section '{name}' is declared twice (first at {})",
+                    prev.loc
+                ),
+            );
+        }
+        self.section = Section::Resolvers(resolvers::section(name, loc.clone()));
     }
 
     /// `userlist NAME`: a second section of the same name is ignored with a warning, as HAProxy.

@@ -1,0 +1,112 @@
+//! The queries of one `resolvers` section, with `hickory-resolver`: exactly the section's
+//! name servers over UDP, no system configuration, no hosts file, no search domains and no
+//! cache (HAProxy ignores TTLs: every resolution asks the name servers).
+//! [`Querier::resolve`] asks for the preferred family's records and, when there are none,
+//! for the other family's (HAProxy's A/AAAA fallback); a timeout is not followed by the
+//! fallback, as in HAProxy.
+
+use std::net::IpAddr;
+
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{Name, ResolveError};
+
+use super::resolution::Failure;
+use crate::config::{AddrFamily, Resolvers};
+
+/// Queries the name servers of one section.
+pub struct Querier {
+    resolver: Resolver<TokioConnectionProvider>,
+}
+
+impl Querier {
+    /// A querier for `section`: its name servers, `timeout retry` per query and
+    /// `resolve_retries` queries.
+    pub fn new(section: &Resolvers) -> Querier {
+        let mut config = ResolverConfig::new();
+        for addr in &section.nameservers {
+            let mut ns = NameServerConfig::new(*addr, Protocol::Udp);
+            ns.trust_negative_responses = true;
+            config.add_name_server(ns);
+        }
+        let mut opts = ResolverOpts::default();
+        opts.timeout = section.timeout_retry;
+        opts.attempts = section.resolve_retries.saturating_sub(1) as usize;
+        opts.cache_size = 0;
+        opts.use_hosts_file = ResolveHosts::Never;
+        opts.ndots = 0;
+        opts.edns0 = section.accepted_payload_size > 512;
+        opts.try_tcp_on_error = false;
+        opts.positive_max_ttl = Some(std::time::Duration::ZERO);
+        opts.negative_max_ttl = Some(std::time::Duration::ZERO);
+        let resolver = Resolver::builder_with_config(config, TokioConnectionProvider::default())
+            .with_options(opts)
+            .build();
+        Querier { resolver }
+    }
+
+    /// The addresses of `fqdn`, of the preferred family when it has some, else of the other.
+    pub async fn resolve(&self, fqdn: &str, prefer: AddrFamily) -> Result<Vec<IpAddr>, Failure> {
+        // Fully qualified: no search domain is tried.
+        let name = Name::from_ascii(fqdn)
+            .map(|mut n| {
+                n.set_fqdn(true);
+                n
+            })
+            .map_err(|_| Failure::Other)?;
+        let order = match prefer {
+            AddrFamily::Ipv4 => [RecordType::A, RecordType::AAAA],
+            AddrFamily::Ipv6 => [RecordType::AAAA, RecordType::A],
+        };
+        let mut last = Failure::Other;
+        for kind in order {
+            match self.resolver.lookup(name.clone(), kind).await {
+                Ok(found) => {
+                    let ips: Vec<IpAddr> = found
+                        .iter()
+                        .filter_map(|r| match r {
+                            RData::A(a) => Some(IpAddr::V4(a.0)),
+                            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                            _ => None,
+                        })
+                        .collect();
+                    if !ips.is_empty() {
+                        return Ok(ips);
+                    }
+                    last = Failure::Other;
+                }
+                Err(e) => {
+                    last = failure(&e);
+                    if last == Failure::Timeout {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// What kind of failure an error is, as HAProxy tells them apart for `hold`.
+fn failure(e: &ResolveError) -> Failure {
+    let Some(proto) = e.proto() else {
+        return Failure::Other;
+    };
+    match proto.kind() {
+        ProtoErrorKind::NoRecordsFound { response_code, .. } => match *response_code {
+            ResponseCode::NXDomain => Failure::Nx,
+            ResponseCode::Refused => Failure::Refused,
+            _ => Failure::Other,
+        },
+        // No answer: the server is down or too slow (an unreachable port included).
+        ProtoErrorKind::Timeout | ProtoErrorKind::NoConnections | ProtoErrorKind::Io(_) => {
+            Failure::Timeout
+        }
+        _ => Failure::Other,
+    }
+}
