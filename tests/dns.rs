@@ -1,0 +1,250 @@
+//! Server addresses from DNS at run time (`resolvers` sections), against a real DNS server:
+//! dnsmasq on an ephemeral port answers from a hosts file the test rewrites. A name's new
+//! address moves new connections within `hold valid` plus one resolution while every open
+//! session stays; with the name server gone the last address serves until `hold timeout`,
+//! then the server is MAINT (resolution). Side by side with HAProxy 2.6 on the same config
+//! and the same dnsmasq: the same server answers before and after a change, and the
+//! `server-template` slots are filled or MAINT (resolution) alike in `show stat`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{
+    Dnsmasq, Haproxy, NamedServer, Rolelb, free_port, open_named, stat_row, stats_cli, wait_until,
+    who_answers,
+};
+
+/// The database name's servers: `a` at 127.0.0.2, `b` at 127.0.0.3 (same port), and `o`, the
+/// server of another name, at 127.0.0.4.
+struct Servers {
+    port: u16,
+    other_port: u16,
+    _a: NamedServer,
+    _b: NamedServer,
+    _o: NamedServer,
+}
+
+impl Servers {
+    fn start() -> Servers {
+        let port = free_port();
+        let other_port = free_port();
+        Servers {
+            port,
+            other_port,
+            _a: NamedServer::start_on("a", SocketAddr::from(([127, 0, 0, 2], port))),
+            _b: NamedServer::start_on("b", SocketAddr::from(([127, 0, 0, 3], port))),
+            _o: NamedServer::start_on("o", SocketAddr::from(([127, 0, 0, 4], other_port))),
+        }
+    }
+}
+
+/// The frontends of one proxy under test and its stats socket.
+struct Proxy {
+    db: SocketAddr,
+    other: SocketAddr,
+    tpl: SocketAddr,
+    sock: PathBuf,
+}
+
+impl Proxy {
+    fn new(dir: &Path, tag: &str) -> Proxy {
+        let at = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        Proxy {
+            db: at(free_port()),
+            other: at(free_port()),
+            tpl: at(free_port()),
+            sock: dir.join(format!("{tag}.sock")),
+        }
+    }
+
+    /// The configuration both rolelb and HAProxy run: `db.test` for `listen db`,
+    /// `other.test` for `listen other`, three template slots for `tpl.test`.
+    fn config(&self, dns: &Dnsmasq, servers: &Servers, resolvers_extra: &str) -> String {
+        format!(
+            "global\n    stats socket {sock} level admin\n\n\
+             resolvers test\n    nameserver dns1 127.0.0.1:{dns}\n    hold valid 1s\n{resolvers_extra}\n\
+             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\n\
+             listen db\n    bind {db}\n    server s1 db.test:{port} resolvers test init-addr none resolve-prefer ipv4\n\n\
+             listen other\n    bind {other}\n    server o1 other.test:{other_port} resolvers test init-addr none\n\n\
+             listen tpl\n    bind {tpl}\n    server-template t 3 tpl.test:{port} resolvers test init-addr none\n",
+            sock = self.sock.display(),
+            dns = dns.port(),
+            db = self.db,
+            other = self.other,
+            tpl = self.tpl,
+            port = servers.port,
+            other_port = servers.other_port,
+        )
+    }
+
+    /// `show stat`'s status of `px/sv`.
+    fn status(&self, px: &str, sv: &str) -> String {
+        let csv = stats_cli(&self.sock, "show stat");
+        stat_row(&csv, px, sv)
+            .and_then(|r| r.get("status").cloned())
+            .unwrap_or_default()
+    }
+
+    /// The template slots as `show stat` shows them, sorted: the status, and the address of
+    /// those that are not in maintenance (which slot takes which record is not compared).
+    fn slots(&self) -> Vec<String> {
+        let csv = stats_cli(&self.sock, "show stat");
+        let mut slots: Vec<String> = ["t1", "t2", "t3"]
+            .iter()
+            .map(|sv| {
+                let row = stat_row(&csv, "tpl", sv).unwrap_or_default();
+                let status = row.get("status").cloned().unwrap_or_default();
+                if status.starts_with("MAINT") {
+                    status
+                } else {
+                    format!("{status} {}", row.get("addr").cloned().unwrap_or_default())
+                }
+            })
+            .collect();
+        slots.sort();
+        slots
+    }
+}
+
+/// Whether a session opened earlier still echoes.
+fn echoes(conn: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 5];
+    conn.write_all(b"ping\n").is_ok() && conn.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+}
+
+const HOSTS: &str =
+    "127.0.0.2 db.test\n127.0.0.4 other.test\n127.0.0.2 tpl.test\n127.0.0.3 tpl.test\n";
+const HOSTS_CHANGED: &str = "127.0.0.3 db.test\n127.0.0.4 other.test\n127.0.0.3 tpl.test\n";
+
+/// `hold valid 1s` + one resolution (`timeout resolve 1s`), and margin for a loaded machine.
+const MOVE_BOUND: Duration = Duration::from_secs(2 + 4);
+
+#[test]
+fn a_new_address_moves_new_connections_and_open_sessions_stay() {
+    let dns = Dnsmasq::start(HOSTS);
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let px = Proxy::new(dir.path(), "lb");
+    let lb = Rolelb::start(&px.config(&dns, &servers, ""));
+    assert!(
+        wait_until(Duration::from_secs(10), || who_answers(px.db)
+            .is_ok_and(|n| n == "a")),
+        "db.test never reached a: {}",
+        lb.stderr_text()
+    );
+    let (name, mut to_other) = open_named(px.other).expect("a session through 'other'");
+    assert_eq!(name, "o");
+    let (name, mut to_a) = open_named(px.db).expect("a session to a");
+    assert_eq!(name, "a");
+
+    dns.set_hosts(HOSTS_CHANGED);
+    let changed = Instant::now();
+    assert!(
+        wait_until(MOVE_BOUND, || who_answers(px.db).is_ok_and(|n| n == "b")),
+        "new connections did not move to b within {MOVE_BOUND:?}: {}",
+        lb.stderr_text()
+    );
+    eprintln!("moved after {:?}", changed.elapsed());
+    assert_eq!(px.status("db", "s1"), "no check");
+    // The swap closed nothing: neither the session to the other name's server nor the one
+    // to the old address.
+    assert!(echoes(&mut to_other), "the session to o was closed");
+    assert!(echoes(&mut to_a), "the session to a was closed");
+    assert_eq!(who_answers(px.other).expect("other"), "o");
+}
+
+#[test]
+fn with_the_name_server_gone_the_last_address_serves_until_hold_timeout() {
+    let mut dns = Dnsmasq::start(HOSTS);
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let px = Proxy::new(dir.path(), "lb");
+    let extra = "    hold timeout 6s\n    timeout retry 500ms\n";
+    let lb = Rolelb::start(&px.config(&dns, &servers, extra));
+    assert!(
+        wait_until(Duration::from_secs(10), || who_answers(px.db)
+            .is_ok_and(|n| n == "a")),
+        "db.test never reached a: {}",
+        lb.stderr_text()
+    );
+    dns.stop();
+    let stopped = Instant::now();
+    // Several resolutions fail meanwhile; the address stays.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(who_answers(px.db).expect("db while DNS is down"), "a");
+    assert_eq!(who_answers(px.other).expect("other while DNS is down"), "o");
+    assert_eq!(px.status("db", "s1"), "no check");
+    // Past `hold timeout`: MAINT (resolution), and new connections are refused.
+    assert!(
+        wait_until(Duration::from_secs(15), || px.status("db", "s1")
+            == "MAINT (resolution)"),
+        "s1 never went to MAINT (resolution): {}",
+        lb.stderr_text()
+    );
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(5),
+        "MAINT came before hold timeout: {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        who_answers(px.db).is_err(),
+        "a MAINT server took a connection"
+    );
+}
+
+#[test]
+fn haproxy_and_rolelb_follow_the_same_dns_changes() {
+    let dns = Dnsmasq::start(HOSTS);
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ours = Proxy::new(dir.path(), "lb");
+    let theirs = Proxy::new(dir.path(), "haproxy");
+    let lb = Rolelb::start(&ours.config(&dns, &servers, ""));
+    let hap = Haproxy::start(&theirs.config(&dns, &servers, ""));
+    let two_slots = |p: &Proxy| {
+        p.slots()
+            == [
+                "MAINT (resolution)".to_owned(),
+                format!("no check 127.0.0.2:{}", servers.port),
+                format!("no check 127.0.0.3:{}", servers.port),
+            ]
+    };
+    for (p, log) in [(&ours, lb.stderr_text()), (&theirs, hap.stderr_text())] {
+        assert!(
+            wait_until(Duration::from_secs(10), || who_answers(p.db)
+                .is_ok_and(|n| n == "a")
+                && two_slots(p)),
+            "before the change: db {:?}, slots {:?}\n{log}",
+            who_answers(p.db),
+            p.slots()
+        );
+    }
+    assert_eq!(ours.slots(), theirs.slots());
+
+    dns.set_hosts(HOSTS_CHANGED);
+    let one_slot = |p: &Proxy| {
+        p.slots()
+            == [
+                "MAINT (resolution)".to_owned(),
+                "MAINT (resolution)".to_owned(),
+                format!("no check 127.0.0.3:{}", servers.port),
+            ]
+    };
+    for (p, who) in [(&ours, "rolelb"), (&theirs, "haproxy")] {
+        assert!(
+            wait_until(MOVE_BOUND, || who_answers(p.db).is_ok_and(|n| n == "b")
+                && one_slot(p)),
+            "{who} after the change: db {:?}, slots {:?}",
+            who_answers(p.db),
+            p.slots()
+        );
+    }
+    assert_eq!(ours.slots(), theirs.slots());
+    assert_eq!(ours.status("db", "s1"), theirs.status("db", "s1"));
+    assert_eq!(who_answers(ours.tpl).expect("tpl"), "b");
+    assert_eq!(who_answers(theirs.tpl).expect("tpl"), "b");
+}
