@@ -1,6 +1,9 @@
 //! The queries of one `resolvers` section, with `hickory-resolver`: exactly the section's
 //! name servers over UDP, no system configuration, no hosts file, no search domains and no
-//! cache (HAProxy ignores TTLs: every resolution asks the name servers).
+//! cache (HAProxy ignores TTLs: every resolution asks the name servers). With an
+//! `accepted_payload_size` of 1232 or more, queries announce 1232 bytes with EDNS and a
+//! truncated answer is asked again over TCP, so answers up to the size HAProxy would accept
+//! over UDP arrive whole; with 512 (the default) no EDNS is sent, as 512 is plain DNS's limit.
 //! [`Querier::resolve`] asks for the preferred family's records and, when there are none,
 //! for the other family's (HAProxy's A/AAAA fallback); a timeout is not followed by the
 //! fallback, as in HAProxy.
@@ -8,7 +11,9 @@
 use std::net::IpAddr;
 
 use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts, ServerOrderingStrategy,
+};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
@@ -33,6 +38,11 @@ impl Querier {
             let mut ns = NameServerConfig::new(*addr, Protocol::Udp);
             ns.trust_negative_responses = true;
             config.add_name_server(ns);
+            if section.accepted_payload_size > 512 {
+                let mut ns = NameServerConfig::new(*addr, Protocol::Tcp);
+                ns.trust_negative_responses = true;
+                config.add_name_server(ns);
+            }
         }
         let mut opts = ResolverOpts::default();
         opts.timeout = section.timeout_retry;
@@ -42,6 +52,8 @@ impl Querier {
         opts.ndots = 0;
         opts.edns0 = section.accepted_payload_size > 512;
         opts.try_tcp_on_error = false;
+        // UDP first; TCP only for a truncated answer.
+        opts.server_ordering_strategy = ServerOrderingStrategy::UserProvidedOrder;
         opts.positive_max_ttl = Some(std::time::Duration::ZERO);
         opts.negative_max_ttl = Some(std::time::Duration::ZERO);
         let resolver = Resolver::builder_with_config(config, TokioConnectionProvider::default())

@@ -503,6 +503,10 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         )
     });
     p.servers.push(srv);
+    if let (Err(_), Err(e)) = (&addr, &options) {
+        // Both are reported: a bad `init-addr` explains a failed address.
+        ctx.diags.error(ctx.loc, e.clone());
+    }
     addr?;
     options?;
     id_error.map_or(Ok(()), Err)?;

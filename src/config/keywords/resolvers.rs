@@ -222,6 +222,11 @@ fn accepted_payload_size(r: &mut Resolvers, ctx: &mut Ctx) -> Result<(), String>
         12,
         65535,
     )?;
+    if n != 512 && n < 1232 {
+        return Err(format!(
+            "'accepted_payload_size {n}' is not supported: rolelb announces 512 bytes (plain DNS), or for 1232 and above 1232 bytes with EDNS and reads larger answers over TCP; use 512 or at least 1232"
+        ));
+    }
     r.accepted_payload_size =
         u16::try_from(n).map_err(|_| "'accepted_payload_size' is too large")?;
     Ok(())
@@ -403,5 +408,171 @@ pub fn check_references(config: &Config, sections: &[Resolvers], diags: &mut Dia
                 Some(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{AddrFamily, Config, parse_sources};
+    use std::time::Duration;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        parse_sources(&[("t.cfg", text)]).map_err(|e| e.to_string())
+    }
+
+    const SECTION: &str = "resolvers dns\n    nameserver a 127.0.0.1:5353\n    nameserver b udp@10.0.0.1\n    resolve_retries 5\n    timeout resolve 2s\n    timeout retry 300\n    hold valid 3s\n    hold obsolete 30s\n    hold nx 1m\n    accepted_payload_size 4096\n";
+
+    #[test]
+    fn a_resolvers_section_with_every_keyword() {
+        let c = parse(SECTION).unwrap();
+        let r = &c.resolvers[0];
+        assert_eq!(r.name, "dns");
+        assert_eq!(
+            r.nameservers,
+            [
+                "127.0.0.1:5353".parse().unwrap(),
+                "10.0.0.1:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.resolve_retries, 5);
+        assert_eq!(r.timeout_resolve, Duration::from_secs(2));
+        assert_eq!(r.timeout_retry, Duration::from_millis(300));
+        assert_eq!(r.hold.valid, Duration::from_secs(3));
+        assert_eq!(r.hold.obsolete, Duration::from_secs(30));
+        assert_eq!(r.hold.nx, Duration::from_secs(60));
+        assert_eq!(r.hold.other, Duration::from_secs(30), "HAProxy's default");
+        assert_eq!(r.accepted_payload_size, 4096);
+    }
+
+    #[test]
+    fn section_errors_name_the_line() {
+        let bad = [
+            ("nameserver a tcp@127.0.0.1:53", "over UDP"),
+            ("nameserver a dns.example:53", "expects IP[:PORT]"),
+            ("hold later 1s", "unknown status 'later'"),
+            ("timeout resolve 0", "more than zero"),
+            ("timeout query 1s", "'retry' or 'resolve'"),
+            ("accepted_payload_size 70000", "between 12 and 65535"),
+            ("accepted_payload_size 1024", "use 512 or at least 1232"),
+            ("resolve_retries 0", "between 1 and"),
+            ("search example.com", "unknown keyword 'search'"),
+        ];
+        for (line, want) in bad {
+            let e = parse(&format!("resolvers dns\n    {line}\n")).unwrap_err();
+            assert!(
+                e.starts_with("t.cfg:2: ") && e.contains(want),
+                "{line}: {e}"
+            );
+        }
+        let e = parse("resolvers dns\nresolvers dns\n").unwrap_err();
+        assert!(
+            e.contains("t.cfg:2: resolvers section 'dns' is declared twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resolv_conf_nameservers_in_order() {
+        let text =
+            "# comment\nsearch x\nnameserver 10.0.0.2\nnameserver ::1\nnameserver fe80::1%eth0\n";
+        assert_eq!(
+            super::resolv_conf_nameservers(text),
+            ["10.0.0.2:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn servers_resolve_names_with_their_options() {
+        let c = parse(&format!(
+            "{SECTION}backend b\n    default-server resolvers dns init-addr none\n    server s1 db.invalid:5432 resolve-prefer ipv4 resolve-opts prevent-dup-ip,ignore-weight\n    server s2 127.0.0.1:5432\n    server s3 db.invalid:5432 init-addr 10.0.0.9\n"
+        ))
+        .unwrap();
+        let s = &c.backends[0].servers;
+        let r = s[0].resolve.as_ref().unwrap();
+        assert_eq!(
+            (r.resolvers.as_str(), r.fqdn.as_str()),
+            ("dns", "db.invalid")
+        );
+        assert_eq!(r.prefer, AddrFamily::Ipv4);
+        assert!(r.ignore_weight);
+        assert!(
+            s[0].dns_maint,
+            "init-addr none starts in MAINT (resolution)"
+        );
+        assert_eq!(s[0].addr.port(), 5432);
+        assert!(
+            s[1].resolve.is_none() && !s[1].dns_maint,
+            "an IP is not resolved"
+        );
+        assert_eq!(s[2].addr, "10.0.0.9:5432".parse().unwrap());
+        assert!(!s[2].dns_maint);
+        assert_eq!(s[2].resolve.as_ref().unwrap().prefer, AddrFamily::Ipv6);
+    }
+
+    #[test]
+    fn server_errors_name_the_line() {
+        let bad = [
+            (
+                "server s db.invalid:1 resolvers nope init-addr none",
+                "which is not declared",
+            ),
+            ("server s db.invalid:1 init-addr libc", "could not resolve"),
+            (
+                "server s db.invalid:1 init-addr last",
+                "no 'init-addr' method",
+            ),
+            (
+                "server s db.invalid:1 init-addr sometimes",
+                "unknown method 'sometimes'",
+            ),
+            (
+                "server s 10.0.0.1:1 resolve-prefer ipv5",
+                "'ipv4' or 'ipv6'",
+            ),
+            (
+                "server s 10.0.0.1:1 resolve-opts allow-dup-ip",
+                "not supported",
+            ),
+            (
+                "server s 10.0.0.1:1 resolve-net 10.0.0.0/8",
+                "not supported",
+            ),
+            ("server-template s 3 _db._tcp.example resolvers dns", "SRV"),
+            (
+                "server-template s 3-1 db.invalid:1 init-addr none",
+                "reversed",
+            ),
+            (
+                "server-template s 0 db.invalid:1 init-addr none",
+                "between 1 and",
+            ),
+        ];
+        for (line, want) in bad {
+            let e = parse(&format!("{SECTION}backend b\n    {line}\n")).unwrap_err();
+            assert!(
+                e.starts_with("t.cfg:12: ") && e.contains(want),
+                "{line}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_template_makes_numbered_servers() {
+        let c = parse(&format!(
+            "{SECTION}backend b\n    server-template db 2-4 db.invalid:6432 resolvers dns init-addr none check\n    server db9 10.0.0.1:1\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = c.backends[0].servers.iter().map(|s| &*s.name).collect();
+        assert_eq!(names, ["db2", "db3", "db4", "db9"]);
+        assert!(
+            c.backends[0].servers[..3]
+                .iter()
+                .all(|s| s.check && s.dns_maint)
+        );
+        let e = parse(&format!(
+            "{SECTION}backend b\n    server db2 10.0.0.1:1\n    server-template db 2 db.invalid:1 init-addr none\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("t.cfg:13: server 'b/db2' already exists"), "{e}");
     }
 }
