@@ -1,13 +1,15 @@
 //! The one task that owns the table. Everything that changes what the data path sees —
 //! `SIGHUP` and API reloads, check verdicts and admin commands (a rebuild request), both
-//! through a [`ControlHandle`], and etcd member set changes ([`Discovered`], one channel per
-//! control task) — arrives here, and this task builds the next [`Table`] and swaps it. One
-//! writer, so sources never race each other into an inconsistent table. Rebuild requests
-//! queued together make one table; whoever waits for one is answered with its generation.
+//! through a [`ControlHandle`], etcd member set changes ([`Discovered`], one channel per
+//! control task) and server addresses from DNS ([`dns::DnsUpdate`], likewise) — arrives
+//! here, and this task builds the next [`Table`] and swaps it. One writer, so sources never
+//! race each other into an inconsistent table. Rebuild requests queued together make one
+//! table; whoever waits for one is answered with its generation.
 //!
 //! The table is built from the *effective* configuration: the files' configuration with the
-//! member set of each `discover` backend added (`discovery::effective_config`). It is kept
-//! between changes, so a check verdict rebuilds without recomputing it. Every etcd message
+//! member set of each `discover` backend added (`discovery::effective_config`) and DNS's last
+//! word on each resolved server applied (`dns::apply`). It is kept between changes, so a
+//! check verdict rebuilds without recomputing it. Every etcd message
 //! already queued when one arrives is applied with it, so a burst of etcd changes costs one
 //! merge and one table build per pass, with no I/O on this task. During a burst those passes
 //! are spaced ([`ETCD_SPACING`]), and a table of more than [`BIG_TABLE`] servers is merged,
