@@ -155,6 +155,21 @@ fn a_new_address_moves_new_connections_and_open_sessions_stay() {
     assert!(echoes(&mut to_other), "the session to o was closed");
     assert!(echoes(&mut to_a), "the session to a was closed");
     assert_eq!(who_answers(px.other).expect("other"), "o");
+
+    // A reload starts from what DNS said: the server stays at b, no session is closed.
+    let mark = lb.log_mark();
+    lb.reload();
+    assert!(
+        lb.wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10)),
+        "no reload: {}",
+        lb.stderr_text()
+    );
+    assert_eq!(who_answers(px.db).expect("db after the reload"), "b");
+    assert_eq!(px.status("db", "s1"), "no check");
+    assert!(
+        echoes(&mut to_other) && echoes(&mut to_a),
+        "the reload closed a session"
+    );
 }
 
 #[test]
