@@ -254,11 +254,14 @@ impl Control {
             set.rebase(config.backends.iter().find(|b| &b.name == name));
         }
         // DNS's word stands for the servers that still resolve the same name.
+        let mut answers = (*self.dns).clone();
+        dns::keep_on_reload(&mut answers);
         let effective = Arc::new(dns::apply(
             discovery::effective_config(&config, &sets),
-            &self.dns,
+            &answers,
         ));
         let generation = self.swap(effective.clone())?;
+        self.dns = Arc::new(answers);
         self.watchers.reconcile(&config, &self.discovered_tx);
         self.dns_tasks.reconcile(&config, &self.dns, &self.dns_tx);
         self.etcd_board.store(Arc::new(self.watchers.board()));

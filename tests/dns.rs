@@ -92,22 +92,28 @@ impl Proxy {
     /// The template slots as `show stat` shows them, sorted: the status, and the address of
     /// those that are not in maintenance (which slot takes which record is not compared).
     fn slots(&self) -> Vec<String> {
-        let csv = stats_cli(&self.sock, "show stat");
-        let mut slots: Vec<String> = ["t1", "t2", "t3"]
-            .iter()
-            .map(|sv| {
-                let row = stat_row(&csv, "tpl", sv).unwrap_or_default();
-                let status = row.get("status").cloned().unwrap_or_default();
-                if status.starts_with("MAINT") {
-                    status
-                } else {
-                    format!("{status} {}", row.get("addr").cloned().unwrap_or_default())
-                }
-            })
-            .collect();
-        slots.sort();
-        slots
+        template_slots(&self.sock, "tpl", "t", false)
     }
+}
+
+/// The servers PREFIX1..PREFIX3 of `px` as `show stat` shows them, sorted: the status, and
+/// for those not in maintenance the address (and `weight`).
+fn template_slots(sock: &Path, px: &str, prefix: &str, weight: bool) -> Vec<String> {
+    let csv = stats_cli(sock, "show stat");
+    let mut slots: Vec<String> = (1..=3)
+        .map(|i| {
+            let row = stat_row(&csv, px, &format!("{prefix}{i}")).unwrap_or_default();
+            let field = |k: &str| row.get(k).cloned().unwrap_or_default();
+            let status = field("status");
+            match (status.starts_with("MAINT"), weight) {
+                (true, _) => status,
+                (false, false) => format!("{status} {}", field("addr")),
+                (false, true) => format!("{status} {} weight {}", field("addr"), field("weight")),
+            }
+        })
+        .collect();
+    slots.sort();
+    slots
 }
 
 /// Whether a session opened earlier still echoes.
@@ -262,4 +268,82 @@ fn haproxy_and_rolelb_follow_the_same_dns_changes() {
     assert_eq!(ours.status("db", "s1"), theirs.status("db", "s1"));
     assert_eq!(who_answers(ours.tpl).expect("tpl"), "b");
     assert_eq!(who_answers(theirs.tpl).expect("tpl"), "b");
+}
+
+/// `--srv-host` options: `_db._tcp.srv.test` → each (target, port, weight).
+fn srv_records(records: &[(&str, u16, u16)]) -> Vec<String> {
+    records
+        .iter()
+        .map(|(target, port, weight)| {
+            format!("--srv-host=_db._tcp.srv.test,{target},{port},0,{weight}")
+        })
+        .collect()
+}
+
+/// A `listen srv` of three template slots filled from `_db._tcp.srv.test`.
+fn srv_config(sock: &Path, bind: SocketAddr, dns: &Dnsmasq) -> String {
+    format!(
+        "global\n    stats socket {sock} level admin\n\n\
+         resolvers test\n    nameserver dns1 127.0.0.1:{dns}\n    hold valid 1s\n\n\
+         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\n\
+         listen srv\n    bind {bind}\n    server-template s 3 _db._tcp.srv.test resolvers test init-addr none\n",
+        sock = sock.display(),
+        dns = dns.port(),
+    )
+}
+
+#[test]
+fn haproxy_and_rolelb_fill_template_slots_from_srv_records_alike() {
+    let servers = Servers::start();
+    let p = servers.port;
+    let hosts = "127.0.0.2 db1.test\n127.0.0.3 db2.test\n";
+    let mut dns = Dnsmasq::start_with(
+        hosts,
+        &srv_records(&[("db1.test", p, 512), ("db2.test", p, 1024)]),
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let (ours_sock, theirs_sock) = (dir.path().join("lb.sock"), dir.path().join("haproxy.sock"));
+    let (ours_addr, theirs_addr) = (at(free_port()), at(free_port()));
+    let lb = Rolelb::start(&srv_config(&ours_sock, ours_addr, &dns));
+    let hap = Haproxy::start(&srv_config(&theirs_sock, theirs_addr, &dns));
+    let slots = |sock: &Path| template_slots(sock, "srv", "s", true);
+    // Weights are HAProxy's (w + 255) / 256 of the records' 512 and 1024.
+    let before = [
+        "MAINT (resolution)".to_owned(),
+        format!("no check 127.0.0.2:{p} weight 2"),
+        format!("no check 127.0.0.3:{p} weight 4"),
+    ];
+    for (sock, log) in [
+        (&ours_sock, lb.stderr_text()),
+        (&theirs_sock, hap.stderr_text()),
+    ] {
+        assert!(
+            wait_until(Duration::from_secs(10), || slots(sock) == before),
+            "before the change: {:?}\n{log}",
+            slots(sock)
+        );
+    }
+    for addr in [ours_addr, theirs_addr] {
+        let who = who_answers(addr).expect("a slot answers");
+        assert!(who == "a" || who == "b", "{who}");
+    }
+
+    // db1's record goes, db2's weight changes.
+    dns.restart_with(&srv_records(&[("db2.test", p, 2048)]));
+    let after = [
+        "MAINT (resolution)".to_owned(),
+        "MAINT (resolution)".to_owned(),
+        format!("no check 127.0.0.3:{p} weight 8"),
+    ];
+    for (sock, who) in [(&ours_sock, "rolelb"), (&theirs_sock, "haproxy")] {
+        assert!(
+            wait_until(MOVE_BOUND, || slots(sock) == after),
+            "{who} after the change: {:?}",
+            slots(sock)
+        );
+    }
+    assert_eq!(slots(&ours_sock), slots(&theirs_sock));
+    assert_eq!(who_answers(ours_addr).expect("rolelb"), "b");
+    assert_eq!(who_answers(theirs_addr).expect("haproxy"), "b");
 }

@@ -99,3 +99,11 @@ pub struct Resolve {
     /// `resolve-opts ignore-weight`: SRV weights are not applied.
     pub ignore_weight: bool,
 }
+
+impl Resolve {
+    /// Whether the name is an SRV name (`_service._proto.name`): the records give the
+    /// servers their target, port and weight.
+    pub fn is_srv(&self) -> bool {
+        self.fqdn.starts_with('_')
+    }
+}

@@ -13,6 +13,7 @@
 
 pub mod query;
 pub mod resolution;
+pub mod srv;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,9 +24,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Resolvers};
+use crate::config::{AddrFamily, Config, Resolvers};
 use query::Querier;
-use resolution::{Owner, Resolution};
+use resolution::{Failure, Owner, Resolution};
+use srv::{SrvItem, SrvOwner, SrvResolution};
 
 /// A server whose address or state DNS changed.
 #[derive(Debug, Clone)]
@@ -40,6 +42,10 @@ pub struct DnsUpdate {
     pub fqdn: String,
     /// Its address now.
     pub ip: IpAddr,
+    /// Its port, from an SRV record (`None`: the configured one).
+    pub port: Option<u16>,
+    /// Its weight, from an SRV record (`None`: the configured one).
+    pub weight: Option<u32>,
     /// In MAINT (resolution): no address to use.
     pub maint: bool,
 }
@@ -48,7 +54,8 @@ pub struct DnsUpdate {
 pub type Answers = HashMap<(String, Arc<str>), DnsUpdate>;
 
 /// `config` with DNS's word applied to each server that resolves the same name it did:
-/// its address (the port stays) and whether it is in MAINT (resolution).
+/// its address (and from an SRV record its port and weight) and whether it is in MAINT
+/// (resolution).
 pub fn apply(mut config: Config, answers: &Answers) -> Config {
     if answers.is_empty() {
         return config;
@@ -62,11 +69,13 @@ pub fn apply(mut config: Config, answers: &Answers) -> Config {
             if a.fqdn != r.fqdn {
                 continue;
             }
-            let addr = SocketAddr::new(a.ip, s.addr.port());
-            if s.addr != addr || s.dns_maint != a.maint {
+            let addr = SocketAddr::new(a.ip, a.port.unwrap_or(s.addr.port()));
+            let weight = a.weight.unwrap_or(s.weight);
+            if s.addr != addr || s.dns_maint != a.maint || s.weight != weight {
                 let s = Arc::make_mut(s);
                 s.addr = addr;
                 s.dns_maint = a.maint;
+                s.weight = weight;
             }
         }
     }
@@ -93,14 +102,14 @@ impl Tasks {
         self.epoch += 1;
         let stop = CancellationToken::new();
         for section in &config.resolvers {
-            let resolutions = resolutions(config, section, answers);
-            if resolutions.is_empty() {
+            let names = names(config, section, answers);
+            if names.is_empty() {
                 continue;
             }
             let task = Task {
                 section: section.clone(),
                 epoch: self.epoch,
-                resolutions,
+                names,
                 tx: tx.clone(),
             };
             tokio::spawn(task.run(stop.clone()));
@@ -121,39 +130,86 @@ impl Tasks {
     }
 }
 
-/// The names `section` resolves and their servers: one resolution per name and preferred
-/// family, as HAProxy shares one among the servers that resolve the same name.
-fn resolutions(config: &Config, section: &Resolvers, answers: &Answers) -> Vec<Resolution> {
+/// What one section resolves: one resolution per name (and preferred family), shared by the
+/// servers that resolve it, as HAProxy shares one among them.
+#[derive(Debug)]
+enum Name {
+    /// A host name's A/AAAA records.
+    Addr(Resolution),
+    /// An SRV name's records.
+    Srv(SrvResolution, AddrFamily),
+}
+
+impl Name {
+    fn fqdn(&self) -> &str {
+        match self {
+            Name::Addr(r) => &r.fqdn,
+            Name::Srv(r, _) => &r.fqdn,
+        }
+    }
+}
+
+/// The names `section` resolves and their servers, starting from what DNS said before.
+fn names(config: &Config, section: &Resolvers, answers: &Answers) -> Vec<Name> {
     let now = Instant::now();
-    let mut by_name: Vec<Resolution> = Vec::new();
+    let mut names: Vec<Name> = Vec::new();
     for b in &config.backends {
         for s in &b.servers {
             let Some(r) = s.resolve.as_ref().filter(|r| r.resolvers == section.name) else {
                 continue;
             };
-            let (ip, maint) = match answers.get(&(b.name.clone(), s.name.clone())) {
-                Some(a) if a.fqdn == r.fqdn => (a.ip, a.maint),
-                _ => (s.addr.ip(), s.dns_maint),
+            let before = answers
+                .get(&(b.name.clone(), s.name.clone()))
+                .filter(|a| a.fqdn == r.fqdn);
+            if r.is_srv() {
+                // A reload frees the servers: the first answer fills them again.
+                let owner = SrvOwner::new(&b.name, s.name.clone(), r.ignore_weight);
+                match names.iter_mut().find_map(|n| match n {
+                    Name::Srv(x, _) if x.fqdn == r.fqdn => Some(x),
+                    _ => None,
+                }) {
+                    Some(x) => x.add(owner),
+                    None => names.push(Name::Srv(
+                        SrvResolution::new(r.fqdn.clone(), vec![owner], now),
+                        r.prefer,
+                    )),
+                }
+                continue;
+            }
+            let (ip, maint) = match before {
+                Some(a) => (a.ip, a.maint),
+                None => (s.addr.ip(), s.dns_maint),
             };
             let owner = Owner::new(&b.name, s.name.clone(), ip, maint);
-            match by_name
-                .iter_mut()
-                .find(|x| x.fqdn == r.fqdn && x.prefer == r.prefer)
-            {
+            match names.iter_mut().find_map(|n| match n {
+                Name::Addr(x) if x.fqdn == r.fqdn && x.prefer == r.prefer => Some(x),
+                _ => None,
+            }) {
                 Some(x) => x.owners.push(owner),
-                None => by_name.push(Resolution::new(r.fqdn.clone(), r.prefer, vec![owner], now)),
+                None => names.push(Name::Addr(Resolution::new(
+                    r.fqdn.clone(),
+                    r.prefer,
+                    vec![owner],
+                    now,
+                ))),
             }
         }
     }
-    by_name
+    names
 }
 
 /// One section's resolver task.
 struct Task {
     section: Resolvers,
     epoch: u64,
-    resolutions: Vec<Resolution>,
+    names: Vec<Name>,
     tx: mpsc::UnboundedSender<DnsUpdate>,
+}
+
+/// What a query found, for [`Task::take`].
+enum Found {
+    Addr(Result<Vec<IpAddr>, Failure>),
+    Srv(Result<Vec<SrvItem>, Failure>),
 }
 
 impl Task {
@@ -168,68 +224,112 @@ impl Task {
                 _ = tick.tick() => {}
             }
             let mut queries = JoinSet::new();
-            for (i, r) in self.resolutions.iter().enumerate() {
-                let (querier, fqdn, prefer) = (querier.clone(), r.fqdn.clone(), r.prefer);
-                queries.spawn(async move { (i, querier.resolve(&fqdn, prefer).await) });
+            for (i, n) in self.names.iter().enumerate() {
+                let querier = querier.clone();
+                let fqdn = n.fqdn().to_owned();
+                match n {
+                    Name::Addr(r) => {
+                        let prefer = r.prefer;
+                        queries.spawn(async move {
+                            (i, Found::Addr(querier.resolve(&fqdn, prefer).await))
+                        })
+                    }
+                    Name::Srv(_, prefer) => {
+                        let prefer = *prefer;
+                        queries
+                            .spawn(async move { (i, Found::Srv(querier.srv(&fqdn, prefer).await)) })
+                    }
+                };
             }
-            let mut results = Vec::with_capacity(self.resolutions.len());
+            let mut results = Vec::with_capacity(self.names.len());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = async { while let Some(Ok(done)) = queries.join_next().await { results.push(done) } } => {}
             }
             results.sort_by_key(|(i, _)| *i);
-            for (i, result) in results {
-                self.take(i, result);
+            for (i, found) in results {
+                self.take(i, found);
             }
         }
     }
 
     /// Applies one name's result and sends what changed.
-    fn take(&mut self, i: usize, result: Result<Vec<IpAddr>, resolution::Failure>) {
+    fn take(&mut self, i: usize, found: Found) {
         let hold = self.section.hold;
         let now = Instant::now();
-        let Some(r) = self.resolutions.get_mut(i) else {
+        let Some(name) = self.names.get_mut(i) else {
             return;
         };
-        let changed = match &result {
-            Ok(ips) => r.answer(ips, &hold, now),
-            Err(failure) => r.failed(*failure, &hold, now),
+        let fqdn = name.fqdn().to_owned();
+        let (changed, failure): (Vec<DnsUpdate>, Option<Failure>) = match (name, found) {
+            (Name::Addr(r), Found::Addr(result)) => {
+                let changed = match &result {
+                    Ok(ips) => r.answer(ips, &hold, now),
+                    Err(failure) => r.failed(*failure, &hold, now),
+                };
+                let changed = changed
+                    .into_iter()
+                    .map(|o| DnsUpdate {
+                        epoch: self.epoch,
+                        backend: o.backend,
+                        server: o.server,
+                        fqdn: fqdn.clone(),
+                        ip: o.ip,
+                        port: None,
+                        weight: None,
+                        maint: o.maint,
+                    })
+                    .collect();
+                (changed, result.err())
+            }
+            (Name::Srv(r, _), Found::Srv(result)) => {
+                let changed = match &result {
+                    Ok(items) => r.answer(items, &hold, now),
+                    Err(failure) => r.failed(*failure, &hold, now),
+                };
+                let changed = changed
+                    .into_iter()
+                    .map(|o| DnsUpdate {
+                        epoch: self.epoch,
+                        backend: o.backend,
+                        server: o.server,
+                        fqdn: fqdn.clone(),
+                        ip: o.ip,
+                        port: (o.port != 0).then_some(o.port),
+                        weight: o.weight,
+                        maint: o.maint,
+                    })
+                    .collect();
+                (changed, result.err())
+            }
+            _ => return,
         };
-        for o in changed {
-            if o.maint {
+        for u in changed {
+            let name = format!("{}/{}", u.backend, u.server);
+            if u.maint {
+                let why = match failure {
+                    Some(f) => format!("{f:?}"),
+                    None => "no record left for it in the answer".to_owned(),
+                };
                 tracing::warn!(
-                    backend = %o.backend,
-                    server = %o.server,
-                    "server {}/{} is going into maintenance: no address for '{}' from resolvers '{}' ({})",
-                    o.backend,
-                    o.server,
-                    r.fqdn,
-                    self.section.name,
-                    match &result {
-                        Ok(_) => "no free record in the answer".to_owned(),
-                        Err(f) => format!("{f:?}"),
-                    }
+                    "server {name} is going into maintenance: no address for '{fqdn}' from resolvers '{}' ({why})",
+                    self.section.name
                 );
             } else {
                 tracing::info!(
-                    backend = %o.backend,
-                    server = %o.server,
-                    "server {}/{} takes address {} for '{}' from resolvers '{}'",
-                    o.backend,
-                    o.server,
-                    o.ip,
-                    r.fqdn,
+                    "server {name} takes address {}{} for '{fqdn}' from resolvers '{}'",
+                    u.ip,
+                    u.port.map(|p| format!(":{p}")).unwrap_or_default(),
                     self.section.name
                 );
             }
-            let _ = self.tx.send(DnsUpdate {
-                epoch: self.epoch,
-                backend: o.backend,
-                server: o.server,
-                fqdn: r.fqdn.clone(),
-                ip: o.ip,
-                maint: o.maint,
-            });
+            let _ = self.tx.send(u);
         }
     }
+}
+
+/// Forgets, on a reload, what DNS said about servers filled from SRV records: their records
+/// are given out again by the first answer (HAProxy also starts them without one).
+pub fn keep_on_reload(answers: &mut Answers) {
+    answers.retain(|_, a| !a.fqdn.starts_with('_'));
 }

@@ -22,6 +22,7 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{Name, ResolveError};
 
 use super::resolution::Failure;
+use super::srv::SrvItem;
 use crate::config::{AddrFamily, Resolvers};
 
 /// Queries the name servers of one section.
@@ -63,14 +64,8 @@ impl Querier {
     }
 
     /// The addresses of `fqdn`, of the preferred family when it has some, else of the other.
-    pub async fn resolve(&self, fqdn: &str, prefer: AddrFamily) -> Result<Vec<IpAddr>, Failure> {
-        // Fully qualified: no search domain is tried.
-        let name = Name::from_ascii(fqdn)
-            .map(|mut n| {
-                n.set_fqdn(true);
-                n
-            })
-            .map_err(|_| Failure::Other)?;
+    pub async fn resolve(&self, name: &str, prefer: AddrFamily) -> Result<Vec<IpAddr>, Failure> {
+        let name = fqdn(name)?;
         let order = match prefer {
             AddrFamily::Ipv4 => [RecordType::A, RecordType::AAAA],
             AddrFamily::Ipv6 => [RecordType::AAAA, RecordType::A],
@@ -102,6 +97,71 @@ impl Querier {
         }
         Err(last)
     }
+}
+
+impl Querier {
+    /// The SRV records of `name`, each target's address taken from the answer's additional
+    /// records, else resolved (`prefer` first); a target that does not resolve has none.
+    pub async fn srv(&self, name: &str, prefer: AddrFamily) -> Result<Vec<SrvItem>, Failure> {
+        let name = fqdn(name)?;
+        let found = self
+            .resolver
+            .lookup(name, RecordType::SRV)
+            .await
+            .map_err(|e| failure(&e))?;
+        let mut items = Vec::new();
+        for record in found.records() {
+            let RData::SRV(srv) = record.data() else {
+                continue;
+            };
+            let target = srv.target().to_ascii().to_ascii_lowercase();
+            let target = target.trim_end_matches('.').to_owned();
+            let additional: Vec<IpAddr> = found
+                .records()
+                .iter()
+                .filter(|r| r.name() == srv.target())
+                .filter_map(|r| match r.data() {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect();
+            let ip = match pick(&additional, prefer) {
+                Some(ip) => Some(ip),
+                None => self
+                    .resolve(&target, prefer)
+                    .await
+                    .ok()
+                    .and_then(|ips| ips.first().copied()),
+            };
+            items.push(SrvItem {
+                target,
+                port: srv.port(),
+                weight: srv.weight(),
+                ip,
+            });
+        }
+        if items.is_empty() {
+            return Err(Failure::Other);
+        }
+        Ok(items)
+    }
+}
+
+/// The first address of the preferred family, else the first one.
+fn pick(ips: &[IpAddr], prefer: AddrFamily) -> Option<IpAddr> {
+    let v6 = prefer == AddrFamily::Ipv6;
+    ips.iter()
+        .find(|ip| ip.is_ipv6() == v6)
+        .or(ips.first())
+        .copied()
+}
+
+/// `name` as a fully qualified name: no search domain is tried.
+fn fqdn(name: &str) -> Result<Name, Failure> {
+    let mut n = Name::from_ascii(name).map_err(|_| Failure::Other)?;
+    n.set_fqdn(true);
+    Ok(n)
 }
 
 /// What kind of failure an error is, as HAProxy tells them apart for `hold`.

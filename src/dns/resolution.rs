@@ -34,7 +34,7 @@ pub enum Failure {
 
 impl Failure {
     /// How long the last addresses are kept after this failure.
-    fn hold(self, hold: &Hold) -> Duration {
+    pub(super) fn hold(self, hold: &Hold) -> Duration {
         match self {
             Failure::Nx => hold.nx,
             Failure::Refused => hold.refused,

@@ -22,13 +22,17 @@ pub struct Dnsmasq {
     proc: Proc,
     hosts: PathBuf,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Dnsmasq {
     /// Starts dnsmasq answering `hosts` (lines `IP NAME`) on 127.0.0.1, UDP and TCP.
     pub fn start(hosts: &str) -> Dnsmasq {
-        let bin = require_bin(DNSMASQ_BIN);
+        Dnsmasq::start_with(hosts, &[])
+    }
+
+    /// Like [`Dnsmasq::start`], with more options (such as `--srv-host=...`).
+    pub fn start_with(hosts: &str, options: &[String]) -> Dnsmasq {
         let dir = tempfile::Builder::new()
             .prefix("dnsmasq")
             .tempdir()
@@ -36,38 +40,20 @@ impl Dnsmasq {
         let path = dir.path().join("hosts");
         fs::write(&path, hosts).expect("writing the hosts file");
         let port = free_port();
-        let mut cmd = command(&bin, false, dir.path());
-        cmd.args([
-            "--no-daemon",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--pid-file",
-            "--user=root",
-            "--group=root",
-            &format!("--port={port}"),
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-negcache",
-            "--local-ttl=0",
-            "--log-queries",
-            &format!("--addn-hosts={}", path.display()),
-        ]);
-        let mut proc = Proc::spawn(
-            "dnsmasq",
-            &mut cmd,
-            &dir.path().join("log"),
-            Signal::SIGTERM,
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        proc.wait_ready("dnsmasq", || wait_port(addr, Duration::from_millis(200)));
+        let proc = spawn(&dir, port, options);
         Dnsmasq {
             proc,
             hosts: path,
             port,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Stops it and starts it again on the same port and hosts file with `options` (what
+    /// dnsmasq does not re-read on `SIGHUP`, such as `--srv-host`).
+    pub fn restart_with(&mut self, options: &[String]) {
+        self.proc.stop();
+        self.proc = spawn(&self.dir, self.port, options);
     }
 
     /// The port it answers on (UDP and TCP, 127.0.0.1).
@@ -87,4 +73,37 @@ impl Dnsmasq {
     pub fn stop(&mut self) {
         self.proc.stop();
     }
+}
+
+fn spawn(dir: &TempDir, port: u16, options: &[String]) -> Proc {
+    let bin = require_bin(DNSMASQ_BIN);
+    let hosts = dir.path().join("hosts");
+    let mut cmd = command(&bin, false, dir.path());
+    cmd.args([
+        "--no-daemon",
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--pid-file",
+        "--user=root",
+        "--group=root",
+        &format!("--port={port}"),
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-negcache",
+        "--local-ttl=0",
+        "--log-queries",
+        &format!("--addn-hosts={}", hosts.display()),
+    ]);
+    cmd.args(options);
+    let mut proc = Proc::spawn(
+        "dnsmasq",
+        &mut cmd,
+        &dir.path().join("log"),
+        Signal::SIGTERM,
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    proc.wait_ready("dnsmasq", || wait_port(addr, Duration::from_millis(200)));
+    proc
 }

@@ -300,6 +300,9 @@ pub fn resolve_opts(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
 /// `none` leaves the server without address, in MAINT until DNS gives one). Records the
 /// host name for run-time resolution.
 pub fn server_address(s: &mut ServerDraft, text: &str) -> Result<SocketAddr, String> {
+    if text.starts_with('_') {
+        return srv_address(s, text);
+    }
     let Some((host, port)) = server_name_port(text)? else {
         return parse_server_addr(text);
     };
@@ -331,6 +334,29 @@ pub fn server_address(s: &mut ServerDraft, text: &str) -> Result<SocketAddr, Str
     })
 }
 
+/// An SRV name (`_service._proto.name`, a port after it is ignored as the records give
+/// it): the server starts without an address, in MAINT (resolution), until a record is
+/// given to it; `init-addr` does not apply.
+fn srv_address(s: &mut ServerDraft, text: &str) -> Result<SocketAddr, String> {
+    let name = text.split_once(':').map_or(text, |(name, _)| name);
+    let valid = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !valid || !name.contains('.') {
+        return Err(format!(
+            "invalid SRV name '{name}' (write _service._proto.name)"
+        ));
+    }
+    if s.resolve.resolvers.is_none() {
+        return Err(format!(
+            "SRV name '{name}' needs 'resolvers NAME': only DNS at run time gives its servers"
+        ));
+    }
+    s.resolve.fqdn = Some(name.to_owned());
+    s.resolve.no_addr = true;
+    Ok(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0))
+}
+
 /// `server-template PREFIX NUM|LOW-HIGH ADDR [options]`: servers PREFIXLOW..PREFIXHIGH with
 /// the same address and options, each read as a `server` line.
 pub fn server_template(
@@ -338,15 +364,11 @@ pub fn server_template(
     ctx: &mut Ctx,
     server_line: fn(&mut ProxyDraft, &mut Ctx) -> Result<(), String>,
 ) -> Result<(), String> {
-    const USAGE: &str = "server-template PREFIX NUM|LOW-HIGH FQDN:PORT [options]";
+    const USAGE: &str =
+        "server-template PREFIX NUM|LOW-HIGH FQDN:PORT|_service._proto.name [options]";
     let prefix = ctx.arg(0, &format!("a prefix, a number and an address ({USAGE})"))?;
     let range = ctx.arg(1, &format!("a number or a range LOW-HIGH ({USAGE})"))?;
-    let addr = ctx.arg(2, &format!("an address FQDN:PORT ({USAGE})"))?;
-    if addr.starts_with('_') {
-        return Err(format!(
-            "server-template '{addr}': SRV records are not supported; give FQDN:PORT (A/AAAA records)"
-        ));
-    }
+    ctx.arg(2, &format!("an address FQDN:PORT ({USAGE})"))?;
     let (low, high) = match range.split_once('-') {
         Some((a, b)) => (
             parse_int(a, "server-template range", 1, MAX_COUNT)?,
@@ -537,7 +559,10 @@ mod tests {
                 "server s 10.0.0.1:1 resolve-net 10.0.0.0/8",
                 "not supported",
             ),
-            ("server-template s 3 _db._tcp.example resolvers dns", "SRV"),
+            (
+                "server-template s 3 _db._tcp.example",
+                "needs 'resolvers NAME'",
+            ),
             (
                 "server-template s 3-1 db.invalid:1 init-addr none",
                 "reversed",
