@@ -116,6 +116,29 @@ fn template_slots(sock: &Path, px: &str, prefix: &str, weight: bool) -> Vec<Stri
     slots
 }
 
+/// Columns of `show servers state BACKEND` for `server`: its address, fqdn, port, SRV name.
+fn state_row(sock: &Path, backend: &str, server: &str) -> Vec<String> {
+    let text = stats_cli(sock, &format!("show servers state {backend}"));
+    let mut lines = text.lines().skip(1);
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(' ')
+        .collect();
+    let row: Vec<&str> = lines
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(3) == Some(&server))
+        .unwrap_or_default();
+    ["srv_addr", "srv_fqdn", "srv_port", "srvrecord"]
+        .iter()
+        .map(|c| {
+            let i = header.iter().position(|h| h == c);
+            i.and_then(|i| row.get(i)).unwrap_or(&"?").to_string()
+        })
+        .collect()
+}
+
 /// Whether a session opened earlier still echoes.
 fn echoes(conn: &mut TcpStream) -> bool {
     let mut buf = [0u8; 5];
@@ -266,6 +289,11 @@ fn haproxy_and_rolelb_follow_the_same_dns_changes() {
     }
     assert_eq!(ours.slots(), theirs.slots());
     assert_eq!(ours.status("db", "s1"), theirs.status("db", "s1"));
+    assert_eq!(
+        state_row(&ours.sock, "db", "s1"),
+        state_row(&theirs.sock, "db", "s1")
+    );
+    assert_eq!(state_row(&ours.sock, "db", "s1")[1], "db.test");
     assert_eq!(who_answers(ours.tpl).expect("tpl"), "b");
     assert_eq!(who_answers(theirs.tpl).expect("tpl"), "b");
 }
