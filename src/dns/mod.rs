@@ -333,3 +333,54 @@ impl Task {
 pub fn keep_on_reload(answers: &mut Answers) {
     answers.retain(|_, a| !a.fqdn.starts_with('_'));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_sources;
+
+    fn answer(server: &str, fqdn: &str, ip: [u8; 4], srv: Option<(u16, u32)>) -> DnsUpdate {
+        DnsUpdate {
+            epoch: 1,
+            backend: "b".into(),
+            server: server.into(),
+            fqdn: fqdn.into(),
+            ip: IpAddr::from(ip),
+            port: srv.map(|(p, _)| p),
+            weight: srv.map(|(_, w)| w),
+            maint: false,
+        }
+    }
+
+    #[test]
+    fn apply_takes_dns_word_for_servers_that_still_resolve_the_same_name() {
+        let config = parse_sources(&[(
+            "t.cfg",
+            "resolvers dns\n    nameserver a 127.0.0.1:53\nbackend b\n    server s1 db.invalid:5432 resolvers dns init-addr none weight 7\n    server s2 other.invalid:5432 resolvers dns init-addr none\n    server-template t 1 _pg._tcp.x resolvers dns\n",
+        )])
+        .unwrap();
+        let mut answers = Answers::new();
+        for a in [
+            answer("s1", "db.invalid", [10, 0, 0, 1], None),
+            // Stale: the name of s2 is not the one it resolved.
+            answer("s2", "renamed.invalid", [10, 0, 0, 2], None),
+            answer("t1", "_pg._tcp.x", [10, 0, 0, 3], Some((6432, 4))),
+        ] {
+            answers.insert((a.backend.clone(), a.server.clone()), a);
+        }
+        let applied = apply(config, &answers);
+        let s = &applied.backends[0].servers;
+        assert_eq!(s[0].addr, "10.0.0.1:5432".parse().unwrap());
+        assert!(!s[0].dns_maint);
+        assert_eq!(s[0].weight, 7);
+        assert!(s[1].dns_maint, "a stale answer is not applied");
+        assert_eq!(s[2].addr, "10.0.0.3:6432".parse().unwrap());
+        assert_eq!(s[2].weight, 4);
+        keep_on_reload(&mut answers);
+        assert_eq!(
+            answers.len(),
+            2,
+            "SRV servers are given out again after a reload"
+        );
+    }
+}

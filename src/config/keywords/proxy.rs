@@ -485,6 +485,9 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     // After the options: `init-addr` and `resolve-prefer` decide how a name is resolved.
     let addr = resolvers::server_address(&mut srv, &addr_text);
     srv.addr = addr.as_ref().ok().copied();
+    if let Some(w) = srv.resolve.warning.take() {
+        ctx.warn(format!("server '{}/{}': {w}", p.name, srv.name));
+    }
     let id_error = srv.id.and_then(|id| {
         let prev = p.servers.iter().find(|s| s.id == Some(id))?;
         Some(format!(

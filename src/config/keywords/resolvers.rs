@@ -32,6 +32,8 @@ pub struct ResolveDraft {
     pub fqdn: Option<String>,
     /// `init-addr` left the server without an address: it starts in MAINT (resolution).
     pub no_addr: bool,
+    /// Why `init-addr none` was reached after `libc` failed (HAProxy warns about it).
+    pub warning: Option<String>,
 }
 
 impl ResolveDraft {
@@ -323,6 +325,9 @@ pub fn server_address(s: &mut ServerDraft, text: &str) -> Result<SocketAddr, Str
             },
             InitAddr::None => {
                 s.resolve.no_addr = true;
+                s.resolve.warning = why.map(|e| {
+                    format!("{e}; the server starts without an address, in MAINT (resolution)")
+                });
                 return Ok(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port));
             }
             InitAddr::Ip(ip) => return Ok(SocketAddr::new(ip, port)),
@@ -529,6 +534,24 @@ mod tests {
         assert_eq!(s[2].addr, "10.0.0.9:5432".parse().unwrap());
         assert!(!s[2].dns_maint);
         assert_eq!(s[2].resolve.as_ref().unwrap().prefer, AddrFamily::Ipv6);
+        let dns_warnings = |c: &Config| {
+            c.warnings
+                .iter()
+                .map(|w| w.to_string())
+                .filter(|w| w.contains("resolve"))
+                .collect::<Vec<_>>()
+        };
+        assert!(dns_warnings(&c).is_empty(), "{:?}", c.warnings);
+        // As HAProxy: a name libc cannot resolve before `none` is worth a warning.
+        let c = parse(&format!(
+            "{SECTION}backend b\n    server s1 db.invalid:5432 resolvers dns init-addr libc,none\n"
+        ))
+        .unwrap();
+        let w = dns_warnings(&c);
+        assert!(
+            w[0].starts_with("t.cfg:12: server 'b/s1': could not resolve 'db.invalid'"),
+            "{w:?}"
+        );
     }
 
     #[test]
