@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Dnsmasq, Haproxy, NamedServer, Rolelb, free_port, open_named, stat_row, stats_cli, wait_until,
-    who_answers,
+    Dnsmasq, Haproxy, NamedServer, Rolelb, free_port, http_request, open_named, stat_row,
+    stats_cli, wait_until, who_answers,
 };
 
 /// The database name's servers: `a` at 127.0.0.2, `b` at 127.0.0.3 (same port), and `o`, the
@@ -64,13 +64,26 @@ impl Proxy {
     /// The configuration both rolelb and HAProxy run: `db.test` for `listen db`,
     /// `other.test` for `listen other`, three template slots for `tpl.test`.
     fn config(&self, dns: &Dnsmasq, servers: &Servers, resolvers_extra: &str) -> String {
+        self.config_with(dns, servers, resolvers_extra, "", "")
+    }
+
+    /// [`Proxy::config`] with lines added to `global` and sections at the end (where each
+    /// of rolelb and HAProxy serves `/metrics`).
+    fn config_with(
+        &self,
+        dns: &Dnsmasq,
+        servers: &Servers,
+        resolvers_extra: &str,
+        global_extra: &str,
+        tail: &str,
+    ) -> String {
         format!(
-            "global\n    stats socket {sock} level admin\n\n\
+            "global\n    stats socket {sock} level admin\n{global_extra}\n\
              resolvers test\n    nameserver dns1 127.0.0.1:{dns}\n    hold valid 1s\n{resolvers_extra}\n\
              defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\n\
              listen db\n    bind {db}\n    server s1 db.test:{port} resolvers test init-addr none resolve-prefer ipv4\n\n\
              listen other\n    bind {other}\n    server o1 other.test:{other_port} resolvers test init-addr none\n\n\
-             listen tpl\n    bind {tpl}\n    server-template t 3 tpl.test:{port} resolvers test init-addr none\n",
+             listen tpl\n    bind {tpl}\n    server-template t 3 tpl.test:{port} resolvers test init-addr none\n\n{tail}",
             sock = self.sock.display(),
             dns = dns.port(),
             db = self.db,
@@ -137,6 +150,22 @@ fn state_row(sock: &Path, backend: &str, server: &str) -> Vec<String> {
             i.and_then(|i| row.get(i)).unwrap_or(&"?").to_string()
         })
         .collect()
+}
+
+/// How many `tpl` servers `/metrics` at `addr` shows in each state (`haproxy_server_status`
+/// samples of value 1), sorted.
+fn tpl_metrics(addr: SocketAddr) -> Vec<String> {
+    let text = http_request(addr, "GET", "/metrics", &[], "", Duration::from_secs(5))
+        .map(|(_, _, body)| body)
+        .unwrap_or_default();
+    let mut states: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("haproxy_server_status{") && l.contains("proxy=\"tpl\""))
+        .filter(|l| l.ends_with(" 1"))
+        .filter_map(|l| Some(l.split("state=\"").nth(1)?.split('"').next()?.to_owned()))
+        .collect();
+    states.sort();
+    states
 }
 
 /// Whether a session opened earlier still echoes.
@@ -247,8 +276,24 @@ fn haproxy_and_rolelb_follow_the_same_dns_changes() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let ours = Proxy::new(dir.path(), "lb");
     let theirs = Proxy::new(dir.path(), "haproxy");
-    let lb = Rolelb::start(&ours.config(&dns, &servers, ""));
-    let hap = Haproxy::start(&theirs.config(&dns, &servers, ""));
+    let at = |p| SocketAddr::from(([127, 0, 0, 1], p));
+    let (ours_metrics, theirs_metrics) = (at(free_port()), at(free_port()));
+    let lb = Rolelb::start(&ours.config_with(
+        &dns,
+        &servers,
+        "",
+        &format!("    admin bind {ours_metrics}\n"),
+        "",
+    ));
+    let hap = Haproxy::start(&theirs.config_with(
+        &dns,
+        &servers,
+        "",
+        "",
+        &format!(
+            "frontend prom\n    mode http\n    bind {theirs_metrics}\n    http-request use-service prometheus-exporter if {{ path /metrics }}\n"
+        ),
+    ));
     let two_slots = |p: &Proxy| {
         p.slots()
             == [
@@ -268,6 +313,8 @@ fn haproxy_and_rolelb_follow_the_same_dns_changes() {
         );
     }
     assert_eq!(ours.slots(), theirs.slots());
+    assert_eq!(tpl_metrics(ours_metrics), ["MAINT", "UP", "UP"]);
+    assert_eq!(tpl_metrics(ours_metrics), tpl_metrics(theirs_metrics));
 
     dns.set_hosts(HOSTS_CHANGED);
     let one_slot = |p: &Proxy| {
@@ -294,6 +341,8 @@ fn haproxy_and_rolelb_follow_the_same_dns_changes() {
         state_row(&theirs.sock, "db", "s1")
     );
     assert_eq!(state_row(&ours.sock, "db", "s1")[1], "db.test");
+    assert_eq!(tpl_metrics(ours_metrics), ["MAINT", "MAINT", "UP"]);
+    assert_eq!(tpl_metrics(ours_metrics), tpl_metrics(theirs_metrics));
     assert_eq!(who_answers(ours.tpl).expect("tpl"), "b");
     assert_eq!(who_answers(theirs.tpl).expect("tpl"), "b");
 }
