@@ -62,7 +62,7 @@ impl Proxy {
     }
 
     /// The configuration both rolelb and HAProxy run: `db.test` for `listen db`,
-    /// `other.test` for `listen other`, three template slots for `tpl.test`.
+    /// `other.test` for `listen other`, three checked template slots for `tpl.test`.
     fn config(&self, dns: &Dnsmasq, servers: &Servers, resolvers_extra: &str) -> String {
         self.config_with(dns, servers, resolvers_extra, "", "")
     }
@@ -83,7 +83,7 @@ impl Proxy {
              defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\n\
              listen db\n    bind {db}\n    server s1 db.test:{port} resolvers test init-addr none resolve-prefer ipv4\n\n\
              listen other\n    bind {other}\n    server o1 other.test:{other_port} resolvers test init-addr none\n\n\
-             listen tpl\n    bind {tpl}\n    server-template t 3 tpl.test:{port} resolvers test init-addr none\n\n{tail}",
+             listen tpl\n    bind {tpl}\n    server-template t 3 tpl.test:{port} resolvers test init-addr none check inter 500ms\n\n{tail}",
             sock = self.sock.display(),
             dns = dns.port(),
             db = self.db,
@@ -298,8 +298,8 @@ fn haproxy_and_rolelb_follow_the_same_dns_changes() {
         p.slots()
             == [
                 "MAINT (resolution)".to_owned(),
-                format!("no check 127.0.0.2:{}", servers.port),
-                format!("no check 127.0.0.3:{}", servers.port),
+                format!("UP 127.0.0.2:{}", servers.port),
+                format!("UP 127.0.0.3:{}", servers.port),
             ]
     };
     for (p, log) in [(&ours, lb.stderr_text()), (&theirs, hap.stderr_text())] {
@@ -322,7 +322,7 @@ fn haproxy_and_rolelb_follow_the_same_dns_changes() {
             == [
                 "MAINT (resolution)".to_owned(),
                 "MAINT (resolution)".to_owned(),
-                format!("no check 127.0.0.3:{}", servers.port),
+                format!("UP 127.0.0.3:{}", servers.port),
             ]
     };
     for (p, who) in [(&ours, "rolelb"), (&theirs, "haproxy")] {
