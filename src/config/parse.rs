@@ -236,20 +236,22 @@ impl Reader {
         self.section = Section::Proxy(Box::new(draft));
     }
 
-    /// `etcd NAME`: names are checked like proxy names, and must be unique among `etcd`
-    /// sections (the `discover` lines refer to them).
-    fn open_etcd(&mut self, args: &[&str], loc: &Loc) {
+    /// The name of a `KEYWORD NAME` section header (`etcd`, `resolvers`), checked like proxy
+    /// names; a stand-in when it is missing (the error is recorded).
+    fn section_name(&mut self, keyword: &str, args: &[&str], loc: &Loc) -> String {
         let name = match args {
             [name] => name.to_string(),
             [] => {
-                self.diags
-                    .error(loc, "missing name for 'etcd' section (write 'etcd NAME')");
-                format!("<unnamed etcd at line {}>", loc.line)
+                self.diags.error(
+                    loc,
+                    format!("missing name for '{keyword}' section (write '{keyword} NAME')"),
+                );
+                return format!("<unnamed {keyword} at line {}>", loc.line);
             }
             [name, extra, ..] => {
                 self.diags.error(
                     loc,
-                    format!("'etcd': unexpected argument '{extra}' (write 'etcd NAME')"),
+                    format!("'{keyword}': unexpected argument '{extra}' (write '{keyword} NAME')"),
                 );
                 name.to_string()
             }
@@ -257,13 +259,19 @@ impl Reader {
         if let Some(c) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
-            .filter(|_| !name.starts_with("<unnamed"))
         {
             self.diags.error(
                 loc,
-                format!("character '{c}' is not permitted in etcd name '{name}'"),
+                format!("character '{c}' is not permitted in {keyword} name '{name}'"),
             );
         }
+        name
+    }
+
+    /// `etcd NAME`: names are checked like proxy names, and must be unique among `etcd`
+    /// sections (the `discover` lines refer to them).
+    fn open_etcd(&mut self, args: &[&str], loc: &Loc) {
+        let name = self.section_name("etcd", args, loc);
         if let Some(prev) = self.etcd.iter().find(|e| e.name == name) {
             self.diags.error(
                 loc,
@@ -286,23 +294,7 @@ impl Reader {
 
     /// `resolvers NAME`: names must be unique among `resolvers` sections.
     fn open_resolvers(&mut self, args: &[&str], loc: &Loc) {
-        let name = match args {
-            [name] => name.to_string(),
-            [] => {
-                self.diags.error(
-                    loc,
-                    "missing name for 'resolvers' section (write 'resolvers NAME')",
-                );
-                format!("<unnamed resolvers at line {}>", loc.line)
-            }
-            [name, extra, ..] => {
-                self.diags.error(
-                    loc,
-                    format!("'resolvers': unexpected argument '{extra}' (write 'resolvers NAME')"),
-                );
-                name.to_string()
-            }
-        };
+        let name = self.section_name("resolvers", args, loc);
         if let Some(prev) = self.resolvers.iter().find(|r| r.name == name) {
             self.diags.error(
                 loc,

@@ -261,46 +261,37 @@ impl Task {
             return;
         };
         let fqdn = name.fqdn().to_owned();
+        let update = |backend, server, ip, port, weight, maint| DnsUpdate {
+            epoch: self.epoch,
+            backend,
+            server,
+            fqdn: fqdn.clone(),
+            ip,
+            port,
+            weight,
+            maint,
+        };
         let (changed, failure): (Vec<DnsUpdate>, Option<Failure>) = match (name, found) {
             (Name::Addr(r), Found::Addr(result)) => {
                 let changed = match &result {
                     Ok(ips) => r.answer(ips, &hold, now),
                     Err(failure) => r.failed(*failure, &hold, now),
                 };
-                let changed = changed
-                    .into_iter()
-                    .map(|o| DnsUpdate {
-                        epoch: self.epoch,
-                        backend: o.backend,
-                        server: o.server,
-                        fqdn: fqdn.clone(),
-                        ip: o.ip,
-                        port: None,
-                        weight: None,
-                        maint: o.maint,
-                    })
-                    .collect();
-                (changed, result.err())
+                let changed = changed.into_iter();
+                let changed =
+                    changed.map(|o| update(o.backend, o.server, o.ip, None, None, o.maint));
+                (changed.collect(), result.err())
             }
             (Name::Srv(r, _), Found::Srv(result)) => {
                 let changed = match &result {
                     Ok(items) => r.answer(items, &hold, now),
                     Err(failure) => r.failed(*failure, &hold, now),
                 };
-                let changed = changed
-                    .into_iter()
-                    .map(|o| DnsUpdate {
-                        epoch: self.epoch,
-                        backend: o.backend,
-                        server: o.server,
-                        fqdn: fqdn.clone(),
-                        ip: o.ip,
-                        port: (o.port != 0).then_some(o.port),
-                        weight: o.weight,
-                        maint: o.maint,
-                    })
-                    .collect();
-                (changed, result.err())
+                let changed = changed.into_iter().map(|o| {
+                    let port = (o.port != 0).then_some(o.port);
+                    update(o.backend, o.server, o.ip, port, o.weight, o.maint)
+                });
+                (changed.collect(), result.err())
             }
             _ => return,
         };
