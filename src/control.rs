@@ -372,7 +372,8 @@ impl Control {
             discovery::effective_config(&self.config, &self.discovered),
             &self.dns,
         ));
-        match self.swap(effective.clone()) {
+        // A big template's table is built off this worker, as a rebuild's is.
+        match self.heavy(|c| c.swap(effective.clone())) {
             Ok(generation) => {
                 self.effective = effective;
                 tracing::debug!(generation, "DNS change applied");
