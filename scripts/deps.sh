@@ -23,6 +23,7 @@ PACKAGES=(
     libprotobuf-dev        # protoc's well-known types (google/protobuf/*.proto) the etcd crate imports
     prometheus
     socat                  # the stats socket (runtime API)
+    dnsmasq-base           # the DNS server of tests/dns.rs (resolvers sections)
     shellcheck             # lints scripts/ in scripts/test.sh
     util-linux             # runuser (demo.sh)
     procps                 # pgrep/ps for diagnostics
@@ -120,7 +121,7 @@ for bin in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres
     /usr/bin/psql /usr/bin/pgbench /usr/bin/pg_isready /usr/bin/protoc /usr/bin/socat \
     /usr/bin/etcd /usr/bin/etcdctl /usr/bin/patroni /usr/bin/patronictl \
     /usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/prometheus /usr/bin/promtool /usr/bin/shellcheck /usr/sbin/runuser \
-    /usr/bin/systemd-analyze; do
+    /usr/bin/systemd-analyze /usr/sbin/dnsmasq; do
     [[ -x "$bin" ]] || die "$bin missing after install"
 done
 id postgres >/dev/null 2>&1 || die "the postgres user does not exist (postgresql-common should create it)"

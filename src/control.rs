@@ -1,13 +1,15 @@
 //! The one task that owns the table. Everything that changes what the data path sees —
 //! `SIGHUP` and API reloads, check verdicts and admin commands (a rebuild request), both
-//! through a [`ControlHandle`], and etcd member set changes ([`Discovered`], one channel per
-//! control task) — arrives here, and this task builds the next [`Table`] and swaps it. One
-//! writer, so sources never race each other into an inconsistent table. Rebuild requests
-//! queued together make one table; whoever waits for one is answered with its generation.
+//! through a [`ControlHandle`], etcd member set changes ([`Discovered`], one channel per
+//! control task) and server addresses from DNS ([`dns::DnsUpdate`], likewise) — arrives
+//! here, and this task builds the next [`Table`] and swaps it. One writer, so sources never
+//! race each other into an inconsistent table. Rebuild requests queued together make one
+//! table; whoever waits for one is answered with its generation.
 //!
 //! The table is built from the *effective* configuration: the files' configuration with the
-//! member set of each `discover` backend added (`discovery::effective_config`). It is kept
-//! between changes, so a check verdict rebuilds without recomputing it. Every etcd message
+//! member set of each `discover` backend added (`discovery::effective_config`) and DNS's last
+//! word on each resolved server applied (`dns::apply`). It is kept between changes, so a
+//! check verdict rebuilds without recomputing it. Every etcd message
 //! already queued when one arrives is applied with it, so a burst of etcd changes costs one
 //! merge and one table build per pass, with no I/O on this task. During a burst those passes
 //! are spaced ([`ETCD_SPACING`]), and a table of more than [`BIG_TABLE`] servers is merged,
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check::scheduler::Scheduler;
 use crate::config::{self, Config, ConfigErrors};
 use crate::discovery::{self, Discovered, MemberTable, Watchers};
+use crate::dns;
 use crate::proxy::listener::{self, Shared};
 use crate::table::{self, Registry, Table};
 
@@ -142,6 +145,11 @@ pub struct Control {
     etcd_board: discovery::StatusBoard,
     discovered_tx: mpsc::UnboundedSender<Discovered>,
     discovered_rx: Option<mpsc::UnboundedReceiver<Discovered>>,
+    /// What DNS last said about each server that resolves its name at run time.
+    dns: Arc<dns::Answers>,
+    dns_tasks: dns::Tasks,
+    dns_tx: mpsc::UnboundedSender<dns::DnsUpdate>,
+    dns_rx: Option<mpsc::UnboundedReceiver<dns::DnsUpdate>>,
     shared: Shared,
     registry: Arc<Registry>,
     listeners: HashMap<SocketAddr, CancellationToken>,
@@ -184,6 +192,7 @@ impl Control {
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let handle = ControlHandle::new(requests_tx, shared.table.clone());
         let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
+        let (dns_tx, dns_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
             config: Arc::new(config.clone()),
@@ -193,6 +202,10 @@ impl Control {
             etcd_board: discovery::StatusBoard::default(),
             discovered_tx,
             discovered_rx: Some(discovered_rx),
+            dns: Arc::default(),
+            dns_tasks: dns::Tasks::default(),
+            dns_tx,
+            dns_rx: Some(dns_rx),
             shared,
             registry: Arc::default(),
             listeners: HashMap::new(),
@@ -240,9 +253,17 @@ impl Control {
         for (name, set) in &mut sets {
             set.rebase(config.backends.iter().find(|b| &b.name == name));
         }
-        let effective = Arc::new(discovery::effective_config(&config, &sets));
+        // DNS's word stands for the servers that still resolve the same name.
+        let mut answers = (*self.dns).clone();
+        dns::keep_on_reload(&mut answers);
+        let effective = Arc::new(dns::apply(
+            discovery::effective_config(&config, &sets),
+            &answers,
+        ));
         let generation = self.swap(effective.clone())?;
+        self.dns = Arc::new(answers);
         self.watchers.reconcile(&config, &self.discovered_tx);
+        self.dns_tasks.reconcile(&config, &self.dns, &self.dns_tx);
         self.etcd_board.store(Arc::new(self.watchers.board()));
         self.discovered = Arc::new(sets);
         self.config = Arc::new(config);
@@ -277,14 +298,18 @@ impl Control {
         let discovered: usize = self.discovered.values().map(|s| s.servers.len()).sum();
         let big = discovered.max(servers(&self.effective)) > BIG_TABLE;
         self.generation += 1;
-        let (file, sets, registry) = (
+        let (file, sets, registry, answers) = (
             self.config.clone(),
             self.discovered.clone(),
             self.registry.clone(),
+            self.dns.clone(),
         );
         let generation = self.generation;
         let build = move || {
-            let effective = Arc::new(discovery::effective_config(&file, &sets));
+            let effective = Arc::new(dns::apply(
+                discovery::effective_config(&file, &sets),
+                &answers,
+            ));
             let prepared = table::prepare(effective.clone(), &registry);
             let table = Table::build(&prepared, generation, std::time::Instant::now());
             table.retain_live(&registry);
@@ -330,6 +355,31 @@ impl Control {
             Duration::ZERO
         };
         self.etcd_hold = now + ((now - started) * ETCD_SPACING).max(floor);
+    }
+
+    /// Takes address changes from the resolver tasks into the table: one swap for all.
+    fn apply_dns(&mut self, updates: Vec<dns::DnsUpdate>) {
+        let epoch = self.dns_tasks.epoch();
+        let mut fresh = false;
+        for u in updates.into_iter().filter(|u| u.epoch == epoch) {
+            fresh = true;
+            Arc::make_mut(&mut self.dns).insert((u.backend.clone(), u.server.clone()), u);
+        }
+        if !fresh || self.stopped {
+            return;
+        }
+        let effective = Arc::new(dns::apply(
+            discovery::effective_config(&self.config, &self.discovered),
+            &self.dns,
+        ));
+        // A big template's table is built off this worker, as a rebuild's is.
+        match self.heavy(|c| c.swap(effective.clone())) {
+            Ok(generation) => {
+                self.effective = effective;
+                tracing::debug!(generation, "DNS change applied");
+            }
+            Err(e) => tracing::error!("applying a DNS change failed: {e}"),
+        }
     }
 
     /// Runs `work` on the table builder thread (started on first use; inline if it cannot be
@@ -512,6 +562,7 @@ impl Control {
                     self.stopped = true;
                     self.checks.stop();
                     self.watchers.stop();
+                    self.dns_tasks.stop();
                     for (addr, token) in self.listeners.drain() {
                         token.cancel();
                         tracing::info!(%addr, "stopped listening (stopping)");
@@ -538,9 +589,11 @@ impl Control {
     pub async fn run(mut self) {
         let mut tick = tokio::time::interval(SLOWSTART_STEP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (Some(mut requests), Some(mut discovered)) =
-            (self.requests.take(), self.discovered_rx.take())
-        else {
+        let (Some(mut requests), Some(mut discovered), Some(mut resolved)) = (
+            self.requests.take(),
+            self.discovered_rx.take(),
+            self.dns_rx.take(),
+        ) else {
             return;
         };
         loop {
@@ -555,6 +608,13 @@ impl Control {
                         messages.push(message);
                     }
                     self.apply_discovered(messages).await;
+                }
+                Some(update) = resolved.recv() => {
+                    let mut updates = vec![update];
+                    while let Ok(update) = resolved.try_recv() {
+                        updates.push(update);
+                    }
+                    self.apply_dns(updates);
                 }
                 Some(request) = requests.recv() => {
                     // Requests queued meanwhile are served together: several verdicts at

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod discovery;
+pub mod dns;
 pub mod fd_limit;
 pub mod live;
 pub mod logging;

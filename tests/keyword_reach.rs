@@ -62,6 +62,41 @@ const REACH: &[(&str, &str, &[&str])] = &[
         "src/config/keywords/proxy.rs",
         &["src/table/build.rs", "src/proxy/connect.rs"],
     ),
+    (
+        "resolvers",
+        "src/config/keywords/server.rs",
+        &["src/dns/mod.rs"],
+    ),
+    (
+        "init-addr",
+        "src/config/keywords/server.rs",
+        &["src/config/keywords/resolvers.rs"],
+    ),
+    (
+        "timeout resolve",
+        "src/config/keywords/resolvers.rs",
+        &["src/dns/mod.rs"],
+    ),
+    (
+        "timeout retry",
+        "src/config/keywords/resolvers.rs",
+        &["src/dns/query.rs"],
+    ),
+    (
+        "resolve_retries",
+        "src/config/keywords/resolvers.rs",
+        &["src/dns/query.rs"],
+    ),
+    (
+        "accepted_payload_size",
+        "src/config/keywords/resolvers.rs",
+        &["src/dns/query.rs"],
+    ),
+    (
+        "server-template",
+        "src/config/keywords/proxy.rs",
+        &["src/config/keywords/resolvers.rs"],
+    ),
 ];
 
 fn read(path: &str) -> String {

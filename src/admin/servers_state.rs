@@ -62,9 +62,15 @@ fn line(be_id: u32, be_name: &str, s: &ServerView<'_>, now: Instant, out: &mut S
         (1, 0)
     };
     let dash = |a: Option<std::net::IpAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    // `srv_fqdn` and `srvrecord`: the name DNS resolves (an SRV name's targets are not kept).
+    let (fqdn, srvrecord) = match &s.cfg.resolve {
+        Some(r) if r.is_srv() => ("-", r.fqdn.as_str()),
+        Some(r) => (r.fqdn.as_str(), "-"),
+        None => ("-", "-"),
+    };
     let _ = writeln!(
         out,
-        "{be_id} {be_name} {} {} {} {} {} {} {} {} {check_status} {check_result} {} {} {} 0 {} - {} - 0 {} {} {} {}",
+        "{be_id} {be_name} {} {} {} {} {} {} {} {} {check_status} {check_result} {} {} {} 0 {} {fqdn} {} {srvrecord} 0 {} {} {} {}",
         s.id,
         s.cfg.name,
         s.cfg.addr.ip(),

@@ -251,6 +251,10 @@ impl Scheduler {
                 continue;
             };
             for (i, s) in be.servers.iter().enumerate() {
+                // No address yet (MAINT (resolution)): nothing to check, as in HAProxy.
+                if s.dns_maint {
+                    continue;
+                }
                 let Some(spec) = CheckSpec::of(be, s) else {
                     continue;
                 };

@@ -60,6 +60,21 @@ pub fn resolve_host(host: &str) -> Result<IpAddr, String> {
     resolve_family(host, Family::Any)
 }
 
+/// Refuses a host that looks like an address but is not one (instead of asking DNS about
+/// it), and characters no host name has.
+fn check_name(host: &str) -> Result<(), String> {
+    if host.contains(':') || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("invalid IP address '{host}'"));
+    }
+    let valid_name = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !valid_name {
+        return Err(format!("invalid host name '{host}'"));
+    }
+    Ok(())
+}
+
 fn resolve_family(host: &str, family: Family) -> Result<IpAddr, String> {
     if host.is_empty() {
         return Err("empty host name".into());
@@ -71,16 +86,7 @@ fn resolve_family(host: &str, family: Family) -> Result<IpAddr, String> {
             _ => Ok(ip),
         };
     }
-    // Looks like an address but is not one: say so instead of asking DNS about it.
-    if host.contains(':') || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("invalid IP address '{host}'"));
-    }
-    let valid_name = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    if !valid_name {
-        return Err(format!("invalid host name '{host}'"));
-    }
+    check_name(host)?;
     let found: Vec<SocketAddr> = (host, 0)
         .to_socket_addrs()
         .map_err(|e| format!("could not resolve '{host}': {e}"))?
@@ -99,8 +105,8 @@ fn resolve_family(host: &str, family: Family) -> Result<IpAddr, String> {
     ip.ok_or_else(|| format!("could not resolve '{host}' to an address of the wanted family"))
 }
 
-/// Parses and resolves a server address `HOST:PORT`; the port is required.
-pub fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
+/// Splits a server address `[FAMILY@]HOST:PORT` without resolving it; the port is required.
+fn split_server_addr(text: &str) -> Result<(Family, &str, u16), String> {
     let (family, rest) = strip_family(text)?;
     if rest.starts_with('/') {
         return Err(format!(
@@ -126,9 +132,40 @@ pub fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
             "port 0 in server address '{text}' (HAProxy: the port the client connected to) is not supported: give a fixed port"
         ));
     }
-    let port = parse_port(port, "server port")?;
+    Ok((family, host, parse_port(port, "server port")?))
+}
+
+/// Parses and resolves a server address `HOST:PORT`; the port is required.
+pub fn parse_server_addr(text: &str) -> Result<SocketAddr, String> {
+    let (family, host, port) = split_server_addr(text)?;
     let ip = resolve_family(host, family)?;
     Ok(SocketAddr::new(ip, port))
+}
+
+/// The host name and port of a server address `NAME:PORT` whose host is a name (without a
+/// family prefix): what DNS resolution at run time applies to. `None` for an IP address or
+/// a prefixed one.
+pub fn server_name_port(text: &str) -> Result<Option<(String, u16)>, String> {
+    let (family, host, port) = split_server_addr(text)?;
+    if family != Family::Any || host.parse::<IpAddr>().is_ok() {
+        return Ok(None);
+    }
+    if host.is_empty() {
+        return Err("empty host name".into());
+    }
+    check_name(host)?;
+    Ok(Some((host.to_owned(), port)))
+}
+
+/// Resolves a host name with the system's resolver, an address of the preferred family
+/// first (`ipv6_first`), else one of the other.
+pub fn resolve_host_prefer(host: &str, ipv6_first: bool) -> Result<IpAddr, String> {
+    let (first, second) = if ipv6_first {
+        (Family::V6, Family::V4)
+    } else {
+        (Family::V4, Family::V6)
+    };
+    resolve_family(host, first).or_else(|_| resolve_family(host, second))
 }
 
 /// Parses a `bind` address list `ADDR:PORT[,ADDR:PORT...]` into socket addresses.

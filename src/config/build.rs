@@ -38,6 +38,7 @@ pub fn build(
         backends: Vec::new(),
         stats: Vec::new(),
         etcd: etcd.iter().filter_map(|e| etcd_cluster(e, diags)).collect(),
+        resolvers: Vec::new(),
         warnings: Vec::new(),
     };
     let etcd_names: Vec<&str> = etcd.iter().map(|e| e.name.as_str()).collect();
@@ -555,6 +556,8 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         send_proxy: s.send_proxy,
         etcd: None,
         id: s.id,
+        resolve: s.resolve.model().map(Arc::new),
+        dns_maint: s.resolve.no_addr,
     }
 }
 

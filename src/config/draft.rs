@@ -446,6 +446,8 @@ pub struct ServerDraft {
     pub send_proxy: Option<ProxyProtocol>,
     /// `id`.
     pub id: Option<u32>,
+    /// `resolvers`, `resolve-prefer`, `init-addr`, `resolve-opts` and the host name.
+    pub resolve: super::keywords::resolvers::ResolveDraft,
 }
 
 impl ServerDraft {
@@ -478,6 +480,7 @@ impl ServerDraft {
             agent_send: None,
             send_proxy: None,
             id: None,
+            resolve: Default::default(),
         }
     }
 }

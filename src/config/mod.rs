@@ -14,6 +14,7 @@ pub mod keywords;
 pub mod lexer;
 pub mod log_format;
 pub mod model;
+mod model_dns;
 mod model_etcd;
 pub mod parse;
 pub mod stats_access;
@@ -116,6 +117,8 @@ pub fn parse_with_env(
         reader.userlists,
         &mut diags,
     );
+    keywords::resolvers::check_references(&config, &reader.resolvers, &mut diags);
+    config.resolvers = reader.resolvers;
     let order = |d: &Diagnostic| {
         let file = sources
             .iter()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::log_format::LogFormat;
+pub use super::model_dns::*;
 pub use super::model_etcd::*;
 
 /// Where a piece of configuration came from: `FILE:LINE`.
@@ -39,6 +40,8 @@ pub struct Config {
     pub stats: Vec<StatsListener>,
     /// `etcd NAME` sections (rolelb extension): the etcd clusters `discover` lines watch.
     pub etcd: Vec<EtcdCluster>,
+    /// `resolvers NAME` sections.
+    pub resolvers: Vec<Resolvers>,
     /// Non-fatal findings (HAProxy prints these as `[WARNING]`), e.g. missing timeouts.
     pub warnings: Vec<Diagnostic>,
 }
@@ -626,6 +629,11 @@ pub struct Server {
     pub etcd: Option<EtcdView>,
     /// `id`: its id in the backend as written (see [`server_ids`] for every server's).
     pub id: Option<u32>,
+    /// `resolvers` with a host name: the name is resolved at run time (`dns`).
+    pub resolve: Option<Arc<Resolve>>,
+    /// No address to use (`init-addr none`, a name that stopped resolving past its `hold`,
+    /// an unused `server-template` slot): in maintenance, HAProxy's MAINT (resolution).
+    pub dns_maint: bool,
 }
 
 /// Every server's id in its backend (HAProxy's `puid`), in declaration order: a server with

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use super::draft::{Diags, EtcdDraft, ProxyDraft, ProxyKind};
-use super::keywords::{self, Ctx, did_you_mean, etcd, global, proxy, unsupported, userlist};
+use super::keywords::{
+    self, Ctx, did_you_mean, etcd, global, proxy, resolvers, unsupported, userlist,
+};
 use super::lexer::Line;
-use super::model::{Global, Loc};
+use super::model::{Global, Loc, Resolvers};
 use super::stats_access::Userlist;
 
 /// What the reader has collected so far.
@@ -20,6 +22,8 @@ pub struct Reader {
     pub proxies: Vec<ProxyDraft>,
     /// `etcd` sections in file order.
     pub etcd: Vec<EtcdDraft>,
+    /// `resolvers` sections in file order.
+    pub resolvers: Vec<Resolvers>,
     /// `userlist` sections in file order (a duplicate name is ignored, as HAProxy).
     pub userlists: Vec<Userlist>,
     /// The `defaults` in force for the next proxy.
@@ -35,13 +39,21 @@ enum Section {
     Global,
     Proxy(Box<ProxyDraft>),
     Etcd(EtcdDraft),
+    Resolvers(Resolvers),
     Userlist(Userlist),
     /// An unsupported section whose lines are skipped (its header was reported).
     Skip,
 }
 
-const SECTIONS: [&str; 7] = [
-    "global", "defaults", "frontend", "backend", "listen", "etcd", "userlist",
+const SECTIONS: [&str; 8] = [
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "etcd",
+    "userlist",
+    "resolvers",
 ];
 
 impl Default for Reader {
@@ -62,6 +74,7 @@ impl Reader {
             global: Global::default(),
             proxies: Vec::new(),
             etcd: Vec::new(),
+            resolvers: Vec::new(),
             userlists: Vec::new(),
             defaults: ProxyDraft::new(ProxyKind::Defaults, String::new(), builtin),
             named_defaults: HashMap::new(),
@@ -106,6 +119,7 @@ impl Reader {
             Section::Global => global_line(&mut self.global, &mut ctx),
             Section::Proxy(draft) => proxy_line(draft, &mut ctx),
             Section::Etcd(draft) => etcd::etcd_line(draft, &mut ctx),
+            Section::Resolvers(r) => resolvers::resolvers_line(r, &mut ctx),
             Section::Userlist(list) => userlist::userlist_line(list, &mut ctx),
         };
         if let Err(message) = result {
@@ -118,6 +132,7 @@ impl Reader {
         match std::mem::replace(&mut self.section, Section::None) {
             Section::Proxy(draft) => self.close_proxy(*draft),
             Section::Etcd(draft) => self.etcd.push(draft),
+            Section::Resolvers(r) => self.resolvers.push(r),
             Section::Userlist(list) => self.userlists.push(list),
             Section::None | Section::Global | Section::Skip => {}
         }
@@ -153,6 +168,10 @@ impl Reader {
         }
         if keyword == "userlist" {
             self.open_userlist(&args, loc);
+            return;
+        }
+        if keyword == "resolvers" {
+            self.open_resolvers(&args, loc);
             return;
         }
         let kind = match keyword {
@@ -217,20 +236,22 @@ impl Reader {
         self.section = Section::Proxy(Box::new(draft));
     }
 
-    /// `etcd NAME`: names are checked like proxy names, and must be unique among `etcd`
-    /// sections (the `discover` lines refer to them).
-    fn open_etcd(&mut self, args: &[&str], loc: &Loc) {
+    /// The name of a `KEYWORD NAME` section header (`etcd`, `resolvers`), checked like proxy
+    /// names; a stand-in when it is missing (the error is recorded).
+    fn section_name(&mut self, keyword: &str, args: &[&str], loc: &Loc) -> String {
         let name = match args {
             [name] => name.to_string(),
             [] => {
-                self.diags
-                    .error(loc, "missing name for 'etcd' section (write 'etcd NAME')");
-                format!("<unnamed etcd at line {}>", loc.line)
+                self.diags.error(
+                    loc,
+                    format!("missing name for '{keyword}' section (write '{keyword} NAME')"),
+                );
+                return format!("<unnamed {keyword} at line {}>", loc.line);
             }
             [name, extra, ..] => {
                 self.diags.error(
                     loc,
-                    format!("'etcd': unexpected argument '{extra}' (write 'etcd NAME')"),
+                    format!("'{keyword}': unexpected argument '{extra}' (write '{keyword} NAME')"),
                 );
                 name.to_string()
             }
@@ -238,13 +259,19 @@ impl Reader {
         if let Some(c) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(*c)))
-            .filter(|_| !name.starts_with("<unnamed"))
         {
             self.diags.error(
                 loc,
-                format!("character '{c}' is not permitted in etcd name '{name}'"),
+                format!("character '{c}' is not permitted in {keyword} name '{name}'"),
             );
         }
+        name
+    }
+
+    /// `etcd NAME`: names are checked like proxy names, and must be unique among `etcd`
+    /// sections (the `discover` lines refer to them).
+    fn open_etcd(&mut self, args: &[&str], loc: &Loc) {
+        let name = self.section_name("etcd", args, loc);
         if let Some(prev) = self.etcd.iter().find(|e| e.name == name) {
             self.diags.error(
                 loc,
@@ -263,6 +290,21 @@ impl Reader {
             dial_timeout: None,
             prefix: None,
         });
+    }
+
+    /// `resolvers NAME`: names must be unique among `resolvers` sections.
+    fn open_resolvers(&mut self, args: &[&str], loc: &Loc) {
+        let name = self.section_name("resolvers", args, loc);
+        if let Some(prev) = self.resolvers.iter().find(|r| r.name == name) {
+            self.diags.error(
+                loc,
+                format!(
+                    "resolvers section '{name}' is declared twice (first at {})",
+                    prev.loc
+                ),
+            );
+        }
+        self.section = Section::Resolvers(resolvers::section(name, loc.clone()));
     }
 
     /// `userlist NAME`: a second section of the same name is ignored with a warning, as HAProxy.

@@ -91,6 +91,8 @@ pub struct ServerLive {
     /// The administrative state etcd asks for (a member's `state`), kept apart like the
     /// agent's so etcd's `ready` cannot cancel an operator's maintenance.
     etcd_admin: AtomicU8,
+    /// DNS left the server without an address (HAProxy's MAINT (resolution)).
+    dns_maint: AtomicBool,
     /// Replication lag in bytes; `u64::MAX` = unknown.
     pub lag_bytes: AtomicU64,
     /// Replication lag in milliseconds; `u64::MAX` = unknown.
@@ -243,6 +245,7 @@ impl Default for ServerLive {
             role: AtomicU8::new(NodeRole::Unknown as u8),
             etcd_role: AtomicU8::new(NodeRole::Unknown as u8),
             etcd_admin: AtomicU8::new(AdminState::Ready as u8),
+            dns_maint: AtomicBool::new(false),
             lag_bytes: AtomicU64::new(u64::MAX),
             lag_ms: AtomicU64::new(u64::MAX),
             lag_ok: AtomicBool::new(false),
@@ -326,15 +329,32 @@ impl ServerLive {
         prev
     }
 
-    /// The administrative state in force: the strictest of the operator's, the agent's and
-    /// etcd's.
+    /// The administrative state in force: the strictest of the operator's, the agent's,
+    /// etcd's and DNS's.
     pub fn effective_admin(&self) -> AdminState {
+        if self.dns_maint() {
+            return AdminState::Maint;
+        }
         AdminState::from_u8(
             self.admin
                 .load(Ordering::Acquire)
                 .max(self.agent_admin.load(Ordering::Acquire))
                 .max(self.etcd_admin.load(Ordering::Acquire)),
         )
+    }
+
+    /// Whether DNS left the server without an address (MAINT (resolution)).
+    pub fn dns_maint(&self) -> bool {
+        self.dns_maint.load(Ordering::Acquire)
+    }
+
+    /// Records whether DNS gives the server an address (`Server::dns_maint`).
+    pub fn apply_dns_maint(&self, maint: bool) {
+        let prev = self.dns_maint.swap(maint, Ordering::AcqRel);
+        self.note_change(prev != maint);
+        if prev && !maint && self.effective_admin() == AdminState::Ready {
+            self.mark_usable_now();
+        }
     }
 
     /// The role etcd gives this server (`Unknown` when it was not discovered).

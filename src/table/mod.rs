@@ -304,6 +304,7 @@ impl Table {
                 backends: Vec::new(),
                 stats: Vec::new(),
                 etcd: Vec::new(),
+                resolvers: Vec::new(),
                 warnings: Vec::new(),
             }),
         }

@@ -52,6 +52,7 @@ pub fn prepare(config: Arc<Config>, registry: &Registry) -> Prepared {
                 .map(|s| {
                     let (live, _) = registry.server(&be.name, &s.name);
                     live.apply_config_disabled(s.disabled);
+                    live.apply_dns_maint(s.dns_maint);
                     live.apply_role_target(s);
                     // A server etcd stops naming primary has its sessions closed after the
                     // swap, from the two tables' views (`roles::take_over`).

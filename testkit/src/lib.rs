@@ -26,6 +26,7 @@
 //!
 //! Synchronous on purpose (std::process, std::net, threads) so any test, async or not, can use it.
 
+mod dnsmasq;
 mod etcd;
 mod haproxy;
 mod http;
@@ -43,6 +44,7 @@ mod session;
 pub mod lbcfg;
 pub mod scripted;
 
+pub use dnsmasq::*;
 pub use etcd::*;
 pub use haproxy::*;
 pub use http::*;

@@ -30,6 +30,8 @@ pub const ADMF_FMAINT: u8 = 0x01;
 pub const ADMF_CMAINT: u8 = 0x04;
 /// `srv_admin_state` bit: forced drain (operator or agent).
 pub const ADMF_FDRAIN: u8 = 0x08;
+/// `SRV_ADMF_RMAINT`: no address from DNS.
+pub const ADMF_RMAINT: u8 = 0x20;
 
 /// `srv_check_state` bit: the check is configured.
 const CHK_CONFIGURED: u8 = 0x02;
@@ -99,6 +101,9 @@ impl ServerView<'_> {
         if live.admin() == AdminState::Maint && live.config_disabled() {
             flags |= ADMF_CMAINT;
         }
+        if live.dns_maint() {
+            flags |= ADMF_RMAINT;
+        }
         flags
     }
 
@@ -153,6 +158,9 @@ impl ServerView<'_> {
     /// The status word of `show stat` (`UP`, `UP 1/3`, `DOWN 1/2`, `DRAIN`, `MAINT`, `no check`).
     pub fn status(&self, now: Instant) -> String {
         let live = &self.rt.live;
+        if live.dns_maint() {
+            return "MAINT (resolution)".to_owned();
+        }
         if self.maint() {
             return "MAINT".to_owned();
         }

@@ -14,6 +14,7 @@
 //! - [`tcp_request`]: `tcp-request connection|content|inspect-delay`.
 //! - [`stats`]: `stats ...` lines of a proxy.
 //! - [`userlist`]: the `userlist` section.
+//! - [`resolvers`]: the `resolvers` section, `server-template` and the DNS server options.
 //! - [`etcd`]: the rolelb extensions `etcd` (a section) and `discover`.
 //! - [`unsupported`]: HAProxy keywords rolelb knows but refuses, with what to do instead,
 //!   and the rolelb extensions not implemented yet.
@@ -26,6 +27,7 @@ pub mod global;
 pub mod log;
 pub mod option;
 pub mod proxy;
+pub mod resolvers;
 pub mod role;
 pub mod server;
 pub mod stats;

@@ -2,8 +2,8 @@
 //! keyword with its parser and the sections where HAProxy allows it.
 
 use super::{
-    Ctx, Sections, acl, bind, check, did_you_mean, etcd, option, role, server, stats, stick,
-    tcp_request,
+    Ctx, Sections, acl, bind, check, did_you_mean, etcd, option, resolvers, role, server, stats,
+    stick, tcp_request,
 };
 use crate::config::address::parse_bind_addrs;
 use crate::config::draft::{ProxyDraft, ProxyKind, ServerDraft};
@@ -54,6 +54,9 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("enabled", Sections::ALL, enabled),
     kw("default-server", Sections::BE, default_server),
     kw("server", Sections::BE_ONLY, server_line),
+    kw("server-template", Sections::BE_ONLY, |p, c| {
+        resolvers::server_template(p, c, server_line)
+    }),
     kw("stats", Sections::ALL, stats::stats),
     kw("acl", Sections::PROXIES, acl::acl),
     kw("tcp-request", Sections::PROXIES, tcp_request::tcp_request),
@@ -478,10 +481,14 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         loc: ctx.loc.clone(),
         ..p.default_server.clone()
     };
-    let addr = crate::config::address::parse_server_addr(&addr_text);
     let args = ctx.args;
     let options = server::parse_options(&mut srv, &args[2..], ctx);
+    // After the options: `init-addr` and `resolve-prefer` decide how a name is resolved.
+    let addr = resolvers::server_address(&mut srv, &addr_text);
     srv.addr = addr.as_ref().ok().copied();
+    if let Some(w) = srv.resolve.warning.take() {
+        ctx.warn(format!("server '{}/{}': {w}", p.name, srv.name));
+    }
     let id_error = srv.id.and_then(|id| {
         let prev = p.servers.iter().find(|s| s.id == Some(id))?;
         Some(format!(
@@ -500,6 +507,10 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         )
     });
     p.servers.push(srv);
+    if let (Err(_), Err(e)) = (&addr, &options) {
+        // Both are reported: a bad `init-addr` explains a failed address.
+        ctx.diags.error(ctx.loc, e.clone());
+    }
     addr?;
     options?;
     id_error.map_or(Ok(()), Err)?;

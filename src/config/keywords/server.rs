@@ -137,6 +137,10 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         Ok(())
     }),
     with_arg("id", server_id),
+    with_arg("resolvers", super::resolvers::server_resolvers),
+    with_arg("resolve-prefer", super::resolvers::resolve_prefer),
+    with_arg("init-addr", super::resolvers::init_addr),
+    with_arg("resolve-opts", super::resolvers::resolve_opts),
 ];
 
 /// `id N`: the server's id in its backend (HAProxy's `puid`), a positive `int`. HAProxy
@@ -262,8 +266,8 @@ fn unknown(opt: &str) -> String {
                 "server option '{opt}' is not supported: rolelb does not originate TLS; the database handles TLS end to end"
             )
         }
-        "resolvers" | "init-addr" | "resolve-prefer" | "resolve-opts" | "resolve-net" => format!(
-            "server option '{opt}' is not supported: rolelb resolves server names once at load (reload with SIGHUP to re-resolve)"
+        "resolve-net" => format!(
+            "server option '{opt}' is not supported: rolelb picks among the answers by 'resolve-prefer' alone"
         ),
         "cookie" | "redir" => {
             format!("server option '{opt}' only applies to HTTP: rolelb is a TCP balancer")
@@ -456,10 +460,10 @@ mod tests {
     fn tls_and_dns_options_explain_themselves() {
         assert!(parse("ssl").1.unwrap_err().contains("TLS"));
         assert!(
-            parse("resolvers dns")
+            parse("resolve-net 10.0.0.0/8")
                 .1
                 .unwrap_err()
-                .contains("once at load")
+                .contains("resolve-prefer")
         );
     }
 }

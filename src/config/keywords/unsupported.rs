@@ -55,10 +55,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
         "fullconn",
         "is not supported: rolelb has no dynamic server limits (minconn); use 'server ... maxconn N'",
     ),
-    no(
-        "server-template",
-        "is not supported: list the servers, or let rolelb find them with 'discover etcd'",
-    ),
     no("dispatch", "is not supported: declare a 'server'"),
     no("transparent", "is not supported: declare a 'server'"),
     no("hash-balance-factor", "is not supported by rolelb"),
@@ -160,10 +156,6 @@ pub const SECTION_REFUSED: &[Refused] = &[
     no(
         "peers",
         "sections are not supported: rolelb's stick tables are local to each process",
-    ),
-    no(
-        "resolvers",
-        "sections are not supported: rolelb resolves server names once at load",
     ),
     no(
         "mailers",
