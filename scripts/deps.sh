@@ -27,7 +27,7 @@ PACKAGES=(
     shellcheck             # lints scripts/ in scripts/test.sh
     util-linux             # runuser (demo.sh)
     procps                 # pgrep/ps for diagnostics
-    systemd                # systemd-analyze verify of the units in systemd/ (tests/systemd.rs)
+    systemd                # systemd-analyze verify of the units in systemd/ (tests/service.rs)
     ca-certificates
 )
 
