@@ -16,6 +16,7 @@ pub mod log_format;
 pub mod model;
 mod model_dns;
 mod model_etcd;
+mod model_log;
 pub mod parse;
 pub mod stats_access;
 pub mod stick;

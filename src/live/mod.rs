@@ -6,6 +6,7 @@ mod check_result;
 mod counters;
 mod ramp;
 mod registry;
+mod role_state;
 mod server;
 mod stick;
 
@@ -13,5 +14,6 @@ pub use check_result::*;
 pub use counters::*;
 pub use ramp::*;
 pub use registry::*;
+pub use role_state::*;
 pub use server::*;
 pub use stick::*;

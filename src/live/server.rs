@@ -1,13 +1,12 @@
 //! One server's live state ([`ServerLive`]): administrative, health and role state, session
 //! counts and the tokens that close sessions, shared by `Arc` across tables so a swap never
-//! resets them. Also the states' enums.
+//! resets them. Also the administrative and health states' enums (the role ones are in
+//! `role_state`).
 //!
 //! Kept small, as there is one per server and discovery may bring tens of thousands: what
 //! only some servers use (session counters and timings, each kind of check histogram, the
 //! token that closes sessions, the downtime record) is allocated on first use, and instants
 //! are atomics.
-
-use std::hash::Hash;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
-use super::{CheckDurations, CheckResult, Downtime, LazyTraffic, Ramp};
+use super::{CheckDurations, CheckResult, Downtime, LazyTraffic, NodeRole, Ramp, RoleCheckState};
 use crate::config::{EtcdRole, EtcdState, EtcdView, Server};
 
 /// Administrative state of a server, set by config (`disabled`) and later by the admin API.
@@ -121,76 +120,6 @@ pub struct ServerLive {
     changed_at: AtomicU64,
     /// Time spent stopped (down or in maintenance), kept from the first state change on.
     downtime: OnceLock<Box<Downtime>>,
-}
-
-/// The role a node reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum NodeRole {
-    /// Not known yet, or the last role checks failed: never eligible where a role is required.
-    Unknown = 0,
-    /// Accepts writes.
-    Primary = 1,
-    /// In recovery / read-only.
-    Replica = 2,
-}
-
-impl NodeRole {
-    fn from_u8(v: u8) -> NodeRole {
-        match v {
-            1 => NodeRole::Primary,
-            2 => NodeRole::Replica,
-            _ => NodeRole::Unknown,
-        }
-    }
-
-    /// Lower-case name (`primary`, `replica`, `unknown`).
-    pub fn name(self) -> &'static str {
-        match self {
-            NodeRole::Unknown => "unknown",
-            NodeRole::Primary => "primary",
-            NodeRole::Replica => "replica",
-        }
-    }
-}
-
-/// Why a role check did not give a role, kept apart so a broken check transport never looks
-/// like a demoted database, nor the reverse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RoleProblem {
-    /// The check port could not be reached in time (timeout, unreachable network).
-    Unreachable,
-    /// The connection was refused (nothing listens: the database is down).
-    Refused,
-    /// The database answered but refused us (authentication, permissions).
-    Rejected,
-    /// The answer was not what a database says (garbage, protocol error, hang mid-handshake).
-    BadAnswer,
-}
-
-impl RoleProblem {
-    /// Short name for logs and metrics labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            RoleProblem::Unreachable => "unreachable",
-            RoleProblem::Refused => "refused",
-            RoleProblem::Rejected => "rejected",
-            RoleProblem::BadAnswer => "bad_answer",
-        }
-    }
-}
-
-/// The outcome of the last role check.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoleCheckState {
-    /// The role reported, or `Unknown`.
-    pub role: NodeRole,
-    /// Why there is no role, when the check failed.
-    pub problem: Option<RoleProblem>,
-    /// Detail for humans (the driver's error, the lag numbers).
-    pub detail: String,
-    /// How long the check took.
-    pub duration: Duration,
 }
 
 /// [`ServerLive::operator_weight`] when the operator has set no weight.
