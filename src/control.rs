@@ -131,6 +131,13 @@ pub enum ReloadError {
     Stopped,
 }
 
+/// A listening socket's accept loop: cancelling `stop` makes it return, which closes the
+/// socket.
+struct Accepting {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// The control task's state.
 pub struct Control {
     files: Vec<PathBuf>,
@@ -152,7 +159,10 @@ pub struct Control {
     dns_rx: Option<mpsc::UnboundedReceiver<dns::DnsUpdate>>,
     shared: Shared,
     registry: Arc<Registry>,
-    listeners: HashMap<SocketAddr, CancellationToken>,
+    listeners: HashMap<SocketAddr, Accepting>,
+    /// Accept loops told to stop whose sockets may not be closed yet: a reload or a stop
+    /// answers only once they are (see [`Control::closed_listeners`]).
+    closing: Vec<tokio::task::JoinHandle<()>>,
     generation: u64,
     checks: Scheduler,
     /// Given to the check tasks; [`Control::handle`] hands out clones.
@@ -209,6 +219,7 @@ impl Control {
             shared,
             registry: Arc::default(),
             listeners: HashMap::new(),
+            closing: Vec::new(),
             generation: 0,
             checks: Scheduler::default(),
             handle,
@@ -468,30 +479,56 @@ impl Control {
         // At once: the sessions of a writer this table demotes must not go on.
         table.after_swap(&old);
         for (addr, l) in fresh {
-            let token = CancellationToken::new();
-            tokio::spawn(listener::accept_loop(
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(listener::accept_loop(
                 l,
                 addr,
                 self.shared.clone(),
-                token.clone(),
+                stop.clone(),
             ));
-            self.listeners.insert(addr, token);
+            self.listeners.insert(addr, Accepting { stop, task });
             tracing::info!(%addr, "listening");
         }
-        self.listeners.retain(|addr, token| {
-            let keep = table.listeners.contains_key(addr);
-            if !keep {
-                token.cancel();
-                tracing::info!(%addr, "stopped listening (removed from the configuration)");
-            }
-            keep
-        });
+        let removed: Vec<SocketAddr> = self
+            .listeners
+            .keys()
+            .filter(|addr| !table.listeners.contains_key(addr))
+            .copied()
+            .collect();
+        for addr in removed {
+            self.stop_listening(addr, "removed from the configuration");
+        }
         // Queued connections re-pick against the new table.
         for b in table.backends.values() {
             b.live.slot_freed.notify_waiters();
         }
         self.checks.reconcile(config, &self.handle);
         old
+    }
+
+    /// Tells the accept loop of `addr` to stop; its socket closes when the loop returns.
+    fn stop_listening(&mut self, addr: SocketAddr, why: &str) {
+        if let Some(Accepting { stop, task }) = self.listeners.remove(&addr) {
+            stop.cancel();
+            self.closing.push(task);
+            tracing::info!(%addr, "stopped listening ({why})");
+        }
+    }
+
+    /// Waits until the accept loops told to stop have returned (their sockets are closed):
+    /// a client that connects after a reload removed its address, or after a soft stop
+    /// began, is refused by the system instead of sitting in a backlog nobody accepts.
+    /// Each loop returns at its next turn; one that takes more than a second is left to
+    /// finish on its own.
+    async fn closed_listeners(&mut self) {
+        for task in std::mem::take(&mut self.closing) {
+            if tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a stopped listener took over a second to close");
+            }
+        }
     }
 
     fn reload(&mut self) -> Result<u64, ReloadError> {
@@ -537,7 +574,7 @@ impl Control {
 
     /// Serves a batch of requests that were queued together, in order, except that rebuild
     /// requests in a row make one table, whose generation answers every one that waits.
-    fn serve(&mut self, batch: Vec<Request>) {
+    async fn serve(&mut self, batch: Vec<Request>) {
         let mut rebuild: Option<Vec<RebuildReply>> = None;
         for request in batch {
             match request {
@@ -546,6 +583,8 @@ impl Control {
                 Request::Reload(reply) => {
                     self.rebuild_for(rebuild.take());
                     let result = self.reload();
+                    // Answered once removed listeners no longer accept.
+                    self.closed_listeners().await;
                     match &result {
                         Ok(generation) => tracing::info!(generation, "configuration reloaded"),
                         Err(ReloadError::Config(errors)) => {
@@ -563,10 +602,11 @@ impl Control {
                     self.checks.stop();
                     self.watchers.stop();
                     self.dns_tasks.stop();
-                    for (addr, token) in self.listeners.drain() {
-                        token.cancel();
-                        tracing::info!(%addr, "stopped listening (stopping)");
+                    let all: Vec<SocketAddr> = self.listeners.keys().copied().collect();
+                    for addr in all {
+                        self.stop_listening(addr, "stopping");
                     }
+                    self.closed_listeners().await;
                     let _ = reply.send(());
                 }
             }
@@ -623,7 +663,7 @@ impl Control {
                     while let Ok(request) = requests.try_recv() {
                         batch.push(request);
                     }
-                    self.serve(batch);
+                    self.serve(batch).await;
                 }
                 _ = tick.tick() => {
                     if self.shared.table.load().ramping(std::time::Instant::now()) {

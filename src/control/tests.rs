@@ -179,17 +179,33 @@ async fn a_reload_of_a_bad_file_changes_nothing_and_says_where() {
     task.abort();
 }
 
-/// Whether something accepts connections on `addr` (the kernel may still complete a few
-/// into a closing socket's backlog, so this waits up to [`PROMPT`] for a refusal).
-async fn refused_soon(addr: SocketAddr) -> bool {
-    let deadline = tokio::time::Instant::now() + PROMPT;
-    while tokio::time::Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+// Several workers: the accept loop and this test resume on different threads, as in rolelb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_answers_once_the_listeners_it_removed_are_closed() {
+    let (kept, removed) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rolelb.cfg");
+    let two = format!(
+        "{}\nlisten extra\n    bind 127.0.0.1:{removed}\n    server b 127.0.0.1:1\n",
+        config_text(kept)
+    );
+    std::fs::write(&path, &two).expect("write the config");
+    let (handle, task) = start(&path);
+    let removed_addr = SocketAddr::from(([127, 0, 0, 1], removed));
+    for _ in 0..50 {
+        TcpStream::connect_timeout(&removed_addr, Duration::from_secs(1))
+            .expect("listening on both at first");
+        std::fs::write(&path, config_text(kept)).expect("write the config");
+        prompt(handle.reload()).await.expect("reloaded");
+        // No yield in between: the answer itself must come after the socket closed.
+        assert!(
+            TcpStream::connect_timeout(&removed_addr, Duration::from_secs(1)).is_err(),
+            "{removed_addr} still accepts after the reload that removed it answered"
+        );
+        std::fs::write(&path, &two).expect("write the config");
+        prompt(handle.reload()).await.expect("reloaded");
     }
-    false
+    task.abort();
 }
 
 #[tokio::test]
@@ -203,7 +219,10 @@ async fn after_a_soft_stop_the_table_is_frozen_and_nothing_listens_again() {
         .await
         .expect("answered")
         .expect("stopped accepting");
-    assert!(refused_soon(addr).await, "{addr} still accepts");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "{addr} still accepts after stop_accepting answered"
+    );
     let frozen = generation(&handle);
     handle
         .rebuild()

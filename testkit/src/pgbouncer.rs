@@ -22,12 +22,22 @@ pub struct PgBouncer {
 
 impl PgBouncer {
     /// Starts PgBouncer on a free 127.0.0.1 port, forwarding every database to
-    /// 127.0.0.1:`pg_port`; returns once it listens.
+    /// 127.0.0.1:`pg_port`; returns once it listens. Only `postgres` may log in.
     pub fn new(pg_port: u16) -> PgBouncer {
+        PgBouncer::with_users(pg_port, &[])
+    }
+
+    /// Like [`PgBouncer::new`], letting `users` log in too (its `auth_file` lists them:
+    /// with `auth_type = trust` PgBouncer refuses users it does not list).
+    pub fn with_users(pg_port: u16, users: &[&str]) -> PgBouncer {
         let dir = db_tempdir("rolelb-pgbouncer-");
         let port = free_port();
         let userlist = dir.path().join("userlist.txt");
-        fs::write(&userlist, "\"postgres\" \"\"\n").expect("writing userlist.txt");
+        let listed: String = std::iter::once("postgres")
+            .chain(users.iter().copied())
+            .map(|u| format!("\"{u}\" \"\"\n"))
+            .collect();
+        fs::write(&userlist, listed).expect("writing userlist.txt");
         let ini = dir.path().join("pgbouncer.ini");
         fs::write(
             &ini,
