@@ -16,6 +16,7 @@ use super::role_tracker::{self, Current, RoleTracker};
 use super::scheduler::{
     AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check_as, target,
 };
+use super::tls::TlsClient;
 use super::{CheckResult, Status};
 use crate::config::RoleCheck;
 use crate::table::{AdminState, Health, NodeRole, RoleProblem, ServerLive};
@@ -124,15 +125,30 @@ pub(crate) async fn health_loop(
         RiseFall::new(hs.rise, hs.fall)
     };
     live.set_check_health(machine.counter());
+    // `check-ssl`: one TLS client for all the checks of this server.
+    let tls = hs.tls.as_deref().map(TlsClient::new).transpose();
+    if let Err(why) = &tls {
+        tracing::error!(
+            "{}/{}: health checks over TLS: {why}",
+            spec.backend,
+            spec.server
+        );
+    }
     let mut next = Instant::now() + first_delay;
     loop {
         if next_turn(&mut next, hs.inter, &live, &stop).await.is_none() {
             return;
         }
-        let target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = run_check_as(&hs.method, &target, live.health() == Health::Up) => r,
+        let mut target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
+        let result = match &tls {
+            Ok(client) => {
+                target.tls = client.clone();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = run_check_as(&hs.method, &target, live.health() == Health::Up) => r,
+                }
+            }
+            Err(why) => CheckResult::new(Status::L6Rsp, why.clone(), Duration::ZERO),
         };
         let passed = result.status.passed();
         if passed && stopping_change(&live, &result, &spec) {

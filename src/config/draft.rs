@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::model::{
     Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogTarget, MaxLag, Mode, ProxyProtocol,
-    Role, RoleCheck, RoleSource, Schema, TcpCheckRule,
+    Role, RoleCheck, RoleSource, Schema, TcpCheckRule, Verify,
 };
 
 /// The kind of a proxy section.
@@ -438,6 +438,23 @@ pub struct ServerDraft {
     pub send_proxy: Option<ProxyProtocol>,
     /// `id`.
     pub id: Option<u32>,
+    /// `check-ssl`, `verify`, `ca-file`, `check-sni`, `verifyhost`.
+    pub tls: TlsDraft,
+}
+
+/// The TLS options of a server's health checks, as written (files not loaded yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsDraft {
+    /// `check-ssl` (`no-check-ssl` clears it).
+    pub check_ssl: bool,
+    /// `verify` (`None`: the global `ssl-server-verify`).
+    pub verify: Option<Verify>,
+    /// `ca-file`, as written (`ca-base` not applied yet).
+    pub ca_file: Option<String>,
+    /// `check-sni`.
+    pub check_sni: Option<String>,
+    /// `verifyhost`.
+    pub verifyhost: Option<String>,
 }
 
 impl ServerDraft {
@@ -470,6 +487,7 @@ impl ServerDraft {
             agent_send: None,
             send_proxy: None,
             id: None,
+            tls: TlsDraft::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod lexer;
 pub mod log_format;
 pub mod model;
 mod model_etcd;
+mod model_tls;
 pub mod parse;
 pub mod stats_access;
 pub mod stick;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::log_format::LogFormat;
 pub use super::model_etcd::*;
+pub use super::model_tls::*;
 
 /// Where a piece of configuration came from: `FILE:LINE`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,6 +90,10 @@ pub struct Global {
     pub tune_bufsize: Option<usize>,
     /// `tune.maxaccept` (`None`: [`DEFAULT_MAXACCEPT`]).
     pub tune_maxaccept: Option<MaxAccept>,
+    /// `ssl-server-verify`: the `verify` of servers that set none (default `required`).
+    pub ssl_server_verify: Verify,
+    /// `ca-base`: where a relative `ca-file` is looked up.
+    pub ca_base: Option<PathBuf>,
 }
 
 /// HAProxy's default `tune.bufsize`.
@@ -596,6 +601,8 @@ pub struct Server {
     pub etcd: Option<EtcdView>,
     /// `id`: its id in the backend as written (see [`server_ids`] for every server's).
     pub id: Option<u32>,
+    /// `check-ssl` and its settings: the health checks speak TLS.
+    pub check_tls: Option<Arc<CheckTls>>,
 }
 
 /// Every server's id in its backend (HAProxy's `puid`), in declaration order: a server with

@@ -14,6 +14,8 @@ pub enum Status {
     L4Tout,
     /// Layer 4 connection problem (refused, unreachable, reset).
     L4Con,
+    /// Layer 6 (TLS handshake) passed, nothing more was checked (`check-ssl` on a connect check).
+    L6Ok,
     /// Layer 6 (handshake) timeout.
     L6Tout,
     /// Layer 6 invalid response.
@@ -37,6 +39,7 @@ impl Status {
             Status::L4Ok => "L4OK",
             Status::L4Tout => "L4TOUT",
             Status::L4Con => "L4CON",
+            Status::L6Ok => "L6OK",
             Status::L6Tout => "L6TOUT",
             Status::L6Rsp => "L6RSP",
             Status::L7Ok => "L7OK",
@@ -53,6 +56,7 @@ impl Status {
             Status::L4Ok => "Layer4 check passed",
             Status::L4Tout => "Layer4 timeout",
             Status::L4Con => "Layer4 connection problem",
+            Status::L6Ok => "Layer6 check passed",
             Status::L6Tout => "Layer6 timeout",
             Status::L6Rsp => "Layer6 invalid response",
             Status::L7Ok => "Layer7 check passed",
@@ -65,7 +69,10 @@ impl Status {
 
     /// Whether the check counts as passed.
     pub fn passed(self) -> bool {
-        matches!(self, Status::L4Ok | Status::L7Ok | Status::L7Okc)
+        matches!(
+            self,
+            Status::L4Ok | Status::L6Ok | Status::L7Ok | Status::L7Okc
+        )
     }
 }
 

@@ -165,6 +165,7 @@ pub fn status_number(result: Option<&CheckResult>) -> u8 {
         Some(Status::L4Ok) => 6,
         Some(Status::L4Tout) => 7,
         Some(Status::L4Con) => 8,
+        Some(Status::L6Ok) => 9,
         Some(Status::L6Tout) => 10,
         Some(Status::L6Rsp) => 11,
         Some(Status::L7Tout) => 12,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use super::Ctx;
 use super::log::parse_log_target;
 use crate::config::address::parse_bind_addrs;
-use crate::config::model::{AdminBind, Global, MaxAccept, StatsLevel, StatsSocket};
+use crate::config::model::{AdminBind, Global, MaxAccept, StatsLevel, StatsSocket, Verify};
 use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one `global` keyword.
@@ -43,9 +43,10 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("tune.bufsize", tune_bufsize),
     kw("tune.maxaccept", tune_maxaccept),
     kw("unix-bind", unix_bind),
+    kw("ssl-server-verify", ssl_server_verify),
+    kw("ca-base", ca_base),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
-    kw("ca-base", ignored),
     kw("crt-base", ignored),
     kw("spread-checks", ignored),
     kw("max-spread-checks", ignored),
@@ -68,7 +69,7 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
 ];
 
 /// Keyword prefixes accepted with a warning (TLS settings rolelb has no use for).
-pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-server-verify", "ssl-dh-param-file"];
+pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-dh-param-file"];
 
 /// HAProxy 2.6's other `tune.*` keywords (those Debian's build knows): they size or pace
 /// things a TCP balancer without HTTP, TLS, Lua, compression, splicing or stick tables does not
@@ -356,6 +357,32 @@ fn group(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 fn pidfile(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     g.pidfile = Some(PathBuf::from(string_arg(ctx, "a file path")?));
     Ok(())
+}
+
+/// `ssl-server-verify none|required`: the `verify` of servers that set none.
+fn ssl_server_verify(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    g.ssl_server_verify = match ctx.args.first().map(|w| w.as_str()) {
+        Some("none") => Verify::None,
+        Some("required") => Verify::Required,
+        _ => return Err("'ssl-server-verify' expects 'none' or 'required' as argument.".into()),
+    };
+    Ok(())
+}
+
+/// `ca-base DIR`: where a relative `ca-file` is looked up; once only, as in HAProxy.
+fn ca_base(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    if g.ca_base.is_some() {
+        return Err("'ca-base' already specified.".into());
+    }
+    match ctx.args.first().map(|w| w.as_str()) {
+        Some(dir) if !dir.is_empty() => {
+            g.ca_base = Some(PathBuf::from(dir));
+            Ok(())
+        }
+        _ => Err("global statement 'ca-base' expects a directory path as an argument.".into()),
+    }
 }
 
 fn daemon(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::server_tls::{self, TLS_KEYWORDS};
 use super::{Ctx, did_you_mean};
 use crate::config::address::resolve_host;
 use crate::config::draft::ServerDraft;
@@ -24,7 +25,7 @@ pub struct ServerKeyword {
     pub parse: ServerParser,
 }
 
-const fn flag(name: &'static str, parse: ServerParser) -> ServerKeyword {
+pub(super) const fn flag(name: &'static str, parse: ServerParser) -> ServerKeyword {
     ServerKeyword {
         name,
         takes_arg: false,
@@ -32,7 +33,7 @@ const fn flag(name: &'static str, parse: ServerParser) -> ServerKeyword {
     }
 }
 
-const fn with_arg(name: &'static str, parse: ServerParser) -> ServerKeyword {
+pub(super) const fn with_arg(name: &'static str, parse: ServerParser) -> ServerKeyword {
     ServerKeyword {
         name,
         takes_arg: true,
@@ -217,7 +218,7 @@ pub fn parse_options(srv: &mut ServerDraft, args: &[Word], ctx: &mut Ctx) -> Res
     while let Some(word) = args.get(i) {
         let opt = word.as_str();
         i += 1;
-        let result = match SERVER_KEYWORDS.iter().find(|k| k.name == opt) {
+        let result = match all_keywords().find(|k| k.name == opt) {
             // Its arity is unknown, so the words after it cannot be read reliably.
             None => {
                 record(&mut first_error, ctx, unknown(opt));
@@ -247,6 +248,11 @@ pub fn parse_options(srv: &mut ServerDraft, args: &[Word], ctx: &mut Ctx) -> Res
     first_error.map_or(Ok(()), Err)
 }
 
+/// The server options, those of checks over TLS included.
+fn all_keywords() -> impl Iterator<Item = &'static ServerKeyword> {
+    SERVER_KEYWORDS.iter().chain(TLS_KEYWORDS)
+}
+
 /// Keeps the first error for the caller and records the others directly.
 fn record(first_error: &mut Option<String>, ctx: &mut Ctx, message: String) {
     match first_error {
@@ -256,12 +262,10 @@ fn record(first_error: &mut Option<String>, ctx: &mut Ctx, message: String) {
 }
 
 fn unknown(opt: &str) -> String {
+    if let Some(why) = server_tls::refused(opt) {
+        return why;
+    }
     match opt {
-        "ssl" | "verify" | "sni" | "check-ssl" | "crt" | "ca-file" | "alpn" | "check-sni" => {
-            format!(
-                "server option '{opt}' is not supported: rolelb does not originate TLS; the database handles TLS end to end"
-            )
-        }
         "resolvers" | "init-addr" | "resolve-prefer" | "resolve-opts" | "resolve-net" => format!(
             "server option '{opt}' is not supported: rolelb resolves server names once at load (reload with SIGHUP to re-resolve)"
         ),
@@ -288,7 +292,7 @@ fn unknown(opt: &str) -> String {
         }
         _ => format!(
             "unknown server option '{opt}'{}",
-            did_you_mean(opt, SERVER_KEYWORDS.iter().map(|k| k.name))
+            did_you_mean(opt, all_keywords().map(|k| k.name))
         ),
     }
 }
@@ -454,7 +458,7 @@ mod tests {
 
     #[test]
     fn tls_and_dns_options_explain_themselves() {
-        assert!(parse("ssl").1.unwrap_err().contains("TLS"));
+        assert!(parse("ssl").1.unwrap_err().contains("check-ssl"));
         assert!(
             parse("resolvers dns")
                 .1

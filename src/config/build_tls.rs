@@ -1,0 +1,257 @@
+//! From a server's TLS draft to its [`CheckTls`]: `ca-base` applied to a relative `ca-file`,
+//! the CA file loaded once per path (a PEM file, a directory of them, or `@system-ca`), the
+//! default `verify` taken from `ssl-server-verify`, and HAProxy's refusal of `verify required`
+//! without a `ca-file`. Errors name the server line.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::config::draft::{Diags, TlsDraft};
+use crate::config::model::{CaFile, CheckTls, Global, Loc, Verify};
+
+/// The directory `ca-file @system-ca` reads when `SSL_CERT_DIR` is not set (OpenSSL's
+/// default on Debian, where `/usr/lib/ssl/certs` points to it).
+const SYSTEM_CA_DIR: &str = "/etc/ssl/certs";
+
+/// File name endings HAProxy loads from a `ca-file` directory.
+const CA_DIR_EXTENSIONS: [&str; 3] = ["pem", "crt", "cer"];
+
+/// Loads the CA files of one configuration, each path once.
+pub(super) struct TlsLoader {
+    ssl_server_verify: Verify,
+    ca_base: Option<PathBuf>,
+    loaded: HashMap<PathBuf, Result<Arc<CaFile>, String>>,
+}
+
+impl TlsLoader {
+    /// A loader for the servers of the configuration whose `global` is `global`.
+    pub(super) fn new(global: &Global) -> TlsLoader {
+        TlsLoader {
+            ssl_server_verify: global.ssl_server_verify,
+            ca_base: global.ca_base.clone(),
+            loaded: HashMap::new(),
+        }
+    }
+
+    /// The check TLS settings of a server (`name`, declared at `loc`); `None` without
+    /// `check-ssl` or when a setting is wrong (reported to `diags`). A `default-server`
+    /// (`name` empty) is only checked once a server uses it, as in HAProxy.
+    pub(super) fn check_tls(
+        &mut self,
+        tls: &TlsDraft,
+        name: &str,
+        loc: &Loc,
+        diags: &mut Diags,
+    ) -> Option<Arc<CheckTls>> {
+        let ca_file = match &tls.ca_file {
+            Some(written) => match self.ca_file(written) {
+                Ok(ca) => Some(ca),
+                Err(e) => {
+                    diags.error(loc, e);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        if !tls.check_ssl {
+            return None;
+        }
+        let verify = tls.verify.unwrap_or(self.ssl_server_verify);
+        if verify == Verify::Required && ca_file.is_none() && !name.is_empty() {
+            let why = if tls.verify.is_none() {
+                "verify is enabled by default but no CA file specified: add 'ca-file FILE' (or 'ca-file @system-ca'), or write an explicit 'verify none' on the server line, or 'ssl-server-verify none' in the global section"
+            } else {
+                "verify is enabled but no CA file specified: add 'ca-file FILE' (or 'ca-file @system-ca')"
+            };
+            diags.error(loc, format!("server '{name}': {why}"));
+            return None;
+        }
+        Some(Arc::new(CheckTls {
+            verify,
+            ca_file,
+            check_sni: tls.check_sni.clone(),
+            verifyhost: tls.verifyhost.clone(),
+        }))
+    }
+
+    /// The CA file as written on a server line, loaded once.
+    fn ca_file(&mut self, written: &str) -> Result<Arc<CaFile>, String> {
+        let path = match (&self.ca_base, written) {
+            (_, "@system-ca") => PathBuf::from(
+                std::env::var_os("SSL_CERT_DIR").unwrap_or_else(|| SYSTEM_CA_DIR.into()),
+            ),
+            (Some(base), _) if !written.starts_with('/') => base.join(written),
+            _ => PathBuf::from(written),
+        };
+        self.loaded
+            .entry(path.clone())
+            .or_insert_with(|| {
+                load(&path)
+                    .map(|certs| Arc::new(CaFile { path, certs }))
+                    .map_err(|why| format!("'ca-file' : unable to load {written}: {why}"))
+            })
+            .clone()
+    }
+}
+
+/// The CA certificates of a PEM file or of the `.pem`, `.crt`, `.cer` files of a directory
+/// (names starting with a dot skipped); an error when none is a usable CA.
+fn load(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let meta = fs::metadata(path).map_err(|e| crate::text::os_error(&e))?;
+    let mut certs = Vec::new();
+    if meta.is_dir() {
+        let entries = fs::read_dir(path).map_err(|e| crate::text::os_error(&e))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+                !name.starts_with('.') && CA_DIR_EXTENSIONS.contains(&ext)
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            // An unreadable file among many is skipped, as OpenSSL's directory loading does.
+            if let Ok(found) = pem_certs(&file) {
+                certs.extend(found);
+            }
+        }
+    } else {
+        certs = pem_certs(path)?;
+    }
+    let mut store = RootCertStore::empty();
+    let (usable, _) = store.add_parsable_certificates(certs.iter().cloned());
+    if usable == 0 {
+        return Err("no CA certificate found in it".into());
+    }
+    Ok(certs)
+}
+
+/// The certificates of one PEM file.
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| pem_error(&e))?;
+    iter.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(&e))
+}
+
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => crate::text::os_error(io),
+        other => format!("not a PEM file ({other:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::Loc;
+
+    fn loc() -> Loc {
+        Loc {
+            file: "t.cfg".into(),
+            line: 7,
+        }
+    }
+
+    fn draft(check_ssl: bool, verify: Option<Verify>, ca_file: Option<&str>) -> TlsDraft {
+        TlsDraft {
+            check_ssl,
+            verify,
+            ca_file: ca_file.map(str::to_string),
+            ..TlsDraft::default()
+        }
+    }
+
+    #[test]
+    fn verify_required_by_default_needs_a_ca_file() {
+        let mut loader = TlsLoader::new(&Global::default());
+        let mut diags = Diags::default();
+        assert!(
+            loader
+                .check_tls(&draft(true, None, None), "s1", &loc(), &mut diags)
+                .is_none()
+        );
+        assert_eq!(diags.errors.len(), 1);
+        assert!(
+            diags.errors[0]
+                .message
+                .contains("verify is enabled by default")
+        );
+        assert_eq!(diags.errors[0].loc, loc());
+    }
+
+    #[test]
+    fn ssl_server_verify_none_or_verify_none_needs_no_ca_file() {
+        let global = Global {
+            ssl_server_verify: Verify::None,
+            ..Global::default()
+        };
+        let mut diags = Diags::default();
+        let tls = TlsLoader::new(&global)
+            .check_tls(&draft(true, None, None), "s1", &loc(), &mut diags)
+            .expect("accepted");
+        assert_eq!(tls.verify, Verify::None);
+        let tls = TlsLoader::new(&Global::default())
+            .check_tls(
+                &draft(true, Some(Verify::None), None),
+                "s1",
+                &loc(),
+                &mut diags,
+            )
+            .expect("accepted");
+        assert_eq!(tls.verify, Verify::None);
+        assert!(diags.errors.is_empty());
+    }
+
+    #[test]
+    fn without_check_ssl_there_is_no_tls_but_a_bad_ca_file_is_still_an_error() {
+        let mut loader = TlsLoader::new(&Global::default());
+        let mut diags = Diags::default();
+        assert!(
+            loader
+                .check_tls(&draft(false, None, None), "s1", &loc(), &mut diags)
+                .is_none()
+        );
+        assert!(diags.errors.is_empty());
+        let missing = draft(false, None, Some("/nonexistent/ca.pem"));
+        loader.check_tls(&missing, "s1", &loc(), &mut diags);
+        assert!(
+            diags.errors[0]
+                .message
+                .contains("'ca-file' : unable to load /nonexistent/ca.pem: No such file"),
+            "{:?}",
+            diags.errors
+        );
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused_and_ca_base_prefixes_relative_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("empty.pem"), "not a certificate\n").expect("write");
+        let global = Global {
+            ca_base: Some(dir.path().to_path_buf()),
+            ..Global::default()
+        };
+        let mut diags = Diags::default();
+        TlsLoader::new(&global).check_tls(
+            &draft(true, None, Some("empty.pem")),
+            "s1",
+            &loc(),
+            &mut diags,
+        );
+        assert!(
+            diags.errors[0]
+                .message
+                .contains("unable to load empty.pem: no CA certificate found"),
+            "{:?}",
+            diags.errors
+        );
+    }
+}
