@@ -69,7 +69,7 @@ impl ConnectError {
             ConnectError::Timeout => Status::L4Tout,
             ConnectError::Io(_) => Status::L4Con,
             ConnectError::Handshake(HandshakeError::Timeout) => Status::L6Tout,
-            ConnectError::Handshake(HandshakeError::Failed(_)) => Status::L6Rsp,
+            ConnectError::Handshake(HandshakeError::Failed { .. }) => Status::L6Rsp,
         }
     }
 

@@ -2,7 +2,8 @@
 //! check task from its [`CheckTls`], and the stream the check types read and write, plain or
 //! TLS. The handshake follows the TCP connect within the same `timeout connect`; a failed one
 //! is `L6RSP` "SSL handshake failure", one that runs out of time `L6TOUT`, as HAProxy reports
-//! them.
+//! them (a certificate not valid for the name checked: "Server presented an SSL certificate
+//! different from the expected one").
 //!
 //! Verification as HAProxy 2.6 does it with OpenSSL: `verify none` looks at nothing;
 //! `verify required` wants a chain to a CA of `ca-file` and, when there is a name to check
@@ -21,7 +22,9 @@ use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_na
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -94,7 +97,10 @@ impl TlsClient {
         let name = self.sni.clone().unwrap_or(ServerName::IpAddress(ip.into()));
         match tokio::time::timeout(limit, self.connector.connect(name, tcp)).await {
             Err(_) => Err(HandshakeError::Timeout),
-            Ok(Err(e)) => Err(HandshakeError::Failed(e)),
+            Ok(Err(error)) => Err(HandshakeError::Failed {
+                error,
+                sni: self.sni.is_some(),
+            }),
             Ok(Ok(stream)) => Ok(CheckStream::Tls(Box::new(stream))),
         }
     }
@@ -110,20 +116,41 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
 pub(super) enum HandshakeError {
     /// `timeout connect` passed during the handshake: `L6TOUT`.
     Timeout,
-    /// The server refused, closed, or its certificate did not verify: `L6RSP`.
-    Failed(io::Error),
+    /// The server refused, closed, or its certificate did not verify: `L6RSP`. `sni`: a
+    /// name was sent (HAProxy words a name mismatch after it).
+    Failed {
+        /// What failed.
+        error: io::Error,
+        /// Whether `check-sni` was sent.
+        sni: bool,
+    },
 }
 
 impl HandshakeError {
-    /// HAProxy's info text: its connection error string ("SSL handshake failure"), with the
-    /// OS error of a reset after it as HAProxy adds `strerror(errno)`.
+    /// HAProxy's info text: its connection error string ("SSL handshake failure", or for a
+    /// certificate not valid for the name checked, "Server presented an SSL certificate
+    /// different from the expected one" with an SNI sent, "... the configured one" for
+    /// `verifyhost`), with the OS error of a reset after it as HAProxy adds `strerror(errno)`.
     pub(super) fn info(&self) -> String {
-        match self {
-            HandshakeError::Timeout => String::new(),
-            HandshakeError::Failed(e) if e.raw_os_error().is_some() => {
-                format!("SSL handshake failure ({})", super::conn::os_error_text(e))
-            }
-            HandshakeError::Failed(_) => "SSL handshake failure".into(),
+        let HandshakeError::Failed { error, sni } = self else {
+            return String::new();
+        };
+        let rustls_error = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) = rustls_error
+        {
+            let whose = if *sni { "expected" } else { "configured" };
+            return format!("Server presented an SSL certificate different from the {whose} one");
+        }
+        match error.raw_os_error() {
+            Some(_) => format!(
+                "SSL handshake failure ({})",
+                super::conn::os_error_text(error)
+            ),
+            None => "SSL handshake failure".into(),
         }
     }
 
@@ -131,7 +158,7 @@ impl HandshakeError {
     pub(super) fn detail(&self) -> String {
         match self {
             HandshakeError::Timeout => "timeout".into(),
-            HandshakeError::Failed(e) => e.to_string(),
+            HandshakeError::Failed { error, .. } => error.to_string(),
         }
     }
 }

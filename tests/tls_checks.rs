@@ -1,0 +1,312 @@
+//! Health checks over TLS (`check-ssl`, `verify`, `ca-file`, `check-sni`, `verifyhost`) run by
+//! rolelb and by HAProxy 2.6 side by side against the same HTTPS server (HAProxy itself,
+//! serving a Patroni-like `/primary` with a certificate from a CA the test makes), compared
+//! through `show stat`: the server's status, `check_status` and the `last_chk` text. Also
+//! `rolelb -c` against `haproxy -c` on the configurations HAProxy refuses.
+
+mod common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+/// The files a test's TLS needs: two CAs and a server certificate signed by the first.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA (`ca.pem`), an unrelated CA (`wrong-ca.pem`) and the server's certificate for
+    /// `db1.test` with its key (`server.pem`, as HAProxy's `crt` takes it).
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca_pem, issuer) = ca("rolelb test CA");
+        let (wrong_pem, _) = ca("another CA");
+        let key = KeyPair::generate().expect("server key");
+        let mut params = CertificateParams::new(vec!["db1.test".to_string()]).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "db1.test");
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        let write = |name: &str, text: String| fs::write(dir.path().join(name), text).expect(name);
+        write("ca.pem", ca_pem);
+        write("wrong-ca.pem", wrong_pem);
+        write(
+            "server.pem",
+            format!("{}{}", cert.pem(), key.serialize_pem()),
+        );
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A self-signed CA: its PEM and the issuer that signs with it.
+fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("CA certificate");
+    (cert.pem(), Issuer::new(params, key))
+}
+
+/// The HTTPS API the checks ask (HAProxy in `mode http`): `/primary` answers 200, `/replica`
+/// 503, `/sni` 200 only when the client sent the SNI `db1.test`; the same answers in plain
+/// HTTP on `plain`.
+struct Api {
+    _haproxy: Haproxy,
+    tls: SocketAddr,
+    plain: SocketAddr,
+}
+
+impl Api {
+    fn start(pki: &Pki) -> Api {
+        let (tls, plain) = (free_port(), free_port());
+        let cfg = format!(
+            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
+             frontend api\n  bind 127.0.0.1:{tls} ssl crt {}\n  bind 127.0.0.1:{plain}\n\
+               http-request return status 200 content-type text/plain string primary if {{ path /primary }}\n\
+               http-request return status 200 content-type text/plain string named if {{ path /sni }} {{ ssl_fc_sni -m str db1.test }}\n\
+               http-request return status 503 content-type text/plain string no\n",
+            pki.path("server.pem").display()
+        );
+        Api {
+            _haproxy: Haproxy::start(&cfg),
+            tls: SocketAddr::from(([127, 0, 0, 1], tls)),
+            plain: SocketAddr::from(([127, 0, 0, 1], plain)),
+        }
+    }
+}
+
+/// One backend of the compared configuration: its check lines, its server line options, and
+/// the `show stat` status and `check_status` both must reach.
+struct Case {
+    name: &'static str,
+    check: &'static str,
+    server: String,
+    status: &'static str,
+    check_status: &'static str,
+}
+
+/// The configuration both run: one backend per case (a frontend in front of the first, as
+/// HAProxy wants a listener), a stats socket at `sock`.
+fn config(sock: &Path, cases: &[Case]) -> String {
+    let mut cfg = format!(
+        "global\n  stats socket {} level admin\n\
+         defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n  timeout check 2s\n\
+         frontend fe\n  bind 127.0.0.1:{}\n  default_backend {}\n",
+        sock.display(),
+        free_port(),
+        cases.first().map_or("none", |c| c.name),
+    );
+    for c in cases {
+        cfg.push_str(&format!(
+            "backend {}\n{}  server s1 {} check inter 300ms fall 1 rise 1\n",
+            c.name, c.check, c.server
+        ));
+    }
+    cfg
+}
+
+/// `status`, `check_status` and `last_chk` of `be/s1` in `show stat` at `sock`.
+fn row(sock: &Path, be: &str) -> Option<(String, String, String)> {
+    let r = stat_row(&stats_cli(sock, "show stat"), be, "s1")?;
+    let get = |k: &str| r.get(k).cloned().unwrap_or_default();
+    Some((get("status"), get("check_status"), get("last_chk")))
+}
+
+#[test]
+fn tls_checks_reach_the_states_haproxy_reaches() {
+    let pki = Pki::new();
+    let api = Api::start(&pki);
+    let ca = pki.path("ca.pem");
+    let wrong = pki.path("wrong-ca.pem");
+    let (ca, wrong) = (ca.display(), wrong.display());
+    let (tls, plain) = (api.tls, api.plain);
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let patroni = "  option httpchk OPTIONS /primary\n";
+    let cases = [
+        Case {
+            name: "good_ca",
+            check: patroni,
+            server: format!("{tls} check-ssl verify required ca-file {ca} verifyhost db1.test"),
+            status: "UP",
+            check_status: "L7OK",
+        },
+        Case {
+            name: "wrong_ca",
+            check: patroni,
+            server: format!("{tls} check-ssl verify required ca-file {wrong}"),
+            status: "DOWN",
+            check_status: "L6RSP",
+        },
+        Case {
+            name: "verify_none",
+            check: patroni,
+            server: format!("{tls} check-ssl verify none ca-file {wrong}"),
+            status: "UP",
+            check_status: "L7OK",
+        },
+        Case {
+            name: "wrong_name",
+            check: patroni,
+            server: format!("{tls} check-ssl ca-file {ca} verifyhost other.test"),
+            status: "DOWN",
+            check_status: "L6RSP",
+        },
+        Case {
+            name: "sni_sent",
+            check: "  option httpchk GET /sni\n",
+            server: format!("{tls} check-ssl ca-file {ca} check-sni db1.test"),
+            status: "UP",
+            check_status: "L7OK",
+        },
+        Case {
+            name: "no_sni",
+            check: "  option httpchk GET /sni\n",
+            server: format!("{tls} check-ssl ca-file {ca}"),
+            status: "DOWN",
+            check_status: "L7STS",
+        },
+        Case {
+            name: "plain_server",
+            check: patroni,
+            server: format!("{plain} check-ssl verify none"),
+            status: "DOWN",
+            check_status: "L6RSP",
+        },
+        Case {
+            name: "replica_over_tls",
+            check: "  option httpchk OPTIONS /replica\n",
+            server: format!("{tls} check-ssl ca-file {ca}"),
+            status: "DOWN",
+            check_status: "L7STS",
+        },
+        Case {
+            name: "connect_only",
+            check: "",
+            server: format!("{tls} check-ssl ca-file {ca}"),
+            status: "UP",
+            check_status: "L6OK",
+        },
+        Case {
+            name: "check_port",
+            check: patroni,
+            server: format!("{dead} port {} check-ssl ca-file {ca}", tls.port()),
+            status: "UP",
+            check_status: "L7OK",
+        },
+        Case {
+            name: "without_check_ssl",
+            check: patroni,
+            server: format!("{tls} ca-file {ca}"),
+            status: "DOWN",
+            check_status: "L7RSP",
+        },
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hsock, rsock) = (
+        dir.path().join("haproxy.sock"),
+        dir.path().join("rolelb.sock"),
+    );
+    let haproxy = Haproxy::start(&config(&hsock, &cases));
+    let rolelb = Rolelb::start(&config(&rsock, &cases));
+    for c in &cases {
+        let want = (c.status, c.check_status);
+        for (who, sock) in [("HAProxy", &hsock), ("rolelb", &rsock)] {
+            let mut seen = None;
+            let reached = wait_until(Duration::from_secs(15), || {
+                seen = row(sock, c.name);
+                seen.as_ref()
+                    .is_some_and(|(s, cs, _)| (s.as_str(), cs.as_str()) == want)
+            });
+            assert!(
+                reached,
+                "{}: {who} shows {seen:?}, want {want:?}\nrolelb: {}\nHAProxy: {}",
+                c.name,
+                rolelb.stderr_text(),
+                haproxy.stderr_text()
+            );
+        }
+        let (_, _, ours) = row(&rsock, c.name).unwrap_or_default();
+        let (_, _, theirs) = row(&hsock, c.name).unwrap_or_default();
+        // rolelb words an empty HTTP answer ("empty response") where HAProxy leaves the info
+        // empty; every TLS outcome is worded as HAProxy words it.
+        if c.check_status != "L7RSP" {
+            assert_eq!(ours, theirs, "{}: last_chk differs", c.name);
+        }
+    }
+}
+
+/// `rolelb -c` and `haproxy -c` agree on `cfg`'s validity; rolelb's message contains `want`.
+fn both_judge(cfg: &str, valid: bool, want: &str) {
+    let (ours, out) = Rolelb::check(cfg);
+    let (theirs, hout) = Haproxy::check(cfg);
+    assert_eq!(theirs, valid, "HAProxy on:\n{cfg}\n{hout}");
+    assert_eq!(ours, valid, "rolelb on:\n{cfg}\n{out}");
+    assert!(out.contains(want), "rolelb said:\n{out}\nwant {want:?}");
+}
+
+#[test]
+fn verify_required_without_ca_file_is_refused_as_haproxy_refuses_it() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    let cfg = |global: &str, server: &str| {
+        format!(
+            "global\n{global}defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n\
+             listen b\n  bind 127.0.0.1:{}\n  server s1 127.0.0.1:8008 check {server}\n",
+            free_port()
+        )
+    };
+    both_judge(
+        &cfg("", "check-ssl"),
+        false,
+        ":9: server 's1': verify is enabled by default but no CA file specified",
+    );
+    both_judge(
+        &cfg("", "check-ssl verify required"),
+        false,
+        "verify is enabled but no CA file specified",
+    );
+    both_judge(
+        &cfg("  ssl-server-verify none\n", "check-ssl"),
+        true,
+        "valid",
+    );
+    both_judge(&cfg("", "check-ssl verify none"), true, "valid");
+    both_judge(
+        &cfg("", &format!("check-ssl ca-file {}", ca.display())),
+        true,
+        "valid",
+    );
+    both_judge(
+        &cfg(
+            &format!("  ca-base {}\n", pki.dir.path().display()),
+            "check-ssl ca-file ca.pem",
+        ),
+        true,
+        "valid",
+    );
+    both_judge(
+        &cfg("", "check-ssl ca-file /nonexistent/ca.pem"),
+        false,
+        "'ca-file' : unable to load /nonexistent/ca.pem",
+    );
+    both_judge(
+        &cfg("", "check-ssl verify sometimes"),
+        false,
+        "unknown verify method 'sometimes'",
+    );
+    both_judge(
+        &cfg("  ssl-server-verify maybe\n", ""),
+        false,
+        "'ssl-server-verify' expects 'none' or 'required'",
+    );
+}
