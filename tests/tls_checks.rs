@@ -131,6 +131,9 @@ fn tls_checks_reach_the_states_haproxy_reaches() {
     let (ca, wrong) = (ca.display(), wrong.display());
     let (tls, plain) = (api.tls, api.plain);
     let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Accepts TCP connections (the kernel does) and never answers the ClientHello.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = listener.local_addr().expect("address");
     let patroni = "  option httpchk OPTIONS /primary\n";
     let cases = [
         Case {
@@ -202,6 +205,13 @@ fn tls_checks_reach_the_states_haproxy_reaches() {
             server: format!("{dead} port {} check-ssl ca-file {ca}", tls.port()),
             status: "UP",
             check_status: "L7OK",
+        },
+        Case {
+            name: "handshake_timeout",
+            check: patroni,
+            server: format!("{silent} check-ssl verify none"),
+            status: "DOWN",
+            check_status: "L6TOUT",
         },
         Case {
             name: "without_check_ssl",
