@@ -1,8 +1,9 @@
 //! Health checks over TLS (`check-ssl`, `verify`, `ca-file`, `check-sni`, `verifyhost`) run by
 //! rolelb and by HAProxy 2.6 side by side against the same HTTPS server (HAProxy itself,
 //! serving a Patroni-like `/primary` with a certificate from a CA the test makes), compared
-//! through `show stat`: the server's status, `check_status` and the `last_chk` text. Also
-//! `rolelb -c` against `haproxy -c` on the configurations HAProxy refuses.
+//! through `show stat`: the server's status, `check_status` and the `last_chk` text (and a
+//! client certificate, `crt`, for a server that requires one). Also `rolelb -c` against
+//! `haproxy -c` on the configurations HAProxy refuses.
 
 mod common;
 
@@ -20,8 +21,9 @@ struct Pki {
 }
 
 impl Pki {
-    /// A CA (`ca.pem`), an unrelated CA (`wrong-ca.pem`) and the server's certificate for
-    /// `db1.test` with its key (`server.pem`, as HAProxy's `crt` takes it).
+    /// A CA (`ca.pem`), an unrelated CA (`wrong-ca.pem`), the server's certificate for
+    /// `db1.test` with its key (`server.pem`, as HAProxy's `crt` takes it), and a client
+    /// certificate from the CA (`client.pem`, its key beside it in `client.pem.key`).
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ca_pem, issuer) = ca("rolelb test CA");
@@ -32,7 +34,14 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, "db1.test");
         let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        let client_key = KeyPair::generate().expect("client key");
+        let client = CertificateParams::new(vec!["checker.test".to_string()])
+            .expect("params")
+            .signed_by(&client_key, &issuer)
+            .expect("client certificate");
         let write = |name: &str, text: String| fs::write(dir.path().join(name), text).expect(name);
+        write("client.pem", client.pem());
+        write("client.pem.key", client_key.serialize_pem());
         write("ca.pem", ca_pem);
         write("wrong-ca.pem", wrong_pem);
         write(
@@ -59,28 +68,33 @@ fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
 
 /// The HTTPS API the checks ask (HAProxy in `mode http`): `/primary` answers 200, `/replica`
 /// 503, `/sni` 200 only when the client sent the SNI `db1.test`; the same answers in plain
-/// HTTP on `plain`.
+/// HTTP on `plain`, and over TLS on `mutual` to clients with a certificate from the CA only.
 struct Api {
     _haproxy: Haproxy,
     tls: SocketAddr,
     plain: SocketAddr,
+    mutual: SocketAddr,
 }
 
 impl Api {
     fn start(pki: &Pki) -> Api {
-        let (tls, plain) = (free_port(), free_port());
+        let (tls, plain, mutual) = (free_port(), free_port(), free_port());
+        let crt = pki.path("server.pem");
         let cfg = format!(
             "defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
-             frontend api\n  bind 127.0.0.1:{tls} ssl crt {}\n  bind 127.0.0.1:{plain}\n\
+             frontend api\n  bind 127.0.0.1:{tls} ssl crt {crt}\n  bind 127.0.0.1:{plain}\n\
+               bind 127.0.0.1:{mutual} ssl crt {crt} verify required ca-file {}\n\
                http-request return status 200 content-type text/plain string primary if {{ path /primary }}\n\
                http-request return status 200 content-type text/plain string named if {{ path /sni }} {{ ssl_fc_sni -m str db1.test }}\n\
                http-request return status 503 content-type text/plain string no\n",
-            pki.path("server.pem").display()
+            pki.path("ca.pem").display(),
+            crt = crt.display(),
         );
         Api {
             _haproxy: Haproxy::start(&cfg),
             tls: SocketAddr::from(([127, 0, 0, 1], tls)),
             plain: SocketAddr::from(([127, 0, 0, 1], plain)),
+            mutual: SocketAddr::from(([127, 0, 0, 1], mutual)),
         }
     }
 }
@@ -129,7 +143,9 @@ fn tls_checks_reach_the_states_haproxy_reaches() {
     let ca = pki.path("ca.pem");
     let wrong = pki.path("wrong-ca.pem");
     let (ca, wrong) = (ca.display(), wrong.display());
-    let (tls, plain) = (api.tls, api.plain);
+    let (tls, plain, mutual) = (api.tls, api.plain, api.mutual);
+    let client = pki.path("client.pem");
+    let client = client.display();
     let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // Accepts TCP connections (the kernel does) and never answers the ClientHello.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -212,6 +228,20 @@ fn tls_checks_reach_the_states_haproxy_reaches() {
             server: format!("{silent} check-ssl verify none"),
             status: "DOWN",
             check_status: "L6TOUT",
+        },
+        Case {
+            name: "client_cert",
+            check: patroni,
+            server: format!("{mutual} check-ssl ca-file {ca} crt {client}"),
+            status: "UP",
+            check_status: "L7OK",
+        },
+        Case {
+            name: "no_client_cert",
+            check: patroni,
+            server: format!("{mutual} check-ssl ca-file {ca}"),
+            status: "DOWN",
+            check_status: "SOCKERR",
         },
         Case {
             name: "without_check_ssl",
@@ -308,6 +338,19 @@ fn verify_required_without_ca_file_is_refused_as_haproxy_refuses_it() {
         &cfg("", "check-ssl ca-file /nonexistent/ca.pem"),
         false,
         "'ca-file' : unable to load /nonexistent/ca.pem",
+    );
+    both_judge(
+        &cfg(
+            &format!("  crt-base {}\n", pki.dir.path().display()),
+            "check-ssl verify none crt client.pem",
+        ),
+        true,
+        "valid",
+    );
+    both_judge(
+        &cfg("", "check-ssl verify none crt /nonexistent/client.pem"),
+        false,
+        "'crt' : unable to load /nonexistent/client.pem",
     );
     both_judge(
         &cfg("", "check-ssl verify sometimes"),

@@ -216,12 +216,16 @@ pub(super) async fn read_until<T, S: AsyncRead + Unpin>(
 
 /// The result for a response that ended early, as the layer-7 checks (pgsql, mysql, http)
 /// report it: a timeout is `L7TOUT`, a reset `L4CON` with the OS text (HAProxy says
-/// `Socket error`, a status rolelb folds into `L4CON`), a close or an over-long answer
+/// `Socket error`, a status rolelb folds into `L4CON`; a TLS error is `SOCKERR`, see
+/// [`io_failure`]), a close or an over-long answer
 /// `L7RSP` with `what` saying what was missing.
 pub(super) fn incomplete(clock: &Clock, read: Read, what: &str) -> CheckResult {
     match read {
         Read::Timeout => clock.result(Status::L7Tout, ""),
-        Read::Error(e) => clock.result(Status::L4Con, os_error_text(&e)),
+        Read::Error(e) => {
+            let (status, info) = io_failure(&e);
+            clock.result(status, info)
+        }
         Read::Eof => clock.result(Status::L7Rsp, format!("connection closed before {what}")),
         Read::Full => clock.result(
             Status::L7Rsp,
@@ -231,11 +235,29 @@ pub(super) fn incomplete(clock: &Clock, read: Read, what: &str) -> CheckResult {
     }
 }
 
+/// How a read or write error once connected is reported: an OS error (a reset) as `L4CON`
+/// with its text; a TLS error (a fatal alert, e.g. a server refusing the client
+/// certificate after a TLS 1.3 handshake) as HAProxy reports it, `SOCKERR` "SSL fatal
+/// error".
+pub(super) fn io_failure(e: &io::Error) -> (Status, String) {
+    let tls = e
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    if tls {
+        (Status::SockErr, "SSL fatal error".into())
+    } else {
+        (Status::L4Con, os_error_text(e))
+    }
+}
+
 /// The result for a failed write of a request.
 pub(super) fn write_failed(clock: &Clock, e: WriteError) -> CheckResult {
     match e {
         WriteError::Timeout => clock.result(Status::L7Tout, ""),
-        WriteError::Io(e) => clock.result(Status::L4Con, os_error_text(&e)),
+        WriteError::Io(e) => {
+            let (status, info) = io_failure(&e);
+            clock.result(status, info)
+        }
     }
 }
 

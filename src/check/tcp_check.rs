@@ -164,13 +164,13 @@ impl Run<'_> {
                 Status::L7Tout,
                 format!("at step {step} of tcp-check (send)"),
             )),
-            Err(WriteError::Io(e)) => Err(self.clock.result(
-                Status::L4Con,
-                join(
-                    &conn::os_error_text(&e),
-                    &format!("at step {step} of tcp-check (send)"),
-                ),
-            )),
+            Err(WriteError::Io(e)) => {
+                let (status, info) = conn::io_failure(&e);
+                Err(self.clock.result(
+                    status,
+                    join(&info, &format!("at step {step} of tcp-check (send)")),
+                ))
+            }
         }
     }
 
@@ -224,10 +224,11 @@ impl Run<'_> {
                     ));
                 }
                 Read::Error(e) => {
+                    let (status, info) = conn::io_failure(&e);
                     return Err(self.clock.result(
-                        Status::L4Con,
+                        status,
                         join(
-                            &conn::os_error_text(&e),
+                            &info,
                             &format!("at step {step} of tcp-check ({})", pattern.rule()),
                         ),
                     ));

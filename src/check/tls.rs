@@ -9,6 +9,7 @@
 //! `verify required` wants a chain to a CA of `ca-file` and, when there is a name to check
 //! (`check-sni`, else `verifyhost`), a certificate valid for it (its subjectAltName DNS
 //! entries); with no name only the chain is checked. The SNI sent is `check-sni`, or none.
+//! A server that asks for a client certificate gets `crt`, if there is one.
 
 use std::io;
 use std::net::IpAddr;
@@ -70,12 +71,17 @@ impl TlsClient {
             name,
             provider: provider.clone(),
         });
-        let config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup failed: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let config = match &settings.crt {
+            Some(crt) => builder
+                .with_client_auth_cert(crt.chain.clone(), crt.key.clone_key())
+                .map_err(|e| format!("'crt' {}: {e}", crt.path.display()))?,
+            None => builder.with_no_client_auth(),
+        };
         let sni = match &settings.check_sni {
             Some(name) => Some(server_name(name)?),
             None => None,

@@ -1,5 +1,7 @@
-//! From a server's TLS draft to its [`CheckTls`]: `ca-base` applied to a relative `ca-file`,
-//! the CA file loaded once per path (a PEM file, a directory of them, or `@system-ca`), the
+//! From a server's TLS draft to its [`CheckTls`]: `ca-base` applied to a relative `ca-file`
+//! and `crt-base` to a relative `crt`, each file loaded once per path (the CA file a PEM
+//! file, a directory of them, or `@system-ca`; the client certificate a PEM chain with its
+//! key, or the key in `FILE.key`), the
 //! default `verify` taken from `ssl-server-verify`, and HAProxy's refusal of `verify required`
 //! without a `ca-file`. Errors name the server line.
 
@@ -9,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 
 use crate::config::draft::{Diags, TlsDraft};
-use crate::config::model::{CaFile, CheckTls, Global, Loc, Verify};
+use crate::config::model::{CaFile, CheckTls, ClientCert, Global, Loc, Verify};
 
 /// The directory `ca-file @system-ca` reads when `SSL_CERT_DIR` is not set (OpenSSL's
 /// default on Debian, where `/usr/lib/ssl/certs` points to it).
@@ -26,7 +29,9 @@ const CA_DIR_EXTENSIONS: [&str; 3] = ["pem", "crt", "cer"];
 pub(super) struct TlsLoader {
     ssl_server_verify: Verify,
     ca_base: Option<PathBuf>,
+    crt_base: Option<PathBuf>,
     loaded: HashMap<PathBuf, Result<Arc<CaFile>, String>>,
+    certs: HashMap<PathBuf, Result<Arc<ClientCert>, String>>,
 }
 
 impl TlsLoader {
@@ -35,7 +40,9 @@ impl TlsLoader {
         TlsLoader {
             ssl_server_verify: global.ssl_server_verify,
             ca_base: global.ca_base.clone(),
+            crt_base: global.crt_base.clone(),
             loaded: HashMap::new(),
+            certs: HashMap::new(),
         }
     }
 
@@ -52,6 +59,16 @@ impl TlsLoader {
         let ca_file = match &tls.ca_file {
             Some(written) => match self.ca_file(written) {
                 Ok(ca) => Some(ca),
+                Err(e) => {
+                    diags.error(loc, e);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let crt = match &tls.crt {
+            Some(written) => match self.client_cert(written) {
+                Ok(crt) => Some(crt),
                 Err(e) => {
                     diags.error(loc, e);
                     return None;
@@ -77,17 +94,30 @@ impl TlsLoader {
             ca_file,
             check_sni: tls.check_sni.clone(),
             verifyhost: tls.verifyhost.clone(),
+            crt,
         }))
+    }
+
+    /// The client certificate as written on a server line, loaded once.
+    fn client_cert(&mut self, written: &str) -> Result<Arc<ClientCert>, String> {
+        let path = under(self.crt_base.as_deref(), written);
+        self.certs
+            .entry(path.clone())
+            .or_insert_with(|| {
+                load_client_cert(&path)
+                    .map(|(chain, key)| Arc::new(ClientCert { path, chain, key }))
+                    .map_err(|why| format!("'crt' : unable to load {written}: {why}"))
+            })
+            .clone()
     }
 
     /// The CA file as written on a server line, loaded once.
     fn ca_file(&mut self, written: &str) -> Result<Arc<CaFile>, String> {
-        let path = match (&self.ca_base, written) {
-            (_, "@system-ca") => PathBuf::from(
+        let path = match written {
+            "@system-ca" => PathBuf::from(
                 std::env::var_os("SSL_CERT_DIR").unwrap_or_else(|| SYSTEM_CA_DIR.into()),
             ),
-            (Some(base), _) if !written.starts_with('/') => base.join(written),
-            _ => PathBuf::from(written),
+            _ => under(self.ca_base.as_deref(), written),
         };
         self.loaded
             .entry(path.clone())
@@ -98,6 +128,46 @@ impl TlsLoader {
             })
             .clone()
     }
+}
+
+/// `written` under `base` when it is relative, as HAProxy applies `ca-base` and `crt-base`.
+fn under(base: Option<&Path>, written: &str) -> PathBuf {
+    match base {
+        Some(base) if !written.starts_with('/') => base.join(written),
+        _ => PathBuf::from(written),
+    }
+}
+
+/// A certificate chain and its private key from a PEM file; without a key in it, the key of
+/// `FILE.key` (HAProxy's default `ssl-load-extra-files`). The key must be one rustls can sign
+/// with and must match the certificate.
+fn load_client_cert(
+    path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain = pem_certs(path)?;
+    if chain.is_empty() {
+        return Err("no certificate found in it".into());
+    }
+    let key = match PrivateKeyDer::from_pem_file(path) {
+        Ok(key) => key,
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            let mut key_path = path.as_os_str().to_owned();
+            key_path.push(".key");
+            PrivateKeyDer::from_pem_file(&key_path).map_err(|e| match e {
+                rustls::pki_types::pem::Error::NoItemsFound
+                | rustls::pki_types::pem::Error::Io(_) => format!(
+                    "no private key in it nor in {}",
+                    Path::new(&key_path).display()
+                ),
+                other => pem_error(&other),
+            })?
+        }
+        Err(e) => return Err(pem_error(&e)),
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
+        .map_err(|e| format!("unusable certificate or key ({e})"))?;
+    Ok((chain, key))
 }
 
 /// The CA certificates of a PEM file or of the `.pem`, `.crt`, `.cer` files of a directory
@@ -253,5 +323,67 @@ mod tests {
             "{:?}",
             diags.errors
         );
+    }
+
+    /// A self-signed certificate for `name` and its key, in PEM.
+    fn self_signed(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn crt_takes_its_key_from_the_file_or_from_file_dot_key_under_crt_base() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = self_signed("checker");
+        let (_, other_key) = self_signed("other");
+        fs::write(dir.path().join("both.pem"), format!("{cert}{key}")).expect("write");
+        fs::write(dir.path().join("split.pem"), &cert).expect("write");
+        fs::write(dir.path().join("split.pem.key"), &key).expect("write");
+        fs::write(dir.path().join("alone.pem"), &cert).expect("write");
+        fs::write(
+            dir.path().join("mismatch.pem"),
+            format!("{cert}{other_key}"),
+        )
+        .expect("write");
+        let global = Global {
+            crt_base: Some(dir.path().to_path_buf()),
+            ssl_server_verify: Verify::None,
+            ..Global::default()
+        };
+        let mut loader = TlsLoader::new(&global);
+        for good in ["both.pem", "split.pem"] {
+            let mut diags = Diags::default();
+            let mut tls = draft(true, None, None);
+            tls.crt = Some(good.into());
+            let got = loader.check_tls(&tls, "s1", &loc(), &mut diags);
+            assert!(diags.errors.is_empty(), "{good}: {:?}", diags.errors);
+            let crt = got
+                .and_then(|t| t.crt.clone())
+                .expect("a client certificate");
+            assert_eq!(
+                (crt.chain.len(), crt.path.clone()),
+                (1, dir.path().join(good))
+            );
+        }
+        for (bad, why) in [
+            ("alone.pem", "no private key in it nor in"),
+            ("mismatch.pem", "unusable certificate or key"),
+            ("missing.pem", "No such file"),
+        ] {
+            let mut diags = Diags::default();
+            let mut tls = draft(true, None, None);
+            tls.crt = Some(bad.into());
+            assert!(loader.check_tls(&tls, "s1", &loc(), &mut diags).is_none());
+            let message = &diags.errors[0].message;
+            assert!(
+                message.starts_with(&format!("'crt' : unable to load {bad}: "))
+                    && message.contains(why),
+                "{bad}: {message}"
+            );
+        }
     }
 }

@@ -438,7 +438,7 @@ pub struct ServerDraft {
     pub send_proxy: Option<ProxyProtocol>,
     /// `id`.
     pub id: Option<u32>,
-    /// `check-ssl`, `verify`, `ca-file`, `check-sni`, `verifyhost`.
+    /// `check-ssl`, `verify`, `ca-file`, `check-sni`, `verifyhost`, `crt`.
     pub tls: TlsDraft,
 }
 
@@ -455,6 +455,8 @@ pub struct TlsDraft {
     pub check_sni: Option<String>,
     /// `verifyhost`.
     pub verifyhost: Option<String>,
+    /// `crt`, as written (`crt-base` not applied yet).
+    pub crt: Option<String>,
 }
 
 impl ServerDraft {

@@ -94,6 +94,8 @@ pub struct Global {
     pub ssl_server_verify: Verify,
     /// `ca-base`: where a relative `ca-file` is looked up.
     pub ca_base: Option<PathBuf>,
+    /// `crt-base`: where a relative server `crt` is looked up.
+    pub crt_base: Option<PathBuf>,
 }
 
 /// HAProxy's default `tune.bufsize`.

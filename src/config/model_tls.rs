@@ -1,12 +1,12 @@
 //! The typed settings of health checks over TLS (`check-ssl`, `verify`, `ca-file`,
-//! `check-sni`, `verifyhost`) and the global `ssl-server-verify`. The keywords are read in
+//! `check-sni`, `verifyhost`, `crt`) and the global `ssl-server-verify`. The keywords are read in
 //! `keywords/server_tls.rs`, the CA files loaded in `build_tls.rs`, and `check::tls` turns a
 //! [`CheckTls`] into a TLS client for the check connection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// `verify none|required` on a server, `ssl-server-verify none|required` in `global`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +39,8 @@ pub struct CheckTls {
     pub check_sni: Option<String>,
     /// `verifyhost`: the name the certificate must match when no SNI is sent.
     pub verifyhost: Option<String>,
+    /// `crt`: the client certificate shown to a server that asks for one.
+    pub crt: Option<Arc<ClientCert>>,
 }
 
 impl CheckTls {
@@ -56,4 +58,16 @@ pub struct CaFile {
     pub path: PathBuf,
     /// The CA certificates it holds, in DER.
     pub certs: Vec<CertificateDer<'static>>,
+}
+
+/// A loaded `crt`: a certificate chain and its private key (from the same PEM file, or the
+/// key from `FILE.key`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The path as resolved (`crt-base` applied), for messages.
+    pub path: PathBuf,
+    /// The certificate first, then any intermediates, in DER.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Its private key.
+    pub key: PrivateKeyDer<'static>,
 }

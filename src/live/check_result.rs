@@ -8,6 +8,9 @@ use std::time::Duration;
 /// HAProxy's check status codes, as shown in its logs and `show stat` (`check_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// A socket error once connected (with TLS: a fatal alert after the handshake, such as a
+    /// server refusing the client certificate).
+    SockErr,
     /// Layer 4 (TCP connect) passed, nothing more was checked.
     L4Ok,
     /// Layer 4 timeout.
@@ -36,6 +39,7 @@ impl Status {
     /// The code HAProxy prints (`L4OK`, `L7STS`, ...).
     pub fn code(self) -> &'static str {
         match self {
+            Status::SockErr => "SOCKERR",
             Status::L4Ok => "L4OK",
             Status::L4Tout => "L4TOUT",
             Status::L4Con => "L4CON",
@@ -53,6 +57,7 @@ impl Status {
     /// HAProxy's wording in state-change logs (`Layer4 connection problem`, ...).
     pub fn describe(self) -> &'static str {
         match self {
+            Status::SockErr => "Socket error",
             Status::L4Ok => "Layer4 check passed",
             Status::L4Tout => "Layer4 timeout",
             Status::L4Con => "Layer4 connection problem",

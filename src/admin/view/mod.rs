@@ -162,6 +162,7 @@ pub fn start_time_secs(started: SystemTime) -> u64 {
 pub fn status_number(result: Option<&CheckResult>) -> u8 {
     match result.map(|r| r.status) {
         None => 1,
+        Some(Status::SockErr) => 5,
         Some(Status::L4Ok) => 6,
         Some(Status::L4Tout) => 7,
         Some(Status::L4Con) => 8,

@@ -44,10 +44,10 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("tune.maxaccept", tune_maxaccept),
     kw("unix-bind", unix_bind),
     kw("ssl-server-verify", ssl_server_verify),
-    kw("ca-base", ca_base),
+    kw("ca-base", ca_crt_base),
+    kw("crt-base", ca_crt_base),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
-    kw("crt-base", ignored),
     kw("spread-checks", ignored),
     kw("max-spread-checks", ignored),
     kw("master-worker", ignored),
@@ -370,18 +370,27 @@ fn ssl_server_verify(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// `ca-base DIR`: where a relative `ca-file` is looked up; once only, as in HAProxy.
-fn ca_base(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+/// `ca-base DIR` / `crt-base DIR`: where a relative `ca-file` / `crt` is looked up; once
+/// only, as in HAProxy.
+fn ca_crt_base(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
-    if g.ca_base.is_some() {
-        return Err("'ca-base' already specified.".into());
+    let kw = ctx.keyword;
+    let target = if kw == "ca-base" {
+        &mut g.ca_base
+    } else {
+        &mut g.crt_base
+    };
+    if target.is_some() {
+        return Err(format!("'{kw}' already specified."));
     }
     match ctx.args.first().map(|w| w.as_str()) {
         Some(dir) if !dir.is_empty() => {
-            g.ca_base = Some(PathBuf::from(dir));
+            *target = Some(PathBuf::from(dir));
             Ok(())
         }
-        _ => Err("global statement 'ca-base' expects a directory path as an argument.".into()),
+        _ => Err(format!(
+            "global statement '{kw}' expects a directory path as an argument."
+        )),
     }
 }
 

@@ -1,9 +1,9 @@
 //! The server options of health checks over TLS, read as HAProxy 2.6 reads them:
 //! `check-ssl`/`no-check-ssl`, `verify none|required`, `ca-file FILE`, `check-sni NAME`,
-//! `verifyhost NAME`/`no-verifyhost`. They fill the server's [`TlsDraft`]; the CA files are
+//! `verifyhost NAME`/`no-verifyhost`, `crt FILE`. They fill the server's [`TlsDraft`]; the CA files are
 //! loaded when the configuration is built (`build_tls.rs`).
 //!
-//! TLS on the traffic itself (`ssl`, `sni`, `alpn`, `crt`...) is refused with what to write
+//! TLS on the traffic itself (`ssl`, `sni`, `alpn`...) is refused with what to write
 //! instead: rolelb forwards the bytes of a session as they come and does not encrypt them.
 
 use rustls::pki_types::ServerName;
@@ -41,6 +41,10 @@ pub const TLS_KEYWORDS: &[ServerKeyword] = &[
     with_arg("verifyhost", |s, c| {
         let name = non_empty(c, "missing hostname to verify against")?;
         s.tls.verifyhost = Some(host_name(c, name)?);
+        Ok(())
+    }),
+    with_arg("crt", |s, c| {
+        s.tls.crt = Some(non_empty(c, "missing certificate file path")?);
         Ok(())
     }),
     flag("no-verifyhost", |s, _| {
@@ -97,8 +101,7 @@ pub fn refused(opt: &str) -> Option<String> {
         "alpn" | "npn" | "check-alpn" | "check-proto" => {
             "health checks over TLS speak the check's own protocol without ALPN"
         }
-        "crt"
-        | "crl-file"
+        "crl-file"
         | "ciphers"
         | "ciphersuites"
         | "ssl-min-ver"
@@ -122,7 +125,7 @@ pub fn refused(opt: &str) -> Option<String> {
         | "send-proxy-v2-ssl-cn"
         | "no-send-proxy-v2-ssl"
         | "no-send-proxy-v2-ssl-cn" => {
-            "health checks over TLS use TLS 1.2 or 1.3 with rustls' default ciphers and no client certificate; rolelb knows 'check-ssl', 'verify', 'ca-file', 'check-sni' and 'verifyhost'"
+            "health checks over TLS use TLS 1.2 or 1.3 with rustls' default ciphers; rolelb knows 'check-ssl', 'verify', 'ca-file', 'check-sni', 'verifyhost' and 'crt'"
         }
         _ => return None,
     };
@@ -161,7 +164,7 @@ mod tests {
     #[test]
     fn check_tls_options_are_read() {
         let (tls, r) = parse(
-            "check check-ssl verify required ca-file /etc/ca.pem check-sni db1.example.com verifyhost db1",
+            "check check-ssl verify required ca-file /etc/ca.pem check-sni db1.example.com verifyhost db1 crt c.pem",
         );
         r.expect("valid");
         assert_eq!(
@@ -172,6 +175,7 @@ mod tests {
                 ca_file: Some("/etc/ca.pem".into()),
                 check_sni: Some("db1.example.com".into()),
                 verifyhost: Some("db1".into()),
+                crt: Some("c.pem".into()),
             }
         );
         let (tls, r) =
@@ -215,7 +219,7 @@ mod tests {
         let why = parse("sni str(db1)").1.unwrap_err();
         assert!(why.contains("check-sni"), "{why}");
         for opt in [
-            "crt /c.pem",
+            "crl-file /c.pem",
             "alpn h2",
             "check-alpn h2",
             "ciphers X",
