@@ -386,4 +386,29 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_ca_directory_loads_its_pem_crt_and_cer_files_but_not_hidden_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.self_signed(&key).expect("certificate").pem()
+        };
+        for name in ["a.pem", "b.crt", "c.cer", ".hidden.pem", "d.txt"] {
+            fs::write(dir.path().join(name), ca(name)).expect("write");
+        }
+        let mut diags = Diags::default();
+        let written = dir.path().display().to_string();
+        let tls = TlsLoader::new(&Global::default())
+            .check_tls(&draft(true, None, Some(&written)), "s1", &loc(), &mut diags)
+            .expect("loaded");
+        assert!(diags.errors.is_empty(), "{:?}", diags.errors);
+        let ca_file = tls.ca_file.as_ref().expect("a CA file");
+        assert_eq!(ca_file.certs.len(), 3);
+    }
 }
