@@ -23,7 +23,8 @@ struct Pki {
 impl Pki {
     /// A CA (`ca.pem`), an unrelated CA (`wrong-ca.pem`), the server's certificate for
     /// `db1.test` with its key (`server.pem`, as HAProxy's `crt` takes it), and a client
-    /// certificate from the CA (`client.pem`, its key beside it in `client.pem.key`).
+    /// certificate from the CA (`client.pem`, its key beside it in `client.pem.key`); and a
+    /// server certificate named only by its Common Name `db*.test` (`cn-only.pem`).
     fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ca_pem, issuer) = ca("rolelb test CA");
@@ -34,6 +35,13 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, "db1.test");
         let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        // An older kind of certificate: no subjectAltName, the name in the Common Name only.
+        let cn_key = KeyPair::generate().expect("key");
+        let mut cn_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        cn_params
+            .distinguished_name
+            .push(DnType::CommonName, "db*.test");
+        let cn_only = cn_params.signed_by(&cn_key, &issuer).expect("certificate");
         let client_key = KeyPair::generate().expect("client key");
         let client = CertificateParams::new(vec!["checker.test".to_string()])
             .expect("params")
@@ -41,6 +49,10 @@ impl Pki {
             .expect("client certificate");
         let write = |name: &str, text: String| fs::write(dir.path().join(name), text).expect(name);
         write("client.pem", client.pem());
+        write(
+            "cn-only.pem",
+            format!("{}{}", cn_only.pem(), cn_key.serialize_pem()),
+        );
         write("client.pem.key", client_key.serialize_pem());
         write("ca.pem", ca_pem);
         write("wrong-ca.pem", wrong_pem);
@@ -68,26 +80,30 @@ fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
 
 /// The HTTPS API the checks ask (HAProxy in `mode http`): `/primary` answers 200, `/replica`
 /// 503, `/sni` 200 only when the client sent the SNI `db1.test`; the same answers in plain
-/// HTTP on `plain`, and over TLS on `mutual` to clients with a certificate from the CA only.
+/// HTTP on `plain`, over TLS on `mutual` to clients with a certificate from the CA only, and
+/// over TLS with the Common-Name-only certificate on `cn_only`.
 struct Api {
     _haproxy: Haproxy,
     tls: SocketAddr,
     plain: SocketAddr,
     mutual: SocketAddr,
+    cn_only: SocketAddr,
 }
 
 impl Api {
     fn start(pki: &Pki) -> Api {
-        let (tls, plain, mutual) = (free_port(), free_port(), free_port());
+        let (tls, plain, mutual, cn_only) = (free_port(), free_port(), free_port(), free_port());
         let crt = pki.path("server.pem");
         let cfg = format!(
             "defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n\
              frontend api\n  bind 127.0.0.1:{tls} ssl crt {crt}\n  bind 127.0.0.1:{plain}\n\
                bind 127.0.0.1:{mutual} ssl crt {crt} verify required ca-file {}\n\
+               bind 127.0.0.1:{cn_only} ssl crt {}\n\
                http-request return status 200 content-type text/plain string primary if {{ path /primary }}\n\
                http-request return status 200 content-type text/plain string named if {{ path /sni }} {{ ssl_fc_sni -m str db1.test }}\n\
                http-request return status 503 content-type text/plain string no\n",
             pki.path("ca.pem").display(),
+            pki.path("cn-only.pem").display(),
             crt = crt.display(),
         );
         Api {
@@ -95,6 +111,7 @@ impl Api {
             tls: SocketAddr::from(([127, 0, 0, 1], tls)),
             plain: SocketAddr::from(([127, 0, 0, 1], plain)),
             mutual: SocketAddr::from(([127, 0, 0, 1], mutual)),
+            cn_only: SocketAddr::from(([127, 0, 0, 1], cn_only)),
         }
     }
 }
@@ -143,7 +160,7 @@ fn tls_checks_reach_the_states_haproxy_reaches() {
     let ca = pki.path("ca.pem");
     let wrong = pki.path("wrong-ca.pem");
     let (ca, wrong) = (ca.display(), wrong.display());
-    let (tls, plain, mutual) = (api.tls, api.plain, api.mutual);
+    let (tls, plain, mutual, cn_only) = (api.tls, api.plain, api.mutual, api.cn_only);
     let client = pki.path("client.pem");
     let client = client.display();
     let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -242,6 +259,20 @@ fn tls_checks_reach_the_states_haproxy_reaches() {
             server: format!("{mutual} check-ssl ca-file {ca}"),
             status: "DOWN",
             check_status: "SOCKERR",
+        },
+        Case {
+            name: "common_name_only",
+            check: patroni,
+            server: format!("{cn_only} check-ssl ca-file {ca} verifyhost db2.test"),
+            status: "UP",
+            check_status: "L7OK",
+        },
+        Case {
+            name: "common_name_mismatch",
+            check: patroni,
+            server: format!("{cn_only} check-ssl ca-file {ca} verifyhost web.test"),
+            status: "DOWN",
+            check_status: "L6RSP",
         },
         Case {
             name: "without_check_ssl",

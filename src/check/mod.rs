@@ -17,6 +17,7 @@ mod tasks;
 pub mod tcp;
 pub mod tcp_check;
 pub mod tls;
+mod tls_names;
 
 /// A check's outcome lives with the server state that keeps it (`live`), so `live` needs
 /// nothing from `check`; re-exported here, where checks make it.

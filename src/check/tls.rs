@@ -8,7 +8,7 @@
 //! Verification as HAProxy 2.6 does it with OpenSSL: `verify none` looks at nothing;
 //! `verify required` wants a chain to a CA of `ca-file` and, when there is a name to check
 //! (`check-sni`, else `verifyhost`), a certificate valid for it (its subjectAltName DNS
-//! entries); with no name only the chain is checked. The SNI sent is `check-sni`, or none.
+//! entries, else its Common Name: `tls_names.rs`); with no name only the chain is checked. The SNI sent is `check-sni`, or none.
 //! A server that asks for a client certificate gets `crt`, if there is one.
 
 use std::io;
@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
@@ -52,10 +52,7 @@ impl TlsClient {
     /// info).
     pub fn new(settings: &CheckTls) -> Result<TlsClient, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let name = match settings.name_to_verify() {
-            Some(name) => Some(server_name(name)?),
-            None => None,
-        };
+        let name = settings.name_to_verify().map(str::to_string);
         let roots = match (&settings.verify, &settings.ca_file) {
             (Verify::Required, Some(ca)) => {
                 let mut store = RootCertStore::empty();
@@ -224,7 +221,7 @@ struct Verifier {
     /// The CAs under `verify required`; `None` for `verify none`.
     roots: Option<Arc<RootCertStore>>,
     /// The name the certificate must be valid for, if any.
-    name: Option<ServerName<'static>>,
+    name: Option<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -248,8 +245,12 @@ impl ServerCertVerifier for Verifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        if let Some(name) = &self.name {
-            verify_server_name(&cert, name)?;
+        if let Some(name) = &self.name
+            && !super::tls_names::valid_for(end_entity, name)
+        {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ));
         }
         Ok(ServerCertVerified::assertion())
     }
