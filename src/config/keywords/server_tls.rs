@@ -32,15 +32,15 @@ pub const TLS_KEYWORDS: &[ServerKeyword] = &[
         let name = non_empty(c, "missing SNI")?;
         if name.parse::<std::net::IpAddr>().is_ok() {
             return Err(format!(
-                "'check-sni' : '{name}' is an IP address, which TLS does not send as SNI: give a host name (and 'verifyhost {name}' to check the certificate for the address)"
+                "'check-sni' : '{name}' is an IP address, which TLS does not send as SNI: give a host name, or leave 'check-sni' out and name the certificate with 'verifyhost'"
             ));
         }
         s.tls.check_sni = Some(host_name(c, name)?);
         Ok(())
     }),
+    // Any text, as in HAProxy: it is compared with the certificate's names.
     with_arg("verifyhost", |s, c| {
-        let name = non_empty(c, "missing hostname to verify against")?;
-        s.tls.verifyhost = Some(host_name(c, name)?);
+        s.tls.verifyhost = Some(non_empty(c, "missing hostname to verify against")?);
         Ok(())
     }),
     with_arg("crt", |s, c| {
@@ -77,7 +77,7 @@ fn non_empty(ctx: &Ctx, missing: &str) -> Result<String, String> {
     }
 }
 
-/// `name` if TLS can carry and verify it (a DNS name or an IP address).
+/// `name` if TLS can carry it as SNI (a DNS name).
 fn host_name(ctx: &Ctx, name: String) -> Result<String, String> {
     match ServerName::try_from(name.as_str()) {
         Ok(_) => Ok(name),
