@@ -116,6 +116,12 @@ impl Api {
     }
 }
 
+/// A tcp-check asking the API for `/primary` on the check's connection (TLS with `check-ssl`).
+const TCP_CHECK: &str = "  option tcp-check\n  tcp-check send \"GET /primary HTTP/1.0\\r\\n\\r\\n\"\n  tcp-check expect string primary\n";
+
+/// The same through an explicit `tcp-check connect`, which HAProxy opens in plain TCP.
+const EXPLICIT_CONNECT: &str = "  option tcp-check\n  tcp-check connect\n  tcp-check send \"GET /primary HTTP/1.0\\r\\n\\r\\n\"\n  tcp-check expect string primary\n";
+
 /// One backend of the compared configuration: its check lines, its server line options, and
 /// the `show stat` status and `check_status` both must reach.
 struct Case {
@@ -259,6 +265,20 @@ fn tls_checks_reach_the_states_haproxy_reaches() {
             server: format!("{mutual} check-ssl ca-file {ca}"),
             status: "DOWN",
             check_status: "SOCKERR",
+        },
+        Case {
+            name: "tcp_check_over_tls",
+            check: TCP_CHECK,
+            server: format!("{tls} check-ssl ca-file {ca}"),
+            status: "UP",
+            check_status: "L7OK",
+        },
+        Case {
+            name: "explicit_connect_is_plain",
+            check: EXPLICIT_CONNECT,
+            server: format!("{tls} check-ssl ca-file {ca}"),
+            status: "DOWN",
+            check_status: "L7RSP",
         },
         Case {
             name: "common_name_only",
