@@ -54,11 +54,7 @@ impl TlsClient {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let name = settings.name_to_verify().map(str::to_string);
         let roots = match (&settings.verify, &settings.ca_file) {
-            (Verify::Required, Some(ca)) => {
-                let mut store = RootCertStore::empty();
-                store.add_parsable_certificates(ca.certs.iter().cloned());
-                Some(Arc::new(store))
-            }
+            (Verify::Required, Some(ca)) => Some(ca.roots.clone()),
             // The configuration refuses `verify required` without a CA file; stay closed.
             (Verify::Required, None) => Some(Arc::new(RootCertStore::empty())),
             (Verify::None, _) => None,

@@ -123,7 +123,13 @@ impl TlsLoader {
             .entry(path.clone())
             .or_insert_with(|| {
                 load(&path)
-                    .map(|certs| Arc::new(CaFile { path, certs }))
+                    .map(|(certs, roots)| {
+                        Arc::new(CaFile {
+                            path,
+                            certs,
+                            roots: Arc::new(roots),
+                        })
+                    })
                     .map_err(|why| format!("'ca-file' : unable to load {written}: {why}"))
             })
             .clone()
@@ -171,8 +177,9 @@ fn load_client_cert(
 }
 
 /// The CA certificates of a PEM file or of the `.pem`, `.crt`, `.cer` files of a directory
-/// (names starting with a dot skipped); an error when none is a usable CA.
-fn load(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// (names starting with a dot skipped), and the trust anchors made of them; an error when
+/// none is a usable CA.
+fn load(path: &Path) -> Result<(Vec<CertificateDer<'static>>, RootCertStore), String> {
     let meta = fs::metadata(path).map_err(|e| crate::text::os_error(&e))?;
     let mut certs = Vec::new();
     if meta.is_dir() {
@@ -201,7 +208,7 @@ fn load(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     if usable == 0 {
         return Err("no CA certificate found in it".into());
     }
-    Ok(certs)
+    Ok((certs, store))
 }
 
 /// The certificates of one PEM file.

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// `verify none|required` on a server, `ssl-server-verify none|required` in `global`.
@@ -52,13 +53,25 @@ impl CheckTls {
 }
 
 /// A loaded `ca-file` (a PEM file, a directory of them, or `@system-ca`).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct CaFile {
     /// The path as resolved (`ca-base` applied), for messages.
     pub path: PathBuf,
     /// The CA certificates it holds, in DER.
     pub certs: Vec<CertificateDer<'static>>,
+    /// The same as trust anchors, parsed once and shared by every server's checks (a
+    /// backend of thousands of discovered servers holds one copy).
+    pub roots: Arc<RootCertStore>,
 }
+
+/// Two loads are the same CA file when they hold the same certificates.
+impl PartialEq for CaFile {
+    fn eq(&self, other: &CaFile) -> bool {
+        self.path == other.path && self.certs == other.certs
+    }
+}
+
+impl Eq for CaFile {}
 
 /// A loaded `crt`: a certificate chain and its private key (from the same PEM file, or the
 /// key from `FILE.key`).
