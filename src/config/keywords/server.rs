@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::server_tls::{self, TLS_KEYWORDS};
+use super::server_tls::{TLS_KEYWORDS, TLS_REFUSED};
 use super::{Ctx, did_you_mean};
 use crate::config::address::resolve_host;
 use crate::config::draft::ServerDraft;
@@ -248,9 +248,15 @@ pub fn parse_options(srv: &mut ServerDraft, args: &[Word], ctx: &mut Ctx) -> Res
     first_error.map_or(Ok(()), Err)
 }
 
-/// The server options, those of checks over TLS included.
-fn all_keywords() -> impl Iterator<Item = &'static ServerKeyword> {
+/// The server options rolelb honours, those of checks over TLS included.
+fn known_keywords() -> impl Iterator<Item = &'static ServerKeyword> {
     SERVER_KEYWORDS.iter().chain(TLS_KEYWORDS)
+}
+
+/// Every option with a parser: the known ones and HAProxy's TLS options that are refused
+/// (their parser says why).
+fn all_keywords() -> impl Iterator<Item = &'static ServerKeyword> {
+    known_keywords().chain(TLS_REFUSED)
 }
 
 /// Keeps the first error for the caller and records the others directly.
@@ -262,9 +268,6 @@ fn record(first_error: &mut Option<String>, ctx: &mut Ctx, message: String) {
 }
 
 fn unknown(opt: &str) -> String {
-    if let Some(why) = server_tls::refused(opt) {
-        return why;
-    }
     match opt {
         "resolvers" | "init-addr" | "resolve-prefer" | "resolve-opts" | "resolve-net" => format!(
             "server option '{opt}' is not supported: rolelb resolves server names once at load (reload with SIGHUP to re-resolve)"
@@ -292,7 +295,7 @@ fn unknown(opt: &str) -> String {
         }
         _ => format!(
             "unknown server option '{opt}'{}",
-            did_you_mean(opt, all_keywords().map(|k| k.name))
+            did_you_mean(opt, known_keywords().map(|k| k.name))
         ),
     }
 }

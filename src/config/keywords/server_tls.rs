@@ -88,12 +88,46 @@ fn host_name(ctx: &Ctx, name: String) -> Result<String, String> {
     }
 }
 
-/// Why a TLS option of HAProxy's is refused, for the options rolelb does not implement;
-/// `None` for other options.
-pub fn refused(opt: &str) -> Option<String> {
-    let why = match opt {
+/// HAProxy's TLS options that rolelb refuses, with their arity, so that the options after
+/// them on the line are still read (and their own mistakes reported).
+pub const TLS_REFUSED: &[ServerKeyword] = &[
+    flag("ssl", refuse),
+    with_arg("sni", refuse),
+    with_arg("alpn", refuse),
+    with_arg("npn", refuse),
+    with_arg("check-alpn", refuse),
+    with_arg("check-proto", refuse),
+    with_arg("crl-file", refuse),
+    with_arg("ciphers", refuse),
+    with_arg("ciphersuites", refuse),
+    with_arg("ssl-min-ver", refuse),
+    with_arg("ssl-max-ver", refuse),
+    flag("force-sslv3", refuse),
+    flag("force-tlsv10", refuse),
+    flag("force-tlsv11", refuse),
+    flag("force-tlsv12", refuse),
+    flag("force-tlsv13", refuse),
+    flag("no-sslv3", refuse),
+    flag("no-tlsv10", refuse),
+    flag("no-tlsv11", refuse),
+    flag("no-tlsv12", refuse),
+    flag("no-tlsv13", refuse),
+    flag("no-tls-tickets", refuse),
+    flag("tls-tickets", refuse),
+    flag("ssl-reuse", refuse),
+    flag("no-ssl-reuse", refuse),
+    flag("allow-0rtt", refuse),
+    flag("send-proxy-v2-ssl", refuse),
+    flag("send-proxy-v2-ssl-cn", refuse),
+    flag("no-send-proxy-v2-ssl", refuse),
+    flag("no-send-proxy-v2-ssl-cn", refuse),
+];
+
+/// Why a TLS option of [`TLS_REFUSED`] is refused, and what to write instead.
+fn refuse(_: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let why = match ctx.keyword {
         "ssl" => {
-            "TLS on the traffic to the server is not supported: rolelb forwards a session's bytes as they come (the database can do TLS end to end); for health checks over TLS write 'check-ssl'"
+            "rolelb does not encrypt the traffic to a server (it forwards a session's bytes as they come; the database can do TLS end to end); for health checks over TLS write 'check-ssl'"
         }
         "sni" => {
             "it names the server for TLS on the traffic, which rolelb does not encrypt; for health checks over TLS write 'check-sni NAME'"
@@ -101,35 +135,14 @@ pub fn refused(opt: &str) -> Option<String> {
         "alpn" | "npn" | "check-alpn" | "check-proto" => {
             "health checks over TLS speak the check's own protocol without ALPN"
         }
-        "crl-file"
-        | "ciphers"
-        | "ciphersuites"
-        | "ssl-min-ver"
-        | "ssl-max-ver"
-        | "force-sslv3"
-        | "force-tlsv10"
-        | "force-tlsv11"
-        | "force-tlsv12"
-        | "force-tlsv13"
-        | "no-sslv3"
-        | "no-tlsv10"
-        | "no-tlsv11"
-        | "no-tlsv12"
-        | "no-tlsv13"
-        | "no-tls-tickets"
-        | "tls-tickets"
-        | "ssl-reuse"
-        | "no-ssl-reuse"
-        | "allow-0rtt"
-        | "send-proxy-v2-ssl"
-        | "send-proxy-v2-ssl-cn"
-        | "no-send-proxy-v2-ssl"
-        | "no-send-proxy-v2-ssl-cn" => {
+        _ => {
             "health checks over TLS use TLS 1.2 or 1.3 with rustls' default ciphers; rolelb knows 'check-ssl', 'verify', 'ca-file', 'check-sni', 'verifyhost' and 'crt'"
         }
-        _ => return None,
     };
-    Some(format!("server option '{opt}' is not supported: {why}"))
+    Err(format!(
+        "server option '{}' is not supported: {why}",
+        ctx.keyword
+    ))
 }
 
 #[cfg(test)]
@@ -210,6 +223,15 @@ mod tests {
                 .unwrap_err()
                 .contains("expects an argument")
         );
+    }
+
+    #[test]
+    fn a_refused_option_does_not_stop_the_reading_of_the_line() {
+        let (tls, r) = parse("ssl sni str(db1) check-ssl verify none alpn h2 check-sni db1");
+        assert!(r.unwrap_err().contains("'ssl'"));
+        assert!(tls.check_ssl);
+        assert_eq!(tls.verify, Some(Verify::None));
+        assert_eq!(tls.check_sni.as_deref(), Some("db1"));
     }
 
     #[test]
