@@ -404,6 +404,11 @@ fn verify_required_without_ca_file_is_refused_as_haproxy_refuses_it() {
         "'crt' : unable to load /nonexistent/client.pem",
     );
     both_judge(
+        &cfg("", "verify none crt /nonexistent/client.pem"),
+        true,
+        "valid",
+    );
+    both_judge(
         &cfg("", "check-ssl verify sometimes"),
         false,
         "unknown verify method 'sometimes'",

@@ -66,6 +66,11 @@ impl TlsLoader {
             },
             None => None,
         };
+        if !tls.check_ssl {
+            return None;
+        }
+        // HAProxy reads `crt` only for a server that uses TLS (`ca-file` as soon as it is
+        // written).
         let crt = match &tls.crt {
             Some(written) => match self.client_cert(written) {
                 Ok(crt) => Some(crt),
@@ -76,9 +81,6 @@ impl TlsLoader {
             },
             None => None,
         };
-        if !tls.check_ssl {
-            return None;
-        }
         let verify = tls.verify.unwrap_or(self.ssl_server_verify);
         if verify == Verify::Required && ca_file.is_none() && !name.is_empty() {
             let why = if tls.verify.is_none() {
