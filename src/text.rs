@@ -113,6 +113,16 @@ pub fn form_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The OS error text as HAProxy prints it (`Connection refused`), without Rust's
+/// ` (os error 111)` suffix.
+pub fn os_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,7 @@ async fn rolelb_result_with(
         addr,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
+        tls: None,
     };
     run_check(&rolelb_method_with(defaults_lines, check_lines), &target).await
 }
@@ -355,6 +356,7 @@ async fn disable_on_404_passes_conditionally_while_the_server_runs() {
         addr: server.addr,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
+        tls: None,
     };
     let down = run_check_as(&rolelb_method(lines), &target, false).await;
     assert_eq!(down.status, Status::L7Sts, "{down}");

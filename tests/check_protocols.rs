@@ -26,6 +26,7 @@ fn target(addr: SocketAddr) -> Target {
         addr,
         connect_timeout: CONNECT,
         read_timeout: READ,
+        tls: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn short(addr: SocketAddr) -> Target {
         addr,
         connect_timeout: Duration::from_millis(300),
         read_timeout: Duration::from_millis(300),
+        tls: None,
     }
 }
 

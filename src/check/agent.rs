@@ -331,6 +331,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             connect_timeout: std::time::Duration::from_secs(1),
             read_timeout: std::time::Duration::from_secs(1),
+            tls: None,
         });
         let r = describe(&clock, &parse("up 75%"));
         assert_eq!(

@@ -1,15 +1,17 @@
 //! What every check type shares: connecting with `connect_timeout` (mapped to `L4TOUT` /
-//! `L4CON` as HAProxy reports them), reading into a capped buffer against one deadline, and
+//! `L4CON` as HAProxy reports them, and with `check-ssl` the TLS handshake within the same
+//! limit, `L6TOUT` / `L6RSP`), reading into a capped buffer against one deadline, and
 //! the OS error text HAProxy prints (`Connection refused`, without Rust's `(os error 111)`).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
+use super::tls::{CheckStream, HandshakeError};
 use super::{CheckResult, Status, Target};
 
 /// The most a check reads from a server: HAProxy's default buffer size (`tune.bufsize`).
@@ -48,13 +50,16 @@ impl Clock {
 }
 
 /// Why a connect failed: `L4TOUT` (no answer within `connect_timeout`) or `L4CON` (refused,
-/// unreachable, reset) with the OS error text.
+/// unreachable, reset) with the OS error text; with `check-ssl`, `L6TOUT` or `L6RSP` for the
+/// TLS handshake.
 #[derive(Debug)]
 pub(super) enum ConnectError {
     /// `connect_timeout` passed.
     Timeout,
     /// The OS reported an error.
     Io(io::Error),
+    /// The TLS handshake did not complete.
+    Handshake(HandshakeError),
 }
 
 impl ConnectError {
@@ -63,6 +68,8 @@ impl ConnectError {
         match self {
             ConnectError::Timeout => Status::L4Tout,
             ConnectError::Io(_) => Status::L4Con,
+            ConnectError::Handshake(HandshakeError::Timeout) => Status::L6Tout,
+            ConnectError::Handshake(HandshakeError::Failed { .. }) => Status::L6Rsp,
         }
     }
 
@@ -71,6 +78,7 @@ impl ConnectError {
         match self {
             ConnectError::Timeout => String::new(),
             ConnectError::Io(e) => os_error_text(e),
+            ConnectError::Handshake(e) => e.info(),
         }
     }
 
@@ -96,15 +104,25 @@ pub(super) async fn connect(
     }
 }
 
-/// The OS error text as HAProxy prints it (`Connection refused`), without Rust's
-/// ` (os error 111)` suffix.
-pub(super) fn os_error_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
-        _ => text,
-    }
+/// Connects to the check's target (`target.addr`) and, with `check-ssl`, runs the TLS
+/// handshake; both within `connect_timeout`, as HAProxy's `timeout connect` covers them.
+pub(super) async fn connect_check(target: &Target) -> Result<CheckStream, ConnectError> {
+    let started = Instant::now();
+    let tcp = connect(target.addr, target.connect_timeout).await?;
+    let Some(tls) = &target.tls else {
+        return Ok(CheckStream::Plain(tcp));
+    };
+    let left = target.connect_timeout.saturating_sub(started.elapsed());
+    tls.handshake(tcp, target.addr.ip(), left)
+        .await
+        .map_err(|e| {
+            tracing::debug!("TLS handshake with {} failed: {}", target.addr, e.detail());
+            ConnectError::Handshake(e)
+        })
 }
+
+/// The OS error text as HAProxy prints it (`Connection refused`).
+pub(super) use crate::text::os_error as os_error_text;
 
 /// What one attempt to read more of a response gave.
 #[derive(Debug)]
@@ -122,8 +140,8 @@ pub(super) enum Read {
 }
 
 /// Reads more bytes into `buf` (never beyond `cap` bytes in total) until `deadline`.
-pub(super) async fn read_more(
-    stream: &mut TcpStream,
+pub(super) async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     cap: usize,
     deadline: Instant,
@@ -135,6 +153,9 @@ pub(super) async fn read_more(
     let want = chunk.len().min(cap - buf.len());
     match timeout_at(deadline, stream.read(&mut chunk[..want])).await {
         Err(_) => Read::Timeout,
+        // A TLS server that closes without `close_notify` has still closed: HAProxy (OpenSSL)
+        // reads that as the end of the response too.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Read::Eof,
         Ok(Err(e)) => Read::Error(e),
         Ok(Ok(0)) => Read::Eof,
         Ok(Ok(n)) => {
@@ -145,8 +166,8 @@ pub(super) async fn read_more(
 }
 
 /// Writes all of `bytes` before `deadline`; `Err` carries the info text for the result.
-pub(super) async fn write_all(
-    stream: &mut TcpStream,
+pub(super) async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     bytes: &[u8],
     deadline: Instant,
 ) -> Result<(), WriteError> {
@@ -169,8 +190,8 @@ pub(super) enum WriteError {
 /// Reads until `done(buf)` says the response is complete (`Some`), the server closes, the
 /// buffer is full, or the deadline passes. Shared by the check types whose answer is one
 /// message of known shape (pgsql, mysql, http).
-pub(super) async fn read_until<T>(
-    stream: &mut TcpStream,
+pub(super) async fn read_until<T, S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     cap: usize,
     deadline: Instant,
@@ -195,12 +216,16 @@ pub(super) async fn read_until<T>(
 
 /// The result for a response that ended early, as the layer-7 checks (pgsql, mysql, http)
 /// report it: a timeout is `L7TOUT`, a reset `L4CON` with the OS text (HAProxy says
-/// `Socket error`, a status rolelb folds into `L4CON`), a close or an over-long answer
+/// `Socket error`, a status rolelb folds into `L4CON`; a TLS error is `SOCKERR`, see
+/// [`io_failure`]), a close or an over-long answer
 /// `L7RSP` with `what` saying what was missing.
 pub(super) fn incomplete(clock: &Clock, read: Read, what: &str) -> CheckResult {
     match read {
         Read::Timeout => clock.result(Status::L7Tout, ""),
-        Read::Error(e) => clock.result(Status::L4Con, os_error_text(&e)),
+        Read::Error(e) => {
+            let (status, info) = io_failure(&e);
+            clock.result(status, info)
+        }
         Read::Eof => clock.result(Status::L7Rsp, format!("connection closed before {what}")),
         Read::Full => clock.result(
             Status::L7Rsp,
@@ -210,11 +235,29 @@ pub(super) fn incomplete(clock: &Clock, read: Read, what: &str) -> CheckResult {
     }
 }
 
+/// How a read or write error once connected is reported: an OS error (a reset) as `L4CON`
+/// with its text; a TLS error (a fatal alert, e.g. a server refusing the client
+/// certificate after a TLS 1.3 handshake) as HAProxy reports it, `SOCKERR` "SSL fatal
+/// error".
+pub(super) fn io_failure(e: &io::Error) -> (Status, String) {
+    let tls = e
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    if tls {
+        (Status::SockErr, "SSL fatal error".into())
+    } else {
+        (Status::L4Con, os_error_text(e))
+    }
+}
+
 /// The result for a failed write of a request.
 pub(super) fn write_failed(clock: &Clock, e: WriteError) -> CheckResult {
     match e {
         WriteError::Timeout => clock.result(Status::L7Tout, ""),
-        WriteError::Io(e) => clock.result(Status::L4Con, os_error_text(&e)),
+        WriteError::Io(e) => {
+            let (status, info) = io_failure(&e);
+            clock.result(status, info)
+        }
     }
 }
 

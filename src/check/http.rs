@@ -12,7 +12,7 @@
 //! `rstring` expect reads the body (Content-Length, chunked or until close,
 //! at most 16 KiB in all) and looks only at it, whatever the status.
 
-use super::conn::{self, Clock, MAX_RESPONSE, Read, connect, printable};
+use super::conn::{self, Clock, MAX_RESPONSE, Read, printable};
 use super::{CheckResult, Status, Target};
 use crate::config::{HttpCheck, HttpExpect};
 
@@ -33,7 +33,7 @@ pub async fn check(target: &Target, spec: &HttpCheck) -> CheckResult {
 /// `expect` rule, as HAProxy does.
 pub async fn check_server(target: &Target, spec: &HttpCheck, running: bool) -> CheckResult {
     let clock = Clock::start(target);
-    let mut stream = match connect(target.addr, target.connect_timeout).await {
+    let mut stream = match conn::connect_check(target).await {
         Ok(stream) => stream,
         Err(e) => return e.into_result(&clock),
     };
@@ -377,6 +377,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             connect_timeout: std::time::Duration::from_secs(1),
             read_timeout: std::time::Duration::from_secs(1),
+            tls: None,
         })
     }
 

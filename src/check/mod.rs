@@ -17,6 +17,8 @@ pub mod scheduler;
 mod tasks;
 pub mod tcp;
 pub mod tcp_check;
+pub mod tls;
+mod tls_names;
 
 /// A check's outcome lives with the server state that keeps it (`live`), so `live` needs
 /// nothing from `check`; re-exported here, where checks make it.
@@ -25,8 +27,8 @@ pub use crate::live::{CheckResult, Status};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Where and how long one check may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where and how long one check may take, and whether it speaks TLS.
+#[derive(Debug, Clone)]
 pub struct Target {
     /// The check destination (`addr`/`port` overrides already applied).
     pub addr: SocketAddr,
@@ -34,4 +36,6 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Limit for the rest of the check once connected (`timeout check`, else `inter`).
     pub read_timeout: Duration,
+    /// `check-ssl`: the TLS client of the check connection.
+    pub tls: Option<tls::TlsClient>,
 }

@@ -11,7 +11,7 @@
 //! Without `user`, only the greeting is read ([`handshake_check`]). Every length read from
 //! the wire is bounded (16 KiB, HAProxy's buffer size).
 
-use super::conn::{self, Clock, MAX_RESPONSE, Read, connect, printable};
+use super::conn::{self, Clock, MAX_RESPONSE, Read, connect_check, printable};
 use super::{CheckResult, Status, Target};
 
 /// The only handshake protocol version (MySQL 3.21+, MariaDB).
@@ -36,7 +36,7 @@ const INFO_MAX: usize = 256;
 /// Reads the server greeting, authenticates as `user` without a password, and quits.
 pub async fn check(target: &Target, user: &str, post_41: bool) -> CheckResult {
     let clock = Clock::start(target);
-    let mut stream = match connect(target.addr, target.connect_timeout).await {
+    let mut stream = match connect_check(target).await {
         Ok(stream) => stream,
         Err(e) => return e.into_result(&clock),
     };
@@ -86,7 +86,7 @@ pub async fn check(target: &Target, user: &str, post_41: bool) -> CheckResult {
 /// Unlike the check with a user, the protocol version is not looked at.
 pub async fn handshake_check(target: &Target) -> CheckResult {
     let clock = Clock::start(target);
-    let mut stream = match connect(target.addr, target.connect_timeout).await {
+    let mut stream = match connect_check(target).await {
         Ok(stream) => stream,
         Err(e) => return e.into_result(&clock),
     };

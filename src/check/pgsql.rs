@@ -8,7 +8,7 @@
 //! "PostgreSQL unknown error". The connection is closed without authenticating, which works
 //! the same against PostgreSQL and PgBouncer.
 
-use super::conn::{self, Clock, MAX_RESPONSE, Read, connect, printable};
+use super::conn::{self, Clock, MAX_RESPONSE, Read, connect_check, printable};
 use super::{CheckResult, Status, Target};
 
 /// Protocol version 3.0, as sent in a StartupMessage.
@@ -20,7 +20,7 @@ const INFO_MAX: usize = 256;
 /// Sends a startup message for `user` and accepts an authentication request as HAProxy does.
 pub async fn check(target: &Target, user: &str) -> CheckResult {
     let clock = Clock::start(target);
-    let mut stream = match connect(target.addr, target.connect_timeout).await {
+    let mut stream = match connect_check(target).await {
         Ok(stream) => stream,
         Err(e) => return e.into_result(&clock),
     };
@@ -247,6 +247,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             connect_timeout: std::time::Duration::from_secs(1),
             read_timeout: std::time::Duration::from_secs(1),
+            tls: None,
         });
         let ok = judge(&clock, Answer::Authentication);
         assert_eq!(

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{CheckResult, Target, external, http, mysql, pgsql, tcp, tcp_check};
-use crate::config::{AgentCheck, Backend, CheckMethod, Config, MaxLag, Role, RoleCheck, Server};
+use crate::config::{
+    AgentCheck, Backend, CheckMethod, CheckTls, Config, MaxLag, Role, RoleCheck, Server,
+};
 use crate::table::{AdminState, ServerLive};
 
 pub use super::rise_fall::{RiseFall, Transition};
@@ -65,6 +67,8 @@ pub struct HealthSpec {
     pub rise: u32,
     /// `fall`.
     pub fall: u32,
+    /// `check-ssl` and its settings.
+    pub tls: Option<Arc<CheckTls>>,
 }
 
 /// The agent-check half of a [`CheckSpec`].
@@ -119,11 +123,13 @@ pub(crate) fn target(
             addr,
             connect_timeout: connect.unwrap_or(inter).min(inter),
             read_timeout: read,
+            tls: None,
         },
         None => Target {
             addr,
             connect_timeout: inter,
             read_timeout: inter,
+            tls: None,
         },
     }
 }
@@ -142,6 +148,7 @@ impl CheckSpec {
             downinter: server.downinter.unwrap_or(server.inter),
             rise: server.rise.max(1),
             fall: server.fall.max(1),
+            tls: server.check_tls.clone(),
         });
         let agent = server.agent.as_deref().map(|a: &AgentCheck| AgentSpec {
             addr: SocketAddr::new(a.agent_addr.unwrap_or(server.addr.ip()), a.agent_port),

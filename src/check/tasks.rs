@@ -17,6 +17,7 @@ use super::role_tracker::{self, Current, RoleTracker};
 use super::scheduler::{
     AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check_as, target,
 };
+use super::tls::TlsClient;
 use super::{CheckResult, Status};
 use crate::config::{CheckMethod, RoleCheck};
 use crate::table::{AdminState, Health, NodeRole, RoleProblem, ServerLive};
@@ -153,15 +154,30 @@ pub(crate) async fn health_loop(
     };
     live.set_check_health(machine.counter());
     let mut external = external::Runner::default();
+    // `check-ssl`: one TLS client for all the checks of this server.
+    let tls = hs.tls.as_deref().map(TlsClient::new).transpose();
+    if let Err(why) = &tls {
+        tracing::error!(
+            "{}/{}: health checks over TLS: {why}",
+            spec.backend,
+            spec.server
+        );
+    }
     let mut next = Instant::now() + first_delay;
     loop {
         if next_turn(&mut next, hs.inter, &live, &stop).await.is_none() {
             return;
         }
-        let target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = run_health(&hs, &target, &live, &env, &spec, &mut external) => r,
+        let mut target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
+        let result = match &tls {
+            Ok(client) => {
+                target.tls = client.clone();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = run_health(&hs, &target, &live, &env, &spec, &mut external) => r,
+                }
+            }
+            Err(why) => CheckResult::new(Status::L6Rsp, why.clone(), Duration::ZERO),
         };
         let passed = result.status.passed();
         if passed && stopping_change(&live, &result, &spec) {

@@ -12,10 +12,10 @@
 use std::net::SocketAddr;
 
 use regex::bytes::Regex;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::conn::{self, Clock, MAX_RESPONSE, Read, WriteError, connect, printable};
+use super::conn::{self, Clock, MAX_RESPONSE, Read, WriteError, connect, connect_check, printable};
+use super::tls::CheckStream;
 use super::{CheckResult, Status, Target};
 use crate::config::TcpCheckRule;
 
@@ -108,7 +108,7 @@ impl Pattern<'_> {
 struct Run<'a> {
     target: &'a Target,
     clock: &'a Clock,
-    stream: Option<TcpStream>,
+    stream: Option<CheckStream>,
     /// What was received since the last `send` (or connect).
     buf: Vec<u8>,
     /// When the time after the last connect runs out.
@@ -125,7 +125,15 @@ impl Run<'_> {
     ) -> Result<(), CheckResult> {
         self.stream = None;
         self.buf.clear();
-        match connect(addr, self.target.connect_timeout).await {
+        // As HAProxy: only the implicit first connect uses the check's transport
+        // (`check-ssl`); an explicit `tcp-check connect` without `ssl` is plain TCP.
+        let connected = match rule {
+            None => connect_check(self.target).await,
+            Some(_) => connect(addr, self.target.connect_timeout)
+                .await
+                .map(CheckStream::Plain),
+        };
+        match connected {
             Ok(stream) => {
                 self.stream = Some(stream);
                 self.deadline = self.clock.deadline_from_now();
@@ -156,13 +164,13 @@ impl Run<'_> {
                 Status::L7Tout,
                 format!("at step {step} of tcp-check (send)"),
             )),
-            Err(WriteError::Io(e)) => Err(self.clock.result(
-                Status::L4Con,
-                join(
-                    &conn::os_error_text(&e),
-                    &format!("at step {step} of tcp-check (send)"),
-                ),
-            )),
+            Err(WriteError::Io(e)) => {
+                let (status, info) = conn::io_failure(&e);
+                Err(self.clock.result(
+                    status,
+                    join(&info, &format!("at step {step} of tcp-check (send)")),
+                ))
+            }
         }
     }
 
@@ -216,10 +224,11 @@ impl Run<'_> {
                     ));
                 }
                 Read::Error(e) => {
+                    let (status, info) = conn::io_failure(&e);
                     return Err(self.clock.result(
-                        Status::L4Con,
+                        status,
                         join(
-                            &conn::os_error_text(&e),
+                            &info,
                             &format!("at step {step} of tcp-check ({})", pattern.rule()),
                         ),
                     ));

@@ -42,6 +42,7 @@ pub fn build(
         warnings: Vec::new(),
     };
     let etcd_names: Vec<&str> = etcd.iter().map(|e| e.name.as_str()).collect();
+    let mut tls = TlsLoader::new(&config.global);
     // (frontend index, where its backend was named) for the cross-reference pass.
     let mut references = Vec::new();
     for p in &proxies {
@@ -64,7 +65,7 @@ pub fn build(
         }
         if p.kind.has_backend() {
             let discover = discover(p, &config.etcd, &etcd_names, diags);
-            config.backends.push(backend(p, discover, diags));
+            config.backends.push(backend(p, discover, &mut tls, diags));
         }
     }
     check_duplicate_binds(&config, diags);
@@ -352,9 +353,36 @@ fn check_redispatch(p: &ProxyDraft, diags: &mut Diags) {
     }
 }
 
-fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Backend {
+fn backend(
+    p: &ProxyDraft,
+    discover: Option<Discover>,
+    tls: &mut TlsLoader,
+    diags: &mut Diags,
+) -> Backend {
     check_roles(p, diags);
     check_redispatch(p, diags);
+    let mut with_tls = |s: &ServerDraft, name: &str, mut srv: Server, diags: &mut Diags| {
+        srv.check_tls = tls.check_tls(&s.tls, name, &s.loc, diags);
+        srv
+    };
+    let servers = p
+        .servers
+        .iter()
+        .filter_map(|s| Some(with_tls(s, &s.name, server(s)?, diags)))
+        .map(Arc::new)
+        .collect();
+    // Discovered servers are made from the template: check it as a server would be.
+    let template_name = if p.discover.is_some() {
+        "default-server"
+    } else {
+        ""
+    };
+    let default_server = with_tls(
+        &p.default_server,
+        template_name,
+        template(&p.default_server),
+        diags,
+    );
     Backend {
         name: p.name.clone(),
         loc: p.loc.clone(),
@@ -373,7 +401,7 @@ fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Bac
         allbackups: p.allbackups,
         srvtcpka: p.srvtcpka,
         check: check_method(p, diags),
-        servers: p.servers.iter().filter_map(server).map(Arc::new).collect(),
+        servers,
         disabled: p.disabled,
         role: p.role.as_ref().map_or(Role::Any, |(role, _)| *role),
         role_check: p.role_check.as_ref().map(|(check, _)| check.clone()),
@@ -381,7 +409,7 @@ fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Bac
         role_source: role_source(p),
         discover,
         stick: stick(p, diags),
-        default_server: template(&p.default_server),
+        default_server,
     }
 }
 
@@ -558,12 +586,17 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         id: s.id,
         resolve: s.resolve.model().map(Arc::new),
         dns_maint: s.resolve.no_addr,
+        check_tls: None,
     }
 }
 
 #[path = "build_stats.rs"]
 mod stats;
 use stats::http_proxy;
+
+#[path = "build_tls.rs"]
+mod tls;
+use tls::TlsLoader;
 
 #[path = "build_check.rs"]
 mod check;

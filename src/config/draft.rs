@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::model::{
     Balance, Bind, Diagnostic, HashType, HttpExpect, Loc, LogOptions, LogTarget, MaxLag, Mode,
-    ProxyProtocol, Role, RoleCheck, RoleSource, Schema, TcpCheckRule,
+    ProxyProtocol, Role, RoleCheck, RoleSource, Schema, TcpCheckRule, Verify,
 };
 
 /// The kind of a proxy section.
@@ -448,6 +448,25 @@ pub struct ServerDraft {
     pub id: Option<u32>,
     /// `resolvers`, `resolve-prefer`, `init-addr`, `resolve-opts` and the host name.
     pub resolve: super::keywords::resolvers::ResolveDraft,
+    /// `check-ssl`, `verify`, `ca-file`, `check-sni`, `verifyhost`, `crt`.
+    pub tls: TlsDraft,
+}
+
+/// The TLS options of a server's health checks, as written (files not loaded yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsDraft {
+    /// `check-ssl` (`no-check-ssl` clears it).
+    pub check_ssl: bool,
+    /// `verify` (`None`: the global `ssl-server-verify`).
+    pub verify: Option<Verify>,
+    /// `ca-file`, as written (`ca-base` not applied yet).
+    pub ca_file: Option<String>,
+    /// `check-sni`.
+    pub check_sni: Option<String>,
+    /// `verifyhost`.
+    pub verifyhost: Option<String>,
+    /// `crt`, as written (`crt-base` not applied yet).
+    pub crt: Option<String>,
 }
 
 impl ServerDraft {
@@ -481,6 +500,7 @@ impl ServerDraft {
             send_proxy: None,
             id: None,
             resolve: Default::default(),
+            tls: TlsDraft::default(),
         }
     }
 }

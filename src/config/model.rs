@@ -12,6 +12,7 @@ use super::log_format::LogFormat;
 pub use super::model_dns::*;
 pub use super::model_etcd::*;
 pub use super::model_log::*;
+pub use super::model_tls::*;
 
 /// Where a piece of configuration came from: `FILE:LINE`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,6 +98,12 @@ pub struct Global {
     pub external_check: bool,
     /// `insecure-fork-wanted`: the process may start programs (external checks need it).
     pub insecure_fork_wanted: bool,
+    /// `ssl-server-verify`: the `verify` of servers that set none (default `required`).
+    pub ssl_server_verify: Verify,
+    /// `ca-base`: where a relative `ca-file` is looked up.
+    pub ca_base: Option<PathBuf>,
+    /// `crt-base`: where a relative server `crt` is looked up.
+    pub crt_base: Option<PathBuf>,
 }
 
 /// HAProxy's default `tune.bufsize`.
@@ -569,6 +576,8 @@ pub struct Server {
     /// No address to use (`init-addr none`, a name that stopped resolving past its `hold`,
     /// an unused `server-template` slot): in maintenance, HAProxy's MAINT (resolution).
     pub dns_maint: bool,
+    /// `check-ssl` and its settings: the health checks speak TLS.
+    pub check_tls: Option<Arc<CheckTls>>,
 }
 
 /// Every server's id in its backend (HAProxy's `puid`), in declaration order: a server with

@@ -8,12 +8,17 @@ use std::time::Duration;
 /// HAProxy's check status codes, as shown in its logs and `show stat` (`check_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// A socket error once connected (with TLS: a fatal alert after the handshake, such as a
+    /// server refusing the client certificate).
+    SockErr,
     /// Layer 4 (TCP connect) passed, nothing more was checked.
     L4Ok,
     /// Layer 4 timeout.
     L4Tout,
     /// Layer 4 connection problem (refused, unreachable, reset).
     L4Con,
+    /// Layer 6 (TLS handshake) passed, nothing more was checked (`check-ssl` on a connect check).
+    L6Ok,
     /// Layer 6 (handshake) timeout.
     L6Tout,
     /// Layer 6 invalid response.
@@ -40,9 +45,11 @@ impl Status {
     /// The code HAProxy prints (`L4OK`, `L7STS`, ...).
     pub fn code(self) -> &'static str {
         match self {
+            Status::SockErr => "SOCKERR",
             Status::L4Ok => "L4OK",
             Status::L4Tout => "L4TOUT",
             Status::L4Con => "L4CON",
+            Status::L6Ok => "L6OK",
             Status::L6Tout => "L6TOUT",
             Status::L6Rsp => "L6RSP",
             Status::L7Ok => "L7OK",
@@ -59,9 +66,11 @@ impl Status {
     /// HAProxy's wording in state-change logs (`Layer4 connection problem`, ...).
     pub fn describe(self) -> &'static str {
         match self {
+            Status::SockErr => "Socket error",
             Status::L4Ok => "Layer4 check passed",
             Status::L4Tout => "Layer4 timeout",
             Status::L4Con => "Layer4 connection problem",
+            Status::L6Ok => "Layer6 check passed",
             Status::L6Tout => "Layer6 timeout",
             Status::L6Rsp => "Layer6 invalid response",
             Status::L7Ok => "Layer7 check passed",
@@ -79,7 +88,7 @@ impl Status {
     pub fn passed(self) -> bool {
         matches!(
             self,
-            Status::L4Ok | Status::L7Ok | Status::L7Okc | Status::ProcOk
+            Status::L4Ok | Status::L6Ok | Status::L7Ok | Status::L7Okc | Status::ProcOk
         )
     }
 }

@@ -162,9 +162,11 @@ pub fn start_time_secs(started: SystemTime) -> u64 {
 pub fn status_number(result: Option<&CheckResult>) -> u8 {
     match result.map(|r| r.status) {
         None => 1,
+        Some(Status::SockErr) => 5,
         Some(Status::L4Ok) => 6,
         Some(Status::L4Tout) => 7,
         Some(Status::L4Con) => 8,
+        Some(Status::L6Ok) => 9,
         Some(Status::L6Tout) => 10,
         Some(Status::L6Rsp) => 11,
         Some(Status::L7Tout) => 12,

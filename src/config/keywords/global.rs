@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::Ctx;
 use super::log::parse_log_target;
 use crate::config::address::parse_bind_addrs;
-use crate::config::model::{AdminBind, Global, MaxAccept, StatsLevel, StatsSocket};
+use crate::config::model::{AdminBind, Global, MaxAccept, StatsLevel, StatsSocket, Verify};
 use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one `global` keyword.
@@ -46,10 +46,11 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("unix-bind", unix_bind),
     kw("external-check", external_check),
     kw("insecure-fork-wanted", insecure_fork_wanted),
+    kw("ssl-server-verify", ssl_server_verify),
+    kw("ca-base", ca_crt_base),
+    kw("crt-base", ca_crt_base),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
-    kw("ca-base", ignored),
-    kw("crt-base", ignored),
     kw("spread-checks", ignored),
     kw("max-spread-checks", ignored),
     kw("master-worker", ignored),
@@ -70,7 +71,7 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
 ];
 
 /// Keyword prefixes accepted with a warning (TLS settings rolelb has no use for).
-pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-server-verify", "ssl-dh-param-file"];
+pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-dh-param-file"];
 
 /// HAProxy 2.6's other `tune.*` keywords (those Debian's build knows): they size or pace
 /// things a TCP balancer without HTTP, TLS, Lua, compression, splicing or stick tables does not
@@ -358,6 +359,41 @@ fn group(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 fn pidfile(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     g.pidfile = Some(PathBuf::from(string_arg(ctx, "a file path")?));
     Ok(())
+}
+
+/// `ssl-server-verify none|required`: the `verify` of servers that set none.
+fn ssl_server_verify(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    g.ssl_server_verify = match ctx.args.first().map(|w| w.as_str()) {
+        Some("none") => Verify::None,
+        Some("required") => Verify::Required,
+        _ => return Err("'ssl-server-verify' expects 'none' or 'required' as argument.".into()),
+    };
+    Ok(())
+}
+
+/// `ca-base DIR` / `crt-base DIR`: where a relative `ca-file` / `crt` is looked up; once
+/// only, as in HAProxy.
+fn ca_crt_base(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let kw = ctx.keyword;
+    let target = if kw == "ca-base" {
+        &mut g.ca_base
+    } else {
+        &mut g.crt_base
+    };
+    if target.is_some() {
+        return Err(format!("'{kw}' already specified."));
+    }
+    match ctx.args.first().map(|w| w.as_str()) {
+        Some(dir) if !dir.is_empty() => {
+            *target = Some(PathBuf::from(dir));
+            Ok(())
+        }
+        _ => Err(format!(
+            "global statement '{kw}' expects a directory path as an argument."
+        )),
+    }
 }
 
 fn daemon(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {

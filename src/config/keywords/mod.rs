@@ -7,6 +7,7 @@
 //! - [`option`]: `option X` / `no option X` inside proxies.
 //! - [`check`]: `tcp-check` and `http-check` rules.
 //! - [`server`]: options of `server` and `default-server` lines.
+//! - [`server_tls`]: their options for health checks over TLS (`check-ssl`, `verify`...).
 //! - [`bind`]: options of `bind` lines.
 //! - [`log`]: the `log` line, shared by `global` and proxies.
 //! - [`role`]: the rolelb extensions `role`, `role-check`, `max-lag`, `role-source`.
@@ -30,6 +31,7 @@ pub mod proxy;
 pub mod resolvers;
 pub mod role;
 pub mod server;
+pub mod server_tls;
 pub mod stats;
 pub mod stick;
 pub mod tcp_request;

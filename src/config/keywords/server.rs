@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::server_tls::{TLS_KEYWORDS, TLS_REFUSED};
 use super::{Ctx, did_you_mean};
 use crate::config::address::resolve_host;
 use crate::config::draft::ServerDraft;
@@ -24,7 +25,7 @@ pub struct ServerKeyword {
     pub parse: ServerParser,
 }
 
-const fn flag(name: &'static str, parse: ServerParser) -> ServerKeyword {
+pub(super) const fn flag(name: &'static str, parse: ServerParser) -> ServerKeyword {
     ServerKeyword {
         name,
         takes_arg: false,
@@ -32,7 +33,7 @@ const fn flag(name: &'static str, parse: ServerParser) -> ServerKeyword {
     }
 }
 
-const fn with_arg(name: &'static str, parse: ServerParser) -> ServerKeyword {
+pub(super) const fn with_arg(name: &'static str, parse: ServerParser) -> ServerKeyword {
     ServerKeyword {
         name,
         takes_arg: true,
@@ -221,7 +222,7 @@ pub fn parse_options(srv: &mut ServerDraft, args: &[Word], ctx: &mut Ctx) -> Res
     while let Some(word) = args.get(i) {
         let opt = word.as_str();
         i += 1;
-        let result = match SERVER_KEYWORDS.iter().find(|k| k.name == opt) {
+        let result = match all_keywords().find(|k| k.name == opt) {
             // Its arity is unknown, so the words after it cannot be read reliably.
             None => {
                 record(&mut first_error, ctx, unknown(opt));
@@ -251,6 +252,17 @@ pub fn parse_options(srv: &mut ServerDraft, args: &[Word], ctx: &mut Ctx) -> Res
     first_error.map_or(Ok(()), Err)
 }
 
+/// The server options rolelb honours, those of checks over TLS included.
+fn known_keywords() -> impl Iterator<Item = &'static ServerKeyword> {
+    SERVER_KEYWORDS.iter().chain(TLS_KEYWORDS)
+}
+
+/// Every option with a parser: the known ones and HAProxy's TLS options that are refused
+/// (their parser says why).
+fn all_keywords() -> impl Iterator<Item = &'static ServerKeyword> {
+    known_keywords().chain(TLS_REFUSED)
+}
+
 /// Keeps the first error for the caller and records the others directly.
 fn record(first_error: &mut Option<String>, ctx: &mut Ctx, message: String) {
     match first_error {
@@ -261,11 +273,6 @@ fn record(first_error: &mut Option<String>, ctx: &mut Ctx, message: String) {
 
 fn unknown(opt: &str) -> String {
     match opt {
-        "ssl" | "verify" | "sni" | "check-ssl" | "crt" | "ca-file" | "alpn" | "check-sni" => {
-            format!(
-                "server option '{opt}' is not supported: rolelb does not originate TLS; the database handles TLS end to end"
-            )
-        }
         "resolve-net" => format!(
             "server option '{opt}' is not supported: rolelb picks among the answers by 'resolve-prefer' alone"
         ),
@@ -292,7 +299,7 @@ fn unknown(opt: &str) -> String {
         }
         _ => format!(
             "unknown server option '{opt}'{}",
-            did_you_mean(opt, SERVER_KEYWORDS.iter().map(|k| k.name))
+            did_you_mean(opt, known_keywords().map(|k| k.name))
         ),
     }
 }
@@ -458,7 +465,7 @@ mod tests {
 
     #[test]
     fn tls_and_dns_options_explain_themselves() {
-        assert!(parse("ssl").1.unwrap_err().contains("TLS"));
+        assert!(parse("ssl").1.unwrap_err().contains("check-ssl"));
         assert!(
             parse("resolve-net 10.0.0.0/8")
                 .1
