@@ -29,6 +29,7 @@ pub fn build(
     proxies: Vec<ProxyDraft>,
     etcd: Vec<EtcdDraft>,
     userlists: Vec<Userlist>,
+    cli_proxy_at: Option<usize>,
     diags: &mut Diags,
 ) -> Config {
     let userlists: Vec<Arc<Userlist>> = userlists.into_iter().map(Arc::new).collect();
@@ -43,7 +44,8 @@ pub fn build(
     let etcd_names: Vec<&str> = etcd.iter().map(|e| e.name.as_str()).collect();
     // (frontend index, where its backend was named) for the cross-reference pass.
     let mut references = Vec::new();
-    for p in &proxies {
+    let ids = ids::assign(&proxies, cli_proxy_at, diags);
+    for (p, id) in proxies.iter().zip(ids) {
         if p.mode == Mode::Http {
             http_proxy(p, &userlists, &mut config, diags);
             continue;
@@ -59,11 +61,11 @@ pub fn build(
         check::external_check_rules(&config.global, p, diags);
         if p.kind.has_frontend() {
             references.push((config.frontends.len(), reference_loc(p)));
-            config.frontends.push(frontend(p, diags));
+            config.frontends.push(frontend(p, id, diags));
         }
         if p.kind.has_backend() {
             let discover = discover(p, &config.etcd, &etcd_names, diags);
-            config.backends.push(backend(p, discover, diags));
+            config.backends.push(backend(p, id, discover, diags));
         }
     }
     check_duplicate_binds(&config, diags);
@@ -184,7 +186,7 @@ fn warn_missing_timeouts(p: &ProxyDraft, diags: &mut Diags) {
     }
 }
 
-fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
+fn frontend(p: &ProxyDraft, id: u32, diags: &mut Diags) -> Frontend {
     if p.binds.is_empty() && !p.disabled {
         diags.warn(
             &p.loc,
@@ -229,6 +231,7 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
     }
     Frontend {
         name: p.name.clone(),
+        id,
         loc: p.loc.clone(),
         binds: p.binds.clone(),
         backend,
@@ -351,11 +354,12 @@ fn check_redispatch(p: &ProxyDraft, diags: &mut Diags) {
     }
 }
 
-fn backend(p: &ProxyDraft, discover: Option<Discover>, diags: &mut Diags) -> Backend {
+fn backend(p: &ProxyDraft, id: u32, discover: Option<Discover>, diags: &mut Diags) -> Backend {
     check_roles(p, diags);
     check_redispatch(p, diags);
     Backend {
         name: p.name.clone(),
+        id,
         loc: p.loc.clone(),
         balance: p.balance,
         hash_type: p.hash_type,
@@ -561,6 +565,9 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
 #[path = "build_stats.rs"]
 mod stats;
 use stats::http_proxy;
+
+#[path = "build_ids.rs"]
+mod ids;
 
 #[path = "build_check.rs"]
 mod check;

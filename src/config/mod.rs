@@ -114,6 +114,7 @@ pub fn parse_with_env(
         reader.proxies,
         reader.etcd,
         reader.userlists,
+        reader.cli_proxy_at,
         &mut diags,
     );
     let order = |d: &Diagnostic| {

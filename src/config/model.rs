@@ -238,6 +238,9 @@ pub struct LogOptions {
 pub struct Frontend {
     /// Proxy name.
     pub name: String,
+    /// The proxy's id (`id N`, else HAProxy's automatic numbering; a `listen`'s two halves
+    /// share it).
+    pub id: u32,
     /// Where the section starts.
     pub loc: Loc,
     /// Addresses to listen on.
@@ -321,6 +324,9 @@ pub enum HashType {
 pub struct Backend {
     /// Proxy name.
     pub name: String,
+    /// The proxy's id (`id N`, else HAProxy's automatic numbering; a `listen`'s two halves
+    /// share it).
+    pub id: u32,
     /// Where the section starts.
     pub loc: Loc,
     /// `balance`.
