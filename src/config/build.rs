@@ -383,33 +383,21 @@ fn backend(p: &ProxyDraft, id: u32, discover: Option<Discover>, diags: &mut Diag
         max_lag: p.max_lag.as_ref().map(|(lag, _)| *lag),
         role_source: role_source(p),
         discover,
-        stick: stick(p, diags),
+        stick: stick(p),
         default_server: template(&p.default_server),
     }
 }
 
-/// The backend's stick table with its rules; rules without a table are an error, as in
-/// HAProxy.
-fn stick(p: &ProxyDraft, diags: &mut Diags) -> Option<Arc<super::stick::Stick>> {
-    match (&p.stick_table, p.stick_rules.first()) {
-        (Some(table), _) => Some(Arc::new(super::stick::Stick {
-            table: table.clone(),
-            rules: p.stick_rules.clone(),
-        })),
-        (None, Some(rule)) => {
-            diags.error(
-                &rule.loc,
-                format!(
-                    "{} '{}': unable to find stick-table '{}'",
-                    p.kind.keyword(),
-                    p.name,
-                    p.name
-                ),
-            );
-            None
-        }
-        (None, None) => None,
+/// The backend's stick table and rules (the table each rule uses is checked once every
+/// backend is built, in `build_rules`).
+fn stick(p: &ProxyDraft) -> Option<Arc<super::stick::Stick>> {
+    if p.stick_table.is_none() && p.stick_rules.is_empty() {
+        return None;
     }
+    Some(Arc::new(super::stick::Stick {
+        table: p.stick_table.clone(),
+        rules: p.stick_rules.clone(),
+    }))
 }
 
 /// `role-source` in force: as written, else `both` with `discover` and `check` without.
@@ -549,6 +537,7 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         check_addr: s.check_addr,
         weight: s.weight,
         backup: s.backup,
+        non_stick: s.non_stick,
         disabled: s.disabled,
         maxconn: s.maxconn,
         maxqueue: s.maxqueue,

@@ -423,6 +423,8 @@ pub struct ServerDraft {
     pub weight: u32,
     /// `backup`.
     pub backup: bool,
+    /// `non-stick` (`stick` undoes it).
+    pub non_stick: bool,
     /// `disabled`.
     pub disabled: bool,
     /// `maxconn`.
@@ -468,6 +470,7 @@ impl ServerDraft {
             check_addr: None,
             weight: 1,
             backup: false,
+            non_stick: false,
             disabled: false,
             maxconn: None,
             maxqueue: None,

@@ -611,6 +611,8 @@ pub struct Server {
     pub weight: u32,
     /// `backup`.
     pub backup: bool,
+    /// `non-stick`: connections to this server are never stored in a stick table.
+    pub non_stick: bool,
     /// `disabled`: starts in maintenance.
     pub disabled: bool,
     /// `maxconn`: concurrent sessions on this server (`None` or 0: unlimited).

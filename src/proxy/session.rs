@@ -268,7 +268,7 @@ pub async fn serve(
     fe.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     // From here on the client is who the PROXY header said, if there was one.
     let (peer, local) = (accepted.peer, accepted.local);
-    let fe = {
+    let (fe, stick_rules) = {
         let current = table.load();
         let conn = Conn {
             src: peer,
@@ -281,7 +281,9 @@ pub async fn serve(
             log_rejected(&fe, &table, &accepted);
             return;
         }
-        rules::route(&fe, &conn).clone()
+        let fe = rules::route(&fe, &conn).clone();
+        let stick_rules = rules::stick_rules_holding(&fe.backend, &conn);
+        (fe, stick_rules)
     };
     let role_aware = fe.backend.role != Role::Any;
     if fe.clitcpka || role_aware {
@@ -291,6 +293,7 @@ pub async fn serve(
     let addrs = ConnAddrs {
         src: peer.ip(),
         dst: local.ip(),
+        stick_rules,
     };
     let slot = match acquire(&fe, &table, addrs, None, &stop, &mut queue_pos).await {
         Ok(slot) => slot,
