@@ -3,11 +3,13 @@
 //! pick, and why nothing could be picked.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{BackendRt, Pool};
 use crate::balance::Live;
 use crate::config::Role;
+use crate::live::ServerLive;
 use crate::roles::{RoleRule, admits, in_role_conflict};
 
 /// What picks read of a connection: `src` for `balance source` and stick rules, `dst` for
@@ -21,6 +23,15 @@ pub struct ConnAddrs {
     /// The backend's stick rules whose `if|unless` condition held, bit `i` for rule `i`
     /// (see [`super::stick`]).
     pub stick_rules: u64,
+}
+
+/// Who chose the server of a pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A stick table's entry.
+    Stick,
+    /// The balance algorithm.
+    Balance,
 }
 
 /// Why no server could be picked.
@@ -77,6 +88,15 @@ impl BackendRt {
     /// Picks a server for a new connection `conn` and takes a slot on it; `exclude` skips
     /// one server (the one a redispatch moves away from). Returns the server's index.
     pub fn pick(&self, conn: Option<ConnAddrs>, exclude: Option<usize>) -> Result<usize, NoServer> {
+        self.pick_via(conn, exclude).map(|(idx, _)| idx)
+    }
+
+    /// [`BackendRt::pick`], also saying whether a stick table or the balancer chose.
+    pub fn pick_via(
+        &self,
+        conn: Option<ConnAddrs>,
+        exclude: Option<usize>,
+    ) -> Result<(usize, Via), NoServer> {
         // The single-writer guard, re-checked on every pick from the live roles so that the
         // window between a role report and the next table is closed too.
         if self.role == Role::Primary && in_role_conflict(self.role_source, &self.servers) {
@@ -91,7 +111,7 @@ impl BackendRt {
             }
             let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
             self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
-            return Ok(idx);
+            return Ok((idx, Via::Stick));
         }
         let client = conn.map(|c| c.src);
         // Backups serve only when no active server is eligible, as in HAProxy.
@@ -121,10 +141,24 @@ impl BackendRt {
             if server.live.try_acquire(server.maxconn) {
                 let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
                 self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
-                return Ok(idx);
+                return Ok((idx, Via::Balance));
             }
         }
         Err(NoServer::AllFull)
+    }
+
+    /// Counts in `lbtot` that the balancer chose server `idx` for a session (HAProxy's
+    /// `cum_lbconn`, in `assign_server`): not when it chose again the server the session
+    /// had before a redispatch (`prev`).
+    pub fn count_balanced(&self, idx: usize, prev: Option<&Arc<ServerLive>>) {
+        let Some(server) = self.servers.get(idx) else {
+            return;
+        };
+        if prev.is_some_and(|p| Arc::ptr_eq(p, &server.live)) {
+            return;
+        }
+        server.live.lb_total.fetch_add(1, Ordering::Relaxed);
+        self.live.lb_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Gives back the slot of server `idx` and wakes one queued connection.
