@@ -162,3 +162,59 @@ impl BackendRt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::config::stick::StickKey;
+    use crate::live::Registry;
+    use crate::table::Via;
+    use crate::table::testing::{build, parse};
+
+    #[test]
+    fn a_later_rules_entry_assigns_when_the_first_names_a_stopped_server() {
+        let c = parse(
+            "backend be\n    stick-table type ip size 10\n    stick match src\n    \
+             stick match dst\n    server a 127.0.0.1:1\n    server b 127.0.0.1:2\n    \
+             server c 127.0.0.1:3\n",
+        );
+        let reg = Registry::default();
+        let t = build(&c, &reg, 1);
+        let be = &t.backends["be"];
+        let stick = be.settings.stick.as_ref().expect("rules");
+        let table = stick.own.as_ref().expect("table");
+        let (src, dst) = (Ipv4Addr::new(127, 0, 0, 9), Ipv4Addr::new(127, 0, 0, 1));
+        let now = Instant::now();
+        for (key, server, id) in [(src, "a", 1), (dst, "c", 3)] {
+            let stored = Stored {
+                name: server.into(),
+                id,
+            };
+            be.live.stick.store(table, StickKey::Ip(key), &stored, now);
+        }
+        let conn = ConnAddrs {
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            stick_rules: u64::MAX,
+        };
+        let (idx, via) = be.pick_via(Some(conn), None).expect("a");
+        assert_eq!((be.servers[idx].name(), via), ("a", Via::Stick));
+        be.release(idx);
+        be.servers[0].live.set_admin(AdminState::Maint);
+        let t = build(&c, &reg, 2);
+        let be = &t.backends["be"];
+        let (idx, via) = be.pick_via(Some(conn), None).expect("c");
+        assert_eq!((be.servers[idx].name(), via), ("c", Via::Stick));
+        // Rules whose condition failed neither match nor store.
+        let off = ConnAddrs {
+            stick_rules: 0,
+            ..conn
+        };
+        let (idx, via) = be.pick_via(Some(off), None).expect("balanced");
+        assert_eq!(via, Via::Balance);
+        be.stick_store(off, idx);
+        assert_eq!(be.live.stick.used(table, Instant::now()), 2);
+    }
+}
