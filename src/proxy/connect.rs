@@ -137,6 +137,10 @@ pub(super) async fn connect_with_retries(
         // resources means the connect never started.
         if !matches!(&result, Err(e) if local_shortage(e)) {
             server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
+            let counters = server.live.traffic.counting();
+            counters.tick_session_rate();
+            counters.mark_last_session();
+            slot.backend.live.traffic.mark_last_session();
         }
         let error = match result {
             Ok(stream) => {

@@ -313,6 +313,7 @@ pub async fn serve(
         .live
         .total_sessions
         .fetch_add(1, Ordering::Relaxed);
+    fe.backend.live.traffic.tick_session_rate();
     let role_aware = fe.backend.role != Role::Any;
     if fe.clitcpka || role_aware {
         set_keepalive(&client, role_aware);
