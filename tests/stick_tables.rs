@@ -1,8 +1,9 @@
-//! Stick tables side by side with HAProxy 2.6: the same config run by both, the same clients
-//! (bound to 127.0.0.X source addresses) and runtime-socket commands in the same order, and
-//! for each proxy the transcript of which server answered each client and what `show table`
-//! printed (entry addresses and expiry times left out). The transcripts must be equal, and
-//! each test also states the behaviour it is about.
+//! Stick tables and stick rules side by side with HAProxy 2.6: the same config run by both,
+//! the same clients (bound to 127.0.0.X source addresses) and runtime-socket commands in the
+//! same order, and for each proxy the transcript of which server answered each client and
+//! what `show table` printed (entry addresses and expiry times left out). The transcripts must
+//! be equal, and each test also states the behaviour it is about: tables, `if|unless`
+//! conditions on rules, rules using another backend's table, `non-stick` servers.
 
 mod common;
 
@@ -16,6 +17,8 @@ use common::{Haproxy, NamedServer, Rolelb, free_port, stat_row, stats_cli, wait_
 enum Step<'a> {
     /// A client from 127.0.0.N connects and reads the answering server's name.
     Ask(u8),
+    /// The same on the proxy's second port (`{PORT2}` in a config of [`run_with`]).
+    AskAt2(u8),
     /// A runtime-socket command; its reply goes in the transcript.
     Cli(&'a str),
     /// Stops the named server (it refuses connections from then on) and waits until the
@@ -36,10 +39,8 @@ fn config(
     opts: &str,
 ) -> String {
     let mut cfg = format!(
-        "global\n    stats socket {} level admin\n\ndefaults\n    mode tcp\n    \
-         timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\n\
-         listen lb\n    bind 127.0.0.1:{port}\n    balance roundrobin\n",
-        sock.display()
+        "{}listen lb\n    bind 127.0.0.1:{port}\n    balance roundrobin\n",
+        head(sock)
     );
     for line in lines.lines() {
         cfg.push_str(&format!("    {}\n", line.trim()));
@@ -48,6 +49,15 @@ fn config(
         cfg.push_str(&format!("    server {name} {addr} {opts}\n"));
     }
     cfg
+}
+
+/// The `global` (with the stats socket) and `defaults` sections of every config.
+fn head(sock: &Path) -> String {
+    format!(
+        "global\n    stats socket {} level admin\n\ndefaults\n    mode tcp\n    \
+         timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\n",
+        sock.display()
+    )
 }
 
 /// Connects from 127.0.0.`from` and reads the first line (the server's name), `-` when the
@@ -87,15 +97,30 @@ fn status_is(sock: &Path, sv: &str, want: &str) -> bool {
         .is_some_and(|s| s.starts_with(want))
 }
 
-/// Runs `steps` against `which` ("rolelb" or "haproxy") with servers `a` and `b`; returns
-/// the transcript.
+/// Runs `steps` against `which` ("rolelb" or "haproxy") with servers `a` and `b` in
+/// `listen lb`; returns the transcript.
 fn run(which: &str, lines: &str, opts: &str, steps: &[Step<'_>]) -> Vec<String> {
+    run_with(
+        which,
+        &|ports, sock, addrs| config(ports[0], sock, lines, addrs, opts),
+        steps,
+    )
+}
+
+/// Makes a config from the two ports the proxy listens on, its stats socket, and the
+/// addresses of servers `a` and `b`; it must have a `listen lb` on the first port.
+type MakeConfig<'a> = &'a dyn Fn([u16; 2], &Path, &[(&str, SocketAddr)]) -> String;
+
+/// Runs `steps` against `which` with servers `a` and `b` and the config `make` writes;
+/// returns the transcript.
+fn run_with(which: &str, make: MakeConfig<'_>, steps: &[Step<'_>]) -> Vec<String> {
     let mut servers = [NamedServer::start("a"), NamedServer::start("b")];
     let addrs: Vec<(&str, SocketAddr)> = vec![("a", servers[0].addr()), ("b", servers[1].addr())];
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("stats.sock");
-    let port = free_port();
-    let cfg = config(port, &sock, lines, &addrs, opts);
+    let ports = [free_port(), free_port()];
+    let port = ports[0];
+    let cfg = make(ports, &sock, &addrs);
     let _proxy: Box<dyn std::any::Any> = match which {
         "rolelb" => Box::new(Rolelb::start(&cfg)),
         _ => Box::new(Haproxy::start(&cfg)),
@@ -111,6 +136,10 @@ fn run(which: &str, lines: &str, opts: &str, steps: &[Step<'_>]) -> Vec<String> 
     for step in steps {
         match step {
             Step::Ask(from) => out.push(format!("127.0.0.{from} -> {}", ask(lb, *from))),
+            Step::AskAt2(from) => {
+                let at = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+                out.push(format!("127.0.0.{from} -> {}", ask(at, *from)));
+            }
             Step::Cli(cmd) => out.push(format!("{cmd}:\n{}", masked(&stats_cli(&sock, cmd)))),
             Step::Stop(name) => {
                 let i = usize::from(*name == "b");
@@ -142,6 +171,17 @@ fn side_by_side(lines: &str, opts: &str, steps: &[Step<'_>]) -> Vec<String> {
     assert_eq!(
         rolelb, haproxy,
         "rolelb (left) and HAProxy 2.6 (right) differ with [{lines}]"
+    );
+    rolelb
+}
+
+/// [`side_by_side`] with the config `make` writes.
+fn side_by_side_with(make: MakeConfig<'_>, steps: &[Step<'_>]) -> Vec<String> {
+    let haproxy = run_with("haproxy", make, steps);
+    let rolelb = run_with("rolelb", make, steps);
+    assert_eq!(
+        rolelb, haproxy,
+        "rolelb (left) and HAProxy 2.6 (right) differ"
     );
     rolelb
 }
@@ -374,5 +414,159 @@ fn entries_survive_a_reload() {
     assert!(
         shown.contains("size:2, used:1") && shown.contains("server_key=b"),
         "{shown}"
+    );
+}
+
+#[test]
+fn conditions_decide_which_clients_are_matched_and_stored() {
+    use Step::*;
+    let t = side_by_side(
+        "stick-table type ip size 10\nstick on src if { src 127.0.0.2 } || { src 127.0.0.4 }",
+        "",
+        &[
+            Ask(2),
+            Ask(3),
+            Ask(2),
+            Ask(3),
+            Ask(2),
+            Ask(4),
+            Ask(4),
+            Cli("show table lb"),
+        ],
+    );
+    // 127.0.0.3 is balanced every time: round robin alternates around the stuck clients.
+    assert_eq!(answer(&t, 0), answer(&t, 2), "{t:#?}");
+    assert_eq!(answer(&t, 0), answer(&t, 4), "{t:#?}");
+    assert_eq!(answer(&t, 5), answer(&t, 6), "{t:#?}");
+    assert_ne!(answer(&t, 1), answer(&t, 3), "{t:#?}");
+    assert!(
+        t[7].contains("used:2") && !t[7].contains("key=127.0.0.3"),
+        "{t:#?}"
+    );
+    // `unless`, and only the first store rule of a table whose condition holds and that has a
+    // key stores: 127.0.0.2 stores its own address, every other client the address it
+    // connected to, and a stored destination steers nobody (the match reads `src`).
+    let t = side_by_side(
+        "stick-table type ip size 10\nstick match src unless { src 127.0.0.3 }\n\
+         stick store-request src if { src 127.0.0.2 }\nstick store-request dst\n\
+         stick store-request src",
+        "",
+        &[
+            Ask(2),
+            Ask(2),
+            Ask(3),
+            Cli("show table lb"),
+            Ask(5),
+            Ask(5),
+            Cli("show table lb"),
+        ],
+    );
+    assert_eq!(answer(&t, 0), answer(&t, 1), "{t:#?}");
+    assert!(
+        t[3].contains("key=127.0.0.1 ") && t[3].contains("used:2"),
+        "{t:#?}"
+    );
+    assert_ne!(answer(&t, 4), answer(&t, 5), "{t:#?}");
+}
+
+#[test]
+fn a_rule_may_use_another_backends_table_whose_entries_name_servers_by_name_then_id() {
+    use Step::*;
+    // `lb` stores into `shared`'s table; `other` only matches in it, and its servers have
+    // other names: an entry names `a` (id 1) or `b` (id 2), which `other` finds by id (its
+    // `y` is id 1 and sits where `b` is, its `x` id 2 where `a` is).
+    let make = |ports: [u16; 2], sock: &Path, addrs: &[(&str, SocketAddr)]| {
+        format!(
+            "{}listen lb\n    bind 127.0.0.1:{}\n    balance roundrobin\n    \
+             stick on src table shared\n    server a {}\n    server b {}\n\
+             backend shared\n    stick-table type ip size 10\n\
+             listen other\n    bind 127.0.0.1:{}\n    balance roundrobin\n    \
+             stick match src table shared\n    server y {} id 1\n    server x {} id 2\n",
+            head(sock),
+            ports[0],
+            addrs[0].1,
+            addrs[1].1,
+            ports[1],
+            addrs[1].1,
+            addrs[0].1,
+        )
+    };
+    let t = side_by_side_with(
+        &make,
+        &[
+            Ask(2),
+            Ask(3),
+            Ask(2),
+            Cli("show table shared"),
+            Cli("show table"),
+            Cli("show table lb"),
+            AskAt2(2),
+            AskAt2(2),
+            AskAt2(3),
+            AskAt2(3),
+            AskAt2(6),
+            AskAt2(6),
+        ],
+    );
+    assert_eq!(answer(&t, 0), "a", "{t:#?}");
+    assert_eq!(answer(&t, 1), "b", "{t:#?}");
+    assert_eq!(answer(&t, 2), "a", "{t:#?}");
+    assert!(
+        t[3].contains("key=127.0.0.2 use=0 exp=0 server_id=1 server_key=a"),
+        "{t:#?}"
+    );
+    assert!(
+        t[5].contains("No such table"),
+        "lb has no table of its own: {t:#?}"
+    );
+    // In `other`, a's entry finds id 1 (`y`, at b's address) and b's id 2 (`x`, at a's).
+    assert_eq!(
+        (6..10).map(|i| answer(&t, i)).collect::<Vec<_>>(),
+        ["b", "b", "a", "a"],
+        "{t:#?}"
+    );
+    // A client without an entry is balanced, and `stick match` stores nothing.
+    assert_ne!(answer(&t, 10), answer(&t, 11), "{t:#?}");
+}
+
+#[test]
+fn a_non_stick_server_is_never_stored() {
+    use Step::*;
+    let make = |ports: [u16; 2], sock: &Path, addrs: &[(&str, SocketAddr)]| {
+        format!(
+            "{}listen lb\n    bind 127.0.0.1:{}\n    balance roundrobin\n    \
+             stick-table type ip size 10\n    stick on src\n    \
+             server a {} non-stick\n    server b {}\n",
+            head(sock),
+            ports[0],
+            addrs[0].1,
+            addrs[1].1,
+        )
+    };
+    let t = side_by_side_with(
+        &make,
+        &[
+            Ask(2),
+            Cli("show table lb"),
+            Ask(2),
+            Ask(2),
+            Ask(3),
+            Ask(3),
+            Cli("show table lb"),
+        ],
+    );
+    // a takes the first connection but is not stored; b takes the next and is.
+    assert_eq!(
+        (0..1)
+            .chain(2..6)
+            .map(|i| answer(&t, i))
+            .collect::<Vec<_>>(),
+        ["a", "b", "b", "a", "b"],
+        "{t:#?}"
+    );
+    assert!(t[1].contains("used:0"), "{t:#?}");
+    assert!(
+        t[6].contains("used:2") && !t[6].contains("server_key=a"),
+        "{t:#?}"
     );
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::view;
 use crate::config::StatsLevel;
+use crate::config::stick::StickTable;
 use crate::table::{BackendRt, Table};
 
 /// HAProxy's reply when no table has that name.
@@ -19,7 +20,7 @@ pub fn show_table(table: &Table, level: StatsLevel, args: &[&str]) -> String {
     let backends = proxies
         .iter()
         .filter_map(|p| p.backend.map(|(_, rt)| rt))
-        .filter(|rt| rt.settings.stick.is_some());
+        .filter(|rt| own_table(rt).is_some());
     let now = Instant::now();
     let mut out = String::new();
     match args {
@@ -47,38 +48,40 @@ pub fn show_table(table: &Table, level: StatsLevel, args: &[&str]) -> String {
     out
 }
 
+/// The backend's own stick table, if it declares one.
+fn own_table(rt: &BackendRt) -> Option<&StickTable> {
+    rt.settings.stick.as_ref()?.own.as_ref()
+}
+
 fn head(out: &mut String, rt: &BackendRt, now: Instant) {
-    let Some(stick) = &rt.settings.stick else {
+    let Some(table) = own_table(rt) else {
         return;
     };
     let _ = writeln!(
         out,
         "# table: {}, type: {}, size:{}, used:{}",
         rt.name,
-        stick.table.key.name(),
-        stick.table.size,
-        rt.live.stick.used(&stick.table, now)
+        table.key.name(),
+        table.size,
+        rt.live.stick.used(table, now)
     );
 }
 
+/// The entries, each with the server id and name it was stored with (by this backend's rules
+/// or by another backend's that use this table).
 fn entries(out: &mut String, rt: &BackendRt, now: Instant) {
-    let Some(stick) = &rt.settings.stick else {
+    let Some(table) = own_table(rt) else {
         return;
     };
-    let servers = view::servers(rt);
-    for e in rt.live.stick.view(&stick.table, now) {
-        let id = servers
-            .iter()
-            .find(|s| *s.cfg.name == *e.server)
-            .map_or(0, |s| s.id);
+    for e in rt.live.stick.view(table, now) {
         let _ = writeln!(
             out,
             "{:#014x}: key={} use=0 exp={} server_id={} server_key={}",
             e.stamp + 1,
             e.key,
             e.expires_in.as_millis(),
-            id,
-            e.server
+            e.server.id,
+            e.server.name
         );
     }
 }

@@ -299,9 +299,8 @@ fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String
     if let Some(m) = s.limit() {
         row.set("slim", m);
     }
-    let total = live.total_sessions.load(Ordering::Relaxed);
-    row.set("stot", total);
-    row.set("lbtot", total);
+    row.set("stot", live.total_sessions.load(Ordering::Relaxed));
+    row.set("lbtot", live.lb_total.load(Ordering::Relaxed));
     row.set("bin", live.bytes_in.load(Ordering::Relaxed));
     row.set("bout", live.bytes_out.load(Ordering::Relaxed));
     row.set("econ", live.connect_errors.load(Ordering::Relaxed));

@@ -72,15 +72,17 @@ impl Subject {
     pub fn find(table: &Table, backend: &str, server: &str) -> Option<Subject> {
         let be = table.backends.get(backend)?;
         let rt = be.servers.iter().find(|s| s.name() == server)?;
-        let proxy = crate::admin::view::proxies(table)
-            .into_iter()
-            .find(|p| p.name == backend && p.backend.is_some())?;
+        let id = table.config.backends.iter().find(|b| b.name == backend)?.id;
+        // A `listen`'s frontend half is the same proxy (same name and id).
+        let frontend = table
+            .config
+            .frontends
+            .iter()
+            .find(|f| f.name == backend && f.id == id);
         Some(Subject {
             proxy_name: backend.to_string(),
-            proxy_id: proxy.id,
-            proxy_addr: proxy
-                .frontend
-                .and_then(|(fe, _)| fe.binds.first().map(|b| b.addr)),
+            proxy_id: id,
+            proxy_addr: frontend.and_then(|fe| fe.binds.first().map(|b| b.addr)),
             server_name: server.to_string(),
             server_id: rt.puid,
             server_addr: rt.config.addr,

@@ -29,6 +29,7 @@ pub fn build(
     proxies: Vec<ProxyDraft>,
     etcd: Vec<EtcdDraft>,
     userlists: Vec<Userlist>,
+    cli_proxy_at: Option<usize>,
     diags: &mut Diags,
 ) -> Config {
     let userlists: Vec<Arc<Userlist>> = userlists.into_iter().map(Arc::new).collect();
@@ -45,7 +46,8 @@ pub fn build(
     let mut tls = TlsLoader::new(&config.global);
     // (frontend index, where its backend was named) for the cross-reference pass.
     let mut references = Vec::new();
-    for p in &proxies {
+    let ids = ids::assign(&proxies, cli_proxy_at, diags);
+    for (p, id) in proxies.iter().zip(ids) {
         if p.mode == Mode::Http {
             http_proxy(p, &userlists, &mut config, diags);
             continue;
@@ -61,11 +63,11 @@ pub fn build(
         check::external_check_rules(&config.global, p, diags);
         if p.kind.has_frontend() {
             references.push((config.frontends.len(), reference_loc(p)));
-            config.frontends.push(frontend(p, diags));
+            config.frontends.push(frontend(p, id, diags));
         }
         if p.kind.has_backend() {
             let discover = discover(p, &config.etcd, &etcd_names, diags);
-            config.backends.push(backend(p, discover, &mut tls, diags));
+            config.backends.push(backend(p, id, discover, &mut tls, diags));
         }
     }
     check_duplicate_binds(&config, diags);
@@ -186,7 +188,7 @@ fn warn_missing_timeouts(p: &ProxyDraft, diags: &mut Diags) {
     }
 }
 
-fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
+fn frontend(p: &ProxyDraft, id: u32, diags: &mut Diags) -> Frontend {
     if p.binds.is_empty() && !p.disabled {
         diags.warn(
             &p.loc,
@@ -231,6 +233,7 @@ fn frontend(p: &ProxyDraft, diags: &mut Diags) -> Frontend {
     }
     Frontend {
         name: p.name.clone(),
+        id,
         loc: p.loc.clone(),
         binds: p.binds.clone(),
         backend,
@@ -355,6 +358,7 @@ fn check_redispatch(p: &ProxyDraft, diags: &mut Diags) {
 
 fn backend(
     p: &ProxyDraft,
+    id: u32,
     discover: Option<Discover>,
     tls: &mut TlsLoader,
     diags: &mut Diags,
@@ -385,6 +389,7 @@ fn backend(
     );
     Backend {
         name: p.name.clone(),
+        id,
         loc: p.loc.clone(),
         balance: p.balance,
         hash_type: p.hash_type,
@@ -408,33 +413,21 @@ fn backend(
         max_lag: p.max_lag.as_ref().map(|(lag, _)| *lag),
         role_source: role_source(p),
         discover,
-        stick: stick(p, diags),
+        stick: stick(p),
         default_server,
     }
 }
 
-/// The backend's stick table with its rules; rules without a table are an error, as in
-/// HAProxy.
-fn stick(p: &ProxyDraft, diags: &mut Diags) -> Option<Arc<super::stick::Stick>> {
-    match (&p.stick_table, p.stick_rules.first()) {
-        (Some(table), _) => Some(Arc::new(super::stick::Stick {
-            table: table.clone(),
-            rules: p.stick_rules.clone(),
-        })),
-        (None, Some(rule)) => {
-            diags.error(
-                &rule.loc,
-                format!(
-                    "{} '{}': unable to find stick-table '{}'",
-                    p.kind.keyword(),
-                    p.name,
-                    p.name
-                ),
-            );
-            None
-        }
-        (None, None) => None,
+/// The backend's stick table and rules (the table each rule uses is checked once every
+/// backend is built, in `build_rules`).
+fn stick(p: &ProxyDraft) -> Option<Arc<super::stick::Stick>> {
+    if p.stick_table.is_none() && p.stick_rules.is_empty() {
+        return None;
     }
+    Some(Arc::new(super::stick::Stick {
+        table: p.stick_table.clone(),
+        rules: p.stick_rules.clone(),
+    }))
 }
 
 /// `role-source` in force: as written, else `both` with `discover` and `check` without.
@@ -574,6 +567,7 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         check_addr: s.check_addr,
         weight: s.weight,
         backup: s.backup,
+        non_stick: s.non_stick,
         disabled: s.disabled,
         maxconn: s.maxconn,
         maxqueue: s.maxqueue,
@@ -597,6 +591,8 @@ use stats::http_proxy;
 #[path = "build_tls.rs"]
 mod tls;
 use tls::TlsLoader;
+#[path = "build_ids.rs"]
+mod ids;
 
 #[path = "build_check.rs"]
 mod check;

@@ -1,14 +1,43 @@
-//! Cross-checks of a frontend's rules once every section is read: the backends its
-//! `use_backend` lines name, and the backends and servers its conditions read
-//! (`nbsrv(B)`, `srv_is_up(B/S)`), must exist.
+//! Cross-checks of the rules once every section is read: the backends a frontend's
+//! `use_backend` lines name, the stick tables a backend's `stick` rules use (its own or
+//! `table NAME`'s), and the backends and servers their conditions read (`nbsrv(B)`,
+//! `srv_is_up(B/S)`), must exist.
 
 use super::acl::{Cond, Fetch, Test};
 use super::draft::Diags;
 use super::keywords::did_you_mean;
 use super::model::{Config, Loc};
 
-/// Reports every rule of every frontend that names a missing backend or server.
+/// Reports every rule of every frontend and backend that names a missing backend, stick table
+/// or server.
 pub(super) fn check_references(config: &Config, diags: &mut Diags) {
+    for be in &config.backends {
+        let rules = be.stick.iter().flat_map(|s| &s.rules);
+        for rule in rules {
+            let name = rule.table_name(&be.name);
+            let has_table = |b: &&super::model::Backend| {
+                b.name == name && b.stick.as_ref().is_some_and(|s| s.table.is_some())
+            };
+            if !config.backends.iter().any(|b| has_table(&b)) {
+                let tables = config
+                    .backends
+                    .iter()
+                    .filter(|b| b.stick.as_ref().is_some_and(|s| s.table.is_some()))
+                    .map(|b| b.name.as_str());
+                diags.error(
+                    &rule.loc,
+                    format!(
+                        "backend '{}': unable to find stick-table '{name}' (a 'table' names a backend or listen with a 'stick-table'){}",
+                        be.name,
+                        did_you_mean(name, tables)
+                    ),
+                );
+            }
+            if let Some(cond) = &rule.cond {
+                check_cond(config, cond, &rule.loc, diags);
+            }
+        }
+    }
     for fe in &config.frontends {
         for rule in &fe.use_backend_rules {
             if !config.backends.iter().any(|b| b.name == rule.backend) {

@@ -179,6 +179,8 @@ pub struct ProxyDraft {
     pub name: String,
     /// Section header location.
     pub loc: Loc,
+    /// `id N`: the proxy's numeric id, with where it was given.
+    pub id: Option<(u32, Loc)>,
     /// `mode`.
     pub mode: Mode,
     /// Where `mode` was last set (in this section or the defaults it came from).
@@ -292,6 +294,7 @@ impl ProxyDraft {
             name,
             default_server: ServerDraft::new(String::new(), loc.clone()),
             loc,
+            id: None,
             mode: Mode::Tcp,
             mode_loc: None,
             binds: Vec::new(),
@@ -420,6 +423,8 @@ pub struct ServerDraft {
     pub weight: u32,
     /// `backup`.
     pub backup: bool,
+    /// `non-stick` (`stick` undoes it).
+    pub non_stick: bool,
     /// `disabled`.
     pub disabled: bool,
     /// `maxconn`.
@@ -486,6 +491,7 @@ impl ServerDraft {
             check_addr: None,
             weight: 1,
             backup: false,
+            non_stick: false,
             disabled: false,
             maxconn: None,
             maxqueue: None,

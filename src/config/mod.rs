@@ -117,6 +117,7 @@ pub fn parse_with_env(
         reader.proxies,
         reader.etcd,
         reader.userlists,
+        reader.cli_proxy_at,
         &mut diags,
     );
     keywords::resolvers::check_references(&config, &reader.resolvers, &mut diags);

@@ -183,6 +183,9 @@ pub enum Mode {
 pub struct Frontend {
     /// Proxy name.
     pub name: String,
+    /// The proxy's id (`id N`, else HAProxy's automatic numbering; a `listen`'s two halves
+    /// share it).
+    pub id: u32,
     /// Where the section starts.
     pub loc: Loc,
     /// Addresses to listen on.
@@ -266,6 +269,9 @@ pub enum HashType {
 pub struct Backend {
     /// Proxy name.
     pub name: String,
+    /// The proxy's id (`id N`, else HAProxy's automatic numbering; a `listen`'s two halves
+    /// share it).
+    pub id: u32,
     /// Where the section starts.
     pub loc: Loc,
     /// `balance`.
@@ -550,6 +556,8 @@ pub struct Server {
     pub weight: u32,
     /// `backup`.
     pub backup: bool,
+    /// `non-stick`: connections to this server are never stored in a stick table.
+    pub non_stick: bool,
     /// `disabled`: starts in maintenance.
     pub disabled: bool,
     /// `maxconn`: concurrent sessions on this server (`None` or 0: unlimited).

@@ -26,6 +26,9 @@ pub struct Reader {
     pub resolvers: Vec<Resolvers>,
     /// `userlist` sections in file order (a duplicate name is ignored, as HAProxy).
     pub userlists: Vec<Userlist>,
+    /// How many proxies came before the first global `stats` line: there HAProxy creates its
+    /// internal `GLOBAL` proxy (the stats socket's), which shifts the automatic proxy ids.
+    pub cli_proxy_at: Option<usize>,
     /// The `defaults` in force for the next proxy.
     defaults: ProxyDraft,
     /// Named `defaults` sections, for `from NAME`.
@@ -76,6 +79,7 @@ impl Reader {
             etcd: Vec::new(),
             resolvers: Vec::new(),
             userlists: Vec::new(),
+            cli_proxy_at: None,
             defaults: ProxyDraft::new(ProxyKind::Defaults, String::new(), builtin),
             named_defaults: HashMap::new(),
             section: Section::None,
@@ -116,7 +120,12 @@ impl Reader {
                 SECTIONS.join(", ")
             )),
             Section::Skip => Ok(()),
-            Section::Global => global_line(&mut self.global, &mut ctx),
+            Section::Global => {
+                if keyword == "stats" {
+                    self.cli_proxy_at.get_or_insert(self.proxies.len());
+                }
+                global_line(&mut self.global, &mut ctx)
+            }
             Section::Proxy(draft) => proxy_line(draft, &mut ctx),
             Section::Etcd(draft) => etcd::etcd_line(draft, &mut ctx),
             Section::Resolvers(r) => resolvers::resolvers_line(r, &mut ctx),

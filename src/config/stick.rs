@@ -1,6 +1,7 @@
 //! Stick tables as the configuration holds them: a backend's `stick-table` (key type, size,
-//! expiry) and its `stick on|match|store-request` rules. Parsed in `keywords::stick`, checked
-//! against each other when the backend is built, read by `table::pick` and `live::stick`.
+//! expiry) and its `stick on|match|store-request` rules (with their `table` and `if|unless`
+//! condition). Parsed in `keywords::stick`, each rule's table resolved when the configuration
+//! is built, read by `table::stick` and `live::stick`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -141,6 +142,10 @@ impl StickAction {
     }
 }
 
+/// The most `stick` rules one backend may have (the data path keeps one bit per rule for
+/// whether its condition held).
+pub const MAX_STICK_RULES: usize = 64;
+
 /// One `stick` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StickRule {
@@ -148,15 +153,28 @@ pub struct StickRule {
     pub action: StickAction,
     /// `src` or `dst`.
     pub fetch: StickFetch,
+    /// `table NAME`: the backend whose stick table the rule uses; `None` for its own.
+    pub table: Option<String>,
+    /// `if|unless COND`: when the rule applies (always without one).
+    pub cond: Option<super::acl::Cond>,
     /// Where the line is.
     pub loc: Loc,
 }
 
-/// A backend's stick table with the rules that fill and read it.
+impl StickRule {
+    /// The name of the backend whose table the rule uses, `own` being the rule's backend.
+    pub fn table_name<'a>(&'a self, own: &'a str) -> &'a str {
+        self.table.as_deref().unwrap_or(own)
+    }
+}
+
+/// A backend's stick table and the rules that fill and read tables (its own or, with
+/// `table NAME`, another backend's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stick {
-    /// The `stick-table` line.
-    pub table: StickTable,
-    /// The `stick` rules, in order (may be empty: the table is then only shown).
+    /// The `stick-table` line, when the backend declares one.
+    pub table: Option<StickTable>,
+    /// The `stick` rules, in order (may be empty: the table is then only shown, or filled by
+    /// other backends' rules).
     pub rules: Vec<StickRule>,
 }

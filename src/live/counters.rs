@@ -109,11 +109,21 @@ impl TrafficStats {
         self.connect_ms.add(c);
         self.max_queue_ms.fetch_max(q, Ordering::Relaxed);
         self.max_connect_ms.fetch_max(c, Ordering::Relaxed);
+    }
+
+    /// Counts a session in the session rate (HAProxy: a server's per connect started, with
+    /// `stot`; a backend's per session routed to it).
+    pub fn tick_session_rate(&self) {
+        self.session_rate.tick();
+    }
+
+    /// Records that a session was just assigned to (a backend) or sent to (a server) its
+    /// target: `lastsess`.
+    pub fn mark_last_session(&self) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.last_session.store(now, Ordering::Relaxed);
-        self.session_rate.tick();
     }
 
     /// Records that a session ended after `total` in all.
@@ -368,6 +378,8 @@ mod tests {
             .fetch_add(1, Ordering::Relaxed);
         t.counting()
             .record_start(Duration::from_millis(4), Duration::from_millis(7));
+        t.counting().tick_session_rate();
+        t.counting().mark_last_session();
         t.counting().record_end(Duration::from_millis(30));
         assert!(t.is_allocated());
         let got = t.get();

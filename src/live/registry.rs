@@ -26,8 +26,14 @@ pub struct BackendLive {
     pub slot_freed: Notify,
     /// Connections waiting in the queue.
     pub queued: AtomicU32,
-    /// Sessions ever handled.
+    /// `stot`: sessions ever routed to this backend, whether or not a server took them
+    /// (HAProxy's `cum_conn`).
     pub total_sessions: AtomicU64,
+    /// `lbtot`: times the balancer chose one of its servers (HAProxy's `cum_lbconn`).
+    pub lb_total: AtomicU64,
+    /// `econ`: sessions that got no server connection (HAProxy's `failed_conns`): no
+    /// server, the queue's timeout or limit, or the last connect failed.
+    pub connect_errors: AtomicU64,
     /// Connections refused because no server was available.
     pub no_server: AtomicU64,
     /// Set while more than one server of a `role primary` backend reports primary.

@@ -47,8 +47,12 @@ pub struct ServerLive {
     health: AtomicU8,
     /// Sessions currently established or connecting to this server.
     pub sessions: AtomicU32,
-    /// Sessions ever assigned to this server.
+    /// `stot`: connection attempts made to this server (HAProxy's `cum_sess`, counted
+    /// each time a connect is started, retries and failed ones included).
     pub total_sessions: AtomicU64,
+    /// `lbtot`: times the balancer chose this server (HAProxy's `cum_lbconn`): not for a
+    /// session a stick table sent here, nor one served from the backend's queue.
+    pub lb_total: AtomicU64,
     /// Bytes received from clients and sent to this server.
     pub bytes_in: AtomicU64,
     /// Bytes received from this server and sent to clients.
@@ -156,6 +160,7 @@ impl Default for ServerLive {
             health: AtomicU8::new(Health::Up as u8),
             sessions: AtomicU32::new(0),
             total_sessions: AtomicU64::new(0),
+            lb_total: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),

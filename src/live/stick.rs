@@ -34,9 +34,19 @@ struct Inner {
 
 #[derive(Debug)]
 struct Entry {
-    server: Arc<str>,
+    server: Stored,
     stamp: u64,
     expires: Option<Instant>,
+}
+
+/// The server an entry names: HAProxy stores its name (`server_key`) and its id in the
+/// backend that stored it (`server_id`); a match looks the name up first, then the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The server's name.
+    pub name: Arc<str>,
+    /// The server's id (`puid`) in the backend whose rule stored it.
+    pub id: u32,
 }
 
 /// One entry as `show table` prints it.
@@ -45,7 +55,7 @@ pub struct StickView {
     /// Its key.
     pub key: StickKey,
     /// The server it names.
-    pub server: Arc<str>,
+    pub server: Stored,
     /// Time left before it expires (zero without `expire`).
     pub expires_in: Duration,
     /// A number that stays with the entry while it lives (HAProxy prints its address).
@@ -96,7 +106,7 @@ impl StickEntries {
     }
 
     /// The server stored for `key`, refreshing the entry.
-    pub fn lookup(&self, table: &StickTable, key: &StickKey, now: Instant) -> Option<Arc<str>> {
+    pub fn lookup(&self, table: &StickTable, key: &StickKey, now: Instant) -> Option<Stored> {
         let mut inner = self.locked();
         inner.sync(table, now);
         let server = inner.entries.get(key)?.server.clone();
@@ -105,7 +115,7 @@ impl StickEntries {
     }
 
     /// Stores `server` for `key`.
-    pub fn store(&self, table: &StickTable, key: StickKey, server: &Arc<str>, now: Instant) {
+    pub fn store(&self, table: &StickTable, key: StickKey, server: &Stored, now: Instant) {
         let mut inner = self.locked();
         inner.sync(table, now);
         // As HAProxy: a full table makes room before it looks whether the key is there.
@@ -183,6 +193,13 @@ mod tests {
         }
     }
 
+    fn stored(name: &str, id: u32) -> Stored {
+        Stored {
+            name: name.into(),
+            id,
+        }
+    }
+
     fn key(n: u8) -> StickKey {
         StickKey::Ip(Ipv4Addr::new(127, 0, 0, n))
     }
@@ -191,26 +208,38 @@ mod tests {
     fn a_full_table_drops_its_oldest_entry() {
         let t = table(2, None, false);
         let e = StickEntries::default();
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let (a, b) = (stored("a", 1), stored("b", 2));
         let now = Instant::now();
         e.store(&t, key(1), &a, now);
         e.store(&t, key(2), &b, now);
         // Without expire, a lookup does not make an entry younger.
-        assert_eq!(e.lookup(&t, &key(1), now).as_deref(), Some("a"));
+        assert_eq!(
+            e.lookup(&t, &key(1), now)
+                .map(|s| s.name.to_string())
+                .as_deref(),
+            Some("a")
+        );
         e.store(&t, key(3), &b, now);
         assert_eq!(e.lookup(&t, &key(1), now), None, "the oldest went");
         assert_eq!(e.used(&t, now), 2);
         // HAProxy makes room before it finds the key already there.
         e.store(&t, key(3), &a, now);
         assert_eq!(e.lookup(&t, &key(2), now), None);
-        assert_eq!(e.lookup(&t, &key(3), now).as_deref(), Some("a"));
+        assert_eq!(
+            e.lookup(&t, &key(3), now)
+                .map(|s| s.name.to_string())
+                .as_deref(),
+            Some("a")
+        );
         let kept = table(1, None, true);
         let e = StickEntries::default();
         e.store(&kept, key(1), &a, now);
         e.store(&kept, key(2), &b, now);
         assert_eq!(e.view(&kept, now).len(), 1);
         assert_eq!(
-            e.lookup(&kept, &key(1), now).as_deref(),
+            e.lookup(&kept, &key(1), now)
+                .map(|s| s.name.to_string())
+                .as_deref(),
             Some("a"),
             "nopurge"
         );
@@ -220,7 +249,7 @@ mod tests {
     fn entries_expire_unless_touched() {
         let t = table(10, Some(Duration::from_secs(10)), false);
         let e = StickEntries::default();
-        let a: Arc<str> = "a".into();
+        let a = stored("a", 1);
         let t0 = Instant::now();
         e.store(&t, key(1), &a, t0);
         e.store(&t, key(2), &a, t0);

@@ -21,7 +21,7 @@ use crate::config::Role;
 use crate::logging::Throttle;
 use crate::table::{
     AdminState, BackendRt, BackendSettings, ConnAddrs, FrontendRt, Health, NoServer, NodeRole,
-    ServerRt, TableHandle, in_role_conflict, role_in_force,
+    ServerLive, ServerRt, TableHandle, in_role_conflict, role_in_force,
 };
 
 /// Connects that failed for want of rolelb's own descriptors or memory, all servers together.
@@ -131,7 +131,18 @@ pub(super) async fn connect_with_retries(
             timed_out,
             assigned_at: Some(assigned_at),
         };
-        let error = match connect(server.config.addr, settings.timeout_connect).await {
+        let result = connect(server.config.addr, settings.timeout_connect).await;
+        // `stot`: HAProxy counts a session on the server once its connect is started (a
+        // refusal or a timeout comes later, asynchronously); a shortage of rolelb's own
+        // resources means the connect never started.
+        if !matches!(&result, Err(e) if local_shortage(e)) {
+            server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
+            let counters = server.live.traffic.counting();
+            counters.tick_session_rate();
+            counters.mark_last_session();
+            slot.backend.live.traffic.mark_last_session();
+        }
+        let error = match result {
             Ok(stream) => {
                 slot.backend.stick_store(conn, slot.idx);
                 return Ok(Connected {
@@ -233,7 +244,7 @@ pub(super) async fn connect_with_retries(
                 _ = stop.cancelled() => return Err(lost(Refused::Stopping)),
             }
         }
-        slot = reassign(fe, table, conn, avoid, stop, queue_pos)
+        slot = reassign(fe, table, conn, avoid, &failed_live, stop, queue_pos)
             .await
             .map_err(lost)?;
         assigned_at = Instant::now();
@@ -295,15 +306,22 @@ fn running(server: &ServerRt) -> bool {
 
 /// The server for a redispatched retry, as HAProxy's balancer picks it after a failure:
 /// another one than `avoid` when one can take the session now, else `avoid` itself, else the
-/// queue like any new session.
+/// queue like any new session. Stick tables are not read again (HAProxy runs its sticking
+/// rules once per session), and `lbtot` counts the choice unless it is `prev`, the server
+/// that failed.
 async fn reassign(
     fe: &FrontendRt,
     table: &TableHandle,
     conn: ConnAddrs,
     avoid: Option<usize>,
+    prev: &Arc<ServerLive>,
     stop: &CancellationToken,
     queue_pos: &mut u64,
 ) -> Result<Slot, Refused> {
+    let conn = ConnAddrs {
+        stick_rules: 0,
+        ..conn
+    };
     if avoid.is_some() {
         let backend = table
             .load()
@@ -311,13 +329,16 @@ async fn reassign(
             .get(&fe.backend.name)
             .cloned()
             .unwrap_or_else(|| fe.backend.clone());
-        match backend.pick(Some(conn), avoid) {
-            Ok(idx) => return Ok(Slot { backend, idx }),
+        match backend.pick_via(Some(conn), avoid) {
+            Ok((idx, _)) => {
+                backend.count_balanced(idx, Some(prev));
+                return Ok(Slot { backend, idx });
+            }
             Err(NoServer::RoleConflict) => return Err(Refused::RoleConflict),
             Err(NoServer::NoneAvailable | NoServer::AllFull) => {}
         }
     }
-    acquire(fe, table, conn, None, stop, queue_pos).await
+    acquire(fe, table, conn, Some(prev), stop, queue_pos).await
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 
 use crate::config::Role;
-use crate::config::acl::{Sample, TcpAction, verdict};
+use crate::config::acl::{Sample, TcpAction, holds, verdict};
 use crate::live::{AdminState, Health};
 use crate::roles::in_role_conflict;
-use crate::table::{BackendRt, FrontendRt, Pool, Table};
+use crate::table::{BackendRt, FrontendRt, MAX_STICK_RULES, Pool, Table};
 
 /// One connection as its frontend's conditions see it.
 pub struct Conn<'a> {
@@ -64,6 +64,23 @@ pub fn usable_servers(be: &BackendRt) -> usize {
         0 => count(&be.backup),
         n => n,
     }
+}
+
+/// Which of `be`'s stick rules apply to the connection: bit `i` when rule `i` has no
+/// condition or its `if|unless` condition holds. As HAProxy (`process_sticking_rules`), the
+/// conditions are evaluated once per session, before the server is picked, and the stores
+/// made once connected follow the same verdicts.
+pub fn stick_rules_holding(be: &BackendRt, conn: &Conn) -> u64 {
+    let Some(stick) = &be.settings.stick else {
+        return 0;
+    };
+    stick
+        .rules
+        .iter()
+        .take(MAX_STICK_RULES)
+        .enumerate()
+        .filter(|(_, r)| holds(r.rule.cond.as_ref(), conn))
+        .fold(0, |mask, (i, _)| mask | (1 << i))
 }
 
 /// The `tcp-request connection` verdict on a connection from `src` to `dst`.

@@ -26,7 +26,9 @@ use super::rules::{self, Conn};
 use crate::config::acl::TcpAction;
 use crate::config::{Config, LogNode, LogVar, Role};
 use crate::logging::Throttle;
-use crate::table::{BackendLive, BackendRt, ConnAddrs, FrontendRt, NoServer, TableHandle};
+use crate::table::{
+    BackendLive, BackendRt, ConnAddrs, FrontendRt, NoServer, ServerLive, TableHandle, Via,
+};
 
 mod log;
 pub(super) use log::{LOG_ERR, LOG_INFO, emit};
@@ -83,12 +85,15 @@ impl Drop for Slot {
 }
 
 /// Waits for a slot on a server of the frontend's backend. The backend is looked up in the
-/// current table on every attempt, so a swap while queued is seen.
+/// current table on every attempt, so a swap while queued is seen. A server the balancer
+/// chooses counts in `lbtot` unless the session had it before (`prev`, after a redispatch)
+/// or waited in the backend's queue for it (HAProxy hands a queued session its server
+/// without balancing; with `balance source` it was chosen, by hash, before it queued).
 pub(super) async fn acquire(
     fe: &FrontendRt,
     table: &TableHandle,
     conn: ConnAddrs,
-    exclude: Option<usize>,
+    prev: Option<&Arc<ServerLive>>,
     stop: &CancellationToken,
     queue_pos: &mut u64,
 ) -> Result<Slot, Refused> {
@@ -105,8 +110,13 @@ pub(super) async fn acquire(
         let freed = live.slot_freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        match backend.pick(Some(conn), exclude) {
-            Ok(idx) => break Ok(Slot { backend, idx }),
+        match backend.pick_via(Some(conn), None) {
+            Ok((idx, via)) => {
+                if via == Via::Balance && (queued.is_none() || backend.settings.queue_per_server) {
+                    backend.count_balanced(idx, prev);
+                }
+                break Ok(Slot { backend, idx });
+            }
             Err(NoServer::NoneAvailable) => break Err(Refused::NoServer),
             Err(NoServer::RoleConflict) => break Err(Refused::RoleConflict),
             Err(NoServer::AllFull) => {}
@@ -147,6 +157,18 @@ pub(super) async fn acquire(
         live.queued.fetch_sub(1, Ordering::AcqRel);
     }
     result
+}
+
+/// Counts a session that got no server connection in the backend's `econ` (HAProxy's
+/// `failed_conns`: no server, the queue's timeout or limit, the last connect failed), which
+/// is more than its servers' sum; a stopping process counts nothing.
+fn count_failed(fe: &FrontendRt, reason: Refused) {
+    if reason != Refused::Stopping {
+        fe.backend
+            .live
+            .connect_errors
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Enables TCP keepalive: HAProxy's plain form for `option clitcpka`/`srvtcpka`, or the
@@ -268,7 +290,7 @@ pub async fn serve(
     fe.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     // From here on the client is who the PROXY header said, if there was one.
     let (peer, local) = (accepted.peer, accepted.local);
-    let fe = {
+    let (fe, stick_rules) = {
         let current = table.load();
         let conn = Conn {
             src: peer,
@@ -281,8 +303,17 @@ pub async fn serve(
             log_rejected(&fe, &table, &accepted);
             return;
         }
-        rules::route(&fe, &conn).clone()
+        let fe = rules::route(&fe, &conn).clone();
+        let stick_rules = rules::stick_rules_holding(&fe.backend, &conn);
+        (fe, stick_rules)
     };
+    // The backend counts every session routed to it (HAProxy's `stream_set_backend`), also
+    // one no server takes.
+    fe.backend
+        .live
+        .total_sessions
+        .fetch_add(1, Ordering::Relaxed);
+    fe.backend.live.traffic.tick_session_rate();
     let role_aware = fe.backend.role != Role::Any;
     if fe.clitcpka || role_aware {
         set_keepalive(&client, role_aware);
@@ -291,12 +322,14 @@ pub async fn serve(
     let addrs = ConnAddrs {
         src: peer.ip(),
         dst: local.ip(),
+        stick_rules,
     };
     let slot = match acquire(&fe, &table, addrs, None, &stop, &mut queue_pos).await {
         Ok(slot) => slot,
         Err(reason) => {
             let at = Instant::now();
             let failed = Failed::before_connect(reason);
+            count_failed(&fe, reason);
             return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
         }
     };
@@ -305,6 +338,7 @@ pub async fn serve(
         Ok(conn) => conn,
         Err(failed) => {
             let at = Instant::now();
+            count_failed(&fe, failed.reason);
             return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
         }
     };
@@ -313,8 +347,6 @@ pub async fn serve(
     let queue_time = queued_until.duration_since(accepted.at);
     let backend = conn.slot.backend.clone();
     let server = &backend.servers[conn.slot.idx];
-    server.live.total_sessions.fetch_add(1, Ordering::Relaxed);
-    backend.live.total_sessions.fetch_add(1, Ordering::Relaxed);
     for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
         traffic.record_start(queue_time, conn.connect_time);
     }

@@ -18,6 +18,7 @@ use crate::roles::{RoleRule, admits, role_conflict, sole_primary};
 pub(crate) fn build_backend(
     be: &config::Backend,
     entries: &BackendEntries,
+    stick: Option<Arc<super::StickRt>>,
     now: Instant,
 ) -> BackendRt {
     let live = entries.live.clone();
@@ -129,7 +130,7 @@ pub(crate) fn build_backend(
                 && be.hash_type == config::HashType::MapBased),
             srvtcpka: be.srvtcpka,
             queue_per_server: be.balance == config::Balance::Source,
-            stick: be.stick.clone(),
+            stick,
         },
         servers,
         active,

@@ -32,6 +32,7 @@ pub use crate::roles::*;
 mod build;
 mod pick;
 mod prepare;
+mod stick;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -40,6 +41,7 @@ mod tests;
 use build::build_backend;
 pub use pick::*;
 pub use prepare::{Prepared, prepare};
+pub use stick::{MAX_STICK_RULES, StickRt, StickRuleRt};
 
 /// The shared handle through which the data path reads the current table.
 pub type TableHandle = Arc<ArcSwap<Table>>;
@@ -158,8 +160,8 @@ pub struct BackendSettings {
     pub srvtcpka: bool,
     /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
     pub queue_per_server: bool,
-    /// `stick-table` and `stick` rules.
-    pub stick: Option<Arc<crate::config::stick::Stick>>,
+    /// `stick-table` and `stick` rules, each rule with the table it uses.
+    pub stick: Option<Arc<StickRt>>,
 }
 
 /// A backend as the data path sees it in one table.
@@ -317,8 +319,26 @@ impl Table {
     pub fn build(prepared: &Prepared, generation: u64, now: Instant) -> Table {
         let config = prepared.config().clone();
         let mut backends = HashMap::new();
+        // A stick rule may use another backend's table: its entries live with that backend.
+        let tables: HashMap<&str, (&config::stick::StickTable, &Arc<BackendLive>)> = config
+            .backends
+            .iter()
+            .zip(&prepared.backends)
+            .filter_map(|(be, entries)| {
+                let table = be.stick.as_ref()?.table.as_ref()?;
+                Some((be.name.as_str(), (table, &entries.live)))
+            })
+            .collect();
         for (be, entries) in config.backends.iter().zip(&prepared.backends) {
-            backends.insert(be.name.clone(), Arc::new(build_backend(be, entries, now)));
+            let stick = StickRt::resolve(be, |name| {
+                tables
+                    .get(name)
+                    .map(|(table, live)| ((*table).clone(), Arc::clone(live)))
+            });
+            backends.insert(
+                be.name.clone(),
+                Arc::new(build_backend(be, entries, stick.map(Arc::new), now)),
+            );
         }
         let mut frontends = Vec::new();
         let mut listeners = HashMap::new();

@@ -1,25 +1,37 @@
-//! Picking a server of a backend for a new connection: the stick table's match, the pools,
-//! the balance algorithm, the single-writer check on every pick, and why nothing could be
-//! picked; and the stick table's store once the connection to the server is made.
+//! Picking a server of a backend for a new connection: the stick tables' match
+//! ([`super::stick`]), the pools, the balance algorithm, the single-writer check on every
+//! pick, and why nothing could be picked.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use super::{BackendRt, Pool};
 use crate::balance::Live;
 use crate::config::Role;
-use crate::live::{AdminState, Health};
+use crate::live::ServerLive;
 use crate::roles::{RoleRule, admits, in_role_conflict};
 
-/// The addresses of a connection that picks read: `src` for `balance source` and stick
-/// rules, `dst` for stick rules.
+/// What picks read of a connection: `src` for `balance source` and stick rules, `dst` for
+/// stick rules, and which stick rules apply to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnAddrs {
     /// The client's address.
     pub src: IpAddr,
     /// The address the client connected to.
     pub dst: IpAddr,
+    /// The backend's stick rules whose `if|unless` condition held, bit `i` for rule `i`
+    /// (see [`super::stick`]).
+    pub stick_rules: u64,
+}
+
+/// Who chose the server of a pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A stick table's entry.
+    Stick,
+    /// The balance algorithm.
+    Balance,
 }
 
 /// Why no server could be picked.
@@ -76,6 +88,15 @@ impl BackendRt {
     /// Picks a server for a new connection `conn` and takes a slot on it; `exclude` skips
     /// one server (the one a redispatch moves away from). Returns the server's index.
     pub fn pick(&self, conn: Option<ConnAddrs>, exclude: Option<usize>) -> Result<usize, NoServer> {
+        self.pick_via(conn, exclude).map(|(idx, _)| idx)
+    }
+
+    /// [`BackendRt::pick`], also saying whether a stick table or the balancer chose.
+    pub fn pick_via(
+        &self,
+        conn: Option<ConnAddrs>,
+        exclude: Option<usize>,
+    ) -> Result<(usize, Via), NoServer> {
         // The single-writer guard, re-checked on every pick from the live roles so that the
         // window between a role report and the next table is closed too.
         if self.role == Role::Primary && in_role_conflict(self.role_source, &self.servers) {
@@ -90,7 +111,7 @@ impl BackendRt {
             }
             let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
             self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
-            return Ok(idx);
+            return Ok((idx, Via::Stick));
         }
         let client = conn.map(|c| c.src);
         // Backups serve only when no active server is eligible, as in HAProxy.
@@ -120,63 +141,24 @@ impl BackendRt {
             if server.live.try_acquire(server.maxconn) {
                 let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
                 self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
-                return Ok(idx);
+                return Ok((idx, Via::Balance));
             }
         }
         Err(NoServer::AllFull)
     }
 
-    /// The server the stick table names for `conn` (HAProxy's `stick match` and `stick on`):
-    /// every matching rule whose key is found refreshes its entry, and the first one found
-    /// names the server if that server is still running (not down, not in maintenance; a
-    /// draining server still takes it) and, in a `role` backend, admitted by the
-    /// single-writer guard. An entry for a server that cannot take the connection is ignored,
-    /// not dropped: the balancer picks, and the store that follows points the entry there.
-    fn stuck(&self, conn: ConnAddrs, exclude: Option<usize>) -> Option<usize> {
-        let stick = self.settings.stick.as_ref()?;
-        let now = Instant::now();
-        let mut found = None;
-        for rule in stick.rules.iter().filter(|r| r.action.matches()) {
-            let Some(key) = stick.table.key.to_key(rule.fetch.of(conn.src, conn.dst)) else {
-                continue;
-            };
-            let Some(name) = self.live.stick.lookup(&stick.table, &key, now) else {
-                continue;
-            };
-            if found.is_none() {
-                found = Some(name);
-            }
-        }
-        let name = found?;
-        let idx = self.servers.iter().position(|s| *s.config.name == *name)?;
-        let server = &self.servers[idx];
-        let live = &server.live;
-        let running =
-            live.effective_health() == Health::Up && live.effective_admin() != AdminState::Maint;
-        let admitted = self.role == Role::Any || admits(self.rule(), server);
-        (running && admitted && exclude != Some(idx)).then_some(idx)
-    }
-
-    /// Stores the server `idx` a connection `conn` went to under the key of the first
-    /// `stick on` / `stick store-request` rule that has one (HAProxy stores once the
-    /// connection to the server is established).
-    pub fn stick_store(&self, conn: ConnAddrs, idx: usize) {
-        let Some(stick) = self.settings.stick.as_ref() else {
-            return;
-        };
+    /// Counts in `lbtot` that the balancer chose server `idx` for a session (HAProxy's
+    /// `cum_lbconn`, in `assign_server`): not when it chose again the server the session
+    /// had before a redispatch (`prev`).
+    pub fn count_balanced(&self, idx: usize, prev: Option<&Arc<ServerLive>>) {
         let Some(server) = self.servers.get(idx) else {
             return;
         };
-        let key = stick
-            .rules
-            .iter()
-            .filter(|r| r.action.stores())
-            .find_map(|r| stick.table.key.to_key(r.fetch.of(conn.src, conn.dst)));
-        if let Some(key) = key {
-            self.live
-                .stick
-                .store(&stick.table, key, &server.config.name, Instant::now());
+        if prev.is_some_and(|p| Arc::ptr_eq(p, &server.live)) {
+            return;
         }
+        server.live.lb_total.fetch_add(1, Ordering::Relaxed);
+        self.live.lb_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Gives back the slot of server `idx` and wakes one queued connection.
@@ -225,6 +207,7 @@ mod tests {
         Some(ConnAddrs {
             src: IpAddr::from([127, 0, 0, src]),
             dst: IpAddr::from([127, 0, 0, 1]),
+            stick_rules: u64::MAX,
         })
     }
 

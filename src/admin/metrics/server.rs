@@ -176,7 +176,7 @@ pub(super) const SERVER: &[Entry<SrvValue>] = &[
         "loadbalanced_total",
         "counter",
         "Total number of requests routed by load balancing since the worker process started",
-        |s| s.live().total_sessions.load(Ordering::Relaxed).into(),
+        |s| s.live().lb_total.load(Ordering::Relaxed).into(),
     ),
     Entry::Own(
         "max_session_rate",

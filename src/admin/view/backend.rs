@@ -108,9 +108,10 @@ impl<'a> BackendView<'a> {
         self.rt.live.sessions.load(Ordering::Relaxed)
     }
 
-    /// `lbtot`: sessions load balancing gave its servers.
+    /// `lbtot`: times the balancer chose one of its servers (not a stick table, not the
+    /// queue).
     pub fn lb_total(&self) -> u64 {
-        self.sum_live(|l| &l.total_sessions)
+        self.rt.live.lb_total.load(Ordering::Relaxed)
     }
 
     /// `bin`: bytes its servers received.
@@ -123,9 +124,9 @@ impl<'a> BackendView<'a> {
         self.sum_live(|l| &l.bytes_out)
     }
 
-    /// `econ`: failed connections to its servers.
+    /// `econ`: sessions that got no server connection (no server, queue, failed connect).
     pub fn connect_errors(&self) -> u64 {
-        self.sum_live(|l| &l.connect_errors)
+        self.rt.live.connect_errors.load(Ordering::Relaxed)
     }
 
     /// `wretr`: connection retries on the same server.

@@ -1,5 +1,5 @@
 //! The one place that derives what the reports show: proxies in declaration order with
-//! HAProxy's ids (the first configured proxy is 2), servers with their 1-based ids
+//! their ids (assigned by the configuration build), servers with their 1-based ids
 //! (`server`: state encodings, status word, weights, throttle, limits, checks), backends and
 //! frontends (`backend`: `act`/`bck`, status, weight sum, limits), and process-wide values.
 //! `show stat`, `show info`, `show servers state`, `/metrics` and the JSON API format these
@@ -19,13 +19,10 @@ use crate::check::{CheckResult, Status};
 use crate::config::{self, Config};
 use crate::table::{BackendRt, Table};
 
-/// HAProxy gives id 1 to an internal proxy; configured proxies count from 2.
-const FIRST_PROXY_ID: u32 = 2;
-
 /// One proxy as HAProxy lists it: a `frontend`, a `backend`, or both halves of a `listen`.
 #[derive(Debug)]
 pub struct Proxy<'a> {
-    /// HAProxy's proxy id (`iid`, `be_id`).
+    /// HAProxy's proxy id (`iid`, `be_id`), assigned when the configuration was built.
     pub id: u32,
     /// Proxy name.
     pub name: &'a str,
@@ -35,8 +32,8 @@ pub struct Proxy<'a> {
     pub backend: Option<(&'a config::Backend, &'a BackendRt)>,
 }
 
-/// The proxies of `table` in declaration order, with HAProxy's ids. Stats listeners take an id
-/// (as in HAProxy) but are not listed: they are not TCP proxies.
+/// The TCP proxies of `table` in declaration order (HAProxy's listing order, whatever their
+/// ids). Stats listeners are not listed: they are not TCP proxies.
 pub fn proxies(table: &Table) -> Vec<Proxy<'_>> {
     let config: &Config = &table.config;
     // Files in the order they first appear; within a file, by line.
@@ -45,82 +42,52 @@ pub fn proxies(table: &Table) -> Vec<Proxy<'_>> {
         .frontends
         .iter()
         .map(|f| &f.loc)
-        .chain(config.backends.iter().map(|b| &b.loc))
-        .chain(config.stats.iter().map(|s| &s.loc));
+        .chain(config.backends.iter().map(|b| &b.loc));
     for loc in locs {
         let next = file_rank.len();
         file_rank.entry(&loc.file).or_insert(next);
     }
     let key = |loc: &config::Loc| (file_rank.get(&*loc.file).copied().unwrap_or(0), loc.line);
 
-    struct Entry<'a> {
-        key: (usize, usize),
-        name: &'a str,
-        frontend: Option<&'a config::Frontend>,
-        backend: Option<&'a config::Backend>,
-        listed: bool,
-    }
-    let mut entries: Vec<Entry<'_>> = Vec::new();
+    let mut out: Vec<Proxy<'_>> = Vec::new();
     for fe in &config.frontends {
-        entries.push(Entry {
-            key: key(&fe.loc),
+        let rt = table
+            .frontends
+            .iter()
+            .find(|r| r.name == fe.name)
+            .map(|r| &**r);
+        out.push(Proxy {
+            id: fe.id,
             name: &fe.name,
-            frontend: Some(fe),
+            frontend: Some((fe, rt)),
             backend: None,
-            listed: true,
         });
     }
     for be in &config.backends {
-        // The backend half of a `listen` shares the frontend half's name and line.
-        if let Some(e) = entries
+        let Some(rt) = table.backends.get(&be.name) else {
+            continue;
+        };
+        // The backend half of a `listen` is the same proxy as its frontend half.
+        if let Some(p) = out
             .iter_mut()
-            .find(|e| e.backend.is_none() && e.name == be.name && e.key == key(&be.loc))
+            .find(|p| p.backend.is_none() && p.id == be.id && p.name == be.name)
         {
-            e.backend = Some(be);
+            p.backend = Some((be, &**rt));
             continue;
         }
-        entries.push(Entry {
-            key: key(&be.loc),
+        out.push(Proxy {
+            id: be.id,
             name: &be.name,
             frontend: None,
-            backend: Some(be),
-            listed: true,
+            backend: Some((be, &**rt)),
         });
     }
-    for st in &config.stats {
-        entries.push(Entry {
-            key: key(&st.loc),
-            name: &st.name,
-            frontend: None,
-            backend: None,
-            listed: false,
-        });
-    }
-    entries.sort_by_key(|e| e.key);
-    let mut out = Vec::new();
-    for (i, e) in entries.into_iter().enumerate() {
-        if !e.listed {
-            continue;
-        }
-        let id = FIRST_PROXY_ID + u32::try_from(i).unwrap_or(u32::MAX - FIRST_PROXY_ID);
-        let frontend = e.frontend.map(|f| {
-            let rt = table
-                .frontends
-                .iter()
-                .find(|r| r.name == f.name)
-                .map(|r| &**r);
-            (f, rt)
-        });
-        let backend = e
-            .backend
-            .and_then(|b| table.backends.get(&b.name).map(|rt| (b, &**rt)));
-        out.push(Proxy {
-            id,
-            name: e.name,
-            frontend,
-            backend,
-        });
-    }
+    out.sort_by_key(|p| {
+        let loc = p
+            .frontend
+            .map_or_else(|| p.backend.map(|(b, _)| &b.loc), |(f, _)| Some(&f.loc));
+        loc.map(key)
+    });
     out
 }
 

@@ -35,6 +35,7 @@ const fn kw(name: &'static str, sections: Sections, parse: ProxyParser) -> Proxy
 /// The proxy keywords.
 pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("mode", Sections::ALL, mode),
+    kw("id", Sections::PROXIES, id),
     kw("bind", Sections::FE_ONLY, bind_line),
     kw("default_backend", Sections::FE, default_backend),
     kw("use_backend", Sections::FE_ONLY, use_backend),
@@ -70,7 +71,6 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("discover", Sections::BE_ONLY, etcd::discover),
     // Accepted for compatibility; they change neither routing nor timing.
     kw("description", Sections::ALL, ignored),
-    kw("id", Sections::ALL, ignored),
     kw("log-format", Sections::ALL, super::log::log_format),
     kw("log-tag", Sections::ALL, ignored),
     kw("errorfile", Sections::ALL, http_only),
@@ -98,6 +98,24 @@ fn http_only(_: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.warn(format!(
         "'{kw}' only applies to HTTP traffic and is ignored: rolelb is a TCP balancer"
     ));
+    Ok(())
+}
+
+/// `id N`: the proxy's id (`iid` in `show stat`, `HAPROXY_PROXY_ID`). HAProxy stores it in
+/// an `int` and wants it above 0; duplicates are refused when ids are assigned.
+fn id(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let text = ctx.arg(0, "an integer")?;
+    if let Some((_, first)) = &p.id {
+        return Err(format!(
+            "'id' given twice for {} '{}' (first at {first})",
+            p.kind.keyword(),
+            p.name
+        ));
+    }
+    let id = parse_int(text, "'id'", 1, i32::MAX as u64)
+        .map_err(|e| format!("{e} (a proxy's custom id has to be > 0)"))?;
+    p.id = Some((u32::try_from(id).unwrap_or(u32::MAX), ctx.loc.clone()));
     Ok(())
 }
 

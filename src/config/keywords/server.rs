@@ -86,6 +86,8 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
     }),
     flag("backup", |s, _| set(&mut s.backup, true)),
     flag("no-backup", |s, _| set(&mut s.backup, false)),
+    flag("non-stick", |s, _| set(&mut s.non_stick, true)),
+    flag("stick", |s, _| set(&mut s.non_stick, false)),
     flag("disabled", |s, _| set(&mut s.disabled, true)),
     flag("enabled", |s, _| set(&mut s.disabled, false)),
     with_arg("maxconn", |s, c| {

@@ -1,11 +1,14 @@
 //! `stick-table type ip|ipv6|integer|string [len N] size N [expire T] [nopurge]` and
-//! `stick on|match|store-request src|dst [table NAME]` in a backend or listen section. The
-//! rules act in `table::pick` (match) and after the connection to the server is made (store),
-//! on the entries of `live::stick`.
+//! `stick on|match|store-request src|dst [table NAME] [if|unless COND]` in a backend or listen
+//! section. The rules act in `table::stick` when the server is picked (match) and once the
+//! connection to it is made (store), on the entries of `live::stick`.
 
 use super::Ctx;
+use super::acl::{parse_cond, words};
 use crate::config::draft::ProxyDraft;
-use crate::config::stick::{KeyType, StickAction, StickFetch, StickRule, StickTable};
+use crate::config::stick::{
+    KeyType, MAX_STICK_RULES, StickAction, StickFetch, StickRule, StickTable,
+};
 use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_size};
 
 /// HAProxy's default `len` of a `string` key.
@@ -76,9 +79,14 @@ pub fn stick_table(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
                 i += 1;
                 continue;
             }
-            "peers" | "store" | "srvkey" => {
+            "peers" => {
+                return Err(
+                    "'peers' is not supported: rolelb has no peers protocol, its stick tables are local to each process".into(),
+                );
+            }
+            "store" | "srvkey" => {
                 return Err(format!(
-                    "'{word}' is not supported: rolelb's stick tables are local and store only the server"
+                    "'{word}' is not supported: rolelb's stick tables store only the server, by name"
                 ));
             }
             other => return Err(format!("unknown argument '{other}'")),
@@ -125,25 +133,26 @@ pub fn stick(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         }
     };
     let mut i = 2;
+    let mut table = None;
     if ctx.args.get(i).is_some_and(|w| w.as_str() == "table") {
-        let name = ctx.arg(i + 1, "a table name after 'table'")?;
-        if name != p.name {
-            return Err(format!(
-                "'table {name}' is not supported: rolelb's stick rules use their own backend's table ('{}')",
-                p.name
-            ));
-        }
+        table = Some(ctx.arg(i + 1, "a table name after 'table'")?.to_string());
         i += 2;
     }
-    if let Some(word) = ctx.args.get(i) {
-        return Err(match word.as_str() {
-            "if" | "unless" => "conditions on 'stick' rules are not supported by rolelb".into(),
-            other => format!("'stick': unexpected argument '{other}'"),
-        });
+    let args = ctx.args;
+    let cond = match args.get(i).map(|w| w.as_str()) {
+        None | Some("if" | "unless") => parse_cond(&words(args, i), p, ctx)?,
+        Some(other) => return Err(format!("'stick': unexpected argument '{other}'")),
+    };
+    if p.stick_rules.len() >= MAX_STICK_RULES {
+        return Err(format!(
+            "too many 'stick' rules: rolelb takes at most {MAX_STICK_RULES} per backend"
+        ));
     }
     p.stick_rules.push(StickRule {
         action,
         fetch,
+        table,
+        cond,
         loc: ctx.loc.clone(),
     });
     Ok(())
@@ -163,24 +172,30 @@ mod tests {
     #[test]
     fn table_and_rules_are_read() {
         let c = parse(&be(
-            "stick-table type ip size 1 expire 30s\nstick on dst\nstick match src table l\nstick store-request src",
+            "stick-table type ip size 1 expire 30s\nstick on dst\nstick match src table l if { src 127.0.0.2 }\nstick store-request src unless { dst_port 80 }",
         ))
         .expect("valid");
         let stick = c.backends[0].stick.as_ref().expect("a stick table");
-        assert_eq!(stick.table.key, KeyType::Ip);
-        assert_eq!(stick.table.size, 1);
-        assert_eq!(stick.table.expire, Some(Duration::from_secs(30)));
-        let rules: Vec<_> = stick.rules.iter().map(|r| (r.action, r.fetch)).collect();
+        let table = stick.table.as_ref().expect("own table");
+        assert_eq!(table.key, KeyType::Ip);
+        assert_eq!(table.size, 1);
+        assert_eq!(table.expire, Some(Duration::from_secs(30)));
+        let rules: Vec<_> = stick
+            .rules
+            .iter()
+            .map(|r| (r.action, r.fetch, r.table.as_deref(), r.cond.is_some()))
+            .collect();
         assert_eq!(
             rules,
             [
-                (StickAction::On, StickFetch::Dst),
-                (StickAction::Match, StickFetch::Src),
-                (StickAction::StoreRequest, StickFetch::Src),
+                (StickAction::On, StickFetch::Dst, None, false),
+                (StickAction::Match, StickFetch::Src, Some("l"), true),
+                (StickAction::StoreRequest, StickFetch::Src, None, true),
             ]
         );
         let c = parse(&be("stick-table type string len 8 size 1k nopurge")).expect("valid");
-        let table = &c.backends[0].stick.as_ref().expect("table").table;
+        let stick = c.backends[0].stick.as_ref().expect("stick");
+        let table = stick.table.as_ref().expect("table");
         assert_eq!(
             (table.key, table.size, table.nopurge),
             (KeyType::String(8), 1024, true)
@@ -188,18 +203,38 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_may_use_another_backends_table() {
+        let text = "backend t\nstick-table type integer size 4\n\
+                    listen l\nbind :1\nstick on src table t\nserver s 127.0.0.1:2 non-stick\n";
+        let c = parse(text).expect("valid");
+        let l = c.backends.iter().find(|b| b.name == "l").expect("l");
+        let stick = l.stick.as_ref().expect("rules");
+        assert!(stick.table.is_none());
+        assert_eq!(stick.rules[0].table_name("l"), "t");
+        assert!(l.servers[0].non_stick);
+    }
+
+    #[test]
     fn bad_lines_are_refused_with_their_place() {
         for (lines, want) in [
-            ("stick on src", "unable to find stick-table"),
+            ("stick on src", "unable to find stick-table 'l'"),
             ("stick-table type ip", "missing size"),
             ("stick-table size 10", "missing type"),
             (
                 "stick-table type ip size 10 peers p",
-                "'peers' is not supported",
+                "'peers' is not supported: rolelb has no peers protocol",
             ),
             (
-                "stick-table type ip size 1\nstick on src if TRUE",
-                "conditions",
+                "stick-table type ip size 1\nstick on src if",
+                "'if' needs a condition",
+            ),
+            (
+                "stick-table type ip size 1\nstick on src when { src 1.2.3.4 }",
+                "unexpected argument 'when'",
+            ),
+            (
+                "stick-table type ip size 1\nstick on src if { nbsrv(nosuch) gt 0 }",
+                "names backend 'nosuch', which does not exist",
             ),
             (
                 "stick-table type ip size 1\nstick on req.len",
@@ -207,11 +242,22 @@ mod tests {
             ),
             (
                 "stick-table type ip size 1\nstick on src table other",
-                "own backend's table",
+                "unable to find stick-table 'other'",
+            ),
+            (
+                "stick-table type ip size 1\nstick store-response src",
+                "'stick store-response' is not supported",
             ),
             (
                 "stick-table type ip size 1\nstick-table type ip size 1",
                 "only one",
+            ),
+            (
+                &format!(
+                    "stick-table type ip size 1\n{}",
+                    "stick on src\n".repeat(65)
+                ),
+                "too many 'stick' rules",
             ),
         ] {
             let errs = errors(&be(lines)).join("\n");
@@ -220,5 +266,14 @@ mod tests {
         }
         let errs = errors("defaults\nstick-table type ip size 1\n").join("\n");
         assert!(errs.contains("stick-table"), "{errs}");
+        // A `table` must name a backend with a stick table, not merely a backend.
+        let errs = errors(
+            "backend t\nserver s 127.0.0.1:2\nlisten l\nbind :1\nstick on src table t\nserver s 127.0.0.1:2\n",
+        )
+        .join("\n");
+        assert!(
+            errs.contains("t.cfg:5: backend 'l': unable to find stick-table 't'"),
+            "{errs}"
+        );
     }
 }
