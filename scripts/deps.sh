@@ -24,6 +24,11 @@ PACKAGES=(
     prometheus
     socat                  # the stats socket (runtime API)
     dnsmasq-base           # the DNS server of tests/dns.rs (resolvers sections)
+    # The VIP in front of two rolelb nodes (tests/keepalived.rs, conf/keepalived/); not in SERVICES:
+    # its unit starts only once /etc/keepalived/keepalived.conf exists, and a host's own VRRP is left alone.
+    keepalived
+    iproute2               # ip: the network namespaces and bridge of tests/keepalived.rs
+    curl                   # the vrrp_script of conf/keepalived/ asks rolelb's /healthz with it
     shellcheck             # lints scripts/ in scripts/test.sh
     util-linux             # runuser (demo.sh)
     procps                 # pgrep/ps for diagnostics
@@ -121,7 +126,7 @@ for bin in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres
     /usr/bin/psql /usr/bin/pgbench /usr/bin/pg_isready /usr/bin/protoc /usr/bin/socat \
     /usr/bin/etcd /usr/bin/etcdctl /usr/bin/patroni /usr/bin/patronictl \
     /usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/prometheus /usr/bin/promtool /usr/bin/shellcheck /usr/sbin/runuser \
-    /usr/bin/systemd-analyze /usr/sbin/dnsmasq; do
+    /usr/bin/systemd-analyze /usr/sbin/dnsmasq /usr/sbin/keepalived /usr/sbin/ip /usr/bin/curl; do
     [[ -x "$bin" ]] || die "$bin missing after install"
 done
 id postgres >/dev/null 2>&1 || die "the postgres user does not exist (postgresql-common should create it)"

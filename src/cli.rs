@@ -39,8 +39,9 @@ const AFTER_LONG_HELP: &str = "\
 Signals:
   SIGHUP           reload the configuration files (sessions keep running; a file with
                    errors is refused and the running configuration stays)
-  SIGTERM, SIGINT  soft stop: /healthz answers 503, listeners close, sessions end on their
-                   own or at `hard-stop-after`; a second SIGTERM or SIGINT closes them
+  SIGTERM, SIGINT  soft stop: /healthz answers 503, listeners close (after global `grace`,
+                   if set), sessions end on their own or at `hard-stop-after`; a second
+                   SIGTERM or SIGINT closes them
   SIGUSR1          soft stop, as SIGTERM (HAProxy's soft-stop signal)
 
 Administration (when the configuration enables it):

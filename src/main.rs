@@ -216,6 +216,17 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
     // From here `/healthz` answers 503, so a VRRP check moves the address away first.
     shared.stopping.cancel();
     service_manager::stopping(&format!("{why}: soft stop, waiting for sessions to end"));
+    // `grace` (HAProxy's): listeners keep accepting a while, so a VRRP check that saw the 503
+    // moves the address away before clients still sent here are refused. A second SIGTERM or
+    // SIGINT ends the wait early.
+    if let Some(grace) = global.grace {
+        tracing::warn!("{why}: soft stop in {grace:?} (grace); /healthz answers 503 meanwhile");
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => tracing::info!("grace period expired, proceeding with the soft stop"),
+            _ = term.recv() => tracing::warn!("SIGTERM again: grace period cut short"),
+            _ = int.recv() => tracing::warn!("SIGINT again: grace period cut short"),
+        }
+    }
     let open = shared.sessions.len();
     tracing::info!(
         sessions = open,

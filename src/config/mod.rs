@@ -349,13 +349,14 @@ mod tests {
     #[test]
     fn global_section() {
         let c = parse(
-            "global\nmaxconn 100\nnbthread 4\nhard-stop-after 1m\nuser u\ngroup g\n\
+            "global\nmaxconn 100\nnbthread 4\nhard-stop-after 1m\ngrace 2s\nuser u\ngroup g\n\
              pidfile /run/x.pid\ndaemon\nlog stderr local0\n\
              stats socket /run/s.sock mode 600 level admin\n",
         );
         let g = &c.global;
         assert_eq!((g.maxconn, g.nbthread), (Some(100), Some(4)));
         assert_eq!(g.hard_stop_after, Some(Duration::from_secs(60)));
+        assert_eq!(g.grace, Some(Duration::from_secs(2)));
         assert_eq!(
             (g.user.as_deref(), g.group.as_deref()),
             (Some("u"), Some("g"))

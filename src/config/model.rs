@@ -76,6 +76,9 @@ pub struct Global {
     pub stats_sockets: Vec<StatsSocket>,
     /// `hard-stop-after`: how long a stopping process waits for sessions to end.
     pub hard_stop_after: Option<Duration>,
+    /// `grace`: how long listeners keep accepting after a soft stop begins (`/healthz` is
+    /// 503 meanwhile), so a VRRP check moves the address away before connections are refused.
+    pub grace: Option<Duration>,
     /// `log` targets.
     pub logs: Vec<LogTarget>,
     /// `user`: drop privileges to this user after binding.

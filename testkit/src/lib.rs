@@ -6,7 +6,8 @@
 //! HAProxy, rolelb itself, MariaDB, etcd, Patroni, and [`NamedServer`] (a tiny TCP server that
 //! says its name, so a balancing test can see which backend served it). One file per thing it
 //! starts; [`lbcfg`] writes balancing configs and [`scripted`] is a backend whose answer the
-//! test switches.
+//! test switches. [`Lan`] builds network namespaces on a bridge, for tests that move an
+//! address between nodes (keepalived).
 //!
 //! Rules every helper follows:
 //! - Everything listens on 127.0.0.1, on ports from [`free_port`], with its files in its own
@@ -33,6 +34,7 @@ mod http;
 mod mariadb;
 mod named;
 mod net;
+mod netns;
 mod patroni;
 mod pgbouncer;
 mod postgres;
@@ -51,6 +53,7 @@ pub use http::*;
 pub use mariadb::*;
 pub use named::*;
 pub use net::*;
+pub use netns::*;
 pub use patroni::*;
 pub use pgbouncer::*;
 pub use postgres::*;

@@ -1,5 +1,5 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
-//! `stats socket`, `hard-stop-after`, `log`, `user`, `group`, `pidfile`, `daemon`,
+//! `stats socket`, `hard-stop-after`, `grace`, `log`, `user`, `group`, `pidfile`, `daemon`,
 //! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, `external-check`, `insecure-fork-wanted`,
 //! rolelb's `admin bind`), plus the common,
 //! harmless keywords of real configs that rolelb accepts with a warning naming them
@@ -34,6 +34,7 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("nbthread", nbthread),
     kw("stats", stats),
     kw("hard-stop-after", hard_stop_after),
+    kw("grace", grace),
     kw("log", log),
     kw("user", user),
     kw("group", group),
@@ -335,6 +336,14 @@ fn hard_stop_after(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     let d = parse_duration(ctx.arg(0, "a duration")?, TimeUnit::Millis)?;
     // As HAProxy: 0 is "not set", sessions may run to their end.
     g.hard_stop_after = (!d.is_zero()).then_some(d);
+    Ok(())
+}
+
+fn grace(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let d = parse_duration(ctx.arg(0, "a duration")?, TimeUnit::Millis)?;
+    // As HAProxy: 0 is "not set", a soft stop closes the listeners at once.
+    g.grace = (!d.is_zero()).then_some(d);
     Ok(())
 }
 
