@@ -91,13 +91,9 @@ fn settle_fd_limit(config: &Config) -> Result<FdPlan> {
 
 /// The runtime: `nbthread 1` runs everything on the one main thread, as HAProxy does; more
 /// threads (or none given: one per core) use a work-stealing pool of that many workers.
-/// Either way the threads that carry sessions ask for a short time slice (`sched`).
 fn runtime(global: &Global) -> Result<tokio::runtime::Runtime> {
     let mut builder = match global.nbthread {
-        Some(1) => {
-            rolelb::sched::data_path_thread();
-            tokio::runtime::Builder::new_current_thread()
-        }
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
@@ -105,11 +101,7 @@ fn runtime(global: &Global) -> Result<tokio::runtime::Runtime> {
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    builder
-        .on_thread_start(rolelb::sched::data_path_thread)
-        .enable_all()
-        .build()
-        .context("starting the runtime")
+    builder.enable_all().build().context("starting the runtime")
 }
 
 fn run(files: Vec<PathBuf>, config: Config) -> Result<()> {

@@ -67,7 +67,9 @@ pub fn build(
         }
         if p.kind.has_backend() {
             let discover = discover(p, &config.etcd, &etcd_names, diags);
-            config.backends.push(backend(p, id, discover, &mut tls, diags));
+            config
+                .backends
+                .push(backend(p, id, discover, &mut tls, diags));
         }
     }
     check_duplicate_binds(&config, diags);
