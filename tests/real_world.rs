@@ -63,6 +63,7 @@ impl CheckResponder {
                 let Ok(conn) = conn else { continue };
                 thread::spawn(move || match speaks {
                     Speaks::Http(ok_paths) => answer_http(conn, ok_paths),
+                    Speaks::Https(ok_paths) => answer_https(conn, ok_paths),
                     Speaks::Mysql => answer_mysql(conn),
                     Speaks::Banner(text) => answer_banner(conn, text),
                     Speaks::Redis { master } => answer_redis(conn, master),
@@ -83,6 +84,39 @@ impl Drop for CheckResponder {
 /// Reads one request head and answers by its path.
 fn answer_http(mut conn: TcpStream, ok_paths: &[&str]) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+    serve_http(&mut conn, ok_paths);
+    let _ = conn.shutdown(Shutdown::Write);
+    let _ = conn.read(&mut [0u8; 64]);
+}
+
+/// [`answer_http`] inside TLS, with a self-signed certificate made once per test process.
+fn answer_https(conn: TcpStream, ok_paths: &[&str]) {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ServerConfig>> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("a self-signed certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key)
+            .expect("the server certificate");
+        Arc::new(config)
+    });
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+    let Ok(tls) = rustls::ServerConnection::new(Arc::clone(config)) else {
+        return;
+    };
+    let mut stream = rustls::StreamOwned::new(tls, conn);
+    serve_http(&mut stream, ok_paths);
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
+}
+
+/// Reads one request head from `conn` and writes the answer for its path.
+fn serve_http(conn: &mut (impl Read + Write), ok_paths: &[&str]) {
     let mut req = Vec::new();
     let mut buf = [0u8; 1024];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
@@ -101,8 +135,7 @@ fn answer_http(mut conn: TcpStream, ok_paths: &[&str]) {
     let _ = conn.write_all(
         format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
     );
-    let _ = conn.shutdown(Shutdown::Write);
-    let _ = conn.read(&mut buf);
+    let _ = conn.flush();
 }
 
 /// Writes `text` at once, then closes once the peer has read it.
@@ -190,6 +223,7 @@ struct Stage {
     env: BTreeMap<String, String>,
     _servers: Vec<NamedServer>,
     _checks: Vec<CheckResponder>,
+    _dns: Vec<common::Dnsmasq>,
     _dir: tempfile::TempDir,
 }
 
@@ -198,6 +232,7 @@ impl Stage {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut servers: Vec<NamedServer> = Vec::new();
         let mut checks = Vec::new();
+        let mut dns = Vec::new();
         let mut env = BTreeMap::new();
         let server = |name: &str, servers: &mut Vec<NamedServer>| -> SocketAddr {
             if let Some(s) = servers.iter().find(|s| s.name() == name) {
@@ -219,6 +254,21 @@ impl Stage {
                 // Each run gets its own socket (set in `run`); this one is for `-c`.
                 Env::Socket => dir.path().join("check.sock").display().to_string(),
                 Env::Text(t) => t.to_string(),
+                Env::Dns(names) => {
+                    let hosts: String = names.iter().map(|n| format!("127.0.0.1 {n}\n")).collect();
+                    let server = common::Dnsmasq::start(&hosts);
+                    let addr = format!("127.0.0.1:{}", server.port());
+                    dns.push(server);
+                    addr
+                }
+                Env::Script(body) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    let path = dir.path().join(format!("{name}.sh"));
+                    std::fs::write(&path, body).expect("writing the script");
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                        .expect("making the script executable");
+                    path.display().to_string()
+                }
             };
             env.insert(name.to_string(), value);
         }
@@ -226,6 +276,7 @@ impl Stage {
             env,
             _servers: servers,
             _checks: checks,
+            _dns: dns,
             _dir: dir,
         }
     }
@@ -561,4 +612,31 @@ fn sidecar_names_servers_from_the_environment() {
 fn galera_balance_first_keeps_writers_on_the_first_node() {
     let t = same_routes("mariadb-galera-first.cfg");
     assert!(reached(&t).iter().all(|s| *s == "galera1"), "{t:#?}");
+}
+
+#[test]
+fn patroni_checks_over_https_route_writes_and_reads() {
+    let t = same_routes("patroni-https-api.cfg");
+    for line in &t {
+        let want = if line.starts_with("PRIMARY_PORT") {
+            "pg1"
+        } else {
+            "pg2"
+        };
+        assert!(line.ends_with(&format!("-> {want}")), "{t:#?}");
+    }
+}
+
+#[test]
+fn an_external_check_script_takes_its_failing_node_out() {
+    let t = same_routes("pgsql-external-check.cfg");
+    let servers = reached(&t);
+    assert!(!servers.contains(&"pg2"), "{t:#?}");
+    assert!(servers.contains(&"pg1") && servers.contains(&"pg3"), "{t:#?}");
+}
+
+#[test]
+fn server_template_slots_fill_from_dns() {
+    let t = same_routes("fly-dns-template.cfg");
+    assert!(reached(&t).iter().all(|s| *s == "pg-app"), "{t:#?}");
 }

@@ -21,6 +21,10 @@ pub enum Env {
     Socket,
     /// This text.
     Text(&'static str),
+    /// `127.0.0.1:PORT` of a DNS server (dnsmasq) answering these names with 127.0.0.1.
+    Dns(&'static [&'static str]),
+    /// The path of an executable file with this content (an external-check program).
+    Script(&'static str),
 }
 
 /// What a check responder speaks.
@@ -28,6 +32,8 @@ pub enum Env {
 pub enum Speaks {
     /// HTTP: 200 for these paths, 503 for any other (a Patroni REST API, clustercheck).
     Http(&'static [&'static str]),
+    /// The same over TLS, with a self-signed certificate (Patroni's `restapi.certfile`).
+    Https(&'static [&'static str]),
     /// MySQL: the greeting, then an OK packet once the client's login arrives.
     Mysql,
     /// Writes this text as soon as the check connects, then closes (an xinetd script).
@@ -649,6 +655,87 @@ pub const CASES: &[Case] = &[
             ("WRITER_PORT", 4),
             ("WRITER_PORT", 5),
         ],
+        proxy_header: false,
+        known_gap: None,
+        stats_page: None,
+    },
+    Case {
+        file: "patroni-https-api.cfg",
+        env: &[
+            ("STATS_SOCKET", Env::Socket),
+            ("PRIMARY_PORT", Env::Port),
+            ("REPLICA_PORT", Env::Port),
+            ("PG1", Env::Server("pg1")),
+            ("PG2", Env::Server("pg2")),
+            ("PG1_API", Env::Check(Speaks::Https(&["/primary"]))),
+            ("PG2_API", Env::Check(Speaks::Https(&["/replica"]))),
+            FAST_CHECKS,
+        ],
+        settled: &[
+            ("primary", "postgresql_1", "UP"),
+            ("primary", "postgresql_2", "DOWN"),
+            ("replicas", "postgresql_1", "DOWN"),
+            ("replicas", "postgresql_2", "UP"),
+        ],
+        clients: &[
+            ("PRIMARY_PORT", 2),
+            ("PRIMARY_PORT", 3),
+            ("REPLICA_PORT", 4),
+            ("REPLICA_PORT", 5),
+        ],
+        proxy_header: false,
+        known_gap: None,
+        stats_page: None,
+    },
+    Case {
+        file: "pgsql-external-check.cfg",
+        env: &[
+            ("STATS_SOCKET", Env::Socket),
+            ("RW_PORT", Env::Port),
+            ("PG1", Env::Server("pg1")),
+            ("PG2", Env::Server("pg2")),
+            ("PG3", Env::Server("pg3")),
+            (
+                "CHECK_SCRIPT",
+                // Up unless the server names itself pg2 (a stand-in for a failing query).
+                Env::Script(
+                    "#!/bin/bash\nexec 3<>\"/dev/tcp/$3/$4\" || exit 1\n\
+                     read -r -t 2 name <&3 || exit 1\n[ \"$name\" != pg2 ]\n",
+                ),
+            ),
+            FAST_CHECKS,
+        ],
+        settled: &[
+            ("pg_read_write", "pg1", "UP"),
+            ("pg_read_write", "pg2", "DOWN"),
+            ("pg_read_write", "pg3", "UP"),
+        ],
+        clients: &[
+            ("RW_PORT", 2),
+            ("RW_PORT", 3),
+            ("RW_PORT", 4),
+            ("RW_PORT", 5),
+        ],
+        proxy_header: false,
+        known_gap: None,
+        stats_page: None,
+    },
+    Case {
+        file: "fly-dns-template.cfg",
+        env: &[
+            ("STATS_SOCKET", Env::Socket),
+            ("DB_PORT", Env::Port),
+            ("DNS", Env::Dns(&["db.internal"])),
+            ("DB_NAME", Env::Text("db.internal")),
+            ("DB_BACKEND_PORT", Env::PortOf("pg-app")),
+            FAST_CHECKS,
+        ],
+        settled: &[
+            ("db", "pg1", "UP"),
+            ("db", "pg2", "MAINT (resolution)"),
+            ("db", "pg3", "MAINT (resolution)"),
+        ],
+        clients: &[("DB_PORT", 2), ("DB_PORT", 3), ("DB_PORT", 4)],
         proxy_header: false,
         known_gap: None,
         stats_page: None,
