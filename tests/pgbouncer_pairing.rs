@@ -4,7 +4,8 @@
 //! login **and** the database behind it reports the role. A node whose PostgreSQL is fine but
 //! whose PgBouncer refuses logins (here: it cannot reach its database, as after a restart
 //! with a wrong `[databases]` entry) gets no client: every read lands on the healthy replica,
-//! every write on the primary. The same example with its checks sent to PostgreSQL's port
+//! every write on the primary; once the healthy replica's PgBouncer is gone as well, reads
+//! fall back to the primary, as the example promises. The same example with its checks sent to PostgreSQL's port
 //! instead (`check port PGPORT`, the pairing the example used to have) lets clients reach
 //! that node and fail: the test shows both, so it cannot pass by accident.
 
@@ -17,6 +18,11 @@ use common::{PgBouncer, Postgres, Rolelb, free_port, try_psql, wait_until};
 /// Which PostgreSQL answered (its port) through `port`, or the error a client saw.
 fn who(port: u16) -> Result<String, String> {
     try_psql(port, "SELECT current_setting('port')").map(|out| out.trim().to_string())
+}
+
+/// The ports of three PgBouncers.
+fn ports_of(bouncers: &[PgBouncer; 3]) -> [u16; 3] {
+    [bouncers[0].port(), bouncers[1].port(), bouncers[2].port()]
 }
 
 /// The example's text with its listeners and PgBouncers moved to the test's ports, and
@@ -62,7 +68,7 @@ fn a_node_whose_pgbouncer_refuses_logins_gets_no_client() {
         who(bouncers[1].port()).as_deref(),
         Ok(&*good.port().to_string())
     );
-    let ports = [bouncers[0].port(), bouncers[1].port(), bouncers[2].port()];
+    let ports = ports_of(&bouncers);
     let (primary_port, good_port) = (primary.port().to_string(), good.port().to_string());
 
     // As shipped: the checks go through PgBouncer.
@@ -83,12 +89,27 @@ fn a_node_whose_pgbouncer_refuses_logins_gets_no_client() {
         );
         assert_eq!(who(writes).as_deref(), Ok(&*primary_port));
     }
+    // The read fallback: with the healthy replica's PgBouncer gone too, no replica is
+    // eligible and reads go to the primary.
+    let [primary_bouncer, good_bouncer, broken_bouncer] = bouncers;
+    drop(good_bouncer);
+    assert!(
+        wait_until(Duration::from_secs(30), || who(reads).as_deref()
+            == Ok(&*primary_port)),
+        "reads did not fall back to the primary once no replica was eligible; rolelb:\n{}",
+        shipped.stderr_text()
+    );
     drop(shipped);
+    let bouncers = [
+        primary_bouncer,
+        PgBouncer::with_users(good.port(), &monitor),
+        broken_bouncer,
+    ];
 
     // The old pairing: role checks to PostgreSQL's port while traffic goes to PgBouncer.
     let pg_ports = [primary.port(), good.port(), broken.port()];
     let (writes, reads) = (free_port(), free_port());
-    let old = Rolelb::start(&example(writes, reads, ports, &|i| {
+    let old = Rolelb::start(&example(writes, reads, ports_of(&bouncers), &|i| {
         format!("check port {}", pg_ports[i])
     }));
     assert!(

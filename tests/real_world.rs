@@ -632,7 +632,10 @@ fn an_external_check_script_takes_its_failing_node_out() {
     let t = same_routes("pgsql-external-check.cfg");
     let servers = reached(&t);
     assert!(!servers.contains(&"pg2"), "{t:#?}");
-    assert!(servers.contains(&"pg1") && servers.contains(&"pg3"), "{t:#?}");
+    assert!(
+        servers.contains(&"pg1") && servers.contains(&"pg3"),
+        "{t:#?}"
+    );
 }
 
 #[test]
