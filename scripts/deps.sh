@@ -139,9 +139,14 @@ fi
 command -v cargo >/dev/null 2>&1 \
     || die "cargo not found: install the Rust toolchain with rustup (https://rustup.rs) and put ~/.cargo/bin on PATH"
 # cargo-deb builds the Debian package (scripts/package.sh); it comes from crates.io, built once.
+# When crates.io cannot be reached, the crates cargo has already fetched are enough (--offline).
 if ! cargo deb --version >/dev/null 2>&1; then
     log "installing cargo-deb 3.8.0 with cargo (a few minutes, once)"
-    cargo install --locked cargo-deb --version 3.8.0
+    if ! cargo install --locked cargo-deb --version 3.8.0; then
+        log "crates.io unreachable? trying again from cargo's local crate cache (--offline)"
+        cargo install --locked --offline cargo-deb --version 3.8.0 \
+            || die "cannot install cargo-deb: run 'cargo install --locked cargo-deb' with network access"
+    fi
 fi
 cargo deb --version >/dev/null 2>&1 || die "cargo-deb did not install (cargo install --locked cargo-deb)"
 log "ok ($(cargo --version))"
