@@ -178,18 +178,10 @@ fn parse_dest(target: &str) -> Result<LogDest, String> {
 mod tests {
     use super::*;
     use crate::config::draft::Diags;
-    use crate::config::lexer::Word;
-    use crate::config::model::Loc;
 
     fn parse(line: &str) -> Result<LogTarget, String> {
-        let args: Vec<Word> = line
-            .split_whitespace()
-            .map(|w| Word::new(w.as_bytes().to_vec()))
-            .collect();
-        let loc = Loc {
-            file: "t".into(),
-            line: 1,
-        };
+        let args = crate::config::testing::words(line);
+        let loc = crate::config::testing::loc();
         let mut diags = Diags::default();
         let mut ctx = Ctx {
             keyword: "log",

@@ -313,24 +313,7 @@ mod tests {
     use crate::config::model::Loc;
 
     fn parse(line: &str) -> (ServerDraft, Result<(), String>, Diags) {
-        let args: Vec<Word> = line
-            .split_whitespace()
-            .map(|w| Word::new(w.as_bytes().to_vec()))
-            .collect();
-        let loc = Loc {
-            file: "t".into(),
-            line: 1,
-        };
-        let mut diags = Diags::default();
-        let mut srv = ServerDraft::new("s".into(), loc.clone());
-        let mut ctx = Ctx {
-            keyword: "server",
-            args: &[],
-            loc: &loc,
-            diags: &mut diags,
-        };
-        let r = parse_options(&mut srv, &args, &mut ctx);
-        (srv, r, diags)
+        crate::config::testing::server_options(line)
     }
 
     #[test]

@@ -147,30 +147,11 @@ fn refuse(_: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::draft::{Diags, ServerDraft, TlsDraft};
-    use crate::config::keywords::Ctx;
-    use crate::config::keywords::server::parse_options;
-    use crate::config::lexer::Word;
-    use crate::config::model::{Loc, Verify};
+    use crate::config::draft::TlsDraft;
+    use crate::config::model::Verify;
 
     fn parse(line: &str) -> (TlsDraft, Result<(), String>) {
-        let args: Vec<Word> = line
-            .split_whitespace()
-            .map(|w| Word::new(w.as_bytes().to_vec()))
-            .collect();
-        let loc = Loc {
-            file: "t".into(),
-            line: 1,
-        };
-        let mut diags = Diags::default();
-        let mut srv = ServerDraft::new("s".into(), loc.clone());
-        let mut ctx = Ctx {
-            keyword: "server",
-            args: &[],
-            loc: &loc,
-            diags: &mut diags,
-        };
-        let r = parse_options(&mut srv, &args, &mut ctx);
+        let (srv, r, _) = crate::config::testing::server_options(line);
         (srv.tls, r)
     }
 
