@@ -12,29 +12,23 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Haproxy, NamedServer, Rolelb, free_port, stats_cli, wait_until};
+use common::{Haproxy, NamedServer, Rolelb, free_port, stat_rows, stats_cli, wait_until};
 
 const DEFAULTS: &str = "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n";
 
 /// `(pxname, svname) -> iid,sid` of every `show stat` row, minus the rows of `skip` (the
 /// stats listener, which HAProxy lists and rolelb does not).
 fn ids(csv: &str, skip: &str) -> BTreeMap<(String, String), String> {
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
-    let (iid, sid) = (col("iid"), col("sid"));
-    lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| f.len() > sid && f[0] != skip)
-        .map(|f| {
+    let field = |row: &std::collections::HashMap<String, String>, name: &str| {
+        row.get(name).cloned().unwrap_or_default()
+    };
+    stat_rows(csv)
+        .iter()
+        .filter(|row| row.contains_key("sid") && field(row, "pxname") != skip)
+        .map(|row| {
             (
-                (f[0].to_string(), f[1].to_string()),
-                format!("{},{}", f[iid], f[sid]),
+                (field(row, "pxname"), field(row, "svname")),
+                format!("{},{}", field(row, "iid"), field(row, "sid")),
             )
         })
         .collect()

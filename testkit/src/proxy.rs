@@ -110,6 +110,14 @@ pub fn stats_cli(path: &Path, line: &str) -> String {
 
 /// The row of `px`/`sv` in `show stat` CSV text (HAProxy's or rolelb's): column name to value.
 pub fn stat_row(csv: &str, px: &str, sv: &str) -> Option<HashMap<String, String>> {
+    stat_rows(csv).into_iter().find(|row| {
+        row.get("pxname").map(String::as_str) == Some(px)
+            && row.get("svname").map(String::as_str) == Some(sv)
+    })
+}
+
+/// Every row of `show stat` CSV text (HAProxy's or rolelb's): column name to value.
+pub fn stat_rows(csv: &str) -> Vec<HashMap<String, String>> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines
         .next()
@@ -118,13 +126,13 @@ pub fn stat_row(csv: &str, px: &str, sv: &str) -> Option<HashMap<String, String>
         .split(',')
         .collect();
     lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&px) && f.get(1) == Some(&sv))
-        .map(|f| {
+        .filter(|l| !l.is_empty())
+        .map(|l| {
             header
                 .iter()
-                .zip(f)
+                .zip(l.split(','))
                 .map(|(h, v)| (h.to_string(), v.to_string()))
                 .collect()
         })
+        .collect()
 }
