@@ -1,0 +1,307 @@
+//! One chaos cluster: a PostgreSQL 15 primary (`n1`) and two streaming replicas (`n2`, `n3`),
+//! each behind its own PgBouncer, published in etcd in rolelb's native schema under a prefix
+//! of its own, and a rolelb in front (the guarded write/read listeners, or a plain listener
+//! for the auditor's self-test). Every change the test makes to the ground truth — etcd's
+//! `leader` key, a node promoted or stopped — goes through here and is recorded as an
+//! [`Event`] with the window in which it took effect.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use etcd_client::{Client, Txn, TxnOp};
+
+use crate::audit::{Event, Fact, NodeId};
+use crate::common::{Etcd, PgBouncer, Postgres, Rolelb, free_port, try_psql, wait_until};
+use crate::writers::attempt;
+
+/// How rolelb's write listener is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// `role primary`, `role-source both`, servers from etcd: the configuration under test.
+    RolePrimary,
+    /// A plain `listen` round-robin over every node, no role: the auditor must catch it.
+    Plain,
+}
+
+/// `inter` of the role checks.
+const INTER_MS: u64 = 300;
+
+/// A node: its PgBouncer (dropped first) and its PostgreSQL.
+pub struct Node {
+    pub bouncer: PgBouncer,
+    pub pg: Postgres,
+}
+
+/// The cluster of one schedule; dropping it stops rolelb, then the nodes.
+pub struct Cluster {
+    lb: Option<Rolelb>,
+    pub nodes: Vec<Node>,
+    pub write_port: u16,
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+    etcd: Client,
+    pub events: Vec<Event>,
+    cfg: String,
+    /// The next id of a probe write ([`Cluster::wait_writes_on`]); negative, apart from the writers'.
+    probe: AtomicI64,
+}
+
+impl Cluster {
+    /// Builds the cluster for schedule `generation` against `etcd`; returns once a write
+    /// through the write listener lands on `n1`.
+    pub fn build(etcd: &Etcd, generation: usize, guard: Guard) -> Cluster {
+        let primary = Postgres::primary();
+        primary.psql(
+            "CREATE TABLE chaos_writes (id bigint PRIMARY KEY, writer int NOT NULL, \
+             at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        );
+        let replicas = [
+            Postgres::replica_of(&primary),
+            Postgres::replica_of(&primary),
+        ];
+        let nodes: Vec<Node> = std::iter::once(primary)
+            .chain(replicas)
+            .map(|pg| Node {
+                bouncer: PgBouncer::new(pg.port()),
+                pg,
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the etcd client");
+        let client = rt
+            .block_on(Client::connect([etcd.endpoint()], None))
+            .expect("connecting to etcd");
+        let (write_port, read_port) = (free_port(), free_port());
+        let prefix = format!("/chaos/g{generation}");
+        let cfg = match guard {
+            Guard::RolePrimary => guarded_config(&etcd.endpoint(), &prefix, write_port, read_port),
+            Guard::Plain => plain_config(&nodes, write_port),
+        };
+        let mut cluster = Cluster {
+            lb: None,
+            nodes,
+            write_port,
+            prefix,
+            rt,
+            etcd: client,
+            events: Vec::new(),
+            cfg,
+            probe: AtomicI64::new(-1),
+        };
+        for n in 0..cluster.nodes.len() {
+            cluster.put_member(n, if n == 0 { "primary" } else { "replica" });
+        }
+        let now = SystemTime::now();
+        cluster.put_leader(0);
+        for n in 0..cluster.nodes.len() {
+            cluster.events.push(Event {
+                start: now,
+                end: now,
+                fact: Fact::Writable(n, n == 0),
+            });
+        }
+        cluster.lb = Some(Rolelb::start(&cluster.cfg));
+        cluster.wait_writes_on(0);
+        if guard == Guard::RolePrimary {
+            let reads = wait_until(Duration::from_secs(20), || {
+                try_psql(read_port, "SELECT pg_is_in_recovery()").as_deref() == Ok("t")
+            });
+            assert!(
+                reads,
+                "the read listener never reached a replica\n{}",
+                cluster.log()
+            );
+        }
+        cluster
+    }
+
+    /// The name of node `n`.
+    pub fn name(n: NodeId) -> String {
+        format!("n{}", n + 1)
+    }
+
+    /// The node whose PostgreSQL listens on `port`.
+    pub fn node_of_port(&self, port: u16) -> Option<NodeId> {
+        self.nodes.iter().position(|node| node.pg.port() == port)
+    }
+
+    /// rolelb's log so far.
+    pub fn log(&self) -> String {
+        self.lb
+            .as_ref()
+            .map(Rolelb::stderr_text)
+            .unwrap_or_default()
+    }
+
+    fn member(&self, n: NodeId, role: &str) -> (String, String) {
+        let node = &self.nodes[n];
+        (
+            format!("{}/members/{}", self.prefix, Cluster::name(n)),
+            format!(
+                r#"{{"host": "127.0.0.1", "port": {}, "role": "{role}", "check_port": {}}}"#,
+                node.bouncer.port(),
+                node.pg.port()
+            ),
+        )
+    }
+
+    /// Puts node `n`'s member value with `role` (one etcd put; not a ground-truth fact: the
+    /// `leader` key decides).
+    pub fn put_member(&mut self, n: NodeId, role: &str) {
+        let (key, value) = self.member(n, role);
+        self.rt
+            .block_on(self.etcd.put(key, value, None))
+            .expect("etcd put of a member");
+    }
+
+    /// Puts the `leader` key naming node `n` (one etcd put).
+    pub fn put_leader(&mut self, n: NodeId) {
+        let start = SystemTime::now();
+        let key = format!("{}/leader", self.prefix);
+        self.rt
+            .block_on(self.etcd.put(key, Cluster::name(n), None))
+            .expect("etcd put of the leader key");
+        self.record(start, Fact::Leader(n));
+    }
+
+    /// Moves the primary from `old` to `new` in etcd as ONE transaction: `old` → replica,
+    /// `new` → primary, `leader` → `new`.
+    pub fn txn_switch(&mut self, old: NodeId, new: NodeId) {
+        let (old_key, old_value) = self.member(old, "replica");
+        let (new_key, new_value) = self.member(new, "primary");
+        let txn = Txn::new().and_then([
+            TxnOp::put(old_key, old_value, None),
+            TxnOp::put(new_key, new_value, None),
+            TxnOp::put(format!("{}/leader", self.prefix), Cluster::name(new), None),
+        ]);
+        let start = SystemTime::now();
+        self.rt
+            .block_on(self.etcd.txn(txn))
+            .expect("etcd switchover transaction");
+        self.record(start, Fact::Leader(new));
+    }
+
+    /// Promotes node `n` (`pg_promote()`, waiting for it to finish).
+    pub fn promote(&mut self, n: NodeId) {
+        let start = SystemTime::now();
+        self.nodes[n].pg.promote();
+        self.record(start, Fact::Writable(n, true));
+    }
+
+    /// Stops node `n` (fast shutdown): the fencing of a demoted primary.
+    pub fn stop(&mut self, n: NodeId) {
+        let start = SystemTime::now();
+        self.nodes[n].pg.stop();
+        self.record(start, Fact::Writable(n, false));
+    }
+
+    /// Waits (up to 30 s) until node `replica` has replayed every commit node `primary` made
+    /// so far. Up to the *insert* position: with `synchronous_commit = off` a commit may sit
+    /// in the WAL buffers, beyond `pg_current_wal_lsn()`, for up to `wal_writer_delay`.
+    pub fn wait_replayed(&self, replica: NodeId, primary: NodeId) {
+        let lsn = self.nodes[primary]
+            .pg
+            .psql("SELECT pg_current_wal_insert_lsn()");
+        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+        let port = self.nodes[replica].pg.port();
+        let replayed = wait_until(Duration::from_secs(30), || {
+            try_psql(port, &sql).as_deref() == Ok("t")
+        });
+        assert!(
+            replayed,
+            "{} did not replay {}'s WAL up to {lsn} within 30 s",
+            Cluster::name(replica),
+            Cluster::name(primary)
+        );
+    }
+
+    /// SIGHUP to rolelb: reload its (unchanged) config in place.
+    pub fn reload(&self) {
+        if let Some(lb) = &self.lb {
+            lb.rewrite_config(&self.cfg);
+            lb.reload();
+        }
+    }
+
+    fn record(&mut self, start: SystemTime, fact: Fact) {
+        self.events.push(Event {
+            start,
+            end: SystemTime::now(),
+            fact,
+        });
+    }
+
+    /// Waits (up to 30 s) until a write through the write listener is acknowledged by node `n`.
+    pub fn wait_writes_on(&self, n: NodeId) {
+        let port = self.nodes[n].pg.port();
+        let landed = wait_until(Duration::from_secs(30), || {
+            let id = self.probe.fetch_sub(1, Ordering::Relaxed);
+            let a = self.rt.block_on(attempt(self.write_port, id, 999));
+            a.result.is_ok_and(|ack| ack.port == port)
+        });
+        assert!(
+            landed,
+            "no write through the write listener landed on {} within 30 s\n{}",
+            Cluster::name(n),
+            self.log()
+        );
+    }
+
+    /// The ids node `n` holds (read directly, not through rolelb).
+    pub fn ids_on(&self, n: NodeId) -> HashSet<i64> {
+        let port = self.nodes[n].pg.port();
+        let text = try_psql(port, "SELECT id FROM chaos_writes")
+            .unwrap_or_else(|e| panic!("reading chaos_writes on {}: {e}", Cluster::name(n)));
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut lb) = self.lb.take() {
+            lb.stop();
+        }
+        // Replicas before the primary they stream from.
+        while let Some(node) = self.nodes.pop() {
+            drop(node);
+        }
+    }
+}
+
+/// The configuration under test: writes to the one primary that etcd's leader AND its role
+/// check agree on; reads over the replicas.
+fn guarded_config(endpoint: &str, prefix: &str, write_port: u16, read_port: u16) -> String {
+    format!(
+        "global\n    maxconn 500\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+         \x20   timeout check 1s\n    default-server inter {INTER_MS}ms fall 2 rise 1 check\n\
+         etcd main\n    endpoints {endpoint}\n    dial-timeout 1s\n\
+         listen writes\n    bind 127.0.0.1:{write_port}\n    role primary\n    role-source both\n\
+         \x20   role-check pgsql user postgres\n    discover etcd main path {prefix}\n\
+         listen reads\n    bind 127.0.0.1:{read_port}\n    balance roundrobin\n    role replica\n\
+         \x20   role-check pgsql user postgres\n    discover etcd main path {prefix}\n"
+    )
+}
+
+/// The unsafe setup of the auditor's self-test: every node behind one round-robin listener.
+fn plain_config(nodes: &[Node], write_port: u16) -> String {
+    let servers: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            format!(
+                "    server {} 127.0.0.1:{}\n",
+                Cluster::name(n),
+                node.bouncer.port()
+            )
+        })
+        .collect();
+    format!(
+        "global\n    maxconn 500\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+         listen writes\n    bind 127.0.0.1:{write_port}\n    balance roundrobin\n{servers}"
+    )
+}
