@@ -18,10 +18,11 @@ use std::time::{Duration, SystemTime};
 pub type NodeId = usize;
 
 /// How long after etcd stops naming a node a write committed there counts as late rather than
-/// as a violation: the watch and the swap take milliseconds (docs/config.md), but a session
-/// routed just before the swap may still be logging in through PgBouncer on a loaded 2-core
-/// machine. A rolelb that ignored etcd until the role check failed would exceed it.
-pub const GRACE: Duration = Duration::from_millis(500);
+/// as a violation: the watch and the swap that closes the node's sessions take milliseconds
+/// (docs/config.md), and a write already past rolelb when the swap lands may still commit.
+/// A rolelb that ignored etcd (`role-source check`) keeps writing to the old primary until it
+/// is fenced, hundreds of milliseconds later in these schedules, and is caught.
+pub const GRACE: Duration = Duration::from_millis(100);
 
 /// One fact of the ground truth, as the test changed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub struct Report {
     /// Committed by the named primary while another node was writable too (allowed by the
     /// ground truth; rolelb refuses new writes once its checks see the second primary).
     pub named_during_split: usize,
-    /// The latest of those, after the second node became writable.
+    /// The latest of those, after the split began (the later of the two became writable).
     pub max_split_exposure: Duration,
     /// Reported by a port that is no node (must be 0).
     pub unknown_node: usize,
@@ -200,11 +201,13 @@ pub fn audit(
             r.not_primary += 1;
         } else if possibly(&named[n], t, Duration::ZERO) {
             r.on_primary += 1;
-            let second = others
+            // The split began when the later of the two became writable.
+            let split_began = others
                 .filter(|&m| certainly(&writable[m], t))
                 .filter_map(|m| since(&writable[m], t))
-                .max();
-            if let Some(since) = second {
+                .max()
+                .map(|other| since(&writable[n], t).map_or(other, |own| own.max(other)));
+            if let Some(since) = split_began {
                 r.named_during_split += 1;
                 let exposure = t.duration_since(since).unwrap_or_default();
                 r.max_split_exposure = r.max_split_exposure.max(exposure);
@@ -291,6 +294,22 @@ mod tests {
     }
 
     #[test]
+    fn split_exposure_counts_from_the_later_of_the_two_writable_nodes() {
+        // n1 named and promoted at 1000..1100; n0 (writable since 0) fenced at 3000..3050.
+        let events = [
+            ev(0, 0, Fact::Leader(0)),
+            ev(0, 0, Fact::Writable(0, true)),
+            ev(0, 0, Fact::Writable(1, false)),
+            ev(500, 510, Fact::Leader(1)),
+            ev(1000, 1100, Fact::Writable(1, true)),
+            ev(3000, 3050, Fact::Writable(0, false)),
+        ];
+        let r = audit(2, &events, &[write(1, 1, 1300)], 1, &HashSet::from([1]));
+        assert_eq!((r.on_primary, r.named_during_split), (1, 1));
+        assert_eq!(r.max_split_exposure, Duration::from_millis(200));
+    }
+
+    #[test]
     fn a_write_shortly_after_the_name_moves_is_late_and_later_is_a_violation() {
         let events = [
             ev(0, 0, Fact::Leader(0)),
@@ -298,11 +317,11 @@ mod tests {
             ev(0, 0, Fact::Writable(1, true)),
             ev(1000, 1010, Fact::Leader(1)),
         ];
-        let writes = [write(1, 0, 1005), write(2, 0, 1300), write(3, 0, 2000)];
+        let writes = [write(1, 0, 1005), write(2, 0, 1080), write(3, 0, 1200)];
         let present: HashSet<i64> = [1, 2, 3].into();
         let r = audit(2, &events, &writes, 1, &present);
         assert_eq!((r.on_primary, r.late, r.not_primary), (1, 1, 1));
-        assert_eq!(r.max_late, Duration::from_millis(290));
+        assert_eq!(r.max_late, Duration::from_millis(70));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! Every schedule moves the primary from `n1` to `n2` or `n3`:
 //! - `switchover-puts`: a planned switchover written to etcd as single puts (`n1`'s member →
 //!   replica, the new one's → primary, `leader`), the new node promoted, `n1` fenced (stopped);
-//!   either fenced first, or etcd first, then promote after the new node has replayed
-//!   everything, then fence;
+//!   either fenced first, or etcd first, then (after an operator's pause of 0–1 s) promote
+//!   once the new node has replayed everything, then fence;
 //! - `switchover-txn`: the same with the three etcd changes in ONE transaction;
 //! - `split-brain`: a replica promoted while etcd still names `n1`, which stays writable for
 //!   0.1–5 s; then `n1` is fenced and etcd moved in one transaction;
@@ -77,6 +77,8 @@ pub struct Schedule {
     pub fence_first: bool,
     /// Split brain: how long both nodes stay writable.
     pub split: Duration,
+    /// Planned switchovers, etcd first: the pause between etcd and the promotion.
+    pub pause: Duration,
     /// SIGHUP: after which of the three puts (0..3).
     pub sighup_after: usize,
     /// Writes before the fault.
@@ -92,18 +94,18 @@ impl fmt::Display for Schedule {
                 f,
                 " (SIGHUP after put {}, {})",
                 self.sighup_after + 1,
-                order(self.fence_first)
+                order(self)
             ),
-            _ => write!(f, " ({})", order(self.fence_first)),
+            _ => write!(f, " ({})", order(self)),
         }
     }
 }
 
-fn order(fence_first: bool) -> &'static str {
-    if fence_first {
-        "fence first"
+fn order(s: &Schedule) -> String {
+    if s.fence_first {
+        "fence first".to_owned()
     } else {
-        "etcd first"
+        format!("etcd first, pause {:?}", s.pause)
     }
 }
 
@@ -121,6 +123,7 @@ pub fn schedules(seed: u64, count: usize) -> Vec<Schedule> {
             new: 1 + rng.below(2) as usize,
             fence_first: rng.below(2) == 0,
             split: Duration::from_millis(100 + rng.below(4901)),
+            pause: Duration::from_millis(rng.below(1001)),
             sighup_after: rng.below(3) as usize,
             warmup: Duration::from_millis(500 + rng.below(1000)),
         })
@@ -177,6 +180,7 @@ fn planned(cluster: &mut Cluster, s: &Schedule, etcd: impl FnOnce(&mut Cluster))
         cluster.promote(new);
     } else {
         etcd(cluster);
+        thread::sleep(s.pause);
         cluster.wait_replayed(new, old);
         cluster.promote(new);
         cluster.stop(old);
