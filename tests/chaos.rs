@@ -72,7 +72,7 @@ struct Outcome {
 
 /// Runs schedule `s` as the `generation`th cluster against `etcd`, with `guard`.
 fn run_schedule(etcd: &Etcd, generation: usize, s: &Schedule, guard: Guard) -> Outcome {
-    let mut cluster = Cluster::build(etcd, generation, guard);
+    let mut cluster = Cluster::build(etcd, generation, guard, s.check_via_bouncer);
     let writers = Writers::start(
         cluster.write_port,
         WRITERS,
@@ -194,7 +194,7 @@ fn ms(d: Duration) -> String {
 /// The per-schedule lines and the summary table.
 fn summary(seed: u64, outcomes: &[Outcome]) -> String {
     let mut out = format!("chaos audit, seed {seed}, {} schedules\n", outcomes.len());
-    out += "  #  fault                                               acked/tried  refused  other  recovery  late  not-primary  lost(demoted)  commits by node@timeline\n";
+    out += "  #  fault                                                                                         acked/tried  refused  other  recovery  late  not-primary  lost(demoted)  commits by node@timeline\n";
     let mut total = Report::default();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, o) in outcomes.iter().enumerate() {
@@ -206,7 +206,7 @@ fn summary(seed: u64, outcomes: &[Outcome]) -> String {
             .map(|((node, tl), n)| format!("{node}@tl{tl}:{n}"))
             .collect();
         out += &format!(
-            "{:>3}  {:<50}  {:>5}/{:<5}  {:>7}  {:>5}  {:>8}  {:>4}  {:>11}  {:>13}  {}\n",
+            "{:>3}  {:<92}  {:>5}/{:<5}  {:>7}  {:>5}  {:>8}  {:>4}  {:>11}  {:>13}  {}\n",
             i + 1,
             o.schedule.to_string(),
             o.acked,
@@ -359,6 +359,7 @@ fn the_audit_reports_writes_on_non_primaries_through_a_plain_listener() {
         pause: Duration::ZERO,
         sighup_after: 0,
         warmup: Duration::from_millis(500),
+        check_via_bouncer: false,
     };
     let outcome = run_schedule(&etcd, 0, &split, Guard::Plain);
     let table = summary(0, std::slice::from_ref(&outcome));

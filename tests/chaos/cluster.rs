@@ -1,6 +1,8 @@
 //! One chaos cluster: a PostgreSQL 15 primary (`n1`) and two streaming replicas (`n2`, `n3`),
 //! each behind its own PgBouncer, published in etcd in rolelb's native schema under a prefix
-//! of its own, and a rolelb in front (the guarded write/read listeners, or a plain listener
+//! of its own (the role check logging in as `rolelb_monitor` through PgBouncer, as in
+//! `conf/etcd-native.cfg`, or straight to PostgreSQL with the member's `check_port`), and a
+//! rolelb in front (the guarded write/read listeners, or a plain listener
 //! for the auditor's self-test). Every change the test makes to the ground truth — etcd's
 //! `leader` key, a node promoted or stopped — goes through here and is recorded as an
 //! [`Event`] with the window in which it took effect.
@@ -43,6 +45,8 @@ pub struct Cluster {
     etcd: Client,
     pub events: Vec<Event>,
     cfg: String,
+    /// Whether the role checks log in through PgBouncer (no `check_port` in the members).
+    check_via_bouncer: bool,
     /// The next id of a probe write ([`Cluster::wait_writes_on`]); negative, apart from the writers'.
     probe: AtomicI64,
 }
@@ -50,12 +54,13 @@ pub struct Cluster {
 impl Cluster {
     /// Builds the cluster for schedule `generation` against `etcd`; returns once a write
     /// through the write listener lands on `n1`.
-    pub fn build(etcd: &Etcd, generation: usize, guard: Guard) -> Cluster {
+    pub fn build(etcd: &Etcd, generation: usize, guard: Guard, check_via_bouncer: bool) -> Cluster {
         let primary = Postgres::primary();
         primary.psql(
             "CREATE TABLE chaos_writes (id bigint PRIMARY KEY, writer int NOT NULL, \
              at timestamptz NOT NULL DEFAULT clock_timestamp())",
         );
+        primary.psql("CREATE ROLE rolelb_monitor LOGIN; GRANT pg_monitor TO rolelb_monitor");
         let replicas = [
             Postgres::replica_of(&primary),
             Postgres::replica_of(&primary),
@@ -63,7 +68,7 @@ impl Cluster {
         let nodes: Vec<Node> = std::iter::once(primary)
             .chain(replicas)
             .map(|pg| Node {
-                bouncer: PgBouncer::new(pg.port()),
+                bouncer: PgBouncer::with_users(pg.port(), &["rolelb_monitor"]),
                 pg,
             })
             .collect();
@@ -89,6 +94,7 @@ impl Cluster {
             etcd: client,
             events: Vec::new(),
             cfg,
+            check_via_bouncer,
             probe: AtomicI64::new(-1),
         };
         for n in 0..cluster.nodes.len() {
@@ -138,12 +144,16 @@ impl Cluster {
 
     fn member(&self, n: NodeId, role: &str) -> (String, String) {
         let node = &self.nodes[n];
+        let check_port = if self.check_via_bouncer {
+            String::new()
+        } else {
+            format!(r#", "check_port": {}"#, node.pg.port())
+        };
         (
             format!("{}/members/{}", self.prefix, Cluster::name(n)),
             format!(
-                r#"{{"host": "127.0.0.1", "port": {}, "role": "{role}", "check_port": {}}}"#,
-                node.bouncer.port(),
-                node.pg.port()
+                r#"{{"host": "127.0.0.1", "port": {}, "role": "{role}"{check_port}}}"#,
+                node.bouncer.port()
             ),
         )
     }
@@ -280,9 +290,9 @@ fn guarded_config(endpoint: &str, prefix: &str, write_port: u16, read_port: u16)
          \x20   timeout check 1s\n    default-server inter {INTER_MS}ms fall 2 rise 1 check\n\
          etcd main\n    endpoints {endpoint}\n    dial-timeout 1s\n\
          listen writes\n    bind 127.0.0.1:{write_port}\n    role primary\n    role-source both\n\
-         \x20   role-check pgsql user postgres\n    discover etcd main path {prefix}\n\
+         \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n\
          listen reads\n    bind 127.0.0.1:{read_port}\n    balance roundrobin\n    role replica\n\
-         \x20   role-check pgsql user postgres\n    discover etcd main path {prefix}\n"
+         \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n"
     )
 }
 

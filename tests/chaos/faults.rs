@@ -4,7 +4,7 @@
 //! Every schedule moves the primary from `n1` to `n2` or `n3`:
 //! - `switchover-puts`: a planned switchover written to etcd as single puts (`n1`'s member →
 //!   replica, the new one's → primary, `leader`), the new node promoted, `n1` fenced (stopped);
-//!   either fenced first, or etcd first, then (after an operator's pause of 0–1 s) promote
+//!   either fenced first, or etcd first, then (after an operator's pause of 0.3–1 s) promote
 //!   once the new node has replayed everything, then fence;
 //! - `switchover-txn`: the same with the three etcd changes in ONE transaction;
 //! - `split-brain`: a replica promoted while etcd still names `n1`, which stays writable for
@@ -83,6 +83,8 @@ pub struct Schedule {
     pub sighup_after: usize,
     /// Writes before the fault.
     pub warmup: Duration,
+    /// The role checks log in through PgBouncer (else straight to PostgreSQL).
+    pub check_via_bouncer: bool,
 }
 
 impl fmt::Display for Schedule {
@@ -97,7 +99,13 @@ impl fmt::Display for Schedule {
                 order(self)
             ),
             _ => write!(f, " ({})", order(self)),
-        }
+        }?;
+        let via = if self.check_via_bouncer {
+            "PgBouncer"
+        } else {
+            "PostgreSQL"
+        };
+        write!(f, ", checks via {via}")
     }
 }
 
@@ -123,9 +131,10 @@ pub fn schedules(seed: u64, count: usize) -> Vec<Schedule> {
             new: 1 + rng.below(2) as usize,
             fence_first: rng.below(2) == 0,
             split: Duration::from_millis(100 + rng.below(4901)),
-            pause: Duration::from_millis(rng.below(1001)),
+            pause: Duration::from_millis(300 + rng.below(701)),
             sighup_after: rng.below(3) as usize,
             warmup: Duration::from_millis(500 + rng.below(1000)),
+            check_via_bouncer: rng.below(2) == 0,
         })
         .collect()
 }
