@@ -192,8 +192,8 @@ fn ms(d: Duration) -> String {
 }
 
 /// The per-schedule lines and the summary table.
-fn summary(seed: u64, outcomes: &[Outcome]) -> String {
-    let mut out = format!("chaos audit, seed {seed}, {} schedules\n", outcomes.len());
+fn summary(title: &str, outcomes: &[Outcome]) -> String {
+    let mut out = format!("{title}, {} schedules\n", outcomes.len());
     out += "  #  fault                                                                                         acked/tried  refused  other  recovery  late  not-primary  lost(demoted)  commits by node@timeline\n";
     let mut total = Report::default();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
@@ -323,7 +323,7 @@ fn no_acknowledged_write_reaches_a_node_that_is_not_the_one_primary() {
         eprintln!("schedule {}/{count}: {s}", i + 1);
         outcomes.push(run_schedule(&etcd, i, s, Guard::RolePrimary));
     }
-    let table = summary(seed, &outcomes);
+    let table = summary(&format!("chaos audit, seed {seed}"), &outcomes);
     eprintln!("{table}");
     let mut total = Report::default();
     outcomes.iter().for_each(|o| total.add(&o.report));
@@ -362,7 +362,10 @@ fn the_audit_reports_writes_on_non_primaries_through_a_plain_listener() {
         check_via_bouncer: false,
     };
     let outcome = run_schedule(&etcd, 0, &split, Guard::Plain);
-    let table = summary(0, std::slice::from_ref(&outcome));
+    let table = summary(
+        "auditor self-test (plain listen, no role)",
+        std::slice::from_ref(&outcome),
+    );
     eprintln!("{table}");
     assert!(
         outcome.report.not_primary > 0 && outcome.report.split_brain > 0,
