@@ -208,6 +208,30 @@ impl Cluster {
         self.record(start, Fact::Writable(n, false));
     }
 
+    /// Crashes node `n`: freezes the postmaster and every process it started (SIGSTOP, so none
+    /// reacts to the others' end), then kills them all (SIGKILL). Commits still in its WAL
+    /// buffers never reach a replica.
+    pub fn crash(&mut self, n: NodeId) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let start = SystemTime::now();
+        if let Some(postmaster) = self.nodes[n].pg.pid() {
+            let postmaster = Pid::from_raw(postmaster as i32);
+            let _ = kill(postmaster, Signal::SIGSTOP);
+            let mut all = children_of(postmaster);
+            all.push(postmaster);
+            for &pid in &all {
+                let _ = kill(pid, Signal::SIGSTOP);
+            }
+            for &pid in &all {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        // Reaps the postmaster (already dead: nothing left to stop).
+        self.nodes[n].pg.stop();
+        self.record(start, Fact::Writable(n, false));
+    }
+
     /// Waits (up to 30 s) until node `replica` has replayed every commit node `primary` made
     /// so far. Up to the *insert* position: with `synchronous_commit = off` a commit may sit
     /// in the WAL buffers, beyond `pg_current_wal_lsn()`, for up to `wal_writer_delay`.
@@ -279,6 +303,27 @@ impl Drop for Cluster {
             drop(node);
         }
     }
+}
+
+/// The processes whose parent is `parent` (from `/proc/PID/stat`).
+fn children_of(parent: nix::unistd::Pid) -> Vec<nix::unistd::Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the name: state, then the parent's PID.
+        let ppid: i32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == parent.as_raw()).then_some(nix::unistd::Pid::from_raw(pid))
+    })
+    .collect()
 }
 
 /// The configuration under test: writes to the one primary that etcd's leader AND its role

@@ -9,7 +9,9 @@
 //! - `switchover-txn`: the same with the three etcd changes in ONE transaction;
 //! - `split-brain`: a replica promoted while etcd still names `n1`, which stays writable for
 //!   0.1–5 s; then `n1` is fenced and etcd moved in one transaction;
-//! - `sighup-switchover`: `switchover-puts` with rolelb reloaded (SIGHUP) between two of the puts.
+//! - `sighup-switchover`: `switchover-puts` with rolelb reloaded (SIGHUP) between two of the puts;
+//! - `crash-failover`: `n1` killed outright (every process SIGKILLed), etcd moved in one
+//!   transaction, the new node promoted with whatever it had received.
 
 use std::fmt;
 use std::thread;
@@ -47,14 +49,16 @@ pub enum Kind {
     SwitchoverTxn,
     SplitBrain,
     SighupSwitchover,
+    CrashFailover,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::SwitchoverPuts,
         Kind::SwitchoverTxn,
         Kind::SplitBrain,
         Kind::SighupSwitchover,
+        Kind::CrashFailover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Kind {
             Kind::SwitchoverTxn => "switchover-txn",
             Kind::SplitBrain => "split-brain",
             Kind::SighupSwitchover => "sighup-switchover",
+            Kind::CrashFailover => "crash-failover",
         }
     }
 }
@@ -98,6 +103,7 @@ impl fmt::Display for Schedule {
                 self.sighup_after + 1,
                 order(self)
             ),
+            Kind::CrashFailover => Ok(()),
             _ => write!(f, " ({})", order(self)),
         }?;
         let via = if self.check_via_bouncer {
@@ -118,7 +124,7 @@ fn order(s: &Schedule) -> String {
 }
 
 /// `count` schedules from `seed`: the kinds in a seeded order, repeated, so every kind runs
-/// once in any four consecutive schedules.
+/// once in any five consecutive schedules.
 pub fn schedules(seed: u64, count: usize) -> Vec<Schedule> {
     let mut rng = Rng::new(seed);
     let mut kinds = Kind::ALL;
@@ -157,6 +163,11 @@ pub fn run(cluster: &mut Cluster, s: &Schedule) -> FaultRun {
             thread::sleep(s.split);
             cluster.stop(old);
             cluster.txn_switch(old, new);
+        }
+        Kind::CrashFailover => {
+            cluster.crash(old);
+            cluster.txn_switch(old, new);
+            cluster.promote(new);
         }
         Kind::SwitchoverTxn => planned(cluster, s, |c| c.txn_switch(old, new)),
         Kind::SwitchoverPuts | Kind::SighupSwitchover => planned(cluster, s, |c| {
