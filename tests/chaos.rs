@@ -36,7 +36,7 @@ use faults::{Kind, Schedule};
 use writers::{Failure, Writers};
 
 /// Schedules run without `CHAOS_SCHEDULES`.
-const DEFAULT_SCHEDULES: usize = 10;
+const DEFAULT_SCHEDULES: usize = 30;
 /// Writer threads.
 const WRITERS: usize = 3;
 /// How long the writers keep going once the new primary took a write.
