@@ -217,7 +217,10 @@ impl Postgres {
 
     /// Waits until this replica has replayed everything `primary` has written so far.
     pub fn wait_replayed(&self, primary: &Postgres) {
-        let lsn = primary.psql("SELECT pg_current_wal_lsn()");
+        // The insert position, not the write position: with `synchronous_commit = off` a
+        // commit can be acknowledged before its WAL is written out, and the write position
+        // would let this return before the replica has it.
+        let lsn = primary.psql("SELECT pg_current_wal_insert_lsn()");
         let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
         let caught_up = wait_until(Duration::from_secs(30), || {
             try_psql(self.port, &sql).as_deref() == Ok("t")
