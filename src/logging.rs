@@ -101,8 +101,8 @@ pub fn hostname() -> &'static str {
     })
 }
 
-/// The program name in syslog headers (HAProxy's default `log-tag` is its program name).
-const TAG: &str = "rolelb";
+/// The tag in syslog headers without `log-tag` (HAProxy's default is its program name).
+pub const DEFAULT_TAG: &str = "rolelb";
 
 /// Local time as HAProxy's ISO stamps: `2026-12-01T15:01:50.622333+00:00`.
 fn iso_time(now: std::time::SystemTime) -> String {
@@ -127,7 +127,13 @@ fn iso_time(now: std::time::SystemTime) -> String {
 }
 
 /// The header HAProxy puts before a line for `format` (see its `build_log_header`).
-fn header(format: SyslogFormat, facility: u8, level: u8, now: std::time::SystemTime) -> String {
+fn header(
+    format: SyslogFormat,
+    tag: &str,
+    facility: u8,
+    level: u8,
+    now: std::time::SystemTime,
+) -> String {
     let pri = u16::from(facility) * 8 + u16::from(level);
     let pid = std::process::id();
     let legacy_time = || {
@@ -145,9 +151,9 @@ fn header(format: SyslogFormat, facility: u8, level: u8, now: std::time::SystemT
         )
     };
     match format {
-        SyslogFormat::Legacy => format!("<{pri}>{} {TAG}[{pid}]: ", legacy_time()),
-        SyslogFormat::Rfc3164 => format!("<{pri}>{} localhost {TAG}[{pid}]: ", legacy_time()),
-        SyslogFormat::Rfc5424 => format!("<{pri}>1 {} - {TAG} {pid} - - ", iso_time(now)),
+        SyslogFormat::Legacy => format!("<{pri}>{} {tag}[{pid}]: ", legacy_time()),
+        SyslogFormat::Rfc3164 => format!("<{pri}>{} localhost {tag}[{pid}]: ", legacy_time()),
+        SyslogFormat::Rfc5424 => format!("<{pri}>1 {} - {tag} {pid} - - ", iso_time(now)),
         SyslogFormat::Short => format!("<{level}>"),
         SyslogFormat::Timed => format!("<{level}>{} ", iso_time(now)),
         SyslogFormat::Iso => format!("{} ", iso_time(now)),
@@ -156,8 +162,14 @@ fn header(format: SyslogFormat, facility: u8, level: u8, now: std::time::SystemT
 }
 
 /// Frames `line` for `target` as HAProxy does: header, the line, cut to `len`, then `\n`.
-fn frame(target: &LogTarget, level: u8, line: &str, now: std::time::SystemTime) -> Vec<u8> {
-    let mut out = header(target.format, target.facility, level, now).into_bytes();
+fn frame(
+    target: &LogTarget,
+    tag: &str,
+    level: u8,
+    line: &str,
+    now: std::time::SystemTime,
+) -> Vec<u8> {
+    let mut out = header(target.format, tag, target.facility, level, now).into_bytes();
     out.extend_from_slice(line.as_bytes());
     out.truncate(target.max_len);
     out.push(b'\n');
@@ -204,14 +216,19 @@ static SESSION_SINK_FAILED: Throttle = Throttle::new();
 /// Sends one session log line at syslog `level` to each of `targets` whose level lets it
 /// through, framed by its `format`. A line that cannot be written is dropped, as HAProxy
 /// drops it: logging never stalls a session on a slow log reader.
-pub fn send<'a>(targets: impl IntoIterator<Item = &'a LogTarget>, level: u8, line: &str) {
+pub fn send<'a>(
+    targets: impl IntoIterator<Item = &'a LogTarget>,
+    tag: &str,
+    level: u8,
+    line: &str,
+) {
     let now = std::time::SystemTime::now();
     for t in targets {
         if t.max_level.is_some_and(|max| level > max) {
             continue;
         }
         let level = t.min_level.map_or(level, |min| level.max(min));
-        let bytes = frame(t, level, line, now);
+        let bytes = frame(t, tag, level, line, now);
         match &t.dest {
             LogDest::Stdout => write_fd(libc::STDOUT_FILENO, &bytes),
             LogDest::Stderr => write_fd(libc::STDERR_FILENO, &bytes),
@@ -251,11 +268,13 @@ struct SyslogTarget {
 #[derive(Debug, Clone)]
 struct Syslog {
     targets: Arc<Vec<SyslogTarget>>,
+    tag: Arc<str>,
 }
 
 /// Buffers one event; sends it on drop.
 struct Datagram {
     targets: Arc<Vec<SyslogTarget>>,
+    tag: Arc<str>,
     severity: u8,
     buf: Vec<u8>,
 }
@@ -284,7 +303,7 @@ impl Drop for Datagram {
                 continue;
             }
             let pri = u16::from(t.facility) * 8 + u16::from(self.severity);
-            let line = format!("<{pri}>1 - - rolelb {pid} - - {msg}");
+            let line = format!("<{pri}>1 - - {} {pid} - - {msg}", self.tag);
             // Logging must never stall or fail the process; a lost datagram is acceptable.
             let _ = match &t.sink {
                 Sink::Udp(s) => s.send(line.as_bytes()),
@@ -319,6 +338,7 @@ impl Syslog {
     fn datagram(&self, severity: u8) -> Datagram {
         Datagram {
             targets: self.targets.clone(),
+            tag: self.tag.clone(),
             severity,
             buf: Vec::with_capacity(256),
         }
@@ -370,8 +390,9 @@ fn safe_field(w: &mut Writer<'_>, field: &Field, value: &dyn std::fmt::Debug) ->
 }
 
 /// Installs the global subscriber: stderr (filtered by `RUST_LOG`, default `info`) plus the
-/// syslog targets among `targets`. A target that cannot be opened is reported and skipped.
-pub fn init(targets: &[LogTarget]) {
+/// syslog targets among `targets`, whose lines carry `tag` (the global `log-tag`). A target
+/// that cannot be opened is reported and skipped.
+pub fn init(targets: &[LogTarget], tag: &str) {
     let mut syslog = Vec::new();
     let mut problems = Vec::new();
     for t in targets {
@@ -395,6 +416,7 @@ pub fn init(targets: &[LogTarget]) {
             .fmt_fields(safe_fields())
             .with_writer(Syslog {
                 targets: Arc::new(syslog),
+                tag: Arc::from(tag),
             })
             .with_filter(filter())
     });
@@ -510,7 +532,8 @@ mod tests {
         let now = std::time::UNIX_EPOCH + Duration::from_micros(1_796_137_310_622_333);
         let pid = std::process::id();
         let framed = |format, len| {
-            String::from_utf8(frame(&target(format, len), 6, "LINE", now)).unwrap_or_default()
+            String::from_utf8(frame(&target(format, len), DEFAULT_TAG, 6, "LINE", now))
+                .unwrap_or_default()
         };
         let iso = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.622333[+-]\d{2}:\d{2}";
         let legacy = r"[A-Z][a-z]{2} [ 1-3]\d \d{2}:\d{2}:\d{2}";

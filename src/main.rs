@@ -48,7 +48,14 @@ fn main() -> ExitCode {
         println!("Configuration file is valid");
         return ExitCode::SUCCESS;
     }
-    logging::init(&config.global.logs);
+    logging::init(
+        &config.global.logs,
+        config
+            .global
+            .log_tag
+            .as_deref()
+            .unwrap_or(logging::DEFAULT_TAG),
+    );
     match run(cli.files, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

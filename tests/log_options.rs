@@ -3,7 +3,8 @@
 //! established, with `+` before the total time and the bytes, and not again at its end; a
 //! session that never connects is logged at its end, `+` included), `option dontlog-normal`
 //! (no line for a session that ended normally; failures still logged) and
-//! `option log-separate-errors` (failures at syslog level `err`, normal sessions at `info`).
+//! `option log-separate-errors` (failures at syslog level `err`, normal sessions at `info`);
+//! and `log-tag`, global and per proxy (the tag in each line's syslog header).
 
 mod common;
 
@@ -183,4 +184,86 @@ fn logasap_dontlog_normal_and_log_separate_errors_log_as_haproxy_does() {
         r[2]
     );
     assert!(r[3].starts_with("<134> separate separate/s1 "), "{}", r[3]);
+}
+
+/// The tag of an rfc3164 line: the word before `[PID]:`.
+fn tag(line: &str) -> &str {
+    let head = line.split("]: ").next().unwrap_or("");
+    let head = head.rsplit_once('[').map_or("", |(h, _)| h);
+    head.rsplit(' ').next().unwrap_or("")
+}
+
+#[test]
+fn log_tag_names_the_lines_as_in_haproxy() {
+    let server = NamedServer::start("s1");
+    let run = |start: &dyn Fn(&str) -> Box<dyn Fn() -> String>| {
+        let (own, inherited) = (free_port(), free_port());
+        let cfg = format!(
+            "global\n    log stderr format rfc3164 local0\n    log-tag dbproxy\n\n\
+             defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 1s\n    \
+             timeout client 10s\n    timeout server 10s\n\n\
+             listen own\n    bind 127.0.0.1:{own}\n    log-tag pg-writes\n    server s1 {server}\n\n\
+             listen inherited\n    bind 127.0.0.1:{inherited}\n    server s1 {server}\n",
+            server = server.addr()
+        );
+        let stderr = start(&cfg);
+        for port in [own, inherited] {
+            let (_, conn) =
+                open_named(SocketAddr::from(([127, 0, 0, 1], port))).expect("through the proxy");
+            drop(conn);
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || lines(&stderr()).len() >= 2),
+            "two session lines; stderr:\n{}",
+            stderr()
+        );
+        let mut tags: Vec<(String, String)> = lines(&stderr())
+            .iter()
+            .map(|l| {
+                let fe = l.split("] ").nth(1).unwrap_or("").split(' ').next();
+                (fe.unwrap_or("").to_string(), tag(l).to_string())
+            })
+            .collect();
+        tags.sort();
+        tags
+    };
+    let haproxy = run(&|cfg| {
+        let h = Haproxy::start(cfg);
+        Box::new(move || h.stderr_text())
+    });
+    let rolelb = run(&|cfg| {
+        let r = Rolelb::start(cfg);
+        Box::new(move || r.stderr_text())
+    });
+    assert_eq!(rolelb, haproxy);
+    assert_eq!(
+        rolelb,
+        vec![
+            ("inherited".to_string(), "dbproxy".to_string()),
+            ("own".to_string(), "pg-writes".to_string())
+        ]
+    );
+}
+
+#[test]
+fn log_tag_without_a_tag_is_refused_at_its_line_as_in_haproxy() {
+    for cfg in [
+        "global\n    log-tag\n",
+        "global\n    log stderr local0\n\nlisten l\n    bind 127.0.0.1:1\n    log-tag\n    server s 127.0.0.1:2\n",
+    ] {
+        let (h_ok, h_out) = Haproxy::check(cfg);
+        let (r_ok, r_out) = Rolelb::check(cfg);
+        assert!(!h_ok, "HAProxy accepts {cfg:?}:\n{h_out}");
+        assert!(!r_ok, "rolelb accepts {cfg:?}:\n{r_out}");
+        assert!(
+            h_out.contains("expects a tag") && r_out.contains("expects a tag"),
+            "{cfg:?}\nHAProxy: {h_out}\nrolelb: {r_out}"
+        );
+        let line = if cfg.starts_with("global\n    log-tag") {
+            ":2:"
+        } else {
+            ":6:"
+        };
+        assert!(r_out.contains(line), "rolelb names the line: {r_out}");
+    }
 }

@@ -252,6 +252,7 @@ fn frontend(p: &ProxyDraft, id: u32, diags: &mut Diags) -> Frontend {
         clitcpka: p.clitcpka,
         log_global: p.log_global,
         logs: p.logs.clone(),
+        log_tag: p.log_tag.clone(),
         disabled: p.disabled,
     }
 }

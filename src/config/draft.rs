@@ -240,6 +240,8 @@ pub struct ProxyDraft {
     pub log_global: bool,
     /// Own `log` targets.
     pub logs: Vec<LogTarget>,
+    /// `log-tag`.
+    pub log_tag: Option<String>,
     /// `option tcp-check|pgsql-check|mysql-check|httpchk`, where.
     pub check_option: Option<(CheckOption, Loc)>,
     /// `external-check command`, where.
@@ -323,6 +325,7 @@ impl ProxyDraft {
             http_only: Vec::new(),
             log_global: false,
             logs: Vec::new(),
+            log_tag: None,
             check_option: None,
             external_check_command: None,
             external_check_path: None,

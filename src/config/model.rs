@@ -81,6 +81,8 @@ pub struct Global {
     pub grace: Option<Duration>,
     /// `log` targets.
     pub logs: Vec<LogTarget>,
+    /// `log-tag`: the tag in the header of every log line (`rolelb` when not set).
+    pub log_tag: Option<String>,
     /// `user`: drop privileges to this user after binding.
     pub user: Option<String>,
     /// `group`: drop privileges to this group after binding.
@@ -224,6 +226,9 @@ pub struct Frontend {
     pub log_global: bool,
     /// Own `log` targets of this proxy.
     pub logs: Vec<LogTarget>,
+    /// `log-tag` of this proxy or its `defaults`: the tag of its session lines (`None`: the
+    /// global one).
+    pub log_tag: Option<String>,
     /// `disabled`: the proxy is declared but does not listen.
     pub disabled: bool,
 }

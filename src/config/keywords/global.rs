@@ -56,7 +56,7 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("max-spread-checks", ignored),
     kw("master-worker", ignored),
     kw("log-send-hostname", ignored),
-    kw("log-tag", ignored),
+    kw("log-tag", log_tag),
     kw("node", ignored),
     kw("description", ignored),
     kw("cpu-map", ignored),
@@ -345,6 +345,21 @@ fn grace(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     // As HAProxy: 0 is "not set", a soft stop closes the listeners at once.
     g.grace = (!d.is_zero()).then_some(d);
     Ok(())
+}
+
+/// `log-tag TAG`: the tag in the syslog header of every line.
+fn log_tag(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    g.log_tag = Some(one_tag(ctx)?);
+    Ok(())
+}
+
+/// The one word of a `log-tag` line, as HAProxy reads it.
+pub(super) fn one_tag(ctx: &mut Ctx) -> Result<String, String> {
+    ctx.at_most(1)?;
+    match ctx.args.first().map(|w| w.as_str()) {
+        Some(tag) if !tag.is_empty() => Ok(tag.to_string()),
+        _ => Err(format!("'{}' expects a tag for use in syslog", ctx.keyword)),
+    }
 }
 
 fn log(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {

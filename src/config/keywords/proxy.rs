@@ -72,7 +72,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     // Accepted for compatibility; they change neither routing nor timing.
     kw("description", Sections::ALL, ignored),
     kw("log-format", Sections::ALL, super::log::log_format),
-    kw("log-tag", Sections::ALL, ignored),
+    kw("log-tag", Sections::ALL, log_tag),
     kw("errorfile", Sections::ALL, http_only),
     kw("errorloc", Sections::ALL, http_only),
     kw("errorloc302", Sections::ALL, http_only),
@@ -538,3 +538,9 @@ fn server_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
 #[cfg(test)]
 #[path = "proxy_tests.rs"]
 mod tests;
+
+/// `log-tag TAG`: the tag in the syslog header of this proxy's session lines.
+fn log_tag(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    p.log_tag = Some(super::global::one_tag(ctx)?);
+    Ok(())
+}

@@ -60,12 +60,18 @@ pub(in crate::proxy) fn emit(
     level: u8,
     text: &str,
 ) {
+    // The proxy's `log-tag`, else the global one, as in HAProxy.
+    let tag = fe_cfg
+        .log_tag
+        .as_deref()
+        .or(global.log_tag.as_deref())
+        .unwrap_or(crate::logging::DEFAULT_TAG);
     let global: &[_] = if fe_cfg.log_global { &global.logs } else { &[] };
     if fe_cfg.logs.is_empty() && global.is_empty() {
         tracing::info!(target: "rolelb::tcplog", "{text}");
         return;
     }
-    crate::logging::send(fe_cfg.logs.iter().chain(global), level, text);
+    crate::logging::send(fe_cfg.logs.iter().chain(global), tag, level, text);
 }
 
 /// Closes a connection a `tcp-request connection` rule rejected with a reset, as HAProxy
