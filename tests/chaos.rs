@@ -14,6 +14,8 @@
 //! The summary table is printed with `-- --nocapture`. A second test runs a split brain
 //! through a plain `listen` (no role) and requires the auditor to report the writes that
 //! reached the unnamed primary: the audit can fail.
+//! `tests/chaos_haproxy.rs` runs the same schedules with HAProxy in rolelb's place (the
+//! comparison row); the schedule runner and the tables live in `tests/chaos/run.rs`.
 
 mod common;
 
