@@ -1,9 +1,10 @@
 //! One chaos cluster: a PostgreSQL 15 primary (`n1`) and two streaming replicas (`n2`, `n3`),
 //! each behind its own PgBouncer, published in etcd in rolelb's native schema under a prefix
 //! of its own (the role check logging in as `rolelb_monitor` through PgBouncer, as in
-//! `conf/etcd-native.cfg`, or straight to PostgreSQL with the member's `check_port`), and a
-//! rolelb in front (the guarded write/read listeners, or a plain listener
-//! for the auditor's self-test). Every change the test makes to the ground truth — etcd's
+//! `conf/etcd-native.cfg`, or straight to PostgreSQL with the member's `check_port`), and the
+//! proxy under test in front: rolelb (the guarded write/read listeners, or a plain listener
+//! for the auditor's self-test), or, for the comparison, HAProxy with a health agent per node
+//! (`tests/chaos/haproxy.rs`). Every change the test makes to the ground truth — etcd's
 //! `leader` key, a node promoted or stopped — goes through here and is recorded as an
 //! [`Event`] with the window in which it took effect.
 
@@ -15,15 +16,25 @@ use etcd_client::{Client, Txn, TxnOp};
 
 use crate::audit::{Event, Fact, NodeId};
 use crate::common::{Etcd, PgBouncer, Postgres, Rolelb, free_port, try_psql, wait_until};
+use crate::haproxy::HaproxyFront;
 use crate::writers::attempt;
 
-/// How rolelb's write listener is set up.
+/// The proxy under test and how its write listener is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
     /// `role primary`, `role-source both`, servers from etcd: the configuration under test.
     RolePrimary,
     /// A plain `listen` round-robin over every node, no role: the auditor must catch it.
     Plain,
+    /// HAProxy 2.6 instead of rolelb, Patroni's `OPTIONS /primary` check against a
+    /// `rolelb-agent` per node: the comparison row.
+    Haproxy,
+}
+
+/// The running proxy under test.
+enum Front {
+    Rolelb(Rolelb),
+    Haproxy(HaproxyFront),
 }
 
 /// `inter` of the role checks.
@@ -37,7 +48,7 @@ pub struct Node {
 
 /// The cluster of one schedule; dropping it stops rolelb, then the nodes.
 pub struct Cluster {
-    lb: Option<Rolelb>,
+    lb: Option<Front>,
     pub nodes: Vec<Node>,
     pub write_port: u16,
     prefix: String,
@@ -84,6 +95,8 @@ impl Cluster {
         let cfg = match guard {
             Guard::RolePrimary => guarded_config(&etcd.endpoint(), &prefix, write_port, read_port),
             Guard::Plain => plain_config(&nodes, write_port),
+            // Written by HaproxyFront::start, which needs the agents' ports.
+            Guard::Haproxy => String::new(),
         };
         let mut cluster = Cluster {
             lb: None,
@@ -109,7 +122,17 @@ impl Cluster {
                 fact: Fact::Writable(n, n == 0),
             });
         }
-        cluster.lb = Some(Rolelb::start(&cluster.cfg));
+        cluster.lb = Some(match guard {
+            Guard::Haproxy => {
+                let ports: Vec<(u16, u16)> = cluster
+                    .nodes
+                    .iter()
+                    .map(|node| (node.bouncer.port(), node.pg.port()))
+                    .collect();
+                Front::Haproxy(HaproxyFront::start(&ports, write_port, 0))
+            }
+            _ => Front::Rolelb(Rolelb::start(&cluster.cfg)),
+        });
         cluster.wait_writes_on(0);
         if guard == Guard::RolePrimary {
             let reads = wait_until(Duration::from_secs(20), || {
@@ -134,12 +157,13 @@ impl Cluster {
         self.nodes.iter().position(|node| node.pg.port() == port)
     }
 
-    /// rolelb's log so far.
+    /// The proxy's log so far (HAProxy's with its agents').
     pub fn log(&self) -> String {
-        self.lb
-            .as_ref()
-            .map(Rolelb::stderr_text)
-            .unwrap_or_default()
+        match &self.lb {
+            Some(Front::Rolelb(lb)) => lb.stderr_text(),
+            Some(Front::Haproxy(front)) => front.log(),
+            None => String::new(),
+        }
     }
 
     fn member(&self, n: NodeId, role: &str) -> (String, String) {
@@ -252,9 +276,11 @@ impl Cluster {
         );
     }
 
-    /// SIGHUP to rolelb: reload its (unchanged) config in place.
+    /// SIGHUP to rolelb: reload its (unchanged) config in place. HAProxy (foreground, no
+    /// master-worker) is left alone: it reads no etcd, so a reload between etcd puts tests
+    /// nothing there.
     pub fn reload(&self) {
-        if let Some(lb) = &self.lb {
+        if let Some(Front::Rolelb(lb)) = &self.lb {
             lb.rewrite_config(&self.cfg);
             lb.reload();
         }
@@ -295,8 +321,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(mut lb) = self.lb.take() {
-            lb.stop();
+        match self.lb.take() {
+            Some(Front::Rolelb(mut lb)) => {
+                lb.stop();
+            }
+            Some(Front::Haproxy(front)) => drop(front),
+            None => {}
         }
         // Replicas before the primary they stream from.
         while let Some(node) = self.nodes.pop() {
