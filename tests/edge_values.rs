@@ -13,6 +13,8 @@
 //! Rows run in parallel; every timing is a window of [`WINDOW`] against timeouts of 1 ms or
 //! 300 ms on one side and "never" (0, or about 24 days) on the other, so the verdicts hold on
 //! a loaded machine.
+//!
+//! Longer than 700 lines on purpose: one table of rows with its runner; the rows are data.
 
 mod common;
 

@@ -5,6 +5,9 @@
 //! admin requests beside an echo workload. One file over 700 lines because these scenarios
 //! share the text-format parser, the HAProxy/rolelb pair's configuration and the exceptions
 //! list.
+//!
+//! Longer than 700 lines on purpose: the parity tests share the HAProxy/rolelb traffic
+//! fixture and the metric-name tables; splitting would duplicate them.
 
 mod common;
 

@@ -3,6 +3,9 @@
 //! the replicas within `max-lag`, refuses writes during a split brain, and tells broken role
 //! checks apart without stalling. Real PostgreSQL, PgBouncer and psql on ephemeral ports;
 //! every timing the issue asks for is measured and printed (`cargo test -- --nocapture`).
+//!
+//! Longer than 700 lines on purpose: the scenarios share their helpers (the config preamble,
+//! bounded psql, session readers); splitting the file would copy them.
 
 mod common;
 mod scripted;

@@ -1,6 +1,9 @@
 //! The corpus of `tests/real_world.rs`: one [`Case`] per file of `tests/configs/real-world/`,
 //! saying what each environment variable of the file stands for, the server states both
 //! proxies must show before clients connect, and the clients to send.
+//!
+//! Longer than 700 lines on purpose: it is data, one entry per config of the corpus, and
+//! splitting it would separate cases that are read side by side.
 
 /// What one environment variable of a config stands for.
 #[derive(Clone, Copy)]
