@@ -193,12 +193,7 @@ pub(super) async fn connect_with_retries(
             ));
         }
         retries += 1;
-        let current = table
-            .load()
-            .backends
-            .get(&slot.backend.name)
-            .cloned()
-            .unwrap_or_else(|| slot.backend.clone());
+        let current = table.load().current(&slot.backend);
         let active_up = current.active.members.len();
         let redispatch = lost_primary(&current, server)
             || redispatch_now(&settings, retries, running(server), active_up);
@@ -323,12 +318,7 @@ async fn reassign(
         ..conn
     };
     if avoid.is_some() {
-        let backend = table
-            .load()
-            .backends
-            .get(&fe.backend.name)
-            .cloned()
-            .unwrap_or_else(|| fe.backend.clone());
+        let backend = table.load().current(&fe.backend);
         match backend.pick_via(Some(conn), avoid) {
             Ok((idx, _)) => {
                 backend.count_balanced(idx, Some(prev));

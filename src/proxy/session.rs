@@ -100,12 +100,7 @@ pub(super) async fn acquire(
     let mut deadline: Option<Instant> = None;
     let mut queued: Option<Arc<BackendLive>> = None;
     let result = loop {
-        let backend = table
-            .load()
-            .backends
-            .get(&fe.backend.name)
-            .cloned()
-            .unwrap_or_else(|| fe.backend.clone());
+        let backend = table.load().current(&fe.backend);
         let live = backend.live.clone();
         let freed = live.slot_freed.notified();
         tokio::pin!(freed);

@@ -292,6 +292,15 @@ pub struct Table {
 }
 
 impl Table {
+    /// This table's version of `backend` (the one with its name), or `backend` itself when
+    /// this table no longer has it: what a session that started under an older table uses.
+    pub fn current(&self, backend: &Arc<BackendRt>) -> Arc<BackendRt> {
+        self.backends
+            .get(&backend.name)
+            .cloned()
+            .unwrap_or_else(|| backend.clone())
+    }
+
     /// An empty table (before the first config is loaded).
     pub fn empty() -> Table {
         Table {

@@ -167,12 +167,7 @@ pub(super) fn log_refused(
     if fe.log_options.dontlognull {
         return;
     }
-    let backend = table
-        .load()
-        .backends
-        .get(&fe.backend.name)
-        .cloned()
-        .unwrap_or_else(|| fe.backend.clone());
+    let backend = table.load().current(&fe.backend);
     let term = match (reason, failed.timed_out) {
         (Refused::ConnectFailed, true) => "sC",
         _ => reason.code(),
