@@ -184,28 +184,7 @@ fn haproxy_verdict_with(
         free_port()
     );
     let haproxy = Haproxy::start(&cfg);
-    let mut found = None;
-    let logged = wait_until(Duration::from_secs(15), || {
-        found = haproxy
-            .stderr_text()
-            .lines()
-            .find(|l| l.starts_with("Health check for server l/s1 "))
-            .map(str::to_string);
-        found.is_some()
-    });
-    assert!(
-        logged,
-        "HAProxy logged no check result:\n{}",
-        haproxy.stderr_text()
-    );
-    let line = found.unwrap_or_default();
-    let reason = line
-        .split("reason: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap_or("")
-        .to_string();
-    (reason, line)
+    haproxy.check_reason("Health check for server l/s1 ")
 }
 
 /// Runs `check_lines` in rolelb and in HAProxy against servers answering `reply`; asserts

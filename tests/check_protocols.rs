@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{Haproxy, Mariadb, PgBouncer, Postgres, free_port, wait_until};
+use common::{Haproxy, Mariadb, PgBouncer, Postgres, free_port};
 use rolelb::check::agent::{self, AgentAdmin, AgentHealth};
 use rolelb::check::{CheckResult, Status, Target, http, mysql, pgsql, tcp, tcp_check};
 use rolelb::config::{HttpCheck, HttpExpect, TcpCheckRule};
@@ -194,28 +194,7 @@ fn haproxy_verdict(
     } else {
         "Health check for server l/s1 "
     };
-    let mut found = None;
-    let logged = wait_until(Duration::from_secs(15), || {
-        found = haproxy
-            .stderr_text()
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .map(str::to_string);
-        found.is_some()
-    });
-    assert!(
-        logged,
-        "HAProxy logged no check result:\n{}",
-        haproxy.stderr_text()
-    );
-    let line = found.unwrap_or_default();
-    let reason = line
-        .split("reason: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap_or("")
-        .to_string();
-    (reason, line)
+    haproxy.check_reason(prefix)
 }
 
 /// Asserts that HAProxy reported the same status as rolelb's `result`.

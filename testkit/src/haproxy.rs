@@ -35,4 +35,33 @@ impl Haproxy {
     pub fn stderr_text(&self) -> String {
         self.run.stderr_text()
     }
+
+    /// The first check result HAProxy logged (`option log-health-checks`) on a line that
+    /// starts with `prefix` (e.g. `Health check for server l/s1 `), waiting up to 15 s:
+    /// its `reason:` text up to the first comma, and the whole line. Panics with HAProxy's
+    /// log when none came.
+    pub fn check_reason(&self, prefix: &str) -> (String, String) {
+        let mut found = None;
+        let logged = crate::wait_until(std::time::Duration::from_secs(15), || {
+            found = self
+                .stderr_text()
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .map(str::to_string);
+            found.is_some()
+        });
+        assert!(
+            logged,
+            "HAProxy logged no check result:\n{}",
+            self.stderr_text()
+        );
+        let line = found.unwrap_or_default();
+        let reason = line
+            .split("reason: ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or("")
+            .to_string();
+        (reason, line)
+    }
 }
