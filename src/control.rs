@@ -62,15 +62,18 @@ const BACKLOG: i32 = 1024;
 /// After an etcd change is applied, further etcd changes wait this many times as long as
 /// building that table took: during a burst the table is rebuilt at most about a quarter of
 /// the time (the rest goes to the data path), and each build takes in every change that
-/// queued meanwhile. A change after a quiet spell is applied at once.
+/// queued meanwhile. A change after a quiet spell, and any change that may move the primary
+/// ([`MemberTable::touches_primary`]), is applied at once.
 const ETCD_SPACING: u32 = 3;
 
-/// After an etcd change to a big table (more than [`BIG_TABLE`] servers), further etcd
-/// changes wait at least this long: a burst of thousands of single-member puts then makes
-/// about 20 tables a second instead of one every few milliseconds (bench/etcd-swap: the
-/// builder's CPU during a 10,000-member burst fell from 0.6 to 0.12 s). Small tables, the
-/// usual few database nodes, are not held.
-const ETCD_SPACING_BIG: Duration = Duration::from_millis(50);
+/// After an etcd change to a big table (more than [`BIG_TABLE`] servers), further changes
+/// that leave the primary alone wait at least this long: a burst of thousands of
+/// single-member puts then makes about 4 tables a second instead of one every few
+/// milliseconds (bench/etcd-swap, 10,000 members, the same loaded machine: the builder's CPU
+/// for the burst was 0.47–0.60 s holding 50 ms, 0.17–0.19 s holding 250 ms). A change that
+/// may move the primary is never held.
+/// Small tables, the usual few database nodes, are not held.
+const ETCD_SPACING_BIG: Duration = Duration::from_millis(250);
 
 /// Tables with more servers than this are built away from the data path: for an etcd change
 /// on the table builder thread (even with `nbthread 1`), for a rebuild with
@@ -368,6 +371,14 @@ impl Control {
         self.etcd_hold = now + ((now - started) * ETCD_SPACING).max(floor);
     }
 
+    /// Whether `message` may change who is its backend's primary (see
+    /// [`MemberTable::touches_primary`]); a backend's first member set always may.
+    fn touches_primary(&self, message: &Discovered) -> bool {
+        self.discovered
+            .get(&message.backend)
+            .is_none_or(|set| set.touches_primary(message))
+    }
+
     /// Takes address changes from the resolver tasks into the table: one swap for all.
     fn apply_dns(&mut self, updates: Vec<dns::DnsUpdate>) {
         let epoch = self.dns_tasks.epoch();
@@ -636,18 +647,26 @@ impl Control {
         ) else {
             return;
         };
+        let mut held: Vec<Discovered> = Vec::new();
         loop {
             tokio::select! {
-                // Held after a costly build: the changes queue meanwhile (the sleep branch
-                // wakes the loop when the hold ends).
-                _ = tokio::time::sleep_until(self.etcd_hold), if tokio::time::Instant::now() < self.etcd_hold => {}
-                Some(message) = discovered.recv(), if tokio::time::Instant::now() >= self.etcd_hold => {
-                    // Changes queued meanwhile make one table.
-                    let mut messages = vec![message];
+                // Held after a costly build: the changes wait in `held` until the hold
+                // ends, and then make one table.
+                _ = tokio::time::sleep_until(self.etcd_hold), if !held.is_empty() => {
+                    self.apply_discovered(std::mem::take(&mut held)).await;
+                }
+                Some(message) = discovered.recv() => {
+                    // Changes queued meanwhile make one table; one that may move the
+                    // primary is not held, and takes the held ones with it.
+                    let from = held.len();
+                    held.push(message);
                     while let Ok(message) = discovered.try_recv() {
-                        messages.push(message);
+                        held.push(message);
                     }
-                    self.apply_discovered(messages).await;
+                    let urgent = held[from..].iter().any(|m| self.touches_primary(m));
+                    if urgent || tokio::time::Instant::now() >= self.etcd_hold {
+                        self.apply_discovered(std::mem::take(&mut held)).await;
+                    }
                 }
                 Some(update) = resolved.recv() => {
                     let mut updates = vec![update];

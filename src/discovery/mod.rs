@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Backend, Config, EtcdAuth, EtcdView, Schema, Server};
+use crate::config::{Backend, Config, EtcdAuth, EtcdRole, EtcdView, Schema, Server};
 
 /// One discovered member, resolved and ready to become a server (its name is the key it is
 /// sent and kept under).
@@ -113,6 +113,19 @@ impl MemberTable {
                 }
             }
         }
+    }
+
+    /// Whether `message` may change who is the primary of this member set: it comes from
+    /// another watch than the set's (a new listing replaces everything), or it adds, changes
+    /// or removes a member that etcd names primary in the message or in the set. Such a
+    /// message is applied at once; other changes may wait for the next batch.
+    pub fn touches_primary(&self, message: &Discovered) -> bool {
+        let primary = |m: &DiscoveredServer| m.view.role == EtcdRole::Primary;
+        message.watch != self.watch
+            || message.changes.iter().any(|(name, member)| {
+                member.as_deref().is_some_and(primary)
+                    || self.servers.get(name).is_some_and(|f| primary(&f.member))
+            })
     }
 
     /// Makes every member's server again from `backend` (a reload may have changed its
@@ -514,5 +527,53 @@ mod tests {
             &sets(&file, "other", vec![member("x", 1, None, None)]),
         );
         assert!(c.backends[0].servers.is_empty());
+    }
+
+    fn message(watch: u64, changes: Vec<(&str, Option<EtcdRole>)>) -> Discovered {
+        Discovered {
+            backend: "pool".to_owned(),
+            watch,
+            changes: changes
+                .into_iter()
+                .map(|(name, role)| {
+                    let server = role.map(|role| {
+                        let (_, mut m) = member(name, 5432, None, None);
+                        m.view.role = role;
+                        Arc::new(m)
+                    });
+                    (name.into(), server)
+                })
+                .collect(),
+            revision: 2,
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn only_changes_that_may_move_the_primary_touch_it() {
+        let mut set = MemberTable::default();
+        let first = message(
+            1,
+            vec![
+                ("a", Some(EtcdRole::Primary)),
+                ("b", Some(EtcdRole::Replica)),
+            ],
+        );
+        // A set's first listing may name the primary.
+        assert!(set.touches_primary(&first));
+        set.apply(first, None);
+        // A replica added, changed or removed leaves the primary alone.
+        assert!(!set.touches_primary(&message(1, vec![("c", Some(EtcdRole::Replica))])));
+        assert!(!set.touches_primary(&message(1, vec![("b", Some(EtcdRole::Replica))])));
+        assert!(!set.touches_primary(&message(1, vec![("b", None)])));
+        // The primary demoted or removed, a member promoted, all in a batch of others.
+        assert!(set.touches_primary(&message(1, vec![("a", Some(EtcdRole::Replica))])));
+        assert!(set.touches_primary(&message(
+            1,
+            vec![("c", Some(EtcdRole::Replica)), ("a", None)]
+        )));
+        assert!(set.touches_primary(&message(1, vec![("b", Some(EtcdRole::Primary))])));
+        // Another watch's listing replaces the whole set.
+        assert!(set.touches_primary(&message(2, vec![("b", Some(EtcdRole::Replica))])));
     }
 }
