@@ -95,7 +95,8 @@ impl Failed {
 ///   redispatch`, goes back to the balancer avoiding that server ([`redispatch_now`]);
 ///   the move is counted in the old server's `wredis`, and a pick that lands on the same
 ///   server again is a plain retry;
-/// - with `role primary`, a server that lost the role is never retried ([`lost_primary`]);
+/// - with `role primary`, a server that lost the role is never retried ([`lost_primary`]),
+///   also when it lost it during the turn-around;
 /// - a connect that was refused (not one that ran out of `timeout connect`, nor a local
 ///   shortage) waits a turn-around of `min(timeout connect, 1s)` before a retry on the same
 ///   server, or before a redispatch when at most one active server is up.
@@ -217,7 +218,10 @@ pub(super) async fn connect_with_retries(
                     }
                 }
             }
-            continue;
+            // The role may have moved during the pause: the guard is applied again.
+            if !lost_primary(&table.load().current(&slot.backend), server) {
+                continue;
+            }
         }
         // Back to the balancer: the slot is given up first, as HAProxy releases the server
         // before its turn-around.
@@ -233,7 +237,8 @@ pub(super) async fn connect_with_retries(
             timed_out: false,
             assigned_at: None,
         };
-        if turn_around {
+        // A retry that lost the primary during its pause has waited already.
+        if turn_around && redispatch {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.cancelled() => return Err(lost(Refused::Stopping)),
