@@ -63,7 +63,7 @@ const BACKLOG: i32 = 1024;
 /// building that table took: during a burst the table is rebuilt at most about a quarter of
 /// the time (the rest goes to the data path), and each build takes in every change that
 /// queued meanwhile. A change after a quiet spell, and any change that may move the primary
-/// ([`MemberTable::touches_primary`]), is applied at once.
+/// (`discovery::publish::Published::take_urgent`), is applied at once.
 const ETCD_SPACING: u32 = 3;
 
 /// After an etcd change to a big table (more than [`BIG_TABLE`] servers), further changes
@@ -153,7 +153,7 @@ pub struct Control {
     watchers: Watchers,
     /// Where the watches' statuses are published for the admin side.
     etcd_board: discovery::StatusBoard,
-    discovered_tx: mpsc::UnboundedSender<Discovered>,
+    discovered_tx: discovery::DiscoveredTx,
     discovered_rx: Option<mpsc::UnboundedReceiver<Discovered>>,
     /// What DNS last said about each server that resolves its name at run time.
     dns: Arc<dns::Answers>,
@@ -204,7 +204,11 @@ impl Control {
     ) -> Result<Control, ReloadError> {
         let (requests_tx, requests) = mpsc::unbounded_channel();
         let handle = ControlHandle::new(requests_tx, shared.table.clone());
-        let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
+        let (messages, discovered_rx) = mpsc::unbounded_channel();
+        let discovered_tx = discovery::DiscoveredTx {
+            messages,
+            urgent: Arc::default(),
+        };
         let (dns_tx, dns_rx) = mpsc::unbounded_channel();
         let mut control = Control {
             files,
@@ -369,14 +373,6 @@ impl Control {
             Duration::ZERO
         };
         self.etcd_hold = now + ((now - started) * ETCD_SPACING).max(floor);
-    }
-
-    /// Whether `message` may change who is its backend's primary (see
-    /// [`MemberTable::touches_primary`]); a backend's first member set always may.
-    fn touches_primary(&self, message: &Discovered) -> bool {
-        self.discovered
-            .get(&message.backend)
-            .is_none_or(|set| set.touches_primary(message))
     }
 
     /// Takes address changes from the resolver tasks into the table: one swap for all.
@@ -647,26 +643,38 @@ impl Control {
         ) else {
             return;
         };
+        // Taken from the channel during a hold by a wake-up that was not for an urgent change
+        // (one already applied): applied, in order, before anything received later.
         let mut held: Vec<Discovered> = Vec::new();
+        let urgent = self.discovered_tx.urgent.clone();
         loop {
             tokio::select! {
-                // Held after a costly build: the changes wait in `held` until the hold
-                // ends, and then make one table.
-                _ = tokio::time::sleep_until(self.etcd_hold), if !held.is_empty() => {
-                    self.apply_discovered(std::mem::take(&mut held)).await;
-                }
-                Some(message) = discovered.recv() => {
-                    // Changes queued meanwhile make one table; one that may move the
-                    // primary is not held, and takes the held ones with it.
-                    let from = held.len();
-                    held.push(message);
-                    while let Ok(message) = discovered.try_recv() {
-                        held.push(message);
-                    }
-                    let urgent = held[from..].iter().any(|m| self.touches_primary(m));
-                    if urgent || tokio::time::Instant::now() >= self.etcd_hold {
+                // Held after a costly build: changes wait in the channel, and the loop
+                // wakes when the hold ends or for a change that may move the primary
+                // (never held: it takes what waits with it).
+                _ = tokio::time::sleep_until(self.etcd_hold), if tokio::time::Instant::now() < self.etcd_hold => {
+                    if !held.is_empty() {
                         self.apply_discovered(std::mem::take(&mut held)).await;
                     }
+                }
+                _ = urgent.notified(), if tokio::time::Instant::now() < self.etcd_hold => {
+                    let mut messages = Vec::new();
+                    while let Ok(message) = discovered.try_recv() {
+                        messages.push(message);
+                    }
+                    held.extend(messages);
+                    if held.iter().any(|m| m.urgent) {
+                        self.apply_discovered(std::mem::take(&mut held)).await;
+                    }
+                }
+                Some(message) = discovered.recv(), if tokio::time::Instant::now() >= self.etcd_hold => {
+                    // Changes queued meanwhile make one table.
+                    let mut messages = std::mem::take(&mut held);
+                    messages.push(message);
+                    while let Ok(message) = discovered.try_recv() {
+                        messages.push(message);
+                    }
+                    self.apply_discovered(messages).await;
                 }
                 Some(update) = resolved.recv() => {
                     let mut updates = vec![update];

@@ -32,13 +32,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::members::{BadValue, MemberSet};
 use super::publish::Published;
 use super::schema::{self, Key};
-use super::{Discovered, EtcdStatus, WatchSpec};
+use super::{Discovered, DiscoveredTx, EtcdStatus, WatchSpec};
 
 /// How often the prefix is listed again, whatever the watch says.
 pub const RELIST_EVERY: Duration = Duration::from_secs(30);
@@ -107,7 +106,7 @@ pub struct Watch {
     /// Shared report.
     pub status: Arc<EtcdStatus>,
     /// Where member sets go (`control`).
-    pub tx: mpsc::UnboundedSender<Discovered>,
+    pub tx: DiscoveredTx,
     /// Cancelled when the watch is no longer wanted.
     pub stop: CancellationToken,
 }
@@ -556,16 +555,14 @@ impl Task {
             members = self.set.len(),
             "etcd members changed"
         );
-        self.w
-            .tx
-            .send(Discovered {
-                backend: self.w.backend.clone(),
-                watch: self.w.id,
-                changes,
-                revision: self.revision,
-                received,
-            })
-            .is_ok()
+        self.w.tx.send(Discovered {
+            backend: self.w.backend.clone(),
+            watch: self.w.id,
+            changes,
+            revision: self.revision,
+            received,
+            urgent: self.published.take_urgent(),
+        })
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Backend, Config, EtcdAuth, EtcdRole, EtcdView, Schema, Server};
+use crate::config::{Backend, Config, EtcdAuth, EtcdView, Schema, Server};
 
 /// One discovered member, resolved and ready to become a server (its name is the key it is
 /// sent and kept under).
@@ -66,6 +66,31 @@ pub struct Discovered {
     pub revision: i64,
     /// When the etcd response that led to this change arrived (to measure the swap latency).
     pub received: Instant,
+    /// Whether it may move the primary (see [`publish::Published::take_urgent`]): control
+    /// applies it at once, never holding it behind a burst.
+    pub urgent: bool,
+}
+
+/// Where the watches send their messages: the channel, and a wake-up for messages that may
+/// move the primary, which control listens for while it holds other changes.
+#[derive(Debug, Clone)]
+pub struct DiscoveredTx {
+    /// The messages, in order.
+    pub messages: mpsc::UnboundedSender<Discovered>,
+    /// Notified after each urgent message is sent.
+    pub urgent: Arc<tokio::sync::Notify>,
+}
+
+impl DiscoveredTx {
+    /// Sends `message` (waking control if it is urgent); false when control is gone.
+    pub fn send(&self, message: Discovered) -> bool {
+        let urgent = message.urgent;
+        let sent = self.messages.send(message).is_ok();
+        if sent && urgent {
+            self.urgent.notify_one();
+        }
+        sent
+    }
 }
 
 /// One backend's member set as `control` holds it: the sum of one watch's messages.
@@ -113,19 +138,6 @@ impl MemberTable {
                 }
             }
         }
-    }
-
-    /// Whether `message` may change who is the primary of this member set: it comes from
-    /// another watch than the set's (a new listing replaces everything), or it adds, changes
-    /// or removes a member that etcd names primary in the message or in the set. Such a
-    /// message is applied at once; other changes may wait for the next batch.
-    pub fn touches_primary(&self, message: &Discovered) -> bool {
-        let primary = |m: &DiscoveredServer| m.view.role == EtcdRole::Primary;
-        message.watch != self.watch
-            || message.changes.iter().any(|(name, member)| {
-                member.as_deref().is_some_and(primary)
-                    || self.servers.get(name).is_some_and(|f| primary(&f.member))
-            })
     }
 
     /// Makes every member's server again from `backend` (a reload may have changed its
@@ -284,7 +296,7 @@ pub struct Watchers {
 impl Watchers {
     /// Starts, restarts or stops watches so that exactly the ones `config` asks for run;
     /// a watch whose spec did not change keeps running (and its member set stays valid).
-    pub fn reconcile(&mut self, config: &Config, tx: &mpsc::UnboundedSender<Discovered>) {
+    pub fn reconcile(&mut self, config: &Config, tx: &DiscoveredTx) {
         let wanted: HashMap<&str, WatchSpec> = config
             .backends
             .iter()
@@ -456,6 +468,7 @@ mod tests {
                     .collect(),
                 revision: 1,
                 received: Instant::now(),
+                urgent: true,
             },
             backend_cfg,
         );
@@ -527,53 +540,5 @@ mod tests {
             &sets(&file, "other", vec![member("x", 1, None, None)]),
         );
         assert!(c.backends[0].servers.is_empty());
-    }
-
-    fn message(watch: u64, changes: Vec<(&str, Option<EtcdRole>)>) -> Discovered {
-        Discovered {
-            backend: "pool".to_owned(),
-            watch,
-            changes: changes
-                .into_iter()
-                .map(|(name, role)| {
-                    let server = role.map(|role| {
-                        let (_, mut m) = member(name, 5432, None, None);
-                        m.view.role = role;
-                        Arc::new(m)
-                    });
-                    (name.into(), server)
-                })
-                .collect(),
-            revision: 2,
-            received: Instant::now(),
-        }
-    }
-
-    #[test]
-    fn only_changes_that_may_move_the_primary_touch_it() {
-        let mut set = MemberTable::default();
-        let first = message(
-            1,
-            vec![
-                ("a", Some(EtcdRole::Primary)),
-                ("b", Some(EtcdRole::Replica)),
-            ],
-        );
-        // A set's first listing may name the primary.
-        assert!(set.touches_primary(&first));
-        set.apply(first, None);
-        // A replica added, changed or removed leaves the primary alone.
-        assert!(!set.touches_primary(&message(1, vec![("c", Some(EtcdRole::Replica))])));
-        assert!(!set.touches_primary(&message(1, vec![("b", Some(EtcdRole::Replica))])));
-        assert!(!set.touches_primary(&message(1, vec![("b", None)])));
-        // The primary demoted or removed, a member promoted, all in a batch of others.
-        assert!(set.touches_primary(&message(1, vec![("a", Some(EtcdRole::Replica))])));
-        assert!(set.touches_primary(&message(
-            1,
-            vec![("c", Some(EtcdRole::Replica)), ("a", None)]
-        )));
-        assert!(set.touches_primary(&message(1, vec![("b", Some(EtcdRole::Primary))])));
-        // Another watch's listing replaces the whole set.
-        assert!(set.touches_primary(&message(2, vec![("b", Some(EtcdRole::Replica))])));
     }
 }

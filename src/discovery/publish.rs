@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::DiscoveredServer;
 use super::members::MemberSet;
 use super::schema::Member;
-use crate::config::EtcdView;
+use crate::config::{EtcdRole, EtcdView};
 
 /// One change for `control`: a member added or changed (`Some`), or removed (`None`).
 pub type Change = (Arc<str>, Option<Arc<DiscoveredServer>>);
@@ -52,6 +52,9 @@ pub struct Published {
     /// Values found unresolvable (each counted once, when logged) since the last
     /// [`Published::take_unresolved`].
     unresolved: u64,
+    /// Whether what was flushed since the last [`Published::take_urgent`] may move the
+    /// primary; true until the first flush (a new watch's first set replaces the last).
+    urgent: bool,
 }
 
 impl Published {
@@ -68,6 +71,7 @@ impl Published {
             refresh: false,
             resolved: HashMap::new(),
             unresolved: 0,
+            urgent: true,
         }
     }
 
@@ -75,6 +79,14 @@ impl Published {
     /// is logged), for `rolelb_etcd_parse_errors_total`.
     pub fn take_unresolved(&mut self) -> u64 {
         std::mem::take(&mut self.unresolved)
+    }
+
+    /// Whether the changes flushed since the last call may move the primary: one names a
+    /// member primary, or adds, changes or removes the member published as primary; and the
+    /// first flush of a watch (its set replaces whatever the last watch sent). Control holds
+    /// other changes during a burst, never these.
+    pub fn take_urgent(&mut self) -> bool {
+        std::mem::take(&mut self.urgent)
     }
 
     /// Marks member `name` as changed in the set.
@@ -113,7 +125,8 @@ impl Published {
         for name in names {
             let Some(m) = set.member(&name) else {
                 self.failed.remove(&name);
-                if let Some((key, _)) = self.taken.remove_entry(name.as_str()) {
+                if let Some((key, (_, was))) = self.taken.remove_entry(name.as_str()) {
+                    self.urgent |= was.view.role == EtcdRole::Primary;
                     changes.push((key, None));
                 }
                 continue;
@@ -158,7 +171,9 @@ impl Published {
                     // Same server; remember the value it now comes from.
                     *was = member;
                 }
-                _ => {
+                was => {
+                    self.urgent |= server.view.role == EtcdRole::Primary
+                        || was.is_some_and(|(_, w)| w.view.role == EtcdRole::Primary);
                     let server = Arc::new(server);
                     let key = member.name.clone();
                     changes.push((key.clone(), Some(server.clone())));
@@ -260,12 +275,14 @@ mod tests {
             ]
         );
         assert!(!p.pending());
+        assert!(p.take_urgent(), "a watch's first set may move the primary");
         // One member changes: only it is sent.
         put(&mut set, &mut p, "b", &value("10.0.0.2", 3, "replica"), 4);
         assert_eq!(
             summary(&p.flush(&set).await),
             [("b".into(), Some((3, EtcdRole::Replica)))]
         );
+        assert!(!p.take_urgent(), "a replica changed: the primary stays");
         // The leader key: every member is looked at, only roles that moved are sent.
         assert_eq!(set.put(format!("{P}/leader").as_bytes(), b"a", 5), Ok(true));
         p.touch_all(false);
@@ -273,12 +290,26 @@ mod tests {
             summary(&p.flush(&set).await),
             [("a".into(), Some((1, EtcdRole::Primary)))]
         );
-        // A delete and an unchanged listing.
+        assert!(p.take_urgent(), "a member named primary");
+        // A replica removed, then the primary's value changed, then the primary removed.
         assert!(set.delete(&key("b")));
         p.touch("b");
         assert_eq!(summary(&p.flush(&set).await), [("b".into(), None)]);
+        assert!(!p.take_urgent(), "a replica removed: the primary stays");
+        put(&mut set, &mut p, "a", &value("10.0.0.1", 7, "replica"), 6);
+        assert_eq!(
+            summary(&p.flush(&set).await),
+            [("a".into(), Some((7, EtcdRole::Primary)))]
+        );
+        assert!(p.take_urgent(), "the primary's entry changed");
         p.touch_all(true);
         assert!(p.flush(&set).await.is_empty());
+        assert!(!p.take_urgent(), "an unchanged listing");
+        assert!(set.delete(format!("{P}/leader").as_bytes()));
+        assert!(set.delete(&key("a")));
+        p.touch_all(false);
+        assert_eq!(summary(&p.flush(&set).await), [("a".into(), None)]);
+        assert!(p.take_urgent(), "the primary removed");
     }
 
     #[tokio::test]

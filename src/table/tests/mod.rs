@@ -77,6 +77,7 @@ impl Etcd {
             changes,
             revision: self.revision,
             received: Instant::now(),
+            urgent: true,
         };
         let backend = self.file.backends.iter().find(|b| b.name == "be");
         self.set.apply(message, backend);
