@@ -17,6 +17,7 @@ mod histogram;
 mod machine;
 mod proxy;
 mod report;
+mod syscalls;
 mod workload;
 
 use std::net::SocketAddr;
@@ -76,6 +77,13 @@ struct Args {
     /// Tokio worker threads for the load generator and backends.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Instead of the benchmark: count each proxy's system calls (`strace -c -f`) for N
+    /// short connections at the first --nbthread, and print both tables side by side.
+    #[arg(long, value_name = "N")]
+    syscalls: Option<u64>,
+    /// The strace binary for --syscalls.
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/strace")]
+    strace: PathBuf,
 }
 
 /// The tests, in the order they run within a round.
@@ -229,6 +237,20 @@ impl Plan {
 async fn run(args: Args) -> Result<()> {
     check_program(&args.haproxy, "--haproxy")?;
     check_program(&args.rolelb, "--rolelb")?;
+    if let Some(conns) = args.syscalls {
+        let work = WorkDir::create()?;
+        let nbthread = args.nbthread.first().copied().unwrap_or(1);
+        return syscalls::run(
+            &args.haproxy,
+            &args.rolelb,
+            &args.strace,
+            &work.0,
+            nbthread,
+            args.workers,
+            conns,
+        )
+        .await;
+    }
     let fd_limit = proxy::raise_nofile_limit()?;
     let plan = Plan::from(&args, fd_limit)?;
 

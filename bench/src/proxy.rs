@@ -124,6 +124,20 @@ impl Proxy {
         addr: SocketAddr,
         config: &str,
     ) -> Result<Proxy> {
+        Proxy::start_wrapped(kind, label, program, dir, addr, config, None)
+    }
+
+    /// As [`Proxy::start`], but run under `wrapper` (a program and its arguments, the proxy's
+    /// command line appended), e.g. `strace -c -f -o FILE`.
+    pub fn start_wrapped(
+        kind: Kind,
+        label: &str,
+        program: &Path,
+        dir: &Path,
+        addr: SocketAddr,
+        config: &str,
+        wrapper: Option<(&Path, &[std::ffi::OsString])>,
+    ) -> Result<Proxy> {
         let file = label.replace(['/', '#', '+'], "-");
         let cfg_path = dir.join(format!("{file}.cfg"));
         fs::write(&cfg_path, config).with_context(|| format!("writing {}", cfg_path.display()))?;
@@ -132,7 +146,14 @@ impl Proxy {
         let err = out
             .try_clone()
             .with_context(|| format!("duplicating {}", log.display()))?;
-        let mut cmd = Command::new(program);
+        let mut cmd = match wrapper {
+            Some((wrap, wrap_args)) => {
+                let mut c = Command::new(wrap);
+                c.args(wrap_args).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
         cmd.args(kind.args(&cfg_path))
             .stdin(Stdio::null())
             .stdout(out)
@@ -237,6 +258,39 @@ impl Proxy {
             self.label,
             self.log_tail()
         ))
+    }
+}
+
+impl Proxy {
+    /// For a proxy started under a wrapper that forked it (strace): sends `SIGTERM` to the
+    /// proxy itself, the wrapper's child, and waits up to `limit` for the wrapper to exit,
+    /// so that it writes what it collected. Whether it exited in time.
+    pub fn stop_wrapped(&mut self, limit: Duration) -> Result<bool> {
+        let wrapper = self.pid();
+        let children = fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children"))
+            .with_context(|| format!("reading the children of pid {wrapper}"))?;
+        let proxy: i32 = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("pid {wrapper} has no child process"))?;
+        // SAFETY: kill(2) on the child of a process we started and still own.
+        if unsafe { libc::kill(proxy, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("SIGTERM to the traced proxy");
+        }
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self
+                .child
+                .try_wait()
+                .context("polling the wrapper")?
+                .is_some()
+            {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(false)
     }
 }
 

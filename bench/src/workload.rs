@@ -223,6 +223,39 @@ pub async fn conn_rate(addr: SocketAddr, workers: usize, duration: Duration) -> 
     out
 }
 
+/// Exactly `total` short connections (as [`conn_rate`]'s) shared by `workers`, bounded by
+/// `limit`; a failed one counts as done, so the count is exact.
+pub async fn conn_count(addr: SocketAddr, workers: usize, total: u64, limit: Duration) -> ConnRate {
+    let start = Instant::now();
+    let deadline = start + limit;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let next = next.clone();
+        set.spawn(async move {
+            let (mut ok, mut errors) = (0u64, 0u64);
+            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+                match short_conn(addr).await {
+                    Ok(()) => ok += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (ok, errors)
+        });
+    }
+    let (results, lost) = join_all(set, limit).await;
+    let mut out = ConnRate {
+        elapsed: start.elapsed(),
+        errors: lost,
+        ..ConnRate::default()
+    };
+    for (ok, errors) in results {
+        out.ok += ok;
+        out.errors += errors;
+    }
+    out
+}
+
 async fn short_conn(addr: SocketAddr) -> Result<()> {
     let mut s = connect(addr).await?;
     let mut msg = Vec::with_capacity(1 + SHORT_PAYLOAD.len());

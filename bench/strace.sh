@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Counts the system calls HAProxy and rolelb make for 10,000 short connections
+# (strace -c -f on each proxy, nbthread 1, the benchmark's shared config) and prints the two
+# tables side by side, per connection. CONNS=N changes the count; extra arguments go to
+# rolelb-bench (e.g. --nbthread 2). Saved to bench/results/strace.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
+STRACE="$(command -v strace || true)"
+[[ -n "$STRACE" ]] || { echo "strace not found: apt-get install strace" >&2; exit 1; }
+[[ -x "$HAPROXY" ]] || { echo "$HAPROXY not found: run scripts/deps.sh" >&2; exit 1; }
+cargo build --release -p rolelb --bin rolelb -p rolelb-bench --bin rolelb-bench
+mkdir -p bench/results
+target/release/rolelb-bench --rolelb target/release/rolelb --haproxy "$HAPROXY" \
+    --strace "$STRACE" --syscalls "${CONNS:-10000}" "$@" | tee bench/results/strace.txt.partial
+mv bench/results/strace.txt.partial bench/results/strace.txt
+echo "saved bench/results/strace.txt"
