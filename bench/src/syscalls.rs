@@ -173,7 +173,7 @@ pub async fn run(
             Some((strace, &wrap_args)),
         )?;
         println!(
-            "started {label} under strace (strace pid {}) on {addr}",
+            "started {label} pid {} (strace, tracing it) on {addr}",
             p.pid()
         );
         let r = workload::conn_count(addr, workers, conns, LIMIT).await;

@@ -207,3 +207,37 @@ fn sigterm_mid_run_stops_every_proxy() {
     assert!(!status.success());
     assert_gone(&pids);
 }
+
+#[test]
+fn syscalls_mode_counts_both_proxies_per_connection() {
+    require(HAPROXY);
+    let strace = "/usr/bin/strace";
+    assert!(
+        Path::new(strace).is_file(),
+        "{strace} not found: apt-get install strace"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
+        .args(["--haproxy", HAPROXY, "--rolelb", HAPROXY])
+        .args(["--strace", strace, "--syscalls", "200", "--nbthread", "1"])
+        .output()
+        .expect("running rolelb-bench --syscalls");
+    let stdout = assert_success(&out);
+    // Every connection is accepted once by each proxy, and each makes one connect to a backend.
+    for call in ["accept4", "connect"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(call))
+            .unwrap_or_else(|| panic!("no {call} row in:\n{stdout}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let calls: Vec<u64> = [words[1], words[4]]
+            .iter()
+            .map(|w| w.parse().unwrap_or(0))
+            .collect();
+        assert!(calls.iter().all(|&c| c >= 200), "{line}");
+    }
+    assert!(
+        stdout.contains("200 connections done, 0 failed"),
+        "{stdout}"
+    );
+    assert_gone(&started_pids(&stdout));
+}
