@@ -15,12 +15,12 @@ mod backend;
 mod churn;
 mod histogram;
 mod machine;
+mod measure;
 mod proxy;
 mod report;
 mod syscalls;
 mod workload;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 
+use crate::measure::{ChurnVia, Target, Test, measure, measure_churn, measure_idle, warm_up};
 use crate::proxy::{Kind, Proxy, Variant};
 use crate::report::{Group, Idle, Shape, Totals};
 
@@ -86,45 +87,12 @@ struct Args {
     strace: PathBuf,
 }
 
-/// The tests, in the order they run within a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Test {
-    ShortConns,
-    Echo,
-    Upload,
-    Download,
-    Churn,
-}
-
 /// Pause between measurements so sockets from one do not weigh on the next.
 const SETTLE: Duration = Duration::from_millis(200);
-
-/// Parallel openers of idle sessions, and how long opening them may take per proxy.
-const IDLE_OPENERS: usize = 32;
-const IDLE_OPEN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Descriptors the bench keeps for itself beside the idle sessions' two each (listeners,
 /// the etcd client, the runtime, stdio).
 const OWN_FDS: u64 = 150;
-
-/// What the churn test loads for a target: rolelb's etcd-watching twin, or the target itself.
-struct ChurnVia {
-    /// Index of the proxy whose CPU is read, `None` for direct.
-    proxy: Option<usize>,
-    addr: SocketAddr,
-    prefix: String,
-    /// The watching rolelb's admin API, polled until its table has every member.
-    watcher: Option<SocketAddr>,
-}
-
-/// One thing to load: a proxy, or a backend directly.
-struct Target {
-    name: String,
-    addr: SocketAddr,
-    /// Index into the proxies, `None` for direct.
-    proxy: Option<usize>,
-    churn: ChurnVia,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -428,6 +396,13 @@ async fn run(args: Args) -> Result<()> {
         idle[i] = result;
     }
 
+    let shape = Shape {
+        streams: args.streams,
+        workers: args.workers,
+        echo_conns: args.echo_conns,
+        idle_sessions: plan.idle_sessions,
+        churn_members: plan.churn_members,
+    };
     // One `Totals` per target per round: the table shows totals and per-round spread.
     let mut rounds_totals: Vec<Vec<Totals>> = Vec::new();
     for round in 0..plan.rounds as usize {
@@ -448,7 +423,7 @@ async fn run(args: Args) -> Result<()> {
                     }
                     _ => {
                         let p = targets[i].proxy.map(|i| &proxies[i]);
-                        measure(*test, &targets[i], p, &args, plan.duration, &mut totals[i]).await
+                        measure(*test, &targets[i], p, &shape, plan.duration, &mut totals[i]).await
                     }
                 };
                 let line = format!("round {} {line}", round + 1);
@@ -467,13 +442,6 @@ async fn run(args: Args) -> Result<()> {
     // A proxy that died mid-run is a finding, not a setup failure: its errors are in the table.
     let deaths: Vec<String> = proxies.iter_mut().filter_map(Proxy::exit_report).collect();
 
-    let shape = Shape {
-        streams: args.streams,
-        workers: args.workers,
-        echo_conns: args.echo_conns,
-        idle_sessions: plan.idle_sessions,
-        churn_members: plan.churn_members,
-    };
     println!("\n{}", report::table(&mut rounds_totals, &groups, &shape));
     println!("OS threads at the end, and bytes of output (no logging configured):");
     for p in &proxies {
@@ -507,184 +475,4 @@ fn check_program(path: &Path, flag: &str) -> Result<()> {
         bail!("{flag} {}: no such file", path.display());
     }
     Ok(())
-}
-
-/// A few short connections to `addr`; a target that forwards none is a setup failure.
-async fn warm_up(name: &str, addr: SocketAddr, proxy: Option<&Proxy>) -> Result<()> {
-    let r = workload::conn_rate(addr, 2, Duration::from_millis(300)).await;
-    if r.ok == 0 {
-        let log = proxy.map(Proxy::log_tail).unwrap_or_default();
-        bail!(
-            "{name} on {addr} forwarded no connection during warm-up ({} errors); its output:\n{log}",
-            r.errors
-        );
-    }
-    Ok(())
-}
-
-/// Opens `n` idle sessions through `p` and reads its RSS before and with them open.
-async fn measure_idle(p: &Proxy, addr: SocketAddr, n: usize) -> (Option<Idle>, String) {
-    let before = p.rss();
-    let open = workload::open_idle(addr, n, IDLE_OPENERS, IDLE_OPEN_LIMIT).await;
-    // Let the proxy finish whatever each session's first bytes started.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = p.rss();
-    let sessions = open.streams.len() as u64;
-    drop(open.streams);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let result = match (before, after) {
-        (Some(rss_before), Some(rss_after)) => Some(Idle {
-            sessions,
-            rss_before,
-            rss_after,
-        }),
-        _ => None,
-    };
-    let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
-    let per = result
-        .and_then(|i| i.kib_per_session())
-        .map_or("?".into(), |k| format!("{k:.2}"));
-    let line = format!(
-        "idle     {:<20} {sessions} sessions ({} failed)  VmRSS {} -> {} MiB  {per} KiB/session",
-        p.label(),
-        open.errors,
-        mib(before),
-        mib(after)
-    );
-    (result, line)
-}
-
-/// One etcd churn pass against `t`, added to `totals`, described in one line.
-async fn measure_churn(
-    etcd: &mut churn::Etcd,
-    t: &Target,
-    proxies: &[Proxy],
-    members: usize,
-    totals: &mut Totals,
-) -> String {
-    let proxy = t.churn.proxy.map(|i| &proxies[i]);
-    let cpu0 = proxy.and_then(Proxy::cpu_time);
-    let pass = churn::pass(
-        etcd,
-        t.churn.addr,
-        &t.churn.prefix,
-        members,
-        t.churn.watcher,
-    )
-    .await;
-    let cpu = match (cpu0, proxy.and_then(Proxy::cpu_time)) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
-    let who = proxy.map_or(t.name.as_str(), Proxy::label);
-    match pass {
-        Ok(mut p) => {
-            totals.add_churn(&p.echo, cpu);
-            let table = match p.converged {
-                None => "no watcher".to_string(),
-                Some(Some(d)) => format!(
-                    "all in its table {:.0} ms after the last put",
-                    d.as_secs_f64() * 1e3
-                ),
-                Some(None) => "NOT all in its table within the limit".to_string(),
-            };
-            format!(
-                "{who:<20} churn  echo p50 {:.1} µs  p99 {:.1} µs  ({} samples)  {members} puts in {:.2} s; {table}  errors {}{}",
-                p.echo.hist.quantile_us(0.5).unwrap_or(f64::NAN),
-                p.echo.hist.quantile_us(0.99).unwrap_or(f64::NAN),
-                p.echo.hist.count(),
-                p.puts.as_secs_f64(),
-                p.echo.errors,
-                cpu.map_or(String::new(), |c| format!(
-                    "  proxy CPU {:.0} ms",
-                    c.as_secs_f64() * 1e3
-                )),
-            )
-        }
-        Err(e) => {
-            totals.churn.errors += 1;
-            format!("{who:<20} churn  failed: {e:#}")
-        }
-    }
-}
-
-/// What one test returned, before it is added to the totals.
-enum Outcome {
-    Upload(workload::Bulk),
-    Download(workload::Bulk),
-    Conns(workload::ConnRate),
-    Echo(workload::Latency),
-}
-
-/// Runs one test against one target, adds it to `totals`, and describes it in one line.
-async fn measure(
-    test: Test,
-    t: &Target,
-    proxy: Option<&Proxy>,
-    args: &Args,
-    duration: Duration,
-    totals: &mut Totals,
-) -> String {
-    let cpu0 = proxy.and_then(Proxy::cpu_time);
-    let outcome = match test {
-        Test::Upload => {
-            Outcome::Upload(workload::bulk_upload(t.addr, args.streams, duration).await)
-        }
-        Test::Download => {
-            Outcome::Download(workload::bulk_download(t.addr, args.streams, duration).await)
-        }
-        Test::ShortConns => {
-            Outcome::Conns(workload::conn_rate(t.addr, args.workers, duration).await)
-        }
-        Test::Echo | Test::Churn => {
-            Outcome::Echo(workload::echo_latency(t.addr, args.echo_conns, duration).await)
-        }
-    };
-    let cpu = match (cpu0, proxy.and_then(Proxy::cpu_time)) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
-    let per_sec = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
-    let (summary, elapsed, errors) = match outcome {
-        Outcome::Upload(r) => {
-            totals.add_upload(&r, cpu);
-            let s = format!(
-                "upload    {:>9.2} Gbit/s",
-                per_sec(r.bytes, r.elapsed) * 8.0 / 1e9
-            );
-            (s, r.elapsed, r.errors)
-        }
-        Outcome::Download(r) => {
-            totals.add_download(&r, cpu);
-            let s = format!(
-                "download  {:>9.2} Gbit/s",
-                per_sec(r.bytes, r.elapsed) * 8.0 / 1e9
-            );
-            (s, r.elapsed, r.errors)
-        }
-        Outcome::Conns(r) => {
-            totals.add_conns(&r, cpu);
-            let s = format!("conns     {:>9.0} conn/s", per_sec(r.ok, r.elapsed));
-            (s, r.elapsed, r.errors)
-        }
-        Outcome::Echo(mut r) => {
-            let p50 = r.hist.quantile_us(0.5).unwrap_or(f64::NAN);
-            let p99 = r.hist.quantile_us(0.99).unwrap_or(f64::NAN);
-            let s = format!(
-                "echo      {:>9.0} msg/s  p50 {p50:.1} µs  p99 {p99:.1} µs",
-                per_sec(r.hist.count(), r.elapsed)
-            );
-            totals.add_echo(&r, cpu);
-            (s, r.elapsed, r.errors)
-        }
-    };
-    let busy = cpu
-        .map(|c| {
-            format!(
-                "  busy {:.0}%",
-                100.0 * c.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
-            )
-        })
-        .unwrap_or_default();
-    format!("{:<20} {summary}  errors {errors}{busy}", t.name)
 }
