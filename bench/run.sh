@@ -1,13 +1,48 @@
 #!/usr/bin/env bash
-# Builds the workspace in release mode and runs rolelb-bench: rolelb against HAProxy on
-# 127.0.0.1 with one shared config. Extra arguments go to rolelb-bench (e.g. --quick).
-# The report is printed and saved to bench/results/latest.txt.
+# Builds rolelb and rolelb-bench in release mode and runs the benchmark: rolelb against
+# HAProxy 2.6 (plain and with option splice-auto) at nbthread 1 and 2, plus an A/A HAProxy
+# pair, all on 127.0.0.1 in one interleaved run (≈ 5-6 min; --quick ≈ 1 min smoke).
+# Extra arguments go to rolelb-bench (e.g. --quick, --rounds 3, --nbthread 1).
+# The report is printed and saved to bench/results/latest.txt (--quick: quick.txt); a run with
+# no arguments also puts its tables into bench/README.md (between the bench-table markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Replaces the block between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in bench/README.md
+# with stdin, so the README shows the tool's own output of the last default run.
+readme_block() {
+    local name="$1" block
+    block="$(mktemp)"
+    cat > "$block"
+    awk -v name="$name" -v block="$block" '
+        index($0, "<!-- " name ":begin") == 1 { print; while ((getline l < block) > 0) print l; skip = 1; next }
+        index($0, "<!-- " name ":end") == 1 { skip = 0 }
+        !skip { print }' bench/README.md > bench/README.md.partial
+    mv bench/README.md.partial bench/README.md
+    rm -f "$block"
+}
+
 HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
-cargo build --release --workspace
+ETCD="${ETCD:-/usr/bin/etcd}"
+for bin in "$HAPROXY" "$ETCD"; do
+    [[ -x "$bin" ]] || { echo "$bin not found: run scripts/deps.sh" >&2; exit 1; }
+done
+cargo build --release -p rolelb --bin rolelb -p rolelb-bench --bin rolelb-bench
 mkdir -p bench/results
-target/release/rolelb-bench --rolelb target/release/rolelb --haproxy "$HAPROXY" "$@" \
-    | tee bench/results/latest.txt.partial
-mv bench/results/latest.txt.partial bench/results/latest.txt
-echo "saved bench/results/latest.txt"
+out=bench/results/latest.txt
+for a in "$@"; do [[ "$a" == --quick ]] && out=bench/results/quick.txt; done
+target/release/rolelb-bench --rolelb target/release/rolelb --haproxy "$HAPROXY" --etcd "$ETCD" "$@" \
+    | tee "$out.partial"
+mv "$out.partial" "$out"
+echo "saved $out"
+if [[ $# -eq 0 ]]; then
+    { echo
+      awk '/^(rolelb-bench |machine:|haproxy:|rolelb: |setup:|plan:|load average \(1 min\) at start|NOTE:)/ { print }
+           /^== nbthread/ { t = 1 }
+           /^OS threads at the end/ { t = 0 }
+           t { print }
+           /^(load average \(1 min\) at end|total run time)/ { print }' "$out" \
+          | sed 's/^\(.\)/    \1/'
+      echo
+    } | readme_block bench-table
+    echo "updated the table in bench/README.md"
+fi

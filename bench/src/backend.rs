@@ -2,7 +2,7 @@
 //!
 //! Every listener speaks the same tiny protocol, so one kind of server can sit behind both
 //! `server` lines of the generated config: the client's first byte picks the mode
-//! ([`Mode`]), and the rest of the connection is echo, sink or source. The servers run on
+//! ([`Mode`]), and the rest of the connection is echo, sink, source or an idle hold. The servers run on
 //! the bench's own tokio runtime and stop when [`Backends`] is dropped.
 
 use std::net::SocketAddr;
@@ -31,6 +31,10 @@ pub enum Mode {
     Sink,
     /// Send data as fast as possible until the client goes away.
     Source,
+    /// Echo the next byte once, then hold the connection open, idle, until the client
+    /// closes: the far end of an idle session, with a 16-byte buffer so that the bench's
+    /// own memory stays small with thousands of them.
+    Hold,
 }
 
 impl Mode {
@@ -40,6 +44,7 @@ impl Mode {
             Mode::Echo => b'E',
             Mode::Sink => b'S',
             Mode::Source => b'D',
+            Mode::Hold => b'H',
         }
     }
 
@@ -48,6 +53,7 @@ impl Mode {
             b'E' => Some(Mode::Echo),
             b'S' => Some(Mode::Sink),
             b'D' => Some(Mode::Source),
+            b'H' => Some(Mode::Hold),
             _ => None,
         }
     }
@@ -106,6 +112,7 @@ async fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         Some(Mode::Echo) => echo(stream).await,
         Some(Mode::Sink) => sink(stream).await,
         Some(Mode::Source) => source(stream).await,
+        Some(Mode::Hold) => hold(stream).await,
         None => Ok(()),
     }
 }
@@ -133,6 +140,15 @@ async fn sink(mut stream: TcpStream) -> std::io::Result<()> {
     }
     stream.write_all(&total.to_be_bytes()).await?;
     stream.shutdown().await
+}
+
+async fn hold(mut stream: TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; 16];
+    stream.read_exact(&mut buf[..1]).await?;
+    stream.write_all(&buf[..1]).await?;
+    // Anything more the client sends is read and dropped; EOF or an error ends it.
+    while stream.read(&mut buf).await? > 0 {}
+    Ok(())
 }
 
 async fn source(mut stream: TcpStream) -> std::io::Result<()> {

@@ -1,4 +1,4 @@
-//! What machine the numbers were taken on: cores, CPU model, kernel, load.
+//! What machine the numbers were taken on: cores, CPU model, kernel, memory, load.
 //!
 //! Everything is read from `/proc`; a missing file gives "unknown", never an error, since
 //! the description is informative only.
@@ -14,6 +14,8 @@ pub struct Machine {
     pub cpu_model: String,
     /// Kernel release.
     pub kernel: String,
+    /// `MemTotal` from `/proc/meminfo`, e.g. `24.0 GiB RAM`.
+    pub memory: String,
 }
 
 impl Machine {
@@ -34,10 +36,25 @@ impl Machine {
         let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
+        let memory = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or_else(
+                || "unknown RAM".to_string(),
+                |kb| format!("{:.1} GiB RAM", kb / 1024.0 / 1024.0),
+            );
         Machine {
             nproc,
             cpu_model,
             kernel,
+            memory,
         }
     }
 }

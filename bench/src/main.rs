@@ -1,21 +1,26 @@
-//! `rolelb-bench`: rolelb against HAProxy, same config, same machine, same run.
+//! `rolelb-bench`: rolelb against HAProxy 2.6, same config, same machine, same run.
 //!
-//! It starts echo/sink/source backends in-process on 127.0.0.1, writes one HAProxy-syntax
-//! config (`mode tcp`, round robin over two servers, `nbthread 1`) that both proxies read
-//! unchanged but for the bind port, starts both, and measures bulk throughput, short
-//! connection rate and echo round-trip latency against each — and directly against a
-//! backend as a reference. Tests run in rounds with the target order rotated, so drift in
-//! the machine's load falls on every target alike. The output is a table with the
-//! rolelb/haproxy ratio; the process exits non-zero only when setup fails.
+//! It starts echo/sink/source/hold backends in-process on 127.0.0.1 and, for each
+//! `nbthread` asked for (1 and 2 by default), four proxies reading one HAProxy-syntax config
+//! that differs only in its bind port (and `option splice-auto` for one): HAProxy, HAProxy
+//! with `option splice-auto`, rolelb, and a second plain HAProxy for an A/A pair that shows
+//! the noise. It measures idle-session memory once, then in rounds, with the target order
+//! rotated so drift in the machine's load falls on every target alike: short connections,
+//! ping-pong latency, bulk upload and download, and the echo while 1,000 etcd members change
+//! (against a real etcd and an extra etcd-watching rolelb per `nbthread`, see [`churn`]).
+//! The output is one table per `nbthread` with rolelb/HAProxy and A/A ratios; the process
+//! exits non-zero only when setup fails.
 
 mod backend;
+mod churn;
 mod histogram;
 mod machine;
+mod measure;
 mod proxy;
 mod report;
+mod syscalls;
 mod workload;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,8 +28,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 
-use crate::proxy::{Kind, Proxy};
-use crate::report::{Shape, Totals};
+use crate::measure::{ChurnVia, Target, Test, measure, measure_churn, measure_idle, warm_up};
+use crate::proxy::{Kind, Proxy, Variant};
+use crate::report::{Group, Idle, Shape, Totals};
 
 /// Benchmark rolelb against HAProxy on 127.0.0.1 with one shared config.
 #[derive(Debug, Parser)]
@@ -36,55 +42,57 @@ struct Args {
     /// The HAProxy binary (run as `haproxy -db -f FILE`).
     #[arg(long, value_name = "PATH")]
     haproxy: PathBuf,
-    /// Seconds per measurement (default 1).
+    /// The etcd binary for the churn test (Debian's etcd-server).
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/etcd")]
+    etcd: PathBuf,
+    /// Seconds per measurement (default 1, or 0.5 with --quick).
     #[arg(long, value_name = "N")]
     seconds: Option<f64>,
-    /// Short smoke run: one round instead of six (≈ 15 s in all).
+    /// Short smoke run: one round, 0.5 s measurements, 1,000 idle sessions, 200 etcd
+    /// members (≈ 1 min in all); not a measurement.
     #[arg(long)]
     quick: bool,
-    /// Rounds over all tests and targets (default 6, or 1 with --quick).
+    /// Rounds over all tests and targets (default 5, or 1 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
+    /// `nbthread` values to compare, each with its own four proxies.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 2])]
+    nbthread: Vec<u32>,
     /// Concurrent streams in the bulk tests.
     #[arg(long, default_value_t = 4)]
     streams: usize,
-    /// Concurrent workers in the short-connection test.
-    #[arg(long, default_value_t = 16)]
+    /// Concurrent connectors in the short-connection test.
+    #[arg(long, default_value_t = 32)]
     workers: usize,
-    /// Persistent connections in the echo latency test.
-    #[arg(long, default_value_t = 8)]
+    /// Persistent connections in the ping-pong test.
+    #[arg(long, default_value_t = 32)]
     echo_conns: usize,
+    /// Idle sessions opened through each proxy for the memory row (default 9,900, at most
+    /// 9,900; 1,000 with --quick).
+    #[arg(long, value_name = "N")]
+    idle_sessions: Option<usize>,
+    /// etcd members put per churn pass (default 1,000, 200 with --quick; 0 leaves the etcd
+    /// churn row out and starts neither etcd nor the etcd-watching rolelb).
+    #[arg(long, value_name = "N")]
+    churn_members: Option<usize>,
     /// Tokio worker threads for the load generator and backends.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Instead of the benchmark: count each proxy's system calls (`strace -c -f`) for N
+    /// short connections at the first --nbthread, and print both tables side by side.
+    #[arg(long, value_name = "N")]
+    syscalls: Option<u64>,
+    /// The strace binary for --syscalls.
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/strace")]
+    strace: PathBuf,
 }
-
-/// The four tests, in the order they run within a round.
-#[derive(Debug, Clone, Copy)]
-enum Test {
-    Upload,
-    Download,
-    ShortConns,
-    Echo,
-}
-
-const TESTS: [Test; 4] = [Test::Upload, Test::Download, Test::ShortConns, Test::Echo];
 
 /// Pause between measurements so sockets from one do not weigh on the next.
 const SETTLE: Duration = Duration::from_millis(200);
 
-/// One thing to load: a proxy, or a backend directly.
-struct Target<'a> {
-    name: &'static str,
-    addr: SocketAddr,
-    proxy: Option<&'a Proxy>,
-}
-
-impl Target<'_> {
-    fn cpu(&self) -> Option<Duration> {
-        self.proxy.and_then(Proxy::cpu_time)
-    }
-}
+/// Descriptors the bench keeps for itself beside the idle sessions' two each (listeners,
+/// the etcd client, the runtime, stdio).
+const OWN_FDS: u64 = 150;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -136,33 +144,110 @@ impl Drop for WorkDir {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
-    let secs = args.seconds.unwrap_or(1.0);
-    if !(secs > 0.0 && secs <= 600.0) {
-        bail!("--seconds must be in (0, 600], got {secs}");
+/// The run's settings after defaults and limits.
+struct Plan {
+    duration: Duration,
+    rounds: u32,
+    idle_sessions: usize,
+    churn_members: usize,
+    tests: Vec<Test>,
+}
+
+impl Plan {
+    fn from(args: &Args, fd_limit: u64) -> Result<Plan> {
+        let secs = args.seconds.unwrap_or(if args.quick { 0.5 } else { 1.0 });
+        if !(secs > 0.0 && secs <= 600.0) {
+            bail!("--seconds must be in (0, 600], got {secs}");
+        }
+        if args.nbthread.is_empty() || args.nbthread.iter().any(|n| !(1..=64).contains(n)) {
+            bail!(
+                "--nbthread wants values from 1 to 64, got {:?}",
+                args.nbthread
+            );
+        }
+        let asked = args.idle_sessions.unwrap_or(if args.quick {
+            1_000
+        } else {
+            proxy::MAX_IDLE_SESSIONS
+        });
+        if asked > proxy::MAX_IDLE_SESSIONS {
+            bail!(
+                "--idle-sessions {asked}: at most {} fit the generated maxconn {}",
+                proxy::MAX_IDLE_SESSIONS,
+                proxy::MAXCONN
+            );
+        }
+        // The bench holds both ends of every idle session (client and backend).
+        let room = usize::try_from(fd_limit.saturating_sub(OWN_FDS) / 2).unwrap_or(usize::MAX);
+        let idle_sessions = asked.min(room);
+        if idle_sessions < asked {
+            println!(
+                "NOTE: descriptor limit {fd_limit} leaves room for {idle_sessions} idle sessions, not {asked}"
+            );
+        }
+        let churn_members = args
+            .churn_members
+            .unwrap_or(if args.quick { 200 } else { 1_000 });
+        let mut tests = vec![Test::ShortConns, Test::Echo, Test::Upload, Test::Download];
+        if churn_members > 0 {
+            tests.push(Test::Churn);
+        }
+        Ok(Plan {
+            duration: Duration::from_secs_f64(secs),
+            rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 5 }).max(1),
+            idle_sessions,
+            churn_members,
+            tests,
+        })
     }
-    let duration = Duration::from_secs_f64(secs);
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 6 }).max(1);
+}
+
+async fn run(args: Args) -> Result<()> {
     check_program(&args.haproxy, "--haproxy")?;
     check_program(&args.rolelb, "--rolelb")?;
+    if let Some(conns) = args.syscalls {
+        let work = WorkDir::create()?;
+        let nbthread = args.nbthread.first().copied().unwrap_or(1);
+        return syscalls::run(
+            &args.haproxy,
+            &args.rolelb,
+            &args.strace,
+            &work.0,
+            nbthread,
+            args.workers,
+            conns,
+        )
+        .await;
+    }
+    let fd_limit = proxy::raise_nofile_limit()?;
+    let plan = Plan::from(&args, fd_limit)?;
 
     let started = std::time::Instant::now();
     let machine = machine::Machine::detect();
     let load_start = machine::load_average();
     println!("rolelb-bench {}", env!("CARGO_PKG_VERSION"));
     println!(
-        "machine: {} CPUs (nproc), {}, kernel {}",
-        machine.nproc, machine.cpu_model, machine.kernel
+        "machine: {} CPUs (nproc), {}, kernel {}, {}",
+        machine.nproc, machine.cpu_model, machine.kernel, machine.memory
     );
     println!("haproxy: {}", proxy::version_of(&args.haproxy));
     println!("rolelb:  {}", proxy::version_of(&args.rolelb));
     println!(
-        "setup: both proxies are configured with `nbthread 1`; load generator and backends \
-         share this process on {} tokio worker thread(s); all traffic on 127.0.0.1",
+        "setup: nbthread {:?}; per nbthread: haproxy, haproxy + option splice-auto, rolelb, haproxy#2 (A/A); \
+         load generator and backends share this process on {} tokio worker thread(s); \
+         all traffic on 127.0.0.1; descriptor limit {fd_limit} (inherited by the proxies)",
+        args.nbthread,
         args.client_threads.max(1)
     );
+    let secs = plan.duration.as_secs_f64();
     println!(
-        "plan: {rounds} round(s) x 4 tests x 3 targets x {secs} s, target order rotated each test"
+        "plan: idle-session RSS once ({} sessions per proxy); then {} round(s) x {} tests x {} targets x {secs} s \
+         (etcd churn: {} members per pass), target order rotated each test and round",
+        plan.idle_sessions,
+        plan.rounds,
+        plan.tests.len(),
+        1 + 4 * args.nbthread.len(),
+        plan.churn_members
     );
     if let Some(load) = load_start {
         println!("load average (1 min) at start: {load:.2}");
@@ -176,49 +261,171 @@ async fn run(args: Args) -> Result<()> {
 
     let work = WorkDir::create()?;
     let backends = backend::start(2).await?;
-    let ports = proxy::free_ports(2)?;
-    let (hap_addr, rlb_addr) = (ports[0], ports[1]);
-    let hap_cfg = proxy::config_text(hap_addr, &backends.addrs);
-    let rlb_cfg = proxy::config_text(rlb_addr, &backends.addrs);
-    println!("\nconfig (haproxy's; rolelb's differs only in the bind port):");
-    for line in hap_cfg.lines() {
-        println!("  {line}");
-    }
-    let mut haproxy = Proxy::start(Kind::Haproxy, &args.haproxy, &work.0, hap_addr, &hap_cfg)?;
-    println!("\nstarted haproxy pid {} on {hap_addr}", haproxy.pid());
-    let mut rolelb = Proxy::start(Kind::Rolelb, &args.rolelb, &work.0, rlb_addr, &rlb_cfg)?;
-    println!("started rolelb pid {} on {rlb_addr}", rolelb.pid());
+    let mut etcd = if plan.churn_members > 0 {
+        let e = churn::Etcd::start(&args.etcd, &work.0).await?;
+        println!("started etcd pid {} at {}", e.pid(), e.endpoint);
+        Some(e)
+    } else {
+        None
+    };
 
-    let targets = [
-        Target {
-            name: "direct",
-            addr: backends.addrs[0],
+    let mut proxies: Vec<Proxy> = Vec::new();
+    let mut targets: Vec<Target> = vec![Target {
+        name: "direct".into(),
+        addr: backends.addrs[0],
+        proxy: None,
+        churn: ChurnVia {
             proxy: None,
+            addr: backends.addrs[0],
+            prefix: churn::UNWATCHED.into(),
+            watcher: None,
         },
-        Target {
-            name: Kind::Haproxy.name(),
-            addr: haproxy.addr,
-            proxy: Some(&haproxy),
-        },
-        Target {
-            name: Kind::Rolelb.name(),
-            addr: rolelb.addr,
-            proxy: Some(&rolelb),
-        },
-    ];
+    }];
+    let mut groups = Vec::new();
+    let mut shown_config = false;
+    for &nbthread in &args.nbthread {
+        let plain = Variant {
+            nbthread,
+            splice_auto: false,
+        };
+        let spliced = Variant {
+            splice_auto: true,
+            ..plain
+        };
+        let mut idx = [0usize; 4];
+        for (slot, (kind, name, variant)) in [
+            (Kind::Haproxy, "haproxy", plain),
+            (Kind::Haproxy, "haproxy+splice", spliced),
+            (Kind::Rolelb, "rolelb", plain),
+            (Kind::Haproxy, "haproxy#2", plain),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let label = format!("{name}/t{nbthread}");
+            let addr = proxy::free_ports(1)?[0];
+            let cfg = proxy::config_text(addr, &backends.addrs, variant);
+            if !shown_config {
+                println!(
+                    "\nconfig (haproxy/t{nbthread}'s; the others differ in the bind port, nbthread, and `option splice-auto` for +splice):"
+                );
+                for line in cfg.lines() {
+                    println!("  {line}");
+                }
+                println!();
+                shown_config = true;
+            }
+            let program = if kind == Kind::Rolelb {
+                &args.rolelb
+            } else {
+                &args.haproxy
+            };
+            let p = Proxy::start(kind, &label, program, &work.0, addr, &cfg)?;
+            println!("started {label} pid {} on {addr}", p.pid());
+            proxies.push(p);
+            idx[slot] = targets.len();
+            targets.push(Target {
+                name: label,
+                addr,
+                proxy: Some(proxies.len() - 1),
+                churn: ChurnVia {
+                    proxy: Some(proxies.len() - 1),
+                    addr,
+                    prefix: churn::UNWATCHED.into(),
+                    watcher: None,
+                },
+            });
+        }
+        if let Some(etcd) = &etcd {
+            let label = format!("rolelb+etcd/t{nbthread}");
+            let ports = proxy::free_ports(3)?;
+            let prefix = churn::prefix_for(nbthread);
+            let shared = proxy::config_text(ports[0], &backends.addrs, plain);
+            let cfg = churn::rolelb_config(&shared, ports[1], &etcd.endpoint, ports[2], &prefix);
+            let p = Proxy::start(Kind::Rolelb, &label, &args.rolelb, &work.0, ports[0], &cfg)
+                .context("starting the etcd-watching rolelb for the churn row")?;
+            println!(
+                "started {label} pid {} on {} (watches {prefix}/ at {}; admin {})",
+                p.pid(),
+                ports[0],
+                etcd.endpoint,
+                ports[1]
+            );
+            if nbthread == args.nbthread[0] {
+                println!("  its config adds to the shared one:");
+                for line in cfg.lines().filter(|l| !shared.contains(l)) {
+                    println!("  {line}");
+                }
+            }
+            proxies.push(p);
+            targets[idx[2]].churn = ChurnVia {
+                proxy: Some(proxies.len() - 1),
+                addr: ports[0],
+                prefix,
+                watcher: Some(ports[1]),
+            };
+        }
+        groups.push(Group {
+            title: format!("nbthread {nbthread}"),
+            direct: 0,
+            haproxy: idx[0],
+            splice: idx[1],
+            rolelb: idx[2],
+            haproxy2: idx[3],
+        });
+    }
+    println!("all proxies started");
+
     for t in &targets {
-        warm_up(t).await?;
+        warm_up(&t.name, t.addr, t.proxy.map(|i| &proxies[i])).await?;
+        if t.churn.addr != t.addr {
+            warm_up(&t.name, t.churn.addr, t.churn.proxy.map(|i| &proxies[i])).await?;
+        }
     }
 
-    // One `[direct, haproxy, rolelb]` per round: the table shows totals and per-round spread.
-    let mut rounds_totals: Vec<[Totals; 3]> = Vec::new();
+    // Idle-session memory first, on fresh processes, once per proxy.
+    let mut idle: Vec<Option<Idle>> = vec![None; targets.len()];
     let mut raw = Vec::new();
-    for round in 0..rounds as usize {
-        let mut totals: [Totals; 3] = Default::default();
-        for (ti, test) in TESTS.iter().enumerate() {
+    for (i, t) in targets.iter().enumerate() {
+        let Some(p) = t.proxy.map(|i| &proxies[i]) else {
+            continue;
+        };
+        let (result, line) = measure_idle(p, t.addr, plan.idle_sessions).await;
+        eprintln!("{line}");
+        raw.push(line);
+        idle[i] = result;
+    }
+
+    let shape = Shape {
+        streams: args.streams,
+        workers: args.workers,
+        echo_conns: args.echo_conns,
+        idle_sessions: plan.idle_sessions,
+        churn_members: plan.churn_members,
+    };
+    // One `Totals` per target per round: the table shows totals and per-round spread.
+    let mut rounds_totals: Vec<Vec<Totals>> = Vec::new();
+    for round in 0..plan.rounds as usize {
+        let mut totals: Vec<Totals> = vec![Totals::default(); targets.len()];
+        for (ti, test) in plan.tests.iter().enumerate() {
             for k in 0..targets.len() {
-                let idx = (k + round + ti) % targets.len();
-                let line = measure(*test, &targets[idx], &args, duration, &mut totals[idx]).await;
+                let i = (k + round + ti) % targets.len();
+                let line = match (test, etcd.as_mut()) {
+                    (Test::Churn, Some(etcd)) => {
+                        measure_churn(
+                            etcd,
+                            &targets[i],
+                            &proxies,
+                            plan.churn_members,
+                            &mut totals[i],
+                        )
+                        .await
+                    }
+                    _ => {
+                        let p = targets[i].proxy.map(|i| &proxies[i]);
+                        measure(*test, &targets[i], p, &shape, plan.duration, &mut totals[i]).await
+                    }
+                };
                 let line = format!("round {} {line}", round + 1);
                 eprintln!("{line}");
                 raw.push(line);
@@ -227,28 +434,25 @@ async fn run(args: Args) -> Result<()> {
         }
         rounds_totals.push(totals);
     }
+    if let Some(first) = rounds_totals.first_mut() {
+        for (t, i) in first.iter_mut().zip(&idle) {
+            t.idle = *i;
+        }
+    }
     // A proxy that died mid-run is a finding, not a setup failure: its errors are in the table.
-    let deaths: Vec<String> = [haproxy.exit_report(), rolelb.exit_report()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let threads = |p: &Proxy| p.threads().map_or("?".to_string(), |n| n.to_string());
-    let threads_line = format!(
-        "OS threads at the end (config says nbthread 1): haproxy {}, rolelb {}\n\
-         proxy output over the whole run (no logging configured): haproxy {} bytes, rolelb {} bytes",
-        threads(&haproxy),
-        threads(&rolelb),
-        haproxy.log_bytes(),
-        rolelb.log_bytes()
-    );
+    let deaths: Vec<String> = proxies.iter_mut().filter_map(Proxy::exit_report).collect();
 
-    let shape = Shape {
-        streams: args.streams,
-        workers: args.workers,
-        echo_conns: args.echo_conns,
-    };
-    println!("\n{}", report::table(&mut rounds_totals, &shape));
-    println!("{threads_line}\n");
+    println!("\n{}", report::table(&mut rounds_totals, &groups, &shape));
+    println!("OS threads at the end, and bytes of output (no logging configured):");
+    for p in &proxies {
+        println!(
+            "  {:<20} {:>3} threads  {:>6} bytes",
+            p.label(),
+            p.threads().map_or("?".to_string(), |n| n.to_string()),
+            p.log_bytes()
+        );
+    }
+    println!();
     for d in &deaths {
         println!("WARNING: {d}\n");
     }
@@ -260,6 +464,8 @@ async fn run(args: Args) -> Result<()> {
         println!("load average (1 min) at end: {load:.2}");
     }
     println!("total run time: {:.0} s", started.elapsed().as_secs_f64());
+    drop(proxies);
+    drop(etcd.take());
     Ok(())
 }
 
@@ -269,93 +475,4 @@ fn check_program(path: &Path, flag: &str) -> Result<()> {
         bail!("{flag} {}: no such file", path.display());
     }
     Ok(())
-}
-
-/// A few short connections through `t`; a target that forwards none is a setup failure.
-async fn warm_up(t: &Target<'_>) -> Result<()> {
-    let r = workload::conn_rate(t.addr, 2, Duration::from_millis(300)).await;
-    if r.ok == 0 {
-        let log = t.proxy.map(Proxy::log_tail).unwrap_or_default();
-        bail!(
-            "{} on {} forwarded no connection during warm-up ({} errors); its output:\n{log}",
-            t.name,
-            t.addr,
-            r.errors
-        );
-    }
-    Ok(())
-}
-
-/// What one test returned, before it is added to the totals.
-enum Outcome {
-    Upload(workload::Bulk),
-    Download(workload::Bulk),
-    Conns(workload::ConnRate),
-    Echo(workload::Latency),
-}
-
-/// Runs one test against one target, adds it to `totals`, and describes it in one line.
-async fn measure(
-    test: Test,
-    t: &Target<'_>,
-    args: &Args,
-    duration: Duration,
-    totals: &mut Totals,
-) -> String {
-    let cpu0 = t.cpu();
-    let outcome = match test {
-        Test::Upload => {
-            Outcome::Upload(workload::bulk_upload(t.addr, args.streams, duration).await)
-        }
-        Test::Download => {
-            Outcome::Download(workload::bulk_download(t.addr, args.streams, duration).await)
-        }
-        Test::ShortConns => {
-            Outcome::Conns(workload::conn_rate(t.addr, args.workers, duration).await)
-        }
-        Test::Echo => {
-            Outcome::Echo(workload::echo_latency(t.addr, args.echo_conns, duration).await)
-        }
-    };
-    let cpu = match (cpu0, t.cpu()) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
-    let per_sec = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
-    let (summary, elapsed, errors) = match outcome {
-        Outcome::Upload(r) => {
-            totals.add_upload(&r, cpu);
-            let s = format!("upload    {:>9.1} MB/s", per_sec(r.bytes, r.elapsed) / 1e6);
-            (s, r.elapsed, r.errors)
-        }
-        Outcome::Download(r) => {
-            totals.add_download(&r, cpu);
-            let s = format!("download  {:>9.1} MB/s", per_sec(r.bytes, r.elapsed) / 1e6);
-            (s, r.elapsed, r.errors)
-        }
-        Outcome::Conns(r) => {
-            totals.add_conns(&r, cpu);
-            let s = format!("conns     {:>9.0} conn/s", per_sec(r.ok, r.elapsed));
-            (s, r.elapsed, r.errors)
-        }
-        Outcome::Echo(mut r) => {
-            let p50 = r.hist.quantile_us(0.5).unwrap_or(f64::NAN);
-            let p99 = r.hist.quantile_us(0.99).unwrap_or(f64::NAN);
-            let s = format!(
-                "echo      {:>9.0} msg/s  p50 {p50:.1} µs  p99 {p99:.1} µs",
-                per_sec(r.hist.count(), r.elapsed)
-            );
-            totals.add_echo(&r, cpu);
-            (s, r.elapsed, r.errors)
-        }
-    };
-    let busy = cpu
-        .map(|c| {
-            format!(
-                "  busy {:.0}%",
-                100.0 * c.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
-            )
-        })
-        .unwrap_or_default();
-    format!("{:<8} {summary}  errors {errors}{busy}", t.name)
 }

@@ -1,8 +1,10 @@
 //! Accumulated results per target and the printed table.
 //!
 //! Each measurement is added to its target's [`Totals`] (rounds are summed, latency samples
-//! merged), and [`table`] turns the three targets' totals into rows of
-//! metric / direct / haproxy / rolelb / rolelb÷haproxy.
+//! merged), and [`table`] turns the totals into one block of rows per `nbthread`: the
+//! values of direct / haproxy / haproxy + splice-auto / rolelb / haproxy#2, then the ratios
+//! rolelb/haproxy, rolelb/(the better of haproxy and haproxy + splice-auto), and the A/A
+//! ratio haproxy#2/haproxy, which two identical proxies would have at 1.00 without noise.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -61,6 +63,32 @@ pub struct Totals {
     pub echo: Sum,
     /// Echo round-trip samples.
     pub rtt: Histogram,
+    /// Paced echo messages during the etcd churn passes.
+    pub churn: Sum,
+    /// Their round-trip samples.
+    pub churn_rtt: Histogram,
+    /// The idle-session memory test (run once, not per round).
+    pub idle: Option<Idle>,
+}
+
+/// What the idle-session memory test measured on one proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    /// Sessions open at the second reading.
+    pub sessions: u64,
+    /// `VmRSS` before opening them, bytes.
+    pub rss_before: u64,
+    /// `VmRSS` with them open, bytes.
+    pub rss_after: u64,
+}
+
+impl Idle {
+    /// RSS growth per session in KiB (negative growth counts as 0).
+    pub fn kib_per_session(&self) -> Option<f64> {
+        (self.sessions > 0).then(|| {
+            self.rss_after.saturating_sub(self.rss_before) as f64 / 1024.0 / self.sessions as f64
+        })
+    }
 }
 
 impl Totals {
@@ -86,10 +114,15 @@ impl Totals {
             (&mut self.download, &other.download),
             (&mut self.conns, &other.conns),
             (&mut self.echo, &other.echo),
+            (&mut self.churn, &other.churn),
         ] {
             mine.add(theirs.amount, theirs.elapsed, theirs.errors, theirs.cpu);
         }
         self.rtt.merge(&other.rtt);
+        self.churn_rtt.merge(&other.churn_rtt);
+        if other.idle.is_some() {
+            self.idle = other.idle;
+        }
     }
 
     /// Adds one echo measurement.
@@ -97,9 +130,15 @@ impl Totals {
         self.echo.add(r.hist.count(), r.elapsed, r.errors, cpu);
         self.rtt.merge(&r.hist);
     }
+
+    /// Adds one etcd churn pass's echo.
+    pub fn add_churn(&mut self, r: &Latency, cpu: Option<Duration>) {
+        self.churn.add(r.hist.count(), r.elapsed, r.errors, cpu);
+        self.churn_rtt.merge(&r.hist);
+    }
 }
 
-/// Whether a larger value of a metric is good or bad; decides the hint in the last column.
+/// Whether a larger value of a metric is good or bad; decides the hint and "better of".
 #[derive(Clone, Copy)]
 enum Better {
     Higher,
@@ -110,10 +149,30 @@ enum Better {
 pub struct Shape {
     /// Bulk streams.
     pub streams: usize,
-    /// Short-connection workers.
+    /// Short-connection connectors.
     pub workers: usize,
     /// Echo connections.
     pub echo_conns: usize,
+    /// Idle sessions asked for.
+    pub idle_sessions: usize,
+    /// etcd members changed per churn pass (0: not run).
+    pub churn_members: usize,
+}
+
+/// Which targets (indexes into the per-round totals) make one block of the table.
+pub struct Group {
+    /// The block's heading, e.g. `nbthread 1`.
+    pub title: String,
+    /// The backend, no proxy (shared by all blocks).
+    pub direct: usize,
+    /// HAProxy, plain.
+    pub haproxy: usize,
+    /// HAProxy with `option splice-auto`.
+    pub splice: usize,
+    /// rolelb.
+    pub rolelb: usize,
+    /// A second plain HAProxy: the A/A pair with `haproxy`.
+    pub haproxy2: usize,
 }
 
 /// One row of the table: how to compute its value from a target's totals.
@@ -121,6 +180,8 @@ struct Row {
     label: String,
     value: fn(&mut Totals) -> Option<f64>,
     better: Better,
+    /// Tail latencies: left out of the A/A summary's "without tails" span.
+    tail: bool,
 }
 
 fn row(label: impl Into<String>, value: fn(&mut Totals) -> Option<f64>, better: Better) -> Row {
@@ -128,11 +189,21 @@ fn row(label: impl Into<String>, value: fn(&mut Totals) -> Option<f64>, better: 
         label: label.into(),
         value,
         better,
+        tail: false,
     }
 }
 
-fn mb_per_s(s: &Sum) -> Option<f64> {
-    s.rate().map(|r| r / 1e6)
+fn tail(label: impl Into<String>, value: fn(&mut Totals) -> Option<f64>) -> Row {
+    Row {
+        label: label.into(),
+        value,
+        better: Better::Lower,
+        tail: true,
+    }
+}
+
+fn gbit_per_s(s: &Sum) -> Option<f64> {
+    s.rate().map(|r| r * 8.0 / 1e9)
 }
 
 fn ms_per_gb(s: &Sum) -> Option<f64> {
@@ -151,39 +222,21 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Renders the comparison table from per-round `[direct, haproxy, rolelb]` totals: values
-/// over all rounds, the rolelb/haproxy ratio, and that ratio's spread across rounds.
-pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
-    let mut all: [Totals; 3] = Default::default();
-    for round in rounds.iter() {
-        for (total, t) in all.iter_mut().zip(round.iter()) {
-            total.merge(t);
-        }
+/// The better of two values for a row (either one if the other is missing).
+fn better_of(a: Option<f64>, b: Option<f64>, better: Better) -> Option<f64> {
+    match (a, b, better) {
+        (Some(a), Some(b), Better::Higher) => Some(a.max(b)),
+        (Some(a), Some(b), Better::Lower) => Some(a.min(b)),
+        (a, None, _) => a,
+        (None, b, _) => b,
     }
+}
+
+fn rows(shape: &Shape) -> Vec<Row> {
     let k = shape.streams;
-    let rows = [
+    vec![
         row(
-            format!("bulk upload MB/s ({k} streams)"),
-            |t| mb_per_s(&t.upload),
-            Better::Higher,
-        ),
-        row(
-            "  proxy CPU ms per GB",
-            |t| ms_per_gb(&t.upload),
-            Better::Lower,
-        ),
-        row(
-            format!("bulk download MB/s ({k} streams)"),
-            |t| mb_per_s(&t.download),
-            Better::Higher,
-        ),
-        row(
-            "  proxy CPU ms per GB",
-            |t| ms_per_gb(&t.download),
-            Better::Lower,
-        ),
-        row(
-            format!("short conns/s ({} workers)", shape.workers),
+            format!("conns/s ({} connectors, short)", shape.workers),
             |t| t.conns.rate(),
             Better::Higher,
         ),
@@ -193,109 +246,197 @@ pub fn table(rounds: &mut [[Totals; 3]], shape: &Shape) -> String {
             Better::Lower,
         ),
         row(
-            format!("echo msgs/s ({} conns, 64 B)", shape.echo_conns),
+            format!("ping-pong msg/s ({} conns, 64 B)", shape.echo_conns),
             |t| t.echo.rate(),
             Better::Higher,
         ),
-        row(
-            "  echo RTT p50 µs",
-            |t| t.rtt.quantile_us(0.50),
-            Better::Lower,
-        ),
-        row(
-            "  echo RTT p99 µs",
-            |t| t.rtt.quantile_us(0.99),
-            Better::Lower,
-        ),
-        row(
-            "  echo RTT p99.9 µs",
-            |t| t.rtt.quantile_us(0.999),
-            Better::Lower,
-        ),
+        row("  RTT p50 µs", |t| t.rtt.quantile_us(0.50), Better::Lower),
+        tail("  RTT p99 µs", |t| t.rtt.quantile_us(0.99)),
+        tail("  RTT p99.9 µs", |t| t.rtt.quantile_us(0.999)),
         row("  proxy CPU µs per msg", |t| us_per(&t.echo), Better::Lower),
-    ];
+        row(
+            format!("bulk upload Gbit/s ({k} streams)"),
+            |t| gbit_per_s(&t.upload),
+            Better::Higher,
+        ),
+        row(
+            "  proxy CPU ms per GB",
+            |t| ms_per_gb(&t.upload),
+            Better::Lower,
+        ),
+        row(
+            format!("bulk download Gbit/s ({k} streams)"),
+            |t| gbit_per_s(&t.download),
+            Better::Higher,
+        ),
+        row(
+            "  proxy CPU ms per GB",
+            |t| ms_per_gb(&t.download),
+            Better::Lower,
+        ),
+        row(
+            format!("idle RSS KiB per session ({})", shape.idle_sessions),
+            |t| t.idle.and_then(|i| i.kib_per_session()),
+            Better::Lower,
+        ),
+        row(
+            format!("etcd churn echo p50 µs ({} members)", shape.churn_members),
+            |t| t.churn_rtt.quantile_us(0.50),
+            Better::Lower,
+        ),
+        tail(
+            format!("etcd churn echo p99 µs ({} members)", shape.churn_members),
+            |t| t.churn_rtt.quantile_us(0.99),
+        ),
+    ]
+}
 
+const WIDTH: [usize; 11] = [38, 9, 9, 9, 9, 9, 9, 9, 6, 16, 11];
+
+fn line(out: &mut String, cols: [&str; 11]) {
+    let mut l = format!("{:<w$}", cols[0], w = WIDTH[0]);
+    for (c, w) in cols.iter().zip(WIDTH).skip(1) {
+        let _ = write!(l, " {c:>w$}");
+    }
+    let _ = writeln!(out, "{}", l.trim_end());
+}
+
+/// "lowest/median/highest" of the values, or "" for fewer than two.
+fn spread(mut v: Vec<f64>, median: bool) -> String {
+    v.sort_by(f64::total_cmp);
+    match v.as_slice() {
+        [] | [_] => String::new(),
+        all if median => format!(
+            "{:.2}/{:.2}/{:.2}",
+            all[0],
+            all[all.len() / 2],
+            all[all.len() - 1]
+        ),
+        all => format!("{:.2}/{:.2}", all[0], all[all.len() - 1]),
+    }
+}
+
+/// Renders the comparison table from per-round totals (`rounds[round][target]`), one block
+/// per group, each followed by the span of its A/A ratios.
+pub fn table(rounds: &mut [Vec<Totals>], groups: &[Group], shape: &Shape) -> String {
+    let n = rounds.first().map_or(0, Vec::len);
+    let mut all: Vec<Totals> = vec![Totals::default(); n];
+    for round in rounds.iter() {
+        for (total, t) in all.iter_mut().zip(round.iter()) {
+            total.merge(t);
+        }
+    }
     let mut out = String::new();
-    let line = |out: &mut String, cols: [&str; 6]| {
-        let _ = writeln!(
-            out,
-            "{:<34} {:>10} {:>10} {:>10} {:>16} {:>19}",
-            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
-        );
-    };
-    line(
-        &mut out,
-        [
-            "metric",
-            "direct",
-            "haproxy",
-            "rolelb",
-            "rolelb/haproxy",
-            "per round min/med/max",
-        ],
-    );
-    let _ = writeln!(out, "{}", "-".repeat(34 + 11 * 3 + 17 + 20));
-    for r in rows {
-        let vals = [
-            (r.value)(&mut all[0]),
-            (r.value)(&mut all[1]),
-            (r.value)(&mut all[2]),
-        ];
-        let hint = match r.better {
-            Better::Higher => "↑",
-            Better::Lower => "↓",
-        };
-        let overall = ratio(vals[2], vals[1])
-            .map(|q| format!("{q:.2} {hint}"))
-            .unwrap_or_else(|| "n/a".into());
-        let mut per_round: Vec<f64> = rounds
-            .iter_mut()
-            .filter_map(|[_, h, l]| ratio((r.value)(l), (r.value)(h)))
-            .collect();
-        per_round.sort_by(f64::total_cmp);
-        let spread = match per_round.as_slice() {
-            [] | [_] => String::new(),
-            all => format!(
-                "{:.2}/{:.2}/{:.2}",
-                all[0],
-                all[all.len() / 2],
-                all[all.len() - 1]
-            ),
-        };
+    for g in groups {
+        let _ = writeln!(out, "== {} ==", g.title);
         line(
             &mut out,
             [
-                &r.label,
-                &fmt_num(vals[0]),
-                &fmt_num(vals[1]),
-                &fmt_num(vals[2]),
-                &overall,
-                &spread,
+                "metric",
+                "direct",
+                "haproxy",
+                "+splice",
+                "rolelb",
+                "haproxy#2",
+                "r/hap",
+                "r/best",
+                "A/A",
+                "r/hap per round",
+                "A/A p.round",
             ],
         );
+        let _ = writeln!(out, "{}", "-".repeat(WIDTH.iter().sum::<usize>() + 10));
+        let (mut aa_all, mut aa_no_tail, mut aa_rounds) = (Vec::new(), Vec::new(), Vec::new());
+        for r in rows(shape) {
+            let mut v = |i: usize| (r.value)(&mut all[i]);
+            let (d, h, s, l, h2) = (
+                v(g.direct),
+                v(g.haproxy),
+                v(g.splice),
+                v(g.rolelb),
+                v(g.haproxy2),
+            );
+            let hint = match r.better {
+                Better::Higher => "↑",
+                Better::Lower => "↓",
+            };
+            let fmt_ratio = |q: Option<f64>, hint: &str| {
+                q.map(|q| format!("{q:.2}{hint}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let aa = ratio(h2, h);
+            if let Some(q) = aa {
+                aa_all.push(q);
+                if !r.tail {
+                    aa_no_tail.push(q);
+                }
+            }
+            let per_round: Vec<f64> = rounds
+                .iter_mut()
+                .filter_map(|t| {
+                    let hv = (r.value)(&mut t[g.haproxy]);
+                    ratio((r.value)(&mut t[g.rolelb]), hv)
+                })
+                .collect();
+            let aa_round: Vec<f64> = rounds
+                .iter_mut()
+                .filter_map(|t| {
+                    let hv = (r.value)(&mut t[g.haproxy]);
+                    ratio((r.value)(&mut t[g.haproxy2]), hv)
+                })
+                .collect();
+            aa_rounds.extend(aa_round.iter().copied());
+            line(
+                &mut out,
+                [
+                    &r.label,
+                    &fmt_num(d),
+                    &fmt_num(h),
+                    &fmt_num(s),
+                    &fmt_num(l),
+                    &fmt_num(h2),
+                    &fmt_ratio(ratio(l, h), hint),
+                    &fmt_ratio(ratio(l, better_of(h, s, r.better)), hint),
+                    &fmt_ratio(aa, ""),
+                    &spread(per_round, true),
+                    &spread(aa_round, false),
+                ],
+            );
+        }
+        let errs = |t: &Totals| {
+            format!(
+                "{}/{}/{}/{}/{}",
+                t.conns.errors, t.echo.errors, t.upload.errors, t.download.errors, t.churn.errors
+            )
+        };
+        let _ = writeln!(
+            out,
+            "errors conn/echo/up/down/churn: direct {}, haproxy {}, +splice {}, rolelb {}, haproxy#2 {}",
+            errs(&all[g.direct]),
+            errs(&all[g.haproxy]),
+            errs(&all[g.splice]),
+            errs(&all[g.rolelb]),
+            errs(&all[g.haproxy2])
+        );
+        let _ = writeln!(
+            out,
+            "A/A spread ({}): aggregate ratios {} (without p99/p99.9 rows {}); per round {}\n",
+            g.title,
+            spread(aa_all, false).replace('/', " to "),
+            spread(aa_no_tail, false).replace('/', " to "),
+            spread(aa_rounds, false).replace('/', " to "),
+        );
     }
-    let errs = |t: &Totals| {
-        format!(
-            "{}/{}/{}/{}",
-            t.upload.errors, t.download.errors, t.conns.errors, t.echo.errors
-        )
-    };
-    line(
-        &mut out,
-        [
-            "errors up/down/conn/echo",
-            &errs(&all[0]),
-            &errs(&all[1]),
-            &errs(&all[2]),
-            "",
-            "",
-        ],
-    );
-    out.push_str("\n↑ = higher is better (ratio > 1: rolelb better); ↓ = lower is better (ratio > 1: rolelb worse).\n");
     out.push_str(
-        "Values are over all rounds; the last column is the per-round rolelb/haproxy ratio: lowest, median, highest.\n",
+        "↑ higher is better (ratio > 1: rolelb ahead); ↓ lower is better (ratio > 1: rolelb behind).\n\
+         r/hap = rolelb / haproxy; r/best = rolelb / the better of haproxy and haproxy + option splice-auto;\n\
+         A/A = haproxy#2 / haproxy, two identical HAProxy processes: its distance from 1.00 is this run's noise.\n\
+         Values are over all rounds; \"per round\" columns are the per-round ratios (lowest/median/highest, A/A lowest/highest).\n\
+         Gbit = 10^9 bits, GB = 10^9 bytes. Proxy CPU = user+system time of the proxy process during the test (/proc/PID/stat).\n\
+         Idle RSS = (VmRSS with the sessions open - VmRSS before) / sessions, measured once per proxy.\n\
+         etcd churn: rolelb watches the members change (its own etcd-watching instance); HAProxy has no etcd watch,\n\
+         so for it (and direct) the same puts go to a prefix nobody watches: the same echo with no watcher.\n",
     );
-    out.push_str("MB = 10^6 bytes. Proxy CPU = user+system time of the proxy process during the test (/proc/PID/stat).\n");
     out
 }
 
@@ -342,29 +483,73 @@ mod tests {
         assert_eq!(s.cpu_per(1e6), None);
     }
 
-    #[test]
-    fn table_shows_ratio_and_dashes() {
-        let mut t: [Totals; 3] = Default::default();
-        let d = Duration::from_secs(1);
-        t[0].conns.add(300, d, 0, None);
-        t[1].conns.add(200, d, 0, Some(d));
-        t[2].conns.add(100, d, 2, Some(d));
+    fn one_group() -> (Vec<Group>, Shape) {
+        let g = Group {
+            title: "nbthread 1".into(),
+            direct: 0,
+            haproxy: 1,
+            splice: 2,
+            rolelb: 3,
+            haproxy2: 4,
+        };
         let shape = Shape {
             streams: 1,
             workers: 1,
             echo_conns: 1,
+            idle_sessions: 10,
+            churn_members: 5,
         };
-        let mut second = t.clone();
-        second[2].conns = Sum::default();
-        second[2].conns.add(200, d, 0, Some(d));
-        let text = table(&mut [t, second], &shape);
+        (vec![g], shape)
+    }
+
+    #[test]
+    fn table_shows_ratios_best_of_and_aa() {
+        let d = Duration::from_secs(1);
+        let mut first: Vec<Totals> = vec![Totals::default(); 5];
+        // conns/s: direct 300, haproxy 200, splice 250, rolelb 100 (2 errors), haproxy#2 220.
+        for (i, n) in [300, 200, 250, 100, 220].into_iter().enumerate() {
+            first[i].conns.add(n, d, u64::from(i == 3) * 2, Some(d));
+        }
+        let mut second = first.clone();
+        second[3].conns = Sum::default();
+        second[3].conns.add(200, d, 0, Some(d));
+        let (groups, shape) = one_group();
+        let text = table(&mut [first, second], &groups, &shape);
         let line = text
             .lines()
-            .find(|l| l.starts_with("short conns/s"))
+            .find(|l| l.starts_with("conns/s"))
             .unwrap_or_default();
-        // Over both rounds: haproxy 400 and rolelb 300 in 2 s; per round 0.50 and 1.00.
-        assert!(line.contains("300") && line.contains("0.75 ↑"), "{line}");
+        // Over both rounds: haproxy 400, splice 500, rolelb 300, haproxy#2 440 in 2 s.
+        assert!(line.contains(" 0.75↑"), "{line}");
+        assert!(line.contains(" 0.60↑"), "{line}");
+        assert!(line.contains(" 1.10 "), "{line}");
+        // Per round rolelb/haproxy 0.50 and 1.00; A/A 1.10 both times.
         assert!(line.contains("0.50/1.00/1.00"), "{line}");
-        assert!(text.contains("0/0/2/0"), "{text}");
+        assert!(line.contains("1.10/1.10"), "{line}");
+        assert!(text.contains("rolelb 2/0/0/0/0"), "{text}");
+        assert!(
+            // conns/s 440/400 and CPU per conn (2 s / 440) / (2 s / 400).
+            text.contains("A/A spread (nbthread 1): aggregate ratios 0.91 to 1.10"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn lower_is_better_rows_take_the_smaller_as_best() {
+        assert_eq!(better_of(Some(2.0), Some(3.0), Better::Lower), Some(2.0));
+        assert_eq!(better_of(Some(2.0), Some(3.0), Better::Higher), Some(3.0));
+        assert_eq!(better_of(None, Some(3.0), Better::Higher), Some(3.0));
+    }
+
+    #[test]
+    fn idle_rss_is_growth_per_session() {
+        let i = Idle {
+            sessions: 4,
+            rss_before: 1 << 20,
+            rss_after: (1 << 20) + 4 * 8192,
+        };
+        assert_eq!(i.kib_per_session(), Some(8.0));
+        let none = Idle { sessions: 0, ..i };
+        assert_eq!(none.kib_per_session(), None);
     }
 }

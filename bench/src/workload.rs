@@ -1,4 +1,5 @@
-//! The three measurements, each run against one address for a bounded time.
+//! The measurements, each run against one address for a bounded time, and the idle
+//! sessions of the memory test.
 //!
 //! Every function takes the address to load (a proxy's bind or a backend directly), spawns
 //! its workers on the bench runtime, and returns what was moved and how many operations
@@ -6,6 +7,8 @@
 //! operation has its own timeout, so a proxy that stalls costs errors, never a hang.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -220,6 +223,39 @@ pub async fn conn_rate(addr: SocketAddr, workers: usize, duration: Duration) -> 
     out
 }
 
+/// Exactly `total` short connections (as [`conn_rate`]'s) shared by `workers`, bounded by
+/// `limit`; a failed one counts as done, so the count is exact.
+pub async fn conn_count(addr: SocketAddr, workers: usize, total: u64, limit: Duration) -> ConnRate {
+    let start = Instant::now();
+    let deadline = start + limit;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let next = next.clone();
+        set.spawn(async move {
+            let (mut ok, mut errors) = (0u64, 0u64);
+            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+                match short_conn(addr).await {
+                    Ok(()) => ok += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            (ok, errors)
+        });
+    }
+    let (results, lost) = join_all(set, limit).await;
+    let mut out = ConnRate {
+        elapsed: start.elapsed(),
+        errors: lost,
+        ..ConnRate::default()
+    };
+    for (ok, errors) in results {
+        out.ok += ok;
+        out.errors += errors;
+    }
+    out
+}
+
 async fn short_conn(addr: SocketAddr) -> Result<()> {
     let mut s = connect(addr).await?;
     let mut msg = Vec::with_capacity(1 + SHORT_PAYLOAD.len());
@@ -283,4 +319,122 @@ async fn ping_pong(addr: SocketAddr, deadline: Instant, tag: u8) -> (Histogram, 
     }
     .await;
     (hist, result.is_err())
+}
+
+/// `conns` persistent connections each send one [`ECHO_MSG`]-byte message every `gap` and
+/// time its echo, until `stop` is set or `cap` has passed: the data path's latency while
+/// something else happens (an etcd burst), at a pace that leaves the CPU to that.
+pub async fn echo_paced(
+    addr: SocketAddr,
+    conns: usize,
+    gap: Duration,
+    stop: Arc<AtomicBool>,
+    cap: Duration,
+) -> Latency {
+    let start = Instant::now();
+    let deadline = start + cap;
+    let mut set = JoinSet::new();
+    for i in 0..conns {
+        let stop = stop.clone();
+        set.spawn(async move {
+            let mut hist = Histogram::default();
+            let result: Result<()> = async {
+                let mut s = connect(addr).await?;
+                op("send mode", s.write_all(&[Mode::Echo.byte()])).await?;
+                let mut msg = [i as u8; ECHO_MSG];
+                let mut back = [0u8; ECHO_MSG];
+                for n in 0..MAX_ITERATIONS {
+                    if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                        break;
+                    }
+                    msg[1..9].copy_from_slice(&n.to_be_bytes());
+                    let t0 = Instant::now();
+                    op("echo write", s.write_all(&msg)).await?;
+                    op("echo read", s.read_exact(&mut back)).await?;
+                    hist.record(t0.elapsed());
+                    if back != msg {
+                        return Err(anyhow!("echo returned different bytes"));
+                    }
+                    tokio::time::sleep(gap).await;
+                }
+                Ok(())
+            }
+            .await;
+            (hist, result.is_err())
+        });
+    }
+    let (results, lost) = join_all(set, cap).await;
+    let mut out = Latency {
+        elapsed: start.elapsed(),
+        errors: lost,
+        ..Latency::default()
+    };
+    for (hist, failed) in results {
+        out.hist.merge(&hist);
+        if failed {
+            out.errors += 1;
+        }
+    }
+    out
+}
+
+/// Idle sessions held open through a proxy; dropping this closes them.
+pub struct IdleSessions {
+    /// The client ends, each with one byte already echoed end to end.
+    pub streams: Vec<TcpStream>,
+    /// Sessions that failed to open.
+    pub errors: u64,
+}
+
+/// Opens up to `count` sessions to `addr` with `parallel` openers, each proven end to end
+/// (one byte echoed by the far end) and then left idle; stops at `limit`.
+pub async fn open_idle(
+    addr: SocketAddr,
+    count: usize,
+    parallel: usize,
+    limit: Duration,
+) -> IdleSessions {
+    let deadline = Instant::now() + limit;
+    let parallel = parallel.clamp(1, count.max(1));
+    let mut set = JoinSet::new();
+    for w in 0..parallel {
+        // Worker `w` opens sessions w, w + parallel, ...: `count` in all.
+        let mine = count / parallel + usize::from(w < count % parallel);
+        set.spawn(async move {
+            let mut streams = Vec::with_capacity(mine);
+            let mut errors = 0u64;
+            for _ in 0..mine {
+                if Instant::now() >= deadline {
+                    errors += 1;
+                    continue;
+                }
+                match open_one_idle(addr).await {
+                    Ok(s) => streams.push(s),
+                    Err(_) => errors += 1,
+                }
+            }
+            (streams, errors)
+        });
+    }
+    let (results, lost) = join_all(set, limit).await;
+    let mut out = IdleSessions {
+        streams: Vec::with_capacity(count),
+        errors: lost,
+    };
+    for (streams, errors) in results {
+        out.streams.extend(streams);
+        out.errors += errors;
+    }
+    out
+}
+
+async fn open_one_idle(addr: SocketAddr) -> Result<TcpStream> {
+    let mut s = connect(addr).await?;
+    op("idle write", s.write_all(&[Mode::Hold.byte(), b'i'])).await?;
+    let mut back = [0u8; 1];
+    op("idle read", s.read_exact(&mut back)).await?;
+    if back[0] != b'i' {
+        return Err(anyhow!("hold returned a different byte"));
+    }
+    Ok(s)
 }

@@ -1,47 +1,57 @@
-//! Smoke tests of the harness itself, with HAProxy standing in on both sides.
+//! Smoke tests of the harness itself, with real HAProxy (in both columns, or against a
+//! freshly built rolelb with a real etcd).
 //!
-//! They prove the harness moves data through a real proxy, reports it, stops its proxies
-//! on success and on a setup failure — never how fast anything is: no timing assertions.
+//! They prove the harness moves data through real proxies, reports every row, stops its
+//! proxies (and etcd) on success, on a setup failure and on `SIGTERM` — never how fast
+//! anything is: no timing assertions.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
+const ETCD: &str = "/usr/bin/etcd";
 
-/// HAProxy is required: a missing binary fails the test with the fix, never skips it.
-fn require_haproxy() {
+/// A required binary: missing, the test fails with the fix, never skips.
+fn require(path: &str) {
     assert!(
-        Path::new(HAPROXY).is_file(),
-        "{HAPROXY} not found: run scripts/deps.sh"
+        Path::new(path).is_file(),
+        "{path} not found: run scripts/deps.sh"
     );
 }
 
-fn bench(rolelb: &str) -> Output {
+/// A quick, small run; `extra` adds or overrides flags.
+fn bench(rolelb: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
         .args(["--haproxy", HAPROXY, "--rolelb", rolelb])
         .args(["--quick", "--seconds", "0.3", "--rounds", "1"])
+        .args(["--idle-sessions", "50"])
+        .args(extra)
         .output()
         .expect("running rolelb-bench")
 }
 
-/// The numbers in the direct, haproxy and rolelb columns of the row starting with `label`.
-fn row(stdout: &str, label: &str) -> Vec<f64> {
+/// The first table block's values in the direct, haproxy, +splice, rolelb and haproxy#2
+/// columns of the row starting with `label` (`None` for "-").
+fn row(stdout: &str, label: &str) -> Vec<Option<f64>> {
     let line = stdout
         .lines()
         .find(|l| l.starts_with(label))
         .unwrap_or_else(|| panic!("no row {label:?} in:\n{stdout}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    // The row ends with: direct haproxy rolelb ratio arrow.
-    words[words.len() - 5..words.len() - 2]
-        .iter()
+    // The label takes the first 38 characters.
+    let values: String = line.chars().skip(38).collect();
+    values
+        .split_whitespace()
+        .take(5)
         .map(|w| {
-            w.parse()
-                .unwrap_or_else(|_| panic!("not a number in {line:?}"))
+            (w != "-").then(|| {
+                w.parse()
+                    .unwrap_or_else(|_| panic!("not a number {w:?} in {line:?}"))
+            })
         })
         .collect()
 }
 
-/// The pids the harness printed for the proxies it started.
+/// The pids the harness printed for the processes it started.
 fn started_pids(stdout: &str) -> Vec<u32> {
     stdout
         .lines()
@@ -54,62 +64,112 @@ fn assert_gone(pids: &[u32]) {
     for pid in pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
-            "proxy pid {pid} still runs after the harness exited"
+            "pid {pid} still runs after the harness exited"
         );
     }
 }
 
-#[test]
-fn quick_run_moves_data_through_both_proxies_and_stops_them() {
-    require_haproxy();
-    let out = bench(HAPROXY);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+fn assert_success(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "rolelb-bench failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn quick_run_moves_data_through_every_proxy_and_stops_them() {
+    require(HAPROXY);
+    let out = bench(HAPROXY, &["--churn-members", "0"]);
+    let stdout = assert_success(&out);
     for label in [
-        "bulk upload MB/s",
-        "bulk download MB/s",
-        "short conns/s",
-        "echo msgs/s",
+        "conns/s",
+        "ping-pong msg/s",
+        "bulk upload Gbit/s",
+        "bulk download Gbit/s",
     ] {
         for v in row(&stdout, label) {
-            assert!(v > 0.0, "{label}: zero in\n{stdout}");
+            assert!(v.is_some_and(|v| v > 0.0), "{label}: zero in\n{stdout}");
         }
     }
-    assert!(stdout.contains("nbthread 1"));
+    // Idle RSS is measured on the proxies only: direct has none.
+    let idle = row(&stdout, "idle RSS KiB per session (50)");
+    assert_eq!(idle[0], None, "{stdout}");
+    assert!(idle[1..].iter().all(Option::is_some), "{stdout}");
+    assert!(stdout.contains("== nbthread 1 ==") && stdout.contains("== nbthread 2 =="));
+    assert!(stdout.contains("A/A spread (nbthread 2)"), "{stdout}");
+    assert!(stdout.contains("option splice-auto"), "{stdout}");
+    let pids = started_pids(&stdout);
+    assert_eq!(pids.len(), 8, "{stdout}");
+    assert_gone(&pids);
+}
+
+/// The rolelb binary of this build profile, built first (it sits next to rolelb-bench).
+fn built_rolelb() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "rolelb", "--bin", "rolelb"])
+        .status()
+        .expect("running cargo build -p rolelb");
+    assert!(status.success(), "cargo build -p rolelb failed");
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_rolelb-bench"));
+    let rolelb = bench.with_file_name("rolelb");
+    assert!(rolelb.is_file(), "{} not built", rolelb.display());
+    rolelb
+}
+
+#[test]
+fn etcd_churn_row_runs_against_a_real_etcd_and_rolelb_sees_every_member() {
+    require(HAPROXY);
+    require(ETCD);
+    let rolelb = built_rolelb();
+    let out = bench(
+        rolelb.to_str().expect("utf-8 path"),
+        &["--nbthread", "1", "--churn-members", "20"],
+    );
+    let stdout = assert_success(&out);
+    let churn = row(&stdout, "etcd churn echo p99 µs (20 members)");
+    assert!(churn.iter().all(|v| v.is_some_and(|v| v > 0.0)), "{stdout}");
+    assert!(
+        stdout.contains("rolelb+etcd/t1       churn")
+            && stdout.contains("all in its table")
+            && !stdout.contains("NOT all in its table"),
+        "{stdout}"
+    );
+    // etcd, four proxies and the etcd-watching rolelb.
+    let pids = started_pids(&stdout);
+    assert_eq!(pids.len(), 6, "{stdout}");
+    assert_gone(&pids);
+}
+
+#[test]
+fn proxy_that_cannot_start_fails_the_run_and_stops_the_others() {
+    require(HAPROXY);
+    let out = bench("/bin/false", &["--churn-members", "0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a setup failure:\n{stdout}");
+    assert!(
+        stderr.contains("rolelb/t1 (rolelb) exited before listening"),
+        "{stderr}"
+    );
+    // haproxy/t1 and haproxy+splice/t1 were up.
     let pids = started_pids(&stdout);
     assert_eq!(pids.len(), 2, "{stdout}");
     assert_gone(&pids);
 }
 
 #[test]
-fn proxy_that_cannot_start_fails_the_run_and_stops_the_other() {
-    require_haproxy();
-    let out = bench("/bin/false");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected a setup failure:\n{stdout}");
-    assert!(
-        stderr.contains("rolelb exited before listening"),
-        "{stderr}"
-    );
-    let pids = started_pids(&stdout);
-    assert_eq!(pids.len(), 1, "{stdout}");
-    assert_gone(&pids);
-}
-
-#[test]
-fn sigterm_mid_run_stops_both_proxies() {
+fn sigterm_mid_run_stops_every_proxy() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
-    require_haproxy();
+    require(HAPROXY);
     let mut child = Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
         .args(["--haproxy", HAPROXY, "--rolelb", HAPROXY, "--seconds", "5"])
+        .args(["--churn-members", "0", "--idle-sessions", "50"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -124,12 +184,12 @@ fn sigterm_mid_run_stops_both_proxies() {
     {
         header.push_str(&line);
         header.push('\n');
-        if line.starts_with("started rolelb") {
+        if line == "all proxies started" {
             break;
         }
     }
     let pids = started_pids(&header);
-    assert_eq!(pids.len(), 2, "{header}");
+    assert_eq!(pids.len(), 8, "{header}");
     let pid = i32::try_from(child.id()).expect("pid fits i32");
     // SAFETY: kill(2) on a child we started and have not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -146,4 +206,38 @@ fn sigterm_mid_run_stops_both_proxies() {
     };
     assert!(!status.success());
     assert_gone(&pids);
+}
+
+#[test]
+fn syscalls_mode_counts_both_proxies_per_connection() {
+    require(HAPROXY);
+    let strace = "/usr/bin/strace";
+    assert!(
+        Path::new(strace).is_file(),
+        "{strace} not found: apt-get install strace"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
+        .args(["--haproxy", HAPROXY, "--rolelb", HAPROXY])
+        .args(["--strace", strace, "--syscalls", "200", "--nbthread", "1"])
+        .output()
+        .expect("running rolelb-bench --syscalls");
+    let stdout = assert_success(&out);
+    // Every connection is accepted once by each proxy, and each makes one connect to a backend.
+    for call in ["accept4", "connect"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(call))
+            .unwrap_or_else(|| panic!("no {call} row in:\n{stdout}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let calls: Vec<u64> = [words[1], words[4]]
+            .iter()
+            .map(|w| w.parse().unwrap_or(0))
+            .collect();
+        assert!(calls.iter().all(|&c| c >= 200), "{line}");
+    }
+    assert!(
+        stdout.contains("200 connections done, 0 failed"),
+        "{stdout}"
+    );
+    assert_gone(&started_pids(&stdout));
 }
