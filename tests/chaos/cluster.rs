@@ -10,13 +10,18 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::thread;
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{Client, Txn, TxnOp};
 
 use crate::audit::{Event, Fact, NodeId};
-use crate::common::{Etcd, PgBouncer, Postgres, Rolelb, free_port, try_psql, wait_until};
+use crate::common::{
+    Etcd, PG_BIN, PSQL_BIN, PgBouncer, Postgres, Rolelb, command, etcd_ctl_ok, etcd_put,
+    etcd_revision, free_port, require_bin, try_psql, wait_until,
+};
 use crate::haproxy::HaproxyFront;
+use crate::readers::MAX_LAG;
 use crate::writers::attempt;
 
 /// The proxy under test and how its write listener is set up.
@@ -40,6 +45,13 @@ enum Front {
 /// `inter` of the role checks.
 const INTER_MS: u64 = 300;
 
+/// The second rolelb of a `rolelb-kill` schedule.
+struct SecondLb {
+    lb: Option<Rolelb>,
+    cfg: String,
+    write_port: u16,
+}
+
 /// A node: its PgBouncer (dropped first) and its PostgreSQL.
 pub struct Node {
     pub bouncer: PgBouncer,
@@ -49,11 +61,20 @@ pub struct Node {
 /// The cluster of one schedule; dropping it stops rolelb, then the nodes.
 pub struct Cluster {
     lb: Option<Front>,
+    /// A second rolelb on the same etcd and nodes, with its own listeners (`rolelb-kill`).
+    second: Option<SecondLb>,
     pub nodes: Vec<Node>,
     pub write_port: u16,
+    /// The read listener (`role replica`, `max-lag`), with rolelb only.
+    pub read_port: Option<u16>,
     prefix: String,
     rt: tokio::runtime::Runtime,
     etcd: Client,
+    endpoint: String,
+    /// The schedule's own etcd server, when the schedule stops it (dropped after the nodes).
+    own_etcd: Option<Etcd>,
+    /// A `PAUSE` still waiting on a PgBouncer ([`Cluster::pause_bouncer`]).
+    pausing: Option<std::process::Child>,
     pub events: Vec<Event>,
     cfg: String,
     /// Whether the role checks log in through PgBouncer (no `check_port` in the members).
@@ -66,7 +87,25 @@ impl Cluster {
     /// Builds the cluster for schedule `generation` against `etcd`; returns once a write
     /// through the write listener lands on `n1`.
     pub fn build(etcd: &Etcd, generation: usize, guard: Guard, check_via_bouncer: bool) -> Cluster {
-        let primary = Postgres::primary();
+        Cluster::build_with(etcd, generation, guard, check_via_bouncer, false)
+    }
+
+    /// Like [`Cluster::build`]; `rewindable` turns on what `pg_rewind` needs on `n1`
+    /// (`wal_log_hints`, `full_page_writes`) before the replicas are copied from it.
+    pub fn build_with(
+        etcd: &Etcd,
+        generation: usize,
+        guard: Guard,
+        check_via_bouncer: bool,
+        rewindable: bool,
+    ) -> Cluster {
+        let mut primary = Postgres::primary();
+        if rewindable {
+            primary.psql("ALTER SYSTEM SET wal_log_hints = on");
+            primary.psql("ALTER SYSTEM SET full_page_writes = on");
+            primary.stop();
+            primary.start();
+        }
         primary.psql(
             "CREATE TABLE chaos_writes (id bigint PRIMARY KEY, writer int NOT NULL, \
              at timestamptz NOT NULL DEFAULT clock_timestamp())",
@@ -100,11 +139,16 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             lb: None,
+            second: None,
             nodes,
             write_port,
+            read_port: (guard == Guard::RolePrimary).then_some(read_port),
             prefix,
             rt,
             etcd: client,
+            endpoint: etcd.endpoint(),
+            own_etcd: None,
+            pausing: None,
             events: Vec::new(),
             cfg,
             check_via_bouncer,
@@ -157,13 +201,17 @@ impl Cluster {
         self.nodes.iter().position(|node| node.pg.port() == port)
     }
 
-    /// The proxy's log so far (HAProxy's with its agents').
+    /// The proxy's log so far (HAProxy's with its agents'; a second rolelb's after the first's).
     pub fn log(&self) -> String {
-        match &self.lb {
+        let mut log = match &self.lb {
             Some(Front::Rolelb(lb)) => lb.stderr_text(),
             Some(Front::Haproxy(front)) => front.log(),
             None => String::new(),
+        };
+        if let Some(lb) = self.second.as_ref().and_then(|s| s.lb.as_ref()) {
+            log += &format!("second rolelb:\n{}", lb.stderr_text());
         }
+        log
     }
 
     fn member(&self, n: NodeId, role: &str) -> (String, String) {
@@ -294,12 +342,289 @@ impl Cluster {
         });
     }
 
-    /// Waits (up to 30 s) until a write through the write listener is acknowledged by node `n`.
+    /// Hands the cluster the etcd server it was built against, for a schedule that stops it.
+    pub fn own_etcd(&mut self, etcd: Etcd) {
+        assert_eq!(
+            etcd.endpoint(),
+            self.endpoint,
+            "not the etcd the cluster uses"
+        );
+        self.own_etcd = Some(etcd);
+    }
+
+    fn etcd_server(&mut self) -> &mut Etcd {
+        self.own_etcd
+            .as_mut()
+            .expect("a schedule that stops etcd runs against an etcd of its own")
+    }
+
+    /// Stops the schedule's etcd (SIGTERM, waiting for it to exit); its data stays.
+    pub fn stop_etcd(&mut self) {
+        self.etcd_server().stop();
+    }
+
+    /// Starts the schedule's etcd again on its data and ports, and reconnects the test's client.
+    pub fn restart_etcd(&mut self) {
+        self.etcd_server().restart();
+        self.etcd = self
+            .rt
+            .block_on(Client::connect([self.endpoint.clone()], None))
+            .expect("reconnecting to etcd");
+    }
+
+    /// Sends `sig` to the schedule's etcd server (SIGSTOP, SIGCONT).
+    pub fn signal_etcd(&mut self, sig: nix::sys::signal::Signal) {
+        let port = self.etcd_server().port();
+        let pid = etcd_pid(port).unwrap_or_else(|| panic!("no etcd process serves port {port}"));
+        nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("kill {sig} etcd: {e}"));
+    }
+
+    /// While etcd is stopped: moves the primary from `old` to `new` (three puts, the `leader`
+    /// last) on a second etcd process on the same data that rolelb does not watch, and
+    /// compacts to the revision that leaves; rolelb's watch, resumed after its last revision,
+    /// then starts in compacted history and must list again.
+    pub fn offline_switch_and_compact(&mut self, old: NodeId, new: NodeId) {
+        let (old_key, old_value) = self.member(old, "replica");
+        let (new_key, new_value) = self.member(new, "primary");
+        let leader_key = format!("{}/leader", self.prefix);
+        let mut etcd = self.own_etcd.take().expect("the schedule's own etcd");
+        let mut changed = None;
+        etcd.offline(|endpoint| {
+            etcd_put(endpoint, &old_key, &old_value);
+            etcd_put(endpoint, &new_key, &new_value);
+            let start = SystemTime::now();
+            etcd_put(endpoint, &leader_key, &Cluster::name(new));
+            changed = Some((start, SystemTime::now()));
+            compact(endpoint);
+        });
+        self.own_etcd = Some(etcd);
+        let (start, end) = changed.expect("the offline change ran");
+        self.events.push(Event {
+            start,
+            end,
+            fact: Fact::Leader(new),
+        });
+    }
+
+    /// `etcdctl compact` to the current revision, while rolelb watches.
+    pub fn compact_etcd(&self) {
+        compact(&self.endpoint);
+    }
+
+    /// Starts a second rolelb on the same etcd prefix and nodes, with listeners of its own;
+    /// returns its write port once a write through it lands on `n1`.
+    pub fn start_second_lb(&mut self) -> u16 {
+        let (write_port, read_port) = (free_port(), free_port());
+        let cfg = guarded_config(&self.endpoint, &self.prefix, write_port, read_port);
+        self.second = Some(SecondLb {
+            lb: Some(Rolelb::start(&cfg)),
+            cfg,
+            write_port,
+        });
+        self.wait_port_writes_on(write_port, 0);
+        write_port
+    }
+
+    /// SIGKILLs rolelb instance `which` (0: the first, 1: the second).
+    pub fn kill_lb(&mut self, which: usize) {
+        use nix::sys::signal::Signal;
+        let lb = match which {
+            0 => match self.lb.take() {
+                Some(Front::Rolelb(lb)) => Some(lb),
+                other => {
+                    self.lb = other;
+                    None
+                }
+            },
+            _ => self.second.as_mut().and_then(|s| s.lb.take()),
+        };
+        if let Some(mut lb) = lb {
+            lb.signal(Signal::SIGKILL);
+            lb.stop();
+        }
+    }
+
+    /// Starts rolelb instance `which` again on its config (same ports), if it was killed.
+    pub fn restart_lb(&mut self, which: usize) {
+        match which {
+            0 if self.lb.is_none() => self.lb = Some(Front::Rolelb(Rolelb::start(&self.cfg))),
+            0 => {}
+            _ => {
+                if let Some(second) = self.second.as_mut().filter(|s| s.lb.is_none()) {
+                    second.lb = Some(Rolelb::start(&second.cfg));
+                }
+            }
+        }
+    }
+
+    /// `PAUSE` on node `n`'s PgBouncer admin console. PgBouncer holds new logins at once but
+    /// answers only when every server connection is released, which in session pooling waits
+    /// for clients that stay (rolelb's role check keeps its connection): so the command is
+    /// left running, and [`Cluster::resume_bouncer`] ends it.
+    pub fn pause_bouncer(&mut self, n: NodeId) {
+        let child = self
+            .bouncer_admin(n, "PAUSE")
+            .spawn()
+            .expect("running psql on PgBouncer's admin console");
+        // psql connects and sends at once; PgBouncer holds new logins from then on. A PAUSE
+        // still waiting is in force; one that ended must have ended well.
+        thread::sleep(Duration::from_millis(300));
+        let mut child = child;
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(
+                status.success(),
+                "PAUSE on {}'s PgBouncer failed",
+                Cluster::name(n)
+            );
+        }
+        self.pausing = Some(child);
+    }
+
+    /// `RESUME` on node `n`'s PgBouncer admin console; ends the `PAUSE` command.
+    pub fn resume_bouncer(&mut self, n: NodeId) {
+        let out = self
+            .bouncer_admin(n, "RESUME")
+            .output()
+            .expect("running psql on PgBouncer's admin console");
+        assert!(
+            out.status.success(),
+            "RESUME on {}'s PgBouncer: {}",
+            Cluster::name(n),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(mut child) = self.pausing.take() {
+            let ended = wait_until(Duration::from_secs(5), || {
+                child.try_wait().ok().flatten().is_some()
+            });
+            if !ended {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// psql running `command` on node `n`'s PgBouncer admin console (unaligned, tuples only).
+    fn bouncer_admin(&self, n: NodeId, command: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(require_bin(PSQL_BIN));
+        cmd.args([
+            "-X",
+            "-w",
+            "-A",
+            "-t",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args([
+            "-d",
+            "pgbouncer",
+            "-p",
+            &self.nodes[n].bouncer.port().to_string(),
+        ])
+        .args(["-c", command])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// The replay delay node `n` reports in time, as rolelb's role check measures it.
+    pub fn replay_lag(&self, n: NodeId) -> Duration {
+        let secs = try_psql(
+            self.nodes[n].pg.port(),
+            "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+             ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END",
+        )
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .unwrap_or(0.0);
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or_default()
+    }
+
+    /// Brings the crashed `old` primary back as a streaming replica of `new`: `pg_rewind`
+    /// against `new` (a fresh `pg_basebackup` if the rewind fails), its own port kept, started,
+    /// and its etcd member written as a replica. Returns whether the rewind worked.
+    pub fn rejoin(&mut self, old: NodeId, new: NodeId) -> bool {
+        let data = self.nodes[old]
+            .pg
+            .log_path()
+            .parent()
+            .expect("a data directory's parent")
+            .join("data");
+        let home = data
+            .parent()
+            .expect("a data directory's parent")
+            .to_path_buf();
+        let port = self.nodes[old].pg.port();
+        let source = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.nodes[new].pg.port()
+        );
+        // A just-promoted source must write its new timeline into its control file first,
+        // else pg_rewind finds both on the same timeline and changes nothing.
+        self.nodes[new].pg.psql("CHECKPOINT");
+        let rewind = command(&require_bin(format!("{PG_BIN}/pg_rewind")), true, &home)
+            .arg("--target-pgdata")
+            .arg(&data)
+            .args(["--source-server", &source, "-R", "--no-sync"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !rewind {
+            let _ = std::fs::remove_dir_all(&data);
+            let out = command(&require_bin(format!("{PG_BIN}/pg_basebackup")), true, &home)
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.nodes[new].pg.port().to_string(),
+                ])
+                .args(["-U", "postgres", "-D"])
+                .arg(&data)
+                .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"])
+                .output()
+                .expect("running pg_basebackup");
+            assert!(
+                out.status.success(),
+                "pg_basebackup of {} from {}: {}",
+                Cluster::name(old),
+                Cluster::name(new),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Both copy the source's configuration, with its port: a later line wins.
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("reading postgresql.conf");
+        text += &format!("port = {port}\n");
+        std::fs::write(&conf, text).expect("writing postgresql.conf");
+        self.nodes[old].pg.start();
+        assert!(
+            self.nodes[old].pg.is_replica(),
+            "{} came back as a primary",
+            Cluster::name(old)
+        );
+        self.put_member(old, "replica");
+        rewind
+    }
+
+    /// Waits (up to 30 s) until a write through the write listener is acknowledged by node `n`
+    /// (through the second rolelb's too, when there is one).
     pub fn wait_writes_on(&self, n: NodeId) {
+        self.wait_port_writes_on(self.write_port, n);
+        if let Some(second) = &self.second {
+            self.wait_port_writes_on(second.write_port, n);
+        }
+    }
+
+    fn wait_port_writes_on(&self, write_port: u16, n: NodeId) {
         let port = self.nodes[n].pg.port();
         let landed = wait_until(Duration::from_secs(30), || {
             let id = self.probe.fetch_sub(1, Ordering::Relaxed);
-            let a = self.rt.block_on(attempt(self.write_port, id, 999));
+            let a = self.rt.block_on(attempt(write_port, id, 999));
             a.result.is_ok_and(|ack| ack.port == port)
         });
         assert!(
@@ -321,6 +646,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Some(mut child) = self.pausing.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut lb) = self.second.take().and_then(|s| s.lb) {
+            lb.stop();
+        }
         match self.lb.take() {
             Some(Front::Rolelb(mut lb)) => {
                 lb.stop();
@@ -333,6 +665,27 @@ impl Drop for Cluster {
             drop(node);
         }
     }
+}
+
+/// `etcdctl compact` at `endpoint` to its current revision.
+fn compact(endpoint: &str) {
+    let revision = etcd_revision(endpoint).to_string();
+    etcd_ctl_ok(endpoint, &["compact", &revision]);
+}
+
+/// The etcd server this test started on client port `port` (from `/proc/PID/cmdline`).
+fn etcd_pid(port: u16) -> Option<nix::unistd::Pid> {
+    let url = format!("http://127.0.0.1:{port}");
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_etcd = args.first()?.ends_with(b"/etcd");
+        let serves = args
+            .windows(2)
+            .any(|w| w[0] == b"--listen-client-urls" && w[1] == url.as_bytes());
+        (is_etcd && serves).then_some(nix::unistd::Pid::from_raw(pid))
+    })
 }
 
 /// The processes whose parent is `parent` (from `/proc/PID/stat`).
@@ -367,7 +720,9 @@ fn guarded_config(endpoint: &str, prefix: &str, write_port: u16, read_port: u16)
          listen writes\n    bind 127.0.0.1:{write_port}\n    role primary\n    role-source both\n\
          \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n\
          listen reads\n    bind 127.0.0.1:{read_port}\n    balance roundrobin\n    role replica\n\
-         \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n"
+         \x20   max-lag {}ms\n\
+         \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n",
+        MAX_LAG.as_millis()
     )
 }
 
