@@ -14,7 +14,7 @@
 //! read from a replica paused past `max-lag` (beyond a slack).
 //!
 //! `CHAOS_SEED=N` replays a run (the seed is printed first), `CHAOS_SCHEDULES=N` sets how many
-//! schedules run (default [`DEFAULT_SCHEDULES`], about five minutes on a loaded 2-core machine).
+//! schedules run (default [`DEFAULT_SCHEDULES`], three to eight minutes on a loaded 2-core machine).
 //! The summary table is printed with `-- --nocapture`. A second test runs a split brain
 //! through a plain `listen` (no role) and requires the auditor to report the writes that
 //! reached the unnamed primary: the audit can fail.
@@ -52,9 +52,9 @@ use faults::{Kind, Schedule};
 use readers::{ReadReport, read_summary};
 use run::{ROW_HEADER, counts_consistent, env_number, row, run_audited, run_schedule, summary};
 
-/// Schedules run without `CHAOS_SCHEDULES`: two rounds of every kind (10 switchovers as one
-/// etcd transaction, 6 split brains, 2 of each other kind).
-const DEFAULT_SCHEDULES: usize = 36;
+/// Schedules run without `CHAOS_SCHEDULES`: one round of kinds ([`faults::ROUND`]: every kind,
+/// 10 switchovers as one etcd transaction, 5 split brains).
+const DEFAULT_SCHEDULES: usize = 30;
 /// How long the named primary may keep taking writes after a second node became writable:
 /// rolelb's role check (`inter` 300 ms) must see the second primary and refuse (measured:
 /// under 200 ms). Generous for a loaded 2-core machine; a guard that ignored the split
@@ -84,7 +84,9 @@ fn no_acknowledged_write_reaches_a_node_that_is_not_the_one_primary() {
             continue;
         }
         eprintln!("schedule {}/{count}: {s}", i + 1);
+        let at = std::time::Instant::now();
         let (outcome, read) = run_audited(&etcd, i, s, Guard::RolePrimary);
+        eprintln!("  done in {:.1} s", at.elapsed().as_secs_f64());
         outcomes.push(outcome);
         reads.push(read);
     }

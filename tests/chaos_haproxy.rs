@@ -41,7 +41,7 @@ use common::Etcd;
 use faults::Kind;
 use run::{ROW_HEADER, counts_consistent, env_number, row, run_schedule, summary};
 
-/// Schedules run without `CHAOS_SCHEDULES`: part of a round of kinds (`CHAOS_SCHEDULES=18`
+/// Schedules run without `CHAOS_SCHEDULES`: part of a round of kinds (`CHAOS_SCHEDULES=30`
 /// runs every kind).
 const DEFAULT_SCHEDULES: usize = 8;
 

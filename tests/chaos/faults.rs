@@ -174,24 +174,37 @@ fn order(s: &Schedule) -> String {
     }
 }
 
-/// One round of kinds: every kind once, a plain switchover written as one etcd transaction
-/// five times (the way a DBaaS backend publishes it, and the case that once sent writes to a
-/// demoted node) and a split brain three times.
-pub const ROUND: [Kind; 18] = [
+/// One round of kinds (30): every kind at least once, a plain switchover written as one etcd
+/// transaction ten times (the way a DBaaS backend publishes it, and the case that once sent
+/// writes to a demoted node), a split brain five times, and twice each the faults with more
+/// than one shape (where the outage falls) and no long wait of their own.
+pub const ROUND: [Kind; 30] = [
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SplitBrain,
+    Kind::SplitBrain,
+    Kind::SplitBrain,
+    Kind::SplitBrain,
+    Kind::SplitBrain,
     Kind::SwitchoverPuts,
-    Kind::SwitchoverTxn,
-    Kind::SwitchoverTxn,
-    Kind::SwitchoverTxn,
-    Kind::SwitchoverTxn,
-    Kind::SwitchoverTxn,
-    Kind::SplitBrain,
-    Kind::SplitBrain,
-    Kind::SplitBrain,
+    Kind::SighupSwitchover,
     Kind::SighupSwitchover,
     Kind::CrashFailover,
+    Kind::CrashFailover,
+    Kind::EtcdStop,
     Kind::EtcdStop,
     Kind::EtcdPause,
     Kind::EtcdCompact,
+    Kind::EtcdCompact,
+    Kind::RolelbKill,
     Kind::RolelbKill,
     Kind::ReplicaLag,
     Kind::BouncerPause,
@@ -199,8 +212,7 @@ pub const ROUND: [Kind; 18] = [
 ];
 
 /// `count` schedules from `seed`: a round of kinds in a seeded order, repeated, so every kind
-/// runs in any 18 consecutive schedules (36 schedules: 10 transactions, 6 split brains, 2 of
-/// each other kind).
+/// runs in any 30 consecutive schedules (the first 30: 10 transactions, 5 split brains).
 pub fn schedules(seed: u64, count: usize) -> Vec<Schedule> {
     let mut rng = Rng::new(seed);
     let mut kinds = ROUND;
