@@ -86,7 +86,7 @@ fn no_acknowledged_write_reaches_a_node_that_is_not_the_one_primary() {
         eprintln!("schedule {}/{count}: {s}", i + 1);
         let at = std::time::Instant::now();
         let (outcome, read) = run_audited(&etcd, i, s, Guard::RolePrimary);
-        eprintln!("  done in {:.1} s", at.elapsed().as_secs_f64());
+        eprintln!("  done in {:.1} s (stopped)", at.elapsed().as_secs_f64());
         outcomes.push(outcome);
         reads.push(read);
     }

@@ -125,6 +125,17 @@ pub fn run(c: &mut Cluster, s: &Schedule) -> Extra {
                 c.offline_switch_and_compact(old, new);
                 c.restart_etcd();
                 c.promote(new);
+                // The fault is the compacted resume point: prove rolelb met it (HAProxy
+                // reads no etcd).
+                let relisted = c.read_port.is_none()
+                    || wait_until(Duration::from_secs(15), || {
+                        c.log().contains("compacted up to")
+                    });
+                assert!(
+                    relisted,
+                    "rolelb's watch never found its resume point compacted\n{}",
+                    c.log()
+                );
             } else {
                 c.txn_switch(old, new);
                 c.compact_etcd();

@@ -52,6 +52,7 @@ pub fn run_audited(
     s: &Schedule,
     guard: Guard,
 ) -> (Outcome, ReadReport) {
+    let at = std::time::Instant::now();
     let own = s.kind.own_etcd().then(Etcd::start);
     let mut cluster = Cluster::build_with(
         own.as_ref().unwrap_or(etcd),
@@ -71,6 +72,7 @@ pub fn run_audited(
         Writers::start(port, WRITERS - 1, first_id + 500_000_000)
     });
     let readers = cluster.read_port.map(|port| Readers::start(port, READERS));
+    let built = at.elapsed();
     std::thread::sleep(s.warmup);
     let fault = faults::run(&mut cluster, s);
     cluster.wait_writes_on(s.new);
@@ -80,6 +82,11 @@ pub fn run_audited(
         attempts.extend(second.finish());
     }
     let reads = readers.map(Readers::finish).unwrap_or_default();
+    eprintln!(
+        "  cluster built in {:.1} s, fault and writes {:.1} s",
+        built.as_secs_f64(),
+        (at.elapsed() - built).as_secs_f64()
+    );
     let read_report = audit_reads(
         &reads,
         &[match s.kind {
