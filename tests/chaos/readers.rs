@@ -98,6 +98,26 @@ impl Readers {
     }
 }
 
+/// Waits (up to `timeout`) until `n` reads in a row through `port` succeed: with writes
+/// flowing, every replica has replayed a commit and has a known lag. Before its first replayed
+/// commit a replica that received WAL reports an unknown lag (no replay timestamp), which
+/// rolelb counts as over `max-lag`; that start-up state is no fault's doing.
+pub fn wait_steady(port: u16, n: usize, timeout: Duration) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for a read");
+    let mut in_a_row = 0;
+    crate::common::wait_until(timeout, || {
+        if rt.block_on(read(port)).result.is_ok() {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
+        in_a_row >= n
+    })
+}
+
 /// The node's own account of itself; the lag as in rolelb's role query.
 const READ_SQL: &str = "SELECT inet_server_port(), pg_is_in_recovery(), \
      CASE WHEN NOT pg_is_in_recovery() THEN 0::float8 \
@@ -159,6 +179,14 @@ async fn read_once(port: u16) -> Result<ReadAck, String> {
     })
 }
 
+/// `t` in seconds from `from` (negative before it).
+fn offset(t: SystemTime, from: SystemTime) -> f64 {
+    match t.duration_since(from) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    }
+}
+
 /// A stretch of time in which read errors are expected (a fault's window).
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -211,6 +239,8 @@ pub struct ReadReport {
     pub errors_outside: usize,
     /// Up to three distinct reasons among those.
     pub outside_kinds: Vec<String>,
+    /// When the first and the last of those began, in seconds from the first window's start.
+    pub outside_span: Option<(f64, f64)>,
     /// Served by the paused replica while it reported more than `max-lag` behind, within
     /// [`LAG_SLACK`] (allowed, counted).
     pub lagging_within_slack: usize,
@@ -270,6 +300,11 @@ pub fn audit_reads(
                     r.errors_in_window += 1;
                 } else {
                     r.errors_outside += 1;
+                    let at = windows
+                        .first()
+                        .map_or(0.0, |w| offset(read.started, w.start));
+                    let (first, last) = r.outside_span.unwrap_or((at, at));
+                    r.outside_span = Some((first.min(at), last.max(at)));
                     if r.outside_kinds.len() < 3 && !r.outside_kinds.contains(why) {
                         r.outside_kinds.push(why.clone());
                     }
@@ -325,6 +360,11 @@ pub fn read_summary(names: &[String], reports: &[ReadReport]) -> String {
             r.lagging_beyond_slack,
             r.on_rejoined
         );
+        if let Some((first, last)) = r.outside_span {
+            out += &format!(
+                "       read errors outside the window began {first:+.3} s .. {last:+.3} s from the fault's start\n"
+            );
+        }
         for why in &r.outside_kinds {
             out += &format!("       read error outside the windows: {why}\n");
         }

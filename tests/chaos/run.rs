@@ -8,13 +8,16 @@ use crate::audit::{self, Report, Write};
 use crate::cluster::{Cluster, Guard};
 use crate::common::Etcd;
 use crate::faults::{self, Kind, Schedule};
-use crate::readers::{ReadReport, Readers, Window, audit_reads};
+use crate::readers::{ReadReport, Readers, Window, audit_reads, wait_steady};
 use crate::writers::{self, Failure, Writers};
 
 /// Writer threads (a second rolelb gets one fewer).
 const WRITERS: usize = 3;
 /// Reader threads on the read listener.
 const READERS: usize = 2;
+/// Reads in a row the read listener must answer, with the writers running, before the
+/// readers start ([`wait_steady`]).
+const STEADY_READS: usize = 10;
 /// How long the writers keep going once the new primary took a write.
 const AFTER: Duration = Duration::from_secs(1);
 /// What one schedule produced.
@@ -71,7 +74,15 @@ pub fn run_audited(
         let port = cluster.start_second_lb();
         Writers::start(port, WRITERS - 1, first_id + 500_000_000)
     });
-    let readers = cluster.read_port.map(|port| Readers::start(port, READERS));
+    let readers = cluster.read_port.map(|port| {
+        let steady = wait_steady(port, STEADY_READS, Duration::from_secs(20));
+        assert!(
+            steady,
+            "the read listener never answered {STEADY_READS} reads in a row\n{}",
+            cluster.log()
+        );
+        Readers::start(port, READERS)
+    });
     let built = at.elapsed();
     std::thread::sleep(s.warmup);
     let fault = faults::run(&mut cluster, s);
