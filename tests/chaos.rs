@@ -9,8 +9,12 @@
 //! (`tests/chaos/audit.rs`) then checks every acknowledged write against the ground truth the
 //! test controlled, and counts acknowledged writes the surviving primary lacks.
 //!
+//! Readers on the read listener (`role replica`, `max-lag`) run beside the writers; their
+//! audit (`tests/chaos/readers.rs`) allows read errors only inside a fault's window and no
+//! read from a replica paused past `max-lag` (beyond a slack).
+//!
 //! `CHAOS_SEED=N` replays a run (the seed is printed first), `CHAOS_SCHEDULES=N` sets how many
-//! schedules run (default [`DEFAULT_SCHEDULES`], one to two minutes on a loaded 2-core machine).
+//! schedules run (default [`DEFAULT_SCHEDULES`], three to eight minutes on a loaded 2-core machine).
 //! The summary table is printed with `-- --nocapture`. A second test runs a split brain
 //! through a plain `listen` (no role) and requires the auditor to report the writes that
 //! reached the unnamed primary: the audit can fail.
@@ -30,6 +34,10 @@ mod faults;
 #[allow(dead_code)]
 #[path = "chaos/haproxy.rs"]
 mod haproxy;
+#[path = "chaos/outages.rs"]
+mod outages;
+#[path = "chaos/readers.rs"]
+mod readers;
 #[path = "chaos/run.rs"]
 mod run;
 #[path = "chaos/writers.rs"]
@@ -41,9 +49,11 @@ use audit::Report;
 use cluster::Guard;
 use common::Etcd;
 use faults::{Kind, Schedule};
-use run::{ROW_HEADER, counts_consistent, env_number, row, run_schedule, summary};
+use readers::{ReadReport, read_summary};
+use run::{ROW_HEADER, counts_consistent, env_number, row, run_audited, run_schedule, summary};
 
-/// Schedules run without `CHAOS_SCHEDULES`.
+/// Schedules run without `CHAOS_SCHEDULES`: one round of kinds ([`faults::ROUND`]: every kind,
+/// 10 switchovers as one etcd transaction, 5 split brains).
 const DEFAULT_SCHEDULES: usize = 30;
 /// How long the named primary may keep taking writes after a second node became writable:
 /// rolelb's role check (`inter` 300 ms) must see the second primary and refuse (measured:
@@ -58,13 +68,35 @@ fn no_acknowledged_write_reaches_a_node_that_is_not_the_one_primary() {
     let replay =
         format!("CHAOS_SEED={seed} CHAOS_SCHEDULES={count} cargo test --test chaos -- --nocapture");
     eprintln!("chaos seed {seed} (replay: {replay})");
+    let started = std::time::Instant::now();
     let etcd = Etcd::start();
     let mut outcomes = Vec::new();
+    let mut reads = Vec::new();
+    // CHAOS_KINDS=rejoin,etcd-stop runs only those kinds of the seed's schedules.
+    let kinds = std::env::var("CHAOS_KINDS").ok();
+    let chosen = |s: &Schedule| {
+        kinds
+            .as_deref()
+            .is_none_or(|k| k.split(',').any(|k| k.trim() == s.kind.name()))
+    };
     for (i, s) in faults::schedules(seed, count).iter().enumerate() {
+        if !chosen(s) {
+            continue;
+        }
         eprintln!("schedule {}/{count}: {s}", i + 1);
-        outcomes.push(run_schedule(&etcd, i, s, Guard::RolePrimary));
+        let at = std::time::Instant::now();
+        let (outcome, read) = run_audited(&etcd, i, s, Guard::RolePrimary);
+        eprintln!("  done in {:.1} s (stopped)", at.elapsed().as_secs_f64());
+        outcomes.push(outcome);
+        reads.push(read);
     }
-    let table = summary(&format!("chaos audit, seed {seed}"), &outcomes);
+    let names: Vec<String> = outcomes.iter().map(|o| o.schedule.to_string()).collect();
+    let table = format!(
+        "{}{}  took {:.0} s\n",
+        summary(&format!("chaos audit, seed {seed}"), &outcomes),
+        read_summary(&names, &reads),
+        started.elapsed().as_secs_f64()
+    );
     eprintln!("{table}");
     eprintln!("{ROW_HEADER}\n{}", row("rolelb", seed, &outcomes));
     for o in &outcomes {
@@ -85,10 +117,45 @@ fn no_acknowledged_write_reaches_a_node_that_is_not_the_one_primary() {
          {SPLIT_EXPOSURE_BOUND:?}): rolelb did not refuse during the split brain\n{table}\nreplay: {replay}",
         total.max_split_exposure
     );
+    let mut read_total = ReadReport::default();
+    reads.iter().for_each(|r| read_total.add(r));
+    assert_eq!(
+        read_total.errors_outside, 0,
+        "reads failed outside the documented windows (a fault's start until 2 s after its \
+         last action)\n{table}\nreplay: {replay}"
+    );
+    assert_eq!(
+        read_total.lagging_beyond_slack, 0,
+        "reads reached a replica more than max-lag + slack behind\n{table}\nreplay: {replay}"
+    );
+    for (o, r) in outcomes.iter().zip(&reads) {
+        assert!(
+            r.served > 0,
+            "{}: no read was served at all\n{table}\nreplay: {replay}",
+            o.schedule
+        );
+        // While etcd is gone rolelb keeps its last good table: the replica that stays one
+        // keeps serving reads.
+        if matches!(o.schedule.kind, Kind::EtcdStop | Kind::EtcdPause) {
+            assert_eq!(
+                r.errors_in_window + r.errors_outside,
+                0,
+                "{}: reads failed while etcd was away\n{table}\nreplay: {replay}",
+                o.schedule
+            );
+        }
+        if o.schedule.kind == Kind::Rejoin {
+            assert!(
+                r.on_rejoined > 0,
+                "{}: the old primary came back as a replica, yet no read reached it\n{table}\nreplay: {replay}",
+                o.schedule
+            );
+        }
+    }
     assert!(
-        Kind::ALL
-            .iter()
-            .all(|k| count < Kind::ALL.len() || outcomes.iter().any(|o| o.schedule.kind == *k)),
+        Kind::ALL.iter().all(|k| count < Kind::ALL.len()
+            || kinds.is_some()
+            || outcomes.iter().any(|o| o.schedule.kind == *k)),
         "every kind of fault must run"
     );
 }
@@ -107,6 +174,9 @@ fn the_audit_reports_writes_on_non_primaries_through_a_plain_listener() {
         sighup_after: 0,
         warmup: Duration::from_millis(500),
         check_via_bouncer: false,
+        outage: Duration::ZERO,
+        step: 0,
+        which_lb: 0,
     };
     let outcome = run_schedule(&etcd, 0, &split, Guard::Plain);
     let table = summary(

@@ -17,7 +17,12 @@ use etcd_client::{Client, Txn, TxnOp};
 use crate::audit::{Event, Fact, NodeId};
 use crate::common::{Etcd, PgBouncer, Postgres, Rolelb, free_port, try_psql, wait_until};
 use crate::haproxy::HaproxyFront;
+use crate::readers::MAX_LAG;
 use crate::writers::attempt;
+
+// The cluster's fault controls (etcd, a second rolelb, PgBouncer, replay, rejoining).
+#[path = "cluster_ops.rs"]
+mod ops;
 
 /// The proxy under test and how its write listener is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +45,13 @@ enum Front {
 /// `inter` of the role checks.
 const INTER_MS: u64 = 300;
 
+/// The second rolelb of a `rolelb-kill` schedule.
+struct SecondLb {
+    lb: Option<Rolelb>,
+    cfg: String,
+    write_port: u16,
+}
+
 /// A node: its PgBouncer (dropped first) and its PostgreSQL.
 pub struct Node {
     pub bouncer: PgBouncer,
@@ -49,11 +61,20 @@ pub struct Node {
 /// The cluster of one schedule; dropping it stops rolelb, then the nodes.
 pub struct Cluster {
     lb: Option<Front>,
+    /// A second rolelb on the same etcd and nodes, with its own listeners (`rolelb-kill`).
+    second: Option<SecondLb>,
     pub nodes: Vec<Node>,
     pub write_port: u16,
+    /// The read listener (`role replica`, `max-lag`), with rolelb only.
+    pub read_port: Option<u16>,
     prefix: String,
     rt: tokio::runtime::Runtime,
     etcd: Client,
+    endpoint: String,
+    /// The schedule's own etcd server, when the schedule stops it (dropped after the nodes).
+    own_etcd: Option<Etcd>,
+    /// A `PAUSE` still waiting on a PgBouncer ([`Cluster::pause_bouncer`]).
+    pausing: Option<std::process::Child>,
     pub events: Vec<Event>,
     cfg: String,
     /// Whether the role checks log in through PgBouncer (no `check_port` in the members).
@@ -66,7 +87,25 @@ impl Cluster {
     /// Builds the cluster for schedule `generation` against `etcd`; returns once a write
     /// through the write listener lands on `n1`.
     pub fn build(etcd: &Etcd, generation: usize, guard: Guard, check_via_bouncer: bool) -> Cluster {
-        let primary = Postgres::primary();
+        Cluster::build_with(etcd, generation, guard, check_via_bouncer, false)
+    }
+
+    /// Like [`Cluster::build`]; `rewindable` turns on what `pg_rewind` needs on `n1`
+    /// (`wal_log_hints`, `full_page_writes`) before the replicas are copied from it.
+    pub fn build_with(
+        etcd: &Etcd,
+        generation: usize,
+        guard: Guard,
+        check_via_bouncer: bool,
+        rewindable: bool,
+    ) -> Cluster {
+        let mut primary = Postgres::primary();
+        if rewindable {
+            primary.psql("ALTER SYSTEM SET wal_log_hints = on");
+            primary.psql("ALTER SYSTEM SET full_page_writes = on");
+            primary.stop();
+            primary.start();
+        }
         primary.psql(
             "CREATE TABLE chaos_writes (id bigint PRIMARY KEY, writer int NOT NULL, \
              at timestamptz NOT NULL DEFAULT clock_timestamp())",
@@ -100,11 +139,16 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             lb: None,
+            second: None,
             nodes,
             write_port,
+            read_port: (guard == Guard::RolePrimary).then_some(read_port),
             prefix,
             rt,
             etcd: client,
+            endpoint: etcd.endpoint(),
+            own_etcd: None,
+            pausing: None,
             events: Vec::new(),
             cfg,
             check_via_bouncer,
@@ -157,13 +201,17 @@ impl Cluster {
         self.nodes.iter().position(|node| node.pg.port() == port)
     }
 
-    /// The proxy's log so far (HAProxy's with its agents').
+    /// The proxy's log so far (HAProxy's with its agents'; a second rolelb's after the first's).
     pub fn log(&self) -> String {
-        match &self.lb {
+        let mut log = match &self.lb {
             Some(Front::Rolelb(lb)) => lb.stderr_text(),
             Some(Front::Haproxy(front)) => front.log(),
             None => String::new(),
+        };
+        if let Some(lb) = self.second.as_ref().and_then(|s| s.lb.as_ref()) {
+            log += &format!("second rolelb:\n{}", lb.stderr_text());
         }
+        log
     }
 
     fn member(&self, n: NodeId, role: &str) -> (String, String) {
@@ -294,12 +342,20 @@ impl Cluster {
         });
     }
 
-    /// Waits (up to 30 s) until a write through the write listener is acknowledged by node `n`.
+    /// Waits (up to 30 s) until a write through the write listener is acknowledged by node `n`
+    /// (through the second rolelb's too, when there is one).
     pub fn wait_writes_on(&self, n: NodeId) {
+        self.wait_port_writes_on(self.write_port, n);
+        if let Some(second) = &self.second {
+            self.wait_port_writes_on(second.write_port, n);
+        }
+    }
+
+    fn wait_port_writes_on(&self, write_port: u16, n: NodeId) {
         let port = self.nodes[n].pg.port();
         let landed = wait_until(Duration::from_secs(30), || {
             let id = self.probe.fetch_sub(1, Ordering::Relaxed);
-            let a = self.rt.block_on(attempt(self.write_port, id, 999));
+            let a = self.rt.block_on(attempt(write_port, id, 999));
             a.result.is_ok_and(|ack| ack.port == port)
         });
         assert!(
@@ -321,6 +377,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if let Some(mut child) = self.pausing.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut lb) = self.second.take().and_then(|s| s.lb) {
+            lb.stop();
+        }
         match self.lb.take() {
             Some(Front::Rolelb(mut lb)) => {
                 lb.stop();
@@ -367,7 +430,9 @@ fn guarded_config(endpoint: &str, prefix: &str, write_port: u16, read_port: u16)
          listen writes\n    bind 127.0.0.1:{write_port}\n    role primary\n    role-source both\n\
          \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n\
          listen reads\n    bind 127.0.0.1:{read_port}\n    balance roundrobin\n    role replica\n\
-         \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n"
+         \x20   max-lag {}ms\n\
+         \x20   role-check pgsql user rolelb_monitor database postgres\n    discover etcd main path {prefix}\n",
+        MAX_LAG.as_millis()
     )
 }
 

@@ -11,7 +11,10 @@
 //!   0.1–5 s; then `n1` is fenced and etcd moved in one transaction;
 //! - `sighup-switchover`: `switchover-puts` with rolelb reloaded (SIGHUP) between two of the puts;
 //! - `crash-failover`: `n1` killed outright (every process SIGKILLed), etcd moved in one
-//!   transaction, the new node promoted with whatever it had received.
+//!   transaction, the new node promoted with whatever it had received;
+//! - `etcd-stop`, `etcd-pause`, `etcd-compact`, `rolelb-kill`, `replica-lag`, `bouncer-pause`,
+//!   `rejoin`: a switchover with etcd, rolelb, a replica, PgBouncer or the old primary
+//!   failing around it (`tests/chaos/outages.rs` carries them out and says how).
 
 use std::fmt;
 use std::thread;
@@ -19,6 +22,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::audit::NodeId;
 use crate::cluster::Cluster;
+use crate::outages;
+use crate::readers::Paused;
 
 /// A small deterministic random stream (splitmix64).
 pub struct Rng(u64);
@@ -50,15 +55,29 @@ pub enum Kind {
     SplitBrain,
     SighupSwitchover,
     CrashFailover,
+    EtcdStop,
+    EtcdPause,
+    EtcdCompact,
+    RolelbKill,
+    ReplicaLag,
+    BouncerPause,
+    Rejoin,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 12] = [
         Kind::SwitchoverPuts,
         Kind::SwitchoverTxn,
         Kind::SplitBrain,
         Kind::SighupSwitchover,
         Kind::CrashFailover,
+        Kind::EtcdStop,
+        Kind::EtcdPause,
+        Kind::EtcdCompact,
+        Kind::RolelbKill,
+        Kind::ReplicaLag,
+        Kind::BouncerPause,
+        Kind::Rejoin,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,7 +87,32 @@ impl Kind {
             Kind::SplitBrain => "split-brain",
             Kind::SighupSwitchover => "sighup-switchover",
             Kind::CrashFailover => "crash-failover",
+            Kind::EtcdStop => "etcd-stop",
+            Kind::EtcdPause => "etcd-pause",
+            Kind::EtcdCompact => "etcd-compact",
+            Kind::RolelbKill => "rolelb-kill",
+            Kind::ReplicaLag => "replica-lag",
+            Kind::BouncerPause => "bouncer-pause",
+            Kind::Rejoin => "rejoin",
         }
+    }
+
+    /// Whether the schedule runs against an etcd of its own: it stops that one, which the
+    /// other schedules of the run must not see.
+    pub fn own_etcd(self) -> bool {
+        matches!(self, Kind::EtcdStop | Kind::EtcdPause | Kind::EtcdCompact)
+    }
+
+    /// How long the kind's outage lasts, from a draw in `0..=1000`: etcd stopped 0.5–3 s or
+    /// paused 0.5–5 s, PgBouncer paused 0.5–3 s, a replica's replay paused 3–4 s (it must get
+    /// past `max-lag` and the slack).
+    fn outage(self, draw: u64) -> Duration {
+        let (from, span) = match self {
+            Kind::EtcdPause => (500, 4500),
+            Kind::ReplicaLag => (3000, 1000),
+            _ => (500, 2500),
+        };
+        Duration::from_millis(from + span * draw / 1000)
     }
 }
 
@@ -90,6 +134,12 @@ pub struct Schedule {
     pub warmup: Duration,
     /// The role checks log in through PgBouncer (else straight to PostgreSQL).
     pub check_via_bouncer: bool,
+    /// etcd, PgBouncer or a replica's replay: how long the outage lasts.
+    pub outage: Duration,
+    /// Where in the switchover the outage falls (0..3; each kind says what its steps are).
+    pub step: usize,
+    /// `rolelb-kill`: which of the two rolelb instances is killed (0: the first).
+    pub which_lb: usize,
 }
 
 impl fmt::Display for Schedule {
@@ -103,8 +153,9 @@ impl fmt::Display for Schedule {
                 self.sighup_after + 1,
                 order(self)
             ),
-            Kind::CrashFailover => Ok(()),
-            _ => write!(f, " ({})", order(self)),
+            Kind::CrashFailover | Kind::Rejoin => Ok(()),
+            Kind::SwitchoverPuts | Kind::SwitchoverTxn => write!(f, " ({})", order(self)),
+            _ => write!(f, " ({})", crate::outages::describe(self)),
         }?;
         let via = if self.check_via_bouncer {
             "PgBouncer"
@@ -123,19 +174,45 @@ fn order(s: &Schedule) -> String {
     }
 }
 
-/// One round of kinds: each once, the switchover written as one etcd transaction twice (the
-/// way a DBaaS backend publishes it, and the case that once sent writes to a demoted node).
-const ROUND: [Kind; 6] = [
-    Kind::SwitchoverPuts,
+/// One round of kinds (30): every kind at least once, a plain switchover written as one etcd
+/// transaction ten times (the way a DBaaS backend publishes it, and the case that once sent
+/// writes to a demoted node), a split brain five times, and twice each the faults with more
+/// than one shape (where the outage falls) and no long wait of their own.
+pub const ROUND: [Kind; 30] = [
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
+    Kind::SwitchoverTxn,
     Kind::SwitchoverTxn,
     Kind::SwitchoverTxn,
     Kind::SplitBrain,
+    Kind::SplitBrain,
+    Kind::SplitBrain,
+    Kind::SplitBrain,
+    Kind::SplitBrain,
+    Kind::SwitchoverPuts,
+    Kind::SighupSwitchover,
     Kind::SighupSwitchover,
     Kind::CrashFailover,
+    Kind::CrashFailover,
+    Kind::EtcdStop,
+    Kind::EtcdStop,
+    Kind::EtcdPause,
+    Kind::EtcdCompact,
+    Kind::EtcdCompact,
+    Kind::RolelbKill,
+    Kind::RolelbKill,
+    Kind::ReplicaLag,
+    Kind::BouncerPause,
+    Kind::Rejoin,
 ];
 
 /// `count` schedules from `seed`: a round of kinds in a seeded order, repeated, so every kind
-/// runs in any six consecutive schedules (30 schedules: 10 transactions, 5 of each other kind).
+/// runs in any 30 consecutive schedules (the first 30: 10 transactions, 5 split brains).
 pub fn schedules(seed: u64, count: usize) -> Vec<Schedule> {
     let mut rng = Rng::new(seed);
     let mut kinds = ROUND;
@@ -143,15 +220,21 @@ pub fn schedules(seed: u64, count: usize) -> Vec<Schedule> {
         kinds.swap(i, rng.below(i as u64 + 1) as usize);
     }
     (0..count)
-        .map(|i| Schedule {
-            kind: kinds[i % kinds.len()],
-            new: 1 + rng.below(2) as usize,
-            fence_first: rng.below(2) == 0,
-            split: Duration::from_millis(100 + rng.below(4901)),
-            pause: Duration::from_millis(300 + rng.below(701)),
-            sighup_after: rng.below(3) as usize,
-            warmup: Duration::from_millis(500 + rng.below(1000)),
-            check_via_bouncer: rng.below(2) == 0,
+        .map(|i| {
+            let kind = kinds[i % kinds.len()];
+            Schedule {
+                kind,
+                new: 1 + rng.below(2) as usize,
+                fence_first: rng.below(2) == 0,
+                split: Duration::from_millis(100 + rng.below(4901)),
+                pause: Duration::from_millis(300 + rng.below(701)),
+                sighup_after: rng.below(3) as usize,
+                warmup: Duration::from_millis(500 + rng.below(1000)),
+                check_via_bouncer: rng.below(2) == 0,
+                outage: kind.outage(rng.below(1001)),
+                step: rng.below(3) as usize,
+                which_lb: rng.below(2) as usize,
+            }
         })
         .collect()
 }
@@ -162,12 +245,17 @@ pub fn schedules(seed: u64, count: usize) -> Vec<Schedule> {
 pub struct FaultRun {
     pub began: SystemTime,
     pub resolved: SystemTime,
+    /// `replica-lag`: the replica whose replay was held paused, and when.
+    pub paused: Option<Paused>,
+    /// `rejoin`: the old primary, back as a replica of the new one from this moment.
+    pub rejoined: Option<(NodeId, SystemTime)>,
 }
 
 /// Carries out `s` on `cluster` (the primary is `n1`).
 pub fn run(cluster: &mut Cluster, s: &Schedule) -> FaultRun {
     let (old, new) = (0, s.new);
     let began = SystemTime::now();
+    let mut extra = outages::Extra::default();
     match s.kind {
         Kind::SplitBrain => {
             cluster.promote(new);
@@ -194,10 +282,13 @@ pub fn run(cluster: &mut Cluster, s: &Schedule) -> FaultRun {
             c.put_leader(new);
             sighup(c, 2);
         }),
+        _ => extra = outages::run(cluster, s),
     }
     FaultRun {
         began,
         resolved: SystemTime::now(),
+        paused: extra.paused,
+        rejoined: extra.rejoined,
     }
 }
 

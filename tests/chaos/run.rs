@@ -7,11 +7,17 @@ use std::time::{Duration, SystemTime};
 use crate::audit::{self, Report, Write};
 use crate::cluster::{Cluster, Guard};
 use crate::common::Etcd;
-use crate::faults::{self, Schedule};
+use crate::faults::{self, Kind, Schedule};
+use crate::readers::{ReadReport, Readers, Window, audit_reads, wait_steady};
 use crate::writers::{self, Failure, Writers};
 
-/// Writer threads.
+/// Writer threads (a second rolelb gets one fewer).
 const WRITERS: usize = 3;
+/// Reader threads on the read listener.
+const READERS: usize = 2;
+/// Reads in a row the read listener must answer, with the writers running, before the
+/// readers start ([`wait_steady`]).
+const STEADY_READS: usize = 10;
 /// How long the writers keep going once the new primary took a write.
 const AFTER: Duration = Duration::from_secs(1);
 /// What one schedule produced.
@@ -39,17 +45,69 @@ pub struct Outcome {
 
 /// Runs schedule `s` as the `generation`th cluster against `etcd`, with `guard`.
 pub fn run_schedule(etcd: &Etcd, generation: usize, s: &Schedule, guard: Guard) -> Outcome {
-    let mut cluster = Cluster::build(etcd, generation, guard, s.check_via_bouncer);
-    let writers = Writers::start(
-        cluster.write_port,
-        WRITERS,
-        generation as i64 * 1_000_000_000,
+    run_audited(etcd, generation, s, guard).0
+}
+
+/// Like [`run_schedule`], with readers on the read listener (rolelb only) and their audit.
+pub fn run_audited(
+    etcd: &Etcd,
+    generation: usize,
+    s: &Schedule,
+    guard: Guard,
+) -> (Outcome, ReadReport) {
+    let at = std::time::Instant::now();
+    let own = s.kind.own_etcd().then(Etcd::start);
+    let mut cluster = Cluster::build_with(
+        own.as_ref().unwrap_or(etcd),
+        generation,
+        guard,
+        s.check_via_bouncer,
+        s.kind == Kind::Rejoin,
     );
+    if let Some(own) = own {
+        cluster.own_etcd(own);
+    }
+    let first_id = generation as i64 * 1_000_000_000;
+    let writers = Writers::start(cluster.write_port, WRITERS, first_id);
+    // A second rolelb, with writers of its own, when one of the two is to be killed.
+    let second = (s.kind == Kind::RolelbKill && guard == Guard::RolePrimary).then(|| {
+        let port = cluster.start_second_lb();
+        Writers::start(port, WRITERS - 1, first_id + 500_000_000)
+    });
+    let readers = cluster.read_port.map(|port| {
+        let steady = wait_steady(port, STEADY_READS, Duration::from_secs(20));
+        assert!(
+            steady,
+            "the read listener never answered {STEADY_READS} reads in a row\n{}",
+            cluster.log()
+        );
+        Readers::start(port, READERS)
+    });
+    let built = at.elapsed();
     std::thread::sleep(s.warmup);
     let fault = faults::run(&mut cluster, s);
     cluster.wait_writes_on(s.new);
     std::thread::sleep(AFTER);
-    let attempts = writers.finish();
+    let mut attempts = writers.finish();
+    if let Some(second) = second {
+        attempts.extend(second.finish());
+    }
+    let reads = readers.map(Readers::finish).unwrap_or_default();
+    eprintln!(
+        "  cluster built in {:.1} s, fault and writes {:.1} s",
+        built.as_secs_f64(),
+        (at.elapsed() - built).as_secs_f64()
+    );
+    let read_report = audit_reads(
+        &reads,
+        &[match s.kind {
+            Kind::CrashFailover | Kind::Rejoin => Window::of_crash(fault.began, fault.resolved),
+            _ => Window::of_fault(fault.began, fault.resolved),
+        }],
+        fault.paused,
+        fault.rejoined,
+        |port| cluster.node_of_port(port),
+    );
 
     let new_port = cluster.nodes[s.new].pg.port();
     let present = cluster.ids_on(s.new);
@@ -119,7 +177,13 @@ pub fn run_schedule(etcd: &Etcd, generation: usize, s: &Schedule, guard: Guard) 
     if report.violations() > 0 && guard == Guard::RolePrimary {
         eprintln!("rolelb's log for this schedule:\n{}", cluster.log());
     }
-    Outcome {
+    if read_report.violations() > 0 && guard == Guard::RolePrimary {
+        eprintln!(
+            "read audit: {read_report:?}\nrolelb's log for this schedule:\n{}",
+            cluster.log()
+        );
+    }
+    let outcome = Outcome {
         schedule: *s,
         report,
         attempts: attempts.len(),
@@ -133,7 +197,8 @@ pub fn run_schedule(etcd: &Etcd, generation: usize, s: &Schedule, guard: Guard) 
         from_fault: first_on_new.duration_since(fault.began).unwrap_or_default(),
         lost_at,
         timelines,
-    }
+    };
+    (outcome, read_report)
 }
 
 /// `CHAOS_SEED`, else one drawn from the clock.
