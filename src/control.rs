@@ -19,7 +19,9 @@
 //!
 //! It also owns the listening sockets: a reload keeps the socket of every address that stays,
 //! binds new ones before the swap (a bind failure aborts the reload and changes nothing), and
-//! stops accepting on removed ones after it; their sessions run to their end.
+//! stops accepting on removed ones after it; their sessions run to their end. Each socket is
+//! accepted on every data thread (one accept loop per thread, each with its own duplicate of
+//! the descriptor); the socket closes once every loop of its address has returned.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -131,11 +132,11 @@ pub enum ReloadError {
     Stopped,
 }
 
-/// A listening socket's accept loop: cancelling `stop` makes it return, which closes the
-/// socket.
+/// A listening socket's accept loops, one per data thread: cancelling `stop` makes them
+/// return, which closes the socket.
 struct Accepting {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The control task's state.
@@ -179,7 +180,9 @@ pub struct Control {
     freeing: Option<(std::sync::Weak<Table>, tokio::time::Instant)>,
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds `addr` and returns the socket once per data thread (`threads` descriptors of one
+/// socket).
+fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -189,7 +192,13 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
+    let socket: std::net::TcpListener = socket.into();
+    let mut each = Vec::with_capacity(threads);
+    for _ in 1..threads {
+        each.push(socket.try_clone()?);
+    }
+    each.push(socket);
+    Ok(each)
 }
 
 impl Control {
@@ -444,7 +453,7 @@ impl Control {
             if self.listeners.contains_key(addr) || fresh.iter().any(|(a, _)| a == addr) {
                 continue;
             }
-            match bind(*addr) {
+            match bind(*addr, self.shared.threads.count()) {
                 Ok(l) => fresh.push((*addr, l)),
                 // Dropping `fresh` closes what this attempt bound; the old table stays.
                 Err(source) => {
@@ -472,21 +481,28 @@ impl Control {
         &mut self,
         config: &Config,
         table: Table,
-        fresh: Vec<(SocketAddr, TcpListener)>,
+        fresh: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
     ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         // At once: the sessions of a writer this table demotes must not go on.
         table.after_swap(&old);
-        for (addr, l) in fresh {
+        let threads = self.shared.threads.handles();
+        for (addr, sockets) in fresh {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(listener::accept_loop(
-                l,
-                addr,
-                self.shared.clone(),
-                stop.clone(),
-            ));
-            self.listeners.insert(addr, Accepting { stop, task });
+            let tasks = sockets
+                .into_iter()
+                .zip(&threads)
+                .map(|(l, thread)| {
+                    thread.spawn(listener::accept_loop(
+                        l,
+                        addr,
+                        self.shared.clone(),
+                        stop.clone(),
+                    ))
+                })
+                .collect();
+            self.listeners.insert(addr, Accepting { stop, tasks });
             tracing::info!(%addr, "listening");
         }
         let removed: Vec<SocketAddr> = self
@@ -508,9 +524,9 @@ impl Control {
 
     /// Tells the accept loop of `addr` to stop; its socket closes when the loop returns.
     fn stop_listening(&mut self, addr: SocketAddr, why: &str) {
-        if let Some(Accepting { stop, task }) = self.listeners.remove(&addr) {
+        if let Some(Accepting { stop, tasks }) = self.listeners.remove(&addr) {
             stop.cancel();
-            self.closing.push(task);
+            self.closing.extend(tasks);
             tracing::info!(%addr, "stopped listening ({why})");
         }
     }
