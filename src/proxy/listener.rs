@@ -403,7 +403,9 @@ async fn accept_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use std::num::NonZeroU32;
+    use std::pin::Pin;
 
     use arc_swap::ArcSwap;
 
@@ -434,6 +436,148 @@ mod tests {
             in_row: 0,
         };
         assert!((0..10_000).all(|_| !unlimited.accepted()));
+    }
+
+    /// A `Shared` over a table of two frontends, `a` (with `maxconn 6`) and `b`, under global
+    /// `maxconn 10`, with the two frontends.
+    fn two_frontends() -> (Shared, Arc<FrontendRt>, Arc<FrontendRt>) {
+        let text = "global\n    maxconn 10\ndefaults\n    mode tcp\n    timeout connect 1s\n    \
+                    timeout client 5s\n    timeout server 5s\nlisten a\n    bind 127.0.0.1:1\n    \
+                    maxconn 6\n    server s 127.0.0.1:1\nlisten b\n    bind 127.0.0.1:2\n    \
+                    server s 127.0.0.1:1\n";
+        let config =
+            crate::config::parse_with_env(&[("t.cfg", text)], &|_| None).expect("valid config");
+        let table = crate::table::testing::build(&Arc::new(config), &Registry::default(), 1);
+        let fe = |port: u16| {
+            table
+                .listeners
+                .get(&SocketAddr::from(([127, 0, 0, 1], port)))
+                .cloned()
+                .expect("a listener")
+        };
+        let (a, b) = (fe(1), fe(2));
+        let shared = Shared {
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            limits: Arc::new(Limits::default()),
+            sessions: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+            default_maxconn: 100,
+            fd_reserved: 0,
+            stopping: CancellationToken::new(),
+            threads: DataThreads::default(),
+        };
+        (shared, a, b)
+    }
+
+    /// The limits of [`two_frontends`] for frontend `a` (6) or `b` (none: the global 10).
+    fn maxima(frontend: u32) -> Maxima {
+        Maxima {
+            configured: 10,
+            fd_room: u32::MAX,
+            global: 10,
+            frontend,
+        }
+    }
+
+    /// Whether `fut` (an enabled `Notified`) has been woken, without waiting.
+    fn woken(fut: Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        fut.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn places_are_exact_however_many_threads_take_them() {
+        let (shared, a, b) = two_frontends();
+        let seen: Vec<(u32, Vec<ConnGuard>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|i| {
+                    let (shared, fe) = (&shared, if i % 2 == 0 { &a } else { &b });
+                    let max = maxima(if i % 2 == 0 { 6 } else { 10 });
+                    scope.spawn(move || {
+                        let mut held = Vec::new();
+                        for _ in 0..2_000 {
+                            if let Ok((guard, _)) = try_admit(shared, fe, &max) {
+                                held.push(guard);
+                            }
+                        }
+                        // Kept open: the counts are read after every thread is done.
+                        (shared.limits.conns.load(Ordering::Acquire), held)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        assert!(seen.iter().all(|(global, _)| *global <= 10));
+        assert_eq!(shared.limits.conns.load(Ordering::Acquire), 10);
+        assert!(a.live.conns.load(Ordering::Acquire) <= 6);
+        assert_eq!(
+            a.live.conns.load(Ordering::Acquire) + b.live.conns.load(Ordering::Acquire),
+            10
+        );
+    }
+
+    #[test]
+    fn an_ending_connection_wakes_one_waiting_listener_first_come_first_served() {
+        let (shared, _, b) = two_frontends();
+        let guards: Vec<ConnGuard> = (0..10)
+            .map(|_| try_admit(&shared, &b, &maxima(10)).expect("room").0)
+            .collect();
+        assert_eq!(
+            try_admit(&shared, &b, &maxima(10)).err(),
+            Some(Full::Global)
+        );
+        let first = shared.limits.freed.notified();
+        let second = shared.limits.freed.notified();
+        tokio::pin!(first, second);
+        first.as_mut().enable();
+        second.as_mut().enable();
+        let mut guards = guards.into_iter();
+        drop(guards.next());
+        assert!(woken(first.as_mut()), "the first waiter is woken");
+        assert!(!woken(second.as_mut()), "one place wakes one waiter only");
+        drop(guards.next());
+        assert!(
+            woken(second.as_mut()),
+            "the next place wakes the next waiter"
+        );
+    }
+
+    #[test]
+    fn a_listener_that_cannot_use_a_freed_place_hands_it_on() {
+        let (shared, a, b) = two_frontends();
+        let mut held: Vec<ConnGuard> = (0..6)
+            .map(|_| try_admit(&shared, &a, &maxima(6)).expect("room").0)
+            .collect();
+        held.extend((0..4).map(|_| try_admit(&shared, &b, &maxima(10)).expect("room").0));
+        // A listener of b waits for a global place.
+        let waiting_b = shared.limits.freed.notified();
+        tokio::pin!(waiting_b);
+        waiting_b.as_mut().enable();
+        // One of b's connections ends: the wake-up reaches b ...
+        drop(held.pop());
+        assert!(woken(waiting_b.as_mut()));
+        // ... or, had a listener of a (whose frontend is full) been first in line, a takes the
+        // place, cannot use it, and must leave it and its wake-up to b.
+        let waiting_b = shared.limits.freed.notified();
+        tokio::pin!(waiting_b);
+        waiting_b.as_mut().enable();
+        assert_eq!(
+            try_admit(&shared, &a, &maxima(6)).err(),
+            Some(Full::Frontend)
+        );
+        assert_eq!(
+            shared.limits.conns.load(Ordering::Acquire),
+            9,
+            "a gave the global place back"
+        );
+        assert!(
+            woken(waiting_b.as_mut()),
+            "and woke a listener that waits for it"
+        );
+        assert!(try_admit(&shared, &b, &maxima(10)).is_ok());
     }
 
     /// How many connections waiting in the backlog `accept_loop` takes between two turns of
