@@ -14,8 +14,8 @@
 //! merge and one table build per pass, with no I/O on this task. During a burst those passes
 //! are spaced ([`ETCD_SPACING`]), and a table of more than [`BIG_TABLE`] servers is merged,
 //! built and freed on a table builder thread of lower CPU priority: this task only swaps it
-//! in, so sessions on the runtime's threads (all of them on one with `nbthread 1`) do not
-//! wait for a 10,000-server build. The swap itself stays here, so there is still one writer.
+//! in, so sessions on the data threads (the one thread with `nbthread 1`) do not wait for a
+//! 10,000-server build. The swap itself stays here, so there is still one writer.
 //!
 //! It also owns the listening sockets: a reload keeps the socket of every address that stays,
 //! binds new ones before the swap (a bind failure aborts the reload and changes nothing), and
@@ -74,9 +74,8 @@ const ETCD_SPACING: u32 = 3;
 const ETCD_SPACING_BIG: Duration = Duration::from_millis(50);
 
 /// Tables with more servers than this are built away from the data path: for an etcd change
-/// on the table builder thread (even with `nbthread 1`), for a rebuild with
-/// [`tokio::task::block_in_place`] on a multi-threaded runtime. Either way sessions do not
-/// wait the milliseconds such a build takes.
+/// on the table builder thread (even with `nbthread 1`). A rebuild is built on this task's
+/// thread, which with `nbthread` above 1 is not a data thread.
 const BIG_TABLE: usize = 200;
 
 /// The table builder thread's `nice` value: on a busy machine the data path's threads get
@@ -392,8 +391,7 @@ impl Control {
             discovery::effective_config(&self.config, &self.discovered),
             &self.dns,
         ));
-        // A big template's table is built off this worker, as a rebuild's is.
-        match self.heavy(|c| c.swap(effective.clone())) {
+        match self.swap(effective.clone()) {
             Ok(generation) => {
                 self.effective = effective;
                 tracing::debug!(generation, "DNS change applied");
@@ -570,24 +568,6 @@ impl Control {
         })
     }
 
-    /// Runs `work` (which builds a table); for a big table on a multi-threaded runtime, lets
-    /// the runtime hand this worker's other tasks to another thread meanwhile.
-    fn heavy<T>(&mut self, work: impl FnOnce(&mut Control) -> T) -> T {
-        let servers: usize = self
-            .effective
-            .backends
-            .iter()
-            .map(|b| b.servers.len())
-            .sum();
-        let threaded = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if threaded && servers > BIG_TABLE {
-            tokio::task::block_in_place(|| work(self))
-        } else {
-            work(self)
-        }
-    }
-
     /// Serves a batch of requests that were queued together, in order, except that rebuild
     /// requests in a row make one table, whose generation answers every one that waits.
     async fn serve(&mut self, batch: Vec<Request>) {
@@ -634,7 +614,7 @@ impl Control {
     /// that wait.
     fn rebuild_for(&mut self, waiters: Option<Vec<RebuildReply>>) {
         let Some(waiters) = waiters else { return };
-        let result = self.heavy(Control::rebuild);
+        let result = self.rebuild();
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
