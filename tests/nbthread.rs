@@ -16,7 +16,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    NamedServer, Rolelb, Session, free_port, open_named, read_session, wait_until, who_answers,
+    NamedServer, Rolelb, Session, free_port, open_named, read_session, stats_cli, wait_until,
+    who_answers,
 };
 use lbcfg::local;
 use nix::sys::signal::Signal;
@@ -73,7 +74,14 @@ fn echo_ok(conn: &mut TcpStream, msg: &[u8]) -> bool {
 fn both_data_threads_serve_sessions() {
     let s1 = NamedServer::start("s1");
     let port = free_port();
-    let lb = Rolelb::start(&cfg("", &[("lb", port, "")], &s1));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sock = dir.path().join("stats.sock");
+    let global = format!("    stats socket {} level admin", sock.display());
+    let lb = Rolelb::start(&cfg(&global, &[("lb", port, "")], &s1));
+    assert!(
+        stats_cli(&sock, "show info").contains("Nbthread: 2\n"),
+        "show info reports the two data threads"
+    );
     let before = data_thread_cpu(lb.pid());
     assert_eq!(
         before.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
