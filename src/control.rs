@@ -14,12 +14,14 @@
 //! merge and one table build per pass, with no I/O on this task. During a burst those passes
 //! are spaced ([`ETCD_SPACING`]), and a table of more than [`BIG_TABLE`] servers is merged,
 //! built and freed on a table builder thread of lower CPU priority: this task only swaps it
-//! in, so sessions on the runtime's threads (all of them on one with `nbthread 1`) do not
-//! wait for a 10,000-server build. The swap itself stays here, so there is still one writer.
+//! in, so sessions on the data threads (the one thread with `nbthread 1`) do not wait for a
+//! 10,000-server build. The swap itself stays here, so there is still one writer.
 //!
 //! It also owns the listening sockets: a reload keeps the socket of every address that stays,
 //! binds new ones before the swap (a bind failure aborts the reload and changes nothing), and
-//! stops accepting on removed ones after it; their sessions run to their end.
+//! stops accepting on removed ones after it; their sessions run to their end. Each socket is
+//! accepted on every data thread (one accept loop per thread, each with its own duplicate of
+//! the descriptor); the socket closes once every loop of its address has returned.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -76,9 +77,8 @@ const ETCD_SPACING: u32 = 3;
 const ETCD_SPACING_BIG: Duration = Duration::from_millis(250);
 
 /// Tables with more servers than this are built away from the data path: for an etcd change
-/// on the table builder thread (even with `nbthread 1`), for a rebuild with
-/// [`tokio::task::block_in_place`] on a multi-threaded runtime. Either way sessions do not
-/// wait the milliseconds such a build takes.
+/// on the table builder thread (even with `nbthread 1`). A rebuild is built on this task's
+/// thread, which with `nbthread` above 1 is not a data thread.
 const BIG_TABLE: usize = 200;
 
 /// The table builder thread's `nice` value: on a busy machine the data path's threads get
@@ -134,11 +134,11 @@ pub enum ReloadError {
     Stopped,
 }
 
-/// A listening socket's accept loop: cancelling `stop` makes it return, which closes the
-/// socket.
+/// A listening socket's accept loops, one per data thread: cancelling `stop` makes them
+/// return, which closes the socket.
 struct Accepting {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The control task's state.
@@ -182,7 +182,9 @@ pub struct Control {
     freeing: Option<(std::sync::Weak<Table>, tokio::time::Instant)>,
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds `addr` and returns the socket once per data thread (`threads` descriptors of one
+/// socket).
+fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -192,7 +194,13 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
+    let socket: std::net::TcpListener = socket.into();
+    let mut each = Vec::with_capacity(threads);
+    for _ in 1..threads {
+        each.push(socket.try_clone()?);
+    }
+    each.push(socket);
+    Ok(each)
 }
 
 impl Control {
@@ -390,8 +398,7 @@ impl Control {
             discovery::effective_config(&self.config, &self.discovered),
             &self.dns,
         ));
-        // A big template's table is built off this worker, as a rebuild's is.
-        match self.heavy(|c| c.swap(effective.clone())) {
+        match self.swap(effective.clone()) {
             Ok(generation) => {
                 self.effective = effective;
                 tracing::debug!(generation, "DNS change applied");
@@ -451,7 +458,7 @@ impl Control {
             if self.listeners.contains_key(addr) || fresh.iter().any(|(a, _)| a == addr) {
                 continue;
             }
-            match bind(*addr) {
+            match bind(*addr, self.shared.threads.count()) {
                 Ok(l) => fresh.push((*addr, l)),
                 // Dropping `fresh` closes what this attempt bound; the old table stays.
                 Err(source) => {
@@ -479,21 +486,28 @@ impl Control {
         &mut self,
         config: &Config,
         table: Table,
-        fresh: Vec<(SocketAddr, TcpListener)>,
+        fresh: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
     ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         // At once: the sessions of a writer this table demotes must not go on.
         table.after_swap(&old);
-        for (addr, l) in fresh {
+        let threads = self.shared.threads.handles();
+        for (addr, sockets) in fresh {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(listener::accept_loop(
-                l,
-                addr,
-                self.shared.clone(),
-                stop.clone(),
-            ));
-            self.listeners.insert(addr, Accepting { stop, task });
+            let tasks = sockets
+                .into_iter()
+                .zip(&threads)
+                .map(|(l, thread)| {
+                    thread.spawn(listener::accept_loop(
+                        l,
+                        addr,
+                        self.shared.clone(),
+                        stop.clone(),
+                    ))
+                })
+                .collect();
+            self.listeners.insert(addr, Accepting { stop, tasks });
             tracing::info!(%addr, "listening");
         }
         let removed: Vec<SocketAddr> = self
@@ -515,9 +529,9 @@ impl Control {
 
     /// Tells the accept loop of `addr` to stop; its socket closes when the loop returns.
     fn stop_listening(&mut self, addr: SocketAddr, why: &str) {
-        if let Some(Accepting { stop, task }) = self.listeners.remove(&addr) {
+        if let Some(Accepting { stop, tasks }) = self.listeners.remove(&addr) {
             stop.cancel();
-            self.closing.push(task);
+            self.closing.extend(tasks);
             tracing::info!(%addr, "stopped listening ({why})");
         }
     }
@@ -559,24 +573,6 @@ impl Control {
             tracing::error!("rebuilding the table failed: {e}");
             ControlError::Rebuild(e.to_string())
         })
-    }
-
-    /// Runs `work` (which builds a table); for a big table on a multi-threaded runtime, lets
-    /// the runtime hand this worker's other tasks to another thread meanwhile.
-    fn heavy<T>(&mut self, work: impl FnOnce(&mut Control) -> T) -> T {
-        let servers: usize = self
-            .effective
-            .backends
-            .iter()
-            .map(|b| b.servers.len())
-            .sum();
-        let threaded = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if threaded && servers > BIG_TABLE {
-            tokio::task::block_in_place(|| work(self))
-        } else {
-            work(self)
-        }
     }
 
     /// Serves a batch of requests that were queued together, in order, except that rebuild
@@ -625,7 +621,7 @@ impl Control {
     /// that wait.
     fn rebuild_for(&mut self, waiters: Option<Vec<RebuildReply>>) {
         let Some(waiters) = waiters else { return };
-        let result = self.heavy(Control::rebuild);
+        let result = self.rebuild();
         for waiter in waiters {
             let _ = waiter.send(result.clone());
         }

@@ -19,6 +19,7 @@ use rolelb::control::Control;
 use rolelb::fd_limit::{self, FdPlan};
 use rolelb::logging;
 use rolelb::proxy::listener::{Limits, Shared};
+use rolelb::proxy::threads::{DataThreads, Workers};
 use rolelb::service_manager;
 use rolelb::table::Table;
 
@@ -68,15 +69,26 @@ fn main() -> ExitCode {
 /// Settles `maxconn` against the file descriptor limit (raising it to fit, or refusing to
 /// start), and logs what it needs, as HAProxy does at startup.
 fn settle_fd_limit(config: &Config) -> Result<FdPlan> {
-    let threads = config.global.nbthread.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
+    let threads = data_threads(&config.global);
+    let listeners: usize = config
+        .frontends
+        .iter()
+        .filter(|f| !f.disabled)
+        .map(|f| f.binds.len())
+        .sum();
+    // With data threads, the main thread's runtime comes on top, and each thread holds its own
+    // descriptor of every listening socket.
+    let (runtimes, listener_copies) = if threads > 1 {
+        (threads + 1, listeners * (threads - 1))
+    } else {
+        (1, 0)
+    };
     let fixed = fd_limit::fixed_need(
         config,
-        threads,
+        runtimes,
         admin::http::MAX_CONNECTIONS,
         admin::runtime::MAX_SESSIONS,
-    );
+    ) + u64::try_from(listener_copies).unwrap_or(u64::MAX);
     let plan = fd_limit::apply(config.global.maxconn, config.global.ulimit_n, fixed)?;
     let origin = if plan.derived {
         "derived from the file descriptor limit"
@@ -96,19 +108,21 @@ fn settle_fd_limit(config: &Config) -> Result<FdPlan> {
     Ok(plan)
 }
 
-/// The runtime: `nbthread 1` runs everything on the one main thread, as HAProxy does; more
-/// threads (or none given: one per core) use a work-stealing pool of that many workers.
-fn runtime(global: &Global) -> Result<tokio::runtime::Runtime> {
-    let mut builder = match global.nbthread {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    builder.enable_all().build().context("starting the runtime")
+/// The data path's thread count: `nbthread`, or one per core as HAProxy 2.6 when unset.
+fn data_threads(global: &Global) -> usize {
+    global.nbthread.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    })
+}
+
+/// The main thread's runtime: with one data thread it is the whole process, as HAProxy's
+/// `nbthread 1`; with more it keeps the control plane (control task, checks, etcd, stats
+/// socket, signals) while each data thread runs its own (see [`Workers`]).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 fn run(files: Vec<PathBuf>, config: Config) -> Result<()> {
@@ -118,7 +132,11 @@ fn run(files: Vec<PathBuf>, config: Config) -> Result<()> {
         );
     }
     let fds = settle_fd_limit(&config)?;
-    runtime(&config.global)?.block_on(serve(files, config, &fds))
+    let workers =
+        Workers::start(data_threads(&config.global)).context("starting the data threads")?;
+    let served = runtime()?.block_on(serve(files, config, &fds, workers.threads()));
+    workers.stop();
+    served
 }
 
 /// Switches to `group` then `user` (after the sockets are bound), as HAProxy does.
@@ -157,7 +175,12 @@ fn write_pidfile(path: &Path) -> Result<()> {
         .with_context(|| format!("writing pidfile {}", path.display()))
 }
 
-async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> {
+async fn serve(
+    files: Vec<PathBuf>,
+    config: Config,
+    fds: &FdPlan,
+    threads: DataThreads,
+) -> Result<()> {
     let shared = Shared {
         table: Arc::new(ArcSwap::from_pointee(Table::empty())),
         limits: Arc::new(Limits::default()),
@@ -166,6 +189,7 @@ async fn serve(files: Vec<PathBuf>, config: Config, fds: &FdPlan) -> Result<()> 
         default_maxconn: fds.maxconn,
         fd_reserved: fds.fixed,
         stopping: CancellationToken::new(),
+        threads,
     };
     let global = config.global.clone();
     let control = Control::start(files, config, shared.clone())?;

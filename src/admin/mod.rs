@@ -46,7 +46,7 @@ pub struct Env {
     pub limits: Arc<Limits>,
     /// Global `maxconn` when the configuration sets none.
     pub default_maxconn: u32,
-    /// Worker threads of the runtime (`Nbthread`).
+    /// The data path's threads (`Nbthread`).
     pub nbthread: usize,
     /// When the process started serving (for `Uptime`).
     pub started: Instant,
@@ -61,9 +61,7 @@ pub struct Env {
 impl Env {
     /// The environment of a process that starts serving now; call from inside the runtime.
     pub fn new(shared: &Shared, control: ControlHandle) -> Env {
-        let nbthread = tokio::runtime::Handle::try_current()
-            .map(|h| h.metrics().num_workers())
-            .unwrap_or(1);
+        let nbthread = shared.threads.count();
         Env {
             control,
             limits: shared.limits.clone(),

@@ -42,6 +42,7 @@ fn shared() -> Shared {
         default_maxconn: 100,
         fd_reserved: 0,
         stopping: CancellationToken::new(),
+        threads: Default::default(),
     }
 }
 

@@ -1,13 +1,22 @@
 //! The accept loop of one bound address, with the process-wide and per-frontend `maxconn`.
 //!
-//! Each listening socket has its own task. It knows only its address: on every accept it
-//! looks up, in the current table, which frontend serves that address, so a reload that keeps
-//! the address keeps the socket. While a limit is reached it stops accepting (clients wait in
-//! the kernel's backlog, as with HAProxy) until a connection ends. The process's file
-//! descriptor limit is one of those limits: `maxconn` never goes past what it leaves room for
-//! (read again at every accept, so a limit lowered under the process is seen), and an `accept`
-//! that still fails for want of descriptors or memory pauses the listener until a connection
-//! ends (at most 100 ms, as HAProxy does), logging one line per second with a count.
+//! Each listening socket has one accept loop per data thread (see [`super::threads`]); a
+//! session runs on the thread that accepted it. A loop knows only its address: on every
+//! accept it looks up, in the current table, which frontend serves that address, so a reload
+//! that keeps the address keeps the socket.
+//!
+//! As HAProxy's `listener_accept`, a loop waits until its socket has a client, then takes a
+//! place under both limits (global and frontend `maxconn`) *before* calling `accept`, with a
+//! compare-and-swap, so the limits hold exactly however many threads accept at once; an
+//! `accept` that finds nobody (another thread took the client) gives the place back. While a
+//! limit is reached the loop stops accepting (clients wait in the kernel's backlog, as with
+//! HAProxy) and waits its turn: a connection that ends wakes one waiting loop (first come,
+//! first served), the one it frees a place for; a loop that cannot use the place after all
+//! passes the wake-up on. The process's file descriptor limit is one of those limits:
+//! `maxconn` never goes past what it leaves room for (read again at every accept, so a limit
+//! lowered under the process is seen), and an `accept` that still fails for want of
+//! descriptors or memory pauses the listener until a connection ends (at most 100 ms, as
+//! HAProxy does), logging one line per second with a count.
 //! As HAProxy's `tune.maxaccept`, a listener accepts at most that many connections in a row
 //! (4 by default) before it lets other tasks run.
 
@@ -16,15 +25,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session;
+use super::threads::DataThreads;
 use crate::config::MaxAccept;
 use crate::logging::Throttle;
-use crate::table::{FrontendLive, RateMax, TableHandle};
+use crate::table::{FrontendLive, FrontendRt, RateMax, TableHandle};
 
 /// How often a listener whose limits are reached re-checks them even without a wake-up
 /// (limits can change with a reload).
@@ -42,13 +54,13 @@ static ACCEPT_FAILED: Throttle = Throttle::new();
 /// Process-wide connection count against global `maxconn`.
 #[derive(Debug, Default)]
 pub struct Limits {
-    /// Client connections currently open, all frontends together.
+    /// Client connections currently open (or being accepted), all frontends together.
     pub conns: AtomicU32,
     /// Client connections ever accepted.
     pub total_conns: AtomicU64,
     /// Connections accepted per second, all frontends together.
     pub conn_rate: RateMax,
-    /// Woken when a connection ends.
+    /// Wakes one listener waiting for room when a connection ends.
     pub freed: Notify,
 }
 
@@ -71,9 +83,12 @@ pub struct Shared {
     pub fd_reserved: u64,
     /// Cancelled when a soft stop begins (the admin API's `/healthz` turns 503).
     pub stopping: CancellationToken,
+    /// The data path's threads: every listening address is accepted on each.
+    pub threads: DataThreads,
 }
 
-/// Counts one client connection against the global and frontend limits while alive.
+/// A place under the global and frontend limits, taken before `accept` and held by the
+/// connection while it is open; given back on drop, waking one listener that waits for it.
 struct ConnGuard {
     limits: Arc<Limits>,
     frontend: Arc<FrontendLive>,
@@ -83,101 +98,211 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.limits.conns.fetch_sub(1, Ordering::AcqRel);
         self.frontend.conns.fetch_sub(1, Ordering::AcqRel);
-        self.limits.freed.notify_waiters();
-        self.frontend.conn_freed.notify_waiters();
+        // One place is free under each limit: one waiting listener can use it.
+        self.limits.freed.notify_one();
+        self.frontend.conn_freed.notify_one();
     }
 }
 
-/// Accepts on `listener` until `stop` is cancelled, spawning one session per connection.
+/// Takes one from `count` if it is below `max`; the count before, or `None` when full.
+fn take_place(count: &AtomicU32, max: u32) -> Option<u32> {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+}
+
+/// Which limit stopped a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Global,
+    Frontend,
+}
+
+/// The limits a listener of `fe` accepts under, as the table in force says now.
+struct Maxima {
+    /// Global `maxconn` as configured (or derived).
+    configured: u32,
+    /// Room the file descriptor limit leaves.
+    fd_room: u32,
+    /// The global limit in force: the smaller of the two.
+    global: u32,
+    /// The frontend's `maxconn` (the global limit when it sets none).
+    frontend: u32,
+}
+
+impl Maxima {
+    fn now(shared: &Shared, maxconn: Option<u32>, fe: &FrontendRt) -> Maxima {
+        let configured = maxconn.unwrap_or(shared.default_maxconn);
+        let fd_room = fd_room(shared.fd_reserved);
+        let global = configured.min(fd_room);
+        Maxima {
+            configured,
+            fd_room,
+            global,
+            frontend: fe.maxconn.unwrap_or(global),
+        }
+    }
+}
+
+/// Takes a place under both limits for a connection of `fe`, or says which one is reached.
+fn try_admit(shared: &Shared, fe: &FrontendRt, max: &Maxima) -> Result<(ConnGuard, u32), Full> {
+    if take_place(&shared.limits.conns, max.global).is_none() {
+        return Err(Full::Global);
+    }
+    let Some(before) = take_place(&fe.live.conns, max.frontend) else {
+        shared.limits.conns.fetch_sub(1, Ordering::AcqRel);
+        // The global place may serve a listener of another frontend.
+        shared.limits.freed.notify_one();
+        return Err(Full::Frontend);
+    };
+    let guard = ConnGuard {
+        limits: shared.limits.clone(),
+        frontend: fe.live.clone(),
+    };
+    Ok((guard, before + 1))
+}
+
+/// Takes a place under both limits for a connection on `addr`, waiting its turn while one is
+/// reached; `None` when the listener is told to stop. Re-reads the table on every attempt.
+async fn admit(
+    shared: &Shared,
+    addr: SocketAddr,
+    stop: &CancellationToken,
+    batch: &mut AcceptBatch,
+) -> Option<(Arc<FrontendRt>, ConnGuard, u32)> {
+    loop {
+        let table = shared.table.load();
+        batch.max = table.config.global.maxaccept();
+        let Some(fe) = table.listeners.get(&addr).cloned() else {
+            // The address left the config; control cancels `stop` right after the swap.
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(LIMIT_RECHECK) => continue,
+            }
+        };
+        let max = Maxima::now(shared, table.maxconn, &fe);
+        drop(table);
+        let (limits, fe_live) = (shared.limits.clone(), fe.live.clone());
+        let full = match try_admit(shared, &fe, &max) {
+            Ok((guard, open)) => return Some((fe, guard, open)),
+            Err(full) => full,
+        };
+        // Registered before looking again, so a place freed in between wakes this loop.
+        let freed = match full {
+            Full::Global => limits.freed.notified(),
+            Full::Frontend => fe_live.conn_freed.notified(),
+        };
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        // Dropping `freed` after a wake-up it did not use hands that wake-up on.
+        if let Ok((guard, open)) = try_admit(shared, &fe, &max) {
+            return Some((fe, guard, open));
+        }
+        let open = shared.limits.conns.load(Ordering::Acquire);
+        if full == Full::Global
+            && open >= max.fd_room
+            && max.fd_room < max.configured
+            && let Some(n) = FD_LIMIT_REACHED.hit()
+        {
+            tracing::warn!(
+                "maxconn {} does not fit the file descriptor limit: accepting \
+                 at most {} connections (2 descriptors each + {} reserved) \
+                 [{n} occurrences since the last such line]",
+                max.configured,
+                max.fd_room,
+                shared.fd_reserved
+            );
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = &mut freed => {}
+            _ = tokio::time::sleep(LIMIT_RECHECK) => {}
+        }
+        batch.waited();
+    }
+}
+
+/// Accepts on `listener` until `stop` is cancelled, spawning one session per connection on
+/// the runtime this loop runs on. Must run inside a runtime (it registers the socket with it).
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
     shared: Shared,
     stop: CancellationToken,
 ) {
+    let registered = listener.set_nonblocking(true).and_then(|()| {
+        // SAFETY: a `std::net::TcpListener` owns its descriptor: it stays open and the same
+        // for as long as the `AsyncFd` holds the listener.
+        unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
+            .map_err(std::io::Error::from)
+    });
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, "cannot watch the listening socket: {e}; this thread does not accept on it");
+            return;
+        }
+    };
     let mut batch = AcceptBatch::default();
-    loop {
-        // Set when this listener waits (for room or a client): other work runs meanwhile.
-        let mut waited = false;
-        // Wait until both limits leave room, re-reading the table each time.
-        let fe = loop {
-            let table = shared.table.load();
-            batch.max = table.config.global.maxaccept();
-            let Some(fe) = table.listeners.get(&addr).cloned() else {
-                // The address left the config; control cancels `stop` right after the swap.
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(LIMIT_RECHECK) => continue,
+    'wait: loop {
+        // Until a client waits: other work runs meanwhile.
+        let mut ready = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.readable() => match r {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::error!(%addr, "waiting for clients failed: {e}");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(RESOURCE_PAUSE) => continue 'wait,
+                    }
+                }
+            },
+        };
+        if !ready.ready().is_readable() {
+            ready.clear_ready();
+            continue;
+        }
+        batch.waited();
+        loop {
+            let Some((fe, guard, open)) = admit(&shared, addr, &stop, &mut batch).await else {
+                return;
+            };
+            let accepted = match ready.try_io(|l| l.get_ref().accept()) {
+                Ok(r) => r,
+                // Nobody waits (any more): give the place back and wait for a client.
+                Err(_would_block) => continue 'wait,
+            };
+            let (stream, peer) = match accepted.and_then(|(s, peer)| {
+                s.set_nonblocking(true)?;
+                Ok((TcpStream::from_std(s)?, peer))
+            }) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    drop(guard);
+                    accept_failed(&e, &fe.name, addr, &shared, &stop).await;
+                    continue 'wait;
                 }
             };
-            let configured = table.maxconn.unwrap_or(shared.default_maxconn);
-            let fd_room = fd_room(shared.fd_reserved);
-            let global_max = configured.min(fd_room);
-            let fe_max = fe.maxconn.unwrap_or(global_max);
-            let global_freed = shared.limits.freed.notified();
-            let fe_live = fe.live.clone();
-            let fe_freed = fe_live.conn_freed.notified();
-            tokio::pin!(global_freed, fe_freed);
-            global_freed.as_mut().enable();
-            fe_freed.as_mut().enable();
-            let open = shared.limits.conns.load(Ordering::Acquire);
-            if open < global_max && fe_live.conns.load(Ordering::Acquire) < fe_max {
-                break fe;
+            let local = stream.local_addr().unwrap_or(addr);
+            shared.limits.total_conns.fetch_add(1, Ordering::Relaxed);
+            shared.limits.conn_rate.tick();
+            fe.live.max_conns.fetch_max(open, Ordering::Relaxed);
+            fe.live.total_conns.fetch_add(1, Ordering::Relaxed);
+            fe.live.conn_rate.tick();
+            let table = shared.table.clone();
+            let hard_stop = shared.hard_stop.clone();
+            shared.sessions.spawn(async move {
+                let _guard = guard;
+                session::serve(stream, peer, local, addr, fe, table, hard_stop).await;
+            });
+            if batch.accepted() {
+                drop(ready);
+                tokio::task::yield_now().await;
+                continue 'wait;
             }
-            if open >= fd_room
-                && fd_room < configured
-                && let Some(n) = FD_LIMIT_REACHED.hit()
-            {
-                tracing::warn!(
-                    "maxconn {configured} does not fit the file descriptor limit: accepting \
-                     at most {fd_room} connections (2 descriptors each + {} reserved) \
-                     [{n} occurrences since the last such line]",
-                    shared.fd_reserved
-                );
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = &mut global_freed => {}
-                _ = &mut fe_freed => {}
-                _ = tokio::time::sleep(LIMIT_RECHECK) => {}
-            }
-            waited = true;
-        };
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = std::future::poll_fn(|cx| {
-                let polled = listener.poll_accept(cx);
-                waited |= polled.is_pending();
-                polled
-            }) => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                accept_failed(&e, &fe.name, addr, &shared, &stop).await;
-                continue;
-            }
-        };
-        let local = stream.local_addr().unwrap_or(addr);
-        shared.limits.conns.fetch_add(1, Ordering::AcqRel);
-        shared.limits.total_conns.fetch_add(1, Ordering::Relaxed);
-        shared.limits.conn_rate.tick();
-        let open = fe.live.conns.fetch_add(1, Ordering::AcqRel) + 1;
-        fe.live.max_conns.fetch_max(open, Ordering::Relaxed);
-        fe.live.total_conns.fetch_add(1, Ordering::Relaxed);
-        fe.live.conn_rate.tick();
-        let guard = ConnGuard {
-            limits: shared.limits.clone(),
-            frontend: fe.live.clone(),
-        };
-        let table = shared.table.clone();
-        let hard_stop = shared.hard_stop.clone();
-        shared.sessions.spawn(async move {
-            let _guard = guard;
-            session::serve(stream, peer, local, addr, fe, table, hard_stop).await;
-        });
-        if batch.accepted(waited) {
-            tokio::task::yield_now().await;
         }
     }
 }
@@ -200,12 +325,14 @@ impl Default for AcceptBatch {
 }
 
 impl AcceptBatch {
-    /// Records one accepted connection (`waited`: the listener had to wait for it, so other
-    /// work ran meanwhile); true when the listener must now let other tasks run.
-    fn accepted(&mut self, waited: bool) -> bool {
-        if waited {
-            self.in_row = 0;
-        }
+    /// The listener had to wait (for a client or for room), so other work ran meanwhile: a
+    /// new row starts.
+    fn waited(&mut self) {
+        self.in_row = 0;
+    }
+
+    /// Records one accepted connection; true when the listener must now let other tasks run.
+    fn accepted(&mut self) -> bool {
         self.in_row += 1;
         match self.max {
             MaxAccept::Batch(n) if self.in_row >= n.get() => {
@@ -276,7 +403,9 @@ async fn accept_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use std::num::NonZeroU32;
+    use std::pin::Pin;
 
     use arc_swap::ArcSwap;
 
@@ -290,7 +419,12 @@ mod tests {
         };
         let yields: Vec<bool> = [true, false, false, false, false, true, false, false]
             .into_iter()
-            .map(|waited| batch.accepted(waited))
+            .map(|waited| {
+                if waited {
+                    batch.waited();
+                }
+                batch.accepted()
+            })
             .collect();
         // A wait starts a new row; the third accept in a row yields.
         assert_eq!(
@@ -301,7 +435,149 @@ mod tests {
             max: MaxAccept::Unlimited,
             in_row: 0,
         };
-        assert!((0..10_000).all(|_| !unlimited.accepted(false)));
+        assert!((0..10_000).all(|_| !unlimited.accepted()));
+    }
+
+    /// A `Shared` over a table of two frontends, `a` (with `maxconn 6`) and `b`, under global
+    /// `maxconn 10`, with the two frontends.
+    fn two_frontends() -> (Shared, Arc<FrontendRt>, Arc<FrontendRt>) {
+        let text = "global\n    maxconn 10\ndefaults\n    mode tcp\n    timeout connect 1s\n    \
+                    timeout client 5s\n    timeout server 5s\nlisten a\n    bind 127.0.0.1:1\n    \
+                    maxconn 6\n    server s 127.0.0.1:1\nlisten b\n    bind 127.0.0.1:2\n    \
+                    server s 127.0.0.1:1\n";
+        let config =
+            crate::config::parse_with_env(&[("t.cfg", text)], &|_| None).expect("valid config");
+        let table = crate::table::testing::build(&Arc::new(config), &Registry::default(), 1);
+        let fe = |port: u16| {
+            table
+                .listeners
+                .get(&SocketAddr::from(([127, 0, 0, 1], port)))
+                .cloned()
+                .expect("a listener")
+        };
+        let (a, b) = (fe(1), fe(2));
+        let shared = Shared {
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            limits: Arc::new(Limits::default()),
+            sessions: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+            default_maxconn: 100,
+            fd_reserved: 0,
+            stopping: CancellationToken::new(),
+            threads: DataThreads::default(),
+        };
+        (shared, a, b)
+    }
+
+    /// The limits of [`two_frontends`] for frontend `a` (6) or `b` (none: the global 10).
+    fn maxima(frontend: u32) -> Maxima {
+        Maxima {
+            configured: 10,
+            fd_room: u32::MAX,
+            global: 10,
+            frontend,
+        }
+    }
+
+    /// Whether `fut` (an enabled `Notified`) has been woken, without waiting.
+    fn woken(fut: Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        fut.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn places_are_exact_however_many_threads_take_them() {
+        let (shared, a, b) = two_frontends();
+        let seen: Vec<(u32, Vec<ConnGuard>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|i| {
+                    let (shared, fe) = (&shared, if i % 2 == 0 { &a } else { &b });
+                    let max = maxima(if i % 2 == 0 { 6 } else { 10 });
+                    scope.spawn(move || {
+                        let mut held = Vec::new();
+                        for _ in 0..2_000 {
+                            if let Ok((guard, _)) = try_admit(shared, fe, &max) {
+                                held.push(guard);
+                            }
+                        }
+                        // Kept open: the counts are read after every thread is done.
+                        (shared.limits.conns.load(Ordering::Acquire), held)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        assert!(seen.iter().all(|(global, _)| *global <= 10));
+        assert_eq!(shared.limits.conns.load(Ordering::Acquire), 10);
+        assert!(a.live.conns.load(Ordering::Acquire) <= 6);
+        assert_eq!(
+            a.live.conns.load(Ordering::Acquire) + b.live.conns.load(Ordering::Acquire),
+            10
+        );
+    }
+
+    #[test]
+    fn an_ending_connection_wakes_one_waiting_listener_first_come_first_served() {
+        let (shared, _, b) = two_frontends();
+        let guards: Vec<ConnGuard> = (0..10)
+            .map(|_| try_admit(&shared, &b, &maxima(10)).expect("room").0)
+            .collect();
+        assert_eq!(
+            try_admit(&shared, &b, &maxima(10)).err(),
+            Some(Full::Global)
+        );
+        let first = shared.limits.freed.notified();
+        let second = shared.limits.freed.notified();
+        tokio::pin!(first, second);
+        first.as_mut().enable();
+        second.as_mut().enable();
+        let mut guards = guards.into_iter();
+        drop(guards.next());
+        assert!(woken(first.as_mut()), "the first waiter is woken");
+        assert!(!woken(second.as_mut()), "one place wakes one waiter only");
+        drop(guards.next());
+        assert!(
+            woken(second.as_mut()),
+            "the next place wakes the next waiter"
+        );
+    }
+
+    #[test]
+    fn a_listener_that_cannot_use_a_freed_place_hands_it_on() {
+        let (shared, a, b) = two_frontends();
+        let mut held: Vec<ConnGuard> = (0..6)
+            .map(|_| try_admit(&shared, &a, &maxima(6)).expect("room").0)
+            .collect();
+        held.extend((0..4).map(|_| try_admit(&shared, &b, &maxima(10)).expect("room").0));
+        // A listener of b waits for a global place.
+        let waiting_b = shared.limits.freed.notified();
+        tokio::pin!(waiting_b);
+        waiting_b.as_mut().enable();
+        // One of b's connections ends: the wake-up reaches b ...
+        drop(held.pop());
+        assert!(woken(waiting_b.as_mut()));
+        // ... or, had a listener of a (whose frontend is full) been first in line, a takes the
+        // place, cannot use it, and must leave it and its wake-up to b.
+        let waiting_b = shared.limits.freed.notified();
+        tokio::pin!(waiting_b);
+        waiting_b.as_mut().enable();
+        assert_eq!(
+            try_admit(&shared, &a, &maxima(6)).err(),
+            Some(Full::Frontend)
+        );
+        assert_eq!(
+            shared.limits.conns.load(Ordering::Acquire),
+            9,
+            "a gave the global place back"
+        );
+        assert!(
+            woken(waiting_b.as_mut()),
+            "and woke a listener that waits for it"
+        );
+        assert!(try_admit(&shared, &b, &maxima(10)).is_ok());
     }
 
     /// How many connections waiting in the backlog `accept_loop` takes between two turns of
@@ -331,13 +607,13 @@ mod tests {
                 default_maxconn: 100,
                 fd_reserved: 0,
                 stopping: CancellationToken::new(),
+                threads: DataThreads::default(),
             };
             // Every client is in the backlog before the loop starts.
             let _clients: Vec<std::net::TcpStream> = (0..CLIENTS)
                 .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
                 .collect();
-            std_listener.set_nonblocking(true).expect("nonblocking");
-            let listener = TcpListener::from_std(std_listener).expect("tokio listener");
+            let listener = std_listener;
             let stop = CancellationToken::new();
             let limits = shared.limits.clone();
             let accept = tokio::spawn(accept_loop(listener, addr, shared.clone(), stop.clone()));

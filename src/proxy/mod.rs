@@ -11,3 +11,4 @@ pub mod proxy_header_in;
 pub mod proxy_protocol;
 pub mod rules;
 pub mod session;
+pub mod threads;
