@@ -270,23 +270,27 @@ pub async fn accept_loop(
             let Some((fe, guard, open)) = admit(&shared, addr, &stop, &mut batch).await else {
                 return;
             };
-            let accepted = match ready.try_io(|l| l.get_ref().accept()) {
+            let accepted = match ready.try_io(|l| accept_nonblocking(l.get_ref())) {
                 Ok(r) => r,
                 // Nobody waits (any more): give the place back and wait for a client.
                 Err(_would_block) => continue 'wait,
             };
-            let (stream, peer) = match accepted.and_then(|(s, peer)| {
-                s.set_nonblocking(true)?;
-                Ok((TcpStream::from_std(s)?, peer))
-            }) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    drop(guard);
-                    accept_failed(&e, &fe.name, addr, &shared, &stop).await;
-                    continue 'wait;
-                }
+            let (stream, peer) =
+                match accepted.and_then(|(s, peer)| Ok((TcpStream::from_std(s)?, peer))) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        drop(guard);
+                        accept_failed(&e, &fe.name, addr, &shared, &stop).await;
+                        continue 'wait;
+                    }
+                };
+            // The bound address is the local one unless it is a wildcard: no system call
+            // for the usual `bind IP:PORT`.
+            let local = if addr.ip().is_unspecified() {
+                stream.local_addr().unwrap_or(addr)
+            } else {
+                addr
             };
-            let local = stream.local_addr().unwrap_or(addr);
             shared.limits.total_conns.fetch_add(1, Ordering::Relaxed);
             shared.limits.conn_rate.tick();
             fe.live.max_conns.fetch_max(open, Ordering::Relaxed);
@@ -344,15 +348,67 @@ impl AcceptBatch {
     }
 }
 
-/// The client connections the soft file descriptor limit leaves room for, now.
+/// One `accept4` that hands back the connection already non-blocking and close-on-exec,
+/// with its peer's address (as tokio's own listener does): no `fcntl` after it.
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd = listener.as_raw_fd();
+    // SAFETY: `accept4` writes at most `len` bytes of address into the storage socket2 hands
+    // us and sets `len` to what it wrote; it returns a new descriptor this function owns.
+    let (conn, peer) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            match libc::accept4(
+                fd,
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            ) {
+                -1 => Err(std::io::Error::last_os_error()),
+                conn => Ok(conn),
+            }
+        })?
+    };
+    // SAFETY: `conn` is a fresh descriptor that nothing else owns.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(conn) };
+    let peer = peer
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("accepted a connection without an IP address"))?;
+    Ok((stream, peer))
+}
+
+/// How long the soft file descriptor limit read by [`fd_room`] is trusted: a limit lowered
+/// under the running process (`prlimit`) takes effect within this, and accepting does not
+/// cost a `getrlimit` per connection.
+const FD_ROOM_REFRESH: Duration = Duration::from_millis(100);
+
+/// The client connections the soft file descriptor limit leaves room for (read again at
+/// most every [`FD_ROOM_REFRESH`] on each thread).
 fn fd_room(reserved: u64) -> u32 {
-    use nix::sys::resource::{Resource, getrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, _)) => {
+    use std::cell::Cell;
+    use std::time::Instant;
+    thread_local! {
+        static SOFT_LIMIT: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let soft = SOFT_LIMIT.with(|cached| match cached.get() {
+        Some((at, soft)) if now.duration_since(at) < FD_ROOM_REFRESH => Some(soft),
+        _ => {
+            use nix::sys::resource::{Resource, getrlimit};
+            let soft = getrlimit(Resource::RLIMIT_NOFILE)
+                .ok()
+                .map(|(soft, _)| soft);
+            cached.set(soft.map(|soft| (now, soft)));
+            soft
+        }
+    });
+    match soft {
+        Some(soft) => {
             u32::try_from(soft.saturating_sub(reserved) / crate::fd_limit::PER_CONNECTION)
                 .unwrap_or(u32::MAX)
         }
-        Err(_) => u32::MAX,
+        None => u32::MAX,
     }
 }
 
