@@ -23,6 +23,7 @@ use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
 use super::rules::{self, Conn};
+use super::splice;
 use crate::config::acl::TcpAction;
 use crate::config::{Config, LogNode, LogVar, Role};
 use crate::logging::Throttle;
@@ -404,6 +405,13 @@ pub async fn serve(
         server_fin: backend.settings.timeout_server_fin,
         tunnel: backend.settings.timeout_tunnel,
     };
+    let flow = {
+        let global = &table.load().config.global;
+        forward::Flow {
+            bufsize: global.bufsize(),
+            splice: splice::Policy::new(fe.splice, backend.settings.splice, global.maxpipes()),
+        }
+    };
     let server_kill = server.live.kill_token();
     let kill = async {
         tokio::select! {
@@ -419,7 +427,7 @@ pub async fn serve(
             to_server: &[&fe.live.bytes_in, &server.live.bytes_in],
             to_client: &[&fe.live.bytes_out, &server.live.bytes_out],
         },
-        table.load().config.global.bufsize(),
+        flow,
         kill,
     )
     .await;
