@@ -17,6 +17,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -145,8 +146,10 @@ pub struct Flow {
 
 /// The side bytes are read from: waited on for readability, then read without blocking.
 trait Source {
-    /// Waits until a read would not block (or fails).
-    async fn readable(&self) -> io::Result<()>;
+    /// Ready when a read would not block (or fails). A poll function, not tokio's
+    /// `readable()`: that future carries a waiter node of its own (~170 bytes), which an
+    /// idle session would hold for its whole life; this uses the socket's reader slot.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Reads what is there without waiting; `WouldBlock` when nothing is.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// The socket, when the source is one (splicing needs it).
@@ -154,8 +157,8 @@ trait Source {
 }
 
 impl Source for ReadHalf<'_> {
-    async fn readable(&self) -> io::Result<()> {
-        ReadHalf::readable(self).await
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         ReadHalf::try_read(self, buf)
@@ -241,12 +244,17 @@ where
     // Sockets that refused splicing are not asked again.
     let mut may_splice = when != SpliceWhen::Never;
     loop {
-        if r.readable().await.is_err() {
+        if std::future::poll_fn(|cx| r.poll_read_ready(cx))
+            .await
+            .is_err()
+        {
             return DirEnd::ReadErr;
         }
         let splicing = may_splice && (when == SpliceWhen::Always || streamer.fast());
         if let (true, Some(from), Some(to)) = (splicing, r.socket(), w.socket()) {
-            match splice_round(from, to, &d, epoch, flow.splice.maxpipes).await {
+            // Boxed: its state is only needed while bytes are in flight, and inline it would
+            // grow every session's future, idle or not.
+            match Box::pin(splice_round(from, to, &d, epoch, flow.splice.maxpipes)).await {
                 Spliced::Moved => continue,
                 Spliced::Eof => {
                     let _ = w.shutdown().await;

@@ -168,8 +168,8 @@ impl Sink for Recorder {
 struct Bytes<'a>(std::cell::Cell<&'a [u8]>);
 
 impl Source for Bytes<'_> {
-    async fn readable(&self) -> io::Result<()> {
-        Ok(())
+    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let data = self.0.get();

@@ -180,7 +180,8 @@ impl Pipe {
             let Some(fds) = &self.fds else {
                 return Err(io::ErrorKind::NotConnected.into());
             };
-            to.writable().await?;
+            // The socket's writer slot, not `writable()`'s own waiter (see `forward`).
+            std::future::poll_fn(|cx| to.poll_write_ready(cx)).await?;
             let left = self.data;
             let sent = to.try_io(Interest::WRITABLE, || {
                 splice(
