@@ -227,70 +227,105 @@ async fn splice_round(
     }
 }
 
-async fn pump<R, W>(
-    r: &R,
-    w: &mut W,
-    d: Direction<'_>,
+/// What one direction carries from one round to the next.
+struct Carry {
+    /// HAProxy's fast-streamer detection (`splice-auto`).
+    streamer: Streamer,
+    /// False once the sockets refused splicing: they are not asked again.
+    may_splice: bool,
+}
+
+/// Moves bytes `r` → `w` until the reader's FIN (passed on) or an error. Between rounds it
+/// waits for readability holding only its own small state; a round's state (buffer, pipe,
+/// pending write) is boxed, so an idle session's future does not carry it. (A plain `fn`
+/// returning an `async move` block: an `async fn` would store its arguments twice.)
+#[allow(clippy::manual_async_fn)]
+fn pump<'a, R, W>(
+    r: &'a R,
+    w: &'a mut W,
+    d: Direction<'a>,
     epoch: Instant,
     flow: Flow,
     when: SpliceWhen,
-) -> DirEnd
+) -> impl Future<Output = DirEnd> + 'a
 where
     R: Source,
     W: Sink,
 {
-    let bufsize = flow.bufsize.max(1);
-    let mut streamer = Streamer::default();
-    // Sockets that refused splicing are not asked again.
-    let mut may_splice = when != SpliceWhen::Never;
-    loop {
-        if std::future::poll_fn(|cx| r.poll_read_ready(cx))
-            .await
-            .is_err()
-        {
-            return DirEnd::ReadErr;
-        }
-        let splicing = may_splice && (when == SpliceWhen::Always || streamer.fast());
-        if let (true, Some(from), Some(to)) = (splicing, r.socket(), w.socket()) {
-            // Boxed: its state is only needed while bytes are in flight, and inline it would
-            // grow every session's future, idle or not.
-            match Box::pin(splice_round(from, to, &d, epoch, flow.splice.maxpipes)).await {
-                Spliced::Moved => continue,
-                Spliced::Eof => {
-                    let _ = w.shutdown().await;
-                    return DirEnd::Eof;
-                }
-                Spliced::Copy { for_good } => may_splice &= !for_good,
-                Spliced::ReadErr => return DirEnd::ReadErr,
-                Spliced::WriteErr => return DirEnd::WriteErr,
-            }
-        }
-        let now = Instant::now();
-        streamer.before_read(now);
-        let mut buf = Buf::take(bufsize);
-        let n = match r.try_read(&mut buf) {
-            Ok(0) => {
-                drop(buf);
-                // Half-close: pass the FIN on; the other direction carries on.
-                let _ = w.shutdown().await;
-                return DirEnd::Eof;
-            }
-            Ok(n) => n,
-            // Readiness was stale: wait again, holding nothing.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => return DirEnd::ReadErr,
+    async move {
+        let mut carry = Carry {
+            streamer: Streamer::default(),
+            may_splice: when != SpliceWhen::Never,
         };
-        streamer.after_read(n, bufsize, now);
-        stamp(epoch, d.rd_active);
-        d.writing.store(true, Ordering::Relaxed);
-        let written = w.write_all(&buf[..n]).await;
-        d.writing.store(false, Ordering::Relaxed);
-        drop(buf);
-        if written.is_err() {
-            return DirEnd::WriteErr;
+        loop {
+            if std::future::poll_fn(|cx| r.poll_read_ready(cx))
+                .await
+                .is_err()
+            {
+                return DirEnd::ReadErr;
+            }
+            if let Some(end) = Box::pin(round(r, w, &d, epoch, flow, when, &mut carry)).await {
+                return end;
+            }
         }
-        d.wrote(n, epoch);
     }
+}
+
+/// One round of a readable direction: splice or read once, then write it all out. `None`
+/// when the direction carries on.
+async fn round<R, W>(
+    r: &R,
+    w: &mut W,
+    d: &Direction<'_>,
+    epoch: Instant,
+    flow: Flow,
+    when: SpliceWhen,
+    carry: &mut Carry,
+) -> Option<DirEnd>
+where
+    R: Source,
+    W: Sink,
+{
+    let splicing = carry.may_splice && (when == SpliceWhen::Always || carry.streamer.fast());
+    if let (true, Some(from), Some(to)) = (splicing, r.socket(), w.socket()) {
+        match splice_round(from, to, d, epoch, flow.splice.maxpipes).await {
+            Spliced::Moved => return None,
+            Spliced::Eof => {
+                let _ = w.shutdown().await;
+                return Some(DirEnd::Eof);
+            }
+            Spliced::Copy { for_good } => carry.may_splice &= !for_good,
+            Spliced::ReadErr => return Some(DirEnd::ReadErr),
+            Spliced::WriteErr => return Some(DirEnd::WriteErr),
+        }
+    }
+    let bufsize = flow.bufsize.max(1);
+    let now = Instant::now();
+    carry.streamer.before_read(now);
+    let mut buf = Buf::take(bufsize);
+    let n = match r.try_read(&mut buf) {
+        Ok(0) => {
+            drop(buf);
+            // Half-close: pass the FIN on; the other direction carries on.
+            let _ = w.shutdown().await;
+            return Some(DirEnd::Eof);
+        }
+        Ok(n) => n,
+        // Readiness was stale: wait again, holding nothing.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+        Err(_) => return Some(DirEnd::ReadErr),
+    };
+    carry.streamer.after_read(n, bufsize, now);
+    stamp(epoch, d.rd_active);
+    d.writing.store(true, Ordering::Relaxed);
+    let written = w.write_all(&buf[..n]).await;
+    d.writing.store(false, Ordering::Relaxed);
+    drop(buf);
+    if written.is_err() {
+        return Some(DirEnd::WriteErr);
+    }
+    d.wrote(n, epoch);
+    None
 }
 
 /// The idle limit of one side: its half-closed timeout once rolelb passed a FIN on to it,
@@ -333,140 +368,145 @@ impl Side {
 /// Copies bytes both ways between `client` and `server` until both directions end, a side
 /// idles past its timeout, or `kill` completes; each direction holds at most `bufsize` bytes
 /// (`tune.bufsize`) or splices as `flow` says.
-pub async fn forward(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
+#[allow(clippy::manual_async_fn)]
+pub fn forward<'a>(
+    client: &'a mut TcpStream,
+    server: &'a mut TcpStream,
     timeouts: Timeouts,
-    counters: Counters<'_>,
+    counters: Counters<'a>,
     flow: Flow,
-    kill: impl Future<Output = ()>,
-) -> Outcome {
-    let epoch = Instant::now();
-    let client_active = AtomicU64::new(0);
-    let server_active = AtomicU64::new(0);
-    let bytes_in = AtomicU64::new(0);
-    let bytes_out = AtomicU64::new(0);
-    let writing_to_server = AtomicBool::new(false);
-    let writing_to_client = AtomicBool::new(false);
-    let spliced = AtomicU64::new(0);
+    kill: impl Future<Output = ()> + 'a,
+) -> impl Future<Output = Outcome> + 'a {
+    // An `async move` block rather than an `async fn`, which would store its arguments twice
+    // in every session's future.
+    async move {
+        let epoch = Instant::now();
+        let client_active = AtomicU64::new(0);
+        let server_active = AtomicU64::new(0);
+        let bytes_in = AtomicU64::new(0);
+        let bytes_out = AtomicU64::new(0);
+        let writing_to_server = AtomicBool::new(false);
+        let writing_to_client = AtomicBool::new(false);
+        let spliced = AtomicU64::new(0);
 
-    let (cr, mut cw) = client.split();
-    let (sr, mut sw) = server.split();
-    let c2s = pump(
-        &cr,
-        &mut sw,
-        Direction {
-            rd_active: &client_active,
-            wr_active: &server_active,
-            writing: &writing_to_server,
-            bytes: &bytes_in,
-            spliced: &spliced,
-            counters: counters.to_server,
-        },
-        epoch,
-        flow,
-        flow.splice.request,
-    );
-    let s2c = pump(
-        &sr,
-        &mut cw,
-        Direction {
-            rd_active: &server_active,
-            wr_active: &client_active,
-            writing: &writing_to_client,
-            bytes: &bytes_out,
-            spliced: &spliced,
-            counters: counters.to_client,
-        },
-        epoch,
-        flow,
-        flow.splice.response,
-    );
-    tokio::pin!(c2s, s2c, kill);
-    let mut c2s_done = false;
-    let mut s2c_done = false;
+        let (cr, mut cw) = client.split();
+        let (sr, mut sw) = server.split();
+        let c2s = pump(
+            &cr,
+            &mut sw,
+            Direction {
+                rd_active: &client_active,
+                wr_active: &server_active,
+                writing: &writing_to_server,
+                bytes: &bytes_in,
+                spliced: &spliced,
+                counters: counters.to_server,
+            },
+            epoch,
+            flow,
+            flow.splice.request,
+        );
+        let s2c = pump(
+            &sr,
+            &mut cw,
+            Direction {
+                rd_active: &server_active,
+                wr_active: &client_active,
+                writing: &writing_to_client,
+                bytes: &bytes_out,
+                spliced: &spliced,
+                counters: counters.to_client,
+            },
+            epoch,
+            flow,
+            flow.splice.response,
+        );
+        tokio::pin!(c2s, s2c, kill);
+        let mut c2s_done = false;
+        let mut s2c_done = false;
 
-    let end = loop {
-        if c2s_done && s2c_done {
-            break End::Closed;
-        }
-        let client = Side {
-            reading: !c2s_done,
-            writing: writing_to_client.load(Ordering::Relaxed),
-            fin_sent: s2c_done,
-        };
-        let server = Side {
-            reading: !s2c_done,
-            writing: writing_to_server.load(Ordering::Relaxed),
-            fin_sent: c2s_done,
-        };
-        let client_limit = side_limit(
-            timeouts.client,
-            timeouts.client_fin,
-            timeouts.tunnel,
-            client,
-        );
-        let server_limit = side_limit(
-            timeouts.server,
-            timeouts.server_fin,
-            timeouts.tunnel,
-            server,
-        );
-        let now = Instant::now();
-        let deadline_of = |limit: Option<Duration>, active: &AtomicU64, side: Side| {
-            limit
-                .filter(|_| side.timed())
-                .map(|l| epoch + Duration::from_millis(active.load(Ordering::Relaxed)) + l)
-        };
-        let client_deadline = deadline_of(client_limit, &client_active, client);
-        let server_deadline = deadline_of(server_limit, &server_active, server);
-        // An untimed side with a limit is looked at again later, in case a write to it blocks.
-        let recheck = |limit: Option<Duration>, side: Side| {
-            limit
-                .filter(|_| !side.timed())
-                .map(|l| now + l.min(UNTIMED_RECHECK))
-        };
-        let next = [
-            client_deadline,
-            server_deadline,
-            recheck(client_limit, client),
-            recheck(server_limit, server),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        if client_deadline.is_some_and(|d| d <= now) {
-            break End::ClientTimeout;
-        }
-        if server_deadline.is_some_and(|d| d <= now) {
-            break End::ServerTimeout;
-        }
-        let timer = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        let end = loop {
+            if c2s_done && s2c_done {
+                break End::Closed;
+            }
+            let client = Side {
+                reading: !c2s_done,
+                writing: writing_to_client.load(Ordering::Relaxed),
+                fin_sent: s2c_done,
+            };
+            let server = Side {
+                reading: !s2c_done,
+                writing: writing_to_server.load(Ordering::Relaxed),
+                fin_sent: c2s_done,
+            };
+            let client_limit = side_limit(
+                timeouts.client,
+                timeouts.client_fin,
+                timeouts.tunnel,
+                client,
+            );
+            let server_limit = side_limit(
+                timeouts.server,
+                timeouts.server_fin,
+                timeouts.tunnel,
+                server,
+            );
+            let now = Instant::now();
+            let deadline_of = |limit: Option<Duration>, active: &AtomicU64, side: Side| {
+                limit
+                    .filter(|_| side.timed())
+                    .map(|l| epoch + Duration::from_millis(active.load(Ordering::Relaxed)) + l)
+            };
+            let client_deadline = deadline_of(client_limit, &client_active, client);
+            let server_deadline = deadline_of(server_limit, &server_active, server);
+            // An untimed side with a limit is looked at again later, in case a write to it blocks.
+            let recheck = |limit: Option<Duration>, side: Side| {
+                limit
+                    .filter(|_| !side.timed())
+                    .map(|l| now + l.min(UNTIMED_RECHECK))
+            };
+            let next = [
+                client_deadline,
+                server_deadline,
+                recheck(client_limit, client),
+                recheck(server_limit, server),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if client_deadline.is_some_and(|d| d <= now) {
+                break End::ClientTimeout;
+            }
+            if server_deadline.is_some_and(|d| d <= now) {
+                break End::ServerTimeout;
+            }
+            let timer = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut c2s, if !c2s_done => match r {
+                    DirEnd::Eof => c2s_done = true,
+                    DirEnd::ReadErr => break End::ClientError,
+                    DirEnd::WriteErr => break End::ServerError,
+                },
+                r = &mut s2c, if !s2c_done => match r {
+                    DirEnd::Eof => s2c_done = true,
+                    DirEnd::ReadErr => break End::ServerError,
+                    DirEnd::WriteErr => break End::ClientError,
+                },
+                _ = timer => {}
+                _ = &mut kill => break End::Killed,
             }
         };
-        tokio::select! {
-            r = &mut c2s, if !c2s_done => match r {
-                DirEnd::Eof => c2s_done = true,
-                DirEnd::ReadErr => break End::ClientError,
-                DirEnd::WriteErr => break End::ServerError,
-            },
-            r = &mut s2c, if !s2c_done => match r {
-                DirEnd::Eof => s2c_done = true,
-                DirEnd::ReadErr => break End::ServerError,
-                DirEnd::WriteErr => break End::ClientError,
-            },
-            _ = timer => {}
-            _ = &mut kill => break End::Killed,
+        Outcome {
+            bytes_in: bytes_in.load(Ordering::Relaxed),
+            bytes_out: bytes_out.load(Ordering::Relaxed),
+            spliced: spliced.load(Ordering::Relaxed),
+            end,
         }
-    };
-    Outcome {
-        bytes_in: bytes_in.load(Ordering::Relaxed),
-        bytes_out: bytes_out.load(Ordering::Relaxed),
-        spliced: spliced.load(Ordering::Relaxed),
-        end,
     }
 }
 

@@ -377,3 +377,55 @@ async fn kill_ends_a_session_waiting_for_readability() {
     assert_eq!(out.end, End::Killed);
     drop(client_peer);
 }
+
+#[tokio::test]
+async fn an_idle_session_keeps_a_small_forwarder_future() {
+    // Everything an idle session holds lives in its future: the pumps' rounds (buffer, pipe,
+    // pending write) are boxed while bytes flow, and no argument is stored twice. The bound
+    // is the layout's, the same in every build.
+    let (_a, mut client) = pair().await;
+    let (mut server, _b) = pair().await;
+    let flow = Flow {
+        bufsize: crate::config::DEFAULT_BUFSIZE,
+        splice: policy(SpliceWhen::Auto, SpliceWhen::Auto),
+    };
+    let (cr, mut cw) = client.split();
+    let (a, b, c, w, s) = (
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicBool::new(false),
+        AtomicU64::new(0),
+    );
+    let d = Direction {
+        rd_active: &a,
+        wr_active: &b,
+        writing: &w,
+        bytes: &c,
+        spliced: &s,
+        counters: &[],
+    };
+    let p = pump(&cr, &mut cw, d, Instant::now(), flow, SpliceWhen::Auto);
+    assert!(
+        std::mem::size_of_val(&p) <= 192,
+        "{}",
+        std::mem::size_of_val(&p)
+    );
+    drop(p);
+    let f = forward(
+        &mut client,
+        &mut server,
+        Timeouts::default(),
+        Counters {
+            to_server: &[],
+            to_client: &[],
+        },
+        flow,
+        std::future::pending::<()>(),
+    );
+    assert!(
+        std::mem::size_of_val(&f) <= 896,
+        "{}",
+        std::mem::size_of_val(&f)
+    );
+}
