@@ -63,6 +63,9 @@ const DOWNLOAD: u8 = b'd';
 /// `maxconn` of the config: room for 9,900 sessions, and HAProxy's descriptors for it
 /// (2 per connection plus its own) stay under a 20,000 limit.
 const MAXCONN: usize = 9_950;
+/// `maxconn` of the bulk runs: HAProxy's default `maxpipes` (a quarter of it) then fits the
+/// descriptor limit too.
+const BULK_MAXCONN: usize = 1_000;
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -162,7 +165,7 @@ async fn run(args: &Args) -> Result<()> {
         "proxy", "RSS before", "RSS with idle", "per idle session"
     );
     for (kind, program) in [(Kind::Rolelb, &args.rolelb), (Kind::Haproxy, &args.haproxy)] {
-        let config = config_text(bind, backend_addr, "");
+        let config = config_text(bind, backend_addr, MAXCONN, "");
         let p = Proxy::start(kind, program, &dir, bind, &config)?;
         let (before, after) = idle_rss(&p, bind, args.sessions).await?;
         let per = (after.saturating_sub(before)) as f64 * 1024.0 / args.sessions as f64;
@@ -193,7 +196,7 @@ async fn run(args: &Args) -> Result<()> {
             (Kind::Haproxy, &args.haproxy, ""),
             (Kind::Haproxy, &args.haproxy, "option splice-auto"),
         ] {
-            let config = config_text(bind, backend_addr, option);
+            let config = config_text(bind, backend_addr, BULK_MAXCONN, option);
             let p = Proxy::start(kind, program, &dir, bind, &config)?;
             let (wall, cpu, bytes) = bulk(&p, bind, args.streams, args.bulk_mb).await?;
             let gb = bytes as f64 / 1e9;
@@ -212,12 +215,13 @@ async fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The config both proxies read; `extra` goes into the `listen` section.
-fn config_text(bind: SocketAddr, backend: SocketAddr, extra: &str) -> String {
+/// The config both proxies read, with `maxconn`; `extra` goes into the `listen` section.
+/// HAProxy's default `maxpipes` is `maxconn / 4`, two descriptors each.
+fn config_text(bind: SocketAddr, backend: SocketAddr, maxconn: usize, extra: &str) -> String {
     format!(
-        "global\n    maxconn {MAXCONN}\n    nbthread 1\n\n\
+        "global\n    maxconn {maxconn}\n    nbthread 1\n\n\
          defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 10m\n    timeout server 10m\n\n\
-         listen idle\n    bind {bind}\n    maxconn {MAXCONN}\n    {extra}\n    server s1 {backend}\n"
+         listen idle\n    bind {bind}\n    maxconn {maxconn}\n    {extra}\n    server s1 {backend}\n"
     )
 }
 
