@@ -232,6 +232,8 @@ pub struct ProxyDraft {
     pub clitcpka: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `option splice-*`.
+    pub splice: super::Splice,
     /// `disabled`.
     pub disabled: bool,
     /// HTTP-only settings seen (ignored in TCP mode with a warning), with where.
@@ -321,6 +323,7 @@ impl ProxyDraft {
             allbackups: false,
             clitcpka: false,
             srvtcpka: false,
+            splice: super::Splice::default(),
             disabled: false,
             http_only: Vec::new(),
             log_global: false,

@@ -17,6 +17,7 @@ pub mod model;
 mod model_dns;
 mod model_etcd;
 mod model_log;
+mod model_splice;
 mod model_tls;
 pub mod parse;
 pub mod stats_access;

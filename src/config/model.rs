@@ -12,6 +12,7 @@ use super::log_format::LogFormat;
 pub use super::model_dns::*;
 pub use super::model_etcd::*;
 pub use super::model_log::*;
+pub use super::model_splice::*;
 pub use super::model_tls::*;
 
 /// Where a piece of configuration came from: `FILE:LINE`.
@@ -99,6 +100,10 @@ pub struct Global {
     pub tune_bufsize: Option<usize>,
     /// `tune.maxaccept` (`None`: [`DEFAULT_MAXACCEPT`]).
     pub tune_maxaccept: Option<MaxAccept>,
+    /// `nosplice`: no kernel splicing whatever the proxies' `option splice-*`.
+    pub nosplice: bool,
+    /// `maxpipes` (`None`: `maxconn / 4`, unlimited without `maxconn`).
+    pub maxpipes: Option<usize>,
     /// `external-check`: proxies may run `option external-check`.
     pub external_check: bool,
     /// `insecure-fork-wanted`: the process may start programs (external checks need it).
@@ -222,6 +227,8 @@ pub struct Frontend {
     pub log_options: LogOptions,
     /// `option clitcpka`.
     pub clitcpka: bool,
+    /// `option splice-*`.
+    pub splice: Splice,
     /// `log global` (or an own `log` target list when not empty).
     pub log_global: bool,
     /// Own `log` targets of this proxy.
@@ -311,6 +318,8 @@ pub struct Backend {
     pub allbackups: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `option splice-*`.
+    pub splice: Splice,
     /// Health check method for servers with `check`.
     pub check: CheckMethod,
     /// Servers in declaration order, shared (not copied) by the tables built from this

@@ -353,6 +353,7 @@ mod tests {
             hashed,
             redispatch_avoids: true,
             srvtcpka: false,
+            splice: crate::config::Splice::default(),
             queue_per_server: hashed,
             stick: None,
         }

@@ -10,13 +10,23 @@
 //! set (HAProxy's half-closed timeouts). Bytes are counted into the given counters as they flow.
 //! Each direction holds at most `tune.bufsize` bytes, as HAProxy's channel buffer in TCP mode:
 //! one read never takes more, and the next read waits until they are all written.
+//!
+//! A direction waits for its source to be readable holding nothing, then takes a buffer from
+//! its thread's pool (`bufpool`) or, when it splices (`splice`), a pipe, and gives it back
+//! once what it read is written: an idle session holds neither.
 
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
+
+use super::bufpool::Buf;
+use super::splice::{self, Pipe, SpliceWhen, Streamer};
 
 /// Idle timeouts of one session.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,6 +89,8 @@ pub struct Outcome {
     pub bytes_in: u64,
     /// Bytes copied server → client.
     pub bytes_out: u64,
+    /// Of both, the bytes that went through a pipe (splice).
+    pub spliced: u64,
     /// Why it ended.
     pub end: End,
 }
@@ -106,45 +118,214 @@ struct Direction<'a> {
     /// no longer reads from it).
     writing: &'a AtomicBool,
     bytes: &'a AtomicU64,
+    /// Bytes of this session moved through a pipe.
+    spliced: &'a AtomicU64,
     counters: &'a [&'a AtomicU64],
 }
 
-async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
-    d: Direction<'_>,
-    epoch: Instant,
-    bufsize: usize,
-) -> DirEnd
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; bufsize.max(1)];
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) => {
-                // Half-close: pass the FIN on; the other direction carries on.
-                let _ = w.shutdown().await;
-                return DirEnd::Eof;
-            }
-            Ok(n) => n,
-            Err(_) => return DirEnd::ReadErr,
-        };
-        stamp(epoch, d.rd_active);
-        d.writing.store(true, Ordering::Relaxed);
-        let written = w.write_all(&buf[..n]).await;
-        d.writing.store(false, Ordering::Relaxed);
-        if written.is_err() {
-            return DirEnd::WriteErr;
-        }
-        stamp(epoch, d.wr_active);
+impl Direction<'_> {
+    /// Counts `n` bytes written out.
+    fn wrote(&self, n: usize, epoch: Instant) {
+        stamp(epoch, self.wr_active);
         let n = n as u64;
-        d.bytes.fetch_add(n, Ordering::Relaxed);
-        for c in d.counters {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        for c in self.counters {
             c.fetch_add(n, Ordering::Relaxed);
         }
     }
+}
+
+/// How a session moves its bytes: `tune.bufsize` and when each direction splices.
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    /// `tune.bufsize`: the most one direction holds when copying.
+    pub bufsize: usize,
+    /// When each direction splices.
+    pub splice: splice::Policy,
+}
+
+/// The side bytes are read from: waited on for readability, then read without blocking.
+trait Source {
+    /// Ready when a read would not block (or fails). A poll function, not tokio's
+    /// `readable()`: that future carries a waiter node of its own (~170 bytes), which an
+    /// idle session would hold for its whole life; this uses the socket's reader slot.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Reads what is there without waiting; `WouldBlock` when nothing is.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// The socket, when the source is one (splicing needs it).
+    fn socket(&self) -> Option<&TcpStream>;
+}
+
+impl Source for ReadHalf<'_> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        ReadHalf::try_read(self, buf)
+    }
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+/// The side bytes are written to.
+trait Sink: AsyncWrite + Unpin {
+    /// The socket, when the sink is one (splicing needs it).
+    fn socket(&self) -> Option<&TcpStream>;
+}
+
+impl Sink for WriteHalf<'_> {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+/// What one spliced round did.
+enum Spliced {
+    /// Bytes went through the pipe (or, readiness being stale, none were there).
+    Moved,
+    /// The source sent its FIN.
+    Eof,
+    /// No pipe, or these sockets cannot splice: copy instead.
+    Copy { for_good: bool },
+    /// Reading failed.
+    ReadErr,
+    /// Writing failed.
+    WriteErr,
+}
+
+/// One round of splicing `from` → `to` through a lent pipe.
+async fn splice_round(
+    from: &TcpStream,
+    to: &TcpStream,
+    d: &Direction<'_>,
+    epoch: Instant,
+    maxpipes: usize,
+) -> Spliced {
+    let Some(mut pipe) = Pipe::take(maxpipes) else {
+        return Spliced::Copy { for_good: false };
+    };
+    match pipe.fill(from) {
+        Ok(0) => return Spliced::Eof,
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Spliced::Moved,
+        Err(e) if splice::unsupported(&e) => return Spliced::Copy { for_good: true },
+        Err(_) => return Spliced::ReadErr,
+    }
+    stamp(epoch, d.rd_active);
+    d.writing.store(true, Ordering::Relaxed);
+    let drained = pipe
+        .drain(to, |n| {
+            d.spliced.fetch_add(n as u64, Ordering::Relaxed);
+            d.wrote(n, epoch);
+        })
+        .await;
+    d.writing.store(false, Ordering::Relaxed);
+    match drained {
+        Ok(()) => Spliced::Moved,
+        Err(_) => Spliced::WriteErr,
+    }
+}
+
+/// What one direction carries from one round to the next.
+struct Carry {
+    /// HAProxy's fast-streamer detection (`splice-auto`).
+    streamer: Streamer,
+    /// False once the sockets refused splicing: they are not asked again.
+    may_splice: bool,
+}
+
+/// Moves bytes `r` → `w` until the reader's FIN (passed on) or an error. Between rounds it
+/// waits for readability holding only its own small state; a round's state (buffer, pipe,
+/// pending write) is boxed, so an idle session's future does not carry it. (A plain `fn`
+/// returning an `async move` block: an `async fn` would store its arguments twice.)
+#[allow(clippy::manual_async_fn)]
+fn pump<'a, R, W>(
+    r: &'a R,
+    w: &'a mut W,
+    d: Direction<'a>,
+    epoch: Instant,
+    flow: Flow,
+    when: SpliceWhen,
+) -> impl Future<Output = DirEnd> + 'a
+where
+    R: Source,
+    W: Sink,
+{
+    async move {
+        let mut carry = Carry {
+            streamer: Streamer::default(),
+            may_splice: when != SpliceWhen::Never,
+        };
+        loop {
+            if std::future::poll_fn(|cx| r.poll_read_ready(cx))
+                .await
+                .is_err()
+            {
+                return DirEnd::ReadErr;
+            }
+            if let Some(end) = Box::pin(round(r, w, &d, epoch, flow, when, &mut carry)).await {
+                return end;
+            }
+        }
+    }
+}
+
+/// One round of a readable direction: splice or read once, then write it all out. `None`
+/// when the direction carries on.
+async fn round<R, W>(
+    r: &R,
+    w: &mut W,
+    d: &Direction<'_>,
+    epoch: Instant,
+    flow: Flow,
+    when: SpliceWhen,
+    carry: &mut Carry,
+) -> Option<DirEnd>
+where
+    R: Source,
+    W: Sink,
+{
+    let splicing = carry.may_splice && (when == SpliceWhen::Always || carry.streamer.fast());
+    if let (true, Some(from), Some(to)) = (splicing, r.socket(), w.socket()) {
+        match splice_round(from, to, d, epoch, flow.splice.maxpipes).await {
+            Spliced::Moved => return None,
+            Spliced::Eof => {
+                let _ = w.shutdown().await;
+                return Some(DirEnd::Eof);
+            }
+            Spliced::Copy { for_good } => carry.may_splice &= !for_good,
+            Spliced::ReadErr => return Some(DirEnd::ReadErr),
+            Spliced::WriteErr => return Some(DirEnd::WriteErr),
+        }
+    }
+    let bufsize = flow.bufsize.max(1);
+    let now = Instant::now();
+    carry.streamer.before_read(now);
+    let mut buf = Buf::take(bufsize);
+    let n = match r.try_read(&mut buf) {
+        Ok(0) => {
+            drop(buf);
+            // Half-close: pass the FIN on; the other direction carries on.
+            let _ = w.shutdown().await;
+            return Some(DirEnd::Eof);
+        }
+        Ok(n) => n,
+        // Readiness was stale: wait again, holding nothing.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+        Err(_) => return Some(DirEnd::ReadErr),
+    };
+    carry.streamer.after_read(n, bufsize, now);
+    stamp(epoch, d.rd_active);
+    d.writing.store(true, Ordering::Relaxed);
+    let written = w.write_all(&buf[..n]).await;
+    d.writing.store(false, Ordering::Relaxed);
+    drop(buf);
+    if written.is_err() {
+        return Some(DirEnd::WriteErr);
+    }
+    d.wrote(n, epoch);
+    None
 }
 
 /// The idle limit of one side: its half-closed timeout once rolelb passed a FIN on to it,
@@ -186,333 +367,149 @@ impl Side {
 
 /// Copies bytes both ways between `client` and `server` until both directions end, a side
 /// idles past its timeout, or `kill` completes; each direction holds at most `bufsize` bytes
-/// (`tune.bufsize`).
-pub async fn forward(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
+/// (`tune.bufsize`) or splices as `flow` says.
+#[allow(clippy::manual_async_fn)]
+pub fn forward<'a>(
+    client: &'a mut TcpStream,
+    server: &'a mut TcpStream,
     timeouts: Timeouts,
-    counters: Counters<'_>,
-    bufsize: usize,
-    kill: impl Future<Output = ()>,
-) -> Outcome {
-    let epoch = Instant::now();
-    let client_active = AtomicU64::new(0);
-    let server_active = AtomicU64::new(0);
-    let bytes_in = AtomicU64::new(0);
-    let bytes_out = AtomicU64::new(0);
-    let writing_to_server = AtomicBool::new(false);
-    let writing_to_client = AtomicBool::new(false);
+    counters: Counters<'a>,
+    flow: Flow,
+    kill: impl Future<Output = ()> + 'a,
+) -> impl Future<Output = Outcome> + 'a {
+    // An `async move` block rather than an `async fn`, which would store its arguments twice
+    // in every session's future.
+    async move {
+        let epoch = Instant::now();
+        let client_active = AtomicU64::new(0);
+        let server_active = AtomicU64::new(0);
+        let bytes_in = AtomicU64::new(0);
+        let bytes_out = AtomicU64::new(0);
+        let writing_to_server = AtomicBool::new(false);
+        let writing_to_client = AtomicBool::new(false);
+        let spliced = AtomicU64::new(0);
 
-    let (mut cr, mut cw) = client.split();
-    let (mut sr, mut sw) = server.split();
-    let c2s = pump(
-        &mut cr,
-        &mut sw,
-        Direction {
-            rd_active: &client_active,
-            wr_active: &server_active,
-            writing: &writing_to_server,
-            bytes: &bytes_in,
-            counters: counters.to_server,
-        },
-        epoch,
-        bufsize,
-    );
-    let s2c = pump(
-        &mut sr,
-        &mut cw,
-        Direction {
-            rd_active: &server_active,
-            wr_active: &client_active,
-            writing: &writing_to_client,
-            bytes: &bytes_out,
-            counters: counters.to_client,
-        },
-        epoch,
-        bufsize,
-    );
-    tokio::pin!(c2s, s2c, kill);
-    let mut c2s_done = false;
-    let mut s2c_done = false;
+        let (cr, mut cw) = client.split();
+        let (sr, mut sw) = server.split();
+        let c2s = pump(
+            &cr,
+            &mut sw,
+            Direction {
+                rd_active: &client_active,
+                wr_active: &server_active,
+                writing: &writing_to_server,
+                bytes: &bytes_in,
+                spliced: &spliced,
+                counters: counters.to_server,
+            },
+            epoch,
+            flow,
+            flow.splice.request,
+        );
+        let s2c = pump(
+            &sr,
+            &mut cw,
+            Direction {
+                rd_active: &server_active,
+                wr_active: &client_active,
+                writing: &writing_to_client,
+                bytes: &bytes_out,
+                spliced: &spliced,
+                counters: counters.to_client,
+            },
+            epoch,
+            flow,
+            flow.splice.response,
+        );
+        tokio::pin!(c2s, s2c, kill);
+        let mut c2s_done = false;
+        let mut s2c_done = false;
 
-    let end = loop {
-        if c2s_done && s2c_done {
-            break End::Closed;
-        }
-        let client = Side {
-            reading: !c2s_done,
-            writing: writing_to_client.load(Ordering::Relaxed),
-            fin_sent: s2c_done,
-        };
-        let server = Side {
-            reading: !s2c_done,
-            writing: writing_to_server.load(Ordering::Relaxed),
-            fin_sent: c2s_done,
-        };
-        let client_limit = side_limit(
-            timeouts.client,
-            timeouts.client_fin,
-            timeouts.tunnel,
-            client,
-        );
-        let server_limit = side_limit(
-            timeouts.server,
-            timeouts.server_fin,
-            timeouts.tunnel,
-            server,
-        );
-        let now = Instant::now();
-        let deadline_of = |limit: Option<Duration>, active: &AtomicU64, side: Side| {
-            limit
-                .filter(|_| side.timed())
-                .map(|l| epoch + Duration::from_millis(active.load(Ordering::Relaxed)) + l)
-        };
-        let client_deadline = deadline_of(client_limit, &client_active, client);
-        let server_deadline = deadline_of(server_limit, &server_active, server);
-        // An untimed side with a limit is looked at again later, in case a write to it blocks.
-        let recheck = |limit: Option<Duration>, side: Side| {
-            limit
-                .filter(|_| !side.timed())
-                .map(|l| now + l.min(UNTIMED_RECHECK))
-        };
-        let next = [
-            client_deadline,
-            server_deadline,
-            recheck(client_limit, client),
-            recheck(server_limit, server),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        if client_deadline.is_some_and(|d| d <= now) {
-            break End::ClientTimeout;
-        }
-        if server_deadline.is_some_and(|d| d <= now) {
-            break End::ServerTimeout;
-        }
-        let timer = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+        let end = loop {
+            if c2s_done && s2c_done {
+                break End::Closed;
+            }
+            let client = Side {
+                reading: !c2s_done,
+                writing: writing_to_client.load(Ordering::Relaxed),
+                fin_sent: s2c_done,
+            };
+            let server = Side {
+                reading: !s2c_done,
+                writing: writing_to_server.load(Ordering::Relaxed),
+                fin_sent: c2s_done,
+            };
+            let client_limit = side_limit(
+                timeouts.client,
+                timeouts.client_fin,
+                timeouts.tunnel,
+                client,
+            );
+            let server_limit = side_limit(
+                timeouts.server,
+                timeouts.server_fin,
+                timeouts.tunnel,
+                server,
+            );
+            let now = Instant::now();
+            let deadline_of = |limit: Option<Duration>, active: &AtomicU64, side: Side| {
+                limit
+                    .filter(|_| side.timed())
+                    .map(|l| epoch + Duration::from_millis(active.load(Ordering::Relaxed)) + l)
+            };
+            let client_deadline = deadline_of(client_limit, &client_active, client);
+            let server_deadline = deadline_of(server_limit, &server_active, server);
+            // An untimed side with a limit is looked at again later, in case a write to it blocks.
+            let recheck = |limit: Option<Duration>, side: Side| {
+                limit
+                    .filter(|_| !side.timed())
+                    .map(|l| now + l.min(UNTIMED_RECHECK))
+            };
+            let next = [
+                client_deadline,
+                server_deadline,
+                recheck(client_limit, client),
+                recheck(server_limit, server),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if client_deadline.is_some_and(|d| d <= now) {
+                break End::ClientTimeout;
+            }
+            if server_deadline.is_some_and(|d| d <= now) {
+                break End::ServerTimeout;
+            }
+            let timer = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut c2s, if !c2s_done => match r {
+                    DirEnd::Eof => c2s_done = true,
+                    DirEnd::ReadErr => break End::ClientError,
+                    DirEnd::WriteErr => break End::ServerError,
+                },
+                r = &mut s2c, if !s2c_done => match r {
+                    DirEnd::Eof => s2c_done = true,
+                    DirEnd::ReadErr => break End::ServerError,
+                    DirEnd::WriteErr => break End::ClientError,
+                },
+                _ = timer => {}
+                _ = &mut kill => break End::Killed,
             }
         };
-        tokio::select! {
-            r = &mut c2s, if !c2s_done => match r {
-                DirEnd::Eof => c2s_done = true,
-                DirEnd::ReadErr => break End::ClientError,
-                DirEnd::WriteErr => break End::ServerError,
-            },
-            r = &mut s2c, if !s2c_done => match r {
-                DirEnd::Eof => s2c_done = true,
-                DirEnd::ReadErr => break End::ServerError,
-                DirEnd::WriteErr => break End::ClientError,
-            },
-            _ = timer => {}
-            _ = &mut kill => break End::Killed,
+        Outcome {
+            bytes_in: bytes_in.load(Ordering::Relaxed),
+            bytes_out: bytes_out.load(Ordering::Relaxed),
+            spliced: spliced.load(Ordering::Relaxed),
+            end,
         }
-    };
-    Outcome {
-        bytes_in: bytes_in.load(Ordering::Relaxed),
-        bytes_out: bytes_out.load(Ordering::Relaxed),
-        end,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
-        (a.expect("connect"), b.expect("accept").0)
-    }
-
-    /// client_peer <-> [client | proxy | server] <-> server_peer
-    async fn setup(t: Timeouts) -> (TcpStream, TcpStream, tokio::task::JoinHandle<Outcome>) {
-        let (client_peer, mut client) = pair().await;
-        let (mut server, server_peer) = pair().await;
-        let task = tokio::spawn(async move {
-            forward(
-                &mut client,
-                &mut server,
-                t,
-                Counters {
-                    to_server: &[],
-                    to_client: &[],
-                },
-                crate::config::DEFAULT_BUFSIZE,
-                std::future::pending(),
-            )
-            .await
-        });
-        (client_peer, server_peer, task)
-    }
-
-    #[tokio::test]
-    async fn half_close_keeps_the_other_direction_flowing() {
-        let (mut c, mut s, task) = setup(Timeouts::default()).await;
-        c.write_all(b"query").await.expect("write");
-        c.shutdown().await.expect("shutdown");
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).await.expect("read to FIN");
-        assert_eq!(got, b"query");
-        // The server still answers after the client's FIN.
-        s.write_all(b"answer").await.expect("write");
-        drop(s);
-        let mut back = Vec::new();
-        c.read_to_end(&mut back).await.expect("read");
-        assert_eq!(back, b"answer");
-        let out = task.await.expect("join");
-        assert_eq!(out.end, End::Closed);
-        assert_eq!((out.bytes_in, out.bytes_out), (5, 6));
-    }
-
-    #[tokio::test]
-    async fn idle_client_side_hits_timeout_client() {
-        let t = Timeouts {
-            client: Some(Duration::from_millis(150)),
-            server: Some(Duration::from_secs(10)),
-            ..Timeouts::default()
-        };
-        let (_c, _s, task) = setup(t).await;
-        let started = std::time::Instant::now();
-        let out = task.await.expect("join");
-        assert_eq!(out.end, End::ClientTimeout);
-        assert!(started.elapsed() >= Duration::from_millis(140));
-    }
-
-    #[tokio::test]
-    async fn tunnel_timeout_replaces_client_and_server_timeouts() {
-        // The gaps below are the test's input, not waits for a condition: each idle gap is
-        // twice `timeout client`/`timeout server` and far below `timeout tunnel`, so a loaded
-        // machine that stretches a gap cannot reach the tunnel timeout.
-        let t = Timeouts {
-            client: Some(Duration::from_millis(50)),
-            server: Some(Duration::from_millis(50)),
-            tunnel: Some(Duration::from_secs(3)),
-            ..Timeouts::default()
-        };
-        let (mut c, mut s, task) = setup(t).await;
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            c.write_all(b"x").await.expect("write");
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).await.expect("read");
-        }
-        assert!(!task.is_finished());
-        let idle = std::time::Instant::now();
-        let out = task.await.expect("join");
-        assert_eq!(out.end, End::ClientTimeout);
-        assert_eq!(out.bytes_in, 3);
-        // Ended by the tunnel timeout: never before it.
-        assert!(idle.elapsed() >= Duration::from_millis(2900));
-    }
-
-    #[tokio::test]
-    async fn client_fin_timeout_applies_once_the_servers_fin_reached_the_client() {
-        let t = Timeouts {
-            client: Some(Duration::from_secs(10)),
-            server: Some(Duration::from_secs(10)),
-            client_fin: Some(Duration::from_millis(100)),
-            ..Timeouts::default()
-        };
-        let (_c, mut s, task) = setup(t).await;
-        s.shutdown().await.expect("shutdown");
-        // A deadline between client-fin (100 ms) and timeout client (10 s), wide enough for
-        // a loaded machine.
-        let out = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("ends by client-fin, long before timeout client")
-            .expect("join");
-        assert_eq!(out.end, End::ClientTimeout);
-    }
-
-    #[tokio::test]
-    async fn server_fin_timeout_applies_once_the_clients_fin_reached_the_server() {
-        let t = Timeouts {
-            client: Some(Duration::from_secs(10)),
-            server: Some(Duration::from_secs(10)),
-            server_fin: Some(Duration::from_millis(100)),
-            ..Timeouts::default()
-        };
-        let (mut c, _s, task) = setup(t).await;
-        c.shutdown().await.expect("shutdown");
-        let out = tokio::time::timeout(Duration::from_secs(2), task)
-            .await
-            .expect("ends by server-fin, long before timeout server")
-            .expect("join");
-        assert_eq!(out.end, End::ServerTimeout);
-    }
-
-    #[tokio::test]
-    async fn a_client_that_sent_its_fin_is_not_timed_as_in_haproxy() {
-        let t = Timeouts {
-            client: Some(Duration::from_millis(100)),
-            server: Some(Duration::from_millis(600)),
-            ..Timeouts::default()
-        };
-        let (mut c, _s, task) = setup(t).await;
-        c.shutdown().await.expect("shutdown");
-        let started = std::time::Instant::now();
-        let out = task.await.expect("join");
-        // Nothing is read from the client any more: the server side ends it.
-        assert_eq!(out.end, End::ServerTimeout);
-        assert!(started.elapsed() >= Duration::from_millis(500));
-    }
-
-    /// Records the size of every write it is given.
-    struct Recorder(Vec<usize>);
-
-    impl AsyncWrite for Recorder {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            self.0.push(buf.len());
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
-    #[tokio::test]
-    async fn a_direction_never_holds_more_than_tune_bufsize() {
-        for bufsize in [16, 1008, crate::config::DEFAULT_BUFSIZE] {
-            let data = vec![7u8; 100_000];
-            let mut reader: &[u8] = &data;
-            let mut writer = Recorder(Vec::new());
-            let (a, b, c, w) = (
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicBool::new(false),
-            );
-            let d = Direction {
-                rd_active: &a,
-                wr_active: &b,
-                writing: &w,
-                bytes: &c,
-                counters: &[],
-            };
-            let end = pump(&mut reader, &mut writer, d, Instant::now(), bufsize).await;
-            assert!(matches!(end, DirEnd::Eof));
-            assert_eq!(c.load(Ordering::Relaxed), 100_000);
-            assert_eq!(writer.0.iter().max().copied(), Some(bufsize), "{bufsize}");
-            assert_eq!(writer.0.len(), 100_000usize.div_ceil(bufsize), "{bufsize}");
-        }
-    }
-}
+#[path = "forward_tests.rs"]
+mod tests;

@@ -3,6 +3,7 @@
 //! the control plane.
 
 pub mod accept_proxy;
+mod bufpool;
 mod connect;
 pub mod forward;
 pub mod listener;
@@ -11,4 +12,5 @@ pub mod proxy_header_in;
 pub mod proxy_protocol;
 pub mod rules;
 pub mod session;
+pub mod splice;
 pub mod threads;

@@ -23,6 +23,7 @@ use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
 use super::rules::{self, Conn};
+use super::splice;
 use crate::config::acl::TcpAction;
 use crate::config::{Config, LogNode, LogVar, Role};
 use crate::logging::Throttle;
@@ -205,6 +206,35 @@ impl Refused {
     }
 }
 
+/// The idle timeouts of a session through `fe` to `backend`.
+fn timeouts(fe: &FrontendRt, backend: &BackendRt) -> Timeouts {
+    Timeouts {
+        client: fe.timeout_client,
+        server: backend.settings.timeout_server,
+        client_fin: fe.timeout_client_fin,
+        server_fin: backend.settings.timeout_server_fin,
+        tunnel: backend.settings.timeout_tunnel,
+    }
+}
+
+/// How a session through `fe` to `backend` moves its bytes: `tune.bufsize` and splicing.
+fn flow(table: &TableHandle, fe: &FrontendRt, backend: &BackendRt) -> forward::Flow {
+    let global = &table.load().config.global;
+    forward::Flow {
+        bufsize: global.bufsize(),
+        splice: splice::Policy::new(fe.splice, backend.settings.splice, global.maxpipes()),
+    }
+}
+
+/// Completes when the session's server is told to close its sessions (shutdown-sessions,
+/// role loss) or rolelb stops hard.
+async fn killed(server_kill: &CancellationToken, stop: &CancellationToken) {
+    tokio::select! {
+        _ = server_kill.cancelled() => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
 /// What a session's log line needs from its start: when and from where it came.
 struct Accepted {
     at: Instant,
@@ -229,7 +259,11 @@ impl Accepted {
 }
 
 /// Serves one client connection accepted on `bind` (a listening address of `fe`) to its end.
-pub async fn serve(
+///
+/// A plain `fn` returning an `async move` block: an `async fn` would store its arguments twice
+/// in the future every session keeps for its whole life.
+#[allow(clippy::manual_async_fn)]
+pub fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
@@ -237,222 +271,213 @@ pub async fn serve(
     fe: Arc<FrontendRt>,
     table: TableHandle,
     stop: CancellationToken,
-) {
-    let mut accepted = Accepted {
-        at: Instant::now(),
-        at_wall: SystemTime::now(),
-        peer,
-        local,
-        t_handshake: 0,
-        request_id: log_line::next_request_id(),
-        config: table.load().config.clone(),
-    };
-    let _ = client.set_nodelay(true);
-    // `tcp-request connection` rules see the connection itself, before any PROXY header.
-    if !fe.tcp_request_connection.is_empty() {
-        let current = table.load();
-        let conn = Conn {
-            src: peer,
-            dst: local,
-            table: &current,
+) -> impl Future<Output = ()> {
+    async move {
+        let mut accepted = Accepted {
+            at: Instant::now(),
+            at_wall: SystemTime::now(),
+            peer,
+            local,
+            t_handshake: 0,
+            request_id: log_line::next_request_id(),
+            config: table.load().config.clone(),
         };
-        if rules::connection_verdict(&fe, &conn) == TcpAction::Reject {
-            fe.live.denied_conns.fetch_add(1, Ordering::Relaxed);
-            return reset(client);
+        let _ = client.set_nodelay(true);
+        // `tcp-request connection` rules see the connection itself, before any PROXY header.
+        if !fe.tcp_request_connection.is_empty() {
+            let current = table.load();
+            let conn = Conn {
+                src: peer,
+                dst: local,
+                table: &current,
+            };
+            if rules::connection_verdict(&fe, &conn) == TcpAction::Reject {
+                fe.live.denied_conns.fetch_add(1, Ordering::Relaxed);
+                return reset(client);
+            }
         }
-    }
-    if let Some(bind) = fe.bind(bind).filter(|b| b.accept_proxy) {
-        let incoming = Incoming {
-            fe: &fe,
-            bind,
-            config: &accepted.config,
-            at: accepted.at_wall,
-            addresses: Addresses {
-                client: peer,
-                local,
+        if let Some(bind) = fe.bind(bind).filter(|b| b.accept_proxy) {
+            let incoming = Incoming {
+                fe: &fe,
+                bind,
+                config: &accepted.config,
+                at: accepted.at_wall,
+                addresses: Addresses {
+                    client: peer,
+                    local,
+                },
+            };
+            let received = tokio::select! {
+                addresses = accept_proxy::handshake(&mut client, &incoming) => addresses,
+                _ = stop.cancelled() => None,
+            };
+            let Some(addresses) = received else { return };
+            accepted.peer = addresses.client;
+            accepted.local = addresses.local;
+            accepted.t_handshake = accepted.ms(Instant::now());
+        }
+        // A session from here on, as HAProxy counts them (its `session_count_new`).
+        fe.live.total_sessions.fetch_add(1, Ordering::Relaxed);
+        // From here on the client is who the PROXY header said, if there was one.
+        let (peer, local) = (accepted.peer, accepted.local);
+        let (fe, stick_rules) = {
+            let current = table.load();
+            let conn = Conn {
+                src: peer,
+                dst: local,
+                table: &current,
+            };
+            if rules::content_verdict(&fe, &conn) == TcpAction::Reject {
+                // As HAProxy: a content reject closes normally (FIN); only connection rules reset.
+                fe.live.denied_reqs.fetch_add(1, Ordering::Relaxed);
+                log_rejected(&fe, &table, &accepted);
+                return;
+            }
+            let fe = rules::route(&fe, &conn).clone();
+            let stick_rules = rules::stick_rules_holding(&fe.backend, &conn);
+            (fe, stick_rules)
+        };
+        // The backend counts every session routed to it (HAProxy's `stream_set_backend`), also
+        // one no server takes.
+        fe.backend
+            .live
+            .total_sessions
+            .fetch_add(1, Ordering::Relaxed);
+        fe.backend.live.traffic.tick_session_rate();
+        let role_aware = fe.backend.role != Role::Any;
+        if fe.clitcpka || role_aware {
+            set_keepalive(&client, role_aware);
+        }
+        let mut queue_pos = 0;
+        let addrs = ConnAddrs {
+            src: peer.ip(),
+            dst: local.ip(),
+            stick_rules,
+        };
+        let slot = match acquire(&fe, &table, addrs, None, &stop, &mut queue_pos).await {
+            Ok(slot) => slot,
+            Err(reason) => {
+                let at = Instant::now();
+                let failed = Failed::before_connect(reason);
+                count_failed(&fe, reason);
+                return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
+            }
+        };
+        let mut conn =
+            match connect_with_retries(&fe, &table, addrs, slot, &stop, &mut queue_pos).await {
+                Ok(conn) => conn,
+                Err(failed) => {
+                    let at = Instant::now();
+                    count_failed(&fe, failed.reason);
+                    return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
+                }
+            };
+        let connected_at = Instant::now();
+        let queued_until = conn.assigned_at;
+        let queue_time = queued_until.duration_since(accepted.at);
+        let backend = conn.slot.backend.clone();
+        let server = &backend.servers[conn.slot.idx];
+        for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
+            traffic.record_start(queue_time, conn.connect_time);
+        }
+        let role_aware = backend.role != Role::Any;
+        if backend.settings.srvtcpka || role_aware {
+            set_keepalive(&conn.stream, role_aware);
+        }
+        if let Some(version) = server.config.send_proxy {
+            let header = proxy_protocol::header(version, peer, local);
+            if let Err(e) = conn.stream.write_all(&header).await {
+                tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
+            }
+        }
+        let source_addr = conn.stream.local_addr().ok();
+        // The line of a session, from what is known when it ends (`at`, with what it moved).
+        let line = |at: Instant, bytes_in: u64, bytes_out: u64, term: &'static str| SessionLog {
+            accepted_at: accepted.at_wall,
+            client: peer,
+            local,
+            frontend: &fe.name,
+            backend: &backend.name,
+            server: Some(server.name()),
+            server_addr: Some(server.config.addr),
+            source_addr,
+            t_handshake: accepted.t_handshake,
+            t_queue: Some(accepted.ms(queued_until)),
+            t_connect: Some(accepted.ms(connected_at)),
+            t_close: accepted.ms(at),
+            bytes_in,
+            bytes_out,
+            term,
+            act_conn: 0,
+            fe_conn: 0,
+            be_conn: 0,
+            srv_conn: u64::from(server.live.sessions.load(Ordering::Acquire)),
+            retries: conn.retries,
+            redispatched: conn.redispatched,
+            srv_queue: 0,
+            backend_queue: queue_pos,
+            request_id: accepted.request_id,
+            log_count: 0,
+            asap: false,
+        };
+        // `option logasap`: HAProxy logs a TCP session once its server connection is
+        // established (the total time is the connect's, nothing moved yet) and not at its end.
+        let logged_asap = fe.tcplog && fe.log_options.asap;
+        if logged_asap {
+            log_session(
+                &fe,
+                &table,
+                &accepted,
+                line(connected_at, 0, 0, "--"),
+                &backend,
+            );
+        }
+        let server_kill = server.live.kill_token();
+        // The forwarder's arguments are built in the call itself: a value kept in a local here
+        // would take room in every session's future beside its copy in the forwarder's.
+        let outcome = forward::forward(
+            &mut client,
+            &mut conn.stream,
+            timeouts(&fe, &backend),
+            Counters {
+                to_server: &[&fe.live.bytes_in, &server.live.bytes_in],
+                to_client: &[&fe.live.bytes_out, &server.live.bytes_out],
             },
-        };
-        let received = tokio::select! {
-            addresses = accept_proxy::handshake(&mut client, &incoming) => addresses,
-            _ = stop.cancelled() => None,
-        };
-        let Some(addresses) = received else { return };
-        accepted.peer = addresses.client;
-        accepted.local = addresses.local;
-        accepted.t_handshake = accepted.ms(Instant::now());
-    }
-    // A session from here on, as HAProxy counts them (its `session_count_new`).
-    fe.live.total_sessions.fetch_add(1, Ordering::Relaxed);
-    // From here on the client is who the PROXY header said, if there was one.
-    let (peer, local) = (accepted.peer, accepted.local);
-    let (fe, stick_rules) = {
-        let current = table.load();
-        let conn = Conn {
-            src: peer,
-            dst: local,
-            table: &current,
-        };
-        if rules::content_verdict(&fe, &conn) == TcpAction::Reject {
-            // As HAProxy: a content reject closes normally (FIN); only connection rules reset.
-            fe.live.denied_reqs.fetch_add(1, Ordering::Relaxed);
-            log_rejected(&fe, &table, &accepted);
+            flow(&table, &fe, &backend),
+            killed(&server_kill, &stop),
+        )
+        .await;
+        let closed_at = Instant::now();
+        let total_time = closed_at.duration_since(accepted.at);
+        for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
+            traffic.record_end(total_time);
+            match outcome.end {
+                End::ClientError => traffic.client_aborts.fetch_add(1, Ordering::Relaxed),
+                End::ServerError => traffic.server_aborts.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
+        if outcome.end == End::Killed {
+            tracing::debug!(backend = %backend.name, server = %server.name(), "session closed by rolelb");
+        }
+        // As in HAProxy, the server and backend no longer count this session when it is logged;
+        // the process and the frontend still do.
+        drop(conn.stream);
+        drop(conn.slot);
+        if !fe.tcplog || logged_asap || (fe.log_options.dontlognull && outcome.bytes_in == 0) {
             return;
         }
-        let fe = rules::route(&fe, &conn).clone();
-        let stick_rules = rules::stick_rules_holding(&fe.backend, &conn);
-        (fe, stick_rules)
-    };
-    // The backend counts every session routed to it (HAProxy's `stream_set_backend`), also
-    // one no server takes.
-    fe.backend
-        .live
-        .total_sessions
-        .fetch_add(1, Ordering::Relaxed);
-    fe.backend.live.traffic.tick_session_rate();
-    let role_aware = fe.backend.role != Role::Any;
-    if fe.clitcpka || role_aware {
-        set_keepalive(&client, role_aware);
-    }
-    let mut queue_pos = 0;
-    let addrs = ConnAddrs {
-        src: peer.ip(),
-        dst: local.ip(),
-        stick_rules,
-    };
-    let slot = match acquire(&fe, &table, addrs, None, &stop, &mut queue_pos).await {
-        Ok(slot) => slot,
-        Err(reason) => {
-            let at = Instant::now();
-            let failed = Failed::before_connect(reason);
-            count_failed(&fe, reason);
-            return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
-        }
-    };
-    let mut conn = match connect_with_retries(&fe, &table, addrs, slot, &stop, &mut queue_pos).await
-    {
-        Ok(conn) => conn,
-        Err(failed) => {
-            let at = Instant::now();
-            count_failed(&fe, failed.reason);
-            return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
-        }
-    };
-    let connected_at = Instant::now();
-    let queued_until = conn.assigned_at;
-    let queue_time = queued_until.duration_since(accepted.at);
-    let backend = conn.slot.backend.clone();
-    let server = &backend.servers[conn.slot.idx];
-    for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
-        traffic.record_start(queue_time, conn.connect_time);
-    }
-    let role_aware = backend.role != Role::Any;
-    if backend.settings.srvtcpka || role_aware {
-        set_keepalive(&conn.stream, role_aware);
-    }
-    if let Some(version) = server.config.send_proxy {
-        let header = proxy_protocol::header(version, peer, local);
-        if let Err(e) = conn.stream.write_all(&header).await {
-            tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
-        }
-    }
-    let source_addr = conn.stream.local_addr().ok();
-    // The line of a session, from what is known when it ends (`at`, with what it moved).
-    let line = |at: Instant, bytes_in: u64, bytes_out: u64, term: &'static str| SessionLog {
-        accepted_at: accepted.at_wall,
-        client: peer,
-        local,
-        frontend: &fe.name,
-        backend: &backend.name,
-        server: Some(server.name()),
-        server_addr: Some(server.config.addr),
-        source_addr,
-        t_handshake: accepted.t_handshake,
-        t_queue: Some(accepted.ms(queued_until)),
-        t_connect: Some(accepted.ms(connected_at)),
-        t_close: accepted.ms(at),
-        bytes_in,
-        bytes_out,
-        term,
-        act_conn: 0,
-        fe_conn: 0,
-        be_conn: 0,
-        srv_conn: u64::from(server.live.sessions.load(Ordering::Acquire)),
-        retries: conn.retries,
-        redispatched: conn.redispatched,
-        srv_queue: 0,
-        backend_queue: queue_pos,
-        request_id: accepted.request_id,
-        log_count: 0,
-        asap: false,
-    };
-    // `option logasap`: HAProxy logs a TCP session once its server connection is
-    // established (the total time is the connect's, nothing moved yet) and not at its end.
-    let logged_asap = fe.tcplog && fe.log_options.asap;
-    if logged_asap {
         log_session(
             &fe,
             &table,
             &accepted,
-            line(connected_at, 0, 0, "--"),
+            line(
+                closed_at,
+                outcome.bytes_in,
+                outcome.bytes_out,
+                outcome.end.code(),
+            ),
             &backend,
         );
     }
-    let timeouts = Timeouts {
-        client: fe.timeout_client,
-        server: backend.settings.timeout_server,
-        client_fin: fe.timeout_client_fin,
-        server_fin: backend.settings.timeout_server_fin,
-        tunnel: backend.settings.timeout_tunnel,
-    };
-    let server_kill = server.live.kill_token();
-    let kill = async {
-        tokio::select! {
-            _ = server_kill.cancelled() => {}
-            _ = stop.cancelled() => {}
-        }
-    };
-    let outcome = forward::forward(
-        &mut client,
-        &mut conn.stream,
-        timeouts,
-        Counters {
-            to_server: &[&fe.live.bytes_in, &server.live.bytes_in],
-            to_client: &[&fe.live.bytes_out, &server.live.bytes_out],
-        },
-        table.load().config.global.bufsize(),
-        kill,
-    )
-    .await;
-    let closed_at = Instant::now();
-    let total_time = closed_at.duration_since(accepted.at);
-    for traffic in [server.live.traffic.counting(), &backend.live.traffic] {
-        traffic.record_end(total_time);
-        match outcome.end {
-            End::ClientError => traffic.client_aborts.fetch_add(1, Ordering::Relaxed),
-            End::ServerError => traffic.server_aborts.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-    }
-    if outcome.end == End::Killed {
-        tracing::debug!(backend = %backend.name, server = %server.name(), "session closed by rolelb");
-    }
-    // As in HAProxy, the server and backend no longer count this session when it is logged;
-    // the process and the frontend still do.
-    drop(conn.stream);
-    drop(conn.slot);
-    if !fe.tcplog || logged_asap || (fe.log_options.dontlognull && outcome.bytes_in == 0) {
-        return;
-    }
-    log_session(
-        &fe,
-        &table,
-        &accepted,
-        line(
-            closed_at,
-            outcome.bytes_in,
-            outcome.bytes_out,
-            outcome.end.code(),
-        ),
-        &backend,
-    );
 }

@@ -158,6 +158,8 @@ pub struct BackendSettings {
     pub redispatch_avoids: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `option splice-*`.
+    pub splice: config::Splice,
     /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
     pub queue_per_server: bool,
     /// `stick-table` and `stick` rules, each rule with the table it uses.
@@ -212,6 +214,8 @@ pub struct FrontendRt {
     pub log_options: LogOptions,
     /// `option clitcpka`.
     pub clitcpka: bool,
+    /// `option splice-*`.
+    pub splice: config::Splice,
     /// The addresses it listens on, with their `bind` options.
     pub binds: Vec<ListenerRt>,
     /// Live state shared across tables.
@@ -247,6 +251,7 @@ impl FrontendRt {
             tcplog: self.tcplog,
             log_options: self.log_options,
             clitcpka: self.clitcpka,
+            splice: self.splice,
             binds: self.binds.clone(),
             live: self.live.clone(),
             tcp_request_connection: Vec::new(),
@@ -371,6 +376,7 @@ impl Table {
                 tcplog: fe.tcplog,
                 log_options: fe.log_options,
                 clitcpka: fe.clitcpka,
+                splice: fe.splice,
                 binds: fe
                     .binds
                     .iter()

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Env, Out, V};
 use crate::admin::view;
+use crate::proxy::splice;
 use crate::table::Table;
 
 pub(super) fn families(env: &Env, table: &Table, out: &mut Out) {
@@ -19,6 +20,10 @@ pub(super) fn families(env: &Env, table: &Table, out: &mut Out) {
     });
     let start = view::start_time_secs(env.started_wall);
     let listeners = table.listeners.len();
+    let max_pipes = match table.config.global.maxpipes() {
+        usize::MAX => 0,
+        n => n as u64,
+    };
     let families: Vec<(&str, &str, &str, V)> = vec![
         (
             "nbthread",
@@ -114,13 +119,13 @@ pub(super) fn families(env: &Env, table: &Table, out: &mut Out) {
             "max_pipes",
             "gauge",
             "Hard limit on the number of pipes for splicing, 0=unlimited",
-            V::N(0),
+            V::N(max_pipes),
         ),
         (
             "pipes_used_total",
             "counter",
-            "Current number of pipes in use in this worker process (rolelb does not splice: 0)",
-            V::N(0),
+            "Current number of pipes in use in this worker process",
+            V::N(splice::pipes_used() as u64),
         ),
         (
             "pipes_free_total",
@@ -323,8 +328,8 @@ pub(super) fn families(env: &Env, table: &Table, out: &mut Out) {
         (
             "spliced_bytes_out_total",
             "counter",
-            "Total number of bytes emitted through a kernel pipe since started (rolelb does not splice: 0)",
-            V::N(0),
+            "Total number of bytes emitted through a kernel pipe since started",
+            V::N(splice::spliced_bytes()),
         ),
         (
             "recv_logs_total",

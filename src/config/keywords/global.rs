@@ -62,8 +62,8 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("node", ignored),
     kw("description", ignored),
     kw("cpu-map", ignored),
-    kw("maxpipes", ignored),
-    kw("nosplice", ignored),
+    kw("maxpipes", maxpipes),
+    kw("nosplice", nosplice),
     kw("noepoll", ignored),
     kw("nopoll", ignored),
     kw("busy-polling", ignored),
@@ -426,6 +426,21 @@ fn daemon(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(0)?;
     g.daemon = true;
     ctx.warn("'daemon': rolelb always runs in the foreground; let systemd or your supervisor background it");
+    Ok(())
+}
+
+/// `nosplice`: no kernel splicing, whatever `option splice-*` say.
+fn nosplice(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(0)?;
+    g.nosplice = true;
+    Ok(())
+}
+
+/// `maxpipes N`: the pipes splicing may use at once; 0 means the default, as in HAProxy.
+fn maxpipes(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = parse_int(ctx.arg(0, "a number of pipes")?, "maxpipes", 0, MAX_COUNT)?;
+    g.maxpipes = usize::try_from(n).ok().filter(|&n| n > 0);
     Ok(())
 }
 

@@ -92,9 +92,15 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     // Accepted and ignored: they tune logging or kernel details, not where traffic goes.
     flag("log-health-checks", Sections::BE, ignored),
     flag("contstats", Sections::FE, ignored),
-    flag("splice-auto", Sections::ALL, ignored),
-    flag("splice-request", Sections::ALL, ignored),
-    flag("splice-response", Sections::ALL, ignored),
+    flag("splice-auto", Sections::ALL, |p, c, on| {
+        set(&mut p.splice.auto, on, c)
+    }),
+    flag("splice-request", Sections::ALL, |p, c, on| {
+        set(&mut p.splice.request, on, c)
+    }),
+    flag("splice-response", Sections::ALL, |p, c, on| {
+        set(&mut p.splice.response, on, c)
+    }),
     flag("tcp-smart-accept", Sections::FE, ignored),
     flag("tcp-smart-connect", Sections::BE, ignored),
     flag("socket-stats", Sections::FE, ignored),
