@@ -166,7 +166,7 @@ async fn run(args: &Args) -> Result<()> {
     );
     for (kind, program) in [(Kind::Rolelb, &args.rolelb), (Kind::Haproxy, &args.haproxy)] {
         let config = config_text(bind, backend_addr, MAXCONN, "");
-        let p = Proxy::start(kind, program, &dir, bind, &config)?;
+        let p = Proxy::start(kind, kind.name(), program, &dir, bind, &config)?;
         let (before, after) = idle_rss(&p, bind, args.sessions).await?;
         let per = (after.saturating_sub(before)) as f64 * 1024.0 / args.sessions as f64;
         println!(
@@ -197,7 +197,12 @@ async fn run(args: &Args) -> Result<()> {
             (Kind::Haproxy, &args.haproxy, "option splice-auto"),
         ] {
             let config = config_text(bind, backend_addr, BULK_MAXCONN, option);
-            let p = Proxy::start(kind, program, &dir, bind, &config)?;
+            let label = format!(
+                "{}-{}",
+                kind.name(),
+                option.strip_prefix("option ").unwrap_or("copy")
+            );
+            let p = Proxy::start(kind, &label, program, &dir, bind, &config)?;
             let (wall, cpu, bytes) = bulk(&p, bind, args.streams, args.bulk_mb).await?;
             let gb = bytes as f64 / 1e9;
             println!(
