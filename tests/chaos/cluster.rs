@@ -6,7 +6,8 @@
 //! for the auditor's self-test), or, for the comparison, HAProxy with a health agent per node
 //! (`tests/chaos/haproxy.rs`). Every change the test makes to the ground truth — etcd's
 //! `leader` key, a node promoted or stopped — goes through here and is recorded as an
-//! [`Event`] with the window in which it took effect.
+//! [`Event`] with the window in which it took effect. For the `partition` fault `n1` runs in
+//! a network namespace of its own (`tests/chaos/cluster_netns.rs`), reached over a veth pair.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
