@@ -6,7 +6,8 @@
 //! for the auditor's self-test), or, for the comparison, HAProxy with a health agent per node
 //! (`tests/chaos/haproxy.rs`). Every change the test makes to the ground truth — etcd's
 //! `leader` key, a node promoted or stopped — goes through here and is recorded as an
-//! [`Event`] with the window in which it took effect.
+//! [`Event`] with the window in which it took effect. For the `partition` fault `n1` runs in
+//! a network namespace of its own (`tests/chaos/cluster_netns.rs`), reached over a veth pair.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,6 +24,11 @@ use crate::writers::attempt;
 // The cluster's fault controls (etcd, a second rolelb, PgBouncer, replay, rejoining).
 #[path = "cluster_ops.rs"]
 mod ops;
+// A node in a network namespace of its own, which the `partition` fault cuts off.
+#[path = "cluster_netns.rs"]
+mod netns;
+
+use netns::Isolated;
 
 /// The proxy under test and how its write listener is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +60,53 @@ struct SecondLb {
 
 /// A node: its PgBouncer (dropped first) and its PostgreSQL.
 pub struct Node {
-    pub bouncer: PgBouncer,
+    /// Set when the node runs in a network namespace ([`Isolated`]: its PostgreSQL and
+    /// PgBouncer run there, on `pg`'s data directory and port).
+    pub isolated: Option<Isolated>,
+    /// The PgBouncer on 127.0.0.1 (none when isolated: the node's own runs in its namespace).
+    pub bouncer: Option<PgBouncer>,
+    /// The PostgreSQL on 127.0.0.1 (when isolated: stopped, holding the data directory).
     pub pg: Postgres,
+}
+
+impl Node {
+    /// The address rolelb and the replicas reach the node at.
+    pub fn host(&self) -> String {
+        self.isolated
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_owned(), |i| i.addr().to_string())
+    }
+
+    /// The port of the node's PgBouncer.
+    pub fn bouncer_port(&self) -> u16 {
+        match (&self.isolated, &self.bouncer) {
+            (Some(i), _) => i.bouncer_port(),
+            (None, Some(b)) => b.port(),
+            (None, None) => unreachable!("a node on the host has its PgBouncer"),
+        }
+    }
+
+    /// The postmaster's PID while running.
+    pub fn pg_pid(&self) -> Option<u32> {
+        match &self.isolated {
+            Some(i) => i.pg_pid(),
+            None => self.pg.pid(),
+        }
+    }
+
+    /// Fast shutdown of the node's PostgreSQL, waiting for it to exit.
+    pub fn stop_pg(&mut self) {
+        match &mut self.isolated {
+            Some(i) => i.stop_pg(),
+            None => self.pg.stop(),
+        }
+    }
+}
+
+/// The data directory of `pg` (the harness keeps it as `data` beside the server's log).
+fn data_dir(pg: &Postgres) -> std::path::PathBuf {
+    let log = pg.log_path();
+    log.parent().unwrap_or(&log).join("data")
 }
 
 /// The cluster of one schedule; dropping it stops rolelb, then the nodes.
@@ -87,17 +138,21 @@ impl Cluster {
     /// Builds the cluster for schedule `generation` against `etcd`; returns once a write
     /// through the write listener lands on `n1`.
     pub fn build(etcd: &Etcd, generation: usize, guard: Guard, check_via_bouncer: bool) -> Cluster {
-        Cluster::build_with(etcd, generation, guard, check_via_bouncer, false)
+        Cluster::build_with(etcd, generation, guard, check_via_bouncer, false, false)
     }
 
     /// Like [`Cluster::build`]; `rewindable` turns on what `pg_rewind` needs on `n1`
-    /// (`wal_log_hints`, `full_page_writes`) before the replicas are copied from it.
+    /// (`wal_log_hints`, `full_page_writes`) before the replicas are copied from it;
+    /// `isolated` moves `n1` into a network namespace of its own once the replicas are copied
+    /// (its PostgreSQL and PgBouncer reached over a veth pair: [`Cluster::partition`]), the
+    /// replicas streaming from it over that link.
     pub fn build_with(
         etcd: &Etcd,
         generation: usize,
         guard: Guard,
         check_via_bouncer: bool,
         rewindable: bool,
+        isolated: bool,
     ) -> Cluster {
         let mut primary = Postgres::primary();
         if rewindable {
@@ -115,13 +170,19 @@ impl Cluster {
             Postgres::replica_of(&primary),
             Postgres::replica_of(&primary),
         ];
-        let nodes: Vec<Node> = std::iter::once(primary)
+        let isolated = isolated.then(|| isolate(&mut primary, &replicas, generation));
+        let mut nodes: Vec<Node> = std::iter::once(primary)
             .chain(replicas)
             .map(|pg| Node {
-                bouncer: PgBouncer::with_users(pg.port(), &["rolelb_monitor"]),
+                isolated: None,
+                bouncer: Some(PgBouncer::with_users(pg.port(), &["rolelb_monitor"])),
                 pg,
             })
             .collect();
+        if let Some(isolated) = isolated {
+            nodes[0].bouncer = None;
+            nodes[0].isolated = Some(isolated);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -168,10 +229,10 @@ impl Cluster {
         }
         cluster.lb = Some(match guard {
             Guard::Haproxy => {
-                let ports: Vec<(u16, u16)> = cluster
+                let ports: Vec<(String, u16, u16)> = cluster
                     .nodes
                     .iter()
-                    .map(|node| (node.bouncer.port(), node.pg.port()))
+                    .map(|node| (node.host(), node.bouncer_port(), node.pg.port()))
                     .collect();
                 Front::Haproxy(HaproxyFront::start(&ports, write_port, 0))
             }
@@ -224,8 +285,9 @@ impl Cluster {
         (
             format!("{}/members/{}", self.prefix, Cluster::name(n)),
             format!(
-                r#"{{"host": "127.0.0.1", "port": {}, "role": "{role}"{check_port}}}"#,
-                node.bouncer.port()
+                r#"{{"host": "{}", "port": {}, "role": "{role}"{check_port}}}"#,
+                node.host(),
+                node.bouncer_port()
             ),
         )
     }
@@ -276,8 +338,18 @@ impl Cluster {
     /// Stops node `n` (fast shutdown): the fencing of a demoted primary.
     pub fn stop(&mut self, n: NodeId) {
         let start = SystemTime::now();
-        self.nodes[n].pg.stop();
+        self.nodes[n].stop_pg();
         self.record(start, Fact::Writable(n, false));
+    }
+
+    /// Cuts node `n` (isolated) off the network: the host side of its veth set down, so
+    /// packets to and from it are dropped and sessions in flight hang; `false` heals it.
+    pub fn partition(&self, n: NodeId, cut: bool) {
+        let isolated = self.nodes[n]
+            .isolated
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not in a network namespace", Cluster::name(n)));
+        isolated.set_link(!cut);
     }
 
     /// Crashes node `n`: freezes the postmaster and every process it started (SIGSTOP, so none
@@ -287,7 +359,7 @@ impl Cluster {
         use nix::sys::signal::{Signal, kill};
         use nix::unistd::Pid;
         let start = SystemTime::now();
-        if let Some(postmaster) = self.nodes[n].pg.pid() {
+        if let Some(postmaster) = self.nodes[n].pg_pid() {
             let postmaster = Pid::from_raw(postmaster as i32);
             let _ = kill(postmaster, Signal::SIGSTOP);
             let mut all = children_of(postmaster);
@@ -300,7 +372,7 @@ impl Cluster {
             }
         }
         // Reaps the postmaster (already dead: nothing left to stop).
-        self.nodes[n].pg.stop();
+        self.nodes[n].stop_pg();
         self.record(start, Fact::Writable(n, false));
     }
 
@@ -398,6 +470,42 @@ impl Drop for Cluster {
     }
 }
 
+/// Moves `primary` into a network namespace (number `generation`) and points `replicas` at
+/// it there; returns once both stream from it over the veth.
+fn isolate(primary: &mut Postgres, replicas: &[Postgres], generation: usize) -> Isolated {
+    primary.stop();
+    let isolated = Isolated::start(
+        generation,
+        &data_dir(primary),
+        primary.port(),
+        &["rolelb_monitor"],
+    );
+    let addr = isolated.addr();
+    for replica in replicas {
+        replica.psql(&format!(
+            "ALTER SYSTEM SET primary_conninfo = 'host={addr} port={} user=postgres'",
+            primary.port()
+        ));
+        replica.psql("SELECT pg_reload_conf()");
+    }
+    for replica in replicas {
+        let streaming = wait_until(Duration::from_secs(30), || {
+            try_psql(
+                replica.port(),
+                "SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver",
+            )
+            .is_ok_and(|s| s == format!("streaming {addr}"))
+        });
+        assert!(
+            streaming,
+            "replica :{} does not stream from {addr} within 30 s\n{}",
+            replica.port(),
+            isolated.log(&data_dir(primary))
+        );
+    }
+    isolated
+}
+
 /// The processes whose parent is `parent` (from `/proc/PID/stat`).
 fn children_of(parent: nix::unistd::Pid) -> Vec<nix::unistd::Pid> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -443,9 +551,10 @@ fn plain_config(nodes: &[Node], write_port: u16) -> String {
         .enumerate()
         .map(|(n, node)| {
             format!(
-                "    server {} 127.0.0.1:{}\n",
+                "    server {} {}:{}\n",
                 Cluster::name(n),
-                node.bouncer.port()
+                node.host(),
+                node.bouncer_port()
             )
         })
         .collect();

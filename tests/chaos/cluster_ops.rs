@@ -181,28 +181,20 @@ impl Cluster {
     /// psql running `command` on node `n`'s PgBouncer admin console (unaligned, tuples only).
     fn bouncer_admin(&self, n: NodeId, command: &str) -> std::process::Command {
         let mut cmd = std::process::Command::new(require_bin(PSQL_BIN));
-        cmd.args([
-            "-X",
-            "-w",
-            "-A",
-            "-t",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-        ])
-        .args([
-            "-d",
-            "pgbouncer",
-            "-p",
-            &self.nodes[n].bouncer.port().to_string(),
-        ])
-        .args(["-c", command])
-        .env("PGCONNECT_TIMEOUT", "5")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        cmd.args(["-X", "-w", "-A", "-t", "-q", "-U", "postgres"])
+            .args([
+                "-h",
+                &self.nodes[n].host(),
+                "-d",
+                "pgbouncer",
+                "-p",
+                &self.nodes[n].bouncer_port().to_string(),
+            ])
+            .args(["-c", command])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         cmd
     }
 

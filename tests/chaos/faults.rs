@@ -12,6 +12,11 @@
 //! - `sighup-switchover`: `switchover-puts` with rolelb reloaded (SIGHUP) between two of the puts;
 //! - `crash-failover`: `n1` killed outright (every process SIGKILLed), etcd moved in one
 //!   transaction, the new node promoted with whatever it had received;
+//! - `partition`: `n1` (in a network namespace of its own) cut off by setting its veth link
+//!   down while the writers run (sessions in flight hang), etcd moved in one transaction and
+//!   the new node promoted (the operator's failover), the cut kept 1–5 s; then either `n1`
+//!   fenced and the link brought up, or the link brought up with `n1` still writable for
+//!   0.3–1 s (a split brain after the partition heals) before it is fenced;
 //! - `etcd-stop`, `etcd-pause`, `etcd-compact`, `rolelb-kill`, `replica-lag`, `bouncer-pause`,
 //!   `rejoin`: a switchover with etcd, rolelb, a replica, PgBouncer or the old primary
 //!   failing around it (`tests/chaos/outages.rs` carries them out and says how).
@@ -62,10 +67,11 @@ pub enum Kind {
     ReplicaLag,
     BouncerPause,
     Rejoin,
+    Partition,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::SwitchoverPuts,
         Kind::SwitchoverTxn,
         Kind::SplitBrain,
@@ -78,6 +84,7 @@ impl Kind {
         Kind::ReplicaLag,
         Kind::BouncerPause,
         Kind::Rejoin,
+        Kind::Partition,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +101,7 @@ impl Kind {
             Kind::ReplicaLag => "replica-lag",
             Kind::BouncerPause => "bouncer-pause",
             Kind::Rejoin => "rejoin",
+            Kind::Partition => "partition",
         }
     }
 
@@ -105,10 +113,11 @@ impl Kind {
 
     /// How long the kind's outage lasts, from a draw in `0..=1000`: etcd stopped 0.5–3 s or
     /// paused 0.5–5 s, PgBouncer paused 0.5–3 s, a replica's replay paused 3–4 s (it must get
-    /// past `max-lag` and the slack).
+    /// past `max-lag` and the slack), `n1` partitioned 1–5 s.
     fn outage(self, draw: u64) -> Duration {
         let (from, span) = match self {
             Kind::EtcdPause => (500, 4500),
+            Kind::Partition => (1000, 4000),
             Kind::ReplicaLag => (3000, 1000),
             _ => (500, 2500),
         };
@@ -154,6 +163,14 @@ impl fmt::Display for Schedule {
                 order(self)
             ),
             Kind::CrashFailover | Kind::Rejoin => Ok(()),
+            Kind::Partition if self.fence_first => {
+                write!(f, " (cut {:?}, fenced, then healed)", self.outage)
+            }
+            Kind::Partition => write!(
+                f,
+                " (cut {:?}, healed, writable {:?} more, then fenced)",
+                self.outage, self.pause
+            ),
             Kind::SwitchoverPuts | Kind::SwitchoverTxn => write!(f, " ({})", order(self)),
             _ => write!(f, " ({})", crate::outages::describe(self)),
         }?;
@@ -177,7 +194,8 @@ fn order(s: &Schedule) -> String {
 /// One round of kinds (30): every kind at least once, a plain switchover written as one etcd
 /// transaction ten times (the way a DBaaS backend publishes it, and the case that once sent
 /// writes to a demoted node), a split brain five times, and twice each the faults with more
-/// than one shape (where the outage falls) and no long wait of their own.
+/// than one shape (where the outage falls) and no long wait of their own (one crash-failover
+/// gave its place to the partition).
 pub const ROUND: [Kind; 30] = [
     Kind::SwitchoverTxn,
     Kind::SwitchoverTxn,
@@ -198,7 +216,7 @@ pub const ROUND: [Kind; 30] = [
     Kind::SighupSwitchover,
     Kind::SighupSwitchover,
     Kind::CrashFailover,
-    Kind::CrashFailover,
+    Kind::Partition,
     Kind::EtcdStop,
     Kind::EtcdStop,
     Kind::EtcdPause,
@@ -267,6 +285,20 @@ pub fn run(cluster: &mut Cluster, s: &Schedule) -> FaultRun {
             cluster.crash(old);
             cluster.txn_switch(old, new);
             cluster.promote(new);
+        }
+        Kind::Partition => {
+            cluster.partition(old, true);
+            cluster.txn_switch(old, new);
+            cluster.promote(new);
+            thread::sleep(s.outage);
+            if s.fence_first {
+                cluster.stop(old);
+                cluster.partition(old, false);
+            } else {
+                cluster.partition(old, false);
+                thread::sleep(s.pause);
+                cluster.stop(old);
+            }
         }
         Kind::SwitchoverTxn => planned(cluster, s, |c| c.txn_switch(old, new)),
         Kind::SwitchoverPuts | Kind::SighupSwitchover => planned(cluster, s, |c| {

@@ -41,8 +41,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts an agent for the PostgreSQL on 127.0.0.1:`pg_port`; returns once it listens.
-    pub fn start(pg_port: u16) -> Agent {
+    /// Starts an agent for the PostgreSQL on `host`:`pg_port`; returns once it listens.
+    pub fn start(host: &str, pg_port: u16) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("chaos-agent-")
             .tempdir()
@@ -50,7 +50,7 @@ impl Agent {
         let agent = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let cfg = format!(
-            "database:\n  kind: postgres\n  host: 127.0.0.1\n  port: {pg_port}\n  user: postgres\n  dbname: postgres\n\
+            "database:\n  kind: postgres\n  host: {host}\n  port: {pg_port}\n  user: postgres\n  dbname: postgres\n\
              listen:\n  agent: {agent}\n  http: {http}\nstate_file: {}\ninter: {INTER_MS}ms\ntimeout: 1s\n",
             dir.path().join("state").display()
         );
@@ -88,20 +88,24 @@ pub struct HaproxyFront {
 }
 
 impl HaproxyFront {
-    /// Starts an agent per node (`(traffic port, PostgreSQL port)`, named `n1`, `n2`, ...) and
+    /// Starts an agent per node (`(address, traffic port, PostgreSQL port)`, named `n1`, `n2`,
+    /// ...) and
     /// HAProxy with a `writes` listener on `write_port`; returns once HAProxy sees only
     /// `primary` (index) up.
-    pub fn start(nodes: &[(u16, u16)], write_port: u16, primary: usize) -> HaproxyFront {
-        let agents: Vec<Agent> = nodes.iter().map(|&(_, pg)| Agent::start(pg)).collect();
+    pub fn start(nodes: &[(String, u16, u16)], write_port: u16, primary: usize) -> HaproxyFront {
+        let agents: Vec<Agent> = nodes
+            .iter()
+            .map(|(host, _, pg)| Agent::start(host, *pg))
+            .collect();
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let sock = dir.path().join("stats.sock");
         let servers: String = nodes
             .iter()
             .zip(&agents)
             .enumerate()
-            .map(|(i, (&(traffic, _), agent))| {
+            .map(|(i, ((host, traffic, _), agent))| {
                 format!(
-                    "    server n{} 127.0.0.1:{traffic} check port {}\n",
+                    "    server n{} {host}:{traffic} check addr 127.0.0.1 port {}\n",
                     i + 1,
                     agent.http
                 )

@@ -63,6 +63,7 @@ pub fn run_audited(
         guard,
         s.check_via_bouncer,
         s.kind == Kind::Rejoin,
+        s.kind == Kind::Partition,
     );
     if let Some(own) = own {
         cluster.own_etcd(own);
@@ -101,7 +102,10 @@ pub fn run_audited(
     let read_report = audit_reads(
         &reads,
         &[match s.kind {
-            Kind::CrashFailover | Kind::Rejoin => Window::of_crash(fault.began, fault.resolved),
+            // A partition cuts the other replica's stream just as a crash does.
+            Kind::CrashFailover | Kind::Rejoin | Kind::Partition => {
+                Window::of_crash(fault.began, fault.resolved)
+            }
             _ => Window::of_fault(fault.began, fault.resolved),
         }],
         fault.paused,
