@@ -22,7 +22,7 @@ readme_block() {
 
 HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
 STRACE="$(command -v strace || true)"
-[[ -n "$STRACE" ]] || { echo "strace not found: apt-get install strace" >&2; exit 1; }
+[[ -n "$STRACE" ]] || { echo "strace not found: run scripts/deps.sh" >&2; exit 1; }
 [[ -x "$HAPROXY" ]] || { echo "$HAPROXY not found: run scripts/deps.sh" >&2; exit 1; }
 cargo build --release -p rolelb --bin rolelb -p rolelb-bench --bin rolelb-bench
 mkdir -p bench/results

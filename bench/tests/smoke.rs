@@ -214,7 +214,7 @@ fn syscalls_mode_counts_both_proxies_per_connection() {
     let strace = "/usr/bin/strace";
     assert!(
         Path::new(strace).is_file(),
-        "{strace} not found: apt-get install strace"
+        "{strace} not found: run scripts/deps.sh"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
         .args(["--haproxy", HAPROXY, "--rolelb", HAPROXY])
