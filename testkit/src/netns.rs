@@ -80,16 +80,17 @@ pub fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// Deletes namespaces of earlier runs whose process is gone (a run killed outright leaves its
-/// namespaces behind; their processes died with it through PDEATHSIG).
-fn remove_stale() {
+/// Deletes namespaces named `PREFIX<pid>-...` of earlier runs whose process is gone (a run
+/// killed outright leaves its namespaces behind, and their veth pairs with them; their
+/// processes died with it through PDEATHSIG).
+pub fn remove_stale(prefix: &str) {
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
+            .strip_prefix(prefix)
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {
@@ -119,7 +120,7 @@ impl Lan {
             "this test builds network namespaces (ip netns add, veth, bridge) and needs root \
              (CAP_NET_ADMIN and CAP_SYS_ADMIN); run it as root"
         );
-        remove_stale();
+        remove_stale(NS_PREFIX);
         let tag = format!(
             "{NS_PREFIX}{}-{}",
             std::process::id(),

@@ -24,11 +24,9 @@ use tempfile::TempDir;
 
 use crate::common::{
     IP_BIN, PG_BIN, PG_ISREADY_BIN, PGBOUNCER_BIN, Proc, command, free_port, ip, log_tail,
-    require_bin,
+    remove_stale, require_bin,
 };
 
-/// Where `ip netns add` keeps the namespaces' handles.
-const NETNS_DIR: &str = "/run/netns";
 /// The prefix of the namespaces made here: `rlcp-PID-N`.
 const NS_PREFIX: &str = "rlcp-";
 /// `setpriv` (util-linux): drops to the database user inside the namespace.
@@ -63,7 +61,7 @@ impl Isolated {
             "the partition fault puts a node in a network namespace (ip netns add, veth) and \
              needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); run it as root"
         );
-        remove_stale();
+        remove_stale(NS_PREFIX);
         let pid = std::process::id();
         // A /30 of 10.231.0.0/16 per namespace: unlikely to meet another test binary's.
         let k = (pid as usize * 31 + n) % 16384;
@@ -257,27 +255,6 @@ fn db_user() -> (u32, u32) {
         .flatten()
         .unwrap_or_else(|| panic!("the postgres user not found: run scripts/deps.sh"));
     (user.uid.as_raw(), user.gid.as_raw())
-}
-
-/// Deletes namespaces of earlier runs whose process is gone (a run killed outright leaves them
-/// behind, and their veth pairs with them).
-fn remove_stale() {
-    let Ok(entries) = fs::read_dir(NETNS_DIR) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new(IP_BIN).args(["netns", "del", &name]).output();
-        }
-    }
 }
 
 /// Appends `text` to the file at `path`.
