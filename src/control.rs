@@ -649,6 +649,10 @@ impl Control {
                 // wakes when the hold ends or for a change that may move the primary
                 // (never held: it takes what waits with it).
                 _ = tokio::time::sleep_until(self.etcd_hold), if tokio::time::Instant::now() < self.etcd_hold => {
+                    // What waited in the channel joins what was taken out: one table.
+                    while let Ok(message) = discovered.try_recv() {
+                        held.push(message);
+                    }
                     if !held.is_empty() {
                         self.apply_discovered(std::mem::take(&mut held)).await;
                     }
