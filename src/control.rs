@@ -498,9 +498,11 @@ impl Control {
             let tasks = sockets
                 .into_iter()
                 .zip(&threads)
-                .map(|(l, thread)| {
+                .enumerate()
+                .map(|(me, (l, thread))| {
                     thread.spawn(listener::accept_loop(
                         l,
+                        me,
                         addr,
                         self.shared.clone(),
                         stop.clone(),

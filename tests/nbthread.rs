@@ -1,6 +1,7 @@
 //! `nbthread 2`: two data threads, each with its own event loop, both accepting on every
-//! listening socket, each session served to its end by the thread that accepted it. Shown
-//! here from outside: both data threads carry sessions, global and frontend `maxconn` hold
+//! listening socket, each session served to its end by the thread with fewer sessions when it
+//! was accepted. Shown here from outside: both data threads carry sessions, evenly when
+//! sessions open one after another, global and frontend `maxconn` hold
 //! exactly however the threads race for clients (and a freed place is not lost when the
 //! listener it wakes cannot use it), reloads under load refuse nothing, and a soft stop closes
 //! the listeners of both threads while their sessions run to their end.
@@ -88,9 +89,22 @@ fn both_data_threads_serve_sessions() {
         ["rolelb-data-0", "rolelb-data-1"],
         "nbthread 2 runs two data threads"
     );
+    let used = echo_cpu_by_thread(&lb, port, 16);
+    let total: u64 = used.iter().sum();
+    for (i, u) in used.iter().enumerate() {
+        assert!(
+            u * 10 >= total,
+            "data thread {i} served a tenth of the traffic or more: {used:?} ticks"
+        );
+    }
+}
+
+/// Opens `n` sessions through `port` one after another, then sends the same echo traffic on
+/// each at once: the CPU ticks each data thread spent on it, in thread order.
+fn echo_cpu_by_thread(lb: &Rolelb, port: u16, n: usize) -> Vec<u64> {
     // Sessions opened first, then only traffic on them: what each thread does from here is
-    // serving the sessions it accepted.
-    let conns: Vec<TcpStream> = (0..16)
+    // serving the sessions it was given.
+    let conns: Vec<TcpStream> = (0..n)
         .map(|i| {
             open_named(local(port))
                 .unwrap_or_else(|e| panic!("session {i}: {e}"))
@@ -118,11 +132,27 @@ fn both_data_threads_serve_sessions() {
         .collect();
     let total: u64 = used.iter().sum();
     assert!(total >= 10, "the echo traffic took CPU: {used:?} ticks");
-    for (i, u) in used.iter().enumerate() {
-        assert!(
-            u * 10 >= total,
-            "data thread {i} served a tenth of the traffic or more: {used:?} ticks"
-        );
+    used
+}
+
+/// As HAProxy's accept queues, the thread that accepts hands a connection to the thread with
+/// fewer sessions: four sessions opened one after another (a client's four bulk streams,
+/// a pool's first connections) run two on each thread, whichever thread woke to accept them.
+#[test]
+fn sessions_opened_one_after_another_are_spread_over_the_threads() {
+    let s1 = NamedServer::start("s1");
+    let port = free_port();
+    let lb = Rolelb::start(&cfg("", &[("lb", port, "")], &s1));
+    for round in 0..3 {
+        let used = echo_cpu_by_thread(&lb, port, 4);
+        let total: u64 = used.iter().sum();
+        for (i, u) in used.iter().enumerate() {
+            assert!(
+                u * 100 >= total * 30,
+                "round {round}: data thread {i} carried two of the four sessions' traffic \
+                 (30% of the CPU or more): {used:?} ticks"
+            );
+        }
     }
 }
 

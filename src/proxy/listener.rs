@@ -1,7 +1,7 @@
 //! The accept loop of one bound address, with the process-wide and per-frontend `maxconn`.
 //!
-//! Each listening socket has one accept loop per data thread (see [`super::threads`]); a
-//! session runs on the thread that accepted it. A loop knows only its address: on every
+//! Each listening socket has one accept loop per data thread (see [`super::threads`]), which
+//! starts each session on the thread with fewer sessions, its own on a tie. A loop knows only its address: on every
 //! accept it looks up, in the current table, which frontend serves that address, so a reload
 //! that keeps the address keeps the socket.
 //!
@@ -225,9 +225,12 @@ async fn admit(
 }
 
 /// Accepts on `listener` until `stop` is cancelled, spawning one session per connection on
-/// the runtime this loop runs on. Must run inside a runtime (it registers the socket with it).
+/// the data thread [`DataThreads::pick`] gives (`me` is this loop's thread), or on the runtime
+/// this loop runs on without data threads. Must run inside a runtime (it registers the socket
+/// with it).
 pub async fn accept_loop(
     listener: std::net::TcpListener,
+    me: usize,
     addr: SocketAddr,
     shared: Shared,
     stop: CancellationToken,
@@ -275,15 +278,14 @@ pub async fn accept_loop(
                 // Nobody waits (any more): give the place back and wait for a client.
                 Err(_would_block) => continue 'wait,
             };
-            let (stream, peer) =
-                match accepted.and_then(|(s, peer)| Ok((TcpStream::from_std(s)?, peer))) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        drop(guard);
-                        accept_failed(&e, &fe.name, addr, &shared, &stop).await;
-                        continue 'wait;
-                    }
-                };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    drop(guard);
+                    accept_failed(&e, &fe.name, addr, &shared, &stop).await;
+                    continue 'wait;
+                }
+            };
             // The bound address is the local one unless it is a wildcard: no system call
             // for the usual `bind IP:PORT`.
             let local = if addr.ip().is_unspecified() {
@@ -298,10 +300,40 @@ pub async fn accept_loop(
             fe.live.conn_rate.tick();
             let table = shared.table.clone();
             let hard_stop = shared.hard_stop.clone();
-            shared.sessions.spawn(async move {
-                let _guard = guard;
-                session::serve(stream, peer, local, addr, fe, table, hard_stop).await;
-            });
+            let placed = shared.threads.pick(me);
+            let elsewhere = placed
+                .as_ref()
+                .filter(|p| p.thread() != me)
+                .and_then(|p| shared.threads.handle(p.thread()));
+            if let Some(thread) = elsewhere {
+                // Registered with the other thread's poller, by that thread.
+                shared.sessions.spawn_on(
+                    async move {
+                        let _guard = (guard, placed);
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                session::serve(stream, peer, local, addr, fe, table, hard_stop)
+                                    .await;
+                            }
+                            Err(e) => not_registered(&e, &fe.name, addr),
+                        }
+                    },
+                    thread,
+                );
+            } else {
+                let stream = match TcpStream::from_std(stream) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        drop((guard, placed));
+                        accept_failed(&e, &fe.name, addr, &shared, &stop).await;
+                        continue 'wait;
+                    }
+                };
+                shared.sessions.spawn(async move {
+                    let _guard = (guard, placed);
+                    session::serve(stream, peer, local, addr, fe, table, hard_stop).await;
+                });
+            }
             if batch.accepted() {
                 drop(ready);
                 tokio::task::yield_now().await;
@@ -453,6 +485,14 @@ async fn accept_failed(
         _ = stop.cancelled() => {}
         _ = &mut freed => {}
         _ = tokio::time::sleep(RESOURCE_PAUSE) => {}
+    }
+}
+
+/// A connection handed to another data thread could not be registered with its poller
+/// (out of memory, or the kernel's limit on watched descriptors): it is closed.
+fn not_registered(e: &std::io::Error, frontend: &str, addr: SocketAddr) {
+    if let Some(n) = ACCEPT_FAILED.hit() {
+        tracing::error!(%frontend, %addr, "a connection could not be watched and was closed: {e} [{n} occurrences since the last such line]");
     }
 }
 
@@ -672,7 +712,7 @@ mod tests {
             let listener = std_listener;
             let stop = CancellationToken::new();
             let limits = shared.limits.clone();
-            let accept = tokio::spawn(accept_loop(listener, addr, shared.clone(), stop.clone()));
+            let accept = tokio::spawn(accept_loop(listener, 0, addr, shared.clone(), stop.clone()));
             // A task beside the loop that goes straight back to the end of the run queue, while
             // a yielding listener waits for the runtime's next turn: so the listener runs at
             // most once between two turns of this task, and what it sees change between them

@@ -2,14 +2,17 @@
 //! single-threaded runtime, as HAProxy runs one event loop per thread.
 //!
 //! Every listening address gets one accept loop per thread, all on the same socket (each with
-//! its own duplicate of the descriptor, as HAProxy 2.6 shares one socket across its threads);
-//! a session runs to its end on the thread whose loop accepted it, so nothing moves a session
-//! between threads and no scheduler steals work on the data path. The control plane (the
+//! its own duplicate of the descriptor, as HAProxy 2.6 shares one socket across its threads).
+//! As HAProxy's accept queues do, the loop that accepted a connection hands it to the thread
+//! that carries fewer sessions ([`DataThreads::pick`]: itself on a tie, so an even load costs
+//! no cross-thread wake-up); the session then runs to its end on that thread, so nothing
+//! moves a running session between threads and no scheduler steals work on the data path. The control plane (the
 //! control task, checks, etcd, DNS, the stats socket, signals) keeps the main thread's runtime.
 //! With `nbthread 1` there are no such threads: the main thread's runtime is the data path's
 //! one thread too, as before.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -20,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Default)]
 pub struct DataThreads {
     handles: Arc<[Handle]>,
+    /// Sessions on each thread, those handed to it and not started yet included.
+    load: Arc<[AtomicU32]>,
+    /// Which other thread the next [`DataThreads::pick`] compares with.
+    turn: Arc<AtomicUsize>,
 }
 
 impl DataThreads {
@@ -39,6 +46,63 @@ impl DataThreads {
     /// How many accept loops each address gets.
     pub fn count(&self) -> usize {
         self.handles.len().max(1)
+    }
+
+    /// The thread a connection accepted on thread `me` should run on: `me` unless the next
+    /// other thread in turn carries fewer sessions (two choices, as HAProxy compares two
+    /// threads' loads); the pick counts as one session there until its [`Placed`] is
+    /// dropped. `None` without data threads (the caller's runtime serves everything).
+    pub fn pick(&self, me: usize) -> Option<Placed> {
+        let n = self.handles.len();
+        if n == 0 || me >= n {
+            return None;
+        }
+        let mut thread = me;
+        if n > 1 {
+            let step = 1 + self.turn.fetch_add(1, Ordering::Relaxed) % (n - 1);
+            let other = (me + step) % n;
+            if self.load[other].load(Ordering::Relaxed) < self.load[me].load(Ordering::Relaxed) {
+                thread = other;
+            }
+        }
+        self.load[thread].fetch_add(1, Ordering::Relaxed);
+        Some(Placed {
+            load: self.load.clone(),
+            thread,
+        })
+    }
+
+    /// The runtime of data thread `i`.
+    pub fn handle(&self, i: usize) -> Option<&Handle> {
+        self.handles.get(i)
+    }
+
+    /// Sessions each data thread carries now (for tests and diagnostics).
+    pub fn loads(&self) -> Vec<u32> {
+        self.load
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// One session counted on a data thread while it lives (see [`DataThreads::pick`]).
+#[derive(Debug)]
+pub struct Placed {
+    load: Arc<[AtomicU32]>,
+    thread: usize,
+}
+
+impl Placed {
+    /// The data thread the session runs on.
+    pub fn thread(&self) -> usize {
+        self.thread
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.load[self.thread].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -90,7 +154,9 @@ impl Workers {
             handles.push(handle);
         }
         workers.threads = DataThreads {
+            load: handles.iter().map(|_| AtomicU32::new(0)).collect(),
             handles: handles.into(),
+            turn: Arc::default(),
         };
         Ok(workers)
     }
@@ -112,5 +178,43 @@ impl Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.done.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_goes_to_the_thread_with_fewer_sessions_and_stays_home_on_a_tie() {
+        let workers = Workers::start(2).expect("two data threads");
+        let threads = workers.threads();
+        let pick = |me| threads.pick(me).expect("data threads run");
+        // Even: the accepting thread keeps it (no cross-thread wake-up).
+        let a = pick(0);
+        assert_eq!(a.thread(), 0);
+        // Thread 0 carries one more: the next goes to thread 1, whoever accepted it.
+        let b = pick(0);
+        assert_eq!(b.thread(), 1);
+        let c = pick(1);
+        assert_eq!(c.thread(), 1);
+        let d = pick(1);
+        assert_eq!(d.thread(), 0);
+        assert_eq!(threads.loads(), [2, 2]);
+        // A session that ends frees its place on its thread.
+        drop(a);
+        drop(d);
+        assert_eq!(threads.loads(), [0, 2]);
+        assert_eq!(
+            pick(1).thread(),
+            0,
+            "the thread left with none takes the next"
+        );
+        workers.stop();
+    }
+
+    #[test]
+    fn without_data_threads_the_caller_serves() {
+        assert!(DataThreads::default().pick(0).is_none());
     }
 }
