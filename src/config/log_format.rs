@@ -16,6 +16,15 @@ pub struct LogFormat {
     pub nodes: Vec<LogNode>,
 }
 
+impl LogFormat {
+    /// True when the format shows any of `vars` (a value costly to read is read only then).
+    pub fn shows(&self, vars: &[LogVar]) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(n, LogNode::Var(v, _) if vars.contains(v)))
+    }
+}
+
 /// One piece of a [`LogFormat`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogNode {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -36,19 +36,41 @@ fn local_shortage(e: &std::io::Error) -> bool {
 }
 
 async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_nodelay(true)?;
-    let fut = socket.connect(addr);
+    let fut = connect_nonblocking(addr);
     match timeout {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
         })?,
         None => fut.await,
     }
+}
+
+/// A non-blocking `connect` that waits for the socket to turn writable. As HAProxy, the
+/// error (`SO_ERROR`) is asked of the kernel only when the poller reported one (`EPOLLERR`,
+/// `EPOLLHUP`): an established connection costs no `getsockopt`.
+async fn connect_nonblocking(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    let ready = stream.ready(tokio::io::Interest::WRITABLE).await?;
+    // A refused or reset connect shows as closed for writing; a peer that answered and
+    // already closed its side does not, and is a connection like any other.
+    if ready.is_write_closed()
+        && let Some(e) = stream.take_error()?
+    {
+        return Err(e);
+    }
+    Ok(stream)
 }
 
 /// A slot and an established connection to its server.

@@ -16,11 +16,11 @@
 //! once what it read is written: an idle session holds neither.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
@@ -111,12 +111,57 @@ enum DirEnd {
     WriteErr,
 }
 
+/// Which way a [`Direction`] carries bytes, and its bits in the session's [`Flags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    ToServer,
+    ToClient,
+}
+
+/// What each direction of a session is doing, for the other direction and the timeouts.
+#[derive(Debug, Default)]
+struct Flags(AtomicU8);
+
+impl Flags {
+    fn writing_bit(way: Way) -> u8 {
+        match way {
+            Way::ToServer => 1,
+            Way::ToClient => 2,
+        }
+    }
+    fn ended_bit(way: Way) -> u8 {
+        Flags::writing_bit(way) << 2
+    }
+    /// Bytes going `way` wait to be written (the writer's side is then timed even if
+    /// rolelb no longer reads from it).
+    fn writing(&self, way: Way) -> bool {
+        self.0.load(Ordering::Relaxed) & Flags::writing_bit(way) != 0
+    }
+    fn set_writing(&self, way: Way, on: bool) {
+        if on {
+            self.0.fetch_or(Flags::writing_bit(way), Ordering::Relaxed);
+        } else {
+            self.0
+                .fetch_and(!Flags::writing_bit(way), Ordering::Relaxed);
+        }
+    }
+    /// Marks `way` as ended (its reader's FIN passed on); true when the other way had
+    /// already ended.
+    fn end(&self, way: Way) -> bool {
+        let other = match way {
+            Way::ToServer => Way::ToClient,
+            Way::ToClient => Way::ToServer,
+        };
+        self.0.fetch_or(Flags::ended_bit(way), Ordering::AcqRel) & Flags::ended_bit(other) != 0
+    }
+}
+
 struct Direction<'a> {
     rd_active: &'a AtomicU64,
     wr_active: &'a AtomicU64,
-    /// Set while bytes wait to be written (the writer's side is then timed even if rolelb
-    /// no longer reads from it).
-    writing: &'a AtomicBool,
+    /// Both directions' state, shared.
+    flags: &'a Flags,
+    way: Way,
     bytes: &'a AtomicU64,
     /// Bytes of this session moved through a pipe.
     spliced: &'a AtomicU64,
@@ -150,7 +195,10 @@ trait Source {
     /// `readable()`: that future carries a waiter node of its own (~170 bytes), which an
     /// idle session would hold for its whole life; this uses the socket's reader slot.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    /// Reads what is there without waiting; `WouldBlock` when nothing is.
+    /// Reads what is there without waiting; `WouldBlock` when nothing is. A read shorter
+    /// than `buf` took everything there was: the source is no longer ready (as HAProxy
+    /// takes a short read), so the next wait does not return at once only for a read that
+    /// would find nothing.
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// The socket, when the source is one (splicing needs it).
     fn socket(&self) -> Option<&TcpStream>;
@@ -161,7 +209,21 @@ impl Source for ReadHalf<'_> {
         self.as_ref().poll_read_ready(cx)
     }
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        ReadHalf::try_read(self, buf)
+        let mut short = 0;
+        // A `WouldBlock` from the closure clears the readiness tokio saw before the read,
+        // not readiness that new bytes raised since.
+        let read = self.as_ref().try_io(Interest::READABLE, || {
+            let n = ReadHalf::try_read(self, buf)?;
+            if n > 0 && n < buf.len() {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+            other => other,
+        }
     }
     fn socket(&self) -> Option<&TcpStream> {
         Some(self.as_ref())
@@ -213,14 +275,14 @@ async fn splice_round(
         Err(_) => return Spliced::ReadErr,
     }
     stamp(epoch, d.rd_active);
-    d.writing.store(true, Ordering::Relaxed);
+    d.flags.set_writing(d.way, true);
     let drained = pipe
         .drain(to, |n| {
             d.spliced.fetch_add(n as u64, Ordering::Relaxed);
             d.wrote(n, epoch);
         })
         .await;
-    d.writing.store(false, Ordering::Relaxed);
+    d.flags.set_writing(d.way, false);
     match drained {
         Ok(()) => Spliced::Moved,
         Err(_) => Spliced::WriteErr,
@@ -291,7 +353,7 @@ where
         match splice_round(from, to, d, epoch, flow.splice.maxpipes).await {
             Spliced::Moved => return None,
             Spliced::Eof => {
-                let _ = w.shutdown().await;
+                pass_fin(w, d).await;
                 return Some(DirEnd::Eof);
             }
             Spliced::Copy { for_good } => carry.may_splice &= !for_good,
@@ -307,7 +369,7 @@ where
         Ok(0) => {
             drop(buf);
             // Half-close: pass the FIN on; the other direction carries on.
-            let _ = w.shutdown().await;
+            pass_fin(w, d).await;
             return Some(DirEnd::Eof);
         }
         Ok(n) => n,
@@ -317,15 +379,25 @@ where
     };
     carry.streamer.after_read(n, bufsize, now);
     stamp(epoch, d.rd_active);
-    d.writing.store(true, Ordering::Relaxed);
+    d.flags.set_writing(d.way, true);
     let written = w.write_all(&buf[..n]).await;
-    d.writing.store(false, Ordering::Relaxed);
+    d.flags.set_writing(d.way, false);
     drop(buf);
     if written.is_err() {
         return Some(DirEnd::WriteErr);
     }
     d.wrote(n, epoch);
     None
+}
+
+/// Passes the reader's FIN on to `w` (`shutdown` of its writing side), unless the other way
+/// has ended already: the session is then over and closing both sockets right after sends
+/// the FIN, as HAProxy closes without a `shutdown` once both sides are done (every byte the
+/// other side sent was read, so the close is a FIN, not a reset).
+async fn pass_fin<W: Sink>(w: &mut W, d: &Direction<'_>) {
+    if !d.flags.end(d.way) {
+        let _ = w.shutdown().await;
+    }
 }
 
 /// The idle limit of one side: its half-closed timeout once rolelb passed a FIN on to it,
@@ -385,8 +457,7 @@ pub fn forward<'a>(
         let server_active = AtomicU64::new(0);
         let bytes_in = AtomicU64::new(0);
         let bytes_out = AtomicU64::new(0);
-        let writing_to_server = AtomicBool::new(false);
-        let writing_to_client = AtomicBool::new(false);
+        let flags = Flags::default();
         let spliced = AtomicU64::new(0);
 
         let (cr, mut cw) = client.split();
@@ -397,7 +468,8 @@ pub fn forward<'a>(
             Direction {
                 rd_active: &client_active,
                 wr_active: &server_active,
-                writing: &writing_to_server,
+                flags: &flags,
+                way: Way::ToServer,
                 bytes: &bytes_in,
                 spliced: &spliced,
                 counters: counters.to_server,
@@ -412,7 +484,8 @@ pub fn forward<'a>(
             Direction {
                 rd_active: &server_active,
                 wr_active: &client_active,
-                writing: &writing_to_client,
+                flags: &flags,
+                way: Way::ToClient,
                 bytes: &bytes_out,
                 spliced: &spliced,
                 counters: counters.to_client,
@@ -431,12 +504,12 @@ pub fn forward<'a>(
             }
             let client = Side {
                 reading: !c2s_done,
-                writing: writing_to_client.load(Ordering::Relaxed),
+                writing: flags.writing(Way::ToClient),
                 fin_sent: s2c_done,
             };
             let server = Side {
                 reading: !s2c_done,
-                writing: writing_to_server.load(Ordering::Relaxed),
+                writing: flags.writing(Way::ToServer),
                 fin_sent: c2s_done,
             };
             let client_limit = side_limit(

@@ -216,13 +216,14 @@ async fn a_direction_never_holds_more_than_tune_bufsize() {
             AtomicU64::new(0),
             AtomicU64::new(0),
             AtomicU64::new(0),
-            AtomicBool::new(false),
+            Flags::default(),
             AtomicU64::new(0),
         );
         let d = Direction {
             rd_active: &a,
             wr_active: &b,
-            writing: &w,
+            flags: &w,
+            way: Way::ToClient,
             bytes: &c,
             spliced: &s,
             counters: &[],
@@ -394,13 +395,14 @@ async fn an_idle_session_keeps_a_small_forwarder_future() {
         AtomicU64::new(0),
         AtomicU64::new(0),
         AtomicU64::new(0),
-        AtomicBool::new(false),
+        Flags::default(),
         AtomicU64::new(0),
     );
     let d = Direction {
         rd_active: &a,
         wr_active: &b,
-        writing: &w,
+        flags: &w,
+        way: Way::ToClient,
         bytes: &c,
         spliced: &s,
         counters: &[],

@@ -25,7 +25,7 @@ use super::proxy_protocol;
 use super::rules::{self, Conn};
 use super::splice;
 use crate::config::acl::TcpAction;
-use crate::config::{Config, LogNode, LogVar, Role};
+use crate::config::{Config, LogVar, Role};
 use crate::logging::Throttle;
 use crate::table::{
     BackendLive, BackendRt, ConnAddrs, FrontendRt, NoServer, ServerLive, TableHandle, Via,
@@ -390,7 +390,11 @@ pub fn serve(
                 tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
             }
         }
-        let source_addr = conn.stream.local_addr().ok();
+        let source_addr = if log::shows_source(&fe, &accepted) {
+            conn.stream.local_addr().ok()
+        } else {
+            None
+        };
         // The line of a session, from what is known when it ends (`at`, with what it moved).
         let line = |at: Instant, bytes_in: u64, bytes_out: u64, term: &'static str| SessionLog {
             accepted_at: accepted.at_wall,

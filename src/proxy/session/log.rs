@@ -35,11 +35,7 @@ pub(super) fn log_session(
     line.fe_conn = u64::from(fe.live.conns.load(Ordering::Acquire));
     line.be_conn = u64::from(backend.live.sessions.load(Ordering::Acquire))
         + u64::from(backend.live.queued.load(Ordering::Acquire));
-    if format
-        .nodes
-        .iter()
-        .any(|n| matches!(n, LogNode::Var(LogVar::LogCounter, _)))
-    {
+    if format.shows(&[LogVar::LogCounter]) {
         line.log_count = log_line::next_log_count(&fe.name);
     }
     let text = log_line::render(format, &line);
@@ -49,6 +45,21 @@ pub(super) fn log_session(
         LOG_INFO
     };
     emit(fe_cfg, &accepted.config.global, level, &text);
+}
+
+/// True when `fe`'s session lines show the server connection's local address (`%bi`,
+/// `%bp`): only then is it asked of the kernel (a `getsockname` per session).
+pub(super) fn shows_source(fe: &FrontendRt, accepted: &Accepted) -> bool {
+    fe.tcplog
+        && accepted
+            .config
+            .frontends
+            .iter()
+            .find(|f| f.name == fe.name)
+            .and_then(|f| f.log_format.as_ref())
+            .is_some_and(|format| {
+                format.shows(&[LogVar::BackendSourceIp, LogVar::BackendSourcePort])
+            })
 }
 
 /// Sends a frontend's log line to its `log` targets (`log global` adds the global ones). A
