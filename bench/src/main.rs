@@ -82,9 +82,42 @@ struct Args {
     /// short connections at the first --nbthread, and print both tables side by side.
     #[arg(long, value_name = "N")]
     syscalls: Option<u64>,
+    /// Only these rows (a profile of one workload; the report leaves the others out).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ROW,...")]
+    only: Vec<Row>,
     /// The strace binary for --syscalls.
     #[arg(long, value_name = "PATH", default_value = "/usr/bin/strace")]
     strace: PathBuf,
+}
+
+/// A row of the report, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Row {
+    /// Connections/s and CPU per connection.
+    Short,
+    /// Ping-pong messages/s, latency and CPU per message.
+    Echo,
+    /// Bulk upload.
+    Upload,
+    /// Bulk download.
+    Download,
+    /// Echo latency during etcd churn.
+    Churn,
+    /// RSS per idle session.
+    Idle,
+}
+
+impl Row {
+    fn test(self) -> Option<Test> {
+        match self {
+            Row::Short => Some(Test::ShortConns),
+            Row::Echo => Some(Test::Echo),
+            Row::Upload => Some(Test::Upload),
+            Row::Download => Some(Test::Download),
+            Row::Churn => Some(Test::Churn),
+            Row::Idle => None,
+        }
+    }
 }
 
 /// Pause between measurements so sockets from one do not weigh on the next.
@@ -191,6 +224,9 @@ impl Plan {
         let mut tests = vec![Test::ShortConns, Test::Echo, Test::Upload, Test::Download];
         if churn_members > 0 {
             tests.push(Test::Churn);
+        }
+        if !args.only.is_empty() {
+            tests.retain(|t| args.only.iter().any(|r| r.test() == Some(*t)));
         }
         Ok(Plan {
             duration: Duration::from_secs_f64(secs),
@@ -390,6 +426,9 @@ async fn run(args: Args) -> Result<()> {
         let Some(p) = t.proxy.map(|i| &proxies[i]) else {
             continue;
         };
+        if !args.only.is_empty() && !args.only.contains(&Row::Idle) {
+            continue;
+        }
         let (result, line) = measure_idle(p, t.addr, plan.idle_sessions).await;
         eprintln!("{line}");
         raw.push(line);

@@ -424,6 +424,15 @@ pub async fn run(o: &Options) -> Result<()> {
             v.len()
         );
     }
+    let p99 = |v: &[Duration]| percentile(v, 0.99).as_secs_f64();
+    if p99(&quiet) > 0.0 && p99(&unwatched) > 0.0 {
+        println!(
+            "  echo p99 during the burst: {:.2}× quiet, {:.2}× the same burst unwatched (unwatched: {:.2}× quiet)",
+            p99(&churn) / p99(&quiet),
+            p99(&churn) / p99(&unwatched),
+            p99(&unwatched) / p99(&quiet)
+        );
+    }
     println!(
         "  RSS before {}, at the last put {}, 1 s after all were in {}, 1 s after the delete {}, peak {}; members' keys+values {}",
         mib(rss_before),
