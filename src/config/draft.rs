@@ -232,6 +232,8 @@ pub struct ProxyDraft {
     pub clitcpka: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `option nolinger`.
+    pub nolinger: bool,
     /// `option splice-*`.
     pub splice: super::Splice,
     /// `disabled`.
@@ -323,6 +325,7 @@ impl ProxyDraft {
             allbackups: false,
             clitcpka: false,
             srvtcpka: false,
+            nolinger: false,
             splice: super::Splice::default(),
             disabled: false,
             http_only: Vec::new(),

@@ -227,6 +227,8 @@ pub struct Frontend {
     pub log_options: LogOptions,
     /// `option clitcpka`.
     pub clitcpka: bool,
+    /// `option nolinger`: the client's connection is closed with a reset (`SO_LINGER` 0).
+    pub nolinger: bool,
     /// `option splice-*`.
     pub splice: Splice,
     /// `log global` (or an own `log` target list when not empty).
@@ -318,6 +320,9 @@ pub struct Backend {
     pub allbackups: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `option nolinger`: the server's connection is closed with a reset (`SO_LINGER` 0),
+    /// and a client's FIN closes it rather than being passed on.
+    pub nolinger: bool,
     /// `option splice-*`.
     pub splice: Splice,
     /// Health check method for servers with `check`.

@@ -375,6 +375,7 @@ mod tests {
             hashed,
             redispatch_avoids: true,
             srvtcpka: false,
+            nolinger: false,
             splice: crate::config::Splice::default(),
             queue_per_server: hashed,
             stick: None,

@@ -187,6 +187,9 @@ pub struct Flow {
     pub bufsize: usize,
     /// When each direction splices.
     pub splice: splice::Policy,
+    /// The backend's `option nolinger`: as in HAProxy, the client's FIN is not passed on
+    /// to the server; the session ends there and the server's connection is reset.
+    pub server_nolinger: bool,
 }
 
 /// The side bytes are read from: waited on for readability, then read without blocking.
@@ -353,7 +356,7 @@ where
         match splice_round(from, to, d, epoch, flow.splice.maxpipes).await {
             Spliced::Moved => return None,
             Spliced::Eof => {
-                pass_fin(w, d).await;
+                pass_fin(w, d, flow).await;
                 return Some(DirEnd::Eof);
             }
             Spliced::Copy { for_good } => carry.may_splice &= !for_good,
@@ -369,7 +372,7 @@ where
         Ok(0) => {
             drop(buf);
             // Half-close: pass the FIN on; the other direction carries on.
-            pass_fin(w, d).await;
+            pass_fin(w, d, flow).await;
             return Some(DirEnd::Eof);
         }
         Ok(n) => n,
@@ -394,8 +397,11 @@ where
 /// has ended already: the session is then over and closing both sockets right after sends
 /// the FIN, as HAProxy closes without a `shutdown` once both sides are done (every byte the
 /// other side sent was read, so the close is a FIN, not a reset).
-async fn pass_fin<W: Sink>(w: &mut W, d: &Direction<'_>) {
-    if !d.flags.end(d.way) {
+/// With the backend's `option nolinger` a client's FIN ends the session instead (see
+/// [`Flow::server_nolinger`]).
+async fn pass_fin<W: Sink>(w: &mut W, d: &Direction<'_>, flow: Flow) {
+    let silent = flow.server_nolinger && d.way == Way::ToServer;
+    if !d.flags.end(d.way) && !silent {
         let _ = w.shutdown().await;
     }
 }
@@ -561,6 +567,7 @@ pub fn forward<'a>(
             };
             tokio::select! {
                 r = &mut c2s, if !c2s_done => match r {
+                    DirEnd::Eof if flow.server_nolinger => break End::Closed,
                     DirEnd::Eof => c2s_done = true,
                     DirEnd::ReadErr => break End::ClientError,
                     DirEnd::WriteErr => break End::ServerError,

@@ -35,6 +35,7 @@ async fn setup_with(
             Flow {
                 bufsize: crate::config::DEFAULT_BUFSIZE,
                 splice,
+                server_nolinger: false,
             },
             std::future::pending(),
         )
@@ -231,6 +232,7 @@ async fn a_direction_never_holds_more_than_tune_bufsize() {
         let flow = Flow {
             bufsize,
             splice: splice::Policy::default(),
+            server_nolinger: false,
         };
         let end = pump(
             &reader,
@@ -362,6 +364,7 @@ async fn kill_ends_a_session_waiting_for_readability() {
             Flow {
                 bufsize: crate::config::DEFAULT_BUFSIZE,
                 splice: policy(SpliceWhen::Always, SpliceWhen::Always),
+                server_nolinger: false,
             },
             async {
                 let _ = rx.await;
@@ -389,6 +392,7 @@ async fn an_idle_session_keeps_a_small_forwarder_future() {
     let flow = Flow {
         bufsize: crate::config::DEFAULT_BUFSIZE,
         splice: policy(SpliceWhen::Auto, SpliceWhen::Auto),
+        server_nolinger: false,
     };
     let (cr, mut cw) = client.split();
     let (a, b, c, w, s) = (

@@ -167,6 +167,15 @@ fn count_failed(fe: &FrontendRt, reason: Refused) {
     }
 }
 
+/// `option nolinger`: closing the socket resets the connection (`SO_LINGER` on with 0 s), as
+/// HAProxy sets it on a frontend's listeners (inherited by what they accept) and on a
+/// backend's server connections.
+fn no_linger(stream: &TcpStream) {
+    if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("cannot set SO_LINGER: {e}");
+    }
+}
+
 /// Enables TCP keepalive: HAProxy's plain form for `option clitcpka`/`srvtcpka`, or the
 /// tighter role-aware form with `TCP_USER_TIMEOUT` (see [`ROLE_KEEPALIVE`]).
 fn set_keepalive(stream: &TcpStream, role_aware: bool) {
@@ -223,6 +232,7 @@ fn flow(table: &TableHandle, fe: &FrontendRt, backend: &BackendRt) -> forward::F
     forward::Flow {
         bufsize: global.bufsize(),
         splice: splice::Policy::new(fe.splice, backend.settings.splice, global.maxpipes()),
+        server_nolinger: backend.settings.nolinger,
     }
 }
 
@@ -283,6 +293,9 @@ pub fn serve(
             config: table.load().config.clone(),
         };
         let _ = client.set_nodelay(true);
+        if fe.nolinger {
+            no_linger(&client);
+        }
         // `tcp-request connection` rules see the connection itself, before any PROXY header.
         if !fe.tcp_request_connection.is_empty() {
             let current = table.load();
@@ -383,6 +396,9 @@ pub fn serve(
         let role_aware = backend.role != Role::Any;
         if backend.settings.srvtcpka || role_aware {
             set_keepalive(&conn.stream, role_aware);
+        }
+        if backend.settings.nolinger {
+            no_linger(&conn.stream);
         }
         if let Some(version) = server.config.send_proxy {
             let header = proxy_protocol::header(version, peer, local);

@@ -129,6 +129,7 @@ pub(crate) fn build_backend(
             redispatch_avoids: !(be.balance == config::Balance::Source
                 && be.hash_type == config::HashType::MapBased),
             srvtcpka: be.srvtcpka,
+            nolinger: be.nolinger,
             splice: be.splice,
             queue_per_server: be.balance == config::Balance::Source,
             stick,

@@ -158,6 +158,8 @@ pub struct BackendSettings {
     pub redispatch_avoids: bool,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
+    /// `option nolinger`.
+    pub nolinger: bool,
     /// `option splice-*`.
     pub splice: config::Splice,
     /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
@@ -214,6 +216,8 @@ pub struct FrontendRt {
     pub log_options: LogOptions,
     /// `option clitcpka`.
     pub clitcpka: bool,
+    /// `option nolinger`.
+    pub nolinger: bool,
     /// `option splice-*`.
     pub splice: config::Splice,
     /// The addresses it listens on, with their `bind` options.
@@ -251,6 +255,7 @@ impl FrontendRt {
             tcplog: self.tcplog,
             log_options: self.log_options,
             clitcpka: self.clitcpka,
+            nolinger: self.nolinger,
             splice: self.splice,
             binds: self.binds.clone(),
             live: self.live.clone(),
@@ -376,6 +381,7 @@ impl Table {
                 tcplog: fe.tcplog,
                 log_options: fe.log_options,
                 clitcpka: fe.clitcpka,
+                nolinger: fe.nolinger,
                 splice: fe.splice,
                 binds: fe
                     .binds

@@ -104,7 +104,9 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("tcp-smart-accept", Sections::FE, ignored),
     flag("tcp-smart-connect", Sections::BE, ignored),
     flag("socket-stats", Sections::FE, ignored),
-    flag("nolinger", Sections::ALL, ignored),
+    flag("nolinger", Sections::ALL, |p, c, on| {
+        set(&mut p.nolinger, on, c)
+    }),
     flag("independent-streams", Sections::ALL, ignored),
 ];
 
