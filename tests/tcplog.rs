@@ -143,6 +143,10 @@ fn run_scenarios(ports: &Ports, stderr: &dyn Fn() -> String) -> String {
             "no log line for {what}; stderr:\n{}",
             stderr()
         );
+        // A session is logged before its counts drop (HAProxy decrements them after writing
+        // the line, possibly on another thread): the next session starts after that, or a
+        // loaded machine shows the ended one in the next line's %ac/%fc.
+        std::thread::sleep(Duration::from_millis(200));
     };
     // 1. The client closes after an exchange.
     let mut c = connect(ports.normal);

@@ -226,7 +226,9 @@ fn timeouts(fe: &FrontendRt, backend: &BackendRt) -> Timeouts {
     }
 }
 
-/// How a session through `fe` to `backend` moves its bytes: `tune.bufsize` and splicing.
+/// How a session through `fe` to `backend` moves its bytes: `tune.bufsize` and splicing (the
+/// pipe cap is [`crate::config::Config::maxpipes`] whenever this session may splice, without
+/// looking at every proxy).
 fn flow(table: &TableHandle, fe: &FrontendRt, backend: &BackendRt) -> forward::Flow {
     let global = &table.load().config.global;
     forward::Flow {

@@ -20,7 +20,7 @@ pub(super) fn families(env: &Env, table: &Table, out: &mut Out) {
     });
     let start = view::start_time_secs(env.started_wall);
     let listeners = table.listeners.len();
-    let max_pipes = match table.config.global.maxpipes() {
+    let max_pipes = match table.config.maxpipes() {
         usize::MAX => 0,
         n => n as u64,
     };
