@@ -408,7 +408,7 @@ pub fn serve(
                 tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
             }
         }
-        let source_addr = if log::shows_source(&fe, &accepted) {
+        let source_addr = if fe.log_shows_source {
             conn.stream.local_addr().ok()
         } else {
             None

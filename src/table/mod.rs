@@ -212,6 +212,9 @@ pub struct FrontendRt {
     pub timeout_client_fin: Option<Duration>,
     /// `option tcplog`.
     pub tcplog: bool,
+    /// The session lines show the server connection's local address (`%bi`, `%bp`): only
+    /// then is it read from the kernel (a `getsockname` per session).
+    pub log_shows_source: bool,
     /// The logging `option`s.
     pub log_options: LogOptions,
     /// `option clitcpka`.
@@ -253,6 +256,7 @@ impl FrontendRt {
             timeout_client: self.timeout_client,
             timeout_client_fin: self.timeout_client_fin,
             tcplog: self.tcplog,
+            log_shows_source: self.log_shows_source,
             log_options: self.log_options,
             clitcpka: self.clitcpka,
             nolinger: self.nolinger,
@@ -379,6 +383,13 @@ impl Table {
                 timeout_client: fe.timeout_client,
                 timeout_client_fin: fe.timeout_client_fin,
                 tcplog: fe.tcplog,
+                log_shows_source: fe.tcplog
+                    && fe.log_format.as_ref().is_some_and(|f| {
+                        f.shows(&[
+                            config::LogVar::BackendSourceIp,
+                            config::LogVar::BackendSourcePort,
+                        ])
+                    }),
                 log_options: fe.log_options,
                 clitcpka: fe.clitcpka,
                 nolinger: fe.nolinger,

@@ -47,21 +47,6 @@ pub(super) fn log_session(
     emit(fe_cfg, &accepted.config.global, level, &text);
 }
 
-/// True when `fe`'s session lines show the server connection's local address (`%bi`,
-/// `%bp`): only then is it asked of the kernel (a `getsockname` per session).
-pub(super) fn shows_source(fe: &FrontendRt, accepted: &Accepted) -> bool {
-    fe.tcplog
-        && accepted
-            .config
-            .frontends
-            .iter()
-            .find(|f| f.name == fe.name)
-            .and_then(|f| f.log_format.as_ref())
-            .is_some_and(|format| {
-                format.shows(&[LogVar::BackendSourceIp, LogVar::BackendSourcePort])
-            })
-}
-
 /// Sends a frontend's log line to its `log` targets (`log global` adds the global ones). A
 /// frontend without any target writes it to rolelb's own log instead (HAProxy, which warns
 /// about this at startup, would drop it).
