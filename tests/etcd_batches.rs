@@ -5,6 +5,8 @@
 //! - a switchover written as one transaction (old primary demoted, new one promoted, `leader`
 //!   moved) moves the writes at once, closes the old primary's sessions, and no connection
 //!   reaches the demoted member afterwards;
+//! - a switchover in the middle of a burst of replica changes moves the writes as well, and
+//!   the burst is applied whole;
 //! - one delete-range of several members removes all of them;
 //! - 1000 members put one by one are all in the table soon after the last put, without
 //!   disturbing the sessions of another listener, and one delete-range empties the table
@@ -295,6 +297,85 @@ fn one_delete_range_removes_every_member_it_covers() {
         "one delete-range is one table swap"
     );
     assert!(servers.iter().all(|s| s.open() == 0));
+}
+
+/// In a burst the watch reads at most every few milliseconds (fewer wake-ups of the etcd
+/// thread); a switchover that arrives in the middle of one is not held with the replicas'
+/// changes: the writes move, the demoted member's session is closed, and nothing reaches it
+/// afterwards, while the burst goes on.
+#[test]
+fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_applied_whole() {
+    const MEMBERS: usize = 3000;
+    let WriterLab {
+        etcd,
+        a,
+        b,
+        rolelb,
+        addr,
+        admin,
+        mut writer,
+    } = WriterLab::start();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let endpoint = etcd.endpoint();
+    let putter = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let rt = runtime();
+            rt.block_on(async {
+                let mut c = Client::connect([endpoint], None)
+                    .await
+                    .expect("connect to etcd");
+                for i in 0..MEMBERS {
+                    let value = member(20_000 + i as u16, "replica");
+                    c.put(key(&format!("m{i:04}")), value, None)
+                        .await
+                        .expect("put");
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        })
+    };
+    let rt = runtime();
+    let mut etcd_client = client(&rt, &etcd);
+    assert!(
+        wait_until(SOON, || done.load(std::sync::atomic::Ordering::Relaxed) >= 300),
+        "the burst did not start"
+    );
+    let txn = Txn::new().and_then([
+        TxnOp::put(key("a"), member(a.port(), "replica"), None),
+        TxnOp::put(key("b"), member(b.port(), "primary"), None),
+        TxnOp::put(format!("{PREFIX}/leader"), "b", None),
+    ]);
+    rt.block_on(etcd_client.txn(txn))
+        .expect("the switchover txn");
+    let at = done.load(std::sync::atomic::Ordering::Relaxed);
+    let took = wait_answered_by(&rolelb, addr, "b");
+    let moved_at = done.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        took < SOON,
+        "writes moved to b only after {took:?}\n{}",
+        rolelb.stderr_text()
+    );
+    assert!(closed(&mut writer), "the demoted primary's session is open");
+    for i in 0..20 {
+        let name = who_answers(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(name, "b", "connection {i} after the switchover");
+    }
+    putter.join().expect("the putting thread");
+    assert!(
+        wait_until(SOON, || servers_in_table(admin) == MEMBERS + 2),
+        "{} of {} members in the table\n{}",
+        servers_in_table(admin),
+        MEMBERS + 2,
+        rolelb.stderr_text()
+    );
+    for i in 0..20 {
+        let name = who_answers(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(name, "b", "connection {i} after the burst");
+    }
+    eprintln!(
+        "switchover written after put {at} of {MEMBERS}; writes on b {took:?} later, at put {moved_at}"
+    );
 }
 
 #[test]

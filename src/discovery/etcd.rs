@@ -47,6 +47,12 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub const SILENT_LIMIT: Duration = Duration::from_secs(15);
 /// At most this many waiting watch responses are applied together before publishing.
 const BATCH_RESPONSES: usize = 4096;
+/// While responses follow each other closer than this (a burst: thousands of puts a second),
+/// the watch reads at most once per this span, so that the responses waiting meanwhile make
+/// one batch: one wake-up of the etcd thread instead of one per response, which the data
+/// path's threads would otherwise feel on a busy machine. A change arriving in a burst waits
+/// at most this long (the thread's other watches too); a lone change is read at once.
+const BURST_PACE: Duration = Duration::from_millis(5);
 /// First wait before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between reconnection attempts.
@@ -262,7 +268,7 @@ impl Task {
                 if let Err(error) = listed {
                     return Ended::Failed { error, connected };
                 }
-                if !self.publish(Instant::now()).await {
+                if self.publish(Instant::now()).await.is_none() {
                     return Ended::Stopped;
                 }
             }
@@ -381,8 +387,21 @@ impl Task {
         let mut relist = tokio::time::interval_at(start + RELIST_EVERY, RELIST_EVERY);
         let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
         let mut heard = Instant::now();
+        let mut paced = Pace::default();
         let stop = self.w.stop.clone();
         loop {
+            if let Some(until) = paced.hold() {
+                if super::on_etcd_thread() {
+                    // The whole thread pauses, on purpose: waiting in the runtime would still
+                    // wake it for every response the connection's reader takes off the socket.
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                } else {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Followed::Stopped,
+                        _ = tokio::time::sleep_until(until.into()) => {}
+                    }
+                }
+            }
             tokio::select! {
                 _ = stop.cancelled() => return Followed::Stopped,
                 message = stream.message() => {
@@ -394,7 +413,7 @@ impl Task {
                     while let Some(message) = next.take() {
                         if let Err(end) = self.take(message, endpoint, connected) {
                             // What the batch applied is not lost with the stream.
-                            if !self.publish(received).await {
+                            if self.publish(received).await.is_none() {
                                 return Followed::Stopped;
                             }
                             return end;
@@ -405,8 +424,9 @@ impl Task {
                         }
                     }
                     self.w.status.confirm();
-                    if !self.publish(received).await {
-                        return Followed::Stopped;
+                    match self.publish(received).await {
+                        Some(urgent) => paced.batch(received, urgent),
+                        None => return Followed::Stopped,
                     }
                 }
                 _ = progress.tick() => {
@@ -421,7 +441,7 @@ impl Task {
                     // Even an unchanged listing may change addresses (names are looked up again).
                     match self.list(client, endpoint).await {
                         Ok(_) => {
-                            if !self.publish(Instant::now()).await {
+                            if self.publish(Instant::now()).await.is_none() {
                                 return Followed::Stopped;
                             }
                         }
@@ -533,11 +553,11 @@ impl Task {
         }
     }
 
-    /// Sends `control` what changed in the set since the last time, if anything; false when
-    /// `control` is gone.
-    async fn publish(&mut self, received: Instant) -> bool {
+    /// Sends `control` what changed in the set since the last time, if anything: whether it
+    /// may move the primary, or `None` when `control` is gone.
+    async fn publish(&mut self, received: Instant) -> Option<bool> {
         if !self.published.pending() {
-            return true;
+            return Some(false);
         }
         let changes = self.published.flush(&self.set).await;
         let unresolved = self.published.take_unresolved();
@@ -546,7 +566,7 @@ impl Task {
             .parse_errors
             .fetch_add(unresolved, Ordering::Relaxed);
         if changes.is_empty() {
-            return true;
+            return Some(false);
         }
         tracing::debug!(
             backend = %self.w.backend,
@@ -555,14 +575,51 @@ impl Task {
             members = self.set.len(),
             "etcd members changed"
         );
-        self.w.tx.send(Discovered {
-            backend: self.w.backend.clone(),
-            watch: self.w.id,
-            changes,
-            revision: self.revision,
-            received,
-            urgent: self.published.take_urgent(),
-        })
+        let urgent = self.published.take_urgent();
+        self.w
+            .tx
+            .send(Discovered {
+                backend: self.w.backend.clone(),
+                watch: self.w.id,
+                changes,
+                revision: self.revision,
+                received,
+                urgent,
+            })
+            .then_some(urgent)
+    }
+}
+
+/// When the watch reads next: at once, unless it is inside a burst — at least
+/// [`BURST_RUN`] batches in a row, none of which may move the primary, each received less
+/// than twice [`BURST_PACE`] after the one before (see there).
+#[derive(Debug, Default)]
+struct Pace {
+    /// When the last batch was received.
+    last: Option<Instant>,
+    /// How many batches in a row came that close, none of them urgent.
+    run: u32,
+}
+
+/// How many close batches in a row make a burst. A switchover written as a few separate
+/// puts, or any change that may move the primary, is never held.
+const BURST_RUN: u32 = 8;
+
+impl Pace {
+    /// A batch received at `at` was applied; `urgent` when it may move the primary.
+    fn batch(&mut self, at: Instant, urgent: bool) {
+        let close = self
+            .last
+            // Twice the pace: the batch read right after a hold still belongs to the burst.
+            .is_some_and(|prev| at.saturating_duration_since(prev) < BURST_PACE * 2);
+        self.run = if close && !urgent { self.run + 1 } else { 0 };
+        self.last = Some(at);
+    }
+
+    /// Until when to wait before reading again, in a burst.
+    fn hold(&self) -> Option<Instant> {
+        let last = self.last.filter(|_| self.run >= BURST_RUN)?;
+        Some(last + BURST_PACE).filter(|t| *t > Instant::now())
     }
 }
 
@@ -586,4 +643,36 @@ enum Followed {
     Failed(EtcdError),
     /// The watch's start revision was compacted: list again.
     Relist,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_run_of_close_batches_that_leave_the_primary_alone_holds_the_next_read() {
+        let mut pace = Pace::default();
+        assert_eq!(pace.hold(), None, "nothing read yet");
+        let t0 = Instant::now();
+        pace.batch(t0, false);
+        assert_eq!(pace.hold(), None, "a lone batch: read the next at once");
+        // A few close batches (a switchover written as separate puts): not a burst.
+        for _ in 1..BURST_RUN {
+            pace.batch(Instant::now(), false);
+        }
+        assert_eq!(pace.hold(), None, "fewer than BURST_RUN in a row");
+        let t = Instant::now();
+        pace.batch(t, false);
+        assert_eq!(pace.hold(), Some(t + BURST_PACE), "a burst: the next read waits");
+        // A batch that may move the primary ends the burst at once.
+        pace.batch(Instant::now(), true);
+        assert_eq!(pace.hold(), None, "an urgent batch is never followed by a hold");
+        // Batches far apart are no burst either.
+        let mut at = Instant::now();
+        for _ in 0..=BURST_RUN {
+            at += BURST_PACE * 3;
+            pace.batch(at, false);
+        }
+        assert_eq!(pace.hold(), None);
+    }
 }

@@ -215,6 +215,17 @@ pub fn runtime() -> Option<&'static tokio::runtime::Handle> {
     .as_ref()
 }
 
+thread_local! {
+    /// Whether this thread is `rolelb-etcd`, whose runtime runs nothing but the watches.
+    static ON_ETCD_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs on `rolelb-etcd` (see [`runtime`]), where pausing the whole
+/// thread holds up only etcd watches.
+pub(crate) fn on_etcd_thread() -> bool {
+    ON_ETCD_THREAD.with(std::cell::Cell::get)
+}
+
 fn start_runtime() -> std::io::Result<tokio::runtime::Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -226,6 +237,7 @@ fn start_runtime() -> std::io::Result<tokio::runtime::Handle> {
         .spawn(move || {
             // The lookup threads it starts inherit the priority.
             crate::sched::background_thread(ETCD_NICE, "the etcd thread");
+            ON_ETCD_THREAD.with(|on| on.set(true));
             runtime.block_on(std::future::pending::<()>());
         })?;
     Ok(handle)

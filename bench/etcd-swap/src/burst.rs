@@ -20,6 +20,12 @@
 //!   members were in, 1 s after the delete-range emptied the table, and its peak (`VmHWM`),
 //!   next to the size of the members' keys and values; and the load average, as the machine
 //!   may be shared.
+//!
+//! The whole sequence runs `--rounds` times on the same etcd and rolelb; the echo's samples of
+//! each kind of window are also pooled over the rounds, as one window's p99 (its ~20 worst
+//! round trips) moves several-fold from one window to the next on a shared machine. With
+//! `--etcd-place apart` (the default) etcd and the putting client stand for machines of their
+//! own (see [`super::LoadPlace`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -267,10 +273,162 @@ fn thread_cpu_delta(
         .join(", ")
 }
 
-/// Runs the burst and prints what it measured.
+/// What one round measured.
+struct Round {
+    /// Echo round trips per window: quiet, the same burst unwatched, watched by a bare
+    /// client, the burst rolelb applies, the delete.
+    windows: [Vec<Duration>; 5],
+    puts: Duration,
+    all_in: Duration,
+    cpu_burst: Duration,
+    threads: String,
+    emptied: Duration,
+    cpu_delete: Duration,
+    seen: usize,
+    rss: [u64; 5],
+    bytes: u64,
+    load: String,
+}
+
+/// Names of [`Round::windows`], in order.
+const WINDOWS: [&str; 5] = [
+    "quiet",
+    "during the same burst unwatched",
+    "during the same burst watched by a bare client",
+    "during the burst",
+    "during the delete",
+];
+
+/// The putting client's thread stands apart too (see [`super::LoadPlace::Apart`]) while it
+/// puts, and is back at the normal policy before it polls rolelb.
+fn load_apart(o: &Options, apart: bool) {
+    if o.etcd_place == super::LoadPlace::Apart
+        && let Err(e) = super::sched_idle(apart)
+    {
+        eprintln!("the putting client keeps its scheduling policy: {e}");
+    }
+}
+
+/// One quiet window, the unwatched and bare-watched bursts, the burst rolelb applies and
+/// its delete-range.
+async fn round(
+    o: &Options,
+    etcd: &mut super::Etcd,
+    pid: u32,
+    admin: SocketAddr,
+    samples: &Samples,
+) -> Result<Round> {
+    let quiet_from = Instant::now();
+    tokio::time::sleep(QUIET).await;
+    let quiet_to = Instant::now();
+    let rss_before = rss(pid)?;
+    let load = load_average();
+
+    load_apart(o, true);
+    // The same burst where rolelb does not look: etcd's and the client's own share.
+    let unwatched_from = Instant::now();
+    put_members(&mut etcd.client, ELSEWHERE, o.members).await?;
+    let unwatched_to = Instant::now();
+    etcd.client
+        .delete(ELSEWHERE, Some(DeleteOptions::new().with_prefix()))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The same burst again, watched by a bare client: what etcd's serving a watch adds.
+    let watcher = bare_watcher(etcd.endpoint.clone(), WATCHED, o.members)?;
+    let watched_from = Instant::now();
+    put_members(&mut etcd.client, WATCHED, o.members).await?;
+    let watched_to = Instant::now();
+    let seen = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the bare watcher panicked"))??;
+    etcd.client
+        .delete(WATCHED, Some(DeleteOptions::new().with_prefix()))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The burst: one put per member, each awaited (one revision each).
+    let cpu0 = cpu_time(pid)?;
+    let threads0 = thread_cpu(pid);
+    let first_put = Instant::now();
+    let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
+    let last_put = Instant::now();
+    load_apart(o, false);
+    // Before the first poll.
+    let rss_last_put = rss(pid)?;
+    let all_in = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
+        servers_in_table(admin) == Some(o.members)
+    })
+    .context("not every member reached the table")?;
+    let cpu1 = cpu_time(pid)?;
+    let threads1 = thread_cpu(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = rss(pid)?;
+
+    // One delete-range removes them all in one revision.
+    let cpu2 = cpu_time(pid)?;
+    let deleted_from = Instant::now();
+    etcd.client
+        .delete(
+            format!("{PREFIX}/members/"),
+            Some(DeleteOptions::new().with_prefix()),
+        )
+        .await?;
+    let deleted = Instant::now();
+    let empty = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
+        servers_in_table(admin) == Some(0)
+    })
+    .context("the table did not empty after the delete-range")?;
+    let cpu3 = cpu_time(pid)?;
+    let delete_to = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_deleted = rss(pid)?;
+    let peak = peak_rss(pid)?;
+
+    Ok(Round {
+        windows: [
+            window(samples, quiet_from, quiet_to),
+            window(samples, unwatched_from, unwatched_to),
+            window(samples, watched_from, watched_to),
+            window(samples, first_put, all_in),
+            window(samples, deleted_from, delete_to),
+        ],
+        puts: last_put - first_put,
+        all_in: all_in - last_put,
+        cpu_burst: cpu1.saturating_sub(cpu0),
+        threads: thread_cpu_delta(&threads0, &threads1),
+        emptied: empty - deleted,
+        cpu_delete: cpu3.saturating_sub(cpu2),
+        seen,
+        rss: [rss_before, rss_last_put, rss_after, rss_deleted, peak],
+        bytes,
+        load,
+    })
+}
+
+/// `p99 during the burst: 1.23× quiet, ...` for one round or the pooled samples.
+fn ratios(w: &[Vec<Duration>; 5]) -> String {
+    let p99 = |v: &[Duration]| percentile(v, 0.99).as_secs_f64();
+    let (quiet, unwatched, burst) = (p99(&w[0]), p99(&w[1]), p99(&w[3]));
+    if quiet <= 0.0 || unwatched <= 0.0 {
+        return "echo p99: too few samples".to_owned();
+    }
+    format!(
+        "echo p99 quiet / unwatched / bare watcher / burst {:.2} / {:.2} / {:.2} / {:.2} ms: burst {:.2}× quiet, {:.2}× the same burst unwatched (unwatched: {:.2}× quiet)",
+        quiet * 1e3,
+        unwatched * 1e3,
+        p99(&w[2]) * 1e3,
+        burst * 1e3,
+        burst / quiet,
+        burst / unwatched,
+        unwatched / quiet
+    )
+}
+
+/// Runs the burst `--rounds` times and prints what each round and all of them measured.
 pub async fn run(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut etcd = super::start_etcd(&o.etcd, dir.path()).await?;
+    let mut etcd = super::start_etcd(&o.etcd, dir.path(), o.etcd_place).await?;
     let echo = echo_server(o.echo_short_slice)?;
     let (port, echo_port, admin_port) = (
         super::free_port()?,
@@ -310,137 +468,76 @@ pub async fn run(o: &Options) -> Result<()> {
     )
     .context("connecting through rolelb's echo listener")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let quiet_from = Instant::now();
-    tokio::time::sleep(QUIET).await;
-    let quiet_to = Instant::now();
-    let rss_before = rss(pid)?;
-    let load_before = load_average();
 
-    // The same burst where rolelb does not look: etcd's and the client's own share.
-    let unwatched_from = Instant::now();
-    put_members(&mut etcd.client, ELSEWHERE, o.members).await?;
-    let unwatched_to = Instant::now();
-    etcd.client
-        .delete(ELSEWHERE, Some(DeleteOptions::new().with_prefix()))
-        .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    // The same burst again, watched by a bare client: what etcd's serving a watch adds.
-    let watcher = bare_watcher(etcd.endpoint.clone(), WATCHED, o.members)?;
-    let watched_from = Instant::now();
-    put_members(&mut etcd.client, WATCHED, o.members).await?;
-    let watched_to = Instant::now();
-    let seen = watcher
-        .join()
-        .map_err(|_| anyhow::anyhow!("the bare watcher panicked"))??;
-    etcd.client
-        .delete(WATCHED, Some(DeleteOptions::new().with_prefix()))
-        .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    // The burst: one put per member, each awaited (one revision each).
-    let cpu0 = cpu_time(pid)?;
-    let threads0 = thread_cpu(pid);
-    let first_put = Instant::now();
-    let bytes = put_members(&mut etcd.client, PREFIX, o.members).await?;
-    let last_put = Instant::now();
-    // Before the first poll.
-    let rss_last_put = rss(pid)?;
-    let all_in = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
-        servers_in_table(admin) == Some(o.members)
-    })
-    .context("not every member reached the table")?;
-    let cpu1 = cpu_time(pid)?;
-    let threads1 = thread_cpu(pid);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after = rss(pid)?;
-
-    // One delete-range removes them all in one revision.
-    let cpu2 = cpu_time(pid)?;
-    let deleted_from = Instant::now();
-    etcd.client
-        .delete(
-            format!("{PREFIX}/members/"),
-            Some(DeleteOptions::new().with_prefix()),
-        )
-        .await?;
-    let deleted = Instant::now();
-    let empty = wait_until(Duration::from_secs(300), Duration::from_millis(20), || {
-        servers_in_table(admin) == Some(0)
-    })
-    .context("the table did not empty after the delete-range")?;
-    let cpu3 = cpu_time(pid)?;
-    let delete_to = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_deleted = rss(pid)?;
-    let peak = peak_rss(pid)?;
-    stop.store(true, Ordering::Relaxed);
-
-    let quiet = window(&samples, quiet_from, quiet_to);
-    let unwatched = window(&samples, unwatched_from, unwatched_to);
-    let watched = window(&samples, watched_from, watched_to);
-    let churn = window(&samples, first_put, all_in);
-    let during_delete = window(&samples, deleted_from, delete_to);
     let n = o.members;
     println!(
-        "burst of {n} members put one by one (nbthread {}; echo threads' slice {}; load average {load_before} before, {} after):",
+        "burst of {n} members put one by one, {} round(s) (nbthread {}; echo threads' slice {}; etcd and the putting client {}; load average {} before):",
+        o.rounds,
         o.nbthread.map_or("default".to_owned(), |n| n.to_string()),
         if o.echo_short_slice {
             "short"
         } else {
             "default"
         },
+        match o.etcd_place {
+            super::LoadPlace::Apart => "apart (data on tmpfs, SCHED_IDLE)",
+            super::LoadPlace::Shared => "shared (data on disk, normal priority)",
+        },
         load_average()
     );
-    println!(
-        "  puts took {:.2} s ({:.0}/s); last put → all {n} in the table: {}; rolelb CPU from the first put: {:.2} s",
-        (last_put - first_put).as_secs_f64(),
-        n as f64 / (last_put - first_put).as_secs_f64(),
-        ms(all_in - last_put),
-        (cpu1 - cpu0).as_secs_f64(),
-    );
-    println!(
-        "  rolelb CPU by thread: {}",
-        thread_cpu_delta(&threads0, &threads1)
-    );
-    println!(
-        "  one delete-range of all {n} → table empty: {} (rolelb CPU {:.2} s)",
-        ms(empty - deleted),
-        (cpu3 - cpu2).as_secs_f64(),
-    );
-    println!("  the bare watcher saw {seen} of {n} events");
-    for (what, v) in [
-        ("quiet", &quiet),
-        ("during the same burst unwatched", &unwatched),
-        ("during the same burst watched by a bare client", &watched),
-        ("during the burst", &churn),
-        ("during the delete", &during_delete),
-    ] {
+    let mut pooled: [Vec<Duration>; 5] = Default::default();
+    for i in 1..=o.rounds {
+        let r = round(o, &mut etcd, pid, admin, &samples).await?;
+        println!("round {i} (load average {}):", r.load);
         println!(
-            "  echo round trip {what}: p50 {}   p99 {}   max {}   ({} samples)",
-            ms(percentile(v, 0.50)),
-            ms(percentile(v, 0.99)),
-            ms(v.last().copied().unwrap_or_default()),
-            v.len()
+            "  puts took {:.2} s ({:.0}/s); last put → all {n} in the table: {}; rolelb CPU from the first put: {:.2} s",
+            r.puts.as_secs_f64(),
+            n as f64 / r.puts.as_secs_f64(),
+            ms(r.all_in),
+            r.cpu_burst.as_secs_f64(),
         );
-    }
-    let p99 = |v: &[Duration]| percentile(v, 0.99).as_secs_f64();
-    if p99(&quiet) > 0.0 && p99(&unwatched) > 0.0 {
+        println!("  rolelb CPU by thread: {}", r.threads);
         println!(
-            "  echo p99 during the burst: {:.2}× quiet, {:.2}× the same burst unwatched (unwatched: {:.2}× quiet)",
-            p99(&churn) / p99(&quiet),
-            p99(&churn) / p99(&unwatched),
-            p99(&unwatched) / p99(&quiet)
+            "  one delete-range of all {n} → table empty: {} (rolelb CPU {:.2} s)",
+            ms(r.emptied),
+            r.cpu_delete.as_secs_f64(),
         );
+        println!("  the bare watcher saw {} of {n} events", r.seen);
+        for (what, v) in WINDOWS.iter().zip(&r.windows) {
+            println!(
+                "  echo round trip {what}: p50 {}   p99 {}   max {}   ({} samples)",
+                ms(percentile(v, 0.50)),
+                ms(percentile(v, 0.99)),
+                ms(v.last().copied().unwrap_or_default()),
+                v.len()
+            );
+        }
+        println!("  {}", ratios(&r.windows));
+        let [before, last_put, after, deleted, peak] = r.rss;
+        println!(
+            "  RSS before {}, at the last put {}, 1 s after all were in {}, 1 s after the delete {}, peak {}; members' keys+values {}",
+            mib(before),
+            mib(last_put),
+            mib(after),
+            mib(deleted),
+            mib(peak),
+            mib(r.bytes)
+        );
+        for (all, w) in pooled.iter_mut().zip(r.windows) {
+            all.extend(w);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in &mut pooled {
+        w.sort();
     }
     println!(
-        "  RSS before {}, at the last put {}, 1 s after all were in {}, 1 s after the delete {}, peak {}; members' keys+values {}",
-        mib(rss_before),
-        mib(rss_last_put),
-        mib(rss_after),
-        mib(rss_deleted),
-        mib(peak),
-        mib(bytes)
+        "all {} round(s) pooled ({} quiet and {} burst samples, load average {} after): {}",
+        o.rounds,
+        pooled[0].len(),
+        pooled[3].len(),
+        load_average(),
+        ratios(&pooled)
     );
     Ok(())
 }

@@ -41,9 +41,24 @@ struct Options {
     nbthread: Option<u32>,
     /// Whether the burst's echo client and server threads ask for rolelb's short slice.
     echo_short_slice: bool,
+    /// `burst`: etcd and the putting client stand apart (see [`LoadPlace`]).
+    etcd_place: LoadPlace,
+    /// `burst`: how many times the whole sequence runs (its samples pooled).
+    rounds: usize,
 }
 
-const USAGE: &str = "options: --rolelb PATH --etcd PATH --mode leader|txn|burst --changes N --members N --nbthread N --echo-slice short|default";
+/// Where the burst's load generator — etcd and the client putting members — stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPlace {
+    /// As if on machines of their own: etcd's data on tmpfs (its disk flushes are not this
+    /// machine's) and etcd, the putting client and the bare watcher at `SCHED_IDLE` (they
+    /// take only CPU that rolelb and the echo leave).
+    Apart,
+    /// Beside rolelb as any other process: etcd's data on disk, normal priority.
+    Shared,
+}
+
+const USAGE: &str = "options: --rolelb PATH --etcd PATH --mode leader|txn|burst --changes N --members N --nbthread N --echo-slice short|default --etcd-place apart|shared --rounds N";
 
 fn options() -> Result<Options> {
     let mut o = Options {
@@ -54,6 +69,8 @@ fn options() -> Result<Options> {
         members: 10_000,
         nbthread: None,
         echo_short_slice: true,
+        etcd_place: LoadPlace::Apart,
+        rounds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -87,11 +104,19 @@ fn options() -> Result<Options> {
                     other => bail!("--echo-slice {other}: want short or default"),
                 }
             }
+            "--etcd-place" => {
+                o.etcd_place = match value.as_str() {
+                    "apart" => LoadPlace::Apart,
+                    "shared" => LoadPlace::Shared,
+                    other => bail!("--etcd-place {other}: want apart or shared"),
+                }
+            }
+            "--rounds" => o.rounds = value.parse().context("--rounds N")?,
             other => bail!("unknown option {other} ({USAGE})"),
         }
     }
-    if o.changes == 0 || o.members == 0 {
-        bail!("--changes and --members must be at least 1");
+    if o.changes == 0 || o.members == 0 || o.rounds == 0 {
+        bail!("--changes, --members and --rounds must be at least 1");
     }
     Ok(o)
 }
@@ -147,17 +172,52 @@ pub struct Etcd {
     pub client: etcd_client::Client,
     /// Its client URL.
     pub endpoint: String,
+    /// Its data directory when not under the caller's (dropped after `proc`: removed once
+    /// etcd is gone).
+    _data: Option<tempfile::TempDir>,
 }
 
-/// Starts a one-member etcd with its data in `dir`.
-pub async fn start_etcd(bin: &Path, dir: &Path) -> Result<Etcd> {
+/// Puts the calling thread (or, in `pre_exec`, the process about to run) at `SCHED_IDLE`, or
+/// back at `SCHED_OTHER`. Threads it creates afterwards inherit the policy.
+pub fn sched_idle(idle: bool) -> std::io::Result<()> {
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel reads `param`, which lives across the call; pid 0 is the caller.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts a one-member etcd with its data in `dir` (its log there too); with
+/// [`LoadPlace::Apart`] its data go to a directory in `/dev/shm` (removed with the returned
+/// [`Etcd`]) and it runs at `SCHED_IDLE`.
+pub async fn start_etcd(bin: &Path, dir: &Path, place: LoadPlace) -> Result<Etcd> {
     let (client, peer) = (free_port()?, free_port()?);
     let endpoint = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
+    let shm = match place {
+        LoadPlace::Apart => Some(
+            tempfile::tempdir_in("/dev/shm")
+                .context("etcd's data on tmpfs (--etcd-place apart): /dev/shm")?,
+        ),
+        LoadPlace::Shared => None,
+    };
+    let data = shm.as_ref().map_or(dir, |d| d.path()).join("etcd");
+    let mut cmd = Command::new(bin);
+    if place == LoadPlace::Apart {
+        // SAFETY: sched_setscheduler is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| sched_idle(true));
+        }
+    }
     let proc = spawn(
-        Command::new(bin)
-            .args(["--name", "bench", "--data-dir"])
-            .arg(dir.join("etcd"))
+        cmd.args(["--name", "bench", "--data-dir"])
+            .arg(data)
             .args(["--listen-client-urls", &endpoint])
             .args(["--advertise-client-urls", &endpoint])
             .args(["--listen-peer-urls", &peer_url])
@@ -174,6 +234,7 @@ pub async fn start_etcd(bin: &Path, dir: &Path) -> Result<Etcd> {
                 proc,
                 client: c,
                 endpoint,
+                _data: shm,
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -97,7 +97,7 @@ async fn switch(
 /// Runs `--changes` primary changes and prints the spans.
 pub async fn run(o: &Options) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut etcd = super::start_etcd(&o.etcd, dir.path()).await?;
+    let mut etcd = super::start_etcd(&o.etcd, dir.path(), super::LoadPlace::Shared).await?;
     let ports = [backend("m0").await?, backend("m1").await?];
     let names = ["m0", "m1"];
     for (i, (name, port)) in names.iter().zip(ports).enumerate() {
