@@ -21,6 +21,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -315,7 +317,7 @@ fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_appli
         admin,
         mut writer,
     } = WriterLab::start();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
     let endpoint = etcd.endpoint();
     let putter = {
         let done = done.clone();
@@ -330,7 +332,7 @@ fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_appli
                     c.put(key(&format!("m{i:04}")), value, None)
                         .await
                         .expect("put");
-                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
             });
         })
@@ -338,7 +340,7 @@ fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_appli
     let rt = runtime();
     let mut etcd_client = client(&rt, &etcd);
     assert!(
-        wait_until(SOON, || done.load(std::sync::atomic::Ordering::Relaxed) >= 300),
+        wait_until(SOON, || done.load(Ordering::Relaxed) >= 300),
         "the burst did not start"
     );
     let txn = Txn::new().and_then([
@@ -348,9 +350,9 @@ fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_appli
     ]);
     rt.block_on(etcd_client.txn(txn))
         .expect("the switchover txn");
-    let at = done.load(std::sync::atomic::Ordering::Relaxed);
+    let at = done.load(Ordering::Relaxed);
     let took = wait_answered_by(&rolelb, addr, "b");
-    let moved_at = done.load(std::sync::atomic::Ordering::Relaxed);
+    let moved_at = done.load(Ordering::Relaxed);
     assert!(
         took < SOON,
         "writes moved to b only after {took:?}\n{}",

@@ -390,7 +390,7 @@ impl Task {
         let mut paced = Pace::default();
         let stop = self.w.stop.clone();
         loop {
-            if let Some(until) = paced.hold() {
+            if let Some(until) = paced.hold(Instant::now()) {
                 if super::on_etcd_thread() {
                     // The whole thread pauses, on purpose: waiting in the runtime would still
                     // wake it for every response the connection's reader takes off the socket.
@@ -616,10 +616,10 @@ impl Pace {
         self.last = Some(at);
     }
 
-    /// Until when to wait before reading again, in a burst.
-    fn hold(&self) -> Option<Instant> {
+    /// Until when to wait, at `now`, before reading again: `None` outside a burst.
+    fn hold(&self, now: Instant) -> Option<Instant> {
         let last = self.last.filter(|_| self.run >= BURST_RUN)?;
-        Some(last + BURST_PACE).filter(|t| *t > Instant::now())
+        Some(last + BURST_PACE).filter(|t| *t > now)
     }
 }
 
@@ -652,27 +652,38 @@ mod tests {
     #[test]
     fn only_a_run_of_close_batches_that_leave_the_primary_alone_holds_the_next_read() {
         let mut pace = Pace::default();
-        assert_eq!(pace.hold(), None, "nothing read yet");
-        let t0 = Instant::now();
-        pace.batch(t0, false);
-        assert_eq!(pace.hold(), None, "a lone batch: read the next at once");
+        let mut at = Instant::now();
+        assert_eq!(pace.hold(at), None, "nothing read yet");
+        pace.batch(at, false);
+        assert_eq!(pace.hold(at), None, "a lone batch: read the next at once");
         // A few close batches (a switchover written as separate puts): not a burst.
         for _ in 1..BURST_RUN {
-            pace.batch(Instant::now(), false);
+            at += BURST_PACE / 2;
+            pace.batch(at, false);
         }
-        assert_eq!(pace.hold(), None, "fewer than BURST_RUN in a row");
-        let t = Instant::now();
-        pace.batch(t, false);
-        assert_eq!(pace.hold(), Some(t + BURST_PACE), "a burst: the next read waits");
+        assert_eq!(pace.hold(at), None, "fewer than BURST_RUN in a row");
+        // The batch read right after a hold still counts as close.
+        at += BURST_PACE + Duration::from_micros(100);
+        pace.batch(at, false);
+        let t = at;
+        assert_eq!(
+            pace.hold(at),
+            Some(t + BURST_PACE),
+            "a burst: the next read waits"
+        );
         // A batch that may move the primary ends the burst at once.
-        pace.batch(Instant::now(), true);
-        assert_eq!(pace.hold(), None, "an urgent batch is never followed by a hold");
+        at += BURST_PACE / 2;
+        pace.batch(at, true);
+        assert_eq!(
+            pace.hold(at),
+            None,
+            "an urgent batch is never followed by a hold"
+        );
         // Batches far apart are no burst either.
-        let mut at = Instant::now();
         for _ in 0..=BURST_RUN {
             at += BURST_PACE * 3;
             pace.batch(at, false);
         }
-        assert_eq!(pace.hold(), None);
+        assert_eq!(pace.hold(at), None);
     }
 }
