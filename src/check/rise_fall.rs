@@ -53,6 +53,16 @@ impl RiseFall {
         self.up
     }
 
+    /// `rise`.
+    pub fn rise(&self) -> u32 {
+        self.rise
+    }
+
+    /// `fall`.
+    pub fn fall(&self) -> u32 {
+        self.fall
+    }
+
     /// The health counter itself, from 0 to `rise + fall - 1` (HAProxy's `check_health`).
     pub fn counter(&self) -> u32 {
         self.health

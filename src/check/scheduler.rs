@@ -44,6 +44,10 @@ pub struct CheckSpec {
     pub on_marked_down_shutdown_sessions: bool,
     /// `on-marked-up shutdown-backup-sessions` (only meaningful on an active server).
     pub on_marked_up_shutdown_backup_sessions: bool,
+    /// `option log-health-checks` of the backend.
+    pub log_health_checks: bool,
+    /// `backup`: named so in the check log lines.
+    pub backup: bool,
 }
 
 /// The health-check half of a [`CheckSpec`].
@@ -181,6 +185,8 @@ impl CheckSpec {
             on_marked_down_shutdown_sessions: server.on_marked_down_shutdown_sessions,
             on_marked_up_shutdown_backup_sessions: server.on_marked_up_shutdown_backup_sessions
                 && !server.backup,
+            log_health_checks: backend.log_health_checks,
+            backup: server.backup,
         })
     }
 }

@@ -27,10 +27,16 @@ fn servers_left(env: &Env, backend: &str) -> (usize, usize) {
     let Some(be) = table.backends.get(backend) else {
         return (0, 0);
     };
+    // HAProxy's `srv_currently_usable`: a server of weight 0 takes no traffic and is not
+    // counted.
     let usable = |backup: bool| {
         be.servers
             .iter()
-            .filter(|s| s.config.backup == backup && s.live.eligible())
+            .filter(|s| {
+                s.config.backup == backup
+                    && s.live.eligible()
+                    && s.live.user_weight(s.config.weight) > 0
+            })
             .count()
     };
     (usable(false), usable(true))
@@ -56,13 +62,20 @@ fn operating_change(
     spec: &CheckSpec,
     live: &ServerLive,
     was: Health,
-    reason: &dyn std::fmt::Display,
+    reason: Option<&dyn std::fmt::Display>,
 ) -> bool {
     let now = live.effective_health();
     if now == was {
         return false;
     }
-    let name = format!("{}/{}", spec.backend, spec.server);
+    let name = format!(
+        "{}Server {}/{}",
+        if spec.backup { "Backup " } else { "" },
+        spec.backend,
+        spec.server
+    );
+    // HAProxy leaves the reason out when `option log-health-checks` already logged it.
+    let reason = reason.map(|r| format!(", reason: {r}")).unwrap_or_default();
     if now == Health::Down {
         live.down_transitions.fetch_add(1, Ordering::Relaxed);
         if spec.on_marked_down_shutdown_sessions {
@@ -71,7 +84,7 @@ fn operating_change(
         let (active, backup) = servers_left(env, &spec.backend);
         let sessions = live.sessions.load(Ordering::Relaxed);
         tracing::warn!(
-            "Server {name} is DOWN, reason: {reason}. {active} active and {backup} backup servers left. \
+            "{name} is DOWN{reason}. {active} active and {backup} backup servers left. \
              {sessions} sessions active{}, 0 requeued, 0 remaining in queue.",
             if spec.on_marked_down_shutdown_sessions {
                 " (closed: shutdown-sessions)"
@@ -88,10 +101,61 @@ fn operating_change(
         }
         let (active, backup) = servers_left(env, &spec.backend);
         tracing::info!(
-            "Server {name} is UP, reason: {reason}. {active} active and {backup} backup servers online."
+            "{name} is UP{reason}. {active} active and {backup} backup servers online. \
+             0 sessions requeued, 0 total in queue."
         );
     }
     true
+}
+
+/// `option log-health-checks`: HAProxy's line for a health check result that changed the
+/// check's status or moved the health counter (`Health check for server be/s1 failed,
+/// reason: ..., status: 2/3 UP.`); `None` when neither changed.
+fn check_log_line(
+    env: &Env,
+    spec: &CheckSpec,
+    live: &ServerLive,
+    result: &CheckResult,
+    status_changed: bool,
+    counter_moved: bool,
+    machine: &RiseFall,
+) -> Option<String> {
+    if !status_changed && !counter_moved {
+        return None;
+    }
+    let (rise, fall, health) = (machine.rise(), machine.fall(), machine.counter());
+    let (done, of, state) = if health >= rise {
+        let drained = env
+            .table()
+            .load()
+            .backends
+            .get(&spec.backend)
+            .and_then(|b| b.servers.iter().find(|s| *s.config.name == *spec.server))
+            .is_some_and(|s| live.user_weight(s.config.weight) == 0);
+        (
+            health - rise + 1,
+            fall,
+            if drained { "DRAIN" } else { "UP" },
+        )
+    } else {
+        (health, rise, "DOWN")
+    };
+    Some(format!(
+        "Health check for {}server {}/{} {}{}, reason: {result}, status: {done}/{of} {state}.",
+        if spec.backup { "backup " } else { "" },
+        spec.backend,
+        spec.server,
+        if result.status == Status::L7Okc {
+            "conditionally "
+        } else {
+            ""
+        },
+        if result.status.passed() {
+            "succeeded"
+        } else {
+            "failed"
+        },
+    ))
 }
 
 /// `http-check disable-on-404`: a conditional pass (`L7OKC`) stops new traffic to the server
@@ -152,6 +216,8 @@ pub(crate) async fn health_loop(
     } else {
         RiseFall::new(hs.rise, hs.fall)
     };
+    // The status of the previous result (HAProxy's `prev_status`; none yet: `INI`).
+    let mut last_status: Option<Status> = None;
     live.set_check_health(machine.counter());
     let mut external = external::Runner::default();
     // `check-ssl`: one TLS client for all the checks of this server.
@@ -187,8 +253,23 @@ pub(crate) async fn health_loop(
             live.check_failures.fetch_add(1, Ordering::Relaxed);
         }
         let name = format!("{}/{}", spec.backend, spec.server);
+        let counter = machine.counter();
         let transition = machine.record(passed);
         live.set_check_health(machine.counter());
+        let status_changed = last_status.replace(result.status) != Some(result.status);
+        if spec.log_health_checks
+            && let Some(line) = check_log_line(
+                &env,
+                &spec,
+                &live,
+                &result,
+                status_changed,
+                machine.counter() != counter,
+                &machine,
+            )
+        {
+            tracing::warn!("{line}");
+        }
         match transition {
             Some(t) => {
                 let was = live.effective_health();
@@ -197,7 +278,8 @@ pub(crate) async fn health_loop(
                 } else {
                     Health::Down
                 });
-                if !operating_change(&env, &spec, &live, was, &result) {
+                let reason = (!spec.log_health_checks).then_some(&result as &dyn std::fmt::Display);
+                if !operating_change(&env, &spec, &live, was, reason) {
                     tracing::info!(
                         "Health check for server {name} is {}, reason: {result}; the server stays {:?} (its agent says so).",
                         if t == Transition::Up { "UP" } else { "DOWN" },
@@ -248,7 +330,7 @@ fn apply_agent(
         if live.set_agent_health(health) != health {
             changed = true;
             let reason = format!("Agent reported {h:?}{}", describe(reply));
-            if !operating_change(env, spec, live, was, &reason) {
+            if !operating_change(env, spec, live, was, Some(&reason)) {
                 tracing::info!(
                     "Agent of server {name} reports {h:?}{}; the server stays {:?} (its health check says so).",
                     describe(reply),

@@ -411,6 +411,7 @@ fn backend(
         allbackups: p.allbackups,
         srvtcpka: p.srvtcpka,
         nolinger: p.nolinger,
+        log_health_checks: p.log_health_checks,
         splice: p.splice,
         check: check_method(p, diags),
         servers,

@@ -234,6 +234,8 @@ pub struct ProxyDraft {
     pub srvtcpka: bool,
     /// `option nolinger`.
     pub nolinger: bool,
+    /// `option log-health-checks`.
+    pub log_health_checks: bool,
     /// `option splice-*`.
     pub splice: super::Splice,
     /// `disabled`.
@@ -326,6 +328,7 @@ impl ProxyDraft {
             clitcpka: false,
             srvtcpka: false,
             nolinger: false,
+            log_health_checks: false,
             splice: super::Splice::default(),
             disabled: false,
             http_only: Vec::new(),

@@ -323,6 +323,9 @@ pub struct Backend {
     /// `option nolinger`: the server's connection is closed with a reset (`SO_LINGER` 0),
     /// and a client's FIN closes it rather than being passed on.
     pub nolinger: bool,
+    /// `option log-health-checks`: every health check result that changes the check's
+    /// status or moves the server's health counter is logged, not only UP/DOWN.
+    pub log_health_checks: bool,
     /// `option splice-*`.
     pub splice: Splice,
     /// Health check method for servers with `check`.

@@ -90,7 +90,9 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("http-ignore-probes", Sections::ALL, http_only),
     flag("originalto", Sections::ALL, http_only),
     // Accepted and ignored: they tune logging or kernel details, not where traffic goes.
-    flag("log-health-checks", Sections::BE, ignored),
+    flag("log-health-checks", Sections::BE, |p, c, on| {
+        set(&mut p.log_health_checks, on, c)
+    }),
     flag("contstats", Sections::FE, ignored),
     flag("splice-auto", Sections::ALL, |p, c, on| {
         set(&mut p.splice.auto, on, c)
