@@ -236,6 +236,8 @@ pub struct ProxyDraft {
     pub nolinger: bool,
     /// `option log-health-checks`.
     pub log_health_checks: bool,
+    /// `option independent-streams`.
+    pub independent_streams: bool,
     /// `option splice-*`.
     pub splice: super::Splice,
     /// `disabled`.
@@ -329,6 +331,7 @@ impl ProxyDraft {
             srvtcpka: false,
             nolinger: false,
             log_health_checks: false,
+            independent_streams: false,
             splice: super::Splice::default(),
             disabled: false,
             http_only: Vec::new(),

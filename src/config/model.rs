@@ -229,6 +229,9 @@ pub struct Frontend {
     pub clitcpka: bool,
     /// `option nolinger`: the client's connection is closed with a reset (`SO_LINGER` 0).
     pub nolinger: bool,
+    /// `option independent-streams`: the client side's read timeout is refreshed by reads
+    /// only, not also by writes to the client.
+    pub independent_streams: bool,
     /// `option splice-*`.
     pub splice: Splice,
     /// `log global` (or an own `log` target list when not empty).
@@ -323,6 +326,9 @@ pub struct Backend {
     /// `option nolinger`: the server's connection is closed with a reset (`SO_LINGER` 0),
     /// and a client's FIN closes it rather than being passed on.
     pub nolinger: bool,
+    /// `option independent-streams`: the server side's read timeout is refreshed by reads
+    /// only, not also by writes to the server.
+    pub independent_streams: bool,
     /// `option log-health-checks`: every health check result that changes the check's
     /// status or moves the server's health counter is logged, not only UP/DOWN.
     pub log_health_checks: bool,

@@ -376,6 +376,7 @@ mod tests {
             redispatch_avoids: true,
             srvtcpka: false,
             nolinger: false,
+            independent_streams: false,
             splice: crate::config::Splice::default(),
             queue_per_server: hashed,
             stick: None,

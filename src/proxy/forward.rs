@@ -3,7 +3,9 @@
 //! Half-close is honoured: when one side sends FIN, the other side's write half is shut down
 //! and the opposite direction keeps flowing. Inactivity is judged per side as HAProxy does:
 //! `timeout client` for the client side, `timeout server` for the server side (reads or
-//! writes count as activity), replaced by `timeout tunnel` for both when set. A side is timed
+//! writes count as activity; writes not for reading with `option independent-streams`; a
+//! write waiting on a side is timed from when it began: see [`deadline`]), replaced by
+//! `timeout tunnel` for both when set. A side is timed
 //! only while rolelb still reads from it or has data waiting for it: once a client sent its
 //! FIN and everything was delivered, nothing waits on the client. Once rolelb has passed a FIN
 //! on to a side, that side's limit becomes `timeout client-fin` / `timeout server-fin` when
@@ -41,6 +43,12 @@ pub struct Timeouts {
     pub server_fin: Option<Duration>,
     /// `timeout tunnel`.
     pub tunnel: Option<Duration>,
+    /// The frontend's `option independent-streams`: writes to the client do not refresh
+    /// the client side's read timeout.
+    pub client_independent: bool,
+    /// The backend's `option independent-streams`: writes to the server do not refresh the
+    /// server side's read timeout.
+    pub server_independent: bool,
 }
 
 /// Counters a session adds its bytes to as they flow.
@@ -169,6 +177,13 @@ struct Direction<'a> {
 }
 
 impl Direction<'_> {
+    /// Bytes wait to be written: the writer's side is timed from now (HAProxy sets the
+    /// write timeout when a write begins).
+    fn start_writing(&self, epoch: Instant) {
+        stamp(epoch, self.wr_active);
+        self.flags.set_writing(self.way, true);
+    }
+
     /// Counts `n` bytes written out.
     fn wrote(&self, n: usize, epoch: Instant) {
         stamp(epoch, self.wr_active);
@@ -278,7 +293,7 @@ async fn splice_round(
         Err(_) => return Spliced::ReadErr,
     }
     stamp(epoch, d.rd_active);
-    d.flags.set_writing(d.way, true);
+    d.start_writing(epoch);
     let drained = pipe
         .drain(to, |n| {
             d.spliced.fetch_add(n as u64, Ordering::Relaxed);
@@ -382,8 +397,26 @@ where
     };
     carry.streamer.after_read(n, bufsize, now);
     stamp(epoch, d.rd_active);
-    d.flags.set_writing(d.way, true);
-    let written = w.write_all(&buf[..n]).await;
+    d.start_writing(epoch);
+    // Written piece by piece so that each piece that goes out counts as activity: a slow
+    // reader that keeps taking bytes is not timed out (HAProxy refreshes the write timeout
+    // on every partial write).
+    let mut off = 0;
+    let written = loop {
+        if off == n {
+            break Ok(());
+        }
+        match w.write(&buf[off..n]).await {
+            Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(k) => {
+                off += k;
+                if off < n {
+                    stamp(epoch, d.wr_active);
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
     d.flags.set_writing(d.way, false);
     drop(buf);
     if written.is_err() {
@@ -418,6 +451,31 @@ fn side_limit(
         Some(f) if side.fin_sent => Some(f),
         _ => tunnel.or(normal),
     }
+}
+
+/// When a side times out, as HAProxy times it: while rolelb reads from it, `limit` after it
+/// was last read from — or last written to, unless `independent` (`option
+/// independent-streams`); while bytes wait for it, `limit` after the write began or last
+/// made progress. `None` when nothing waits on it.
+fn deadline(
+    epoch: Instant,
+    limit: Option<Duration>,
+    side: Side,
+    rd: &AtomicU64,
+    wr: &AtomicU64,
+    independent: bool,
+) -> Option<Instant> {
+    let limit = limit?;
+    let (rd, wr) = (rd.load(Ordering::Relaxed), wr.load(Ordering::Relaxed));
+    let read_base = side
+        .reading
+        .then(|| if independent { rd } else { rd.max(wr) });
+    let write_base = side.writing.then_some(wr);
+    let base = match (read_base, write_base) {
+        (Some(r), Some(w)) => r.min(w),
+        (r, w) => r.or(w)?,
+    };
+    Some(epoch + Duration::from_millis(base) + limit)
 }
 
 /// How long an untimed side (see [`Side::timed`]) may go unlooked-at: a write toward it may
@@ -459,8 +517,9 @@ pub fn forward<'a>(
     // in every session's future.
     async move {
         let epoch = Instant::now();
-        let client_active = AtomicU64::new(0);
-        let server_active = AtomicU64::new(0);
+        // When each side was last read from, and last written to (or a write to it began).
+        let (client_rd, client_wr) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (server_rd, server_wr) = (AtomicU64::new(0), AtomicU64::new(0));
         let bytes_in = AtomicU64::new(0);
         let bytes_out = AtomicU64::new(0);
         let flags = Flags::default();
@@ -472,8 +531,8 @@ pub fn forward<'a>(
             &cr,
             &mut sw,
             Direction {
-                rd_active: &client_active,
-                wr_active: &server_active,
+                rd_active: &client_rd,
+                wr_active: &server_wr,
                 flags: &flags,
                 way: Way::ToServer,
                 bytes: &bytes_in,
@@ -488,8 +547,8 @@ pub fn forward<'a>(
             &sr,
             &mut cw,
             Direction {
-                rd_active: &server_active,
-                wr_active: &client_active,
+                rd_active: &server_rd,
+                wr_active: &client_wr,
                 flags: &flags,
                 way: Way::ToClient,
                 bytes: &bytes_out,
@@ -531,13 +590,22 @@ pub fn forward<'a>(
                 server,
             );
             let now = Instant::now();
-            let deadline_of = |limit: Option<Duration>, active: &AtomicU64, side: Side| {
-                limit
-                    .filter(|_| side.timed())
-                    .map(|l| epoch + Duration::from_millis(active.load(Ordering::Relaxed)) + l)
-            };
-            let client_deadline = deadline_of(client_limit, &client_active, client);
-            let server_deadline = deadline_of(server_limit, &server_active, server);
+            let client_deadline = deadline(
+                epoch,
+                client_limit,
+                client,
+                &client_rd,
+                &client_wr,
+                timeouts.client_independent,
+            );
+            let server_deadline = deadline(
+                epoch,
+                server_limit,
+                server,
+                &server_rd,
+                &server_wr,
+                timeouts.server_independent,
+            );
             // An untimed side with a limit is looked at again later, in case a write to it blocks.
             let recheck = |limit: Option<Duration>, side: Side| {
                 limit

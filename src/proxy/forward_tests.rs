@@ -77,6 +77,46 @@ async fn idle_client_side_hits_timeout_client() {
     assert!(started.elapsed() >= Duration::from_millis(140));
 }
 
+/// A server streams to a client that sends nothing, a byte every 40 ms for 400 ms, with
+/// `timeout client` 150 ms: how the session ended and how many bytes the client got.
+async fn stream_to_a_silent_client(client_independent: bool) -> (End, usize) {
+    let t = Timeouts {
+        client: Some(Duration::from_millis(150)),
+        server: Some(Duration::from_secs(10)),
+        client_independent,
+        ..Timeouts::default()
+    };
+    let (mut c, mut s, task) = setup(t).await;
+    let feeder = tokio::spawn(async move {
+        for _ in 0..10 {
+            if s.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        // The stream is over: the server closes.
+        let _ = s.shutdown().await;
+    });
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got).await;
+    // The client closes too once the stream ended.
+    drop(c);
+    let out = task.await.expect("join");
+    feeder.abort();
+    (out.end, got.len())
+}
+
+#[tokio::test]
+async fn writes_to_the_client_keep_its_read_timeout_alive_unless_streams_are_independent() {
+    // HAProxy's default: writing to a side refreshes that side's read timeout too.
+    let (end, got) = stream_to_a_silent_client(false).await;
+    assert_eq!((end, got), (End::Closed, 10));
+    // `option independent-streams`: only reads do; the silent client times out.
+    let (end, got) = stream_to_a_silent_client(true).await;
+    assert_eq!(end, End::ClientTimeout);
+    assert!(got < 10, "the client got all {got} bytes");
+}
+
 #[tokio::test]
 async fn tunnel_timeout_replaces_client_and_server_timeouts() {
     // The gaps below are the test's input, not waits for a condition: each idle gap is

@@ -223,6 +223,8 @@ fn timeouts(fe: &FrontendRt, backend: &BackendRt) -> Timeouts {
         client_fin: fe.timeout_client_fin,
         server_fin: backend.settings.timeout_server_fin,
         tunnel: backend.settings.timeout_tunnel,
+        client_independent: fe.independent_streams,
+        server_independent: backend.settings.independent_streams,
     }
 }
 

@@ -130,6 +130,7 @@ pub(crate) fn build_backend(
                 && be.hash_type == config::HashType::MapBased),
             srvtcpka: be.srvtcpka,
             nolinger: be.nolinger,
+            independent_streams: be.independent_streams,
             splice: be.splice,
             queue_per_server: be.balance == config::Balance::Source,
             stick,

@@ -160,6 +160,8 @@ pub struct BackendSettings {
     pub srvtcpka: bool,
     /// `option nolinger`.
     pub nolinger: bool,
+    /// `option independent-streams`.
+    pub independent_streams: bool,
     /// `option splice-*`.
     pub splice: config::Splice,
     /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.
@@ -221,6 +223,8 @@ pub struct FrontendRt {
     pub clitcpka: bool,
     /// `option nolinger`.
     pub nolinger: bool,
+    /// `option independent-streams`.
+    pub independent_streams: bool,
     /// `option splice-*`.
     pub splice: config::Splice,
     /// The addresses it listens on, with their `bind` options.
@@ -260,6 +264,7 @@ impl FrontendRt {
             log_options: self.log_options,
             clitcpka: self.clitcpka,
             nolinger: self.nolinger,
+            independent_streams: self.independent_streams,
             splice: self.splice,
             binds: self.binds.clone(),
             live: self.live.clone(),
@@ -393,6 +398,7 @@ impl Table {
                 log_options: fe.log_options,
                 clitcpka: fe.clitcpka,
                 nolinger: fe.nolinger,
+                independent_streams: fe.independent_streams,
                 splice: fe.splice,
                 binds: fe
                     .binds

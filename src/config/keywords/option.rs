@@ -109,7 +109,9 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("nolinger", Sections::ALL, |p, c, on| {
         set(&mut p.nolinger, on, c)
     }),
-    flag("independent-streams", Sections::ALL, ignored),
+    flag("independent-streams", Sections::ALL, |p, c, on| {
+        set(&mut p.independent_streams, on, c)
+    }),
 ];
 
 fn set(flag: &mut bool, on: bool, ctx: &Ctx) -> Result<(), String> {
