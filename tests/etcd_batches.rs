@@ -166,6 +166,24 @@ fn wait_answered_by(rolelb: &Rolelb, addr: SocketAddr, want: &str) -> Duration {
     start.elapsed()
 }
 
+/// The DBaaS backend's switchover from `a` to `b`: one transaction, one revision, three
+/// events (`a` demoted, `b` promoted, the `leader` key moved).
+fn switchover_to_b(a: &NamedServer, b: &NamedServer) -> Txn {
+    Txn::new().and_then([
+        TxnOp::put(key("a"), member(a.port(), "replica"), None),
+        TxnOp::put(key("b"), member(b.port(), "primary"), None),
+        TxnOp::put(format!("{PREFIX}/leader"), "b", None),
+    ])
+}
+
+/// Twenty new connections via `addr`, each answered by `want`.
+fn all_answered_by(addr: SocketAddr, want: &str, when: &str) {
+    for i in 0..20 {
+        let name = who_answers(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(name, want, "connection {i} {when}");
+    }
+}
+
 /// Members `a` (the primary, the `leader` key) and `b` (a replica) in etcd, rolelb writing
 /// to `a` through `addr`, and one session open to `a` that echoes.
 struct WriterLab {
@@ -219,12 +237,7 @@ fn a_switchover_written_as_one_txn_moves_the_writes_at_once() {
     // The DBaaS backend's switchover: one transaction, one revision, three events.
     let rt = runtime();
     let mut etcd_client = client(&rt, &etcd);
-    let txn = Txn::new().and_then([
-        TxnOp::put(key("a"), member(a.port(), "replica"), None),
-        TxnOp::put(key("b"), member(b.port(), "primary"), None),
-        TxnOp::put(format!("{PREFIX}/leader"), "b", None),
-    ]);
-    rt.block_on(etcd_client.txn(txn))
+    rt.block_on(etcd_client.txn(switchover_to_b(&a, &b)))
         .expect("the switchover txn");
     let took = wait_answered_by(&rolelb, addr, "b");
     assert!(
@@ -233,10 +246,7 @@ fn a_switchover_written_as_one_txn_moves_the_writes_at_once() {
         rolelb.stderr_text()
     );
     // From then on, nothing reaches the demoted member, and its session was closed.
-    for i in 0..20 {
-        let name = who_answers(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        assert_eq!(name, "b", "connection {i} after the switchover");
-    }
+    all_answered_by(addr, "b", "after the switchover");
     assert!(closed(&mut writer), "the demoted primary's session is open");
     assert_eq!(
         swaps(admin) - before,
@@ -254,10 +264,7 @@ fn a_switchover_written_as_one_txn_moves_the_writes_at_once() {
         .expect("the switchover back");
     let took = wait_answered_by(&rolelb, addr, "a");
     assert!(took < SOON, "writes moved back to a only after {took:?}");
-    for i in 0..20 {
-        let name = who_answers(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        assert_eq!(name, "a", "connection {i} after the switchover back");
-    }
+    all_answered_by(addr, "a", "after the switchover back");
     let log = rolelb.stderr_text();
     assert!(!log.contains("role conflict"), "{log}");
 }
@@ -343,12 +350,7 @@ fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_appli
         wait_until(SOON, || done.load(Ordering::Relaxed) >= 300),
         "the burst did not start"
     );
-    let txn = Txn::new().and_then([
-        TxnOp::put(key("a"), member(a.port(), "replica"), None),
-        TxnOp::put(key("b"), member(b.port(), "primary"), None),
-        TxnOp::put(format!("{PREFIX}/leader"), "b", None),
-    ]);
-    rt.block_on(etcd_client.txn(txn))
+    rt.block_on(etcd_client.txn(switchover_to_b(&a, &b)))
         .expect("the switchover txn");
     let at = done.load(Ordering::Relaxed);
     let took = wait_answered_by(&rolelb, addr, "b");
@@ -359,10 +361,7 @@ fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_appli
         rolelb.stderr_text()
     );
     assert!(closed(&mut writer), "the demoted primary's session is open");
-    for i in 0..20 {
-        let name = who_answers(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        assert_eq!(name, "b", "connection {i} after the switchover");
-    }
+    all_answered_by(addr, "b", "after the switchover");
     putter.join().expect("the putting thread");
     assert!(
         wait_until(SOON, || servers_in_table(admin) == MEMBERS + 2),
@@ -371,10 +370,7 @@ fn a_switchover_in_the_middle_of_a_burst_moves_the_writes_and_the_burst_is_appli
         MEMBERS + 2,
         rolelb.stderr_text()
     );
-    for i in 0..20 {
-        let name = who_answers(addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
-        assert_eq!(name, "b", "connection {i} after the burst");
-    }
+    all_answered_by(addr, "b", "after the burst");
     eprintln!(
         "switchover written after put {at} of {MEMBERS}; writes on b {took:?} later, at put {moved_at}"
     );

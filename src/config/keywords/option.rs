@@ -93,7 +93,7 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("log-health-checks", Sections::BE, |p, c, on| {
         set(&mut p.log_health_checks, on, c)
     }),
-    flag("contstats", Sections::FE, ignored),
+    flag("contstats", Sections::FE, contstats),
     flag("splice-auto", Sections::ALL, |p, c, on| {
         set(&mut p.splice.auto, on, c)
     }),
@@ -171,6 +171,16 @@ fn http_only(p: &mut ProxyDraft, ctx: &mut Ctx, on: bool) -> Result<(), String> 
     if on {
         p.http_only.push((name, ctx.loc.clone()));
     }
+    Ok(())
+}
+
+/// `option contstats`: what it asks for is what rolelb always does.
+fn contstats(_: &mut ProxyDraft, ctx: &mut Ctx, _: bool) -> Result<(), String> {
+    ctx.warn(
+        "'option contstats' changes nothing in rolelb: it always counts bytes into the \
+         statistics as they flow"
+            .to_string(),
+    );
     Ok(())
 }
 
