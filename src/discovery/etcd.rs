@@ -47,11 +47,11 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub const SILENT_LIMIT: Duration = Duration::from_secs(15);
 /// At most this many waiting watch responses are applied together before publishing.
 const BATCH_RESPONSES: usize = 4096;
-/// While responses follow each other closer than this (a burst: thousands of puts a second),
-/// the watch reads at most once per this span, so that the responses waiting meanwhile make
-/// one batch: one wake-up of the etcd thread instead of one per response, which the data
-/// path's threads would otherwise feel on a busy machine. A change arriving in a burst waits
-/// at most this long (the thread's other watches too); a lone change is read at once.
+/// Inside a burst (thousands of puts a second; see [`Pace`]) the watch reads at most once per
+/// this span, so that the responses waiting meanwhile make one batch: one wake-up of the etcd
+/// thread instead of one per response, which the data path's threads would otherwise feel on
+/// a busy machine. A change arriving in a burst waits at most this long (the thread's other
+/// watches too); a lone change is read at once.
 const BURST_PACE: Duration = Duration::from_millis(5);
 /// First wait before reconnecting.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -601,8 +601,9 @@ struct Pace {
     run: u32,
 }
 
-/// How many close batches in a row make a burst. A switchover written as a few separate
-/// puts, or any change that may move the primary, is never held.
+/// How many close batches in a row make a burst: a switchover written as a few separate puts
+/// is no burst, and a batch that may move the primary ends one (the read after it is not
+/// held).
 const BURST_RUN: u32 = 8;
 
 impl Pace {
