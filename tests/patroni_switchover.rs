@@ -178,10 +178,21 @@ fn patroni_switchover_moves_writes_and_no_write_is_answered_by_a_replica() {
         t.read_only.len(),
         t.reads.len()
     );
+    // What the failed writes said, first and last (a failure names its cause).
+    let errors = |v: &[String]| {
+        let mut seen: Vec<&String> = Vec::new();
+        for e in v.iter().take(3).chain(v.iter().rev().take(3)) {
+            if !seen.contains(&e) {
+                seen.push(e);
+            }
+        }
+        seen.iter().map(|e| e.trim()).collect::<Vec<_>>().join("\n")
+    };
     assert!(
         moved && settled,
-        "writes did not reach {candidate} (port {new_port}) after `patronictl switchover`:\n{out}\n{:?}\n{}",
+        "writes did not reach {candidate} (port {new_port}) after `patronictl switchover`:\n{out}\n{:?}\nwrite errors, first and last:\n{}\n{}",
         cluster.members(),
+        errors(&t.write_errors),
         rolelb.stderr_text()
     );
     assert!(
