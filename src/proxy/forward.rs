@@ -104,9 +104,13 @@ pub struct Outcome {
 }
 
 /// Milliseconds since `epoch`, for activity stamps shared by both directions.
+fn since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Stamps `at` with now.
 fn stamp(epoch: Instant, at: &AtomicU64) {
-    let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-    at.store(ms, Ordering::Relaxed);
+    at.store(since(epoch), Ordering::Relaxed);
 }
 
 /// Why one direction stopped.
@@ -177,10 +181,13 @@ struct Direction<'a> {
 }
 
 impl Direction<'_> {
-    /// Bytes wait to be written: the writer's side is timed from now (HAProxy sets the
-    /// write timeout when a write begins).
-    fn start_writing(&self, epoch: Instant) {
-        stamp(epoch, self.wr_active);
+    /// Bytes were just read and now wait to be written: the reader's side was active and
+    /// the writer's side is timed from now (HAProxy sets the write timeout when a write
+    /// begins); one clock reading stamps both.
+    fn read_then_write(&self, epoch: Instant) {
+        let now = since(epoch);
+        self.rd_active.store(now, Ordering::Relaxed);
+        self.wr_active.store(now, Ordering::Relaxed);
         self.flags.set_writing(self.way, true);
     }
 
@@ -292,8 +299,7 @@ async fn splice_round(
         Err(e) if splice::unsupported(&e) => return Spliced::Copy { for_good: true },
         Err(_) => return Spliced::ReadErr,
     }
-    stamp(epoch, d.rd_active);
-    d.start_writing(epoch);
+    d.read_then_write(epoch);
     let drained = pipe
         .drain(to, |n| {
             d.spliced.fetch_add(n as u64, Ordering::Relaxed);
@@ -396,8 +402,7 @@ where
         Err(_) => return Some(DirEnd::ReadErr),
     };
     carry.streamer.after_read(n, bufsize, now);
-    stamp(epoch, d.rd_active);
-    d.start_writing(epoch);
+    d.read_then_write(epoch);
     // Written piece by piece so that each piece that goes out counts as activity: a slow
     // reader that keeps taking bytes is not timed out (HAProxy refreshes the write timeout
     // on every partial write).
