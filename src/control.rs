@@ -26,11 +26,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -42,11 +42,13 @@ use crate::proxy::listener::{self, Shared};
 use crate::table::{self, Registry, Table};
 
 mod handle;
+mod sockets;
 #[cfg(test)]
 mod tests;
 
 pub use handle::{ControlError, ControlHandle};
 use handle::{RebuildReply, Request};
+use sockets::{Bound, ListenOptions};
 
 /// How often `slowstart` ramps are looked at; the table is rebuilt when one moved a step
 /// (once a second per ramping server, as HAProxy's warm-up task).
@@ -56,9 +58,6 @@ const SLOWSTART_STEP: Duration = Duration::from_millis(100);
 /// burst's watch responses and intermediate tables freed on other threads than the table
 /// builder's goes back to the system once the burst is over.
 const SETTLE: Duration = Duration::from_millis(300);
-
-/// Listen backlog of every bound socket.
-const BACKLOG: i32 = 1024;
 
 /// After an etcd change is applied, further etcd changes wait this many times as long as
 /// building that table took: during a burst the table is rebuilt at most about a quarter of
@@ -139,6 +138,9 @@ pub enum ReloadError {
 struct Accepting {
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A descriptor of the socket for the control task: its options are set again at every
+    /// reload. Closed with the loops' descriptors when the address is removed.
+    kept: std::net::TcpListener,
 }
 
 /// The control task's state.
@@ -182,25 +184,12 @@ pub struct Control {
     freeing: Option<(std::sync::Weak<Table>, tokio::time::Instant)>,
 }
 
-/// Binds `addr` and returns the socket once per data thread (`threads` descriptors of one
-/// socket).
-fn bind(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // `:::PORT` takes IPv4 too, as HAProxy's `v4v6` on most systems.
-        let _ = socket.set_only_v6(false);
+/// Sets `options` on the socket bound at `addr` (its `bind` line at `loc`), warning about
+/// each one the system refuses: the address listens all the same, as in HAProxy.
+fn listen_options(addr: SocketAddr, loc: &str, options: ListenOptions, socket: &impl AsFd) {
+    for warning in options.apply(socket) {
+        tracing::warn!(%addr, "{loc}: {warning}");
     }
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    let socket: std::net::TcpListener = socket.into();
-    let mut each = Vec::with_capacity(threads);
-    for _ in 1..threads {
-        each.push(socket.try_clone()?);
-    }
-    each.push(socket);
-    Ok(each)
 }
 
 impl Control {
@@ -453,13 +442,21 @@ impl Control {
                 wanted.push((b.addr, b.loc.to_string()));
             }
         }
-        let mut fresh = Vec::new();
+        let mut fresh: Vec<(SocketAddr, Bound)> = Vec::new();
         for (addr, loc) in &wanted {
-            if self.listeners.contains_key(addr) || fresh.iter().any(|(a, _)| a == addr) {
+            let options = ListenOptions::of(&config, *addr);
+            if let Some(kept) = self.listeners.get(addr).map(|a| &a.kept) {
+                listen_options(*addr, loc, options, kept);
                 continue;
             }
-            match bind(*addr, self.shared.threads.count()) {
-                Ok(l) => fresh.push((*addr, l)),
+            if fresh.iter().any(|(a, _)| a == addr) {
+                continue;
+            }
+            match sockets::bind(*addr, self.shared.threads.count()) {
+                Ok(bound) => {
+                    listen_options(*addr, loc, options, &bound.kept);
+                    fresh.push((*addr, bound));
+                }
                 // Dropping `fresh` closes what this attempt bound; the old table stays.
                 Err(source) => {
                     return Err(ReloadError::Bind {
@@ -486,16 +483,16 @@ impl Control {
         &mut self,
         config: &Config,
         table: Table,
-        fresh: Vec<(SocketAddr, Vec<std::net::TcpListener>)>,
+        fresh: Vec<(SocketAddr, Bound)>,
     ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         // At once: the sessions of a writer this table demotes must not go on.
         table.after_swap(&old);
         let threads = self.shared.threads.handles();
-        for (addr, sockets) in fresh {
+        for (addr, Bound { per_thread, kept }) in fresh {
             let stop = CancellationToken::new();
-            let tasks = sockets
+            let tasks = per_thread
                 .into_iter()
                 .zip(&threads)
                 .enumerate()
@@ -509,7 +506,7 @@ impl Control {
                     ))
                 })
                 .collect();
-            self.listeners.insert(addr, Accepting { stop, tasks });
+            self.listeners.insert(addr, Accepting { stop, tasks, kept });
             tracing::info!(%addr, "listening");
         }
         let removed: Vec<SocketAddr> = self
@@ -531,7 +528,7 @@ impl Control {
 
     /// Tells the accept loop of `addr` to stop; its socket closes when the loop returns.
     fn stop_listening(&mut self, addr: SocketAddr, why: &str) {
-        if let Some(Accepting { stop, tasks }) = self.listeners.remove(&addr) {
+        if let Some(Accepting { stop, tasks, .. }) = self.listeners.remove(&addr) {
             stop.cancel();
             self.closing.extend(tasks);
             tracing::info!(%addr, "stopped listening ({why})");

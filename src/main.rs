@@ -76,12 +76,13 @@ fn settle_fd_limit(config: &Config) -> Result<FdPlan> {
         .filter(|f| !f.disabled)
         .map(|f| f.binds.len())
         .sum();
-    // With data threads, the main thread's runtime comes on top, and each thread holds its own
-    // descriptor of every listening socket.
+    // With data threads, the main thread's runtime comes on top. Each listening socket is
+    // counted once in the fixed part; its accept loops (one per data thread) hold their own
+    // descriptors of it besides the control task's.
     let (runtimes, listener_copies) = if threads > 1 {
-        (threads + 1, listeners * (threads - 1))
+        (threads + 1, listeners * threads)
     } else {
-        (1, 0)
+        (1, listeners)
     };
     let fixed = fd_limit::fixed_need(
         config,

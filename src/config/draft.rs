@@ -238,6 +238,10 @@ pub struct ProxyDraft {
     pub log_health_checks: bool,
     /// `option independent-streams`.
     pub independent_streams: bool,
+    /// `option tcp-smart-accept`.
+    pub smart_accept: bool,
+    /// `option tcp-smart-connect`.
+    pub smart_connect: bool,
     /// `option splice-*`.
     pub splice: super::Splice,
     /// `disabled`.
@@ -332,6 +336,8 @@ impl ProxyDraft {
             nolinger: false,
             log_health_checks: false,
             independent_streams: false,
+            smart_accept: false,
+            smart_connect: false,
             splice: super::Splice::default(),
             disabled: false,
             http_only: Vec::new(),

@@ -232,6 +232,9 @@ pub struct Frontend {
     /// `option independent-streams`: the client side's read timeout is refreshed by reads
     /// only, not also by writes to the client.
     pub independent_streams: bool,
+    /// `option tcp-smart-accept`: the listening sockets are in delayed-ACK mode
+    /// (`TCP_QUICKACK` 0), so a client's first data is acknowledged with the answer.
+    pub smart_accept: bool,
     /// `option splice-*`.
     pub splice: Splice,
     /// `log global` (or an own `log` target list when not empty).
@@ -254,6 +257,11 @@ pub struct Bind {
     pub name: Option<String>,
     /// `accept-proxy`: connections start with a PROXY protocol header.
     pub accept_proxy: bool,
+    /// `defer-accept`: a connection is accepted once the client has sent data, or about a
+    /// second after its handshake (`TCP_DEFER_ACCEPT` 1 s, as HAProxy sets it).
+    pub defer_accept: bool,
+    /// `tfo`: TCP Fast Open is accepted on this address (`TCP_FASTOPEN`).
+    pub tfo: bool,
     /// Where it was declared.
     pub loc: Loc,
 }
@@ -329,6 +337,10 @@ pub struct Backend {
     /// `option independent-streams`: the server side's read timeout is refreshed by reads
     /// only, not also by writes to the server.
     pub independent_streams: bool,
+    /// `option tcp-smart-connect`: a server connection that has bytes to send as soon as it
+    /// is established (a `send-proxy` header) is opened in delayed-ACK mode, so the
+    /// handshake's last ACK leaves with those bytes.
+    pub smart_connect: bool,
     /// `option log-health-checks`: every health check result that changes the check's
     /// status or moves the server's health counter is logged, not only UP/DOWN.
     pub log_health_checks: bool,

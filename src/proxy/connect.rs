@@ -35,8 +35,12 @@ fn local_shortage(e: &std::io::Error) -> bool {
     )
 }
 
-async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result<TcpStream> {
-    let fut = connect_nonblocking(addr);
+async fn connect(
+    addr: SocketAddr,
+    timeout: Option<Duration>,
+    delayed_ack: bool,
+) -> std::io::Result<TcpStream> {
+    let fut = connect_nonblocking(addr, delayed_ack);
     match timeout {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
@@ -48,7 +52,11 @@ async fn connect(addr: SocketAddr, timeout: Option<Duration>) -> std::io::Result
 /// A non-blocking `connect` that waits for the socket to turn writable. As HAProxy, the
 /// error (`SO_ERROR`) is asked of the kernel only when the poller reported one (`EPOLLERR`,
 /// `EPOLLHUP`): an established connection costs no `getsockopt`.
-async fn connect_nonblocking(addr: SocketAddr) -> std::io::Result<TcpStream> {
+///
+/// `delayed_ack` (`option tcp-smart-connect` with bytes to send at once): the socket starts
+/// in delayed-ACK mode (`TCP_QUICKACK` 0), so the handshake's last ACK leaves with the first
+/// bytes written rather than in a packet of its own, as HAProxy opens it.
+async fn connect_nonblocking(addr: SocketAddr, delayed_ack: bool) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -56,6 +64,9 @@ async fn connect_nonblocking(addr: SocketAddr) -> std::io::Result<TcpStream> {
         Some(Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    if delayed_ack && let Err(e) = socket.set_tcp_quickack(false) {
+        tracing::debug!("cannot delay ACKs (option tcp-smart-connect): {e}");
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -154,7 +165,10 @@ pub(super) async fn connect_with_retries(
             timed_out,
             assigned_at: Some(assigned_at),
         };
-        let result = connect(server.config.addr, settings.timeout_connect).await;
+        // HAProxy delays the ACK when bytes wait for the server at connect time; in rolelb
+        // (which reads nothing from the client before it connects) that is a PROXY header.
+        let delayed_ack = settings.smart_connect && server.config.send_proxy.is_some();
+        let result = connect(server.config.addr, settings.timeout_connect, delayed_ack).await;
         // `stot`: HAProxy counts a session on the server once its connect is started (a
         // refusal or a timeout comes later, asynchronously); a shortage of rolelb's own
         // resources means the connect never started.
@@ -377,6 +391,7 @@ mod tests {
             srvtcpka: false,
             nolinger: false,
             independent_streams: false,
+            smart_connect: false,
             splice: crate::config::Splice::default(),
             queue_per_server: hashed,
             stick: None,

@@ -131,6 +131,7 @@ pub(crate) fn build_backend(
             srvtcpka: be.srvtcpka,
             nolinger: be.nolinger,
             independent_streams: be.independent_streams,
+            smart_connect: be.smart_connect,
             splice: be.splice,
             queue_per_server: be.balance == config::Balance::Source,
             stick,

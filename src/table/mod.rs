@@ -162,6 +162,8 @@ pub struct BackendSettings {
     pub nolinger: bool,
     /// `option independent-streams`.
     pub independent_streams: bool,
+    /// `option tcp-smart-connect`.
+    pub smart_connect: bool,
     /// `option splice-*`.
     pub splice: config::Splice,
     /// `balance source`: HAProxy queues each client on its hashed server, up to `maxqueue`.

@@ -1,5 +1,6 @@
-//! The `bind` option table: what may follow `bind ADDR:PORT`. `name` and `accept-proxy` mean
-//! something to rolelb; a few options that change nothing for it are accepted with a warning.
+//! The `bind` option table: what may follow `bind ADDR:PORT`. `name`, `accept-proxy`,
+//! `defer-accept` and `tfo` mean something to rolelb; `process` and `thread` (which thread
+//! accepts) are accepted with a warning.
 
 use super::{Ctx, did_you_mean};
 use crate::config::lexer::Word;
@@ -11,6 +12,10 @@ pub struct BindOptions {
     pub name: Option<String>,
     /// `accept-proxy`: each connection starts with a PROXY protocol header (v1 or v2).
     pub accept_proxy: bool,
+    /// `defer-accept`.
+    pub defer_accept: bool,
+    /// `tfo`.
+    pub tfo: bool,
 }
 
 /// Parser of one bind option; gets its argument when the option takes one.
@@ -40,8 +45,14 @@ pub const BIND_KEYWORDS: &[BindKeyword] = &[
     kw("accept-proxy", false, accept_proxy),
     kw("process", true, ignored),
     kw("thread", true, ignored),
-    kw("defer-accept", false, ignored),
-    kw("tfo", false, ignored),
+    kw("defer-accept", false, |o, _, _| {
+        o.defer_accept = true;
+        Ok(())
+    }),
+    kw("tfo", false, |o, _, _| {
+        o.tfo = true;
+        Ok(())
+    }),
 ];
 
 fn name(opts: &mut BindOptions, arg: Option<&str>, _: &mut Ctx) -> Result<(), String> {

@@ -103,8 +103,12 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("splice-response", Sections::ALL, |p, c, on| {
         set(&mut p.splice.response, on, c)
     }),
-    flag("tcp-smart-accept", Sections::FE, ignored),
-    flag("tcp-smart-connect", Sections::BE, ignored),
+    flag("tcp-smart-accept", Sections::FE, |p, c, on| {
+        set(&mut p.smart_accept, on, c)
+    }),
+    flag("tcp-smart-connect", Sections::BE, |p, c, on| {
+        set(&mut p.smart_connect, on, c)
+    }),
     flag("socket-stats", Sections::FE, ignored),
     flag("nolinger", Sections::ALL, |p, c, on| {
         set(&mut p.nolinger, on, c)

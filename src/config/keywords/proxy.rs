@@ -157,6 +157,8 @@ fn bind_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         addr,
         name: opts.name.clone(),
         accept_proxy: opts.accept_proxy,
+        defer_accept: opts.defer_accept,
+        tfo: opts.tfo,
         loc: ctx.loc.clone(),
     }));
     Ok(())

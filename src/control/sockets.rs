@@ -1,0 +1,204 @@
+//! The listening sockets: an address bound once and shared by the data threads, and the
+//! socket options the configuration asks of it — `option tcp-smart-accept` (`TCP_QUICKACK`),
+//! `bind ... defer-accept` (`TCP_DEFER_ACCEPT`) and `bind ... tfo` (`TCP_FASTOPEN`). As
+//! HAProxy 2.6 does when it binds, each option is set or explicitly unset; here that happens
+//! at every reload too, so a socket kept across a reload follows the new configuration.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::config::Config;
+
+/// Listen backlog of every bound socket (also the Fast Open queue length, as HAProxy takes
+/// the listener's backlog for it).
+pub(super) const BACKLOG: i32 = 1024;
+
+/// How long the kernel holds a connection whose client has sent nothing before it is
+/// accepted anyway, with `defer-accept`: HAProxy's one second.
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// A bound address: one descriptor per data thread for the accept loops, and one kept by the
+/// control task to set options on at a reload.
+pub(super) struct Bound {
+    pub(super) per_thread: Vec<TcpListener>,
+    pub(super) kept: TcpListener,
+}
+
+/// Binds `addr` (one socket, `threads` + 1 descriptors of it).
+pub(super) fn bind(addr: SocketAddr, threads: usize) -> io::Result<Bound> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // `:::PORT` takes IPv4 too, as HAProxy's `v4v6` on most systems.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    let kept: TcpListener = socket.into();
+    let per_thread = (0..threads.max(1))
+        .map(|_| kept.try_clone())
+        .collect::<io::Result<_>>()?;
+    Ok(Bound { per_thread, kept })
+}
+
+/// The options of one listening socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ListenOptions {
+    /// `option tcp-smart-accept` in the frontend: delayed ACKs, so the client's first data is
+    /// acknowledged together with the answer (accepted connections inherit the mode).
+    pub(super) delayed_ack: bool,
+    /// `defer-accept` on the bind line.
+    pub(super) defer_accept: bool,
+    /// `tfo` on the bind line.
+    pub(super) fast_open: bool,
+}
+
+impl ListenOptions {
+    /// What `config` asks of the socket bound at `addr`: the first enabled frontend's bind
+    /// line for that address (all off when there is none).
+    pub(super) fn of(config: &Config, addr: SocketAddr) -> ListenOptions {
+        config
+            .frontends
+            .iter()
+            .filter(|fe| !fe.disabled)
+            .find_map(|fe| {
+                let bind = fe.binds.iter().find(|b| b.addr == addr)?;
+                Some(ListenOptions {
+                    delayed_ack: fe.smart_accept,
+                    defer_accept: bind.defer_accept,
+                    fast_open: bind.tfo,
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets each option on `socket`, or unsets it. A refusal does not stop the others; it is
+    /// returned as a warning naming the option (HAProxy warns and listens all the same).
+    pub(super) fn apply(self, socket: &impl AsFd) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let sock = SockRef::from(socket);
+        if let Err(e) = sock.set_tcp_quickack(!self.delayed_ack) {
+            warnings.push(format!(
+                "cannot {} delayed ACKs (option tcp-smart-accept): {e}",
+                if self.delayed_ack {
+                    "enable"
+                } else {
+                    "disable"
+                }
+            ));
+        }
+        let defer = if self.defer_accept {
+            DEFER_ACCEPT_SECS
+        } else {
+            0
+        };
+        if let Err(e) = set_tcp_int(socket, libc::TCP_DEFER_ACCEPT, defer)
+            && self.defer_accept
+        {
+            warnings.push(format!(
+                "cannot enable TCP_DEFER_ACCEPT (defer-accept): {e}"
+            ));
+        }
+        if self.fast_open {
+            if let Err(e) = set_tcp_int(socket, libc::TCP_FASTOPEN, BACKLOG) {
+                warnings.push(format!("cannot enable TCP_FASTOPEN (tfo): {e}"));
+            }
+        } else if get_tcp_int(socket, libc::TCP_FASTOPEN).is_ok_and(|q| q != 0) {
+            // Only turned off where it was on: setting 0 would make the kernel allocate a
+            // Fast Open queue (as HAProxy notes).
+            if let Err(e) = set_tcp_int(socket, libc::TCP_FASTOPEN, 0) {
+                warnings.push(format!("cannot disable TCP_FASTOPEN: {e}"));
+            }
+        }
+        warnings
+    }
+}
+
+/// `setsockopt(IPPROTO_TCP, opt, value)` for an integer option socket2 does not offer.
+fn set_tcp_int(socket: &impl AsFd, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    let len =
+        libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).map_err(io::Error::other)?;
+    // SAFETY: the descriptor is borrowed open for the call; the kernel reads `len` bytes of
+    // the `c_int` it points to.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            opt,
+            std::ptr::from_ref(&value).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `getsockopt(IPPROTO_TCP, opt)` for an integer option.
+fn get_tcp_int(socket: &impl AsFd, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len =
+        libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).map_err(io::Error::other)?;
+    // SAFETY: the descriptor is borrowed open for the call; the kernel writes at most `len`
+    // bytes into `value` and the length it wrote into `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::IPPROTO_TCP,
+            opt,
+            std::ptr::from_mut(&mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_set_and_undone_on_a_kept_socket() {
+        let bound = bind("127.0.0.1:0".parse().expect("an address"), 2).expect("bind");
+        assert_eq!(bound.per_thread.len(), 2);
+        let on = ListenOptions {
+            delayed_ack: true,
+            defer_accept: true,
+            fast_open: true,
+        };
+        assert!(on.apply(&bound.kept).is_empty());
+        let sock = SockRef::from(&bound.kept);
+        // The kernel reports the defer delay rounded to its retransmission steps: not 0.
+        assert_ne!(
+            get_tcp_int(&bound.kept, libc::TCP_DEFER_ACCEPT).ok(),
+            Some(0)
+        );
+        assert_eq!(
+            get_tcp_int(&bound.kept, libc::TCP_FASTOPEN).ok(),
+            Some(BACKLOG)
+        );
+        assert_eq!(sock.tcp_quickack().ok(), Some(false));
+        // The same socket seen through a thread's descriptor.
+        assert_eq!(
+            get_tcp_int(&bound.per_thread[1], libc::TCP_FASTOPEN).ok(),
+            Some(BACKLOG)
+        );
+        assert!(ListenOptions::default().apply(&bound.kept).is_empty());
+        assert_eq!(
+            get_tcp_int(&bound.kept, libc::TCP_DEFER_ACCEPT).ok(),
+            Some(0)
+        );
+        assert_eq!(get_tcp_int(&bound.kept, libc::TCP_FASTOPEN).ok(), Some(0));
+        assert_eq!(sock.tcp_quickack().ok(), Some(true));
+    }
+}
