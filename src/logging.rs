@@ -126,14 +126,26 @@ fn iso_time(now: std::time::SystemTime) -> String {
     )
 }
 
-/// The header HAProxy puts before a line for `format` (see its `build_log_header`).
+/// Who sends a line: the tag, and the host name `log-send-hostname` sets.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    /// `log-tag` (the proxy's, else the global one), or [`DEFAULT_TAG`].
+    pub tag: &'a str,
+    /// `log-send-hostname`: the host in the header of the formats that carry one.
+    pub host: Option<&'a str>,
+}
+
+/// The header HAProxy puts before a line for `format` (see its `build_log_header`). A host
+/// name (`log-send-hostname`) turns the default format into rfc3164 with that host, and
+/// replaces rfc3164's `localhost` and rfc5424's `-`, as in HAProxy.
 fn header(
     format: SyslogFormat,
-    tag: &str,
+    sender: Sender<'_>,
     facility: u8,
     level: u8,
     now: std::time::SystemTime,
 ) -> String {
+    let Sender { tag, host } = sender;
     let pri = u16::from(facility) * 8 + u16::from(level);
     let pid = std::process::id();
     let legacy_time = || {
@@ -151,9 +163,20 @@ fn header(
         )
     };
     match format {
-        SyslogFormat::Legacy => format!("<{pri}>{} {tag}[{pid}]: ", legacy_time()),
-        SyslogFormat::Rfc3164 => format!("<{pri}>{} localhost {tag}[{pid}]: ", legacy_time()),
-        SyslogFormat::Rfc5424 => format!("<{pri}>1 {} - {tag} {pid} - - ", iso_time(now)),
+        SyslogFormat::Legacy => match host {
+            Some(host) => format!("<{pri}>{} {host} {tag}[{pid}]: ", legacy_time()),
+            None => format!("<{pri}>{} {tag}[{pid}]: ", legacy_time()),
+        },
+        SyslogFormat::Rfc3164 => format!(
+            "<{pri}>{} {} {tag}[{pid}]: ",
+            legacy_time(),
+            host.unwrap_or("localhost")
+        ),
+        SyslogFormat::Rfc5424 => format!(
+            "<{pri}>1 {} {} {tag} {pid} - - ",
+            iso_time(now),
+            host.unwrap_or("-")
+        ),
         SyslogFormat::Short => format!("<{level}>"),
         SyslogFormat::Timed => format!("<{level}>{} ", iso_time(now)),
         SyslogFormat::Iso => format!("{} ", iso_time(now)),
@@ -164,12 +187,12 @@ fn header(
 /// Frames `line` for `target` as HAProxy does: header, the line, cut to `len`, then `\n`.
 fn frame(
     target: &LogTarget,
-    tag: &str,
+    sender: Sender<'_>,
     level: u8,
     line: &str,
     now: std::time::SystemTime,
 ) -> Vec<u8> {
-    let mut out = header(target.format, tag, target.facility, level, now).into_bytes();
+    let mut out = header(target.format, sender, target.facility, level, now).into_bytes();
     out.extend_from_slice(line.as_bytes());
     out.truncate(target.max_len);
     out.push(b'\n');
@@ -218,7 +241,7 @@ static SESSION_SINK_FAILED: Throttle = Throttle::new();
 /// drops it: logging never stalls a session on a slow log reader.
 pub fn send<'a>(
     targets: impl IntoIterator<Item = &'a LogTarget>,
-    tag: &str,
+    sender: Sender<'_>,
     level: u8,
     line: &str,
 ) {
@@ -228,7 +251,7 @@ pub fn send<'a>(
             continue;
         }
         let level = t.min_level.map_or(level, |min| level.max(min));
-        let bytes = frame(t, tag, level, line, now);
+        let bytes = frame(t, sender, level, line, now);
         match &t.dest {
             LogDest::Stdout => write_fd(libc::STDOUT_FILENO, &bytes),
             LogDest::Stderr => write_fd(libc::STDERR_FILENO, &bytes),
@@ -269,12 +292,15 @@ struct SyslogTarget {
 struct Syslog {
     targets: Arc<Vec<SyslogTarget>>,
     tag: Arc<str>,
+    /// `log-send-hostname`, else the RFC 5424 nil value `-`.
+    host: Arc<str>,
 }
 
 /// Buffers one event; sends it on drop.
 struct Datagram {
     targets: Arc<Vec<SyslogTarget>>,
     tag: Arc<str>,
+    host: Arc<str>,
     severity: u8,
     buf: Vec<u8>,
 }
@@ -303,7 +329,7 @@ impl Drop for Datagram {
                 continue;
             }
             let pri = u16::from(t.facility) * 8 + u16::from(self.severity);
-            let line = format!("<{pri}>1 - - {} {pid} - - {msg}", self.tag);
+            let line = format!("<{pri}>1 - {} {} {pid} - - {msg}", self.host, self.tag);
             // Logging must never stall or fail the process; a lost datagram is acceptable.
             let _ = match &t.sink {
                 Sink::Udp(s) => s.send(line.as_bytes()),
@@ -339,6 +365,7 @@ impl Syslog {
         Datagram {
             targets: self.targets.clone(),
             tag: self.tag.clone(),
+            host: self.host.clone(),
             severity,
             buf: Vec::with_capacity(256),
         }
@@ -390,9 +417,9 @@ fn safe_field(w: &mut Writer<'_>, field: &Field, value: &dyn std::fmt::Debug) ->
 }
 
 /// Installs the global subscriber: stderr (filtered by `RUST_LOG`, default `info`) plus the
-/// syslog targets among `targets`, whose lines carry `tag` (the global `log-tag`). A target
-/// that cannot be opened is reported and skipped.
-pub fn init(targets: &[LogTarget], tag: &str) {
+/// syslog targets among `targets`, whose lines carry `sender`'s tag (the global `log-tag`)
+/// and host (`log-send-hostname`). A target that cannot be opened is reported and skipped.
+pub fn init(targets: &[LogTarget], sender: Sender<'_>) {
     let mut syslog = Vec::new();
     let mut problems = Vec::new();
     for t in targets {
@@ -416,7 +443,8 @@ pub fn init(targets: &[LogTarget], tag: &str) {
             .fmt_fields(safe_fields())
             .with_writer(Syslog {
                 targets: Arc::new(syslog),
-                tag: Arc::from(tag),
+                tag: Arc::from(sender.tag),
+                host: Arc::from(sender.host.unwrap_or("-")),
             })
             .with_filter(filter())
     });
@@ -531,10 +559,15 @@ mod tests {
     fn each_log_format_frames_the_line_as_haproxy() {
         let now = std::time::UNIX_EPOCH + Duration::from_micros(1_796_137_310_622_333);
         let pid = std::process::id();
-        let framed = |format, len| {
-            String::from_utf8(frame(&target(format, len), DEFAULT_TAG, 6, "LINE", now))
+        let framed_by = |format, len, host| {
+            let sender = Sender {
+                tag: DEFAULT_TAG,
+                host,
+            };
+            String::from_utf8(frame(&target(format, len), sender, 6, "LINE", now))
                 .unwrap_or_default()
         };
+        let framed = |format, len| framed_by(format, len, None);
         let iso = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.622333[+-]\d{2}:\d{2}";
         let legacy = r"[A-Z][a-z]{2} [ 1-3]\d \d{2}:\d{2}:\d{2}";
         for (format, pattern) in [
@@ -560,6 +593,28 @@ mod tests {
             assert!(re.is_match(&line), "{format:?}: {line:?} !~ {pattern}");
         }
         assert_eq!(framed(SyslogFormat::Short, 5), "<6>LI\n");
+        // `log-send-hostname db1`: the host where each format has one (the default format
+        // becomes rfc3164's), nothing elsewhere.
+        for (format, pattern) in [
+            (
+                SyslogFormat::Legacy,
+                format!("<134>{legacy} db1 rolelb\\[{pid}\\]: LINE"),
+            ),
+            (
+                SyslogFormat::Rfc3164,
+                format!("<134>{legacy} db1 rolelb\\[{pid}\\]: LINE"),
+            ),
+            (
+                SyslogFormat::Rfc5424,
+                format!("<134>1 {iso} db1 rolelb {pid} - - LINE"),
+            ),
+            (SyslogFormat::Short, "<6>LINE".to_string()),
+            (SyslogFormat::Iso, format!("{iso} LINE")),
+        ] {
+            let line = framed_by(format, 1024, Some("db1"));
+            let re = regex::Regex::new(&format!("^{pattern}\n$")).unwrap();
+            assert!(re.is_match(&line), "{format:?}: {line:?} !~ {pattern}");
+        }
     }
 
     #[test]

@@ -51,11 +51,14 @@ fn main() -> ExitCode {
     }
     logging::init(
         &config.global.logs,
-        config
-            .global
-            .log_tag
-            .as_deref()
-            .unwrap_or(logging::DEFAULT_TAG),
+        logging::Sender {
+            tag: config
+                .global
+                .log_tag
+                .as_deref()
+                .unwrap_or(logging::DEFAULT_TAG),
+            host: config.global.log_send_hostname.as_deref(),
+        },
     );
     match run(cli.files, config) {
         Ok(()) => ExitCode::SUCCESS,

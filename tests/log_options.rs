@@ -4,7 +4,8 @@
 //! session that never connects is logged at its end, `+` included), `option dontlog-normal`
 //! (no line for a session that ended normally; failures still logged) and
 //! `option log-separate-errors` (failures at syslog level `err`, normal sessions at `info`);
-//! and `log-tag`, global and per proxy (the tag in each line's syslog header).
+//! `log-tag`, global and per proxy (the tag in each line's syslog header), and
+//! `log-send-hostname` (the host in the header of the default, rfc3164 and rfc5424 formats).
 
 mod common;
 
@@ -265,5 +266,72 @@ fn log_tag_without_a_tag_is_refused_at_its_line_as_in_haproxy() {
             ":6:"
         };
         assert!(r_out.contains(line), "rolelb names the line: {r_out}");
+    }
+}
+
+/// The syslog header of the first session line of `fe` in `stderr` (what comes before the
+/// client's address), with every digit as `9` and the program's own tag as `TAG`.
+fn header_shape(stderr: &str, fe: &str) -> Option<String> {
+    let line = stderr.lines().find(|l| l.contains(&format!("] {fe} ")))?;
+    let header = &line[..line.find("127.0.0.1:")?];
+    let shape: String = header
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    Some(shape.replace("haproxy", "TAG").replace("rolelb", "TAG"))
+}
+
+#[test]
+fn log_send_hostname_puts_the_host_in_the_header_as_in_haproxy() {
+    let server = NamedServer::start("s1");
+    let run = |start: &dyn Fn(&str) -> Box<dyn Fn() -> String>, format: &str, host: &str| {
+        let port = free_port();
+        let cfg = format!(
+            "global\n    log stderr {format} local0\n    {host}\n\n\
+             defaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 1s\n    \
+             timeout client 10s\n    timeout server 10s\n\n\
+             listen hosted\n    bind 127.0.0.1:{port}\n    server s1 {server}\n",
+            server = server.addr()
+        );
+        let stderr = start(&cfg);
+        let (_, conn) =
+            open_named(SocketAddr::from(([127, 0, 0, 1], port))).expect("through the proxy");
+        drop(conn);
+        let mut shape = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                shape = header_shape(&stderr(), "hosted");
+                shape.is_some()
+            }),
+            "no session line; stderr:\n{}",
+            stderr()
+        );
+        shape.unwrap_or_default()
+    };
+    for format in ["", "format rfc3164", "format rfc5424"] {
+        for host in ["", "log-send-hostname dbhost"] {
+            let haproxy = run(
+                &|cfg| {
+                    let h = Haproxy::start(cfg);
+                    Box::new(move || h.stderr_text())
+                },
+                format,
+                host,
+            );
+            let rolelb = run(
+                &|cfg| {
+                    let r = Rolelb::start(cfg);
+                    Box::new(move || r.stderr_text())
+                },
+                format,
+                host,
+            );
+            assert_eq!(rolelb, haproxy, "'{format}', '{host}'");
+            assert_eq!(
+                rolelb.contains(" dbhost "),
+                !host.is_empty(),
+                "'{format}', '{host}': {rolelb:?}"
+            );
+        }
     }
 }

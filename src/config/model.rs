@@ -84,6 +84,9 @@ pub struct Global {
     pub logs: Vec<LogTarget>,
     /// `log-tag`: the tag in the header of every log line (`rolelb` when not set).
     pub log_tag: Option<String>,
+    /// `log-send-hostname [NAME]`: the host name in the header of syslog lines (NAME, or
+    /// this machine's name).
+    pub log_send_hostname: Option<String>,
     /// `user`: drop privileges to this user after binding.
     pub user: Option<String>,
     /// `group`: drop privileges to this group after binding.

@@ -57,7 +57,7 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("spread-checks", ignored),
     kw("max-spread-checks", ignored),
     kw("master-worker", ignored),
-    kw("log-send-hostname", ignored),
+    kw("log-send-hostname", log_send_hostname),
     kw("log-tag", log_tag),
     kw("node", ignored),
     kw("description", ignored),
@@ -352,6 +352,28 @@ fn grace(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 /// `log-tag TAG`: the tag in the syslog header of every line.
 fn log_tag(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     g.log_tag = Some(one_tag(ctx)?);
+    Ok(())
+}
+
+/// `log-send-hostname [NAME]`: NAME, or this machine's name, in the header of every syslog
+/// line. As in HAProxy, a second one is reported and the first kept, and words after NAME
+/// are ignored (with a warning here).
+fn log_send_hostname(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    if g.log_send_hostname.is_some() {
+        ctx.warn("'log-send-hostname' already specified: the first one is kept".to_string());
+        return Ok(());
+    }
+    if ctx.args.len() > 1 {
+        ctx.warn(format!(
+            "'log-send-hostname' takes one name: '{}' and what follows are ignored",
+            ctx.args[1].as_str()
+        ));
+    }
+    let name = match ctx.args.first().map(|w| w.as_str()) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => crate::logging::hostname().to_string(),
+    };
+    g.log_send_hostname = Some(name);
     Ok(())
 }
 

@@ -62,12 +62,16 @@ pub(in crate::proxy) fn emit(
         .as_deref()
         .or(global.log_tag.as_deref())
         .unwrap_or(crate::logging::DEFAULT_TAG);
-    let global: &[_] = if fe_cfg.log_global { &global.logs } else { &[] };
-    if fe_cfg.logs.is_empty() && global.is_empty() {
+    let global_logs: &[_] = if fe_cfg.log_global { &global.logs } else { &[] };
+    if fe_cfg.logs.is_empty() && global_logs.is_empty() {
         tracing::info!(target: "rolelb::tcplog", "{text}");
         return;
     }
-    crate::logging::send(fe_cfg.logs.iter().chain(global), tag, level, text);
+    let sender = crate::logging::Sender {
+        tag,
+        host: global.log_send_hostname.as_deref(),
+    };
+    crate::logging::send(fe_cfg.logs.iter().chain(global_logs), sender, level, text);
 }
 
 /// Closes a connection a `tcp-request connection` rule rejected with a reset, as HAProxy
