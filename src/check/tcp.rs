@@ -1,8 +1,22 @@
-//! Plain TCP connect check (a server with `check` and no `option ...-check`): connect within
-//! `connect_timeout`, then close. Nothing is sent or read. With `check-ssl` the TLS handshake
-//! is the check, and passing it is `L6OK`, as in HAProxy.
+//! Plain TCP connect check (a server with `check` and no `option ...-check`). As HAProxy 2.6
+//! runs it: the socket is opened in delayed-ACK mode (`TCP_QUICKACK` 0), and once the server's
+//! SYN-ACK has made the connect succeed it is closed with a reset (`SO_LINGER` 0) before the
+//! handshake's last ACK leaves. The server's kernel answered, so the server is reachable, but
+//! its application never accepts the connection: no process forked by PostgreSQL, no
+//! unauthenticated connection counted by MySQL/MariaDB (`Aborted_connects`, and the host's
+//! connect errors that `max_connect_errors` blocks it for), nothing in the server's logs. A
+//! loaded machine that closes later than the delayed ACK (tens of milliseconds) lets the
+//! connection be accepted and reset, as for HAProxy.
+//!
+//! With `check-ssl` the TLS handshake is the check, and passing it is `L6OK`, as in HAProxy.
 
-use super::conn::{Clock, connect_check};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::TcpStream;
+
+use super::conn::{Clock, ConnectError, connect_check};
 use super::tls::CheckStream;
 use super::{CheckResult, Status, Target};
 
@@ -10,9 +24,98 @@ use super::{CheckResult, Status, Target};
 /// `L6RSP` for the handshake).
 pub async fn check(target: &Target) -> CheckResult {
     let clock = Clock::start(target);
+    if target.tls.is_none() {
+        return match probe(target.addr, target.connect_timeout).await {
+            Ok(()) => clock.result(Status::L4Ok, ""),
+            Err(e) => e.into_result(&clock),
+        };
+    }
     match connect_check(target).await {
         Ok(CheckStream::Plain(_)) => clock.result(Status::L4Ok, ""),
         Ok(CheckStream::Tls(_)) => clock.result(Status::L6Ok, ""),
         Err(e) => e.into_result(&clock),
+    }
+}
+
+/// Connects to `addr` within `connect_timeout` in delayed-ACK mode and resets the connection
+/// as soon as the connect succeeded.
+async fn probe(addr: SocketAddr, connect_timeout: Duration) -> Result<(), ConnectError> {
+    match tokio::time::timeout(connect_timeout, connect_delayed_ack(addr)).await {
+        Err(_) => Err(ConnectError::Timeout),
+        Ok(Err(e)) => Err(ConnectError::Io(e)),
+        Ok(Ok(stream)) => {
+            // Dropped with `SO_LINGER` 0: a reset, and no TIME_WAIT left behind.
+            if let Err(e) = SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+                tracing::debug!("cannot set SO_LINGER on a check connection: {e}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A non-blocking connect with `TCP_QUICKACK` 0 (and `TCP_NODELAY`, as every check), done when
+/// the socket turns writable; a refusal is the socket's pending error.
+async fn connect_delayed_ack(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    if let Err(e) = socket.set_tcp_quickack(false) {
+        tracing::debug!("cannot delay ACKs on a check connection: {e}");
+    }
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    stream.writable().await?;
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listening_server_passes_without_accepting_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("address");
+        for _ in 0..5 {
+            let result = check(&target(addr)).await;
+            assert_eq!(result.status, Status::L4Ok, "{result:?}");
+        }
+        // The resets reached the half-open connections: nothing waits to be accepted.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a check connection was accepted: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_l4con_with_the_os_error() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("address")
+        };
+        let result = check(&target(addr)).await;
+        assert_eq!(result.status, Status::L4Con, "{result:?}");
+        assert_eq!(result.info, "Connection refused");
     }
 }
