@@ -131,6 +131,9 @@ fn run(ports: &Ports, stderr: &dyn Fn() -> String) -> Vec<String> {
     let _ = conn.read(&mut [0u8; 16]);
     drop(conn);
     wait_lines(3, "a failed session under dontlog-normal");
+    // The next session's line counts the active connections (`%ac`): let this one's end be
+    // counted first (rolelb writes a line just before it releases the connection).
+    thread::sleep(Duration::from_millis(300));
     // 5. log-separate-errors, a normal session: logged at `info`.
     let (_, conn) = open_named(addr(ports.separate)).expect("through the separate proxy");
     drop(conn);

@@ -8,8 +8,9 @@
 //! way (some failures while UP, some successes while DOWN), `downinter` while steady DOWN;
 //! each defaults to `inter`. The connect part of a check is bounded by `timeout connect`
 //! (at most `inter`) when `timeout check` is set, which bounds the rest; else `inter` bounds
-//! both. First checks are spread over one `inter` so hundreds of servers do not fire at once.
-//! A server in MAINT is not checked.
+//! both. First checks are spread as HAProxy spreads them ([`first_delays`], bounded by
+//! `max-spread-checks`) so hundreds of servers do not fire at once, and `spread-checks`
+//! moves each later interval at random ([`spread`]). A server in MAINT is not checked.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,6 +74,21 @@ pub struct HealthSpec {
     pub fall: u32,
     /// `check-ssl` and its settings.
     pub tls: Option<Arc<CheckTls>>,
+    /// `spread-checks` of `global`: each interval moved by up to this many percent.
+    pub spread: u32,
+}
+
+impl HealthSpec {
+    /// The interval the check starts with: a server starts UP but not settled (its counter
+    /// at `rise`, not `rise + fall - 1`), so `fastinter` unless `fall` is 1, as HAProxy's
+    /// `srv_getinter` gives at its start.
+    pub(crate) fn first_interval(&self) -> Duration {
+        if self.fall <= 1 {
+            self.inter
+        } else {
+            self.fastinter
+        }
+    }
 }
 
 /// The agent-check half of a [`CheckSpec`].
@@ -88,6 +104,8 @@ pub struct AgentSpec {
     pub timeout_connect: Option<Duration>,
     /// `timeout check` of the backend.
     pub timeout_check: Option<Duration>,
+    /// `spread-checks` of `global`: each interval moved by up to this many percent.
+    pub spread: u32,
 }
 
 /// The role-check part of a [`CheckSpec`].
@@ -140,8 +158,8 @@ pub(crate) fn target(
 
 impl CheckSpec {
     /// The checks `server` of `backend` asks for; `None` when it has neither `check` nor
-    /// `agent-check`.
-    pub fn of(backend: &Backend, server: &Server) -> Option<CheckSpec> {
+    /// `agent-check`. `spread`: `spread-checks` of `global`.
+    pub fn of(backend: &Backend, server: &Server, spread: u32) -> Option<CheckSpec> {
         let health = server.check.then(|| HealthSpec {
             method: backend.check.clone(),
             addr: server.check_target(),
@@ -153,6 +171,7 @@ impl CheckSpec {
             rise: server.rise.max(1),
             fall: server.fall.max(1),
             tls: server.check_tls.clone(),
+            spread,
         });
         let agent = server.agent.as_deref().map(|a: &AgentCheck| AgentSpec {
             addr: SocketAddr::new(a.agent_addr.unwrap_or(server.addr.ip()), a.agent_port),
@@ -160,6 +179,7 @@ impl CheckSpec {
             agent_send: a.agent_send.clone(),
             timeout_connect: backend.timeout_connect,
             timeout_check: backend.timeout_check,
+            spread,
         });
         let role = backend.role_check.clone().map(|check| RoleSpec {
             check,
@@ -190,6 +210,65 @@ impl CheckSpec {
         })
     }
 }
+
+/// HAProxy's random move of a check interval under `spread-checks N`: up to N% of
+/// `interval` either way (counted in whole milliseconds, as HAProxy counts it); `interval`
+/// itself when N is 0.
+pub(crate) fn spread(interval: Duration, percent: u32) -> Duration {
+    if percent == 0 {
+        return interval;
+    }
+    let ms = interval.as_millis();
+    let reach = ms * u128::from(percent) / 100;
+    // A draw in [0, 2 * reach]: the move is reach - draw, in [-reach, +reach].
+    let draw = u128::from(random_u64()) % (2 * reach + 1);
+    let moved = (ms + reach).saturating_sub(draw);
+    Duration::from_millis(u64::try_from(moved).unwrap_or(u64::MAX))
+}
+
+/// 64 random bits: the process's random hash keys (drawn from the system once) over a
+/// counter.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut hasher = KEYS.get_or_init(Default::default).build_hasher();
+    hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+/// When the first run of each check starts after a start or reload, as HAProxy's
+/// `start_checks`: `checks` are the intervals each check starts with (in the order HAProxy
+/// counts them: servers in configuration order, a server's health check before its agent
+/// check). The check at position `i` of `n` waits `window * i / n`, `window` being the
+/// longer of its own interval and the shortest interval of at least one second among all,
+/// bounded by `max-spread-checks`.
+pub(crate) fn first_delays(checks: &[Duration], max_spread: Option<Duration>) -> Vec<Duration> {
+    let n = u32::try_from(checks.len()).unwrap_or(u32::MAX).max(1);
+    let shortest_slow = checks
+        .iter()
+        .filter(|i| **i >= SPREAD_THRESHOLD)
+        .min()
+        .copied()
+        .unwrap_or_default();
+    checks
+        .iter()
+        .zip(0u32..)
+        .map(|(own, i)| {
+            let mut window = shortest_slow.max(*own);
+            if let Some(max) = max_spread {
+                window = window.min(max);
+            }
+            window * i / n
+        })
+        .collect()
+}
+
+/// Checks faster than this do not widen the first spread of the others (HAProxy's
+/// `SRV_CHK_INTER_THRES`).
+const SPREAD_THRESHOLD: Duration = Duration::from_secs(1);
 
 /// The next check time: one interval after the previous *planned* time, so wake-up latency
 /// does not accumulate into a slower schedule; never in the past (a check that overran its
@@ -268,7 +347,7 @@ impl Scheduler {
                 if s.dns_maint {
                     continue;
                 }
-                let Some(spec) = CheckSpec::of(be, s) else {
+                let Some(spec) = CheckSpec::of(be, s, config.global.spread_checks) else {
                     continue;
                 };
                 // The table lists the servers in the configuration's order: look there first
@@ -297,8 +376,19 @@ impl Scheduler {
             }
             keep
         });
-        let count = wanted.len().max(1) as u32;
-        for (i, (spec, live)) in wanted.into_iter().enumerate() {
+        // Where each health and agent check starts, spread as HAProxy spreads them.
+        let starts: Vec<Duration> = wanted
+            .iter()
+            .flat_map(|(spec, _)| {
+                let health = spec.health.as_ref().map(HealthSpec::first_interval);
+                let agent = spec.agent.as_ref().map(|a| a.agent_inter);
+                health.into_iter().chain(agent)
+            })
+            .collect();
+        let mut delays = first_delays(&starts, config.global.max_spread_checks).into_iter();
+        for (spec, live) in wanted {
+            let health_delay = spec.health.as_ref().and_then(|_| delays.next());
+            let agent_delay = spec.agent.as_ref().and_then(|_| delays.next());
             let key = (spec.backend.clone(), spec.server.clone());
             if self
                 .tasks
@@ -311,26 +401,23 @@ impl Scheduler {
                 token.cancel();
             }
             let token = CancellationToken::new();
-            let i = i as u32;
             if let Some(hs) = spec.health.clone() {
-                let delay = hs.inter * i / count;
                 tokio::spawn(health_loop(
                     spec.clone(),
                     hs,
                     live.clone(),
                     env.clone(),
-                    delay,
+                    health_delay.unwrap_or_default(),
                     token.clone(),
                 ));
             }
             if let Some(ag) = spec.agent.clone() {
-                let delay = ag.agent_inter * i / count;
                 tokio::spawn(agent_loop(
                     spec.clone(),
                     ag,
                     live.clone(),
                     env.clone(),
-                    delay,
+                    agent_delay.unwrap_or_default(),
                     token.clone(),
                 ));
             }
@@ -360,6 +447,53 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_checks_moves_each_interval_up_to_its_percent_either_way() {
+        let inter = Duration::from_millis(2000);
+        assert_eq!(spread(inter, 0), inter);
+        let draws: Vec<u128> = (0..4000).map(|_| spread(inter, 50).as_millis()).collect();
+        assert!(
+            draws.iter().all(|ms| (1000..=3000).contains(ms)),
+            "{draws:?}"
+        );
+        // Spread over the whole range, about evenly: each quarter holds about a quarter.
+        for quarter in 0..4 {
+            let (lo, hi) = (1000 + quarter * 500, 1500 + quarter * 500);
+            let n = draws.iter().filter(|ms| (lo..hi).contains(*ms)).count();
+            assert!((800..1200).contains(&n), "{n} draws in [{lo}, {hi})");
+        }
+        let mean = draws.iter().sum::<u128>() / 4000;
+        assert!((1950..2050).contains(&mean), "mean {mean}");
+        // Whole milliseconds, as HAProxy counts them: 10% of 1,005 ms is 100 ms.
+        let odd = Duration::from_millis(1005);
+        assert!((0..500).all(|_| (905..=1105).contains(&spread(odd, 10).as_millis())));
+    }
+
+    #[test]
+    fn first_checks_are_spread_as_haproxy_starts_them() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // Four checks of 2 s: a quarter of 2 s apart.
+        assert_eq!(
+            first_delays(&[s(2); 4], None),
+            [ms(0), ms(500), ms(1000), ms(1500)]
+        );
+        // A 100 ms check among 4 s ones spreads over the shortest slow interval (4 s), and a
+        // slower one over its own.
+        assert_eq!(
+            first_delays(&[s(4), ms(100), s(4), s(10)], None),
+            [ms(0), ms(1000), ms(2000), ms(7500)]
+        );
+        // max-spread-checks bounds every window.
+        assert_eq!(
+            first_delays(&[s(4), ms(100), s(4), s(10)], Some(s(2))),
+            [ms(0), ms(500), ms(1000), ms(1500)]
+        );
+        // Only fast checks: each over its own interval.
+        assert_eq!(first_delays(&[ms(100), ms(200)], None), [ms(0), ms(100)]);
+        assert!(first_delays(&[], None).is_empty());
+    }
 
     #[test]
     fn first_failure_at_start_marks_down_like_haproxy() {

@@ -15,7 +15,8 @@ use super::rise_fall::{RiseFall, Transition};
 use super::role::{self, Probe, RoleFailure, RoleReport};
 use super::role_tracker::{self, Current, RoleTracker};
 use super::scheduler::{
-    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check_as, target,
+    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check_as, spread,
+    target,
 };
 use super::tls::TlsClient;
 use super::{CheckResult, Status};
@@ -306,7 +307,7 @@ pub(crate) async fn health_loop(
         } else {
             hs.downinter
         };
-        next = reschedule(next, interval);
+        next = reschedule(next, spread(interval, hs.spread));
     }
 }
 
@@ -455,7 +456,7 @@ pub(crate) async fn agent_loop(
         }
         live.check_durations.agent.observe(result.duration);
         live.last_agent.store(Some(Arc::new(result)));
-        next = reschedule(next, ag.agent_inter);
+        next = reschedule(next, spread(ag.agent_inter, ag.spread));
     }
 }
 

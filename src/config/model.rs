@@ -84,6 +84,11 @@ pub struct Global {
     pub logs: Vec<LogTarget>,
     /// `log-tag`: the tag in the header of every log line (`rolelb` when not set).
     pub log_tag: Option<String>,
+    /// `spread-checks N` (0..=50): each health and agent check interval is moved by a random
+    /// amount of up to N% either way (0: checks keep their exact interval).
+    pub spread_checks: u32,
+    /// `max-spread-checks`: the first checks after a start are spread over at most this long.
+    pub max_spread_checks: Option<Duration>,
     /// `log-send-hostname [NAME]`: the host name in the header of syslog lines (NAME, or
     /// this machine's name).
     pub log_send_hostname: Option<String>,

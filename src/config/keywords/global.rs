@@ -54,8 +54,8 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("crt-base", ca_crt_base),
     // Accepted for compatibility; none of them changes where traffic goes.
     kw("chroot", ignored),
-    kw("spread-checks", ignored),
-    kw("max-spread-checks", ignored),
+    kw("spread-checks", spread_checks),
+    kw("max-spread-checks", max_spread_checks),
     kw("master-worker", ignored),
     kw("log-send-hostname", log_send_hostname),
     kw("log-tag", log_tag),
@@ -352,6 +352,31 @@ fn grace(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 /// `log-tag TAG`: the tag in the syslog header of every line.
 fn log_tag(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     g.log_tag = Some(one_tag(ctx)?);
+    Ok(())
+}
+
+/// `spread-checks N`: health and agent check intervals moved by up to N% either way, at
+/// random, as HAProxy 2.6 reads it: 0..=50; a second one is reported and the first kept
+/// (HAProxy also takes a second one after `spread-checks 0`). HAProxy reads `10x` as 10 and
+/// `x` as 0; rolelb refuses what is not a number.
+fn spread_checks(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let text = ctx.arg(0, "an integer argument (0..50)")?.to_string();
+    if g.spread_checks != 0 {
+        ctx.warn("'spread-checks' already specified: the first one is kept".to_string());
+        return Ok(());
+    }
+    let n = parse_int(&text, "spread-checks", 0, 50)?;
+    g.spread_checks = u32::try_from(n).map_err(|_| "spread-checks is too large".to_string())?;
+    Ok(())
+}
+
+/// `max-spread-checks DELAY` (milliseconds without a unit): the first checks after a start
+/// are spread over at most DELAY; 0 sets no bound, as in HAProxy.
+fn max_spread_checks(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let d = parse_duration(ctx.arg(0, "a delay")?, TimeUnit::Millis)?;
+    g.max_spread_checks = (!d.is_zero()).then_some(d);
     Ok(())
 }
 
