@@ -93,13 +93,15 @@ fn spread_checks_scatters_check_intervals_as_haproxy_does() {
         );
         let (min, max) = (gaps[0], gaps[gaps.len() - 1]);
         let seen = format!("{proxy} '{}': gaps (ms) {gaps:?}", global.trim());
-        assert!((170..=260).contains(&median), "median {median}: {seen}");
         if global.is_empty() {
+            assert!((170..=260).contains(&median), "median {median}: {seen}");
             // On the beat: half the gaps within 40 ms of each other.
             assert!(q3 - q1 <= 40, "{seen}");
         } else {
-            // Spread over 100..300 ms: the middle half covers ~100 ms, and the ends are
-            // reached (40 even draws all above 150 ms: 1 chance in 100,000).
+            // Spread over 100..300 ms: the median of 40 even draws is 200 ± 16 ms (one
+            // standard deviation), the middle half covers ~100 ms, and the ends are reached
+            // (40 even draws all above 150 ms: 1 chance in 100,000).
+            assert!((140..=270).contains(&median), "median {median}: {seen}");
             assert!(q3 - q1 >= 50, "{seen}");
             assert!(min <= 150 && max >= 250, "{seen}");
             assert!(min >= 90, "never below inter - 50%: {seen}");
