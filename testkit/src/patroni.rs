@@ -175,17 +175,49 @@ impl PatroniCluster {
             .unwrap_or_else(|| panic!("no Patroni member {name}"))
     }
 
-    /// `patronictl switchover --leader FROM --candidate TO --force`.
+    /// The replication lag `patronictl list` shows for `member`, in MB (`None`: unknown, or
+    /// the leader).
+    pub fn lag_mb(&self, member: &str) -> Option<f64> {
+        let node = self.nodes.first()?;
+        let out = Command::new(PATRONICTL_BIN)
+            .arg("-c")
+            .arg(&node.config)
+            .args(["list", "-f", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let entry = list
+            .as_array()?
+            .iter()
+            .find(|m| m["Member"].as_str() == Some(member))?;
+        entry["Lag in MB"].as_f64()
+    }
+
+    /// `patronictl switchover --leader FROM --candidate TO --force`, once the candidate has
+    /// caught up: Patroni refuses a candidate whose lag exceeds `maximum_lag_on_failover`
+    /// (1 MB here; a replica of a busy machine can be a WAL segment behind for a while), so
+    /// this waits (up to 60 s) for a lag of 0 and tries again (up to 3 times, 2 s apart)
+    /// while Patroni answers "Switchover failed". Returns the last output.
     pub fn switchover(&self, from: &str, to: &str) -> String {
         let node = self.nodes.first().expect("a node");
-        let out = run_ok(
-            "patronictl switchover",
-            Command::new(PATRONICTL_BIN)
-                .arg("-c")
-                .arg(&node.config)
-                .args(["switchover", "--leader", from, "--candidate", to, "--force"])
-                .stdin(Stdio::null()),
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut out = String::new();
+        for _ in 0..3 {
+            wait_until(Duration::from_secs(60), || self.lag_mb(to) == Some(0.0));
+            let run = run_ok(
+                "patronictl switchover",
+                Command::new(PATRONICTL_BIN)
+                    .arg("-c")
+                    .arg(&node.config)
+                    .args(["switchover", "--leader", from, "--candidate", to, "--force"])
+                    .stdin(Stdio::null()),
+            );
+            out = String::from_utf8_lossy(&run.stdout).into_owned();
+            if !out.contains("Switchover failed") {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        out
     }
 }
