@@ -89,15 +89,10 @@ pub enum FdLimitError {
     },
 }
 
-/// Descriptors `config` needs beside its connections, with `threads` runtime threads,
-/// `admin_conns` connections per admin or stats HTTP listener and `stats_sessions` per stats
-/// socket.
-pub fn fixed_need(
-    config: &Config,
-    threads: usize,
-    admin_conns: usize,
-    stats_sessions: usize,
-) -> u64 {
+/// Descriptors `config` needs beside its connections, with `threads` runtime threads and
+/// `admin_conns` connections per admin or stats HTTP listener (the stats sockets' sessions
+/// are `stats maxconn` over all of them).
+pub fn fixed_need(config: &Config, threads: usize, admin_conns: usize) -> u64 {
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     let listeners: usize = config
         .frontends
@@ -121,7 +116,12 @@ pub fn fixed_need(
         + count(config.global.logs.len())
         + count(listeners)
         + count(http_listeners) * (1 + count(admin_conns))
-        + count(config.global.stats_sockets.len()) * (1 + count(stats_sessions))
+        + count(config.global.stats_sockets.len())
+        + if config.global.stats_sockets.is_empty() {
+            0
+        } else {
+            count(config.global.stats_maxconn())
+        }
         + count(checks)
         + count(etcd) * PER_ETCD_ENDPOINT
         // The data path's threads, plus the thread that serves HTTP.
@@ -284,7 +284,8 @@ mod tests {
             &|_| None,
         )
         .expect("valid config");
-        // 10 reserved + 2 binds + admin (1 + 64) + socket (1 + 16) + 3 checks + 2 threads * 3.
-        assert_eq!(fixed_need(&config, 1, 64, 16), 10 + 2 + 65 + 17 + 3 + 6);
+        // 10 reserved + 2 binds + admin (1 + 64) + socket (1 + stats maxconn 10) + 3 checks
+        // + 2 threads * 3.
+        assert_eq!(fixed_need(&config, 1, 64), 10 + 2 + 65 + 11 + 3 + 6);
     }
 }

@@ -87,12 +87,8 @@ fn settle_fd_limit(config: &Config) -> Result<FdPlan> {
     } else {
         (1, listeners)
     };
-    let fixed = fd_limit::fixed_need(
-        config,
-        runtimes,
-        admin::http::MAX_CONNECTIONS,
-        admin::runtime::MAX_SESSIONS,
-    ) + u64::try_from(listener_copies).unwrap_or(u64::MAX);
+    let fixed = fd_limit::fixed_need(config, runtimes, admin::http::MAX_CONNECTIONS)
+        + u64::try_from(listener_copies).unwrap_or(u64::MAX);
     let plan = fd_limit::apply(config.global.maxconn, config.global.ulimit_n, fixed)?;
     let origin = if plan.derived {
         "derived from the file descriptor limit"
@@ -204,7 +200,7 @@ async fn serve(
     let mut env = admin::Env::new(&shared, handle.clone());
     env.etcd = control.etcd_board();
     // Bound while still privileged, like listeners; dropping `_runtime_api` removes the files.
-    let _runtime_api = admin::runtime::bind(&global.stats_sockets)?.serve(env.clone());
+    let _runtime_api = admin::runtime::bind(&global.stats_sockets)?.serve(env.clone(), &global);
     let stats_listeners = control.config().stats.clone();
     let _http = admin::http::bind(global.admin.as_ref(), &stats_listeners)?.serve(env);
     // The pidfile is written while still privileged (it usually lives in /run), as HAProxy does.

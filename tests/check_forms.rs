@@ -161,6 +161,7 @@ async fn rolelb_result_with(
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
         tls: None,
+        proxy_header: None,
     };
     run_check(&rolelb_method_with(defaults_lines, check_lines), &target).await
 }
@@ -336,6 +337,7 @@ async fn disable_on_404_passes_conditionally_while_the_server_runs() {
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
         tls: None,
+        proxy_header: None,
     };
     let down = run_check_as(&rolelb_method(lines), &target, false).await;
     assert_eq!(down.status, Status::L7Sts, "{down}");

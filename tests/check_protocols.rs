@@ -30,6 +30,7 @@ fn target(addr: SocketAddr) -> Target {
         connect_timeout: CONNECT,
         read_timeout: READ,
         tls: None,
+        proxy_header: None,
     }
 }
 
@@ -45,6 +46,7 @@ fn short(addr: SocketAddr) -> Target {
         connect_timeout: Duration::from_millis(300),
         read_timeout: Duration::from_millis(300),
         tls: None,
+        proxy_header: None,
     }
 }
 

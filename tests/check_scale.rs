@@ -33,7 +33,8 @@ fn two_hundred_servers_checked_every_100ms_keep_their_interval() {
         .enable_all()
         .build()
         .expect("runtime");
-    // One real listener per server; each records when a check connection arrived.
+    // One real listener per server; each records when a check connection arrived. The check
+    // sends a line: a connect-only check is reset before the server accepts it, as HAProxy's.
     let arrivals: Vec<Arc<Mutex<Vec<Instant>>>> = (0..SERVERS).map(|_| Arc::default()).collect();
     let mut ports = Vec::new();
     for log in &arrivals {
@@ -55,7 +56,8 @@ fn two_hundred_servers_checked_every_100ms_keep_their_interval() {
     let port = free_port();
     let mut cfg = format!(
         "global\n    nbthread 1\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    \
-         timeout server 30s\n\nlisten lb\n    bind 127.0.0.1:{port}\n    default-server inter 100ms fall 3 rise 2\n"
+         timeout server 30s\n\nlisten lb\n    bind 127.0.0.1:{port}\n    default-server inter 100ms fall 3 rise 2\n    \
+         option tcp-check\n    tcp-check send ping\\n\n"
     );
     for (i, p) in ports.iter().enumerate() {
         let _ = writeln!(cfg, "    server s{i} {} check port {p}", app.addr());

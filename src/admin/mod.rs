@@ -85,12 +85,13 @@ static ACCEPT_FAILED: Throttle = Throttle::new();
 /// Pause after a failed `accept` (HAProxy's for a want of resources).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Accepts connections until `stop`, at most `limit` served at once: waits for a free slot,
-/// then for a connection, and hands both to `serve`, whose task holds the slot's permit until
-/// the connection ends. A failed accept (out of file descriptors, say) is logged as `what`'s,
+/// Accepts connections until `stop`, at most as many served at once as `slots` has permits
+/// (shared by every listener given the same `slots`): waits for a free slot, then for a
+/// connection, and hands both to `serve`, whose task holds the slot's permit until the
+/// connection ends. A failed accept (out of file descriptors, say) is logged as `what`'s,
 /// at most once a second with a count, and retried after 100 ms.
 async fn accept_limited<C, A>(
-    limit: usize,
+    slots: Arc<Semaphore>,
     stop: &CancellationToken,
     what: &str,
     mut accept: impl FnMut() -> A,
@@ -98,7 +99,6 @@ async fn accept_limited<C, A>(
 ) where
     A: Future<Output = io::Result<C>>,
 {
-    let slots = Arc::new(Semaphore::new(limit));
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => return,

@@ -225,13 +225,6 @@ pub async fn post_action(env: &Env, body: &[u8]) -> Outcome {
     }
 }
 
-/// The host's name, for `stats show-node` without a name.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -269,7 +262,8 @@ pub fn render(env: &Env, view: &PageView) -> String {
     };
     let node = match listener.show_node.as_deref() {
         None => String::new(),
-        Some("") => format!(" on {}", esc(&hostname())),
+        // Without a name: the global `node`, else the host's name, as in HAProxy.
+        Some("") => format!(" on {}", esc(table.config.global.node_name())),
         Some(name) => format!(" on {}", esc(name)),
     };
     let _ = write!(

@@ -17,22 +17,19 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Env;
 use super::cli::{self, Outcome};
-use crate::config::{Loc, StatsLevel, StatsSocket};
+use crate::config::{Global, Loc, StatsLevel, StatsSocket};
 
 /// Longest command line accepted (HAProxy's default buffer size).
 const MAX_LINE: usize = 16 * 1024;
-/// A session waiting this long for its next line is closed (HAProxy's default `stats timeout`).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply that cannot be written within this time closes the session.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// No interactive session lives longer than this.
 const MAX_SESSION: Duration = Duration::from_secs(3600);
-/// Sessions served at once per socket; more wait in the kernel's backlog.
-pub const MAX_SESSIONS: usize = 16;
 
 /// Why a stats socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -139,10 +136,16 @@ impl StatsSockets {
         }
     }
 
-    /// Starts one accept loop per socket (call from inside the runtime).
-    pub fn serve(self, env: Env) -> Running {
+    /// Starts one accept loop per socket (call from inside the runtime). As HAProxy's CLI:
+    /// at most `stats maxconn` sessions over all the sockets (more wait in the kernel's
+    /// backlog), each closed once idle for `stats timeout`.
+    pub fn serve(self, env: Env, global: &Global) -> Running {
         let stop = CancellationToken::new();
         let env = Arc::new(env);
+        let limits = Limits {
+            idle: global.stats_timeout(),
+            sessions: Arc::new(Semaphore::new(global.stats_maxconn())),
+        };
         let mut files = Vec::new();
         for b in self.bound {
             files.push((b.path.clone(), b.inode));
@@ -151,6 +154,7 @@ impl StatsSockets {
                     tracing::info!(path = %b.path.display(), "stats socket listening");
                     tokio::spawn(accept_loop(
                         listener,
+                        limits.clone(),
                         b.level,
                         format!("stats socket {}", b.path.display()),
                         env.clone(),
@@ -164,16 +168,25 @@ impl StatsSockets {
     }
 }
 
+/// `stats timeout` and `stats maxconn`, shared by every stats socket.
+#[derive(Clone)]
+struct Limits {
+    idle: Duration,
+    sessions: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     listener: UnixListener,
+    limits: Limits,
     level: StatsLevel,
     origin: String,
     env: Arc<Env>,
     stop: CancellationToken,
 ) {
     let accept = || listener.accept();
+    let idle = limits.idle;
     super::accept_limited(
-        MAX_SESSIONS,
+        limits.sessions,
         &stop,
         &origin,
         accept,
@@ -182,7 +195,7 @@ async fn accept_loop(
             let origin = origin.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = session(stream, level, &env, &origin).await {
+                if let Err(e) = session(stream, level, idle, &env, &origin).await {
                     tracing::debug!("{origin}: session ended: {e}");
                 }
             });
@@ -196,7 +209,13 @@ fn timed_out(what: &str) -> io::Error {
 }
 
 /// Serves one connection: one line (or, after `prompt`, line after line).
-async fn session(stream: UnixStream, level: StatsLevel, env: &Env, origin: &str) -> io::Result<()> {
+async fn session(
+    stream: UnixStream,
+    level: StatsLevel,
+    idle: Duration,
+    env: &Env,
+    origin: &str,
+) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let deadline = Instant::now() + MAX_SESSION;
@@ -205,12 +224,9 @@ async fn session(stream: UnixStream, level: StatsLevel, env: &Env, origin: &str)
     loop {
         buf.clear();
         let limit = u64::try_from(MAX_LINE + 1).unwrap_or(u64::MAX);
-        let n = tokio::time::timeout(
-            IDLE_TIMEOUT,
-            (&mut rd).take(limit).read_until(b'\n', &mut buf),
-        )
-        .await
-        .map_err(|_| timed_out("idle"))??;
+        let n = tokio::time::timeout(idle, (&mut rd).take(limit).read_until(b'\n', &mut buf))
+            .await
+            .map_err(|_| timed_out("idle"))??;
         if n == 0 {
             return Ok(());
         }

@@ -405,9 +405,7 @@ pub fn show_info(env: &Env) -> String {
     let maxconn = view::maxconn(&table, env.default_maxconn);
     let ulimit = view::max_fds();
     let bytes_out = view::bytes_out(&table);
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
+    let global = &table.config.global;
     let start_sec = view::start_time_secs(env.started_wall);
     let version = env!("CARGO_PKG_VERSION");
     let fields: Vec<(&str, String)> = vec![
@@ -431,7 +429,12 @@ pub fn show_info(env: &Env) -> String {
             "CumConns",
             env.limits.total_conns.load(Ordering::Relaxed).to_string(),
         ),
-        ("node", node),
+        ("node", global.node_name().to_owned()),
+        // As HAProxy, only when set.
+        (
+            "description",
+            global.description.clone().unwrap_or_default(),
+        ),
         ("Stopping", "0".to_owned()),
         ("Listeners", table.listeners.len().to_string()),
         ("TotalBytesOut", bytes_out.to_string()),
@@ -440,6 +443,9 @@ pub fn show_info(env: &Env) -> String {
     ];
     let mut out = String::new();
     for (name, value) in fields {
+        if name == "description" && value.is_empty() {
+            continue;
+        }
         let _ = writeln!(out, "{name}: {value}");
     }
     out

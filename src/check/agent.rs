@@ -332,6 +332,7 @@ mod tests {
             connect_timeout: std::time::Duration::from_secs(1),
             read_timeout: std::time::Duration::from_secs(1),
             tls: None,
+            proxy_header: None,
         });
         let r = describe(&clock, &parse("up 75%"));
         assert_eq!(

@@ -104,11 +104,22 @@ pub(super) async fn connect(
     }
 }
 
-/// Connects to the check's target (`target.addr`) and, with `check-ssl`, runs the TLS
-/// handshake; both within `connect_timeout`, as HAProxy's `timeout connect` covers them.
+/// Connects to the check's target (`target.addr`), sends the PROXY header the target asks
+/// for and, with `check-ssl`, runs the TLS handshake (after the header, as for traffic); all
+/// within `connect_timeout`, as HAProxy's `timeout connect` covers them.
 pub(super) async fn connect_check(target: &Target) -> Result<CheckStream, ConnectError> {
     let started = Instant::now();
-    let tcp = connect(target.addr, target.connect_timeout).await?;
+    let mut tcp = connect(target.addr, target.connect_timeout).await?;
+    if let Some(version) = target.proxy_header {
+        let local = tcp.local_addr().map_err(ConnectError::Io)?;
+        let header = crate::proxy::proxy_protocol::check_header(version, local, target.addr);
+        let left = target.connect_timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, tcp.write_all(&header)).await {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Ok(Ok(())) => {}
+        }
+    }
     let Some(tls) = &target.tls else {
         return Ok(CheckStream::Plain(tcp));
     };

@@ -38,4 +38,7 @@ pub struct Target {
     pub read_timeout: Duration,
     /// `check-ssl`: the TLS client of the check connection.
     pub tls: Option<tls::TlsClient>,
+    /// The PROXY protocol header sent before anything else (the server's `send-proxy[-v2]`
+    /// when the check goes to the traffic port, or `check-send-proxy`), as HAProxy sends it.
+    pub proxy_header: Option<crate::config::ProxyProtocol>,
 }

@@ -248,6 +248,7 @@ mod tests {
             connect_timeout: std::time::Duration::from_secs(1),
             read_timeout: std::time::Duration::from_secs(1),
             tls: None,
+            proxy_header: None,
         });
         let ok = judge(&clock, Answer::Authentication);
         assert_eq!(

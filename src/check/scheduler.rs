@@ -76,6 +76,8 @@ pub struct HealthSpec {
     pub tls: Option<Arc<CheckTls>>,
     /// `spread-checks` of `global`: each interval moved by up to this many percent.
     pub spread: u32,
+    /// The PROXY header each check sends first ([`Server::check_proxy_header`]).
+    pub proxy_header: Option<crate::config::ProxyProtocol>,
 }
 
 impl HealthSpec {
@@ -146,12 +148,14 @@ pub(crate) fn target(
             connect_timeout: connect.unwrap_or(inter).min(inter),
             read_timeout: read,
             tls: None,
+            proxy_header: None,
         },
         None => Target {
             addr,
             connect_timeout: inter,
             read_timeout: inter,
             tls: None,
+            proxy_header: None,
         },
     }
 }
@@ -172,6 +176,7 @@ impl CheckSpec {
             fall: server.fall.max(1),
             tls: server.check_tls.clone(),
             spread,
+            proxy_header: server.check_proxy_header,
         });
         let agent = server.agent.as_deref().map(|a: &AgentCheck| AgentSpec {
             addr: SocketAddr::new(a.agent_addr.unwrap_or(server.addr.ip()), a.agent_port),

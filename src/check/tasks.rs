@@ -236,6 +236,7 @@ pub(crate) async fn health_loop(
             return;
         }
         let mut target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
+        target.proxy_header = hs.proxy_header;
         let result = match &tls {
             Ok(client) => {
                 target.tls = client.clone();

@@ -9,6 +9,8 @@
 //! connection be accepted and reset, as for HAProxy.
 //!
 //! With `check-ssl` the TLS handshake is the check, and passing it is `L6OK`, as in HAProxy.
+//! A check that sends a PROXY header first (the server's `send-proxy` or `check-send-proxy`)
+//! completes the handshake, sends it, and resets, as HAProxy does.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,14 +26,18 @@ use super::{CheckResult, Status, Target};
 /// `L6RSP` for the handshake).
 pub async fn check(target: &Target) -> CheckResult {
     let clock = Clock::start(target);
-    if target.tls.is_none() {
+    if target.tls.is_none() && target.proxy_header.is_none() {
         return match probe(target.addr, target.connect_timeout).await {
             Ok(()) => clock.result(Status::L4Ok, ""),
             Err(e) => e.into_result(&clock),
         };
     }
     match connect_check(target).await {
-        Ok(CheckStream::Plain(_)) => clock.result(Status::L4Ok, ""),
+        Ok(CheckStream::Plain(stream)) => {
+            // The PROXY header was sent: reset now, as HAProxy closes its checks.
+            reset(&stream);
+            clock.result(Status::L4Ok, "")
+        }
         Ok(CheckStream::Tls(_)) => clock.result(Status::L6Ok, ""),
         Err(e) => e.into_result(&clock),
     }
@@ -44,12 +50,16 @@ async fn probe(addr: SocketAddr, connect_timeout: Duration) -> Result<(), Connec
         Err(_) => Err(ConnectError::Timeout),
         Ok(Err(e)) => Err(ConnectError::Io(e)),
         Ok(Ok(stream)) => {
-            // Dropped with `SO_LINGER` 0: a reset, and no TIME_WAIT left behind.
-            if let Err(e) = SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
-                tracing::debug!("cannot set SO_LINGER on a check connection: {e}");
-            }
+            reset(&stream);
             Ok(())
         }
+    }
+}
+
+/// Makes dropping `stream` reset the connection (`SO_LINGER` 0): no TIME_WAIT left behind.
+fn reset(stream: &TcpStream) {
+    if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("cannot set SO_LINGER on a check connection: {e}");
     }
 }
 
@@ -88,6 +98,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             tls: None,
+            proxy_header: None,
         }
     }
 

@@ -588,6 +588,9 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         on_marked_up_shutdown_backup_sessions: s.on_marked_up_shutdown_backup_sessions,
         agent,
         send_proxy: s.send_proxy,
+        check_proxy_header: (s.check_send_proxy
+            || (s.send_proxy.is_some() && s.check_port.is_none() && s.check_addr.is_none()))
+        .then(|| s.send_proxy.unwrap_or(super::ProxyProtocol::V1)),
         etcd: None,
         id: s.id,
         resolve: s.resolve.model().map(Arc::new),

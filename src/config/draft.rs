@@ -470,6 +470,8 @@ pub struct ServerDraft {
     pub agent_send: Option<Vec<u8>>,
     /// `send-proxy` / `send-proxy-v2`.
     pub send_proxy: Option<ProxyProtocol>,
+    /// `check-send-proxy`.
+    pub check_send_proxy: bool,
     /// `id`.
     pub id: Option<u32>,
     /// `resolvers`, `resolve-prefer`, `init-addr`, `resolve-opts` and the host name.
@@ -525,6 +527,7 @@ impl ServerDraft {
             agent_inter: None,
             agent_send: None,
             send_proxy: None,
+            check_send_proxy: false,
             id: None,
             resolve: Default::default(),
             tls: TlsDraft::default(),

@@ -89,6 +89,16 @@ pub struct Global {
     pub spread_checks: u32,
     /// `max-spread-checks`: the first checks after a start are spread over at most this long.
     pub max_spread_checks: Option<Duration>,
+    /// `node NAME`: this instance's name in `show info` and the stats page (default: the
+    /// host's name).
+    pub node: Option<String>,
+    /// `description TEXT...`: shown by `show info`.
+    pub description: Option<String>,
+    /// `stats timeout`: a stats socket session idle this long is closed (default 10 s).
+    pub stats_timeout: Option<Duration>,
+    /// `stats maxconn`: sessions served at once over all stats sockets (default 10); more
+    /// wait in the kernel's backlog.
+    pub stats_maxconn: Option<u32>,
     /// `log-send-hostname [NAME]`: the host name in the header of syslog lines (NAME, or
     /// this machine's name).
     pub log_send_hostname: Option<String>,
@@ -147,6 +157,25 @@ impl Global {
     /// The effective `tune.maxaccept`.
     pub fn maxaccept(&self) -> MaxAccept {
         self.tune_maxaccept.unwrap_or(DEFAULT_MAXACCEPT)
+    }
+
+    /// `node`, else this machine's host name (HAProxy's default).
+    pub fn node_name(&self) -> &str {
+        self.node
+            .as_deref()
+            .unwrap_or_else(|| crate::logging::hostname())
+    }
+
+    /// The effective `stats timeout` (HAProxy's default: 10 s).
+    pub fn stats_timeout(&self) -> Duration {
+        self.stats_timeout.unwrap_or(Duration::from_secs(10))
+    }
+
+    /// The effective `stats maxconn` (HAProxy's default: 10).
+    pub fn stats_maxconn(&self) -> usize {
+        self.stats_maxconn
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(10)
     }
 }
 
@@ -626,6 +655,10 @@ pub struct Server {
     pub agent: Option<Box<AgentCheck>>,
     /// `send-proxy` / `send-proxy-v2`.
     pub send_proxy: Option<ProxyProtocol>,
+    /// The PROXY header its health checks send first, as HAProxy 2.6 decides it: with
+    /// `check-send-proxy`, or with `send-proxy[-v2]` when the check goes to the traffic
+    /// address and port (no check `addr`/`port`); v2 when the server sends v2, else v1.
+    pub check_proxy_header: Option<ProxyProtocol>,
     /// What etcd says about it, when it was discovered (`discover`).
     pub etcd: Option<EtcdView>,
     /// `id`: its id in the backend as written (see [`server_ids`] for every server's).

@@ -20,6 +20,10 @@ use crate::config::ProxyProtocol;
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// Version 2, command `PROXY`.
 const V2_VERSION_PROXY: u8 = 0x21;
+/// Version 2, command `LOCAL`.
+const V2_VERSION_LOCAL: u8 = 0x20;
+/// Address family and transport unspecified.
+const V2_UNSPEC: u8 = 0x00;
 /// Address family `AF_INET`, transport `STREAM`.
 const V2_TCP4: u8 = 0x11;
 /// Address family `AF_INET6`, transport `STREAM`.
@@ -31,6 +35,21 @@ pub fn header(version: ProxyProtocol, src: SocketAddr, dst: SocketAddr) -> Vec<u
     match version {
         ProxyProtocol::V1 => v1(&connection),
         ProxyProtocol::V2 => v2(&connection),
+    }
+}
+
+/// The header a health check sends first when its server has `send-proxy[-v2]` (or
+/// `check-send-proxy`), as HAProxy 2.6 sends it: v1 announces the check connection itself
+/// (`local`, the check's own address, to `peer`, the server); v2 is a `LOCAL` command with no
+/// addresses (the connection was not proxied).
+pub fn check_header(version: ProxyProtocol, local: SocketAddr, peer: SocketAddr) -> Vec<u8> {
+    match version {
+        ProxyProtocol::V1 => header(version, local, peer),
+        ProxyProtocol::V2 => {
+            let mut bytes = V2_SIGNATURE.to_vec();
+            bytes.extend_from_slice(&[V2_VERSION_LOCAL, V2_UNSPEC, 0, 0]);
+            bytes
+        }
     }
 }
 
@@ -109,6 +128,19 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn check_headers_are_haproxys() {
+        let (local, peer) = (addr("127.0.0.1:39212"), addr("127.0.0.1:43933"));
+        assert_eq!(
+            check_header(ProxyProtocol::V1, local, peer),
+            b"PROXY TCP4 127.0.0.1 127.0.0.1 39212 43933\r\n"
+        );
+        assert_eq!(
+            check_header(ProxyProtocol::V2, local, peer),
+            b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"
+        );
     }
 
     #[test]

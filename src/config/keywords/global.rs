@@ -59,8 +59,8 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("master-worker", ignored),
     kw("log-send-hostname", log_send_hostname),
     kw("log-tag", log_tag),
-    kw("node", ignored),
-    kw("description", ignored),
+    kw("node", node),
+    kw("description", description),
     kw("cpu-map", ignored),
     kw("maxpipes", maxpipes),
     kw("nosplice", nosplice),
@@ -380,6 +380,35 @@ fn max_spread_checks(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// `node NAME`: letters, digits, `.`, `-` and `_`, as HAProxy requires.
+fn node(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let name = ctx.args.first().map(|w| w.as_str()).unwrap_or_default();
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(
+            "'node' requires valid node name - non-empty string with digits(0-9), letters(A-Z, \
+             a-z), dot(.), hyphen(-) or underscode(_)"
+                .to_string(),
+        );
+    }
+    g.node = Some(name.to_string());
+    Ok(())
+}
+
+/// `description TEXT...`: the words joined by one space, as HAProxy joins them.
+fn description(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let words: Vec<&str> = ctx.args.iter().map(|w| w.as_str()).collect();
+    if words.first().is_none_or(|w| w.is_empty()) {
+        return Err("'description' expects a string argument".to_string());
+    }
+    g.description = Some(words.join(" "));
+    Ok(())
+}
+
 /// `log-send-hostname [NAME]`: NAME, or this machine's name, in the header of every syslog
 /// line. As in HAProxy, a second one is reported and the first kept, and words after NAME
 /// are ignored (with a warning here).
@@ -609,10 +638,28 @@ fn stats(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
             g.stats_sockets.push(socket);
             Ok(())
         }
-        "timeout" | "maxconn" | "bind-process" => {
-            ctx.warn(format!(
-                "'stats {sub}' is accepted for compatibility and ignored by rolelb"
-            ));
+        "timeout" => {
+            ctx.at_most(2)?;
+            let d = parse_duration(ctx.arg(1, "a timeout")?, TimeUnit::Millis)?;
+            if d.is_zero() {
+                return Err("'stats timeout' expects a positive value".to_string());
+            }
+            g.stats_timeout = Some(d);
+            Ok(())
+        }
+        "maxconn" => {
+            ctx.at_most(2)?;
+            let n = parse_int(ctx.arg(1, "a number")?, "stats maxconn", 1, MAX_COUNT)?;
+            g.stats_maxconn =
+                Some(u32::try_from(n).map_err(|_| "stats maxconn is too large".to_string())?);
+            Ok(())
+        }
+        "bind-process" => {
+            ctx.warn(
+                "'stats bind-process' is accepted for compatibility and ignored by rolelb \
+                 (one process)"
+                    .to_string(),
+            );
             Ok(())
         }
         _ => Err(format!(

@@ -127,6 +127,14 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         s.send_proxy = Some(ProxyProtocol::V2);
         Ok(())
     }),
+    flag("check-send-proxy", |s, _| {
+        s.check_send_proxy = true;
+        Ok(())
+    }),
+    flag("no-check-send-proxy", |s, _| {
+        s.check_send_proxy = false;
+        Ok(())
+    }),
     flag("no-send-proxy", |s, _| {
         if s.send_proxy == Some(ProxyProtocol::V1) {
             s.send_proxy = None;
@@ -286,7 +294,6 @@ fn unknown(opt: &str) -> String {
         | "error-limit"
         | "on-error"
         | "minconn"
-        | "check-send-proxy"
         | "agent-check-send-proxy"
         | "proto"
         | "source"
