@@ -38,9 +38,21 @@ fn state_of_a(sock: &Path) -> (String, String, String, String) {
 }
 
 fn cfg(sock: &Path, port: u16, a: &NamedServer, b: &NamedServer, agent: u16) -> String {
+    cfg_with(sock, port, a, b, agent, "")
+}
+
+/// [`cfg`] with `extra` lines in the `listen` section.
+fn cfg_with(
+    sock: &Path,
+    port: u16,
+    a: &NamedServer,
+    b: &NamedServer,
+    agent: u16,
+    extra: &str,
+) -> String {
     format!(
         "global\n    stats socket {} level admin\n\ndefaults\n    mode tcp\n    timeout connect 1s\n    \
-         timeout client 10s\n    timeout server 10s\n\nlisten lb\n    bind 127.0.0.1:{port}\n    \
+         timeout client 10s\n    timeout server 10s\n\nlisten lb\n    bind 127.0.0.1:{port}\n{extra}    \
          server a {} weight 100 agent-check agent-port {agent} agent-inter 200ms\n    server b {} weight 100\n",
         sock.display(),
         a.addr(),
@@ -60,7 +72,7 @@ fn agent_answers_drive_state_and_weight_like_haproxy() {
     );
     let (rport, hport) = (free_port(), free_port());
     let lb = Rolelb::start(&cfg(&rsock, rport, &a, &b, agent.port()));
-    let _ha = Haproxy::start(&cfg(&hsock, hport, &a, &b, agent.port()));
+    let ha = Haproxy::start(&cfg(&hsock, hport, &a, &b, agent.port()));
 
     let steps: [(&str, Reply); 10] = [
         ("75%", Reply::text("75%\n")),
@@ -103,10 +115,137 @@ fn agent_answers_drive_state_and_weight_like_haproxy() {
             "after {what}: {seq:?} with state {ours:?}"
         );
     }
-    let log = lb.stderr_text();
-    assert!(log.contains("lb/a is DRAIN (set by the agent)"), "{log}");
+    // The state changes are logged in HAProxy's words, the reason of an UP or DOWN being the
+    // agent's answer.
+    let ours = server_lines(&lb.stderr_text());
+    let theirs = server_lines(&ha.stderr_text());
+    assert_eq!(ours, theirs, "rolelb's lines vs HAProxy's");
     assert!(
-        log.contains("lb/a is DOWN, reason: Agent reported Down"),
-        "{log}"
+        ours.iter().any(|l| l.starts_with(
+            "Server lb/a is DOWN, reason: Layer7 wrong status, code: 0, info: \"via agent : down (stopped by test)\""
+        )),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.starts_with("Server lb/a enters drain state.")),
+        "{ours:#?}"
+    );
+}
+
+/// The `Server lb/a ...` lines of a log, from `Server` on, check durations as `Nms`. Left out:
+/// HAProxy's "remains in forced drain mode", which it repeats on any later change while
+/// drained (rolelb says it only when the agent moves a server from maintenance to drain), and
+/// rolelb's own lines for the weight and maxconn an agent sets (HAProxy logs none).
+fn server_lines(log: &str) -> Vec<String> {
+    let duration = regex::Regex::new(r"check duration: \d+ms").expect("a regex");
+    log.lines()
+        .filter_map(|l| l.find("Server lb/a ").map(|i| &l[i..]))
+        .filter(|l| !l.contains("remains in forced drain mode"))
+        .filter(|l| !l.contains("by the agent."))
+        .map(|l| duration.replace_all(l, "check duration: Nms").into_owned())
+        .collect()
+}
+
+/// The agent columns of server `a` in `show stat`.
+fn agent_columns(sock: &Path) -> Vec<(String, String)> {
+    let out = cli(sock, "show stat");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let row: Vec<&str> = lines
+        .find(|l| l.split(',').nth(1) == Some("a"))
+        .unwrap_or_else(|| panic!("no server a in: {out}"))
+        .split(',')
+        .collect();
+    [
+        "agent_status",
+        "agent_code",
+        "agent_desc",
+        "last_agt",
+        "agent_health",
+    ]
+    .iter()
+    .map(|c| {
+        let i = header.iter().position(|h| h == c).expect("a column");
+        (
+            c.to_string(),
+            row.get(i).copied().unwrap_or_default().to_string(),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn agent_results_are_reported_and_logged_as_haproxy_does() {
+    let a = NamedServer::start("a");
+    let b = NamedServer::start("b");
+    let agent = Scripted::start(Reply::text("up\n"), false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rsock, hsock) = (
+        dir.path().join("rolelb.sock"),
+        dir.path().join("haproxy.sock"),
+    );
+    let extra = "    option log-health-checks\n";
+    let lb = Rolelb::start(&cfg_with(&rsock, free_port(), &a, &b, agent.port(), extra));
+    let ha = Haproxy::start(&cfg_with(&hsock, free_port(), &a, &b, agent.port(), extra));
+    let steps = [
+        "up\n",
+        "75%\n",
+        "down\n",
+        "hello\n",
+        "up foo #desc\n",
+        "up 5x%\n",
+        "maxconn:abc\n",
+        "drain\n",
+        "ready\n",
+        "",
+        "up\n",
+    ];
+    for text in steps {
+        agent.set(if text.is_empty() {
+            Reply::Close
+        } else {
+            Reply::text(text)
+        });
+        let set_at = Instant::now();
+        let agreed = wait_until(Duration::from_secs(10), || {
+            agent.arrivals().iter().filter(|&&t| t > set_at).count() >= 4
+                && agent_columns(&rsock) == agent_columns(&hsock)
+        });
+        let (ours, theirs) = (agent_columns(&rsock), agent_columns(&hsock));
+        assert!(
+            agreed && ours == theirs,
+            "after the agent says {text:?}: rolelb {ours:?} vs HAProxy {theirs:?}"
+        );
+    }
+    let agent_lines = |log: &str| -> Vec<String> {
+        let duration = regex::Regex::new(r"check duration: \d+ms").expect("a regex");
+        log.lines()
+            .filter_map(|l| l.find("Agent check for ").map(|i| &l[i..]))
+            .map(|l| duration.replace_all(l, "check duration: Nms").into_owned())
+            .collect()
+    };
+    let (ours, theirs) = (
+        agent_lines(&lb.stderr_text()),
+        agent_lines(&ha.stderr_text()),
+    );
+    assert_eq!(ours, theirs, "rolelb's agent check lines vs HAProxy's");
+    assert!(
+        ours.contains(
+            &"Agent check for server lb/a failed, reason: Layer7 wrong status, code: 0, \
+              info: \"via agent : down\", check duration: Nms, status: 0/1 DOWN."
+                .to_string()
+        ),
+        "{ours:#?}"
+    );
+    // With the option, the UP/DOWN lines leave out the reason the agent line gave.
+    assert_eq!(
+        server_lines(&lb.stderr_text()),
+        server_lines(&ha.stderr_text())
     );
 }

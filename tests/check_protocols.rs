@@ -766,21 +766,23 @@ async fn agent_replies_are_parsed() {
     assert_status(&result, Status::L7Sts);
     assert_eq!(result.info, "via agent : down (replica lagging)");
 
-    // Unknown words are ignored, as HAProxy does.
+    // Unknown words are ignored and reported, as HAProxy does; no verdict (`CHECKED`).
     let (reply, result) = ask_agent(b"garbage\n").await.expect("garbage");
-    assert_eq!(reply.ignored, vec!["garbage"]);
+    assert_eq!(reply.error.as_deref(), Some("garbage"));
     assert_eq!(reply.health, None);
-    assert_status(&result, Status::L7Ok);
+    assert_status(&result, Status::Checked);
+    assert_eq!(result.info, "agent reports an error : garbage");
 }
 
 #[tokio::test]
 async fn agent_failures_are_reported_not_applied() {
+    // HAProxy's words for an empty answer and for a line the agent did not end.
     let empty = ask_agent(b"").await.expect_err("empty");
     assert_status(&empty, Status::L7Rsp);
-    assert_eq!(empty.info, "empty response");
+    assert_eq!(empty.info, "TCPCHK got an empty response at step 2");
 
     let no_newline = ask_agent(b"drain").await.expect_err("no newline");
-    assert_status(&no_newline, Status::L7Rsp);
+    assert_status(&no_newline, Status::L7Tout);
 
     let mut huge = vec![b'x'; 100 * 1024];
     huge.push(b'\n');

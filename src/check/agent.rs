@@ -1,14 +1,18 @@
 //! `agent-check`: connect to the agent, optionally send `agent-send`, read one line and
 //! apply HAProxy's words (`up`, `down`, `fail`, `stopped`, `ready`, `drain`, `maint`,
-//! `N%`, `maxconn:N`). The text after `#` is kept for the role issue.
+//! `N%`, `maxconn:N`). The text after a word starting with `#` is the description (kept for
+//! the role too).
 //!
-//! As HAProxy 2.6 does: words are separated by spaces, tabs or commas and compared without
-//! case; a later word of the same kind wins (`up down` is down); words it does not know
-//! (`garbage`, `75` without `%`, `maxconn:x`, `-5%`) are ignored, not errors, and an empty
-//! line changes nothing. The reply must be one line ended by `\n` within HAProxy's buffer
-//! size ([`MAX_LINE`]): a close before the end of line, an over-long line or binary bytes
-//! (NUL, control characters) are a failed agent check and nothing of the reply is applied.
-//! The weight percentage is returned as sent; HAProxy caps the resulting weight at 256.
+//! As HAProxy 2.6 does (`tcpcheck_agent_expect_reply`): the line ends at the first CR or LF;
+//! words are separated by spaces, tabs or commas and compared without case; a later word of
+//! the same kind wins (`up down` is down); words it does not know are ignored and the first is
+//! reported (`agent reports an error : WORD`), and a weight or `maxconn:` it cannot apply is
+//! reported in its words (`agent warns : ...`); an empty line changes nothing. The reply must
+//! be one line within HAProxy's buffer size ([`MAX_LINE`]): an empty answer is `L7RSP`, a line
+//! the agent did not end `L7TOUT` (as HAProxy reports them), and an over-long line or binary
+//! bytes (NUL, control characters) a failed agent check; nothing of such a reply is applied.
+//! The weight percentage is returned as sent (capped at 25600, as HAProxy caps it); HAProxy
+//! caps the resulting weight at 256.
 
 use super::conn::{self, Clock, Read, connect};
 use super::{CheckResult, Status, Target};
@@ -51,10 +55,15 @@ pub struct AgentReply {
     pub weight_pct: Option<u32>,
     /// `maxconn:N`.
     pub maxconn: Option<u32>,
-    /// The text after `#`, trimmed (e.g. `role=primary lag=0`); `None` when absent or empty.
+    /// The text after a word that starts with `#`, trimmed (e.g. `role=primary lag=0`);
+    /// `None` when absent or empty.
     pub description: Option<String>,
-    /// Words HAProxy ignores (unknown words, malformed weights), kept for the log.
-    pub ignored: Vec<String>,
+    /// The first word HAProxy does not know (it is ignored and reported: `agent reports an
+    /// error : WORD`).
+    pub error: Option<String>,
+    /// What HAProxy says about a weight or `maxconn:` it could not apply (`agent warns :
+    /// MESSAGE`), in its words.
+    pub warning: Option<String>,
 }
 
 impl AgentHealth {
@@ -74,11 +83,11 @@ impl AgentHealth {
 /// `line` may still carry its `\n` (and a `\r` before it); anything after the first `\n`
 /// is not part of the reply.
 pub fn parse_reply(line: &[u8]) -> Result<AgentReply, String> {
-    let line = match line.iter().position(|&b| b == b'\n') {
-        Some(nl) => &line[..nl],
+    // As HAProxy: the line ends at the first CR or LF.
+    let line = match line.iter().position(|&b| b == b'\n' || b == b'\r') {
+        Some(end) => &line[..end],
         None => line,
     };
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() > MAX_LINE {
         return Err(format!(
             "invalid response: reply longer than {MAX_LINE} bytes"
@@ -93,17 +102,25 @@ pub fn parse_reply(line: &[u8]) -> Result<AgentReply, String> {
         ));
     }
     let text = String::from_utf8_lossy(line);
-    let (words, description) = match text.split_once('#') {
-        Some((words, description)) => (words, Some(description.trim())),
-        None => (text.as_ref(), None),
-    };
-    let mut reply = AgentReply {
-        description: description.filter(|d| !d.is_empty()).map(str::to_string),
-        ..AgentReply::default()
-    };
-    for word in words.split([' ', '\t', ',']).filter(|w| !w.is_empty()) {
-        let lower = word.to_ascii_lowercase();
-        match lower.as_str() {
+    let mut reply = AgentReply::default();
+    // The last weight and `maxconn:` words win, as in HAProxy, which applies them only then.
+    let (mut weight, mut maxconn): (Option<&str>, Option<&str>) = (None, None);
+    let mut rest = text.as_ref();
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            break;
+        }
+        // A word that starts with `#` starts the description: the rest of the line.
+        if let Some(description) = rest.strip_prefix('#') {
+            let description = description.trim();
+            reply.description = (!description.is_empty()).then(|| description.to_string());
+            break;
+        }
+        let end = rest.find([' ', '\t', ',']).unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        rest = after;
+        match word.to_ascii_lowercase().as_str() {
             "up" => reply.health = Some(AgentHealth::Up),
             "down" => reply.health = Some(AgentHealth::Down),
             "fail" => reply.health = Some(AgentHealth::Fail),
@@ -111,26 +128,66 @@ pub fn parse_reply(line: &[u8]) -> Result<AgentReply, String> {
             "ready" => reply.admin = Some(AgentAdmin::Ready),
             "drain" => reply.admin = Some(AgentAdmin::Drain),
             "maint" => reply.admin = Some(AgentAdmin::Maint),
-            _ => {
-                if let Some(pct) = lower.strip_suffix('%').and_then(number) {
-                    reply.weight_pct = Some(pct);
-                } else if let Some(n) = lower.strip_prefix("maxconn:").and_then(number) {
-                    reply.maxconn = Some(n);
-                } else {
-                    reply.ignored.push(word.to_string());
+            lower => {
+                if word.starts_with(|c: char| c.is_ascii_digit()) && word.contains('%') {
+                    weight = Some(word);
+                } else if lower.starts_with("maxconn:") {
+                    maxconn = Some(&word["maxconn:".len()..]);
+                } else if reply.error.is_none() {
+                    reply.error = Some(word.to_string());
                 }
+            }
+        }
+    }
+    if let Some(word) = weight {
+        match relative_weight(word) {
+            Ok(pct) => reply.weight_pct = Some(pct),
+            Err(why) => reply.warning = Some(why.to_string()),
+        }
+    }
+    if let Some(value) = maxconn {
+        match maxconn_value(value) {
+            Ok(n) => reply.maxconn = n,
+            Err(why) => {
+                reply.warning.get_or_insert_with(|| why.to_string());
             }
         }
     }
     Ok(reply)
 }
 
-/// A decimal number of plain digits that fits a `u32`.
-fn number(text: &str) -> Option<u32> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// A weight word (it starts with a digit and holds a `%`): the percentage, or HAProxy's
+/// message (`server_parse_weight_change_request`, for a word of that shape).
+fn relative_weight(word: &str) -> Result<u32, &'static str> {
+    let digits = word.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, end) = word.split_at(digits);
+    // As `strtol`, a number too large for a `long` is read as its largest value.
+    let value: u64 = number.parse().unwrap_or(u64::MAX);
+    if end == "%" {
+        // HAProxy caps the percentage at 25600 before scaling, the weight at 256 after.
+        return Ok(u32::try_from(value.min(25_600)).unwrap_or(25_600));
     }
-    text.parse().ok()
+    if value > 256 {
+        return Err("Absolute weight can only be between 0 and 256 inclusive.\n");
+    }
+    Err("Trailing garbage in weight string")
+}
+
+/// The value after `maxconn:`: `Some(n)`, `None` for a value rolelb does not apply (a
+/// negative or oversized one, which HAProxy takes without a word), or HAProxy's message.
+fn maxconn_value(value: &str) -> Result<Option<u32>, &'static str> {
+    if value.is_empty() {
+        return Err("Require <maxconn>.\n");
+    }
+    let unsigned = value.strip_prefix(['-', '+']).unwrap_or(value);
+    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err("maxconn string empty or preceded by garbage");
+    }
+    if digits < unsigned.len() {
+        return Err("Trailing garbage in maxconn string");
+    }
+    Ok(value.parse().ok())
 }
 
 /// Queries the agent at `target`, sending `send` first when set. A failure (cannot connect,
@@ -138,7 +195,7 @@ fn number(text: &str) -> Option<u32> {
 ///
 /// A reply that parses is `Ok` even when it says `down`/`fail`/`stopped`: its result is then
 /// `L7STS`, code 0, `via agent : down`, as HAProxy logs it; `up` is `L7OK`; a reply without
-/// a health word is `L7OK` with HAProxy's "No status change".
+/// a health word is HAProxy's neutral `CHECKED` ("No status change").
 pub async fn query(
     target: &Target,
     send: Option<&[u8]>,
@@ -157,18 +214,15 @@ pub async fn query(
     let mut buf = Vec::new();
     // One byte more than the longest line, so a full line's `\n` still fits.
     let cap = MAX_LINE + 1;
-    let line_end = |b: &[u8]| b.iter().position(|&c| c == b'\n');
+    // As HAProxy: the line ends at the first CR or LF.
+    let line_end = |b: &[u8]| b.iter().position(|&c| c == b'\n' || c == b'\r');
     let line = match conn::read_until(&mut stream, &mut buf, cap, deadline, line_end).await {
         Ok(nl) => &buf[..nl],
         Err(Read::Eof) if buf.is_empty() => {
-            return Err(clock.result(Status::L7Rsp, "empty response"));
+            return Err(clock.result(Status::L7Rsp, "TCPCHK got an empty response at step 2"));
         }
-        Err(Read::Eof) => {
-            return Err(clock.result(
-                Status::L7Rsp,
-                "invalid response: the agent closed the connection before the end of line",
-            ));
-        }
+        // A line the agent did not end: HAProxy ignores it and reports a timeout.
+        Err(Read::Eof) => return Err(clock.result(Status::L7Tout, "")),
         Err(Read::Full) => {
             return Err(clock.result(
                 Status::L7Rsp,
@@ -182,15 +236,30 @@ pub async fn query(
     Ok((reply, result))
 }
 
-/// The result HAProxy logs for a parsed reply: `via agent : WORD (detail)`.
+/// The result HAProxy 2.6 records for a parsed reply (`tcpcheck_agent_expect_reply`): with a
+/// health word, `L7OK` or `L7STS`, code 0, `via agent : WORD (MESSAGE)`, MESSAGE being the
+/// description, or (when there is none, or the word is `up`) the first unknown word, else the
+/// weight or maxconn warning; without one, `CHECKED` ("No status change"), reporting the
+/// unknown word (`agent reports an error : WORD`) or else the warning (`agent warns : ...`).
 fn describe(clock: &Clock, reply: &AgentReply) -> CheckResult {
+    let odd = reply.error.as_deref().or(reply.warning.as_deref());
     let Some(health) = reply.health else {
-        return clock.result(Status::L7Ok, "No status change");
+        let info = match (&reply.error, &reply.warning) {
+            (Some(word), _) => format!("agent reports an error : {word}"),
+            (None, Some(why)) => format!("agent warns : {why}"),
+            (None, None) => String::new(),
+        };
+        return clock.result(Status::Checked, info);
     };
-    let detail = match (&reply.description, reply.ignored.is_empty()) {
-        (Some(d), _) => format!(" ({d})"),
-        (None, false) => format!(" ({})", reply.ignored.join(" ")),
-        (None, true) => String::new(),
+    let message = match (reply.description.as_deref(), health) {
+        (Some(d), AgentHealth::Up) => odd.unwrap_or(d),
+        (Some(d), _) => d,
+        (None, _) => odd.unwrap_or(""),
+    };
+    let detail = if message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({message})")
     };
     let status = match health {
         AgentHealth::Up => Status::L7Ok,
@@ -242,7 +311,7 @@ mod tests {
         assert_eq!(r.admin, Some(AgentAdmin::Drain));
         assert_eq!(r.weight_pct, Some(75));
         assert_eq!(r.maxconn, Some(5));
-        assert!(r.ignored.is_empty());
+        assert_eq!((r.error, r.warning), (None, None));
         assert_eq!(parse("drain 75% up"), parse("up drain 75%"));
     }
 
@@ -264,31 +333,47 @@ mod tests {
         assert_eq!(parse("#").description, None);
         // Words after `#` are text, not commands.
         assert_eq!(parse("#down").health, None);
+        // A `#` inside a word does not start the description, as in HAProxy.
+        let r = parse("up#x");
+        assert_eq!((r.health, r.error.as_deref()), (None, Some("up#x")));
     }
 
     #[test]
-    fn unknown_words_are_ignored_as_haproxy_does() {
-        let r = parse("garbage\n");
+    fn unknown_words_and_bad_values_are_reported_as_haproxy_does() {
+        // The first unknown word is the error; it changes nothing.
+        let r = parse("garbage other\n");
         assert_eq!(r.health, None);
-        assert_eq!(r.ignored, vec!["garbage"]);
-        for word in [
-            "75",
-            "-5%",
-            "x%",
-            "%",
-            "50.5%",
-            "maxconn:x",
-            "maxconn:",
-            "99999999999%",
+        assert_eq!(r.error.as_deref(), Some("garbage"));
+        for word in ["75", "-5%", "x%", "%", "maxconn"] {
+            let r = parse(word);
+            assert_eq!((r.weight_pct, r.maxconn), (None, None), "{word}");
+            assert_eq!(r.error.as_deref(), Some(word), "{word}");
+        }
+        // A weight or maxconn HAProxy cannot apply is a warning, in its words.
+        for (word, warning) in [
+            ("50.5%", "Trailing garbage in weight string"),
+            ("5x%", "Trailing garbage in weight string"),
+            (
+                "300x%",
+                "Absolute weight can only be between 0 and 256 inclusive.\n",
+            ),
+            ("maxconn:x", "maxconn string empty or preceded by garbage"),
+            ("maxconn:", "Require <maxconn>.\n"),
+            ("maxconn:10x", "Trailing garbage in maxconn string"),
         ] {
             let r = parse(word);
-            assert_eq!(r.weight_pct, None, "{word}");
-            assert_eq!(r.maxconn, None, "{word}");
-            assert_eq!(r.ignored, vec![word.to_string()], "{word}");
+            assert_eq!((r.weight_pct, r.maxconn), (None, None), "{word}");
+            assert_eq!(r.warning.as_deref(), Some(warning), "{word}");
+            assert_eq!(r.error, None, "{word}");
         }
+        // HAProxy caps a percentage at 25600.
+        assert_eq!(parse("99999999999%").weight_pct, Some(25_600));
+        // The last weight word wins, even a bad one.
+        let r = parse("50% 5x%");
+        assert_eq!((r.weight_pct, r.warning.is_some()), (None, true));
         let r = parse("up 50% Garbage");
         assert_eq!((r.health, r.weight_pct), (Some(AgentHealth::Up), Some(50)));
-        assert_eq!(r.ignored, vec!["Garbage"]);
+        assert_eq!(r.error.as_deref(), Some("Garbage"));
     }
 
     #[test]
@@ -319,10 +404,10 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_is_an_ignored_word() {
+    fn non_utf8_is_an_unknown_word() {
         let r = parse_reply(b"up \xff\xfe 10%").unwrap();
         assert_eq!((r.health, r.weight_pct), (Some(AgentHealth::Up), Some(10)));
-        assert_eq!(r.ignored.len(), 1);
+        assert!(r.error.is_some());
     }
 
     #[test]
@@ -347,10 +432,25 @@ mod tests {
         );
         let r = describe(&clock, &parse("up 50% garbage"));
         assert_eq!(r.info, "via agent : up (garbage)");
-        let r = describe(&clock, &parse("drain"));
+        // For `up` the error or warning comes before the description; not for the others.
+        let r = describe(&clock, &parse("up foo #desc"));
+        assert_eq!(r.info, "via agent : up (foo)");
+        let r = describe(&clock, &parse("down foo #desc"));
+        assert_eq!(r.info, "via agent : down (desc)");
+        let r = describe(&clock, &parse("up 5x%"));
+        assert_eq!(r.info, "via agent : up (Trailing garbage in weight string)");
+        // Without a health word: neutral, no code.
+        let r = describe(&clock, &parse("drain 75%"));
         assert_eq!(
-            (r.status, r.info.as_str()),
-            (Status::L7Ok, "No status change")
+            (r.status, r.info.as_str(), r.code),
+            (Status::Checked, "", None)
+        );
+        let r = describe(&clock, &parse("hello"));
+        assert_eq!(r.info, "agent reports an error : hello");
+        let r = describe(&clock, &parse("maxconn:abc"));
+        assert_eq!(
+            r.info,
+            "agent warns : maxconn string empty or preceded by garbage"
         );
     }
 
@@ -368,7 +468,7 @@ mod tests {
         ) {
             let line = words.join(sep);
             let r = parse_reply(line.as_bytes()).unwrap();
-            prop_assert!(r.ignored.is_empty());
+            prop_assert_eq!((r.error, r.warning), (None, None));
             prop_assert_eq!(r.health.is_some(), words.contains(&"up"));
             prop_assert_eq!(r.admin.is_some(), words.contains(&"DRAIN"));
             prop_assert_eq!(r.weight_pct, words.contains(&"42%").then_some(42));
@@ -376,8 +476,11 @@ mod tests {
         }
 
         #[test]
-        fn weights_round_trip(n in 0u32..=100_000) {
-            prop_assert_eq!(parse_reply(format!("{n}%").as_bytes()).unwrap().weight_pct, Some(n));
+        fn weights_round_trip_up_to_haproxys_cap(n in 0u32..=100_000) {
+            prop_assert_eq!(
+                parse_reply(format!("{n}%").as_bytes()).unwrap().weight_pct,
+                Some(n.min(25_600))
+            );
         }
     }
 }

@@ -226,10 +226,9 @@ pub(super) async fn read_until<T, S: AsyncRead + Unpin>(
 }
 
 /// The result for a response that ended early, as the layer-7 checks (pgsql, mysql, http)
-/// report it: a timeout is `L7TOUT`, a reset `L4CON` with the OS text (HAProxy says
-/// `Socket error`, a status rolelb folds into `L4CON`; a TLS error is `SOCKERR`, see
-/// [`io_failure`]), a close or an over-long answer
-/// `L7RSP` with `what` saying what was missing.
+/// report it: a timeout is `L7TOUT`, a reset `SOCKERR` with the OS text (a TLS error too,
+/// see [`io_failure`]), a close or an over-long answer `L7RSP` with `what` saying what was
+/// missing.
 pub(super) fn incomplete(clock: &Clock, read: Read, what: &str) -> CheckResult {
     match read {
         Read::Timeout => clock.result(Status::L7Tout, ""),
@@ -246,10 +245,10 @@ pub(super) fn incomplete(clock: &Clock, read: Read, what: &str) -> CheckResult {
     }
 }
 
-/// How a read or write error once connected is reported: an OS error (a reset) as `L4CON`
-/// with its text; a TLS error (a fatal alert, e.g. a server refusing the client
-/// certificate after a TLS 1.3 handshake) as HAProxy reports it, `SOCKERR` "SSL fatal
-/// error".
+/// How a read or write error once connected is reported, as HAProxy 2.6 reports an I/O
+/// error on an established check connection (`chk_report_conn_err`): `SOCKERR` with the OS
+/// error's text (`Connection reset by peer`), or for a TLS error (a fatal alert, e.g. a
+/// server refusing the client certificate after a TLS 1.3 handshake) "SSL fatal error".
 pub(super) fn io_failure(e: &io::Error) -> (Status, String) {
     let tls = e
         .get_ref()
@@ -257,7 +256,7 @@ pub(super) fn io_failure(e: &io::Error) -> (Status, String) {
     if tls {
         (Status::SockErr, "SSL fatal error".into())
     } else {
-        (Status::L4Con, os_error_text(e))
+        (Status::SockErr, os_error_text(e))
     }
 }
 

@@ -109,22 +109,69 @@ fn operating_change(
     true
 }
 
-/// `option log-health-checks`: HAProxy's line for a health check result that changed the
-/// check's status or moved the health counter (`Health check for server be/s1 failed,
-/// reason: ..., status: 2/3 UP.`); `None` when neither changed.
+/// HAProxy 2.6's lines for a server's forced administrative state moving from `was` to
+/// `now` (its `srv_update_status`), counted after the move.
+fn admin_change_lines(
+    env: &Env,
+    spec: &CheckSpec,
+    live: &ServerLive,
+    was: AdminState,
+    now: AdminState,
+) -> Vec<String> {
+    let name = format!(
+        "{}Server {}/{}",
+        if spec.backup { "Backup " } else { "" },
+        spec.backend,
+        spec.server
+    );
+    let up = if live.effective_health() == Health::Down {
+        "DOWN"
+    } else {
+        "UP"
+    };
+    let (active, backup) = servers_left(env, &spec.backend);
+    match (was, now) {
+        (_, AdminState::Maint) => vec![format!(
+            "{name} is going DOWN for maintenance. {active} active and {backup} backup servers \
+             left. {} sessions active, 0 requeued, 0 remaining in queue.",
+            live.sessions.load(Ordering::Relaxed)
+        )],
+        (AdminState::Maint, AdminState::Ready) => {
+            vec![format!(
+                "{name} is {up}/READY (leaving forced maintenance)."
+            )]
+        }
+        (AdminState::Maint, AdminState::Drain) => vec![
+            format!("{name} is {up}/DRAIN (leaving forced maintenance)."),
+            format!("{name} remains in forced drain mode."),
+        ],
+        (_, AdminState::Drain) => vec![format!(
+            "{name} enters drain state. {active} active and {backup} backup servers online. \
+             0 sessions requeued, 0 total in queue."
+        )],
+        (_, AdminState::Ready) => vec![format!("{name} is {up} (leaving forced drain).")],
+    }
+}
+
+/// Which check a `log-health-checks` line is about.
+#[derive(Clone, Copy)]
+enum CheckKind {
+    Health,
+    Agent,
+}
+
+/// HAProxy 2.6's `option log-health-checks` line for one check result (its
+/// `set_server_check_status`): `Health|Agent check for [backup ]server BE/SRV
+/// [conditionally ]succeeded|failed, reason: ..., status: H/N UP|DRAIN|DOWN.`, where the
+/// counter is the check's own (`rise`, `fall`, `health`: an agent check's is 1, 1, and 1 or 0).
 fn check_log_line(
     env: &Env,
     spec: &CheckSpec,
     live: &ServerLive,
     result: &CheckResult,
-    status_changed: bool,
-    counter_moved: bool,
-    machine: &RiseFall,
-) -> Option<String> {
-    if !status_changed && !counter_moved {
-        return None;
-    }
-    let (rise, fall, health) = (machine.rise(), machine.fall(), machine.counter());
+    kind: CheckKind,
+    (rise, fall, health): (u32, u32, u32),
+) -> String {
     let (done, of, state) = if health >= rise {
         let drained = env
             .table()
@@ -141,8 +188,12 @@ fn check_log_line(
     } else {
         (health, rise, "DOWN")
     };
-    Some(format!(
-        "Health check for {}server {}/{} {}{}, reason: {result}, status: {done}/{of} {state}.",
+    format!(
+        "{} check for {}server {}/{} {}{}, reason: {result}, status: {done}/{of} {state}.",
+        match kind {
+            CheckKind::Health => "Health",
+            CheckKind::Agent => "Agent",
+        },
         if spec.backup { "backup " } else { "" },
         spec.backend,
         spec.server,
@@ -156,7 +207,7 @@ fn check_log_line(
         } else {
             "failed"
         },
-    ))
+    )
 }
 
 /// `http-check disable-on-404`: a conditional pass (`L7OKC`) stops new traffic to the server
@@ -259,17 +310,16 @@ pub(crate) async fn health_loop(
         let transition = machine.record(passed);
         live.set_check_health(machine.counter());
         let status_changed = last_status.replace(result.status) != Some(result.status);
-        if spec.log_health_checks
-            && let Some(line) = check_log_line(
+        // As HAProxy: a line when the status changes or the health counter moves.
+        if spec.log_health_checks && (status_changed || machine.counter() != counter) {
+            let line = check_log_line(
                 &env,
                 &spec,
                 &live,
                 &result,
-                status_changed,
-                machine.counter() != counter,
-                &machine,
-            )
-        {
+                CheckKind::Health,
+                (machine.rise(), machine.fall(), machine.counter()),
+            );
             tracing::warn!("{line}");
         }
         match transition {
@@ -319,6 +369,7 @@ fn apply_agent(
     spec: &CheckSpec,
     live: &ServerLive,
     reply: &agent::AgentReply,
+    result: &CheckResult,
     name: &str,
 ) -> bool {
     let mut changed = false;
@@ -331,8 +382,10 @@ fn apply_agent(
         let was = live.effective_health();
         if live.set_agent_health(health) != health {
             changed = true;
-            let reason = format!("Agent reported {h:?}{}", describe(reply));
-            if !operating_change(env, spec, live, was, Some(&reason)) {
+            // As HAProxy: the reason is the agent check's result, left out when
+            // `log-health-checks` already logged it.
+            let reason = (!spec.log_health_checks).then_some(result as &dyn std::fmt::Display);
+            if !operating_change(env, spec, live, was, reason) {
                 tracing::info!(
                     "Agent of server {name} reports {h:?}{}; the server stays {:?} (its health check says so).",
                     describe(reply),
@@ -347,13 +400,12 @@ fn apply_agent(
             AgentAdmin::Drain => AdminState::Drain,
             AgentAdmin::Maint => AdminState::Maint,
         };
-        if live.set_agent_admin(state) != state {
+        let was = live.set_agent_admin(state);
+        if was != state {
             changed = true;
-            tracing::warn!(
-                "Server {name} is {} (set by the agent){}.",
-                state.word(),
-                describe(reply)
-            );
+            for line in admin_change_lines(env, spec, live, was, state) {
+                tracing::warn!("{line}");
+            }
         }
     }
     if let Some(pct) = reply.weight_pct
@@ -395,6 +447,9 @@ pub(crate) async fn agent_loop(
     let mut tracker = RoleTracker::default();
     let mut next = Instant::now() + first_delay;
     let mut last_failure: Option<super::Status> = None;
+    // The agent check's status (HAProxy's `check->status`; `None`: INI), for
+    // `log-health-checks`.
+    let mut last_status: Option<Status> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -411,12 +466,39 @@ pub(crate) async fn agent_loop(
             r = agent::query(&target, ag.agent_send.as_deref()) => r,
         };
         // The agent's answer (or its failure) is also the role check's outcome with `role-check agent`.
+        // `log-health-checks`: as HAProxy, a line for a result whose status changed (not for a
+        // reply without a health word, HAProxy's neutral `CHECKED`), with the agent's own
+        // counter (1 after `up`, 0 after `down`/`fail`/`stopped`), logged before the server's
+        // UP/DOWN line the reply may cause.
+        let (status, reported_health) = match &outcome {
+            Ok((reply, result)) => (result.status, reply.health),
+            Err(result) => (result.status, None),
+        };
+        if last_status.replace(status) != Some(status)
+            && spec.log_health_checks
+            && status != Status::Checked
+        {
+            let up =
+                reported_health.map_or(live.agent_health() == Health::Up, |h| h == AgentHealth::Up);
+            let result = match &outcome {
+                Ok((_, result)) | Err(result) => result,
+            };
+            let line = check_log_line(
+                &env,
+                &spec,
+                &live,
+                result,
+                CheckKind::Agent,
+                (1, 1, u32::from(up)),
+            );
+            tracing::warn!("{line}");
+        }
         let (role_outcome, result) = match outcome {
             Ok((reply, result)) => {
-                if last_failure.take().is_some() {
+                if last_failure.take().is_some() && !spec.log_health_checks {
                     tracing::info!("Agent check for server {name} answers again.");
                 }
-                if apply_agent(&env, &spec, &live, &reply, &name) {
+                if apply_agent(&env, &spec, &live, &reply, &result, &name) {
                     let _ = env.rebuild();
                 }
                 let report =
@@ -429,7 +511,11 @@ pub(crate) async fn agent_loop(
             }
             Err(result) => {
                 if last_failure != Some(result.status) {
-                    tracing::warn!("Agent check for server {name} failed, reason: {result}.");
+                    // Without `log-health-checks` (which logs it as HAProxy does), rolelb
+                    // still says once that the agent stopped answering.
+                    if !spec.log_health_checks {
+                        tracing::warn!("Agent check for server {name} failed, reason: {result}.");
+                    }
                     last_failure = Some(result.status);
                 }
                 let problem = match result.status {

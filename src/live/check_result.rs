@@ -8,6 +8,9 @@ use std::time::Duration;
 /// HAProxy's check status codes, as shown in its logs and `show stat` (`check_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// An agent reply that carried no health word (a weight, an administrative state): no
+    /// verdict, the server's state does not move (HAProxy's neutral `CHECKED`).
+    Checked,
     /// A socket error once connected (with TLS: a fatal alert after the handshake, such as a
     /// server refusing the client certificate).
     SockErr,
@@ -45,6 +48,7 @@ impl Status {
     /// The code HAProxy prints (`L4OK`, `L7STS`, ...).
     pub fn code(self) -> &'static str {
         match self {
+            Status::Checked => "CHECKED",
             Status::SockErr => "SOCKERR",
             Status::L4Ok => "L4OK",
             Status::L4Tout => "L4TOUT",
@@ -66,6 +70,7 @@ impl Status {
     /// HAProxy's wording in state-change logs (`Layer4 connection problem`, ...).
     pub fn describe(self) -> &'static str {
         match self {
+            Status::Checked => "No status change",
             Status::SockErr => "Socket error",
             Status::L4Ok => "Layer4 check passed",
             Status::L4Tout => "Layer4 timeout",

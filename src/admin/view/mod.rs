@@ -129,6 +129,7 @@ pub fn start_time_secs(started: SystemTime) -> u64 {
 pub fn status_number(result: Option<&CheckResult>) -> u8 {
     match result.map(|r| r.status) {
         None => 1,
+        Some(Status::Checked) => 3,
         Some(Status::SockErr) => 5,
         Some(Status::L4Ok) => 6,
         Some(Status::L4Tout) => 7,
@@ -147,10 +148,12 @@ pub fn status_number(result: Option<&CheckResult>) -> u8 {
     }
 }
 
-/// HAProxy's check result (`srv_check_result`): 0 unknown, 2 failed, 3 passed, 4 conditionally passed.
+/// HAProxy's check result (`srv_check_result`): 0 unknown, 1 neutral, 2 failed, 3 passed, 4
+/// conditionally passed.
 pub fn result_number(result: Option<&CheckResult>) -> u8 {
     match result.map(|r| r.status) {
         None => 0,
+        Some(Status::Checked) => 1,
         Some(Status::L7Okc) => 4,
         Some(s) if s.passed() => 3,
         Some(_) => 2,
