@@ -149,19 +149,8 @@ fn server_lines(log: &str) -> Vec<String> {
 
 /// The agent columns of server `a` in `show stat`.
 fn agent_columns(sock: &Path) -> Vec<(String, String)> {
-    let out = cli(sock, "show stat");
-    let mut lines = out.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("# ")
-        .split(',')
-        .collect();
-    let row: Vec<&str> = lines
-        .find(|l| l.split(',').nth(1) == Some("a"))
-        .unwrap_or_else(|| panic!("no server a in: {out}"))
-        .split(',')
-        .collect();
+    let csv = cli(sock, "show stat");
+    let row = common::stat_row(&csv, "lb", "a").unwrap_or_else(|| panic!("no server a in: {csv}"));
     [
         "agent_status",
         "agent_code",
@@ -170,13 +159,7 @@ fn agent_columns(sock: &Path) -> Vec<(String, String)> {
         "agent_health",
     ]
     .iter()
-    .map(|c| {
-        let i = header.iter().position(|h| h == c).expect("a column");
-        (
-            c.to_string(),
-            row.get(i).copied().unwrap_or_default().to_string(),
-        )
-    })
+    .map(|c| (c.to_string(), row.get(*c).cloned().unwrap_or_default()))
     .collect()
 }
 

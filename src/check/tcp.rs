@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::SockRef;
 use tokio::net::TcpStream;
 
 use super::conn::{Clock, ConnectError, connect_check};
@@ -46,7 +46,8 @@ pub async fn check(target: &Target) -> CheckResult {
 /// Connects to `addr` within `connect_timeout` in delayed-ACK mode and resets the connection
 /// as soon as the connect succeeded.
 async fn probe(addr: SocketAddr, connect_timeout: Duration) -> Result<(), ConnectError> {
-    match tokio::time::timeout(connect_timeout, connect_delayed_ack(addr)).await {
+    let connecting = crate::proxy::connect::connect_nonblocking(addr, true);
+    match tokio::time::timeout(connect_timeout, connecting).await {
         Err(_) => Err(ConnectError::Timeout),
         Ok(Err(e)) => Err(ConnectError::Io(e)),
         Ok(Ok(stream)) => {
@@ -61,31 +62,6 @@ fn reset(stream: &TcpStream) {
     if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
         tracing::debug!("cannot set SO_LINGER on a check connection: {e}");
     }
-}
-
-/// A non-blocking connect with `TCP_QUICKACK` 0 (and `TCP_NODELAY`, as every check), done when
-/// the socket turns writable; a refusal is the socket's pending error.
-async fn connect_delayed_ack(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_tcp_nodelay(true)?;
-    if let Err(e) = socket.set_tcp_quickack(false) {
-        tracing::debug!("cannot delay ACKs on a check connection: {e}");
-    }
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    let stream = TcpStream::from_std(socket.into())?;
-    stream.writable().await?;
-    if let Some(e) = stream.take_error()? {
-        return Err(e);
-    }
-    Ok(stream)
 }
 
 #[cfg(test)]

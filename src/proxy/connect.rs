@@ -53,10 +53,14 @@ async fn connect(
 /// error (`SO_ERROR`) is asked of the kernel only when the poller reported one (`EPOLLERR`,
 /// `EPOLLHUP`): an established connection costs no `getsockopt`.
 ///
-/// `delayed_ack` (`option tcp-smart-connect` with bytes to send at once): the socket starts
-/// in delayed-ACK mode (`TCP_QUICKACK` 0), so the handshake's last ACK leaves with the first
-/// bytes written rather than in a packet of its own, as HAProxy opens it.
-async fn connect_nonblocking(addr: SocketAddr, delayed_ack: bool) -> std::io::Result<TcpStream> {
+/// `delayed_ack`: the socket starts in delayed-ACK mode (`TCP_QUICKACK` 0), so the
+/// handshake's last ACK leaves with the first bytes written rather than in a packet of its
+/// own, as HAProxy opens a connection with bytes to send at once (`option tcp-smart-connect`)
+/// and a plain connect health check (which then resets before that ACK).
+pub(crate) async fn connect_nonblocking(
+    addr: SocketAddr,
+    delayed_ack: bool,
+) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -65,7 +69,7 @@ async fn connect_nonblocking(addr: SocketAddr, delayed_ack: bool) -> std::io::Re
     )?;
     socket.set_tcp_nodelay(true)?;
     if delayed_ack && let Err(e) = socket.set_tcp_quickack(false) {
-        tracing::debug!("cannot delay ACKs (option tcp-smart-connect): {e}");
+        tracing::debug!("cannot delay the ACKs of a connection to {addr}: {e}");
     }
     match socket.connect(&addr.into()) {
         Ok(()) => {}

@@ -4,7 +4,7 @@
 
 pub mod accept_proxy;
 mod bufpool;
-mod connect;
+pub(crate) mod connect;
 pub mod forward;
 pub mod listener;
 pub mod log_line;
