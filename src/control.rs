@@ -26,7 +26,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +47,7 @@ mod tests;
 
 pub use handle::{ControlError, ControlHandle};
 use handle::{RebuildReply, Request};
-use sockets::{Bound, ListenOptions};
+use sockets::{Accepting, Bound, ListenOptions};
 
 /// How often `slowstart` ramps are looked at; the table is rebuilt when one moved a step
 /// (once a second per ramping server, as HAProxy's warm-up task).
@@ -133,16 +132,6 @@ pub enum ReloadError {
     Stopped,
 }
 
-/// A listening socket's accept loops, one per data thread: cancelling `stop` makes them
-/// return, which closes the socket.
-struct Accepting {
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// A descriptor of the socket for the control task: its options are set again at every
-    /// reload. Closed with the loops' descriptors when the address is removed.
-    kept: std::net::TcpListener,
-}
-
 /// The control task's state.
 pub struct Control {
     files: Vec<PathBuf>,
@@ -182,14 +171,6 @@ pub struct Control {
     /// The last big table replaced and when, until it is freed and etcd has been quiet for
     /// [`SETTLE`]: then the heap is trimmed once more (see [`trim`]).
     freeing: Option<(std::sync::Weak<Table>, tokio::time::Instant)>,
-}
-
-/// Sets `options` on the socket bound at `addr` (its `bind` line at `loc`), warning about
-/// each one the system refuses: the address listens all the same, as in HAProxy.
-fn listen_options(addr: SocketAddr, loc: &str, options: ListenOptions, socket: &impl AsFd) {
-    for warning in options.apply(socket) {
-        tracing::warn!(%addr, "{loc}: {warning}");
-    }
 }
 
 impl Control {
@@ -436,37 +417,12 @@ impl Control {
 
     /// Binds what is new, swaps the table built from `config`, then stops what was removed.
     fn swap(&mut self, config: Arc<Config>) -> Result<u64, ReloadError> {
-        let mut wanted: Vec<(SocketAddr, String)> = Vec::new();
-        for fe in config.frontends.iter().filter(|f| !f.disabled) {
-            for b in &fe.binds {
-                wanted.push((b.addr, b.loc.to_string()));
-            }
+        for addr in sockets::dead(&self.listeners) {
+            tracing::error!(%addr, "no accept loop runs on this address any more: closing it to bind it again");
+            self.stop_listening(addr, "its accept loops ended");
         }
-        let mut fresh: Vec<(SocketAddr, Bound)> = Vec::new();
-        for (addr, loc) in &wanted {
-            let options = ListenOptions::of(&config, *addr);
-            if let Some(kept) = self.listeners.get(addr).map(|a| &a.kept) {
-                listen_options(*addr, loc, options, kept);
-                continue;
-            }
-            if fresh.iter().any(|(a, _)| a == addr) {
-                continue;
-            }
-            match sockets::bind(*addr, self.shared.threads.count()) {
-                Ok(bound) => {
-                    listen_options(*addr, loc, options, &bound.kept);
-                    fresh.push((*addr, bound));
-                }
-                // Dropping `fresh` closes what this attempt bound; the old table stays.
-                Err(source) => {
-                    return Err(ReloadError::Bind {
-                        addr: *addr,
-                        loc: loc.clone(),
-                        source,
-                    });
-                }
-            }
-        }
+        let plan = sockets::plan(&config, &self.listeners, self.shared.threads.count())?;
+        let fresh = plan.apply(&mut self.listeners);
         self.generation += 1;
         let prepared = table::prepare(config.clone(), &self.registry);
         let table = Table::build(&prepared, self.generation, std::time::Instant::now());
@@ -483,14 +439,14 @@ impl Control {
         &mut self,
         config: &Config,
         table: Table,
-        fresh: Vec<(SocketAddr, Bound)>,
+        fresh: Vec<(SocketAddr, Bound, ListenOptions)>,
     ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         // At once: the sessions of a writer this table demotes must not go on.
         table.after_swap(&old);
         let threads = self.shared.threads.handles();
-        for (addr, Bound { per_thread, kept }) in fresh {
+        for (addr, Bound { per_thread, kept }, options) in fresh {
             let stop = CancellationToken::new();
             let tasks = per_thread
                 .into_iter()
@@ -506,7 +462,15 @@ impl Control {
                     ))
                 })
                 .collect();
-            self.listeners.insert(addr, Accepting { stop, tasks, kept });
+            self.listeners.insert(
+                addr,
+                Accepting {
+                    stop,
+                    tasks,
+                    kept,
+                    options,
+                },
+            );
             tracing::info!(%addr, "listening");
         }
         let removed: Vec<SocketAddr> = self

@@ -90,27 +90,43 @@ fn interactive(sock: &Path) -> UnixStream {
     conn
 }
 
-/// How long an idle interactive session stays open (up to `limit`).
-fn idle_lifetime(sock: &Path, limit: Duration) -> Duration {
-    let mut conn = interactive(sock);
+/// How long a session stays open (up to `limit`) when it sends nothing (`interactive`:
+/// after `prompt`, else from the start).
+fn idle_lifetime(sock: &Path, limit: Duration, interactive_mode: bool) -> Duration {
+    let mut conn = if interactive_mode {
+        interactive(sock)
+    } else {
+        UnixStream::connect(sock).expect("connect to the stats socket")
+    };
     conn.set_read_timeout(Some(limit)).expect("read timeout");
     let started = Instant::now();
     let _ = conn.read(&mut [0u8; 16]);
     started.elapsed()
 }
 
+/// A session that sends nothing is closed after `stats timeout` by both. An interactive
+/// session (`prompt`) left idle is closed by rolelb too; HAProxy 2.6.12 is not consistent
+/// there (in a run of eight, three were closed after 400 ms and five still open after 6 s),
+/// so that case is not compared.
 #[test]
 fn stats_timeout_closes_an_idle_session_as_in_haproxy() {
     let server = NamedServer::start("s");
     for proxy in ["haproxy", "rolelb"] {
         let quick = start(proxy, "    stats timeout 400ms\n", &server);
-        let lived = idle_lifetime(&quick.sock, Duration::from_secs(5));
+        let lived = idle_lifetime(&quick.sock, Duration::from_secs(5), false);
         assert!(
             (Duration::from_millis(300)..Duration::from_millis(1500)).contains(&lived),
             "{proxy}: stats timeout 400ms closed an idle session after {lived:?}"
         );
+        if proxy == "rolelb" {
+            let lived = idle_lifetime(&quick.sock, Duration::from_secs(5), true);
+            assert!(
+                (Duration::from_millis(300)..Duration::from_millis(1500)).contains(&lived),
+                "rolelb: stats timeout 400ms closed an idle interactive session after {lived:?}"
+            );
+        }
         let default = start(proxy, "", &server);
-        let lived = idle_lifetime(&default.sock, Duration::from_secs(2));
+        let lived = idle_lifetime(&default.sock, Duration::from_secs(2), false);
         assert!(
             lived >= Duration::from_millis(1900),
             "{proxy}: the default (10 s) closed an idle session after {lived:?}"
@@ -145,6 +161,43 @@ fn stats_maxconn_queues_sessions_beyond_it_as_in_haproxy() {
         let mut answer = String::new();
         third.read_to_string(&mut answer).expect("the answer");
         assert!(answer.starts_with("Name: "), "{proxy}: {answer:?}");
+    }
+}
+
+#[test]
+fn stats_maxconn_is_shared_by_every_stats_socket_without_starving_one() {
+    let server = NamedServer::start("s");
+    for proxy in ["haproxy", "rolelb"] {
+        // Two sockets, each idle until asked: a session limit they share must not keep one
+        // waiting for a client of the other.
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (one, two) = (dir.path().join("one.sock"), dir.path().join("two.sock"));
+        let cfg = format!(
+            "global\n    stats socket {} level admin\n    stats socket {} level admin\n    \
+             stats maxconn 1\n\ndefaults\n    mode tcp\n    timeout connect 1s\n    \
+             timeout client 10s\n    timeout server 10s\n\nlisten l\n    bind 127.0.0.1:{}\n    \
+             server s {}\n",
+            one.display(),
+            two.display(),
+            free_port(),
+            server.addr()
+        );
+        let _proxy: Box<dyn std::any::Any> = match proxy {
+            "haproxy" => Box::new(Haproxy::start(&cfg)),
+            _ => Box::new(Rolelb::start(&cfg)),
+        };
+        for round in 0..3 {
+            for sock in [&one, &two] {
+                let started = Instant::now();
+                let info = stats_cli(sock, "show info");
+                assert!(
+                    info.starts_with("Name: ") && started.elapsed() < Duration::from_secs(2),
+                    "{proxy}, round {round}, {}: {info:?} after {:?}",
+                    sock.display(),
+                    started.elapsed()
+                );
+            }
+        }
     }
 }
 

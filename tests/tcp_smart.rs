@@ -125,14 +125,31 @@ fn a_listener_kept_across_a_reload_takes_the_new_options() {
             lb.stderr_text()
         );
     };
+    // A reload refused (a new address cannot be bound) changes nothing, options included.
+    let taken = TcpListener::bind("127.0.0.1:0").expect("an address in use");
+    let taken = taken.local_addr().expect("its address");
+    let refused = config(port, "    option tcp-smart-accept\n", "", "", &addr).replace(
+        "default_backend",
+        &format!("bind {taken}\n    default_backend"),
+    );
+    let mark = lb.log_mark();
+    lb.rewrite_config(&refused);
+    lb.reload();
+    assert!(
+        lb.wait_for_log_since(mark, "cannot bind", Duration::from_secs(5)),
+        "the reload was not refused: {}",
+        lb.stderr_text()
+    );
+    let unchanged = fewest(|| ping_pong_segments(port, &server));
     reload(config(port, "    option tcp-smart-accept\n", "", "", &addr));
     let smart = fewest(|| ping_pong_segments(port, &server));
     reload(config(port, "", "", "", &addr));
     let again = fewest(|| ping_pong_segments(port, &server));
     assert_eq!(
-        (smart + 1, again),
-        (plain, plain),
-        "segments the client received: before, with the option added by a reload, after it was removed"
+        (unchanged, smart + 1, again),
+        (plain, plain, plain),
+        "segments the client received: after a refused reload that adds the option, with the \
+         option added by a reload, after it was removed"
     );
 }
 

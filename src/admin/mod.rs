@@ -86,10 +86,13 @@ static ACCEPT_FAILED: Throttle = Throttle::new();
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Accepts connections until `stop`, at most as many served at once as `slots` has permits
-/// (shared by every listener given the same `slots`): waits for a free slot, then for a
-/// connection, and hands both to `serve`, whose task holds the slot's permit until the
-/// connection ends. A failed accept (out of file descriptors, say) is logged as `what`'s,
-/// at most once a second with a count, and retried after 100 ms.
+/// (shared by every listener given the same `slots`): waits for a connection, then for a
+/// free slot, and hands both to `serve`, whose task holds the slot's permit until the
+/// connection ends. A listener holds no slot while it waits for a client (so one sharing
+/// `slots` with idle others is never starved), and at most one accepted connection waits
+/// for a slot; the rest wait in the kernel's backlog. A failed accept (out of file
+/// descriptors, say) is logged as `what`'s, at most once a second with a count, and retried
+/// after 100 ms.
 async fn accept_limited<C, A>(
     slots: Arc<Semaphore>,
     stop: &CancellationToken,
@@ -100,17 +103,19 @@ async fn accept_limited<C, A>(
     A: Future<Output = io::Result<C>>,
 {
     loop {
-        let permit = tokio::select! {
-            _ = stop.cancelled() => return,
-            p = slots.clone().acquire_owned() => p,
-        };
-        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
             r = accept() => r,
         };
         match accepted {
-            Ok(conn) => serve(conn, permit),
+            Ok(conn) => {
+                let permit = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    p = slots.clone().acquire_owned() => p,
+                };
+                let Ok(permit) = permit else { return };
+                serve(conn, permit);
+            }
             Err(e) => {
                 if let Some(n) = ACCEPT_FAILED.hit() {
                     tracing::error!(

@@ -84,6 +84,32 @@ async fn dial(addr: SocketAddr, limit: Duration) -> Result<TcpStream, RoleFailur
     }
 }
 
+/// Writes the PROXY header a health check would send (see
+/// [`crate::proxy::proxy_protocol::check_header`]) within `limit`.
+async fn send_proxy_header(
+    stream: &mut TcpStream,
+    version: crate::config::ProxyProtocol,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<(), RoleFailure> {
+    use tokio::io::AsyncWriteExt;
+    let local = stream
+        .local_addr()
+        .map_err(|e| RoleFailure::new(io_problem(&e), format!("{addr}: {e}")))?;
+    let header = crate::proxy::proxy_protocol::check_header(version, local, addr);
+    match timeout(limit, stream.write_all(&header)).await {
+        Err(_) => Err(RoleFailure::new(
+            RoleProblem::Unreachable,
+            format!(
+                "{addr}: the PROXY header not sent within {}ms",
+                limit.as_millis()
+            ),
+        )),
+        Ok(Err(e)) => Err(RoleFailure::new(io_problem(&e), format!("{addr}: {e}"))),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
 fn pg_failure(e: &tokio_postgres::Error) -> RoleFailure {
     if let Some(db) = e.as_db_error() {
         return RoleFailure::new(
@@ -103,6 +129,8 @@ pub struct PgProbe {
     addr: SocketAddr,
     config: tokio_postgres::Config,
     client: Option<tokio_postgres::Client>,
+    /// The PROXY header sent first, as the server's health checks send it.
+    proxy_header: Option<crate::config::ProxyProtocol>,
 }
 
 impl PgProbe {
@@ -124,11 +152,15 @@ impl PgProbe {
             addr,
             config,
             client: None,
+            proxy_header: None,
         }
     }
 
     async fn connect(&mut self, limits: Limits) -> Result<(), RoleFailure> {
-        let stream = dial(self.addr, limits.connect).await?;
+        let mut stream = dial(self.addr, limits.connect).await?;
+        if let Some(version) = self.proxy_header {
+            send_proxy_header(&mut stream, version, self.addr, limits.connect).await?;
+        }
         let (client, connection) = match timeout(
             limits.answer,
             self.config.connect_raw(stream, tokio_postgres::NoTls),
@@ -280,19 +312,24 @@ pub enum Probe {
 
 impl Probe {
     /// The probe for `check` at `addr`; `None` for `role-check agent` (the agent loop reads
-    /// the role from the agent's reply instead).
-    pub fn new(check: &RoleCheck, addr: SocketAddr) -> Option<Probe> {
+    /// the role from the agent's reply instead). `proxy_header`: the PROXY header the
+    /// server's health checks send first; a PostgreSQL probe sends it too (the MySQL client
+    /// opens its own connection and cannot: the configuration warns about it).
+    pub fn new(
+        check: &RoleCheck,
+        addr: SocketAddr,
+        proxy_header: Option<crate::config::ProxyProtocol>,
+    ) -> Option<Probe> {
         match check {
             RoleCheck::Pgsql {
                 user,
                 password,
                 database,
-            } => Some(Probe::Pgsql(Box::new(PgProbe::new(
-                addr,
-                user,
-                password.as_deref(),
-                database.as_deref(),
-            )))),
+            } => {
+                let mut probe = PgProbe::new(addr, user, password.as_deref(), database.as_deref());
+                probe.proxy_header = proxy_header;
+                Some(Probe::Pgsql(Box::new(probe)))
+            }
             RoleCheck::Mysql { user, password } => Some(Probe::Mysql(MysqlProbe::new(
                 addr,
                 user,

@@ -308,6 +308,7 @@ mod tests {
             timeout_check: None,
             backend_role,
             max_lag,
+            proxy_header: None,
         }
     }
 

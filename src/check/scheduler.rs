@@ -133,6 +133,8 @@ pub struct RoleSpec {
     pub backend_role: Role,
     /// The backend's `max-lag`.
     pub max_lag: Option<MaxLag>,
+    /// The PROXY header the server's health checks send ([`Server::check_proxy_header`]).
+    pub proxy_header: Option<crate::config::ProxyProtocol>,
 }
 
 /// The target of a check run every `inter`, with HAProxy's use of `timeout check`.
@@ -197,6 +199,7 @@ impl CheckSpec {
             timeout_check: backend.timeout_check,
             backend_role: backend.role,
             max_lag: backend.max_lag,
+            proxy_header: server.check_proxy_header,
         });
         if health.is_none() && agent.is_none() && role.is_none() {
             return None;

@@ -574,7 +574,7 @@ pub(crate) async fn role_loop(
     first_delay: Duration,
     stop: CancellationToken,
 ) {
-    let Some(mut probe) = Probe::new(&rs.check, rs.addr) else {
+    let Some(mut probe) = Probe::new(&rs.check, rs.addr, rs.proxy_header) else {
         return;
     };
     let mut tracker = RoleTracker::default();

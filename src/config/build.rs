@@ -517,6 +517,21 @@ fn check_roles(p: &ProxyDraft, diags: &mut Diags) {
             );
         }
     }
+    if let Some(RoleCheck::Mysql { .. }) = role_check {
+        for s in p.servers.iter().filter(|s| check_sends_proxy_header(s)) {
+            diags.warn(
+                &s.loc,
+                format!(
+                    "server '{}/{}': its health checks send the PROXY header ('send-proxy' or \
+                     'check-send-proxy'), but 'role-check mysql' cannot (the MySQL client opens \
+                     its own connection): if the server requires the header, its role checks \
+                     fail; give the checks a port that does not ('check port N') or use \
+                     'role-check agent'",
+                    p.name, s.name
+                ),
+            );
+        }
+    }
     if let Some(RoleCheck::Agent) = role_check {
         if let Some((_, loc)) = p
             .discover
@@ -540,6 +555,14 @@ fn check_roles(p: &ProxyDraft, diags: &mut Diags) {
             );
         }
     }
+}
+
+/// Whether `s`'s health checks send the PROXY header, as HAProxy 2.6 decides it: with
+/// `check-send-proxy`, or with `send-proxy[-v2]` when the check goes to the traffic address
+/// and port.
+fn check_sends_proxy_header(s: &ServerDraft) -> bool {
+    s.check_send_proxy
+        || (s.send_proxy.is_some() && s.check_port.is_none() && s.check_addr.is_none())
 }
 
 /// The final server; `None` when its address did not parse (already reported).
@@ -588,9 +611,8 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         on_marked_up_shutdown_backup_sessions: s.on_marked_up_shutdown_backup_sessions,
         agent,
         send_proxy: s.send_proxy,
-        check_proxy_header: (s.check_send_proxy
-            || (s.send_proxy.is_some() && s.check_port.is_none() && s.check_addr.is_none()))
-        .then(|| s.send_proxy.unwrap_or(super::ProxyProtocol::V1)),
+        check_proxy_header: check_sends_proxy_header(s)
+            .then(|| s.send_proxy.unwrap_or(super::ProxyProtocol::V1)),
         etcd: None,
         id: s.id,
         resolve: s.resolve.model().map(Arc::new),

@@ -1,16 +1,117 @@
-//! The listening sockets: an address bound once and shared by the data threads, and the
-//! socket options the configuration asks of it — `option tcp-smart-accept` (`TCP_QUICKACK`),
-//! `bind ... defer-accept` (`TCP_DEFER_ACCEPT`) and `bind ... tfo` (`TCP_FASTOPEN`). As
-//! HAProxy 2.6 does when it binds, each option is set or explicitly unset; here that happens
-//! at every reload too, so a socket kept across a reload follows the new configuration.
+//! The listening sockets: an address bound once and shared by the data threads ([`bind`]),
+//! what a new configuration asks of them ([`plan`]: the addresses to bind, the kept sockets
+//! whose options change) and the socket options themselves — `option tcp-smart-accept`
+//! (`TCP_QUICKACK`), `bind ... defer-accept` (`TCP_DEFER_ACCEPT`) and `bind ... tfo`
+//! (`TCP_FASTOPEN`). As HAProxy 2.6 does when it binds, each option is set or explicitly
+//! unset; a reload that changes them sets them again on a kept socket, once every new address
+//! was bound, so a refused reload changes nothing.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio_util::sync::CancellationToken;
 
+use super::ReloadError;
 use crate::config::Config;
+
+/// A listening socket's accept loops, one per data thread: cancelling `stop` makes them
+/// return, which closes the socket.
+pub(super) struct Accepting {
+    pub(super) stop: CancellationToken,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A descriptor of the socket for the control task: its options are set again when a
+    /// reload changes them. Closed with the loops' descriptors when the address is removed.
+    pub(super) kept: TcpListener,
+    /// The options set on it.
+    pub(super) options: ListenOptions,
+}
+
+/// What a configuration asks of the listening sockets beyond those already accepting: the
+/// addresses bound for it (with their options set), and the kept sockets whose options
+/// change, which [`Plan::apply`] sets once every new address was bound.
+pub(super) struct Plan {
+    fresh: Vec<(SocketAddr, Bound, ListenOptions)>,
+    changed: Vec<(SocketAddr, String, ListenOptions)>,
+}
+
+/// Binds the addresses of `config`'s enabled frontends that `listeners` does not have yet
+/// (`threads` descriptors each, plus the kept one); the first that cannot be bound fails the
+/// plan, naming its `bind` line, and what was bound so far is closed.
+pub(super) fn plan(
+    config: &Config,
+    listeners: &HashMap<SocketAddr, Accepting>,
+    threads: usize,
+) -> Result<Plan, ReloadError> {
+    let mut plan = Plan {
+        fresh: Vec::new(),
+        changed: Vec::new(),
+    };
+    let binds = config
+        .frontends
+        .iter()
+        .filter(|f| !f.disabled)
+        .flat_map(|fe| fe.binds.iter());
+    for b in binds {
+        let (addr, loc) = (b.addr, b.loc.to_string());
+        let options = ListenOptions::of(config, addr);
+        if let Some(kept) = listeners.get(&addr) {
+            if kept.options != options && !plan.changed.iter().any(|(a, _, _)| *a == addr) {
+                plan.changed.push((addr, loc, options));
+            }
+            continue;
+        }
+        if plan.fresh.iter().any(|(a, _, _)| *a == addr) {
+            continue;
+        }
+        let bound = bind(addr, threads).map_err(|source| ReloadError::Bind {
+            addr,
+            loc: loc.clone(),
+            source,
+        })?;
+        listen_options(addr, &loc, options, &bound.kept);
+        plan.fresh.push((addr, bound, options));
+    }
+    Ok(plan)
+}
+
+impl Plan {
+    /// Sets the changed options on the kept sockets of `listeners`; returns the new sockets
+    /// to start accepting on.
+    pub(super) fn apply(
+        self,
+        listeners: &mut HashMap<SocketAddr, Accepting>,
+    ) -> Vec<(SocketAddr, Bound, ListenOptions)> {
+        for (addr, loc, options) in self.changed {
+            if let Some(kept) = listeners.get_mut(&addr) {
+                listen_options(addr, &loc, options, &kept.kept);
+                kept.options = options;
+            }
+        }
+        self.fresh
+    }
+}
+
+/// The addresses whose accept loops have all ended on their own (none could watch the
+/// socket, or one failed): held open by the kept descriptor alone, the kernel would complete
+/// handshakes nobody accepts, so the caller closes them (and the next swap binds them again).
+pub(super) fn dead(listeners: &HashMap<SocketAddr, Accepting>) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .filter(|(_, a)| !a.stop.is_cancelled() && a.tasks.iter().all(|t| t.is_finished()))
+        .map(|(addr, _)| *addr)
+        .collect()
+}
+
+/// Sets `options` on the socket bound at `addr` (its `bind` line at `loc`), warning about
+/// each one the system refuses: the address listens all the same, as in HAProxy.
+fn listen_options(addr: SocketAddr, loc: &str, options: ListenOptions, socket: &impl AsFd) {
+    for warning in options.apply(socket) {
+        tracing::warn!(%addr, "{loc}: {warning}");
+    }
+}
 
 /// Listen backlog of every bound socket (also the Fast Open queue length, as HAProxy takes
 /// the listener's backlog for it).
@@ -183,16 +284,11 @@ mod tests {
             get_tcp_int(&bound.kept, libc::TCP_DEFER_ACCEPT).ok(),
             Some(0)
         );
-        assert_eq!(
-            get_tcp_int(&bound.kept, libc::TCP_FASTOPEN).ok(),
-            Some(BACKLOG)
-        );
+        // The kernel caps the Fast Open queue at `net.core.somaxconn`: on, not 1024 exactly.
+        assert!(get_tcp_int(&bound.kept, libc::TCP_FASTOPEN).is_ok_and(|q| q > 0));
         assert_eq!(sock.tcp_quickack().ok(), Some(false));
         // The same socket seen through a thread's descriptor.
-        assert_eq!(
-            get_tcp_int(&bound.per_thread[1], libc::TCP_FASTOPEN).ok(),
-            Some(BACKLOG)
-        );
+        assert!(get_tcp_int(&bound.per_thread[1], libc::TCP_FASTOPEN).is_ok_and(|q| q > 0));
         assert!(ListenOptions::default().apply(&bound.kept).is_empty());
         assert_eq!(
             get_tcp_int(&bound.kept, libc::TCP_DEFER_ACCEPT).ok(),

@@ -424,10 +424,11 @@ fn log_send_hostname(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
         ));
     }
     let name = match ctx.args.first().map(|w| w.as_str()) {
-        Some(name) if !name.is_empty() => name.to_string(),
-        _ => crate::logging::hostname().to_string(),
+        Some(name) if !name.is_empty() => name,
+        _ => crate::logging::hostname(),
     };
-    g.log_send_hostname = Some(name);
+    // No name (the host's cannot be read): the headers keep their default host field.
+    g.log_send_hostname = (!name.is_empty()).then(|| name.to_string());
     Ok(())
 }
 
