@@ -123,3 +123,29 @@ fn checks_send_the_proxy_header_as_haproxy_does() {
         );
     }
 }
+
+/// rolelb's `role-check pgsql` connects where the health check would, so it sends the header
+/// too (HAProxy has no role checks to compare with).
+#[test]
+fn a_pgsql_role_check_sends_the_proxy_header_first() {
+    let (addr, first) = first_bytes_server();
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 10s\n    \
+         timeout server 10s\n\nlisten l\n    bind 127.0.0.1:{}\n    role primary\n    \
+         role-check pgsql user postgres\n    server s {addr} send-proxy inter 200ms\n",
+        free_port()
+    );
+    let _lb = Rolelb::start(&cfg);
+    let got = first
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the role check reached the server");
+    let header = "PROXY TCP4 127.0.0.1 127.0.0.1 ";
+    let text = String::from_utf8_lossy(&got);
+    let line = text.split("\r\n").next().unwrap_or_default();
+    assert!(
+        text.starts_with(header)
+            && text.contains("\r\n")
+            && line.ends_with(&format!(" {}", addr.port())),
+        "the role check sent {text:?} first"
+    );
+}
