@@ -66,6 +66,16 @@ fn patroni_switchover_moves_writes_and_no_write_is_answered_by_a_replica() {
         "no write through rolelb:\n{}",
         rolelb.stderr_text()
     );
+    // The candidate has replayed the table before the switchover: a run on a busy machine
+    // once switched to a replica that had not, and every write then failed on the new
+    // leader with "relation \"w\" does not exist" (rolelb had routed them there).
+    let candidate_port = cluster.pg_port(&candidate);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            try_psql(candidate_port, "SELECT to_regclass('w') IS NOT NULL").as_deref() == Ok("t")
+        }),
+        "the table never reached {candidate}"
+    );
     assert!(
         wait_until(Duration::from_secs(30), || try_psql(rport, "SELECT 1")
             .is_ok()),

@@ -1,8 +1,9 @@
-//! `spread-checks` and `max-spread-checks`, side by side with HAProxy 2.6 on the same config,
-//! timed at the checked server: with `spread-checks 50` each interval between two checks is
-//! moved at random by up to half of `inter` either way (without it, the checks keep their
-//! beat), and the first checks after a start are spread over `inter` (one position per check
-//! in configuration order) or over at most `max-spread-checks`.
+//! When checks run, side by side with HAProxy 2.6 on the same config, timed at the checked
+//! server: the next check comes `inter` after the previous one ended (a slow answer delays
+//! it); with `spread-checks 50` each interval is moved at random by up to half of `inter`
+//! either way (without it, the checks keep their beat); and the first checks after a start
+//! are spread over `inter` (one position per check in configuration order) or over at most
+//! `max-spread-checks`.
 
 mod common;
 mod scripted;
@@ -162,6 +163,48 @@ fn first_checks_are_spread_over_inter_or_max_spread_checks_as_haproxy_does() {
             off,
             "{proxy} '{}': first checks at {got:?} ms after the first, want {want:?} (±150)",
             global.trim()
+        );
+    }
+}
+
+/// The gaps between the first checks at a server that answers 300 ms late, checked every 1 s
+/// by `proxy`, in milliseconds.
+fn slow_server_gaps(proxy: &str) -> Vec<u128> {
+    let server = Scripted::start(
+        Reply::Late(Duration::from_millis(300), b"OK\n".to_vec()),
+        false,
+    );
+    let _proxy = start(proxy, &config("", &[&server], "inter 1s rise 1 fall 1"));
+    let enough = || server.arrivals().len() >= 5;
+    assert!(
+        wait_until(Duration::from_secs(15), enough),
+        "{proxy}: {} checks",
+        server.arrivals().len()
+    );
+    let arrivals = server.arrivals();
+    arrivals
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect()
+}
+
+#[test]
+fn the_next_check_comes_inter_after_the_previous_one_ended_as_in_haproxy() {
+    let measured: Vec<Vec<u128>> = thread::scope(|s| {
+        let running: Vec<_> = ["haproxy", "rolelb"]
+            .iter()
+            .map(|proxy| s.spawn(move || slow_server_gaps(proxy)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| t.join().expect("a measuring thread"))
+            .collect()
+    });
+    for (proxy, gaps) in ["haproxy", "rolelb"].iter().zip(&measured) {
+        // 1 s of inter after a check of 300 ms: 1.3 s apart (1 s if timed from the start).
+        assert!(
+            gaps.iter().all(|g| (1250..1500).contains(g)),
+            "{proxy}: gaps between checks {gaps:?} ms, want about 1300"
         );
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Intervals as HAProxy: `inter` while steady UP, `fastinter` while a state change is under
 //! way (some failures while UP, some successes while DOWN), `downinter` while steady DOWN;
-//! each defaults to `inter`. The connect part of a check is bounded by `timeout connect`
+//! each defaults to `inter`, and counts from the end of the previous check. The connect part of a check is bounded by `timeout connect`
 //! (at most `inter`) when `timeout check` is set, which bounds the rest; else `inter` bounds
 //! both. First checks are spread as HAProxy spreads them ([`first_delays`], bounded by
 //! `max-spread-checks`) so hundreds of servers do not fire at once, and `spread-checks`
@@ -278,11 +278,11 @@ pub(crate) fn first_delays(checks: &[Duration], max_spread: Option<Duration>) ->
 /// `SRV_CHK_INTER_THRES`).
 const SPREAD_THRESHOLD: Duration = Duration::from_secs(1);
 
-/// The next check time: one interval after the previous *planned* time, so wake-up latency
-/// does not accumulate into a slower schedule; never in the past (a check that overran its
-/// slot runs again at once rather than in a burst).
-pub(crate) fn reschedule(planned: Instant, interval: Duration) -> Instant {
-    (planned + interval).max(Instant::now())
+/// The next check time, as HAProxy 2.6 sets it when a check ends (`process_chk`): one
+/// interval from now, so a check that takes 300 ms with `inter 1s` runs every 1.3 s (a
+/// check that runs long never makes the next ones come in a burst).
+pub(crate) fn after_this_check(interval: Duration) -> Instant {
+    Instant::now() + interval
 }
 
 /// Sleeps until `next`, and on while the server is in MAINT (checks are suspended there, as in

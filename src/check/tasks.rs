@@ -15,8 +15,8 @@ use super::rise_fall::{RiseFall, Transition};
 use super::role::{self, Probe, RoleFailure, RoleReport};
 use super::role_tracker::{self, Current, RoleTracker};
 use super::scheduler::{
-    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, next_turn, reschedule, run_check_as, spread,
-    target,
+    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, after_this_check, next_turn, run_check_as,
+    spread, target,
 };
 use super::tls::TlsClient;
 use super::{CheckResult, Status};
@@ -358,7 +358,7 @@ pub(crate) async fn health_loop(
         } else {
             hs.downinter
         };
-        next = reschedule(next, spread(interval, hs.spread));
+        next = after_this_check(spread(interval, hs.spread));
     }
 }
 
@@ -543,7 +543,7 @@ pub(crate) async fn agent_loop(
         }
         live.check_durations.agent.observe(result.duration);
         live.last_agent.store(Some(Arc::new(result)));
-        next = reschedule(next, spread(ag.agent_inter, ag.spread));
+        next = after_this_check(spread(ag.agent_inter, ag.spread));
     }
 }
 
@@ -596,6 +596,6 @@ pub(crate) async fn role_loop(
         apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
         let settled = tracker.failures() == 0 && live.role() != NodeRole::Unknown;
         let interval = if settled { rs.inter } else { rs.fastinter };
-        next = reschedule(next, interval);
+        next = after_this_check(interval);
     }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub enum Reply {
     /// Write these bytes, then close.
     Bytes(Vec<u8>),
+    /// Wait this long, then write these bytes and close (a slow server).
+    Late(Duration, Vec<u8>),
     /// Accept and say nothing until the client gives up (a hung server).
     Silent,
     /// Close at once without a word.
@@ -121,8 +123,12 @@ fn serve(mut conn: TcpStream, st: &State) {
         }
     }
     let reply = st.reply.lock().map(|r| r.clone()).unwrap_or(Reply::Close);
+    if let Reply::Late(delay, _) = &reply {
+        // The delay is the scenario (a slow answer), not a wait for a condition.
+        thread::sleep(*delay);
+    }
     match reply {
-        Reply::Bytes(b) => {
+        Reply::Bytes(b) | Reply::Late(_, b) => {
             let _ = conn.write_all(&b);
             let _ = conn.shutdown(Shutdown::Write);
             // Let the client read and close first, as real servers do.
