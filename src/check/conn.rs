@@ -88,6 +88,31 @@ impl ConnectError {
     }
 }
 
+/// Connects to `addr` within `connect_timeout` in delayed-ACK mode (`TCP_QUICKACK` 0), as
+/// HAProxy 2.6 opens a check connection whose next step is not to read (its
+/// `CONNECT_DELACK_ALWAYS`): the handshake's last ACK leaves with the first bytes sent, or
+/// never when the connection is reset first ([`reset`]), so the server's application does not
+/// even accept a connection that only proves the port is open.
+pub(super) async fn connect_delayed_ack(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let connecting = crate::proxy::connect::connect_nonblocking(addr, true);
+    match tokio::time::timeout(connect_timeout, connecting).await {
+        Err(_) => Err(ConnectError::Timeout),
+        Ok(Err(e)) => Err(ConnectError::Io(e)),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// Makes dropping `stream` reset the connection (`SO_LINGER` 0), as HAProxy closes a check
+/// connection: no TIME_WAIT left behind.
+pub(super) fn reset(stream: &TcpStream) {
+    if let Err(e) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("cannot set SO_LINGER on a check connection: {e}");
+    }
+}
+
 /// Connects to `addr` within `connect_timeout`.
 pub(super) async fn connect(
     addr: SocketAddr,

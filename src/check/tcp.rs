@@ -15,10 +15,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use socket2::SockRef;
-use tokio::net::TcpStream;
-
-use super::conn::{Clock, ConnectError, connect_check};
+use super::conn::{Clock, ConnectError, connect_check, connect_delayed_ack, reset};
 use super::tls::CheckStream;
 use super::{CheckResult, Status, Target};
 
@@ -46,22 +43,9 @@ pub async fn check(target: &Target) -> CheckResult {
 /// Connects to `addr` within `connect_timeout` in delayed-ACK mode and resets the connection
 /// as soon as the connect succeeded.
 async fn probe(addr: SocketAddr, connect_timeout: Duration) -> Result<(), ConnectError> {
-    let connecting = crate::proxy::connect::connect_nonblocking(addr, true);
-    match tokio::time::timeout(connect_timeout, connecting).await {
-        Err(_) => Err(ConnectError::Timeout),
-        Ok(Err(e)) => Err(ConnectError::Io(e)),
-        Ok(Ok(stream)) => {
-            reset(&stream);
-            Ok(())
-        }
-    }
-}
-
-/// Makes dropping `stream` reset the connection (`SO_LINGER` 0): no TIME_WAIT left behind.
-fn reset(stream: &TcpStream) {
-    if let Err(e) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
-        tracing::debug!("cannot set SO_LINGER on a check connection: {e}");
-    }
+    let stream = connect_delayed_ack(addr, connect_timeout).await?;
+    reset(&stream);
+    Ok(())
 }
 
 #[cfg(test)]
