@@ -285,6 +285,13 @@ pub(crate) fn after_this_check(interval: Duration) -> Instant {
     Instant::now() + interval
 }
 
+/// The next role check: one interval after the previous *planned* one, never in the past.
+/// Role checks (rolelb's own) keep their beat whatever a check costs, so a promotion is seen
+/// within one interval: they decide where writes go.
+pub(crate) fn on_the_beat(planned: Instant, interval: Duration) -> Instant {
+    (planned + interval).max(Instant::now())
+}
+
 /// Sleeps until `next`, and on while the server is in MAINT (checks are suspended there, as in
 /// HAProxy), looking again every `inter`. Returns when the check is due, or `None` once
 /// `stop` is cancelled.

@@ -15,8 +15,8 @@ use super::rise_fall::{RiseFall, Transition};
 use super::role::{self, Probe, RoleFailure, RoleReport};
 use super::role_tracker::{self, Current, RoleTracker};
 use super::scheduler::{
-    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, after_this_check, next_turn, run_check_as,
-    spread, target,
+    AgentSpec, CheckSpec, Env, HealthSpec, RoleSpec, after_this_check, next_turn, on_the_beat,
+    run_check_as, spread, target,
 };
 use super::tls::TlsClient;
 use super::{CheckResult, Status};
@@ -596,6 +596,6 @@ pub(crate) async fn role_loop(
         apply_role(&spec, &rs, &live, &env, &mut tracker, outcome, duration);
         let settled = tracker.failures() == 0 && live.role() != NodeRole::Unknown;
         let interval = if settled { rs.inter } else { rs.fastinter };
-        next = after_this_check(interval);
+        next = on_the_beat(next, interval);
     }
 }
