@@ -1,5 +1,5 @@
-//! `nbthread 2`: two data threads, each with its own event loop, both accepting on every
-//! listening socket, each session served to its end by the thread with fewer sessions when it
+//! `nbthread 2`: two data threads, each with its own event loop and its own listening socket
+//! per address (an address another program holds is still refused), each session served to its end by the thread with fewer sessions when it
 //! was accepted. Shown here from outside: both data threads carry sessions, evenly when
 //! sessions open one after another, global and frontend `maxconn` hold
 //! exactly however the threads race for clients (and a freed place is not lost when the
@@ -337,4 +337,92 @@ fn a_soft_stop_closes_both_threads_listeners_and_lets_sessions_finish() {
         "rolelb exits once the last session ended"
     );
     assert!(lb.exited().is_some_and(|s| s.success()), "and exits 0");
+}
+
+/// Listening sockets on 127.0.0.1:`port` (`/proc/net/tcp`, state LISTEN).
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("reading /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+        })
+        .count()
+}
+
+/// Runs rolelb on `cfg_text` expecting it to refuse to start: its exit status and stderr.
+fn refused_start(cfg_text: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("lb.cfg");
+    std::fs::write(&file, cfg_text).expect("writing the config");
+    let mut child = std::process::Command::new(common::rolelb_bin())
+        .arg("-f")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting rolelb");
+    let mut status = None;
+    let ended = wait_until(Duration::from_secs(10), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("rolelb started on an address already in use (it should have refused)");
+    }
+    let mut err = String::new();
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    (status.expect("exited"), err)
+}
+
+#[test]
+fn each_thread_accepts_on_its_own_socket_and_a_taken_address_is_still_refused() {
+    let s1 = NamedServer::start("s1");
+    let port = free_port();
+    // An HAProxy not yet stopped holds the port, with SO_REUSEPORT (its default): rolelb's
+    // per-thread sockets (SO_REUSEPORT too) must not join it and take half its clients.
+    let haproxy_cfg = format!(
+        "global\n    nbthread 2\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
+         timeout client 60s\n    timeout server 60s\nlisten old\n    bind 127.0.0.1:{port}\n    \
+         server s1 {}\n",
+        s1.addr()
+    );
+    let haproxy = common::Haproxy::start(&haproxy_cfg);
+    let lb_cfg = cfg("", &[("lb", port, "")], &s1);
+    let (status, err) = refused_start(&lb_cfg);
+    assert!(
+        !status.success() && err.contains("cannot bind") && err.contains(&port.to_string()),
+        "rolelb must refuse an address HAProxy listens on ({status}): {err}"
+    );
+    drop(haproxy);
+    assert!(
+        wait_until(Duration::from_secs(5), || listening_sockets(port) == 0),
+        "HAProxy's socket closes"
+    );
+    let lb = Rolelb::start(&lb_cfg);
+    assert_eq!(
+        listening_sockets(port),
+        2,
+        "one listening socket per data thread"
+    );
+    // A second rolelb on the same config is refused too, and takes nothing from the first.
+    let (status, err) = refused_start(&lb_cfg);
+    assert!(
+        !status.success() && err.contains("cannot bind"),
+        "a second rolelb must refuse the address ({status}): {err}"
+    );
+    assert_eq!(listening_sockets(port), 2);
+    // Every client is served, whichever socket the kernel gives it to.
+    for i in 0..40 {
+        let (name, _conn) = open_named(local(port)).unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(name, "s1", "client {i}");
+    }
+    drop(lb);
 }
