@@ -47,7 +47,7 @@ mod tests;
 
 pub use handle::{ControlError, ControlHandle};
 use handle::{RebuildReply, Request};
-use sockets::{Accepting, Bound, ListenOptions};
+use sockets::{Accepting, Bound, ListenOptions, Prebind};
 
 /// How often `slowstart` ramps are looked at; the table is rebuilt when one moved a step
 /// (once a second per ramping server, as HAProxy's warm-up task).
@@ -126,6 +126,22 @@ pub enum ReloadError {
         loc: String,
         /// The system's error.
         source: io::Error,
+    },
+    /// A `bind` line asks a kept address for options only a new socket can have.
+    #[error(
+        "{loc}: {addr} was bound with {was}, now {now}: these options apply when an address is \
+         bound, so changing them needs a restart (the address keeps its socket; this reload \
+         changed nothing)"
+    )]
+    Rebind {
+        /// The address.
+        addr: SocketAddr,
+        /// Where the `bind` line is.
+        loc: String,
+        /// Its options before.
+        was: String,
+        /// What the new configuration asks.
+        now: String,
     },
     /// The control task is gone, or a soft stop began: nothing was read.
     #[error("rolelb is stopping")]
@@ -421,7 +437,12 @@ impl Control {
             tracing::error!(%addr, "no accept loop runs on this address any more: closing it to bind it again");
             self.stop_listening(addr, "its accept loops ended");
         }
-        let plan = sockets::plan(&config, &self.listeners, self.shared.threads.count())?;
+        let plan = sockets::plan(
+            &config,
+            &self.listeners,
+            self.shared.threads.count(),
+            self.shared.default_maxconn,
+        )?;
         let fresh = plan.apply(&mut self.listeners);
         self.generation += 1;
         let prepared = table::prepare(config.clone(), &self.registry);
@@ -439,14 +460,14 @@ impl Control {
         &mut self,
         config: &Config,
         table: Table,
-        fresh: Vec<(SocketAddr, Bound, ListenOptions)>,
+        fresh: Vec<(SocketAddr, Bound, ListenOptions, Prebind)>,
     ) -> Arc<Table> {
         let table = Arc::new(table);
         let old = self.shared.table.swap(table.clone());
         // At once: the sessions of a writer this table demotes must not go on.
         table.after_swap(&old);
         let threads = self.shared.threads.handles();
-        for (addr, Bound { per_thread, kept }, options) in fresh {
+        for (addr, Bound { per_thread, kept }, options, prebind) in fresh {
             let stop = CancellationToken::new();
             let tasks = per_thread
                 .into_iter()
@@ -469,6 +490,7 @@ impl Control {
                     tasks,
                     kept,
                     options,
+                    prebind,
                 },
             );
             tracing::info!(%addr, "listening");

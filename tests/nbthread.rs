@@ -353,35 +353,6 @@ fn listening_sockets(port: u16) -> usize {
         .count()
 }
 
-/// Runs rolelb on `cfg_text` expecting it to refuse to start: its exit status and stderr.
-fn refused_start(cfg_text: &str) -> (std::process::ExitStatus, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("lb.cfg");
-    std::fs::write(&file, cfg_text).expect("writing the config");
-    let mut child = std::process::Command::new(common::rolelb_bin())
-        .arg("-f")
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting rolelb");
-    let mut status = None;
-    let ended = wait_until(Duration::from_secs(10), || {
-        status = child.try_wait().ok().flatten();
-        status.is_some()
-    });
-    if !ended {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("rolelb started on an address already in use (it should have refused)");
-    }
-    let mut err = String::new();
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut err);
-    }
-    (status.expect("exited"), err)
-}
-
 #[test]
 fn each_thread_accepts_on_its_own_socket_and_a_taken_address_is_still_refused() {
     let s1 = NamedServer::start("s1");
@@ -396,10 +367,10 @@ fn each_thread_accepts_on_its_own_socket_and_a_taken_address_is_still_refused() 
     );
     let haproxy = common::Haproxy::start(&haproxy_cfg);
     let lb_cfg = cfg("", &[("lb", port, "")], &s1);
-    let (status, err) = refused_start(&lb_cfg);
+    let (ok, err) = Rolelb::start_refused(&lb_cfg);
     assert!(
-        !status.success() && err.contains("cannot bind") && err.contains(&port.to_string()),
-        "rolelb must refuse an address HAProxy listens on ({status}): {err}"
+        !ok && err.contains("cannot bind") && err.contains(&port.to_string()),
+        "rolelb must refuse an address HAProxy listens on: {err}"
     );
     drop(haproxy);
     assert!(
@@ -413,10 +384,10 @@ fn each_thread_accepts_on_its_own_socket_and_a_taken_address_is_still_refused() 
         "one listening socket per data thread"
     );
     // A second rolelb on the same config is refused too, and takes nothing from the first.
-    let (status, err) = refused_start(&lb_cfg);
+    let (ok, err) = Rolelb::start_refused(&lb_cfg);
     assert!(
-        !status.success() && err.contains("cannot bind"),
-        "a second rolelb must refuse the address ({status}): {err}"
+        !ok && err.contains("cannot bind"),
+        "a second rolelb must refuse the address: {err}"
     );
     assert_eq!(listening_sockets(port), 2);
     // Every client is served, whichever socket the kernel gives it to.

@@ -299,8 +299,40 @@ pub struct Bind {
     pub defer_accept: bool,
     /// `tfo`: TCP Fast Open is accepted on this address (`TCP_FASTOPEN`).
     pub tfo: bool,
+    /// `id N`: the listener's id (HAProxy shows it as the `sid` of its stats row).
+    pub id: Option<u32>,
+    /// The socket options of the line.
+    pub socket: BindSocket,
     /// Where it was declared.
     pub loc: Loc,
+}
+
+/// How the listening sockets of a `bind` line are set up, as HAProxy 2.6 sets them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BindSocket {
+    /// `transparent`: the address may be one this host does not have (yet), such as a
+    /// keepalived VIP held by another node (`IP_TRANSPARENT` / `IPV6_TRANSPARENT`).
+    pub transparent: bool,
+    /// `v6only` (`Some(true)`) or `v4v6` (`Some(false)`) on an IPv6 address; `None`: the
+    /// system's default (`net.ipv6.bindv6only`).
+    pub v6only: Option<bool>,
+    /// `interface NAME`: only connections arriving on this interface (`SO_BINDTODEVICE`).
+    pub interface: Option<String>,
+    /// `backlog N` (0 or absent: the default, see `Frontend::backlog`).
+    pub backlog: Option<u32>,
+    /// `mss N`: positive, the MSS advertised to clients (`TCP_MAXSEG` on the listener);
+    /// negative, by how much each accepted connection's MSS is lowered.
+    pub mss: Option<i32>,
+    /// `tcp-ut DELAY`: `TCP_USER_TIMEOUT` of the client connections.
+    pub tcp_ut: Option<Duration>,
+}
+
+impl BindSocket {
+    /// The options that must be set before the address is bound: a socket bound without
+    /// them cannot take them later.
+    pub fn before_bind(&self) -> (bool, Option<bool>, Option<&str>) {
+        (self.transparent, self.v6only, self.interface.as_deref())
+    }
 }
 
 /// `balance` algorithm.

@@ -176,6 +176,21 @@ fn no_linger(stream: &TcpStream) {
     }
 }
 
+/// A negative `mss N` on the `bind` line: the accepted connection's MSS lowered by `by`, as
+/// HAProxy does for each connection it accepts.
+fn lower_mss(stream: &TcpStream, by: u32) {
+    let sock = SockRef::from(stream);
+    match sock.tcp_mss() {
+        Ok(mss) if mss > by => {
+            if let Err(e) = sock.set_tcp_mss(mss - by) {
+                tracing::debug!("cannot lower the MSS from {mss} by {by}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!("cannot read the MSS: {e}"),
+    }
+}
+
 /// Enables TCP keepalive: HAProxy's plain form for `option clitcpka`/`srvtcpka`, or the
 /// tighter role-aware form with `TCP_USER_TIMEOUT` (see [`ROLE_KEEPALIVE`]).
 fn set_keepalive(stream: &TcpStream, role_aware: bool) {
@@ -300,6 +315,10 @@ pub fn serve(
         if fe.nolinger {
             no_linger(&client);
         }
+        let listener = fe.bind(bind);
+        if let Some(lower) = listener.map(|l| l.lower_mss).filter(|&n| n > 0) {
+            lower_mss(&client, lower);
+        }
         // `tcp-request connection` rules see the connection itself, before any PROXY header.
         if !fe.tcp_request_connection.is_empty() {
             let current = table.load();
@@ -313,7 +332,7 @@ pub fn serve(
                 return reset(client);
             }
         }
-        if let Some(bind) = fe.bind(bind).filter(|b| b.accept_proxy) {
+        if let Some(bind) = listener.filter(|b| b.accept_proxy) {
             let incoming = Incoming {
                 fe: &fe,
                 bind,

@@ -292,6 +292,9 @@ pub struct ListenerRt {
     pub label: String,
     /// `accept-proxy`: connections start with a PROXY protocol header.
     pub accept_proxy: bool,
+    /// A negative `mss` on its line: by how much each accepted connection's MSS is
+    /// lowered (0: not at all).
+    pub lower_mss: u32,
 }
 
 /// One immutable generation of everything the data path reads.
@@ -410,6 +413,7 @@ impl Table {
                         addr: b.addr,
                         label: b.name.clone().unwrap_or_else(|| number.to_string()),
                         accept_proxy: b.accept_proxy,
+                        lower_mss: b.socket.mss.filter(|&m| m < 0).map_or(0, i32::unsigned_abs),
                     })
                     .collect(),
                 live: live.clone(),

@@ -54,6 +54,37 @@ impl Rolelb {
         }
     }
 
+    /// Runs rolelb on `cfg_text` expecting it to refuse to start (e.g. an address it cannot
+    /// bind): whether it exited successfully, and its stderr. Panics if it is still running
+    /// after 10 s (it started when it should not have).
+    pub fn start_refused(cfg_text: &str) -> (bool, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("lb.cfg");
+        fs::write(&file, cfg_text).expect("writing the config");
+        let mut child = std::process::Command::new(rolelb_bin())
+            .arg("-f")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting rolelb");
+        let mut status = None;
+        let ended = wait_until(Duration::from_secs(10), || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if !ended {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rolelb started (it should have refused to):\n{cfg_text}");
+        }
+        let mut err = String::new();
+        if let Some(mut s) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut s, &mut err);
+        }
+        (status.is_some_and(|s| s.success()), err)
+    }
+
     /// `rolelb -c -f` on `cfg_text`: (valid, output).
     pub fn check(cfg_text: &str) -> (bool, String) {
         check_config(&rolelb_bin(), cfg_text)

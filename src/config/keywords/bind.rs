@@ -1,21 +1,30 @@
-//! The `bind` option table: what may follow `bind ADDR:PORT`. `name`, `accept-proxy`,
-//! `defer-accept` and `tfo` mean something to rolelb; `process` and `thread` (which thread
-//! accepts) are accepted with a warning.
+//! The `bind` option table: what may follow `bind ADDR:PORT`. `name`, `id`, `accept-proxy`,
+//! `defer-accept`, `tfo` and the socket options (`transparent`, `v4v6`, `v6only`,
+//! `interface`, `backlog`, `mss`, `tcp-ut`) mean something to rolelb; `process`, `thread`
+//! (which thread accepts) and `nice` (HAProxy's task priority) are accepted with a warning.
 
 use super::{Ctx, did_you_mean};
 use crate::config::lexer::Word;
+use crate::config::model::BindSocket;
+use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// What the options of one `bind` line set.
 #[derive(Debug, Default)]
 pub struct BindOptions {
     /// `name N`.
     pub name: Option<String>,
+    /// `id N`.
+    pub id: Option<u32>,
     /// `accept-proxy`: each connection starts with a PROXY protocol header (v1 or v2).
     pub accept_proxy: bool,
     /// `defer-accept`.
     pub defer_accept: bool,
     /// `tfo`.
     pub tfo: bool,
+    /// The socket options.
+    pub socket: BindSocket,
+    /// `v4v6` was given (`v6only` wins over it, as in HAProxy).
+    v4v6: bool,
 }
 
 /// Parser of one bind option; gets its argument when the option takes one.
@@ -53,7 +62,81 @@ pub const BIND_KEYWORDS: &[BindKeyword] = &[
         o.tfo = true;
         Ok(())
     }),
+    kw("id", true, id),
+    kw("nice", true, nice),
+    kw("transparent", false, |o, _, _| {
+        o.socket.transparent = true;
+        Ok(())
+    }),
+    kw("v4v6", false, |o, _, _| {
+        o.v4v6 = true;
+        Ok(())
+    }),
+    kw("v6only", false, |o, _, _| {
+        o.socket.v6only = Some(true);
+        Ok(())
+    }),
+    kw("interface", true, |o, arg, _| {
+        let name = arg.unwrap_or_default();
+        // The kernel's IFNAMSIZ: 15 bytes and the terminating NUL.
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+            return Err(format!(
+                "'interface {name}': an interface name has 1 to 15 characters, no '/' nor space"
+            ));
+        }
+        o.socket.interface = Some(name.to_string());
+        Ok(())
+    }),
+    kw("backlog", true, |o, arg, _| {
+        let n = parse_int(arg.unwrap_or_default(), "'backlog'", 0, MAX_COUNT)?;
+        o.socket.backlog = u32::try_from(n).ok().filter(|&n| n > 0);
+        Ok(())
+    }),
+    kw("mss", true, mss),
+    kw("tcp-ut", true, |o, arg, _| {
+        let text = arg.unwrap_or_default();
+        let ut = parse_duration(text, TimeUnit::Millis).map_err(|e| format!("'tcp-ut': {e}"))?;
+        o.socket.tcp_ut = Some(ut).filter(|d| !d.is_zero());
+        Ok(())
+    }),
 ];
+
+/// `id N`: 1 to 2^31-1, as HAProxy (which says "custom id has to be > 0").
+fn id(opts: &mut BindOptions, arg: Option<&str>, _: &mut Ctx) -> Result<(), String> {
+    let text = arg.unwrap_or_default();
+    let n = parse_int(text, "'id'", 1, MAX_COUNT)
+        .map_err(|e| format!("{e} (a listener id is an integer above 0)"))?;
+    opts.id = u32::try_from(n).ok();
+    Ok(())
+}
+
+/// `mss N`: an absolute value of 1 to 65535, negative to lower each connection's MSS.
+fn mss(opts: &mut BindOptions, arg: Option<&str>, _: &mut Ctx) -> Result<(), String> {
+    let text = arg.unwrap_or_default();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let n = parse_int(digits, "'mss'", 1, 65535).map_err(|_| {
+        format!("'mss {text}': expects an MSS with an absolute value between 1 and 65535")
+    })?;
+    let n = i32::try_from(n).map_err(|_| format!("'mss {text}' is out of range"))?;
+    opts.socket.mss = Some(if negative { -n } else { n });
+    Ok(())
+}
+
+/// `nice N`: HAProxy's priority of the listener's tasks; rolelb has no such priorities.
+fn nice(_: &mut BindOptions, arg: Option<&str>, ctx: &mut Ctx) -> Result<(), String> {
+    let text = arg.unwrap_or_default();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    parse_int(digits, "'nice'", 0, 1024)
+        .map_err(|_| format!("'nice {text}': the allowed range is -1024..1024"))?;
+    ctx.warn(
+        "bind option 'nice' is accepted for compatibility and ignored by rolelb: it has no \
+         task priorities, every connection is served in turn",
+    );
+    Ok(())
+}
 
 fn name(opts: &mut BindOptions, arg: Option<&str>, _: &mut Ctx) -> Result<(), String> {
     opts.name = arg.map(str::to_string);
@@ -99,6 +182,9 @@ pub fn parse_options(args: &[Word], ctx: &mut Ctx) -> Result<BindOptions, String
         };
         (entry.parse)(&mut opts, arg, &mut sub)?;
         i += 1;
+    }
+    if opts.v4v6 && opts.socket.v6only.is_none() {
+        opts.socket.v6only = Some(false);
     }
     Ok(opts)
 }

@@ -153,12 +153,30 @@ fn bind_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     let addrs = parse_bind_addrs(ctx.args[0].address_checked()?)?;
     let args = ctx.args;
     let opts = bind::parse_options(&args[1..], ctx)?;
+    if let Some(id) = opts.id {
+        // As HAProxy: one listener per address, and an id names one.
+        if addrs.len() > 1 {
+            return Err(format!(
+                "bind option 'id' can only be used with a single socket ('{}' has {})",
+                ctx.args[0].as_str(),
+                addrs.len()
+            ));
+        }
+        if let Some(other) = p.binds.iter().find(|b| b.id == Some(id)) {
+            return Err(format!(
+                "bind option 'id': custom id {id} already used at {} (bind {})",
+                other.loc, other.addr
+            ));
+        }
+    }
     p.binds.extend(addrs.into_iter().map(|addr| Bind {
         addr,
         name: opts.name.clone(),
         accept_proxy: opts.accept_proxy,
         defer_accept: opts.defer_accept,
         tfo: opts.tfo,
+        id: opts.id,
+        socket: opts.socket.clone(),
         loc: ctx.loc.clone(),
     }));
     Ok(())
