@@ -469,6 +469,7 @@ impl Control {
         let threads = self.shared.threads.handles();
         for (addr, Bound { per_thread, kept }, options, prebind) in fresh {
             let stop = CancellationToken::new();
+            let live = Arc::new(listener::ListenerLive::default());
             let tasks = per_thread
                 .into_iter()
                 .zip(&threads)
@@ -478,6 +479,7 @@ impl Control {
                         l,
                         me,
                         addr,
+                        live.clone(),
                         self.shared.clone(),
                         stop.clone(),
                     ))

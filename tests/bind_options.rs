@@ -1,6 +1,6 @@
 //! The socket options of a `bind` line — `backlog`, `mss` (positive and negative), `tcp-ut`,
-//! `interface`, `v4v6`, `v6only`, `transparent` — side by side with HAProxy 2.6 on the same
-//! config. Each proxy's listening socket (and a connection it accepted) is taken from the
+//! `interface`, `v4v6`, `v6only`, `transparent` — and its `maxconn`, side by side with
+//! HAProxy 2.6 on the same config. Each proxy's listening socket (and a connection it accepted) is taken from the
 //! running process (`pidfd_getfd`, as root) and its options read with `getsockopt`, so what
 //! is compared is what the kernel applies, not what either program says it set. Also: the
 //! `-c` verdicts on `id` and `nice`, and a reload that changes an option only a new socket
@@ -202,6 +202,7 @@ fn listening_socket_options_are_those_haproxy_sets() {
         ("tcp-ut 2s backlog 0", ""),
         ("", "    maxconn 300\n"),
         ("backlog 50", "    maxconn 300\n"),
+        ("maxconn 50", "    maxconn 300\n"),
         ("interface lo", ""),
     ];
     for (opts, fe) in cases {
@@ -363,5 +364,67 @@ fn a_reload_changes_the_backlog_in_place_and_refuses_what_needs_a_new_socket() {
     assert!(
         wait_until(Duration::from_secs(2), || ipv4_reaches(port)),
         "and serves"
+    );
+}
+
+/// Opens `n` clients to `port` at once; those the server greeted within 1 s (served) and the
+/// others (left waiting in the backlog), all kept open.
+fn flood(port: u16, n: usize) -> (Vec<TcpStream>, Vec<TcpStream>) {
+    let clients: Vec<TcpStream> = (0..n)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    let (mut served, mut waiting) = (Vec::new(), Vec::new());
+    for mut c in clients {
+        c.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+        let mut name = [0u8; 3];
+        if c.read_exact(&mut name).is_ok() {
+            served.push(c);
+        } else {
+            waiting.push(c);
+        }
+    }
+    (served, waiting)
+}
+
+#[test]
+fn bind_maxconn_limits_each_address_of_the_line_as_in_haproxy() {
+    let s = NamedServer::start("s1");
+    let mut seen = Vec::new();
+    for proxy in ["haproxy", "rolelb"] {
+        let (p, q) = (free_port(), free_port());
+        let cfg = config(
+            &format!("bind 127.0.0.1:{p},127.0.0.1:{q} maxconn 2"),
+            "",
+            &s,
+        );
+        let (running, _) = start(proxy, &cfg);
+        let (mut on_p, waiting_p) = flood(p, 4);
+        let (on_q, waiting_q) = flood(q, 3);
+        // A connection that ends lets one waiting client in.
+        on_p.pop();
+        let mut late = waiting_p;
+        let mut name = [0u8; 3];
+        let let_in = late
+            .iter_mut()
+            .map(|c| {
+                c.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
+                    && c.read_exact(&mut name).is_ok()
+            })
+            .filter(|&got| got)
+            .count();
+        seen.push(format!(
+            "served on p {}, waiting {}; on q {}, waiting {}; let in after one ended: {let_in}",
+            on_p.len() + 1,
+            late.len(),
+            on_q.len(),
+            waiting_q.len()
+        ));
+        drop(running);
+    }
+    assert_eq!(seen[1], seen[0], "rolelb vs HAProxy");
+    assert_eq!(
+        seen[1],
+        "served on p 2, waiting 2; on q 2, waiting 1; let in after one ended: 1"
     );
 }

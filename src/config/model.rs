@@ -301,6 +301,9 @@ pub struct Bind {
     pub tfo: bool,
     /// `id N`: the listener's id (HAProxy shows it as the `sid` of its stats row).
     pub id: Option<u32>,
+    /// `maxconn N` (N > 0): connections open at once on this address; more wait in the
+    /// backlog, as in HAProxy.
+    pub maxconn: Option<u32>,
     /// The socket options of the line.
     pub socket: BindSocket,
     /// Where it was declared.

@@ -290,7 +290,8 @@ pub(super) struct ListenOptions {
     pub(super) defer_accept: bool,
     /// `tfo` on the bind line.
     pub(super) fast_open: bool,
-    /// The listen backlog: `backlog` on the bind line, else the frontend's `maxconn`, else
+    /// The listen backlog: `backlog` on the bind line, else its `maxconn`, else the
+    /// frontend's `maxconn`, else
     /// the global one (the kernel caps it at `net.core.somaxconn`), as HAProxy 2.6 computes
     /// it.
     pub(super) backlog: i32,
@@ -327,6 +328,7 @@ impl ListenOptions {
                 let backlog = bind
                     .socket
                     .backlog
+                    .or(bind.maxconn)
                     .or(fe.maxconn.filter(|&m| m > 0))
                     .or(config.global.maxconn)
                     .unwrap_or(global_maxconn);

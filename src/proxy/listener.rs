@@ -87,20 +87,33 @@ pub struct Shared {
     pub threads: DataThreads,
 }
 
-/// A place under the global and frontend limits, taken before `accept` and held by the
-/// connection while it is open; given back on drop, waking one listener that waits for it.
+/// The connections open on one listening address (the sockets of all its data threads), for
+/// `bind ... maxconn`; it lives as long as the address is bound, across reloads.
+#[derive(Debug, Default)]
+pub struct ListenerLive {
+    /// Connections accepted on the address and still open.
+    pub conns: AtomicU32,
+    /// Wakes one of the address's accept loops waiting for room when one of them ends.
+    pub freed: Notify,
+}
+
+/// A place under the global, frontend and listener limits, taken before `accept` and held by
+/// the connection while it is open; given back on drop, waking one listener that waits for it.
 struct ConnGuard {
     limits: Arc<Limits>,
     frontend: Arc<FrontendLive>,
+    listener: Arc<ListenerLive>,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.limits.conns.fetch_sub(1, Ordering::AcqRel);
         self.frontend.conns.fetch_sub(1, Ordering::AcqRel);
+        self.listener.conns.fetch_sub(1, Ordering::AcqRel);
         // One place is free under each limit: one waiting listener can use it.
         self.limits.freed.notify_one();
         self.frontend.conn_freed.notify_one();
+        self.listener.freed.notify_one();
     }
 }
 
@@ -118,6 +131,8 @@ fn take_place(count: &AtomicU32, max: u32) -> Option<u32> {
 enum Full {
     Global,
     Frontend,
+    /// `bind ... maxconn` of the address.
+    Listener,
 }
 
 /// The limits a listener of `fe` accepts under, as the table in force says now.
@@ -130,10 +145,12 @@ struct Maxima {
     global: u32,
     /// The frontend's `maxconn` (the global limit when it sets none).
     frontend: u32,
+    /// `maxconn` on the address's `bind` line (no limit of its own when it sets none).
+    listener: u32,
 }
 
 impl Maxima {
-    fn now(shared: &Shared, maxconn: Option<u32>, fe: &FrontendRt) -> Maxima {
+    fn now(shared: &Shared, maxconn: Option<u32>, fe: &FrontendRt, addr: SocketAddr) -> Maxima {
         let configured = maxconn.unwrap_or(shared.default_maxconn);
         let fd_room = fd_room(shared.fd_reserved);
         let global = configured.min(fd_room);
@@ -142,24 +159,41 @@ impl Maxima {
             fd_room,
             global,
             frontend: fe.maxconn.unwrap_or(global),
+            listener: fe.bind(addr).and_then(|b| b.maxconn).unwrap_or(u32::MAX),
         }
     }
 }
 
 /// Takes a place under both limits for a connection of `fe`, or says which one is reached.
-fn try_admit(shared: &Shared, fe: &FrontendRt, max: &Maxima) -> Result<(ConnGuard, u32), Full> {
+fn try_admit(
+    shared: &Shared,
+    fe: &FrontendRt,
+    max: &Maxima,
+    listener: &Arc<ListenerLive>,
+) -> Result<(ConnGuard, u32), Full> {
+    // The address's own limit first: a place taken there serves no other address.
+    if take_place(&listener.conns, max.listener).is_none() {
+        return Err(Full::Listener);
+    }
+    let give_back_listener = || {
+        listener.conns.fetch_sub(1, Ordering::AcqRel);
+        listener.freed.notify_one();
+    };
     if take_place(&shared.limits.conns, max.global).is_none() {
+        give_back_listener();
         return Err(Full::Global);
     }
     let Some(before) = take_place(&fe.live.conns, max.frontend) else {
         shared.limits.conns.fetch_sub(1, Ordering::AcqRel);
         // The global place may serve a listener of another frontend.
         shared.limits.freed.notify_one();
+        give_back_listener();
         return Err(Full::Frontend);
     };
     let guard = ConnGuard {
         limits: shared.limits.clone(),
         frontend: fe.live.clone(),
+        listener: listener.clone(),
     };
     Ok((guard, before + 1))
 }
@@ -169,6 +203,7 @@ fn try_admit(shared: &Shared, fe: &FrontendRt, max: &Maxima) -> Result<(ConnGuar
 async fn admit(
     shared: &Shared,
     addr: SocketAddr,
+    listener: &Arc<ListenerLive>,
     stop: &CancellationToken,
     batch: &mut AcceptBatch,
 ) -> Option<(Arc<FrontendRt>, ConnGuard, u32)> {
@@ -182,10 +217,10 @@ async fn admit(
                 _ = tokio::time::sleep(LIMIT_RECHECK) => continue,
             }
         };
-        let max = Maxima::now(shared, table.maxconn, &fe);
+        let max = Maxima::now(shared, table.maxconn, &fe, addr);
         drop(table);
         let (limits, fe_live) = (shared.limits.clone(), fe.live.clone());
-        let full = match try_admit(shared, &fe, &max) {
+        let full = match try_admit(shared, &fe, &max, listener) {
             Ok((guard, open)) => return Some((fe, guard, open)),
             Err(full) => full,
         };
@@ -193,11 +228,12 @@ async fn admit(
         let freed = match full {
             Full::Global => limits.freed.notified(),
             Full::Frontend => fe_live.conn_freed.notified(),
+            Full::Listener => listener.freed.notified(),
         };
         tokio::pin!(freed);
         freed.as_mut().enable();
         // Dropping `freed` after a wake-up it did not use hands that wake-up on.
-        if let Ok((guard, open)) = try_admit(shared, &fe, &max) {
+        if let Ok((guard, open)) = try_admit(shared, &fe, &max, listener) {
             return Some((fe, guard, open));
         }
         let open = shared.limits.conns.load(Ordering::Acquire);
@@ -232,6 +268,7 @@ pub async fn accept_loop(
     listener: std::net::TcpListener,
     me: usize,
     addr: SocketAddr,
+    live: Arc<ListenerLive>,
     shared: Shared,
     stop: CancellationToken,
 ) {
@@ -270,7 +307,8 @@ pub async fn accept_loop(
         }
         batch.waited();
         loop {
-            let Some((fe, guard, open)) = admit(&shared, addr, &stop, &mut batch).await else {
+            let Some((fe, guard, open)) = admit(&shared, addr, &live, &stop, &mut batch).await
+            else {
                 return;
             };
             let accepted = match ready.try_io(|l| accept_nonblocking(l.get_ref())) {
@@ -572,7 +610,58 @@ mod tests {
             fd_room: u32::MAX,
             global: 10,
             frontend,
+            listener: u32::MAX,
         }
+    }
+
+    #[test]
+    fn a_bind_maxconn_holds_across_threads_and_gives_back_what_another_limit_refused() {
+        let (shared, a, b) = two_frontends();
+        let address = Arc::new(ListenerLive::default());
+        let max = Maxima {
+            listener: 3,
+            ..maxima(10)
+        };
+        let held: Vec<ConnGuard> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (shared, b, address, max) = (&shared, &b, &address, &max);
+                    scope.spawn(move || {
+                        (0..100)
+                            .filter_map(|_| try_admit(shared, b, max, address).ok())
+                            .map(|(guard, _)| guard)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        assert_eq!(held.len(), 3);
+        assert_eq!(address.conns.load(Ordering::Acquire), 3);
+        assert_eq!(
+            try_admit(&shared, &b, &max, &address).err(),
+            Some(Full::Listener)
+        );
+        // Frontend `a` is full (6): the address's place taken first is given back.
+        let other = Arc::new(ListenerLive::default());
+        let full_a: Vec<ConnGuard> = (0..6)
+            .map(|_| {
+                try_admit(&shared, &a, &maxima(6), &Arc::default())
+                    .expect("room")
+                    .0
+            })
+            .collect();
+        assert_eq!(
+            try_admit(&shared, &a, &maxima(6), &other).err(),
+            Some(Full::Frontend)
+        );
+        assert_eq!(other.conns.load(Ordering::Acquire), 0);
+        drop(full_a);
+        drop(held);
+        assert_eq!(address.conns.load(Ordering::Acquire), 0);
     }
 
     /// Whether `fut` (an enabled `Notified`) has been woken, without waiting.
@@ -592,7 +681,7 @@ mod tests {
                     scope.spawn(move || {
                         let mut held = Vec::new();
                         for _ in 0..2_000 {
-                            if let Ok((guard, _)) = try_admit(shared, fe, &max) {
+                            if let Ok((guard, _)) = try_admit(shared, fe, &max, &Arc::default()) {
                                 held.push(guard);
                             }
                         }
@@ -619,10 +708,14 @@ mod tests {
     fn an_ending_connection_wakes_one_waiting_listener_first_come_first_served() {
         let (shared, _, b) = two_frontends();
         let guards: Vec<ConnGuard> = (0..10)
-            .map(|_| try_admit(&shared, &b, &maxima(10)).expect("room").0)
+            .map(|_| {
+                try_admit(&shared, &b, &maxima(10), &Arc::default())
+                    .expect("room")
+                    .0
+            })
             .collect();
         assert_eq!(
-            try_admit(&shared, &b, &maxima(10)).err(),
+            try_admit(&shared, &b, &maxima(10), &Arc::default()).err(),
             Some(Full::Global)
         );
         let first = shared.limits.freed.notified();
@@ -645,9 +738,17 @@ mod tests {
     fn a_listener_that_cannot_use_a_freed_place_hands_it_on() {
         let (shared, a, b) = two_frontends();
         let mut held: Vec<ConnGuard> = (0..6)
-            .map(|_| try_admit(&shared, &a, &maxima(6)).expect("room").0)
+            .map(|_| {
+                try_admit(&shared, &a, &maxima(6), &Arc::default())
+                    .expect("room")
+                    .0
+            })
             .collect();
-        held.extend((0..4).map(|_| try_admit(&shared, &b, &maxima(10)).expect("room").0));
+        held.extend((0..4).map(|_| {
+            try_admit(&shared, &b, &maxima(10), &Arc::default())
+                .expect("room")
+                .0
+        }));
         // A listener of b waits for a global place.
         let waiting_b = shared.limits.freed.notified();
         tokio::pin!(waiting_b);
@@ -661,7 +762,7 @@ mod tests {
         tokio::pin!(waiting_b);
         waiting_b.as_mut().enable();
         assert_eq!(
-            try_admit(&shared, &a, &maxima(6)).err(),
+            try_admit(&shared, &a, &maxima(6), &Arc::default()).err(),
             Some(Full::Frontend)
         );
         assert_eq!(
@@ -673,7 +774,7 @@ mod tests {
             woken(waiting_b.as_mut()),
             "and woke a listener that waits for it"
         );
-        assert!(try_admit(&shared, &b, &maxima(10)).is_ok());
+        assert!(try_admit(&shared, &b, &maxima(10), &Arc::default()).is_ok());
     }
 
     /// How many connections waiting in the backlog `accept_loop` takes between two turns of
@@ -712,7 +813,14 @@ mod tests {
             let listener = std_listener;
             let stop = CancellationToken::new();
             let limits = shared.limits.clone();
-            let accept = tokio::spawn(accept_loop(listener, 0, addr, shared.clone(), stop.clone()));
+            let accept = tokio::spawn(accept_loop(
+                listener,
+                0,
+                addr,
+                Arc::default(),
+                shared.clone(),
+                stop.clone(),
+            ));
             // A task beside the loop that goes straight back to the end of the run queue, while
             // a yielding listener waits for the runtime's next turn: so the listener runs at
             // most once between two turns of this task, and what it sees change between them

@@ -295,6 +295,9 @@ pub struct ListenerRt {
     /// A negative `mss` on its line: by how much each accepted connection's MSS is
     /// lowered (0: not at all).
     pub lower_mss: u32,
+    /// `maxconn` on its line: connections open at once on this address (none of its own
+    /// when unset or 0, as in HAProxy).
+    pub maxconn: Option<u32>,
 }
 
 /// One immutable generation of everything the data path reads.
@@ -414,6 +417,7 @@ impl Table {
                         label: b.name.clone().unwrap_or_else(|| number.to_string()),
                         accept_proxy: b.accept_proxy,
                         lower_mss: b.socket.mss.filter(|&m| m < 0).map_or(0, i32::unsigned_abs),
+                        maxconn: b.maxconn,
                     })
                     .collect(),
                 live: live.clone(),

@@ -1,4 +1,5 @@
-//! The `bind` option table: what may follow `bind ADDR:PORT`. `name`, `id`, `accept-proxy`,
+//! The `bind` option table: what may follow `bind ADDR:PORT`. `name`, `id`, `maxconn`,
+//! `accept-proxy`,
 //! `defer-accept`, `tfo` and the socket options (`transparent`, `v4v6`, `v6only`,
 //! `interface`, `backlog`, `mss`, `tcp-ut`) mean something to rolelb; `process`, `thread`
 //! (which thread accepts) and `nice` (HAProxy's task priority) are accepted with a warning.
@@ -15,6 +16,8 @@ pub struct BindOptions {
     pub name: Option<String>,
     /// `id N`.
     pub id: Option<u32>,
+    /// `maxconn N` (0: none of its own).
+    pub maxconn: Option<u32>,
     /// `accept-proxy`: each connection starts with a PROXY protocol header (v1 or v2).
     pub accept_proxy: bool,
     /// `defer-accept`.
@@ -63,6 +66,11 @@ pub const BIND_KEYWORDS: &[BindKeyword] = &[
         Ok(())
     }),
     kw("id", true, id),
+    kw("maxconn", true, |o, arg, _| {
+        let n = parse_int(arg.unwrap_or_default(), "'maxconn'", 0, MAX_COUNT)?;
+        o.maxconn = u32::try_from(n).ok().filter(|&n| n > 0);
+        Ok(())
+    }),
     kw("nice", true, nice),
     kw("transparent", false, |o, _, _| {
         o.socket.transparent = true;

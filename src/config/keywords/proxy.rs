@@ -176,6 +176,7 @@ fn bind_line(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         defer_accept: opts.defer_accept,
         tfo: opts.tfo,
         id: opts.id,
+        maxconn: opts.maxconn,
         socket: opts.socket.clone(),
         loc: ctx.loc.clone(),
     }));
