@@ -203,6 +203,9 @@ fn listening_socket_options_are_those_haproxy_sets() {
         ("", "    maxconn 300\n"),
         ("backlog 50", "    maxconn 300\n"),
         ("maxconn 50", "    maxconn 300\n"),
+        ("", "    backlog 200\n    maxconn 300\n"),
+        ("backlog 30", "    backlog 200\n"),
+        ("maxconn 50", "    backlog 200\n"),
         ("interface lo", ""),
     ];
     for (opts, fe) in cases {

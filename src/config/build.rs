@@ -244,6 +244,7 @@ fn frontend(p: &ProxyDraft, id: u32, diags: &mut Diags) -> Frontend {
         tcp_request_content: p.tcp_request_content.clone(),
         inspect_delay: p.inspect_delay,
         maxconn: p.maxconn,
+        backlog: p.backlog,
         timeout_client: p.timeouts.timeout_client,
         timeout_client_fin: p.timeouts.timeout_client_fin,
         tcplog: log_format.is_some(),

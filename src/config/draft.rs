@@ -207,6 +207,8 @@ pub struct ProxyDraft {
     pub hash_type: HashType,
     /// `maxconn` (frontend side).
     pub maxconn: Option<u32>,
+    /// `backlog` (frontend side; 0: unset).
+    pub backlog: Option<u32>,
     /// `timeout ...`.
     pub timeouts: Timeouts,
     /// `retries`.
@@ -322,6 +324,7 @@ impl ProxyDraft {
             balance: Balance::default(),
             hash_type: HashType::default(),
             maxconn: None,
+            backlog: None,
             timeouts: Timeouts::default(),
             retries: 3,
             redispatch: false,

@@ -252,6 +252,8 @@ pub struct Frontend {
     pub inspect_delay: Option<Duration>,
     /// `maxconn`: concurrent client connections accepted by this frontend.
     pub maxconn: Option<u32>,
+    /// `backlog`: the listen backlog of its addresses whose `bind` line sets none.
+    pub backlog: Option<u32>,
     /// `timeout client`.
     pub timeout_client: Option<Duration>,
     /// `timeout client-fin`.

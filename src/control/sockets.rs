@@ -328,6 +328,7 @@ impl ListenOptions {
                 let backlog = bind
                     .socket
                     .backlog
+                    .or(fe.backlog)
                     .or(bind.maxconn)
                     .or(fe.maxconn.filter(|&m| m > 0))
                     .or(config.global.maxconn)

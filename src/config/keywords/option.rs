@@ -81,6 +81,11 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     // HTTP-only options, common in `defaults` written for `mode http`: HAProxy ignores them
     // in TCP proxies, and so does rolelb (with a warning).
     flag("forwardfor", Sections::ALL, http_only),
+    flag("prefer-last-server", Sections::BE, http_only),
+    flag("checkcache", Sections::BE, http_only),
+    flag("http-use-proxy-header", Sections::FE, http_only),
+    flag("accept-invalid-http-request", Sections::FE, http_only),
+    flag("accept-invalid-http-response", Sections::BE, http_only),
     flag("http-server-close", Sections::ALL, http_only),
     flag("http-keep-alive", Sections::ALL, http_only),
     flag("httpclose", Sections::ALL, http_only),
@@ -382,13 +387,7 @@ fn unknown(name: &str) -> String {
         "ssl-hello-chk" | "smtpchk" | "ldap-check" | "redis-check" | "spop-check" => format!(
             "'option {name}' is not supported by rolelb: use 'option tcp-check' with 'tcp-check send'/'tcp-check expect', or pgsql-check, mysql-check, httpchk"
         ),
-        "transparent"
-        | "persist"
-        | "abortonclose"
-        | "prefer-last-server"
-        | "accept-invalid-http-request"
-        | "http-use-proxy-header"
-        | "checkcache" => {
+        "transparent" | "persist" | "abortonclose" => {
             format!("'option {name}' is not supported by rolelb; remove it")
         }
         _ => format!(

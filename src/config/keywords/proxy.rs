@@ -42,6 +42,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("balance", Sections::BE, balance),
     kw("hash-type", Sections::BE, hash_type),
     kw("maxconn", Sections::ALL, maxconn),
+    kw("backlog", Sections::ALL, backlog),
     kw("timeout", Sections::ALL, timeout),
     kw("retries", Sections::BE, retries),
     kw("retry-on", Sections::BE, retry_on),
@@ -318,6 +319,27 @@ fn maxconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         0 => None,
         n => Some(n),
     };
+    Ok(())
+}
+
+/// `backlog N`: the listen backlog of the frontend's addresses (a `bind ... backlog` wins);
+/// 0 leaves the default, as in HAProxy.
+fn backlog(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = parse_int(
+        ctx.arg(0, "a number of connections")?,
+        "backlog",
+        0,
+        MAX_COUNT,
+    )?;
+    if p.kind == ProxyKind::Backend {
+        let name = p.name.clone();
+        ctx.warn(format!(
+            "'backlog' ignored because backend '{name}' has no frontend capability"
+        ));
+        return Ok(());
+    }
+    p.backlog = u32::try_from(n).ok().filter(|&n| n > 0);
     Ok(())
 }
 
