@@ -552,6 +552,36 @@ mod tests {
     }
 
     #[test]
+    fn a_withdrawn_socket_leaves_its_address_to_the_others_though_still_open() {
+        let addr = free_addr();
+        let bound = bind(addr, 2, &Prebind::default(), "t.cfg:1").expect("bind");
+        for l in &bound.per_thread {
+            l.set_nonblocking(true).expect("non-blocking");
+        }
+        // `kept` still holds both sockets open, as the control task does.
+        crate::proxy::listener::withdraw(&bound.per_thread[0], addr);
+        let clients: Vec<std::net::TcpStream> = (0..20)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let mut on_the_other = 0;
+        for _ in 0..200 {
+            while bound.per_thread[1].accept().is_ok() {
+                on_the_other += 1;
+            }
+            if on_the_other == clients.len() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            on_the_other,
+            clients.len(),
+            "every client reached the other socket"
+        );
+        assert!(bound.per_thread[0].accept().is_err());
+    }
+
+    #[test]
     fn an_address_another_program_listens_on_is_refused_even_with_reuse_port() {
         // What an HAProxy (SO_REUSEPORT by default) left running would hold.
         let addr = free_addr();
