@@ -162,6 +162,7 @@ async fn rolelb_result_with(
         read_timeout: Duration::from_secs(2),
         tls: None,
         proxy_header: None,
+        source: None,
     };
     run_check(&rolelb_method_with(defaults_lines, check_lines), &target).await
 }
@@ -338,6 +339,7 @@ async fn disable_on_404_passes_conditionally_while_the_server_runs() {
         read_timeout: Duration::from_secs(2),
         tls: None,
         proxy_header: None,
+        source: None,
     };
     let down = run_check_as(&rolelb_method(lines), &target, false).await;
     assert_eq!(down.status, Status::L7Sts, "{down}");

@@ -31,6 +31,7 @@ fn target(addr: SocketAddr) -> Target {
         read_timeout: READ,
         tls: None,
         proxy_header: None,
+        source: None,
     }
 }
 
@@ -47,6 +48,7 @@ fn short(addr: SocketAddr) -> Target {
         read_timeout: Duration::from_millis(300),
         tls: None,
         proxy_header: None,
+        source: None,
     }
 }
 

@@ -185,9 +185,15 @@ fn flood(port: u16, n: usize) -> (Vec<TcpStream>, Vec<TcpStream>) {
 fn global_and_frontend_maxconn_hold_exactly_across_threads() {
     let s1 = NamedServer::start("s1");
     let (a_port, b_port) = (free_port(), free_port());
+    // A backlog for all 40 clients: by default, as in HAProxy, it would be each frontend's
+    // maxconn, and the kernel would drop the SYNs of clients beyond it (they would connect
+    // seconds later, after the counts below).
     let _lb = Rolelb::start(&cfg(
         "    maxconn 10",
-        &[("a", a_port, "    maxconn 6"), ("b", b_port, "")],
+        &[
+            ("a", a_port, "    maxconn 6\n    backlog 64"),
+            ("b", b_port, "    backlog 64"),
+        ],
         &s1,
     ));
     // Frontend a first: 20 clients at once, from as many threads, so both data threads race

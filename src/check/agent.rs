@@ -201,10 +201,11 @@ pub async fn query(
     send: Option<&[u8]>,
 ) -> Result<(AgentReply, CheckResult), CheckResult> {
     let clock = Clock::start(target);
-    let mut stream = match connect(target.addr, target.connect_timeout).await {
-        Ok(stream) => stream,
-        Err(e) => return Err(e.into_result(&clock)),
-    };
+    let mut stream =
+        match connect(target.addr, target.connect_timeout, target.source.as_ref()).await {
+            Ok(stream) => stream,
+            Err(e) => return Err(e.into_result(&clock)),
+        };
     let deadline = clock.deadline_from_now();
     if let Some(bytes) = send.filter(|b| !b.is_empty())
         && let Err(e) = conn::write_all(&mut stream, bytes, deadline).await
@@ -418,6 +419,7 @@ mod tests {
             read_timeout: std::time::Duration::from_secs(1),
             tls: None,
             proxy_header: None,
+            source: None,
         });
         let r = describe(&clock, &parse("up 75%"));
         assert_eq!(

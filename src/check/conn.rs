@@ -96,8 +96,9 @@ impl ConnectError {
 pub(super) async fn connect_delayed_ack(
     addr: SocketAddr,
     connect_timeout: Duration,
+    source: Option<&crate::config::model::Source>,
 ) -> Result<TcpStream, ConnectError> {
-    let connecting = crate::proxy::connect::connect_nonblocking(addr, true);
+    let connecting = crate::proxy::connect::connect_nonblocking(addr, true, source);
     match tokio::time::timeout(connect_timeout, connecting).await {
         Err(_) => Err(ConnectError::Timeout),
         Ok(Err(e)) => Err(ConnectError::Io(e)),
@@ -113,19 +114,18 @@ pub(super) fn reset(stream: &TcpStream) {
     }
 }
 
-/// Connects to `addr` within `connect_timeout`.
+/// Connects to `addr` within `connect_timeout` (from `source` when set), without Nagle's
+/// delay: checks send a few small messages and wait for answers.
 pub(super) async fn connect(
     addr: SocketAddr,
     connect_timeout: Duration,
+    source: Option<&crate::config::model::Source>,
 ) -> Result<TcpStream, ConnectError> {
-    match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+    let connecting = crate::proxy::connect::connect_nonblocking(addr, false, source);
+    match tokio::time::timeout(connect_timeout, connecting).await {
         Err(_) => Err(ConnectError::Timeout),
         Ok(Err(e)) => Err(ConnectError::Io(e)),
-        Ok(Ok(stream)) => {
-            // Checks send a few small messages and wait for answers: no Nagle delay.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
+        Ok(Ok(stream)) => Ok(stream),
     }
 }
 
@@ -134,7 +134,7 @@ pub(super) async fn connect(
 /// within `connect_timeout`, as HAProxy's `timeout connect` covers them.
 pub(super) async fn connect_check(target: &Target) -> Result<CheckStream, ConnectError> {
     let started = Instant::now();
-    let mut tcp = connect(target.addr, target.connect_timeout).await?;
+    let mut tcp = connect(target.addr, target.connect_timeout, target.source.as_ref()).await?;
     if let Some(version) = target.proxy_header {
         let local = tcp.local_addr().map_err(ConnectError::Io)?;
         let header = crate::proxy::proxy_protocol::check_header(version, local, target.addr);

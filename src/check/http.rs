@@ -379,6 +379,7 @@ mod tests {
             read_timeout: std::time::Duration::from_secs(1),
             tls: None,
             proxy_header: None,
+            source: None,
         })
     }
 

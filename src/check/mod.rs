@@ -41,4 +41,6 @@ pub struct Target {
     /// The PROXY protocol header sent before anything else (the server's `send-proxy[-v2]`
     /// when the check goes to the traffic port, or `check-send-proxy`), as HAProxy sends it.
     pub proxy_header: Option<crate::config::ProxyProtocol>,
+    /// `source`: the address the connection is made from.
+    pub source: Option<crate::config::model::Source>,
 }

@@ -249,6 +249,7 @@ mod tests {
             read_timeout: std::time::Duration::from_secs(1),
             tls: None,
             proxy_header: None,
+            source: None,
         });
         let ok = judge(&clock, Answer::Authentication);
         assert_eq!(

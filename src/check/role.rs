@@ -70,8 +70,17 @@ fn io_problem(e: &io::Error) -> RoleProblem {
 }
 
 /// Opens the TCP connection, classifying failures.
-async fn dial(addr: SocketAddr, limit: Duration) -> Result<TcpStream, RoleFailure> {
-    match timeout(limit, TcpStream::connect(addr)).await {
+async fn dial(
+    addr: SocketAddr,
+    limit: Duration,
+    source: Option<&crate::config::model::Source>,
+) -> Result<TcpStream, RoleFailure> {
+    match timeout(
+        limit,
+        crate::proxy::connect::connect_nonblocking(addr, false, source),
+    )
+    .await
+    {
         Err(_) => Err(RoleFailure::new(
             RoleProblem::Unreachable,
             format!("no TCP connection to {addr} within {}ms", limit.as_millis()),
@@ -131,6 +140,8 @@ pub struct PgProbe {
     client: Option<tokio_postgres::Client>,
     /// The PROXY header sent first, as the server's health checks send it.
     proxy_header: Option<crate::config::ProxyProtocol>,
+    /// The server's `source`.
+    source: Option<crate::config::model::Source>,
 }
 
 impl PgProbe {
@@ -153,11 +164,12 @@ impl PgProbe {
             config,
             client: None,
             proxy_header: None,
+            source: None,
         }
     }
 
     async fn connect(&mut self, limits: Limits) -> Result<(), RoleFailure> {
-        let mut stream = dial(self.addr, limits.connect).await?;
+        let mut stream = dial(self.addr, limits.connect, self.source.as_ref()).await?;
         if let Some(version) = self.proxy_header {
             send_proxy_header(&mut stream, version, self.addr, limits.connect).await?;
         }
@@ -259,7 +271,7 @@ impl MysqlProbe {
     async fn probe(&mut self, limits: Limits) -> Result<RoleReport, RoleFailure> {
         if self.conn.is_none() {
             // Our own dial first tells "unreachable" and "refused" apart from the handshake.
-            drop(dial(self.addr, limits.connect).await?);
+            drop(dial(self.addr, limits.connect, None).await?);
             let conn = match timeout(limits.answer, mysql_async::Conn::new(self.opts.clone())).await
             {
                 Err(_) => {
@@ -313,12 +325,14 @@ pub enum Probe {
 impl Probe {
     /// The probe for `check` at `addr`; `None` for `role-check agent` (the agent loop reads
     /// the role from the agent's reply instead). `proxy_header`: the PROXY header the
-    /// server's health checks send first; a PostgreSQL probe sends it too (the MySQL client
-    /// opens its own connection and cannot: the configuration warns about it).
+    /// server's health checks send first; a PostgreSQL probe sends it too, and connects from
+    /// `source` (the MySQL client opens its own connection and can do neither: the
+    /// configuration warns about it).
     pub fn new(
         check: &RoleCheck,
         addr: SocketAddr,
         proxy_header: Option<crate::config::ProxyProtocol>,
+        source: Option<crate::config::model::Source>,
     ) -> Option<Probe> {
         match check {
             RoleCheck::Pgsql {
@@ -328,6 +342,7 @@ impl Probe {
             } => {
                 let mut probe = PgProbe::new(addr, user, password.as_deref(), database.as_deref());
                 probe.proxy_header = proxy_header;
+                probe.source = source;
                 Some(Probe::Pgsql(Box::new(probe)))
             }
             RoleCheck::Mysql { user, password } => Some(Probe::Mysql(MysqlProbe::new(

@@ -309,6 +309,7 @@ mod tests {
             backend_role,
             max_lag,
             proxy_header: None,
+            source: None,
         }
     }
 

@@ -78,6 +78,8 @@ pub struct HealthSpec {
     pub spread: u32,
     /// The PROXY header each check sends first ([`Server::check_proxy_header`]).
     pub proxy_header: Option<crate::config::ProxyProtocol>,
+    /// The server's `source`.
+    pub source: Option<crate::config::model::Source>,
 }
 
 impl HealthSpec {
@@ -108,6 +110,8 @@ pub struct AgentSpec {
     pub timeout_check: Option<Duration>,
     /// `spread-checks` of `global`: each interval moved by up to this many percent.
     pub spread: u32,
+    /// The server's `source`.
+    pub source: Option<crate::config::model::Source>,
 }
 
 /// The role-check part of a [`CheckSpec`].
@@ -135,6 +139,8 @@ pub struct RoleSpec {
     pub max_lag: Option<MaxLag>,
     /// The PROXY header the server's health checks send ([`Server::check_proxy_header`]).
     pub proxy_header: Option<crate::config::ProxyProtocol>,
+    /// The server's `source`.
+    pub source: Option<crate::config::model::Source>,
 }
 
 /// The target of a check run every `inter`, with HAProxy's use of `timeout check`.
@@ -151,6 +157,7 @@ pub(crate) fn target(
             read_timeout: read,
             tls: None,
             proxy_header: None,
+            source: None,
         },
         None => Target {
             addr,
@@ -158,6 +165,7 @@ pub(crate) fn target(
             read_timeout: inter,
             tls: None,
             proxy_header: None,
+            source: None,
         },
     }
 }
@@ -179,6 +187,7 @@ impl CheckSpec {
             tls: server.check_tls.clone(),
             spread,
             proxy_header: server.check_proxy_header,
+            source: server.source.clone(),
         });
         let agent = server.agent.as_deref().map(|a: &AgentCheck| AgentSpec {
             addr: SocketAddr::new(a.agent_addr.unwrap_or(server.addr.ip()), a.agent_port),
@@ -187,6 +196,7 @@ impl CheckSpec {
             timeout_connect: backend.timeout_connect,
             timeout_check: backend.timeout_check,
             spread,
+            source: server.source.clone(),
         });
         let role = backend.role_check.clone().map(|check| RoleSpec {
             check,
@@ -200,6 +210,7 @@ impl CheckSpec {
             backend_role: backend.role,
             max_lag: backend.max_lag,
             proxy_header: server.check_proxy_header,
+            source: server.source.clone(),
         });
         if health.is_none() && agent.is_none() && role.is_none() {
             return None;

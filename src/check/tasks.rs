@@ -288,6 +288,7 @@ pub(crate) async fn health_loop(
         }
         let mut target = target(hs.addr, hs.inter, hs.timeout_connect, hs.timeout_check);
         target.proxy_header = hs.proxy_header;
+        target.source.clone_from(&hs.source);
         let result = match &tls {
             Ok(client) => {
                 target.tls = client.clone();
@@ -455,12 +456,13 @@ pub(crate) async fn agent_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
-        let target = target(
+        let mut target = target(
             ag.addr,
             ag.agent_inter,
             ag.timeout_connect,
             ag.timeout_check,
         );
+        target.source.clone_from(&ag.source);
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
             r = agent::query(&target, ag.agent_send.as_deref()) => r,
@@ -574,7 +576,7 @@ pub(crate) async fn role_loop(
     first_delay: Duration,
     stop: CancellationToken,
 ) {
-    let Some(mut probe) = Probe::new(&rs.check, rs.addr, rs.proxy_header) else {
+    let Some(mut probe) = Probe::new(&rs.check, rs.addr, rs.proxy_header, rs.source.clone()) else {
         return;
     };
     let mut tracker = RoleTracker::default();

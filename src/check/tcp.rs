@@ -12,9 +12,6 @@
 //! A check that sends a PROXY header first (the server's `send-proxy` or `check-send-proxy`)
 //! completes the handshake, sends it, and resets, as HAProxy does.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use super::conn::{Clock, ConnectError, connect_check, connect_delayed_ack, reset};
 use super::tls::CheckStream;
 use super::{CheckResult, Status, Target};
@@ -24,7 +21,7 @@ use super::{CheckResult, Status, Target};
 pub async fn check(target: &Target) -> CheckResult {
     let clock = Clock::start(target);
     if target.tls.is_none() && target.proxy_header.is_none() {
-        return match probe(target.addr, target.connect_timeout).await {
+        return match probe(target).await {
             Ok(()) => clock.result(Status::L4Ok, ""),
             Err(e) => e.into_result(&clock),
         };
@@ -42,8 +39,9 @@ pub async fn check(target: &Target) -> CheckResult {
 
 /// Connects to `addr` within `connect_timeout` in delayed-ACK mode and resets the connection
 /// as soon as the connect succeeded.
-async fn probe(addr: SocketAddr, connect_timeout: Duration) -> Result<(), ConnectError> {
-    let stream = connect_delayed_ack(addr, connect_timeout).await?;
+async fn probe(target: &Target) -> Result<(), ConnectError> {
+    let stream =
+        connect_delayed_ack(target.addr, target.connect_timeout, target.source.as_ref()).await?;
     reset(&stream);
     Ok(())
 }
@@ -51,6 +49,8 @@ async fn probe(addr: SocketAddr, connect_timeout: Duration) -> Result<(), Connec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use std::time::Duration;
 
     fn target(addr: SocketAddr) -> Target {
         Target {
@@ -59,6 +59,7 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             tls: None,
             proxy_header: None,
+            source: None,
         }
     }
 

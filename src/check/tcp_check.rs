@@ -129,9 +129,13 @@ impl Run<'_> {
         // (`check-ssl`); an explicit `tcp-check connect` without `ssl` is plain TCP.
         let connected = match rule {
             None => connect_check(self.target).await,
-            Some(_) => connect(addr, self.target.connect_timeout)
-                .await
-                .map(CheckStream::Plain),
+            Some(_) => connect(
+                addr,
+                self.target.connect_timeout,
+                self.target.source.as_ref(),
+            )
+            .await
+            .map(CheckStream::Plain),
         };
         match connected {
             Ok(stream) => {

@@ -169,6 +169,35 @@ pub fn resolve_host_prefer(host: &str, ipv6_first: bool) -> Result<IpAddr, Strin
 }
 
 /// Parses a `bind` address list `ADDR:PORT[,ADDR:PORT...]` into socket addresses.
+/// The address of a `source` keyword: `IP`, `IP:PORT`, `[IPv6]:PORT` or `*` (any), port 0
+/// when none is given (the kernel picks one). Port ranges and host names are refused.
+pub fn parse_source_addr(text: &str) -> Result<SocketAddr, String> {
+    let any = |port| SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
+    if text == "*" {
+        return Ok(any(0));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("*:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port in source address '{text}'"))?;
+        return Ok(any(port));
+    }
+    if text.rsplit_once(':').is_some_and(|(_, p)| p.contains('-')) {
+        return Err(format!(
+            "source port range in '{text}' is not supported: give one address, with or without one port"
+        ));
+    }
+    Err(format!(
+        "invalid source address '{text}': expected IP, IP:PORT or [IPv6]:PORT"
+    ))
+}
+
 pub fn parse_bind_addrs(text: &str) -> Result<Vec<SocketAddr>, String> {
     let mut out = Vec::new();
     for part in text.split(',') {

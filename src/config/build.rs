@@ -375,6 +375,9 @@ fn backend(
     check_redispatch(p, diags);
     let mut with_tls = |s: &ServerDraft, name: &str, mut srv: Server, diags: &mut Diags| {
         srv.check_tls = tls.check_tls(&s.tls, name, &s.loc, diags);
+        if srv.source.is_none() {
+            srv.source.clone_from(&p.source);
+        }
         srv
     };
     let servers = p
@@ -532,6 +535,22 @@ fn check_roles(p: &ProxyDraft, diags: &mut Diags) {
                 ),
             );
         }
+        for s in p
+            .servers
+            .iter()
+            .filter(|s| s.source.is_some() || p.source.is_some())
+        {
+            diags.warn(
+                &s.loc,
+                format!(
+                    "server '{}/{}': its traffic and health checks connect from its 'source', \
+                     but 'role-check mysql' cannot (the MySQL client opens its own connection \
+                     from the system's default address): if the server only admits the \
+                     source address, its role checks fail; use 'role-check agent' there",
+                    p.name, s.name
+                ),
+            );
+        }
     }
     if let Some(RoleCheck::Agent) = role_check {
         if let Some((_, loc)) = p
@@ -612,6 +631,7 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         on_marked_up_shutdown_backup_sessions: s.on_marked_up_shutdown_backup_sessions,
         agent,
         send_proxy: s.send_proxy,
+        source: s.source.clone(),
         check_proxy_header: check_sends_proxy_header(s)
             .then(|| s.send_proxy.unwrap_or(super::ProxyProtocol::V1)),
         etcd: None,

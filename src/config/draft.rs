@@ -209,6 +209,8 @@ pub struct ProxyDraft {
     pub maxconn: Option<u32>,
     /// `backlog` (frontend side; 0: unset).
     pub backlog: Option<u32>,
+    /// `source` (backend side): what its servers without their own connect from.
+    pub source: Option<crate::config::model::Source>,
     /// `timeout ...`.
     pub timeouts: Timeouts,
     /// `retries`.
@@ -325,6 +327,7 @@ impl ProxyDraft {
             hash_type: HashType::default(),
             maxconn: None,
             backlog: None,
+            source: None,
             timeouts: Timeouts::default(),
             retries: 3,
             redispatch: false,
@@ -475,6 +478,8 @@ pub struct ServerDraft {
     pub send_proxy: Option<ProxyProtocol>,
     /// `check-send-proxy`.
     pub check_send_proxy: bool,
+    /// `source ADDR[:PORT]` on the server line.
+    pub source: Option<crate::config::model::Source>,
     /// `id`.
     pub id: Option<u32>,
     /// `resolvers`, `resolve-prefer`, `init-addr`, `resolve-opts` and the host name.
@@ -531,6 +536,7 @@ impl ServerDraft {
             agent_send: None,
             send_proxy: None,
             check_send_proxy: false,
+            source: None,
             id: None,
             resolve: Default::default(),
             tls: TlsDraft::default(),

@@ -312,6 +312,15 @@ pub struct Bind {
     pub loc: Loc,
 }
 
+/// `source ADDR[:PORT] [interface NAME]`: where connections to a server come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The local address (port 0: any free port).
+    pub addr: SocketAddr,
+    /// `interface NAME`: leave through this interface (`SO_BINDTODEVICE`).
+    pub interface: Option<String>,
+}
+
 /// How the listening sockets of a `bind` line are set up, as HAProxy 2.6 sets them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BindSocket {
@@ -692,6 +701,9 @@ pub struct Server {
     pub agent: Option<Box<AgentCheck>>,
     /// `send-proxy` / `send-proxy-v2`.
     pub send_proxy: Option<ProxyProtocol>,
+    /// `source` (the server's, else its backend's): the address its connections, traffic and
+    /// checks alike, are made from.
+    pub source: Option<Source>,
     /// The PROXY header its health checks send first, as HAProxy 2.6 decides it: with
     /// `check-send-proxy`, or with `send-proxy[-v2]` when the check goes to the traffic
     /// address and port (no check `addr`/`port`); v2 when the server sends v2, else v1.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::{Refused, Slot, acquire};
 use crate::config::Role;
+use crate::config::model::Source;
 use crate::logging::Throttle;
 use crate::table::{
     AdminState, BackendRt, BackendSettings, ConnAddrs, FrontendRt, Health, NoServer, NodeRole,
@@ -39,8 +40,9 @@ async fn connect(
     addr: SocketAddr,
     timeout: Option<Duration>,
     delayed_ack: bool,
+    source: Option<&Source>,
 ) -> std::io::Result<TcpStream> {
-    let fut = connect_nonblocking(addr, delayed_ack);
+    let fut = connect_nonblocking(addr, delayed_ack, source);
     match timeout {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
@@ -57,9 +59,15 @@ async fn connect(
 /// handshake's last ACK leaves with the first bytes written rather than in a packet of its
 /// own, as HAProxy opens a connection with bytes to send at once (`option tcp-smart-connect`)
 /// and a plain connect health check (which then resets before that ACK).
+///
+/// `source`: the connection is made from that address (and interface), as HAProxy binds a
+/// server connection to its `source`: `SO_REUSEADDR`, and with no port
+/// `IP_BIND_ADDRESS_NO_PORT`, so the port is chosen at `connect` and the same address can
+/// reach many servers.
 pub(crate) async fn connect_nonblocking(
     addr: SocketAddr,
     delayed_ack: bool,
+    source: Option<&Source>,
 ) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
@@ -68,6 +76,9 @@ pub(crate) async fn connect_nonblocking(
         Some(Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    if let Some(source) = source {
+        bind_source(&socket, source)?;
+    }
     if delayed_ack && let Err(e) = socket.set_tcp_quickack(false) {
         tracing::debug!("cannot delay the ACKs of a connection to {addr}: {e}");
     }
@@ -86,6 +97,42 @@ pub(crate) async fn connect_nonblocking(
         return Err(e);
     }
     Ok(stream)
+}
+
+/// Binds a server connection's `socket` to `source` before it connects.
+fn bind_source(socket: &socket2::Socket, source: &Source) -> std::io::Result<()> {
+    let named = |e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind to source address {}: {e}", source.addr),
+        )
+    };
+    socket.set_reuse_address(true)?;
+    if source.addr.port() == 0 {
+        let one: libc::c_int = 1;
+        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: the socket is open for the call; the kernel reads `len` bytes of `one`.
+        // A refusal only costs the early port choice: ignored, as HAProxy ignores it.
+        let _ = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(socket),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                std::ptr::from_ref(&one).cast(),
+                len,
+            )
+        };
+    }
+    if let Some(name) = &source.interface {
+        socket.bind_device(Some(name.as_bytes())).map_err(|e| {
+            named(std::io::Error::new(
+                e.kind(),
+                format!("interface {name}: {e}"),
+            ))
+        })?;
+    }
+    socket.bind(&source.addr.into()).map_err(named)
 }
 
 /// A slot and an established connection to its server.
@@ -172,7 +219,13 @@ pub(super) async fn connect_with_retries(
         // HAProxy delays the ACK when bytes wait for the server at connect time; in rolelb
         // (which reads nothing from the client before it connects) that is a PROXY header.
         let delayed_ack = settings.smart_connect && server.config.send_proxy.is_some();
-        let result = connect(server.config.addr, settings.timeout_connect, delayed_ack).await;
+        let result = connect(
+            server.config.addr,
+            settings.timeout_connect,
+            delayed_ack,
+            server.config.source.as_ref(),
+        )
+        .await;
         // `stot`: HAProxy counts a session on the server once its connect is started (a
         // refusal or a timeout comes later, asynchronously); a shortage of rolelb's own
         // resources means the connect never started.

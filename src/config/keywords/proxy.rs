@@ -43,6 +43,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("hash-type", Sections::BE, hash_type),
     kw("maxconn", Sections::ALL, maxconn),
     kw("backlog", Sections::ALL, backlog),
+    kw("source", Sections::BE, source),
     kw("timeout", Sections::ALL, timeout),
     kw("retries", Sections::BE, retries),
     kw("retry-on", Sections::BE, retry_on),
@@ -340,6 +341,35 @@ fn backlog(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
         return Ok(());
     }
     p.backlog = u32::try_from(n).ok().filter(|&n| n > 0);
+    Ok(())
+}
+
+/// `source ADDR[:PORT] [interface NAME]`: the address connections to the servers come from
+/// (a server's own `source` wins). `usesrc` (connecting from the client's address, which
+/// needs transparent proxying) is refused.
+fn source(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let addr = crate::config::address::parse_source_addr(ctx.arg(0, "an address")?)?;
+    let interface = match ctx.args.get(1).map(|w| w.as_str()) {
+        None => None,
+        Some("interface") => {
+            ctx.at_most(3)?;
+            Some(ctx.arg(2, "an interface name")?.to_string())
+        }
+        Some("usesrc") => {
+            return Err(
+                "'source ... usesrc' is not supported: rolelb connects from its own \
+                 address, not the client's (that needs transparent proxying)"
+                    .into(),
+            );
+        }
+        Some(other) => {
+            return Err(format!(
+                "'source {}': unexpected '{other}' (expected 'interface NAME')",
+                ctx.args[0].as_str()
+            ));
+        }
+    };
+    p.source = Some(crate::config::model::Source { addr, interface });
     Ok(())
 }
 

@@ -90,6 +90,7 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
     flag("stick", |s, _| set(&mut s.non_stick, false)),
     flag("disabled", |s, _| set(&mut s.disabled, true)),
     flag("enabled", |s, _| set(&mut s.disabled, false)),
+    with_arg("source", server_source),
     with_arg("maxconn", |s, c| {
         s.maxconn = Some(count(c, 0)?);
         Ok(())
@@ -156,6 +157,17 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
 
 /// `id N`: the server's id in its backend (HAProxy's `puid`), a positive `int`. HAProxy
 /// refuses it on `default-server`; its uniqueness is checked by the `server` line.
+/// `source ADDR[:PORT]` on a server line (`usesrc` and `interface` after it are refused as
+/// unknown options).
+fn server_source(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
+    let addr = crate::config::address::parse_source_addr(ctx.arg(0, "an address")?)?;
+    s.source = Some(crate::config::model::Source {
+        addr,
+        interface: None,
+    });
+    Ok(())
+}
+
 fn server_id(s: &mut ServerDraft, ctx: &mut Ctx) -> Result<(), String> {
     if s.name.is_empty() {
         return Err("'id' option is not accepted in default-server sections".into());
@@ -296,7 +308,6 @@ fn unknown(opt: &str) -> String {
         | "minconn"
         | "agent-check-send-proxy"
         | "proto"
-        | "source"
         | "usesrc"
         | "namespace"
         | "tfo"

@@ -44,10 +44,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
     no("monitor", HTTP_ONLY),
     no("filter", "is not supported by rolelb"),
     no(
-        "source",
-        "is not supported: rolelb connects from the system's default source address",
-    ),
-    no(
         "rate-limit",
         "is not supported: limit with 'maxconn' instead",
     ),
