@@ -79,11 +79,11 @@ fn settle_fd_limit(config: &Config) -> Result<FdPlan> {
         .filter(|f| !f.disabled)
         .map(|f| f.binds.len())
         .sum();
-    // With data threads, the main thread's runtime comes on top. Each address is counted
-    // once in the fixed part; with data threads it has one socket per thread, and the
-    // control task keeps a descriptor of each besides its accept loop's.
+    // With data threads, the main thread's runtime comes on top. Each listening socket is
+    // counted once in the fixed part; its accept loops (one per data thread) hold their own
+    // descriptors of it besides the control task's.
     let (runtimes, listener_copies) = if threads > 1 {
-        (threads + 1, listeners * (2 * threads - 1))
+        (threads + 1, listeners * threads)
     } else {
         (1, listeners)
     };

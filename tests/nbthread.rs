@@ -1,5 +1,5 @@
-//! `nbthread 2`: two data threads, each with its own event loop and its own listening socket
-//! per address (an address another program holds is still refused), each session served to its end by the thread with fewer sessions when it
+//! `nbthread 2`: two data threads, each with its own event loop, both accepting on every
+//! listening socket (an address another program holds is refused), each session served to its end by the thread with fewer sessions when it
 //! was accepted. Shown here from outside: both data threads carry sessions, evenly when
 //! sessions open one after another, global and frontend `maxconn` hold
 //! exactly however the threads race for clients (and a freed place is not lost when the
@@ -360,11 +360,11 @@ fn listening_sockets(port: u16) -> usize {
 }
 
 #[test]
-fn each_thread_accepts_on_its_own_socket_and_a_taken_address_is_still_refused() {
+fn the_threads_share_one_socket_and_a_taken_address_is_refused() {
     let s1 = NamedServer::start("s1");
     let port = free_port();
-    // An HAProxy not yet stopped holds the port, with SO_REUSEPORT (its default): rolelb's
-    // per-thread sockets (SO_REUSEPORT too) must not join it and take half its clients.
+    // An HAProxy not yet stopped holds the port, with SO_REUSEPORT (its default): rolelb must
+    // not join it and take half its clients.
     let haproxy_cfg = format!(
         "global\n    nbthread 2\ndefaults\n    mode tcp\n    timeout connect 2s\n    \
          timeout client 60s\n    timeout server 60s\nlisten old\n    bind 127.0.0.1:{port}\n    \
@@ -386,8 +386,8 @@ fn each_thread_accepts_on_its_own_socket_and_a_taken_address_is_still_refused() 
     let lb = Rolelb::start(&lb_cfg);
     assert_eq!(
         listening_sockets(port),
-        2,
-        "one listening socket per data thread"
+        1,
+        "one listening socket for both data threads"
     );
     // A second rolelb on the same config is refused too, and takes nothing from the first.
     let (ok, err) = Rolelb::start_refused(&lb_cfg);
@@ -395,8 +395,8 @@ fn each_thread_accepts_on_its_own_socket_and_a_taken_address_is_still_refused() 
         !ok && err.contains("cannot bind"),
         "a second rolelb must refuse the address: {err}"
     );
-    assert_eq!(listening_sockets(port), 2);
-    // Every client is served, whichever socket the kernel gives it to.
+    assert_eq!(listening_sockets(port), 1);
+    // Every client is served, whichever thread accepts it.
     for i in 0..40 {
         let (name, _conn) = open_named(local(port)).unwrap_or_else(|e| panic!("client {i}: {e}"));
         assert_eq!(name, "s1", "client {i}");

@@ -1,6 +1,5 @@
-//! The listening sockets: an address bound for the data threads ([`bind`]: one socket per
-//! data thread, with `SO_REUSEPORT`, or one socket with `nbthread 1`), what a new
-//! configuration asks of them ([`plan`]: the addresses to bind, the kept sockets
+//! The listening sockets: an address bound once and shared by the data threads ([`bind`]),
+//! what a new configuration asks of them ([`plan`]: the addresses to bind, the kept sockets
 //! whose options change) and the socket options themselves — `option tcp-smart-accept`
 //! (`TCP_QUICKACK`), `bind ... defer-accept` (`TCP_DEFER_ACCEPT`) and `bind ... tfo`
 //! (`TCP_FASTOPEN`). As HAProxy 2.6 does when it binds, each option is set or explicitly
@@ -42,7 +41,7 @@ pub(super) struct Plan {
 }
 
 /// Binds the addresses of `config`'s enabled frontends that `listeners` does not have yet
-/// (one socket per data thread, and a kept descriptor of each); the first that cannot be bound fails the
+/// (`threads` descriptors each, plus the kept one); the first that cannot be bound fails the
 /// plan, naming its `bind` line, and what was bound so far is closed.
 pub(super) fn plan(
     config: &Config,
@@ -108,14 +107,13 @@ impl Plan {
     }
 }
 
-/// The addresses where an accept loop has ended on its own (it could not watch its socket,
-/// or it failed): its socket, held open by the kept descriptor alone, still takes its share
-/// of the clients (the kernel spreads them over the sockets of an address) and nobody would
-/// accept them, so the caller closes the address (and the next swap binds it again).
+/// The addresses whose accept loops have all ended on their own (none could watch the
+/// socket, or one failed): held open by the kept descriptor alone, the kernel would complete
+/// handshakes nobody accepts, so the caller closes them (and the next swap binds them again).
 pub(super) fn dead(listeners: &HashMap<SocketAddr, Accepting>) -> Vec<SocketAddr> {
     listeners
         .iter()
-        .filter(|(_, a)| !a.stop.is_cancelled() && a.tasks.iter().any(|t| t.is_finished()))
+        .filter(|(_, a)| !a.stop.is_cancelled() && a.tasks.iter().all(|t| t.is_finished()))
         .map(|(addr, _)| *addr)
         .collect()
 }
@@ -137,58 +135,43 @@ const DEFAULT_BACKLOG: i32 = 1024;
 /// accepted anyway, with `defer-accept`: HAProxy's one second.
 const DEFER_ACCEPT_SECS: libc::c_int = 1;
 
-/// A bound address: one socket per data thread for the accept loops, and a descriptor of each
-/// kept by the control task to set options on at a reload.
+/// A bound address: one descriptor of its socket per data thread for the accept loops, and
+/// one kept by the control task to set options on at a reload (a `Vec` of the address's
+/// sockets: one).
 pub(super) struct Bound {
     pub(super) per_thread: Vec<TcpListener>,
     pub(super) kept: Vec<TcpListener>,
 }
 
-/// Binds `addr`: one listening socket per data thread (`threads` > 1), each taking the
-/// clients the kernel gives it, so that a new client wakes one thread and not all of them; or
-/// one socket without data threads.
+/// Binds `addr` (one socket, shared by the data threads as HAProxy 2.6 shares one across
+/// its threads: whichever thread is free accepts the next client; `threads` + 1
+/// descriptors of it).
 ///
-/// The sockets of one address share it with `SO_REUSEPORT`, which would also let another
-/// program of the same user bind the address beside rolelb, or rolelb bind beside it, and
-/// take a share of its clients. So the address is first bound alone, without
-/// `SO_REUSEPORT`: when something already listens there (an HAProxy not yet stopped, a
-/// second rolelb), the bind fails with "address in use" as it does with one socket.
+/// One socket per thread (`SO_REUSEPORT`) was measured and not kept: it wakes one thread per
+/// client instead of every waiting one, but gained nothing in `bench/` (connections per
+/// second and CPU per connection the same against HAProxy), and a client the kernel gives
+/// to a busy thread waits behind that thread's sessions while the other one idles.
 pub(super) fn bind(
     addr: SocketAddr,
     threads: usize,
     prebind: &Prebind,
     loc: &str,
 ) -> io::Result<Bound> {
-    let threads = threads.max(1);
-    let shared = threads > 1;
-    if shared {
-        // Dropped at once: it only asks the kernel whether the address is free.
-        listening_socket(addr, false, false, prebind, loc)?;
-    }
-    let per_thread = (0..threads)
-        .map(|_| listening_socket(addr, shared, true, prebind, loc))
-        .collect::<io::Result<Vec<_>>>()?;
-    let kept = per_thread
-        .iter()
-        .map(TcpListener::try_clone)
+    let kept = listening_socket(addr, prebind, loc)?;
+    let per_thread = (0..threads.max(1))
+        .map(|_| kept.try_clone())
         .collect::<io::Result<_>>()?;
-    Ok(Bound { per_thread, kept })
+    Ok(Bound {
+        per_thread,
+        kept: vec![kept],
+    })
 }
 
 /// A socket bound at `addr` with the `prebind` options of its `bind` line (at `loc`),
-/// listening and non-blocking when `listen`.
-fn listening_socket(
-    addr: SocketAddr,
-    reuse_port: bool,
-    listen: bool,
-    prebind: &Prebind,
-    loc: &str,
-) -> io::Result<TcpListener> {
+/// listening and non-blocking.
+fn listening_socket(addr: SocketAddr, prebind: &Prebind, loc: &str) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
     if prebind.transparent {
         make_foreign(&socket, addr)?;
     }
@@ -204,10 +187,8 @@ fn listening_socket(
         socket.set_only_v6(only)?;
     }
     socket.bind(&addr.into())?;
-    if listen {
-        socket.listen(DEFAULT_BACKLOG)?;
-        socket.set_nonblocking(true)?;
-    }
+    socket.listen(DEFAULT_BACKLOG)?;
+    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
@@ -488,10 +469,9 @@ mod tests {
     }
 
     #[test]
-    fn options_are_set_and_undone_on_every_socket_of_an_address() {
+    fn options_are_set_and_undone_on_a_kept_socket() {
         let bound = bind(free_addr(), 2, &Prebind::default(), "t.cfg:1").expect("bind");
         assert_eq!(bound.per_thread.len(), 2);
-        assert_eq!(bound.kept.len(), 2);
         let on = ListenOptions {
             delayed_ack: true,
             defer_accept: true,
@@ -501,7 +481,7 @@ mod tests {
             user_timeout_ms: 1500,
         };
         assert!(on.apply_all(&bound.kept).is_empty());
-        // Seen through the threads' descriptors: the kept ones are the same sockets.
+        // Seen through the threads' descriptors: the same socket as the kept one.
         for socket in &bound.per_thread {
             // The kernel reports the defer delay rounded to its retransmission steps: not 0.
             assert_ne!(get_tcp_int(socket, libc::TCP_DEFER_ACCEPT).ok(), Some(0));
@@ -521,68 +501,22 @@ mod tests {
     }
 
     #[test]
-    fn each_data_thread_gets_its_own_socket_and_one_thread_a_plain_one() {
+    fn one_socket_serves_every_data_thread() {
         let addr = free_addr();
         let bound = bind(addr, 2, &Prebind::default(), "t.cfg:1").expect("bind");
-        let [a, b] = &bound.per_thread[..] else {
-            panic!("two sockets")
+        assert_eq!((bound.per_thread.len(), bound.kept.len()), (2, 1));
+        let inode = |l: &TcpListener| {
+            std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd()))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .expect("the descriptor's inode")
         };
-        assert_ne!(a.as_raw_fd(), b.as_raw_fd());
-        for socket in &bound.per_thread {
-            assert_eq!(socket.local_addr().ok(), Some(addr));
-            assert_eq!(SockRef::from(socket).reuse_port().ok(), Some(true));
-        }
-        // A client reaches one of them: the kernel picks.
-        let _client = std::net::TcpStream::connect(addr).expect("connect");
-        let accepted = (0..200).find_map(|_| {
-            let got = bound.per_thread.iter().find_map(|l| l.accept().ok());
-            if got.is_none() {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            got
-        });
-        assert!(accepted.is_some(), "neither socket got the client");
-        drop(bound);
-        let one = bind(addr, 1, &Prebind::default(), "t.cfg:1").expect("bind again once closed");
-        assert_eq!(one.per_thread.len(), 1);
-        assert_eq!(
-            SockRef::from(&one.per_thread[0]).reuse_port().ok(),
-            Some(false)
-        );
+        let first = inode(&bound.kept[0]);
+        assert!(bound.per_thread.iter().all(|l| inode(l) == first));
+        assert_eq!(SockRef::from(&bound.kept[0]).reuse_port().ok(), Some(false));
     }
 
     #[test]
-    fn a_withdrawn_socket_leaves_its_address_to_the_others_though_still_open() {
-        let addr = free_addr();
-        let bound = bind(addr, 2, &Prebind::default(), "t.cfg:1").expect("bind");
-        for l in &bound.per_thread {
-            l.set_nonblocking(true).expect("non-blocking");
-        }
-        // `kept` still holds both sockets open, as the control task does.
-        crate::proxy::listener::withdraw(&bound.per_thread[0], addr);
-        let clients: Vec<std::net::TcpStream> = (0..20)
-            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
-            .collect();
-        let mut on_the_other = 0;
-        for _ in 0..200 {
-            while bound.per_thread[1].accept().is_ok() {
-                on_the_other += 1;
-            }
-            if on_the_other == clients.len() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(
-            on_the_other,
-            clients.len(),
-            "every client reached the other socket"
-        );
-        assert!(bound.per_thread[0].accept().is_err());
-    }
-
-    #[test]
-    fn an_address_another_program_listens_on_is_refused_even_with_reuse_port() {
+    fn an_address_another_program_listens_on_is_refused() {
         // What an HAProxy (SO_REUSEPORT by default) left running would hold.
         let addr = free_addr();
         let other = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");

@@ -272,8 +272,6 @@ pub async fn accept_loop(
     shared: Shared,
     stop: CancellationToken,
 ) {
-    // Kept until the socket is watched: if it cannot be, it must leave its address at once.
-    let spare = listener.try_clone();
     let registered = listener.set_nonblocking(true).and_then(|()| {
         // SAFETY: a `std::net::TcpListener` owns its descriptor: it stays open and the same
         // for as long as the `AsyncFd` holds the listener.
@@ -281,15 +279,9 @@ pub async fn accept_loop(
             .map_err(std::io::Error::from)
     });
     let listener = match registered {
-        Ok(l) => {
-            drop(spare);
-            l
-        }
+        Ok(l) => l,
         Err(e) => {
             tracing::error!(%addr, "cannot watch the listening socket: {e}; this thread does not accept on it");
-            if let Ok(socket) = spare {
-                withdraw(&socket, addr);
-            }
             return;
         }
     };
@@ -386,17 +378,6 @@ pub async fn accept_loop(
                 continue 'wait;
             }
         }
-    }
-}
-
-/// Takes `socket` out of its address: with one socket per data thread the kernel would go on
-/// giving it a share of the clients, which nobody would accept while the control task's
-/// descriptor keeps it open. Shutting a listening socket's reading side closes it as a
-/// listener (Linux), so the address's other sockets take every client until the next swap
-/// binds the address again.
-pub(crate) fn withdraw(socket: &std::net::TcpListener, addr: SocketAddr) {
-    if let Err(e) = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read) {
-        tracing::error!(%addr, "cannot close a listening socket no loop accepts on: {e}");
     }
 }
 

@@ -1,10 +1,9 @@
 //! The data path's threads for `nbthread N` (N > 1): N OS threads, each running its own
 //! single-threaded runtime, as HAProxy runs one event loop per thread.
 //!
-//! Every listening address gets one socket per thread (`SO_REUSEPORT`, as HAProxy's `shards
-//! by-thread`), each with its own accept loop: the kernel gives a new client to one socket, so
-//! it wakes one thread (one socket shared by all, as HAProxy 2.6 binds by default, wakes every
-//! waiting thread for each client, and all but one find nothing to accept). As HAProxy's accept queues do, the loop that accepted a
+//! Every listening address gets one accept loop per thread, all on the same socket (each with
+//! its own duplicate of the descriptor, as HAProxy 2.6 shares one socket across its threads;
+//! one socket per thread was measured and not kept: see `control/sockets.rs`). As HAProxy's accept queues do, the loop that accepted a
 //! connection hands it to the thread that carries fewer sessions ([`DataThreads::pick`]: itself on a tie, so an even load costs
 //! no cross-thread wake-up); the session then runs to its end on that thread, so nothing
 //! moves a running session between threads and no scheduler steals work on the data path. The control plane (the
