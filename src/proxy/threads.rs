@@ -3,11 +3,13 @@
 //!
 //! Every listening address gets one accept loop per thread, all on the same socket (each with
 //! its own duplicate of the descriptor, as HAProxy 2.6 shares one socket across its threads;
-//! one socket per thread was measured and not kept: see `control/sockets.rs`). As HAProxy's accept queues do, the loop that accepted a
-//! connection hands it to the thread that carries fewer sessions ([`DataThreads::pick`]: itself on a tie, so an even load costs
-//! no cross-thread wake-up); the session then runs to its end on that thread, so nothing
-//! moves a running session between threads and no scheduler steals work on the data path. The control plane (the
-//! control task, checks, etcd, DNS, the stats socket, signals) keeps the main thread's runtime.
+//! one socket per thread was measured and not kept: see `control/sockets.rs`). As HAProxy's
+//! accept queues do, the loop that accepted a connection hands it to the thread that carries
+//! fewer sessions ([`DataThreads::pick`]: itself on a tie, so an even load costs no
+//! cross-thread wake-up); the session then runs to its end on that thread, so nothing moves a
+//! running session between threads and no scheduler steals work on the data path. The
+//! control plane (the control task, checks, etcd, DNS, the stats socket, signals) keeps the
+//! main thread's runtime.
 //! With `nbthread 1` there are no such threads: the main thread's runtime is the data path's
 //! one thread too, as before.
 
