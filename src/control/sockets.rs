@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ReloadError;
 use crate::config::Config;
+use crate::config::model::{Bind, Frontend};
 
 /// A listening socket's accept loops, one per data thread: cancelling `stop` makes them
 /// return, which closes the socket.
@@ -211,6 +212,16 @@ fn make_foreign(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
     }
 }
 
+/// The `bind` line that sets up the socket at `addr`: the first enabled frontend's (and that
+/// frontend), as both the options set before binding and those set after are read from it.
+fn owner(config: &Config, addr: SocketAddr) -> Option<(&Frontend, &Bind)> {
+    config
+        .frontends
+        .iter()
+        .filter(|fe| !fe.disabled)
+        .find_map(|fe| Some((fe, fe.binds.iter().find(|b| b.addr == addr)?)))
+}
+
 /// What a `bind` line sets before its address is bound: changing it needs a new socket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Prebind {
@@ -222,12 +233,8 @@ pub(super) struct Prebind {
 impl Prebind {
     /// What `config`'s first enabled frontend binding `addr` asks for.
     pub(super) fn of(config: &Config, addr: SocketAddr) -> Prebind {
-        config
-            .frontends
-            .iter()
-            .filter(|fe| !fe.disabled)
-            .find_map(|fe| fe.binds.iter().find(|b| b.addr == addr))
-            .map(|b| {
+        owner(config, addr)
+            .map(|(_, b)| {
                 let (transparent, v6only, interface) = b.socket.before_bind();
                 Prebind {
                     transparent,
@@ -300,12 +307,8 @@ impl ListenOptions {
     /// What `config` asks of the socket bound at `addr`: the first enabled frontend's bind
     /// line for that address (all off when there is none).
     pub(super) fn of(config: &Config, addr: SocketAddr, global_maxconn: u32) -> ListenOptions {
-        config
-            .frontends
-            .iter()
-            .filter(|fe| !fe.disabled)
-            .find_map(|fe| {
-                let bind = fe.binds.iter().find(|b| b.addr == addr)?;
+        owner(config, addr)
+            .map(|(fe, bind)| {
                 let backlog = bind
                     .socket
                     .backlog
@@ -320,14 +323,14 @@ impl ListenOptions {
                 };
                 let millis =
                     |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
-                Some(ListenOptions {
+                ListenOptions {
                     delayed_ack: fe.smart_accept,
                     defer_accept: bind.defer_accept,
                     fast_open: bind.tfo,
                     backlog,
                     mss: bind.socket.mss.filter(|&m| m > 0).unwrap_or(0),
                     user_timeout_ms: bind.socket.tcp_ut.map_or(0, millis),
-                })
+                }
             })
             .unwrap_or_default()
     }

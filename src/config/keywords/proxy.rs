@@ -299,48 +299,43 @@ fn hash_type(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(i)
 }
 
+/// A count of the frontend side (`maxconn N`, `backlog N`): `Some(None)` for 0, "not set" as
+/// in HAProxy; `None` in a backend, which has no frontend side (warned about, with `hint`
+/// after the message, as HAProxy warns).
+fn frontend_count(
+    p: &ProxyDraft,
+    ctx: &mut Ctx,
+    hint: &str,
+) -> Result<Option<Option<u32>>, String> {
+    ctx.at_most(1)?;
+    let kw = ctx.keyword;
+    let n = parse_int(ctx.arg(0, "a number of connections")?, kw, 0, MAX_COUNT)?;
+    if p.kind == ProxyKind::Backend {
+        let name = &p.name;
+        ctx.warn(format!(
+            "'{kw}' ignored because backend '{name}' has no frontend capability{hint}"
+        ));
+        return Ok(None);
+    }
+    let n = u32::try_from(n).map_err(|_| format!("{kw} is too large"))?;
+    Ok(Some(Some(n).filter(|&n| n > 0)))
+}
+
 /// `maxconn N`; 0 means "not set" as in HAProxy, so the frontend takes the global `maxconn`.
 fn maxconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
-    ctx.at_most(1)?;
-    let n = parse_int(
-        ctx.arg(0, "a number of connections")?,
-        "maxconn",
-        0,
-        MAX_COUNT,
-    )?;
-    if p.kind == ProxyKind::Backend {
-        // As HAProxy: a backend has no frontend side to limit.
-        let name = p.name.clone();
-        ctx.warn(format!(
-            "'maxconn' ignored because backend '{name}' has no frontend capability; limit servers with 'server ... maxconn N'"
-        ));
-        return Ok(());
+    let hint = "; limit servers with 'server ... maxconn N'";
+    if let Some(n) = frontend_count(p, ctx, hint)? {
+        p.maxconn = n;
     }
-    p.maxconn = match u32::try_from(n).map_err(|_| "maxconn is too large".to_string())? {
-        0 => None,
-        n => Some(n),
-    };
     Ok(())
 }
 
 /// `backlog N`: the listen backlog of the frontend's addresses (a `bind ... backlog` wins);
 /// 0 leaves the default, as in HAProxy.
 fn backlog(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
-    ctx.at_most(1)?;
-    let n = parse_int(
-        ctx.arg(0, "a number of connections")?,
-        "backlog",
-        0,
-        MAX_COUNT,
-    )?;
-    if p.kind == ProxyKind::Backend {
-        let name = p.name.clone();
-        ctx.warn(format!(
-            "'backlog' ignored because backend '{name}' has no frontend capability"
-        ));
-        return Ok(());
+    if let Some(n) = frontend_count(p, ctx, "")? {
+        p.backlog = n;
     }
-    p.backlog = u32::try_from(n).ok().filter(|&n| n > 0);
     Ok(())
 }
 
