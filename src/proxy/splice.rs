@@ -15,9 +15,9 @@
 //!
 //! Pipes are lent per thread like the buffers (`bufpool`): taken when the source is
 //! readable, given back once drained. A pipe still holding bytes when its session ends (kill,
-//! error) is closed, never lent again. A spliced direction holds at most one pipe's worth of
-//! bytes (the kernel's default pipe size, 64 KiB, HAProxy's default `tune.pipesize`) instead
-//! of `tune.bufsize`.
+//! error) is closed, never lent again. A spliced direction holds at most what one pipe takes
+//! (the kernel's default pipe, as HAProxy's default `tune.pipesize`: 16 slots, 64 KiB of
+//! full pages) instead of `tune.bufsize`.
 
 use std::cell::RefCell;
 use std::io;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -139,29 +139,24 @@ impl Pipe {
         }
     }
 
-    /// The pipe's capacity (the kernel's default unless changed).
-    fn capacity(fds: &Fds) -> usize {
-        fcntl(fds.wr.as_fd(), FcntlArg::F_GETPIPE_SZ)
-            .ok()
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_PIPE_SIZE)
-    }
-
-    /// Moves what `from` has (up to the pipe's capacity) into the empty pipe. `Ok(0)` is the
+    /// Moves what `from` has into the pipe, as much as the pipe's slots take. `Ok(0)` is the
     /// peer's FIN; `WouldBlock` means nothing was there after all (readiness is cleared).
+    ///
+    /// The kernel fills one pipe slot per piece of the socket's received data (a page, or a
+    /// larger piece of a compound page), so how many bytes fit depends on how the sender's
+    /// data was cut: the call asks for everything, as HAProxy does, not for the pipe's size
+    /// in bytes (64 KiB for 16 slots), which would stop at two pieces of 32 KiB each.
     pub fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
         let Some(fds) = &self.fds else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        let room = Self::capacity(fds).saturating_sub(self.data);
         let n = from.try_io(Interest::READABLE, || {
             splice(
                 from,
                 None,
                 fds.wr.as_fd(),
                 None,
-                room,
+                SPLICE_AT_ONCE,
                 SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK,
             )
             .map_err(io::Error::from)
@@ -224,8 +219,9 @@ impl Drop for Pipe {
     }
 }
 
-/// The kernel's default pipe size, used if it cannot be asked.
-const DEFAULT_PIPE_SIZE: usize = 65536;
+/// The most bytes asked of one splice into a pipe (HAProxy's `MAX_SPLICE_AT_ONCE`): the
+/// pipe's slots, not this, decide how many come.
+const SPLICE_AT_ONCE: usize = 1 << 30;
 
 /// Whether a splice error means these sockets cannot splice (copy instead), not that the
 /// connection failed.
