@@ -1,10 +1,10 @@
 //! `rolelb-bench`: rolelb against HAProxy 2.6, same config, same machine, same run.
 //!
 //! It starts echo/sink/source/hold backends in-process on 127.0.0.1 and, for each
-//! `nbthread` asked for (1 and 2 by default), four proxies reading one HAProxy-syntax config
-//! that differs only in its bind port (and `option splice-auto` for one): HAProxy, HAProxy
-//! with `option splice-auto`, rolelb, and a second plain HAProxy for an A/A pair that shows
-//! the noise. It measures idle-session memory once, then in rounds, with the target order
+//! `nbthread` asked for (1 and 2 by default), five proxies reading one HAProxy-syntax config
+//! that differs only in its bind port (and `option splice-auto` for two): HAProxy, HAProxy
+//! with `option splice-auto`, rolelb, rolelb with `option splice-auto`, and a second plain
+//! HAProxy for an A/A pair that shows the noise. It measures idle-session memory once, then in rounds, with the target order
 //! rotated so drift in the machine's load falls on every target alike: short connections,
 //! ping-pong latency, bulk upload and download, and the echo while 1,000 etcd members change
 //! (against a real etcd and an extra etcd-watching rolelb per `nbthread`, see [`churn`]).
@@ -55,7 +55,7 @@ struct Args {
     /// Rounds over all tests and targets (default 5, or 1 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
-    /// `nbthread` values to compare, each with its own four proxies.
+    /// `nbthread` values to compare, each with its own five proxies.
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 2])]
     nbthread: Vec<u32>,
     /// Concurrent streams in the bulk tests.
@@ -269,7 +269,7 @@ async fn run(args: Args) -> Result<()> {
     println!("haproxy: {}", proxy::version_of(&args.haproxy));
     println!("rolelb:  {}", proxy::version_of(&args.rolelb));
     println!(
-        "setup: nbthread {:?}; per nbthread: haproxy, haproxy + option splice-auto, rolelb, haproxy#2 (A/A); \
+        "setup: nbthread {:?}; per nbthread: haproxy, haproxy + option splice-auto, rolelb, rolelb + option splice-auto, haproxy#2 (A/A); \
          load generator and backends share this process on {} tokio worker thread(s); \
          all traffic on 127.0.0.1; descriptor limit {fd_limit} (inherited by the proxies)",
         args.nbthread,
@@ -328,11 +328,12 @@ async fn run(args: Args) -> Result<()> {
             splice_auto: true,
             ..plain
         };
-        let mut idx = [0usize; 4];
+        let mut idx = [0usize; 5];
         for (slot, (kind, name, variant)) in [
             (Kind::Haproxy, "haproxy", plain),
             (Kind::Haproxy, "haproxy+splice", spliced),
             (Kind::Rolelb, "rolelb", plain),
+            (Kind::Rolelb, "rolelb+splice", spliced),
             (Kind::Haproxy, "haproxy#2", plain),
         ]
         .into_iter()
@@ -343,7 +344,7 @@ async fn run(args: Args) -> Result<()> {
             let cfg = proxy::config_text(addr, &backends.addrs, variant);
             if !shown_config {
                 println!(
-                    "\nconfig (haproxy/t{nbthread}'s; the others differ in the bind port, nbthread, and `option splice-auto` for +splice):"
+                    "\nconfig (haproxy/t{nbthread}'s; the others differ in the bind port, nbthread, and `option splice-auto` for the +splice ones):"
                 );
                 for line in cfg.lines() {
                     println!("  {line}");
@@ -407,7 +408,8 @@ async fn run(args: Args) -> Result<()> {
             haproxy: idx[0],
             splice: idx[1],
             rolelb: idx[2],
-            haproxy2: idx[3],
+            rolelb_splice: idx[3],
+            haproxy2: idx[4],
         });
     }
     println!("all proxies started");

@@ -39,7 +39,7 @@ pub const MAX_IDLE_SESSIONS: usize = 9_900;
 pub struct Variant {
     /// `nbthread` in `global`.
     pub nbthread: u32,
-    /// `option splice-auto` in the `listen` section (HAProxy only).
+    /// `option splice-auto` in the `listen` section (one HAProxy and one rolelb per `nbthread`).
     pub splice_auto: bool,
 }
 

@@ -2,9 +2,11 @@
 //!
 //! Each measurement is added to its target's [`Totals`] (rounds are summed, latency samples
 //! merged), and [`table`] turns the totals into one block of rows per `nbthread`: the
-//! values of direct / haproxy / haproxy + splice-auto / rolelb / haproxy#2, then the ratios
-//! rolelb/haproxy, rolelb/(the better of haproxy and haproxy + splice-auto), and the A/A
-//! ratio haproxy#2/haproxy, which two identical proxies would have at 1.00 without noise.
+//! values of direct / haproxy / haproxy + splice-auto / rolelb / rolelb + splice-auto /
+//! haproxy#2, then the ratios rolelb/haproxy, rolelb/(the better of haproxy and haproxy +
+//! splice-auto), the better rolelb/the better HAProxy (each with and without splice-auto), and
+//! the A/A ratio haproxy#2/haproxy, which two identical proxies would have at 1.00 without
+//! noise.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -171,6 +173,8 @@ pub struct Group {
     pub splice: usize,
     /// rolelb.
     pub rolelb: usize,
+    /// rolelb with `option splice-auto`.
+    pub rolelb_splice: usize,
     /// A second plain HAProxy: the A/A pair with `haproxy`.
     pub haproxy2: usize,
 }
@@ -291,9 +295,9 @@ fn rows(shape: &Shape) -> Vec<Row> {
     ]
 }
 
-const WIDTH: [usize; 11] = [38, 9, 9, 9, 9, 9, 9, 9, 6, 16, 11];
+const WIDTH: [usize; 13] = [38, 9, 9, 9, 9, 9, 9, 9, 9, 9, 6, 16, 11];
 
-fn line(out: &mut String, cols: [&str; 11]) {
+fn line(out: &mut String, cols: [&str; 13]) {
     let mut l = format!("{:<w$}", cols[0], w = WIDTH[0]);
     for (c, w) in cols.iter().zip(WIDTH).skip(1) {
         let _ = write!(l, " {c:>w$}");
@@ -337,23 +341,26 @@ pub fn table(rounds: &mut [Vec<Totals>], groups: &[Group], shape: &Shape) -> Str
                 "haproxy",
                 "+splice",
                 "rolelb",
+                "r+splice",
                 "haproxy#2",
                 "r/hap",
                 "r/best",
+                "rb/best",
                 "A/A",
                 "r/hap per round",
                 "A/A p.round",
             ],
         );
-        let _ = writeln!(out, "{}", "-".repeat(WIDTH.iter().sum::<usize>() + 10));
+        let _ = writeln!(out, "{}", "-".repeat(WIDTH.iter().sum::<usize>() + 12));
         let (mut aa_all, mut aa_no_tail, mut aa_rounds) = (Vec::new(), Vec::new(), Vec::new());
         for r in rows(shape) {
             let mut v = |i: usize| (r.value)(&mut all[i]);
-            let (d, h, s, l, h2) = (
+            let (d, h, s, l, ls, h2) = (
                 v(g.direct),
                 v(g.haproxy),
                 v(g.splice),
                 v(g.rolelb),
+                v(g.rolelb_splice),
                 v(g.haproxy2),
             );
             let hint = match r.better {
@@ -394,9 +401,14 @@ pub fn table(rounds: &mut [Vec<Totals>], groups: &[Group], shape: &Shape) -> Str
                     &fmt_num(h),
                     &fmt_num(s),
                     &fmt_num(l),
+                    &fmt_num(ls),
                     &fmt_num(h2),
                     &fmt_ratio(ratio(l, h), hint),
                     &fmt_ratio(ratio(l, better_of(h, s, r.better)), hint),
+                    &fmt_ratio(
+                        ratio(better_of(l, ls, r.better), better_of(h, s, r.better)),
+                        hint,
+                    ),
                     &fmt_ratio(aa, ""),
                     &spread(per_round, true),
                     &spread(aa_round, false),
@@ -411,11 +423,12 @@ pub fn table(rounds: &mut [Vec<Totals>], groups: &[Group], shape: &Shape) -> Str
         };
         let _ = writeln!(
             out,
-            "errors conn/echo/up/down/churn: direct {}, haproxy {}, +splice {}, rolelb {}, haproxy#2 {}",
+            "errors conn/echo/up/down/churn: direct {}, haproxy {}, +splice {}, rolelb {}, r+splice {}, haproxy#2 {}",
             errs(&all[g.direct]),
             errs(&all[g.haproxy]),
             errs(&all[g.splice]),
             errs(&all[g.rolelb]),
+            errs(&all[g.rolelb_splice]),
             errs(&all[g.haproxy2])
         );
         let _ = writeln!(
@@ -430,6 +443,7 @@ pub fn table(rounds: &mut [Vec<Totals>], groups: &[Group], shape: &Shape) -> Str
     out.push_str(
         "↑ higher is better (ratio > 1: rolelb ahead); ↓ lower is better (ratio > 1: rolelb behind).\n\
          r/hap = rolelb / haproxy; r/best = rolelb / the better of haproxy and haproxy + option splice-auto;\n\
+         rb/best = the better of rolelb and rolelb + option splice-auto / the better of the two HAProxys (same two configs);\n\
          A/A = haproxy#2 / haproxy, two identical HAProxy processes: its distance from 1.00 is this run's noise.\n\
          Values are over all rounds; \"per round\" columns are the per-round ratios (lowest/median/highest, A/A lowest/highest).\n\
          Gbit = 10^9 bits, GB = 10^9 bytes. Proxy CPU = user+system time of the proxy process during the test (/proc/PID/stat).\n\
@@ -490,7 +504,8 @@ mod tests {
             haproxy: 1,
             splice: 2,
             rolelb: 3,
-            haproxy2: 4,
+            rolelb_splice: 4,
+            haproxy2: 5,
         };
         let shape = Shape {
             streams: 1,
@@ -505,9 +520,10 @@ mod tests {
     #[test]
     fn table_shows_ratios_best_of_and_aa() {
         let d = Duration::from_secs(1);
-        let mut first: Vec<Totals> = vec![Totals::default(); 5];
-        // conns/s: direct 300, haproxy 200, splice 250, rolelb 100 (2 errors), haproxy#2 220.
-        for (i, n) in [300, 200, 250, 100, 220].into_iter().enumerate() {
+        let mut first: Vec<Totals> = vec![Totals::default(); 6];
+        // conns/s: direct 300, haproxy 200, splice 250, rolelb 100 (2 errors), rolelb+splice
+        // 350, haproxy#2 220.
+        for (i, n) in [300, 200, 250, 100, 350, 220].into_iter().enumerate() {
             first[i].conns.add(n, d, u64::from(i == 3) * 2, Some(d));
         }
         let mut second = first.clone();
@@ -519,14 +535,19 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("conns/s"))
             .unwrap_or_default();
-        // Over both rounds: haproxy 400, splice 500, rolelb 300, haproxy#2 440 in 2 s.
+        // Over both rounds: haproxy 400, splice 500, rolelb 300, rolelb+splice 700,
+        // haproxy#2 440 in 2 s.
         assert!(line.contains(" 0.75↑"), "{line}");
         assert!(line.contains(" 0.60↑"), "{line}");
+        assert!(line.contains(" 1.40↑"), "{line}");
         assert!(line.contains(" 1.10 "), "{line}");
         // Per round rolelb/haproxy 0.50 and 1.00; A/A 1.10 both times.
         assert!(line.contains("0.50/1.00/1.00"), "{line}");
         assert!(line.contains("1.10/1.10"), "{line}");
-        assert!(text.contains("rolelb 2/0/0/0/0"), "{text}");
+        assert!(
+            text.contains("rolelb 2/0/0/0/0, r+splice 0/0/0/0/0"),
+            "{text}"
+        );
         assert!(
             // conns/s 440/400 and CPU per conn (2 s / 440) / (2 s / 400).
             text.contains("A/A spread (nbthread 1): aggregate ratios 0.91 to 1.10"),

@@ -30,8 +30,8 @@ fn bench(rolelb: &str, extra: &[&str]) -> Output {
         .expect("running rolelb-bench")
 }
 
-/// The first table block's values in the direct, haproxy, +splice, rolelb and haproxy#2
-/// columns of the row starting with `label` (`None` for "-").
+/// The first table block's values in the direct, haproxy, +splice, rolelb, r+splice and
+/// haproxy#2 columns of the row starting with `label` (`None` for "-").
 fn row(stdout: &str, label: &str) -> Vec<Option<f64>> {
     let line = stdout
         .lines()
@@ -41,7 +41,7 @@ fn row(stdout: &str, label: &str) -> Vec<Option<f64>> {
     let values: String = line.chars().skip(38).collect();
     values
         .split_whitespace()
-        .take(5)
+        .take(6)
         .map(|w| {
             (w != "-").then(|| {
                 w.parse()
@@ -102,7 +102,7 @@ fn quick_run_moves_data_through_every_proxy_and_stops_them() {
     assert!(stdout.contains("A/A spread (nbthread 2)"), "{stdout}");
     assert!(stdout.contains("option splice-auto"), "{stdout}");
     let pids = started_pids(&stdout);
-    assert_eq!(pids.len(), 8, "{stdout}");
+    assert_eq!(pids.len(), 10, "{stdout}");
     assert_gone(&pids);
 }
 
@@ -137,9 +137,9 @@ fn etcd_churn_row_runs_against_a_real_etcd_and_rolelb_sees_every_member() {
             && !stdout.contains("NOT all in its table"),
         "{stdout}"
     );
-    // etcd, four proxies and the etcd-watching rolelb.
+    // etcd, five proxies and the etcd-watching rolelb.
     let pids = started_pids(&stdout);
-    assert_eq!(pids.len(), 6, "{stdout}");
+    assert_eq!(pids.len(), 7, "{stdout}");
     assert_gone(&pids);
 }
 
@@ -189,7 +189,7 @@ fn sigterm_mid_run_stops_every_proxy() {
         }
     }
     let pids = started_pids(&header);
-    assert_eq!(pids.len(), 8, "{header}");
+    assert_eq!(pids.len(), 10, "{header}");
     let pid = i32::try_from(child.id()).expect("pid fits i32");
     // SAFETY: kill(2) on a child we started and have not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
