@@ -61,7 +61,13 @@ const GLOBAL_CASES: &[(&str, Verdict)] = &[
         "tune.ssl.cachesize 1000",
         Verdict::Valid("'tune.ssl.cachesize'"),
     ),
-    ("tune.pipesize 65536", Verdict::Valid("'tune.pipesize'")),
+    ("tune.pipesize 65536", Verdict::Valid("")),
+    ("tune.pipesize 0", Verdict::Valid("")),
+    // HAProxy reads 64 bytes here; -1 and 2^31+1 it keeps, and the kernel refuses them for
+    // every pipe.
+    ("tune.pipesize 64k", Verdict::RolelbRefuses("plain integer")),
+    ("tune.pipesize -1", Verdict::RolelbRefuses("from 0")),
+    ("tune.pipesize 2147483649", Verdict::RolelbRefuses("from 0")),
     ("tune.foo 1", Verdict::Invalid("unknown keyword 'tune.foo'")),
     ("tune.zlib.memlevel 8", Verdict::Invalid("unknown keyword")),
     (

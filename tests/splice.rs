@@ -1,8 +1,8 @@
 //! Kernel splicing (`option splice-request`, `splice-response`, `splice-auto`, `maxpipes`,
-//! `nosplice`) side by side with HAProxy 2.6: the same config carries a multi-megabyte echo
-//! intact through both, `show stat` counts the same bytes in and out, and rolelb's
-//! `haproxy_process_spliced_bytes_out_total` shows the bytes went through pipes (none with
-//! `nosplice`).
+//! `nosplice`, `tune.pipesize`) side by side with HAProxy 2.6: the same config carries a
+//! multi-megabyte echo intact through both, `show stat` counts the same bytes in and out,
+//! rolelb's `haproxy_process_spliced_bytes_out_total` shows the bytes went through pipes (none
+//! with `nosplice`), and both size their pipes alike.
 
 mod common;
 
@@ -127,4 +127,210 @@ fn splice_options_carry_bytes_intact_and_counted_as_in_haproxy() {
             assert_eq!(through_pipes, 0, "{what}");
         }
     }
+}
+
+/// The sizes of the pipes process `pid` holds, one per descriptor (both ends of a pipe report
+/// its size): each duplicated into this process with `pidfd_getfd` (as root) and asked with
+/// `F_GETPIPE_SZ`.
+fn pipe_sizes(pid: u32) -> Vec<i32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: a plain system call on an integer; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `pidfd` was just opened and is owned here.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(i32::try_from(pidfd).expect("a descriptor")) };
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd") {
+        let entry = entry.expect("an fd entry");
+        let is_pipe = std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"));
+        let fd = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok());
+        let (true, Some(fd)) = (is_pipe, fd) else {
+            continue;
+        };
+        // SAFETY: as above; the duplicate is checked and owned below.
+        let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if dup < 0 {
+            continue; // closed meanwhile
+        }
+        // SAFETY: `dup` is a new descriptor of this process.
+        let dup = unsafe { OwnedFd::from_raw_fd(i32::try_from(dup).expect("a descriptor")) };
+        // SAFETY: fcntl on a descriptor owned here.
+        let size = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        assert!(
+            size > 0,
+            "F_GETPIPE_SZ: {}",
+            std::io::Error::last_os_error()
+        );
+        sizes.push(size);
+    }
+    sizes
+}
+
+/// `tune.pipesize` sizes the pipes as HAProxy sizes them, rounded up by the kernel to a power
+/// of two pages (100,000 → 131,072), and a reload that changes it makes new pipes of the new
+/// size. Without it, the kernel's default (64 KiB).
+#[test]
+fn tune_pipesize_sizes_the_pipes_as_haproxy_does() {
+    let echo = NamedServer::start("E");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    let page = 4096;
+    for (line, expected) in [
+        ("", 65536),
+        ("    tune.pipesize 262144\n", 262144),
+        ("    tune.pipesize 100000\n", 131072),
+    ] {
+        for which in ["haproxy", "rolelb"] {
+            let port = free_port();
+            let cfg = format!(
+                "global\n    maxpipes 8\n{line}\
+                 defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+                 listen l\n    bind 127.0.0.1:{port}\n    option splice-request\n    option splice-response\n\
+                     server s {}\n",
+                echo.addr()
+            );
+            let (proxy, pid): (Box<dyn std::any::Any>, u32) = match which {
+                "rolelb" => {
+                    let r = Rolelb::start(&cfg);
+                    let pid = r.pid();
+                    (Box::new(r), pid)
+                }
+                _ => {
+                    let h = Haproxy::start(&cfg);
+                    let pid = h.pid();
+                    (Box::new(h), pid)
+                }
+            };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            assert!(
+                wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+                    addr
+                )
+                .is_ok()),
+                "{which} did not listen"
+            );
+            let back = echo_through(addr, &data);
+            assert!(back == data, "{which} {line:?}: the echo came back altered");
+            let sizes = pipe_sizes(pid);
+            assert!(
+                sizes.contains(&expected),
+                "{which} {line:?}: no pipe of {expected} bytes among {sizes:?}"
+            );
+            assert!(
+                sizes.iter().all(|&s| s == expected || s == 16 * page),
+                "{which} {line:?}: pipes of other sizes: {sizes:?}"
+            );
+            drop(proxy);
+        }
+    }
+    // A reload that takes tune.pipesize away: the next spliced session gets a pipe of the
+    // kernel's default size, and the thread closes its pooled pipes of the old size (one
+    // thread, so that the session runs where the old pipes were pooled).
+    let port = free_port();
+    let cfg = |line: &str| {
+        format!(
+            "global\n    nbthread 1\n    maxpipes 8\n{line}\
+             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+             listen l\n    bind 127.0.0.1:{port}\n    option splice-request\n    option splice-response\n\
+                 server s {}\n",
+            echo.addr()
+        )
+    };
+    let lb = Rolelb::start(&cfg("    tune.pipesize 262144\n"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(echo_through(addr, &data) == data);
+    assert!(pipe_sizes(lb.pid()).contains(&262144));
+    lb.rewrite_config(&cfg(""));
+    lb.reload();
+    assert!(
+        lb.wait_for_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        lb.stderr_text()
+    );
+    assert!(echo_through(addr, &data) == data);
+    let sizes = pipe_sizes(lb.pid());
+    assert!(
+        sizes.contains(&(16 * page)) && !sizes.contains(&262144),
+        "after the reload: {sizes:?}"
+    );
+}
+
+/// Kills the child on drop, so a failing assertion does not leave it running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Unprivileged, rolelb may not size a pipe above `/proc/sys/fs/pipe-max-size` (1 MiB by
+/// default): it splices with the kernel's default size, every byte arrives, and the refusal
+/// is logged once, not per pipe (HAProxy ignores it silently).
+#[test]
+fn a_pipe_size_the_kernel_refuses_is_logged_once_and_splicing_goes_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let echo = NamedServer::start("E");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the temp dir");
+    let (cfg, log) = (dir.path().join("lb.cfg"), dir.path().join("stderr.log"));
+    let port = free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    maxpipes 8\n    tune.pipesize 4194304\n\
+             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+             listen l\n    bind 127.0.0.1:{port}\n    option splice-request\n    option splice-response\n\
+                 server s {}\n",
+            echo.addr()
+        ),
+    )
+    .expect("write the config");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    // A copy nobody can reach: the build may sit under a directory only root may enter.
+    let bin = dir.path().join("rolelb");
+    std::fs::copy(common::rolelb_bin(), &bin).expect("copy the rolelb binary");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // setpriv runs rolelb in its place (no fork) as nobody, without root's capabilities.
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("the log file"))
+        .spawn()
+        .expect("setpriv (util-linux) runs rolelb as nobody");
+    let _rolelb = Killed(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || text()
+            .contains("rolelb started")),
+        "rolelb did not start as nobody:\n{}",
+        text()
+    );
+    for _ in 0..2 {
+        assert!(
+            echo_through(addr, &data) == data,
+            "the echo came back altered"
+        );
+    }
+    let refused = "tune.pipesize 4194304: the kernel refused this pipe size";
+    assert!(
+        wait_until(Duration::from_secs(5), || text().contains(refused)),
+        "{}",
+        text()
+    );
+    assert_eq!(text().matches(refused).count(), 1, "{}", text());
 }

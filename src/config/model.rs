@@ -122,6 +122,8 @@ pub struct Global {
     pub nosplice: bool,
     /// `maxpipes` (`None`: `maxconn / 4`, unlimited without `maxconn`).
     pub maxpipes: Option<usize>,
+    /// `tune.pipesize`: bytes asked of the kernel for each new pipe (`None`: its default).
+    pub tune_pipesize: Option<usize>,
     /// `external-check`: proxies may run `option external-check`.
     pub external_check: bool,
     /// `insecure-fork-wanted`: the process may start programs (external checks need it).

@@ -287,9 +287,9 @@ async fn splice_round(
     to: &TcpStream,
     d: &Direction<'_>,
     epoch: Instant,
-    maxpipes: usize,
+    policy: splice::Policy,
 ) -> Spliced {
-    let Some(mut pipe) = Pipe::take(maxpipes) else {
+    let Some(mut pipe) = Pipe::take(policy.maxpipes, policy.pipesize) else {
         return Spliced::Copy { for_good: false };
     };
     match pipe.fill(from) {
@@ -374,7 +374,7 @@ where
 {
     let splicing = carry.may_splice && (when == SpliceWhen::Always || carry.streamer.fast());
     if let (true, Some(from), Some(to)) = (splicing, r.socket(), w.socket()) {
-        match splice_round(from, to, d, epoch, flow.splice.maxpipes).await {
+        match splice_round(from, to, d, epoch, flow.splice).await {
             Spliced::Moved => return None,
             Spliced::Eof => {
                 pass_fin(w, d, flow).await;

@@ -311,6 +311,7 @@ fn policy(request: SpliceWhen, response: SpliceWhen) -> splice::Policy {
         request,
         response,
         maxpipes: 64,
+        pipesize: 0,
     }
 }
 

@@ -250,7 +250,12 @@ fn flow(table: &TableHandle, fe: &FrontendRt, backend: &BackendRt) -> forward::F
     let global = &table.load().config.global;
     forward::Flow {
         bufsize: global.bufsize(),
-        splice: splice::Policy::new(fe.splice, backend.settings.splice, global.maxpipes()),
+        splice: splice::Policy::new(
+            fe.splice,
+            backend.settings.splice,
+            global.maxpipes(),
+            global.tune_pipesize.unwrap_or(0),
+        ),
         server_nolinger: backend.settings.nolinger,
     }
 }

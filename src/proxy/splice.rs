@@ -16,8 +16,8 @@
 //! Pipes are lent per thread like the buffers (`bufpool`): taken when the source is
 //! readable, given back once drained. A pipe still holding bytes when its session ends (kill,
 //! error) is closed, never lent again. A spliced direction holds at most what one pipe takes
-//! (the kernel's default pipe, as HAProxy's default `tune.pipesize`: 16 slots, 64 KiB of
-//! full pages) instead of `tune.bufsize`.
+//! (the kernel's default pipe: 16 slots, 64 KiB of full pages; or the size `tune.pipesize`
+//! asks, set on each new pipe as HAProxy does) instead of `tune.bufsize`.
 
 use std::cell::RefCell;
 use std::io;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, SpliceFFlags, splice};
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -54,12 +54,14 @@ pub struct Policy {
     pub response: SpliceWhen,
     /// Pipes the process may have in use at once (`maxpipes`).
     pub maxpipes: usize,
+    /// Bytes asked of the kernel for each new pipe (`tune.pipesize`; 0: its default).
+    pub pipesize: usize,
 }
 
 impl Policy {
     /// A session's splicing: an option set in its frontend or its backend counts (HAProxy
     /// ORs both proxies' options); `maxpipes` 0 (`nosplice`) turns it off.
-    pub fn new(frontend: Splice, backend: Splice, maxpipes: usize) -> Policy {
+    pub fn new(frontend: Splice, backend: Splice, maxpipes: usize, pipesize: usize) -> Policy {
         let auto = frontend.auto || backend.auto;
         let when = |fixed: bool| match (maxpipes, fixed, auto) {
             (0, _, _) => SpliceWhen::Never,
@@ -71,6 +73,7 @@ impl Policy {
             request: when(frontend.request || backend.request),
             response: when(frontend.response || backend.response),
             maxpipes,
+            pipesize,
         }
     }
 }
@@ -94,10 +97,11 @@ pub fn spliced_bytes() -> u64 {
 /// Free pipes kept per thread (two descriptors each).
 const POOL_MAX: usize = 16;
 
-/// The two ends of a kernel pipe.
+/// The two ends of a kernel pipe, and the `tune.pipesize` it was made with.
 struct Fds {
     rd: OwnedFd,
     wr: OwnedFd,
+    size: usize,
 }
 
 thread_local! {
@@ -112,18 +116,29 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    /// A pipe from this thread's pool or a new one, unless `maxpipes` are in use or the
-    /// process is out of descriptors.
-    pub fn take(maxpipes: usize) -> Option<Pipe> {
+    /// A pipe from this thread's pool or a new one of `size` bytes (`tune.pipesize`, 0: the
+    /// kernel's default), unless `maxpipes` are in use or the process is out of descriptors.
+    /// A pooled pipe of another size (a reload changed `tune.pipesize`) is closed.
+    pub fn take(maxpipes: usize, size: usize) -> Option<Pipe> {
         let used = PIPES_USED.fetch_add(1, Ordering::AcqRel);
         if used >= maxpipes {
             PIPES_USED.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let pooled = FREE.try_with(|f| f.borrow_mut().pop()).ok().flatten();
+        let pooled = FREE
+            .try_with(|f| {
+                let mut f = f.borrow_mut();
+                f.retain(|p| p.size == size);
+                f.pop()
+            })
+            .ok()
+            .flatten();
         let fds = pooled.or_else(|| {
             nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-                .map(|(rd, wr)| Fds { rd, wr })
+                .map(|(rd, wr)| {
+                    resize(&wr, size);
+                    Fds { rd, wr, size }
+                })
                 .map_err(|e| tracing::debug!("no pipe for splicing: {e}"))
                 .ok()
         });
@@ -216,6 +231,29 @@ impl Drop for Pipe {
                 }
             });
         }
+    }
+}
+
+/// Set once the kernel refused a `tune.pipesize`: it is said once, not per pipe.
+static RESIZE_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the kernel to size a new pipe to `size` bytes (`F_SETPIPE_SZ`; 0: leave its
+/// default), as HAProxy does with `tune.pipesize`. The kernel rounds it up to a power of two
+/// pages. Refused (above `/proc/sys/fs/pipe-max-size` without `CAP_SYS_RESOURCE`, or the
+/// user's pipe pages exhausted), the pipe keeps its size and the first refusal is logged.
+fn resize(wr: &OwnedFd, size: usize) {
+    if size == 0 {
+        return;
+    }
+    let asked = i32::try_from(size).unwrap_or(i32::MAX);
+    if let Err(e) = fcntl(wr.as_fd(), FcntlArg::F_SETPIPE_SZ(asked))
+        && !RESIZE_REFUSED.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "tune.pipesize {size}: the kernel refused this pipe size ({e}; an unprivileged \
+             process may not exceed /proc/sys/fs/pipe-max-size); pipes keep the kernel's \
+             default size"
+        );
     }
 }
 
@@ -344,22 +382,22 @@ mod tests {
             request: true,
             ..none
         };
-        let p = Policy::new(request, auto, 10);
+        let p = Policy::new(request, auto, 10, 0);
         assert_eq!(
             (p.request, p.response),
             (SpliceWhen::Always, SpliceWhen::Auto)
         );
-        let p = Policy::new(auto, request, 10);
+        let p = Policy::new(auto, request, 10, 0);
         assert_eq!(
             (p.request, p.response),
             (SpliceWhen::Always, SpliceWhen::Auto)
         );
-        let p = Policy::new(request, auto, 0);
+        let p = Policy::new(request, auto, 0, 0);
         assert_eq!(
             (p.request, p.response),
             (SpliceWhen::Never, SpliceWhen::Never)
         );
-        let p = Policy::new(none, none, 10);
+        let p = Policy::new(none, none, 10, 0);
         assert_eq!(
             (p.request, p.response),
             (SpliceWhen::Never, SpliceWhen::Never)
@@ -368,8 +406,8 @@ mod tests {
 
     #[test]
     fn no_pipe_is_lent_beyond_maxpipes() {
-        assert!(Pipe::take(0).is_none());
-        let p = Pipe::take(usize::MAX).expect("a pipe");
+        assert!(Pipe::take(0, 0).is_none());
+        let p = Pipe::take(usize::MAX, 0).expect("a pipe");
         assert!(pipes_used() >= 1);
         drop(p);
     }

@@ -1,6 +1,7 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
 //! `stats socket`, `hard-stop-after`, `grace`, `log`, `user`, `group`, `pidfile`, `daemon`,
-//! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, `external-check`, `insecure-fork-wanted`,
+//! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, `tune.pipesize`, `external-check`,
+//! `insecure-fork-wanted`,
 //! rolelb's `admin bind`), plus the common,
 //! harmless keywords of real configs that rolelb accepts with a warning naming them
 //! (`unix-bind`, HAProxy's other `tune.*` settings, ...).
@@ -46,6 +47,7 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("ulimit-n", ulimit_n),
     kw("tune.bufsize", tune_bufsize),
     kw("tune.maxaccept", tune_maxaccept),
+    kw("tune.pipesize", tune_pipesize),
     kw("unix-bind", unix_bind),
     kw("external-check", external_check),
     kw("insecure-fork-wanted", insecure_fork_wanted),
@@ -104,7 +106,6 @@ pub const TUNE_IGNORED: &[&str] = &[
     "tune.maxpollevents",
     "tune.maxrewrite",
     "tune.pattern.cache-size",
-    "tune.pipesize",
     "tune.pool-high-fd-ratio",
     "tune.pool-low-fd-ratio",
     "tune.recv_enough",
@@ -147,7 +148,8 @@ fn tune_ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.arg(0, "a value")?;
     ctx.warn(format!(
         "'{kw}' is accepted and ignored: it tunes a part of HAProxy (HTTP, TLS, Lua, splicing, \
-         pools, polling...) that rolelb does not have; only tune.bufsize and tune.maxaccept act"
+         pools, polling...) that rolelb does not have; only tune.bufsize, tune.maxaccept and \
+         tune.pipesize act"
     ));
     Ok(())
 }
@@ -513,6 +515,22 @@ fn nosplice(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// `tune.pipesize N`: the size asked of the kernel for each pipe splicing makes
+/// (`F_SETPIPE_SZ`, which rounds it up to a power of two pages); 0 keeps the kernel's
+/// default, as in HAProxy. Above 2^31 the kernel refuses every size, so `-c` does.
+fn tune_pipesize(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = tune_integer(ctx, ctx.arg(0, "an integer argument (bytes)")?)?;
+    if !(0..=1 << 31).contains(&n) {
+        return Err(format!(
+            "'tune.pipesize' expects a size in bytes from 0 (the kernel's default) to {}, got '{n}'",
+            1u64 << 31
+        ));
+    }
+    g.tune_pipesize = usize::try_from(n).ok().filter(|&n| n > 0);
+    Ok(())
+}
+
 /// `maxpipes N`: the pipes splicing may use at once; 0 means the default, as in HAProxy.
 fn maxpipes(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(1)?;
@@ -775,6 +793,20 @@ mod tests {
         let c = parse("global\n    tune.maxaccept 8\n    tune.maxaccept 2\n").expect("valid");
         assert_eq!(c.global.tune_maxaccept, batch(8));
         assert!(c.warnings.iter().any(|w| w.message.contains("already")));
+    }
+
+    #[test]
+    fn tune_pipesize_takes_bytes_and_0_is_the_kernels_default() {
+        assert_eq!(
+            global("tune.pipesize 262144").global.tune_pipesize,
+            Some(262144)
+        );
+        assert_eq!(global("tune.pipesize 0").global.tune_pipesize, None);
+        assert_eq!(global("maxconn 10").global.tune_pipesize, None);
+        assert!(error("tune.pipesize 64k").contains("plain integer"));
+        assert!(error("tune.pipesize -1").contains("from 0"));
+        assert!(error("tune.pipesize 2147483649").contains("from 0"));
+        assert!(error("tune.pipesize").contains("expects"));
     }
 
     #[test]
