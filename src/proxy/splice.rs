@@ -128,7 +128,12 @@ impl Pipe {
         let pooled = FREE
             .try_with(|f| {
                 let mut f = f.borrow_mut();
-                f.retain(|p| p.size == size);
+                // A pipe of an old size on top (a reload changed `tune.pipesize`) empties the
+                // pool: cheaper than sorting it on every take, and the rare pipe of the new
+                // size closed with them is made again when needed.
+                if f.last().is_some_and(|p| p.size != size) {
+                    f.clear();
+                }
                 f.pop()
             })
             .ok()
