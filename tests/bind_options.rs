@@ -10,10 +10,10 @@ mod common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use common::{Haproxy, NamedServer, Rolelb, free_port, wait_until};
+use common::{Haproxy, NamedServer, Rolelb, fds_of, free_port, sockopt_int, wait_until};
 
 /// Starts `proxy` ("rolelb" or "haproxy") on `cfg`, with its pid; dropped to stop it.
 fn start(proxy: &str, cfg: &str) -> (Box<dyn std::any::Any>, u32) {
@@ -57,56 +57,7 @@ fn sockets_of(pid: u32, port: u16, state: &str) -> Vec<OwnedFd> {
             }
         }
     }
-    // SAFETY: plain system calls on integers; the returned descriptors are checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    assert!(
-        pidfd >= 0,
-        "pidfd_open: {}",
-        std::io::Error::last_os_error()
-    );
-    let pidfd = i32::try_from(pidfd).expect("a descriptor");
-    // SAFETY: `pidfd` was just opened and is owned here.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd") {
-        let entry = entry.expect("an fd entry");
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if !inodes.iter().any(|i| target.to_str() == Some(i)) {
-            continue;
-        }
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: as above.
-        let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-        assert!(dup >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
-        // SAFETY: `dup` is a new descriptor of this process, owned here.
-        found.push(unsafe { OwnedFd::from_raw_fd(i32::try_from(dup).expect("a descriptor")) });
-    }
-    found
-}
-
-fn get_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int) -> i32 {
-    let mut value: libc::c_int = 0;
-    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("fits");
-    // SAFETY: the descriptor is open; the kernel writes at most `len` bytes into `value`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            std::ptr::from_mut(&mut value).cast(),
-            &raw mut len,
-        )
-    };
-    assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
-    value
+    fds_of(pid, |target| inodes.iter().any(|i| i == target))
 }
 
 /// The listen backlogs of the socket(s) on `port`, as `ss -lnt` shows them (Send-Q), each
@@ -147,8 +98,8 @@ fn listener_view(pid: u32, port: u16) -> String {
     let v6 = if ipv6 {
         format!(
             " v6only={} transparent={}",
-            get_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
-            get_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT)
+            sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT)
         )
     } else {
         String::new()
@@ -156,8 +107,8 @@ fn listener_view(pid: u32, port: u16) -> String {
     format!(
         "backlog={:?} maxseg={} user_timeout={} device={device:?}{v6}",
         backlog(port),
-        get_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG),
-        get_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+        sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG),
+        sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
     )
 }
 
@@ -173,8 +124,8 @@ fn accepted_view(pid: u32, port: u16) -> String {
     assert_eq!(socks.len(), 1, "one accepted connection of {pid} on {port}");
     format!(
         "maxseg={} user_timeout={}",
-        get_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_MAXSEG),
-        get_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
+        sockopt_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_MAXSEG),
+        sockopt_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
     )
 }
 

@@ -10,7 +10,9 @@ mod scripted;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{NamedServer, Rolelb, free_port, open_named, wait_until, who_answers};
+use common::{
+    NamedServer, Rolelb, fds_of, free_port, open_named, sockopt_int, wait_until, who_answers,
+};
 use lbcfg::local;
 use scripted::{Reply, Scripted};
 
@@ -74,39 +76,13 @@ fn ss_lines(port: u16) -> String {
 /// `TCP_USER_TIMEOUT` (ms) of the socket with inode `inode` in process `pid`, read by
 /// duplicating the descriptor with `pidfd_getfd` (Linux 5.6+, root or ptrace rights).
 fn user_timeout_ms(pid: u32, inode: &str) -> u32 {
-    let fd = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc fds")
-        .filter_map(Result::ok)
-        .find(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|l| l.to_string_lossy() == format!("socket:[{inode}]"))
-        })
-        .and_then(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+    let socket = format!("socket:[{inode}]");
+    let fds = fds_of(pid, |target| target == socket);
+    let fd = fds
+        .first()
         .unwrap_or_else(|| panic!("no fd for socket inode {inode} in rolelb"));
-    // SAFETY: plain syscalls on descriptors this function owns and closes.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as libc::c_int;
-        assert!(pidfd >= 0, "pidfd_open failed");
-        let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as libc::c_int;
-        assert!(
-            dup >= 0,
-            "pidfd_getfd failed: {}",
-            std::io::Error::last_os_error()
-        );
-        let mut value: libc::c_uint = 0;
-        let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            dup,
-            libc::IPPROTO_TCP,
-            libc::TCP_USER_TIMEOUT,
-            (&mut value as *mut libc::c_uint).cast(),
-            &mut len,
-        );
-        libc::close(dup);
-        libc::close(pidfd);
-        assert_eq!(rc, 0, "getsockopt TCP_USER_TIMEOUT");
-        value
-    }
+    let ms = sockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT);
+    u32::try_from(ms).expect("TCP_USER_TIMEOUT is not negative")
 }
 
 /// The inodes of rolelb's sockets among `ss` lines: those whose local port is `local_port`

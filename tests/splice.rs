@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Haproxy, NamedServer, Rolelb, free_port, http_request, open_named, stat_row, stats_cli,
-    wait_until,
+    Haproxy, NamedServer, Proc, Rolelb, fds_of, free_port, http_request, open_named, stat_row,
+    stats_cli, wait_until,
 };
+use nix::sys::signal::Signal;
 
 /// Sends `data` through the proxy at `addr` to the echo server and reads it back.
 fn echo_through(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
@@ -130,48 +131,32 @@ fn splice_options_carry_bytes_intact_and_counted_as_in_haproxy() {
 }
 
 /// The sizes of the pipes process `pid` holds, one per descriptor (both ends of a pipe report
-/// its size): each duplicated into this process with `pidfd_getfd` (as root) and asked with
-/// `F_GETPIPE_SZ`.
+/// its size), asked of the kernel with `F_GETPIPE_SZ`.
 fn pipe_sizes(pid: u32) -> Vec<i32> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: a plain system call on an integer; the result is checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    assert!(
-        pidfd >= 0,
-        "pidfd_open: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `pidfd` was just opened and is owned here.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(i32::try_from(pidfd).expect("a descriptor")) };
-    let mut sizes = Vec::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd") {
-        let entry = entry.expect("an fd entry");
-        let is_pipe = std::fs::read_link(entry.path())
-            .is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"));
-        let fd = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok());
-        let (true, Some(fd)) = (is_pipe, fd) else {
-            continue;
-        };
-        // SAFETY: as above; the duplicate is checked and owned below.
-        let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-        if dup < 0 {
-            continue; // closed meanwhile
-        }
-        // SAFETY: `dup` is a new descriptor of this process.
-        let dup = unsafe { OwnedFd::from_raw_fd(i32::try_from(dup).expect("a descriptor")) };
-        // SAFETY: fcntl on a descriptor owned here.
-        let size = unsafe { libc::fcntl(dup.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        assert!(
-            size > 0,
-            "F_GETPIPE_SZ: {}",
-            std::io::Error::last_os_error()
-        );
-        sizes.push(size);
-    }
-    sizes
+    use std::os::fd::AsRawFd;
+    fds_of(pid, |target| target.starts_with("pipe:"))
+        .iter()
+        .map(|fd| {
+            // SAFETY: fcntl on a descriptor owned here.
+            let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+            assert!(
+                size > 0,
+                "F_GETPIPE_SZ: {}",
+                std::io::Error::last_os_error()
+            );
+            size
+        })
+        .collect()
+}
+
+/// The config of the `tune.pipesize` tests: both directions spliced, `global_lines` added.
+fn pipesize_config(global_lines: &str, port: u16, echo: SocketAddr) -> String {
+    format!(
+        "global\n    maxpipes 8\n{global_lines}\
+         defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
+         listen l\n    bind 127.0.0.1:{port}\n    option splice-request\n    option splice-response\n\
+             server s {echo}\n"
+    )
 }
 
 /// `tune.pipesize` sizes the pipes as HAProxy sizes them, rounded up by the kernel to a power
@@ -189,13 +174,7 @@ fn tune_pipesize_sizes_the_pipes_as_haproxy_does() {
     ] {
         for which in ["haproxy", "rolelb"] {
             let port = free_port();
-            let cfg = format!(
-                "global\n    maxpipes 8\n{line}\
-                 defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
-                 listen l\n    bind 127.0.0.1:{port}\n    option splice-request\n    option splice-response\n\
-                     server s {}\n",
-                echo.addr()
-            );
+            let cfg = pipesize_config(line, port, echo.addr());
             let (proxy, pid): (Box<dyn std::any::Any>, u32) = match which {
                 "rolelb" => {
                     let r = Rolelb::start(&cfg);
@@ -234,15 +213,7 @@ fn tune_pipesize_sizes_the_pipes_as_haproxy_does() {
     // kernel's default size, and the thread closes its pooled pipes of the old size (one
     // thread, so that the session runs where the old pipes were pooled).
     let port = free_port();
-    let cfg = |line: &str| {
-        format!(
-            "global\n    nbthread 1\n    maxpipes 8\n{line}\
-             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
-             listen l\n    bind 127.0.0.1:{port}\n    option splice-request\n    option splice-response\n\
-                 server s {}\n",
-            echo.addr()
-        )
-    };
+    let cfg = |line: &str| pipesize_config(&format!("    nbthread 1\n{line}"), port, echo.addr());
     let lb = Rolelb::start(&cfg("    tune.pipesize 262144\n"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     assert!(echo_through(addr, &data) == data);
@@ -262,16 +233,6 @@ fn tune_pipesize_sizes_the_pipes_as_haproxy_does() {
     );
 }
 
-/// Kills the child on drop, so a failing assertion does not leave it running.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Unprivileged, rolelb may not size a pipe above `/proc/sys/fs/pipe-max-size` (1 MiB by
 /// default): it splices with the kernel's default size, every byte arrives, and the refusal
 /// is logged once, not per pipe (HAProxy ignores it silently).
@@ -287,13 +248,7 @@ fn a_pipe_size_the_kernel_refuses_is_logged_once_and_splicing_goes_on() {
     let port = free_port();
     std::fs::write(
         &cfg,
-        format!(
-            "global\n    maxpipes 8\n    tune.pipesize 4194304\n\
-             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n\
-             listen l\n    bind 127.0.0.1:{port}\n    option splice-request\n    option splice-response\n\
-                 server s {}\n",
-            echo.addr()
-        ),
+        pipesize_config("    tune.pipesize 4194304\n", port, echo.addr()),
     )
     .expect("write the config");
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -302,16 +257,13 @@ fn a_pipe_size_the_kernel_refuses_is_logged_once_and_splicing_goes_on() {
     std::fs::copy(common::rolelb_bin(), &bin).expect("copy the rolelb binary");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     // setpriv runs rolelb in its place (no fork) as nobody, without root's capabilities.
-    let child = std::process::Command::new("setpriv")
+    let mut setpriv = std::process::Command::new("setpriv");
+    setpriv
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&bin)
         .arg("-f")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("the log file"))
-        .spawn()
-        .expect("setpriv (util-linux) runs rolelb as nobody");
-    let _rolelb = Killed(child);
+        .arg(&cfg);
+    let _rolelb = Proc::spawn("rolelb as nobody", &mut setpriv, &log, Signal::SIGTERM);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

@@ -29,6 +29,7 @@
 
 mod dnsmasq;
 mod etcd;
+mod fds;
 mod haproxy;
 mod http;
 mod mariadb;
@@ -48,6 +49,7 @@ pub mod scripted;
 
 pub use dnsmasq::*;
 pub use etcd::*;
+pub use fds::*;
 pub use haproxy::*;
 pub use http::*;
 pub use mariadb::*;
