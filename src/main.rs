@@ -185,7 +185,7 @@ async fn serve(
         table: Arc::new(ArcSwap::from_pointee(Table::empty())),
         limits: Arc::new(Limits::default()),
         sessions: TaskTracker::new(),
-        hard_stop: CancellationToken::new(),
+        hard_stop: Arc::new(rolelb::live::KillSwitch::new()),
         default_maxconn: fds.maxconn,
         fd_reserved: fds.fixed,
         stopping: CancellationToken::new(),
@@ -271,7 +271,7 @@ async fn serve(
         _ = term.recv() => tracing::warn!("SIGTERM again: closing remaining sessions"),
         _ = int.recv() => tracing::warn!("SIGINT again: closing remaining sessions"),
     }
-    shared.hard_stop.cancel();
+    shared.hard_stop.trip();
     let _ = tokio::time::timeout(Duration::from_secs(1), shared.sessions.wait()).await;
     if let Some(path) = &global.pidfile {
         let _ = std::fs::remove_file(path);

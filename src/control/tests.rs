@@ -38,7 +38,7 @@ fn shared() -> Shared {
         table: Arc::new(ArcSwap::from_pointee(Table::empty())),
         limits: Arc::new(Limits::default()),
         sessions: TaskTracker::new(),
-        hard_stop: CancellationToken::new(),
+        hard_stop: Arc::new(crate::live::KillSwitch::new()),
         default_maxconn: 100,
         fd_reserved: 0,
         stopping: CancellationToken::new(),

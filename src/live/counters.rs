@@ -120,10 +120,7 @@ impl TrafficStats {
     /// Records that a session was just assigned to (a backend) or sent to (a server) its
     /// target: `lastsess`.
     pub fn mark_last_session(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.last_session.store(now, Ordering::Relaxed);
+        self.last_session.store(unix_secs(), Ordering::Relaxed);
     }
 
     /// Records that a session ended after `total` in all.
@@ -157,6 +154,20 @@ impl LazyTraffic {
     /// Whether the counters were allocated (the server took a session).
     pub fn is_allocated(&self) -> bool {
         self.0.get().is_some()
+    }
+}
+
+/// The wall clock in whole seconds, for the per-second counters (`lastsess`, the rates).
+/// Read from the kernel's coarse clock, which the data path reads several times per
+/// connection: it costs a memory read instead of a hardware clock read and trails the
+/// precise clock by at most one scheduler tick (1–10 ms), nothing at this resolution.
+pub fn unix_secs() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(t) => u64::try_from(t.tv_sec()).unwrap_or(0),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     }
 }
 
@@ -236,10 +247,7 @@ impl RateMax {
 
     /// Counts one event now.
     pub fn tick(&self) {
-        let sec = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            & 0xffff_ffff;
+        let sec = unix_secs() & 0xffff_ffff;
         let mut count = 1;
         let _ = self
             .current
@@ -256,10 +264,7 @@ impl RateMax {
 
     /// Events so far in the current second (0 when the last one is older).
     pub fn current(&self) -> u64 {
-        let sec = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            & 0xffff_ffff;
+        let sec = unix_secs() & 0xffff_ffff;
         let word = self.current.load(Ordering::Relaxed);
         if word >> 32 == sec {
             word & 0xffff_ffff

@@ -4,6 +4,7 @@
 
 mod check_result;
 mod counters;
+mod kill;
 mod ramp;
 mod registry;
 mod role_state;
@@ -12,6 +13,7 @@ mod stick;
 
 pub use check_result::*;
 pub use counters::*;
+pub use kill::*;
 pub use ramp::*;
 pub use registry::*;
 pub use role_state::*;

@@ -13,9 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use tokio_util::sync::CancellationToken;
 
-use super::{CheckDurations, CheckResult, Downtime, LazyTraffic, NodeRole, Ramp, RoleCheckState};
+use super::{
+    CheckDurations, CheckResult, Downtime, KillSwitch, LazyTraffic, NodeRole, Ramp, RoleCheckState,
+};
 use crate::config::{EtcdRole, EtcdState, EtcdView, Server};
 
 /// Administrative state of a server, set by config (`disabled`) and later by the admin API.
@@ -64,7 +65,7 @@ pub struct ServerLive {
     usable_since: AtomicU64,
     /// Cancelled to close every session on this server (`shutdown-sessions`, role loss);
     /// made when a session first asks for it.
-    kill: ArcSwapOption<CancellationToken>,
+    kill: ArcSwapOption<KillSwitch>,
     /// The `disabled` flag of the last configuration applied, so a reload applies only a change.
     config_disabled: AtomicBool,
     /// Administrative state the agent asked for (`ready`/`drain`/`maint`), kept apart from
@@ -537,20 +538,20 @@ impl ServerLive {
         self.sessions.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// The token a new session watches: cancelled when the server's sessions must close.
-    pub fn kill_token(&self) -> CancellationToken {
+    /// The switch a new session watches: tripped when the server's sessions must close.
+    pub fn kill_switch(&self) -> Arc<KillSwitch> {
         loop {
-            if let Some(token) = &*self.kill.load() {
-                return (**token).clone();
+            if let Some(switch) = &*self.kill.load() {
+                return switch.clone();
             }
-            // The first session since start or since the last shutdown makes the token; a
+            // The first session since start or since the last shutdown makes the switch; a
             // session racing it takes whichever was stored first.
-            let fresh = Arc::new(CancellationToken::new());
+            let fresh = Arc::new(KillSwitch::new());
             let prev = self
                 .kill
-                .compare_and_swap(&None::<Arc<CancellationToken>>, Some(fresh.clone()));
+                .compare_and_swap(&None::<Arc<KillSwitch>>, Some(fresh.clone()));
             if prev.is_none() {
-                return (*fresh).clone();
+                return fresh;
             }
         }
     }
@@ -558,7 +559,7 @@ impl ServerLive {
     /// Closes every session currently open on this server.
     pub fn shutdown_sessions(&self) {
         if let Some(old) = self.kill.swap(None) {
-            old.cancel();
+            old.trip();
         }
     }
 
@@ -607,15 +608,15 @@ mod tests {
     }
 
     #[test]
-    fn the_kill_token_is_made_by_the_first_session_and_renewed_by_a_shutdown() {
+    fn the_kill_switch_is_made_by_the_first_session_and_renewed_by_a_shutdown() {
         let s = ServerLive::default();
         s.shutdown_sessions(); // nothing to close yet
-        let a = s.kill_token();
-        let b = s.kill_token();
+        let a = s.kill_switch();
+        let b = s.kill_switch();
         s.shutdown_sessions();
-        assert!(a.is_cancelled() && b.is_cancelled(), "both sessions closed");
-        let c = s.kill_token();
-        assert!(!c.is_cancelled(), "a session after the shutdown is not");
+        assert!(a.is_tripped() && b.is_tripped(), "both sessions closed");
+        let c = s.kill_switch();
+        assert!(!c.is_tripped(), "a session after the shutdown is not");
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::live::KillSwitch;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::session::{Refused, Slot, acquire};
 use crate::config::Role;
@@ -36,17 +36,21 @@ fn local_shortage(e: &std::io::Error) -> bool {
     )
 }
 
+/// Connects to `addr`, giving up `timeout` after `started`.
 async fn connect(
     addr: SocketAddr,
+    started: Instant,
     timeout: Option<Duration>,
     delayed_ack: bool,
     source: Option<&Source>,
 ) -> std::io::Result<TcpStream> {
     let fut = connect_nonblocking(addr, delayed_ack, source);
     match timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
-        })?,
+        Some(t) => tokio::time::timeout_at(started + t, fut)
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "timeout connect expired")
+            })?,
         None => fut.await,
     }
 }
@@ -144,6 +148,8 @@ pub(super) struct Connected {
     /// When the server was assigned (the last time, after a redispatch): HAProxy's `%Tw`.
     pub(super) assigned_at: Instant,
     pub(super) connect_time: Duration,
+    /// When the connection was established.
+    pub(super) connected_at: Instant,
 }
 
 /// Why no connection was established, with what the log line reports about the attempt.
@@ -191,7 +197,7 @@ pub(super) async fn connect_with_retries(
     table: &TableHandle,
     conn: ConnAddrs,
     mut slot: Slot,
-    stop: &CancellationToken,
+    stop: &KillSwitch,
     queue_pos: &mut u64,
 ) -> Result<Connected, Failed> {
     let mut retries: u32 = 0;
@@ -221,6 +227,7 @@ pub(super) async fn connect_with_retries(
         let delayed_ack = settings.smart_connect && server.config.send_proxy.is_some();
         let result = connect(
             server.config.addr,
+            started,
             settings.timeout_connect,
             delayed_ack,
             server.config.source.as_ref(),
@@ -238,6 +245,7 @@ pub(super) async fn connect_with_retries(
         }
         let error = match result {
             Ok(stream) => {
+                let now = Instant::now();
                 slot.backend.stick_store(conn, slot.idx);
                 return Ok(Connected {
                     slot,
@@ -245,7 +253,8 @@ pub(super) async fn connect_with_retries(
                     retries,
                     redispatched,
                     assigned_at,
-                    connect_time: started.elapsed(),
+                    connect_time: now.duration_since(started),
+                    connected_at: now,
                 });
             }
             Err(e) => e,
@@ -306,7 +315,7 @@ pub(super) async fn connect_with_retries(
             if turn_around {
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = stop.cancelled() => {
+                    _ = stop.tripped() => {
                         return Err(failed(Refused::Stopping, false, retries, redispatched));
                     }
                 }
@@ -334,7 +343,7 @@ pub(super) async fn connect_with_retries(
         if turn_around && redispatch {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.cancelled() => return Err(lost(Refused::Stopping)),
+                _ = stop.tripped() => return Err(lost(Refused::Stopping)),
             }
         }
         slot = reassign(fe, table, conn, avoid, &failed_live, stop, queue_pos)
@@ -408,7 +417,7 @@ async fn reassign(
     conn: ConnAddrs,
     avoid: Option<usize>,
     prev: &Arc<ServerLive>,
-    stop: &CancellationToken,
+    stop: &KillSwitch,
     queue_pos: &mut u64,
 ) -> Result<Slot, Refused> {
     let conn = ConnAddrs {

@@ -18,6 +18,7 @@
 //! once what it read is written: an idle session holds neither.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -191,9 +192,15 @@ impl Direction<'_> {
         self.flags.set_writing(self.way, true);
     }
 
-    /// Counts `n` bytes written out.
+    /// Counts `n` bytes written out, and stamps the writer's side active.
     fn wrote(&self, n: usize, epoch: Instant) {
         stamp(epoch, self.wr_active);
+        self.count(n);
+    }
+
+    /// Counts `n` bytes written out, without a new stamp: for a write that went out at once,
+    /// which [`Direction::read_then_write`] stamped already.
+    fn count(&self, n: usize) {
         let n = n as u64;
         self.bytes.fetch_add(n, Ordering::Relaxed);
         for c in self.counters {
@@ -386,8 +393,11 @@ where
         }
     }
     let bufsize = flow.bufsize.max(1);
-    let now = Instant::now();
-    carry.streamer.before_read(now);
+    // The clock is read for the fast-streamer detection only where it can lead to splicing.
+    let now = carry.may_splice.then(Instant::now);
+    if let Some(now) = now {
+        carry.streamer.before_read(now);
+    }
     let mut buf = Buf::take(bufsize);
     let n = match r.try_read(&mut buf) {
         Ok(0) => {
@@ -401,17 +411,26 @@ where
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
         Err(_) => return Some(DirEnd::ReadErr),
     };
-    carry.streamer.after_read(n, bufsize, now);
+    if let Some(now) = now {
+        carry.streamer.after_read(n, bufsize, now);
+    }
     d.read_then_write(epoch);
     // Written piece by piece so that each piece that goes out counts as activity: a slow
     // reader that keeps taking bytes is not timed out (HAProxy refreshes the write timeout
     // on every partial write).
     let mut off = 0;
+    // Whether a write had to wait: else everything went out with the read's stamp.
+    let mut waited = false;
     let written = loop {
         if off == n {
             break Ok(());
         }
-        match w.write(&buf[off..n]).await {
+        let piece = std::future::poll_fn(|cx| {
+            let poll = Pin::new(&mut *w).poll_write(cx, &buf[off..n]);
+            waited |= poll.is_pending();
+            poll
+        });
+        match piece.await {
             Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
             Ok(k) => {
                 off += k;
@@ -427,7 +446,11 @@ where
     if written.is_err() {
         return Some(DirEnd::WriteErr);
     }
-    d.wrote(n, epoch);
+    if waited {
+        d.wrote(n, epoch);
+    } else {
+        d.count(n);
+    }
     None
 }
 
@@ -564,9 +587,13 @@ pub fn forward<'a>(
             flow,
             flow.splice.response,
         );
-        tokio::pin!(c2s, s2c, kill);
+        // One timer for the session's life, moved to each new deadline: a later deadline (the
+        // usual move) only updates it, and it is registered with the runtime once.
+        let timer = tokio::time::sleep_until(epoch);
+        tokio::pin!(c2s, s2c, kill, timer);
         let mut c2s_done = false;
         let mut s2c_done = false;
+        let mut first = true;
 
         let end = loop {
             if c2s_done && s2c_done {
@@ -594,7 +621,9 @@ pub fn forward<'a>(
                 timeouts.tunnel,
                 server,
             );
-            let now = Instant::now();
+            // The first pass begins with the session: its clock reading serves.
+            let now = if first { epoch } else { Instant::now() };
+            first = false;
             let client_deadline = deadline(
                 epoch,
                 client_limit,
@@ -632,13 +661,11 @@ pub fn forward<'a>(
             if server_deadline.is_some_and(|d| d <= now) {
                 break End::ServerTimeout;
             }
-            let timer = async {
-                match next {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if let Some(at) = next {
+                timer.as_mut().reset(at);
+            }
             tokio::select! {
+                biased;
                 r = &mut c2s, if !c2s_done => match r {
                     DirEnd::Eof if flow.server_nolinger => break End::Closed,
                     DirEnd::Eof => c2s_done = true,
@@ -650,7 +677,7 @@ pub fn forward<'a>(
                     DirEnd::ReadErr => break End::ServerError,
                     DirEnd::WriteErr => break End::ClientError,
                 },
-                _ = timer => {}
+                _ = &mut timer, if next.is_some() => {}
                 _ = &mut kill => break End::Killed,
             }
         };

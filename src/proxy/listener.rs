@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use super::session;
 use super::threads::DataThreads;
 use crate::config::MaxAccept;
+use crate::live::KillSwitch;
 use crate::logging::Throttle;
 use crate::table::{FrontendLive, FrontendRt, RateMax, TableHandle};
 
@@ -73,8 +74,8 @@ pub struct Shared {
     pub limits: Arc<Limits>,
     /// Every running session, so a stop can wait for them.
     pub sessions: TaskTracker,
-    /// Cancelled to close every session at once (hard stop).
-    pub hard_stop: CancellationToken,
+    /// Tripped to close every session at once (hard stop).
+    pub hard_stop: Arc<KillSwitch>,
     /// Global `maxconn` when the config sets none (derived from the file limit).
     pub default_maxconn: u32,
     /// Descriptors kept beside client connections (listeners, checks, admin, ...): with two
@@ -285,6 +286,14 @@ pub async fn accept_loop(
             return;
         }
     };
+    // Set on the listening socket, `TCP_NODELAY` is on in every connection it accepts.
+    let nodelay = match socket2::SockRef::from(listener.get_ref()).set_tcp_nodelay(true) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(%addr, "cannot set TCP_NODELAY on the listening socket: {e}");
+            false
+        }
+    };
     let mut batch = AcceptBatch::default();
     'wait: loop {
         // Until a client waits: other work runs meanwhile.
@@ -343,6 +352,13 @@ pub async fn accept_loop(
                 .as_ref()
                 .filter(|p| p.thread() != me)
                 .and_then(|p| shared.threads.handle(p.thread()));
+            let client = move |stream| session::Client {
+                stream,
+                peer,
+                local,
+                bind: addr,
+                nodelay,
+            };
             if let Some(thread) = elsewhere {
                 // Registered with the other thread's poller, by that thread.
                 shared.sessions.spawn_on(
@@ -350,8 +366,7 @@ pub async fn accept_loop(
                         let _guard = (guard, placed);
                         match TcpStream::from_std(stream) {
                             Ok(stream) => {
-                                session::serve(stream, peer, local, addr, fe, table, hard_stop)
-                                    .await;
+                                session::serve(client(stream), fe, table, hard_stop).await;
                             }
                             Err(e) => not_registered(&e, &fe.name, addr),
                         }
@@ -369,7 +384,7 @@ pub async fn accept_loop(
                 };
                 shared.sessions.spawn(async move {
                     let _guard = (guard, placed);
-                    session::serve(stream, peer, local, addr, fe, table, hard_stop).await;
+                    session::serve(client(stream), fe, table, hard_stop).await;
                 });
             }
             if batch.accepted() {
@@ -594,7 +609,7 @@ mod tests {
             table: Arc::new(ArcSwap::from_pointee(table)),
             limits: Arc::new(Limits::default()),
             sessions: TaskTracker::new(),
-            hard_stop: CancellationToken::new(),
+            hard_stop: Arc::new(KillSwitch::new()),
             default_maxconn: 100,
             fd_reserved: 0,
             stopping: CancellationToken::new(),
@@ -800,7 +815,7 @@ mod tests {
                 table: Arc::new(ArcSwap::from_pointee(table)),
                 limits: Arc::new(Limits::default()),
                 sessions: TaskTracker::new(),
-                hard_stop: CancellationToken::new(),
+                hard_stop: Arc::new(KillSwitch::new()),
                 default_maxconn: 100,
                 fd_reserved: 0,
                 stopping: CancellationToken::new(),
@@ -842,7 +857,7 @@ mod tests {
             });
             let largest = observer.await.expect("observer");
             stop.cancel();
-            shared.hard_stop.cancel();
+            shared.hard_stop.trip();
             let _ = accept.await;
             largest
         })

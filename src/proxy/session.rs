@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use crate::live::KillSwitch;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::accept_proxy::{self, Addresses, Incoming};
 use super::connect::{Failed, connect_with_retries};
@@ -95,28 +95,39 @@ pub(super) async fn acquire(
     table: &TableHandle,
     conn: ConnAddrs,
     prev: Option<&Arc<ServerLive>>,
-    stop: &CancellationToken,
+    stop: &KillSwitch,
     queue_pos: &mut u64,
 ) -> Result<Slot, Refused> {
     let mut deadline: Option<Instant> = None;
     let mut queued: Option<Arc<BackendLive>> = None;
+    // One pick: a slot or a refusal, or the backend back when every server is full.
+    let pick = |backend: Arc<BackendRt>, queued: bool| match backend.pick_via(Some(conn), None) {
+        Ok((idx, via)) => {
+            if via == Via::Balance && (!queued || backend.settings.queue_per_server) {
+                backend.count_balanced(idx, prev);
+            }
+            Ok(Ok(Slot { backend, idx }))
+        }
+        Err(NoServer::NoneAvailable) => Ok(Err(Refused::NoServer)),
+        Err(NoServer::RoleConflict) => Ok(Err(Refused::RoleConflict)),
+        Err(NoServer::AllFull) => Err(backend),
+    };
     let result = loop {
-        let backend = table.load().current(&fe.backend);
+        // Most sessions find a slot at once and never touch the backend's wake-up list.
+        let backend = match pick(table.load().current(&fe.backend), queued.is_some()) {
+            Ok(done) => break done,
+            Err(full) => full,
+        };
+        // Every server is full: listen for a freed slot, then look again before waiting, so
+        // a slot freed in between is not missed.
         let live = backend.live.clone();
         let freed = live.slot_freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        match backend.pick_via(Some(conn), None) {
-            Ok((idx, via)) => {
-                if via == Via::Balance && (queued.is_none() || backend.settings.queue_per_server) {
-                    backend.count_balanced(idx, prev);
-                }
-                break Ok(Slot { backend, idx });
-            }
-            Err(NoServer::NoneAvailable) => break Err(Refused::NoServer),
-            Err(NoServer::RoleConflict) => break Err(Refused::RoleConflict),
-            Err(NoServer::AllFull) => {}
-        }
+        let backend = match pick(backend, queued.is_some()) {
+            Ok(done) => break done,
+            Err(full) => full,
+        };
         // As HAProxy: when every server is full the client waits in the backend's queue, which
         // has no limit except with `balance source` (see `BackendRt::queue_limit`).
         if queued.is_none() {
@@ -146,7 +157,7 @@ pub(super) async fn acquire(
         tokio::select! {
             _ = &mut freed => {}
             _ = timer => break Err(Refused::QueueTimeout),
-            _ = stop.cancelled() => break Err(Refused::Stopping),
+            _ = stop.tripped() => break Err(Refused::Stopping),
         }
     };
     if let Some(live) = queued {
@@ -262,10 +273,11 @@ fn flow(table: &TableHandle, fe: &FrontendRt, backend: &BackendRt) -> forward::F
 
 /// Completes when the session's server is told to close its sessions (shutdown-sessions,
 /// role loss) or rolelb stops hard.
-async fn killed(server_kill: &CancellationToken, stop: &CancellationToken) {
+async fn killed(server_kill: &KillSwitch, stop: &KillSwitch) {
     tokio::select! {
-        _ = server_kill.cancelled() => {}
-        _ = stop.cancelled() => {}
+        biased;
+        _ = server_kill.tripped() => {}
+        _ = stop.tripped() => {}
     }
 }
 
@@ -292,21 +304,37 @@ impl Accepted {
     }
 }
 
-/// Serves one client connection accepted on `bind` (a listening address of `fe`) to its end.
+/// A connection as its listener accepted it.
+pub struct Client {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The listening address (of the frontend) it came in on.
+    pub bind: SocketAddr,
+    /// `TCP_NODELAY` is on already: the listening socket had it, and Linux passes it on to
+    /// the connections it accepts (one system call less per connection).
+    pub nodelay: bool,
+}
+
+/// Serves one client connection accepted on a listening address of `fe` to its end.
 ///
 /// A plain `fn` returning an `async move` block: an `async fn` would store its arguments twice
 /// in the future every session keeps for its whole life.
 #[allow(clippy::manual_async_fn)]
 pub fn serve(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    bind: SocketAddr,
+    client: Client,
     fe: Arc<FrontendRt>,
     table: TableHandle,
-    stop: CancellationToken,
+    stop: Arc<KillSwitch>,
 ) -> impl Future<Output = ()> {
     async move {
+        let Client {
+            stream: mut client,
+            peer,
+            local,
+            bind,
+            nodelay,
+        } = client;
         let mut accepted = Accepted {
             at: Instant::now(),
             at_wall: SystemTime::now(),
@@ -316,7 +344,9 @@ pub fn serve(
             request_id: log_line::next_request_id(),
             config: table.load().config.clone(),
         };
-        let _ = client.set_nodelay(true);
+        if !nodelay {
+            let _ = client.set_nodelay(true);
+        }
         if fe.nolinger {
             no_linger(&client);
         }
@@ -350,7 +380,7 @@ pub fn serve(
             };
             let received = tokio::select! {
                 addresses = accept_proxy::handshake(&mut client, &incoming) => addresses,
-                _ = stop.cancelled() => None,
+                _ = stop.tripped() => None,
             };
             let Some(addresses) = received else { return };
             accepted.peer = addresses.client;
@@ -413,7 +443,7 @@ pub fn serve(
                     return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
                 }
             };
-        let connected_at = Instant::now();
+        let connected_at = conn.connected_at;
         let queued_until = conn.assigned_at;
         let queue_time = queued_until.duration_since(accepted.at);
         let backend = conn.slot.backend.clone();
@@ -480,7 +510,7 @@ pub fn serve(
                 &backend,
             );
         }
-        let server_kill = server.live.kill_token();
+        let server_kill = server.live.kill_switch();
         // The forwarder's arguments are built in the call itself: a value kept in a local here
         // would take room in every session's future beside its copy in the forwarder's.
         let outcome = forward::forward(

@@ -7,7 +7,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use crate::live::KillSwitch;
 
 use super::*;
 use crate::table::testing::Swaps;
@@ -19,7 +19,7 @@ struct Pending {
     /// `be` etcd names m1 primary.
     current: Arc<Table>,
     /// A session on every server of `current`, by `backend/server`.
-    sessions: Vec<(String, CancellationToken)>,
+    sessions: Vec<(String, Arc<KillSwitch>)>,
     /// The next table's inputs: the checks moved w's primary to b and see y primary too
     /// (a conflict in c), and etcd moved be's primary to m2.
     next: Prepared,
@@ -46,7 +46,7 @@ fn pending() -> Pending {
     assert_eq!(writer(&current, "c"), Some("x"));
     assert_eq!(writer(&current, "be"), Some("m1"));
     let sessions = servers(&current)
-        .map(|(b, s)| (format!("{b}/{}", s.name()), s.live.kill_token()))
+        .map(|(b, s)| (format!("{b}/{}", s.name()), s.live.kill_switch()))
         .collect();
     let role = |b: &str, s: &str, role: NodeRole| server(&current, b, s).live.set_role(role);
     role("w", "a", NodeRole::Replica);
@@ -87,7 +87,7 @@ fn writer<'a>(t: &'a Table, backend: &str) -> Option<&'a str> {
 fn closed(p: &Pending) -> Vec<&str> {
     p.sessions
         .iter()
-        .filter(|(_, token)| token.is_cancelled())
+        .filter(|(_, token)| token.is_tripped())
         .map(|(name, _)| name.as_str())
         .collect()
 }
@@ -227,9 +227,9 @@ fn a_build_closes_no_session_and_the_swap_closes_the_demoted_writers() {
         4,
         Instant::now(),
     );
-    let fresh: Vec<CancellationToken> = servers(&next).map(|(_, s)| s.live.kill_token()).collect();
+    let fresh: Vec<Arc<KillSwitch>> = servers(&next).map(|(_, s)| s.live.kill_switch()).collect();
     again.after_swap(&next);
-    assert!(fresh.iter().all(|t| !t.is_cancelled()));
+    assert!(fresh.iter().all(|t| !t.is_tripped()));
 }
 
 #[test]

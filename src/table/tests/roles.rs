@@ -67,18 +67,18 @@ fn a_new_sole_primary_closes_the_sessions_of_the_old_one() {
     a.set_role(NodeRole::Primary);
     b.set_role(NodeRole::Replica);
     swaps.swap(&c);
-    let a_session = a.kill_token();
+    let a_session = a.kill_switch();
     // a goes silent (unknown): its sessions stay until another primary exists.
     a.set_role(NodeRole::Unknown);
     swaps.swap(&c);
-    assert!(!a_session.is_cancelled());
+    assert!(!a_session.is_tripped());
     b.set_role(NodeRole::Primary);
     swaps.swap(&c);
     assert!(
-        a_session.is_cancelled(),
+        a_session.is_tripped(),
         "old writer's sessions closed once b is the primary"
     );
-    assert!(!b.kill_token().is_cancelled());
+    assert!(!b.kill_switch().is_tripped());
 }
 
 #[test]
@@ -138,10 +138,10 @@ fn a_reload_that_moves_a_server_to_another_node_forgets_its_role() {
 #[test]
 fn shutdown_sessions_cancels_current_tokens_only() {
     let live = ServerLive::default();
-    let old = live.kill_token();
+    let old = live.kill_switch();
     live.shutdown_sessions();
-    assert!(old.is_cancelled());
-    assert!(!live.kill_token().is_cancelled());
+    assert!(old.is_tripped());
+    assert!(!live.kill_switch().is_tripped());
 }
 
 /// Backend `be`, `role primary`, discovering its servers, with `role-source SOURCE` (and a
@@ -163,10 +163,10 @@ fn role_source_etcd_routes_to_etcds_primary_whatever_the_checks_say() {
     t.backends["be"].servers[1].live.set_role(NodeRole::Primary);
     assert_eq!(names(&t.backends["be"], 2), ["a", "a"]);
     // The leader moves: b takes the writes, a's sessions are closed.
-    let a_session = t.backends["be"].servers[0].live.kill_token();
+    let a_session = t.backends["be"].servers[0].live.kill_switch();
     let c = etcd.put(&[("a", 1, R, READY), ("b", 2, P, READY)]);
     let t = swaps.swap(&c);
-    assert!(a_session.is_cancelled());
+    assert!(a_session.is_tripped());
     assert_eq!(names(&t.backends["be"], 2), ["b", "b"]);
     // etcd naming two primaries is a conflict.
     let c = etcd.put(&[("a", 1, P, READY)]);
@@ -254,19 +254,19 @@ fn removing_the_primary_closes_its_sessions_and_removing_a_replica_drains_it() {
     let c = etcd.put(&[("a", 1, P, READY), ("b", 2, R, READY)]);
     let old = build(&c, &reg, 1);
     let (a, b) = (
-        old.backends["be"].servers[0].live.kill_token(),
-        old.backends["be"].servers[1].live.kill_token(),
+        old.backends["be"].servers[0].live.kill_switch(),
+        old.backends["be"].servers[1].live.kill_switch(),
     );
     let without_b = etcd.change(&[], &["b"]);
     assert_eq!(without_b.backends[0].servers.len(), 1);
     let new = build(&without_b, &reg, 2);
     close_removed_writers(&old, &new);
-    assert!(!b.is_cancelled(), "a removed replica drains");
+    assert!(!b.is_tripped(), "a removed replica drains");
     let without_a = etcd.change(&[("b", 2, R, READY)], &["a"]);
     assert_eq!(&*without_a.backends[0].servers[0].name, "b");
     let newer = build(&without_a, &reg, 3);
     close_removed_writers(&old, &newer);
-    assert!(a.is_cancelled(), "a removed primary's sessions are closed");
+    assert!(a.is_tripped(), "a removed primary's sessions are closed");
 }
 
 #[test]
@@ -275,14 +275,14 @@ fn a_server_etcd_stops_naming_primary_loses_its_sessions_at_the_swap_unless_chec
     let mut etcd = discovering("etcd");
     let c = etcd.put(&[("a", 1, P, READY), ("b", 2, R, READY)]);
     let old = swaps.swap(&c);
-    let a = old.backends["be"].servers[0].live.kill_token();
+    let a = old.backends["be"].servers[0].live.kill_switch();
     // The leader key goes: etcd names no primary, so no writer takes over from a.
     let c = etcd.put(&[("a", 1, R, READY)]);
     let new = build(&c, &swaps.registry, 10);
     assert_eq!(new.backends["be"].writer, None);
-    assert!(!a.is_cancelled(), "not by the build");
+    assert!(!a.is_tripped(), "not by the build");
     new.after_swap(&old);
-    assert!(a.is_cancelled(), "at the swap");
+    assert!(a.is_tripped(), "at the swap");
 
     // With `role-source check` etcd's view is no role: a stays the writer, its sessions too.
     let mut swaps = Swaps::new();
@@ -292,8 +292,8 @@ fn a_server_etcd_stops_naming_primary_loses_its_sessions_at_the_swap_unless_chec
     t.backends["be"].servers[0].live.set_role(NodeRole::Primary);
     t.backends["be"].servers[1].live.set_role(NodeRole::Replica);
     let t = swaps.swap(&c);
-    let a = t.backends["be"].servers[0].live.kill_token();
+    let a = t.backends["be"].servers[0].live.kill_switch();
     let t = swaps.swap(&etcd.put(&[("a", 1, R, READY)]));
     assert_eq!(t.backends["be"].writer, Some(0));
-    assert!(!a.is_cancelled());
+    assert!(!a.is_tripped());
 }
