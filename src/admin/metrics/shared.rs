@@ -2,7 +2,6 @@
 //! walker, the `status` family, and the traffic families both read the same way.
 
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use super::{Out, V, ms};
 use crate::table::TrafficStats;
@@ -76,12 +75,8 @@ pub(super) fn families<T: Object, F: Fn(&T) -> V>(
 pub(super) fn last_session(t: &TrafficStats) -> V {
     match t.last_session.load(Ordering::Relaxed) {
         0 => V::F(-1.0),
-        at => {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            V::N(now.saturating_sub(at))
-        }
+        // Read from the same clock the data path stamps it with.
+        at => V::N(crate::live::unix_secs().saturating_sub(at)),
     }
 }
 
