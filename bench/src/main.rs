@@ -497,7 +497,9 @@ async fn run(args: Args) -> Result<()> {
     for d in &deaths {
         println!("WARNING: {d}\n");
     }
-    println!("per measurement (busy = proxy CPU time / wall time, 100% = one core):");
+    println!(
+        "per measurement (busy = proxy CPU time / wall time, 100% = one core; waited = time its threads were runnable but waited for a CPU / wall time):"
+    );
     for line in &raw {
         println!("  {line}");
     }

@@ -170,6 +170,7 @@ pub async fn measure(
     totals: &mut Totals,
 ) -> String {
     let cpu0 = proxy.and_then(Proxy::cpu_time);
+    let wait0 = proxy.and_then(Proxy::cpu_wait);
     let outcome = match test {
         Test::Upload => {
             Outcome::Upload(workload::bulk_upload(t.addr, shape.streams, duration).await)
@@ -185,6 +186,10 @@ pub async fn measure(
         }
     };
     let cpu = match (cpu0, proxy.and_then(Proxy::cpu_time)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let waited = match (wait0, proxy.and_then(Proxy::cpu_wait)) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
@@ -230,5 +235,13 @@ pub async fn measure(
             )
         })
         .unwrap_or_default();
-    format!("{:<20} {summary}  errors {errors}{busy}", t.name)
+    let waited = waited
+        .map(|w| {
+            format!(
+                "  waited {:.0}%",
+                100.0 * w.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
+            )
+        })
+        .unwrap_or_default();
+    format!("{:<20} {summary}  errors {errors}{busy}{waited}", t.name)
 }

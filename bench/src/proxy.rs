@@ -225,6 +225,12 @@ impl Proxy {
         cpu_time_of(self.pid())
     }
 
+    /// Time its threads have spent runnable but waiting for a CPU so far (the second field of
+    /// `/proc/PID/task/TID/schedstat`, summed over the threads running now).
+    pub fn cpu_wait(&self) -> Option<Duration> {
+        cpu_wait_of(self.pid())
+    }
+
     /// How many bytes the proxy has written to stdout and stderr so far.
     pub fn log_bytes(&self) -> u64 {
         fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
@@ -355,6 +361,27 @@ fn cpu_time_of(pid: u32) -> Option<Duration> {
     ))
 }
 
+/// Sums the run-queue wait of every thread of `pid` (`schedstat`: on-CPU ns, waiting ns,
+/// time slices); `None` when the kernel keeps no scheduler statistics.
+fn cpu_wait_of(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut seen = false;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(wait) = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.parse::<u64>().ok())
+        {
+            total += wait;
+            seen = true;
+        }
+    }
+    seen.then(|| Duration::from_nanos(total))
+}
+
 /// Finds `n` distinct free ports on 127.0.0.1: binds port 0 `n` times, holding every
 /// listener until all are chosen, then lets them go for the proxies to bind.
 pub fn free_ports(n: usize) -> Result<Vec<SocketAddr>> {
@@ -428,5 +455,6 @@ mod tests {
     #[test]
     fn own_cpu_time_is_readable() {
         assert!(cpu_time_of(std::process::id()).is_some());
+        assert!(cpu_wait_of(std::process::id()).is_some());
     }
 }
