@@ -43,16 +43,29 @@ fn config(port_line: &str, fe_lines: &str, server: &NamedServer) -> String {
 /// The sockets of `pid` on local port `port` in TCP state `state` (hex, as `/proc/net/tcp*`
 /// writes it: `0A` listening, `01` established), duplicated into this process.
 fn sockets_of(pid: u32, port: u16, state: &str) -> Vec<OwnedFd> {
+    sockets_where(pid, state, |local, _| local == port)
+}
+
+/// The established sockets of `pid` whose peer is on port `port` (its server connections).
+fn sockets_to(pid: u32, port: u16) -> Vec<OwnedFd> {
+    sockets_where(pid, "01", |_, remote| remote == port)
+}
+
+/// The sockets of `pid` in TCP state `state` whose local and remote ports `wanted` accepts.
+fn sockets_where(pid: u32, state: &str, wanted: impl Fn(u16, u16) -> bool) -> Vec<OwnedFd> {
+    let port_of = |addr: Option<&&str>| {
+        addr.and_then(|a| a.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && f.get(3) == Some(&state) {
+            let ports = port_of(f.get(1)).zip(port_of(f.get(2)));
+            if ports.is_some_and(|(local, remote)| wanted(local, remote))
+                && f.get(3) == Some(&state)
+            {
                 inodes.push(format!("socket:[{}]", f[9]));
             }
         }
@@ -112,8 +125,9 @@ fn listener_view(pid: u32, port: u16) -> String {
     )
 }
 
-/// The MSS and user timeout of the connection `pid` accepted from a client on `port`.
-fn accepted_view(pid: u32, port: u16) -> String {
+/// The MSS, user timeout and Nagle setting of the connection `pid` accepted from a client on
+/// `port`, and the Nagle setting of its connection to the server on `server_port`.
+fn accepted_view(pid: u32, port: u16, server_port: u16) -> String {
     let mut client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -122,10 +136,14 @@ fn accepted_view(pid: u32, port: u16) -> String {
     client.read_exact(&mut name).expect("the server's name");
     let socks = sockets_of(pid, port, "01");
     assert_eq!(socks.len(), 1, "one accepted connection of {pid} on {port}");
+    let to_server = sockets_to(pid, server_port);
+    assert_eq!(to_server.len(), 1, "one server connection of {pid}");
     format!(
-        "maxseg={} user_timeout={}",
+        "maxseg={} user_timeout={} nodelay={} server_nodelay={}",
         sockopt_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_MAXSEG),
-        sockopt_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
+        sockopt_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+        sockopt_int(&socks[0], libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        sockopt_int(&to_server[0], libc::IPPROTO_TCP, libc::TCP_NODELAY),
     )
 }
 
@@ -171,15 +189,20 @@ fn listening_socket_options_are_those_haproxy_sets() {
     }
 }
 
+/// Also: Nagle is off on both connections of a session, as HAProxy turns it off on each
+/// (rolelb sets `TCP_NODELAY` on the listening socket, and the accepted connection inherits it).
 #[test]
 fn accepted_connections_inherit_tcp_ut_and_a_negative_mss_lowers_theirs() {
     let s = NamedServer::start("s1");
+    let server_port = s.addr().port();
+    let accepted_view = |pid, port| accepted_view(pid, port, server_port);
     for opts in ["", "mss -100", "tcp-ut 3s", "mss 1000"] {
         let (haproxy, rolelb) = side_by_side(
             |port| config(&format!("bind 127.0.0.1:{port} {opts}"), "", &s),
             accepted_view,
         );
         assert_eq!(rolelb, haproxy, "bind ... {opts}: rolelb vs HAProxy");
+        assert!(rolelb.ends_with("nodelay=1 server_nodelay=1"), "{rolelb}");
     }
     // `tcp-ut` reached the accepted connection. (A negative `mss` is set on it by both, but
     // Linux keeps the MSS it computed at the handshake until it next recomputes it, and
@@ -188,7 +211,7 @@ fn accepted_connections_inherit_tcp_ut_and_a_negative_mss_lowers_theirs() {
         |port| config(&format!("bind 127.0.0.1:{port} tcp-ut 3s"), "", &s),
         accepted_view,
     );
-    assert!(inherited.ends_with("user_timeout=3000"), "{inherited}");
+    assert!(inherited.contains("user_timeout=3000 "), "{inherited}");
 }
 
 /// Whether a client reaches `port` over IPv4.
