@@ -227,21 +227,16 @@ pub async fn measure(
             (s, r.elapsed, r.errors)
         }
     };
-    let busy = cpu
-        .map(|c| {
+    // A time as a share of the measurement's wall time, e.g. `  busy 85%`.
+    let share = |label: &str, d: Option<Duration>| {
+        d.map(|d| {
             format!(
-                "  busy {:.0}%",
-                100.0 * c.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
+                "  {label} {:.0}%",
+                100.0 * d.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
             )
         })
-        .unwrap_or_default();
-    let waited = waited
-        .map(|w| {
-            format!(
-                "  waited {:.0}%",
-                100.0 * w.as_secs_f64() / elapsed.as_secs_f64().max(1e-9)
-            )
-        })
-        .unwrap_or_default();
+        .unwrap_or_default()
+    };
+    let (busy, waited) = (share("busy", cpu), share("waited", waited));
     format!("{:<20} {summary}  errors {errors}{busy}{waited}", t.name)
 }
