@@ -63,7 +63,7 @@ pub struct ServerLive {
     /// When the server last became usable (for `slowstart`), as an [`AtomicInstant`];
     /// [`NEVER`] = since start.
     usable_since: AtomicU64,
-    /// Cancelled to close every session on this server (`shutdown-sessions`, role loss);
+    /// Tripped to close every session on this server (`shutdown-sessions`, role loss);
     /// made when a session first asks for it.
     kill: ArcSwapOption<KillSwitch>,
     /// The `disabled` flag of the last configuration applied, so a reload applies only a change.

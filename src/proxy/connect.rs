@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::live::KillSwitch;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::session::{Refused, Slot, acquire};
 use crate::config::Role;
 use crate::config::model::Source;
+use crate::live::KillSwitch;
 use crate::logging::Throttle;
 use crate::table::{
     AdminState, BackendRt, BackendSettings, ConnAddrs, FrontendRt, Health, NoServer, NodeRole,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use crate::live::KillSwitch;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -26,6 +25,7 @@ use super::rules::{self, Conn};
 use super::splice;
 use crate::config::acl::TcpAction;
 use crate::config::{Config, LogVar, Role};
+use crate::live::KillSwitch;
 use crate::logging::Throttle;
 use crate::table::{
     BackendLive, BackendRt, ConnAddrs, FrontendRt, NoServer, ServerLive, TableHandle, Via,
