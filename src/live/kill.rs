@@ -160,6 +160,19 @@ mod tests {
         (count.clone(), Waker::from(count))
     }
 
+    /// Polls the watcher once with `waker`: whether it is ready.
+    fn ready(watcher: &mut Pin<Box<Tripped<'_>>>, waker: &Waker) -> bool {
+        watcher
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_ready()
+    }
+
+    /// How many times the waker of `count` was woken.
+    fn woken(count: &Count) -> usize {
+        count.0.load(Ordering::SeqCst)
+    }
+
     #[test]
     fn a_trip_wakes_every_watcher_once_and_later_watchers_are_ready_at_once() {
         let switch = KillSwitch::new();
@@ -167,17 +180,17 @@ mod tests {
         let (b_count, b) = waker();
         let mut wa = Box::pin(switch.tripped());
         let mut wb = Box::pin(switch.tripped());
-        assert!(wa.as_mut().poll(&mut Context::from_waker(&a)).is_pending());
-        assert!(wb.as_mut().poll(&mut Context::from_waker(&b)).is_pending());
+        assert!(!ready(&mut wa, &a));
+        assert!(!ready(&mut wb, &b));
         // Polled again with the same waker: still pending, nothing re-registered.
-        assert!(wa.as_mut().poll(&mut Context::from_waker(&a)).is_pending());
+        assert!(!ready(&mut wa, &a));
         assert_eq!(switch.lock().slots.len(), 2);
         switch.trip();
-        assert_eq!(a_count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(b_count.0.load(Ordering::SeqCst), 1);
-        assert!(wa.as_mut().poll(&mut Context::from_waker(&a)).is_ready());
+        assert_eq!(woken(&a_count), 1);
+        assert_eq!(woken(&b_count), 1);
+        assert!(ready(&mut wa, &a));
         let mut late = Box::pin(switch.tripped());
-        assert!(late.as_mut().poll(&mut Context::from_waker(&a)).is_ready());
+        assert!(ready(&mut late, &a));
         assert!(switch.lock().slots.is_empty());
     }
 
@@ -186,24 +199,16 @@ mod tests {
         let switch = KillSwitch::new();
         let (gone_count, gone) = waker();
         let mut w = Box::pin(switch.tripped());
-        assert!(
-            w.as_mut()
-                .poll(&mut Context::from_waker(&gone))
-                .is_pending()
-        );
+        assert!(!ready(&mut w, &gone));
         drop(w);
         assert_eq!(switch.lock().free, vec![0]);
         let (count, stays) = waker();
         let mut w = Box::pin(switch.tripped());
-        assert!(
-            w.as_mut()
-                .poll(&mut Context::from_waker(&stays))
-                .is_pending()
-        );
+        assert!(!ready(&mut w, &stays));
         assert_eq!(switch.lock().slots.len(), 1, "the freed slot is reused");
         switch.trip();
-        assert_eq!(gone_count.0.load(Ordering::SeqCst), 0);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(woken(&gone_count), 0);
+        assert_eq!(woken(&count), 1);
     }
 
     #[test]
@@ -212,11 +217,11 @@ mod tests {
         let (old_count, old) = waker();
         let (new_count, new) = waker();
         let mut w = Box::pin(switch.tripped());
-        assert!(w.as_mut().poll(&mut Context::from_waker(&old)).is_pending());
-        assert!(w.as_mut().poll(&mut Context::from_waker(&new)).is_pending());
+        assert!(!ready(&mut w, &old));
+        assert!(!ready(&mut w, &new));
         switch.trip();
-        assert_eq!(old_count.0.load(Ordering::SeqCst), 0);
-        assert_eq!(new_count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(woken(&old_count), 0);
+        assert_eq!(woken(&new_count), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
