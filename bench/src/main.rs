@@ -2,11 +2,12 @@
 //!
 //! It starts echo/sink/source/hold backends in-process on 127.0.0.1 and, for each
 //! `nbthread` asked for (1 and 2 by default), five proxies reading one HAProxy-syntax config
-//! that differs only in its bind port (and `option splice-auto` for two): HAProxy, HAProxy
+//! that differs only in its ports (and `option splice-auto` for two): HAProxy, HAProxy
 //! with `option splice-auto`, rolelb, rolelb with `option splice-auto`, and a second plain
-//! HAProxy for an A/A pair that shows the noise. It measures idle-session memory once, then
-//! in rounds, with the target order rotated so drift in the machine's load falls on every
-//! target alike: short connections, ping-pong latency, bulk upload and download, and the echo
+//! HAProxy for an A/A pair that shows the noise; every target has its own two backends. It
+//! measures idle-session memory once, then in rounds, in an order that gives every target the
+//! same mean place in a pass (see [`measure::pass_order`]) so drift in the machine's load and
+//! what one measurement leaves for the next fall on every target alike: short connections, ping-pong latency, bulk upload and download, and the echo
 //! while 1,000 etcd members change (against a real etcd and an extra etcd-watching rolelb per
 //! `nbthread`, see [`churn`]). The output is one table per `nbthread` with rolelb/HAProxy and
 //! A/A ratios; the process exits non-zero only when setup fails.
@@ -16,6 +17,7 @@ mod churn;
 mod histogram;
 mod machine;
 mod measure;
+mod netns;
 mod proxy;
 mod report;
 mod syscalls;
@@ -28,7 +30,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 
-use crate::measure::{ChurnVia, Target, Test, measure, measure_churn, measure_idle, warm_up};
+use crate::measure::{
+    ChurnVia, Target, Test, measure, measure_churn, measure_idle, pass_order, warm_up,
+};
 use crate::proxy::{Kind, Proxy, Variant};
 use crate::report::{Group, Idle, Shape, Totals};
 
@@ -52,7 +56,8 @@ struct Args {
     /// members (≈ 1 min in all); not a measurement.
     #[arg(long)]
     quick: bool,
-    /// Rounds over all tests and targets (default 5, or 1 with --quick).
+    /// Rounds over all tests and targets (default 6, or 1 with --quick); they go in pairs,
+    /// the second in the first's order backwards.
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
     /// `nbthread` values to compare, each with its own five proxies.
@@ -85,6 +90,10 @@ struct Args {
     /// Only these rows (a profile of one workload; the report leaves the others out).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "ROW,...")]
     only: Vec<Row>,
+    /// Measure in the host's network namespace, with its TIME_WAIT settings, instead of the
+    /// bench's own namespace where closed connections leave no TIME_WAIT (needs root).
+    #[arg(long)]
+    host_net: bool,
     /// The strace binary for --syscalls.
     #[arg(long, value_name = "PATH", default_value = "/usr/bin/strace")]
     strace: PathBuf,
@@ -129,6 +138,12 @@ const OWN_FDS: u64 = 150;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.host_net
+        && let Err(e) = netns::enter()
+    {
+        eprintln!("rolelb-bench: {e:#}");
+        return ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .enable_all()
@@ -230,7 +245,7 @@ impl Plan {
         }
         Ok(Plan {
             duration: Duration::from_secs_f64(secs),
-            rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 5 }).max(1),
+            rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 6 }).max(1),
             idle_sessions,
             churn_members,
             tests,
@@ -271,14 +286,15 @@ async fn run(args: Args) -> Result<()> {
     println!(
         "setup: nbthread {:?}; per nbthread: haproxy, haproxy + option splice-auto, rolelb, rolelb + option splice-auto, haproxy#2 (A/A); \
          load generator and backends share this process on {} tokio worker thread(s); \
-         all traffic on 127.0.0.1; descriptor limit {fd_limit} (inherited by the proxies)",
+         all traffic on 127.0.0.1 in {}; descriptor limit {fd_limit} (inherited by the proxies)",
         args.nbthread,
-        args.client_threads.max(1)
+        args.client_threads.max(1),
+        netns::describe(args.host_net)
     );
     let secs = plan.duration.as_secs_f64();
     println!(
         "plan: idle-session RSS once ({} sessions per proxy); then {} round(s) x {} tests x {} targets x {secs} s \
-         (etcd churn: {} members per pass), target order rotated each test and round",
+         (etcd churn: {} members per pass), targets in a new order each round (rounds go in pairs, the second in the first's order backwards)",
         plan.idle_sessions,
         plan.rounds,
         plan.tests.len(),
@@ -296,7 +312,10 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let work = WorkDir::create()?;
-    let backends = backend::start(2).await?;
+    // Every target gets its own two backends: the `TIME_WAIT` sockets one target's short
+    // connections leave towards its backends then do not slow another target's connects
+    // (the kernel searches for a free port per destination).
+    let mut backends = vec![backend::start(2).await?];
     let mut etcd = if plan.churn_members > 0 {
         let e = churn::Etcd::start(&args.etcd, &work.0).await?;
         println!("started etcd pid {} at {}", e.pid(), e.endpoint);
@@ -308,11 +327,11 @@ async fn run(args: Args) -> Result<()> {
     let mut proxies: Vec<Proxy> = Vec::new();
     let mut targets: Vec<Target> = vec![Target {
         name: "direct".into(),
-        addr: backends.addrs[0],
+        addr: backends[0].addrs[0],
         proxy: None,
         churn: ChurnVia {
             proxy: None,
-            addr: backends.addrs[0],
+            addr: backends[0].addrs[0],
             prefix: churn::UNWATCHED.into(),
             watcher: None,
         },
@@ -341,10 +360,12 @@ async fn run(args: Args) -> Result<()> {
         {
             let label = format!("{name}/t{nbthread}");
             let addr = proxy::free_ports(1)?[0];
-            let cfg = proxy::config_text(addr, &backends.addrs, variant);
+            let own = backend::start(2).await?;
+            let cfg = proxy::config_text(addr, &own.addrs, variant);
+            backends.push(own);
             if !shown_config {
                 println!(
-                    "\nconfig (haproxy/t{nbthread}'s; the others differ in the bind port, nbthread, and `option splice-auto` for the +splice ones):"
+                    "\nconfig (haproxy/t{nbthread}'s; the others differ in the bind port, the two server ports (every target has its own backends), nbthread, and `option splice-auto` for the +splice ones):"
                 );
                 for line in cfg.lines() {
                     println!("  {line}");
@@ -377,7 +398,9 @@ async fn run(args: Args) -> Result<()> {
             let label = format!("rolelb+etcd/t{nbthread}");
             let ports = proxy::free_ports(3)?;
             let prefix = churn::prefix_for(nbthread);
-            let shared = proxy::config_text(ports[0], &backends.addrs, plain);
+            let own = backend::start(2).await?;
+            let shared = proxy::config_text(ports[0], &own.addrs, plain);
+            backends.push(own);
             let cfg = churn::rolelb_config(&shared, ports[1], &etcd.endpoint, ports[2], &prefix);
             let p = Proxy::start(Kind::Rolelb, &label, &args.rolelb, &work.0, ports[0], &cfg)
                 .context("starting the etcd-watching rolelb for the churn row")?;
@@ -449,8 +472,7 @@ async fn run(args: Args) -> Result<()> {
     for round in 0..plan.rounds as usize {
         let mut totals: Vec<Totals> = vec![Totals::default(); targets.len()];
         for (ti, test) in plan.tests.iter().enumerate() {
-            for k in 0..targets.len() {
-                let i = (k + round + ti) % targets.len();
+            for i in pass_order(targets.len(), round, ti) {
                 let line = match (test, etcd.as_mut()) {
                     (Test::Churn, Some(etcd)) => {
                         measure_churn(

@@ -25,6 +25,28 @@ pub enum Test {
     Churn,
 }
 
+/// The order in which `n` targets take test `test` in round `round` (all from 0).
+///
+/// Rounds go in pairs: the second of a pair runs the first's order backwards, so over a pair
+/// every target's mean position in the pass is the same, `(n - 1) / 2`, and the target that
+/// ran just before another in one round runs just after it in the other. Both matter because
+/// a measurement leaves state behind for the next one: short connections leave tens of
+/// thousands of `TIME_WAIT` sockets, and once the kernel's cap on them (`tcp_max_tw_buckets`)
+/// is reached, closes later in the pass no longer create any and get cheaper. Each pair
+/// starts one place further on, and each test one place further than the one before.
+pub fn pass_order(n: usize, round: usize, test: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let start = (round / 2 + test) % n;
+    let forward = (0..n).map(|k| (k + start) % n);
+    if round.is_multiple_of(2) {
+        forward.collect()
+    } else {
+        forward.rev().collect()
+    }
+}
+
 /// Parallel openers of idle sessions, and how long opening them may take per proxy.
 const IDLE_OPENERS: usize = 32;
 const IDLE_OPEN_LIMIT: Duration = Duration::from_secs(60);
@@ -239,4 +261,51 @@ pub async fn measure(
     };
     let (busy, waited) = (share("busy", cpu), share("waited", waited));
     format!("{:<20} {summary}  errors {errors}{busy}{waited}", t.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pass_order;
+
+    #[test]
+    fn every_round_runs_every_target_once() {
+        for n in [1, 2, 5, 11] {
+            for round in 0..7 {
+                for test in 0..5 {
+                    let mut order = pass_order(n, round, test);
+                    order.sort_unstable();
+                    assert_eq!(order, (0..n).collect::<Vec<_>>(), "n {n} round {round}");
+                }
+            }
+        }
+        assert!(pass_order(0, 3, 1).is_empty());
+    }
+
+    #[test]
+    fn a_pair_of_rounds_gives_every_target_the_same_mean_position_and_swaps_neighbours() {
+        let n = 11;
+        for pair in 0..3 {
+            for test in 0..5 {
+                let a = pass_order(n, 2 * pair, test);
+                let b = pass_order(n, 2 * pair + 1, test);
+                for target in 0..n {
+                    let pa = a.iter().position(|&t| t == target).expect("in round a");
+                    let pb = b.iter().position(|&t| t == target).expect("in round b");
+                    assert_eq!(pa + pb, n - 1, "target {target}, pair {pair}, test {test}");
+                }
+                for w in a.windows(2) {
+                    let pb = b.iter().position(|&t| t == w[1]).expect("in round b");
+                    assert_eq!(
+                        b[pb + 1],
+                        w[0],
+                        "{} ran before {} in a, after it in b",
+                        w[0],
+                        w[1]
+                    );
+                }
+            }
+        }
+        // The next pair starts one place further on.
+        assert_ne!(pass_order(n, 0, 0)[0], pass_order(n, 2, 0)[0]);
+    }
 }

@@ -82,8 +82,15 @@ fn assert_success(out: &Output) -> String {
 #[test]
 fn quick_run_moves_data_through_every_proxy_and_stops_them() {
     require(HAPROXY);
+    let host_tw = || std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok();
+    let before = host_tw();
     let out = bench(HAPROXY, &["--churn-members", "0"]);
     let stdout = assert_success(&out);
+    assert_eq!(
+        host_tw(),
+        before,
+        "the bench changed the host's TIME_WAIT cap"
+    );
     for label in [
         "conns/s",
         "ping-pong msg/s",
@@ -190,6 +197,26 @@ fn sigterm_mid_run_stops_every_proxy() {
     }
     let pids = started_pids(&header);
     assert_eq!(pids.len(), 10, "{header}");
+    // The proxies run in the bench's own network namespace, where closes leave no TIME_WAIT.
+    let ns_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let ours = std::fs::read_link("/proc/self/ns/net").expect("our network namespace");
+    for &p in &pids {
+        let theirs = ns_of(p).unwrap_or_else(|| panic!("no namespace for pid {p}"));
+        assert_ne!(theirs, ours, "pid {p} runs in the host's network namespace");
+        assert_eq!(
+            ns_of(p),
+            ns_of(child.id()),
+            "pid {p} not in the bench's namespace"
+        );
+    }
+    // /proc/sys/net shows the reader's namespace: read it from inside the bench's.
+    let tw = Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", child.id()))
+        .args(["cat", "/proc/sys/net/ipv4/tcp_max_tw_buckets"])
+        .output()
+        .expect("running nsenter (util-linux)");
+    assert_eq!(String::from_utf8_lossy(&tw.stdout).trim(), "0", "{tw:?}");
+    assert!(header.contains("tcp_max_tw_buckets 0"), "{header}");
     let pid = i32::try_from(child.id()).expect("pid fits i32");
     // SAFETY: kill(2) on a child we started and have not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
