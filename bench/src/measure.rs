@@ -241,8 +241,15 @@ pub async fn measure(
         Outcome::Echo(mut r) => {
             let p50 = r.hist.quantile_us(0.5).unwrap_or(f64::NAN);
             let p99 = r.hist.quantile_us(0.99).unwrap_or(f64::NAN);
+            let spread = match (r.conn_p99.first(), r.conn_p99.last()) {
+                (Some(lo), Some(hi)) => format!(
+                    "  p99 per conn {lo:.0}/{:.0}/{hi:.0} µs",
+                    r.conn_p99[r.conn_p99.len() / 2]
+                ),
+                _ => String::new(),
+            };
             let s = format!(
-                "echo      {:>9.0} msg/s  p50 {p50:.1} µs  p99 {p99:.1} µs",
+                "echo      {:>9.0} msg/s  p50 {p50:.1} µs  p99 {p99:.1} µs{spread}",
                 per_sec(r.hist.count(), r.elapsed)
             );
             totals.add_echo(&r, cpu);

@@ -65,6 +65,9 @@ pub struct Latency {
     pub errors: u64,
     /// Wall time of the measurement.
     pub elapsed: Duration,
+    /// Each connection's own RTT p99 in µs, lowest first (where the tail comes from: at
+    /// `nbthread 2` the sessions of one proxy thread can all be slower than the other's).
+    pub conn_p99: Vec<f64>,
 }
 
 /// Opens a connection with [`OP_TIMEOUT`] and Nagle off (we measure latency, not batching).
@@ -284,12 +287,14 @@ pub async fn echo_latency(addr: SocketAddr, conns: usize, duration: Duration) ->
         errors: lost,
         ..Latency::default()
     };
-    for (hist, failed) in results {
+    for (mut hist, failed) in results {
+        out.conn_p99.extend(hist.quantile_us(0.99));
         out.hist.merge(&hist);
         if failed {
             out.errors += 1;
         }
     }
+    out.conn_p99.sort_by(f64::total_cmp);
     out
 }
 

@@ -108,6 +108,30 @@ fn quick_run_moves_data_through_every_proxy_and_stops_them() {
     assert!(stdout.contains("== nbthread 1 ==") && stdout.contains("== nbthread 2 =="));
     assert!(stdout.contains("A/A spread (nbthread 2)"), "{stdout}");
     assert!(stdout.contains("option splice-auto"), "{stdout}");
+    // Every echo measurement gives its connections' own p99s (lowest/median/highest).
+    let echo_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("round ") && l.contains(" echo "))
+        .collect();
+    assert!(!echo_lines.is_empty(), "{stdout}");
+    for line in echo_lines {
+        let spread = line
+            .split("p99 per conn ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no per-connection p99 in {line:?}"));
+        let values: Vec<f64> = spread
+            .split(" µs")
+            .next()
+            .unwrap_or_default()
+            .split('/')
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("not a number {v:?} in {line:?}"))
+            })
+            .collect();
+        assert_eq!(values.len(), 3, "{line}");
+        assert!(values[0] <= values[1] && values[1] <= values[2], "{line}");
+    }
     let pids = started_pids(&stdout);
     assert_eq!(pids.len(), 10, "{stdout}");
     assert_gone(&pids);
