@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds rolelb and rolelb-bench in release mode and runs the benchmark: rolelb against
 # HAProxy 2.6, each plain and with option splice-auto, at nbthread 1 and 2, plus an A/A HAProxy
-# pair, all on 127.0.0.1 in one interleaved run (≈ 6 min; --quick ≈ 1 min smoke).
+# pair, all on 127.0.0.1 (in its own network namespace) in one interleaved run (≈ 7 min;
+# --quick ≈ 1 min smoke).
 # Extra arguments go to rolelb-bench (e.g. --quick, --rounds 3, --nbthread 1).
 # The report is printed and saved to bench/results/latest.txt (--quick: quick.txt); a run with
 # no arguments also puts its tables into bench/README.md (between the bench-table markers).
