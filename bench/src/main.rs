@@ -4,13 +4,15 @@
 //! `nbthread` asked for (1 and 2 by default), five proxies reading one HAProxy-syntax config
 //! that differs only in its ports (and `option splice-auto` for two): HAProxy, HAProxy
 //! with `option splice-auto`, rolelb, rolelb with `option splice-auto`, and a second plain
-//! HAProxy for an A/A pair that shows the noise; every target has its own two backends. It
-//! measures idle-session memory once, then in rounds, in an order that gives every target the
-//! same mean place in a pass (see [`measure::pass_order`]) so drift in the machine's load and
-//! what one measurement leaves for the next fall on every target alike: short connections, ping-pong latency, bulk upload and download, and the echo
-//! while 1,000 etcd members change (against a real etcd and an extra etcd-watching rolelb per
-//! `nbthread`, see [`churn`]). The output is one table per `nbthread` with rolelb/HAProxy and
-//! A/A ratios; the process exits non-zero only when setup fails.
+//! HAProxy for an A/A pair that shows the noise; every target has its own two backends, and
+//! the run has its own network namespace (see [`netns`]). It measures idle-session memory
+//! once, then in rounds, in an order that gives every target the same mean place in a pass
+//! (see [`measure::pass_order`]) so drift in the machine's load and what one measurement
+//! leaves for the next fall on every target alike: short connections, ping-pong latency, bulk
+//! upload and download, and the echo while 1,000 etcd members change (against a real etcd
+//! and an extra etcd-watching rolelb per `nbthread`, see [`churn`]). The output is one table
+//! per `nbthread` with rolelb/HAProxy and A/A ratios; the process exits non-zero only when
+//! setup fails.
 
 mod backend;
 mod churn;
