@@ -222,14 +222,20 @@ fn sigterm_mid_run_stops_every_proxy() {
     let pids = started_pids(&header);
     assert_eq!(pids.len(), 10, "{header}");
     // The proxies run in the bench's own network namespace, where closes leave no TIME_WAIT.
-    let ns_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-    let ours = std::fs::read_link("/proc/self/ns/net").expect("our network namespace");
+    let ns_of = |pid: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .unwrap_or_else(|e| panic!("network namespace of {pid}: {e}"))
+    };
+    let bench_ns = ns_of(&child.id().to_string());
+    assert_ne!(
+        bench_ns,
+        ns_of("self"),
+        "the bench runs in the host's namespace"
+    );
     for &p in &pids {
-        let theirs = ns_of(p).unwrap_or_else(|| panic!("no namespace for pid {p}"));
-        assert_ne!(theirs, ours, "pid {p} runs in the host's network namespace");
         assert_eq!(
-            ns_of(p),
-            ns_of(child.id()),
+            ns_of(&p.to_string()),
+            bench_ns,
             "pid {p} not in the bench's namespace"
         );
     }
