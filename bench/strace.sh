@@ -6,19 +6,8 @@
 # arguments and the default count also puts the table into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Replaces the block between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in bench/README.md
-# with stdin, so the README shows the tool's own output of the last default run.
-readme_block() {
-    local name="$1" block
-    block="$(mktemp)"
-    cat > "$block"
-    awk -v name="$name" -v block="$block" '
-        index($0, "<!-- " name ":begin") == 1 { print; while ((getline l < block) > 0) print l; skip = 1; next }
-        index($0, "<!-- " name ":end") == 1 { skip = 0 }
-        !skip { print }' bench/README.md > bench/README.md.partial
-    mv bench/README.md.partial bench/README.md
-    rm -f "$block"
-}
+# shellcheck source=bench/readme-block.sh
+source bench/readme-block.sh
 
 HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
 STRACE="$(command -v strace || true)"

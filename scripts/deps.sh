@@ -33,6 +33,7 @@ PACKAGES=(
     util-linux             # runuser (demo.sh)
     procps                 # pgrep/ps for diagnostics
     strace                 # the syscall table of bench/strace.sh (and its smoke test)
+    linux-perf             # perf: the CPU profile of bench/profile.sh (and its smoke test)
     systemd                # systemd-analyze verify of the units in systemd/ (tests/service.rs)
     ca-certificates
 )
@@ -128,7 +129,7 @@ for bin in /usr/lib/postgresql/15/bin/initdb /usr/lib/postgresql/15/bin/postgres
     /usr/bin/etcd /usr/bin/etcdctl /usr/bin/patroni /usr/bin/patronictl \
     /usr/sbin/mariadbd /usr/bin/mariadb /usr/bin/prometheus /usr/bin/promtool /usr/bin/shellcheck /usr/sbin/runuser \
     /usr/bin/systemd-analyze /usr/sbin/dnsmasq /usr/sbin/keepalived /usr/sbin/ip /usr/bin/curl \
-    /usr/bin/strace /usr/bin/setpriv /usr/lib/postgresql/15/bin/pg_rewind; do
+    /usr/bin/strace /usr/bin/perf /usr/bin/setpriv /usr/lib/postgresql/15/bin/pg_rewind; do
     [[ -x "$bin" ]] || die "$bin missing after install"
 done
 id postgres >/dev/null 2>&1 || die "the postgres user does not exist (postgresql-common should create it)"

@@ -23,7 +23,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
 step "shellcheck"
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh bench/*.sh .ci/run
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -11,7 +11,6 @@
 //! watches, so the row shows what the same burst on this machine does to its data path.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -84,15 +83,7 @@ impl Etcd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the etcd log")?)
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::proxy::die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting etcd ({})", bin.display()))?;

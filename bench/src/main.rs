@@ -20,6 +20,7 @@ mod histogram;
 mod machine;
 mod measure;
 mod netns;
+mod profile;
 mod proxy;
 mod report;
 mod syscalls;
@@ -89,6 +90,11 @@ struct Args {
     /// short connections at the first --nbthread, and print both tables side by side.
     #[arg(long, value_name = "N")]
     syscalls: Option<u64>,
+    /// Instead of the benchmark: sample each proxy's CPU (`perf record`) for N short
+    /// connections at the first --nbthread, and print where it went side by side (kernel,
+    /// user space, the busiest user-space functions).
+    #[arg(long, value_name = "N", conflicts_with = "syscalls")]
+    profile: Option<u64>,
     /// Only these rows (a profile of one workload; the report leaves the others out).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "ROW,...")]
     only: Vec<Row>,
@@ -99,6 +105,9 @@ struct Args {
     /// The strace binary for --syscalls.
     #[arg(long, value_name = "PATH", default_value = "/usr/bin/strace")]
     strace: PathBuf,
+    /// The perf binary for --profile.
+    #[arg(long, value_name = "PATH", default_value = "/usr/bin/perf")]
+    perf: PathBuf,
 }
 
 /// A row of the report, for `--only`.
@@ -265,6 +274,20 @@ async fn run(args: Args) -> Result<()> {
             &args.haproxy,
             &args.rolelb,
             &args.strace,
+            &work.0,
+            nbthread,
+            args.workers,
+            conns,
+        )
+        .await;
+    }
+    if let Some(conns) = args.profile {
+        let work = WorkDir::create()?;
+        let nbthread = args.nbthread.first().copied().unwrap_or(1);
+        return profile::run(
+            &args.haproxy,
+            &args.rolelb,
+            &args.perf,
             &work.0,
             nbthread,
             args.workers,

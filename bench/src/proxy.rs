@@ -158,16 +158,7 @@ impl Proxy {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state; it
-        // runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {label} ({})", program.display()))?;
@@ -342,6 +333,38 @@ pub fn raise_nofile_limit() -> Result<u64> {
         lim.rlim_cur = lim.rlim_max;
     }
     Ok(lim.rlim_cur)
+}
+
+/// Makes the child started by `cmd` get `SIGTERM` from the kernel when the bench dies, so
+/// no child outlives it even after a `SIGKILL`.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state; it runs
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Context switches so far, voluntary and not, summed over the threads of `pid` running now.
+pub fn context_switches(pid: u32) -> Option<u64> {
+    let mut sum = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let status = fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                sum += n.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(sum)
 }
 
 /// Reads utime + stime of `pid` from `/proc/PID/stat`.

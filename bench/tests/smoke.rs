@@ -298,3 +298,56 @@ fn syscalls_mode_counts_both_proxies_per_connection() {
     );
     assert_gone(&started_pids(&stdout));
 }
+
+#[test]
+fn profile_mode_splits_both_proxies_cpu_per_connection() {
+    require(HAPROXY);
+    let perf = "/usr/bin/perf";
+    assert!(
+        Path::new(perf).is_file(),
+        "{perf} not found: run scripts/deps.sh"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rolelb-bench"))
+        .args(["--haproxy", HAPROXY, "--rolelb", HAPROXY])
+        .args(["--perf", perf, "--profile", "2000", "--nbthread", "1"])
+        .output()
+        .expect("running rolelb-bench --profile");
+    let stdout = assert_success(&out);
+    assert_eq!(
+        stdout.matches("2000 connections done, 0 failed").count(),
+        2,
+        "{stdout}"
+    );
+    // µs per connection of each proxy: CPU, in the kernel, in user space.
+    let values = |label: &str| -> Vec<f64> {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} row in:\n{stdout}"));
+        line[label.len()..]
+            .split_whitespace()
+            .take(2)
+            .map(|w| w.parse().unwrap_or_else(|_| panic!("{w:?} in {line:?}")))
+            .collect()
+    };
+    let (cpu, kernel, user) = (
+        values("CPU in all"),
+        values("  in the kernel"),
+        values("  in user space"),
+    );
+    for i in 0..2 {
+        assert!(cpu[i] > 0.0 && kernel[i] > 0.0, "{stdout}");
+        assert!((kernel[i] + user[i] - cpu[i]).abs() < 0.02, "{stdout}");
+    }
+    for name in ["haproxy", "rolelb"] {
+        let heading = format!("busiest user-space functions of {name}, µs per connection:");
+        assert!(stdout.contains(&heading), "{stdout}");
+    }
+    assert!(
+        stdout.contains(
+            "context switches per connection (all threads, /proc/PID/task/*/status): haproxy "
+        ),
+        "{stdout}"
+    );
+    assert_gone(&started_pids(&stdout));
+}

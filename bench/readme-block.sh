@@ -1,0 +1,16 @@
+# shellcheck shell=bash
+# Sourced by the bench's scripts (from the checkout's root).
+# readme_block NAME: replaces the block between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
+# in bench/README.md with stdin, so the README shows the tool's own output of the last
+# default run.
+readme_block() {
+    local name="$1" block
+    block="$(mktemp)"
+    cat > "$block"
+    awk -v name="$name" -v block="$block" '
+        index($0, "<!-- " name ":begin") == 1 { print; while ((getline l < block) > 0) print l; skip = 1; next }
+        index($0, "<!-- " name ":end") == 1 { skip = 0 }
+        !skip { print }' bench/README.md > bench/README.md.partial
+    mv bench/README.md.partial bench/README.md
+    rm -f "$block"
+}
