@@ -7,15 +7,13 @@
 # with no arguments and the default count also puts the tables into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=bench/readme-block.sh
-source bench/readme-block.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
-PERF="$(command -v perf || true)"
-[[ -n "$PERF" ]] || { echo "perf not found: run scripts/deps.sh" >&2; exit 1; }
-[[ -x "$HAPROXY" ]] || { echo "$HAPROXY not found: run scripts/deps.sh" >&2; exit 1; }
-cargo build --release -p rolelb --bin rolelb -p rolelb-bench --bin rolelb-bench
-mkdir -p bench/results
+PERF="$(command -v perf || echo /usr/bin/perf)"
+need "$HAPROXY" "$PERF"
+build
 profile() {
     target/release/rolelb-bench --rolelb target/release/rolelb --haproxy "$HAPROXY" \
         --perf "$PERF" --profile "${CONNS:-200000}" "$@"

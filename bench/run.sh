@@ -8,16 +8,13 @@
 # no arguments also puts its tables into bench/README.md (between the bench-table markers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=bench/readme-block.sh
-source bench/readme-block.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
 ETCD="${ETCD:-/usr/bin/etcd}"
-for bin in "$HAPROXY" "$ETCD"; do
-    [[ -x "$bin" ]] || { echo "$bin not found: run scripts/deps.sh" >&2; exit 1; }
-done
-cargo build --release -p rolelb --bin rolelb -p rolelb-bench --bin rolelb-bench
-mkdir -p bench/results
+need "$HAPROXY" "$ETCD"
+build
 out=bench/results/latest.txt
 for a in "$@"; do [[ "$a" == --quick ]] && out=bench/results/quick.txt; done
 target/release/rolelb-bench --rolelb target/release/rolelb --haproxy "$HAPROXY" --etcd "$ETCD" "$@" \

@@ -6,15 +6,13 @@
 # arguments and the default count also puts the table into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=bench/readme-block.sh
-source bench/readme-block.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 HAPROXY="${HAPROXY:-/usr/sbin/haproxy}"
-STRACE="$(command -v strace || true)"
-[[ -n "$STRACE" ]] || { echo "strace not found: run scripts/deps.sh" >&2; exit 1; }
-[[ -x "$HAPROXY" ]] || { echo "$HAPROXY not found: run scripts/deps.sh" >&2; exit 1; }
-cargo build --release -p rolelb --bin rolelb -p rolelb-bench --bin rolelb-bench
-mkdir -p bench/results
+STRACE="$(command -v strace || echo /usr/bin/strace)"
+need "$HAPROXY" "$STRACE"
+build
 target/release/rolelb-bench --rolelb target/release/rolelb --haproxy "$HAPROXY" \
     --strace "$STRACE" --syscalls "${CONNS:-10000}" "$@" | tee bench/results/strace.txt.partial
 mv bench/results/strace.txt.partial bench/results/strace.txt

@@ -1,5 +1,20 @@
 # shellcheck shell=bash
-# Sourced by the bench's scripts (from the checkout's root).
+# Sourced by the bench's scripts, which run from the checkout's root.
+
+# need PATH...: stops with the way to install it unless every PATH is an executable file.
+need() {
+    local bin
+    for bin in "$@"; do
+        [[ -x "$bin" ]] || { echo "$bin not found: run scripts/deps.sh" >&2; exit 1; }
+    done
+}
+
+# build: rolelb and rolelb-bench in release mode, and the folder for the results.
+build() {
+    cargo build --release -p rolelb --bin rolelb -p rolelb-bench --bin rolelb-bench
+    mkdir -p bench/results
+}
+
 # readme_block NAME: replaces the block between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
 # in bench/README.md with stdin, so the README shows the tool's own output of the last
 # default run.
