@@ -273,6 +273,7 @@ impl Control {
             &answers,
         ));
         let generation = self.swap(effective.clone())?;
+        crate::proxy::connect::set_server_buffers(config.global.server_buffers);
         self.dns = Arc::new(answers);
         self.watchers.reconcile(&config, &self.discovered_tx);
         self.dns_tasks.reconcile(&config, &self.dns, &self.dns_tx);

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use rolelb::admin;
 use rolelb::cli::Cli;
-use rolelb::config::{self, Config, Global};
+use rolelb::config::{self, Account, Config, Global};
 use rolelb::control::Control;
 use rolelb::fd_limit::{self, FdPlan};
 use rolelb::logging;
@@ -139,35 +139,63 @@ fn run(files: Vec<PathBuf>, config: Config) -> Result<()> {
     served
 }
 
-/// Switches to `group` then `user` (after the sockets are bound), as HAProxy does.
+/// Switches to `group` then `user` (after the sockets are bound), as HAProxy does. Without
+/// `group`/`gid`, the user's own group from the user database, when it has an entry (HAProxy
+/// leaves the group alone then); the supplementary groups are dropped either way.
 fn drop_privileges(global: &Global) -> Result<()> {
-    use nix::unistd::{Group, User, setgid, setgroups, setuid};
+    use nix::unistd::{Gid, Group, Uid, User, setgid, setgroups, setuid};
     let user = match &global.user {
-        Some(name) => Some(
+        Some(Account::Name(name)) => Some(
             User::from_name(name)
                 .with_context(|| format!("looking up user '{name}'"))?
                 .with_context(|| format!("global 'user {name}': no such user"))?,
         ),
+        Some(Account::Id(id)) => Some(
+            User::from_uid(Uid::from_raw(*id))
+                .with_context(|| format!("looking up uid {id}"))?
+                .unwrap_or_else(|| nameless_user(*id)),
+        ),
         None => None,
     };
     let gid = match &global.group {
-        Some(name) => Some(
+        Some(Account::Name(name)) => Some(
             Group::from_name(name)
                 .with_context(|| format!("looking up group '{name}'"))?
                 .with_context(|| format!("global 'group {name}': no such group"))?
                 .gid,
         ),
+        Some(Account::Id(id)) => Some(Gid::from_raw(*id)),
         None => user.as_ref().map(|u| u.gid),
     };
+    if gid.is_some() || user.is_some() {
+        setgroups(&[]).context("dropping the supplementary groups")?;
+    }
     if let Some(gid) = gid {
-        setgroups(&[gid]).context("setgroups")?;
-        setgid(gid).context("setgid")?;
+        setgid(gid).with_context(|| format!("setgid to {gid}"))?;
     }
     if let Some(user) = user {
         setuid(user.uid).with_context(|| format!("setuid to '{}'", user.name))?;
-        tracing::info!(user = %user.name, "dropped privileges");
+        tracing::info!(user = %user.name, uid = user.uid.as_raw(), "dropped privileges");
     }
     Ok(())
+}
+
+/// A `uid` the user database does not know: taken as is, with the group rolelb has.
+fn nameless_user(id: u32) -> nix::unistd::User {
+    let group = nix::unistd::getegid();
+    tracing::warn!(
+        "global 'uid {id}' has no entry in the user database: rolelb keeps group {group} \
+         (set 'gid' to change it)"
+    );
+    nix::unistd::User {
+        name: format!("uid {id}"),
+        passwd: Default::default(),
+        uid: nix::unistd::Uid::from_raw(id),
+        gid: group,
+        gecos: Default::default(),
+        dir: Default::default(),
+        shell: Default::default(),
+    }
 }
 
 fn write_pidfile(path: &Path) -> Result<()> {

@@ -1,4 +1,4 @@
-//! `tune.*`, `unix-bind` and the old habits (`listen NAME ADDR`, bare `redispatch`) side by
+//! `tune.*`, `uid`/`gid`, `unix-bind` and the old habits (`listen NAME ADDR`, bare `redispatch`) side by
 //! side with HAProxy 2.6's `-c`: the same verdict, or a refusal from rolelb that says why where
 //! HAProxy silently misreads the value; every rolelb error names FILE:LINE, and the old forms
 //! get the modern one in their message. A small `tune.bufsize` carries a large transfer intact
@@ -21,8 +21,7 @@ enum Verdict {
     Valid(&'static str),
     /// Both refuse; rolelb's error contains this text.
     Invalid(&'static str),
-    /// HAProxy accepts a value it misreads (or ignores, for socket buffers rolelb cannot
-    /// honour); rolelb refuses with this text.
+    /// HAProxy accepts a value it misreads (or ignores); rolelb refuses with this text.
     RolelbRefuses(&'static str),
 }
 
@@ -75,14 +74,21 @@ const GLOBAL_CASES: &[(&str, Verdict)] = &[
         Verdict::Invalid("tune.bufsize is used instead"),
     ),
     ("tune.maxpollevents", Verdict::Invalid("expects")),
+    ("tune.rcvbuf.client 65536", Verdict::Valid("")),
+    ("tune.sndbuf.server 65536", Verdict::Valid("")),
+    ("tune.rcvbuf.server 0", Verdict::Valid("")),
+    // HAProxy reads 256 bytes here, and asks the kernel for -1 (which it caps at its maximum).
     (
-        "tune.rcvbuf.client 65536",
-        Verdict::RolelbRefuses("socket buffer"),
+        "tune.sndbuf.client 256k",
+        Verdict::RolelbRefuses("plain integer"),
     ),
-    (
-        "tune.sndbuf.server 65536",
-        Verdict::RolelbRefuses("socket buffer"),
-    ),
+    ("tune.rcvbuf.server -1", Verdict::RolelbRefuses("from 0")),
+    ("tune.sndbuf.server", Verdict::Invalid("expects")),
+    ("uid 4242", Verdict::Valid("")),
+    ("gid 0", Verdict::Valid("")),
+    // HAProxy warns that it is not a number and runs as root.
+    ("uid nobody", Verdict::RolelbRefuses("'user NAME'")),
+    ("gid staff", Verdict::RolelbRefuses("'group NAME'")),
     (
         "unix-bind prefix /tmp mode 600",
         Verdict::Valid("'unix-bind'"),

@@ -1,6 +1,6 @@
-//! Process-level settings honoured as HAProxy does: `user`/`group` (privileges dropped after
-//! binding), `pidfile`, `nbthread`, `log` to a syslog endpoint with `option tcplog`, and
-//! frontend `maxconn` (stop accepting while full).
+//! Process-level settings honoured as HAProxy does: `user`/`group` and `uid`/`gid`
+//! (privileges dropped after binding), `pidfile`, `nbthread`, `log` to a syslog endpoint with
+//! `option tcplog`, and frontend `maxconn` (stop accepting while full).
 
 mod common;
 mod lbcfg;
@@ -58,6 +58,40 @@ fn user_and_group_drop_privileges_after_binding_and_pidfile_is_written() {
     );
     let written = std::fs::read_to_string(&pidfile).expect("pidfile written");
     assert_eq!(written.trim(), lb.pid().to_string());
+}
+
+#[test]
+fn uid_and_gid_drop_privileges_to_numeric_ids_as_in_haproxy() {
+    // Ids the user database does not know: taken as they are, by both.
+    let global = "    uid 4242\n    gid 4343\n";
+    let s1 = NamedServer::start("s1");
+    let identity = |pid: u32| {
+        ["Uid:", "Gid:", "Groups:"]
+            .map(|f| format!("{f} {}", status_field(pid, f)))
+            .join("; ")
+    };
+    let port = free_port();
+    let haproxy = common::Haproxy::start(&cfg(global, port, &s1, ""));
+    assert_eq!(who_answers(local(port)).expect("HAProxy serves"), "s1");
+    let want = identity(haproxy.pid());
+    drop(haproxy);
+    assert_eq!(
+        want, "Uid: 4242\t4242\t4242\t4242; Gid: 4343\t4343\t4343\t4343; Groups: ",
+        "HAProxy's identity"
+    );
+    let port = free_port();
+    let lb = Rolelb::start(&cfg(global, port, &s1, ""));
+    assert_eq!(who_answers(local(port)).expect("rolelb serves"), "s1");
+    assert_eq!(identity(lb.pid()), want, "rolelb vs HAProxy");
+    // `uid` and `user` set the same thing: the second one is reported and the first kept.
+    let (ok, out) = Rolelb::check(&cfg("    uid 4242\n    user nobody\n", port, &s1, ""));
+    assert!(ok && out.contains("user/uid already specified"), "{out}");
+    // HAProxy warns about a uid that is not a number and runs as root: rolelb refuses it.
+    let (ok, out) = Rolelb::check(&cfg("    uid nobody\n", port, &s1, ""));
+    assert!(
+        !ok && out.contains(":2: ") && out.contains("'user NAME'"),
+        "{out}"
+    );
 }
 
 #[test]

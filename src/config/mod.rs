@@ -359,8 +359,11 @@ mod tests {
         assert_eq!(g.hard_stop_after, Some(Duration::from_secs(60)));
         assert_eq!(g.grace, Some(Duration::from_secs(2)));
         assert_eq!(
-            (g.user.as_deref(), g.group.as_deref()),
-            (Some("u"), Some("g"))
+            (g.user.clone(), g.group.clone()),
+            (
+                Some(Account::Name("u".into())),
+                Some(Account::Name("g".into()))
+            )
         );
         assert!(g.daemon);
         assert_eq!(g.logs[0].dest, LogDest::Stderr);

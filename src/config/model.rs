@@ -102,10 +102,10 @@ pub struct Global {
     /// `log-send-hostname [NAME]`: the host name in the header of syslog lines (NAME, or
     /// this machine's name).
     pub log_send_hostname: Option<String>,
-    /// `user`: drop privileges to this user after binding.
-    pub user: Option<String>,
-    /// `group`: drop privileges to this group after binding.
-    pub group: Option<String>,
+    /// `user NAME` or `uid N`: drop privileges to this user after binding.
+    pub user: Option<Account>,
+    /// `group NAME` or `gid N`: drop privileges to this group after binding.
+    pub group: Option<Account>,
     /// `pidfile`.
     pub pidfile: Option<PathBuf>,
     /// `daemon` was given (rolelb warns and stays in the foreground).
@@ -118,6 +118,11 @@ pub struct Global {
     pub tune_bufsize: Option<usize>,
     /// `tune.maxaccept` (`None`: [`DEFAULT_MAXACCEPT`]).
     pub tune_maxaccept: Option<MaxAccept>,
+    /// `tune.sndbuf.client` / `tune.rcvbuf.client`: set on each accepted connection.
+    pub client_buffers: BufferSizes,
+    /// `tune.sndbuf.server` / `tune.rcvbuf.server`: set on each server connection before it
+    /// connects (checks too).
+    pub server_buffers: BufferSizes,
     /// `nosplice`: no kernel splicing whatever the proxies' `option splice-*`.
     pub nosplice: bool,
     /// `maxpipes` (`None`: `maxconn / 4`, unlimited without `maxconn`).
@@ -134,6 +139,25 @@ pub struct Global {
     pub ca_base: Option<PathBuf>,
     /// `crt-base`: where a relative server `crt` is looked up.
     pub crt_base: Option<PathBuf>,
+}
+
+/// A user or group of `global`, by name (`user`, `group`) or by number (`uid`, `gid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Account {
+    /// Looked up in the system's user or group database when rolelb starts.
+    Name(String),
+    /// Taken as is, as HAProxy takes `uid` and `gid` (it need not be in the database).
+    Id(u32),
+}
+
+/// Socket buffer sizes asked of the kernel for one side's connections (`SO_SNDBUF`,
+/// `SO_RCVBUF`); 0 leaves the kernel's default, which it autotunes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufferSizes {
+    /// `tune.sndbuf.*`.
+    pub snd: u32,
+    /// `tune.rcvbuf.*`.
+    pub rcv: u32,
 }
 
 /// HAProxy's default `tune.bufsize`.

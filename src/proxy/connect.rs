@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::session::{Refused, Slot, acquire};
 use crate::config::Role;
-use crate::config::model::Source;
+use crate::config::model::{BufferSizes, Source};
 use crate::live::KillSwitch;
 use crate::logging::Throttle;
 use crate::table::{
@@ -80,6 +80,7 @@ pub(crate) async fn connect_nonblocking(
         Some(Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    size_buffers(&(&socket).into(), server_buffers());
     if let Some(source) = source {
         bind_source(&socket, source)?;
     }
@@ -101,6 +102,42 @@ pub(crate) async fn connect_nonblocking(
         return Err(e);
     }
     Ok(stream)
+}
+
+/// `tune.sndbuf.server` and `tune.rcvbuf.server` of the configuration in force, 0 when not
+/// set. Process-wide, as in HAProxy: every connection to a server reads them, traffic and
+/// checks alike; [`set_server_buffers`] changes them when a configuration takes effect.
+static SERVER_BUFFERS: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
+
+/// Makes `sizes` the socket buffer sizes of the connections opened to servers from now on.
+pub fn set_server_buffers(sizes: BufferSizes) {
+    SERVER_BUFFERS[0].store(sizes.snd, Ordering::Relaxed);
+    SERVER_BUFFERS[1].store(sizes.rcv, Ordering::Relaxed);
+}
+
+fn server_buffers() -> BufferSizes {
+    BufferSizes {
+        snd: SERVER_BUFFERS[0].load(Ordering::Relaxed),
+        rcv: SERVER_BUFFERS[1].load(Ordering::Relaxed),
+    }
+}
+
+/// Asks the kernel for the socket buffer sizes `sizes` gives (`SO_SNDBUF`, `SO_RCVBUF`; 0
+/// leaves one alone), as HAProxy sets `tune.sndbuf.*`/`tune.rcvbuf.*`. A refusal only costs
+/// the size: logged at debug level, as HAProxy ignores it.
+pub(crate) fn size_buffers(socket: &socket2::SockRef<'_>, sizes: BufferSizes) {
+    if sizes.snd > 0
+        && let Err(e) =
+            socket.set_send_buffer_size(usize::try_from(sizes.snd).unwrap_or(usize::MAX))
+    {
+        tracing::debug!("cannot set SO_SNDBUF to {}: {e}", sizes.snd);
+    }
+    if sizes.rcv > 0
+        && let Err(e) =
+            socket.set_recv_buffer_size(usize::try_from(sizes.rcv).unwrap_or(usize::MAX))
+    {
+        tracing::debug!("cannot set SO_RCVBUF to {}: {e}", sizes.rcv);
+    }
 }
 
 /// Binds a server connection's `socket` to `source` before it connects.

@@ -17,14 +17,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::accept_proxy::{self, Addresses, Incoming};
-use super::connect::{Failed, connect_with_retries};
+use super::connect::{Failed, connect_with_retries, size_buffers};
 use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
 use super::proxy_protocol;
 use super::rules::{self, Conn};
 use super::splice;
 use crate::config::acl::TcpAction;
-use crate::config::{Config, LogVar, Role};
+use crate::config::{BufferSizes, Config, LogVar, Role};
 use crate::live::KillSwitch;
 use crate::logging::Throttle;
 use crate::table::{
@@ -349,6 +349,10 @@ pub fn serve(
         }
         if fe.nolinger {
             no_linger(&client);
+        }
+        let buffers = accepted.config.global.client_buffers;
+        if buffers != BufferSizes::default() {
+            size_buffers(&SockRef::from(&client), buffers);
         }
         let listener = fe.bind(bind);
         if let Some(lower) = listener.map(|l| l.lower_mss).filter(|&n| n > 0) {

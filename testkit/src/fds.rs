@@ -61,3 +61,36 @@ pub fn sockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int) -> i32 {
     assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
     value
 }
+
+/// The sockets of `pid` on local port `port` in TCP state `state` (hex, as `/proc/net/tcp*`
+/// writes it: `0A` listening, `01` established), duplicated into this process.
+pub fn sockets_of(pid: u32, port: u16, state: &str) -> Vec<OwnedFd> {
+    sockets_where(pid, state, |local, _| local == port)
+}
+
+/// The established sockets of `pid` whose peer is on port `port` (its server connections).
+pub fn sockets_to(pid: u32, port: u16) -> Vec<OwnedFd> {
+    sockets_where(pid, "01", |_, remote| remote == port)
+}
+
+/// The sockets of `pid` in TCP state `state` whose local and remote ports `wanted` accepts.
+pub fn sockets_where(pid: u32, state: &str, wanted: impl Fn(u16, u16) -> bool) -> Vec<OwnedFd> {
+    let port_of = |addr: Option<&&str>| {
+        addr.and_then(|a| a.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let ports = port_of(f.get(1)).zip(port_of(f.get(2)));
+            if ports.is_some_and(|(local, remote)| wanted(local, remote))
+                && f.get(3) == Some(&state)
+            {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    fds_of(pid, |target| inodes.iter().any(|i| i == target))
+}

@@ -1,6 +1,6 @@
 //! The `global` section's keyword table: process-wide settings (`maxconn`, `nbthread`,
 //! `stats socket`, `hard-stop-after`, `grace`, `log`, `user`, `group`, `pidfile`, `daemon`,
-//! `ulimit-n`, `tune.bufsize`, `tune.maxaccept`, `tune.pipesize`, `external-check`,
+//! `ulimit-n`, the `tune.*` keywords rolelb acts on (parsed in `tune.rs`), `external-check`,
 //! `insecure-fork-wanted`,
 //! rolelb's `admin bind`), plus the common,
 //! harmless keywords of real configs that rolelb accepts with a warning naming them
@@ -10,10 +10,10 @@
 
 use std::path::PathBuf;
 
-use super::Ctx;
 use super::log::parse_log_target;
+use super::{Ctx, tune};
 use crate::config::address::parse_bind_addrs;
-use crate::config::model::{AdminBind, Global, MaxAccept, StatsLevel, StatsSocket, Verify};
+use crate::config::model::{Account, AdminBind, Global, StatsLevel, StatsSocket, Verify};
 use crate::config::units::{MAX_COUNT, TimeUnit, parse_duration, parse_int};
 
 /// Parser of one `global` keyword.
@@ -39,15 +39,21 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("hard-stop-after", hard_stop_after),
     kw("grace", grace),
     kw("log", log),
-    kw("user", user),
-    kw("group", group),
+    kw("user", account),
+    kw("uid", account),
+    kw("group", account),
+    kw("gid", account),
     kw("pidfile", pidfile),
     kw("daemon", daemon),
     kw("admin", admin),
     kw("ulimit-n", ulimit_n),
-    kw("tune.bufsize", tune_bufsize),
-    kw("tune.maxaccept", tune_maxaccept),
-    kw("tune.pipesize", tune_pipesize),
+    kw("tune.bufsize", tune::tune_bufsize),
+    kw("tune.maxaccept", tune::tune_maxaccept),
+    kw("tune.pipesize", tune::tune_pipesize),
+    kw("tune.rcvbuf.client", tune::tune_socket_buffer),
+    kw("tune.rcvbuf.server", tune::tune_socket_buffer),
+    kw("tune.sndbuf.client", tune::tune_socket_buffer),
+    kw("tune.sndbuf.server", tune::tune_socket_buffer),
     kw("unix-bind", unix_bind),
     kw("external-check", external_check),
     kw("insecure-fork-wanted", insecure_fork_wanted),
@@ -78,151 +84,18 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
 /// Keyword prefixes accepted with a warning (TLS settings rolelb has no use for).
 pub const IGNORED_PREFIXES: &[&str] = &["ssl-default-", "ssl-dh-param-file"];
 
-/// HAProxy 2.6's other `tune.*` keywords (those Debian's build knows): they size or pace
-/// things a TCP balancer without HTTP, TLS, Lua, compression, splicing or stick tables does not
-/// have, so rolelb accepts them with a warning naming them. The socket buffer sizes are not
-/// among them: they change what the kernel does with TCP, and rolelb refuses them (see
-/// `unsupported.rs`).
-pub const TUNE_IGNORED: &[&str] = &[
-    "tune.buffers.limit",
-    "tune.buffers.reserve",
-    "tune.comp.maxlevel",
-    "tune.fail-alloc",
-    "tune.h2.header-table-size",
-    "tune.h2.initial-window-size",
-    "tune.h2.max-concurrent-streams",
-    "tune.h2.max-frame-size",
-    "tune.http.cookielen",
-    "tune.http.logurilen",
-    "tune.http.maxhdr",
-    "tune.idle-pool.shared",
-    "tune.idletimer",
-    "tune.listener.multi-queue",
-    "tune.lua.forced-yield",
-    "tune.lua.maxmem",
-    "tune.lua.service-timeout",
-    "tune.lua.session-timeout",
-    "tune.lua.task-timeout",
-    "tune.maxpollevents",
-    "tune.maxrewrite",
-    "tune.pattern.cache-size",
-    "tune.pool-high-fd-ratio",
-    "tune.pool-low-fd-ratio",
-    "tune.recv_enough",
-    "tune.runqueue-depth",
-    "tune.sched.low-latency",
-    "tune.ssl.cachesize",
-    "tune.ssl.capture-buffer-size",
-    "tune.ssl.capture-cipherlist-size",
-    "tune.ssl.default-dh-param",
-    "tune.ssl.force-private-cache",
-    "tune.ssl.hard-maxrecord",
-    "tune.ssl.keylog",
-    "tune.ssl.lifetime",
-    "tune.ssl.maxrecord",
-    "tune.ssl.ssl-ctx-cache-size",
-    "tune.vars.check-max-size",
-    "tune.vars.global-max-size",
-    "tune.vars.proc-max-size",
-    "tune.vars.reqres-max-size",
-    "tune.vars.sess-max-size",
-    "tune.vars.txn-max-size",
-];
-
 /// Looks a `global` keyword up, including the ignored ones.
 pub fn find(name: &str) -> Option<GlobalParser> {
     if let Some(k) = GLOBAL_KEYWORDS.iter().find(|k| k.name == name) {
         return Some(k.parse);
     }
-    if TUNE_IGNORED.contains(&name) {
-        return Some(tune_ignored);
+    if tune::TUNE_IGNORED.contains(&name) {
+        return Some(tune::tune_ignored);
     }
     IGNORED_PREFIXES
         .iter()
         .any(|p| name.starts_with(p))
         .then_some(ignored as GlobalParser)
-}
-
-fn tune_ignored(_: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
-    let kw = ctx.keyword.to_string();
-    ctx.arg(0, "a value")?;
-    ctx.warn(format!(
-        "'{kw}' is accepted and ignored: it tunes a part of HAProxy (HTTP, TLS, Lua, splicing, \
-         pools, polling...) that rolelb does not have; only tune.bufsize, tune.maxaccept and \
-         tune.pipesize act"
-    ));
-    Ok(())
-}
-
-/// HAProxy reads `tune.*` numbers with `atol()`, so `16k` would be 16 there: rolelb takes
-/// plain decimal integers only, and says why when it sees anything else.
-fn tune_integer(ctx: &Ctx, text: &str) -> Result<i64, String> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "'{}' expects a plain integer, got '{text}' (HAProxy reads only its leading digits, \
-             so size units or suffixes would silently change the value)",
-            ctx.keyword
-        ));
-    }
-    text.parse::<i64>()
-        .map_err(|_| format!("'{}': '{text}' is out of range", ctx.keyword))
-}
-
-/// The smallest `tune.bufsize` HAProxy 2.6 starts with: below it, its built-in HTTP error
-/// messages (which every proxy carries, even in TCP mode) no longer fit in a buffer and it
-/// refuses the configuration (or crashes, under 48 bytes).
-const MIN_BUFSIZE: i64 = 352;
-
-/// `tune.bufsize N`: the bytes rolelb holds per direction of a session (HAProxy's buffer
-/// size), rounded up to a multiple of 16 as HAProxy does on 64-bit machines.
-fn tune_bufsize(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
-    ctx.at_most(1)?;
-    let n = tune_integer(ctx, ctx.arg(0, "an integer argument (bytes)")?)?;
-    let rounded = n
-        .checked_add(15)
-        .map(|n| n & !15)
-        .filter(|n| *n > 0 && *n <= i64::from(i32::MAX))
-        .ok_or_else(|| {
-            format!(
-                "'tune.bufsize' expects a positive integer argument up to {}, got '{n}'",
-                i32::MAX & !15
-            )
-        })?;
-    if rounded < MIN_BUFSIZE {
-        return Err(format!(
-            "'tune.bufsize {n}' is too small: HAProxy 2.6 refuses buffers under {MIN_BUFSIZE} \
-             bytes (its built-in error messages must fit in one)"
-        ));
-    }
-    g.tune_bufsize = Some(usize::try_from(rounded).map_err(|_| "tune.bufsize is too large")?);
-    Ok(())
-}
-
-/// `tune.maxaccept N`: connections one listener accepts in a row before letting other work
-/// run; `-1` is no limit, `0` HAProxy's default (4).
-fn tune_maxaccept(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
-    ctx.at_most(1)?;
-    let n = tune_integer(ctx, ctx.arg(0, "an integer argument")?)?;
-    if g.tune_maxaccept.is_some() {
-        // HAProxy alerts and keeps the first value.
-        ctx.warn("'tune.maxaccept' already specified; the first value is kept");
-        return Ok(());
-    }
-    g.tune_maxaccept = match n {
-        -1 => Some(MaxAccept::Unlimited),
-        0 => None,
-        n => Some(MaxAccept::Batch(
-            u32::try_from(n)
-                .ok()
-                .filter(|n| i32::try_from(*n).is_ok())
-                .and_then(std::num::NonZeroU32::new)
-                .ok_or_else(|| {
-                    "'tune.maxaccept' expects -1 or an integer from 0 to 2147483647".to_string()
-                })?,
-        )),
-    };
-    Ok(())
 }
 
 /// `unix-bind [prefix P] [mode M] [user U] [uid N] [group G] [gid N]`: HAProxy's defaults for
@@ -451,13 +324,33 @@ fn log(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
-fn user(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
-    g.user = Some(string_arg(ctx, "a user name")?);
-    Ok(())
-}
-
-fn group(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
-    g.group = Some(string_arg(ctx, "a group name")?);
+/// `user NAME` / `uid N`, `group NAME` / `gid N`: who rolelb runs as once its sockets are
+/// bound. As in HAProxy, `user` and `uid` set the same thing (a second one is reported and
+/// the first kept), as do `group` and `gid`; an id of 0 is "not set". HAProxy warns about a
+/// `uid` that is not a number and then keeps running as root: rolelb refuses it.
+fn account(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    let kw = ctx.keyword;
+    let (slot, pair, what) = match kw {
+        "user" | "uid" => (&mut g.user, "user/uid", "user"),
+        _ => (&mut g.group, "group/gid", "group"),
+    };
+    let account = if kw.ends_with("id") {
+        ctx.at_most(1)?;
+        let text = ctx.arg(0, "an integer argument")?;
+        let id = parse_int(text, kw, 0, u64::from(i32::MAX.unsigned_abs()))
+            .map_err(|e| format!("{e} (to name the {what}, use '{what} NAME' instead)"))?;
+        match u32::try_from(id).map_err(|_| format!("'{kw}' is too large"))? {
+            0 => None,
+            id => Some(Account::Id(id)),
+        }
+    } else {
+        Some(Account::Name(string_arg(ctx, &format!("a {what} name"))?))
+    };
+    if slot.is_some() {
+        ctx.warn(format!("{pair} already specified: the first one is kept"));
+        return Ok(());
+    }
+    *slot = account;
     Ok(())
 }
 
@@ -512,22 +405,6 @@ fn daemon(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 fn nosplice(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     ctx.at_most(0)?;
     g.nosplice = true;
-    Ok(())
-}
-
-/// `tune.pipesize N`: the size asked of the kernel for each pipe splicing makes
-/// (`F_SETPIPE_SZ`, which rounds it up to a power of two pages); 0 keeps the kernel's
-/// default, as in HAProxy. Above 2^31 the kernel refuses every size, so `-c` does.
-fn tune_pipesize(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
-    ctx.at_most(1)?;
-    let n = tune_integer(ctx, ctx.arg(0, "an integer argument (bytes)")?)?;
-    if !(0..=1 << 31).contains(&n) {
-        return Err(format!(
-            "'tune.pipesize' expects a size in bytes from 0 (the kernel's default) to {}, got '{n}'",
-            1u64 << 31
-        ));
-    }
-    g.tune_pipesize = usize::try_from(n).ok().filter(|&n| n > 0);
     Ok(())
 }
 
@@ -743,10 +620,8 @@ fn stats_socket(ctx: &mut Ctx) -> Result<StatsSocket, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
-
+    use crate::config::Account;
     use crate::config::testing::{errors, parse};
-    use crate::config::{DEFAULT_BUFSIZE, MaxAccept};
 
     fn global(line: &str) -> crate::config::Config {
         parse(&format!("global\n    {line}\n")).unwrap_or_else(|e| panic!("{line}: {e:?}"))
@@ -756,73 +631,6 @@ mod tests {
         let e = errors(&format!("global\n    {line}\n"));
         assert!(e[0].starts_with("t.cfg:2: "), "{e:?}");
         e[0].clone()
-    }
-
-    #[test]
-    fn tune_bufsize_rounds_up_like_haproxy_and_refuses_what_it_refuses() {
-        assert_eq!(global("maxconn 10").global.bufsize(), DEFAULT_BUFSIZE);
-        assert_eq!(global("tune.bufsize 1024").global.bufsize(), 1024);
-        assert_eq!(global("tune.bufsize 1000").global.bufsize(), 1008);
-        assert_eq!(global("tune.bufsize 337").global.bufsize(), 352);
-        assert!(error("tune.bufsize 336").contains("too small"));
-        assert!(error("tune.bufsize 0").contains("positive integer"));
-        assert!(error("tune.bufsize -16").contains("positive integer"));
-        assert!(error("tune.bufsize 2147483647").contains("positive integer"));
-        // HAProxy's atol() would read '16k' as 16: refused rather than guessed.
-        assert!(error("tune.bufsize 16k").contains("plain integer"));
-        assert!(error("tune.bufsize").contains("expects"));
-    }
-
-    #[test]
-    fn tune_maxaccept_values() {
-        let batch = |n| Some(MaxAccept::Batch(NonZeroU32::new(n).expect("non-zero")));
-        assert_eq!(global("tune.maxaccept 64").global.tune_maxaccept, batch(64));
-        assert_eq!(
-            global("tune.maxaccept -1").global.tune_maxaccept,
-            Some(MaxAccept::Unlimited)
-        );
-        // 0 is "not set": HAProxy's default of 4.
-        assert_eq!(
-            global("tune.maxaccept 0").global.maxaccept(),
-            batch(4).unwrap()
-        );
-        assert!(error("tune.maxaccept 3000000000").contains("-1 or an integer"));
-        assert!(error("tune.maxaccept -5").contains("-1 or an integer"));
-        assert!(error("tune.maxaccept 1x").contains("plain integer"));
-        // Given twice: HAProxy alerts and keeps the first.
-        let c = parse("global\n    tune.maxaccept 8\n    tune.maxaccept 2\n").expect("valid");
-        assert_eq!(c.global.tune_maxaccept, batch(8));
-        assert!(c.warnings.iter().any(|w| w.message.contains("already")));
-    }
-
-    #[test]
-    fn tune_pipesize_takes_bytes_and_0_is_the_kernels_default() {
-        assert_eq!(
-            global("tune.pipesize 262144").global.tune_pipesize,
-            Some(262144)
-        );
-        assert_eq!(global("tune.pipesize 0").global.tune_pipesize, None);
-        assert_eq!(global("maxconn 10").global.tune_pipesize, None);
-        assert!(error("tune.pipesize 64k").contains("plain integer"));
-        assert!(error("tune.pipesize -1").contains("from 0"));
-        assert!(error("tune.pipesize 2147483649").contains("from 0"));
-        assert!(error("tune.pipesize").contains("expects"));
-    }
-
-    #[test]
-    fn other_tune_keywords_warn_by_name_unknown_ones_are_errors() {
-        let c = global("tune.ssl.cachesize 1000");
-        assert!(
-            c.warnings
-                .iter()
-                .any(|w| w.message.contains("'tune.ssl.cachesize'")),
-            "{:?}",
-            c.warnings
-        );
-        assert!(error("tune.foo 1").contains("unknown keyword 'tune.foo'"));
-        assert!(error("tune.maxpollevents").contains("expects a value"));
-        assert!(error("tune.rcvbuf.client 65536").contains("socket buffer"));
-        assert!(error("tune.chksize 100").contains("tune.bufsize is used instead"));
     }
 
     #[test]
@@ -841,5 +649,31 @@ mod tests {
         assert!(error("unix-bind bogus 1").contains("only supports"));
         assert!(error("unix-bind user no-such-user-here").contains("unknown user"));
         assert!(error("unix-bind prefix").contains("a value after 'prefix'"));
+    }
+
+    #[test]
+    fn uid_and_gid_are_numbers_sharing_their_slot_with_user_and_group() {
+        let c = global("uid 99");
+        assert_eq!(c.global.user, Some(Account::Id(99)));
+        let c =
+            parse("global\n    gid 100\n    group staff\n    user u\n    uid 5\n").expect("valid");
+        assert_eq!(c.global.group, Some(Account::Id(100)));
+        assert_eq!(c.global.user, Some(Account::Name("u".into())));
+        let said: Vec<&str> = c.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert!(
+            said.contains(&"group/gid already specified: the first one is kept"),
+            "{said:?}"
+        );
+        assert!(
+            said.contains(&"user/uid already specified: the first one is kept"),
+            "{said:?}"
+        );
+        // 0 is "not set", as in HAProxy: no switch.
+        assert_eq!(global("uid 0").global.user, None);
+        assert!(error("uid nobody").contains("'user NAME'"));
+        assert!(error("gid -1").contains("'group NAME'"));
+        assert!(error("uid 2147483648").contains("2147483647"));
+        assert!(error("gid").contains("expects"));
+        assert!(error("uid 1 2").contains("uid"));
     }
 }

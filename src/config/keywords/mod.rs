@@ -35,6 +35,7 @@ pub mod server_tls;
 pub mod stats;
 pub mod stick;
 pub mod tcp_request;
+pub mod tune;
 pub mod unsupported;
 pub mod userlist;
 

@@ -94,8 +94,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
 /// HAProxy global keywords refused in `global`.
 pub const GLOBAL_REFUSED: &[Refused] = &[
     no("nbproc", "was removed from HAProxy 2.5: use 'nbthread'"),
-    no("uid", "is not supported: use 'user NAME'"),
-    no("gid", "is not supported: use 'group NAME'"),
     no("lua-load", "is not supported: rolelb has no Lua"),
     no("lua-prepend-path", "is not supported: rolelb has no Lua"),
     no(
@@ -138,14 +136,7 @@ pub const GLOBAL_REFUSED: &[Refused] = &[
         "tune.fd.edge-triggered",
         "is an experimental HAProxy poller setting with no meaning for rolelb; remove it",
     ),
-    no("tune.rcvbuf.client", SOCKET_BUFFERS),
-    no("tune.rcvbuf.server", SOCKET_BUFFERS),
-    no("tune.sndbuf.client", SOCKET_BUFFERS),
-    no("tune.sndbuf.server", SOCKET_BUFFERS),
 ];
-
-const SOCKET_BUFFERS: &str = "is not supported: rolelb leaves the kernel's socket buffer sizes \
-     (net.ipv4.tcp_rmem / tcp_wmem) alone, and they change how TCP flows; remove it";
 
 /// HAProxy section keywords refused (the section's lines are skipped).
 pub const SECTION_REFUSED: &[Refused] = &[
