@@ -318,12 +318,13 @@ impl Control {
             self.dns.clone(),
         );
         let generation = self.generation;
+        let default_maxconn = self.shared.default_maxconn;
         let build = move || {
             let effective = Arc::new(dns::apply(
                 discovery::effective_config(&file, &sets),
                 &answers,
             ));
-            let prepared = table::prepare(effective.clone(), &registry);
+            let prepared = table::prepare(effective.clone(), &registry, default_maxconn);
             let table = Table::build(&prepared, generation, std::time::Instant::now());
             table.retain_live(&registry);
             (effective, table)
@@ -446,7 +447,7 @@ impl Control {
         )?;
         let fresh = plan.apply(&mut self.listeners);
         self.generation += 1;
-        let prepared = table::prepare(config.clone(), &self.registry);
+        let prepared = table::prepare(config.clone(), &self.registry, self.shared.default_maxconn);
         let table = Table::build(&prepared, self.generation, std::time::Instant::now());
         self.commit(&config, table, fresh);
         self.shared.table.load().retain_live(&self.registry);

@@ -618,6 +618,35 @@ fn rows() -> Vec<Row> {
             .global(format!("maxconn {PAST_MAX_MS}"))
             .refused("between 0 and 2147483647"),
     );
+    // fullconn and minconn: a server limit from minconn, with an idle backend, up to maxconn
+    // at fullconn sessions (0: a tenth of the frontends' maxconn, the process's default here).
+    for v in ["0", "1", "2", MAX_MS] {
+        rows.push(row("fullconn", v, Probe::Crowd(3)).listen(format!(
+            "fullconn {v}\nserver a 127.0.0.1:{{a}} minconn 1 maxconn 3"
+        )));
+    }
+    for v in ["0", "1", MAX_MS] {
+        rows.push(
+            row("server minconn", v, Probe::Crowd(2))
+                .listen(format!("server a 127.0.0.1:{{a}} minconn {v}")),
+        );
+    }
+    for (keyword, listen) in [
+        (
+            "fullconn",
+            format!("fullconn {PAST_MAX_MS}\nserver a 127.0.0.1:{{a}}"),
+        ),
+        (
+            "server minconn",
+            format!("server a 127.0.0.1:{{a}} minconn {PAST_MAX_MS}"),
+        ),
+    ] {
+        rows.push(
+            row(keyword, PAST_MAX_MS, Probe::CheckOnly)
+                .listen(listen)
+                .refused("between 0 and 2147483647"),
+        );
+    }
     for v in ["0", "1", MAX_MS] {
         rows.push(
             row("server maxqueue", v, Probe::Crowd(3))

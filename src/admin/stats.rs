@@ -232,7 +232,7 @@ pub fn show_stat(env: &Env, filter: &StatFilter) -> String {
                 }
             }
             if filter.types & 2 != 0 {
-                backend_row(env, &table, &px, &be, now, &mut out);
+                backend_row(&px, &be, now, &mut out);
             }
         }
     }
@@ -348,21 +348,14 @@ fn server_row(px: &Proxy<'_>, s: &ServerView<'_>, now: Instant, out: &mut String
     row.write(out);
 }
 
-fn backend_row(
-    env: &Env,
-    table: &Table,
-    px: &Proxy<'_>,
-    be: &BackendView<'_>,
-    now: Instant,
-    out: &mut String,
-) {
+fn backend_row(px: &Proxy<'_>, be: &BackendView<'_>, now: Instant, out: &mut String) {
     let live = &be.rt.live;
     let mut row = Row::new();
     row.set("pxname", px.name);
     row.set("svname", "BACKEND");
     row.set("qcur", live.queued.load(Ordering::Relaxed));
     row.set("scur", be.sessions());
-    row.set("slim", be.fullconn(table, env.default_maxconn));
+    row.set("slim", be.fullconn());
     row.set("stot", live.total_sessions.load(Ordering::Relaxed));
     row.set("lbtot", be.lb_total());
     row.set("bin", be.bytes_in());

@@ -415,6 +415,7 @@ fn backend(
         redispatch_after: p.redispatch_after.0,
         retry_on_conn_failure: p.retry_on_conn_failure,
         allbackups: p.allbackups,
+        fullconn: p.fullconn,
         srvtcpka: p.srvtcpka,
         nolinger: p.nolinger,
         log_health_checks: p.log_health_checks,
@@ -598,6 +599,18 @@ fn template(s: &ServerDraft) -> Server {
     t
 }
 
+/// A server's `maxconn` and dynamic `minconn` from what its line says, as HAProxy 2.6
+/// settles them: a `minconn` above `maxconn` (or without one) becomes the `maxconn`, and the
+/// limit is dynamic only when `minconn` is below `maxconn` (0 is "not set" for both).
+fn server_limits(maxconn: Option<u32>, minconn: Option<u32>) -> (Option<u32>, Option<u32>) {
+    let max = maxconn.unwrap_or(0);
+    match minconn.unwrap_or(0) {
+        0 => (maxconn, None),
+        min if min >= max => (Some(min), None),
+        min => (maxconn, Some(min)),
+    }
+}
+
 fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
     let agent = match (s.agent_check, s.agent_port) {
         (true, Some(agent_port)) => Some(Box::new(AgentCheck {
@@ -608,6 +621,7 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         })),
         _ => None,
     };
+    let (maxconn, minconn) = server_limits(s.maxconn, s.minconn);
     Server {
         name: s.name.as_str().into(),
         loc: s.loc.clone(),
@@ -624,7 +638,8 @@ fn server_at(s: &ServerDraft, addr: SocketAddr) -> Server {
         backup: s.backup,
         non_stick: s.non_stick,
         disabled: s.disabled,
-        maxconn: s.maxconn,
+        maxconn,
+        minconn,
         maxqueue: s.maxqueue,
         slowstart: s.slowstart,
         on_marked_down_shutdown_sessions: s.on_marked_down_shutdown_sessions,

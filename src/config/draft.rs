@@ -209,6 +209,8 @@ pub struct ProxyDraft {
     pub maxconn: Option<u32>,
     /// `backlog` (frontend side; 0: unset).
     pub backlog: Option<u32>,
+    /// `fullconn` (backend side; 0: unset, computed from the frontends).
+    pub fullconn: Option<u32>,
     /// `source` (backend side): what its servers without their own connect from.
     pub source: Option<crate::config::model::Source>,
     /// `timeout ...`.
@@ -337,6 +339,7 @@ impl ProxyDraft {
             httplog: None,
             log_options: LogOptions::default(),
             allbackups: false,
+            fullconn: None,
             clitcpka: false,
             srvtcpka: false,
             nolinger: false,
@@ -456,6 +459,8 @@ pub struct ServerDraft {
     pub disabled: bool,
     /// `maxconn`.
     pub maxconn: Option<u32>,
+    /// `minconn`.
+    pub minconn: Option<u32>,
     /// `maxqueue`.
     pub maxqueue: Option<u32>,
     /// `slowstart`.
@@ -525,6 +530,7 @@ impl ServerDraft {
             non_stick: false,
             disabled: false,
             maxconn: None,
+            minconn: None,
             maxqueue: None,
             slowstart: None,
             on_marked_down_shutdown_sessions: false,

@@ -438,6 +438,9 @@ pub struct Backend {
     pub retry_on_conn_failure: bool,
     /// `option allbackups`.
     pub allbackups: bool,
+    /// `fullconn N`: the backend's load at which its servers' `minconn` limits reach
+    /// `maxconn` (`None`: a tenth of the `maxconn` of the frontends that may use it).
+    pub fullconn: Option<u32>,
     /// `option srvtcpka`.
     pub srvtcpka: bool,
     /// `option nolinger`: the server's connection is closed with a reset (`SO_LINGER` 0),
@@ -712,8 +715,13 @@ pub struct Server {
     pub non_stick: bool,
     /// `disabled`: starts in maintenance.
     pub disabled: bool,
-    /// `maxconn`: concurrent sessions on this server (`None` or 0: unlimited).
+    /// `maxconn`: concurrent sessions on this server (`None` or 0: unlimited). A `minconn`
+    /// above it (or without it) raises it to `minconn`, as in HAProxy.
     pub maxconn: Option<u32>,
+    /// `minconn`, when below `maxconn`: the limit is dynamic, from `minconn` with an idle
+    /// backend up to `maxconn` when the backend has `fullconn` sessions (HAProxy's
+    /// `srv_dynamic_maxconn`). `None`: the limit is `maxconn` alone.
+    pub minconn: Option<u32>,
     /// `maxqueue`: connections allowed to wait for this server (`None` or 0: unlimited).
     pub maxqueue: Option<u32>,
     /// `slowstart`: ramp the weight up over this long after coming back.

@@ -463,7 +463,7 @@ async fn reassign(
     };
     if avoid.is_some() {
         let backend = table.load().current(&fe.backend);
-        match backend.pick_via(Some(conn), avoid) {
+        match backend.pick_via(Some(conn), avoid, false) {
             Ok((idx, _)) => {
                 backend.count_balanced(idx, Some(prev));
                 return Ok(Slot { backend, idx });

@@ -101,17 +101,18 @@ pub(super) async fn acquire(
     let mut deadline: Option<Instant> = None;
     let mut queued: Option<Arc<BackendLive>> = None;
     // One pick: a slot or a refusal, or the backend back when every server is full.
-    let pick = |backend: Arc<BackendRt>, queued: bool| match backend.pick_via(Some(conn), None) {
-        Ok((idx, via)) => {
-            if via == Via::Balance && (!queued || backend.settings.queue_per_server) {
-                backend.count_balanced(idx, prev);
+    let pick =
+        |backend: Arc<BackendRt>, queued: bool| match backend.pick_via(Some(conn), None, queued) {
+            Ok((idx, via)) => {
+                if via == Via::Balance && (!queued || backend.settings.queue_per_server) {
+                    backend.count_balanced(idx, prev);
+                }
+                Ok(Ok(Slot { backend, idx }))
             }
-            Ok(Ok(Slot { backend, idx }))
-        }
-        Err(NoServer::NoneAvailable) => Ok(Err(Refused::NoServer)),
-        Err(NoServer::RoleConflict) => Ok(Err(Refused::RoleConflict)),
-        Err(NoServer::AllFull) => Err(backend),
-    };
+            Err(NoServer::NoneAvailable) => Ok(Err(Refused::NoServer)),
+            Err(NoServer::RoleConflict) => Ok(Err(Refused::RoleConflict)),
+            Err(NoServer::AllFull) => Err(backend),
+        };
     let result = loop {
         // Most sessions find a slot at once and never touch the backend's wake-up list.
         let backend = match pick(table.load().current(&fe.backend), queued.is_some()) {

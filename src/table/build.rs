@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::prepare::BackendEntries;
-use super::{BackendRt, BackendSettings, Pool, ServerRt};
+use super::{BackendRt, BackendSettings, DynamicLimit, Pool, ServerRt};
 use crate::balance::{self, Candidate, Cursor, MapSlots, WEIGHT_SCALE};
 use crate::config::{self, Role};
 use crate::live::ramps_weight;
@@ -17,6 +17,7 @@ use crate::roles::{RoleRule, admits, role_conflict, sole_primary};
 /// recorded in the result, and `control` acts on them after the swap.
 pub(crate) fn build_backend(
     be: &config::Backend,
+    fullconn: u32,
     entries: &BackendEntries,
     stick: Option<Arc<super::StickRt>>,
     now: Instant,
@@ -40,13 +41,22 @@ pub(crate) fn build_backend(
                 Some(r) if ramps_weight(be.balance, be.hash_type) => r.eweight(weight),
                 _ => weight * WEIGHT_SCALE,
             };
-            let maxconn = slive.maxconn(s.maxconn).map(|m| match ramp {
+            let configured = slive.maxconn(s.maxconn);
+            let maxconn = configured.map(|m| match ramp {
                 Some(r) if m > 0 => r.maxconn(m),
                 _ => m,
             });
+            // As HAProxy: an agent's `maxconn:` changes `maxconn` alone, so the limit is
+            // dynamic while it differs from `minconn`.
+            let dynamic = s
+                .minconn
+                .zip(configured.filter(|&m| m > 0))
+                .filter(|(min, max)| min != max)
+                .map(|(minconn, maxconn)| DynamicLimit { minconn, maxconn });
             ServerRt {
                 config: s.clone(),
                 maxconn,
+                dynamic,
                 weight,
                 ramp,
                 eweight,
@@ -114,6 +124,7 @@ pub(crate) fn build_backend(
     let active = pool(active_members, MapSlots::Every, &live.cursor);
     let mut backup = pool(backup_members, backup_slots, &live.backup_cursor);
     backup.first_only = !be.allbackups;
+    let dynamic = servers.iter().any(|s| s.dynamic.is_some());
     BackendRt {
         name: be.name.clone(),
         settings: BackendSettings {
@@ -144,8 +155,37 @@ pub(crate) fn build_backend(
         role_source: rule.source,
         conflict,
         writer,
+        fullconn,
+        dynamic,
         live,
     }
+}
+
+/// The backend's `fullconn`: given, else a tenth, rounded up and at least 1, of the `maxconn`
+/// of the frontends that may route to it (each counted once, through its default backend or
+/// a `use_backend` rule), a frontend without `maxconn` counting for the global one, else
+/// `default_maxconn` (HAProxy 2.6's `proxy_adjust_all_maxconn`).
+pub(crate) fn fullconn(config: &config::Config, be: &config::Backend, default_maxconn: u32) -> u32 {
+    if let Some(n) = be.fullconn {
+        return n;
+    }
+    let sum: u64 = config
+        .frontends
+        .iter()
+        .filter(|f| {
+            !f.disabled
+                && (f.backend == be.name
+                    || f.use_backend_rules.iter().any(|r| r.backend == be.name))
+        })
+        .map(|f| {
+            u64::from(
+                f.maxconn
+                    .or(config.global.maxconn)
+                    .unwrap_or(default_maxconn),
+            )
+        })
+        .sum();
+    u32::try_from(sum.div_ceil(10).max(1)).unwrap_or(u32::MAX)
 }
 
 /// HAProxy's weight divisor for a map (`wmult`: the GCD of the configured non-zero weights of

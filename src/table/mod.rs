@@ -54,7 +54,12 @@ pub struct ServerRt {
     /// `maxqueue`, `send_proxy` (`send-proxy`/`send-proxy-v2`), `backup`, `slowstart`.
     pub config: Arc<config::Server>,
     /// `maxconn` in force: the configured one or the agent's, ramped under `slowstart`.
+    /// With `minconn` the limit moves with the backend's load instead: see
+    /// [`BackendRt::limit`].
     pub maxconn: Option<u32>,
+    /// `minconn` and the `maxconn` in force, not ramped, when the limit is dynamic (they
+    /// differ).
+    pub dynamic: Option<DynamicLimit>,
     /// Weight in force: the configured one scaled by the agent's `N%` (0 takes no traffic).
     pub weight: u32,
     /// Where the server stood in its `slowstart` ramp when this table was built.
@@ -197,8 +202,23 @@ pub struct BackendRt {
     /// With `role primary`: the one primary when this table was built (an index into
     /// `servers`), which takes the writes over after the swap.
     pub writer: Option<usize>,
+    /// `fullconn`: given, else a tenth (rounded up, at least 1) of the `maxconn` of the
+    /// frontends that may route here, as HAProxy 2.6 computes it.
+    pub fullconn: u32,
+    /// Some server has a dynamic limit (`minconn`): picks read the backend's load.
+    pub dynamic: bool,
     /// Live state shared across tables.
     pub live: Arc<BackendLive>,
+}
+
+/// A server's dynamic limit: `minconn` with an idle backend, up to `maxconn` as the backend
+/// nears `fullconn` sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynamicLimit {
+    /// `minconn`.
+    pub minconn: u32,
+    /// `maxconn` in force (the configured one or the agent's).
+    pub maxconn: u32,
 }
 
 /// A frontend as the data path sees it in one table.
@@ -378,7 +398,13 @@ impl Table {
             });
             backends.insert(
                 be.name.clone(),
-                Arc::new(build_backend(be, entries, stick.map(Arc::new), now)),
+                Arc::new(build_backend(
+                    be,
+                    build::fullconn(&config, be, prepared.default_maxconn),
+                    entries,
+                    stick.map(Arc::new),
+                    now,
+                )),
             );
         }
         let mut frontends = Vec::new();

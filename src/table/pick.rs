@@ -49,6 +49,8 @@ struct PoolLive<'a> {
     backend: &'a BackendRt,
     pool: &'a Pool,
     exclude: Option<usize>,
+    /// Sessions in the backend, for dynamic limits ([`BackendRt::limit`]).
+    beconn: u32,
 }
 
 impl Live for PoolLive<'_> {
@@ -61,7 +63,7 @@ impl Live for PoolLive<'_> {
         if !admits(self.backend.rule(), s) {
             return false;
         }
-        match s.maxconn {
+        match self.backend.limit(s, self.beconn) {
             Some(m) if m > 0 => s.live.sessions.load(Ordering::Acquire) < m,
             _ => true,
         }
@@ -88,14 +90,47 @@ impl BackendRt {
     /// Picks a server for a new connection `conn` and takes a slot on it; `exclude` skips
     /// one server (the one a redispatch moves away from). Returns the server's index.
     pub fn pick(&self, conn: Option<ConnAddrs>, exclude: Option<usize>) -> Result<usize, NoServer> {
-        self.pick_via(conn, exclude).map(|(idx, _)| idx)
+        self.pick_via(conn, exclude, false).map(|(idx, _)| idx)
     }
 
-    /// [`BackendRt::pick`], also saying whether a stick table or the balancer chose.
+    /// The limit in force on server `s` when the backend has `beconn` sessions: its
+    /// `maxconn` in force, or with `minconn` HAProxy 2.6's dynamic limit
+    /// (`srv_dynamic_maxconn`): `maxconn` once the backend has `fullconn` sessions, else
+    /// `maxconn * beconn / fullconn` but at least `minconn`, then ramped under `slowstart`.
+    pub fn limit(&self, s: &super::ServerRt, beconn: u32) -> Option<u32> {
+        let Some(d) = s.dynamic else {
+            return s.maxconn;
+        };
+        let max = if beconn >= self.fullconn {
+            d.maxconn
+        } else {
+            let share = u64::from(beconn) * u64::from(d.maxconn) / u64::from(self.fullconn.max(1));
+            d.minconn.max(u32::try_from(share).unwrap_or(d.maxconn))
+        };
+        Some(s.ramp.map_or(max, |r| r.maxconn(max)))
+    }
+
+    /// The backend's sessions as HAProxy's dynamic limits count them (its `beconn`): those
+    /// holding a server, those waiting in the queue, and the one picking unless it is one
+    /// of the waiting (`waiting`). 0 when no server has a dynamic limit (not read then).
+    fn beconn(&self, waiting: bool) -> u32 {
+        if !self.dynamic {
+            return 0;
+        }
+        let live = &self.live;
+        live.sessions
+            .load(Ordering::Acquire)
+            .saturating_add(live.queued.load(Ordering::Acquire))
+            .saturating_add(u32::from(!waiting))
+    }
+
+    /// [`BackendRt::pick`], also saying whether a stick table or the balancer chose;
+    /// `waiting`: the session picking waits in the queue (it is counted there already).
     pub fn pick_via(
         &self,
         conn: Option<ConnAddrs>,
         exclude: Option<usize>,
+        waiting: bool,
     ) -> Result<(usize, Via), NoServer> {
         // The single-writer guard, re-checked on every pick from the live roles so that the
         // window between a role report and the next table is closed too.
@@ -103,10 +138,11 @@ impl BackendRt {
             self.live.conflict_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(NoServer::RoleConflict);
         }
+        let beconn = self.beconn(waiting);
         if let Some(idx) = conn.and_then(|c| self.stuck(c, exclude)) {
             let server = &self.servers[idx];
             // As HAProxy: a stuck connection waits for its server rather than going elsewhere.
-            if !server.live.try_acquire(server.maxconn) {
+            if !server.live.try_acquire(self.limit(server, beconn)) {
                 return Err(NoServer::AllFull);
             }
             let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
@@ -130,6 +166,7 @@ impl BackendRt {
             backend: self,
             pool,
             exclude,
+            beconn,
         };
         // A pick can race with other sessions for the last slot; try a few times.
         for _ in 0..4 {
@@ -138,7 +175,7 @@ impl BackendRt {
             };
             let idx = pool.members[i];
             let server = &self.servers[idx];
-            if server.live.try_acquire(server.maxconn) {
+            if server.live.try_acquire(self.limit(server, beconn)) {
                 let open = self.live.sessions.fetch_add(1, Ordering::AcqRel) + 1;
                 self.live.max_sessions.fetch_max(open, Ordering::Relaxed);
                 return Ok((idx, Via::Balance));

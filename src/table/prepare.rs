@@ -22,6 +22,9 @@ pub struct Prepared {
     pub(super) backends: Vec<BackendEntries>,
     /// One per frontend of `config`, in its order.
     pub(super) frontends: Vec<Arc<FrontendLive>>,
+    /// The process's `maxconn` when `global` sets none (from the descriptor limit): what a
+    /// frontend without `maxconn` counts for in a backend's default `fullconn`.
+    pub(super) default_maxconn: u32,
 }
 
 /// The live entries of one backend and of its servers, in declaration order.
@@ -39,8 +42,9 @@ impl Prepared {
 }
 
 /// Applies `config` to live state in `registry` (entries for what is new, `disabled`, role
-/// targets, etcd's view) and returns what the build of its table needs.
-pub fn prepare(config: Arc<Config>, registry: &Registry) -> Prepared {
+/// targets, etcd's view) and returns what the build of its table needs; `default_maxconn` is
+/// the process's `maxconn` when `global` sets none.
+pub fn prepare(config: Arc<Config>, registry: &Registry, default_maxconn: u32) -> Prepared {
     let backends = config
         .backends
         .iter()
@@ -71,5 +75,6 @@ pub fn prepare(config: Arc<Config>, registry: &Registry) -> Prepared {
         config,
         backends,
         frontends,
+        default_maxconn,
     }
 }

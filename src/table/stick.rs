@@ -199,20 +199,20 @@ mod tests {
             dst: IpAddr::V4(dst),
             stick_rules: u64::MAX,
         };
-        let (idx, via) = be.pick_via(Some(conn), None).expect("a");
+        let (idx, via) = be.pick_via(Some(conn), None, false).expect("a");
         assert_eq!((be.servers[idx].name(), via), ("a", Via::Stick));
         be.release(idx);
         be.servers[0].live.set_admin(AdminState::Maint);
         let t = build(&c, &reg, 2);
         let be = &t.backends["be"];
-        let (idx, via) = be.pick_via(Some(conn), None).expect("c");
+        let (idx, via) = be.pick_via(Some(conn), None, false).expect("c");
         assert_eq!((be.servers[idx].name(), via), ("c", Via::Stick));
         // Rules whose condition failed neither match nor store.
         let off = ConnAddrs {
             stick_rules: 0,
             ..conn
         };
-        let (idx, via) = be.pick_via(Some(off), None).expect("balanced");
+        let (idx, via) = be.pick_via(Some(off), None, false).expect("balanced");
         assert_eq!(via, Via::Balance);
         be.stick_store(off, idx);
         assert_eq!(be.live.stick.used(table, Instant::now()), 2);

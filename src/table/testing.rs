@@ -7,6 +7,9 @@ use std::time::Instant;
 use super::{Registry, Table, prepare};
 use crate::config::{self, Config};
 
+/// The process's `maxconn` when `global` sets none, in tables built here.
+pub(crate) const DEFAULT_MAXCONN: u32 = 2000;
+
 /// Parses `text` as the one file `t.cfg`; panics with the errors (a test's own text).
 pub(crate) fn parse(text: &str) -> Arc<Config> {
     let config = config::parse_sources(&[("t.cfg", text)])
@@ -17,7 +20,7 @@ pub(crate) fn parse(text: &str) -> Arc<Config> {
 /// Prepares `config` against `registry` and builds its table: everything before a swap.
 pub(crate) fn build(config: &Arc<Config>, registry: &Registry, generation: u64) -> Table {
     Table::build(
-        &prepare(config.clone(), registry),
+        &prepare(config.clone(), registry, DEFAULT_MAXCONN),
         generation,
         Instant::now(),
     )

@@ -8,9 +8,9 @@ use super::shared::{
     CHECK_STATES, Entry, Object, TRAFFIC_ABORTS_AND_AVERAGES, TRAFFIC_MAXIMA,
     families as table_families,
 };
-use super::{Env, Out, V};
+use super::{Out, V};
 use crate::admin::view::{BackendView, LbState, Proxy, ServerView};
-use crate::table::{Table, TrafficStats};
+use crate::table::TrafficStats;
 
 /// One backend as the backend families read it.
 pub(super) struct Be<'a> {
@@ -209,20 +209,14 @@ pub(super) const BACKEND: &[Entry<BeValue>] = &[
     ),
 ];
 
-pub(super) fn families(
-    env: &Env,
-    table: &Table,
-    proxies: &[Proxy<'_>],
-    now: Instant,
-    out: &mut Out,
-) {
+pub(super) fn families(proxies: &[Proxy<'_>], now: Instant, out: &mut Out) {
     let bes: Vec<Be<'_>> = proxies
         .iter()
         .filter_map(|px| {
             let view = px.backend_view()?;
             Some(Be {
                 name: px.name,
-                fullconn: view.fullconn(table, env.default_maxconn),
+                fullconn: view.fullconn(),
                 view,
                 now,
             })

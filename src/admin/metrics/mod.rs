@@ -164,7 +164,7 @@ pub fn render(env: &Env, scrape: &Scrape) -> String {
         frontend::families(env, &table, &proxies, &mut out);
     }
     if scrape.backend {
-        backend::families(env, &table, &proxies, now, &mut out);
+        backend::families(&proxies, now, &mut out);
     }
     if scrape.server {
         server::families(&proxies, now, scrape.no_maint, &mut out);

@@ -144,17 +144,10 @@ impl<'a> BackendView<'a> {
         self.rt.live.downtime.transitions()
     }
 
-    /// `slim` of a backend: its `fullconn`, HAProxy's default being a tenth of the `maxconn`
-    /// of the frontends that use it (at least 1).
-    pub fn fullconn(&self, table: &Table, default_maxconn: u32) -> u32 {
-        let sum: u64 = table
-            .config
-            .frontends
-            .iter()
-            .filter(|f| f.backend == self.cfg.name)
-            .map(|f| u64::from(frontend_limit(table, f, default_maxconn)))
-            .sum();
-        u32::try_from((sum / 10).max(1)).unwrap_or(u32::MAX)
+    /// `slim` of a backend: its `fullconn` (given, or HAProxy's default: see
+    /// [`BackendRt::fullconn`]).
+    pub fn fullconn(&self) -> u32 {
+        self.rt.fullconn
     }
 }
 

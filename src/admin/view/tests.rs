@@ -131,11 +131,7 @@ fn server_values_and_check_columns_come_from_the_view() {
     let table = t.build();
     let now = Instant::now();
     let be = backend(&table, "be");
-    assert_eq!(
-        be.fullconn(&table, 2000),
-        10,
-        "a tenth of the frontend's maxconn"
-    );
+    assert_eq!(be.fullconn(), 10, "a tenth of the frontend's maxconn");
     let fe = &table.config.frontends[0];
     assert_eq!(frontend_limit(&table, fe, 2000), 100);
     let (a, b) = (&be.servers[0], &be.servers[1]);

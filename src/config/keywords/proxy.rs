@@ -43,6 +43,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("hash-type", Sections::BE, hash_type),
     kw("maxconn", Sections::ALL, maxconn),
     kw("backlog", Sections::ALL, backlog),
+    kw("fullconn", Sections::ALL, fullconn),
     kw("source", Sections::BE, source),
     kw("timeout", Sections::ALL, timeout),
     kw("retries", Sections::BE, retries),
@@ -336,6 +337,25 @@ fn backlog(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     if let Some(n) = frontend_count(p, ctx, "")? {
         p.backlog = n;
     }
+    Ok(())
+}
+
+/// `fullconn N`: the backend load at which dynamic server limits (`minconn`) reach their
+/// `maxconn`; 0 means "not set" (computed), as in HAProxy. In a frontend it is warned about
+/// and ignored, as HAProxy does.
+fn fullconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let n = parse_int(ctx.arg(0, "an integer argument")?, "fullconn", 0, MAX_COUNT)?;
+    if p.kind == ProxyKind::Frontend {
+        let name = &p.name;
+        ctx.warn(format!(
+            "'fullconn' ignored because frontend '{name}' has no backend capability; maybe you \
+             want 'maxconn' instead"
+        ));
+        return Ok(());
+    }
+    p.fullconn =
+        Some(u32::try_from(n).map_err(|_| "fullconn is too large".to_string())?).filter(|&n| n > 0);
     Ok(())
 }
 

@@ -95,6 +95,10 @@ pub const SERVER_KEYWORDS: &[ServerKeyword] = &[
         s.maxconn = Some(count(c, 0)?);
         Ok(())
     }),
+    with_arg("minconn", |s, c| {
+        s.minconn = Some(count(c, 0)?);
+        Ok(())
+    }),
     with_arg("maxqueue", |s, c| {
         s.maxqueue = Some(count(c, 0)?);
         Ok(())
@@ -305,7 +309,6 @@ fn unknown(opt: &str) -> String {
         | "observe"
         | "error-limit"
         | "on-error"
-        | "minconn"
         | "agent-check-send-proxy"
         | "proto"
         | "usesrc"

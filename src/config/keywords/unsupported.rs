@@ -47,10 +47,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
         "rate-limit",
         "is not supported: limit with 'maxconn' instead",
     ),
-    no(
-        "fullconn",
-        "is not supported: rolelb has no dynamic server limits (minconn); use 'server ... maxconn N'",
-    ),
     no("dispatch", "is not supported: declare a 'server'"),
     no("transparent", "is not supported: declare a 'server'"),
     no("hash-balance-factor", "is not supported by rolelb"),

@@ -1,4 +1,5 @@
-//! Unit tests of the table, from configuration text: pools and picks (`pools.rs`), roles
+//! Unit tests of the table, from configuration text: pools and picks (`pools.rs`),
+//! `fullconn` and dynamic server limits (`limits.rs`), roles
 //! and etcd's view (`roles.rs`), and that the build is a pure function whose changes are made
 //! after the swap (`pure.rs`). Servers discovered in etcd go through the real path: a
 //! [`MemberTable`] applying watch messages, then [`effective_config`].
@@ -13,6 +14,7 @@ use super::*;
 use crate::config::{EtcdRole, EtcdState, EtcdView};
 use crate::discovery::{Discovered, DiscoveredServer, MemberTable, effective_config};
 
+mod limits;
 mod pools;
 mod pure;
 mod roles;

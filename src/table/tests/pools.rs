@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
-use crate::table::testing::build;
+use crate::table::testing::{DEFAULT_MAXCONN, build};
 
 /// Backend `be` with servers a (port 1) and b (port 2).
 const AB: &str = "backend be\n    server a 127.0.0.1:1\n    server b 127.0.0.1:2\n";
@@ -15,19 +15,19 @@ fn live_state_survives_a_rebuild_and_is_dropped_with_its_server() {
     let reg = Registry::default();
     let now = Instant::now();
     let ab = parse(AB);
-    let t1 = Table::build(&prepare(ab.clone(), &reg), 1, now);
+    let t1 = Table::build(&prepare(ab.clone(), &reg, DEFAULT_MAXCONN), 1, now);
     let be1 = &t1.backends["be"];
     let idx = be1.pick(None, None).expect("pick");
     let live = be1.servers[idx].live.clone();
     assert_eq!(live.sessions.load(Ordering::Relaxed), 1);
-    let t2 = Table::build(&prepare(ab, &reg), 2, now);
+    let t2 = Table::build(&prepare(ab, &reg, DEFAULT_MAXCONN), 2, now);
     let same = t2.backends["be"]
         .servers
         .iter()
         .find(|s| s.name() == be1.servers[idx].name());
     assert!(Arc::ptr_eq(&same.expect("still there").live, &live));
     let c = parse("backend be\n    server c 127.0.0.1:3\n");
-    let t3 = Table::build(&prepare(c, &reg), 3, now);
+    let t3 = Table::build(&prepare(c, &reg, DEFAULT_MAXCONN), 3, now);
     t3.retain_live(&reg);
     assert_eq!(reg.servers.lock().expect("lock").len(), 1);
     // The session still holds its state after its server left the table.
@@ -139,6 +139,7 @@ fn throttle_and_weight_columns_follow_haproxy() {
     let rt = |weight: u32, ramp: Option<Ramp>| ServerRt {
         config: config.clone(),
         maxconn: None,
+        dynamic: None,
         weight,
         ramp,
         eweight: ramp.map_or(weight * WEIGHT_SCALE, |r| r.eweight(weight)),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::live::KillSwitch;
 
 use super::*;
-use crate::table::testing::Swaps;
+use crate::table::testing::{DEFAULT_MAXCONN, Swaps};
 
 /// Three `role primary` backends, each with a change pending that the next swap acts on.
 struct Pending {
@@ -53,7 +53,7 @@ fn pending() -> Pending {
     role("w", "b", NodeRole::Primary);
     role("c", "y", NodeRole::Primary);
     let next = etcd.put(&[("m1", 7, R, READY), ("m2", 8, P, READY)]);
-    let next = prepare(next, &swaps.registry);
+    let next = prepare(next, &swaps.registry, DEFAULT_MAXCONN);
     Pending {
         swaps,
         current,
@@ -223,7 +223,7 @@ fn a_build_closes_no_session_and_the_swap_closes_the_demoted_writers() {
     );
     // A second swap to an equal table hands nothing over again.
     let again = Table::build(
-        &prepare(p.next.config().clone(), &p.swaps.registry),
+        &prepare(p.next.config().clone(), &p.swaps.registry, DEFAULT_MAXCONN),
         4,
         Instant::now(),
     );
@@ -245,7 +245,7 @@ fn the_swap_raises_and_clears_the_conflict_flag_and_counts_downtime() {
     // y steps down: the next swap clears the flag and the backend is up again.
     server(&next, "c", "y").live.set_role(NodeRole::Replica);
     let resolved = Table::build(
-        &prepare(p.next.config().clone(), &p.swaps.registry),
+        &prepare(p.next.config().clone(), &p.swaps.registry, DEFAULT_MAXCONN),
         4,
         Instant::now(),
     );
