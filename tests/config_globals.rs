@@ -84,6 +84,12 @@ const GLOBAL_CASES: &[(&str, Verdict)] = &[
     ),
     ("tune.rcvbuf.server -1", Verdict::RolelbRefuses("from 0")),
     ("tune.sndbuf.server", Verdict::Invalid("expects")),
+    ("maxconnrate 100", Verdict::Valid("")),
+    ("maxsessrate 0", Verdict::Valid("")),
+    // HAProxy reads 5 here, and -1 as no limit at all.
+    ("maxconnrate 5k", Verdict::RolelbRefuses("expects a number")),
+    ("maxsessrate -1", Verdict::RolelbRefuses("expects a number")),
+    ("maxsessrate", Verdict::Invalid("expects")),
     ("uid 4242", Verdict::Valid("")),
     ("gid 0", Verdict::Valid("")),
     // HAProxy warns that it is not a number and runs as root.

@@ -251,6 +251,7 @@ fn frontend_row(env: &Env, table: &Table, px: &Proxy<'_>, out: &mut String) {
         view::frontend_limit(table, cfg, env.default_maxconn),
     );
     row.set("status", if cfg.disabled { "STOP" } else { "OPEN" });
+    row.set("rate_lim", cfg.rate_limit_sessions.unwrap_or(0));
     row.set("iid", px.id);
     row.set("sid", 0);
     row.set("type", 0);
@@ -422,6 +423,8 @@ pub fn show_info(env: &Env) -> String {
             "CumConns",
             env.limits.total_conns.load(Ordering::Relaxed).to_string(),
         ),
+        ("ConnRateLimit", global.maxconnrate.unwrap_or(0).to_string()),
+        ("SessRateLimit", global.maxsessrate.unwrap_or(0).to_string()),
         ("node", global.node_name().to_owned()),
         // As HAProxy, only when set.
         (

@@ -245,6 +245,7 @@ fn frontend(p: &ProxyDraft, id: u32, diags: &mut Diags) -> Frontend {
         inspect_delay: p.inspect_delay,
         maxconn: p.maxconn,
         backlog: p.backlog,
+        rate_limit_sessions: p.rate_limit_sessions,
         timeout_client: p.timeouts.timeout_client,
         timeout_client_fin: p.timeouts.timeout_client_fin,
         tcplog: log_format.is_some(),

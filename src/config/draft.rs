@@ -211,6 +211,8 @@ pub struct ProxyDraft {
     pub backlog: Option<u32>,
     /// `fullconn` (backend side; 0: unset, computed from the frontends).
     pub fullconn: Option<u32>,
+    /// `rate-limit sessions` (frontend side; 0: unset).
+    pub rate_limit_sessions: Option<u32>,
     /// `source` (backend side): what its servers without their own connect from.
     pub source: Option<crate::config::model::Source>,
     /// `timeout ...`.
@@ -340,6 +342,7 @@ impl ProxyDraft {
             log_options: LogOptions::default(),
             allbackups: false,
             fullconn: None,
+            rate_limit_sessions: None,
             clitcpka: false,
             srvtcpka: false,
             nolinger: false,

@@ -123,6 +123,11 @@ pub struct Global {
     /// `tune.sndbuf.server` / `tune.rcvbuf.server`: set on each server connection before it
     /// connects (checks too).
     pub server_buffers: BufferSizes,
+    /// `maxconnrate N`: connections accepted per second, all frontends together; past it the
+    /// listeners stop accepting until the rate falls.
+    pub maxconnrate: Option<u32>,
+    /// `maxsessrate N`: sessions per second, all frontends together (as `maxconnrate`).
+    pub maxsessrate: Option<u32>,
     /// `nosplice`: no kernel splicing whatever the proxies' `option splice-*`.
     pub nosplice: bool,
     /// `maxpipes` (`None`: `maxconn / 4`, unlimited without `maxconn`).
@@ -280,6 +285,9 @@ pub struct Frontend {
     pub maxconn: Option<u32>,
     /// `backlog`: the listen backlog of its addresses whose `bind` line sets none.
     pub backlog: Option<u32>,
+    /// `rate-limit sessions N`: new sessions per second; past it the frontend stops
+    /// accepting until the rate falls (clients wait in the backlog).
+    pub rate_limit_sessions: Option<u32>,
     /// `timeout client`.
     pub timeout_client: Option<Duration>,
     /// `timeout client-fin`.

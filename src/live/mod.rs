@@ -4,6 +4,7 @@
 
 mod check_result;
 mod counters;
+mod freq;
 mod kill;
 mod ramp;
 mod registry;
@@ -13,6 +14,7 @@ mod stick;
 
 pub use check_result::*;
 pub use counters::*;
+pub use freq::*;
 pub use kill::*;
 pub use ramp::*;
 pub use registry::*;

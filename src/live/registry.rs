@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::{Downtime, RateMax, ServerLive, StickEntries, TrafficStats};
+use super::{Downtime, FreqCtr, RateMax, ServerLive, StickEntries, TrafficStats};
 use crate::balance::Cursor;
 
 /// Live state of one backend, shared across tables.
@@ -76,6 +76,8 @@ pub struct FrontendLive {
     pub conn_rate: RateMax,
     /// Woken when a connection ends (for `maxconn`).
     pub conn_freed: Notify,
+    /// Sessions per second, for `rate-limit sessions` (counted only while it is set).
+    pub session_freq: Arc<FreqCtr>,
     /// Connections a `tcp-request connection reject` refused (`dcon`).
     pub denied_conns: AtomicU64,
     /// Sessions a `tcp-request content reject` refused (`dreq`, as HAProxy counts them).

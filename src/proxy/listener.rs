@@ -37,7 +37,7 @@ use super::threads::DataThreads;
 use crate::config::MaxAccept;
 use crate::live::KillSwitch;
 use crate::logging::Throttle;
-use crate::table::{FrontendLive, FrontendRt, RateMax, TableHandle};
+use crate::table::{FreqCtr, FrontendLive, FrontendRt, RateMax, RateTicket, TableHandle};
 
 /// How often a listener whose limits are reached re-checks them even without a wake-up
 /// (limits can change with a reload).
@@ -61,6 +61,10 @@ pub struct Limits {
     pub total_conns: AtomicU64,
     /// Connections accepted per second, all frontends together.
     pub conn_rate: RateMax,
+    /// Connections per second, for `maxconnrate` (counted only while it is set).
+    pub conn_freq: Arc<FreqCtr>,
+    /// Sessions per second, for `maxsessrate` (counted only while it is set).
+    pub session_freq: Arc<FreqCtr>,
     /// Wakes one listener waiting for room when a connection ends.
     pub freed: Notify,
 }
@@ -199,15 +203,26 @@ fn try_admit(
     Ok((guard, before + 1))
 }
 
-/// Takes a place under both limits for a connection on `addr`, waiting its turn while one is
-/// reached; `None` when the listener is told to stop. Re-reads the table on every attempt.
+/// A connection's places, taken before it is accepted: under the rate limits, when some
+/// are set, and under the global, frontend and listener `maxconn`.
+struct Admitted {
+    fe: Arc<FrontendRt>,
+    guard: ConnGuard,
+    /// The frontend's connections with this one.
+    open: u32,
+    rates: Option<RateTicket>,
+}
+
+/// Takes places under the rate limits and the `maxconn` limits for a connection on `addr`,
+/// waiting its turn while one is reached; `None` when the listener is told to stop.
+/// Re-reads the table on every attempt.
 async fn admit(
     shared: &Shared,
     addr: SocketAddr,
     listener: &Arc<ListenerLive>,
     stop: &CancellationToken,
     batch: &mut AcceptBatch,
-) -> Option<(Arc<FrontendRt>, ConnGuard, u32)> {
+) -> Option<Admitted> {
     loop {
         let table = shared.table.load();
         batch.max = table.config.global.maxaccept();
@@ -220,9 +235,28 @@ async fn admit(
         };
         let max = Maxima::now(shared, table.maxconn, &fe, addr);
         drop(table);
+        // As HAProxy: the rate limits first; clients wait in the backlog meanwhile.
+        let rates = match reserve_rates(&shared.limits, &fe) {
+            Ok(rates) => rates,
+            Err(wait) => {
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                batch.waited();
+                continue;
+            }
+        };
         let (limits, fe_live) = (shared.limits.clone(), fe.live.clone());
         let full = match try_admit(shared, &fe, &max, listener) {
-            Ok((guard, open)) => return Some((fe, guard, open)),
+            Ok((guard, open)) => {
+                return Some(Admitted {
+                    fe,
+                    guard,
+                    open,
+                    rates,
+                });
+            }
             Err(full) => full,
         };
         // Registered before looking again, so a place freed in between wakes this loop.
@@ -235,8 +269,15 @@ async fn admit(
         freed.as_mut().enable();
         // Dropping `freed` after a wake-up it did not use hands that wake-up on.
         if let Ok((guard, open)) = try_admit(shared, &fe, &max, listener) {
-            return Some((fe, guard, open));
+            return Some(Admitted {
+                fe,
+                guard,
+                open,
+                rates,
+            });
         }
+        // Waiting for room: the rate places go back meanwhile.
+        drop(rates);
         let open = shared.limits.conns.load(Ordering::Acquire);
         if full == Full::Global
             && open >= max.fd_room
@@ -259,6 +300,27 @@ async fn admit(
         }
         batch.waited();
     }
+}
+
+/// Places for a connection of `fe` under the rate limits (`maxsessrate`, `maxconnrate`,
+/// `rate-limit sessions`, in the order HAProxy's `listener_accept` checks them), taken
+/// before it is accepted; `Ok(None)` when none is set, `Err` with how long to wait when one
+/// is reached. A place reserved and not settled counts as used, so the limits hold however
+/// many threads accept, and while a session is not counted yet.
+fn reserve_rates(limits: &Limits, fe: &FrontendRt) -> Result<Option<RateTicket>, Duration> {
+    let rates = fe.rates;
+    if rates == crate::table::RateLimits::default() {
+        return Ok(None);
+    }
+    let mut sessions = Vec::with_capacity(2);
+    if let Some(n) = rates.global_sessions {
+        sessions.push((&limits.session_freq, n));
+    }
+    let conns = rates.global_conns.map(|n| (&limits.conn_freq, n));
+    if let Some(n) = rates.sessions {
+        sessions.push((&fe.live.session_freq, n));
+    }
+    RateTicket::reserve(crate::live::now_ms(), conns, &sessions).map(Some)
 }
 
 /// Accepts on `listener` until `stop` is cancelled, spawning one session per connection on
@@ -316,7 +378,12 @@ pub async fn accept_loop(
         }
         batch.waited();
         loop {
-            let Some((fe, guard, open)) = admit(&shared, addr, &live, &stop, &mut batch).await
+            let Some(Admitted {
+                fe,
+                guard,
+                open,
+                mut rates,
+            }) = admit(&shared, addr, &live, &stop, &mut batch).await
             else {
                 return;
             };
@@ -345,6 +412,10 @@ pub async fn accept_loop(
             fe.live.max_conns.fetch_max(open, Ordering::Relaxed);
             fe.live.total_conns.fetch_add(1, Ordering::Relaxed);
             fe.live.conn_rate.tick();
+            if let Some(rates) = &mut rates {
+                rates.accepted();
+            }
+            let rates = rates.filter(RateTicket::has_sessions).map(Box::new);
             let table = shared.table.clone();
             let hard_stop = shared.hard_stop.clone();
             let placed = shared.threads.pick(me);
@@ -358,6 +429,7 @@ pub async fn accept_loop(
                 local,
                 bind: addr,
                 nodelay,
+                rates,
             };
             if let Some(thread) = elsewhere {
                 // Registered with the other thread's poller, by that thread.

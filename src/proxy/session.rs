@@ -25,7 +25,7 @@ use super::rules::{self, Conn};
 use super::splice;
 use crate::config::acl::TcpAction;
 use crate::config::{BufferSizes, Config, LogVar, Role};
-use crate::live::KillSwitch;
+use crate::live::{KillSwitch, RateTicket};
 use crate::logging::Throttle;
 use crate::table::{
     BackendLive, BackendRt, ConnAddrs, FrontendRt, NoServer, ServerLive, TableHandle, Via,
@@ -315,6 +315,9 @@ pub struct Client {
     /// `TCP_NODELAY` is on already: the listening socket had it, and Linux passes it on to
     /// the connections it accepts (one system call less per connection).
     pub nodelay: bool,
+    /// The session rates it counts in once it passes the `tcp-request connection` rules
+    /// (`rate-limit sessions`, `maxsessrate`); `None` when no limit counts sessions.
+    pub rates: Option<Box<RateTicket>>,
 }
 
 /// Serves one client connection accepted on a listening address of `fe` to its end.
@@ -335,6 +338,7 @@ pub fn serve(
             local,
             bind,
             nodelay,
+            rates,
         } = client;
         let mut accepted = Accepted {
             at: Instant::now(),
@@ -371,6 +375,11 @@ pub fn serve(
                 fe.live.denied_conns.fetch_add(1, Ordering::Relaxed);
                 return reset(client);
             }
+        }
+        // A session for the rate limits from here on, as HAProxy counts its `maxsessrate`
+        // (a refused connection was not one; its ticket is given back unused).
+        if let Some(rates) = rates {
+            rates.count();
         }
         if let Some(bind) = listener.filter(|b| b.accept_proxy) {
             let incoming = Incoming {

@@ -249,6 +249,8 @@ pub struct FrontendRt {
     pub independent_streams: bool,
     /// `option splice-*`.
     pub splice: config::Splice,
+    /// The rate limits its listeners accept under.
+    pub rates: RateLimits,
     /// The addresses it listens on, with their `bind` options.
     pub binds: Vec<ListenerRt>,
     /// Live state shared across tables.
@@ -288,6 +290,7 @@ impl FrontendRt {
             nolinger: self.nolinger,
             independent_streams: self.independent_streams,
             splice: self.splice,
+            rates: self.rates,
             binds: self.binds.clone(),
             live: self.live.clone(),
             tcp_request_connection: Vec::new(),
@@ -299,6 +302,24 @@ impl FrontendRt {
     /// The `bind` address `addr` of this frontend.
     pub fn bind(&self, addr: SocketAddr) -> Option<&ListenerRt> {
         self.binds.iter().find(|b| b.addr == addr)
+    }
+}
+
+/// The rate limits a frontend's listeners accept under (each `None` when not set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `rate-limit sessions`: this frontend's sessions per second.
+    pub sessions: Option<u32>,
+    /// `maxsessrate`: sessions per second, every frontend together.
+    pub global_sessions: Option<u32>,
+    /// `maxconnrate`: connections per second, every frontend together.
+    pub global_conns: Option<u32>,
+}
+
+impl RateLimits {
+    /// Whether any limit counts sessions (their connections then carry a ticket).
+    pub fn counts_sessions(self) -> bool {
+        self.sessions.is_some() || self.global_sessions.is_some()
     }
 }
 
@@ -419,6 +440,11 @@ impl Table {
                 name: fe.name.clone(),
                 backend,
                 maxconn: fe.maxconn.or(config.global.maxconn),
+                rates: RateLimits {
+                    sessions: fe.rate_limit_sessions,
+                    global_sessions: config.global.maxsessrate,
+                    global_conns: config.global.maxconnrate,
+                },
                 timeout_client: fe.timeout_client,
                 timeout_client_fin: fe.timeout_client_fin,
                 tcplog: fe.tcplog,

@@ -10,6 +10,8 @@ use crate::table::Table;
 pub(super) struct Fe<'a> {
     name: &'a str,
     limit: u32,
+    /// `rate-limit sessions` (0: none).
+    rate_limit: u32,
     open: bool,
     live: Option<&'a crate::table::FrontendLive>,
 }
@@ -80,8 +82,8 @@ pub(super) const FRONTEND: &[(&str, &str, &str, FeValue)] = &[
     (
         "limit_session_rate",
         "gauge",
-        "Limit on the number of sessions accepted in a second (rolelb has no rate-limit: 0)",
-        |_| V::N(0),
+        "Limit on the number of sessions accepted in a second",
+        |f| V::N(f.rate_limit.into()),
     ),
     (
         "max_session_rate",
@@ -135,6 +137,7 @@ pub(super) fn families(env: &Env, table: &Table, proxies: &[Proxy<'_>], out: &mu
             Some(Fe {
                 name: px.name,
                 limit: view::frontend_limit(table, cfg, env.default_maxconn),
+                rate_limit: cfg.rate_limit_sessions.unwrap_or(0),
                 open: !cfg.disabled,
                 live: rt.map(|r| &*r.live),
             })

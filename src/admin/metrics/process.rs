@@ -142,8 +142,8 @@ pub(super) fn families(env: &Env, table: &Table, out: &mut Out) {
         (
             "limit_connection_rate",
             "gauge",
-            "Hard limit for ConnRate (rolelb has no maxconnrate: 0)",
-            V::N(0),
+            "Hard limit for ConnRate",
+            V::N(table.config.global.maxconnrate.map_or(0, u64::from)),
         ),
         (
             "max_connection_rate",
@@ -160,8 +160,8 @@ pub(super) fn families(env: &Env, table: &Table, out: &mut Out) {
         (
             "limit_session_rate",
             "gauge",
-            "Hard limit for SessRate (rolelb has no maxsessrate: 0)",
-            V::N(0),
+            "Hard limit for SessRate",
+            V::N(table.config.global.maxsessrate.map_or(0, u64::from)),
         ),
         (
             "max_session_rate",

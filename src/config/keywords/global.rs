@@ -47,6 +47,8 @@ pub const GLOBAL_KEYWORDS: &[GlobalKeyword] = &[
     kw("daemon", daemon),
     kw("admin", admin),
     kw("ulimit-n", ulimit_n),
+    kw("maxconnrate", max_rate),
+    kw("maxsessrate", max_rate),
     kw("tune.bufsize", tune::tune_bufsize),
     kw("tune.maxaccept", tune::tune_maxaccept),
     kw("tune.pipesize", tune::tune_pipesize),
@@ -181,6 +183,26 @@ fn maxconn(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
         0 => None,
         n => Some(n),
     };
+    Ok(())
+}
+
+/// `maxconnrate N` / `maxsessrate N`: connections or sessions per second over every
+/// frontend; 0 is "not set". HAProxy reads N with `atol()` (`5k` is 5): plain integers only.
+/// Given twice, the first is kept with a warning, as HAProxy alerts and keeps it.
+fn max_rate(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
+    ctx.at_most(1)?;
+    let kw = ctx.keyword;
+    let n = parse_int(ctx.arg(0, "an integer argument")?, kw, 0, MAX_COUNT)?;
+    let slot = if kw == "maxconnrate" {
+        &mut g.maxconnrate
+    } else {
+        &mut g.maxsessrate
+    };
+    if slot.is_some() {
+        ctx.warn(format!("'{kw}' already specified: the first value is kept"));
+        return Ok(());
+    }
+    *slot = u32::try_from(n).ok().filter(|&n| n > 0);
     Ok(())
 }
 

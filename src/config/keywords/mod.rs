@@ -17,6 +17,7 @@
 //! - [`userlist`]: the `userlist` section.
 //! - [`resolvers`]: the `resolvers` section, `server-template` and the DNS server options.
 //! - [`etcd`]: the rolelb extensions `etcd` (a section) and `discover`.
+//! - [`tune`]: the `tune.*` keywords of `global` rolelb acts on, and those it warns about.
 //! - [`unsupported`]: HAProxy keywords rolelb knows but refuses, with what to do instead,
 //!   and the rolelb extensions not implemented yet.
 

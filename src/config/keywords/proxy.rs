@@ -44,6 +44,7 @@ pub const PROXY_KEYWORDS: &[ProxyKeyword] = &[
     kw("maxconn", Sections::ALL, maxconn),
     kw("backlog", Sections::ALL, backlog),
     kw("fullconn", Sections::ALL, fullconn),
+    kw("rate-limit", Sections::ALL, rate_limit),
     kw("source", Sections::BE, source),
     kw("timeout", Sections::ALL, timeout),
     kw("retries", Sections::BE, retries),
@@ -356,6 +357,43 @@ fn fullconn(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
     }
     p.fullconn =
         Some(u32::try_from(n).map_err(|_| "fullconn is too large".to_string())?).filter(|&n| n > 0);
+    Ok(())
+}
+
+/// `rate-limit sessions N`: new sessions per second the frontend accepts; past it, it stops
+/// accepting until the rate falls (0: no limit), as in HAProxy 2.6. HAProxy reads N with
+/// `strtoul(.., 0)`, so `010` is 8 and `0x10` 16 there: rolelb takes plain decimal numbers
+/// only and says why. In a backend it is warned about and ignored, as HAProxy does.
+fn rate_limit(p: &mut ProxyDraft, ctx: &mut Ctx) -> Result<(), String> {
+    match ctx.args.first().map(|w| w.as_str()) {
+        Some("sessions") => {}
+        other => {
+            return Err(format!(
+                "'rate-limit' only supports 'sessions' (got '{}')",
+                other.unwrap_or_default()
+            ));
+        }
+    }
+    let text = ctx
+        .arg(1, "an integer value (in sessions/second)")?
+        .to_string();
+    ctx.at_most(2)?;
+    if text.len() > 1 && text.starts_with('0') {
+        return Err(format!(
+            "'rate-limit sessions {text}': write the number in decimal without a leading 0 \
+             (HAProxy reads '0...' as octal or hexadecimal)"
+        ));
+    }
+    let n = parse_int(&text, "'rate-limit sessions'", 0, u64::from(u32::MAX))?;
+    if p.kind == ProxyKind::Backend {
+        let name = &p.name;
+        ctx.warn(format!(
+            "rate-limit sessions will be ignored because backend '{name}' has no frontend \
+             capability"
+        ));
+        return Ok(());
+    }
+    p.rate_limit_sessions = u32::try_from(n).ok().filter(|&n| n > 0);
     Ok(())
 }
 

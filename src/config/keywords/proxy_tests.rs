@@ -248,3 +248,41 @@ fn server_ids_are_unique_and_the_others_take_the_next_free_one_as_haproxy() {
         "{e:?}"
     );
 }
+
+#[test]
+fn rate_limit_sessions_is_a_plain_decimal_on_the_frontend_side() {
+    let c = parse(
+        "defaults\nrate-limit sessions 50\n\
+         frontend f\nbind :1\nrate-limit sessions 7\ndefault_backend b\n\
+         frontend g\nbind :2\nrate-limit sessions 0\ndefault_backend b\n\
+         frontend h\nbind :3\ndefault_backend b\n\
+         backend b\nrate-limit sessions 9\nserver s 127.0.0.1:2\n",
+    )
+    .expect("valid");
+    let limits: Vec<Option<u32>> = c.frontends.iter().map(|f| f.rate_limit_sessions).collect();
+    assert_eq!(
+        limits,
+        [Some(7), None, Some(50)],
+        "0 is no limit; defaults apply"
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("backend 'b' has no frontend capability")),
+        "{:?}",
+        c.warnings
+    );
+    let e = |line: &str| {
+        errors(&format!(
+            "listen l\nbind :1\n{line}\nserver s 127.0.0.1:2\n"
+        ))
+    };
+    assert!(e("rate-limit connections 5")[0].contains("only supports 'sessions'"));
+    assert!(e("rate-limit sessions")[0].contains("expects an integer value"));
+    // HAProxy's strtoul(.., 0) reads these as octal and hexadecimal.
+    assert!(e("rate-limit sessions 010")[0].contains("decimal"));
+    assert!(e("rate-limit sessions 0x10")[0].contains("decimal"));
+    assert!(e("rate-limit sessions 5k")[0].contains("expects a number"));
+    assert!(e("rate-limit sessions 4294967296")[0].contains("4294967295"));
+    assert!(e("rate-limit sessions 5 6")[0].starts_with("t.cfg:3: "));
+}

@@ -43,10 +43,6 @@ pub const PROXY_REFUSED: &[Refused] = &[
     no("monitor-uri", HTTP_ONLY),
     no("monitor", HTTP_ONLY),
     no("filter", "is not supported by rolelb"),
-    no(
-        "rate-limit",
-        "is not supported: limit with 'maxconn' instead",
-    ),
     no("dispatch", "is not supported: declare a 'server'"),
     no("transparent", "is not supported: declare a 'server'"),
     no("hash-balance-factor", "is not supported by rolelb"),
@@ -92,14 +88,6 @@ pub const GLOBAL_REFUSED: &[Refused] = &[
     no("nbproc", "was removed from HAProxy 2.5: use 'nbthread'"),
     no("lua-load", "is not supported: rolelb has no Lua"),
     no("lua-prepend-path", "is not supported: rolelb has no Lua"),
-    no(
-        "maxconnrate",
-        "is not supported: limit with 'maxconn' instead",
-    ),
-    no(
-        "maxsessrate",
-        "is not supported: limit with 'maxconn' instead",
-    ),
     no(
         "server-state-file",
         "is not supported: server states live in memory and survive reloads",
