@@ -25,10 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Haproxy, NamedServer, Rolelb, free_port, open_named, who_answers};
+use common::{Blackhole, Haproxy, NamedServer, Rolelb, free_port, open_named, who_answers};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use socket2::{Domain, Socket, Type};
 
 /// How long a probe watches a connection: far above the 300 ms timeouts, far below "never".
 const WINDOW: Duration = Duration::from_millis(700);
@@ -127,48 +126,6 @@ impl Row {
             )
             .replace("{hold}", &env.hold.port().to_string())
             .replace("{fin}", &env.fin.port().to_string())
-    }
-}
-
-/// A listener whose accept queue is full, so a connection to it never completes.
-struct Blackhole {
-    _listener: Socket,
-    _fillers: Vec<TcpStream>,
-    port: u16,
-}
-
-impl Blackhole {
-    fn start() -> Blackhole {
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        listener.bind(&addr.into()).expect("bind");
-        listener.listen(0).expect("listen");
-        let port = listener
-            .local_addr()
-            .expect("local_addr")
-            .as_socket()
-            .expect("inet address")
-            .port();
-        let to = SocketAddr::from(([127, 0, 0, 1], port));
-        // Fill the accept queue until a handshake goes unanswered: from then on the kernel
-        // drops every SYN to it. The timeout is generous so a slow machine cannot fool it.
-        let mut fillers = Vec::new();
-        while let Ok(conn) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
-            fillers.push(conn);
-            assert!(
-                fillers.len() < 64,
-                "the blackhole's accept queue never fills"
-            );
-        }
-        Blackhole {
-            _listener: listener,
-            _fillers: fillers,
-            port,
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.port
     }
 }
 

@@ -416,6 +416,7 @@ fn backend(
         redispatch_after: p.redispatch_after.0,
         retry_on_conn_failure: p.retry_on_conn_failure,
         allbackups: p.allbackups,
+        abortonclose: p.abortonclose,
         fullconn: p.fullconn,
         srvtcpka: p.srvtcpka,
         nolinger: p.nolinger,

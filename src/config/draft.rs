@@ -211,6 +211,8 @@ pub struct ProxyDraft {
     pub backlog: Option<u32>,
     /// `fullconn` (backend side; 0: unset, computed from the frontends).
     pub fullconn: Option<u32>,
+    /// `option abortonclose`.
+    pub abortonclose: bool,
     /// `rate-limit sessions` (frontend side; 0: unset).
     pub rate_limit_sessions: Option<u32>,
     /// `source` (backend side): what its servers without their own connect from.
@@ -343,6 +345,7 @@ impl ProxyDraft {
             allbackups: false,
             fullconn: None,
             rate_limit_sessions: None,
+            abortonclose: false,
             clitcpka: false,
             srvtcpka: false,
             nolinger: false,

@@ -446,6 +446,9 @@ pub struct Backend {
     pub retry_on_conn_failure: bool,
     /// `option allbackups`.
     pub allbackups: bool,
+    /// `option abortonclose`: a client that closes while its session waits for a server
+    /// (queue, connect) is dropped even when it sent data.
+    pub abortonclose: bool,
     /// `fullconn N`: the backend's load at which its servers' `minconn` limits reach
     /// `maxconn` (`None`: a tenth of the `maxconn` of the frontends that may use it).
     pub fullconn: Option<u32>,

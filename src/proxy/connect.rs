@@ -15,10 +15,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::session::{Refused, Slot, acquire};
+use super::session::{Refused, Slot, Waiting, acquire};
 use crate::config::Role;
 use crate::config::model::{BufferSizes, Source};
-use crate::live::KillSwitch;
 use crate::logging::Throttle;
 use crate::table::{
     AdminState, BackendRt, BackendSettings, ConnAddrs, FrontendRt, Health, NoServer, NodeRole,
@@ -234,8 +233,7 @@ pub(super) async fn connect_with_retries(
     table: &TableHandle,
     conn: ConnAddrs,
     mut slot: Slot,
-    stop: &KillSwitch,
-    queue_pos: &mut u64,
+    wait: &mut Waiting<'_>,
 ) -> Result<Connected, Failed> {
     let mut retries: u32 = 0;
     let mut redispatched = false;
@@ -259,17 +257,33 @@ pub(super) async fn connect_with_retries(
             timed_out,
             assigned_at: Some(assigned_at),
         };
-        // HAProxy delays the ACK when bytes wait for the server at connect time; in rolelb
-        // (which reads nothing from the client before it connects) that is a PROXY header.
-        let delayed_ack = settings.smart_connect && server.config.send_proxy.is_some();
-        let result = connect(
-            server.config.addr,
-            started,
-            settings.timeout_connect,
-            delayed_ack,
-            server.config.source.as_ref(),
-        )
-        .await;
+        // HAProxy delays the ACK when bytes wait for the server at connect time: a PROXY
+        // header, or what the client sent while the session waited in the queue.
+        let delayed_ack =
+            settings.smart_connect && (server.config.send_proxy.is_some() || wait.has_early());
+        // Made where it is awaited: a future kept in a local would take room twice in the
+        // session's future.
+        let connecting = || {
+            connect(
+                server.config.addr,
+                started,
+                settings.timeout_connect,
+                delayed_ack,
+                server.config.source.as_ref(),
+            )
+        };
+        // With `option abortonclose` a client that leaves meanwhile ends the attempt (`CC`),
+        // as HAProxy's `back_handle_st_con`; without it HAProxy goes on connecting.
+        let result = if settings.abortonclose {
+            tokio::select! {
+                r = connecting() => r,
+                () = Box::pin(wait.client_gone(table, true)) => {
+                    return Err(failed(Refused::ClientGoneConnecting, false, retries, redispatched));
+                }
+            }
+        } else {
+            connecting().await
+        };
         // `stot`: HAProxy counts a session on the server once its connect is started (a
         // refusal or a timeout comes later, asynchronously); a shortage of rolelb's own
         // resources means the connect never started.
@@ -352,8 +366,11 @@ pub(super) async fn connect_with_retries(
             if turn_around {
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
-                    _ = stop.tripped() => {
+                    _ = wait.stop.tripped() => {
                         return Err(failed(Refused::Stopping, false, retries, redispatched));
+                    }
+                    () = Box::pin(wait.client_gone(table, settings.abortonclose)) => {
+                        return Err(failed(Refused::ClientGoneConnecting, false, retries, redispatched));
                     }
                 }
             }
@@ -380,10 +397,13 @@ pub(super) async fn connect_with_retries(
         if turn_around && redispatch {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.tripped() => return Err(lost(Refused::Stopping)),
+                _ = wait.stop.tripped() => return Err(lost(Refused::Stopping)),
+                () = Box::pin(wait.client_gone(table, settings.abortonclose)) => {
+                    return Err(lost(Refused::ClientGoneConnecting));
+                }
             }
         }
-        slot = reassign(fe, table, conn, avoid, &failed_live, stop, queue_pos)
+        slot = reassign(fe, table, conn, avoid, &failed_live, wait)
             .await
             .map_err(lost)?;
         assigned_at = Instant::now();
@@ -454,8 +474,7 @@ async fn reassign(
     conn: ConnAddrs,
     avoid: Option<usize>,
     prev: &Arc<ServerLive>,
-    stop: &KillSwitch,
-    queue_pos: &mut u64,
+    wait: &mut Waiting<'_>,
 ) -> Result<Slot, Refused> {
     let conn = ConnAddrs {
         stick_rules: 0,
@@ -472,7 +491,7 @@ async fn reassign(
             Err(NoServer::NoneAvailable | NoServer::AllFull) => {}
         }
     }
-    acquire(fe, table, conn, Some(prev), stop, queue_pos).await
+    acquire(fe, table, conn, Some(prev), wait).await
 }
 
 #[cfg(test)]
@@ -495,6 +514,7 @@ mod tests {
             nolinger: false,
             independent_streams: false,
             smart_connect: false,
+            abortonclose: false,
             splice: crate::config::Splice::default(),
             queue_per_server: hashed,
             stick: None,

@@ -4,6 +4,7 @@
 
 pub mod accept_proxy;
 mod bufpool;
+mod client_watch;
 pub(crate) mod connect;
 pub mod forward;
 pub mod listener;

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use socket2::{SockRef, TcpKeepalive};
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::accept_proxy::{self, Addresses, Incoming};
+use super::client_watch::ClientWatch;
 use super::connect::{Failed, connect_with_retries, size_buffers};
 use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
@@ -61,6 +62,11 @@ pub(super) enum Refused {
     ConnectFailed,
     /// rolelb stopped while the session waited (`KQ`).
     Stopping,
+    /// The client left while the session waited in the queue (`CQ`).
+    ClientGoneQueued,
+    /// The client left while its server connection was being made, with `option
+    /// abortonclose` (`CC`).
+    ClientGoneConnecting,
 }
 
 impl Refused {
@@ -69,6 +75,8 @@ impl Refused {
             Refused::NoServer | Refused::RoleConflict | Refused::ConnectFailed => "SC",
             Refused::QueueTimeout | Refused::QueueFull => "sQ",
             Refused::Stopping => "KQ",
+            Refused::ClientGoneQueued => "CQ",
+            Refused::ClientGoneConnecting => "CC",
         }
     }
 }
@@ -85,6 +93,48 @@ impl Drop for Slot {
     }
 }
 
+/// What a session carries while it waits for a server (queue, connect, turn-around): the
+/// stop switch, its client and what was seen of it, and its place in the queue for `%bq`.
+pub(super) struct Waiting<'a> {
+    pub(super) stop: &'a KillSwitch,
+    pub(super) client: &'a TcpStream,
+    /// Made when the session first waits (most never do); boxed, so the room it takes in
+    /// every session's future is one pointer.
+    watch: Option<Box<ClientWatch>>,
+    pub(super) queue_pos: u64,
+}
+
+impl<'a> Waiting<'a> {
+    pub(super) fn new(stop: &'a KillSwitch, client: &'a TcpStream) -> Waiting<'a> {
+        Waiting {
+            stop,
+            client,
+            watch: None,
+            queue_pos: 0,
+        }
+    }
+
+    /// Completes when the client is gone as HAProxy judges a waiting one (see
+    /// [`ClientWatch::gone`]); what it sends meanwhile is kept, up to `table`'s
+    /// `tune.bufsize`.
+    pub(super) async fn client_gone(&mut self, table: &TableHandle, abortonclose: bool) {
+        let watch = self.watch.get_or_insert_with(|| {
+            Box::new(ClientWatch::new(table.load().config.global.bufsize()))
+        });
+        watch.gone(self.client, abortonclose).await;
+    }
+
+    /// What was seen of the client while the session waited, if it waited; taken out.
+    pub(super) fn take_watch(&mut self) -> Option<Box<ClientWatch>> {
+        self.watch.take()
+    }
+
+    /// Whether the client sent something while the session waited.
+    pub(super) fn has_early(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| !w.early().is_empty())
+    }
+}
+
 /// Waits for a slot on a server of the frontend's backend. The backend is looked up in the
 /// current table on every attempt, so a swap while queued is seen. A server the balancer
 /// chooses counts in `lbtot` unless the session had it before (`prev`, after a redispatch)
@@ -95,8 +145,7 @@ pub(super) async fn acquire(
     table: &TableHandle,
     conn: ConnAddrs,
     prev: Option<&Arc<ServerLive>>,
-    stop: &KillSwitch,
-    queue_pos: &mut u64,
+    wait: &mut Waiting<'_>,
 ) -> Result<Slot, Refused> {
     let mut deadline: Option<Instant> = None;
     let mut queued: Option<Arc<BackendLive>> = None;
@@ -141,7 +190,7 @@ pub(super) async fn acquire(
             let waiting = backend.live.queued.fetch_add(1, Ordering::AcqRel) + 1;
             // `%bq`: HAProxy counts the sessions served from the queue while this one waited,
             // plus one; with one FIFO queue that is its place in the queue when it joined.
-            *queue_pos += u64::from(waiting);
+            wait.queue_pos += u64::from(waiting);
             backend
                 .live
                 .max_queued
@@ -155,10 +204,16 @@ pub(super) async fn acquire(
                 None => std::future::pending().await,
             }
         };
+        // As HAProxy (`back_may_abort_req`): a client that resets, or closes having sent
+        // nothing (or with `option abortonclose`), leaves the queue.
+        let abortonclose = backend.settings.abortonclose;
         tokio::select! {
             _ = &mut freed => {}
             _ = timer => break Err(Refused::QueueTimeout),
-            _ = stop.tripped() => break Err(Refused::Stopping),
+            _ = wait.stop.tripped() => break Err(Refused::Stopping),
+            () = Box::pin(wait.client_gone(table, abortonclose)) => {
+                break Err(Refused::ClientGoneQueued);
+            }
         }
     };
     if let Some(live) = queued {
@@ -171,7 +226,10 @@ pub(super) async fn acquire(
 /// `failed_conns`: no server, the queue's timeout or limit, the last connect failed), which
 /// is more than its servers' sum; a stopping process counts nothing.
 fn count_failed(fe: &FrontendRt, reason: Refused) {
-    if reason != Refused::Stopping {
+    if !matches!(
+        reason,
+        Refused::Stopping | Refused::ClientGoneQueued | Refused::ClientGoneConnecting
+    ) {
         fe.backend
             .live
             .connect_errors
@@ -203,6 +261,28 @@ fn lower_mss(stream: &TcpStream, by: u32) {
     }
 }
 
+/// Writes what a client sent while its session waited to the server, counting it in
+/// `counters`; the bytes written.
+async fn pass_on(
+    server: &mut TcpStream,
+    watch: Box<ClientWatch>,
+    counters: [&AtomicU64; 2],
+) -> u64 {
+    match server.write_all(watch.early()).await {
+        Ok(()) => {
+            let n = watch.early().len() as u64;
+            for counter in counters {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+            n
+        }
+        Err(e) => {
+            tracing::debug!("passing on what the client sent while waiting failed: {e}");
+            0
+        }
+    }
+}
+
 /// Enables TCP keepalive: HAProxy's plain form for `option clitcpka`/`srvtcpka`, or the
 /// tighter role-aware form with `TCP_USER_TIMEOUT` (see [`ROLE_KEEPALIVE`]).
 fn set_keepalive(stream: &TcpStream, role_aware: bool) {
@@ -225,7 +305,7 @@ fn set_keepalive(stream: &TcpStream, role_aware: bool) {
 }
 
 /// Refused connections logged without `option tcplog`, one throttle per [`Refused`] reason.
-static REFUSED: [Throttle; 6] = [const { Throttle::new() }; 6];
+static REFUSED: [Throttle; 8] = [const { Throttle::new() }; 8];
 
 impl Refused {
     /// The throttle of this reason's log line.
@@ -237,6 +317,8 @@ impl Refused {
             Refused::QueueFull => 3,
             Refused::ConnectFailed => 4,
             Refused::Stopping => 5,
+            Refused::ClientGoneQueued => 6,
+            Refused::ClientGoneConnecting => 7,
         };
         &REFUSED[i]
     }
@@ -433,30 +515,33 @@ pub fn serve(
         if fe.clitcpka || role_aware {
             set_keepalive(&client, role_aware);
         }
-        let mut queue_pos = 0;
         let addrs = ConnAddrs {
             src: peer.ip(),
             dst: local.ip(),
             stick_rules,
         };
-        let slot = match acquire(&fe, &table, addrs, None, &stop, &mut queue_pos).await {
-            Ok(slot) => slot,
-            Err(reason) => {
-                let at = Instant::now();
-                let failed = Failed::before_connect(reason);
-                count_failed(&fe, reason);
-                return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
-            }
-        };
-        let mut conn =
-            match connect_with_retries(&fe, &table, addrs, slot, &stop, &mut queue_pos).await {
-                Ok(conn) => conn,
+        // In a block of its own: what the wait needs takes no room in the session's future
+        // while it forwards.
+        let (mut conn, queue_pos, early) = {
+            let mut wait = Waiting::new(&stop, &client);
+            let slot = match acquire(&fe, &table, addrs, None, &mut wait).await {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    let at = Instant::now();
+                    let failed = Failed::before_connect(reason);
+                    count_failed(&fe, reason);
+                    return log_refused(&fe, &table, &accepted, failed, wait.queue_pos, at);
+                }
+            };
+            match connect_with_retries(&fe, &table, addrs, slot, &mut wait).await {
+                Ok(conn) => (conn, wait.queue_pos, wait.take_watch()),
                 Err(failed) => {
                     let at = Instant::now();
                     count_failed(&fe, failed.reason);
-                    return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
+                    return log_refused(&fe, &table, &accepted, failed, wait.queue_pos, at);
                 }
-            };
+            }
+        };
         let connected_at = conn.connected_at;
         let queued_until = conn.assigned_at;
         let queue_time = queued_until.duration_since(accepted.at);
@@ -478,6 +563,19 @@ pub fn serve(
                 tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
             }
         }
+        // What the client sent while the session waited goes first (counted as it is
+        // written); a close it sent meanwhile is read again by the forwarder and passed on.
+        let early_bytes = match early {
+            Some(watch) if !watch.early().is_empty() => {
+                pass_on(
+                    &mut conn.stream,
+                    watch,
+                    [&fe.live.bytes_in, &server.live.bytes_in],
+                )
+                .await
+            }
+            _ => 0,
+        };
         let source_addr = if fe.log_shows_source {
             conn.stream.local_addr().ok()
         } else {
@@ -556,19 +654,15 @@ pub fn serve(
         // the process and the frontend still do.
         drop(conn.stream);
         drop(conn.slot);
-        if !fe.tcplog || logged_asap || (fe.log_options.dontlognull && outcome.bytes_in == 0) {
+        let bytes_in = outcome.bytes_in + early_bytes;
+        if !fe.tcplog || logged_asap || (fe.log_options.dontlognull && bytes_in == 0) {
             return;
         }
         log_session(
             &fe,
             &table,
             &accepted,
-            line(
-                closed_at,
-                outcome.bytes_in,
-                outcome.bytes_out,
-                outcome.end.code(),
-            ),
+            line(closed_at, bytes_in, outcome.bytes_out, outcome.end.code()),
             &backend,
         );
     }

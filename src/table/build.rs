@@ -143,6 +143,7 @@ pub(crate) fn build_backend(
             nolinger: be.nolinger,
             independent_streams: be.independent_streams,
             smart_connect: be.smart_connect,
+            abortonclose: be.abortonclose,
             splice: be.splice,
             queue_per_server: be.balance == config::Balance::Source,
             stick,

@@ -165,6 +165,8 @@ pub struct BackendSettings {
     pub srvtcpka: bool,
     /// `option nolinger`.
     pub nolinger: bool,
+    /// `option abortonclose`.
+    pub abortonclose: bool,
     /// `option independent-streams`.
     pub independent_streams: bool,
     /// `option tcp-smart-connect`.

@@ -158,3 +158,48 @@ pub fn bind_addrs(cfg: &str) -> Vec<SocketAddr> {
     }
     out
 }
+
+/// A listener whose accept queue is full, so a connection to it never completes.
+pub struct Blackhole {
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+    port: u16,
+}
+
+impl Blackhole {
+    /// Starts one on a 127.0.0.1 port.
+    pub fn start() -> Blackhole {
+        let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        listener.bind(&addr.into()).expect("bind");
+        listener.listen(0).expect("listen");
+        let port = listener
+            .local_addr()
+            .expect("local_addr")
+            .as_socket()
+            .expect("inet address")
+            .port();
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        // Fill the accept queue until a handshake goes unanswered: from then on the kernel
+        // drops every SYN to it. The timeout is generous so a slow machine cannot fool it.
+        let mut fillers = Vec::new();
+        while let Ok(conn) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+            fillers.push(conn);
+            assert!(
+                fillers.len() < 64,
+                "the blackhole's accept queue never fills"
+            );
+        }
+        Blackhole {
+            _listener: listener,
+            _fillers: fillers,
+            port,
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}

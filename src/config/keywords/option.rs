@@ -55,6 +55,9 @@ pub const OPTION_KEYWORDS: &[OptionKeyword] = &[
     flag("logasap", Sections::FE, |p, c, on| {
         set(&mut p.log_options.asap, on, c)
     }),
+    flag("abortonclose", Sections::BE, |p, c, on| {
+        set(&mut p.abortonclose, on, c)
+    }),
     flag("allbackups", Sections::BE, |p, c, on| {
         set(&mut p.allbackups, on, c)
     }),
@@ -387,7 +390,7 @@ fn unknown(name: &str) -> String {
         "ssl-hello-chk" | "smtpchk" | "ldap-check" | "redis-check" | "spop-check" => format!(
             "'option {name}' is not supported by rolelb: use 'option tcp-check' with 'tcp-check send'/'tcp-check expect', or pgsql-check, mysql-check, httpchk"
         ),
-        "transparent" | "persist" | "abortonclose" => {
+        "transparent" | "persist" => {
             format!("'option {name}' is not supported by rolelb; remove it")
         }
         _ => format!(
