@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::client_watch::ClientWatch;
+use super::proxy_protocol;
 use super::session::{Refused, Slot, Waiting, acquire};
 use crate::config::Role;
 use crate::config::model::{BufferSizes, Source};
@@ -186,6 +189,53 @@ pub(super) struct Connected {
     pub(super) connect_time: Duration,
     /// When the connection was established.
     pub(super) connected_at: Instant,
+    /// Bytes the client sent while the session waited, sent to the server first.
+    pub(super) early_bytes: u64,
+    /// `%bq`: the session's place in the backend's queue (0 when it did not wait).
+    pub(super) queue_pos: u64,
+}
+
+impl Connected {
+    /// The server it is connected to.
+    pub(super) fn server(&self) -> &ServerRt {
+        &self.slot.backend.servers[self.slot.idx]
+    }
+}
+
+/// The bytes a new server connection gets before the forwarding starts: the PROXY header
+/// of `send-proxy`/`send-proxy-v2` for the client's `addresses`, then what the client sent
+/// while its session waited (`early`), counted as client bytes; how many of those were
+/// sent. A close the client sent meanwhile is read again by the forwarder and passed on.
+async fn first_bytes(
+    fe: &FrontendRt,
+    conn: &mut Connected,
+    addresses: (SocketAddr, SocketAddr),
+    early: Option<Box<ClientWatch>>,
+) -> u64 {
+    let server = &conn.slot.backend.servers[conn.slot.idx];
+    let names = (&conn.slot.backend.name, server.name());
+    if let Some(version) = server.config.send_proxy {
+        let header = proxy_protocol::header(version, addresses.0, addresses.1);
+        if let Err(e) = conn.stream.write_all(&header).await {
+            tracing::warn!(backend = %names.0, server = %names.1, "sending the PROXY header failed: {e}");
+        }
+    }
+    let Some(early) = early else {
+        return 0;
+    };
+    match conn.stream.write_all(early.early()).await {
+        Ok(()) => {
+            let n = early.early().len() as u64;
+            for counter in [&fe.live.bytes_in, &server.live.bytes_in] {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+            n
+        }
+        Err(e) => {
+            tracing::debug!(backend = %names.0, server = %names.1, "passing on what the client sent while waiting failed: {e}");
+            0
+        }
+    }
 }
 
 /// Why no connection was established, with what the log line reports about the attempt.
@@ -298,7 +348,7 @@ pub(super) async fn connect_with_retries(
             Ok(stream) => {
                 let now = Instant::now();
                 slot.backend.stick_store(conn, slot.idx);
-                return Ok(Connected {
+                let mut connected = Connected {
                     slot,
                     stream,
                     retries,
@@ -306,7 +356,15 @@ pub(super) async fn connect_with_retries(
                     assigned_at,
                     connect_time: now.duration_since(started),
                     connected_at: now,
-                });
+                    early_bytes: 0,
+                    queue_pos: 0,
+                };
+                let early = wait.take_early();
+                if connected.server().config.send_proxy.is_some() || early.is_some() {
+                    connected.early_bytes =
+                        first_bytes(fe, &mut connected, wait.addresses, early).await;
+                }
+                return Ok(connected);
             }
             Err(e) => e,
         };
@@ -491,7 +549,9 @@ async fn reassign(
             Err(NoServer::NoneAvailable | NoServer::AllFull) => {}
         }
     }
-    acquire(fe, table, conn, Some(prev), wait).await
+    // Boxed: a redispatch is rare, and inline this wait would take room in every
+    // session's future.
+    Box::pin(acquire(fe, table, conn, Some(prev), wait)).await
 }
 
 #[cfg(test)]

@@ -431,20 +431,13 @@ pub async fn accept_loop(
                 nodelay,
                 rates,
             };
+            // The session's future is the task itself: a block around it would keep a copy
+            // of what it was given for the session's whole life.
             if let Some(thread) = elsewhere {
                 // Registered with the other thread's poller, by that thread.
-                shared.sessions.spawn_on(
-                    async move {
-                        let _guard = (guard, placed);
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => {
-                                session::serve(client(stream), fe, table, hard_stop).await;
-                            }
-                            Err(e) => not_registered(&e, &fe.name, addr),
-                        }
-                    },
-                    thread,
-                );
+                let client = client(session::ClientSocket::Unregistered(stream));
+                let session = session::serve(client, (guard, placed), fe, table, hard_stop);
+                shared.sessions.spawn_on(session, thread);
             } else {
                 let stream = match TcpStream::from_std(stream) {
                     Ok(s) => s,
@@ -454,10 +447,9 @@ pub async fn accept_loop(
                         continue 'wait;
                     }
                 };
-                shared.sessions.spawn(async move {
-                    let _guard = (guard, placed);
-                    session::serve(client(stream), fe, table, hard_stop).await;
-                });
+                let client = client(session::ClientSocket::Registered(stream));
+                let session = session::serve(client, (guard, placed), fe, table, hard_stop);
+                shared.sessions.spawn(session);
             }
             if batch.accepted() {
                 drop(ready);
@@ -615,7 +607,7 @@ async fn accept_failed(
 
 /// A connection handed to another data thread could not be registered with its poller
 /// (out of memory, or the kernel's limit on watched descriptors): it is closed.
-fn not_registered(e: &std::io::Error, frontend: &str, addr: SocketAddr) {
+pub(super) fn not_registered(e: &std::io::Error, frontend: &str, addr: SocketAddr) {
     if let Some(n) = ACCEPT_FAILED.hit() {
         tracing::error!(%frontend, %addr, "a connection could not be watched and was closed: {e} [{n} occurrences since the last such line]");
     }

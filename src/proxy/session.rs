@@ -8,20 +8,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::accept_proxy::{self, Addresses, Incoming};
 use super::client_watch::ClientWatch;
-use super::connect::{Failed, connect_with_retries, size_buffers};
+use super::connect::{Connected, Failed, connect_with_retries, size_buffers};
 use super::forward::{self, Counters, End, Timeouts};
 use super::log_line::{self, SessionLog};
-use super::proxy_protocol;
 use super::rules::{self, Conn};
 use super::splice;
 use crate::config::acl::TcpAction;
@@ -98,6 +96,9 @@ impl Drop for Slot {
 pub(super) struct Waiting<'a> {
     pub(super) stop: &'a KillSwitch,
     pub(super) client: &'a TcpStream,
+    /// The client's address and the one it reached (or those its PROXY header gave), for
+    /// a `send-proxy` header to the server.
+    pub(super) addresses: (SocketAddr, SocketAddr),
     /// Made when the session first waits (most never do); boxed, so the room it takes in
     /// every session's future is one pointer.
     watch: Option<Box<ClientWatch>>,
@@ -105,10 +106,15 @@ pub(super) struct Waiting<'a> {
 }
 
 impl<'a> Waiting<'a> {
-    pub(super) fn new(stop: &'a KillSwitch, client: &'a TcpStream) -> Waiting<'a> {
+    pub(super) fn new(
+        stop: &'a KillSwitch,
+        client: &'a TcpStream,
+        addresses: (SocketAddr, SocketAddr),
+    ) -> Waiting<'a> {
         Waiting {
             stop,
             client,
+            addresses,
             watch: None,
             queue_pos: 0,
         }
@@ -124,9 +130,9 @@ impl<'a> Waiting<'a> {
         watch.gone(self.client, abortonclose).await;
     }
 
-    /// What was seen of the client while the session waited, if it waited; taken out.
-    pub(super) fn take_watch(&mut self) -> Option<Box<ClientWatch>> {
-        self.watch.take()
+    /// What the client sent while the session waited, if anything; taken out.
+    pub(super) fn take_early(&mut self) -> Option<Box<ClientWatch>> {
+        self.watch.take().filter(|w| !w.early().is_empty())
     }
 
     /// Whether the client sent something while the session waited.
@@ -222,6 +228,29 @@ pub(super) async fn acquire(
     result
 }
 
+/// Waits for a server slot for a session of `fe` and connects to it (with the retries and
+/// redispatches of [`connect_with_retries`]); else why not, with the session's place in the
+/// queue. One future for the whole wait: what it keeps takes no room in the session's
+/// future while it forwards.
+async fn reach_server(
+    fe: &FrontendRt,
+    table: &TableHandle,
+    addrs: ConnAddrs,
+    wait: &mut Waiting<'_>,
+) -> Result<Connected, (Failed, u64)> {
+    let slot = match acquire(fe, table, addrs, None, wait).await {
+        Ok(slot) => slot,
+        Err(reason) => return Err((Failed::before_connect(reason), wait.queue_pos)),
+    };
+    match connect_with_retries(fe, table, addrs, slot, wait).await {
+        Ok(mut conn) => {
+            conn.queue_pos = wait.queue_pos;
+            Ok(conn)
+        }
+        Err(failed) => Err((failed, wait.queue_pos)),
+    }
+}
+
 /// Counts a session that got no server connection in the backend's `econ` (HAProxy's
 /// `failed_conns`: no server, the queue's timeout or limit, the last connect failed), which
 /// is more than its servers' sum; a stopping process counts nothing.
@@ -258,28 +287,6 @@ fn lower_mss(stream: &TcpStream, by: u32) {
         }
         Ok(_) => {}
         Err(e) => tracing::debug!("cannot read the MSS: {e}"),
-    }
-}
-
-/// Writes what a client sent while its session waited to the server, counting it in
-/// `counters`; the bytes written.
-async fn pass_on(
-    server: &mut TcpStream,
-    watch: Box<ClientWatch>,
-    counters: [&AtomicU64; 2],
-) -> u64 {
-    match server.write_all(watch.early()).await {
-        Ok(()) => {
-            let n = watch.early().len() as u64;
-            for counter in counters {
-                counter.fetch_add(n, Ordering::Relaxed);
-            }
-            n
-        }
-        Err(e) => {
-            tracing::debug!("passing on what the client sent while waiting failed: {e}");
-            0
-        }
     }
 }
 
@@ -387,9 +394,16 @@ impl Accepted {
     }
 }
 
+/// A client's socket: registered with the poller of the thread that accepted it, or to be
+/// registered by the data thread that serves it.
+pub enum ClientSocket {
+    Registered(TcpStream),
+    Unregistered(std::net::TcpStream),
+}
+
 /// A connection as its listener accepted it.
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: ClientSocket,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     /// The listening address (of the frontend) it came in on.
@@ -402,26 +416,36 @@ pub struct Client {
     pub rates: Option<Box<RateTicket>>,
 }
 
-/// Serves one client connection accepted on a listening address of `fe` to its end.
+/// Serves one client connection accepted on a listening address of `fe` to its end, holding
+/// `held` (the connection's places under the limits) until then.
 ///
 /// A plain `fn` returning an `async move` block: an `async fn` would store its arguments twice
-/// in the future every session keeps for its whole life.
+/// in the future every session keeps for its whole life. It is the session's task as it is
+/// (no block around it), for the same reason.
 #[allow(clippy::manual_async_fn)]
-pub fn serve(
+pub fn serve<H: Send + 'static>(
     client: Client,
+    held: H,
     fe: Arc<FrontendRt>,
     table: TableHandle,
     stop: Arc<KillSwitch>,
 ) -> impl Future<Output = ()> {
     async move {
         let Client {
-            stream: mut client,
+            stream,
             peer,
             local,
             bind,
             nodelay,
             rates,
         } = client;
+        let mut client = match stream {
+            ClientSocket::Registered(stream) => stream,
+            ClientSocket::Unregistered(stream) => match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => return super::listener::not_registered(&e, &fe.name, bind),
+            },
+        };
         let mut accepted = Accepted {
             at: Instant::now(),
             at_wall: SystemTime::now(),
@@ -522,26 +546,22 @@ pub fn serve(
         };
         // In a block of its own: what the wait needs takes no room in the session's future
         // while it forwards.
-        let (mut conn, queue_pos, early) = {
-            let mut wait = Waiting::new(&stop, &client);
-            let slot = match acquire(&fe, &table, addrs, None, &mut wait).await {
-                Ok(slot) => slot,
-                Err(reason) => {
-                    let at = Instant::now();
-                    let failed = Failed::before_connect(reason);
-                    count_failed(&fe, reason);
-                    return log_refused(&fe, &table, &accepted, failed, wait.queue_pos, at);
-                }
-            };
-            match connect_with_retries(&fe, &table, addrs, slot, &mut wait).await {
-                Ok(conn) => (conn, wait.queue_pos, wait.take_watch()),
-                Err(failed) => {
-                    let at = Instant::now();
-                    count_failed(&fe, failed.reason);
-                    return log_refused(&fe, &table, &accepted, failed, wait.queue_pos, at);
-                }
+        let mut conn = match reach_server(
+            &fe,
+            &table,
+            addrs,
+            &mut Waiting::new(&stop, &client, (peer, local)),
+        )
+        .await
+        {
+            Ok(conn) => conn,
+            Err((failed, queue_pos)) => {
+                let at = Instant::now();
+                count_failed(&fe, failed.reason);
+                return log_refused(&fe, &table, &accepted, failed, queue_pos, at);
             }
         };
+        let queue_pos = conn.queue_pos;
         let connected_at = conn.connected_at;
         let queued_until = conn.assigned_at;
         let queue_time = queued_until.duration_since(accepted.at);
@@ -557,25 +577,6 @@ pub fn serve(
         if backend.settings.nolinger {
             no_linger(&conn.stream);
         }
-        if let Some(version) = server.config.send_proxy {
-            let header = proxy_protocol::header(version, peer, local);
-            if let Err(e) = conn.stream.write_all(&header).await {
-                tracing::warn!(backend = %backend.name, server = %server.name(), "sending the PROXY header failed: {e}");
-            }
-        }
-        // What the client sent while the session waited goes first (counted as it is
-        // written); a close it sent meanwhile is read again by the forwarder and passed on.
-        let early_bytes = match early {
-            Some(watch) if !watch.early().is_empty() => {
-                pass_on(
-                    &mut conn.stream,
-                    watch,
-                    [&fe.live.bytes_in, &server.live.bytes_in],
-                )
-                .await
-            }
-            _ => 0,
-        };
         let source_addr = if fe.log_shows_source {
             conn.stream.local_addr().ok()
         } else {
@@ -654,7 +655,7 @@ pub fn serve(
         // the process and the frontend still do.
         drop(conn.stream);
         drop(conn.slot);
-        let bytes_in = outcome.bytes_in + early_bytes;
+        let bytes_in = outcome.bytes_in + conn.early_bytes;
         if !fe.tcplog || logged_asap || (fe.log_options.dontlognull && bytes_in == 0) {
             return;
         }
@@ -665,5 +666,7 @@ pub fn serve(
             line(closed_at, bytes_in, outcome.bytes_out, outcome.end.code()),
             &backend,
         );
+        // Given back once the session is over (on every other way out too).
+        drop(held);
     }
 }
