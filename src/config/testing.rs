@@ -53,3 +53,15 @@ pub fn errors(text: &str) -> Vec<String> {
     }
     errors
 }
+
+/// The configuration of one `global` line.
+pub fn global_line(line: &str) -> Config {
+    parse(&format!("global\n    {line}\n")).unwrap_or_else(|e| panic!("{line}: {e:?}"))
+}
+
+/// The error of one `global` line, checked to name its line (`t.cfg:2: `).
+pub fn global_error(line: &str) -> String {
+    let e = errors(&format!("global\n    {line}\n"));
+    assert!(e[0].starts_with("t.cfg:2: "), "{e:?}");
+    e[0].clone()
+}

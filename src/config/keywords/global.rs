@@ -643,17 +643,7 @@ fn stats_socket(ctx: &mut Ctx) -> Result<StatsSocket, String> {
 #[cfg(test)]
 mod tests {
     use crate::config::Account;
-    use crate::config::testing::{errors, parse};
-
-    fn global(line: &str) -> crate::config::Config {
-        parse(&format!("global\n    {line}\n")).unwrap_or_else(|e| panic!("{line}: {e:?}"))
-    }
-
-    fn error(line: &str) -> String {
-        let e = errors(&format!("global\n    {line}\n"));
-        assert!(e[0].starts_with("t.cfg:2: "), "{e:?}");
-        e[0].clone()
-    }
+    use crate::config::testing::{global_error as error, global_line as global, parse};
 
     #[test]
     fn unix_bind_is_checked_then_accepted_with_a_warning() {

@@ -192,18 +192,8 @@ pub(super) fn tune_socket_buffer(g: &mut Global, ctx: &mut Ctx) -> Result<(), St
 mod tests {
     use std::num::NonZeroU32;
 
-    use crate::config::testing::{errors, parse};
+    use crate::config::testing::{global_error as error, global_line as global, parse};
     use crate::config::{BufferSizes, DEFAULT_BUFSIZE, MaxAccept};
-
-    fn global(line: &str) -> crate::config::Config {
-        parse(&format!("global\n    {line}\n")).unwrap_or_else(|e| panic!("{line}: {e:?}"))
-    }
-
-    fn error(line: &str) -> String {
-        let e = errors(&format!("global\n    {line}\n"));
-        assert!(e[0].starts_with("t.cfg:2: "), "{e:?}");
-        e[0].clone()
-    }
 
     #[test]
     fn tune_bufsize_rounds_up_like_haproxy_and_refuses_what_it_refuses() {
