@@ -90,6 +90,15 @@ const GLOBAL_CASES: &[(&str, Verdict)] = &[
     ("maxconnrate 5k", Verdict::RolelbRefuses("expects a number")),
     ("maxsessrate -1", Verdict::RolelbRefuses("expects a number")),
     ("maxsessrate", Verdict::Invalid("expects")),
+    ("user nobody", Verdict::Valid("")),
+    (
+        "user no-such-user-rlbt",
+        Verdict::Invalid("cannot find user id for 'no-such-user-rlbt'"),
+    ),
+    (
+        "group no-such-group-rlbt",
+        Verdict::Invalid("cannot find group id for 'no-such-group-rlbt'"),
+    ),
     ("uid 4242", Verdict::Valid("")),
     ("gid 0", Verdict::Valid("")),
     // HAProxy warns that it is not a number and runs as root.

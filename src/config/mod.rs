@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn global_section() {
         let c = parse(
-            "global\nmaxconn 100\nnbthread 4\nhard-stop-after 1m\ngrace 2s\nuser u\ngroup g\n\
+            "global\nmaxconn 100\nnbthread 4\nhard-stop-after 1m\ngrace 2s\nuser nobody\ngroup nogroup\n\
              pidfile /run/x.pid\ndaemon\nlog stderr local0\n\
              stats socket /run/s.sock mode 600 level admin\n",
         );
@@ -361,8 +361,8 @@ mod tests {
         assert_eq!(
             (g.user.clone(), g.group.clone()),
             (
-                Some(Account::Name("u".into())),
-                Some(Account::Name("g".into()))
+                Some(Account::Name("nobody".into())),
+                Some(Account::Name("nogroup".into()))
             )
         );
         assert!(g.daemon);

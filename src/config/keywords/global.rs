@@ -348,7 +348,8 @@ fn log(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
 
 /// `user NAME` / `uid N`, `group NAME` / `gid N`: who rolelb runs as once its sockets are
 /// bound. As in HAProxy, `user` and `uid` set the same thing (a second one is reported and
-/// the first kept), as do `group` and `gid`; an id of 0 is "not set". HAProxy warns about a
+/// the first kept), as do `group` and `gid`; an id of 0 is "not set"; a name must be in the
+/// system's user or group database when the file is read (`-c` too). HAProxy warns about a
 /// `uid` that is not a number and then keeps running as root: rolelb refuses it.
 fn account(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
     let kw = ctx.keyword;
@@ -366,7 +367,18 @@ fn account(g: &mut Global, ctx: &mut Ctx) -> Result<(), String> {
             id => Some(Account::Id(id)),
         }
     } else {
-        Some(Account::Name(string_arg(ctx, &format!("a {what} name"))?))
+        let name = string_arg(ctx, &format!("a {what} name"))?;
+        let known = if what == "user" {
+            nix::unistd::User::from_name(&name).map(|u| u.is_some())
+        } else {
+            nix::unistd::Group::from_name(&name).map(|g| g.is_some())
+        };
+        match known {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("cannot find {what} id for '{name}'")),
+            Err(e) => return Err(format!("cannot look {what} '{name}' up: {e}")),
+        }
+        Some(Account::Name(name))
     };
     if slot.is_some() {
         ctx.warn(format!("{pair} already specified: the first one is kept"));
@@ -667,10 +679,10 @@ mod tests {
     fn uid_and_gid_are_numbers_sharing_their_slot_with_user_and_group() {
         let c = global("uid 99");
         assert_eq!(c.global.user, Some(Account::Id(99)));
-        let c =
-            parse("global\n    gid 100\n    group staff\n    user u\n    uid 5\n").expect("valid");
+        let c = parse("global\n    gid 100\n    group nogroup\n    user nobody\n    uid 5\n")
+            .expect("valid");
         assert_eq!(c.global.group, Some(Account::Id(100)));
-        assert_eq!(c.global.user, Some(Account::Name("u".into())));
+        assert_eq!(c.global.user, Some(Account::Name("nobody".into())));
         let said: Vec<&str> = c.warnings.iter().map(|w| w.message.as_str()).collect();
         assert!(
             said.contains(&"group/gid already specified: the first one is kept"),
@@ -687,5 +699,10 @@ mod tests {
         assert!(error("uid 2147483648").contains("2147483647"));
         assert!(error("gid").contains("expects"));
         assert!(error("uid 1 2").contains("uid"));
+        // Names must exist when the file is read, as HAProxy looks them up while parsing.
+        assert!(
+            error("user no-such-user-rlbt").contains("cannot find user id for 'no-such-user-rlbt'")
+        );
+        assert!(error("group no-such-group-rlbt").contains("cannot find group id"));
     }
 }
