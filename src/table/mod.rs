@@ -318,13 +318,6 @@ pub struct RateLimits {
     pub global_conns: Option<u32>,
 }
 
-impl RateLimits {
-    /// Whether any limit counts sessions (their connections then carry a ticket).
-    pub fn counts_sessions(self) -> bool {
-        self.sessions.is_some() || self.global_sessions.is_some()
-    }
-}
-
 /// One address a frontend listens on, as its sessions see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerRt {
